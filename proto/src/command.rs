@@ -1,0 +1,233 @@
+//! Commands: what a host, a candidate or the system asks of a room.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{InvitationId, RoomId, UserId};
+
+/// Who issues a command.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Actor {
+    User(UserId),
+    /// The engine itself: the expiry timer and LiveKit webhooks.
+    System,
+}
+
+impl Actor {
+    pub fn user(&self) -> Option<&UserId> {
+        match self {
+            Self::User(user) => Some(user),
+            Self::System => None,
+        }
+    }
+
+    /// Whether this is the given user.
+    pub fn is(&self, user: &UserId) -> bool {
+        self.user() == Some(user)
+    }
+}
+
+/// `create_room`: the caller becomes the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoom {
+    pub room_id: RoomId,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub max_cohosts: Option<u8>,
+}
+
+/// Arguments naming only a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomTarget {
+    pub room_id: RoomId,
+}
+
+/// Arguments naming a user in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserTarget {
+    pub room_id: RoomId,
+    pub user_id: UserId,
+}
+
+/// Arguments naming an invitation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationTarget {
+    pub invitation_id: InvitationId,
+}
+
+/// LiveKit saw a participant join or leave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Presence {
+    pub room_id: RoomId,
+    pub user_id: UserId,
+    pub online: bool,
+}
+
+/// Every command of the contract's table. The variant names the command; its arguments are the contract's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Command {
+    CreateRoom(CreateRoom),
+    GoLive(RoomTarget),
+    StopRoom(RoomTarget),
+    Invite(UserTarget),
+    RequestToJoin(RoomTarget),
+    AcceptInvitation(InvitationTarget),
+    RejectInvitation(InvitationTarget),
+    CancelInvitation(InvitationTarget),
+    RemoveCohost(UserTarget),
+    LeaveStage(RoomTarget),
+    /// System only: the timer saw `expires_ms` pass.
+    Expire(InvitationTarget),
+    /// System only: a LiveKit webhook.
+    Presence(Presence),
+}
+
+impl Command {
+    /// Every command name, as in `cohost.v1.cmd.<name>`.
+    pub const NAMES: [&'static str; 12] = [
+        "create_room",
+        "go_live",
+        "stop_room",
+        "invite",
+        "request_to_join",
+        "accept_invitation",
+        "reject_invitation",
+        "cancel_invitation",
+        "remove_cohost",
+        "leave_stage",
+        "expire",
+        "presence",
+    ];
+
+    pub fn name(&self) -> &'static str {
+        let index = match self {
+            Self::CreateRoom(_) => 0,
+            Self::GoLive(_) => 1,
+            Self::StopRoom(_) => 2,
+            Self::Invite(_) => 3,
+            Self::RequestToJoin(_) => 4,
+            Self::AcceptInvitation(_) => 5,
+            Self::RejectInvitation(_) => 6,
+            Self::CancelInvitation(_) => 7,
+            Self::RemoveCohost(_) => 8,
+            Self::LeaveStage(_) => 9,
+            Self::Expire(_) => 10,
+            Self::Presence(_) => 11,
+        };
+        Self::NAMES[index]
+    }
+
+    /// The room the command acts on; an invitation's room is part of its id.
+    pub fn room_id(&self) -> &RoomId {
+        match self {
+            Self::CreateRoom(c) => &c.room_id,
+            Self::GoLive(t) | Self::StopRoom(t) | Self::RequestToJoin(t) | Self::LeaveStage(t) => {
+                &t.room_id
+            }
+            Self::Invite(t) | Self::RemoveCohost(t) => &t.room_id,
+            Self::AcceptInvitation(t)
+            | Self::RejectInvitation(t)
+            | Self::CancelInvitation(t)
+            | Self::Expire(t) => t.invitation_id.room_id(),
+            Self::Presence(p) => &p.room_id,
+        }
+    }
+
+    /// Parses a command from its name and its JSON arguments, refusing unknown fields.
+    pub fn from_json(name: &str, args: &[u8]) -> Result<Self, CommandParseError> {
+        fn parse<'a, T: Deserialize<'a>>(args: &'a [u8]) -> Result<T, CommandParseError> {
+            serde_json::from_slice(args).map_err(|e| CommandParseError::Arguments(e.to_string()))
+        }
+        Ok(match name {
+            "create_room" => Self::CreateRoom(parse(args)?),
+            "go_live" => Self::GoLive(parse(args)?),
+            "stop_room" => Self::StopRoom(parse(args)?),
+            "invite" => Self::Invite(parse(args)?),
+            "request_to_join" => Self::RequestToJoin(parse(args)?),
+            "accept_invitation" => Self::AcceptInvitation(parse(args)?),
+            "reject_invitation" => Self::RejectInvitation(parse(args)?),
+            "cancel_invitation" => Self::CancelInvitation(parse(args)?),
+            "remove_cohost" => Self::RemoveCohost(parse(args)?),
+            "leave_stage" => Self::LeaveStage(parse(args)?),
+            "expire" => Self::Expire(parse(args)?),
+            "presence" => Self::Presence(parse(args)?),
+            _ => {
+                return Err(CommandParseError::UnknownCommand(
+                    name.chars().take(64).collect(),
+                ));
+            }
+        })
+    }
+}
+
+/// Why bytes are not a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandParseError {
+    #[error("unknown command {0:?}")]
+    UnknownCommand(String),
+    #[error("bad arguments: {0}")]
+    Arguments(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_parses_back_to_its_command() {
+        let samples: [(&str, &str); 12] = [
+            (
+                "create_room",
+                r#"{"room_id":"r","title":"t","max_cohosts":3}"#,
+            ),
+            ("go_live", r#"{"room_id":"r"}"#),
+            ("stop_room", r#"{"room_id":"r"}"#),
+            ("invite", r#"{"room_id":"r","user_id":"u"}"#),
+            ("request_to_join", r#"{"room_id":"r"}"#),
+            ("accept_invitation", r#"{"invitation_id":"r.1"}"#),
+            ("reject_invitation", r#"{"invitation_id":"r.1"}"#),
+            ("cancel_invitation", r#"{"invitation_id":"r.1"}"#),
+            ("remove_cohost", r#"{"room_id":"r","user_id":"u"}"#),
+            ("leave_stage", r#"{"room_id":"r"}"#),
+            ("expire", r#"{"invitation_id":"r.1"}"#),
+            ("presence", r#"{"room_id":"r","user_id":"u","online":true}"#),
+        ];
+        for ((name, args), expected) in samples.iter().zip(Command::NAMES) {
+            assert_eq!(*name, expected);
+            let command = Command::from_json(name, args.as_bytes()).unwrap();
+            assert_eq!(command.name(), *name);
+            assert_eq!(command.room_id().as_str(), "r");
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        let cases: [(&str, &str); 6] = [
+            ("go_live", r#"{"room_id":"r","extra":1}"#),
+            ("go_live", r#"{"room_id":"bad id"}"#),
+            ("create_room", r#"{"room_id":"r","max_cohosts":300}"#),
+            ("accept_invitation", r#"{"invitation_id":"r.0"}"#),
+            ("invite", r#"{"room_id":"r"}"#),
+            ("invite", r#"not json"#),
+        ];
+        for (name, args) in cases {
+            let err = Command::from_json(name, args.as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, CommandParseError::Arguments(_)),
+                "{name} {args}: {err:?}"
+            );
+        }
+        assert_eq!(
+            Command::from_json("drop_tables", b"{}").unwrap_err(),
+            CommandParseError::UnknownCommand("drop_tables".into())
+        );
+    }
+}

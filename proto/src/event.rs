@@ -1,0 +1,368 @@
+//! Events and the envelope they travel in.
+//!
+//! Text formats (JSON) use the contract's shape: the envelope's fields, then `type` and the payload's fields
+//! at the same level. Compact formats (postcard) index variants by position, so the order of `Event`'s
+//! variants is part of the stored format: append new variants, never reorder.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+
+use crate::id::{CommandId, EventId, InvitationId, RoomId, UserId};
+use crate::invitation::Invitation;
+use crate::room::Room;
+
+/// What happened to a room. Each variant carries enough to apply it without looking anything up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    RoomCreated {
+        room: Room,
+    },
+    RoomLive {
+        room: Room,
+    },
+    RoomStopped {
+        room: Room,
+    },
+    InvitationCreated {
+        invitation: Invitation,
+    },
+    InvitationApproved {
+        invitation: Invitation,
+    },
+    InvitationRejected {
+        invitation: Invitation,
+    },
+    InvitationCancelled {
+        invitation: Invitation,
+    },
+    InvitationExpired {
+        invitation: Invitation,
+    },
+    CohostRemoved {
+        user_id: UserId,
+        invitation_id: InvitationId,
+    },
+    CohostLeft {
+        user_id: UserId,
+        invitation_id: InvitationId,
+    },
+    PresenceChanged {
+        user_id: UserId,
+        online: bool,
+    },
+}
+
+impl Event {
+    /// Every `type` tag, in the stored variant order.
+    pub const TYPES: [&'static str; 11] = [
+        "room_created",
+        "room_live",
+        "room_stopped",
+        "invitation_created",
+        "invitation_approved",
+        "invitation_rejected",
+        "invitation_cancelled",
+        "invitation_expired",
+        "cohost_removed",
+        "cohost_left",
+        "presence_changed",
+    ];
+
+    /// The contract's `type` tag.
+    pub fn type_name(&self) -> &'static str {
+        Self::TYPES[self.type_index()]
+    }
+
+    fn type_index(&self) -> usize {
+        match self {
+            Self::RoomCreated { .. } => 0,
+            Self::RoomLive { .. } => 1,
+            Self::RoomStopped { .. } => 2,
+            Self::InvitationCreated { .. } => 3,
+            Self::InvitationApproved { .. } => 4,
+            Self::InvitationRejected { .. } => 5,
+            Self::InvitationCancelled { .. } => 6,
+            Self::InvitationExpired { .. } => 7,
+            Self::CohostRemoved { .. } => 8,
+            Self::CohostLeft { .. } => 9,
+            Self::PresenceChanged { .. } => 10,
+        }
+    }
+
+    /// The invitation after the change, for the five invitation events.
+    pub fn invitation(&self) -> Option<&Invitation> {
+        match self {
+            Self::InvitationCreated { invitation }
+            | Self::InvitationApproved { invitation }
+            | Self::InvitationRejected { invitation }
+            | Self::InvitationCancelled { invitation }
+            | Self::InvitationExpired { invitation } => Some(invitation),
+            _ => None,
+        }
+    }
+
+    /// The room after the change, for the three room events.
+    pub fn room(&self) -> Option<&Room> {
+        match self {
+            Self::RoomCreated { room } | Self::RoomLive { room } | Self::RoomStopped { room } => {
+                Some(room)
+            }
+            _ => None,
+        }
+    }
+
+    /// The user whose subject (`cohost.v1.user.<id>`) also receives this event: an invitation's candidate.
+    pub fn candidate(&self) -> Option<&UserId> {
+        self.invitation().map(|invitation| &invitation.user_id)
+    }
+}
+
+/// JSON: internally tagged by `type`, as the contract shows it.
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Event", tag = "type", rename_all = "snake_case")]
+enum EventTagged {
+    RoomCreated {
+        room: Room,
+    },
+    RoomLive {
+        room: Room,
+    },
+    RoomStopped {
+        room: Room,
+    },
+    InvitationCreated {
+        invitation: Invitation,
+    },
+    InvitationApproved {
+        invitation: Invitation,
+    },
+    InvitationRejected {
+        invitation: Invitation,
+    },
+    InvitationCancelled {
+        invitation: Invitation,
+    },
+    InvitationExpired {
+        invitation: Invitation,
+    },
+    CohostRemoved {
+        user_id: UserId,
+        invitation_id: InvitationId,
+    },
+    CohostLeft {
+        user_id: UserId,
+        invitation_id: InvitationId,
+    },
+    PresenceChanged {
+        user_id: UserId,
+        online: bool,
+    },
+}
+
+/// postcard: a variant index, then the fields in order.
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Event")]
+enum EventIndexed {
+    RoomCreated {
+        room: Room,
+    },
+    RoomLive {
+        room: Room,
+    },
+    RoomStopped {
+        room: Room,
+    },
+    InvitationCreated {
+        invitation: Invitation,
+    },
+    InvitationApproved {
+        invitation: Invitation,
+    },
+    InvitationRejected {
+        invitation: Invitation,
+    },
+    InvitationCancelled {
+        invitation: Invitation,
+    },
+    InvitationExpired {
+        invitation: Invitation,
+    },
+    CohostRemoved {
+        user_id: UserId,
+        invitation_id: InvitationId,
+    },
+    CohostLeft {
+        user_id: UserId,
+        invitation_id: InvitationId,
+    },
+    PresenceChanged {
+        user_id: UserId,
+        online: bool,
+    },
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            EventTagged::serialize(self, s)
+        } else {
+            EventIndexed::serialize(self, s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            EventTagged::deserialize(d)
+        } else {
+            EventIndexed::deserialize(d)
+        }
+    }
+}
+
+/// One committed event with its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Position in the deployment's log: gap-free, from 1.
+    pub seq: u64,
+    pub room_id: RoomId,
+    /// Position in the room: gap-free, from 1.
+    pub version: u64,
+    pub at_ms: u64,
+    /// The user whose command caused it; `None` for the system (timers, LiveKit).
+    pub actor: Option<UserId>,
+    pub command_id: Option<CommandId>,
+    pub event: Event,
+}
+
+impl Envelope {
+    /// `"{room_id}:{version}"`, the event's stable name (and its NATS `Msg-Id`).
+    pub fn event_id(&self) -> EventId {
+        EventId {
+            room_id: self.room_id.clone(),
+            version: self.version,
+        }
+    }
+}
+
+/// Formats `{room_id}:{version}` straight into the serializer.
+struct EventIdRef<'a>(&'a RoomId, u64);
+
+impl Serialize for EventIdRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}:{}", self.0, self.1))
+    }
+}
+
+#[derive(Serialize)]
+struct EnvelopeJsonOut<'a> {
+    seq: u64,
+    room_id: &'a RoomId,
+    version: u64,
+    event_id: EventIdRef<'a>,
+    at_ms: u64,
+    actor: &'a Option<UserId>,
+    command_id: &'a Option<CommandId>,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeJsonIn {
+    seq: u64,
+    room_id: RoomId,
+    version: u64,
+    event_id: String,
+    at_ms: u64,
+    actor: Option<UserId>,
+    #[serde(default)]
+    command_id: Option<CommandId>,
+    #[serde(flatten)]
+    event: Event,
+}
+
+/// postcard: the fields in order; `event_id` is derived, so it is not stored.
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Envelope")]
+struct EnvelopeCompact {
+    seq: u64,
+    room_id: RoomId,
+    version: u64,
+    at_ms: u64,
+    actor: Option<UserId>,
+    command_id: Option<CommandId>,
+    event: Event,
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            return EnvelopeCompact::serialize(self, s);
+        }
+        EnvelopeJsonOut {
+            seq: self.seq,
+            room_id: &self.room_id,
+            version: self.version,
+            event_id: EventIdRef(&self.room_id, self.version),
+            at_ms: self.at_ms,
+            actor: &self.actor,
+            command_id: &self.command_id,
+            event: &self.event,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return EnvelopeCompact::deserialize(d);
+        }
+        let raw = EnvelopeJsonIn::deserialize(d)?;
+        let envelope = Envelope {
+            seq: raw.seq,
+            room_id: raw.room_id,
+            version: raw.version,
+            at_ms: raw.at_ms,
+            actor: raw.actor,
+            command_id: raw.command_id,
+            event: raw.event,
+        };
+        if raw.event_id != envelope.event_id().to_string() {
+            return Err(de::Error::custom(format_args!(
+                "event_id {:?} does not match room_id and version",
+                raw.event_id
+            )));
+        }
+        Ok(envelope)
+    }
+}
+
+/// The log's record format. Each variant's layout is frozen once released: a schema change adds a variant
+/// (and keeps the old types for decoding), so logs written today still decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredEvent {
+    V1(Envelope),
+}
+
+impl StoredEvent {
+    /// The current variant.
+    pub fn new(envelope: Envelope) -> Self {
+        Self::V1(envelope)
+    }
+
+    pub fn into_envelope(self) -> Envelope {
+        match self {
+            Self::V1(envelope) => envelope,
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.type_name())
+    }
+}
