@@ -72,7 +72,6 @@ pub struct Presence {
 /// Every command of the contract's table. The variant names the command; its arguments are the contract's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum Command {
     CreateRoom(CreateRoom),
     GoLive(RoomTarget),

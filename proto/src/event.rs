@@ -14,7 +14,6 @@ use crate::room::Room;
 
 /// What happened to a room. Each variant carries enough to apply it without looking anything up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Event {
     RoomCreated {
         room: Room,

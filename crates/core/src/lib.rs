@@ -1,1 +1,92 @@
-//! placeholder
+//! The cohost rules as pure functions: `decide` turns a command into events or a rejection, and `apply`
+//! folds an event into a room's state.
+//!
+//! This crate is deterministic and does no IO. It never reads a clock, never draws randomness, never
+//! allocates ids by itself and is neither async nor thread-aware: time, the actor and the deployment's
+//! policy arrive in a [`Context`], and invitation ids follow from the room's state. So a failing property
+//! test replays exactly from its seed, and the engine can replay the log into the same state every time.
+//! Its dependency list holds no tokio, sled, NATS or LiveKit; `tests/core-is-pure.rs` keeps it that way.
+
+mod invitation;
+mod policy;
+mod rejection;
+mod reply;
+mod room;
+mod stage;
+mod state;
+
+pub use cohost_proto as proto;
+pub use policy::{Policy, PolicyError};
+pub use rejection::Rejection;
+pub use reply::reply;
+pub use stage::{Entitlement, entitlement};
+pub use state::{
+    ENDED_KEPT_MAX, InvitationFilter, InvitationPage, PAGE_LIMIT_MAX, RoomState, apply,
+};
+
+use cohost_proto::{Actor, Command, Event};
+use invitation::Outcome;
+
+/// Everything `decide` needs besides the state and the command.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub actor: &'a Actor,
+    /// The sequencer's clock when the command is decided.
+    pub now_ms: u64,
+    /// The room version the caller last saw; a mismatch is `conflict`.
+    pub expected_version: Option<u64>,
+    pub policy: Policy,
+}
+
+impl Context<'_> {
+    fn check_version(&self, actual: u64) -> Result<(), Rejection> {
+        match self.expected_version {
+            Some(expected) if expected != actual => Err(Rejection::Conflict { expected, actual }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Decides what `command` does to the room in `state`: the events to append, in order, or why nothing
+/// happens. A rejected command emits nothing; an accepted one may emit nothing when it changes nothing
+/// (a presence report the room already knows).
+///
+/// `state` must be the state of the room the command names (`Command::room_id`); the caller routes.
+pub fn decide(
+    state: &RoomState,
+    command: &Command,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
+    if let Command::CreateRoom(create) = command {
+        return room::create(state, create, ctx);
+    }
+    let room = state.room().ok_or(Rejection::NotFound("room not found"))?;
+    assert_eq!(
+        &room.room_id,
+        command.room_id(),
+        "decide got the state of another room"
+    );
+    ctx.check_version(room.version)?;
+    match command {
+        Command::CreateRoom(_) => unreachable!("handled above"),
+        Command::GoLive(_) => room::go_live(room, ctx),
+        Command::StopRoom(_) => room::stop(state, room, ctx),
+        Command::Invite(target) => invitation::invite(state, room, &target.user_id, ctx),
+        Command::RequestToJoin(_) => invitation::request(state, room, ctx),
+        Command::AcceptInvitation(t) => {
+            invitation::settle(state, room, &t.invitation_id, Outcome::Accept, ctx)
+        }
+        Command::RejectInvitation(t) => {
+            invitation::settle(state, room, &t.invitation_id, Outcome::Reject, ctx)
+        }
+        Command::CancelInvitation(t) => {
+            invitation::settle(state, room, &t.invitation_id, Outcome::Cancel, ctx)
+        }
+        Command::Expire(t) => {
+            invitation::settle(state, room, &t.invitation_id, Outcome::Expire, ctx)
+        }
+        Command::RemoveCohost(target) => stage::remove(state, room, &target.user_id, ctx),
+        Command::LeaveStage(_) => stage::leave(state, ctx),
+        Command::Presence(p) => stage::presence(state, room, &p.user_id, p.online, ctx),
+    }
+}

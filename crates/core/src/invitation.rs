@@ -1,0 +1,154 @@
+//! The offer of a seat: invite and request_to_join open one; accept, reject, cancel and expire end it.
+
+use cohost_proto::invitation::PENDING_PER_ROOM_MAX;
+use cohost_proto::{
+    Actor, Event, Invitation, InvitationId, InvitationKind, InvitationStatus, Room, RoomStatus,
+    UserId,
+};
+
+use crate::{Context, Rejection, RoomState};
+
+pub(crate) fn invite(
+    state: &RoomState,
+    room: &Room,
+    candidate: &UserId,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
+    if !ctx.actor.is(&room.host) {
+        return Err(Rejection::PermissionDenied("only the host may invite"));
+    }
+    if candidate == &room.host {
+        return Err(Rejection::InvalidArgument(
+            "the host cannot invite themselves",
+        ));
+    }
+    open(state, room, candidate, InvitationKind::Invite, ctx)
+}
+
+pub(crate) fn request(
+    state: &RoomState,
+    room: &Room,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
+    let Actor::User(candidate) = ctx.actor else {
+        return Err(Rejection::PermissionDenied(
+            "only a user may request to join",
+        ));
+    };
+    if candidate == &room.host {
+        return Err(Rejection::PermissionDenied(
+            "the host cannot request to join their own room",
+        ));
+    }
+    open(state, room, candidate, InvitationKind::Request, ctx)
+}
+
+fn open(
+    state: &RoomState,
+    room: &Room,
+    candidate: &UserId,
+    kind: InvitationKind,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
+    if room.status == RoomStatus::Ended {
+        return Err(Rejection::FailedPrecondition("room has ended"));
+    }
+    if state.is_cohost(candidate) {
+        return Err(Rejection::AlreadyExists("user is already a co-host"));
+    }
+    if state.pending_for(candidate).is_some() {
+        return Err(Rejection::AlreadyExists(
+            "user already has a pending invitation or request in this room",
+        ));
+    }
+    if state.pending_count() >= PENDING_PER_ROOM_MAX {
+        return Err(Rejection::ResourceExhausted(
+            "room already has 32 pending invitations and requests",
+        ));
+    }
+    if room.cohosts.len() >= usize::from(room.max_cohosts) {
+        return Err(Rejection::ResourceExhausted("every co-host seat is taken"));
+    }
+    let invitation_id = InvitationId::new(room.room_id.clone(), state.next_invitation_number())
+        .expect("invitation numbers start at 1");
+    let invitation = Invitation {
+        invitation_id,
+        room_id: room.room_id.clone(),
+        kind,
+        host: room.host.clone(),
+        user_id: candidate.clone(),
+        status: InvitationStatus::Pending,
+        created_ms: ctx.now_ms,
+        updated_ms: ctx.now_ms,
+        expires_ms: ctx.now_ms.saturating_add(ctx.policy.invitation_ttl_ms()),
+    };
+    Ok(vec![Event::InvitationCreated { invitation }])
+}
+
+/// The answers to a pending offer, and the timer's expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Accept,
+    Reject,
+    Cancel,
+    Expire,
+}
+
+pub(crate) fn settle(
+    state: &RoomState,
+    room: &Room,
+    id: &InvitationId,
+    outcome: Outcome,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
+    let invitation = state
+        .invitation(id)
+        .ok_or(Rejection::NotFound("invitation not found"))?;
+    let allowed = match outcome {
+        Outcome::Accept | Outcome::Reject => ctx.actor.is(invitation.responder()),
+        Outcome::Cancel => ctx.actor.is(invitation.initiator()),
+        Outcome::Expire => *ctx.actor == Actor::System,
+    };
+    if !allowed {
+        return Err(Rejection::PermissionDenied(match outcome {
+            Outcome::Accept | Outcome::Reject => "only the invitation's responder may answer it",
+            Outcome::Cancel => "only the invitation's initiator may cancel it",
+            Outcome::Expire => "only the system expires invitations",
+        }));
+    }
+    if !invitation.status.is_pending() {
+        return Err(Rejection::FailedPrecondition("invitation is not pending"));
+    }
+    let due = ctx.now_ms >= invitation.expires_ms;
+    let status = match outcome {
+        Outcome::Accept if due => {
+            return Err(Rejection::FailedPrecondition("invitation has expired"));
+        }
+        Outcome::Accept if room.status == RoomStatus::Ended => {
+            return Err(Rejection::FailedPrecondition("room has ended"));
+        }
+        Outcome::Accept if room.cohosts.len() >= usize::from(room.max_cohosts) => {
+            return Err(Rejection::ResourceExhausted("every co-host seat is taken"));
+        }
+        Outcome::Expire if !due => {
+            return Err(Rejection::FailedPrecondition(
+                "invitation has not expired yet",
+            ));
+        }
+        Outcome::Accept => InvitationStatus::Approved,
+        Outcome::Reject => InvitationStatus::Rejected,
+        Outcome::Cancel => InvitationStatus::Cancelled,
+        Outcome::Expire => InvitationStatus::Expired,
+    };
+    let invitation = Invitation {
+        status,
+        updated_ms: ctx.now_ms,
+        ..invitation.clone()
+    };
+    Ok(vec![match outcome {
+        Outcome::Accept => Event::InvitationApproved { invitation },
+        Outcome::Reject => Event::InvitationRejected { invitation },
+        Outcome::Cancel => Event::InvitationCancelled { invitation },
+        Outcome::Expire => Event::InvitationExpired { invitation },
+    }])
+}

@@ -1,0 +1,41 @@
+use cohost_proto::{Accepted, Command, Event, Reply};
+
+use crate::RoomState;
+
+/// The contract's reply body for a command that succeeded, read from the state after its events.
+///
+/// accept's `broadcaster` is left `None`: minting credentials is the engine's job, not a rule.
+pub fn reply(state: &RoomState, command: &Command, events: &[Event]) -> Reply {
+    let invitation = |id| {
+        // The command just succeeded on this invitation, and settled invitations are kept at least until
+        // ENDED_KEPT_MAX more end, which cannot happen within one command.
+        state
+            .invitation(id)
+            .expect("the invitation a command succeeded on is held")
+            .clone()
+    };
+    match command {
+        Command::Invite(_) | Command::RequestToJoin(_) => {
+            let created = events.iter().find_map(Event::invitation);
+            Reply::Invitation(created.expect("invite emits invitation_created").clone())
+        }
+        Command::AcceptInvitation(t) => Reply::Accepted(Accepted {
+            invitation: invitation(&t.invitation_id),
+            broadcaster: None,
+        }),
+        Command::RejectInvitation(t) | Command::CancelInvitation(t) | Command::Expire(t) => {
+            Reply::Invitation(invitation(&t.invitation_id))
+        }
+        Command::CreateRoom(_)
+        | Command::GoLive(_)
+        | Command::StopRoom(_)
+        | Command::RemoveCohost(_)
+        | Command::LeaveStage(_)
+        | Command::Presence(_) => Reply::Room(
+            state
+                .room()
+                .expect("the room a command succeeded on exists")
+                .clone(),
+        ),
+    }
+}

@@ -1,0 +1,88 @@
+//! create_room, go_live and stop_room.
+
+use cohost_proto::room::{MAX_COHOSTS_LIMIT, TITLE_LEN_MAX};
+use cohost_proto::{Actor, CreateRoom, Event, InvitationStatus, Room, RoomStatus};
+
+use crate::{Context, Rejection, RoomState};
+
+pub(crate) fn create(
+    state: &RoomState,
+    command: &CreateRoom,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
+    let title = command.title.as_deref().unwrap_or("");
+    if title.chars().count() > TITLE_LEN_MAX {
+        return Err(Rejection::InvalidArgument(
+            "title must be at most 200 characters",
+        ));
+    }
+    let max_cohosts = command
+        .max_cohosts
+        .unwrap_or(ctx.policy.max_cohosts_default());
+    if !(1..=MAX_COHOSTS_LIMIT).contains(&max_cohosts) {
+        return Err(Rejection::InvalidArgument(
+            "max_cohosts must be from 1 to 16",
+        ));
+    }
+    if state.room().is_some() {
+        return Err(Rejection::AlreadyExists("room already exists"));
+    }
+    ctx.check_version(0)?;
+    let Actor::User(host) = ctx.actor else {
+        return Err(Rejection::PermissionDenied("only a user can host a room"));
+    };
+    let room = Room {
+        room_id: command.room_id.clone(),
+        host: host.clone(),
+        title: title.to_owned(),
+        status: RoomStatus::Idle,
+        max_cohosts,
+        cohosts: Vec::new(),
+        version: 1,
+    };
+    Ok(vec![Event::RoomCreated { room }])
+}
+
+pub(crate) fn go_live(room: &Room, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+    if !ctx.actor.is(&room.host) {
+        return Err(Rejection::PermissionDenied("only the host may go live"));
+    }
+    if room.status != RoomStatus::Idle {
+        return Err(Rejection::FailedPrecondition("room is not idle"));
+    }
+    let room = Room {
+        status: RoomStatus::Live,
+        version: room.version + 1,
+        ..room.clone()
+    };
+    Ok(vec![Event::RoomLive { room }])
+}
+
+/// Cancels every pending invitation first, so no one can accept a seat in an ended room.
+pub(crate) fn stop(state: &RoomState, room: &Room, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+    if !(ctx.actor.is(&room.host) || *ctx.actor == Actor::System) {
+        return Err(Rejection::PermissionDenied(
+            "only the host may stop the room",
+        ));
+    }
+    if room.status == RoomStatus::Ended {
+        return Err(Rejection::FailedPrecondition("room has already ended"));
+    }
+    let mut events: Vec<Event> = state
+        .pending()
+        .map(|pending| {
+            let mut invitation = pending.clone();
+            invitation.status = InvitationStatus::Cancelled;
+            invitation.updated_ms = ctx.now_ms;
+            Event::InvitationCancelled { invitation }
+        })
+        .collect();
+    let version = room.version + events.len() as u64 + 1;
+    let room = Room {
+        status: RoomStatus::Ended,
+        version,
+        ..room.clone()
+    };
+    events.push(Event::RoomStopped { room });
+    Ok(events)
+}

@@ -1,0 +1,113 @@
+//! Who is on the stage: removal, leaving, presence, and who may have broadcaster credentials.
+
+use cohost_proto::{Actor, BroadcasterRole, Event, Room, RoomStatus, Seat, UserId};
+
+use crate::{Context, Rejection, RoomState};
+
+pub(crate) fn remove(
+    state: &RoomState,
+    room: &Room,
+    user: &UserId,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
+    if !(ctx.actor.is(&room.host) || *ctx.actor == Actor::System) {
+        return Err(Rejection::PermissionDenied(
+            "only the host may remove a co-host",
+        ));
+    }
+    let seat = state
+        .seat(user)
+        .ok_or(Rejection::NotFound("user is not a co-host"))?;
+    Ok(vec![Event::CohostRemoved {
+        user_id: seat.user_id.clone(),
+        invitation_id: seat.invitation_id.clone(),
+    }])
+}
+
+pub(crate) fn leave(state: &RoomState, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+    let Actor::User(user) = ctx.actor else {
+        return Err(Rejection::PermissionDenied(
+            "only a co-host may leave the stage",
+        ));
+    };
+    let seat = state
+        .seat(user)
+        .ok_or(Rejection::NotFound("caller is not a co-host"))?;
+    Ok(vec![Event::CohostLeft {
+        user_id: seat.user_id.clone(),
+        invitation_id: seat.invitation_id.clone(),
+    }])
+}
+
+/// Records a LiveKit join or leave. Reporting what is already known appends nothing.
+pub(crate) fn presence(
+    state: &RoomState,
+    room: &Room,
+    user: &UserId,
+    online: bool,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
+    if *ctx.actor != Actor::System {
+        return Err(Rejection::PermissionDenied(
+            "only the system reports presence",
+        ));
+    }
+    let current = if user == &room.host {
+        state.host_online()
+    } else {
+        state
+            .seat(user)
+            .ok_or(Rejection::NotFound(
+                "participant is neither host nor co-host",
+            ))?
+            .online
+    };
+    if current == online {
+        return Ok(Vec::new());
+    }
+    Ok(vec![Event::PresenceChanged {
+        user_id: user.clone(),
+        online,
+    }])
+}
+
+/// Who may have broadcaster credentials for this room, and as what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entitlement<'a> {
+    Host,
+    Cohost(&'a Seat),
+}
+
+impl Entitlement<'_> {
+    pub fn role(&self) -> BroadcasterRole {
+        match self {
+            Self::Host => BroadcasterRole::Host,
+            Self::Cohost(_) => BroadcasterRole::Cohost,
+        }
+    }
+}
+
+/// The rule of `get_broadcaster_data`: the host, or a seated co-host, of a live room.
+///
+/// A user with only a pending, rejected or ended offer gets `failed_precondition`, so a client can tell
+/// "not yet" or "no longer" from "never".
+pub fn entitlement<'a>(state: &'a RoomState, user: &UserId) -> Result<Entitlement<'a>, Rejection> {
+    let room = state.room().ok_or(Rejection::NotFound("room not found"))?;
+    let entitlement = if user == &room.host {
+        Entitlement::Host
+    } else if let Some(seat) = state.seat(user) {
+        Entitlement::Cohost(seat)
+    } else if state.has_offer_history(user) {
+        return Err(Rejection::FailedPrecondition(
+            "user holds no approved seat in this room",
+        ));
+    } else {
+        return Err(Rejection::PermissionDenied(
+            "only the host and co-hosts may broadcast",
+        ));
+    };
+    if room.status != RoomStatus::Live {
+        return Err(Rejection::FailedPrecondition("room is not live"));
+    }
+    Ok(entitlement)
+}

@@ -1,0 +1,618 @@
+//! Every command of the contract's table, as given/when/then cases: each success and each rejection with
+//! its exact error code.
+
+mod support;
+
+use cohost_core::{Rejection, apply};
+use cohost_proto::ErrorCode;
+use support::*;
+
+/// What a case expects: the event types emitted, or the error code.
+#[derive(Debug)]
+enum Then {
+    Events(&'static [&'static str]),
+    Error(ErrorCode),
+}
+
+use Then::{Error, Events};
+
+fn check(history: &[Step], when: Step, then: Then) {
+    let (state, _) = given(history);
+    let before = state.clone();
+    let outcome = when.decide(&state);
+    match (&then, &outcome) {
+        (Events(types), Ok(events)) => {
+            let got: Vec<&str> = events.iter().map(|e| e.type_name()).collect();
+            assert_eq!(&got, types, "when {when:?}");
+            let mut after = state.clone();
+            for event in events {
+                apply(&mut after, event);
+            }
+            assert_eq!(
+                after.version(),
+                before.version() + events.len() as u64,
+                "versions are gap-free"
+            );
+        }
+        (Error(code), Err(rejection)) => {
+            assert_eq!(rejection.code(), *code, "when {when:?}: {rejection}");
+            assert!(!rejection.to_string().is_empty());
+        }
+        _ => panic!("when {when:?}: expected {then:?}, got {outcome:?}"),
+    }
+    assert_eq!(state, before, "decide must not change the state");
+}
+
+const LATER: u64 = TTL_MS + 1;
+
+#[test]
+fn rule_create_room() {
+    check(&[], create("alice"), Events(&["room_created"]));
+    check(
+        &[],
+        create_with("alice", &"t".repeat(200), Some(16)),
+        Events(&["room_created"]),
+    );
+    check(
+        &[],
+        create_with("alice", &"é".repeat(200), Some(1)),
+        Events(&["room_created"]),
+    );
+    check(
+        &[],
+        create_with("alice", &"t".repeat(201), None),
+        Error(ErrorCode::InvalidArgument),
+    );
+    check(
+        &[],
+        create_with("alice", "", Some(0)),
+        Error(ErrorCode::InvalidArgument),
+    );
+    check(
+        &[],
+        create_with("alice", "", Some(17)),
+        Error(ErrorCode::InvalidArgument),
+    );
+    check(
+        &[create("alice")],
+        create("bob"),
+        Error(ErrorCode::AlreadyExists),
+    );
+    check(&[], create("system"), Error(ErrorCode::PermissionDenied));
+    check(&[], create("alice").expecting(0), Events(&["room_created"]));
+    check(
+        &[],
+        create("alice").expecting(1),
+        Error(ErrorCode::Conflict),
+    );
+}
+
+#[test]
+fn rule_go_live() {
+    check(&[create("alice")], go_live("alice"), Events(&["room_live"]));
+    check(&[], go_live("alice"), Error(ErrorCode::NotFound));
+    check(
+        &[create("alice")],
+        go_live("bob"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &[create("alice")],
+        go_live("system"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &live_room_then(&[]),
+        go_live("alice"),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    check(
+        &live_room_then(&[stop("alice")]),
+        go_live("alice"),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    check(
+        &[create("alice")],
+        go_live("alice").expecting(1),
+        Events(&["room_live"]),
+    );
+    check(
+        &[create("alice")],
+        go_live("alice").expecting(2),
+        Error(ErrorCode::Conflict),
+    );
+}
+
+#[test]
+fn rule_stop_room() {
+    check(
+        &live_room_then(&[]),
+        stop("alice"),
+        Events(&["room_stopped"]),
+    );
+    check(&[create("alice")], stop("alice"), Events(&["room_stopped"]));
+    check(
+        &live_room_then(&[]),
+        stop("system"),
+        Events(&["room_stopped"]),
+    );
+    check(
+        &live_room_then(&[
+            invite("alice", "bob"),
+            request("carol"),
+            invite("alice", "dave"),
+            reject("dave", 3),
+        ]),
+        stop("alice"),
+        Events(&[
+            "invitation_cancelled",
+            "invitation_cancelled",
+            "room_stopped",
+        ]),
+    );
+    check(
+        &live_room_then(&[invite("alice", "bob"), accept("bob", 1)]),
+        stop("bob"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &live_room_then(&[stop("alice")]),
+        stop("alice"),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    check(&[], stop("alice"), Error(ErrorCode::NotFound));
+}
+
+#[test]
+fn rule_invite() {
+    check(
+        &live_room_then(&[]),
+        invite("alice", "bob"),
+        Events(&["invitation_created"]),
+    );
+    check(
+        &[create("alice")],
+        invite("alice", "bob"),
+        Events(&["invitation_created"]),
+    );
+    check(&[], invite("alice", "bob"), Error(ErrorCode::NotFound));
+    check(
+        &live_room_then(&[]),
+        invite("bob", "carol"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &live_room_then(&[]),
+        invite("system", "carol"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &live_room_then(&[]),
+        invite("alice", "alice"),
+        Error(ErrorCode::InvalidArgument),
+    );
+    check(
+        &live_room_then(&[stop("alice")]),
+        invite("alice", "bob"),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    let seated = live_room_then(&[invite("alice", "bob"), accept("bob", 1)]);
+    check(
+        &seated,
+        invite("alice", "bob"),
+        Error(ErrorCode::AlreadyExists),
+    );
+    let pending = live_room_then(&[invite("alice", "bob")]);
+    check(
+        &pending,
+        invite("alice", "bob"),
+        Error(ErrorCode::AlreadyExists),
+    );
+    let requested = live_room_then(&[request("bob")]);
+    check(
+        &requested,
+        invite("alice", "bob"),
+        Error(ErrorCode::AlreadyExists),
+    );
+    // The policy gives two seats.
+    let full = live_room_then(&[
+        invite("alice", "bob"),
+        accept("bob", 1),
+        invite("alice", "carol"),
+        accept("carol", 2),
+    ]);
+    check(
+        &full,
+        invite("alice", "dave"),
+        Error(ErrorCode::ResourceExhausted),
+    );
+    check(
+        &live_room_then(&[]),
+        invite("alice", "bob").expecting(2),
+        Events(&["invitation_created"]),
+    );
+    check(
+        &live_room_then(&[]),
+        invite("alice", "bob").expecting(1),
+        Error(ErrorCode::Conflict),
+    );
+}
+
+#[test]
+fn invite_is_capped_at_32_pending() {
+    let mut history = live_room_then(&[]);
+    history.extend((0..32).map(|i| invite("alice", &format!("user-{i}"))));
+    check(
+        &history,
+        invite("alice", "one-more"),
+        Error(ErrorCode::ResourceExhausted),
+    );
+    check(
+        &history,
+        request("one-more"),
+        Error(ErrorCode::ResourceExhausted),
+    );
+    history.push(cancel("alice", 1));
+    check(
+        &history,
+        invite("alice", "one-more"),
+        Events(&["invitation_created"]),
+    );
+}
+
+#[test]
+fn reinvite_after_every_terminal_status() {
+    let ends: [&[Step]; 6] = [
+        &[invite("alice", "bob"), reject("bob", 1)],
+        &[invite("alice", "bob"), cancel("alice", 1)],
+        &[invite("alice", "bob"), expire("system", 1).at(LATER)],
+        &[
+            invite("alice", "bob"),
+            accept("bob", 1),
+            remove("alice", "bob"),
+        ],
+        &[invite("alice", "bob"), accept("bob", 1), leave("bob")],
+        &[request("bob"), reject("alice", 1)],
+    ];
+    for end in ends {
+        let history = live_room_then(end);
+        check(
+            &history,
+            invite("alice", "bob").at(LATER),
+            Events(&["invitation_created"]),
+        );
+        check(
+            &history,
+            request("bob").at(LATER),
+            Events(&["invitation_created"]),
+        );
+    }
+}
+
+#[test]
+fn rule_request_to_join() {
+    check(
+        &live_room_then(&[]),
+        request("bob"),
+        Events(&["invitation_created"]),
+    );
+    check(&[], request("bob"), Error(ErrorCode::NotFound));
+    check(
+        &live_room_then(&[]),
+        request("alice"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &live_room_then(&[]),
+        request("system"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &live_room_then(&[stop("alice")]),
+        request("bob"),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    check(
+        &live_room_then(&[request("bob")]),
+        request("bob"),
+        Error(ErrorCode::AlreadyExists),
+    );
+    check(
+        &live_room_then(&[invite("alice", "bob")]),
+        request("bob"),
+        Error(ErrorCode::AlreadyExists),
+    );
+    check(
+        &live_room_then(&[request("bob"), accept("alice", 1)]),
+        request("bob"),
+        Error(ErrorCode::AlreadyExists),
+    );
+}
+
+#[test]
+fn rule_accept_invitation() {
+    let invited = live_room_then(&[invite("alice", "bob")]);
+    check(&invited, accept("bob", 1), Events(&["invitation_approved"]));
+    check(
+        &invited,
+        accept("bob", 1).at(TTL_MS - 1),
+        Events(&["invitation_approved"]),
+    );
+    check(
+        &invited,
+        accept("bob", 1).at(TTL_MS),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    check(
+        &invited,
+        accept("alice", 1),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &invited,
+        accept("carol", 1),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &invited,
+        accept("system", 1),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(&invited, accept("bob", 2), Error(ErrorCode::NotFound));
+    check(
+        &invited,
+        accept("bob", 1).expecting(2),
+        Error(ErrorCode::Conflict),
+    );
+    check(
+        &invited,
+        accept("bob", 1).expecting(3),
+        Events(&["invitation_approved"]),
+    );
+    let requested = live_room_then(&[request("bob")]);
+    check(
+        &requested,
+        accept("alice", 1),
+        Events(&["invitation_approved"]),
+    );
+    check(
+        &requested,
+        accept("bob", 1),
+        Error(ErrorCode::PermissionDenied),
+    );
+    for ended in [
+        reject("bob", 1),
+        cancel("alice", 1),
+        expire("system", 1).at(LATER),
+        accept("bob", 1),
+    ] {
+        let history = live_room_then(&[invite("alice", "bob"), ended]);
+        check(
+            &history,
+            accept("bob", 1),
+            Error(ErrorCode::FailedPrecondition),
+        );
+    }
+    // stop_room cancels the pending invitation first, so it is no longer pending.
+    check(
+        &live_room_then(&[invite("alice", "bob"), stop("alice")]),
+        accept("bob", 1),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    let seats_taken = live_room_then(&[
+        invite("alice", "bob"),
+        invite("alice", "carol"),
+        invite("alice", "dave"),
+        accept("bob", 1),
+        accept("carol", 2),
+    ]);
+    check(
+        &seats_taken,
+        accept("dave", 3),
+        Error(ErrorCode::ResourceExhausted),
+    );
+}
+
+#[test]
+fn rule_reject_invitation() {
+    let invited = live_room_then(&[invite("alice", "bob")]);
+    check(&invited, reject("bob", 1), Events(&["invitation_rejected"]));
+    check(
+        &invited,
+        reject("alice", 1),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &invited,
+        reject("carol", 1),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(&invited, reject("bob", 9), Error(ErrorCode::NotFound));
+    check(
+        &live_room_then(&[request("bob")]),
+        reject("alice", 1),
+        Events(&["invitation_rejected"]),
+    );
+    check(
+        &live_room_then(&[request("bob")]),
+        reject("bob", 1),
+        Error(ErrorCode::PermissionDenied),
+    );
+    let answered = live_room_then(&[invite("alice", "bob"), accept("bob", 1)]);
+    check(
+        &answered,
+        reject("bob", 1),
+        Error(ErrorCode::FailedPrecondition),
+    );
+}
+
+#[test]
+fn rule_cancel_invitation() {
+    let invited = live_room_then(&[invite("alice", "bob")]);
+    check(
+        &invited,
+        cancel("alice", 1),
+        Events(&["invitation_cancelled"]),
+    );
+    check(
+        &invited,
+        cancel("bob", 1),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &invited,
+        cancel("system", 1),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(&invited, cancel("alice", 2), Error(ErrorCode::NotFound));
+    check(
+        &live_room_then(&[request("bob")]),
+        cancel("bob", 1),
+        Events(&["invitation_cancelled"]),
+    );
+    check(
+        &live_room_then(&[request("bob")]),
+        cancel("alice", 1),
+        Error(ErrorCode::PermissionDenied),
+    );
+    let rejected = live_room_then(&[invite("alice", "bob"), reject("bob", 1)]);
+    check(
+        &rejected,
+        cancel("alice", 1),
+        Error(ErrorCode::FailedPrecondition),
+    );
+}
+
+#[test]
+fn cancel_and_accept_race_first_commit_wins() {
+    let invited = live_room_then(&[invite("alice", "bob")]);
+    let mut cancelled_first = invited.clone();
+    cancelled_first.push(cancel("alice", 1));
+    check(
+        &cancelled_first,
+        accept("bob", 1),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    let mut accepted_first = invited;
+    accepted_first.push(accept("bob", 1));
+    check(
+        &accepted_first,
+        cancel("alice", 1),
+        Error(ErrorCode::FailedPrecondition),
+    );
+}
+
+#[test]
+fn rule_expire_invitation() {
+    let invited = live_room_then(&[invite("alice", "bob")]);
+    check(
+        &invited,
+        expire("system", 1).at(TTL_MS),
+        Events(&["invitation_expired"]),
+    );
+    check(
+        &invited,
+        expire("system", 1).at(TTL_MS - 1),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    check(
+        &invited,
+        expire("alice", 1).at(LATER),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &invited,
+        expire("system", 5).at(LATER),
+        Error(ErrorCode::NotFound),
+    );
+    let answered = live_room_then(&[invite("alice", "bob"), reject("bob", 1)]);
+    check(
+        &answered,
+        expire("system", 1).at(LATER),
+        Error(ErrorCode::FailedPrecondition),
+    );
+}
+
+#[test]
+fn rule_remove_cohost() {
+    let seated = live_room_then(&[invite("alice", "bob"), accept("bob", 1)]);
+    check(&seated, remove("alice", "bob"), Events(&["cohost_removed"]));
+    check(
+        &seated,
+        remove("system", "bob"),
+        Events(&["cohost_removed"]),
+    );
+    check(
+        &seated,
+        remove("bob", "bob"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &seated,
+        remove("carol", "bob"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &seated,
+        remove("alice", "carol"),
+        Error(ErrorCode::NotFound),
+    );
+    check(
+        &live_room_then(&[invite("alice", "bob")]),
+        remove("alice", "bob"),
+        Error(ErrorCode::NotFound),
+    );
+    let mut removed = seated.clone();
+    removed.push(remove("alice", "bob"));
+    check(&removed, remove("alice", "bob"), Error(ErrorCode::NotFound));
+    check(&[], remove("alice", "bob"), Error(ErrorCode::NotFound));
+}
+
+#[test]
+fn rule_leave_stage() {
+    let seated = live_room_then(&[invite("alice", "bob"), accept("bob", 1)]);
+    check(&seated, leave("bob"), Events(&["cohost_left"]));
+    check(&seated, leave("carol"), Error(ErrorCode::NotFound));
+    check(&seated, leave("alice"), Error(ErrorCode::NotFound));
+    check(&seated, leave("system"), Error(ErrorCode::PermissionDenied));
+    let mut left = seated.clone();
+    left.push(leave("bob"));
+    check(&left, leave("bob"), Error(ErrorCode::NotFound));
+}
+
+#[test]
+fn rule_presence_changed() {
+    let seated = live_room_then(&[invite("alice", "bob"), accept("bob", 1)]);
+    check(
+        &seated,
+        presence("bob", true),
+        Events(&["presence_changed"]),
+    );
+    check(
+        &seated,
+        presence("alice", true),
+        Events(&["presence_changed"]),
+    );
+    check(&seated, presence("bob", false), Events(&[]));
+    check(&seated, presence("carol", true), Error(ErrorCode::NotFound));
+    let mut by_user = presence("bob", true);
+    by_user.actor = actor("alice");
+    check(&seated, by_user, Error(ErrorCode::PermissionDenied));
+    let mut online = seated.clone();
+    online.push(presence("bob", true));
+    check(&online, presence("bob", true), Events(&[]));
+    check(
+        &online,
+        presence("bob", false),
+        Events(&["presence_changed"]),
+    );
+}
+
+#[test]
+fn rejection_messages_are_short_and_lowercase() {
+    let (state, _) = given(&live_room_then(&[]));
+    let rejection = accept("bob", 1).decide(&state).unwrap_err();
+    assert_eq!(rejection, Rejection::NotFound("invitation not found"));
+    let conflict = go_live("alice").expecting(7).decide(&state).unwrap_err();
+    assert_eq!(conflict.to_string(), "expected room version 7, but it is 2");
+}

@@ -1,0 +1,194 @@
+//! Builders shared by the core's tests: commands as one-liners, and a room driven through decide/apply.
+
+#![allow(dead_code)]
+
+use cohost_core::{Context, Policy, Rejection, RoomState, apply, decide};
+use cohost_proto::{
+    Actor, Command, CreateRoom, Event, InvitationId, InvitationTarget, Presence, RoomId,
+    RoomTarget, UserId, UserTarget,
+};
+
+pub const ROOM: &str = "stage-1";
+pub const TTL_MS: u64 = 60_000;
+
+pub fn policy() -> Policy {
+    Policy::new(TTL_MS, 2).unwrap()
+}
+
+pub fn room_id() -> RoomId {
+    RoomId::new(ROOM).unwrap()
+}
+
+pub fn user(name: &str) -> UserId {
+    UserId::new(name).unwrap()
+}
+
+pub fn actor(name: &str) -> Actor {
+    if name == "system" {
+        Actor::System
+    } else {
+        Actor::User(user(name))
+    }
+}
+
+pub fn invitation_id(n: u64) -> InvitationId {
+    InvitationId::new(room_id(), n).unwrap()
+}
+
+/// One command, by whom, when, and with which expected version.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub actor: Actor,
+    pub command: Command,
+    pub now_ms: u64,
+    pub expected_version: Option<u64>,
+}
+
+impl Step {
+    pub fn at(mut self, now_ms: u64) -> Self {
+        self.now_ms = now_ms;
+        self
+    }
+
+    pub fn expecting(mut self, version: u64) -> Self {
+        self.expected_version = Some(version);
+        self
+    }
+
+    pub fn decide(&self, state: &RoomState) -> Result<Vec<Event>, Rejection> {
+        let ctx = Context {
+            actor: &self.actor,
+            now_ms: self.now_ms,
+            expected_version: self.expected_version,
+            policy: policy(),
+        };
+        decide(state, &self.command, &ctx)
+    }
+}
+
+fn step(by: &str, command: Command) -> Step {
+    Step {
+        actor: actor(by),
+        command,
+        now_ms: 0,
+        expected_version: None,
+    }
+}
+
+pub fn create(by: &str) -> Step {
+    step(
+        by,
+        Command::CreateRoom(CreateRoom {
+            room_id: room_id(),
+            title: Some("Friday show".into()),
+            max_cohosts: None,
+        }),
+    )
+}
+
+pub fn create_with(by: &str, title: &str, max_cohosts: Option<u8>) -> Step {
+    step(
+        by,
+        Command::CreateRoom(CreateRoom {
+            room_id: room_id(),
+            title: Some(title.into()),
+            max_cohosts,
+        }),
+    )
+}
+
+fn room_target() -> RoomTarget {
+    RoomTarget { room_id: room_id() }
+}
+
+pub fn go_live(by: &str) -> Step {
+    step(by, Command::GoLive(room_target()))
+}
+
+pub fn stop(by: &str) -> Step {
+    step(by, Command::StopRoom(room_target()))
+}
+
+pub fn invite(by: &str, candidate: &str) -> Step {
+    step(
+        by,
+        Command::Invite(UserTarget {
+            room_id: room_id(),
+            user_id: user(candidate),
+        }),
+    )
+}
+
+pub fn request(by: &str) -> Step {
+    step(by, Command::RequestToJoin(room_target()))
+}
+
+fn on_invitation(n: u64) -> InvitationTarget {
+    InvitationTarget {
+        invitation_id: invitation_id(n),
+    }
+}
+
+pub fn accept(by: &str, n: u64) -> Step {
+    step(by, Command::AcceptInvitation(on_invitation(n)))
+}
+
+pub fn reject(by: &str, n: u64) -> Step {
+    step(by, Command::RejectInvitation(on_invitation(n)))
+}
+
+pub fn cancel(by: &str, n: u64) -> Step {
+    step(by, Command::CancelInvitation(on_invitation(n)))
+}
+
+pub fn expire(by: &str, n: u64) -> Step {
+    step(by, Command::Expire(on_invitation(n)))
+}
+
+pub fn remove(by: &str, candidate: &str) -> Step {
+    step(
+        by,
+        Command::RemoveCohost(UserTarget {
+            room_id: room_id(),
+            user_id: user(candidate),
+        }),
+    )
+}
+
+pub fn leave(by: &str) -> Step {
+    step(by, Command::LeaveStage(room_target()))
+}
+
+pub fn presence(candidate: &str, online: bool) -> Step {
+    step(
+        "system",
+        Command::Presence(Presence {
+            room_id: room_id(),
+            user_id: user(candidate),
+            online,
+        }),
+    )
+}
+
+/// Runs `history` through decide and apply; each step must succeed.
+pub fn given(history: &[Step]) -> (RoomState, Vec<Event>) {
+    let mut state = RoomState::default();
+    let mut log = Vec::new();
+    for step in history {
+        let events = step
+            .decide(&state)
+            .unwrap_or_else(|r| panic!("given step {step:?} was rejected: {r}"));
+        for event in &events {
+            apply(&mut state, event);
+        }
+        log.extend(events);
+    }
+    (state, log)
+}
+
+/// Alice hosts a live room; the given steps follow.
+pub fn live_room_then(steps: &[Step]) -> Vec<Step> {
+    let mut history = vec![create("alice"), go_live("alice")];
+    history.extend_from_slice(steps);
+    history
+}
