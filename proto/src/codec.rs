@@ -24,11 +24,15 @@ impl Encoding {
         }
     }
 
+    /// Reads a `Content-Type` value; media types are case-insensitive and may carry parameters.
     pub fn from_content_type(value: &str) -> Option<Self> {
-        match value.split(';').next().map(str::trim) {
-            Some("application/json") => Some(Self::Json),
-            Some("application/postcard") => Some(Self::Postcard),
-            _ => None,
+        let media_type = value.split(';').next().unwrap_or("").trim();
+        if media_type.eq_ignore_ascii_case("application/json") {
+            Some(Self::Json)
+        } else if media_type.eq_ignore_ascii_case("application/postcard") {
+            Some(Self::Postcard)
+        } else {
+            None
         }
     }
 }
@@ -109,6 +113,24 @@ pub fn to_postcard<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // Cannot fail: all map keys in the contract types are strings, and no Serialize impl here errors.
     serde_json::to_vec(value).expect("json encodes every contract type")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_are_read_case_insensitively() {
+        assert_eq!(Encoding::from_content_type("application/json"), Some(Encoding::Json));
+        assert_eq!(Encoding::from_content_type("Application/JSON; charset=utf-8"), Some(Encoding::Json));
+        assert_eq!(Encoding::from_content_type("application/postcard"), Some(Encoding::Postcard));
+        assert_eq!(Encoding::from_content_type("text/plain"), None);
+        assert_eq!(Encoding::from_content_type(""), None);
+        for encoding in [Encoding::Json, Encoding::Postcard] {
+            assert_eq!(Encoding::from_content_type(encoding.content_type()), Some(encoding));
+            assert_eq!(encoding.to_string().parse::<Encoding>().unwrap(), encoding);
+        }
+    }
 }
 
 /// Serializes exactly like [`StoredEvent`] without cloning the envelope.
