@@ -121,13 +121,25 @@ mod tests {
 
     #[test]
     fn content_types_are_read_case_insensitively() {
-        assert_eq!(Encoding::from_content_type("application/json"), Some(Encoding::Json));
-        assert_eq!(Encoding::from_content_type("Application/JSON; charset=utf-8"), Some(Encoding::Json));
-        assert_eq!(Encoding::from_content_type("application/postcard"), Some(Encoding::Postcard));
+        assert_eq!(
+            Encoding::from_content_type("application/json"),
+            Some(Encoding::Json)
+        );
+        assert_eq!(
+            Encoding::from_content_type("Application/JSON; charset=utf-8"),
+            Some(Encoding::Json)
+        );
+        assert_eq!(
+            Encoding::from_content_type("application/postcard"),
+            Some(Encoding::Postcard)
+        );
         assert_eq!(Encoding::from_content_type("text/plain"), None);
         assert_eq!(Encoding::from_content_type(""), None);
         for encoding in [Encoding::Json, Encoding::Postcard] {
-            assert_eq!(Encoding::from_content_type(encoding.content_type()), Some(encoding));
+            assert_eq!(
+                Encoding::from_content_type(encoding.content_type()),
+                Some(encoding)
+            );
             assert_eq!(encoding.to_string().parse::<Encoding>().unwrap(), encoding);
         }
     }

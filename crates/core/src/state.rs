@@ -1,6 +1,6 @@
 //! A room's state and `apply`, the fold that builds it from events.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use cohost_proto::invitation::PENDING_PER_ROOM_MAX;
 use cohost_proto::{
@@ -15,16 +15,20 @@ pub const ENDED_KEPT_MAX: usize = 64;
 pub const PAGE_LIMIT_MAX: usize = 100;
 
 /// One room, as a fold of its events. `RoomState::default()` is a room that does not exist yet.
+///
+/// Invitations live in three short lists by stage rather than one map: the command path touches only the
+/// pending list (at most 32) and the seats, so a command reads a few cache lines however long the room's
+/// history is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomState {
     room: Option<Room>,
     host_online: bool,
-    /// Every invitation still held, by number.
-    invitations: BTreeMap<u64, Invitation>,
-    /// The pending ones, oldest first, with their candidate so the one-per-candidate rule needs no lookup.
-    pending: Vec<(u64, UserId)>,
-    /// Numbers of ended invitations still held, in the order they ended.
-    ended: VecDeque<u64>,
+    /// Pending invitations and requests, oldest first.
+    pending: Vec<Invitation>,
+    /// Approved invitations whose seat is held, in seat order.
+    seated: Vec<Invitation>,
+    /// Invitations that ended, and approvals whose seat ended, in the order they ended.
+    ended: VecDeque<Invitation>,
     /// Invitations created so far; the next one gets number `created + 1`.
     created: u64,
 }
@@ -71,20 +75,26 @@ impl RoomState {
         if id.room_id() != &room.room_id {
             return None;
         }
-        self.invitations.get(&id.number())
+        let number = id.number();
+        self.all_invitations()
+            .find(|invitation| invitation.invitation_id.number() == number)
+    }
+
+    /// Every invitation the room holds, in no particular order.
+    fn all_invitations(&self) -> impl Iterator<Item = &Invitation> + '_ {
+        self.pending.iter().chain(&self.seated).chain(&self.ended)
     }
 
     /// The candidate's pending invitation or request, if any.
     pub fn pending_for(&self, candidate: &UserId) -> Option<&Invitation> {
-        let (number, _) = self.pending.iter().find(|(_, user)| user == candidate)?;
-        self.invitations.get(number)
+        self.pending
+            .iter()
+            .find(|invitation| &invitation.user_id == candidate)
     }
 
     /// Pending invitations and requests, oldest first.
     pub fn pending(&self) -> impl Iterator<Item = &Invitation> + '_ {
-        self.pending
-            .iter()
-            .filter_map(|(number, _)| self.invitations.get(number))
+        self.pending.iter()
     }
 
     pub fn pending_count(&self) -> usize {
@@ -106,12 +116,12 @@ impl RoomState {
 
     /// Whether the user was ever a candidate of an invitation the room still holds.
     pub fn has_offer_history(&self, user: &UserId) -> bool {
-        self.invitations
-            .values()
+        self.all_invitations()
             .any(|invitation| &invitation.user_id == user)
     }
 
-    /// The invitations matching `filter` after number `after`, at most `limit` (capped at [`PAGE_LIMIT_MAX`]).
+    /// The invitations matching `filter` after number `after`, in creation order, at most `limit` (capped
+    /// at [`PAGE_LIMIT_MAX`]).
     pub fn invitations(
         &self,
         filter: InvitationFilter,
@@ -119,17 +129,27 @@ impl RoomState {
         limit: usize,
     ) -> InvitationPage<'_> {
         let limit = limit.clamp(1, PAGE_LIMIT_MAX);
-        let start = after.map_or(0, |n| n.saturating_add(1));
-        let mut matching = self
-            .invitations
-            .range(start..)
-            .filter(|(_, inv)| filter.matches(inv));
-        let items: Vec<&Invitation> = matching.by_ref().take(limit).map(|(_, inv)| inv).collect();
-        let more = matching.next().is_some();
+        let after = after.unwrap_or(0);
+        let mut matching: Vec<&Invitation> = self
+            .all_invitations()
+            .filter(|invitation| {
+                invitation.invitation_id.number() > after && filter.matches(invitation)
+            })
+            .collect();
+        matching.sort_unstable_by_key(|invitation| invitation.invitation_id.number());
+        let more = matching.len() > limit;
+        matching.truncate(limit);
         let next_after = more
-            .then(|| items.last().map(|inv| inv.invitation_id.number()))
+            .then(|| {
+                matching
+                    .last()
+                    .map(|invitation| invitation.invitation_id.number())
+            })
             .flatten();
-        InvitationPage { items, next_after }
+        InvitationPage {
+            items: matching,
+            next_after,
+        }
     }
 
     /// The number the next invitation will get.
@@ -148,28 +168,22 @@ impl RoomState {
         self.room_mut().version += 1;
     }
 
-    fn end(&mut self, number: u64) {
-        self.ended.push_back(number);
+    fn end(&mut self, invitation: Invitation) {
+        self.ended.push_back(invitation);
         if self.ended.len() > ENDED_KEPT_MAX {
-            let oldest = self
-                .ended
-                .pop_front()
-                .expect("ended is longer than its limit, so not empty");
-            self.invitations.remove(&oldest);
+            self.ended.pop_front();
         }
     }
 
-    fn stop_pending(&mut self, number: u64) {
-        let index = self.pending.iter().position(|(n, _)| *n == number);
-        // An invitation leaves pending exactly once, by the event that ends or approves it.
-        let index = index.expect("invitation event for an invitation that is not pending");
-        self.pending.remove(index);
-    }
-
-    fn put_invitation(&mut self, invitation: &Invitation) {
-        self.bump_version();
-        self.invitations
-            .insert(invitation.invitation_id.number(), invitation.clone());
+    /// Takes the pending invitation an answering event is about. An invitation leaves pending exactly
+    /// once, so a miss is a bug.
+    fn take_pending(&mut self, number: u64) -> Invitation {
+        let index = self
+            .pending
+            .iter()
+            .position(|invitation| invitation.invitation_id.number() == number);
+        self.pending
+            .remove(index.expect("invitation event for an invitation that is not pending"))
     }
 }
 
@@ -198,17 +212,18 @@ pub fn apply(state: &mut RoomState, event: &Event) {
                 state.created + 1,
                 "invitation numbers must be gap-free"
             );
+            state.bump_version();
             state.created = number;
-            state.pending.push((number, invitation.user_id.clone()));
+            state.pending.push(invitation.clone());
             assert!(
                 state.pending.len() <= PENDING_PER_ROOM_MAX,
                 "too many pending invitations"
             );
-            state.put_invitation(invitation);
         }
         Event::InvitationApproved { invitation } => {
-            state.stop_pending(invitation.invitation_id.number());
-            state.put_invitation(invitation);
+            state.bump_version();
+            state.take_pending(invitation.invitation_id.number());
+            state.seated.push(invitation.clone());
             let room = state.room_mut();
             room.cohosts.push(Seat {
                 user_id: invitation.user_id.clone(),
@@ -224,10 +239,9 @@ pub fn apply(state: &mut RoomState, event: &Event) {
         Event::InvitationRejected { invitation }
         | Event::InvitationCancelled { invitation }
         | Event::InvitationExpired { invitation } => {
-            let number = invitation.invitation_id.number();
-            state.stop_pending(number);
-            state.put_invitation(invitation);
-            state.end(number);
+            state.bump_version();
+            state.take_pending(invitation.invitation_id.number());
+            state.end(invitation.clone());
         }
         Event::CohostRemoved {
             user_id,
@@ -239,13 +253,21 @@ pub fn apply(state: &mut RoomState, event: &Event) {
         } => {
             state.bump_version();
             let room = state.room_mut();
-            let index = room
+            let seat = room
                 .cohosts
                 .iter()
                 .position(|seat| &seat.user_id == user_id);
             room.cohosts
-                .remove(index.expect("seat event for a user without a seat"));
-            state.end(invitation_id.number());
+                .remove(seat.expect("seat event for a user without a seat"));
+            let number = invitation_id.number();
+            let seated = state
+                .seated
+                .iter()
+                .position(|invitation| invitation.invitation_id.number() == number);
+            let invitation = state
+                .seated
+                .remove(seated.expect("a seat has its approved invitation"));
+            state.end(invitation);
         }
         Event::PresenceChanged { user_id, online } => {
             state.bump_version();
