@@ -83,20 +83,20 @@ fn next_command(rng: &mut Rng, state: &RoomState, users: &[UserId]) -> (Actor, C
         };
         return (host, Command::RemoveCohost(target));
     }
-    if let Some(pending) = state.pending().nth(rng.below(state.pending_count().max(1))) {
-        if rng.chance(75) {
-            debug_assert_eq!(pending.status, InvitationStatus::Pending);
-            debug_assert_eq!(pending.kind, InvitationKind::Invite);
-            let target = InvitationTarget {
-                invitation_id: pending.invitation_id.clone(),
-            };
-            let candidate = Actor::User(pending.user_id.clone());
-            return match rng.below(10) {
-                0..=4 => (candidate, Command::AcceptInvitation(target)),
-                5..=7 => (candidate, Command::RejectInvitation(target)),
-                _ => (host, Command::CancelInvitation(target)),
-            };
-        }
+    if let Some(pending) = state.pending().nth(rng.below(state.pending_count().max(1)))
+        && rng.chance(75)
+    {
+        debug_assert_eq!(pending.status, InvitationStatus::Pending);
+        debug_assert_eq!(pending.kind, InvitationKind::Invite);
+        let target = InvitationTarget {
+            invitation_id: pending.invitation_id.clone(),
+        };
+        let candidate = Actor::User(pending.user_id.clone());
+        return match rng.below(10) {
+            0..=4 => (candidate, Command::AcceptInvitation(target)),
+            5..=7 => (candidate, Command::RejectInvitation(target)),
+            _ => (host, Command::CancelInvitation(target)),
+        };
     }
     let user_id = users[rng.below(users.len())].clone();
     (
