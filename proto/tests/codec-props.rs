@@ -207,7 +207,7 @@ fn invalid_invitation_id() -> impl Strategy<Value = String> {
 // ---------------------------------------------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(cases(256)))]
 
     #[test]
     fn envelopes_round_trip_through_json(envelope in envelope()) {
@@ -272,7 +272,7 @@ fn assert_stable(stored: &StoredEvent) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(cases(512)))]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -369,7 +369,7 @@ fn edit(value: &mut Value, pointer: &str, replacement: Option<Value>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(cases(256)))]
 
     #[test]
     fn one_mutated_postcard_byte_errors_or_decodes(
@@ -482,7 +482,7 @@ fn payload_pointers(event: &Event) -> (&'static str, Option<&'static str>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(cases(256)))]
 
     #[test]
     fn an_invalid_envelope_room_id_is_refused(envelope in envelope(), bad in invalid_name()) {
@@ -557,4 +557,12 @@ fn bad_dot_id_is_refused_as_room_id() {
     let good = text.replace("bad.id", "stage-1");
     let envelope = codec::decode_envelope(Encoding::Json, good.as_bytes()).unwrap();
     assert_eq!(envelope.event.type_name(), "presence_changed");
+}
+
+/// The case count: `PROPTEST_CASES` when set (`just proptest` runs many more), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

@@ -6,6 +6,28 @@
 //! policy arrive in a [`Context`], and invitation ids follow from the room's state. So a failing property
 //! test replays exactly from its seed, and the engine can replay the log into the same state every time.
 //! Its dependency list holds no tokio, sled, NATS or LiveKit; `tests/core-is-pure.rs` keeps it that way.
+//!
+//! ```
+//! use cohost_core::{Context, Policy, RoomState, apply, decide};
+//! use cohost_proto::{Actor, Command, CreateRoom, RoomId, RoomTarget, UserId, UserTarget};
+//!
+//! let room_id = RoomId::new("stage-1").unwrap();
+//! let alice = Actor::User(UserId::new("alice").unwrap());
+//! let mut room = RoomState::default();
+//! let ctx = Context { actor: &alice, now_ms: 1_000, expected_version: None, policy: Policy::default() };
+//! let commands = [
+//!     Command::CreateRoom(CreateRoom { room_id: room_id.clone(), title: None, max_cohosts: None }),
+//!     Command::GoLive(RoomTarget { room_id: room_id.clone() }),
+//!     Command::Invite(UserTarget { room_id, user_id: UserId::new("bob").unwrap() }),
+//! ];
+//! for command in &commands {
+//!     for event in decide(&room, command, &ctx).unwrap() {
+//!         apply(&mut room, &event);
+//!     }
+//! }
+//! assert_eq!(room.version(), 3);
+//! assert_eq!(room.pending().next().unwrap().invitation_id.to_string(), "stage-1.1");
+//! ```
 
 mod invitation;
 mod policy;

@@ -743,8 +743,16 @@ fn compare_room(live: &RoomState, expected: Option<&ModelRoom>) {
     );
 }
 
+/// The case count: `PROPTEST_CASES` when set (`just proptest` runs many more), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 prop_state_machine! {
-    #![proptest_config(Config { cases: 1024, ..Config::default() })]
+    #![proptest_config(Config { cases: cases(1024), ..Config::default() })]
 
     #[test]
     fn core_matches_the_reference_model(sequential 1..60 => Core);

@@ -1,0 +1,34 @@
+# Extra recipes. The two commands that matter need no just: `cargo run --release` and `cargo test --workspace`.
+
+default:
+    @just --list
+
+# Every test, as CI runs it.
+test:
+    cargo test --workspace
+
+# What CI runs on a clean clone: fmt, clippy, tests.
+ci:
+    bash .ci/run
+
+# Format and lint.
+lint:
+    cargo fmt --all
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Every benchmark; each prints medians and, where it has one, its baseline.
+bench:
+    cargo bench -p cohost-benches
+
+# decide+apply throughput of the pure core over 10k rooms.
+bench-core:
+    cargo bench -p cohost-benches --bench core
+
+# The core's property test with many more cases (PROPTEST_CASES overrides the test's own count).
+proptest cases="20000":
+    PROPTEST_CASES={{cases}} cargo test --release -p cohost-core --test state-machine
+    PROPTEST_CASES={{cases}} cargo test --release -p cohost-proto --test codec-props
+
+# Rewrite proto/vectors from the values in proto/tests/golden.rs. Only for a deliberate contract change.
+bless-vectors:
+    COHOST_BLESS=1 cargo test -p cohost-proto --test golden
