@@ -755,5 +755,5 @@ prop_state_machine! {
     #![proptest_config(Config { cases: cases(1024), ..Config::default() })]
 
     #[test]
-    fn core_matches_the_reference_model(sequential 1..60 => Core);
+    fn core_matches_the_reference_model(sequential 1..=60 => Core);
 }
