@@ -1,0 +1,407 @@
+//! The embeddable cohost engine: commands in, durable events out.
+//!
+//! One sequencer thread owns the rooms. It takes queued commands in batches, decides each in order with
+//! `cohost-core`, appends all of the batch's events to the `cohost-store` log in one write with one flush, and
+//! only then updates the read model, acks the callers and publishes to subscribers. So an acknowledged command
+//! is durable, and readers never see what might still be lost. Queries read the read model and never wait for
+//! the sequencer.
+//!
+//! This crate knows no transport: no NATS, HTTP or LiveKit. Those edges call [`Engine`].
+//!
+//! ```
+//! use cohost_engine::{Config, Engine, Options};
+//! use cohost_proto::{Actor, Command, CreateRoom, Reply, RoomId, RoomTarget, UserId, UserTarget};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let engine = Engine::open(Config::new(dir.path())).unwrap();
+//! let alice = Actor::User(UserId::new("alice").unwrap());
+//! let room_id = RoomId::new("stage-1").unwrap();
+//! let create = Command::CreateRoom(CreateRoom { room_id: room_id.clone(), title: None, max_cohosts: None });
+//! engine.execute(alice.clone(), create, Options::default()).await.unwrap();
+//! engine.execute(alice.clone(), Command::GoLive(RoomTarget { room_id: room_id.clone() }), Options::default()).await.unwrap();
+//! let invite = Command::Invite(UserTarget { room_id: room_id.clone(), user_id: UserId::new("bob").unwrap() });
+//! let Reply::Invitation(invitation) = engine.execute(alice, invite, Options::default()).await.unwrap() else { panic!() };
+//! assert_eq!(invitation.invitation_id.to_string(), "stage-1.1");
+//! assert_eq!(engine.room(&room_id).unwrap().version, 3);
+//! engine.shutdown().await;
+//! # });
+//! ```
+
+mod clock;
+mod config;
+mod error;
+mod idempotency;
+mod read_model;
+mod recovery;
+mod stats;
+mod subscribe;
+mod timers;
+mod writer;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use cohost_core::{Entitlement, InvitationFilter, RoomState, entitlement};
+use cohost_proto::{
+    Actor, BroadcasterRole, Command, CommandId, Envelope, Invitation, InvitationId, Page, Reply,
+    Room, RoomId, UserId,
+};
+use cohost_store::{BackendError, Store, StoreError};
+use crossbeam_channel::TrySendError;
+use tokio::sync::{broadcast, oneshot};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use cohost_core::InvitationFilter as Filter;
+pub use config::{BATCH_MAX_LIMIT, Config};
+pub use error::Error;
+pub use read_model::USER_INVITATIONS_MAX;
+pub use stats::StatsSnapshot;
+pub use subscribe::{EventStream, Interest, Watch};
+
+/// Batches of envelopes the live feed holds for slow subscribers before they fall back to the log.
+const LIVE_FEED_BATCHES: usize = 1_024;
+
+/// Per-command options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Makes the command idempotent: a retry with the same id and command gets the first reply.
+    pub command_id: Option<CommandId>,
+    /// The room version the caller last saw; another version is `conflict`.
+    pub expected_version: Option<u64>,
+}
+
+/// Who may broadcast, from `broadcaster_entitlement`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broadcaster {
+    pub role: BroadcasterRole,
+    /// The seat's invitation, for a co-host.
+    pub invitation_id: Option<InvitationId>,
+}
+
+pub(crate) struct Shared {
+    read: RwLock<read_model::ReadModel>,
+    events: Mutex<Option<broadcast::Sender<Arc<Vec<Envelope>>>>>,
+    store: Arc<Store>,
+    stats: stats::Stats,
+}
+
+/// A handle to a running engine. Cheap to clone; every clone drives the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    jobs: crossbeam_channel::Sender<writer::Job>,
+    closed: Arc<AtomicBool>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("last_seq", &self.last_seq())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens the store in `config.data_dir`, rebuilds state from snapshots and the log, and starts the
+    /// sequencer. Fails with a clear error if the directory is in use or a log record is corrupt.
+    pub fn open(config: Config) -> Result<Self, Error> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::unavailable(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
+        let store = Store::open(&config.data_dir).map_err(|error| match error {
+            StoreError::Backend(BackendError::Locked(dir)) => Error::unavailable(format!(
+                "the data directory {dir} is already open in another engine process; one directory serves one process"
+            )),
+            other => Error::internal(format!("cannot open the store: {other}")),
+        })?;
+        let store = Arc::new(store);
+        let now = config.clock.now_ms();
+        let recovered = recovery::recover(
+            &store,
+            now,
+            config.idempotency_ttl_ms,
+            config.idempotency_max,
+        )?;
+        let last_seq = recovered.read.last_seq;
+        let rooms = recovered
+            .read
+            .rooms
+            .iter()
+            .map(|(id, entry)| (id.clone(), entry.state.clone()))
+            .collect();
+        let (events, _) = broadcast::channel(LIVE_FEED_BATCHES);
+        let shared = Arc::new(Shared {
+            read: RwLock::new(recovered.read),
+            events: Mutex::new(Some(events.clone())),
+            store: store.clone(),
+            stats: stats::Stats::default(),
+        });
+        let (jobs, queue) = crossbeam_channel::bounded(config.queue_max.max(1));
+        let writer = writer::Writer {
+            shared: shared.clone(),
+            events,
+            store,
+            clock: config.clock.clone(),
+            policy: config.policy,
+            batch_max: config.batch_max.clamp(1, BATCH_MAX_LIMIT),
+            snapshot_every_events: config.snapshot_every_events.max(1),
+            rooms,
+            idempotency: recovered.idempotency,
+            timers: recovered.timers,
+            last_seq,
+            snapshot_seq: recovered.snapshot_seq,
+            dirty: Default::default(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("cohost-sequencer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|e| Error::internal(format!("cannot start the sequencer: {e}")))?;
+        Ok(Self {
+            shared,
+            jobs,
+            closed: Arc::new(AtomicBool::new(false)),
+            writer: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    /// Runs one command. `Ok` means its events are durable. A full queue or a stopped engine is
+    /// `unavailable` at once.
+    pub async fn execute(
+        &self,
+        actor: Actor,
+        command: Command,
+        options: Options,
+    ) -> Result<Reply, Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::unavailable("the engine is shutting down"));
+        }
+        let (reply, answer) = oneshot::channel();
+        match self.jobs.try_send(writer::Job::Command {
+            actor,
+            command,
+            options,
+            reply,
+        }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.shared.stats.record_queue_full();
+                return Err(Error::unavailable(
+                    "the command queue is full; retry shortly",
+                ));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(Error::unavailable("the engine is shutting down"));
+            }
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(Error::unavailable("the engine stopped before answering")))
+    }
+
+    /// Parses a command from its name and JSON arguments (as NATS and HTTP carry them), then runs it.
+    pub async fn execute_json(
+        &self,
+        actor: Actor,
+        name: &str,
+        args: &[u8],
+        options: Options,
+    ) -> Result<Reply, Error> {
+        let command = Command::from_json(name, args)?;
+        self.execute(actor, command, options).await
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, read_model::ReadModel> {
+        self.shared
+            .read
+            .read()
+            .expect("read model lock is never poisoned: its holders do not panic")
+    }
+
+    /// The room as of the last durable event.
+    pub fn room(&self, room_id: &RoomId) -> Result<Room, Error> {
+        let read = self.read();
+        let room = read
+            .room(room_id)?
+            .state
+            .room()
+            .expect("read.room returns only existing rooms");
+        Ok(room.clone())
+    }
+
+    /// The room's invitations in creation order, filtered and paged (at most 100 per page).
+    pub fn room_invitations(
+        &self,
+        room_id: &RoomId,
+        filter: InvitationFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Invitation>, Error> {
+        self.read().room_invitations(room_id, filter, cursor, limit)
+    }
+
+    /// The user's invitations and requests as candidate, across rooms, oldest first (the newest
+    /// [`USER_INVITATIONS_MAX`] are kept).
+    pub fn user_invitations(
+        &self,
+        user: &UserId,
+        filter: InvitationFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Invitation>, Error> {
+        self.read().user_invitations(user, filter, cursor, limit)
+    }
+
+    /// Whether `user` may have broadcaster credentials for the room now, and as what.
+    pub fn broadcaster_entitlement(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<Broadcaster, Error> {
+        let read = self.read();
+        let state = &read.room(room_id)?.state;
+        let found = entitlement(state, user)?;
+        Ok(Broadcaster {
+            role: found.role(),
+            invitation_id: match found {
+                Entitlement::Host => None,
+                Entitlement::Cohost(seat) => Some(seat.invitation_id.clone()),
+            },
+        })
+    }
+
+    /// Up to `limit` (at most 1000) committed envelopes from `from_seq` on.
+    pub fn read_events(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
+        Ok(self.shared.store.read_events(from_seq, limit)?)
+    }
+
+    /// Up to `limit` (at most 1000) envelopes of one room from `from_version` on.
+    pub fn read_room(
+        &self,
+        room_id: &RoomId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, Error> {
+        let hint = self.read().room(room_id)?.seq_hint(from_version.max(1));
+        Ok(self
+            .shared
+            .store
+            .read_room(room_id, from_version, hint, limit)?)
+    }
+
+    /// The last durable seq; 0 for an empty log.
+    pub fn last_seq(&self) -> u64 {
+        self.read().last_seq
+    }
+
+    /// Every room's state as of `last_seq`, for checks and tooling.
+    pub fn room_states(&self) -> (u64, Vec<(RoomId, RoomState)>) {
+        let read = self.read();
+        let rooms = read
+            .rooms
+            .iter()
+            .map(|(id, entry)| (id.clone(), entry.state.clone()))
+            .collect();
+        (read.last_seq, rooms)
+    }
+
+    /// Envelopes matching `interest` from `from_seq` on: the log first, then live.
+    pub fn subscribe(&self, from_seq: u64, interest: Interest) -> EventStream {
+        EventStream::new(self.shared.clone(), from_seq, interest)
+    }
+
+    /// A room's invitations as a live collection: the first page, then every event of the room after it.
+    pub fn watch_room_invitations(
+        &self,
+        room_id: &RoomId,
+        filter: InvitationFilter,
+        limit: usize,
+    ) -> Result<Watch, Error> {
+        let read = self.read();
+        let snapshot = read.room_invitations(room_id, filter, None, limit)?;
+        let seq = read.last_seq;
+        drop(read);
+        Ok(Watch {
+            snapshot,
+            seq,
+            changes: self.subscribe(seq + 1, Interest::Room(room_id.clone())),
+        })
+    }
+
+    /// A candidate's invitations as a live collection: the first page, then every invitation event for them.
+    pub fn watch_user_invitations(
+        &self,
+        user: &UserId,
+        filter: InvitationFilter,
+        limit: usize,
+    ) -> Result<Watch, Error> {
+        let read = self.read();
+        let snapshot = read.user_invitations(user, filter, None, limit)?;
+        let seq = read.last_seq;
+        drop(read);
+        Ok(Watch {
+            snapshot,
+            seq,
+            changes: self.subscribe(seq + 1, Interest::Candidate(user.clone())),
+        })
+    }
+
+    /// The seq a named outbox sink has durably handled.
+    pub fn cursor(&self, sink: &str) -> Result<u64, Error> {
+        self.shared
+            .store
+            .cursor(sink)
+            .map_err(|e| Error::invalid_argument(e.to_string()))
+    }
+
+    /// Durably records that `sink` handled every event up to `seq` (at most the last durable seq).
+    pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<(), Error> {
+        if seq > self.last_seq() {
+            return Err(Error::invalid_argument(
+                "a cursor cannot pass the last durable seq",
+            ));
+        }
+        self.shared
+            .store
+            .set_cursor(sink, seq)
+            .map_err(|e| match e {
+                StoreError::InvalidArgument(reason) => Error::invalid_argument(reason),
+                other => other.into(),
+            })
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Stops taking commands, drains the queue, commits it, snapshots, flushes and stops the sequencer.
+    /// Subscriptions end after delivering everything committed.
+    pub async fn shutdown(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // The queue may be full; the stop must wait for room rather than be dropped.
+        let jobs = self.jobs.clone();
+        let _ = tokio::task::spawn_blocking(move || jobs.send(writer::Job::Stop).is_ok()).await;
+        let handle = self
+            .writer
+            .lock()
+            .expect("writer handle lock is never poisoned")
+            .take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        self.shared
+            .events
+            .lock()
+            .expect("events lock is never poisoned")
+            .take();
+    }
+
+    /// Whether `shutdown` has begun.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}

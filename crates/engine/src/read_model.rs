@@ -1,0 +1,188 @@
+//! What readers see: every room as of the last durable batch, and each candidate's invitations across rooms.
+//! The sequencer updates it after each flush; queries never wait for the sequencer.
+
+use std::collections::{BTreeSet, HashMap};
+
+use cohost_core::{InvitationFilter, RoomState, apply};
+use cohost_proto::{Envelope, Event, Invitation, InvitationId, Page, RoomId, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// One seq kept per this many versions of a room, so `read_room` starts its scan near the wanted version.
+pub(crate) const SEQ_INDEX_STRIDE: u64 = 64;
+/// The newest invitations listed per candidate across rooms.
+pub const USER_INVITATIONS_MAX: usize = 256;
+
+/// A room's state, plus where its events sit in the log. This is what a room snapshot stores.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RoomEntry {
+    pub state: RoomState,
+    /// `seq_index[i]` is the seq of version `i * SEQ_INDEX_STRIDE + 1`.
+    pub seq_index: Vec<u64>,
+}
+
+impl RoomEntry {
+    pub fn apply(&mut self, envelope: &Envelope) {
+        apply(&mut self.state, &envelope.event);
+        assert_eq!(
+            self.state.version(),
+            envelope.version,
+            "room versions are gap-free"
+        );
+        if (envelope.version - 1).is_multiple_of(SEQ_INDEX_STRIDE) {
+            self.seq_index.push(envelope.seq);
+        }
+    }
+
+    /// A seq at or before the event of `version`.
+    pub fn seq_hint(&self, version: u64) -> u64 {
+        let slot = (version.saturating_sub(1) / SEQ_INDEX_STRIDE) as usize;
+        self.seq_index
+            .get(slot.min(self.seq_index.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(1)
+    }
+}
+
+/// An invitation's place in a candidate's list: newest last.
+type UserKey = (u64, InvitationId);
+
+#[derive(Debug, Default)]
+pub(crate) struct ReadModel {
+    pub rooms: HashMap<RoomId, RoomEntry>,
+    by_candidate: HashMap<UserId, BTreeSet<UserKey>>,
+    /// The last seq whose event is applied here (and durable).
+    pub last_seq: u64,
+}
+
+impl ReadModel {
+    pub fn apply(&mut self, envelope: &Envelope) {
+        assert_eq!(envelope.seq, self.last_seq + 1, "seqs are gap-free");
+        self.last_seq = envelope.seq;
+        self.rooms
+            .entry(envelope.room_id.clone())
+            .or_default()
+            .apply(envelope);
+        if let Event::InvitationCreated { invitation } = &envelope.event {
+            self.index_candidate(invitation);
+        }
+    }
+
+    fn index_candidate(&mut self, invitation: &Invitation) {
+        let list = self
+            .by_candidate
+            .entry(invitation.user_id.clone())
+            .or_default();
+        list.insert((invitation.created_ms, invitation.invitation_id.clone()));
+        if list.len() > USER_INVITATIONS_MAX {
+            list.pop_first();
+        }
+    }
+
+    /// Rebuilds the per-candidate lists from the rooms, after loading snapshots and replaying the log.
+    pub fn index_all_candidates(&mut self) {
+        self.by_candidate.clear();
+        let mut all: Vec<Invitation> = Vec::new();
+        for entry in self.rooms.values() {
+            let mut after = None;
+            loop {
+                let page = entry.state.invitations(
+                    InvitationFilter::default(),
+                    after,
+                    cohost_core::PAGE_LIMIT_MAX,
+                );
+                all.extend(page.items.into_iter().cloned());
+                match page.next_after {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        all.sort_by(|a, b| (a.created_ms, &a.invitation_id).cmp(&(b.created_ms, &b.invitation_id)));
+        for invitation in &all {
+            self.index_candidate(invitation);
+        }
+    }
+
+    pub fn room(&self, room_id: &RoomId) -> Result<&RoomEntry, Error> {
+        self.rooms
+            .get(room_id)
+            .filter(|e| e.state.room().is_some())
+            .ok_or_else(|| Error::not_found("room not found"))
+    }
+
+    pub fn room_invitations(
+        &self,
+        room_id: &RoomId,
+        filter: InvitationFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Invitation>, Error> {
+        let after = match cursor {
+            None => None,
+            Some(text) => Some(
+                text.parse::<u64>()
+                    .map_err(|_| Error::invalid_argument("cursor is not one this list gave"))?,
+            ),
+        };
+        let page = self.room(room_id)?.state.invitations(filter, after, limit);
+        Ok(Page {
+            items: page.items.into_iter().cloned().collect(),
+            next_cursor: page.next_after.map(|n| n.to_string()),
+        })
+    }
+
+    /// The candidate's invitations across rooms, oldest first, paged by `"{created_ms}:{invitation_id}"`.
+    pub fn user_invitations(
+        &self,
+        user: &UserId,
+        filter: InvitationFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Invitation>, Error> {
+        let limit = limit.clamp(1, cohost_core::PAGE_LIMIT_MAX);
+        let after = cursor.map(parse_user_cursor).transpose()?;
+        let Some(list) = self.by_candidate.get(user) else {
+            return Ok(Page {
+                items: vec![],
+                next_cursor: None,
+            });
+        };
+        let start = match &after {
+            Some(key) => std::ops::Bound::Excluded(key.clone()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut items = Vec::new();
+        let mut last_key = None;
+        let mut more = false;
+        for key in list.range((start, std::ops::Bound::Unbounded)) {
+            let held = self
+                .rooms
+                .get(key.1.room_id())
+                .and_then(|room| room.state.invitation(&key.1));
+            let Some(invitation) = held.filter(|invitation| filter.matches(invitation)) else {
+                continue;
+            };
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(invitation.clone());
+            last_key = Some(key);
+        }
+        let next_cursor = more
+            .then(|| last_key.map(|(ms, id)| format!("{ms}:{id}")))
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+}
+
+fn parse_user_cursor(text: &str) -> Result<UserKey, Error> {
+    let bad = || Error::invalid_argument("cursor is not one this list gave");
+    let (ms, id) = text.split_once(':').ok_or_else(bad)?;
+    Ok((
+        ms.parse().map_err(|_| bad())?,
+        id.parse().map_err(|_| bad())?,
+    ))
+}

@@ -1,0 +1,113 @@
+//! The storage engine behind the log, kept to a few calls so another engine is a new module, not a rewrite.
+
+use std::path::Path;
+
+/// One key-value pair read from a backend.
+pub type Entry = (Vec<u8>, Vec<u8>);
+/// Entries in key order (or reverse), each of which may fail to read.
+pub type Entries<'a> = Box<dyn Iterator<Item = Result<Entry, BackendError>> + 'a>;
+
+/// A change in an atomic write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+/// The storage engine failed; the message is the engine's own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("the data directory {0} is in use by another process")]
+    Locked(String),
+    #[error("storage error: {0}")]
+    Io(String),
+}
+
+/// An ordered key-value store with atomic multi-key writes and an explicit durability point.
+pub trait Backend: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
+    /// Keys in `[from, to)`, ascending.
+    fn range(&self, from: &[u8], to: &[u8]) -> Entries<'_>;
+    /// Keys in `[from, to)`, descending.
+    fn range_rev(&self, from: &[u8], to: &[u8]) -> Entries<'_>;
+    /// Applies every op or none.
+    fn write(&self, ops: Vec<Op>) -> Result<(), BackendError>;
+    /// Returns once everything written so far is on disk.
+    fn flush(&self) -> Result<(), BackendError>;
+}
+
+/// sled 0.34: one tree, whose `apply_batch` is atomic, and whose `flush` fsyncs.
+pub struct SledBackend {
+    db: sled::Db,
+}
+
+impl std::fmt::Debug for SledBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("SledBackend").finish_non_exhaustive()
+    }
+}
+
+impl SledBackend {
+    pub fn open(dir: &Path) -> Result<Self, BackendError> {
+        let db = sled::Config::new()
+            .path(dir)
+            // We flush explicitly after every batch; a background flusher would only add fsyncs.
+            .flush_every_ms(None)
+            .cache_capacity(256 << 20)
+            .open()
+            .map_err(|e| open_error(dir, e))?;
+        Ok(Self { db })
+    }
+}
+
+fn open_error(dir: &Path, error: sled::Error) -> BackendError {
+    let text = error.to_string();
+    // sled reports a held file lock as an IO error ("could not acquire lock ..." / WouldBlock).
+    let locked = text.contains("lock")
+        || text.contains("WouldBlock")
+        || text.contains("Resource temporarily unavailable");
+    if locked {
+        BackendError::Locked(dir.display().to_string())
+    } else {
+        BackendError::Io(text)
+    }
+}
+
+fn io(error: sled::Error) -> BackendError {
+    BackendError::Io(error.to_string())
+}
+
+fn entries<'a>(
+    iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + 'a,
+) -> Entries<'a> {
+    Box::new(iter.map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io)))
+}
+
+impl Backend for SledBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(self.db.get(key).map_err(io)?.map(|v| v.to_vec()))
+    }
+
+    fn range(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
+        entries(self.db.range(from.to_vec()..to.to_vec()))
+    }
+
+    fn range_rev(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
+        entries(self.db.range(from.to_vec()..to.to_vec()).rev())
+    }
+
+    fn write(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        let mut batch = sled::Batch::default();
+        for op in ops {
+            match op {
+                Op::Put(key, value) => batch.insert(key, value),
+                Op::Delete(key) => batch.remove(key),
+            }
+        }
+        self.db.apply_batch(batch).map_err(io)
+    }
+
+    fn flush(&self) -> Result<(), BackendError> {
+        self.db.flush().map(drop).map_err(io)
+    }
+}

@@ -1,0 +1,21 @@
+//! The cohost event log: an append-only sequence of checksummed batch records in sled, plus the derived data kept
+//! beside it (room snapshots, idempotency records, outbox cursors).
+//!
+//! The log is the only durable truth. Everything else here can be rebuilt from it, and a record that fails its
+//! checksum is reported with its seq rather than served. This crate is the only one that knows sled, and it knows
+//! it through the small [`Backend`] trait. It never decides anything: rules are `cohost-core`'s, sequencing is
+//! the engine's.
+//!
+//! Layout, in one sled tree so that a batch is one atomic write:
+//! - `L{first_seq:be64}`: one record per committed batch: `[crc32][event count][postcard BatchRecord]`;
+//! - `S{room_id}`: the room's snapshot as of the snapshot mark, `[crc32][engine bytes]`;
+//! - `Msnapshot_seq`: the snapshot mark; `Mformat`: the format name;
+//! - `C{sink}`: an outbox cursor, `[crc32][seq:le64]`.
+
+mod backend;
+mod log;
+mod record;
+
+pub use backend::{Backend, BackendError, Entries, Entry, Op, SledBackend};
+pub use log::{LogSummary, READ_EVENTS_MAX, SINK_NAME_LEN_MAX, Snapshots, Store, StoreError};
+pub use record::{Batch, FrameError, IdempotencyRecord, StoredReply};

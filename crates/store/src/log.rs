@@ -1,0 +1,339 @@
+//! `Store`: the append-only event log and what is kept beside it.
+
+use std::path::Path;
+
+use cohost_proto::{Envelope, RoomId};
+
+use crate::backend::{Backend, BackendError, Op, SledBackend};
+use crate::record::{self, Batch, FrameError, IdempotencyRecord};
+
+/// The most events one `read_events` or `read_room` call returns.
+pub const READ_EVENTS_MAX: usize = 1_000;
+
+const LOG: u8 = b'L';
+const SNAPSHOT: u8 = b'S';
+const META: u8 = b'M';
+const CURSOR: u8 = b'C';
+const FORMAT_KEY: &[u8] = b"Mformat";
+const FORMAT: &[u8] = b"cohost-store/1";
+const SNAPSHOT_SEQ_KEY: &[u8] = b"Msnapshot_seq";
+/// Longest outbox sink name.
+pub const SINK_NAME_LEN_MAX: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("log record at seq {seq} is corrupt: {reason}")]
+    Corrupt { seq: u64, reason: FrameError },
+    #[error("log is not gap-free: expected a record at seq {expected}, found seq {found}")]
+    Gap { expected: u64, found: u64 },
+    #[error("stored {what} is corrupt: {reason}")]
+    CorruptValue { what: String, reason: FrameError },
+    #[error("the data directory holds {found:?}, not a cohost store ({expected:?})")]
+    Format { found: String, expected: String },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+}
+
+/// What `verify_log` found: the log is whole, and ends here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSummary {
+    pub last_seq: u64,
+    pub records: u64,
+}
+
+/// Room snapshots taken at one seq: each room's state as of `seq`, as the engine encoded it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshots {
+    pub seq: u64,
+    pub rooms: Vec<(RoomId, Vec<u8>)>,
+}
+
+/// The event log, snapshots, idempotency records and outbox cursors of one deployment.
+pub struct Store {
+    backend: Box<dyn Backend>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn log_key(seq: u64) -> [u8; 9] {
+    let mut key = [LOG; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn key_seq(key: &[u8]) -> u64 {
+    // Log keys are written only by `log_key`.
+    u64::from_be_bytes(key[1..9].try_into().expect("log keys are 9 bytes"))
+}
+
+fn prefixed(prefix: u8, name: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + 1);
+    key.push(prefix);
+    key.extend_from_slice(name);
+    key
+}
+
+impl Store {
+    /// Opens (or creates) the sled store in `dir`. A second process on the same dir gets `BackendError::Locked`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::with_backend(Box::new(SledBackend::open(dir)?))
+    }
+
+    pub fn with_backend(backend: Box<dyn Backend>) -> Result<Self, StoreError> {
+        match backend.get(FORMAT_KEY)? {
+            Some(found) if found != FORMAT => {
+                return Err(StoreError::Format {
+                    found: String::from_utf8_lossy(&found).into_owned(),
+                    expected: String::from_utf8_lossy(FORMAT).into_owned(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                backend.write(vec![Op::Put(FORMAT_KEY.to_vec(), FORMAT.to_vec())])?;
+                backend.flush()?;
+            }
+        }
+        Ok(Self { backend })
+    }
+
+    /// Appends one batch of events (seqs consecutive, continuing the log) with its idempotency records, as one
+    /// atomic write, then flushes. When this returns `Ok`, the batch is durable.
+    pub fn append(
+        &self,
+        events: &[Envelope],
+        commands: &[IdempotencyRecord],
+    ) -> Result<(), StoreError> {
+        let first = events.first().ok_or(StoreError::InvalidArgument(
+            "a batch needs at least one event",
+        ))?;
+        debug_assert!(
+            events.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+            "seqs in a batch are consecutive"
+        );
+        let value = record::encode_batch(events, commands);
+        self.backend
+            .write(vec![Op::Put(log_key(first.seq).to_vec(), value)])?;
+        self.backend.flush()?;
+        Ok(())
+    }
+
+    /// Removes a batch whose durability is unknown (its flush failed), so its seqs can be written again.
+    pub fn discard(&self, first_seq: u64) -> Result<(), StoreError> {
+        self.backend
+            .write(vec![Op::Delete(log_key(first_seq).to_vec())])?;
+        self.backend.flush()?;
+        Ok(())
+    }
+
+    /// Reads every record once: checks each checksum and that seqs run from 1 without gaps.
+    pub fn verify_log(&self) -> Result<LogSummary, StoreError> {
+        let mut expected = 1;
+        let mut records = 0;
+        for entry in self.backend.range(&log_key(0), &log_key(u64::MAX)) {
+            let (key, value) = entry?;
+            let seq = key_seq(&key);
+            if seq != expected {
+                return Err(StoreError::Gap {
+                    expected,
+                    found: seq,
+                });
+            }
+            let count = record::batch_count(&value)
+                .map_err(|reason| StoreError::Corrupt { seq, reason })?;
+            if count == 0 {
+                return Err(StoreError::Corrupt {
+                    seq,
+                    reason: FrameError::Decode("empty batch".into()),
+                });
+            }
+            expected = seq + u64::from(count);
+            records += 1;
+        }
+        Ok(LogSummary {
+            last_seq: expected - 1,
+            records,
+        })
+    }
+
+    /// Batches in seq order, starting with the one that holds `from_seq`.
+    pub fn batches_from(
+        &self,
+        from_seq: u64,
+    ) -> impl Iterator<Item = Result<Batch, StoreError>> + '_ {
+        let start = self
+            .batch_start(from_seq)
+            .ok()
+            .flatten()
+            .unwrap_or(from_seq);
+        self.decode_entries(self.backend.range(&log_key(start), &log_key(u64::MAX)))
+    }
+
+    /// Batches from the newest back.
+    pub fn batches_rev(&self) -> impl Iterator<Item = Result<Batch, StoreError>> + '_ {
+        self.decode_entries(self.backend.range_rev(&log_key(0), &log_key(u64::MAX)))
+    }
+
+    fn decode_entries<'a>(
+        &'a self,
+        entries: crate::backend::Entries<'a>,
+    ) -> impl Iterator<Item = Result<Batch, StoreError>> + 'a {
+        entries.map(|entry| {
+            let (key, value) = entry?;
+            let seq = key_seq(&key);
+            record::decode_batch(&value).map_err(|reason| StoreError::Corrupt { seq, reason })
+        })
+    }
+
+    /// The first seq of the record that holds `seq`.
+    fn batch_start(&self, seq: u64) -> Result<Option<u64>, StoreError> {
+        let mut below = self
+            .backend
+            .range_rev(&log_key(0), &log_key(seq.saturating_add(1)));
+        Ok(below.next().transpose()?.map(|(key, _)| key_seq(&key)))
+    }
+
+    /// Up to `limit` (at most [`READ_EVENTS_MAX`]) events from `from_seq` on, in seq order.
+    pub fn read_events(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+        let limit = limit.min(READ_EVENTS_MAX);
+        let mut out = Vec::with_capacity(limit.min(64));
+        for batch in self.batches_from(from_seq.max(1)) {
+            for envelope in batch?.events {
+                if out.len() == limit {
+                    return Ok(out);
+                }
+                if envelope.seq >= from_seq {
+                    out.push(envelope);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` events of one room with version ≥ `from_version`, scanning the log from `from_seq_hint`
+    /// (a seq at or before the first wanted event; 1 scans everything).
+    pub fn read_room(
+        &self,
+        room_id: &RoomId,
+        from_version: u64,
+        from_seq_hint: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let limit = limit.min(READ_EVENTS_MAX);
+        let mut out = Vec::new();
+        for batch in self.batches_from(from_seq_hint.max(1)) {
+            for envelope in batch?.events {
+                if out.len() == limit {
+                    return Ok(out);
+                }
+                if &envelope.room_id == room_id
+                    && envelope.version >= from_version
+                    && envelope.seq >= from_seq_hint
+                {
+                    out.push(envelope);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The seq a named sink (an outbox relay) has durably handled; 0 before its first advance.
+    pub fn cursor(&self, sink: &str) -> Result<u64, StoreError> {
+        let key = Self::cursor_key(sink)?;
+        let Some(value) = self.backend.get(&key)? else {
+            return Ok(0);
+        };
+        let corrupt = |reason| StoreError::CorruptValue {
+            what: format!("cursor {sink:?}"),
+            reason,
+        };
+        let payload = record::unframe(&value).map_err(corrupt)?;
+        let bytes: [u8; 8] = payload
+            .try_into()
+            .map_err(|_| corrupt(FrameError::Truncated(payload.len())))?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    /// Durably records that `sink` has handled every event up to `seq`.
+    pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        let key = Self::cursor_key(sink)?;
+        self.backend
+            .write(vec![Op::Put(key, record::frame(&seq.to_le_bytes()))])?;
+        self.backend.flush()?;
+        Ok(())
+    }
+
+    fn cursor_key(sink: &str) -> Result<Vec<u8>, StoreError> {
+        if sink.is_empty() || sink.len() > SINK_NAME_LEN_MAX {
+            return Err(StoreError::InvalidArgument("a sink name is 1 to 64 bytes"));
+        }
+        Ok(prefixed(CURSOR, sink.as_bytes()))
+    }
+
+    /// Writes room snapshots taken at `seq` and moves the snapshot mark to `seq`, atomically. Rooms not in
+    /// `rooms` must not have changed since the previous mark, so every stored snapshot is as of `seq`.
+    /// Not flushed: the next append's flush makes it durable, and a lost snapshot is rebuilt from the log.
+    pub fn write_snapshots(&self, seq: u64, rooms: &[(RoomId, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut ops: Vec<Op> = rooms
+            .iter()
+            .map(|(room_id, bytes)| {
+                Op::Put(
+                    prefixed(SNAPSHOT, room_id.as_str().as_bytes()),
+                    record::frame(bytes),
+                )
+            })
+            .collect();
+        ops.push(Op::Put(
+            SNAPSHOT_SEQ_KEY.to_vec(),
+            record::frame(&seq.to_le_bytes()),
+        ));
+        self.backend.write(ops)?;
+        Ok(())
+    }
+
+    /// Every room snapshot and the seq they are as of; `seq` 0 and no rooms when none was taken.
+    pub fn snapshots(&self) -> Result<Snapshots, StoreError> {
+        let Some(mark) = self.backend.get(SNAPSHOT_SEQ_KEY)? else {
+            return Ok(Snapshots::default());
+        };
+        let corrupt = |what: String| {
+            move |reason| StoreError::CorruptValue {
+                what: what.clone(),
+                reason,
+            }
+        };
+        let payload = record::unframe(&mark).map_err(corrupt("snapshot mark".into()))?;
+        let seq_bytes: [u8; 8] = payload.try_into().map_err(|_| StoreError::CorruptValue {
+            what: "snapshot mark".into(),
+            reason: FrameError::Truncated(payload.len()),
+        })?;
+        let mut rooms = Vec::new();
+        for entry in self.backend.range(&[SNAPSHOT], &[SNAPSHOT + 1]) {
+            let (key, value) = entry?;
+            let name = String::from_utf8_lossy(&key[1..]).into_owned();
+            let room_id = RoomId::new(&name).map_err(|e| StoreError::CorruptValue {
+                what: format!("snapshot key {name:?}"),
+                reason: FrameError::Decode(e.to_string()),
+            })?;
+            let bytes =
+                record::unframe(&value).map_err(corrupt(format!("snapshot of room {name}")))?;
+            rooms.push((room_id, bytes.to_vec()));
+        }
+        Ok(Snapshots {
+            seq: u64::from_le_bytes(seq_bytes),
+            rooms,
+        })
+    }
+
+    /// Makes every earlier write durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        Ok(self.backend.flush()?)
+    }
+}
+
+const _: () = assert!(META == b'M' && FORMAT_KEY[0] == META && SNAPSHOT_SEQ_KEY[0] == META);

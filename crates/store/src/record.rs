@@ -1,0 +1,130 @@
+//! The stored formats: one checksummed record per committed batch, plus framed snapshots and cursors.
+
+use cohost_proto::codec::{from_postcard, to_postcard};
+use cohost_proto::{Actor, CommandId, Envelope, Invitation, Room, StoredEvent};
+use serde::{Deserialize, Serialize};
+
+/// What a successful command with a `command_id` replied, kept so a retry gets the identical answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub actor: Actor,
+    pub command_id: CommandId,
+    /// A stable hash of the command and its `expected_version`: the same id with another command is a conflict.
+    pub fingerprint: u64,
+    pub at_ms: u64,
+    pub reply: StoredReply,
+}
+
+/// A reply as stored. Credentials are never part of it: accept's broadcaster data is minted again on retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredReply {
+    Room(Room),
+    Invitation(Invitation),
+    Accepted(Invitation),
+}
+
+/// One group commit: every event the batch appended, in seq order, and the idempotency records of its commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchRecord {
+    V1 {
+        events: Vec<StoredEvent>,
+        commands: Vec<IdempotencyRecord>,
+    },
+}
+
+/// A decoded batch record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub events: Vec<Envelope>,
+    pub commands: Vec<IdempotencyRecord>,
+}
+
+impl Batch {
+    pub fn first_seq(&self) -> Option<u64> {
+        self.events.first().map(|e| e.seq)
+    }
+}
+
+/// Why a stored value could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("record is shorter than its header ({0} bytes)")]
+    Truncated(usize),
+    #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("undecodable payload: {0}")]
+    Decode(String),
+}
+
+/// `[crc32 of payload, LE][payload]`.
+pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 4);
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+pub(crate) fn unframe(bytes: &[u8]) -> Result<&[u8], FrameError> {
+    let (head, payload) = bytes
+        .split_at_checked(4)
+        .ok_or(FrameError::Truncated(bytes.len()))?;
+    let stored = u32::from_le_bytes(head.try_into().expect("split at 4"));
+    let computed = crc32fast::hash(payload);
+    if stored != computed {
+        return Err(FrameError::Checksum { stored, computed });
+    }
+    Ok(payload)
+}
+
+/// A log record: framed `[event count, u32 LE][postcard BatchRecord]`. The count lets `open` check that seqs are
+/// gap-free without decoding every event.
+pub(crate) fn encode_batch(events: &[Envelope], commands: &[IdempotencyRecord]) -> Vec<u8> {
+    #[derive(Serialize)]
+    #[serde(rename = "BatchRecord")]
+    enum BatchRecordRef<'a> {
+        V1 {
+            events: Vec<StoredEventRef<'a>>,
+            commands: &'a [IdempotencyRecord],
+        },
+    }
+    #[derive(Serialize)]
+    #[serde(rename = "StoredEvent")]
+    enum StoredEventRef<'a> {
+        V1(&'a Envelope),
+    }
+    let record = BatchRecordRef::V1 {
+        events: events.iter().map(StoredEventRef::V1).collect(),
+        commands,
+    };
+    let count = u32::try_from(events.len()).expect("a batch holds far fewer than 2^32 events");
+    let mut payload = count.to_le_bytes().to_vec();
+    payload.extend_from_slice(&to_postcard(&record));
+    frame(&payload)
+}
+
+/// The event count of a log record, after checking its checksum.
+pub(crate) fn batch_count(bytes: &[u8]) -> Result<u32, FrameError> {
+    let payload = unframe(bytes)?;
+    let head = payload.get(..4).ok_or(FrameError::Truncated(bytes.len()))?;
+    Ok(u32::from_le_bytes(head.try_into().expect("4 bytes")))
+}
+
+pub(crate) fn decode_batch(bytes: &[u8]) -> Result<Batch, FrameError> {
+    let payload = unframe(bytes)?;
+    let (head, body) = payload
+        .split_at_checked(4)
+        .ok_or(FrameError::Truncated(bytes.len()))?;
+    let count = u32::from_le_bytes(head.try_into().expect("4 bytes")) as usize;
+    let record: BatchRecord = from_postcard(body).map_err(|e| FrameError::Decode(e.to_string()))?;
+    let BatchRecord::V1 { events, commands } = record;
+    if events.len() != count {
+        return Err(FrameError::Decode(format!(
+            "header says {count} events, body has {}",
+            events.len()
+        )));
+    }
+    Ok(Batch {
+        events: events.into_iter().map(StoredEvent::into_envelope).collect(),
+        commands,
+    })
+}
