@@ -54,6 +54,9 @@ impl From<CommandParseError> for Error {
 
 impl From<cohost_store::StoreError> for Error {
     fn from(error: cohost_store::StoreError) -> Self {
-        Self::unavailable(format!("storage: {error}"))
+        match error {
+            cohost_store::StoreError::InvalidArgument(reason) => Self::invalid_argument(reason),
+            other => Self::unavailable(format!("storage: {other}")),
+        }
     }
 }

@@ -82,8 +82,20 @@ pub struct Broadcaster {
 pub(crate) struct Shared {
     read: RwLock<read_model::ReadModel>,
     events: Mutex<Option<broadcast::Sender<Arc<Vec<Envelope>>>>>,
-    store: Arc<Store>,
+    /// Taken at shutdown, so the store closes (and its directory lock is released) once in-flight reads end.
+    store: RwLock<Option<Arc<Store>>>,
     stats: stats::Stats,
+}
+
+impl Shared {
+    fn store(&self) -> Result<Arc<Store>, Error> {
+        let store = self
+            .store
+            .read()
+            .expect("store lock is never poisoned")
+            .clone();
+        store.ok_or_else(|| Error::unavailable("the engine has shut down"))
+    }
 }
 
 /// A handle to a running engine. Cheap to clone; every clone drives the same engine.
@@ -135,7 +147,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             read: RwLock::new(recovered.read),
             events: Mutex::new(Some(events.clone())),
-            store: store.clone(),
+            store: RwLock::new(Some(store.clone())),
             stats: stats::Stats::default(),
         });
         let (jobs, queue) = crossbeam_channel::bounded(config.queue_max.max(1));
@@ -273,7 +285,7 @@ impl Engine {
 
     /// Up to `limit` (at most 1000) committed envelopes from `from_seq` on.
     pub fn read_events(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
-        Ok(self.shared.store.read_events(from_seq, limit)?)
+        Ok(self.shared.store()?.read_events(from_seq, limit)?)
     }
 
     /// Up to `limit` (at most 1000) envelopes of one room from `from_version` on.
@@ -286,7 +298,7 @@ impl Engine {
         let hint = self.read().room(room_id)?.seq_hint(from_version.max(1));
         Ok(self
             .shared
-            .store
+            .store()?
             .read_room(room_id, from_version, hint, limit)?)
     }
 
@@ -349,10 +361,7 @@ impl Engine {
 
     /// The seq a named outbox sink has durably handled.
     pub fn cursor(&self, sink: &str) -> Result<u64, Error> {
-        self.shared
-            .store
-            .cursor(sink)
-            .map_err(|e| Error::invalid_argument(e.to_string()))
+        Ok(self.shared.store()?.cursor(sink)?)
     }
 
     /// Durably records that `sink` handled every event up to `seq` (at most the last durable seq).
@@ -362,13 +371,7 @@ impl Engine {
                 "a cursor cannot pass the last durable seq",
             ));
         }
-        self.shared
-            .store
-            .set_cursor(sink, seq)
-            .map_err(|e| match e {
-                StoreError::InvalidArgument(reason) => Error::invalid_argument(reason),
-                other => other.into(),
-            })
+        Ok(self.shared.store()?.set_cursor(sink, seq)?)
     }
 
     /// Counters for metrics.
@@ -393,6 +396,11 @@ impl Engine {
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
+        self.shared
+            .store
+            .write()
+            .expect("store lock is never poisoned")
+            .take();
         self.shared
             .events
             .lock()

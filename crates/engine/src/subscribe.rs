@@ -96,11 +96,15 @@ impl EventStream {
                 .expect("read model lock is never poisoned")
                 .last_seq;
             if self.next_seq <= durable {
-                match self.shared.store.read_events(self.next_seq, CATCH_UP_CHUNK) {
+                let read = self
+                    .shared
+                    .store()
+                    .and_then(|store| Ok(store.read_events(self.next_seq, CATCH_UP_CHUNK)?));
+                match read {
                     Ok(events) => self
                         .buffer
                         .extend(events.into_iter().filter(|e| e.seq >= self.next_seq)),
-                    Err(error) => return Some(Err(error.into())),
+                    Err(error) => return Some(Err(error)),
                 }
                 continue;
             }

@@ -1,0 +1,100 @@
+//! command_id: a retry gets the identical reply and appends nothing, before and after a restart; another
+//! command under the same id is a conflict; ids are scoped by actor.
+
+mod support;
+
+use cohost_engine::Options;
+use cohost_proto::{CommandId, ErrorCode};
+use support::*;
+
+#[tokio::test]
+async fn a_retry_returns_the_first_reply_and_appends_nothing() {
+    let t = open();
+    t.live_room("stage", "alice").await;
+    let first = t
+        .with_id("alice", invite("stage", "bob"), "req-1")
+        .await
+        .unwrap();
+    let seq = t.engine.last_seq();
+    let again = t
+        .with_id("alice", invite("stage", "bob"), "req-1")
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(t.engine.last_seq(), seq, "a retry appends nothing");
+    // Without the id, the same command is a new attempt, and the rules refuse a second pending offer.
+    assert_eq!(
+        t.code("alice", invite("stage", "bob")).await,
+        ErrorCode::AlreadyExists
+    );
+    t.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_same_id_for_another_command_is_a_conflict() {
+    let t = open();
+    t.live_room("stage", "alice").await;
+    t.with_id("alice", invite("stage", "bob"), "req-1")
+        .await
+        .unwrap();
+    let err = t
+        .with_id("alice", invite("stage", "carol"), "req-1")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Conflict);
+    let versioned = Options {
+        command_id: Some(CommandId::new("req-1").unwrap()),
+        expected_version: Some(3),
+    };
+    let err = t
+        .engine
+        .execute(actor("alice"), invite("stage", "bob"), versioned)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code,
+        ErrorCode::Conflict,
+        "expected_version is part of what the id names"
+    );
+    t.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn ids_are_scoped_by_actor() {
+    let t = open();
+    t.live_room("stage", "alice").await;
+    t.with_id("bob", request("stage"), "k").await.unwrap();
+    t.with_id("carol", request("stage"), "k")
+        .await
+        .expect("carol's k is not bob's k");
+    assert_eq!(t.engine.last_seq(), 4);
+    t.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn retries_in_one_batch_and_after_a_restart_get_the_same_reply() {
+    let t = open();
+    t.live_room("stage", "alice").await;
+    let (a, b) = tokio::join!(
+        t.with_id("alice", invite("stage", "bob"), "same"),
+        t.with_id("alice", invite("stage", "bob"), "same")
+    );
+    let invited = a.unwrap();
+    assert_eq!(b.unwrap(), invited);
+    let accepted = t
+        .with_id("bob", accept("stage", 1), "accept-1")
+        .await
+        .unwrap();
+    let seq = t.engine.last_seq();
+    let t = t.restart().await;
+    assert_eq!(
+        t.with_id("bob", accept("stage", 1), "accept-1")
+            .await
+            .unwrap(),
+        accepted
+    );
+    // The invite's reply is replayed as it was first given, although bob has since been seated.
+    assert_eq!(t.with_id("alice", invite("stage", "bob"), "same").await.unwrap(), invited);
+    assert_eq!(t.engine.last_seq(), seq);
+    t.engine.shutdown().await;
+}

@@ -1,0 +1,265 @@
+//! The contract's rules reached through the engine: each command's success and its error codes.
+
+mod support;
+
+use cohost_engine::Filter;
+use cohost_proto::{
+    BroadcasterRole, ErrorCode, InvitationKind, InvitationStatus, Reply, RoomStatus,
+};
+use support::*;
+
+#[tokio::test]
+async fn the_seed_flow_through_the_engine() {
+    let t = open();
+    let Reply::Room(created) = t.ok("alice", create("stage")).await else {
+        panic!("create replies the room")
+    };
+    assert_eq!(
+        (created.status, created.version, created.host.as_str()),
+        (RoomStatus::Idle, 1, "alice")
+    );
+    t.ok("alice", go_live("stage")).await;
+    let Reply::Invitation(first) = t.ok("alice", invite("stage", "bob")).await else {
+        panic!("invite replies")
+    };
+    assert_eq!(first.invitation_id, invitation("stage", 1));
+    assert_eq!(first.expires_ms, START_MS + 300_000);
+    let Reply::Accepted(accepted) = t.ok("bob", accept("stage", 1)).await else {
+        panic!("accept replies")
+    };
+    assert_eq!(accepted.invitation.status, InvitationStatus::Approved);
+    assert!(
+        accepted.broadcaster.is_none(),
+        "credentials are minted outside the engine"
+    );
+    t.ok("alice", invite("stage", "carol")).await;
+    t.ok("carol", reject("stage", 2)).await;
+    t.ok("alice", invite("stage", "dave")).await;
+    t.ok("alice", cancel("stage", 3)).await;
+    let broadcaster = t
+        .engine
+        .broadcaster_entitlement(&room("stage"), &user("bob"))
+        .unwrap();
+    assert_eq!(broadcaster.role, BroadcasterRole::Cohost);
+    assert_eq!(broadcaster.invitation_id, Some(invitation("stage", 1)));
+    let Reply::Room(after_remove) = t.ok("alice", remove("stage", "bob")).await else {
+        panic!("room reply")
+    };
+    assert!(after_remove.cohosts.is_empty());
+    let err = t
+        .engine
+        .broadcaster_entitlement(&room("stage"), &user("bob"))
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::FailedPrecondition);
+    t.ok("alice", stop("stage")).await;
+    let room_now = t.engine.room(&room("stage")).unwrap();
+    assert_eq!((room_now.status, room_now.version), (RoomStatus::Ended, 10));
+    assert_eq!(t.engine.last_seq(), 10);
+    let statuses: Vec<InvitationStatus> = t
+        .engine
+        .room_invitations(&room("stage"), Filter::default(), None, 100)
+        .unwrap()
+        .items
+        .iter()
+        .map(|i| i.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            InvitationStatus::Approved,
+            InvitationStatus::Rejected,
+            InvitationStatus::Cancelled
+        ]
+    );
+    t.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_rejection_carries_the_contract_code() {
+    let t = open();
+    assert_eq!(
+        t.code("alice", go_live("nowhere")).await,
+        ErrorCode::NotFound
+    );
+    t.live_room("stage", "alice").await;
+    assert_eq!(
+        t.code("bob", create("stage")).await,
+        ErrorCode::AlreadyExists
+    );
+    assert_eq!(
+        t.code("bob", go_live("stage")).await,
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        t.code("alice", go_live("stage")).await,
+        ErrorCode::FailedPrecondition
+    );
+    assert_eq!(
+        t.code("bob", invite("stage", "carol")).await,
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        t.code("alice", invite("stage", "alice")).await,
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        t.code("alice", request("stage")).await,
+        ErrorCode::PermissionDenied
+    );
+    t.ok("alice", invite("stage", "bob")).await;
+    assert_eq!(
+        t.code("alice", invite("stage", "bob")).await,
+        ErrorCode::AlreadyExists
+    );
+    assert_eq!(
+        t.code("bob", request("stage")).await,
+        ErrorCode::AlreadyExists
+    );
+    assert_eq!(
+        t.code("carol", accept("stage", 1)).await,
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(t.code("bob", accept("stage", 9)).await, ErrorCode::NotFound);
+    assert_eq!(
+        t.code("bob", cancel("stage", 1)).await,
+        ErrorCode::PermissionDenied
+    );
+    t.ok("alice", cancel("stage", 1)).await;
+    assert_eq!(
+        t.code("bob", accept("stage", 1)).await,
+        ErrorCode::FailedPrecondition
+    );
+    assert_eq!(
+        t.code("alice", remove("stage", "bob")).await,
+        ErrorCode::NotFound
+    );
+    assert_eq!(t.code("bob", leave("stage")).await, ErrorCode::NotFound);
+    let Reply::Invitation(raised) = t.ok("bob", request("stage")).await else {
+        panic!("request replies")
+    };
+    assert_eq!(
+        (raised.kind, raised.invitation_id.number()),
+        (InvitationKind::Request, 2)
+    );
+    assert_eq!(
+        t.code("bob", accept("stage", 2)).await,
+        ErrorCode::PermissionDenied
+    );
+    t.ok("alice", accept("stage", 2)).await;
+    assert_eq!(
+        t.code("alice", invite("stage", "bob")).await,
+        ErrorCode::AlreadyExists
+    );
+    t.ok("bob", leave("stage")).await;
+    t.ok("alice", stop("stage")).await;
+    assert_eq!(
+        t.code("alice", stop("stage")).await,
+        ErrorCode::FailedPrecondition
+    );
+    assert_eq!(
+        t.code("alice", invite("stage", "carol")).await,
+        ErrorCode::FailedPrecondition
+    );
+    assert_eq!(t.engine.last_seq(), 8, "rejections append nothing");
+    t.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn expected_version_mismatch_is_conflict() {
+    let t = open();
+    t.live_room("stage", "alice").await;
+    let stale = cohost_engine::Options {
+        command_id: None,
+        expected_version: Some(1),
+    };
+    let err = t
+        .engine
+        .execute(actor("alice"), invite("stage", "bob"), stale)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Conflict);
+    let current = cohost_engine::Options {
+        command_id: None,
+        expected_version: Some(2),
+    };
+    t.engine
+        .execute(actor("alice"), invite("stage", "bob"), current)
+        .await
+        .unwrap();
+    assert_eq!(t.engine.room(&room("stage")).unwrap().version, 3);
+    t.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancel_and_accept_racing_have_one_winner() {
+    let t = open();
+    t.live_room("stage", "alice").await;
+    for n in 1..=20u64 {
+        let candidate = format!("user-{n}");
+        t.ok("alice", invite("stage", &candidate)).await;
+        let (accepted, cancelled) = tokio::join!(
+            t.run(&candidate, accept("stage", n)),
+            t.run("alice", cancel("stage", n))
+        );
+        match (accepted, cancelled) {
+            (Ok(_), Err(e)) | (Err(e), Ok(_)) => assert_eq!(e.code, ErrorCode::FailedPrecondition),
+            other => panic!("exactly one must win, got {other:?}"),
+        }
+        if t.engine.room(&room("stage")).unwrap().cohosts.len() == 4 {
+            for seat in t.engine.room(&room("stage")).unwrap().cohosts {
+                t.ok("alice", remove("stage", seat.user_id.as_str())).await;
+            }
+        }
+    }
+    t.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn candidates_see_their_invitations_across_rooms() {
+    let t = open();
+    t.live_room("one", "alice").await;
+    t.live_room("two", "carol").await;
+    t.ok("alice", invite("one", "bob")).await;
+    t.ok("bob", request("two")).await;
+    t.ok("alice", invite("one", "dave")).await;
+    let mine = t
+        .engine
+        .user_invitations(&user("bob"), Filter::default(), None, 100)
+        .unwrap();
+    let ids: Vec<String> = mine
+        .items
+        .iter()
+        .map(|i| i.invitation_id.to_string())
+        .collect();
+    assert_eq!(ids, ["one.1", "two.1"]);
+    let requests = Filter {
+        status: None,
+        kind: Some(InvitationKind::Request),
+    };
+    assert_eq!(
+        t.engine
+            .user_invitations(&user("bob"), requests, None, 100)
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    let first = t
+        .engine
+        .user_invitations(&user("bob"), Filter::default(), None, 1)
+        .unwrap();
+    assert_eq!(first.items.len(), 1);
+    let cursor = first.next_cursor.expect("a second page");
+    let second = t
+        .engine
+        .user_invitations(&user("bob"), Filter::default(), Some(&cursor), 1)
+        .unwrap();
+    assert_eq!(second.items[0].invitation_id.to_string(), "two.1");
+    assert_eq!(second.next_cursor, None);
+    let bad = t
+        .engine
+        .user_invitations(&user("bob"), Filter::default(), Some("garbage"), 1)
+        .unwrap_err();
+    assert_eq!(bad.code, ErrorCode::InvalidArgument);
+    t.engine.shutdown().await;
+}

@@ -1,0 +1,175 @@
+//! Helpers for the engine's tests: an engine on a temp dir with a manual clock, and one-line commands.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cohost_engine::{Config, Engine, Error, ManualClock, Options};
+use cohost_proto::{
+    Actor, Command, CommandId, CreateRoom, ErrorCode, InvitationId, InvitationTarget, Reply,
+    RoomId, RoomTarget, UserId, UserTarget,
+};
+
+pub const START_MS: u64 = 1_700_000_000_000;
+
+pub struct TestEngine {
+    pub engine: Engine,
+    pub clock: Arc<ManualClock>,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn config(dir: &Path, clock: &Arc<ManualClock>) -> Config {
+    Config::new(dir).with_clock(clock.clone())
+}
+
+pub fn open() -> TestEngine {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let engine = Engine::open(config(dir.path(), &clock)).expect("engine opens");
+    TestEngine { engine, clock, dir }
+}
+
+impl TestEngine {
+    /// Shuts down and opens the same directory again, keeping the clock.
+    pub async fn restart(self) -> TestEngine {
+        self.engine.shutdown().await;
+        let engine = Engine::open(config(self.dir.path(), &self.clock)).expect("engine reopens");
+        TestEngine {
+            engine,
+            clock: self.clock,
+            dir: self.dir,
+        }
+    }
+
+    pub async fn run(&self, by: &str, command: Command) -> Result<Reply, Error> {
+        self.engine
+            .execute(actor(by), command, Options::default())
+            .await
+    }
+
+    pub async fn ok(&self, by: &str, command: Command) -> Reply {
+        let name = command.name();
+        self.run(by, command)
+            .await
+            .unwrap_or_else(|e| panic!("{name} by {by} failed: {e}"))
+    }
+
+    pub async fn code(&self, by: &str, command: Command) -> ErrorCode {
+        let name = command.name();
+        match self.run(by, command).await {
+            Ok(reply) => panic!("{name} by {by} should fail, got {reply:?}"),
+            Err(error) => error.code,
+        }
+    }
+
+    pub async fn with_id(&self, by: &str, command: Command, id: &str) -> Result<Reply, Error> {
+        let options = Options {
+            command_id: Some(CommandId::new(id).unwrap()),
+            expected_version: None,
+        };
+        self.engine.execute(actor(by), command, options).await
+    }
+
+    /// A live room hosted by `host`.
+    pub async fn live_room(&self, room: &str, host: &str) {
+        self.ok(host, create(room)).await;
+        self.ok(host, go_live(room)).await;
+    }
+}
+
+pub fn actor(name: &str) -> Actor {
+    if name == "system" {
+        Actor::System
+    } else {
+        Actor::User(user(name))
+    }
+}
+
+pub fn user(name: &str) -> UserId {
+    UserId::new(name).unwrap()
+}
+
+pub fn room(name: &str) -> RoomId {
+    RoomId::new(name).unwrap()
+}
+
+pub fn invitation(room_name: &str, n: u64) -> InvitationId {
+    InvitationId::new(room(room_name), n).unwrap()
+}
+
+pub fn create(room_name: &str) -> Command {
+    Command::CreateRoom(CreateRoom {
+        room_id: room(room_name),
+        title: Some("show".into()),
+        max_cohosts: None,
+    })
+}
+
+pub fn go_live(room_name: &str) -> Command {
+    Command::GoLive(RoomTarget {
+        room_id: room(room_name),
+    })
+}
+
+pub fn stop(room_name: &str) -> Command {
+    Command::StopRoom(RoomTarget {
+        room_id: room(room_name),
+    })
+}
+
+pub fn invite(room_name: &str, candidate: &str) -> Command {
+    Command::Invite(UserTarget {
+        room_id: room(room_name),
+        user_id: user(candidate),
+    })
+}
+
+pub fn request(room_name: &str) -> Command {
+    Command::RequestToJoin(RoomTarget {
+        room_id: room(room_name),
+    })
+}
+
+fn target(room_name: &str, n: u64) -> InvitationTarget {
+    InvitationTarget {
+        invitation_id: invitation(room_name, n),
+    }
+}
+
+pub fn accept(room_name: &str, n: u64) -> Command {
+    Command::AcceptInvitation(target(room_name, n))
+}
+
+pub fn reject(room_name: &str, n: u64) -> Command {
+    Command::RejectInvitation(target(room_name, n))
+}
+
+pub fn cancel(room_name: &str, n: u64) -> Command {
+    Command::CancelInvitation(target(room_name, n))
+}
+
+pub fn remove(room_name: &str, candidate: &str) -> Command {
+    Command::RemoveCohost(UserTarget {
+        room_id: room(room_name),
+        user_id: user(candidate),
+    })
+}
+
+pub fn leave(room_name: &str) -> Command {
+    Command::LeaveStage(RoomTarget {
+        room_id: room(room_name),
+    })
+}
+
+/// Waits (in real time, bounded) until `check` holds.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
