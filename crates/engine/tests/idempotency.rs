@@ -94,7 +94,12 @@ async fn retries_in_one_batch_and_after_a_restart_get_the_same_reply() {
         accepted
     );
     // The invite's reply is replayed as it was first given, although bob has since been seated.
-    assert_eq!(t.with_id("alice", invite("stage", "bob"), "same").await.unwrap(), invited);
+    assert_eq!(
+        t.with_id("alice", invite("stage", "bob"), "same")
+            .await
+            .unwrap(),
+        invited
+    );
     assert_eq!(t.engine.last_seq(), seq);
     t.engine.shutdown().await;
 }

@@ -48,7 +48,22 @@ impl std::fmt::Debug for SledBackend {
 }
 
 impl SledBackend {
+    /// Opens the tree in `dir`. sled releases its directory lock only when its last IO thread lets go of the
+    /// files, shortly after the previous owner dropped it, so a held lock is retried briefly before it is
+    /// reported as another process's.
     pub fn open(dir: &Path) -> Result<Self, BackendError> {
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match Self::try_open(dir) {
+                Err(BackendError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_open(dir: &Path) -> Result<Self, BackendError> {
         let db = sled::Config::new()
             .path(dir)
             // We flush explicitly after every batch; a background flusher would only add fsyncs.
@@ -59,6 +74,9 @@ impl SledBackend {
         Ok(Self { db })
     }
 }
+
+/// How long `open` waits for a lock that a closing handle of this process may still hold.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn open_error(dir: &Path, error: sled::Error) -> BackendError {
     let text = error.to_string();

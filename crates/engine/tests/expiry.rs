@@ -1,0 +1,87 @@
+//! The timer expires pending invitations when `expires_ms` passes, driven by an injected clock, and picks up
+//! where it was after a restart.
+
+mod support;
+
+use cohost_engine::Filter;
+use cohost_proto::{ErrorCode, Event, InvitationStatus};
+use support::*;
+
+fn status(t: &TestEngine, n: u64) -> InvitationStatus {
+    let page = t
+        .engine
+        .room_invitations(&room("stage"), Filter::default(), None, 100)
+        .unwrap();
+    page.items
+        .iter()
+        .find(|i| i.invitation_id.number() == n)
+        .expect("invitation listed")
+        .status
+}
+
+#[tokio::test]
+async fn a_pending_invitation_expires_when_its_time_passes() {
+    let t = open();
+    t.live_room("stage", "alice").await;
+    t.ok("alice", invite("stage", "bob")).await;
+    t.ok("alice", invite("stage", "carol")).await;
+    t.ok("carol", accept("stage", 2)).await;
+    t.clock.advance(299_999);
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    assert_eq!(status(&t, 1), InvitationStatus::Pending, "not yet due");
+    t.clock.advance(1);
+    eventually("the expiry", || status(&t, 1) == InvitationStatus::Expired).await;
+    assert_eq!(
+        status(&t, 2),
+        InvitationStatus::Approved,
+        "an answered invitation never expires"
+    );
+    let last = t
+        .engine
+        .read_events(t.engine.last_seq(), 1)
+        .unwrap()
+        .remove(0);
+    assert!(matches!(last.event, Event::InvitationExpired { .. }));
+    assert_eq!(last.actor, None, "the system expires invitations");
+    assert_eq!(last.at_ms, START_MS + 300_000);
+    assert_eq!(
+        t.code("bob", accept("stage", 1)).await,
+        ErrorCode::FailedPrecondition
+    );
+    t.ok("alice", invite("stage", "bob")).await;
+    t.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn timers_survive_a_restart() {
+    let t = open();
+    t.live_room("stage", "alice").await;
+    t.ok("alice", invite("stage", "bob")).await;
+    let t = t.restart().await;
+    t.clock.advance(300_000);
+    eventually("the expiry after restart", || {
+        status(&t, 1) == InvitationStatus::Expired
+    })
+    .await;
+    let t = t.restart().await;
+    assert_eq!(status(&t, 1), InvitationStatus::Expired);
+    t.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn invitations_due_while_stopped_expire_on_open() {
+    let t = open();
+    t.live_room("stage", "alice").await;
+    for candidate in ["bob", "carol", "dave"] {
+        t.ok("alice", invite("stage", candidate)).await;
+    }
+    t.engine.shutdown().await;
+    t.clock.advance(3_600_000);
+    let t = t.restart().await;
+    eventually("all three expiries", || {
+        (1..=3).all(|n| status(&t, n) == InvitationStatus::Expired)
+    })
+    .await;
+    assert_eq!(t.engine.last_seq(), 8);
+    t.engine.shutdown().await;
+}
