@@ -96,15 +96,15 @@ impl EventStream {
                 .expect("read model lock is never poisoned")
                 .last_seq;
             if self.next_seq <= durable {
-                let read = self
-                    .shared
-                    .store()
-                    .and_then(|store| Ok(store.read_events(self.next_seq, CATCH_UP_CHUNK)?));
-                match read {
+                // No store means the engine has shut down: the stream ends, and the log keeps the rest.
+                let Ok(store) = self.shared.store() else {
+                    return None;
+                };
+                match store.read_events(self.next_seq, CATCH_UP_CHUNK) {
                     Ok(events) => self
                         .buffer
                         .extend(events.into_iter().filter(|e| e.seq >= self.next_seq)),
-                    Err(error) => return Some(Err(error)),
+                    Err(error) => return Some(Err(error.into())),
                 }
                 continue;
             }
