@@ -32,3 +32,7 @@ proptest cases="20000":
 # Rewrite proto/vectors from the values in proto/tests/golden.rs. Only for a deliberate contract change.
 bless-vectors:
     COHOST_BLESS=1 cargo test -p cohost-proto --test golden
+
+# The SIGKILL crash test with many more kill/restart rounds (COHOST_CRASH_SEED=<n> replays a schedule).
+crash rounds="200":
+    COHOST_CRASH_ROUNDS={{rounds}} cargo test --release -p cohost-tests --test crash-kill9 -- --nocapture
