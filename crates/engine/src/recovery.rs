@@ -98,18 +98,22 @@ fn remembered_commands(
     ttl_ms: u64,
     max: usize,
 ) -> Result<Idempotency, Error> {
-    let mut records = Vec::new();
+    let mut found = Vec::new();
     'batches: for batch in store.batches_rev() {
-        for record in batch.map_err(corrupt)?.commands.into_iter().rev() {
-            if record.at_ms.saturating_add(ttl_ms) <= now_ms || records.len() >= max {
+        let batch = batch.map_err(corrupt)?;
+        let batch_seq = batch
+            .first_seq()
+            .expect("stored batches hold at least one event");
+        for (index, record) in batch.commands.iter().enumerate().rev() {
+            if record.at_ms.saturating_add(ttl_ms) <= now_ms || found.len() >= max {
                 break 'batches;
             }
-            records.push(record);
+            found.push((record.clone(), batch_seq, index as u32));
         }
     }
     let mut idempotency = Idempotency::new(ttl_ms, max);
-    for record in records.into_iter().rev() {
-        idempotency.restore(record);
+    for (record, batch_seq, index) in found.iter().rev() {
+        idempotency.restore(record, *batch_seq, *index);
     }
     Ok(idempotency)
 }

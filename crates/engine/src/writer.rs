@@ -49,6 +49,15 @@ pub(crate) struct Writer {
     pub dirty: std::collections::HashSet<RoomId>,
 }
 
+/// The batch being built: its events and the idempotency records of its commands.
+#[derive(Default)]
+struct Batch {
+    first_seq: u64,
+    envelopes: Vec<Envelope>,
+    records: Vec<IdempotencyRecord>,
+    touched: Vec<RoomId>,
+}
+
 /// One command of a batch, decided.
 struct Decided {
     reply_to: Option<ReplySender>,
@@ -144,10 +153,10 @@ impl Writer {
             return;
         }
         let now = self.clock.now_ms();
-        let first_seq = self.last_seq + 1;
-        let mut envelopes: Vec<Envelope> = Vec::new();
-        let mut records: Vec<IdempotencyRecord> = Vec::new();
-        let mut touched: Vec<RoomId> = Vec::new();
+        let mut batch = Batch {
+            first_seq: self.last_seq + 1,
+            ..Batch::default()
+        };
         let mut decided: Vec<Decided> = Vec::with_capacity(jobs.len());
         for job in jobs {
             let Job::Command {
@@ -159,26 +168,18 @@ impl Writer {
             else {
                 continue;
             };
-            let (outcome, remembered) = self.decide_one(
-                actor,
-                &command,
-                options,
-                now,
-                &mut envelopes,
-                &mut records,
-                &mut touched,
-            );
+            let (outcome, remembered) = self.decide_one(actor, &command, options, now, &mut batch);
             decided.push(Decided {
                 reply_to: Some(reply),
                 outcome,
                 remembered,
             });
         }
-        if !envelopes.is_empty() {
+        if !batch.envelopes.is_empty() {
             let started = Instant::now();
-            if let Err(error) = self.store.append(&envelopes, &records) {
-                tracing::error!(%error, first_seq, "batch not durable; its commands get unavailable");
-                self.roll_back(first_seq, &touched, &decided);
+            if let Err(error) = self.store.append(&batch.envelopes, &batch.records) {
+                tracing::error!(%error, first_seq = batch.first_seq, "batch not durable; its commands get unavailable");
+                self.roll_back(batch.first_seq, &batch.touched, &decided);
                 for d in decided {
                     let outcome = match d.outcome {
                         Ok(_) => Err(Error::unavailable(
@@ -194,31 +195,29 @@ impl Writer {
             }
             self.shared
                 .stats
-                .record_batch(envelopes.len(), decided.len(), started.elapsed());
+                .record_batch(batch.envelopes.len(), decided.len(), started.elapsed());
         }
-        self.publish(envelopes, decided);
+        self.publish(batch.envelopes, decided);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn decide_one(
         &mut self,
         actor: Actor,
         command: &Command,
         options: Options,
         now: u64,
-        envelopes: &mut Vec<Envelope>,
-        records: &mut Vec<IdempotencyRecord>,
-        touched: &mut Vec<RoomId>,
+        batch: &mut Batch,
     ) -> (Result<Reply, Error>, Option<idempotency::Key>) {
-        let key = options.command_id.clone().map(|id| (actor.clone(), id));
-        let fingerprint = key
+        let key = options
+            .command_id
             .as_ref()
-            .map(|_| idempotency::fingerprint(command, options.expected_version));
-        if let (Some(key), Some(fingerprint)) = (&key, fingerprint)
+            .map(|id| idempotency::key(&actor, id));
+        let fingerprint = key.map(|_| idempotency::fingerprint(command, options.expected_version));
+        if let (Some(key), Some(fingerprint)) = (key, fingerprint)
             && let Some(seen) = self.idempotency.get(key, now)
         {
             let outcome = if seen.fingerprint == fingerprint {
-                Ok(idempotency::from_stored(&seen.reply))
+                self.remembered_reply(seen, batch)
             } else {
                 Err(Error::new(
                     ErrorCode::Conflict,
@@ -253,11 +252,16 @@ impl Writer {
             apply(state, event);
         }
         let reply = reply(state, command, &events);
+        // A command that changed nothing is not remembered: there is no record to keep its reply in, and a
+        // retry decides the same nothing again.
+        if events.is_empty() {
+            return (Ok(reply), None);
+        }
         let version_before = state.version() - events.len() as u64;
-        touched.push(room_id.clone());
+        batch.touched.push(room_id.clone());
         for (offset, event) in events.into_iter().enumerate() {
             self.last_seq += 1;
-            envelopes.push(Envelope {
+            batch.envelopes.push(Envelope {
                 seq: self.last_seq,
                 room_id: room_id.clone(),
                 version: version_before + offset as u64 + 1,
@@ -267,26 +271,50 @@ impl Writer {
                 event,
             });
         }
-        let (Some(key), Some(fingerprint)) = (key, fingerprint) else {
+        let (Some(key), Some(fingerprint), Some(command_id)) =
+            (key, fingerprint, options.command_id)
+        else {
             return (Ok(reply), None);
         };
-        let stored = idempotency::to_stored(&reply);
-        records.push(IdempotencyRecord {
-            actor: key.0.clone(),
-            command_id: key.1.clone(),
+        let index =
+            u32::try_from(batch.records.len()).expect("a batch holds at most 1024 commands");
+        batch.records.push(IdempotencyRecord {
+            actor,
+            command_id,
             fingerprint,
             at_ms: now,
-            reply: stored.clone(),
+            reply: idempotency::to_stored(&reply),
         });
-        self.idempotency.insert(
-            key.clone(),
-            Remembered {
-                fingerprint,
-                at_ms: now,
-                reply: stored,
-            },
-        );
+        let remembered = Remembered {
+            fingerprint,
+            at_ms: now,
+            batch_seq: batch.first_seq,
+            index,
+        };
+        self.idempotency.insert(key, remembered);
         (Ok(reply), Some(key))
+    }
+
+    /// The first reply to a remembered command: from the batch being built, or from its stored record.
+    fn remembered_reply(&self, seen: Remembered, batch: &Batch) -> Result<Reply, Error> {
+        let missing = || Error::internal("a remembered command's record is missing from the log");
+        if seen.batch_seq == batch.first_seq {
+            let record = batch.records.get(seen.index as usize).ok_or_else(missing)?;
+            return Ok(idempotency::from_stored(&record.reply));
+        }
+        let stored = self
+            .store
+            .batches_from(seen.batch_seq)
+            .next()
+            .ok_or_else(missing)??;
+        if stored.first_seq() != Some(seen.batch_seq) {
+            return Err(missing());
+        }
+        let record = stored
+            .commands
+            .get(seen.index as usize)
+            .ok_or_else(missing)?;
+        Ok(idempotency::from_stored(&record.reply))
     }
 
     /// Puts the sequencer's state back to what is durable, after a failed write.
@@ -311,7 +339,7 @@ impl Writer {
         }
         self.last_seq = read.last_seq;
         drop(read);
-        for key in decided.iter().filter_map(|d| d.remembered.as_ref()) {
+        for key in decided.iter().filter_map(|d| d.remembered) {
             self.idempotency.remove(key);
         }
     }
