@@ -39,3 +39,12 @@ pub fn median(samples: &mut [f64]) -> f64 {
         (samples[mid - 1] + samples[mid]) / 2.0
     }
 }
+
+/// The `p`-th percentile (0 to 100) of the samples (which it sorts), by nearest rank.
+pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    assert!(!samples.is_empty(), "percentile of no samples");
+    assert!((0.0..=100.0).contains(&p), "a percentile is from 0 to 100");
+    samples.sort_by(f64::total_cmp);
+    let rank = (p / 100.0 * samples.len() as f64).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
