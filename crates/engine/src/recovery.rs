@@ -44,11 +44,7 @@ pub(crate) fn recover(
     }
     read.index_all_candidates();
     let mut timers = Timers::default();
-    for entry in read.rooms.values() {
-        for invitation in entry.state.pending() {
-            timers.push(invitation.expires_ms, invitation.invitation_id.clone());
-        }
-    }
+    timers.rebuild(read.rooms.values().flat_map(|entry| entry.state.pending()));
     let idempotency = remembered_commands(store, now_ms, ttl_ms, idempotency_max)?;
     Ok(Recovered {
         read,

@@ -94,6 +94,10 @@ impl Writer {
                 self.commit(chunk);
             }
             self.expire_due();
+            if self.timers.needs_rebuild() {
+                self.timers
+                    .rebuild(self.rooms.values().flat_map(RoomState::pending));
+            }
             if self.last_seq - self.snapshot_seq >= self.snapshot_every_events {
                 self.snapshot();
             }
