@@ -81,6 +81,10 @@ impl RoomState {
     }
 
     /// Every invitation the room holds, in no particular order.
+    pub fn held_invitations(&self) -> impl Iterator<Item = &Invitation> + '_ {
+        self.all_invitations()
+    }
+
     fn all_invitations(&self) -> impl Iterator<Item = &Invitation> + '_ {
         self.pending.iter().chain(&self.seated).chain(&self.ended)
     }

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use cohost_proto::{Accepted, Actor, Command, CommandId, Reply};
-use cohost_store::{IdempotencyRecord, StoredReply};
+use cohost_store::StoredReply;
 
 /// `xxh3_128` of the actor and the command id.
 pub(crate) type Key = u128;
@@ -89,17 +89,6 @@ impl Idempotency {
 
     pub fn remove(&mut self, key: Key) {
         self.map.remove(&key);
-    }
-
-    /// Re-remembers a stored record found in the batch starting at `batch_seq` (at open).
-    pub fn restore(&mut self, record: &IdempotencyRecord, batch_seq: u64, index: u32) {
-        let remembered = Remembered {
-            fingerprint: record.fingerprint,
-            at_ms: record.at_ms,
-            batch_seq,
-            index,
-        };
-        self.insert(key(&record.actor, &record.command_id), remembered);
     }
 
     /// Forgets entries older than the TTL, and the oldest beyond `keep`.

@@ -80,29 +80,16 @@ impl ReadModel {
         }
     }
 
-    /// Rebuilds the per-candidate lists from the rooms, after loading snapshots and replaying the log.
-    pub fn index_all_candidates(&mut self) {
-        self.by_candidate.clear();
-        let mut all: Vec<Invitation> = Vec::new();
-        for entry in self.rooms.values() {
-            let mut after = None;
-            loop {
-                let page = entry.state.invitations(
-                    InvitationFilter::default(),
-                    after,
-                    cohost_core::PAGE_LIMIT_MAX,
-                );
-                all.extend(page.items.into_iter().cloned());
-                match page.next_after {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
+    /// Lists every held invitation of the rooms loaded so far under its candidate (at open, before replay).
+    /// Order does not matter: each list keeps the newest entries whatever order they arrive in.
+    pub fn index_loaded_rooms(&mut self) {
+        let rooms = std::mem::take(&mut self.rooms);
+        for entry in rooms.values() {
+            for invitation in entry.state.held_invitations() {
+                self.index_candidate(invitation);
             }
         }
-        all.sort_by(|a, b| (a.created_ms, &a.invitation_id).cmp(&(b.created_ms, &b.invitation_id)));
-        for invitation in &all {
-            self.index_candidate(invitation);
-        }
+        self.rooms = rooms;
     }
 
     pub fn room(&self, room_id: &RoomId) -> Result<&RoomEntry, Error> {

@@ -4,7 +4,7 @@
 use cohost_store::{Store, StoreError};
 
 use crate::Error;
-use crate::idempotency::Idempotency;
+use crate::idempotency::{Idempotency, Remembered, key};
 use crate::read_model::ReadModel;
 use crate::timers::Timers;
 use crate::writer::decode_entry;
@@ -27,22 +27,21 @@ pub(crate) fn recover(
     ttl_ms: u64,
     idempotency_max: usize,
 ) -> Result<Recovered, Error> {
-    let summary = store.verify_log().map_err(corrupt)?;
-    let (mut read, snapshot_seq) = load_snapshots(store, summary.last_seq);
-    for batch in store.batches_from(read.last_seq + 1) {
-        for envelope in batch.map_err(corrupt)?.events {
-            if envelope.seq > read.last_seq {
-                read.apply(&envelope);
-            }
+    let (read, snapshot_seq) = load_snapshots(store);
+    let (read, snapshot_seq) = match replay(store, read)? {
+        Some(read) => (read, snapshot_seq),
+        None => {
+            tracing::warn!(
+                mark = snapshot_seq,
+                "snapshot mark is past the log's end; replaying from seq 1"
+            );
+            (
+                replay(store, ReadModel::default())?
+                    .expect("an empty model is never ahead of the log"),
+                0,
+            )
         }
-    }
-    if read.last_seq != summary.last_seq {
-        return Err(Error::internal(format!(
-            "replay ended at seq {} but the log ends at seq {}",
-            read.last_seq, summary.last_seq
-        )));
-    }
-    read.index_all_candidates();
+    };
     let mut timers = Timers::default();
     timers.rebuild(read.rooms.values().flat_map(|entry| entry.state.pending()));
     let idempotency = remembered_commands(store, now_ms, ttl_ms, idempotency_max)?;
@@ -54,18 +53,41 @@ pub(crate) fn recover(
     })
 }
 
-/// Room snapshots as of their mark; an unreadable or impossible one means replaying from the start instead.
-fn load_snapshots(store: &Store, last_seq: u64) -> (ReadModel, u64) {
+/// Checks the whole log and applies what comes after the model's seq, in one pass. `None` when the model is
+/// ahead of the log (snapshots newer than the log they came from).
+fn replay(store: &Store, mut read: ReadModel) -> Result<Option<ReadModel>, Error> {
+    read.index_loaded_rooms();
+    let mut broken = None;
+    let summary = store
+        .replay(read.last_seq, |batch| {
+            for envelope in batch.events {
+                if broken.is_some() || envelope.seq <= read.last_seq {
+                    continue;
+                }
+                if envelope.seq != read.last_seq + 1 {
+                    broken = Some(envelope.seq);
+                    continue;
+                }
+                read.apply(&envelope);
+            }
+        })
+        .map_err(corrupt)?;
+    if let Some(seq) = broken {
+        return Err(Error::internal(format!(
+            "log record holding seq {seq} does not continue seq {}",
+            seq - 1
+        )));
+    }
+    if read.last_seq > summary.last_seq {
+        return Ok(None);
+    }
+    Ok(Some(read))
+}
+
+/// Room snapshots as of their mark; an unreadable one means replaying from the start instead.
+fn load_snapshots(store: &Store) -> (ReadModel, u64) {
     let snapshots = match store.snapshots() {
-        Ok(snapshots) if snapshots.seq <= last_seq => snapshots,
-        Ok(snapshots) => {
-            tracing::warn!(
-                mark = snapshots.seq,
-                last_seq,
-                "snapshot mark is past the log; replaying from seq 1"
-            );
-            return (ReadModel::default(), 0);
-        }
+        Ok(snapshots) => snapshots,
         Err(error) => {
             tracing::warn!(%error, "snapshots unreadable; replaying from seq 1");
             return (ReadModel::default(), 0);
@@ -87,7 +109,8 @@ fn load_snapshots(store: &Store, last_seq: u64) -> (ReadModel, u64) {
     (read, snapshots.seq)
 }
 
-/// The command ids still within their retention, newest first from the log's end, restored oldest first.
+/// The command ids still within their retention: read from the small per-batch index, newest first, and
+/// restored oldest first.
 fn remembered_commands(
     store: &Store,
     now_ms: u64,
@@ -95,21 +118,24 @@ fn remembered_commands(
     max: usize,
 ) -> Result<Idempotency, Error> {
     let mut found = Vec::new();
-    'batches: for batch in store.batches_rev() {
-        let batch = batch.map_err(corrupt)?;
-        let batch_seq = batch
-            .first_seq()
-            .expect("stored batches hold at least one event");
-        for (index, record) in batch.commands.iter().enumerate().rev() {
-            if record.at_ms.saturating_add(ttl_ms) <= now_ms || found.len() >= max {
+    'batches: for item in store.command_index_rev() {
+        let (batch_seq, entries) = item.map_err(corrupt)?;
+        for (index, entry) in entries.iter().enumerate().rev() {
+            if entry.at_ms.saturating_add(ttl_ms) <= now_ms || found.len() >= max {
                 break 'batches;
             }
-            found.push((record.clone(), batch_seq, index as u32));
+            let remembered = Remembered {
+                fingerprint: entry.fingerprint,
+                at_ms: entry.at_ms,
+                batch_seq,
+                index: index as u32,
+            };
+            found.push((key(&entry.actor, &entry.command_id), remembered));
         }
     }
     let mut idempotency = Idempotency::new(ttl_ms, max);
-    for (record, batch_seq, index) in found.iter().rev() {
-        idempotency.restore(record, *batch_seq, *index);
+    for (key, remembered) in found.into_iter().rev() {
+        idempotency.insert(key, remembered);
     }
     Ok(idempotency)
 }

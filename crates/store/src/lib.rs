@@ -10,6 +10,8 @@
 //! - `L{first_seq:be64}`: one record per committed batch: `[crc32][event count][postcard BatchRecord]`;
 //! - `S{room_id}`: the room's snapshot as of the snapshot mark, `[crc32][engine bytes]`;
 //! - `Msnapshot_seq`: the snapshot mark; `Mformat`: the format name;
+//! - `I{first_seq:be64}`: the batch's idempotency records without their replies, `[crc32][postcard]`, so opening
+//!   reads only these to remember command ids;
 //! - `C{sink}`: an outbox cursor, `[crc32][seq:le64]`.
 
 mod backend;
@@ -18,4 +20,4 @@ mod record;
 
 pub use backend::{Backend, BackendError, Entries, Entry, Op, SledBackend};
 pub use log::{LogSummary, READ_EVENTS_MAX, SINK_NAME_LEN_MAX, Snapshots, Store, StoreError};
-pub use record::{Batch, FrameError, IdempotencyRecord, StoredReply};
+pub use record::{Batch, CommandIndexEntry, FrameError, IdempotencyRecord, StoredReply};

@@ -2,10 +2,11 @@
 
 use std::path::Path;
 
+use cohost_proto::codec::{from_postcard, to_postcard};
 use cohost_proto::{Envelope, RoomId};
 
 use crate::backend::{Backend, BackendError, Op, SledBackend};
-use crate::record::{self, Batch, FrameError, IdempotencyRecord};
+use crate::record::{self, Batch, CommandIndexEntry, FrameError, IdempotencyRecord};
 
 /// The most events one `read_events` or `read_room` call returns.
 pub const READ_EVENTS_MAX: usize = 1_000;
@@ -14,6 +15,7 @@ const LOG: u8 = b'L';
 const SNAPSHOT: u8 = b'S';
 const META: u8 = b'M';
 const CURSOR: u8 = b'C';
+const COMMAND_INDEX: u8 = b'I';
 const FORMAT_KEY: &[u8] = b"Mformat";
 const FORMAT: &[u8] = b"cohost-store/1";
 const SNAPSHOT_SEQ_KEY: &[u8] = b"Msnapshot_seq";
@@ -63,6 +65,12 @@ impl std::fmt::Debug for Store {
 
 fn log_key(seq: u64) -> [u8; 9] {
     let mut key = [LOG; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn command_index_key(seq: u64) -> [u8; 9] {
+    let mut key = [COMMAND_INDEX; 9];
     key[1..].copy_from_slice(&seq.to_be_bytes());
     key
 }
@@ -117,8 +125,16 @@ impl Store {
             "seqs in a batch are consecutive"
         );
         let value = record::encode_batch(events, commands);
-        self.backend
-            .write(vec![Op::Put(log_key(first.seq).to_vec(), value)])?;
+        let mut ops = vec![Op::Put(log_key(first.seq).to_vec(), value)];
+        if !commands.is_empty() {
+            let index: Vec<CommandIndexEntry> =
+                commands.iter().map(CommandIndexEntry::from).collect();
+            ops.push(Op::Put(
+                command_index_key(first.seq).to_vec(),
+                record::frame(&to_postcard(&index)),
+            ));
+        }
+        self.backend.write(ops)?;
         self.backend.flush()?;
         Ok(())
     }
@@ -158,6 +174,68 @@ impl Store {
         Ok(LogSummary {
             last_seq: expected - 1,
             records,
+        })
+    }
+
+    /// Reads the whole log once, as `verify_log` does, and hands every batch holding seqs after `after_seq` to
+    /// `on_batch`, decoded, in order. Opening uses this to check and replay in one pass.
+    pub fn replay(
+        &self,
+        after_seq: u64,
+        mut on_batch: impl FnMut(Batch),
+    ) -> Result<LogSummary, StoreError> {
+        let mut expected = 1;
+        let mut records = 0;
+        for entry in self.backend.range(&log_key(0), &log_key(u64::MAX)) {
+            let (key, value) = entry?;
+            let seq = key_seq(&key);
+            if seq != expected {
+                return Err(StoreError::Gap {
+                    expected,
+                    found: seq,
+                });
+            }
+            let count = record::batch_count(&value)
+                .map_err(|reason| StoreError::Corrupt { seq, reason })?;
+            if count == 0 {
+                return Err(StoreError::Corrupt {
+                    seq,
+                    reason: FrameError::Decode("empty batch".into()),
+                });
+            }
+            expected = seq + u64::from(count);
+            records += 1;
+            if expected - 1 > after_seq {
+                let batch = record::decode_batch(&value)
+                    .map_err(|reason| StoreError::Corrupt { seq, reason })?;
+                on_batch(batch);
+            }
+        }
+        Ok(LogSummary {
+            last_seq: expected - 1,
+            records,
+        })
+    }
+
+    /// The command index entries of each batch, newest batch first, with the batch's first seq. The entry at
+    /// position `i` describes the `i`th idempotency record of that batch.
+    pub fn command_index_rev(
+        &self,
+    ) -> impl Iterator<Item = Result<(u64, Vec<CommandIndexEntry>), StoreError>> + '_ {
+        let entries = self
+            .backend
+            .range_rev(&command_index_key(0), &command_index_key(u64::MAX));
+        entries.map(|entry| {
+            let (key, value) = entry?;
+            let seq = key_seq(&key);
+            let corrupt = |reason| StoreError::CorruptValue {
+                what: format!("command index of batch {seq}"),
+                reason,
+            };
+            let payload = record::unframe(&value).map_err(corrupt)?;
+            let index =
+                from_postcard(payload).map_err(|e| corrupt(FrameError::Decode(e.to_string())))?;
+            Ok((seq, index))
         })
     }
 

@@ -15,6 +15,27 @@ pub struct IdempotencyRecord {
     pub reply: StoredReply,
 }
 
+/// An idempotency record without its reply: what the engine needs at open to remember a command id. Kept under
+/// its own key per batch, so opening reads these small entries, not every batch's events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandIndexEntry {
+    pub actor: Actor,
+    pub command_id: CommandId,
+    pub fingerprint: u64,
+    pub at_ms: u64,
+}
+
+impl From<&IdempotencyRecord> for CommandIndexEntry {
+    fn from(record: &IdempotencyRecord) -> Self {
+        Self {
+            actor: record.actor.clone(),
+            command_id: record.command_id.clone(),
+            fingerprint: record.fingerprint,
+            at_ms: record.at_ms,
+        }
+    }
+}
+
 /// A reply as stored. Credentials are never part of it: accept's broadcaster data is minted again on retry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoredReply {
