@@ -80,10 +80,8 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn open_error(dir: &Path, error: sled::Error) -> BackendError {
     let text = error.to_string();
-    // sled reports a held file lock as an IO error ("could not acquire lock ..." / WouldBlock).
-    let locked = text.contains("lock")
-        || text.contains("WouldBlock")
-        || text.contains("Resource temporarily unavailable");
+    // sled reports a held file lock as an IO error: `could not acquire lock on "<dir>/db": ... WouldBlock`.
+    let locked = text.contains("could not acquire lock");
     if locked {
         BackendError::Locked(dir.display().to_string())
     } else {

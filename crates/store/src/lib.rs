@@ -16,6 +16,7 @@
 
 mod backend;
 mod log;
+mod mark;
 mod record;
 
 pub use backend::{Backend, BackendError, Entries, Entry, Op, SledBackend};

@@ -6,6 +6,7 @@ use cohost_proto::codec::{from_postcard, to_postcard};
 use cohost_proto::{Envelope, RoomId};
 
 use crate::backend::{Backend, BackendError, Op, SledBackend};
+use crate::mark::CommittedMark;
 use crate::record::{self, Batch, CommandIndexEntry, FrameError, IdempotencyRecord};
 
 /// The most events one `read_events` or `read_room` call returns.
@@ -34,6 +35,8 @@ pub enum StoreError {
     CorruptValue { what: String, reason: FrameError },
     #[error("the data directory holds {found:?}, not a cohost store ({expected:?})")]
     Format { found: String, expected: String },
+    #[error("log ends at seq {found} but seq {committed} was committed: records from seq {} on are missing or corrupt", .found + 1)]
+    Truncated { committed: u64, found: u64 },
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
 }
@@ -55,6 +58,8 @@ pub struct Snapshots {
 /// The event log, snapshots, idempotency records and outbox cursors of one deployment.
 pub struct Store {
     backend: Box<dyn Backend>,
+    /// Only for a store opened on a directory.
+    mark: Option<CommittedMark>,
 }
 
 impl std::fmt::Debug for Store {
@@ -90,7 +95,33 @@ fn prefixed(prefix: u8, name: &[u8]) -> Vec<u8> {
 impl Store {
     /// Opens (or creates) the sled store in `dir`. A second process on the same dir gets `BackendError::Locked`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::with_backend(Box::new(SledBackend::open(dir)?))
+        let mut store = Self::with_backend(Box::new(SledBackend::open(dir)?))?;
+        let io = |e: std::io::Error| BackendError::Io(e.to_string());
+        let (mark, committed) = CommittedMark::open(dir).map_err(io)?;
+        let committed = committed.map_err(|reason| StoreError::CorruptValue {
+            what: "committed mark".into(),
+            reason,
+        })?;
+        if let Some(committed) = committed {
+            let found = store.last_seq()?;
+            if found < committed {
+                return Err(StoreError::Truncated { committed, found });
+            }
+        }
+        store.mark = Some(mark);
+        Ok(store)
+    }
+
+    /// The last seq of the newest record, checking only that record.
+    fn last_seq(&self) -> Result<u64, StoreError> {
+        let mut newest = self.backend.range_rev(&log_key(0), &log_key(u64::MAX));
+        let Some((key, value)) = newest.next().transpose()? else {
+            return Ok(0);
+        };
+        let seq = key_seq(&key);
+        let count =
+            record::batch_count(&value).map_err(|reason| StoreError::Corrupt { seq, reason })?;
+        Ok(seq + u64::from(count) - 1)
     }
 
     pub fn with_backend(backend: Box<dyn Backend>) -> Result<Self, StoreError> {
@@ -107,7 +138,10 @@ impl Store {
                 backend.flush()?;
             }
         }
-        Ok(Self { backend })
+        Ok(Self {
+            backend,
+            mark: None,
+        })
     }
 
     /// Appends one batch of events (seqs consecutive, continuing the log) with its idempotency records, as one
@@ -136,13 +170,20 @@ impl Store {
         }
         self.backend.write(ops)?;
         self.backend.flush()?;
+        if let Some(mark) = &self.mark {
+            let last = first.seq + events.len() as u64 - 1;
+            mark.record(last)
+                .map_err(|e| BackendError::Io(e.to_string()))?;
+        }
         Ok(())
     }
 
     /// Removes a batch whose durability is unknown (its flush failed), so its seqs can be written again.
     pub fn discard(&self, first_seq: u64) -> Result<(), StoreError> {
-        self.backend
-            .write(vec![Op::Delete(log_key(first_seq).to_vec())])?;
+        self.backend.write(vec![
+            Op::Delete(log_key(first_seq).to_vec()),
+            Op::Delete(command_index_key(first_seq).to_vec()),
+        ])?;
         self.backend.flush()?;
         Ok(())
     }
@@ -276,18 +317,30 @@ impl Store {
         Ok(below.next().transpose()?.map(|(key, _)| key_seq(&key)))
     }
 
-    /// Up to `limit` (at most [`READ_EVENTS_MAX`]) events from `from_seq` on, in seq order.
+    /// Up to `limit` (at most [`READ_EVENTS_MAX`]) events from `from_seq` on, in seq order. A hole in the
+    /// log is a `Gap` error, never a shorter answer; no record past the window is decoded.
     pub fn read_events(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
         let limit = limit.min(READ_EVENTS_MAX);
         let mut out = Vec::with_capacity(limit.min(64));
-        for batch in self.batches_from(from_seq.max(1)) {
+        let mut expected = from_seq.max(1);
+        let mut batches = self.batches_from(expected);
+        while out.len() < limit {
+            let Some(batch) = batches.next() else { break };
             for envelope in batch?.events {
+                if envelope.seq < expected {
+                    continue;
+                }
+                if envelope.seq != expected {
+                    return Err(StoreError::Gap {
+                        expected,
+                        found: envelope.seq,
+                    });
+                }
                 if out.len() == limit {
-                    return Ok(out);
+                    break;
                 }
-                if envelope.seq >= from_seq {
-                    out.push(envelope);
-                }
+                out.push(envelope);
+                expected += 1;
             }
         }
         Ok(out)
@@ -304,14 +357,24 @@ impl Store {
     ) -> Result<Vec<Envelope>, StoreError> {
         let limit = limit.min(READ_EVENTS_MAX);
         let mut out = Vec::new();
-        for batch in self.batches_from(from_seq_hint.max(1)) {
+        let mut expected = from_seq_hint.max(1);
+        let mut batches = self.batches_from(expected);
+        while out.len() < limit {
+            let Some(batch) = batches.next() else { break };
             for envelope in batch?.events {
-                if out.len() == limit {
-                    return Ok(out);
+                if envelope.seq < expected {
+                    continue;
                 }
+                if envelope.seq != expected {
+                    return Err(StoreError::Gap {
+                        expected,
+                        found: envelope.seq,
+                    });
+                }
+                expected += 1;
                 if &envelope.room_id == room_id
                     && envelope.version >= from_version
-                    && envelope.seq >= from_seq_hint
+                    && out.len() < limit
                 {
                     out.push(envelope);
                 }
