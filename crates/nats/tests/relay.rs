@@ -1,0 +1,425 @@
+//! The outbox relay against a real nats-server: the seed flow reaches plain subscribers with the contract's
+//! subjects and headers; JetStream holds every event exactly once through a NATS outage and an engine restart.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use cohost_engine::{Config, Engine, ManualClock, Options};
+use cohost_nats::relay::{Mode, Relay, RelayConfig};
+use cohost_nats::test_server::TestServer;
+use cohost_proto::codec::decode_envelope;
+use cohost_proto::subject::header;
+use cohost_proto::{
+    Actor, Command, CreateRoom, Encoding, Envelope, InvitationId, InvitationTarget, Reply, RoomId,
+    RoomTarget, UserId, UserTarget,
+};
+use futures::StreamExt;
+
+fn actor(name: &str) -> Actor {
+    Actor::User(UserId::new(name).unwrap())
+}
+
+fn room_id(name: &str) -> RoomId {
+    RoomId::new(name).unwrap()
+}
+
+fn open_engine(dir: &std::path::Path) -> Engine {
+    Engine::open(Config::new(dir).with_clock(Arc::new(ManualClock::new(1_700_000_000_000))))
+        .unwrap()
+}
+
+async fn run(engine: &Engine, by: &str, command: Command) -> Reply {
+    let name = command.name();
+    engine
+        .execute(actor(by), command, Options::default())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn invitation(room: &str, n: u64) -> InvitationTarget {
+    InvitationTarget {
+        invitation_id: InvitationId::new(room_id(room), n).unwrap(),
+    }
+}
+
+/// create, go live, invite, accept, invite another, reject, cancel, remove, stop.
+async fn seed_flow(engine: &Engine, room: &str) {
+    let id = room_id(room);
+    let create = CreateRoom {
+        room_id: id.clone(),
+        title: Some("Friday show".into()),
+        max_cohosts: None,
+    };
+    run(engine, "alice", Command::CreateRoom(create)).await;
+    run(
+        engine,
+        "alice",
+        Command::GoLive(RoomTarget {
+            room_id: id.clone(),
+        }),
+    )
+    .await;
+    let invite = |user: &str| {
+        Command::Invite(UserTarget {
+            room_id: id.clone(),
+            user_id: UserId::new(user).unwrap(),
+        })
+    };
+    run(engine, "alice", invite("bob")).await;
+    run(
+        engine,
+        "bob",
+        Command::AcceptInvitation(invitation(room, 1)),
+    )
+    .await;
+    run(engine, "alice", invite("carol")).await;
+    run(
+        engine,
+        "carol",
+        Command::RejectInvitation(invitation(room, 2)),
+    )
+    .await;
+    run(engine, "alice", invite("dave")).await;
+    run(
+        engine,
+        "alice",
+        Command::CancelInvitation(invitation(room, 3)),
+    )
+    .await;
+    let remove = UserTarget {
+        room_id: id.clone(),
+        user_id: UserId::new("bob").unwrap(),
+    };
+    run(engine, "alice", Command::RemoveCohost(remove)).await;
+    run(
+        engine,
+        "alice",
+        Command::StopRoom(RoomTarget { room_id: id }),
+    )
+    .await;
+}
+
+async fn receive(subscriber: &mut async_nats::Subscriber, n: usize) -> Vec<async_nats::Message> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let message = tokio::time::timeout(Duration::from_secs(10), subscriber.next())
+            .await
+            .expect("a message in time")
+            .expect("subscription open");
+        out.push(message);
+    }
+    out
+}
+
+fn decode(message: &async_nats::Message) -> Envelope {
+    let headers = message.headers.as_ref().expect("headers");
+    let encoding =
+        Encoding::from_content_type(headers.get(header::CONTENT_TYPE).unwrap().as_str()).unwrap();
+    decode_envelope(encoding, &message.payload).unwrap()
+}
+
+fn header_of(message: &async_nats::Message, name: &str) -> String {
+    message
+        .headers
+        .as_ref()
+        .unwrap()
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} header"))
+        .as_str()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_flow_reaches_room_and_user_subscribers_in_order() {
+    for encoding in [Encoding::Json, Encoding::Postcard] {
+        let server = TestServer::start(false);
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let mut rooms = client.subscribe("cohost.v1.room.>").await.unwrap();
+        let mut bob = client.subscribe("cohost.v1.user.bob").await.unwrap();
+        let mut carol = client.subscribe("cohost.v1.user.carol").await.unwrap();
+        client.flush().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open_engine(dir.path());
+        let relay = Relay::start(
+            engine.clone(),
+            client.clone(),
+            RelayConfig {
+                encoding,
+                ..RelayConfig::new(Mode::Core)
+            },
+        )
+        .await
+        .unwrap();
+        seed_flow(&engine, "stage-1").await;
+
+        let room_messages = receive(&mut rooms, 10).await;
+        let log = engine.read_events(1, 100).unwrap();
+        assert_eq!(
+            log.len(),
+            10,
+            "one event per command; stop found nothing pending"
+        );
+        for (message, expected) in room_messages.iter().zip(&log) {
+            assert_eq!(message.subject.as_str(), "cohost.v1.room.stage-1");
+            assert_eq!(&decode(message), expected);
+            assert_eq!(
+                header_of(message, header::MSG_ID),
+                format!("stage-1:{}", expected.version)
+            );
+            assert_eq!(header_of(message, header::SEQ), expected.seq.to_string());
+            assert_eq!(
+                header_of(message, header::VERSION),
+                expected.version.to_string()
+            );
+            assert_eq!(
+                header_of(message, header::CONTENT_TYPE),
+                encoding.content_type()
+            );
+        }
+        let bobs: Vec<String> = receive(&mut bob, 2)
+            .await
+            .iter()
+            .map(|m| decode(m).event.type_name().into())
+            .collect();
+        assert_eq!(bobs, ["invitation_created", "invitation_approved"]);
+        let carols = receive(&mut carol, 2).await;
+        assert_eq!(header_of(&carols[0], header::MSG_ID), "stage-1:5:user");
+        assert_eq!(decode(&carols[1]).event.type_name(), "invitation_rejected");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(relay.lag(), 0);
+        assert_eq!(
+            engine.cursor("nats").unwrap(),
+            10,
+            "the cursor advanced only after the flush"
+        );
+        relay.stop().await;
+        engine.shutdown().await;
+    }
+}
+
+/// Every message in the stream, in stream order: (subject, Nats-Msg-Id, payload seq).
+async fn stream_contents(url: &str) -> Vec<(String, String, u64)> {
+    let client = async_nats::connect(url).await.unwrap();
+    let context = jetstream::new(client);
+    let mut stream = context.get_stream("COHOST").await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    for sequence in 1..=last {
+        let message = stream.get_raw_message(sequence).await.unwrap();
+        let msg_id = message
+            .headers
+            .get(header::MSG_ID)
+            .unwrap()
+            .as_str()
+            .to_owned();
+        let seq: u64 = message
+            .headers
+            .get(header::SEQ)
+            .unwrap()
+            .as_str()
+            .parse()
+            .unwrap();
+        out.push((message.subject.to_string(), msg_id, seq));
+    }
+    out
+}
+
+/// Checks the stream holds each event's messages exactly once, in seq order.
+fn assert_exactly_once(contents: &[(String, String, u64)], log: &[Envelope]) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (_, msg_id, _) in contents {
+        *seen.entry(msg_id).or_default() += 1;
+    }
+    let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "messages stored more than once: {repeated:?}"
+    );
+    let expected: usize = log
+        .iter()
+        .map(|e| 1 + usize::from(e.event.candidate().is_some()))
+        .sum();
+    assert_eq!(
+        contents.len(),
+        expected,
+        "every event's messages, once each"
+    );
+    assert!(
+        contents.windows(2).all(|w| w[0].2 <= w[1].2),
+        "stream order follows seq"
+    );
+}
+
+async fn read_all(engine: &Engine) -> Vec<Envelope> {
+    let mut log = Vec::new();
+    loop {
+        let chunk = engine.read_events(log.len() as u64 + 1, 1_000).unwrap();
+        if chunk.is_empty() {
+            return log;
+        }
+        log.extend(chunk);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_holds_every_event_once_through_an_outage_and_an_engine_restart() {
+    let mut server = TestServer::start(true);
+    let options = async_nats::ConnectOptions::new().retry_on_initial_connect();
+    let client = options.clone().connect(server.url()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = open_engine(dir.path());
+    let mut relay = Relay::start(
+        engine.clone(),
+        client.clone(),
+        RelayConfig::new(Mode::JetStream),
+    )
+    .await
+    .unwrap();
+    let rooms = 50;
+    for r in 0..rooms {
+        let id = room_id(&format!("room-{r}"));
+        run(
+            &engine,
+            "host",
+            Command::CreateRoom(CreateRoom {
+                room_id: id.clone(),
+                title: None,
+                max_cohosts: None,
+            }),
+        )
+        .await;
+        run(&engine, "host", Command::GoLive(RoomTarget { room_id: id })).await;
+    }
+    // 5,000 commands in all: invite and cancel in a loop; NATS dies a third of the way, returns at two thirds.
+    let total = 5_000 - 2 * rooms;
+    for i in 0..total {
+        if i == total / 3 {
+            server.kill();
+        }
+        if i == 2 * total / 3 {
+            assert!(relay.lag() > 0, "while NATS is down the relay lags");
+            server.restart();
+        }
+        let r = i % rooms;
+        let round = (i / rooms) as u64;
+        let room = format!("room-{r}");
+        let command = if round % 2 == 0 {
+            Command::Invite(UserTarget {
+                room_id: room_id(&room),
+                user_id: UserId::new("guest").unwrap(),
+            })
+        } else {
+            Command::CancelInvitation(invitation(&room, round / 2 + 1))
+        };
+        run(&engine, "host", command).await;
+        if i == 5 * total / 6 {
+            // The engine goes away while the relay is catching up, and comes back.
+            relay.stop().await;
+            engine.shutdown().await;
+            engine = open_engine(dir.path());
+            relay = Relay::start(
+                engine.clone(),
+                client.clone(),
+                RelayConfig::new(Mode::JetStream),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while relay.lag() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relay did not catch up: lag {}",
+            relay.lag()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = read_all(&engine).await;
+    assert_eq!(log.len(), 5_000);
+    assert_exactly_once(&stream_contents(&server.url()).await, &log);
+    relay.stop().await;
+
+    // A restart of the relay long after the duplicate window would have passed republishes nothing: it resumes
+    // from the stream's last message even when its own cursor is behind.
+    engine.set_cursor("jetstream", 10).unwrap();
+    let relay = Relay::start(
+        engine.clone(),
+        client.clone(),
+        RelayConfig::new(Mode::JetStream),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_exactly_once(&stream_contents(&server.url()).await, &log);
+    assert_eq!(relay.lag(), 0);
+    let published = relay.status().published.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(published, 0, "resumed after the stream's last message, not from its own stale cursor");
+    assert_eq!(engine.cursor("jetstream").unwrap(), 5_000);
+    relay.stop().await;
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_captures_event_subjects_only() {
+    let server = TestServer::start(true);
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let relay = Relay::start(
+        engine.clone(),
+        client.clone(),
+        RelayConfig::new(Mode::JetStream),
+    )
+    .await
+    .unwrap();
+    seed_flow(&engine, "stage-1").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let context = jetstream::new(client.clone());
+    let mut stream = context.get_stream("COHOST").await.unwrap();
+    let subjects = stream.info().await.unwrap().config.subjects.clone();
+    assert_eq!(subjects, ["cohost.v1.room.>", "cohost.v1.user.>"]);
+    client
+        .publish("cohost.v1.cmd.invite", "{}".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let contents = stream_contents(&server.url()).await;
+    assert!(
+        contents
+            .iter()
+            .all(|(subject, _, _)| subject.starts_with("cohost.v1.room.")
+                || subject.starts_with("cohost.v1.user."))
+    );
+    relay.stop().await;
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_published_message_carries_a_token() {
+    let server = TestServer::start(false);
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut everything = client.subscribe(">").await.unwrap();
+    client.flush().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let relay = Relay::start(engine.clone(), client.clone(), RelayConfig::new(Mode::Core))
+        .await
+        .unwrap();
+    seed_flow(&engine, "stage-1").await;
+    // 10 room messages and 6 user messages (bob, carol and dave: created, then answered).
+    let messages = receive(&mut everything, 16).await;
+    for message in &messages {
+        let text = String::from_utf8_lossy(&message.payload).to_lowercase();
+        assert!(
+            !text.contains("token") && !text.contains("eyj"),
+            "{}: {text}",
+            message.subject
+        );
+        assert!(!text.contains("broadcaster"), "{}: {text}", message.subject);
+    }
+    relay.stop().await;
+    engine.shutdown().await;
+}
