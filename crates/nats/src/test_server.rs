@@ -20,9 +20,20 @@ pub struct TestServer {
 }
 
 fn binary() -> PathBuf {
-    let candidates = ["nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"];
+    let candidates = [
+        "nats-server",
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ];
     for candidate in candidates {
-        if Command::new(candidate).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+        if Command::new(candidate)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+        {
             return PathBuf::from(candidate);
         }
     }
@@ -41,7 +52,12 @@ impl TestServer {
     /// Starts a server on a free port; with JetStream when `jetstream` is set.
     pub fn start(jetstream: bool) -> Self {
         let store = tempfile::tempdir().expect("a store dir for nats-server");
-        let mut server = Self { child: None, port: free_port(), jetstream, store };
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            jetstream,
+            store,
+        };
         server.restart();
         server
     }
@@ -88,9 +104,16 @@ impl TestServer {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("nats-server exited at start with {status} (port {} taken?)", self.port);
+                panic!(
+                    "nats-server exited at start with {status} (port {} taken?)",
+                    self.port
+                );
             }
-            assert!(Instant::now() < deadline, "nats-server did not accept connections on port {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not accept connections on port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
