@@ -377,7 +377,7 @@ fn reply_page() -> Page<Invitation> {
             invitation(1, Invite, "bob", Approved, T0_MS + 5_000, T0_MS + 12_000),
             invitation(2, Request, "carol", Pending, T0_MS + 9_000, T0_MS + 9_000),
         ],
-        next_cursor: Some("stage-1.2".to_owned()),
+        next_cursor: Some("2".to_owned()),
     }
 }
 

@@ -305,7 +305,7 @@ async fn jetstream_holds_every_event_once_through_an_outage_and_an_engine_restar
         let r = i % rooms;
         let round = (i / rooms) as u64;
         let room = format!("room-{r}");
-        let command = if round % 2 == 0 {
+        let command = if round.is_multiple_of(2) {
             Command::Invite(UserTarget {
                 room_id: room_id(&room),
                 user_id: UserId::new("guest").unwrap(),
@@ -355,8 +355,14 @@ async fn jetstream_holds_every_event_once_through_an_outage_and_an_engine_restar
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_exactly_once(&stream_contents(&server.url()).await, &log);
     assert_eq!(relay.lag(), 0);
-    let published = relay.status().published.load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(published, 0, "resumed after the stream's last message, not from its own stale cursor");
+    let published = relay
+        .status()
+        .published
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        published, 0,
+        "resumed after the stream's last message, not from its own stale cursor"
+    );
     assert_eq!(engine.cursor("jetstream").unwrap(), 5_000);
     relay.stop().await;
     engine.shutdown().await;
