@@ -9,6 +9,7 @@
 //! This crate is the only one that knows NATS. It never decides anything: commands go to `cohost-engine`.
 
 pub mod relay;
+pub mod round_trip;
 pub mod service;
 pub mod subscriber;
 #[cfg(feature = "test-server")]

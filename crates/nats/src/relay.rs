@@ -426,7 +426,9 @@ async fn publish(
     }
     let confirm = async {
         if jetstream.is_none() {
-            return client.flush().await.map_err(|e| e.to_string());
+            // `flush` only writes the socket; the round trip is the server's confirmation.
+            client.flush().await.map_err(|e| e.to_string())?;
+            return crate::round_trip::round_trip(client, CONFIRM_TIMEOUT).await;
         }
         for ack in acks {
             ack.await.map_err(|e| e.to_string())?;

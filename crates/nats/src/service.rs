@@ -217,16 +217,10 @@ pub async fn serve(
     })
 }
 
-/// Returns once the server has processed every operation sent on `client` so far (`what`, for the log). The
-/// server processes a connection's operations in order, so one round trip after them suffices: a request to a
-/// fresh inbox that nobody serves, answered "no responders". async-nats has no public PING.
+/// A round trip (see `round_trip.rs`), logging rather than failing: `what` says what it confirms.
 async fn round_trip(client: &async_nats::Client, what: &str) {
-    let barrier = client.request(client.new_inbox(), Bytes::new());
-    match tokio::time::timeout(ROUND_TRIP_TIMEOUT, barrier).await {
-        Ok(Err(error)) if error.kind() == async_nats::RequestErrorKind::NoResponders => {}
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => tracing::warn!(%error, "the server did not confirm {what}"),
-        Err(_) => tracing::warn!("the server did not confirm {what} in time"),
+    if let Err(error) = crate::round_trip::round_trip(client, ROUND_TRIP_TIMEOUT).await {
+        tracing::warn!(%error, "the server did not confirm {what}");
     }
 }
 

@@ -1,0 +1,661 @@
+//! The subscriber client: typed envelopes from the event subjects, in order and without duplicates, with gaps
+//! filled from the log through the `read_events` query.
+//!
+//! Three streams, one per [`Interest`]:
+//! - [`Subscriber::room`] reads `cohost.v1.room.<room_id>`. The room's `version` goes up by 1 with every
+//!   event, so a message whose version skips ahead is a gap: the stream reads the log from the seq after the
+//!   last one it delivered, keeps the room's events, and stops as soon as the missing versions are found (or
+//!   at the live message's seq).
+//! - [`Subscriber::all`] reads `cohost.v1.room.>`, where every event appears once. The `seq` goes up by 1,
+//!   so a message whose seq skips ahead is a gap, filled from the log.
+//! - [`Subscriber::user`] reads `cohost.v1.user.<user_id>`: the invitation events whose candidate is the user.
+//!   Their seqs are sparse, so a lost message cannot be seen from the numbers: a user stream drops
+//!   duplicates and keeps seq order, and reads the log only on a reconnect (below) and when it starts from a seq.
+//!
+//! Every stream drops a message whose seq it has already delivered (or read past in the log). Started with
+//! `from_seq`, a stream subscribes first, then reads the log from that seq to its end (the catch-up), then
+//! follows the live messages, dropping those the catch-up already delivered.
+//!
+//! NATS core delivers at most once, and a disconnect loses whatever was published meanwhile. Whenever the client
+//! has reconnected, every stream catches up from the log before it takes the next live message, so the
+//! events of an outage arrive even when nothing is published after it (it checks at least every
+//! [`RECONNECT_POLL`]). That catch-up reads from the stream's covered seq, which for a quiet room or user can
+//! lie far back in the log.
+//!
+//! The log is read through a [`Backfill`]: [`NatsBackfill`] requests `cohost.v1.query.read_events` with
+//! `{"from_seq": N, "limit": M}` and reads `{"ok": {"events": [envelopes...], ...}}`; tests pass an in-memory
+//! log to [`Subscriber::with_backfill`].
+//!
+//! Limits: the subscriber's own queue holds at most one page of the log ([`READ_EVENTS_PAGE_MAX`]) and one
+//! live envelope. Live messages wait in async-nats's subscription channel, bounded by the client's
+//! `subscription_capacity` (65,536 by default). Past it, NATS drops messages (a slow consumer): the room and
+//! all streams see that as a gap and read the log; a user stream cannot see it.
+//!
+//! A live message that does not decode, or does not belong to the stream, is skipped and counted in
+//! [`Stats::undecodable`]; it never ends the stream. A failed read of the log is returned as an error, and the
+//! next call to [`Subscriber::next`] tries the same read again after a backoff, so nothing is skipped.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::{Client, Message, Statistics};
+use bytes::Bytes;
+use cohost_proto::codec::{decode_envelope, to_json};
+use cohost_proto::subject::{self, header};
+use cohost_proto::{Encoding, Envelope, ErrorInfo, RoomId, ServiceReply, UserId};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+/// Envelopes the subscriber asks for per `read_events` call. A page of the largest rooms (16 seats, a 200
+/// character title) stays well under NATS's default 1 MiB `max_payload`.
+pub const READ_EVENTS_PAGE_MAX: usize = 256;
+/// The most envelopes the `read_events` query answers per call.
+pub const READ_EVENTS_LIMIT_MAX: usize = 1_000;
+/// How long [`NatsBackfill`] waits for a `read_events` reply.
+pub const READ_EVENTS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new stream waits for the server to confirm its subscription.
+pub const SUBSCRIBE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a waiting stream checks whether the client has reconnected.
+pub const RECONNECT_POLL: Duration = Duration::from_secs(1);
+/// Pages of only undecodable envelopes that one [`NatsBackfill::read_events`] call reads past.
+const UNDECODABLE_PAGES_MAX: usize = 16;
+/// The first wait before a failed log read is tried again; it doubles up to [`RETRY_MS_MAX`].
+const RETRY_MS_MIN: u64 = 50;
+const RETRY_MS_MAX: u64 = 2_000;
+/// The subscriber's own queue: one page of the log and the live envelope that waited for it.
+const READY_MAX: usize = READ_EVENTS_PAGE_MAX + 1;
+
+/// Why a stream could not start or continue.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// NATS refused the subscription.
+    #[error("subscribe failed: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+    /// The server did not confirm the subscription in time.
+    #[error("the server did not confirm the subscription: {0}")]
+    Confirm(String),
+    /// Reading the log failed. The next call tries the same read again, after a backoff.
+    #[error("reading the log failed: {0}")]
+    Backfill(#[from] BackfillError),
+    /// The log ended before the live event that revealed the gap, so seqs `from_seq..=to_seq` stay missing.
+    /// The stream goes on with that live event.
+    #[error("the log ended before seq {live_seq}; seqs {from_seq}..={to_seq} stay missing")]
+    Unfilled {
+        from_seq: u64,
+        to_seq: u64,
+        live_seq: u64,
+    },
+}
+
+/// Why a [`Backfill`] read failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackfillError {
+    /// The request got no reply: no responders, a timeout, or a lost connection.
+    #[error("read_events request failed: {0}")]
+    Request(#[from] async_nats::RequestError),
+    /// The service answered with an error.
+    #[error("read_events refused: {}: {}", .0.code, .0.message)]
+    Refused(ErrorInfo),
+    /// The reply is not `{"ok": {"events": [...]}}`, or an envelope in it has no `seq`.
+    #[error("read_events reply is malformed: {0}")]
+    Malformed(String),
+    /// Too many pages in a row held nothing this client can decode.
+    #[error("no decodable envelope in {pages} pages of the log from seq {from_seq}")]
+    Undecodable { from_seq: u64, pages: usize },
+    /// Any failure of another [`Backfill`] implementation.
+    #[error("read_events failed: {0}")]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Reads the log: what the `read_events` query answers. [`NatsBackfill`] asks the `cohost` service; tests
+/// use an in-memory log.
+pub trait Backfill: Send + Sync {
+    /// Up to `limit` envelopes with seq ≥ `from_seq`, in seq order; empty when the log holds none.
+    fn read_events(
+        &self,
+        from_seq: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Envelope>, BackfillError>> + Send;
+}
+
+/// [`Backfill`] over NATS: requests `cohost.v1.query.read_events`.
+#[derive(Debug, Clone)]
+pub struct NatsBackfill {
+    client: Client,
+    undecodable: Arc<AtomicU64>,
+}
+
+#[derive(Serialize)]
+struct ReadEventsRequest {
+    from_seq: u64,
+    limit: usize,
+}
+
+/// `{"events": [...], "last_seq": N}`; each envelope is decoded on its own, so one unknown type does not
+/// spoil the page.
+#[derive(Deserialize)]
+struct ReadEventsReply {
+    events: Vec<serde_json::Value>,
+}
+
+impl NatsBackfill {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            undecodable: Arc::default(),
+        }
+    }
+
+    /// Envelopes in replies that did not decode (an event type this client does not know), skipped.
+    pub fn undecodable(&self) -> u64 {
+        self.undecodable.load(Ordering::Relaxed)
+    }
+
+    async fn read_page(
+        &self,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>, BackfillError> {
+        let body = to_json(&ReadEventsRequest { from_seq, limit });
+        let request = async_nats::Request::new()
+            .payload(Bytes::from(body))
+            .timeout(Some(READ_EVENTS_TIMEOUT));
+        let reply = self
+            .client
+            .send_request(subject::query("read_events"), request)
+            .await?;
+        let reply: ServiceReply<ReadEventsReply> = serde_json::from_slice(&reply.payload)
+            .map_err(|error| BackfillError::Malformed(error.to_string()))?;
+        match reply {
+            ServiceReply::Ok(body) => Ok(body.events),
+            ServiceReply::Error(info) => Err(BackfillError::Refused(info)),
+        }
+    }
+}
+
+impl Backfill for NatsBackfill {
+    /// Skips the envelopes it cannot decode, and reads on past a page made only of those.
+    async fn read_events(
+        &self,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, BackfillError> {
+        let limit = limit.clamp(1, READ_EVENTS_LIMIT_MAX);
+        let mut from = from_seq;
+        for _ in 0..UNDECODABLE_PAGES_MAX {
+            let page = self.read_page(from, limit).await?;
+            let Some(last) = page.last() else {
+                return Ok(Vec::new());
+            };
+            let last_seq = last.get("seq").and_then(serde_json::Value::as_u64);
+            let mut events = Vec::with_capacity(page.len());
+            for value in page {
+                match serde_json::from_value::<Envelope>(value) {
+                    Ok(envelope) => events.push(envelope),
+                    Err(_) => _ = self.undecodable.fetch_add(1, Ordering::Relaxed),
+                }
+            }
+            if !events.is_empty() {
+                return Ok(events);
+            }
+            from = last_seq.filter(|&seq| seq >= from).ok_or_else(|| {
+                BackfillError::Malformed("an envelope without a valid seq".into())
+            })? + 1;
+        }
+        Err(BackfillError::Undecodable {
+            from_seq,
+            pages: UNDECODABLE_PAGES_MAX,
+        })
+    }
+}
+
+/// Which envelopes a stream yields, and from which subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interest {
+    /// Every event of every room (`cohost.v1.room.>`).
+    All,
+    /// Every event of one room.
+    Room(RoomId),
+    /// The invitation events whose candidate is this user.
+    User(UserId),
+}
+
+impl Interest {
+    /// The subject the stream subscribes to.
+    pub fn subject(&self) -> String {
+        match self {
+            Self::All => subject::ROOM_ALL.to_string(),
+            Self::Room(room_id) => subject::room(room_id),
+            Self::User(user_id) => subject::user(user_id),
+        }
+    }
+
+    pub fn matches(&self, envelope: &Envelope) -> bool {
+        match self {
+            Self::All => true,
+            Self::Room(room_id) => &envelope.room_id == room_id,
+            Self::User(user_id) => envelope.event.candidate() == Some(user_id),
+        }
+    }
+}
+
+/// What a stream has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Live messages skipped: no known `Content-Type`, bytes that do not decode, or an envelope that does not
+    /// belong to the stream.
+    pub undecodable: u64,
+    /// Live messages dropped because their seq was already delivered.
+    pub duplicates: u64,
+    /// Gaps seen in the live messages.
+    pub gaps: u64,
+    /// Envelopes delivered from the log (catch-up and gap fills).
+    pub from_log: u64,
+    /// Catch-ups started because the client reconnected.
+    pub reconnects: u64,
+}
+
+/// Where the stream stands.
+#[derive(Debug, Default)]
+struct Position {
+    /// Every matching event with a seq up to this one has been delivered. `None` before the first live message
+    /// of a stream that started live: it has no past to be gap-free against.
+    covered_seq: Option<u64>,
+    /// The version of the last delivered event; room streams only.
+    room_version: Option<u64>,
+}
+
+enum Phase {
+    /// Taking live messages.
+    Live,
+    /// Reading the log from `next_seq`: up to the `pending` live envelope that revealed a gap, or, without
+    /// one, to the log's end (a catch-up).
+    Reading {
+        next_seq: u64,
+        pending: Option<Box<Envelope>>,
+    },
+}
+
+/// Backoff between failed log reads.
+#[derive(Debug, Default)]
+struct Retry {
+    delay_ms: u64,
+    at: Option<tokio::time::Instant>,
+}
+
+impl Retry {
+    async fn wait(&self) {
+        if let Some(at) = self.at {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    fn failed(&mut self) {
+        self.delay_ms = (self.delay_ms * 2).clamp(RETRY_MS_MIN, RETRY_MS_MAX);
+        self.at = Some(tokio::time::Instant::now() + Duration::from_millis(self.delay_ms));
+    }
+
+    fn succeeded(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// A stream of envelopes of one [`Interest`], in seq order, without duplicates; see the module docs.
+pub struct Subscriber<B = NatsBackfill> {
+    interest: Interest,
+    live: async_nats::Subscriber,
+    backfill: B,
+    statistics: Arc<Statistics>,
+    connects_seen: u64,
+    position: Position,
+    phase: Phase,
+    /// A live envelope that arrived when the client had reconnected: taken after the catch-up.
+    held: Option<Box<Envelope>>,
+    ready: VecDeque<Envelope>,
+    retry: Retry,
+    stats: Stats,
+}
+
+impl<B> fmt::Debug for Subscriber<B> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("interest", &self.interest)
+            .field("position", &self.position)
+            .field("ready", &self.ready.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Subscriber<NatsBackfill> {
+    /// Every event of `room_id`; from `from_seq` (catch-up, then live) or from the next live message.
+    pub async fn room(
+        client: Client,
+        room_id: RoomId,
+        from_seq: Option<u64>,
+    ) -> Result<Self, Error> {
+        let backfill = NatsBackfill::new(client.clone());
+        Self::with_backfill(client, backfill, Interest::Room(room_id), from_seq).await
+    }
+
+    /// The invitation events whose candidate is `user_id`.
+    pub async fn user(
+        client: Client,
+        user_id: UserId,
+        from_seq: Option<u64>,
+    ) -> Result<Self, Error> {
+        let backfill = NatsBackfill::new(client.clone());
+        Self::with_backfill(client, backfill, Interest::User(user_id), from_seq).await
+    }
+
+    /// Every event of every room.
+    pub async fn all(client: Client, from_seq: Option<u64>) -> Result<Self, Error> {
+        let backfill = NatsBackfill::new(client.clone());
+        Self::with_backfill(client, backfill, Interest::All, from_seq).await
+    }
+}
+
+impl<B: Backfill> Subscriber<B> {
+    /// A stream that reads the log through `backfill`, from `from_seq` on (0 reads as 1), or, without it,
+    /// from the first live message on. It subscribes, and waits until the server has the
+    /// subscription, before it reads anything: no event falls between the log and the live messages, and
+    /// every event published after this returns reaches the stream.
+    pub async fn with_backfill(
+        client: Client,
+        backfill: B,
+        interest: Interest,
+        from_seq: Option<u64>,
+    ) -> Result<Self, Error> {
+        let live = client.subscribe(interest.subject()).await?;
+        confirm_subscriptions(&client).await?;
+        let statistics = client.statistics();
+        let connects_seen = statistics.connects.load(Ordering::Relaxed);
+        let mut subscriber = Self {
+            interest,
+            live,
+            backfill,
+            statistics,
+            connects_seen,
+            position: Position::default(),
+            phase: Phase::Live,
+            held: None,
+            ready: VecDeque::new(),
+            retry: Retry::default(),
+            stats: Stats::default(),
+        };
+        if let Some(from_seq) = from_seq {
+            let from_seq = from_seq.max(1);
+            subscriber.position.covered_seq = Some(from_seq - 1);
+            subscriber.phase = Phase::Reading {
+                next_seq: from_seq,
+                pending: None,
+            };
+        }
+        Ok(subscriber)
+    }
+
+    pub fn interest(&self) -> &Interest {
+        &self.interest
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn backfill(&self) -> &B {
+        &self.backfill
+    }
+
+    /// The next envelope; `None` once the subscription has ended (the client closed). An error leaves the
+    /// stream usable: call again to go on. Cancel-safe: dropping the future loses nothing.
+    pub async fn next(&mut self) -> Option<Result<Envelope, Error>> {
+        loop {
+            if let Some(envelope) = self.ready.pop_front() {
+                return Some(Ok(envelope));
+            }
+            if let Phase::Reading { .. } = self.phase {
+                if let Err(error) = self.read_page().await {
+                    return Some(Err(error));
+                }
+                continue;
+            }
+            if let Some(envelope) = self.held.take() {
+                self.accept(*envelope);
+                continue;
+            }
+            if self.reconnected() {
+                self.catch_up();
+                continue;
+            }
+            tokio::select! {
+                message = self.live.next() => match message {
+                    Some(message) => self.receive(&message),
+                    None => return None,
+                },
+                () = tokio::time::sleep(RECONNECT_POLL) => {}
+            }
+        }
+    }
+
+    /// Decodes one live message. When the client has reconnected since the last look, the messages of the
+    /// outage are lost, and this one may come from before or after it: the stream catches up to the log's
+    /// end first, then takes this one (most likely as a duplicate).
+    fn receive(&mut self, message: &Message) {
+        let Some(envelope) = decode(message).filter(|envelope| self.interest.matches(envelope))
+        else {
+            self.stats.undecodable += 1;
+            return;
+        };
+        if self.reconnected() {
+            self.catch_up();
+            self.held = Some(Box::new(envelope));
+        } else {
+            self.accept(envelope);
+        }
+    }
+
+    /// Whether the client has connected again since the last look.
+    fn reconnected(&mut self) -> bool {
+        let connects = self.statistics.connects.load(Ordering::Relaxed);
+        let changed = connects != self.connects_seen;
+        self.connects_seen = connects;
+        changed
+    }
+
+    /// Reads the log from the covered seq to its end. Without a covered seq the stream has no past yet, and
+    /// nothing to catch up.
+    fn catch_up(&mut self) {
+        if let Some(covered_seq) = self.position.covered_seq {
+            self.stats.reconnects += 1;
+            self.phase = Phase::Reading {
+                next_seq: covered_seq + 1,
+                pending: None,
+            };
+        }
+    }
+
+    /// Takes one live envelope: delivers it, drops it, or starts a gap fill before it.
+    fn accept(&mut self, envelope: Envelope) {
+        if self.is_duplicate(&envelope) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        match self.gap_before(&envelope) {
+            None => self.deliver(envelope),
+            Some(next_seq) => {
+                self.stats.gaps += 1;
+                self.phase = Phase::Reading {
+                    next_seq,
+                    pending: Some(Box::new(envelope)),
+                };
+            }
+        }
+    }
+
+    fn is_duplicate(&self, envelope: &Envelope) -> bool {
+        let position = &self.position;
+        position.covered_seq.is_some_and(|seq| envelope.seq <= seq)
+            || position
+                .room_version
+                .is_some_and(|version| envelope.version <= version)
+    }
+
+    /// The seq to read the log from when `envelope` does not come right after what was delivered, as far
+    /// as the stream can tell; `None` when it does.
+    fn gap_before(&self, envelope: &Envelope) -> Option<u64> {
+        // Without a covered seq the stream started live and has no past to be gap-free against.
+        let next_seq = self.position.covered_seq? + 1;
+        let follows = envelope.seq == next_seq
+            || match self.interest {
+                Interest::All => false,
+                Interest::Room(_) => match self.position.room_version {
+                    Some(version) => envelope.version == version + 1,
+                    None => envelope.version == 1,
+                },
+                // Seqs are sparse on a user subject: a gap cannot be seen from the numbers.
+                Interest::User(_) => true,
+            };
+        (!follows).then_some(next_seq)
+    }
+
+    fn deliver(&mut self, envelope: Envelope) {
+        let position = &mut self.position;
+        position.covered_seq = Some(
+            position
+                .covered_seq
+                .map_or(envelope.seq, |seq| seq.max(envelope.seq)),
+        );
+        if let Interest::Room(_) = self.interest {
+            position.room_version = Some(envelope.version);
+        }
+        self.ready.push_back(envelope);
+        assert!(
+            self.ready.len() <= READY_MAX,
+            "the subscriber's queue is bounded"
+        );
+    }
+
+    /// Reads one page of the log and delivers its matching envelopes; ends the reading when it has reached the
+    /// pending live envelope, the room's missing versions, or the log's end.
+    async fn read_page(&mut self) -> Result<(), Error> {
+        let Phase::Reading { next_seq, pending } = &self.phase else {
+            return Ok(());
+        };
+        let next_seq = *next_seq;
+        let until_seq = pending.as_ref().map(|envelope| envelope.seq);
+        let limit = until_seq.map_or(READ_EVENTS_PAGE_MAX, |until| {
+            usize::try_from(until.saturating_sub(next_seq))
+                .map_or(READ_EVENTS_PAGE_MAX, |n| n.min(READ_EVENTS_PAGE_MAX))
+        });
+        if limit == 0 || self.room_gap_closed() {
+            return self.end_reading(next_seq, false);
+        }
+        self.retry.wait().await;
+        let page = match self.backfill.read_events(next_seq, limit).await {
+            Ok(page) => page,
+            Err(error) => {
+                self.retry.failed();
+                return Err(Error::Backfill(error));
+            }
+        };
+        self.retry.succeeded();
+        if page.is_empty() {
+            return self.end_reading(next_seq, true);
+        }
+        let mut reached = next_seq;
+        for envelope in page {
+            // Defensive: skip what is behind, and stop at the live envelope.
+            if envelope.seq < reached {
+                continue;
+            }
+            if until_seq.is_some_and(|until| envelope.seq >= until) {
+                break;
+            }
+            reached = envelope.seq + 1;
+            if self.interest.matches(&envelope) && !self.is_duplicate(&envelope) {
+                self.stats.from_log += 1;
+                self.deliver(envelope);
+            } else {
+                self.position.covered_seq = Some(envelope.seq);
+            }
+        }
+        if reached == next_seq {
+            // Nothing usable in the page: treat it as the log's end rather than asking again forever.
+            return self.end_reading(next_seq, true);
+        }
+        if let Phase::Reading { next_seq, .. } = &mut self.phase {
+            *next_seq = reached;
+        }
+        Ok(())
+    }
+
+    /// Whether a room stream has found every version before its pending live envelope.
+    fn room_gap_closed(&self) -> bool {
+        let Phase::Reading {
+            pending: Some(pending),
+            ..
+        } = &self.phase
+        else {
+            return false;
+        };
+        matches!(self.interest, Interest::Room(_))
+            && self
+                .position
+                .room_version
+                .is_some_and(|version| version + 1 == pending.version)
+    }
+
+    /// Goes live again, delivering the pending envelope. `log_ended` says the log had nothing from `next_seq` on.
+    fn end_reading(&mut self, next_seq: u64, log_ended: bool) -> Result<(), Error> {
+        let closed = self.room_gap_closed();
+        let Phase::Reading { pending, .. } = std::mem::replace(&mut self.phase, Phase::Live) else {
+            return Ok(());
+        };
+        let Some(pending) = pending else {
+            // A catch-up: everything up to the log's end has been read.
+            let covered = next_seq - 1;
+            self.position.covered_seq = Some(
+                self.position
+                    .covered_seq
+                    .map_or(covered, |seq| seq.max(covered)),
+            );
+            return Ok(());
+        };
+        let live_seq = pending.seq;
+        self.deliver(*pending);
+        if log_ended && !closed && next_seq < live_seq {
+            return Err(Error::Unfilled {
+                from_seq: next_seq,
+                to_seq: live_seq - 1,
+                live_seq,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Returns once the server has read every subscription the client sent so far (see `round_trip.rs`).
+async fn confirm_subscriptions(client: &Client) -> Result<(), Error> {
+    crate::round_trip::round_trip(client, SUBSCRIBE_CONFIRM_TIMEOUT)
+        .await
+        .map_err(Error::Confirm)
+}
+
+/// The envelope of a live message, by its `Content-Type` (JSON when it has none, the wire's default).
+fn decode(message: &Message) -> Option<Envelope> {
+    let content_type = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(header::CONTENT_TYPE));
+    let encoding = match content_type {
+        Some(value) => Encoding::from_content_type(value.as_str())?,
+        None => Encoding::Json,
+    };
+    decode_envelope(encoding, &message.payload).ok()
+}

@@ -416,7 +416,14 @@ async fn no_published_message_carries_a_token() {
         .unwrap();
     seed_flow(&engine, "stage-1").await;
     // 10 room messages and 6 user messages (bob, carol and dave: created, then answered).
-    let messages = receive(&mut everything, 16).await;
+    let mut messages = Vec::new();
+    while messages.len() < 16 {
+        // The relay's round trips to the server are on _INBOX subjects; only events count here.
+        let message = receive(&mut everything, 1).await.remove(0);
+        if message.subject.starts_with("cohost.v1.") {
+            messages.push(message);
+        }
+    }
     for message in &messages {
         let text = String::from_utf8_lossy(&message.payload).to_lowercase();
         assert!(
