@@ -1,0 +1,206 @@
+//! LiveKit webhooks: verified (the signed JWT and the body's hash, through livekit-api's receiver), checked for
+//! replays, and mapped to engine commands issued as the system.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use cohost_engine::{Clock, Engine, Error, Options};
+use cohost_proto::{Actor, Command, ErrorCode, Presence, Reply, RoomTarget, UserId};
+use livekit_api::access_token::TokenVerifier;
+use livekit_api::webhooks::{WebhookError, WebhookReceiver};
+
+use crate::LiveKitConfig;
+
+/// Webhooks older than this are refused, so a captured one cannot be replayed later.
+pub const WEBHOOK_AGE_MAX_MS: u64 = 5 * 60_000;
+/// Event ids remembered to refuse replays; past this, the oldest are forgotten (they are stale by then).
+pub const SEEN_IDS_MAX: usize = 100_000;
+/// The largest webhook body accepted.
+pub const WEBHOOK_BYTES_MAX: usize = 64 * 1024;
+
+/// What a verified webhook did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// It became this command, which the engine applied.
+    Applied {
+        command: &'static str,
+        reply: Box<Reply>,
+    },
+    /// Acknowledged with no effect, and why.
+    Ignored(String),
+}
+
+/// The webhook handler. Cheap to clone.
+#[derive(Clone)]
+pub struct Webhooks {
+    receiver: WebhookReceiver,
+    engine: Engine,
+    config: LiveKitConfig,
+    clock: Arc<dyn Clock>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Seen {
+    /// Remembers `id`; false if it was already seen.
+    fn insert(&mut self, id: &str) -> bool {
+        if !self.ids.insert(id.to_owned()) {
+            return false;
+        }
+        self.order.push_back(id.to_owned());
+        if self.order.len() > SEEN_IDS_MAX
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        true
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.ids.remove(id);
+    }
+}
+
+impl Webhooks {
+    pub fn new(engine: Engine, config: LiveKitConfig, clock: Arc<dyn Clock>) -> Self {
+        let receiver = WebhookReceiver::new(TokenVerifier::with_api_key(
+            &config.api_key,
+            &config.api_secret,
+        ));
+        Self {
+            receiver,
+            engine,
+            config,
+            clock,
+            seen: Arc::default(),
+        }
+    }
+
+    /// Verifies and applies one webhook. `authorization` is the request's `Authorization` header (the JWT,
+    /// with or without `Bearer `). A refused webhook changes nothing.
+    pub async fn handle(&self, body: &[u8], authorization: &str) -> Result<WebhookOutcome, Error> {
+        if body.len() > WEBHOOK_BYTES_MAX {
+            return Err(Error::invalid_argument(
+                "webhook body is larger than 64 KiB",
+            ));
+        }
+        let body = std::str::from_utf8(body)
+            .map_err(|_| Error::invalid_argument("webhook body is not UTF-8"))?;
+        let token = authorization
+            .trim()
+            .strip_prefix("Bearer ")
+            .unwrap_or(authorization.trim());
+        let event = self
+            .receiver
+            .receive(body, token)
+            .map_err(|error| match error {
+                WebhookError::InvalidData(e) => {
+                    Error::invalid_argument(format!("webhook body is not a LiveKit event: {e}"))
+                }
+                other => Error::new(
+                    ErrorCode::Unauthenticated,
+                    format!("webhook refused: {other}"),
+                ),
+            })?;
+        let created_ms = u64::try_from(event.created_at)
+            .unwrap_or(0)
+            .saturating_mul(1_000);
+        if created_ms.saturating_add(WEBHOOK_AGE_MAX_MS) < self.clock.now_ms() {
+            return Err(Error::invalid_argument("webhook is older than 5 minutes"));
+        }
+        if event.id.is_empty() {
+            return Err(Error::invalid_argument("webhook has no event id"));
+        }
+        let fresh = self
+            .seen
+            .lock()
+            .expect("seen-ids lock is never poisoned")
+            .insert(&event.id);
+        if !fresh {
+            return Err(Error::new(
+                ErrorCode::AlreadyExists,
+                format!("webhook {} was already received", event.id),
+            ));
+        }
+        let room_name = event
+            .room
+            .as_ref()
+            .map(|room| room.name.as_str())
+            .unwrap_or_default();
+        let Some(room_id) = self.config.room_id(room_name) else {
+            return Ok(WebhookOutcome::Ignored(format!(
+                "room {room_name:?} is not a cohost room"
+            )));
+        };
+        let command = match event.event.as_str() {
+            "participant_joined" | "participant_left" => {
+                let identity = event
+                    .participant
+                    .as_ref()
+                    .map(|p| p.identity.as_str())
+                    .unwrap_or_default();
+                let Ok(user_id) = UserId::new(identity) else {
+                    return Ok(WebhookOutcome::Ignored(format!(
+                        "participant {identity:?} is not a cohost user"
+                    )));
+                };
+                let online = event.event == "participant_joined";
+                Command::Presence(Presence {
+                    room_id,
+                    user_id,
+                    online,
+                })
+            }
+            "room_finished" => Command::StopRoom(RoomTarget { room_id }),
+            other => {
+                return Ok(WebhookOutcome::Ignored(format!(
+                    "event {other:?} needs nothing"
+                )));
+            }
+        };
+        let name = command.name();
+        match self
+            .engine
+            .execute(Actor::System, command, Options::default())
+            .await
+        {
+            Ok(reply) => Ok(WebhookOutcome::Applied {
+                command: name,
+                reply: Box::new(reply),
+            }),
+            // A viewer's presence, or a room that already ended: nothing to record.
+            Err(error)
+                if matches!(
+                    error.code,
+                    ErrorCode::NotFound | ErrorCode::FailedPrecondition
+                ) =>
+            {
+                Ok(WebhookOutcome::Ignored(format!(
+                    "{name}: {}",
+                    error.message
+                )))
+            }
+            Err(error) => {
+                // Not applied: LiveKit's retry of this webhook must not count as a replay.
+                self.seen
+                    .lock()
+                    .expect("seen-ids lock is never poisoned")
+                    .forget(&event.id);
+                Err(error)
+            }
+        }
+    }
+}
