@@ -285,7 +285,11 @@ impl Engine {
 
     /// Up to `limit` (at most 1000) committed envelopes from `from_seq` on.
     pub fn read_events(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
-        Ok(self.shared.store()?.read_events(from_seq, limit)?)
+        // The store can hold a batch that is written but not yet flushed; serve only what is durable.
+        let durable = self.last_seq();
+        let mut events = self.shared.store()?.read_events(from_seq, limit)?;
+        events.retain(|e| e.seq <= durable);
+        Ok(events)
     }
 
     /// Up to `limit` (at most 1000) envelopes of one room from `from_version` on.
@@ -295,11 +299,19 @@ impl Engine {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<Envelope>, Error> {
-        let hint = self.read().room(room_id)?.seq_hint(from_version.max(1));
-        Ok(self
+        let (hint, durable) = {
+            let read = self.read();
+            (
+                read.room(room_id)?.seq_hint(from_version.max(1)),
+                read.last_seq,
+            )
+        };
+        let mut events = self
             .shared
             .store()?
-            .read_room(room_id, from_version, hint, limit)?)
+            .read_room(room_id, from_version, hint, limit)?;
+        events.retain(|e| e.seq <= durable);
+        Ok(events)
     }
 
     /// The last durable seq; 0 for an empty log.

@@ -101,9 +101,13 @@ impl EventStream {
                     return None;
                 };
                 match store.read_events(self.next_seq, CATCH_UP_CHUNK) {
-                    Ok(events) => self
-                        .buffer
-                        .extend(events.into_iter().filter(|e| e.seq >= self.next_seq)),
+                    // The store may already hold a batch whose flush is still running: only what the read model
+                    // has published is durable, so nothing past it is served.
+                    Ok(events) => self.buffer.extend(
+                        events
+                            .into_iter()
+                            .filter(|e| e.seq >= self.next_seq && e.seq <= durable),
+                    ),
                     Err(error) => return Some(Err(error.into())),
                 }
                 continue;
