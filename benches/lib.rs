@@ -48,3 +48,170 @@ pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
     let rank = (p / 100.0 * samples.len() as f64).ceil() as usize;
     samples[rank.clamp(1, samples.len()) - 1]
 }
+
+/// A realistic command mix over live rooms, planned against a `cohost-core` mirror so each command comes from
+/// the right party and its events (and so their room versions) are known before the engine answers.
+pub mod mix {
+    use std::sync::Arc;
+
+    use cohost_core::{Context, Policy, RoomState, apply, decide};
+    use cohost_proto::{
+        Actor, Command, CreateRoom, Event, InvitationTarget, RoomId, RoomTarget, UserId, UserTarget,
+    };
+
+    use crate::Rng;
+
+    /// The mirrors' clock. An engine on a `ManualClock` at this time matches them exactly: same expiries, and
+    /// no expiry fires during a run.
+    pub const MIRROR_NOW_MS: u64 = 1_700_000_000_000;
+    /// Tries to find a command the mirror accepts before sending one that will be rejected.
+    const PLAN_TRIES: usize = 8;
+
+    pub fn room_id(prefix: &str, i: usize) -> RoomId {
+        RoomId::new(&format!("{prefix}-{i}")).expect("valid id")
+    }
+
+    pub fn host(prefix: &str, i: usize) -> Actor {
+        Actor::User(UserId::new(&format!("{prefix}-host-{i}")).expect("valid id"))
+    }
+
+    pub fn mirror_ctx(actor: &Actor) -> Context<'_> {
+        Context {
+            actor,
+            now_ms: MIRROR_NOW_MS,
+            expected_version: None,
+            policy: Policy::default(),
+        }
+    }
+
+    /// Room `i`'s setup: its host creates it, then takes it live.
+    pub fn setup(prefix: &str, i: usize) -> (Actor, [Command; 2]) {
+        let room_id = room_id(prefix, i);
+        let create = Command::CreateRoom(CreateRoom {
+            room_id: room_id.clone(),
+            title: Some(format!("Show {i}")),
+            max_cohosts: None,
+        });
+        (
+            host(prefix, i),
+            [create, Command::GoLive(RoomTarget { room_id })],
+        )
+    }
+
+    /// The mirror of rooms `0..count` after their setup.
+    pub fn mirror_rooms(prefix: &str, count: usize) -> Vec<RoomState> {
+        (0..count)
+            .map(|i| {
+                let mut state = RoomState::default();
+                let (host, commands) = setup(prefix, i);
+                for command in commands {
+                    let events =
+                        decide(&state, &command, &mirror_ctx(&host)).expect("setup is valid");
+                    events.iter().for_each(|event| apply(&mut state, event));
+                }
+                state
+            })
+            .collect()
+    }
+
+    /// Picks a plausible next command for one room: answer or cancel a pending offer, remove a co-host, or invite.
+    pub fn next_command(rng: &mut Rng, state: &RoomState, users: &[UserId]) -> (Actor, Command) {
+        let room = state.room().expect("rooms exist");
+        let host = Actor::User(room.host.clone());
+        if !room.cohosts.is_empty() && rng.chance(15) {
+            let seat = &room.cohosts[rng.below(room.cohosts.len())];
+            let target = UserTarget {
+                room_id: room.room_id.clone(),
+                user_id: seat.user_id.clone(),
+            };
+            return (host, Command::RemoveCohost(target));
+        }
+        if let Some(pending) = state.pending().nth(rng.below(state.pending_count().max(1)))
+            && rng.chance(75)
+        {
+            let target = InvitationTarget {
+                invitation_id: pending.invitation_id.clone(),
+            };
+            let candidate = Actor::User(pending.user_id.clone());
+            return match rng.below(10) {
+                0..=4 => (candidate, Command::AcceptInvitation(target)),
+                5..=7 => (candidate, Command::RejectInvitation(target)),
+                _ => (host, Command::CancelInvitation(target)),
+            };
+        }
+        let user_id = users[rng.below(users.len())].clone();
+        (
+            host,
+            Command::Invite(UserTarget {
+                room_id: room.room_id.clone(),
+                user_id,
+            }),
+        )
+    }
+
+    /// One command to send, with the events the mirror expects (`None`: the engine should reject it).
+    #[derive(Debug)]
+    pub struct Plan {
+        pub room: usize,
+        pub actor: Actor,
+        pub command: Command,
+        pub expected: Option<Vec<Event>>,
+    }
+
+    /// A client: its rooms, as it last saw them. Its room `j` is room `index + j * clients` of the mirror.
+    #[derive(Debug)]
+    pub struct Client {
+        pub index: usize,
+        pub clients: usize,
+        pub rng: Rng,
+        pub rooms: Vec<RoomState>,
+        users: Arc<[UserId]>,
+    }
+
+    impl Client {
+        /// Splits the mirrored rooms among `clients` clients: room `i` belongs to client `i % clients`.
+        pub fn all(rooms: &[RoomState], users: &Arc<[UserId]>, clients: usize) -> Vec<Self> {
+            (0..clients)
+                .map(|c| Self {
+                    index: c,
+                    clients,
+                    rng: Rng::new(0xC0_4057 + c as u64),
+                    rooms: rooms.iter().skip(c).step_by(clients).cloned().collect(),
+                    users: users.clone(),
+                })
+                .collect()
+        }
+
+        /// The mirror's index of this client's room `room`.
+        pub fn global_room(&self, room: usize) -> usize {
+            self.index + room * self.clients
+        }
+
+        /// The next command for this client's room `room`, one the mirror accepts if it can find one.
+        pub fn plan(&mut self, room: usize) -> Plan {
+            let state = &self.rooms[room];
+            let mut tries = 0;
+            loop {
+                let (actor, command) = next_command(&mut self.rng, state, &self.users);
+                let expected = decide(state, &command, &mirror_ctx(&actor)).ok();
+                tries += 1;
+                if expected.is_some() || tries == PLAN_TRIES {
+                    return Plan {
+                        room,
+                        actor,
+                        command,
+                        expected,
+                    };
+                }
+            }
+        }
+
+        /// Applies acked events to the mirror; the room versions they took, first to last.
+        pub fn settle(&mut self, room: usize, events: &[Event]) -> std::ops::RangeInclusive<u64> {
+            let state = &mut self.rooms[room];
+            let before = state.room().expect("rooms exist").version;
+            events.iter().for_each(|event| apply(state, event));
+            before + 1..=state.room().expect("rooms exist").version
+        }
+    }
+}

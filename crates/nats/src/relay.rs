@@ -27,6 +27,9 @@ use tokio::sync::watch;
 
 /// Envelopes published per confirmation (one flush, or one wait for all PubAcks) and cursor write.
 pub const BATCH_MAX: usize = 512;
+/// How often the cursor is written while events flow: a sled flush per batch would cost more than the
+/// publishing.
+const CURSOR_EVERY: Duration = Duration::from_millis(100);
 /// How long one confirmation may take before the batch is retried.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 /// JetStream's deduplication window for the stream the relay creates.
@@ -189,11 +192,7 @@ impl Worker {
             {
                 Some(Some(found)) if found.after >= resume.after => {
                     // The stream is ahead of the cursor (a crash between PubAck and cursor write): adopt it.
-                    let (engine, sink) = (&self.engine, &self.config.sink);
-                    let saved = self.retrier.retry("saving the cursor", || async {
-                        engine.set_cursor(sink, found.after)
-                    });
-                    if saved.await.is_none() {
+                    if !self.save_cursor(found.after).await {
                         return;
                     }
                     self.status
@@ -207,8 +206,26 @@ impl Worker {
         }
         let mut events = self.engine.subscribe(resume.after + 1, Interest::All);
         let mut lag_logged = Instant::now();
+        let mut saved_seq = self.status.confirmed_seq.load(Ordering::Relaxed);
+        let mut saved_at = Instant::now();
         loop {
-            let Some(batch) = self.next_batch(&mut events).await else {
+            let confirmed = self.status.confirmed_seq.load(Ordering::Relaxed);
+            let stale = confirmed > saved_seq;
+            let next = tokio::select! {
+                batch = self.next_batch(&mut events) => batch,
+                // Quiet for a while with a stale cursor: save it now rather than with the next batch.
+                _ = tokio::time::sleep(CURSOR_EVERY), if stale => {
+                    if !self.save_cursor(confirmed).await {
+                        return;
+                    }
+                    (saved_seq, saved_at) = (confirmed, Instant::now());
+                    continue;
+                }
+            };
+            let Some(batch) = next else {
+                if stale {
+                    self.save_cursor(confirmed).await;
+                }
                 return;
             };
             let last = batch
@@ -223,25 +240,47 @@ impl Worker {
                     publish(client, jetstream.as_ref(), config, &batch, skip)
                 })
                 .await;
-            let Some(count) = published else { return };
-            self.status.published.fetch_add(count, Ordering::Relaxed);
-            let (engine, sink) = (&self.engine, &self.config.sink);
-            if self
-                .retrier
-                .retry("saving the cursor", || async {
-                    engine.set_cursor(sink, last)
-                })
-                .await
-                .is_none()
-            {
+            let Some(count) = published else {
+                self.save_cursor(confirmed).await;
                 return;
-            }
+            };
+            self.status.published.fetch_add(count, Ordering::Relaxed);
             self.status.confirmed_seq.store(last, Ordering::Relaxed);
+            if saved_at.elapsed() >= CURSOR_EVERY {
+                if !self.save_cursor(last).await {
+                    return;
+                }
+                (saved_seq, saved_at) = (last, Instant::now());
+            }
             let lag = self.engine.last_seq().saturating_sub(last);
             if lag > 10 * BATCH_MAX as u64 && lag_logged.elapsed() > Duration::from_secs(5) {
                 tracing::info!(lag, confirmed = last, "relay catching up");
                 lag_logged = Instant::now();
             }
+        }
+    }
+
+    /// Writes the cursor (a sled write and flush, so off the async workers), retrying store failures; false if
+    /// stopped first. A cursor behind what NATS confirmed only means republishing after a crash.
+    async fn save_cursor(&mut self, seq: u64) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let (engine, sink) = (self.engine.clone(), self.config.sink.clone());
+            let saved = tokio::task::spawn_blocking(move || engine.set_cursor(&sink, seq)).await;
+            match saved {
+                Ok(Ok(())) => return true,
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, seq, "relay cannot save its cursor; retrying")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, seq, "relay cursor write did not finish; retrying")
+                }
+            }
+            if *self.retrier.stopped.borrow() {
+                return false;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.config.backoff_max);
         }
     }
 
