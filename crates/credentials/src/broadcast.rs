@@ -45,11 +45,18 @@ impl Credentials {
         if &accepted.invitation.user_id == user {
             let room_id = accepted.invitation.room_id.clone();
             accepted.broadcaster = match self.engine.broadcaster_entitlement(&room_id, user) {
-                Ok(entitled) if entitled.role == BroadcasterRole::Cohost => Some(
-                    self.minter
-                        .mint(&room_id, user, &entitled)
-                        .map_err(|e| Error::internal(e.to_string()))?,
-                ),
+                // The seat must be this invitation's: a retry after a removal and a new seat gets no token.
+                Ok(entitled)
+                    if entitled.role == BroadcasterRole::Cohost
+                        && entitled.invitation_id.as_ref()
+                            == Some(&accepted.invitation.invitation_id) =>
+                {
+                    Some(
+                        self.minter
+                            .mint(&room_id, user, &entitled)
+                            .map_err(|e| Error::internal(e.to_string()))?,
+                    )
+                }
                 // Not live (accepted in an idle room), or no longer seated (a retry after removal): no token.
                 _ => None,
             };

@@ -41,7 +41,7 @@ pub fn participants_to_remove(event: &Event) -> Vec<UserId> {
     }
 }
 
-/// A running revoker.
+/// A running revoker. Stop it before shutting the engine down; dropping it stops it too.
 #[derive(Debug)]
 pub struct Revoker {
     done_seq: Arc<AtomicU64>,
@@ -130,25 +130,35 @@ async fn remove_all(
 ) -> bool {
     let room = config.room_name(&envelope.room_id);
     for user in participants_to_remove(&envelope.event) {
+        // Seconds, like a token's `nbf`; rounded up so a token minted earlier in the same second is revoked too.
         let options = RemoveParticipantOptions {
-            revoke_token_ts: envelope.at_ms as i64,
+            revoke_token_ts: envelope.at_ms.div_ceil(1_000) as i64,
         };
         let mut backoff = Duration::from_millis(50);
         loop {
-            match client
-                .remove_participant_with_options(&room, user.as_str(), options.clone())
-                .await
-            {
+            let call =
+                client.remove_participant_with_options(&room, user.as_str(), options.clone());
+            let outcome = tokio::select! {
+                outcome = call => outcome,
+                _ = stopped.changed() => return false,
+            };
+            match outcome {
                 Ok(()) => break,
                 Err(ServiceError::Twirp(ServerError::Twirp(code))) if code.code == "not_found" => {
                     break;
                 }
+                Err(ServiceError::Twirp(ServerError::Twirp(code)))
+                    if matches!(code.code.as_str(), "unauthenticated" | "permission_denied") =>
+                {
+                    // A configuration error (wrong key or secret) does not heal by itself: say it loudly.
+                    tracing::error!(%code, %room, %user, seq = envelope.seq, "LiveKit refused the removal; check the API key");
+                }
                 Err(error) => {
                     tracing::warn!(%error, %room, %user, seq = envelope.seq, "LiveKit removal failed; retrying");
-                    if !sleep_or_stop(stopped, &mut backoff).await {
-                        return false;
-                    }
                 }
+            }
+            if !sleep_or_stop(stopped, &mut backoff).await {
+                return false;
             }
         }
     }

@@ -63,7 +63,8 @@ impl Minter {
             (BroadcasterRole::Cohost, Some(id)) => {
                 serde_json::json!({"role": "cohost", "invitation_id": id.to_string()})
             }
-            _ => serde_json::json!({"role": "host"}),
+            (BroadcasterRole::Cohost, None) => serde_json::json!({"role": "cohost"}),
+            (BroadcasterRole::Host, _) => serde_json::json!({"role": "host"}),
         };
         let ttl = self.config.token_ttl;
         // The token's expiry comes from the system clock inside the signer, so the reply reads the same clock.
@@ -82,7 +83,8 @@ impl Minter {
             url: self.config.url.clone(),
             token,
             role: entitled.role,
-            expires_ms: now_ms + ttl.as_millis() as u64,
+            // The token's `exp` is in whole seconds, rounded down; never report a later expiry than it has.
+            expires_ms: (now_ms + ttl.as_millis() as u64) / 1_000 * 1_000,
         })
     }
 }

@@ -13,8 +13,8 @@ use crate::LiveKitConfig;
 
 /// Webhooks older than this are refused, so a captured one cannot be replayed later.
 pub const WEBHOOK_AGE_MAX_MS: u64 = 5 * 60_000;
-/// Event ids remembered to refuse replays; past this, the oldest are forgotten (they are stale by then).
-pub const SEEN_IDS_MAX: usize = 100_000;
+/// Event ids remembered to refuse replays. Ids leave once stale; this bounds memory under a flood.
+pub const SEEN_IDS_MAX: usize = 1_000_000;
 /// The largest webhook body accepted.
 pub const WEBHOOK_BYTES_MAX: usize = 64 * 1024;
 
@@ -48,29 +48,38 @@ impl std::fmt::Debug for Webhooks {
     }
 }
 
+/// Event ids seen within the age limit, oldest first. An id leaves once its webhook would be refused as stale
+/// anyway; the count limit only bounds memory under a flood.
 #[derive(Debug, Default)]
 struct Seen {
     ids: HashSet<String>,
-    order: VecDeque<String>,
+    order: VecDeque<(u64, String)>,
 }
 
 impl Seen {
-    /// Remembers `id`; false if it was already seen.
-    fn insert(&mut self, id: &str) -> bool {
+    /// Remembers `id`, created at `created_ms`; false if it was already seen.
+    fn insert(&mut self, id: &str, created_ms: u64, now_ms: u64) -> bool {
+        while let Some((at, oldest)) = self.order.front() {
+            if at.saturating_add(WEBHOOK_AGE_MAX_MS) >= now_ms && self.order.len() < SEEN_IDS_MAX {
+                break;
+            }
+            self.ids.remove(oldest);
+            self.order.pop_front();
+        }
         if !self.ids.insert(id.to_owned()) {
             return false;
         }
-        self.order.push_back(id.to_owned());
-        if self.order.len() > SEEN_IDS_MAX
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.ids.remove(&oldest);
-        }
+        let at = self.order.partition_point(|(at, _)| *at <= created_ms);
+        self.order.insert(at, (created_ms, id.to_owned()));
         true
     }
 
     fn forget(&mut self, id: &str) {
-        self.ids.remove(id);
+        if self.ids.remove(id)
+            && let Some(index) = self.order.iter().rposition(|(_, seen)| seen == id)
+        {
+            self.order.remove(index);
+        }
     }
 }
 
@@ -124,11 +133,11 @@ impl Webhooks {
         if event.id.is_empty() {
             return Err(Error::invalid_argument("webhook has no event id"));
         }
-        let fresh = self
-            .seen
-            .lock()
-            .expect("seen-ids lock is never poisoned")
-            .insert(&event.id);
+        let now_ms = self.clock.now_ms();
+        let fresh = {
+            let mut seen = self.seen.lock().expect("seen-ids lock is never poisoned");
+            seen.insert(&event.id, created_ms, now_ms)
+        };
         if !fresh {
             return Err(Error::new(
                 ErrorCode::AlreadyExists,
