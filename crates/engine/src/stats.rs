@@ -17,7 +17,12 @@ pub(crate) struct Stats {
     batch_commands: AtomicU64,
     flush_us_total: AtomicU64,
     flush_us_max: AtomicU64,
+    flush_us_buckets: [AtomicU64; FLUSH_BUCKETS_US.len()],
 }
+
+/// Upper bounds (µs) of the write-latency histogram's buckets; slower batches count only in the total.
+pub const FLUSH_BUCKETS_US: [u64; 9] =
+    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000];
 
 /// A copy of the counters at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,6 +37,8 @@ pub struct StatsSnapshot {
     pub batch_commands: u64,
     pub flush_us_total: u64,
     pub flush_us_max: u64,
+    /// `(upper bound µs, batches in this bucket and not a lower one)`.
+    pub flush_us_buckets: [(u64, u64); FLUSH_BUCKETS_US.len()],
 }
 
 impl Stats {
@@ -42,6 +49,9 @@ impl Stats {
         self.batch_commands.fetch_add(commands as u64, Relaxed);
         self.flush_us_total.fetch_add(us, Relaxed);
         self.flush_us_max.fetch_max(us, Relaxed);
+        if let Some(bucket) = FLUSH_BUCKETS_US.iter().position(|&le| us <= le) {
+            self.flush_us_buckets[bucket].fetch_add(1, Relaxed);
+        }
     }
 
     pub fn record_outcome(&self, outcome: &Result<Reply, Error>) {
@@ -67,6 +77,9 @@ impl Stats {
             batch_commands: self.batch_commands.load(Relaxed),
             flush_us_total: self.flush_us_total.load(Relaxed),
             flush_us_max: self.flush_us_max.load(Relaxed),
+            flush_us_buckets: std::array::from_fn(|i| {
+                (FLUSH_BUCKETS_US[i], self.flush_us_buckets[i].load(Relaxed))
+            }),
         }
     }
 }

@@ -128,6 +128,16 @@ impl Relay {
         })
     }
 
+    /// A function that reads the relay's lag, for metrics that outlive a borrow of the relay.
+    pub fn lag_probe(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let (engine, status) = (self.engine.clone(), self.status.clone());
+        move || {
+            engine
+                .last_seq()
+                .saturating_sub(status.confirmed_seq.load(Ordering::Relaxed))
+        }
+    }
+
     pub fn status(&self) -> &RelayStatus {
         &self.status
     }

@@ -1,0 +1,51 @@
+//! The HTTP error body `{"error": {"code", "message"}}` with the contract's status per code.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cohost_proto::{ErrorBody, ErrorCode};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// 413 for an oversized body; otherwise the code's status.
+    pub status: Option<StatusCode>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            status: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+
+    pub fn too_large() -> Self {
+        Self {
+            status: Some(StatusCode::PAYLOAD_TOO_LARGE),
+            ..Self::invalid("request body is larger than 64 KiB")
+        }
+    }
+}
+
+impl From<cohost_engine::Error> for ApiError {
+    fn from(error: cohost_engine::Error) -> Self {
+        Self::new(error.code, error.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
+        (status, Json(ErrorBody::new(self.code, self.message))).into_response()
+    }
+}

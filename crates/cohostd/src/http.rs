@@ -1,0 +1,418 @@
+//! The HTTP API of the contract: every route, JWT auth, the error body and status mapping, and the limits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use cohost_core::InvitationFilter;
+use cohost_credentials::{Credentials, Webhooks};
+use cohost_engine::{Engine, Options};
+use cohost_proto::{
+    Actor, Command, CommandId, CreateRoom, ErrorCode, InvitationId, InvitationKind,
+    InvitationStatus, InvitationTarget, Reply, RoomId, RoomTarget, UserId, UserTarget,
+};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::sse;
+
+/// The largest request body.
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// The largest page a list returns.
+pub const PAGE_LIMIT_MAX: usize = 100;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub credentials: Credentials,
+    pub webhooks: Webhooks,
+    pub auth: Auth,
+    pub metrics: Arc<Metrics>,
+    pub relay_lag: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/rooms", post(create_room))
+        .route("/v1/rooms/{room_id}", get(get_room))
+        .route("/v1/rooms/{room_id}/live", post(go_live))
+        .route("/v1/rooms/{room_id}/stop", post(stop_room))
+        .route(
+            "/v1/rooms/{room_id}/invitations",
+            post(invite).get(room_invitations),
+        )
+        .route("/v1/rooms/{room_id}/requests", post(request_to_join))
+        .route(
+            "/v1/rooms/{room_id}/cohosts/{user_id}",
+            delete(remove_cohost),
+        )
+        .route("/v1/rooms/{room_id}/leave", post(leave_stage))
+        .route(
+            "/v1/rooms/{room_id}/broadcaster-data",
+            get(broadcaster_data),
+        )
+        .route("/v1/me/invitations", get(my_invitations))
+        .route("/v1/invitations/{invitation_id}/accept", post(accept))
+        .route("/v1/invitations/{invitation_id}/reject", post(reject))
+        .route("/v1/invitations/{invitation_id}/cancel", post(cancel))
+        .route("/v1/livekit/webhook", post(webhook))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+/// The caller, from `Authorization: Bearer <jwt>`.
+fn caller(state: &AppState, headers: &HeaderMap) -> Result<UserId, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    state
+        .auth
+        .user(value)
+        .map_err(|reason| ApiError::new(ErrorCode::Unauthenticated, reason))
+}
+
+/// `Idempotency-Key` → command_id, `If-Match: <version>` → expected_version.
+fn options(headers: &HeaderMap) -> Result<Options, ApiError> {
+    let text = |name: &str| -> Result<Option<&str>, ApiError> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ApiError::invalid(format!("{name} is not ASCII")))
+            })
+            .transpose()
+    };
+    let command_id = text("idempotency-key")?
+        .map(CommandId::new)
+        .transpose()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let expected_version = text("if-match")?
+        .map(|v| v.trim().trim_matches('"').parse::<u64>())
+        .transpose()
+        .map_err(|_| ApiError::invalid("If-Match must be a room version (a number)"))?;
+    Ok(Options {
+        command_id,
+        expected_version,
+    })
+}
+
+/// A JSON body of at most 64 KiB; an empty body reads as `{}`. Unknown fields and wrong types are refused.
+fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = bytes.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(),
+        _ => ApiError::invalid(rejection.body_text()),
+    })?;
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))
+}
+
+fn room_id(text: &str) -> Result<RoomId, ApiError> {
+    RoomId::new(text).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+fn invitation_id(text: &str) -> Result<InvitationId, ApiError> {
+    text.parse()
+        .map_err(|e: cohost_proto::IdError| ApiError::invalid(e.to_string()))
+}
+
+/// Runs a command for `user` and answers with the contract's reply body.
+async fn run(
+    state: &AppState,
+    user: UserId,
+    command: Command,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let options = options(headers)?;
+    let name = command.name();
+    let outcome = state
+        .credentials
+        .execute(Actor::User(user), command, options)
+        .await;
+    state.metrics.command(
+        name,
+        outcome.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok"),
+    );
+    Ok(axum::Json(outcome?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    if state.engine.is_closed() {
+        return ApiError::new(ErrorCode::Unavailable, "shutting down").into_response();
+    }
+    axum::Json(serde_json::json!({"status": "ok", "last_seq": state.engine.last_seq()}))
+        .into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(
+        &state.engine.stats(),
+        state.engine.last_seq(),
+        (state.relay_lag)(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn create_room(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let user = caller(&state, &headers)?;
+    let create: CreateRoom = body(bytes)?;
+    run(&state, user, Command::CreateRoom(create), &headers).await
+}
+
+async fn get_room(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller(&state, &headers)?;
+    Ok(axum::Json(Reply::Room(state.engine.room(&room_id(&id)?)?)).into_response())
+}
+
+macro_rules! room_command {
+    ($name:ident, $variant:ident) => {
+        async fn $name(
+            State(state): State<AppState>,
+            headers: HeaderMap,
+            Path(id): Path<String>,
+            bytes: Result<Bytes, BytesRejection>,
+        ) -> Result<Response, ApiError> {
+            let user = caller(&state, &headers)?;
+            let Empty {} = body(bytes)?;
+            run(
+                &state,
+                user,
+                Command::$variant(RoomTarget {
+                    room_id: room_id(&id)?,
+                }),
+                &headers,
+            )
+            .await
+        }
+    };
+}
+
+room_command!(go_live, GoLive);
+room_command!(stop_room, StopRoom);
+room_command!(request_to_join, RequestToJoin);
+room_command!(leave_stage, LeaveStage);
+
+macro_rules! invitation_command {
+    ($name:ident, $variant:ident) => {
+        async fn $name(
+            State(state): State<AppState>,
+            headers: HeaderMap,
+            Path(id): Path<String>,
+            bytes: Result<Bytes, BytesRejection>,
+        ) -> Result<Response, ApiError> {
+            let user = caller(&state, &headers)?;
+            let Empty {} = body(bytes)?;
+            let target = InvitationTarget {
+                invitation_id: invitation_id(&id)?,
+            };
+            run(&state, user, Command::$variant(target), &headers).await
+        }
+    };
+}
+
+invitation_command!(accept, AcceptInvitation);
+invitation_command!(reject, RejectInvitation);
+invitation_command!(cancel, CancelInvitation);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    user_id: UserId,
+}
+
+async fn invite(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let user = caller(&state, &headers)?;
+    let InviteBody { user_id } = body(bytes)?;
+    run(
+        &state,
+        user,
+        Command::Invite(UserTarget {
+            room_id: room_id(&id)?,
+            user_id,
+        }),
+        &headers,
+    )
+    .await
+}
+
+async fn remove_cohost(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, user_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let user = caller(&state, &headers)?;
+    let user_id = UserId::new(&user_id).map_err(|e| ApiError::invalid(e.to_string()))?;
+    run(
+        &state,
+        user,
+        Command::RemoveCohost(UserTarget {
+            room_id: room_id(&id)?,
+            user_id,
+        }),
+        &headers,
+    )
+    .await
+}
+
+async fn broadcaster_data(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let user = caller(&state, &headers)?;
+    Ok(axum::Json(state.credentials.broadcaster_data(&room_id(&id)?, &user)?).into_response())
+}
+
+/// `?status&kind&limit&cursor` of a list.
+pub struct ListQuery {
+    pub filter: InvitationFilter,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+fn list_query(
+    raw: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    allow_kind: bool,
+) -> Result<ListQuery, ApiError> {
+    let Query(mut params) = raw.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let status = params
+        .remove("status")
+        .map(|text| serde_json::from_value::<InvitationStatus>(serde_json::Value::String(text)))
+        .transpose()
+        .map_err(|_| {
+            ApiError::invalid("status must be pending, approved, rejected, cancelled or expired")
+        })?;
+    let kind = match params.remove("kind") {
+        Some(_) if !allow_kind => return Err(ApiError::invalid("this list has no kind filter")),
+        other => other
+            .map(|text| serde_json::from_value::<InvitationKind>(serde_json::Value::String(text)))
+            .transpose()
+            .map_err(|_| ApiError::invalid("kind must be invite or request"))?,
+    };
+    let limit = match params.remove("limit") {
+        None => PAGE_LIMIT_MAX,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=PAGE_LIMIT_MAX).contains(&n) => n,
+            _ => return Err(ApiError::invalid("limit must be from 1 to 100")),
+        },
+    };
+    let cursor = params.remove("cursor");
+    if let Some(unknown) = params.keys().next() {
+        return Err(ApiError::invalid(format!(
+            "unknown query parameter {unknown:?}"
+        )));
+    }
+    Ok(ListQuery {
+        filter: InvitationFilter { status, kind },
+        limit,
+        cursor,
+    })
+}
+
+fn wants_events(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"))
+}
+
+async fn room_invitations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let user = caller(&state, &headers)?;
+    let room_id = room_id(&id)?;
+    let list = list_query(query, true)?;
+    if state.engine.room(&room_id)?.host != user {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "only the host lists a room's invitations",
+        ));
+    }
+    if wants_events(&headers) {
+        return sse::room_invitations(state, room_id, list, &headers);
+    }
+    let page =
+        state
+            .engine
+            .room_invitations(&room_id, list.filter, list.cursor.as_deref(), list.limit)?;
+    Ok(axum::Json(page).into_response())
+}
+
+async fn my_invitations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let user = caller(&state, &headers)?;
+    let list = list_query(query, true)?;
+    if wants_events(&headers) {
+        return sse::my_invitations(state, user, list, &headers);
+    }
+    let page =
+        state
+            .engine
+            .user_invitations(&user, list.filter, list.cursor.as_deref(), list.limit)?;
+    Ok(axum::Json(page).into_response())
+}
+
+async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = bytes.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(),
+        _ => ApiError::invalid(rejection.body_text()),
+    })?;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let outcome = state.webhooks.handle(&bytes, authorization).await?;
+    let summary = match outcome {
+        cohost_credentials::WebhookOutcome::Applied { command, .. } => {
+            serde_json::json!({"applied": command})
+        }
+        cohost_credentials::WebhookOutcome::Ignored(reason) => {
+            serde_json::json!({"ignored": reason})
+        }
+    };
+    Ok(axum::Json(summary).into_response())
+}
