@@ -39,6 +39,8 @@ pub struct AppState {
     pub auth: Auth,
     pub metrics: Arc<Metrics>,
     pub relay_lag: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
+    /// Turns true at shutdown; live collections end on it.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(state: AppState) -> Router {

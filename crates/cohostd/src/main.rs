@@ -129,6 +129,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         None => None,
     };
     let relay_status = nats.as_ref().map(|(relay, _)| relay.lag_probe());
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let state = http::AppState {
         engine: engine.clone(),
         credentials,
@@ -136,13 +137,17 @@ async fn serve(settings: Settings) -> Result<(), String> {
         auth: auth::Auth::new(&secret),
         metrics: Arc::default(),
         relay_lag: Arc::new(move || relay_status.as_ref().map(|probe| probe())),
+        closing,
     };
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.http_addr))?;
     tracing::info!(addr = %settings.http_addr, data_dir = %settings.data_dir.display(), "cohostd listening");
     axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = closing_tx.send(true);
+        })
         .await
         .map_err(|e| format!("HTTP server failed: {e}"))?;
     tracing::info!("stopping: draining the engine");

@@ -1,32 +1,262 @@
-//! Live collections over Server-Sent Events. (Filled in by the SSE work.)
+//! Live collections over Server-Sent Events.
+//!
+//! A live collection first sends one `snapshot` event (the page `{"items", "next_cursor"}` for the list's filter
+//! and limit), then one `change` event per envelope (the envelope in its contract JSON). The SSE `id:` is the room
+//! version for a room's invitations and the global seq for `/v1/me/invitations`; the snapshot's id is the room
+//! version (or the seq) the page reflects. A client that reconnects with `Last-Event-ID` skips the snapshot and
+//! gets every change after that id, caught up from the log and then followed live, without gaps or duplicates.
+//!
+//! **Why memory stays bounded, however slow the client.** The changes are produced straight from the engine's
+//! [`EventStream`], polled only when the HTTP body asks for the next event, so nothing queues between the engine and
+//! the socket: a client that reads slowly simply causes the stream to be polled slowly. The engine never waits for
+//! it: its live feed is a bounded broadcast channel, and a reader that falls behind it is lagged out and reads the
+//! log instead (in chunks of bounded size). So a slow client costs one cursor, not a buffer of its backlog. If the
+//! stream fails (for instance the log cannot be read), the collection sends a final `error` event
+//! (`{"error": {"code", "message"}}`) and ends; the client reconnects with `Last-Event-ID`.
+//!
+//! The collection ends when the engine shuts down (after delivering what was committed). Keep-alive comments go
+//! out every 15 s. `cohost_sse_clients` counts the open collections.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::http::HeaderMap;
-use axum::response::Response;
-use cohost_proto::{RoomId, UserId};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use cohost_engine::{Engine, EventStream, Interest};
+use cohost_proto::{Envelope, ErrorBody, ErrorCode, RoomId, UserId};
+use futures::Stream;
 
 use crate::error::ApiError;
 use crate::http::{AppState, ListQuery};
+use crate::metrics::Metrics;
 
+/// The interval of keep-alive comments.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Envelopes read per step when finding the room's version at a snapshot.
+const VERSION_CHUNK: usize = 1000;
+
+/// A room's invitations as a live collection; the `id:` is the room version.
 pub fn room_invitations(
-    _state: AppState,
-    _room_id: RoomId,
-    _list: ListQuery,
-    _headers: &HeaderMap,
+    state: AppState,
+    room_id: RoomId,
+    list: ListQuery,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    Err(ApiError::new(
-        cohost_proto::ErrorCode::Unavailable,
-        "live collections are not served yet",
+    let engine = &state.engine;
+    let (snapshot, changes, after) = match last_event_id(headers)? {
+        Some(version) => {
+            // Read the durable seq first: an event with version > `version` is then either found by `read_room`
+            // (committed by now) or has a seq after `durable`.
+            let durable = engine.last_seq();
+            let from_seq = engine
+                .read_room(&room_id, version.saturating_add(1), 1)?
+                .first()
+                .map_or(durable + 1, |e| e.seq);
+            let changes = engine.subscribe(from_seq, Interest::Room(room_id.clone()));
+            (None, changes, version)
+        }
+        None => {
+            let before = engine.room(&room_id)?.version;
+            let watch = engine.watch_room_invitations(&room_id, list.filter, list.limit)?;
+            let version = version_at(engine, &room_id, before, watch.seq)?;
+            let snapshot = Event::default()
+                .event("snapshot")
+                .id(version.to_string())
+                .data(json(&watch.snapshot)?);
+            (Some(snapshot), watch.changes, version)
+        }
+    };
+    Ok(respond(
+        &state.metrics,
+        state.closing.clone(),
+        snapshot,
+        changes,
+        after,
+        |e| e.version,
     ))
 }
 
+/// The caller's invitations (as candidate) as a live collection; the `id:` is the global seq.
 pub fn my_invitations(
-    _state: AppState,
-    _user: UserId,
-    _list: ListQuery,
-    _headers: &HeaderMap,
+    state: AppState,
+    user: UserId,
+    list: ListQuery,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    Err(ApiError::new(
-        cohost_proto::ErrorCode::Unavailable,
-        "live collections are not served yet",
+    let engine = &state.engine;
+    let (snapshot, changes, after) = match last_event_id(headers)? {
+        Some(seq) => {
+            let changes = engine.subscribe(seq.saturating_add(1), Interest::Candidate(user));
+            (None, changes, seq)
+        }
+        None => {
+            let watch = engine.watch_user_invitations(&user, list.filter, list.limit)?;
+            let snapshot = Event::default()
+                .event("snapshot")
+                .id(watch.seq.to_string())
+                .data(json(&watch.snapshot)?);
+            (Some(snapshot), watch.changes, watch.seq)
+        }
+    };
+    Ok(respond(
+        &state.metrics,
+        state.closing.clone(),
+        snapshot,
+        changes,
+        after,
+        |e| e.seq,
     ))
+}
+
+/// `Last-Event-ID` as a number, if present; anything else is `invalid_argument`.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get("last-event-id")
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::invalid("Last-Event-ID must be an id this collection sent (a number)")
+                })
+        })
+        .transpose()
+}
+
+/// The room's version once every event up to `seq` is applied, given its version `before` was read earlier
+/// (so at or before `seq`): `before` plus the room's events after it with a seq of at most `seq`.
+fn version_at(engine: &Engine, room_id: &RoomId, before: u64, seq: u64) -> Result<u64, ApiError> {
+    let mut version = before;
+    loop {
+        let events = engine.read_room(room_id, version + 1, VERSION_CHUNK)?;
+        let full = events.len() == VERSION_CHUNK;
+        let mut passed = false;
+        for envelope in events {
+            if envelope.seq > seq {
+                passed = true;
+                break;
+            }
+            version = envelope.version;
+        }
+        if passed || !full {
+            return Ok(version);
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String, ApiError> {
+    serde_json::to_string(value)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot encode JSON: {e}")))
+}
+
+/// Counts an open collection for as long as its stream lives.
+struct ClientGuard(Arc<Metrics>);
+
+impl ClientGuard {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.sse_clients.fetch_add(1, Ordering::Relaxed);
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.sse_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the body stream carries between polls.
+struct Feed {
+    snapshot: Option<Event>,
+    changes: EventStream,
+    /// Changes with an id at or below this were already sent (or are in the snapshot).
+    after: u64,
+    id_of: fn(&Envelope) -> u64,
+    ended: bool,
+    _guard: ClientGuard,
+}
+
+fn respond(
+    metrics: &Arc<Metrics>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+    snapshot: Option<Event>,
+    changes: EventStream,
+    after: u64,
+    id_of: fn(&Envelope) -> u64,
+) -> Response {
+    let feed = Feed {
+        snapshot,
+        changes,
+        after,
+        id_of,
+        ended: false,
+        _guard: ClientGuard::new(metrics),
+    };
+    // At shutdown every collection ends, so the server's graceful stop does not wait on open streams.
+    let until_closing = async move {
+        let _ = closing.wait_for(|closing| *closing).await;
+    };
+    let mut response = Sse::new(futures::StreamExt::take_until(events(feed), until_closing))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response();
+    // Ask proxies not to buffer the stream.
+    response.headers_mut().insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
+    response
+}
+
+fn events(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+    futures::stream::unfold(feed, |mut feed| async move {
+        if feed.ended {
+            return None;
+        }
+        if let Some(snapshot) = feed.snapshot.take() {
+            return Some((Ok(snapshot), feed));
+        }
+        loop {
+            match feed.changes.next().await {
+                // The engine has shut down: the collection ends.
+                None => return None,
+                Some(Ok(envelope)) => {
+                    let id = (feed.id_of)(&envelope);
+                    if id <= feed.after {
+                        continue;
+                    }
+                    feed.after = id;
+                    let event = match serde_json::to_string(&envelope) {
+                        Ok(data) => Event::default()
+                            .event("change")
+                            .id(id.to_string())
+                            .data(data),
+                        Err(e) => {
+                            feed.ended = true;
+                            error_event(ErrorCode::Internal, format!("cannot encode JSON: {e}"))
+                        }
+                    };
+                    return Some((Ok(event), feed));
+                }
+                Some(Err(error)) => {
+                    feed.ended = true;
+                    let event = error_event(
+                        error.code,
+                        format!("{}; reconnect with Last-Event-ID", error.message),
+                    );
+                    return Some((Ok(event), feed));
+                }
+            }
+        }
+    })
+}
+
+fn error_event(code: ErrorCode, message: String) -> Event {
+    let body = serde_json::to_string(&ErrorBody::new(code, message)).unwrap_or_else(|_| {
+        r#"{"error":{"code":"internal","message":"cannot encode the error"}}"#.to_owned()
+    });
+    Event::default().event("error").data(body)
 }
