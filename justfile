@@ -36,3 +36,7 @@ bless-vectors:
 # The SIGKILL crash test with many more kill/restart rounds (COHOST_CRASH_SEED=<n> replays a schedule).
 crash rounds="200":
     COHOST_CRASH_ROUNDS={{rounds}} cargo test --release -p cohost-tests --test crash-kill9 -- --nocapture
+
+# The README's curl walkthrough against a fresh cohostd (release build, temp data dir, free port), step by step.
+demo:
+    bash scripts/demo.sh

@@ -43,7 +43,7 @@ pub struct Settings {
     #[arg(long, env = "COHOST_NATS_URL")]
     pub nats_url: Option<String>,
     /// Publish into the JetStream stream COHOST instead of plain subjects.
-    #[arg(long, env = "COHOST_JETSTREAM", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "COHOST_JETSTREAM", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub jetstream: bool,
     /// Encoding of events on NATS: json or postcard.
     #[arg(long, env = "COHOST_WIRE_ENCODING", default_value = "json", value_parser = parse_encoding)]
@@ -62,10 +62,10 @@ pub struct Settings {
     #[arg(long, env = "COHOST_LIVEKIT_ROOM_PREFIX", default_value = "")]
     pub livekit_room_prefix: String,
     /// Remove participants through LiveKit's RoomService when they leave the stage.
-    #[arg(long, env = "COHOST_LIVEKIT_ADMIN", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "COHOST_LIVEKIT_ADMIN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub livekit_admin: bool,
     /// Invitation TTL in seconds (10 to 86400).
-    #[arg(long, env = "COHOST_INVITATION_TTL_S", default_value_t = 300)]
+    #[arg(long, env = "COHOST_INVITATION_TTL_S", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
     pub invitation_ttl_s: u64,
     /// LiveKit token TTL in seconds.
     #[arg(long, env = "COHOST_TOKEN_TTL_S", default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=86_400))]

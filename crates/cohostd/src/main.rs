@@ -59,12 +59,16 @@ fn auth_secret(settings: &Settings) -> Result<(String, bool), String> {
         }
         return Ok((secret.clone(), false));
     }
-    let (secret, _) = auth::dev_secret(&settings.data_dir).map_err(|e| {
+    let (secret, created) = auth::dev_secret(&settings.data_dir).map_err(|e| {
         format!(
             "cannot keep the dev auth secret in {}: {e}",
             settings.data_dir.display()
         )
     })?;
+    if created {
+        // Printed once, when generated; it stays in the data dir for `cohostd token`.
+        eprintln!("cohostd: dev mode: generated auth secret {secret}");
+    }
     Ok((secret, true))
 }
 

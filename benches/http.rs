@@ -1,0 +1,449 @@
+//! cohostd over HTTP against the engine in process, in the same run, on the same workload.
+//!
+//! The bench builds and spawns the real daemon (`cargo build --release -p cohostd`, then
+//! `target/release/cohostd` on a fresh data dir and a free port, with a known `COHOST_AUTH_SECRET` so it can sign
+//! HS256 user JWTs itself). 64 clients, each with one keep-alive HTTP/1.1 connection, drive 10k live rooms
+//! with a realistic command mix (invite, accept, reject, cancel, remove_cohost; `cohost_benches::mix`): each
+//! client owns its rooms and mirrors them with `cohost-core`, so it sends the right party's command with that
+//! party's JWT. Room setup (create + go_live, over HTTP too) happens before the clock starts. Then the same
+//! workload runs through `cohost_engine::Engine` directly from 64 tasks, and the bench prints both rates, their
+//! latencies and the ratio HTTP / in-process.
+//!
+//! `cargo bench -p cohost-benches --bench http`. Environment:
+//! - `COHOST_BENCH_QUICK=1`: a smoke run (short phases, 1 run);
+//! - `COHOST_BENCH_SECS`, `COHOST_BENCH_RUNS`: override one setting;
+//! - `COHOST_BENCH_DIR`: where data directories go (default: the system temp dir; it must be a real disk);
+//! - `COHOSTD_BIN`: use this cohostd binary instead of building one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cohost_benches::mix::{self, Client};
+use cohost_benches::{median, percentile};
+use cohost_engine::{Config, Engine, Options};
+use cohost_proto::{Actor, Command, UserId};
+
+const ROOMS: usize = 10_000;
+const CLIENTS: usize = 64;
+const USERS: usize = 50_000;
+const GOAL_HTTP_PER_S: f64 = 30_000.0;
+const SECRET: &str = "cohost-bench-secret-0123456789abcdef";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// The release cohostd, built if need be (cargo is a no-op when it is up to date).
+fn cohostd_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("COHOSTD_BIN") {
+        return PathBuf::from(path);
+    }
+    let root = workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Process::new(cargo)
+        .args(["build", "--release", "-p", "cohostd"])
+        .current_dir(&root)
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "`cargo build --release -p cohostd` failed"
+    );
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    target.join("release").join("cohostd")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A running cohostd, stopped with SIGTERM on drop.
+struct Daemon {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    async fn start(binary: &PathBuf, dir: tempfile::TempDir) -> Self {
+        let port = free_port();
+        let child = Process::new(binary)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("COHOST_AUTH_SECRET", SECRET)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("cohostd starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = http.get(format!("{base}/healthz")).send().await
+                && response.status().is_success()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "cohostd did not answer /healthz");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            child,
+            base,
+            _dir: dir,
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = Process::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// HS256 JWTs for every user the workload uses, minted before the clock starts.
+fn tokens(users: &[UserId]) -> HashMap<UserId, String> {
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + 3_600;
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    let hosts = (0..ROOMS).filter_map(|i| mix::host("room", i).user().cloned());
+    users
+        .iter()
+        .cloned()
+        .chain(hosts)
+        .map(|user| {
+            let claims = serde_json::json!({"sub": user.to_string(), "exp": exp});
+            let token = jsonwebtoken::encode(&header, &claims, &key).expect("HS256 signs");
+            (user, format!("Bearer {token}"))
+        })
+        .collect()
+}
+
+/// What one driver saw.
+#[derive(Default)]
+struct Tally {
+    latency_us: Vec<f64>,
+    ok: u64,
+    rejected: u64,
+    /// Answers that differ from the mirror's (an accept the mirror expected to fail, say).
+    surprises: u64,
+    mix: BTreeMap<&'static str, u64>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.latency_us.extend(other.latency_us);
+        self.ok += other.ok;
+        self.rejected += other.rejected;
+        self.surprises += other.surprises;
+        for (name, n) in other.mix {
+            *self.mix.entry(name).or_default() += n;
+        }
+    }
+}
+
+/// One command as an HTTP request: method, path, JSON body.
+fn request(command: &Command) -> (reqwest::Method, String, Option<String>) {
+    match command {
+        Command::CreateRoom(create) => (
+            reqwest::Method::POST,
+            "/v1/rooms".into(),
+            Some(serde_json::to_string(create).expect("serializes")),
+        ),
+        Command::GoLive(t) => (
+            reqwest::Method::POST,
+            format!("/v1/rooms/{}/live", t.room_id),
+            None,
+        ),
+        Command::Invite(t) => (
+            reqwest::Method::POST,
+            format!("/v1/rooms/{}/invitations", t.room_id),
+            Some(format!(r#"{{"user_id":"{}"}}"#, t.user_id)),
+        ),
+        Command::AcceptInvitation(t) => (
+            reqwest::Method::POST,
+            format!("/v1/invitations/{}/accept", t.invitation_id),
+            None,
+        ),
+        Command::RejectInvitation(t) => (
+            reqwest::Method::POST,
+            format!("/v1/invitations/{}/reject", t.invitation_id),
+            None,
+        ),
+        Command::CancelInvitation(t) => (
+            reqwest::Method::POST,
+            format!("/v1/invitations/{}/cancel", t.invitation_id),
+            None,
+        ),
+        Command::RemoveCohost(t) => (
+            reqwest::Method::DELETE,
+            format!("/v1/rooms/{}/cohosts/{}", t.room_id, t.user_id),
+            None,
+        ),
+        other => panic!("the mix sends no {}", other.name()),
+    }
+}
+
+/// One keep-alive connection per client.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .tcp_nodelay(true)
+        .build()
+        .expect("a client")
+}
+
+/// Sends one command over HTTP; whether it succeeded.
+async fn send(
+    http: &reqwest::Client,
+    base: &str,
+    tokens: &HashMap<UserId, String>,
+    actor: &Actor,
+    command: &Command,
+) -> bool {
+    let user = actor.user().expect("the mix acts as users");
+    let (method, path, body) = request(command);
+    let mut builder = http
+        .request(method, format!("{base}{path}"))
+        .header("authorization", &tokens[user]);
+    if let Some(body) = body {
+        builder = builder
+            .header("content-type", "application/json")
+            .body(body);
+    }
+    let response = builder.send().await.expect("cohostd answers");
+    let status = response.status();
+    let _ = response.bytes().await.expect("a whole body");
+    assert!(
+        status.as_u16() != 401 && status.as_u16() < 500,
+        "unexpected HTTP {status} for {}",
+        command.name()
+    );
+    status.is_success()
+}
+
+/// The two ways in: over HTTP to the daemon, or straight to an engine.
+#[derive(Clone)]
+enum Target {
+    Http {
+        base: Arc<str>,
+        tokens: Arc<HashMap<UserId, String>>,
+    },
+    Engine(Engine),
+}
+
+async fn setup(target: &Target, client: usize) {
+    let http = http_client();
+    for i in (client..ROOMS).step_by(CLIENTS) {
+        let (host, commands) = mix::setup("room", i);
+        for command in commands {
+            let ok = match target {
+                Target::Http { base, tokens } => send(&http, base, tokens, &host, &command).await,
+                Target::Engine(engine) => engine
+                    .execute(host.clone(), command, Options::default())
+                    .await
+                    .is_ok(),
+            };
+            assert!(ok, "setup commands succeed");
+        }
+    }
+}
+
+async fn drive(target: Target, mut client: Client, until: Instant) -> Tally {
+    let http = http_client();
+    let mut tally = Tally::default();
+    while Instant::now() < until {
+        let room = client.rng.below(client.rooms.len());
+        let plan = client.plan(room);
+        *tally.mix.entry(plan.command.name()).or_default() += 1;
+        let sent = Instant::now();
+        let ok = match &target {
+            Target::Http { base, tokens } => {
+                send(&http, base, tokens, &plan.actor, &plan.command).await
+            }
+            Target::Engine(engine) => engine
+                .execute(plan.actor, plan.command, Options::default())
+                .await
+                .is_ok(),
+        };
+        tally.latency_us.push(sent.elapsed().as_secs_f64() * 1e6);
+        if ok {
+            tally.ok += 1;
+        } else {
+            tally.rejected += 1;
+        }
+        match (ok, plan.expected) {
+            (true, Some(events)) => {
+                client.settle(plan.room, &events);
+            }
+            (false, None) => {}
+            _ => tally.surprises += 1,
+        }
+    }
+    tally
+}
+
+struct Outcome {
+    per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    tally: Tally,
+}
+
+/// Sets up the rooms, then runs the mix from `CLIENTS` drivers for `secs`.
+async fn run(
+    target: Target,
+    users: &Arc<[UserId]>,
+    mirror: &[cohost_core::RoomState],
+    secs: f64,
+) -> Outcome {
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let target = target.clone();
+            tokio::spawn(async move { setup(&target, c).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("setup does not panic");
+    }
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(secs);
+    let tasks: Vec<_> = Client::all(mirror, users, CLIENTS)
+        .into_iter()
+        .map(|client| tokio::spawn(drive(target.clone(), client, until)))
+        .collect();
+    let mut tally = Tally::default();
+    for task in tasks {
+        tally.merge(task.await.expect("drivers do not panic"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let count = tally.latency_us.len() as f64;
+    let p50_ms = percentile(&mut tally.latency_us, 50.0) / 1e3;
+    let p99_ms = percentile(&mut tally.latency_us, 99.0) / 1e3;
+    Outcome {
+        per_s: count / elapsed,
+        p50_ms,
+        p99_ms,
+        tally,
+    }
+}
+
+fn print(label: &str, outcome: &Outcome) {
+    let total = outcome.tally.ok + outcome.tally.rejected;
+    println!(
+        "  {label:<11} {:>9.0} commands/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({total} commands, {} rejected, {} unlike the mirror)",
+        outcome.per_s,
+        outcome.p50_ms,
+        outcome.p99_ms,
+        outcome.tally.rejected,
+        outcome.tally.surprises
+    );
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let quick = std::env::var("COHOST_BENCH_QUICK").is_ok_and(|v| v != "0");
+    let secs: f64 = env_or("COHOST_BENCH_SECS", if quick { 1.0 } else { 3.0 });
+    let runs: usize = env_or("COHOST_BENCH_RUNS", if quick { 1 } else { 3 }).max(1);
+    let dir = std::env::var_os("COHOST_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let fresh = || {
+        tempfile::Builder::new()
+            .prefix("cohost-bench-http-")
+            .tempdir_in(&dir)
+            .expect("the bench directory is writable")
+    };
+
+    let binary = cohostd_binary();
+    let users: Arc<[UserId]> = (0..USERS)
+        .map(|i| UserId::new(&format!("user-{i}")).expect("valid id"))
+        .collect();
+    let tokens = Arc::new(tokens(&users));
+    let mirror = mix::mirror_rooms("room", ROOMS);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "http: {CLIENTS} keep-alive clients over {ROOMS} live rooms, {secs} s per phase, {runs} run(s), {cpus} CPUs (client and daemon share them)"
+    );
+
+    let (mut http_rates, mut engine_rates) = (Vec::new(), Vec::new());
+    let (mut http_p50, mut http_p99, mut engine_p50, mut engine_p99) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut mix_counts = BTreeMap::new();
+    for run_no in 1..=runs {
+        println!("run {run_no}:");
+        let daemon = Daemon::start(&binary, fresh()).await;
+        let target = Target::Http {
+            base: daemon.base.clone().into(),
+            tokens: tokens.clone(),
+        };
+        let http = run(target, &users, &mirror, secs).await;
+        daemon.stop();
+        print("HTTP", &http);
+
+        let engine_dir = fresh();
+        let engine = Engine::open(Config::new(engine_dir.path())).expect("a fresh engine opens");
+        let inproc = run(Target::Engine(engine.clone()), &users, &mirror, secs).await;
+        engine.shutdown().await;
+        print("in-process", &inproc);
+
+        http_rates.push(http.per_s);
+        http_p50.push(http.p50_ms);
+        http_p99.push(http.p99_ms);
+        engine_rates.push(inproc.per_s);
+        engine_p50.push(inproc.p50_ms);
+        engine_p99.push(inproc.p99_ms);
+        mix_counts = http.tally.mix;
+    }
+
+    let http_rate = median(&mut http_rates);
+    let engine_rate = median(&mut engine_rates);
+    let total: u64 = mix_counts.values().sum();
+    let mix_text: Vec<String> = mix_counts
+        .iter()
+        .map(|(name, n)| format!("{name} {:.0}%", *n as f64 * 100.0 / total.max(1) as f64))
+        .collect();
+    println!("medians over {runs} run(s); mix: {}", mix_text.join(", "));
+    println!(
+        "  HTTP        {http_rate:>9.0} commands/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        median(&mut http_p50),
+        median(&mut http_p99)
+    );
+    println!(
+        "  in-process  {engine_rate:>9.0} commands/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        median(&mut engine_p50),
+        median(&mut engine_p99)
+    );
+    println!("  ratio HTTP / in-process: {:.2}", http_rate / engine_rate);
+    let met = if http_rate >= GOAL_HTTP_PER_S {
+        "met"
+    } else {
+        "MISSED"
+    };
+    println!("goal: HTTP >= {GOAL_HTTP_PER_S:.0} commands/s: {met} ({http_rate:.0}/s)");
+}
