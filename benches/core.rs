@@ -9,12 +9,10 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use cohost_benches::mix::next_command;
 use cohost_benches::{Rng, median};
 use cohost_core::{Context, Policy, RoomState, apply, decide};
-use cohost_proto::{
-    Actor, Command, CreateRoom, InvitationKind, InvitationStatus, InvitationTarget, RoomId,
-    RoomTarget, UserId, UserTarget,
-};
+use cohost_proto::{Actor, Command, CreateRoom, RoomId, RoomTarget, UserId};
 
 const ROOMS: usize = 10_000;
 const USERS: usize = 50_000;
@@ -69,43 +67,6 @@ fn initial_rooms() -> Vec<RoomState> {
             state
         })
         .collect()
-}
-
-/// Picks a plausible next command for one room: answer or cancel a pending offer, remove a co-host, or invite.
-fn next_command(rng: &mut Rng, state: &RoomState, users: &[UserId]) -> (Actor, Command) {
-    let room = state.room().expect("rooms exist");
-    let host = Actor::User(room.host.clone());
-    if !room.cohosts.is_empty() && rng.chance(15) {
-        let seat = &room.cohosts[rng.below(room.cohosts.len())];
-        let target = UserTarget {
-            room_id: room.room_id.clone(),
-            user_id: seat.user_id.clone(),
-        };
-        return (host, Command::RemoveCohost(target));
-    }
-    if let Some(pending) = state.pending().nth(rng.below(state.pending_count().max(1)))
-        && rng.chance(75)
-    {
-        debug_assert_eq!(pending.status, InvitationStatus::Pending);
-        debug_assert_eq!(pending.kind, InvitationKind::Invite);
-        let target = InvitationTarget {
-            invitation_id: pending.invitation_id.clone(),
-        };
-        let candidate = Actor::User(pending.user_id.clone());
-        return match rng.below(10) {
-            0..=4 => (candidate, Command::AcceptInvitation(target)),
-            5..=7 => (candidate, Command::RejectInvitation(target)),
-            _ => (host, Command::CancelInvitation(target)),
-        };
-    }
-    let user_id = users[rng.below(users.len())].clone();
-    (
-        host,
-        Command::Invite(UserTarget {
-            room_id: room.room_id.clone(),
-            user_id,
-        }),
-    )
 }
 
 /// Records a script of commands that all succeed when replayed from `initial`.

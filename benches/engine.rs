@@ -20,12 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cohost_benches::mix::next_command;
 use cohost_benches::{Rng, median, percentile};
 use cohost_core::{Context, Policy, RoomState, apply, decide};
 use cohost_engine::{BATCH_MAX_LIMIT, Config, Engine, Options, StatsSnapshot};
-use cohost_proto::{
-    Actor, Command, CreateRoom, Event, InvitationTarget, RoomId, RoomTarget, UserId, UserTarget,
-};
+use cohost_proto::{Actor, Command, CreateRoom, Event, RoomId, RoomTarget, UserId};
 
 const ROOMS: usize = 10_000;
 const CLIENTS: usize = 256;
@@ -170,41 +169,6 @@ fn mirror_rooms() -> Vec<RoomState> {
             state
         })
         .collect()
-}
-
-/// Picks a plausible next command for one room: answer or cancel a pending offer, remove a co-host, or invite.
-fn next_command(rng: &mut Rng, state: &RoomState, users: &[UserId]) -> (Actor, Command) {
-    let room = state.room().expect("rooms exist");
-    let host = Actor::User(room.host.clone());
-    if !room.cohosts.is_empty() && rng.chance(15) {
-        let seat = &room.cohosts[rng.below(room.cohosts.len())];
-        let target = UserTarget {
-            room_id: room.room_id.clone(),
-            user_id: seat.user_id.clone(),
-        };
-        return (host, Command::RemoveCohost(target));
-    }
-    if let Some(pending) = state.pending().nth(rng.below(state.pending_count().max(1)))
-        && rng.chance(75)
-    {
-        let target = InvitationTarget {
-            invitation_id: pending.invitation_id.clone(),
-        };
-        let candidate = Actor::User(pending.user_id.clone());
-        return match rng.below(10) {
-            0..=4 => (candidate, Command::AcceptInvitation(target)),
-            5..=7 => (candidate, Command::RejectInvitation(target)),
-            _ => (host, Command::CancelInvitation(target)),
-        };
-    }
-    let user_id = users[rng.below(users.len())].clone();
-    (
-        host,
-        Command::Invite(UserTarget {
-            room_id: room.room_id.clone(),
-            user_id,
-        }),
-    )
 }
 
 /// The same command from the wrong party: a stranger for the host's commands, the host for the candidate's.
