@@ -111,12 +111,17 @@ fn options(headers: &HeaderMap) -> Result<Options, ApiError> {
     })
 }
 
-/// A JSON body of at most 64 KiB; an empty body reads as `{}`. Unknown fields and wrong types are refused.
-fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = bytes.map_err(|rejection| match rejection.status() {
+/// The raw body: over 64 KiB is 413, any other read failure 400, both with the JSON error body.
+fn raw_body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    bytes.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(),
         _ => ApiError::invalid(rejection.body_text()),
-    })?;
+    })
+}
+
+/// A JSON body of at most 64 KiB; an empty body reads as `{}`. Unknown fields and wrong types are refused.
+fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = raw_body(bytes)?;
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
@@ -399,10 +404,7 @@ async fn webhook(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let bytes = bytes.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(),
-        _ => ApiError::invalid(rejection.body_text()),
-    })?;
+    let bytes = raw_body(bytes)?;
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
