@@ -76,16 +76,12 @@ impl RoomState {
             return None;
         }
         let number = id.number();
-        self.all_invitations()
+        self.held_invitations()
             .find(|invitation| invitation.invitation_id.number() == number)
     }
 
     /// Every invitation the room holds, in no particular order.
     pub fn held_invitations(&self) -> impl Iterator<Item = &Invitation> + '_ {
-        self.all_invitations()
-    }
-
-    fn all_invitations(&self) -> impl Iterator<Item = &Invitation> + '_ {
         self.pending.iter().chain(&self.seated).chain(&self.ended)
     }
 
@@ -120,7 +116,7 @@ impl RoomState {
 
     /// Whether the user was ever a candidate of an invitation the room still holds.
     pub fn has_offer_history(&self, user: &UserId) -> bool {
-        self.all_invitations()
+        self.held_invitations()
             .any(|invitation| &invitation.user_id == user)
     }
 
@@ -135,7 +131,7 @@ impl RoomState {
         let limit = limit.clamp(1, PAGE_LIMIT_MAX);
         let after = after.unwrap_or(0);
         let mut matching: Vec<&Invitation> = self
-            .all_invitations()
+            .held_invitations()
             .filter(|invitation| {
                 invitation.invitation_id.number() > after && filter.matches(invitation)
             })

@@ -260,12 +260,13 @@ impl Store {
         &self,
         from_seq: u64,
     ) -> impl Iterator<Item = Result<Batch, StoreError>> + '_ {
-        let start = self
-            .batch_start(from_seq)
-            .ok()
-            .flatten()
-            .unwrap_or(from_seq);
-        self.decode_entries(self.backend.range(&log_key(start), &log_key(u64::MAX)))
+        // A failed seek is reported as itself, not as the gap a read from the wrong place would show.
+        let (start, seek_error) = match self.batch_start(from_seq) {
+            Ok(start) => (start.unwrap_or(from_seq), None),
+            Err(error) => (u64::MAX, Some(error)),
+        };
+        let batches = self.decode_entries(self.backend.range(&log_key(start), &log_key(u64::MAX)));
+        seek_error.map(Err).into_iter().chain(batches)
     }
 
     /// Batches from the newest back.
