@@ -2,6 +2,9 @@
 
 use std::path::Path;
 
+use crate::mark::CommittedMark;
+use crate::record::FrameError;
+
 /// One key-value pair read from a backend.
 pub type Entry = (Vec<u8>, Vec<u8>);
 /// Entries in key order (or reverse), each of which may fail to read.
@@ -34,11 +37,49 @@ pub trait Backend: Send + Sync + 'static {
     fn write(&self, ops: Vec<Op>) -> Result<(), BackendError>;
     /// Returns once everything written so far is on disk.
     fn flush(&self) -> Result<(), BackendError>;
+    /// The last seq [`Backend::set_committed`] recorded, kept outside the backend's own log, as read when the
+    /// backend was opened; `None` when nothing was recorded (or the backend keeps no mark).
+    fn committed(&self) -> Option<u64> {
+        None
+    }
+    /// Records that every batch up to `seq` is durable, after the flush that made it so. Never flushed itself:
+    /// after a crash the mark holds this or an earlier seq, so it is never ahead of the log.
+    fn set_committed(&self, _seq: u64) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
-/// sled 0.34: one tree, whose `apply_batch` is atomic, and whose `flush` fsyncs.
+/// A shared backend, so a test or the simulator can keep a handle to the one an engine writes to.
+impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        (**self).get(key)
+    }
+    fn range(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
+        (**self).range(from, to)
+    }
+    fn range_rev(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
+        (**self).range_rev(from, to)
+    }
+    fn write(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        (**self).write(ops)
+    }
+    fn flush(&self) -> Result<(), BackendError> {
+        (**self).flush()
+    }
+    fn committed(&self) -> Option<u64> {
+        (**self).committed()
+    }
+    fn set_committed(&self, seq: u64) -> Result<(), BackendError> {
+        (**self).set_committed(seq)
+    }
+}
+
+/// sled 0.34: one tree, whose `apply_batch` is atomic, and whose `flush` fsyncs; plus the committed mark
+/// beside it (`mark.rs`).
 pub struct SledBackend {
     db: sled::Db,
+    mark: CommittedMark,
+    committed: Option<u64>,
 }
 
 impl std::fmt::Debug for SledBackend {
@@ -48,30 +89,44 @@ impl std::fmt::Debug for SledBackend {
 }
 
 impl SledBackend {
-    /// Opens the tree in `dir`. sled releases its directory lock only when its last IO thread lets go of the
-    /// files, shortly after the previous owner dropped it, so a held lock is retried briefly before it is
-    /// reported as another process's.
-    pub fn open(dir: &Path) -> Result<Self, BackendError> {
+    /// Opens the tree and the committed mark in `dir`. sled releases its directory lock only when its last IO
+    /// thread lets go of the files, shortly after the previous owner dropped it, so a held lock is retried
+    /// briefly before it is reported as another process's. The mark's value comes back apart: a damaged mark
+    /// is the caller's to report.
+    pub fn open(dir: &Path) -> Result<(Self, Result<(), FrameError>), BackendError> {
         let deadline = std::time::Instant::now() + LOCK_WAIT;
-        loop {
+        let db = loop {
             match Self::try_open(dir) {
                 Err(BackendError::Locked(_)) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-                other => return other,
+                other => break other?,
             }
-        }
+        };
+        let (mark, committed) =
+            CommittedMark::open(dir).map_err(|e| BackendError::Io(e.to_string()))?;
+        let (committed, damage) = match committed {
+            Ok(seq) => (seq, Ok(())),
+            Err(reason) => (None, Err(reason)),
+        };
+        Ok((
+            Self {
+                db,
+                mark,
+                committed,
+            },
+            damage,
+        ))
     }
 
-    fn try_open(dir: &Path) -> Result<Self, BackendError> {
-        let db = sled::Config::new()
+    fn try_open(dir: &Path) -> Result<sled::Db, BackendError> {
+        sled::Config::new()
             .path(dir)
             // We flush explicitly after every batch; a background flusher would only add fsyncs.
             .flush_every_ms(None)
             .cache_capacity(256 << 20)
             .open()
-            .map_err(|e| open_error(dir, e))?;
-        Ok(Self { db })
+            .map_err(|e| open_error(dir, e))
     }
 }
 
@@ -125,5 +180,15 @@ impl Backend for SledBackend {
 
     fn flush(&self) -> Result<(), BackendError> {
         self.db.flush().map(drop).map_err(io)
+    }
+
+    fn committed(&self) -> Option<u64> {
+        self.committed
+    }
+
+    fn set_committed(&self, seq: u64) -> Result<(), BackendError> {
+        self.mark
+            .record(seq)
+            .map_err(|e| BackendError::Io(e.to_string()))
     }
 }

@@ -6,7 +6,6 @@ use cohost_proto::codec::{from_postcard, to_postcard};
 use cohost_proto::{Envelope, RoomId};
 
 use crate::backend::{Backend, BackendError, Op, SledBackend};
-use crate::mark::CommittedMark;
 use crate::record::{self, Batch, CommandIndexEntry, FrameError, IdempotencyRecord};
 
 /// The most events one `read_events` or `read_room` call returns.
@@ -39,6 +38,11 @@ pub enum StoreError {
     Truncated { committed: u64, found: u64 },
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+    /// A flush failed. What it should have made durable may be gone even if a later flush succeeds (the page
+    /// cache can drop the dirty pages), so the store refuses every write from then on; reopening it (a
+    /// restart) recovers from what is really on disk.
+    #[error("a flush failed, so the store takes no more writes until it is reopened: {cause}")]
+    FlushFailed { cause: String },
 }
 
 /// What `verify_log` found: the log is whole, and ends here.
@@ -58,8 +62,8 @@ pub struct Snapshots {
 /// The event log, snapshots, idempotency records and outbox cursors of one deployment.
 pub struct Store {
     backend: Box<dyn Backend>,
-    /// Only for a store opened on a directory.
-    mark: Option<CommittedMark>,
+    /// Set by the first failed flush; every write is refused after it.
+    flush_failed: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -95,21 +99,12 @@ fn prefixed(prefix: u8, name: &[u8]) -> Vec<u8> {
 impl Store {
     /// Opens (or creates) the sled store in `dir`. A second process on the same dir gets `BackendError::Locked`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let mut store = Self::with_backend(Box::new(SledBackend::open(dir)?))?;
-        let io = |e: std::io::Error| BackendError::Io(e.to_string());
-        let (mark, committed) = CommittedMark::open(dir).map_err(io)?;
-        let committed = committed.map_err(|reason| StoreError::CorruptValue {
+        let (backend, mark) = SledBackend::open(dir)?;
+        mark.map_err(|reason| StoreError::CorruptValue {
             what: "committed mark".into(),
             reason,
         })?;
-        if let Some(committed) = committed {
-            let found = store.last_seq()?;
-            if found < committed {
-                return Err(StoreError::Truncated { committed, found });
-            }
-        }
-        store.mark = Some(mark);
-        Ok(store)
+        Self::with_backend(Box::new(backend))
     }
 
     /// The last seq of the newest record, checking only that record.
@@ -124,8 +119,14 @@ impl Store {
         Ok(seq + u64::from(count) - 1)
     }
 
+    /// A store over any backend: checks the format, takes back a torn tail that was never committed, and
+    /// refuses a log that ends before its committed mark.
     pub fn with_backend(backend: Box<dyn Backend>) -> Result<Self, StoreError> {
-        match backend.get(FORMAT_KEY)? {
+        let store = Self {
+            backend,
+            flush_failed: std::sync::OnceLock::new(),
+        };
+        match store.backend.get(FORMAT_KEY)? {
             Some(found) if found != FORMAT => {
                 return Err(StoreError::Format {
                     found: String::from_utf8_lossy(&found).into_owned(),
@@ -133,19 +134,80 @@ impl Store {
                 });
             }
             Some(_) => {}
-            None => {
-                backend.write(vec![Op::Put(FORMAT_KEY.to_vec(), FORMAT.to_vec())])?;
-                backend.flush()?;
+            None => store.write_and_flush(vec![Op::Put(FORMAT_KEY.to_vec(), FORMAT.to_vec())])?,
+        }
+        if let Some(committed) = store.backend.committed() {
+            store.drop_torn_tail(committed)?;
+            let found = store.last_seq()?;
+            if found < committed {
+                return Err(StoreError::Truncated { committed, found });
             }
         }
-        Ok(Self {
-            backend,
-            mark: None,
+        Ok(store)
+    }
+
+    /// A newest record that fails its checksum and lies past the committed mark is a write torn by a crash
+    /// before its flush: nobody was told it committed, so it is removed. At or before the mark it is
+    /// corruption, left for `verify_log` to report.
+    fn drop_torn_tail(&self, committed: u64) -> Result<(), StoreError> {
+        let mut newest = self.backend.range_rev(&log_key(0), &log_key(u64::MAX));
+        let Some((key, value)) = newest.next().transpose()? else {
+            return Ok(());
+        };
+        drop(newest);
+        let seq = key_seq(&key);
+        if seq <= committed || record::batch_count(&value).is_ok() {
+            return Ok(());
+        }
+        self.write_and_flush(vec![
+            Op::Delete(key),
+            Op::Delete(command_index_key(seq).to_vec()),
+        ])?;
+        tracing::warn!(
+            seq,
+            committed,
+            "removed a torn log record past the committed mark: it was never acknowledged"
+        );
+        Ok(())
+    }
+
+    /// Refuses once a flush has failed: nothing written after it could be trusted to reach the disk.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        match self.flush_failed.get() {
+            Some(cause) => Err(StoreError::FlushFailed {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.check_writable()?;
+        Ok(self.backend.write(ops)?)
+    }
+
+    fn flush_backend(&self) -> Result<(), StoreError> {
+        self.check_writable()?;
+        self.backend.flush().map_err(|error| {
+            let cause = error.to_string();
+            let _ = self.flush_failed.set(cause.clone());
+            StoreError::FlushFailed { cause }
         })
     }
 
+    fn write_and_flush(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.write(ops)?;
+        self.flush_backend()
+    }
+
+    /// Why the store takes no more writes, once a flush has failed.
+    pub fn flush_failure(&self) -> Option<&str> {
+        self.flush_failed.get().map(String::as_str)
+    }
+
     /// Appends one batch of events (seqs consecutive, continuing the log) with its idempotency records, as one
-    /// atomic write, then flushes. When this returns `Ok`, the batch is durable.
+    /// atomic write, then flushes. When this returns `Ok`, the batch is durable. A failed write changes
+    /// nothing and is `Backend`; a failed flush is `FlushFailed`, and the store takes no writes after it.
     pub fn append(
         &self,
         events: &[Envelope],
@@ -154,7 +216,7 @@ impl Store {
         let first = events.first().ok_or(StoreError::InvalidArgument(
             "a batch needs at least one event",
         ))?;
-        debug_assert!(
+        assert!(
             events.windows(2).all(|w| w[1].seq == w[0].seq + 1),
             "seqs in a batch are consecutive"
         );
@@ -168,24 +230,21 @@ impl Store {
                 record::frame(&to_postcard(&index)),
             ));
         }
-        self.backend.write(ops)?;
-        self.backend.flush()?;
-        if let Some(mark) = &self.mark {
-            let last = first.seq + events.len() as u64 - 1;
-            mark.record(last)
-                .map_err(|e| BackendError::Io(e.to_string()))?;
+        self.write_and_flush(ops)?;
+        let last = first.seq + events.len() as u64 - 1;
+        // The batch is durable already; a mark left behind only weakens the check at the next open.
+        if let Err(error) = self.backend.set_committed(last) {
+            tracing::warn!(%error, seq = last, "committed mark not advanced");
         }
         Ok(())
     }
 
-    /// Removes a batch whose durability is unknown (its flush failed), so its seqs can be written again.
+    /// Removes a batch whose write failed, in case any of it was kept, so its seqs can be written again.
     pub fn discard(&self, first_seq: u64) -> Result<(), StoreError> {
-        self.backend.write(vec![
+        self.write_and_flush(vec![
             Op::Delete(log_key(first_seq).to_vec()),
             Op::Delete(command_index_key(first_seq).to_vec()),
-        ])?;
-        self.backend.flush()?;
-        Ok(())
+        ])
     }
 
     /// Reads every record once: checks each checksum and that seqs run from 1 without gaps.
@@ -379,10 +438,7 @@ impl Store {
     /// Durably records that `sink` has handled every event up to `seq`.
     pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
         let key = Self::cursor_key(sink)?;
-        self.backend
-            .write(vec![Op::Put(key, record::frame(&seq.to_le_bytes()))])?;
-        self.backend.flush()?;
-        Ok(())
+        self.write_and_flush(vec![Op::Put(key, record::frame(&seq.to_le_bytes()))])
     }
 
     fn cursor_key(sink: &str) -> Result<Vec<u8>, StoreError> {
@@ -409,8 +465,7 @@ impl Store {
             SNAPSHOT_SEQ_KEY.to_vec(),
             record::frame(&seq.to_le_bytes()),
         ));
-        self.backend.write(ops)?;
-        Ok(())
+        self.write(ops)
     }
 
     /// Every room snapshot and the seq they are as of; `seq` 0 and no rooms when none was taken.
@@ -449,7 +504,7 @@ impl Store {
 
     /// Makes every earlier write durable.
     pub fn flush(&self) -> Result<(), StoreError> {
-        Ok(self.backend.flush()?)
+        self.flush_backend()
     }
 }
 

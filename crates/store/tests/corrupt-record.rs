@@ -2,83 +2,33 @@
 //!
 //! Two layers are tested. On disk, a byte is flipped in a copy of a real sled directory; sled's own checks may
 //! catch it first, and any error is acceptable as long as no read returns data that differs from what was
-//! written. In memory, a `Backend` over a `BTreeMap` lets the test damage exactly one stored value, so the store's
+//! written. In memory, the store's `MemoryBackend` lets the test damage exactly one stored value, so the store's
 //! own checksums and gap check are held to the exact seq and reason.
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use cohost_proto::{Envelope, RoomId};
 use cohost_store::{
-    Backend, BackendError, Batch, Entries, Entry, FrameError, LogSummary, Op, READ_EVENTS_MAX,
-    Store, StoreError,
+    Backend, Batch, FrameError, LogSummary, MemoryBackend, Op, READ_EVENTS_MAX, Store, StoreError,
 };
 use common::{LogBuilder, record_for, room_id, sample_batches};
 
-/// An in-memory backend; clones share the map, so a test keeps a handle to damage what the store wrote.
-#[derive(Debug, Clone, Default)]
-struct MemoryBackend {
-    map: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>,
+/// The store's own in-memory backend, with the two ways of damage these cases need, each checked to hit.
+trait Damage {
+    fn damage_key(&self, key: &[u8], change: impl FnOnce(&mut Vec<u8>));
+    fn remove(&self, key: &[u8]);
 }
 
-impl MemoryBackend {
-    fn map(&self) -> MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
-        // A poisoned lock means another assertion already failed.
-        self.map.lock().expect("the map lock is not poisoned")
-    }
-
-    fn entries_in(&self, from: &[u8], to: &[u8]) -> Vec<Result<Entry, BackendError>> {
-        if from >= to {
-            return Vec::new();
-        }
-        self.map()
-            .range(from.to_vec()..to.to_vec())
-            .map(|(k, v)| Ok((k.clone(), v.clone())))
-            .collect()
-    }
-
-    /// Changes the stored value of `key` in place.
-    fn damage(&self, key: &[u8], change: impl FnOnce(&mut Vec<u8>)) {
-        let mut map = self.map();
-        let value = map.get_mut(key).expect("the key to damage exists");
-        change(value);
+impl Damage for MemoryBackend {
+    fn damage_key(&self, key: &[u8], change: impl FnOnce(&mut Vec<u8>)) {
+        assert!(self.damage(key, change), "the key to damage exists");
     }
 
     fn remove(&self, key: &[u8]) {
-        assert!(self.map().remove(key).is_some(), "the key to remove exists");
-    }
-}
-
-impl Backend for MemoryBackend {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(self.map().get(key).cloned())
-    }
-
-    fn range(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
-        Box::new(self.entries_in(from, to).into_iter())
-    }
-
-    fn range_rev(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
-        Box::new(self.entries_in(from, to).into_iter().rev())
-    }
-
-    fn write(&self, ops: Vec<Op>) -> Result<(), BackendError> {
-        let mut map = self.map();
-        for op in ops {
-            match op {
-                Op::Put(key, value) => map.insert(key, value),
-                Op::Delete(key) => map.remove(&key),
-            };
-        }
-        Ok(())
-    }
-
-    fn flush(&self) -> Result<(), BackendError> {
-        Ok(())
+        assert!(self.delete(key), "the key to remove exists");
     }
 }
 
@@ -135,7 +85,7 @@ fn a_flipped_byte_names_the_first_seq_of_its_record() {
     for &(first, last, offset) in cases {
         let case = format!("record {first} byte {offset}");
         let (store, backend, batches) = sample_store();
-        backend.damage(&log_key(first), |value| {
+        backend.damage_key(&log_key(first), |value| {
             let at = offset.min(value.len() - 1);
             value[at] ^= 0x20;
         });
@@ -194,7 +144,7 @@ fn a_read_that_ends_before_a_damaged_record_succeeds() {
     let cases: &[(u64, u64, usize)] = &[(2, 1, 1), (5, 1, 4), (5, 3, 2), (7, 5, 2), (8, 2, 6)];
     for &(damaged, from, limit) in cases {
         let (store, backend, batches) = sample_store();
-        backend.damage(&log_key(damaged), |value| value[6] ^= 0x08);
+        backend.damage_key(&log_key(damaged), |value| value[6] ^= 0x08);
         let expected: Vec<Envelope> = events_from(&batches, from)
             .into_iter()
             .take(limit)
@@ -225,7 +175,7 @@ fn a_truncated_record_is_corrupt() {
     for &(first, keep, expected) in cases {
         let case = format!("record {first} keeping {keep}");
         let (store, backend, _) = sample_store();
-        backend.damage(&log_key(first), |value| {
+        backend.damage_key(&log_key(first), |value| {
             let keep = if keep > usize::MAX - 100 {
                 value.len() - (usize::MAX - keep)
             } else {
@@ -350,7 +300,7 @@ fn a_damaged_snapshot_or_mark_is_corrupt_value() {
         let store = Store::with_backend(Box::new(backend.clone())).unwrap();
         store.write_snapshots(9, &rooms).unwrap();
         assert_eq!(store.snapshots().unwrap().rooms, rooms);
-        backend.damage(key, damage);
+        backend.damage_key(key, damage);
         match store.snapshots() {
             Err(StoreError::CorruptValue {
                 what: found,
@@ -389,7 +339,7 @@ fn a_damaged_cursor_is_corrupt_value() {
         let store = Store::with_backend(Box::new(backend.clone())).unwrap();
         store.set_cursor("nats", 42).unwrap();
         store.set_cursor("webhooks", 7).unwrap();
-        backend.damage(b"Cnats", |v| damage(v));
+        backend.damage_key(b"Cnats", |v| damage(v));
         let err = store.cursor("nats").unwrap_err();
         match &err {
             StoreError::CorruptValue { what, reason: why } => {
@@ -424,7 +374,7 @@ fn a_damaged_command_index_is_corrupt_value_naming_its_batch() {
         let (store, backend, _) = sample_store();
         let mut key = vec![b'I'];
         key.extend_from_slice(&damaged.to_be_bytes());
-        backend.damage(&key, |value| value[5] ^= 0x40);
+        backend.damage_key(&key, |value| value[5] ^= 0x40);
         let mut index = store.command_index_rev();
         for &seq in before {
             assert_eq!(index.next().unwrap().unwrap().0, seq, "damaged {damaged}");
