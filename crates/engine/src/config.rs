@@ -2,8 +2,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cohost_core::Policy;
+use cohost_store::Backend;
 
 use crate::clock::{Clock, SystemClock};
+use crate::sequencer::{BATCH_MAX_LIMIT, SequencerConfig};
 
 /// How an engine runs. `Config::new(dir)` gives the defaults.
 #[derive(Clone)]
@@ -21,6 +23,9 @@ pub struct Config {
     pub idempotency_ttl_ms: u64,
     /// The most `command_id`s remembered; the oldest are forgotten first.
     pub idempotency_max: usize,
+    /// Where the log lives instead of sled in `data_dir`: an in-memory [`cohost_store::MemoryBackend`] with
+    /// faults for tests, or any other [`Backend`].
+    pub backend: Option<Arc<dyn Backend>>,
 }
 
 impl std::fmt::Debug for Config {
@@ -33,12 +38,10 @@ impl std::fmt::Debug for Config {
             .field("snapshot_every_events", &self.snapshot_every_events)
             .field("idempotency_ttl_ms", &self.idempotency_ttl_ms)
             .field("idempotency_max", &self.idempotency_max)
+            .field("backend", &self.backend.as_ref().map(|_| "injected"))
             .finish_non_exhaustive()
     }
 }
-
-/// The largest batch the sequencer takes, whatever the config says.
-pub const BATCH_MAX_LIMIT: usize = 1_024;
 
 impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -51,6 +54,26 @@ impl Config {
             snapshot_every_events: 1_000_000,
             idempotency_ttl_ms: 24 * 3_600_000,
             idempotency_max: 1_000_000,
+            backend: None,
+        }
+    }
+
+    /// The log in `backend` rather than in sled under `data_dir`.
+    pub fn with_backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    pub(crate) fn sequencer(&self) -> SequencerConfig {
+        SequencerConfig {
+            policy: self.policy,
+            batch_max: self.batch_max.clamp(1, BATCH_MAX_LIMIT),
+            // The channel holds the queue; the sequencer gets at most a turn's worth of it at a time.
+            queue_max: self.queue_max.saturating_add(BATCH_MAX_LIMIT + 1),
+            snapshot_every_events: self.snapshot_every_events.max(1),
+            idempotency_ttl_ms: self.idempotency_ttl_ms,
+            idempotency_max: self.idempotency_max,
+            trace: false,
         }
     }
 

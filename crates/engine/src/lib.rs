@@ -1,10 +1,15 @@
 //! The embeddable cohost engine: commands in, durable events out.
 //!
-//! One sequencer thread owns the rooms. It takes queued commands in batches, decides each in order with
+//! One sequencer owns the rooms. It takes queued commands in batches, decides each in order with
 //! `cohost-core`, appends all of the batch's events to the `cohost-store` log in one write with one flush, and
 //! only then updates the read model, acks the callers and publishes to subscribers. So an acknowledged command
 //! is durable, and readers never see what might still be lost. Queries read the read model and never wait for
-//! the sequencer.
+//! a batch to be decided or flushed.
+//!
+//! The sequencer itself ([`sequencer::Sequencer`]) is a deterministic state machine with no IO; a thread
+//! drives it with the channel, the clock and the store ([`driver`] holds the IO both it and the simulator
+//! use). A failed flush, or a panic in that thread, is fail-stop: [`Engine::health`] says why, every command
+//! is answered `unavailable`, reads go on, and reopening the store recovers.
 //!
 //! This crate knows no transport: no NATS, HTTP or LiveKit. Those edges call [`Engine`].
 //!
@@ -30,17 +35,19 @@
 
 mod clock;
 mod config;
+pub mod driver;
 mod error;
 mod idempotency;
 mod read_model;
 mod recovery;
+pub mod sequencer;
 mod stats;
 mod subscribe;
 mod timers;
 mod writer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use cohost_core::{Entitlement, InvitationFilter, RoomState, entitlement};
 use cohost_proto::{
@@ -53,9 +60,11 @@ use tokio::sync::{broadcast, oneshot};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cohost_core::InvitationFilter as Filter;
-pub use config::{BATCH_MAX_LIMIT, Config};
+pub use config::Config;
 pub use error::Error;
-pub use read_model::USER_INVITATIONS_MAX;
+pub use read_model::{ReadModel, USER_INVITATIONS_MAX};
+pub use recovery::{Recovered, recover};
+pub use sequencer::{BATCH_MAX_LIMIT, Health};
 pub use stats::StatsSnapshot;
 pub use subscribe::{EventStream, Interest, Watch};
 
@@ -80,21 +89,43 @@ pub struct Broadcaster {
 }
 
 pub(crate) struct Shared {
-    read: RwLock<read_model::ReadModel>,
+    read: RwLock<ReadModel>,
     events: Mutex<Option<broadcast::Sender<Arc<Vec<Envelope>>>>>,
     /// Taken at shutdown, so the store closes (and its directory lock is released) once in-flight reads end.
-    store: RwLock<Option<Arc<Store>>>,
+    store: Mutex<Option<Arc<Store>>>,
     stats: stats::Stats,
+    /// Set once, at fail-stop, with its cause.
+    failure: Mutex<Option<String>>,
+    failed: AtomicBool,
+}
+
+/// A lock that a panic elsewhere cannot turn into a panic here: what it guards is replaced whole or not at all.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {
     fn store(&self) -> Result<Arc<Store>, Error> {
-        let store = self
-            .store
-            .read()
-            .expect("store lock is never poisoned")
-            .clone();
+        let store = lock(&self.store).clone();
         store.ok_or_else(|| Error::unavailable("the engine has shut down"))
+    }
+
+    /// Fail-stop: the first cause is kept.
+    fn fail(&self, cause: String) {
+        let mut failure = lock(&self.failure);
+        if failure.is_none() {
+            *failure = Some(cause);
+        }
+        self.failed.store(true, Ordering::Release);
+    }
+
+    fn health(&self) -> Health {
+        match lock(&self.failure).clone() {
+            Some(cause) => Health::Failed { cause },
+            None => Health::Serving,
+        }
     }
 }
 
@@ -116,59 +147,34 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Opens the store in `config.data_dir`, rebuilds state from snapshots and the log, and starts the
-    /// sequencer. Fails with a clear error if the directory is in use or a log record is corrupt.
+    /// Opens the store in `config.data_dir` (or `config.backend`), rebuilds state from snapshots and the log,
+    /// and starts the sequencer. Fails with a clear error if the directory is in use or a log record is
+    /// corrupt.
     pub fn open(config: Config) -> Result<Self, Error> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            Error::unavailable(format!("cannot create {}: {e}", config.data_dir.display()))
-        })?;
-        let store = Store::open(&config.data_dir).map_err(|error| match error {
-            StoreError::Backend(BackendError::Locked(dir)) => Error::unavailable(format!(
-                "the data directory {dir} is already open in another engine process; one directory serves one process"
-            )),
-            other => Error::internal(format!("cannot open the store: {other}")),
-        })?;
-        let store = Arc::new(store);
+        let store = Arc::new(open_store(&config)?);
         let now = config.clock.now_ms();
-        let recovered = recovery::recover(
-            &store,
-            now,
-            config.idempotency_ttl_ms,
-            config.idempotency_max,
-        )?;
-        let last_seq = recovered.read.last_seq;
-        let rooms = recovered
-            .read
-            .rooms
-            .iter()
-            .map(|(id, entry)| (id.clone(), entry.state.clone()))
-            .collect();
+        let recovered = recover(&store, now, config.sequencer())?;
         let (events, _) = broadcast::channel(LIVE_FEED_BATCHES);
         let shared = Arc::new(Shared {
             read: RwLock::new(recovered.read),
             events: Mutex::new(Some(events.clone())),
-            store: RwLock::new(Some(store.clone())),
+            store: Mutex::new(Some(store.clone())),
             stats: stats::Stats::default(),
+            failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
         });
         let (jobs, queue) = crossbeam_channel::bounded(config.queue_max.max(1));
         let writer = writer::Writer {
+            sequencer: recovered.sequencer,
             shared: shared.clone(),
             events,
             store,
             clock: config.clock.clone(),
-            policy: config.policy,
-            batch_max: config.batch_max.clamp(1, BATCH_MAX_LIMIT),
-            snapshot_every_events: config.snapshot_every_events.max(1),
-            rooms,
-            idempotency: recovered.idempotency,
-            timers: recovered.timers,
-            last_seq,
-            snapshot_seq: recovered.snapshot_seq,
-            dirty: Default::default(),
+            take_max: config.batch_max.clamp(1, BATCH_MAX_LIMIT),
         };
         let handle = std::thread::Builder::new()
             .name("cohost-sequencer".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || writer::run(writer, queue))
             .map_err(|e| Error::internal(format!("cannot start the sequencer: {e}")))?;
         Ok(Self {
             shared,
@@ -189,13 +195,22 @@ impl Engine {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::unavailable("the engine is shutting down"));
         }
+        if self.shared.failed.load(Ordering::Acquire)
+            && let Health::Failed { cause } = self.health()
+        {
+            return Err(Error::unavailable(format!(
+                "the engine stopped taking writes ({cause}); it recovers when restarted"
+            )));
+        }
         let (reply, answer) = oneshot::channel();
-        match self.jobs.try_send(writer::Job::Command {
-            actor,
-            command,
-            options,
-            reply,
-        }) {
+        match self
+            .jobs
+            .try_send(writer::Job::Command(sequencer::Submission {
+                actor,
+                command,
+                options,
+                reply_to: reply,
+            })) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.shared.stats.record_queue_full();
@@ -224,11 +239,8 @@ impl Engine {
         self.execute(actor, command, options).await
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, read_model::ReadModel> {
-        self.shared
-            .read
-            .read()
-            .expect("read model lock is never poisoned: its holders do not panic")
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ReadModel> {
+        read_model::read(&self.shared.read)
     }
 
     /// The room as of the last durable event.
@@ -391,6 +403,12 @@ impl Engine {
         self.shared.stats.snapshot()
     }
 
+    /// Whether the engine takes writes: `Failed`, with its cause, after a failed flush or a panic in the
+    /// sequencer (fail-stop). Reads are served either way; a restart recovers from the store.
+    pub fn health(&self) -> Health {
+        self.shared.health()
+    }
+
     /// Stops taking commands, drains the queue, commits it, snapshots, flushes and stops the sequencer.
     /// Subscriptions end after delivering everything committed.
     pub async fn shutdown(&self) {
@@ -400,28 +418,33 @@ impl Engine {
         // The queue may be full; the stop must wait for room rather than be dropped.
         let jobs = self.jobs.clone();
         let _ = tokio::task::spawn_blocking(move || jobs.send(writer::Job::Stop).is_ok()).await;
-        let handle = self
-            .writer
-            .lock()
-            .expect("writer handle lock is never poisoned")
-            .take();
+        let handle = lock(&self.writer).take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
-        self.shared
-            .store
-            .write()
-            .expect("store lock is never poisoned")
-            .take();
-        self.shared
-            .events
-            .lock()
-            .expect("events lock is never poisoned")
-            .take();
+        lock(&self.shared.store).take();
+        lock(&self.shared.events).take();
     }
 
     /// Whether `shutdown` has begun.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
+}
+
+/// The store in the configured backend, or sled in the data directory.
+fn open_store(config: &Config) -> Result<Store, Error> {
+    if let Some(backend) = &config.backend {
+        return Store::with_backend(Box::new(backend.clone()))
+            .map_err(|e| Error::internal(format!("cannot open the store: {e}")));
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        Error::unavailable(format!("cannot create {}: {e}", config.data_dir.display()))
+    })?;
+    Store::open(&config.data_dir).map_err(|error| match error {
+        StoreError::Backend(BackendError::Locked(dir)) => Error::unavailable(format!(
+            "the data directory {dir} is already open in another engine process; one directory serves one process"
+        )),
+        other => Error::internal(format!("cannot open the store: {other}")),
+    })
 }

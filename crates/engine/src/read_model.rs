@@ -1,7 +1,9 @@
 //! What readers see: every room as of the last durable batch, and each candidate's invitations across rooms.
-//! The sequencer updates it after each flush; queries never wait for the sequencer.
+//! The sequencer's driver updates it after each flush, under a lock that readers share; queries never wait for
+//! a batch to be decided or flushed, only for the short apply of one that was.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cohost_core::{InvitationFilter, RoomState, apply};
 use cohost_proto::{Envelope, Event, Invitation, InvitationId, Page, RoomId, UserId};
@@ -48,15 +50,59 @@ impl RoomEntry {
 /// An invitation's place in a candidate's list: newest last.
 type UserKey = (u64, InvitationId);
 
+/// Every room as of the last durable seq, and each candidate's invitations across rooms. A fold of the durable
+/// log, like the rooms themselves: `apply` each envelope in seq order.
 #[derive(Debug, Default)]
-pub(crate) struct ReadModel {
-    pub rooms: HashMap<RoomId, RoomEntry>,
+pub struct ReadModel {
+    pub(crate) rooms: HashMap<RoomId, RoomEntry>,
     by_candidate: HashMap<UserId, BTreeSet<UserKey>>,
     /// The last seq whose event is applied here (and durable).
-    pub last_seq: u64,
+    pub(crate) last_seq: u64,
+}
+
+/// The read model behind its lock, for reading. A panic while the lock was held leaves it poisoned; that is
+/// the sequencer's fail-stop, and readers go on reading the last state rather than panicking in turn.
+pub fn read(lock: &RwLock<ReadModel>) -> RwLockReadGuard<'_, ReadModel> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The read model behind its lock, for the driver to apply a durable batch.
+pub fn write(lock: &RwLock<ReadModel>) -> RwLockWriteGuard<'_, ReadModel> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl ReadModel {
+    /// The last seq applied.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// A room's state, if the room exists.
+    pub fn room_state(&self, room_id: &RoomId) -> Option<&RoomState> {
+        self.rooms
+            .get(room_id)
+            .map(|entry| &entry.state)
+            .filter(|state| state.room().is_some())
+    }
+
+    /// Every room, in no particular order.
+    pub fn rooms(&self) -> impl Iterator<Item = (&RoomId, &RoomState)> {
+        self.rooms.iter().map(|(id, entry)| (id, &entry.state))
+    }
+
+    /// The snapshot bytes of the given rooms, as of `last_seq`.
+    pub(crate) fn encode_rooms(&self, rooms: &[RoomId]) -> Vec<(RoomId, Vec<u8>)> {
+        rooms
+            .iter()
+            .filter_map(|room_id| {
+                let entry = self.rooms.get(room_id)?;
+                Some((room_id.clone(), encode_entry(entry)))
+            })
+            .collect()
+    }
+
+    /// Folds one durable envelope in; seqs must follow on without a gap.
     pub fn apply(&mut self, envelope: &Envelope) {
         assert_eq!(envelope.seq, self.last_seq + 1, "seqs are gap-free");
         self.last_seq = envelope.seq;
@@ -82,7 +128,7 @@ impl ReadModel {
 
     /// Lists every held invitation of the rooms loaded so far under its candidate (at open, before replay).
     /// Order does not matter: each list keeps the newest entries whatever order they arrive in.
-    pub fn index_loaded_rooms(&mut self) {
+    pub(crate) fn index_loaded_rooms(&mut self) {
         let rooms = std::mem::take(&mut self.rooms);
         for entry in rooms.values() {
             for invitation in entry.state.held_invitations() {
@@ -92,7 +138,7 @@ impl ReadModel {
         self.rooms = rooms;
     }
 
-    pub fn room(&self, room_id: &RoomId) -> Result<&RoomEntry, Error> {
+    pub(crate) fn room(&self, room_id: &RoomId) -> Result<&RoomEntry, Error> {
         self.rooms
             .get(room_id)
             .filter(|e| e.state.room().is_some())
@@ -172,4 +218,25 @@ fn parse_user_cursor(text: &str) -> Result<UserKey, Error> {
         ms.parse().map_err(|_| bad())?,
         id.parse().map_err(|_| bad())?,
     ))
+}
+
+pub(crate) fn encode_entry(entry: &RoomEntry) -> Vec<u8> {
+    cohost_proto::codec::to_postcard(&SnapshotRecordRef::V1(entry))
+}
+
+pub(crate) fn decode_entry(bytes: &[u8]) -> Result<RoomEntry, cohost_proto::DecodeError> {
+    let SnapshotRecord::V1(entry) = cohost_proto::codec::from_postcard(bytes)?;
+    Ok(entry)
+}
+
+/// A room snapshot's stored form, versioned like the log.
+#[derive(serde::Deserialize)]
+enum SnapshotRecord {
+    V1(RoomEntry),
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename = "SnapshotRecord")]
+enum SnapshotRecordRef<'a> {
+    V1(&'a RoomEntry),
 }

@@ -5,15 +5,14 @@ use cohost_store::{Store, StoreError};
 
 use crate::Error;
 use crate::idempotency::{Idempotency, Remembered, key};
-use crate::read_model::ReadModel;
-use crate::timers::Timers;
-use crate::writer::decode_entry;
+use crate::read_model::{ReadModel, decode_entry};
+use crate::sequencer::{Sequencer, SequencerConfig};
 
-pub(crate) struct Recovered {
+/// A sequencer and a read model that continue the log in a store, both as of its last record.
+#[derive(Debug)]
+pub struct Recovered<T> {
+    pub sequencer: Sequencer<T>,
     pub read: ReadModel,
-    pub snapshot_seq: u64,
-    pub timers: Timers,
-    pub idempotency: Idempotency,
 }
 
 /// Why the engine would not open.
@@ -21,12 +20,14 @@ fn corrupt(error: StoreError) -> Error {
     Error::internal(format!("cannot open the store: {error}"))
 }
 
-pub(crate) fn recover(
+/// Rebuilds the engine's state from `store`: every checksum and seq checked, snapshots loaded, the log after
+/// them replayed, command ids remembered within their retention as of `now_ms`. A damaged record is an error
+/// naming its seq; an unreadable snapshot only means replaying from seq 1.
+pub fn recover<T>(
     store: &Store,
     now_ms: u64,
-    ttl_ms: u64,
-    idempotency_max: usize,
-) -> Result<Recovered, Error> {
+    config: SequencerConfig,
+) -> Result<Recovered<T>, Error> {
     let (read, snapshot_seq) = load_snapshots(store);
     let (read, snapshot_seq) = match replay(store, read)? {
         Some(read) => (read, snapshot_seq),
@@ -42,15 +43,19 @@ pub(crate) fn recover(
             )
         }
     };
-    let mut timers = Timers::default();
-    timers.rebuild(read.rooms.values().flat_map(|entry| entry.state.pending()));
-    let idempotency = remembered_commands(store, now_ms, ttl_ms, idempotency_max)?;
-    Ok(Recovered {
-        read,
-        snapshot_seq,
-        timers,
-        idempotency,
-    })
+    let idempotency = remembered_commands(
+        store,
+        now_ms,
+        config.idempotency_ttl_ms,
+        config.idempotency_max,
+    )?;
+    let rooms = read
+        .rooms
+        .iter()
+        .map(|(id, entry)| (id.clone(), entry.state.clone()))
+        .collect();
+    let sequencer = Sequencer::resume(config, rooms, read.last_seq, snapshot_seq, idempotency);
+    Ok(Recovered { sequencer, read })
 }
 
 /// Checks the whole log and applies what comes after the model's seq, in one pass. `None` when the model is

@@ -52,11 +52,7 @@ impl std::fmt::Debug for EventStream {
 
 impl EventStream {
     pub(crate) fn new(shared: Arc<Shared>, from_seq: u64, interest: Interest) -> Self {
-        let sender = shared
-            .events
-            .lock()
-            .expect("events lock is never poisoned")
-            .clone();
+        let sender = crate::lock(&shared.events).clone();
         // After shutdown there is no live feed: a closed one makes the stream end once the log is read.
         let live = sender
             .unwrap_or_else(|| broadcast::channel(1).0)
@@ -89,12 +85,7 @@ impl EventStream {
             if !self.buffer.is_empty() {
                 continue;
             }
-            let durable = self
-                .shared
-                .read
-                .read()
-                .expect("read model lock is never poisoned")
-                .last_seq;
+            let durable = crate::read_model::read(&self.shared.read).last_seq;
             if self.next_seq <= durable {
                 // No store means the engine has shut down: the stream ends, and the log keeps the rest.
                 let Ok(store) = self.shared.store() else {

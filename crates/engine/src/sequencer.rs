@@ -1,0 +1,742 @@
+//! The sequencer as a state machine: commands and time go in, batches to make durable and replies come out.
+//!
+//! Every decision of the write path lives here, and nothing else does: no channel, clock, thread, lock or store.
+//! It holds the rooms as decided so far, the remembered command ids, the expiry timers and the numbering of seqs
+//! and versions. A driver feeds it inputs and polls its outputs, doing the IO in between, in this order:
+//!
+//! ```text
+//! handle_timeout(now) · handle_command(now, submission)   queue
+//! poll_batch() -> Batch                                   decide
+//! (the driver writes and flushes the batch)               flush
+//! handle_durable(id) · handle_failed(id, failure, ..)     ack
+//! poll_reply() -> (reply_to, Answer)
+//! (the driver publishes the batch)                        publish
+//! poll_timeout() -> when handle_timeout is due next
+//! poll_snapshot() · handle_snapshot(..)                   snapshot
+//! ```
+//!
+//! At most one batch is in flight. A command's reply is released only once the batch it was decided in is
+//! durable, rejections included, since they were decided against state that was not durable yet. A failed
+//! batch answers every one of its commands `unavailable` and puts the state back to what is durable; a failed
+//! flush also stops the sequencer for good ("fail-stop"): nothing written since the last good flush can be
+//! trusted, so it refuses every command until a new one is recovered from the store.
+//!
+//! `T` is whatever the driver needs to answer a caller: a channel sender in the engine, a ticket number in the
+//! simulator.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ops::Range;
+
+use cohost_core::{Context, Policy, RoomState, apply, decide, reply};
+use cohost_proto::{
+    Actor, Command, Envelope, ErrorCode, Event, InvitationId, InvitationTarget, Reply, RoomId,
+};
+use cohost_store::IdempotencyRecord;
+
+use crate::idempotency::{self, Idempotency, Remembered};
+use crate::timers::Timers;
+use crate::{Error, Options};
+
+/// The largest batch the sequencer takes, whatever the config says.
+pub const BATCH_MAX_LIMIT: usize = 1_024;
+
+/// What the sequencer needs to know of the deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequencerConfig {
+    pub policy: Policy,
+    /// Commands decided per batch, 1 to [`BATCH_MAX_LIMIT`].
+    pub batch_max: usize,
+    /// Commands waiting to be decided; past this, `handle_command` answers `unavailable` at once.
+    pub queue_max: usize,
+    /// Events between room snapshots.
+    pub snapshot_every_events: u64,
+    /// How long a `command_id` is remembered.
+    pub idempotency_ttl_ms: u64,
+    /// The most `command_id`s remembered; the oldest are forgotten first.
+    pub idempotency_max: usize,
+    /// Keep a [`Decision`] for every command, for an auditor to check (the simulator); costs a clone each.
+    pub trace: bool,
+}
+
+impl Default for SequencerConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            batch_max: BATCH_MAX_LIMIT,
+            queue_max: 65_536,
+            snapshot_every_events: 1_000_000,
+            idempotency_ttl_ms: 24 * 3_600_000,
+            idempotency_max: 1_000_000,
+            trace: false,
+        }
+    }
+}
+
+/// A command to decide, and whatever the driver needs to answer its caller.
+#[derive(Debug)]
+pub struct Submission<T> {
+    pub actor: Actor,
+    pub command: Command,
+    pub options: Options,
+    pub reply_to: T,
+}
+
+/// Names a batch between `poll_batch` and `handle_durable` / `handle_failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchId(pub u64);
+
+/// What must become durable, in one write with one flush, before any command decided in it is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub id: BatchId,
+    /// Seqs consecutive, continuing the durable log.
+    pub envelopes: Vec<Envelope>,
+    /// The replies of its commands that carry a `command_id`, so a retry gets the same answer.
+    pub records: Vec<IdempotencyRecord>,
+    /// Commands decided in it, those that appended nothing included.
+    pub commands: usize,
+}
+
+impl Batch {
+    pub fn first_seq(&self) -> u64 {
+        self.envelopes[0].seq
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.envelopes[self.envelopes.len() - 1].seq
+    }
+}
+
+/// Where a remembered reply is stored: the `index`th idempotency record of the batch whose first seq is
+/// `batch_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredAt {
+    pub batch_seq: u64,
+    pub index: u32,
+}
+
+/// A command's answer. The sequencer keeps no replies in memory past their batch, so a retry of a remembered
+/// command is answered with where its first reply is stored, for the driver to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Ready(Result<Reply, Error>),
+    Stored(StoredAt),
+}
+
+/// Why a batch did not become durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The write failed and was taken back: the store is as it was before the batch. The sequencer goes on.
+    Write(String),
+    /// The flush failed, or taking a failed write back did: what is on disk is unknown until the store is
+    /// reopened, so the sequencer stops (fail-stop).
+    Flush(String),
+}
+
+/// Whether the sequencer takes commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Serving,
+    /// Fail-stop: every command is answered `unavailable` until the engine is recovered from its store.
+    Failed {
+        cause: String,
+    },
+}
+
+/// One decided command, as the trace keeps it (only with [`SequencerConfig::trace`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The number `handle_command` returned; `None` for the sequencer's own expiries.
+    pub submission: Option<u64>,
+    pub actor: Actor,
+    pub command: Command,
+    pub options: Options,
+    pub at_ms: u64,
+    pub answer: Answer,
+    /// The seqs of the events it appended; empty when it appended none.
+    pub seqs: Range<u64>,
+    /// The batch that must become durable before it is answered; `None` when it was answered at once.
+    pub batch: Option<BatchId>,
+}
+
+/// Rooms to snapshot, each as of `seq`, the last durable seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    pub seq: u64,
+    pub rooms: Vec<RoomId>,
+}
+
+struct Queued<T> {
+    actor: Actor,
+    command: Command,
+    options: Options,
+    /// `None` for the sequencer's own expiries, which nobody waits for.
+    reply_to: Option<T>,
+    submission: Option<u64>,
+}
+
+/// The batch being decided, then in flight until it is durable or failed.
+struct InFlight<T> {
+    id: BatchId,
+    first_seq: u64,
+    envelopes: Vec<Envelope>,
+    records: Vec<IdempotencyRecord>,
+    answers: Vec<(Option<T>, Answer)>,
+    touched: Vec<RoomId>,
+    remembered: Vec<idempotency::Key>,
+    /// Invitations this batch creates, armed once it is durable.
+    timers: Vec<(u64, InvitationId)>,
+}
+
+/// See the module docs.
+pub struct Sequencer<T> {
+    config: SequencerConfig,
+    now_ms: u64,
+    rooms: HashMap<RoomId, RoomState>,
+    idempotency: Idempotency,
+    timers: Timers,
+    /// Invitations with an `expire` queued and not yet decided, so a timer armed twice queues it once.
+    expiring: HashSet<InvitationId>,
+    queue: VecDeque<Queued<T>>,
+    in_flight: Option<InFlight<T>>,
+    replies: VecDeque<(T, Answer)>,
+    /// The last seq decided, and the last one durable.
+    last_seq: u64,
+    durable_seq: u64,
+    next_batch: u64,
+    next_submission: u64,
+    dirty: HashSet<RoomId>,
+    snapshot_seq: u64,
+    /// The durable seq at which the next snapshot is due.
+    snapshot_due_seq: u64,
+    health: Health,
+    trace: Vec<Decision>,
+}
+
+impl<T> std::fmt::Debug for Sequencer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("Sequencer")
+            .field("now_ms", &self.now_ms)
+            .field("last_seq", &self.last_seq)
+            .field("durable_seq", &self.durable_seq)
+            .field("queued", &self.queue.len())
+            .field("in_flight", &self.in_flight.as_ref().map(|b| b.id))
+            .field("health", &self.health)
+            .finish_non_exhaustive()
+    }
+}
+
+fn clamp(config: SequencerConfig) -> SequencerConfig {
+    SequencerConfig {
+        batch_max: config.batch_max.clamp(1, BATCH_MAX_LIMIT),
+        queue_max: config.queue_max.max(1),
+        snapshot_every_events: config.snapshot_every_events.max(1),
+        ..config
+    }
+}
+
+impl<T> Sequencer<T> {
+    /// A sequencer over an empty log.
+    pub fn new(config: SequencerConfig) -> Self {
+        let remembered = Idempotency::new(config.idempotency_ttl_ms, config.idempotency_max);
+        Self::resume(config, HashMap::new(), 0, 0, remembered)
+    }
+
+    /// A sequencer that continues a log: the rooms as of `last_seq` (all durable), and the remembered ids.
+    pub(crate) fn resume(
+        config: SequencerConfig,
+        rooms: HashMap<RoomId, RoomState>,
+        last_seq: u64,
+        snapshot_seq: u64,
+        idempotency: Idempotency,
+    ) -> Self {
+        let config = clamp(config);
+        let mut timers = Timers::default();
+        timers.rebuild(rooms.values().flat_map(RoomState::pending));
+        Self {
+            config,
+            now_ms: 0,
+            rooms,
+            idempotency,
+            timers,
+            expiring: HashSet::new(),
+            queue: VecDeque::new(),
+            in_flight: None,
+            replies: VecDeque::new(),
+            last_seq,
+            durable_seq: last_seq,
+            next_batch: 1,
+            next_submission: 1,
+            dirty: HashSet::new(),
+            snapshot_seq,
+            snapshot_due_seq: snapshot_seq + config.snapshot_every_events,
+            health: Health::Serving,
+            trace: Vec::new(),
+        }
+    }
+
+    fn observe(&mut self, now_ms: u64) {
+        // Decisions never go back in time, even if the clock does.
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    /// Queues a command; returns its submission number (what the trace names it by). When the queue is full
+    /// or the sequencer has failed, the command is answered `unavailable` at once.
+    pub fn handle_command(&mut self, now_ms: u64, submission: Submission<T>) -> u64 {
+        self.observe(now_ms);
+        let number = self.next_submission;
+        self.next_submission += 1;
+        let refused = match &self.health {
+            Health::Failed { cause } => Some(failed_error(cause)),
+            Health::Serving if self.queue.len() >= self.config.queue_max => Some(
+                Error::unavailable("the sequencer's queue is full; retry shortly"),
+            ),
+            Health::Serving => None,
+        };
+        match refused {
+            Some(error) => self
+                .replies
+                .push_back((submission.reply_to, Answer::Ready(Err(error)))),
+            None => self.queue.push_back(Queued {
+                actor: submission.actor,
+                command: submission.command,
+                options: submission.options,
+                reply_to: Some(submission.reply_to),
+                submission: Some(number),
+            }),
+        }
+        number
+    }
+
+    /// Queues `expire`, as the system, for every pending invitation due at `now_ms` (as far as the queue has
+    /// room; the rest stay armed).
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.observe(now_ms);
+        if self.health != Health::Serving {
+            return;
+        }
+        while self.queue.len() < self.config.queue_max {
+            let Some(id) = self.timers.pop_due(self.now_ms) else {
+                break;
+            };
+            let pending = self
+                .rooms
+                .get(id.room_id())
+                .and_then(|state| state.invitation(&id))
+                .is_some_and(|invitation| invitation.status.is_pending());
+            if pending && self.expiring.insert(id.clone()) {
+                self.queue.push_back(Queued {
+                    actor: Actor::System,
+                    command: Command::Expire(InvitationTarget { invitation_id: id }),
+                    options: Options::default(),
+                    reply_to: None,
+                    submission: None,
+                });
+            }
+        }
+        if self.timers.needs_rebuild() {
+            self.timers
+                .rebuild(self.rooms.values().flat_map(RoomState::pending));
+        }
+    }
+
+    /// When `handle_timeout` is due next: the earliest pending expiry.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        match self.health {
+            Health::Serving => self.timers.next_due_ms(),
+            Health::Failed { .. } => None,
+        }
+    }
+
+    /// Decides queued commands in order, at most `batch_max` per batch, and returns the next batch to make
+    /// durable. Commands that append nothing, when no batch is in flight, were decided against durable state
+    /// and are answered at once. `None` while a batch is in flight, after a failure, or when the queue is empty.
+    pub fn poll_batch(&mut self) -> Option<Batch> {
+        if self.in_flight.is_some() || self.health != Health::Serving {
+            return None;
+        }
+        while !self.queue.is_empty() {
+            let mut batch = InFlight {
+                id: BatchId(self.next_batch),
+                first_seq: self.last_seq + 1,
+                envelopes: Vec::new(),
+                records: Vec::new(),
+                answers: Vec::with_capacity(self.queue.len().min(self.config.batch_max)),
+                touched: Vec::new(),
+                remembered: Vec::new(),
+                timers: Vec::new(),
+            };
+            let traced_from = self.trace.len();
+            for _ in 0..self.config.batch_max {
+                let Some(queued) = self.queue.pop_front() else {
+                    break;
+                };
+                self.decide_one(queued, &mut batch);
+            }
+            if batch.envelopes.is_empty() {
+                self.release(batch.answers);
+                continue;
+            }
+            self.next_batch += 1;
+            let out = Batch {
+                id: batch.id,
+                envelopes: std::mem::take(&mut batch.envelopes),
+                records: std::mem::take(&mut batch.records),
+                commands: batch.answers.len(),
+            };
+            for decision in &mut self.trace[traced_from..] {
+                decision.batch = Some(batch.id);
+            }
+            self.in_flight = Some(batch);
+            return Some(out);
+        }
+        None
+    }
+
+    /// The batch is durable: its commands' answers are released, its invitations' timers armed.
+    pub fn handle_durable(&mut self, id: BatchId) {
+        let batch = self.take_in_flight(id);
+        assert_eq!(
+            batch.first_seq,
+            self.durable_seq + 1,
+            "batches become durable in seq order"
+        );
+        self.durable_seq = self.last_seq;
+        for (expires_ms, invitation_id) in batch.timers {
+            self.timers.push(expires_ms, invitation_id);
+        }
+        self.dirty.extend(batch.touched);
+        self.release(batch.answers);
+    }
+
+    /// The batch did not become durable: every command decided in it is answered `unavailable` (a retry with
+    /// the same `command_id` is safe), and each room it touched goes back to `durable(room_id)`, its state as
+    /// of the last durable batch (`None` for a room that did not exist). A [`Failure::Flush`] stops the
+    /// sequencer.
+    pub fn handle_failed(
+        &mut self,
+        id: BatchId,
+        failure: Failure,
+        durable: impl Fn(&RoomId) -> Option<RoomState>,
+    ) {
+        let batch = self.take_in_flight(id);
+        for room_id in &batch.touched {
+            match durable(room_id) {
+                Some(state) => {
+                    // The timers of what this batch answered were dropped as not pending: arm them again.
+                    for invitation in state.pending() {
+                        self.timers
+                            .push(invitation.expires_ms, invitation.invitation_id.clone());
+                    }
+                    self.rooms.insert(room_id.clone(), state);
+                }
+                None => {
+                    self.rooms.remove(room_id);
+                }
+            }
+        }
+        for key in batch.remembered {
+            self.idempotency.remove(key);
+        }
+        self.last_seq = self.durable_seq;
+        let cause = match failure {
+            Failure::Write(cause) => cause,
+            Failure::Flush(cause) => {
+                self.health = Health::Failed {
+                    cause: cause.clone(),
+                };
+                cause
+            }
+        };
+        let error = Error::unavailable(format!(
+            "the batch was not stored ({cause}); retry with the same command_id"
+        ));
+        let answers = batch
+            .answers
+            .into_iter()
+            .map(|(to, _)| (to, Answer::Ready(Err(error.clone()))));
+        self.release_answers(answers);
+        if let Health::Failed { cause } = &self.health {
+            let error = failed_error(cause);
+            let queued: Vec<_> = self.queue.drain(..).collect();
+            self.expiring.clear();
+            self.release_answers(
+                queued
+                    .into_iter()
+                    .map(|q| (q.reply_to, Answer::Ready(Err(error.clone())))),
+            );
+        }
+    }
+
+    /// The next answer to send.
+    pub fn poll_reply(&mut self) -> Option<(T, Answer)> {
+        self.replies.pop_front()
+    }
+
+    /// Rooms changed since the last snapshot, when one is due and no batch is in flight.
+    pub fn poll_snapshot(&mut self) -> Option<SnapshotRequest> {
+        let due = self.durable_seq >= self.snapshot_due_seq;
+        if !due {
+            return None;
+        }
+        self.snapshot_now()
+    }
+
+    /// The rooms changed since the last snapshot, whether or not one is due (at shutdown).
+    pub fn snapshot_now(&mut self) -> Option<SnapshotRequest> {
+        if self.dirty.is_empty() || self.in_flight.is_some() || self.health != Health::Serving {
+            return None;
+        }
+        Some(SnapshotRequest {
+            seq: self.durable_seq,
+            rooms: self.dirty.iter().cloned().collect(),
+        })
+    }
+
+    /// The snapshot taken as of `seq` was written (or not; then the next is due a full interval later).
+    pub fn handle_snapshot(&mut self, seq: u64, written: bool) {
+        self.snapshot_due_seq = seq + self.config.snapshot_every_events;
+        if written {
+            assert_eq!(seq, self.durable_seq, "a snapshot is as of the durable seq");
+            self.snapshot_seq = seq;
+            self.dirty.clear();
+        }
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The last durable seq.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
+    }
+
+    /// The seq the last snapshot was written at.
+    pub fn snapshot_seq(&self) -> u64 {
+        self.snapshot_seq
+    }
+
+    /// Commands waiting to be decided.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether a batch is waiting for `handle_durable` or `handle_failed`.
+    pub fn in_flight(&self) -> Option<BatchId> {
+        self.in_flight.as_ref().map(|b| b.id)
+    }
+
+    /// Every room as decided so far (including a batch in flight).
+    pub fn rooms(&self) -> impl Iterator<Item = (&RoomId, &RoomState)> {
+        self.rooms.iter()
+    }
+
+    /// The decisions made since the last call, in order (empty unless [`SequencerConfig::trace`] is on).
+    pub fn take_decisions(&mut self) -> Vec<Decision> {
+        std::mem::take(&mut self.trace)
+    }
+
+    fn take_in_flight(&mut self, id: BatchId) -> InFlight<T> {
+        let batch = self
+            .in_flight
+            .take()
+            .expect("handle_durable or handle_failed answers a batch in flight");
+        assert_eq!(batch.id, id, "the batch answered is the one in flight");
+        batch
+    }
+
+    fn release(&mut self, answers: Vec<(Option<T>, Answer)>) {
+        self.release_answers(answers.into_iter());
+    }
+
+    fn release_answers(&mut self, answers: impl Iterator<Item = (Option<T>, Answer)>) {
+        self.replies
+            .extend(answers.filter_map(|(to, answer)| Some((to?, answer))));
+    }
+
+    /// Decides one command into the batch being built, applying its events to the rooms as it goes.
+    fn decide_one(&mut self, queued: Queued<T>, batch: &mut InFlight<T>) {
+        let first_seq = self.last_seq + 1;
+        let answer = self.decide_answer(&queued, batch);
+        if let Command::Expire(target) = &queued.command
+            && queued.reply_to.is_none()
+        {
+            self.expiring.remove(&target.invitation_id);
+        }
+        if self.config.trace {
+            self.trace.push(Decision {
+                submission: queued.submission,
+                actor: queued.actor.clone(),
+                command: queued.command.clone(),
+                options: queued.options.clone(),
+                at_ms: self.now_ms,
+                answer: answer.clone(),
+                seqs: first_seq..self.last_seq + 1,
+                batch: None,
+            });
+        }
+        batch.answers.push((queued.reply_to, answer));
+    }
+
+    fn decide_answer(&mut self, queued: &Queued<T>, batch: &mut InFlight<T>) -> Answer {
+        let Queued {
+            actor,
+            command,
+            options,
+            ..
+        } = queued;
+        let key = options
+            .command_id
+            .as_ref()
+            .map(|id| idempotency::key(actor, id));
+        let fingerprint = key.map(|_| idempotency::fingerprint(command, options.expected_version));
+        if let (Some(key), Some(fingerprint)) = (key, fingerprint)
+            && let Some(seen) = self.idempotency.get(key, self.now_ms)
+        {
+            if seen.fingerprint != fingerprint {
+                return Answer::Ready(Err(Error::new(
+                    ErrorCode::Conflict,
+                    "command_id was already used for a different command",
+                )));
+            }
+            return remembered_answer(seen, batch);
+        }
+        let events = match self.decide_events(actor, command, options) {
+            Ok(events) => events,
+            Err(error) => return Answer::Ready(Err(error)),
+        };
+        let room_id = command.room_id();
+        let state = self
+            .rooms
+            .get(room_id)
+            .expect("decide_events keeps the room of a command it accepts");
+        let reply = reply(state, command, &events);
+        // A command that changed nothing is not remembered: there is no record to keep its reply in, and a
+        // retry decides the same nothing again.
+        if events.is_empty() {
+            return Answer::Ready(Ok(reply));
+        }
+        self.append(room_id, actor, options, events, batch);
+        if let (Some(key), Some(fingerprint), Some(command_id)) =
+            (key, fingerprint, &options.command_id)
+        {
+            let index =
+                u32::try_from(batch.records.len()).expect("a batch holds at most 1024 commands");
+            batch.records.push(IdempotencyRecord {
+                actor: actor.clone(),
+                command_id: command_id.clone(),
+                fingerprint,
+                at_ms: self.now_ms,
+                reply: idempotency::to_stored(&reply),
+            });
+            self.idempotency.insert(
+                key,
+                Remembered {
+                    fingerprint,
+                    at_ms: self.now_ms,
+                    batch_seq: batch.first_seq,
+                    index,
+                },
+            );
+            batch.remembered.push(key);
+        }
+        Answer::Ready(Ok(reply))
+    }
+
+    /// The events `command` appends, already applied to its room; a room that a rejected `create_room` made
+    /// room for is taken back.
+    fn decide_events(
+        &mut self,
+        actor: &Actor,
+        command: &Command,
+        options: &Options,
+    ) -> Result<Vec<Event>, Error> {
+        let room_id = command.room_id();
+        let exists = self.rooms.contains_key(room_id);
+        let creating = matches!(command, Command::CreateRoom(_)) && !exists;
+        if !creating && !exists {
+            return Err(Error::not_found("room not found"));
+        }
+        let ctx = Context {
+            actor,
+            now_ms: self.now_ms,
+            expected_version: options.expected_version,
+            policy: self.config.policy,
+        };
+        let state = self.rooms.entry(room_id.clone()).or_default();
+        match decide(state, command, &ctx) {
+            Ok(events) => {
+                for event in &events {
+                    apply(state, event);
+                }
+                Ok(events)
+            }
+            Err(rejection) => {
+                if creating {
+                    self.rooms.remove(room_id);
+                }
+                Err(rejection.into())
+            }
+        }
+    }
+
+    /// Numbers the events and adds them to the batch.
+    fn append(
+        &mut self,
+        room_id: &RoomId,
+        actor: &Actor,
+        options: &Options,
+        events: Vec<Event>,
+        batch: &mut InFlight<T>,
+    ) {
+        let version_after = self.rooms[room_id].version();
+        let version_before = version_after - events.len() as u64;
+        if !batch.touched.contains(room_id) {
+            batch.touched.push(room_id.clone());
+        }
+        for (offset, event) in events.into_iter().enumerate() {
+            if let Event::InvitationCreated { invitation } = &event {
+                batch
+                    .timers
+                    .push((invitation.expires_ms, invitation.invitation_id.clone()));
+            }
+            self.last_seq += 1;
+            batch.envelopes.push(Envelope {
+                seq: self.last_seq,
+                room_id: room_id.clone(),
+                version: version_before + offset as u64 + 1,
+                at_ms: self.now_ms,
+                actor: actor.user().cloned(),
+                command_id: options.command_id.clone(),
+                event,
+            });
+        }
+        assert_eq!(
+            batch.first_seq + batch.envelopes.len() as u64 - 1,
+            self.last_seq,
+            "seqs are gap-free"
+        );
+    }
+}
+
+/// The first reply to a remembered command: from the batch being built, or where it is stored.
+fn remembered_answer<T>(seen: Remembered, batch: &InFlight<T>) -> Answer {
+    if seen.batch_seq != batch.first_seq {
+        return Answer::Stored(StoredAt {
+            batch_seq: seen.batch_seq,
+            index: seen.index,
+        });
+    }
+    let record = batch
+        .records
+        .get(seen.index as usize)
+        .expect("a command remembered in this batch has its record in it");
+    Answer::Ready(Ok(idempotency::from_stored(&record.reply)))
+}
+
+fn failed_error(cause: &str) -> Error {
+    Error::unavailable(format!(
+        "the engine stopped taking writes after a storage failure ({cause}); it recovers when restarted"
+    ))
+}
