@@ -37,7 +37,7 @@ pub(crate) struct Writer {
 
 /// Runs the driver on this thread until the engine stops. A panic in it is fail-stop too: the engine reports
 /// it and answers every later command `unavailable`, rather than leaving callers waiting.
-pub(crate) fn run(writer: Writer, jobs: Receiver<Job>) {
+pub(crate) fn run(mut writer: Writer, jobs: Receiver<Job>) {
     let shared = writer.shared.clone();
     let Err(panic) = catch_unwind(AssertUnwindSafe(|| writer.run(&jobs))) else {
         return;
@@ -50,6 +50,9 @@ pub(crate) fn run(writer: Writer, jobs: Receiver<Job>) {
     let cause = format!("the sequencer panicked: {cause}");
     tracing::error!(%cause, "the engine stops taking writes");
     shared.fail(cause.clone());
+    // Only now do the callers of the batch in flight learn of it (their senders close), so none of them can
+    // look at the engine's health and still find it serving.
+    drop(writer);
     for job in jobs.iter() {
         match job {
             Job::Command(submission) => {
@@ -63,7 +66,7 @@ pub(crate) fn run(writer: Writer, jobs: Receiver<Job>) {
 }
 
 impl Writer {
-    fn run(mut self, jobs: &Receiver<Job>) {
+    fn run(&mut self, jobs: &Receiver<Job>) {
         let mut stopping = false;
         while !stopping {
             let first = match jobs.recv_timeout(self.wait()) {
@@ -123,6 +126,9 @@ impl Writer {
                     batch.commands,
                     started.elapsed(),
                 );
+            } else if let Health::Failed { cause } = self.sequencer.health() {
+                // Before any caller hears of it, so none can find the engine still serving.
+                self.shared.fail(cause.clone());
             }
             self.answer();
             if durable {
@@ -131,9 +137,6 @@ impl Writer {
             }
         }
         self.answer();
-        if let Health::Failed { cause } = self.sequencer.health() {
-            self.shared.fail(cause.clone());
-        }
     }
 
     fn answer(&mut self) {

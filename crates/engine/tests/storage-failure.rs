@@ -1,0 +1,144 @@
+//! The engine on a disk that fails, through its public API: a failed write costs only its batch, a failed
+//! flush and a panic in the sequencer are fail-stop (reported by `health`, every command `unavailable`, reads
+//! still served), and reopening the store recovers.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cohost_engine::{Config, Engine, Health, ManualClock};
+use cohost_proto::{ErrorCode, RoomStatus};
+use cohost_store::{Backend, BackendError, Crash, Entries, MemoryBackend, Op};
+use support::*;
+
+fn open_on(backend: Arc<dyn Backend>, clock: &Arc<ManualClock>) -> Engine {
+    let config = Config::new("unused-with-a-backend")
+        .with_clock(clock.clone())
+        .with_backend(backend);
+    Engine::open(config).expect("the engine opens")
+}
+
+async fn run(engine: &Engine, by: &str, command: cohost_proto::Command) -> Result<(), ErrorCode> {
+    engine
+        .execute(actor(by), command, Default::default())
+        .await
+        .map(drop)
+        .map_err(|e| e.code)
+}
+
+#[tokio::test]
+async fn a_failed_write_costs_its_batch_and_nothing_more() {
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let disk = MemoryBackend::new();
+    let engine = open_on(Arc::new(disk.clone()), &clock);
+    run(&engine, "alice", create("stage")).await.unwrap();
+    disk.fail_writes(1);
+    assert_eq!(
+        run(&engine, "alice", go_live("stage")).await,
+        Err(ErrorCode::Unavailable)
+    );
+    assert_eq!(engine.health(), Health::Serving);
+    assert_eq!(
+        engine.room(&room("stage")).unwrap().status,
+        RoomStatus::Idle
+    );
+    run(&engine, "alice", go_live("stage")).await.unwrap();
+    assert_eq!(engine.last_seq(), 2);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_flush_stops_writes_until_the_store_is_reopened() {
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let disk = MemoryBackend::new();
+    let engine = open_on(Arc::new(disk.clone()), &clock);
+    run(&engine, "alice", create("stage")).await.unwrap();
+    disk.fail_flushes(1);
+    assert_eq!(
+        run(&engine, "alice", go_live("stage")).await,
+        Err(ErrorCode::Unavailable)
+    );
+    let Health::Failed { cause } = engine.health() else {
+        panic!("a failed flush is fail-stop");
+    };
+    assert!(cause.contains("injected flush failure"), "{cause}");
+    for command in [go_live("stage"), create("other")] {
+        let error = engine
+            .execute(actor("alice"), command, Default::default())
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::Unavailable);
+        assert!(error.message.contains(&cause), "{error}");
+    }
+    let stage = engine.room(&room("stage")).expect("reads are still served");
+    assert_eq!((stage.status, stage.version), (RoomStatus::Idle, 1));
+    engine.shutdown().await;
+    assert_eq!(
+        disk.stats().flushes,
+        3,
+        "nothing flushed after the failure, at shutdown neither"
+    );
+
+    // The supervisor restarts the process: the store recovers from what is really on disk.
+    disk.crash(Crash::KeepUnflushed(usize::MAX));
+    let engine = open_on(Arc::new(disk.clone()), &clock);
+    assert_eq!(engine.health(), Health::Serving);
+    assert_eq!(engine.last_seq(), 1, "the failed flush's batch is gone");
+    run(&engine, "alice", go_live("stage")).await.unwrap();
+    engine.shutdown().await;
+}
+
+/// A disk whose next write panics: a broken invariant in the sequencer thread, as far as the engine can tell.
+#[derive(Debug, Clone, Default)]
+struct PanicOnWrite {
+    disk: MemoryBackend,
+    armed: Arc<AtomicBool>,
+}
+
+impl Backend for PanicOnWrite {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        self.disk.get(key)
+    }
+    fn range(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
+        self.disk.range(from, to)
+    }
+    fn range_rev(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
+        self.disk.range_rev(from, to)
+    }
+    fn write(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        assert!(!self.armed.swap(false, Ordering::SeqCst), "the disk panics");
+        self.disk.write(ops)
+    }
+    fn flush(&self) -> Result<(), BackendError> {
+        self.disk.flush()
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_the_sequencer_is_fail_stop_not_a_hang_or_a_poisoned_reader() {
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let disk = PanicOnWrite::default();
+    let engine = open_on(Arc::new(disk.clone()), &clock);
+    run(&engine, "alice", create("stage")).await.unwrap();
+    disk.armed.store(true, Ordering::SeqCst);
+    assert_eq!(
+        run(&engine, "alice", go_live("stage")).await,
+        Err(ErrorCode::Unavailable),
+        "the caller of the batch in flight is answered, not left waiting"
+    );
+    let Health::Failed { cause } = engine.health() else {
+        panic!("a panic is fail-stop");
+    };
+    assert!(
+        cause.contains("the sequencer panicked: the disk panics"),
+        "{cause}"
+    );
+    assert_eq!(
+        run(&engine, "alice", create("other")).await,
+        Err(ErrorCode::Unavailable)
+    );
+    assert_eq!(engine.room(&room("stage")).unwrap().version, 1);
+    assert_eq!(engine.read_events(1, 10).unwrap().len(), 1);
+    engine.shutdown().await;
+}
