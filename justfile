@@ -40,3 +40,8 @@ crash rounds="200":
 # The README's curl walkthrough against a fresh cohostd (release build, temp data dir, free port), step by step.
 demo:
     bash scripts/demo.sh
+
+# The deterministic simulator over many seeds (release build; COHOST_SIM_SEED=<n> cargo test -p cohost-sim
+# replays one). `just sim 1000000` is a long campaign.
+sim seeds="1000000" steps="200":
+    cargo run --release -p cohost-sim -- {{seeds}} --steps {{steps}}

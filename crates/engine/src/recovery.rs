@@ -1,6 +1,9 @@
 //! Opening: check the whole log, load room snapshots, replay the log after them, and rebuild what lives only
 //! in memory (the sequencer's rooms, expiry timers, remembered command ids).
 
+use std::collections::HashSet;
+
+use cohost_proto::RoomId;
 use cohost_store::{Store, StoreError};
 
 use crate::Error;
@@ -29,8 +32,8 @@ pub fn recover<T>(
     config: SequencerConfig,
 ) -> Result<Recovered<T>, Error> {
     let (read, snapshot_seq) = load_snapshots(store);
-    let (read, snapshot_seq) = match replay(store, read)? {
-        Some(read) => (read, snapshot_seq),
+    let ((read, replayed), snapshot_seq) = match replay(store, read)? {
+        Some(replayed) => (replayed, snapshot_seq),
         None => {
             tracing::warn!(
                 mark = snapshot_seq,
@@ -54,14 +57,27 @@ pub fn recover<T>(
         .iter()
         .map(|(id, entry)| (id.clone(), entry.state.clone()))
         .collect();
-    let sequencer = Sequencer::resume(config, rooms, read.last_seq, snapshot_seq, idempotency);
+    // Rooms the replay changed are newer than their snapshots: the next snapshot must write them, or it would
+    // move the mark past their events while their stored state stays behind.
+    let sequencer = Sequencer::resume(
+        config,
+        rooms,
+        read.last_seq,
+        snapshot_seq,
+        replayed,
+        idempotency,
+    );
     Ok(Recovered { sequencer, read })
 }
 
-/// Checks the whole log and applies what comes after the model's seq, in one pass. `None` when the model is
-/// ahead of the log (snapshots newer than the log they came from).
-fn replay(store: &Store, mut read: ReadModel) -> Result<Option<ReadModel>, Error> {
+/// Checks the whole log and applies what comes after the model's seq, in one pass, naming the rooms it
+/// changed. `None` when the model is ahead of the log (snapshots newer than the log they came from).
+fn replay(
+    store: &Store,
+    mut read: ReadModel,
+) -> Result<Option<(ReadModel, HashSet<RoomId>)>, Error> {
     read.index_loaded_rooms();
+    let mut replayed = HashSet::new();
     let mut broken = None;
     let summary = store
         .replay(read.last_seq, |batch| {
@@ -72,6 +88,9 @@ fn replay(store: &Store, mut read: ReadModel) -> Result<Option<ReadModel>, Error
                 if envelope.seq != read.last_seq + 1 {
                     broken = Some(envelope.seq);
                     continue;
+                }
+                if !replayed.contains(&envelope.room_id) {
+                    replayed.insert(envelope.room_id.clone());
                 }
                 read.apply(&envelope);
             }
@@ -86,7 +105,7 @@ fn replay(store: &Store, mut read: ReadModel) -> Result<Option<ReadModel>, Error
     if read.last_seq > summary.last_seq {
         return Ok(None);
     }
-    Ok(Some(read))
+    Ok(Some((read, replayed)))
 }
 
 /// Room snapshots as of their mark; an unreadable one means replaying from the start instead.

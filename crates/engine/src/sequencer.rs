@@ -239,15 +239,17 @@ impl<T> Sequencer<T> {
     /// A sequencer over an empty log.
     pub fn new(config: SequencerConfig) -> Self {
         let remembered = Idempotency::new(config.idempotency_ttl_ms, config.idempotency_max);
-        Self::resume(config, HashMap::new(), 0, 0, remembered)
+        Self::resume(config, HashMap::new(), 0, 0, HashSet::new(), remembered)
     }
 
-    /// A sequencer that continues a log: the rooms as of `last_seq` (all durable), and the remembered ids.
+    /// A sequencer that continues a log: the rooms as of `last_seq` (all durable), those changed since the
+    /// snapshot at `snapshot_seq`, and the remembered ids.
     pub(crate) fn resume(
         config: SequencerConfig,
         rooms: HashMap<RoomId, RoomState>,
         last_seq: u64,
         snapshot_seq: u64,
+        dirty: HashSet<RoomId>,
         idempotency: Idempotency,
     ) -> Self {
         let config = clamp(config);
@@ -267,7 +269,7 @@ impl<T> Sequencer<T> {
             durable_seq: last_seq,
             next_batch: 1,
             next_submission: 1,
-            dirty: HashSet::new(),
+            dirty,
             snapshot_seq,
             snapshot_due_seq: snapshot_seq + config.snapshot_every_events,
             health: Health::Serving,
@@ -312,6 +314,11 @@ impl<T> Sequencer<T> {
     /// room; the rest stay armed).
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.observe(now_ms);
+        self.queue_due();
+    }
+
+    /// Queues `expire` for what is due at the time last seen, as far as the queue has room.
+    fn queue_due(&mut self) {
         if self.health != Health::Serving {
             return;
         }
@@ -355,6 +362,8 @@ impl<T> Sequencer<T> {
         if self.in_flight.is_some() || self.health != Health::Serving {
             return None;
         }
+        // Expiries a full queue held back get their turn as it empties.
+        self.queue_due();
         while !self.queue.is_empty() {
             let mut batch = InFlight {
                 id: BatchId(self.next_batch),
@@ -375,6 +384,7 @@ impl<T> Sequencer<T> {
             }
             if batch.envelopes.is_empty() {
                 self.release(batch.answers);
+                self.queue_due();
                 continue;
             }
             self.next_batch += 1;

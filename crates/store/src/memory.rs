@@ -31,10 +31,13 @@ struct Disk {
     durable: Map,
     /// Writes since the last good flush, oldest first.
     unflushed: Vec<Vec<Op>>,
-    /// Kept outside the map, like the committed-mark file beside sled's directory.
-    committed: Option<u64>,
+    /// Kept outside the map, like the committed-mark file beside sled's directory; 0 before the first commit.
+    committed: u64,
     fail_writes: u32,
     fail_flushes: u32,
+    /// The process died in a flush: every call fails until `crash` brings the disk back.
+    down: bool,
+    die_at_flush: bool,
     writes: u64,
     flushes: u64,
 }
@@ -83,6 +86,17 @@ impl MemoryBackend {
         self.disk().fail_flushes = n;
     }
 
+    /// The process dies in the middle of the next flush, before anything reached the disk: the flush fails,
+    /// and so does every call after it, until [`MemoryBackend::crash`] says what the disk kept.
+    pub fn die_at_next_flush(&self) {
+        self.disk().die_at_flush = true;
+    }
+
+    /// Whether the process died in a flush and the disk awaits `crash`.
+    pub fn is_down(&self) -> bool {
+        self.disk().down
+    }
+
     /// The process dies: reads now see what the disk kept. Armed faults are cleared.
     pub fn crash(&self, how: Crash) {
         let mut disk = self.disk();
@@ -104,6 +118,8 @@ impl MemoryBackend {
         disk.durable = after;
         disk.fail_writes = 0;
         disk.fail_flushes = 0;
+        disk.down = false;
+        disk.die_at_flush = false;
     }
 
     /// Changes one stored value in place, as bit rot would; `false` when the key is absent.
@@ -141,20 +157,31 @@ impl MemoryBackend {
     }
 
     fn entries_in(&self, from: &[u8], to: &[u8]) -> Vec<Result<Entry, BackendError>> {
+        let disk = self.disk();
+        if disk.down {
+            return vec![Err(down())];
+        }
         if from >= to {
             return Vec::new();
         }
-        self.disk()
-            .current
+        disk.current
             .range(from.to_vec()..to.to_vec())
             .map(|(k, v)| Ok((k.clone(), v.clone())))
             .collect()
     }
 }
 
+fn down() -> BackendError {
+    BackendError::Io("the process died".into())
+}
+
 impl Backend for MemoryBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(self.disk().current.get(key).cloned())
+        let disk = self.disk();
+        if disk.down {
+            return Err(down());
+        }
+        Ok(disk.current.get(key).cloned())
     }
 
     fn range(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
@@ -167,6 +194,9 @@ impl Backend for MemoryBackend {
 
     fn write(&self, ops: Vec<Op>) -> Result<(), BackendError> {
         let mut disk = self.disk();
+        if disk.down {
+            return Err(down());
+        }
         disk.writes += 1;
         if disk.fail_writes > 0 {
             disk.fail_writes -= 1;
@@ -179,6 +209,10 @@ impl Backend for MemoryBackend {
 
     fn flush(&self) -> Result<(), BackendError> {
         let mut disk = self.disk();
+        if disk.down || disk.die_at_flush {
+            disk.down = true;
+            return Err(down());
+        }
         disk.flushes += 1;
         let unflushed = std::mem::take(&mut disk.unflushed);
         if disk.fail_flushes > 0 {
@@ -193,11 +227,11 @@ impl Backend for MemoryBackend {
     }
 
     fn committed(&self) -> Option<u64> {
-        self.disk().committed
+        Some(self.disk().committed)
     }
 
     fn set_committed(&self, seq: u64) -> Result<(), BackendError> {
-        self.disk().committed = Some(seq);
+        self.disk().committed = seq;
         Ok(())
     }
 }

@@ -1,0 +1,152 @@
+//! A deterministic simulator for the cohost sequencer, in the manner of TigerBeetle's VOPR and FoundationDB's
+//! simulation tests.
+//!
+//! One `u64` seed builds everything: a simulated clock, an in-memory disk that fails a write, fails a flush,
+//! dies in a flush or crashes (keeping a prefix of what was not flushed, or tearing the last write), the
+//! engine's sequencer with its store and read model (recovered from that disk after every crash), a population
+//! of clients sending random commands of every kind (with and without `command_id` and `expected_version`,
+//! from the right and the wrong parties, retried after `unavailable`), and an auditor holding every reply and
+//! the log to the reference model in `cohost-model`.
+//!
+//! Nothing here reads a clock, spawns a thread or draws from the OS: the same seed replays the same run, step
+//! for step. A failure names its seed and step; `COHOST_SIM_SEED=<n>` replays it.
+//!
+//! This crate is a test harness. It never decides anything itself: the rules are `cohost-core`'s, the
+//! write path `cohost-engine`'s.
+
+mod auditor;
+mod rng;
+mod world;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+pub use auditor::Counts;
+pub use world::{Stats, World};
+
+/// Steps per seed unless told otherwise.
+pub const STEPS_DEFAULT: u64 = 200;
+
+/// A check that failed: where, and what it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub seed: u64,
+    pub step: u64,
+    pub message: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} failed at step {}: {}\n  replay: COHOST_SIM_SEED={} cargo test -p cohost-sim",
+            self.seed, self.step, self.message, self.seed
+        )
+    }
+}
+
+/// What one seed's run did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Report {
+    pub stats: Stats,
+    pub counts: Counts,
+}
+
+fn message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Runs one seed for `steps` steps, then a last turn and every check.
+pub fn run(seed: u64, steps: u64) -> Result<Report, Violation> {
+    let violation = |step, panic| Violation {
+        seed,
+        step,
+        message: message(panic),
+    };
+    let mut world = catch_unwind(|| World::new(seed)).map_err(|p| violation(0, p))?;
+    for step in 1..=steps {
+        catch_unwind(AssertUnwindSafe(|| world.step())).map_err(|p| violation(step, p))?;
+    }
+    catch_unwind(AssertUnwindSafe(|| world.finish())).map_err(|p| violation(steps + 1, p))?;
+    Ok(Report {
+        stats: world.stats,
+        counts: world.auditor.counts,
+    })
+}
+
+/// Totals over many seeds.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub seeds: u64,
+    pub stats: Stats,
+    pub counts: Counts,
+}
+
+impl Totals {
+    fn add(&mut self, seeds: u64, stats: &Stats, counts: &Counts) {
+        self.seeds += seeds;
+        let (s, r) = (&mut self.stats, stats);
+        s.steps += r.steps;
+        s.commands += r.commands;
+        s.retries += r.retries;
+        s.turns += r.turns;
+        s.failed_writes += r.failed_writes;
+        s.failed_flushes += r.failed_flushes;
+        s.deaths_in_flush += r.deaths_in_flush;
+        s.crashes += r.crashes;
+        s.torn += r.torn;
+        s.restarts += r.restarts;
+        s.snapshots += r.snapshots;
+        let (c, r) = (&mut self.counts, counts);
+        c.decisions += r.decisions;
+        c.durable_batches += r.durable_batches;
+        c.failed_batches += r.failed_batches;
+        c.replies += r.replies;
+        c.unavailable += r.unavailable;
+        c.retries_remembered += r.retries_remembered;
+        c.stored_answers += r.stored_answers;
+        c.expiries += r.expiries;
+        c.survived_crashes += r.survived_crashes;
+    }
+}
+
+/// Runs `seeds` on every core, and gives the totals and the failures, lowest seed first.
+pub fn campaign(seeds: std::ops::Range<u64>, steps: u64) -> (Totals, Vec<Violation>) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let results: Vec<(Totals, Vec<Violation>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|worker| {
+                let seeds = seeds.clone();
+                scope.spawn(move || {
+                    let mut totals = Totals::default();
+                    let mut failures = Vec::new();
+                    for seed in seeds.filter(|seed| seed % threads == worker) {
+                        match run(seed, steps) {
+                            Ok(report) => totals.add(1, &report.stats, &report.counts),
+                            Err(violation) => failures.push(violation),
+                        }
+                    }
+                    (totals, failures)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .expect("a worker never panics: each seed catches its own")
+            })
+            .collect()
+    });
+    let mut totals = Totals::default();
+    let mut failures = Vec::new();
+    for (part, mut failed) in results {
+        totals.add(part.seeds, &part.stats, &part.counts);
+        failures.append(&mut failed);
+    }
+    failures.sort_by_key(|v| v.seed);
+    (totals, failures)
+}
