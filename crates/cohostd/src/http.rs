@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use cohost_core::InvitationFilter;
 use cohost_credentials::{Credentials, Webhooks};
-use cohost_engine::{Engine, Options};
+use cohost_engine::{Engine, Health, Options};
 use cohost_proto::{
     Actor, Command, CommandId, CreateRoom, ErrorCode, InvitationId, InvitationKind,
     InvitationStatus, InvitationTarget, Reply, RoomId, RoomTarget, UserId, UserTarget,
@@ -41,6 +41,14 @@ pub struct AppState {
     pub relay_lag: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
     /// Turns true at shutdown; live collections end on it.
     pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -164,7 +172,13 @@ async fn run(
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
+/// 200 while the engine takes writes; 503 with the cause once it has stopped (fail-stop after a storage
+/// failure: a supervisor restarts the process, which recovers from disk) or while it shuts down.
 async fn healthz(State(state): State<AppState>) -> Response {
+    if let Health::Failed { cause } = state.engine.health() {
+        let message = format!("the engine stopped taking writes: {cause}");
+        return ApiError::new(ErrorCode::Unavailable, message).into_response();
+    }
     if state.engine.is_closed() {
         return ApiError::new(ErrorCode::Unavailable, "shutting down").into_response();
     }
@@ -305,6 +319,7 @@ async fn broadcaster_data(
 }
 
 /// `?status&kind&limit&cursor` of a list.
+#[derive(Debug)]
 pub struct ListQuery {
     pub filter: InvitationFilter,
     pub limit: usize,

@@ -1,0 +1,220 @@
+//! cohostd: the cohost daemon. Configuration, the HTTP API with live collections over SSE, LiveKit webhooks,
+//! metrics, and, when `COHOST_NATS_URL` is set, the NATS relay and service.
+//!
+//! It decides nothing itself: every command goes to `cohost-engine`, credentials come from
+//! `cohost-credentials`, NATS from `cohost-nats`. It is the only crate that knows HTTP.
+//!
+//! The binary (`main.rs`) only calls [`main`]; the parts are a library so tests can serve the router in
+//! process, over an engine on a disk they control.
+
+pub mod auth;
+mod config;
+mod error;
+pub mod http;
+pub mod metrics;
+mod sse;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use cohost_core::Policy;
+use cohost_credentials::{Credentials, LiveKitConfig, Minter, Revoker, Webhooks};
+use cohost_engine::{Config, Engine, SystemClock};
+use cohost_nats::relay::{Mode, Relay, RelayConfig};
+use cohost_proto::UserId;
+
+use crate::config::{Cli, Settings, Subcommands};
+
+/// The daemon: parses the command line and the environment, then serves until SIGTERM, or runs a subcommand.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cohostd: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match cli.command {
+        Some(Subcommands::Token { user, ttl_s }) => token(&cli.settings, &user, ttl_s),
+        None => runtime.block_on(serve(cli.settings)),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("cohostd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The deployment's auth secret, or the dev one (generated once, kept in the data dir).
+fn auth_secret(settings: &Settings) -> Result<(String, bool), String> {
+    if let Some(secret) = &settings.auth_secret {
+        if secret.len() < 16 {
+            return Err("COHOST_AUTH_SECRET must be at least 16 characters".into());
+        }
+        return Ok((secret.clone(), false));
+    }
+    let (secret, created) = auth::dev_secret(&settings.data_dir).map_err(|e| {
+        format!(
+            "cannot keep the dev auth secret in {}: {e}",
+            settings.data_dir.display()
+        )
+    })?;
+    if created {
+        // Printed once, when generated; it stays in the data dir for `cohostd token`.
+        eprintln!("cohostd: dev mode: generated auth secret {secret}");
+    }
+    Ok((secret, true))
+}
+
+fn token(settings: &Settings, user: &str, ttl_s: u64) -> Result<(), String> {
+    let user = UserId::new(user).map_err(|e| e.to_string())?;
+    let (secret, _) = auth_secret(settings)?;
+    println!("{}", auth::Auth::new(&secret).mint(&user, ttl_s));
+    Ok(())
+}
+
+fn livekit(settings: &Settings) -> Result<(LiveKitConfig, bool), String> {
+    let dev = LiveKitConfig::dev();
+    let (api_key, api_secret, dev_mode) =
+        match (&settings.livekit_api_key, &settings.livekit_api_secret) {
+            (Some(key), Some(secret)) => (key.clone(), secret.clone(), false),
+            (None, None) => (dev.api_key, dev.api_secret, true),
+            _ => return Err("set both LIVEKIT_API_KEY and LIVEKIT_API_SECRET, or neither".into()),
+        };
+    let config = LiveKitConfig {
+        url: settings.livekit_url.clone(),
+        api_key,
+        api_secret,
+        room_prefix: settings.livekit_room_prefix.clone(),
+        token_ttl: Duration::from_secs(settings.token_ttl_s),
+        admin: settings.livekit_admin,
+    };
+    Ok((config, dev_mode))
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    let policy = Policy::new(
+        settings.invitation_ttl_s.saturating_mul(1_000),
+        settings.max_cohosts,
+    )
+    .map_err(|e| format!("COHOST_INVITATION_TTL_S / COHOST_MAX_COHOSTS: {e}"))?;
+    let (secret, dev_auth) = auth_secret(&settings)?;
+    let (livekit, dev_livekit) = livekit(&settings)?;
+    if dev_auth {
+        tracing::warn!(
+            secret_file = %settings.data_dir.join("dev-auth-secret").display(),
+            "DEV MODE: no COHOST_AUTH_SECRET; user tokens are signed with a generated secret. \
+             Get one with `cohostd token --user <id>`. Never run this in production."
+        );
+    }
+    if dev_livekit {
+        tracing::warn!(
+            "DEV MODE: no LIVEKIT_API_KEY/SECRET; LiveKit tokens use the dev key pair devkey/secret"
+        );
+    }
+    let mut config = Config::new(&settings.data_dir).with_policy(policy);
+    config.clock = Arc::new(SystemClock);
+    let engine = Engine::open(config).map_err(|e| e.to_string())?;
+    let credentials = Credentials::new(engine.clone(), Minter::new(livekit.clone()));
+    let webhooks = Webhooks::new(engine.clone(), livekit.clone(), Arc::new(SystemClock));
+    let revoker = if livekit.admin {
+        Some(Revoker::start(engine.clone(), livekit.clone()).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let nats = match &settings.nats_url {
+        Some(url) => Some(start_nats(&engine, url, &settings).await?),
+        None => None,
+    };
+    let relay_status = nats.as_ref().map(|(relay, _)| relay.lag_probe());
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let state = http::AppState {
+        engine: engine.clone(),
+        credentials,
+        webhooks,
+        auth: auth::Auth::new(&secret),
+        metrics: Arc::default(),
+        relay_lag: Arc::new(move || relay_status.as_ref().map(|probe| probe())),
+        closing,
+    };
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.http_addr))?;
+    tracing::info!(addr = %settings.http_addr, data_dir = %settings.data_dir.display(), "cohostd listening");
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = closing_tx.send(true);
+        })
+        .await
+        .map_err(|e| format!("HTTP server failed: {e}"))?;
+    tracing::info!("stopping: draining the engine");
+    if let Some((relay, service)) = nats {
+        if let Err(error) = service.stop().await {
+            tracing::warn!(%error, "NATS service did not stop cleanly");
+        }
+        relay.stop().await;
+    }
+    if let Some(revoker) = revoker {
+        revoker.stop().await;
+    }
+    engine.shutdown().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn start_nats(
+    engine: &Engine,
+    url: &str,
+    settings: &Settings,
+) -> Result<(Relay, cohost_nats::service::ServiceHandle), String> {
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
+    let mode = if settings.jetstream {
+        Mode::JetStream
+    } else {
+        Mode::Core
+    };
+    let relay_config = RelayConfig {
+        encoding: settings.wire_encoding,
+        ..RelayConfig::new(mode)
+    };
+    let relay = Relay::start(engine.clone(), client.clone(), relay_config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let service = cohost_nats::service::serve(client, engine.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(%url, ?mode, "NATS relay and service started");
+    Ok((relay, service))
+}
+
+/// SIGTERM or Ctrl-C: stop accepting connections, finish the requests in flight, then drain and flush.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}
