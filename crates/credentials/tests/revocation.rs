@@ -34,8 +34,6 @@ const ROUTE: &str = "/twirp/livekit.RoomService/RemoveParticipant";
 const START_MS: u64 = 1_700_000_000_000;
 /// Every wait has this bound, so a stuck revoker fails the test instead of hanging it.
 const WAIT_MAX: Duration = Duration::from_secs(5);
-/// How long the stand-in must then stay silent.
-const QUIET: Duration = Duration::from_millis(300);
 
 /// How the stand-in answers one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,13 +365,13 @@ async fn done(revoker: &Revoker, envelope: &Envelope) {
     eventually(&what, || revoker.done_seq() >= envelope.seq).await;
 }
 
-/// Nothing more reaches the stand-in for a while.
-async fn quiet(stand_in: &StandIn) {
-    let before = stand_in.calls().len();
-    tokio::time::sleep(QUIET).await;
+/// Stops the revoker, after which it calls nothing, and checks that it called nothing more since `seen` was
+/// taken: no removal is sent again once it succeeded.
+async fn stop_quietly(revoker: Revoker, stand_in: &StandIn, seen: &[Seen]) {
+    revoker.stop().await;
     assert_eq!(
-        stand_in.calls().len(),
-        before,
+        stand_in.seen(),
+        seen,
         "unexpected calls after the last removal"
     );
 }
@@ -444,8 +442,7 @@ async fn each_removal_reaches_livekit_once_through_failures() {
         ])
     );
 
-    quiet(&stand_in).await;
-    revoker.stop().await;
+    stop_quietly(revoker, &stand_in, &stand_in.seen()).await;
     engine.shutdown().await;
 }
 
@@ -480,10 +477,12 @@ async fn a_kill_while_retrying_neither_loses_nor_repeats_a_removal() {
     stand_in
         .until("four failed calls for carol", |seen| seen.len() >= 5)
         .await;
-    // The handle stays alive: dropping it would stop a revoker that outlived the kill.
-    doomed.shutdown_background();
+    // The handle stays alive: dropping it would stop a revoker that outlived the kill. Once the runtime's
+    // threads have stopped, the killed revoker can call nothing more.
+    tokio::task::spawn_blocking(move || doomed.shutdown_timeout(WAIT_MAX))
+        .await
+        .unwrap();
     engine.shutdown().await;
-    quiet(&stand_in).await;
     let before_restart = stand_in.seen();
     assert!(
         before_restart[1..]
@@ -499,9 +498,9 @@ async fn a_kill_while_retrying_neither_loses_nor_repeats_a_removal() {
     let second = Revoker::start(engine.clone(), livekit(stand_in.port)).unwrap();
     done(&second, &left).await;
     assert_eq!(engine.cursor(SINK).unwrap(), left.seq);
-    quiet(&stand_in).await;
-
     let all = stand_in.seen();
+    stop_quietly(second, &stand_in, &all).await;
+
     assert_eq!(
         all[before_restart.len()..],
         [seen("carol", carol, Answer::Removed)],
@@ -513,6 +512,5 @@ async fn a_kill_while_retrying_neither_loses_nor_repeats_a_removal() {
     );
 
     drop(first);
-    second.stop().await;
     engine.shutdown().await;
 }

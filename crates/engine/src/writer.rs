@@ -67,23 +67,28 @@ pub(crate) fn run(mut writer: Writer, jobs: Receiver<Job>) {
 
 impl Writer {
     fn run(&mut self, jobs: &Receiver<Job>) {
+        let mut arrived = Vec::with_capacity(self.take_max + 1);
         let mut stopping = false;
         while !stopping {
-            let first = match jobs.recv_timeout(self.wait()) {
-                Ok(job) => Some(job),
-                Err(RecvTimeoutError::Timeout) => None,
+            match jobs.recv_timeout(self.wait()) {
+                Ok(job) => arrived.push(job),
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
-            };
-            // Queue: invitations due first, so a command decided now never sees one still pending.
+            }
+            arrived.extend(jobs.try_iter().take(self.take_max));
+            if arrived.iter().any(|job| matches!(job, Job::Stop)) {
+                // Drain what was queued before the stop; `execute` refuses new work once closed is set.
+                arrived.extend(jobs.try_iter());
+                stopping = true;
+            }
+            // The clock is read after the jobs arrived, so a caller that moved the clock before sending a
+            // command finds the command decided at that time or later. Due invitations go first: a command
+            // decided now never sees one still pending.
             let now = self.clock.now_ms();
             self.sequencer.handle_timeout(now);
-            for job in first.into_iter().chain(jobs.try_iter().take(self.take_max)) {
-                stopping |= self.queue(now, job);
-            }
-            if stopping {
-                // Drain what was queued before the stop; `execute` refuses new work once closed is set.
-                for job in jobs.try_iter() {
-                    self.queue(now, job);
+            for job in arrived.drain(..) {
+                if let Job::Command(submission) = job {
+                    self.sequencer.handle_command(now, submission);
                 }
             }
             self.write_path();
@@ -92,17 +97,6 @@ impl Writer {
             }
         }
         self.stop();
-    }
-
-    /// Hands a job to the sequencer; `true` for the stop.
-    fn queue(&mut self, now: u64, job: Job) -> bool {
-        match job {
-            Job::Command(submission) => {
-                self.sequencer.handle_command(now, submission);
-                false
-            }
-            Job::Stop => true,
-        }
     }
 
     fn wait(&self) -> Duration {

@@ -1,5 +1,9 @@
 //! The timer expires pending invitations when `expires_ms` passes, driven by an injected clock, and picks up
 //! where it was after a restart.
+//!
+//! No test sleeps: after moving the clock, a command acts as a barrier. The sequencer reads the clock after
+//! a command arrives and decides due expiries before it, so once the command is answered, every expiry due
+//! at that time is durable, and none that is not due has happened.
 
 mod support;
 
@@ -19,6 +23,14 @@ fn status(t: &TestEngine, n: u64) -> InvitationStatus {
         .status
 }
 
+/// A command decided after every expiry due now: `go_live` on the live room, refused, changing nothing.
+async fn barrier(t: &TestEngine) {
+    assert_eq!(
+        t.code("alice", go_live("stage")).await,
+        ErrorCode::FailedPrecondition
+    );
+}
+
 #[tokio::test]
 async fn a_pending_invitation_expires_when_its_time_passes() {
     let t = open();
@@ -27,10 +39,15 @@ async fn a_pending_invitation_expires_when_its_time_passes() {
     t.ok("alice", invite("stage", "carol")).await;
     t.ok("carol", accept("stage", 2)).await;
     t.clock.advance(299_999);
-    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    barrier(&t).await;
     assert_eq!(status(&t, 1), InvitationStatus::Pending, "not yet due");
     t.clock.advance(1);
-    eventually("the expiry", || status(&t, 1) == InvitationStatus::Expired).await;
+    barrier(&t).await;
+    assert_eq!(
+        status(&t, 1),
+        InvitationStatus::Expired,
+        "due: expired before the barrier"
+    );
     assert_eq!(
         status(&t, 2),
         InvitationStatus::Approved,
@@ -59,10 +76,12 @@ async fn timers_survive_a_restart() {
     t.ok("alice", invite("stage", "bob")).await;
     let t = t.restart().await;
     t.clock.advance(300_000);
-    eventually("the expiry after restart", || {
-        status(&t, 1) == InvitationStatus::Expired
-    })
-    .await;
+    barrier(&t).await;
+    assert_eq!(
+        status(&t, 1),
+        InvitationStatus::Expired,
+        "expired after restart"
+    );
     let t = t.restart().await;
     assert_eq!(status(&t, 1), InvitationStatus::Expired);
     t.engine.shutdown().await;
@@ -78,10 +97,10 @@ async fn invitations_due_while_stopped_expire_on_open() {
     t.engine.shutdown().await;
     t.clock.advance(3_600_000);
     let t = t.restart().await;
-    eventually("all three expiries", || {
-        (1..=3).all(|n| status(&t, n) == InvitationStatus::Expired)
-    })
-    .await;
+    barrier(&t).await;
+    for n in 1..=3 {
+        assert_eq!(status(&t, n), InvitationStatus::Expired, "invitation {n}");
+    }
     assert_eq!(t.engine.last_seq(), 8);
     t.engine.shutdown().await;
 }

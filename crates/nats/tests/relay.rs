@@ -120,6 +120,18 @@ fn decode(message: &async_nats::Message) -> Envelope {
     decode_envelope(encoding, &message.payload).unwrap()
 }
 
+/// Waits until `check` holds, up to 10 s; no test waits for a fixed time.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn header_of(message: &async_nats::Message, name: &str) -> String {
     message
         .headers
@@ -187,13 +199,12 @@ async fn the_seed_flow_reaches_room_and_user_subscribers_in_order() {
         let carols = receive(&mut carol, 2).await;
         assert_eq!(header_of(&carols[0], header::MSG_ID), "stage-1:5:user");
         assert_eq!(decode(&carols[1]).event.type_name(), "invitation_rejected");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The cursor is written once the relay is idle, and never past what the server confirmed.
+        eventually("the relay's cursor at 10", || {
+            engine.cursor("nats").unwrap() == 10
+        })
+        .await;
         assert_eq!(relay.lag(), 0);
-        assert_eq!(
-            engine.cursor("nats").unwrap(),
-            10,
-            "the cursor advanced only after the flush"
-        );
         relay.stop().await;
         engine.shutdown().await;
     }
@@ -335,7 +346,7 @@ async fn jetstream_holds_every_event_once_through_an_outage_and_an_engine_restar
             "relay did not catch up: lag {}",
             relay.lag()
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let log = read_all(&engine).await;
     assert_eq!(log.len(), 5_000);
@@ -352,18 +363,30 @@ async fn jetstream_holds_every_event_once_through_an_outage_and_an_engine_restar
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A barrier: one more event. The relay publishes in seq order, so once it is confirmed, anything the
+    // relay would have republished from its stale cursor would have gone out before it.
+    let after = CreateRoom {
+        room_id: room_id("after-restart"),
+        title: None,
+        max_cohosts: None,
+    };
+    run(&engine, "host", Command::CreateRoom(after)).await;
+    eventually("the barrier event confirmed", || relay.lag() == 0).await;
+    let log = read_all(&engine).await;
+    assert_eq!(log.len(), 5_001);
     assert_exactly_once(&stream_contents(&server.url()).await, &log);
-    assert_eq!(relay.lag(), 0);
     let published = relay
         .status()
         .published
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(
-        published, 0,
+        published, 1,
         "resumed after the stream's last message, not from its own stale cursor"
     );
-    assert_eq!(engine.cursor("jetstream").unwrap(), 5_000);
+    eventually("the cursor at the barrier", || {
+        engine.cursor("jetstream").unwrap() == 5_001
+    })
+    .await;
     relay.stop().await;
     engine.shutdown().await;
 }
@@ -382,7 +405,7 @@ async fn the_stream_captures_event_subjects_only() {
     .await
     .unwrap();
     seed_flow(&engine, "stage-1").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("every event in the stream", || relay.lag() == 0).await;
     let context = jetstream::new(client.clone());
     let mut stream = context.get_stream("COHOST").await.unwrap();
     let subjects = stream.info().await.unwrap().config.subjects.clone();
