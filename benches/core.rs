@@ -78,7 +78,7 @@ fn record(initial: &[RoomState], length: usize) -> Vec<Step> {
     let mut rng = Rng::new(0xC0_4057);
     let mut script = Vec::with_capacity(length);
     while script.len() < length {
-        let room = rng.below(ROOMS);
+        let room = rng.index(ROOMS);
         let (actor, command) = next_command(&mut rng, &rooms[room], &users);
         if run(&mut rooms[room], &actor, &command) {
             script.push(Step {

@@ -177,7 +177,7 @@ fn wrong_party(rng: &mut Rng, state: &RoomState, command: &Command, users: &[Use
         Command::AcceptInvitation(_) | Command::RejectInvitation(_) => {
             Actor::User(state.room().expect("rooms exist").host.clone())
         }
-        _ => Actor::User(users[rng.below(users.len())].clone()),
+        _ => Actor::User(users[rng.index(users.len())].clone()),
     }
 }
 
@@ -209,7 +209,7 @@ impl Client {
     }
 
     fn plan(&mut self) -> Plan {
-        let room = self.rng.below(self.rooms.len());
+        let room = self.rng.index(self.rooms.len());
         let state = &self.rooms[room];
         let invalid = self.rng.chance(INVALID_PERCENT);
         let mut tries = 0;
@@ -297,7 +297,7 @@ impl Stop {
 async fn drive(engine: Engine, mut client: Client, pace: Option<Duration>, stop: Stop) -> Tally {
     let mut tally = Tally::default();
     let phase = pace.map_or(Duration::ZERO, |every| {
-        every.mul_f64(client.rng.below(1_000) as f64 / 1_000.0)
+        every.mul_f64(client.rng.index(1_000) as f64 / 1_000.0)
     });
     let mut next_at = tokio::time::Instant::now() + phase;
     while !stop.reached(&engine) {

@@ -278,7 +278,7 @@ async fn drive(target: Target, mut client: Client, until: Instant) -> Tally {
     let http = http_client();
     let mut tally = Tally::default();
     while Instant::now() < until {
-        let room = client.rng.below(client.rooms.len());
+        let room = client.rng.index(client.rooms.len());
         let plan = client.plan(room);
         *tally.mix.entry(plan.command.name()).or_default() += 1;
         let sent = Instant::now();

@@ -1,32 +1,7 @@
-//! Shared helpers for the benchmarks: a seeded generator and robust statistics.
+//! Shared helpers for the benchmarks: robust statistics and the command mix; the seeded generator is the
+//! workspace's one (`cohost_model::Rng`).
 
-/// SplitMix64: a tiny seeded generator, so every run replays the same workload.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n`.
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// True with probability `percent` / 100.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.next_u64() % 100 < percent
-    }
-}
+pub use cohost_model::Rng;
 
 /// The median of the samples (which it sorts).
 pub fn median(samples: &mut [f64]) -> f64 {
@@ -119,27 +94,27 @@ pub mod mix {
         let room = state.room().expect("rooms exist");
         let host = Actor::User(room.host.clone());
         if !room.cohosts.is_empty() && rng.chance(15) {
-            let seat = &room.cohosts[rng.below(room.cohosts.len())];
+            let seat = &room.cohosts[rng.index(room.cohosts.len())];
             let target = UserTarget {
                 room_id: room.room_id.clone(),
                 user_id: seat.user_id.clone(),
             };
             return (host, Command::RemoveCohost(target));
         }
-        if let Some(pending) = state.pending().nth(rng.below(state.pending_count().max(1)))
+        if let Some(pending) = state.pending().nth(rng.index(state.pending_count().max(1)))
             && rng.chance(75)
         {
             let target = InvitationTarget {
                 invitation_id: pending.invitation_id.clone(),
             };
             let candidate = Actor::User(pending.user_id.clone());
-            return match rng.below(10) {
+            return match rng.index(10) {
                 0..=4 => (candidate, Command::AcceptInvitation(target)),
                 5..=7 => (candidate, Command::RejectInvitation(target)),
                 _ => (host, Command::CancelInvitation(target)),
             };
         }
-        let user_id = users[rng.below(users.len())].clone();
+        let user_id = users[rng.index(users.len())].clone();
         (
             host,
             Command::Invite(UserTarget {

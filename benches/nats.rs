@@ -255,7 +255,7 @@ impl Acks {
 /// A free room of the client, tried at random a few times, then in order.
 fn free_room(client: &mut Client, busy: &[bool]) -> Option<usize> {
     (0..4)
-        .map(|_| client.rng.below(busy.len()))
+        .map(|_| client.rng.index(busy.len()))
         .find(|&room| !busy[room])
         .or_else(|| busy.iter().position(|b| !b))
 }
@@ -300,7 +300,7 @@ async fn drive_paced(engine: Engine, mut client: Client, every: Duration, until:
     let mut acks = Acks::default();
     let mut busy = vec![false; client.rooms.len()];
     let mut in_flight = FuturesUnordered::new();
-    let phase = every.mul_f64(client.rng.below(1_000) as f64 / 1_000.0);
+    let phase = every.mul_f64(client.rng.index(1_000) as f64 / 1_000.0);
     let until = tokio::time::Instant::from_std(until);
     let mut next_at = tokio::time::Instant::now() + phase;
     loop {
@@ -525,7 +525,7 @@ async fn prefill(engine: &Engine, users: &Arc<[UserId]>, events: u64) {
             let engine = engine.clone();
             tokio::spawn(async move {
                 while engine.last_seq() < events {
-                    let room = client.rng.below(client.rooms.len());
+                    let room = client.rng.index(client.rooms.len());
                     let plan = client.plan(room);
                     let ok = engine.execute(plan.actor, plan.command, Options::default());
                     if let (Ok(_), Some(events)) = (ok.await, plan.expected) {

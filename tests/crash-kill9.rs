@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use cohost_core::{RoomState, apply};
 use cohost_engine::{Config, Engine, ManualClock};
+use cohost_model::Rng;
 use cohost_proto::{Envelope, RoomId};
 
 const ROUNDS_DEFAULT: usize = 20;
@@ -47,23 +48,6 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The signal `Child::kill` sends on Unix.
 const SIGKILL: i32 = 9;
-
-/// splitmix64: the test's own replayable randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low + 1)
-    }
-}
 
 /// When a round kills its child.
 #[derive(Debug, Clone, Copy)]
@@ -466,7 +450,7 @@ fn acked_commands_survive_sigkill_and_replay_equals_recovered_state() {
     eprintln!(
         "crash-kill9: {rounds} rounds, seed {seed} (COHOST_CRASH_SEED={seed} replays the schedule)"
     );
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let temp = tempfile::tempdir().expect("temp dir");
     let data_dir: PathBuf = temp.path().join("data");
     let ack_file: PathBuf = temp.path().join("acks.log");
@@ -480,7 +464,7 @@ fn acked_commands_survive_sigkill_and_replay_equals_recovered_state() {
     let started = Instant::now();
     for round in 0..rounds {
         let kill = schedule(round, &mut rng);
-        let child_seed = rng.next();
+        let child_seed = rng.next_u64();
         assert!(
             seeds.insert(child_seed),
             "child seeds must differ: command ids carry them"

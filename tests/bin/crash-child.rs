@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cohost_engine::{Config, Engine, Error, Filter, Options};
+use cohost_model::Rng;
 use cohost_proto::{
     Actor, Command, CommandId, CreateRoom, ErrorCode, InvitationStatus, InvitationTarget, RoomId,
     RoomTarget, UserId, UserTarget,
@@ -32,30 +33,6 @@ const ROOMS: u64 = 4;
 const CANDIDATES: u64 = 12;
 /// A child the test forgot still goes away after this long.
 const LIFETIME_MAX: Duration = Duration::from_secs(300);
-
-/// xorshift64*: enough randomness to pick commands, and replayable from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        // splitmix64 of the seed, so nearby seeds give unrelated streams; never 0.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Self((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn user(name: &str) -> UserId {
     UserId::new(name).expect("test user names are valid ids")

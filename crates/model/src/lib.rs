@@ -6,6 +6,10 @@
 //! `user-3`), so random histories collide often. Only [`compare_room`] looks at the core's `RoomState`, to
 //! compare the two readings.
 
+mod rng;
+
+pub use rng::Rng;
+
 use cohost_core::RoomState;
 use cohost_proto::{
     Actor, Command, CreateRoom, ErrorCode, InvitationId, InvitationKind, InvitationStatus,

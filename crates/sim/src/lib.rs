@@ -15,7 +15,6 @@
 //! write path `cohost-engine`'s.
 
 mod auditor;
-mod rng;
 mod world;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -7,12 +7,11 @@ use std::sync::RwLock;
 use cohost_core::Policy;
 use cohost_engine::sequencer::{Batch, Health, Sequencer, SequencerConfig, Submission};
 use cohost_engine::{Options, ReadModel, driver, recover};
-use cohost_model::{Dice, Op, SEATS_DEFAULT, Step, TTL_MS, USERS, Who, to_command, user_name};
+use cohost_model::{Dice, Op, Rng, SEATS_DEFAULT, Step, TTL_MS, USERS, Who, to_command, user_name};
 use cohost_proto::{Actor, CommandId, Envelope, ErrorCode};
 use cohost_store::{Crash, MemoryBackend, Store};
 
 use crate::auditor::{Auditor, Ticket};
-use crate::rng::Rng;
 
 /// Where the simulated clock starts.
 const START_MS: u64 = 1_000_000;

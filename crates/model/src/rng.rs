@@ -1,4 +1,6 @@
-//! SplitMix64: small, fast, and the same sequence for the same seed on every machine.
+//! SplitMix64: small, fast, and the same sequence for the same seed on every machine. The one source of
+//! randomness of the workspace's test harnesses (the simulator, the benchmarks, the crash test), so each of them
+//! replays from a seed.
 
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -19,6 +21,16 @@ impl Rng {
     /// A number in `0..n` (`n` > 0).
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
+    }
+
+    /// An index into a collection of `len` items (`len` > 0).
+    pub fn index(&mut self, len: usize) -> usize {
+        self.below(len as u64) as usize
+    }
+
+    /// A number in `low..=high`.
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.below(high - low + 1)
     }
 
     /// `true` with probability `percent` / 100.
