@@ -20,6 +20,10 @@ pub fn commit<T>(
     store: &Store,
     read: &RwLock<ReadModel>,
 ) -> Result<(), Failure> {
+    assert!(
+        !batch.envelopes.is_empty(),
+        "a batch from poll_batch holds at least one event"
+    );
     let failure = match store.append(&batch.envelopes, &batch.records) {
         Ok(()) => {
             let mut model = read_model::write(read);

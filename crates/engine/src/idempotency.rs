@@ -2,8 +2,12 @@
 //! another command it is a conflict. Ids are scoped by actor, so two users never collide.
 //!
 //! An entry is small and fixed-size: a 128-bit hash of (actor, command_id) and where the reply is stored (its
-//! batch record). The map is sized for `max` entries up front, so it never rehashes on the sequencer thread;
-//! untouched capacity costs address space, not memory.
+//! batch record). The map is sized for `max` entries (plus a batch) up front, so it never rehashes on the
+//! sequencer thread; untouched capacity costs address space, not memory.
+//!
+//! The newest `max` entries are kept, and none past its TTL is answered. Entries are added as a batch is
+//! decided and trimmed only once it is durable, so a failed batch, whose entries are taken back, never cost an
+//! older entry its place.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -25,8 +29,10 @@ pub(crate) struct Remembered {
 /// The index, bounded by age and by count; the oldest go first.
 #[derive(Debug)]
 pub(crate) struct Idempotency {
-    map: HashMap<Key, Remembered>,
-    order: VecDeque<(u64, Key)>,
+    /// Each entry with the number of its insertion, so a stale place in `order` never evicts a newer entry.
+    map: HashMap<Key, (Remembered, u64)>,
+    order: VecDeque<(u64, Key, u64)>,
+    inserted: u64,
     ttl_ms: u64,
     max: usize,
 }
@@ -65,9 +71,11 @@ pub(crate) fn from_stored(reply: &StoredReply) -> Reply {
 impl Idempotency {
     pub fn new(ttl_ms: u64, max: usize) -> Self {
         let max = max.max(1);
+        let capacity = max + crate::sequencer::BATCH_MAX_LIMIT;
         Self {
-            map: HashMap::with_capacity(max),
-            order: VecDeque::with_capacity(max),
+            map: HashMap::with_capacity(capacity),
+            order: VecDeque::with_capacity(capacity),
+            inserted: 0,
             ttl_ms,
             max,
         }
@@ -76,30 +84,35 @@ impl Idempotency {
     pub fn get(&self, key: Key, now_ms: u64) -> Option<Remembered> {
         self.map
             .get(&key)
+            .map(|(remembered, _)| *remembered)
             .filter(|r| r.at_ms.saturating_add(self.ttl_ms) > now_ms)
-            .copied()
     }
 
+    /// Adds an entry; [`Idempotency::trim`] keeps the bounds once its batch is durable.
     pub fn insert(&mut self, key: Key, remembered: Remembered) {
-        // Make room first, so neither collection grows past its initial capacity.
-        self.evict(remembered.at_ms, self.max - 1);
-        self.order.push_back((remembered.at_ms, key));
-        self.map.insert(key, remembered);
+        self.inserted += 1;
+        self.order.push_back((remembered.at_ms, key, self.inserted));
+        self.map.insert(key, (remembered, self.inserted));
     }
 
+    /// Takes back an entry of the batch being decided (its batch failed): it is among the newest.
     pub fn remove(&mut self, key: Key) {
-        self.map.remove(&key);
+        if let Some((_, number)) = self.map.remove(&key)
+            && let Some(at) = self.order.iter().rposition(|&(_, _, n)| n == number)
+        {
+            self.order.remove(at);
+        }
     }
 
-    /// Forgets entries older than the TTL, and the oldest beyond `keep`.
-    fn evict(&mut self, now_ms: u64, keep: usize) {
-        while let Some(&(at_ms, key)) = self.order.front() {
+    /// Forgets entries older than the TTL at `now_ms`, and the oldest beyond `max`.
+    pub fn trim(&mut self, now_ms: u64) {
+        while let Some(&(at_ms, key, number)) = self.order.front() {
             let stale = at_ms.saturating_add(self.ttl_ms) <= now_ms;
-            if !stale && self.order.len() <= keep {
+            if !stale && self.order.len() <= self.max {
                 break;
             }
-            // The map may hold a newer entry under the same key (a removed, then reused id): keep that one.
-            if self.map.get(&key).is_some_and(|r| r.at_ms == at_ms) {
+            // The map may hold a newer entry under the same key (an id forgotten, then used again): keep it.
+            if self.map.get(&key).is_some_and(|&(_, n)| n == number) {
                 self.map.remove(&key);
             }
             self.order.pop_front();

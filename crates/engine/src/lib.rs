@@ -94,9 +94,18 @@ pub(crate) struct Shared {
     /// Taken at shutdown, so the store closes (and its directory lock is released) once in-flight reads end.
     store: Mutex<Option<Arc<Store>>>,
     stats: stats::Stats,
-    /// Set once, at fail-stop, with its cause.
-    failure: Mutex<Option<String>>,
+    /// The sequencer thread's state, watched by a caller whose answer never came.
+    writer_state: tokio::sync::watch::Sender<WriterState>,
     failed: AtomicBool,
+}
+
+/// What the sequencer thread reports of itself.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WriterState {
+    /// Set once, at fail-stop, with its cause.
+    failure: Option<String>,
+    /// The thread has ended.
+    finished: bool,
 }
 
 /// A lock that a panic elsewhere cannot turn into a panic here: what it guards is replaced whole or not at all.
@@ -114,19 +123,54 @@ impl Shared {
 
     /// Fail-stop: the first cause is kept.
     fn fail(&self, cause: String) {
-        let mut failure = lock(&self.failure);
-        if failure.is_none() {
-            *failure = Some(cause);
-        }
         self.failed.store(true, Ordering::Release);
+        self.writer_state.send_if_modified(|state| {
+            let first = state.failure.is_none();
+            if first {
+                state.failure = Some(cause);
+            }
+            first
+        });
     }
 
+    fn finished(&self) {
+        self.writer_state.send_modify(|state| state.finished = true);
+    }
+
+    /// Failed once the sequencer stopped, or once any flush of the store failed (a cursor's too: the store
+    /// then takes no writes, so the next batch would stop the sequencer anyway).
     fn health(&self) -> Health {
-        match lock(&self.failure).clone() {
-            Some(cause) => Health::Failed { cause },
+        if let Some(cause) = self.writer_state.borrow().failure.clone() {
+            return Health::Failed { cause };
+        }
+        let store = lock(&self.store).clone();
+        match store.as_deref().and_then(Store::flush_failure) {
+            Some(cause) => Health::Failed {
+                cause: format!("a flush failed: {cause}"),
+            },
             None => Health::Serving,
         }
     }
+
+    /// A caller's answer never came: the sequencer thread died in a panic (it reports so right after) or
+    /// ended. Waits for that report, so the caller never finds the engine still serving.
+    async fn lost_answer(&self) -> Error {
+        let mut state = self.writer_state.subscribe();
+        let _ = state
+            .wait_for(|state| state.failure.is_some() || state.finished)
+            .await;
+        let failure = state.borrow().failure.clone();
+        match failure {
+            Some(cause) => stopped_error(&cause),
+            None => Error::unavailable("the engine stopped before answering"),
+        }
+    }
+}
+
+fn stopped_error(cause: &str) -> Error {
+    Error::unavailable(format!(
+        "the engine stopped taking writes ({cause}); it recovers when restarted"
+    ))
 }
 
 /// A handle to a running engine. Cheap to clone; every clone drives the same engine.
@@ -160,7 +204,7 @@ impl Engine {
             events: Mutex::new(Some(events.clone())),
             store: Mutex::new(Some(store.clone())),
             stats: stats::Stats::default(),
-            failure: Mutex::new(None),
+            writer_state: tokio::sync::watch::Sender::new(WriterState::default()),
             failed: AtomicBool::new(false),
         });
         let (jobs, queue) = crossbeam_channel::bounded(config.queue_max.max(1));
@@ -198,9 +242,7 @@ impl Engine {
         if self.shared.failed.load(Ordering::Acquire)
             && let Health::Failed { cause } = self.health()
         {
-            return Err(Error::unavailable(format!(
-                "the engine stopped taking writes ({cause}); it recovers when restarted"
-            )));
+            return Err(stopped_error(&cause));
         }
         let (reply, answer) = oneshot::channel();
         match self
@@ -222,9 +264,10 @@ impl Engine {
                 return Err(Error::unavailable("the engine is shutting down"));
             }
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(Error::unavailable("the engine stopped before answering")))
+        match answer.await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(self.shared.lost_answer().await),
+        }
     }
 
     /// Parses a command from its name and JSON arguments (as NATS and HTTP carry them), then runs it.
@@ -395,7 +438,13 @@ impl Engine {
                 "a cursor cannot pass the last durable seq",
             ));
         }
-        Ok(self.shared.store()?.set_cursor(sink, seq)?)
+        let store = self.shared.store()?;
+        store.set_cursor(sink, seq).map_err(|error| {
+            if let Some(cause) = store.flush_failure() {
+                self.shared.fail(format!("a flush failed: {cause}"));
+            }
+            error.into()
+        })
     }
 
     /// Counters for metrics.

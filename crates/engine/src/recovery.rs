@@ -161,5 +161,6 @@ fn remembered_commands(
     for (key, remembered) in found.into_iter().rev() {
         idempotency.insert(key, remembered);
     }
+    idempotency.trim(now_ms);
     Ok(idempotency)
 }

@@ -412,6 +412,7 @@ impl<T> Sequencer<T> {
             "batches become durable in seq order"
         );
         self.durable_seq = self.last_seq;
+        self.idempotency.trim(self.now_ms);
         for (expires_ms, invitation_id) in batch.timers {
             self.timers.push(expires_ms, invitation_id);
         }

@@ -40,6 +40,7 @@ pub(crate) struct Writer {
 pub(crate) fn run(mut writer: Writer, jobs: Receiver<Job>) {
     let shared = writer.shared.clone();
     let Err(panic) = catch_unwind(AssertUnwindSafe(|| writer.run(&jobs))) else {
+        shared.finished();
         return;
     };
     let cause = panic
@@ -50,8 +51,7 @@ pub(crate) fn run(mut writer: Writer, jobs: Receiver<Job>) {
     let cause = format!("the sequencer panicked: {cause}");
     tracing::error!(%cause, "the engine stops taking writes");
     shared.fail(cause.clone());
-    // Only now do the callers of the batch in flight learn of it (their senders close), so none of them can
-    // look at the engine's health and still find it serving.
+    // Callers whose answers were lost in the unwinding wait for this report (`Shared::lost_answer`).
     drop(writer);
     for job in jobs.iter() {
         match job {
@@ -60,9 +60,10 @@ pub(crate) fn run(mut writer: Writer, jobs: Receiver<Job>) {
                     .reply_to
                     .send(Err(Error::unavailable(cause.clone())));
             }
-            Job::Stop => return,
+            Job::Stop => break,
         }
     }
+    shared.finished();
 }
 
 impl Writer {

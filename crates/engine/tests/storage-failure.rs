@@ -80,12 +80,25 @@ async fn a_failed_flush_stops_writes_until_the_store_is_reopened() {
         "nothing flushed after the failure, at shutdown neither"
     );
 
-    // The supervisor restarts the process: the store recovers from what is really on disk.
-    disk.crash(Crash::KeepUnflushed(usize::MAX));
+    // The supervisor restarts the process on the same machine: the cache still shows the batch whose flush
+    // failed. It was answered unavailable, which allows it to have landed; opening writes it again, so it is
+    // durable now.
+    disk.restart();
     let engine = open_on(Arc::new(disk.clone()), &clock);
     assert_eq!(engine.health(), Health::Serving);
-    assert_eq!(engine.last_seq(), 1, "the failed flush's batch is gone");
-    run(&engine, "alice", go_live("stage")).await.unwrap();
+    assert_eq!(engine.last_seq(), 2);
+    assert_eq!(
+        run(&engine, "alice", go_live("stage")).await,
+        Err(ErrorCode::FailedPrecondition),
+        "the go_live that was answered unavailable had landed"
+    );
+    engine.shutdown().await;
+    disk.crash(Crash::LoseUnflushed);
+    let engine = open_on(Arc::new(disk.clone()), &clock);
+    assert_eq!(
+        engine.room(&room("stage")).unwrap().status,
+        RoomStatus::Live
+    );
     engine.shutdown().await;
 }
 
@@ -140,5 +153,24 @@ async fn a_panic_in_the_sequencer_is_fail_stop_not_a_hang_or_a_poisoned_reader()
     );
     assert_eq!(engine.room(&room("stage")).unwrap().version, 1);
     assert_eq!(engine.read_events(1, 10).unwrap().len(), 1);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_flush_of_a_cursor_stops_the_engine_too() {
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let disk = MemoryBackend::new();
+    let engine = open_on(Arc::new(disk.clone()), &clock);
+    run(&engine, "alice", create("stage")).await.unwrap();
+    disk.fail_flushes(1);
+    assert!(engine.set_cursor("nats", 1).is_err());
+    let Health::Failed { cause } = engine.health() else {
+        panic!("the store takes no writes after any failed flush, so the engine says so");
+    };
+    assert!(cause.contains("injected flush failure"), "{cause}");
+    assert_eq!(
+        run(&engine, "alice", go_live("stage")).await,
+        Err(ErrorCode::Unavailable)
+    );
     engine.shutdown().await;
 }

@@ -4,10 +4,15 @@
 //! durable, is replayed on the reference model (`cohost-model`) in the order the sequencer decided it; the two
 //! must agree on the outcome and on how many events it appended, and the batch's envelopes must be exactly
 //! those events. A decision whose batch failed is not replayed: its command must be answered `unavailable`.
-//! The auditor keeps every durable envelope, so after a crash the recovered log must be exactly that, plus at
-//! most the one batch whose flush the crash interrupted.
+//! Every command must be answered, once, and never before the read model shows its batch. The auditor keeps
+//! every durable envelope, so after a crash the recovered log must be exactly that, plus at most one batch that
+//! a failed flush or a death in a flush left unconfirmed, whole.
+//!
+//! It also models the engine's memory of command ids: the newest `max` keyed commands that landed (and those
+//! of the batch being decided), each for `ttl_ms`. A retry within that memory must repeat the first reply and
+//! append nothing; one past it is decided afresh.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 
 use cohost_core::{RoomState, apply};
@@ -23,20 +28,27 @@ pub type Ticket = u64;
 enum Expected {
     /// Not decided yet (queued, or refused at the door, which answers `unavailable`).
     Waiting,
-    /// Decided in a batch that is in flight.
-    InFlight(BatchId, Answer),
-    /// Decided in a batch that failed, or cut off by a crash: only `unavailable` may come.
+    /// Decided in a batch that is in flight: no answer may come yet.
+    InFlight(BatchId),
+    /// Decided in a batch that failed: only `unavailable` may come.
     Unavailable,
-    /// Decided and final: exactly this.
-    Exactly(Result<Reply, Error>),
+    /// Final: exactly this, once the read model reaches `visible_seq`.
+    Exactly {
+        outcome: Result<Reply, Error>,
+        visible_seq: u64,
+    },
 }
 
-/// A keyed command that landed: what it asked and its first reply.
+type Key = (Actor, CommandId);
+
+/// A keyed command that landed: what it asked, its first reply, and its place in the engine's memory.
 #[derive(Debug, Clone)]
 struct Landed {
     command: Command,
     expected_version: Option<u64>,
     reply: Reply,
+    at_ms: u64,
+    number: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -47,9 +59,37 @@ pub struct Counts {
     pub replies: u64,
     pub unavailable: u64,
     pub retries_remembered: u64,
+    pub retries_forgotten: u64,
     pub stored_answers: u64,
     pub expiries: u64,
     pub survived_crashes: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, other: &Self) {
+        let Self {
+            decisions,
+            durable_batches,
+            failed_batches,
+            replies,
+            unavailable,
+            retries_remembered,
+            retries_forgotten,
+            stored_answers,
+            expiries,
+            survived_crashes,
+        } = other;
+        self.decisions += decisions;
+        self.durable_batches += durable_batches;
+        self.failed_batches += failed_batches;
+        self.replies += replies;
+        self.unavailable += unavailable;
+        self.retries_remembered += retries_remembered;
+        self.retries_forgotten += retries_forgotten;
+        self.stored_answers += stored_answers;
+        self.expiries += expiries;
+        self.survived_crashes += survived_crashes;
+    }
 }
 
 #[derive(Debug)]
@@ -58,11 +98,18 @@ pub struct Auditor {
     /// Every durable envelope, in seq order.
     log: Vec<Envelope>,
     versions: HashMap<RoomId, u64>,
-    landed: HashMap<(Actor, CommandId), Landed>,
+    landed: HashMap<Key, Landed>,
+    /// The numbers of the durable landings the engine remembers, oldest first: the newest `memory_max`.
+    memory: VecDeque<u64>,
+    memory_max: usize,
+    memory_ttl_ms: u64,
+    next_landing: u64,
     by_submission: HashMap<u64, Ticket>,
     expected: HashMap<Ticket, Expected>,
-    /// The decisions of the batch in flight, with its envelopes once known.
+    /// The decisions of the batch in flight.
     in_flight: Vec<Decision>,
+    /// Decisions of a batch that failed in its flush or died in it: it may yet turn up in the log.
+    unconfirmed: Vec<Decision>,
     /// Tickets cut off by a crash: no answer may ever come for them.
     cut_off: HashSet<Ticket>,
     pub counts: Counts,
@@ -72,16 +119,26 @@ fn code(outcome: &Result<Reply, Error>) -> Result<(), ErrorCode> {
     outcome.as_ref().map(drop).map_err(|e| e.code)
 }
 
+fn key_of(decision: &Decision) -> Option<Key> {
+    let id = decision.options.command_id.clone()?;
+    Some((decision.actor.clone(), id))
+}
+
 impl Auditor {
-    pub fn new() -> Self {
+    pub fn new(memory_max: usize, memory_ttl_ms: u64) -> Self {
         Self {
             model: Model::new(),
             log: Vec::new(),
             versions: HashMap::new(),
             landed: HashMap::new(),
+            memory: VecDeque::new(),
+            memory_max,
+            memory_ttl_ms,
+            next_landing: 1,
             by_submission: HashMap::new(),
             expected: HashMap::new(),
             in_flight: Vec::new(),
+            unconfirmed: Vec::new(),
             cut_off: HashSet::new(),
             counts: Counts::default(),
         }
@@ -95,22 +152,39 @@ impl Auditor {
         &self.log
     }
 
+    /// Commands sent and not yet answered.
+    pub fn outstanding(&self) -> usize {
+        self.expected.len()
+    }
+
     pub fn submitted(&mut self, ticket: Ticket, number: u64) {
         self.by_submission.insert(number, ticket);
         self.expected.insert(ticket, Expected::Waiting);
     }
 
-    /// Decisions from the trace, in the order they were made. Those answered at once are final now.
-    pub fn decided(&mut self, decisions: Vec<Decision>) {
+    /// Decisions from the trace, in the order they were made, all at `now_ms`. Those answered at once are
+    /// final now.
+    pub fn decided(&mut self, decisions: Vec<Decision>, now_ms: u64) {
         for decision in decisions {
             self.counts.decisions += 1;
+            assert_eq!(
+                decision.at_ms, now_ms,
+                "decided at the time of its turn: {decision:?}"
+            );
             match decision.batch {
                 None => {
-                    let outcome = self.replay(&decision);
-                    self.expect(&decision, Expected::Exactly(outcome));
+                    let outcome = self.replay(&decision, &mut Vec::new());
+                    let visible_seq = self.durable_seq();
+                    self.expect(
+                        &decision,
+                        Expected::Exactly {
+                            outcome,
+                            visible_seq,
+                        },
+                    );
                 }
                 Some(id) => {
-                    self.expect(&decision, Expected::InFlight(id, decision.answer.clone()));
+                    self.expect(&decision, Expected::InFlight(id));
                     self.in_flight.push(decision);
                 }
             }
@@ -118,15 +192,18 @@ impl Auditor {
     }
 
     fn expect(&mut self, decision: &Decision, expected: Expected) {
-        if let Some(number) = decision.submission {
-            let ticket = self.by_submission[&number];
-            let before = self.expected.insert(ticket, expected);
-            assert_eq!(
-                before,
-                Some(Expected::Waiting),
-                "submission {number} was decided twice"
-            );
-        }
+        let Some(number) = decision.submission else {
+            return;
+        };
+        let ticket = self.by_submission[&number];
+        let before = self.expected.insert(ticket, expected.clone());
+        let was_waiting = before == Some(Expected::Waiting);
+        let was_in_flight = matches!(before, Some(Expected::InFlight(_)))
+            && !matches!(expected, Expected::InFlight(_));
+        assert!(
+            was_waiting || was_in_flight,
+            "submission {number}: {before:?} then {expected:?}"
+        );
     }
 
     /// The batch in flight became durable.
@@ -137,30 +214,37 @@ impl Auditor {
             decisions.iter().all(|d| d.batch == Some(batch.id)),
             "the trace's batch is the one committed"
         );
-        self.check_envelopes(batch, &decisions);
-        for decision in &decisions {
-            let outcome = self.replay(decision);
-            if let Some(number) = decision.submission {
-                let ticket = self.by_submission[&number];
-                self.expected.insert(ticket, Expected::Exactly(outcome));
-            }
+        for (decision, outcome) in self.take_in(batch, &decisions) {
+            let visible_seq = self.durable_seq();
+            self.expect(
+                &decision,
+                Expected::Exactly {
+                    outcome,
+                    visible_seq,
+                },
+            );
         }
-        self.log.extend(batch.envelopes.iter().cloned());
     }
 
-    /// The batch in flight failed: nothing of it happened.
-    pub fn failed(&mut self) {
+    /// The batch in flight failed. A failed write is gone; a failed flush may still turn up at recovery.
+    pub fn failed(&mut self, flush: bool) {
         self.counts.failed_batches += 1;
-        for decision in std::mem::take(&mut self.in_flight) {
-            if let Some(number) = decision.submission {
-                let ticket = self.by_submission[&number];
-                self.expected.insert(ticket, Expected::Unavailable);
-            }
+        let decisions = std::mem::take(&mut self.in_flight);
+        for decision in &decisions {
+            self.expect(decision, Expected::Unavailable);
+        }
+        if flush {
+            self.unconfirmed = decisions;
         }
     }
 
-    /// A reply reached its caller.
-    pub fn replied(&mut self, ticket: Ticket, outcome: &Result<Reply, Error>) {
+    /// The process died in the flush of the batch in flight: like a failed flush, nobody hears of it.
+    pub fn died_in_flush(&mut self) {
+        self.unconfirmed = std::mem::take(&mut self.in_flight);
+    }
+
+    /// A reply reached its caller, when the read model was at `read_seq`.
+    pub fn replied(&mut self, ticket: Ticket, outcome: &Result<Reply, Error>, read_seq: u64) {
         self.counts.replies += 1;
         assert!(
             !self.cut_off.contains(&ticket),
@@ -179,24 +263,34 @@ impl Auditor {
                 Err(ErrorCode::Unavailable),
                 "ticket {ticket}: a command not decided in a durable batch may only be told unavailable, got {outcome:?}"
             ),
-            Expected::InFlight(id, _) => {
+            Expected::InFlight(id) => {
                 panic!("ticket {ticket} answered while its batch {id:?} was in flight: {outcome:?}")
             }
-            Expected::Exactly(want) => assert_eq!(outcome, &want, "ticket {ticket}'s reply"),
+            Expected::Exactly {
+                outcome: want,
+                visible_seq,
+            } => {
+                assert_eq!(outcome, &want, "ticket {ticket}'s reply");
+                assert!(
+                    read_seq >= visible_seq,
+                    "ticket {ticket} answered while readers were at seq {read_seq}, before its seq {visible_seq}"
+                );
+            }
         }
     }
 
-    /// The process died. Whatever was not answered never will be; a batch in flight may have survived.
-    pub fn crashed(&mut self) -> Vec<Ticket> {
+    /// The process died. Whatever was not answered never will be.
+    pub fn crashed(&mut self) {
         let lost: Vec<Ticket> = self.expected.drain().map(|(ticket, _)| ticket).collect();
-        self.cut_off.extend(lost.iter().copied());
+        self.cut_off.extend(lost);
         self.by_submission.clear();
-        lost
     }
 
-    /// After recovery: the log holds every durable envelope and nothing else, except perhaps all of `died`,
-    /// the batch whose flush the crash cut off (then it counts as durable).
-    pub fn recovered(&mut self, recovered_log: &[Envelope], died: Option<&Batch>) {
+    /// After recovery: the log holds every durable envelope and nothing else, except perhaps all of
+    /// `unconfirmed` (the batch a failed flush or a death in a flush left behind; then it counts as durable).
+    pub fn recovered(&mut self, recovered_log: &[Envelope], unconfirmed: Option<&Batch>) {
+        self.in_flight.clear();
+        let decisions = std::mem::take(&mut self.unconfirmed);
         let known = self.log.len();
         assert!(
             recovered_log.len() >= known,
@@ -210,32 +304,57 @@ impl Auditor {
         );
         let extra = &recovered_log[known..];
         if extra.is_empty() {
-            self.in_flight.clear();
             return;
         }
-        let batch = died.unwrap_or_else(|| {
-            panic!(
-                "the recovered log has {} events nobody wrote durably",
-                extra.len()
-            )
-        });
+        let batch = unconfirmed
+            .unwrap_or_else(|| panic!("the recovered log has {} events nobody wrote", extra.len()));
         assert_eq!(
             extra,
             &batch.envelopes[..],
             "a batch survives a crash whole or not at all"
         );
         self.counts.survived_crashes += 1;
-        let decisions = std::mem::take(&mut self.in_flight);
-        self.check_envelopes(batch, &decisions);
-        for decision in &decisions {
-            // Its callers were cut off by the crash: nobody hears this outcome.
-            let _unheard = self.replay(decision);
-        }
-        self.log.extend(batch.envelopes.iter().cloned());
+        // Its callers were cut off or told unavailable: nobody hears these outcomes.
+        let _unheard = self.take_in(batch, &decisions);
     }
 
-    /// Replays a final decision on the model; returns the reply its caller must get.
-    fn replay(&mut self, decision: &Decision) -> Result<Reply, Error> {
+    /// Replays a batch's decisions on the model and makes its envelopes part of the log; returns each
+    /// decision's final outcome.
+    fn take_in(
+        &mut self,
+        batch: &Batch,
+        decisions: &[Decision],
+    ) -> Vec<(Decision, Result<Reply, Error>)> {
+        self.check_envelopes(batch, decisions);
+        let mut landings = Vec::new();
+        let outcomes = decisions
+            .iter()
+            .map(|decision| (decision.clone(), self.replay(decision, &mut landings)))
+            .collect();
+        self.log.extend(batch.envelopes.iter().cloned());
+        self.memory.extend(landings);
+        while self.memory.len() > self.memory_max {
+            self.memory.pop_front();
+        }
+        outcomes
+    }
+
+    /// Whether the engine still remembers `key` at `now_ms`, and what.
+    fn remembered(&self, key: &Key, now_ms: u64, batch: &[u64]) -> Option<&Landed> {
+        let landed = self.landed.get(key)?;
+        let fresh = landed.at_ms.saturating_add(self.memory_ttl_ms) > now_ms;
+        // Landings are numbered densely in durable order, so the memory is the numbers from its oldest on.
+        let kept = batch.contains(&landed.number)
+            || self
+                .memory
+                .front()
+                .is_some_and(|&oldest| landed.number >= oldest);
+        (fresh && kept).then_some(landed)
+    }
+
+    /// Replays a final decision on the model; returns the reply its caller must get. `landings` collects the
+    /// numbers of keyed commands that land in the same batch.
+    fn replay(&mut self, decision: &Decision, landings: &mut Vec<u64>) -> Result<Reply, Error> {
         let (room, who, op) = from_command(&decision.actor, &decision.command)
             .unwrap_or_else(|| panic!("a command outside the model: {decision:?}"));
         self.model.now_ms = decision.at_ms;
@@ -243,31 +362,14 @@ impl Auditor {
         if matches!(decision.command, Command::Expire(_)) && appended > 0 {
             self.counts.expiries += 1;
         }
-        let key = decision
-            .options
-            .command_id
-            .clone()
-            .map(|id| (decision.actor.clone(), id));
-        if let Some(landed) = key.as_ref().and_then(|key| self.landed.get(key)) {
-            let same = landed.command == decision.command
-                && landed.expected_version == decision.options.expected_version;
-            if !same {
-                assert_eq!(
-                    code(&answer_outcome(&decision.answer)),
-                    Err(ErrorCode::Conflict),
-                    "a command_id reused for another command: {decision:?}"
-                );
-                return answer_outcome(&decision.answer);
+        let key = key_of(decision);
+        if let Some(key) = &key {
+            if let Some(landed) = self.remembered(key, decision.at_ms, landings) {
+                return self.replay_retry(decision, landed.clone());
             }
-            self.counts.retries_remembered += 1;
-            assert_eq!(appended, 0, "a retry appends nothing: {decision:?}");
-            match &decision.answer {
-                Answer::Stored(_) => self.counts.stored_answers += 1,
-                Answer::Ready(outcome) => {
-                    assert_eq!(outcome.as_ref(), Ok(&landed.reply), "a retry's reply")
-                }
+            if self.landed.contains_key(key) {
+                self.counts.retries_forgotten += 1;
             }
-            return Ok(landed.reply.clone());
         }
         let want = model_step(
             &mut self.model,
@@ -278,30 +380,67 @@ impl Auditor {
         );
         let outcome = match &decision.answer {
             Answer::Ready(outcome) => outcome.clone(),
-            Answer::Stored(at) => panic!("a stored answer for a command never remembered: {at:?}"),
+            Answer::Stored(at) => panic!("a stored answer for a command not remembered: {at:?}"),
         };
         match (&outcome, want) {
-            (Ok(_), Ok(events)) => assert_eq!(appended, events, "events of {decision:?}"),
+            (Ok(reply), Ok(events)) => {
+                assert_eq!(appended, events, "events of {decision:?}");
+                self.check_reply(room, reply);
+            }
             (Err(error), Err(code)) => {
                 assert_eq!(error.code, code, "{decision:?}");
                 assert_eq!(appended, 0, "a rejection appends nothing");
             }
             (got, want) => panic!("{decision:?}: the engine gave {got:?}, the model {want:?}"),
         }
-        if let Ok(reply) = &outcome {
-            self.check_reply(room, reply);
-        }
         if let (Some(key), Ok(reply)) = (key, &outcome)
             && appended > 0
         {
+            let number = self.next_landing;
+            self.next_landing += 1;
+            landings.push(number);
             let landed = Landed {
                 command: decision.command.clone(),
                 expected_version: decision.options.expected_version,
                 reply: reply.clone(),
+                at_ms: decision.at_ms,
+                number,
             };
             self.landed.insert(key, landed);
         }
         outcome
+    }
+
+    /// A command whose id the engine remembers: the same command repeats its first reply and appends nothing,
+    /// another one is `conflict`.
+    fn replay_retry(&mut self, decision: &Decision, landed: Landed) -> Result<Reply, Error> {
+        let appended = decision.seqs.end - decision.seqs.start;
+        assert_eq!(
+            appended, 0,
+            "a remembered command_id appends nothing: {decision:?}"
+        );
+        let same = landed.command == decision.command
+            && landed.expected_version == decision.options.expected_version;
+        if !same {
+            let outcome = match &decision.answer {
+                Answer::Ready(outcome) => outcome.clone(),
+                Answer::Stored(at) => panic!("a conflict is never a stored answer: {at:?}"),
+            };
+            assert_eq!(
+                code(&outcome),
+                Err(ErrorCode::Conflict),
+                "a command_id reused for another command: {decision:?}"
+            );
+            return outcome;
+        }
+        self.counts.retries_remembered += 1;
+        match &decision.answer {
+            Answer::Stored(_) => self.counts.stored_answers += 1,
+            Answer::Ready(outcome) => {
+                assert_eq!(outcome.as_ref(), Ok(&landed.reply), "a retry's reply")
+            }
+        }
+        Ok(landed.reply)
     }
 
     /// A successful reply shows the room or invitation as the model has it after the command.
@@ -360,6 +499,17 @@ impl Auditor {
         }
     }
 
+    /// One room the engine holds agrees with the model.
+    pub fn check_room(&self, room_id: &RoomId, state: Option<&RoomState>) {
+        let Some(room) = (0..ROOMS).find(|&r| &room_name(r) == room_id) else {
+            panic!("a room outside the model: {room_id}");
+        };
+        compare_room(
+            &state.cloned().unwrap_or_default(),
+            self.model.rooms[room].as_ref(),
+        );
+    }
+
     /// The rooms `states` hold are the log folded, and what the model says.
     pub fn check_rooms<'a>(
         &self,
@@ -381,8 +531,7 @@ impl Auditor {
             );
         }
         for room in 0..ROOMS {
-            let state = folded.get(&room_name(room)).cloned().unwrap_or_default();
-            compare_room(&state, self.model.rooms[room].as_ref());
+            self.check_room(&room_name(room), folded.get(&room_name(room)));
         }
     }
 
@@ -396,13 +545,6 @@ impl Auditor {
             .filter(|offer| offer.status.is_pending())
             .map(|offer| offer.expires_ms)
             .min()
-    }
-}
-
-fn answer_outcome(answer: &Answer) -> Result<Reply, Error> {
-    match answer {
-        Answer::Ready(outcome) => outcome.clone(),
-        Answer::Stored(at) => panic!("a conflict is never a stored answer: {at:?}"),
     }
 }
 

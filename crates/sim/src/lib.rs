@@ -87,28 +87,8 @@ pub struct Totals {
 impl Totals {
     fn add(&mut self, seeds: u64, stats: &Stats, counts: &Counts) {
         self.seeds += seeds;
-        let (s, r) = (&mut self.stats, stats);
-        s.steps += r.steps;
-        s.commands += r.commands;
-        s.retries += r.retries;
-        s.turns += r.turns;
-        s.failed_writes += r.failed_writes;
-        s.failed_flushes += r.failed_flushes;
-        s.deaths_in_flush += r.deaths_in_flush;
-        s.crashes += r.crashes;
-        s.torn += r.torn;
-        s.restarts += r.restarts;
-        s.snapshots += r.snapshots;
-        let (c, r) = (&mut self.counts, counts);
-        c.decisions += r.decisions;
-        c.durable_batches += r.durable_batches;
-        c.failed_batches += r.failed_batches;
-        c.replies += r.replies;
-        c.unavailable += r.unavailable;
-        c.retries_remembered += r.retries_remembered;
-        c.stored_answers += r.stored_answers;
-        c.expiries += r.expiries;
-        c.survived_crashes += r.survived_crashes;
+        self.stats.add(stats);
+        self.counts.add(counts);
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::RwLock;
 
 use cohost_core::Policy;
-use cohost_engine::sequencer::{Batch, Health, Sequencer, SequencerConfig, Submission};
+use cohost_engine::sequencer::{Batch, Failure, Health, Sequencer, SequencerConfig, Submission};
 use cohost_engine::{Options, ReadModel, driver, recover};
 use cohost_model::{Dice, Op, Rng, SEATS_DEFAULT, Step, TTL_MS, USERS, Who, to_command, user_name};
 use cohost_proto::{Actor, CommandId, Envelope, ErrorCode};
@@ -34,7 +34,7 @@ struct Node {
     read: RwLock<ReadModel>,
 }
 
-/// How often each kind of step comes, per seed, so that some seeds are calm and others are storms.
+/// How often faults and crashes come, per seed, so that some seeds are calm and others are storms.
 #[derive(Debug, Clone, Copy)]
 struct Weather {
     fault_percent: u64,
@@ -50,6 +50,7 @@ pub struct World {
     node: Node,
     /// Sent, not yet handed to the sequencer (the engine's channel).
     inbox: Vec<(Ticket, Request)>,
+    /// Handed to the sequencer, not yet answered.
     sent: Vec<(Ticket, Request)>,
     /// Requests answered `unavailable` or cut off by a crash, that a client may send again.
     retryable: Vec<Request>,
@@ -58,8 +59,10 @@ pub struct World {
     weather: Weather,
     /// A fault armed for the next turn, so the turn knows not to expect its expiries done.
     armed: bool,
-    /// A flush failed since the last recovery: the engine must refuse every write until it is recovered.
-    flush_failed: bool,
+    /// The batch whose flush failed or was cut off by death: the log may yet hold it after a restart.
+    unconfirmed: Option<Batch>,
+    /// `COHOST_SIM_TRACE=1`: print every step, to follow a failing seed.
+    verbose: bool,
     pub auditor: Auditor,
     pub stats: Stats,
 }
@@ -75,18 +78,49 @@ pub struct Stats {
     pub failed_flushes: u64,
     pub deaths_in_flush: u64,
     pub crashes: u64,
-    pub torn: u64,
+    pub process_restarts: u64,
+    pub torn_records_dropped: u64,
+    pub records_confirmed: u64,
+    pub marks_set_back: u64,
     pub restarts: u64,
     pub snapshots: u64,
+    pub sent_in_flight: u64,
 }
 
-fn open_node(disk: &MemoryBackend, now_ms: u64, config: SequencerConfig) -> Node {
-    let store = Store::with_backend(Box::new(disk.clone())).expect("the store opens after a crash");
-    let recovered = recover(&store, now_ms, config).expect("the engine recovers");
-    Node {
-        sequencer: recovered.sequencer,
-        store,
-        read: RwLock::new(recovered.read),
+impl Stats {
+    pub fn add(&mut self, other: &Self) {
+        let Self {
+            steps,
+            commands,
+            retries,
+            turns,
+            failed_writes,
+            failed_flushes,
+            deaths_in_flush,
+            crashes,
+            process_restarts,
+            torn_records_dropped,
+            records_confirmed,
+            marks_set_back,
+            restarts,
+            snapshots,
+            sent_in_flight,
+        } = other;
+        self.steps += steps;
+        self.commands += commands;
+        self.retries += retries;
+        self.turns += turns;
+        self.failed_writes += failed_writes;
+        self.failed_flushes += failed_flushes;
+        self.deaths_in_flush += deaths_in_flush;
+        self.crashes += crashes;
+        self.process_restarts += process_restarts;
+        self.torn_records_dropped += torn_records_dropped;
+        self.records_confirmed += records_confirmed;
+        self.marks_set_back += marks_set_back;
+        self.restarts += restarts;
+        self.snapshots += snapshots;
+        self.sent_in_flight += sent_in_flight;
     }
 }
 
@@ -101,7 +135,7 @@ fn read_all(store: &Store, to_seq: u64) -> Vec<Envelope> {
         }
         out.extend(page);
     }
-    out.truncate(to_seq as usize);
+    out.truncate(to_seq.min(out.len() as u64) as usize);
     out
 }
 
@@ -113,24 +147,24 @@ impl World {
             batch_max: rng.pick(&[1, 2, 3, 8, 64]),
             queue_max: rng.pick(&[4, 16, 1_000]),
             snapshot_every_events: rng.pick(&[3, 10, 50, 1_000_000]),
-            // Far more than a run remembers, and small enough that the map sized up front at every recovery
-            // does not dominate the run.
-            idempotency_max: 100_000,
+            // A small memory of command ids in some seeds, so forgetting is exercised too; never so large
+            // that the map sized up front at every recovery dominates the run.
+            idempotency_max: rng.pick(&[3, 20, 100_000]),
+            idempotency_ttl_ms: rng.pick(&[3 * TTL_MS, 24 * 3_600_000]),
             trace: true,
-            ..SequencerConfig::default()
         };
         let weather = Weather {
             fault_percent: rng.pick(&[0, 2, 5, 12]),
             crash_percent: rng.pick(&[0, 1, 3, 6]),
         };
         let disk = MemoryBackend::new();
-        let node = open_node(&disk, START_MS, config);
-        Self {
+        let auditor = Auditor::new(config.idempotency_max, config.idempotency_ttl_ms);
+        let mut world = Self {
             rng,
             now_ms: START_MS,
             config,
+            node: Self::open(&disk, START_MS, config, &mut Stats::default()),
             disk,
-            node,
             inbox: Vec::new(),
             sent: Vec::new(),
             retryable: Vec::new(),
@@ -138,9 +172,38 @@ impl World {
             next_command_id: 1,
             weather,
             armed: false,
-            flush_failed: false,
-            auditor: Auditor::new(),
+            unconfirmed: None,
+            verbose: std::env::var_os("COHOST_SIM_TRACE").is_some(),
+            auditor,
             stats: Stats::default(),
+        };
+        world.check_state("at the start");
+        world
+    }
+
+    fn open(disk: &MemoryBackend, now_ms: u64, config: SequencerConfig, stats: &mut Stats) -> Node {
+        let store =
+            Store::with_backend(Box::new(disk.clone())).expect("the store opens after a crash");
+        let opened = store.opened();
+        stats.torn_records_dropped += u64::from(opened.torn_dropped.is_some());
+        stats.records_confirmed += opened.confirmed;
+        let recovered = recover(&store, now_ms, config).expect("the engine recovers");
+        Node {
+            sequencer: recovered.sequencer,
+            store,
+            read: RwLock::new(recovered.read),
+        }
+    }
+
+    fn note(&self, what: impl FnOnce() -> String) {
+        if self.verbose {
+            eprintln!(
+                "[step {} at {} ms, durable seq {}] {}",
+                self.stats.steps,
+                self.now_ms,
+                self.auditor.durable_seq(),
+                what()
+            );
         }
     }
 
@@ -151,8 +214,12 @@ impl World {
         let roll = self.rng.below(100);
         let weather = self.weather;
         match roll {
-            // A supervisor restarts a failed engine soon.
-            _ if failed && self.rng.chance(30) => self.crash(),
+            // A supervisor restarts a failed engine soon, usually on the same machine.
+            _ if failed && self.rng.chance(30) => {
+                self.check_between_steps("before a restart after fail-stop");
+                let process_only = self.rng.chance(70);
+                self.die(process_only);
+            }
             r if r < weather.crash_percent => self.crash(),
             r if r < weather.crash_percent + 2 => self.restart(),
             r if r < weather.crash_percent + 2 + weather.fault_percent => self.arm_fault(),
@@ -180,7 +247,16 @@ impl World {
 
     fn arm_fault(&mut self) {
         self.armed = true;
-        match self.rng.below(3) {
+        let fault = self.rng.below(3);
+        self.note(|| {
+            [
+                "fail the next write",
+                "fail the next flush",
+                "die in the next flush",
+            ][fault as usize]
+                .into()
+        });
+        match fault {
             0 => self.disk.fail_writes(1),
             1 => self.disk.fail_flushes(1),
             _ => self.disk.die_at_next_flush(),
@@ -194,10 +270,7 @@ impl World {
                 0 => self.new_request(),
                 n if self.rng.chance(40) => {
                     self.stats.retries += 1;
-                    Some(
-                        self.retryable
-                            .swap_remove(self.rng.below(n as u64) as usize),
-                    )
+                    Some(self.retryable.swap_remove(self.rng.index(n)))
                 }
                 _ => self.new_request(),
             };
@@ -212,12 +285,12 @@ impl World {
     fn new_request(&mut self) -> Option<Request> {
         let r = &mut self.rng;
         let dice = Dice {
-            room: r.below(cohost_model::ROOMS as u64) as usize,
+            room: r.index(cohost_model::ROOMS),
             op: r.below(256) as u8,
             who: r.below(10) as u8,
-            user: r.below(USERS as u64) as usize,
-            other: r.below(USERS as u64) as usize,
-            offer: r.below(16) as usize,
+            user: r.index(USERS),
+            other: r.index(USERS),
+            offer: r.index(16),
             online: r.chance(50),
             tick_ms: r.below(TTL_MS),
             version: r.below(20) as u8,
@@ -254,12 +327,8 @@ impl World {
         })
     }
 
-    /// One turn of the engine's driver, as `writer.rs` takes it.
-    fn turn(&mut self) {
-        self.stats.turns += 1;
-        let armed = std::mem::take(&mut self.armed);
-        let node = &mut self.node;
-        node.sequencer.handle_timeout(self.now_ms);
+    /// Hands what the clients sent to the sequencer, as the driver hands it what arrived on the channel.
+    fn submit_inbox(&mut self) {
         for (ticket, request) in std::mem::take(&mut self.inbox) {
             let actor = match request.who {
                 Who::User(user) => Actor::User(user_name(user)),
@@ -274,47 +343,82 @@ impl World {
                 },
                 reply_to: ticket,
             };
-            let number = node.sequencer.handle_command(self.now_ms, submission);
+            self.note(|| {
+                format!(
+                    "ticket {ticket}: {:?} by {:?}, {:?}",
+                    submission.command, submission.actor, submission.options
+                )
+            });
+            let number = self.node.sequencer.handle_command(self.now_ms, submission);
             self.auditor.submitted(ticket, number);
             self.sent.push((ticket, request));
         }
+    }
+
+    /// One turn of the engine's driver, as `writer.rs` takes it.
+    fn turn(&mut self) {
+        self.stats.turns += 1;
+        let armed = std::mem::take(&mut self.armed);
+        self.node.sequencer.handle_timeout(self.now_ms);
+        self.submit_inbox();
         let mut clean = !armed;
         loop {
             let batch = self.node.sequencer.poll_batch();
             let decisions = self.node.sequencer.take_decisions();
+            let failed = *self.node.sequencer.health() != Health::Serving;
             assert!(
-                !self.flush_failed || (decisions.is_empty() && batch.is_none()),
+                !failed || (decisions.is_empty() && batch.is_none()),
                 "the engine decided commands after a failed flush"
             );
-            self.auditor.decided(decisions);
+            self.auditor.decided(decisions, self.now_ms);
+            // Anything answerable now must not wait for the batch, and no answer of the batch may come yet.
+            self.answer();
             let Some(batch) = batch else { break };
+            if self.rng.chance(10) {
+                // Inputs while the batch is in flight, which the sequencer must queue behind it.
+                self.stats.sent_in_flight += 1;
+                self.send();
+                self.submit_inbox();
+                self.node.sequencer.handle_timeout(self.now_ms);
+            }
             let node = &mut self.node;
             let committed = driver::commit(&mut node.sequencer, &batch, &node.store, &node.read);
+            self.note(|| {
+                format!(
+                    "batch of seqs {}..={}: {committed:?}",
+                    batch.first_seq(),
+                    batch.last_seq()
+                )
+            });
             if self.disk.is_down() {
                 self.stats.deaths_in_flush += 1;
-                return self.die(Some(batch));
+                self.auditor.died_in_flush();
+                self.unconfirmed = Some(batch);
+                let process_only = self.rng.chance(50);
+                return self.die(process_only);
             }
             match committed {
-                Ok(()) => self.auditor.durable(&batch),
+                Ok(()) => {
+                    self.auditor.durable(&batch);
+                    self.check_batch_rooms(&batch);
+                }
                 Err(failure) => {
                     clean = false;
-                    match failure {
-                        cohost_engine::sequencer::Failure::Write(_) => {
-                            self.stats.failed_writes += 1
-                        }
-                        cohost_engine::sequencer::Failure::Flush(_) => {
-                            self.stats.failed_flushes += 1;
-                            self.flush_failed = true;
-                        }
+                    let flush = matches!(failure, Failure::Flush(_));
+                    if flush {
+                        self.stats.failed_flushes += 1;
+                        self.unconfirmed = Some(batch);
+                    } else {
+                        self.stats.failed_writes += 1;
                     }
-                    self.auditor.failed();
+                    self.auditor.failed(flush);
                 }
             }
             self.answer();
         }
-        self.answer();
         if let Some(request) = self.node.sequencer.poll_snapshot() {
             self.stats.snapshots += 1;
+            self.note(|| format!("snapshot at seq {} of {:?}", request.seq, request.rooms));
             let node = &mut self.node;
             driver::snapshot(&mut node.sequencer, request, &node.store, &node.read);
         }
@@ -324,7 +428,13 @@ impl World {
     fn answer(&mut self) {
         while let Some((ticket, answer)) = self.node.sequencer.poll_reply() {
             let outcome = driver::resolve(answer, &self.node.store);
-            self.auditor.replied(ticket, &outcome);
+            let read_seq = self
+                .node
+                .read
+                .read()
+                .expect("the read model lock")
+                .last_seq();
+            self.auditor.replied(ticket, &outcome, read_seq);
             let index = self
                 .sent
                 .iter()
@@ -339,25 +449,34 @@ impl World {
         }
     }
 
-    /// After a turn: a failed sequencer decides nothing; a healthy one left no invitation overdue (when no
-    /// fault got in its way), and its next wake-up is no later than the next expiry.
+    /// The rooms a durable batch touched, as readers see them, agree with the model.
+    fn check_batch_rooms(&self, batch: &Batch) {
+        let read = self.node.read.read().expect("the read model lock");
+        let mut rooms: Vec<_> = batch.envelopes.iter().map(|e| &e.room_id).collect();
+        rooms.dedup();
+        for room_id in rooms {
+            self.auditor.check_room(room_id, read.room_state(room_id));
+        }
+    }
+
+    /// After a turn: every command was answered; a failed sequencer decides nothing; a healthy one left no
+    /// invitation overdue (when no fault got in its way), and its next wake-up is no later than the next expiry.
     fn check_turn(&mut self, clean: bool) {
-        let sequencer = &mut self.node.sequencer;
         assert_eq!(
-            self.flush_failed,
+            self.auditor.outstanding(),
+            0,
+            "a command left unanswered by its turn"
+        );
+        assert!(self.sent.is_empty() && self.inbox.is_empty());
+        let sequencer = &mut self.node.sequencer;
+        assert_eq!(sequencer.queued(), 0, "the turn decided everything queued");
+        assert_eq!(sequencer.in_flight(), None);
+        assert_eq!(
+            self.unconfirmed.is_some(),
             *sequencer.health() != Health::Serving,
             "a failed flush, and only that, stops the engine"
         );
-        if self.flush_failed {
-            assert_eq!(
-                sequencer.poll_batch(),
-                None,
-                "a failed sequencer makes no batch"
-            );
-            assert!(
-                sequencer.take_decisions().is_empty(),
-                "a failed sequencer decides nothing"
-            );
+        if *sequencer.health() != Health::Serving {
             return;
         }
         let earliest = self.auditor.earliest_pending_ms();
@@ -392,69 +511,104 @@ impl World {
         self.auditor
             .check_rooms(&format!("{what}, read model"), read.rooms());
         drop(read);
-        if self.node.sequencer.in_flight().is_none()
-            && *self.node.sequencer.health() == Health::Serving
-        {
+        if self.node.sequencer.in_flight().is_none() {
+            // After a failed batch too, failed flush included: its rooms went back to what is durable.
             self.auditor
                 .check_rooms(&format!("{what}, sequencer"), self.node.sequencer.rooms());
         }
     }
 
-    /// The process dies between steps, and the disk keeps what a crash keeps.
-    fn crash(&mut self) {
-        self.check_state("before a crash");
-        self.die(None);
+    /// Between steps nothing is in flight and every command handed to the engine was answered.
+    fn check_between_steps(&mut self, what: &str) {
+        assert_eq!(
+            self.auditor.outstanding(),
+            0,
+            "{what}: a command left unanswered"
+        );
+        self.check_state(what);
     }
 
-    /// The process dies (in a flush of `in_flight`, or between steps); it is started again on what the disk
-    /// kept, and must recover exactly the durable log.
-    fn die(&mut self, in_flight: Option<Batch>) {
-        self.stats.crashes += 1;
-        let how = match self.rng.below(3) {
-            0 => Crash::LoseUnflushed,
-            1 => Crash::KeepUnflushed(self.rng.below(3) as usize),
-            _ => {
-                self.stats.torn += 1;
-                Crash::TearLast
-            }
-        };
-        self.disk.crash(how);
-        let lost = self.auditor.crashed();
-        for (ticket, request) in std::mem::take(&mut self.sent) {
-            if lost.contains(&ticket) && request.command_id.is_some() {
-                self.retryable.push(request);
+    /// The machine crashes between steps.
+    fn crash(&mut self) {
+        self.check_between_steps("before a crash");
+        self.die(false);
+    }
+
+    /// The process dies (in a flush, or between steps) and is started again, on the same machine (its page
+    /// cache intact) or after the machine crashed (keeping what a crash keeps). It must recover exactly the
+    /// durable log, plus at most the unconfirmed batch, whole.
+    fn die(&mut self, process_only: bool) {
+        self.note(|| {
+            format!(
+                "dies; restarts {}",
+                if process_only {
+                    "the process"
+                } else {
+                    "the machine"
+                }
+            )
+        });
+        if process_only {
+            self.stats.process_restarts += 1;
+            self.disk.restart();
+        } else {
+            self.stats.crashes += 1;
+            let how = match self.rng.below(3) {
+                0 => Crash::LoseUnflushed,
+                1 => Crash::KeepUnflushed(self.rng.index(3)),
+                _ => Crash::TearLast,
+            };
+            self.note(|| format!("the disk keeps {how:?}"));
+            self.disk.crash(how);
+            if self.rng.chance(30) {
+                // The mark file is written without a flush: the crash may have lost its last writes.
+                self.stats.marks_set_back += 1;
+                self.disk.set_mark_back(1 + self.rng.index(2));
             }
         }
-        for (_, request) in std::mem::take(&mut self.inbox) {
+        self.auditor.crashed();
+        for (_, request) in std::mem::take(&mut self.sent)
+            .into_iter()
+            .chain(std::mem::take(&mut self.inbox))
+        {
             if request.command_id.is_some() {
                 self.retryable.push(request);
             }
         }
-        self.node = open_node(&self.disk, self.now_ms, self.config);
+        self.node = Self::open(&self.disk, self.now_ms, self.config, &mut self.stats);
         let recovered = read_all(&self.node.store, u64::MAX);
-        self.auditor.recovered(&recovered, in_flight.as_ref());
+        self.note(|| {
+            format!(
+                "recovered {} events, opened {:?}",
+                recovered.len(),
+                self.node.store.opened()
+            )
+        });
+        self.auditor
+            .recovered(&recovered, self.unconfirmed.take().as_ref());
         self.armed = false;
-        self.flush_failed = false;
         self.check_state("after recovery");
     }
 
     /// A clean stop and start: the queue drained, a snapshot and a flush, then recovery from it.
     fn restart(&mut self) {
         self.stats.restarts += 1;
+        self.note(|| "a clean restart".into());
         self.turn();
-        if *self.node.sequencer.health() != Health::Serving {
-            return self.crash();
+        if self.unconfirmed.is_some() {
+            // The turn failed its flush or died in it: the supervisor's restart is the process's.
+            return self.die(true);
         }
         let node = &mut self.node;
         if let Some(request) = node.sequencer.snapshot_now() {
             driver::snapshot(&mut node.sequencer, request, &node.store, &node.read);
         }
         if node.store.flush().is_err() || self.disk.is_down() {
-            // The stop's own flush failed: that is a crash.
-            return self.die(None);
+            // The stop's own flush failed: a crash, then.
+            return self.die(false);
         }
-        self.check_state("before a restart");
-        self.node = open_node(&self.disk, self.now_ms, self.config);
+        self.check_between_steps("before a restart");
+        self.node = Self::open(&self.disk, self.now_ms, self.config, &mut self.stats);
         self.check_state("after a restart");
     }
 }

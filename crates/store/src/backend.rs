@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::mark::CommittedMark;
+use crate::mark::{CommittedMark, FlushFailedFlag};
 use crate::record::FrameError;
 
 /// One key-value pair read from a backend.
@@ -47,6 +47,23 @@ pub trait Backend: Send + Sync + 'static {
     fn set_committed(&self, _seq: u64) -> Result<(), BackendError> {
         Ok(())
     }
+    /// Whether a crash can leave a write half done. sled's batches are atomic and checksummed by sled, so a
+    /// record that fails our checksum there is damage, never a torn write.
+    fn writes_can_tear(&self) -> bool {
+        false
+    }
+    /// Durably records that a flush failed, where the next open will find it.
+    fn set_flush_failed(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+    /// Whether a flush failed since the flag was last cleared.
+    fn flush_failed_before(&self) -> bool {
+        false
+    }
+    /// Clears the flag, once opening has made durable again whatever the failed flush may have lost.
+    fn clear_flush_failed(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 /// A shared backend, so a test or the simulator can keep a handle to the one an engine writes to.
@@ -72,6 +89,18 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn set_committed(&self, seq: u64) -> Result<(), BackendError> {
         (**self).set_committed(seq)
     }
+    fn writes_can_tear(&self) -> bool {
+        (**self).writes_can_tear()
+    }
+    fn set_flush_failed(&self) -> Result<(), BackendError> {
+        (**self).set_flush_failed()
+    }
+    fn flush_failed_before(&self) -> bool {
+        (**self).flush_failed_before()
+    }
+    fn clear_flush_failed(&self) -> Result<(), BackendError> {
+        (**self).clear_flush_failed()
+    }
 }
 
 /// sled 0.34: one tree, whose `apply_batch` is atomic, and whose `flush` fsyncs; plus the committed mark
@@ -80,6 +109,7 @@ pub struct SledBackend {
     db: sled::Db,
     mark: CommittedMark,
     committed: Option<u64>,
+    flush_failed: FlushFailedFlag,
 }
 
 impl std::fmt::Debug for SledBackend {
@@ -105,8 +135,9 @@ impl SledBackend {
         };
         let (mark, committed) =
             CommittedMark::open(dir).map_err(|e| BackendError::Io(e.to_string()))?;
+        // An empty mark means nothing was ever committed through it (a new directory): 0.
         let (committed, damage) = match committed {
-            Ok(seq) => (seq, Ok(())),
+            Ok(seq) => (Some(seq.unwrap_or(0)), Ok(())),
             Err(reason) => (None, Err(reason)),
         };
         Ok((
@@ -114,6 +145,7 @@ impl SledBackend {
                 db,
                 mark,
                 committed,
+                flush_failed: FlushFailedFlag::new(dir),
             },
             damage,
         ))
@@ -189,6 +221,22 @@ impl Backend for SledBackend {
     fn set_committed(&self, seq: u64) -> Result<(), BackendError> {
         self.mark
             .record(seq)
+            .map_err(|e| BackendError::Io(e.to_string()))
+    }
+
+    fn set_flush_failed(&self) -> Result<(), BackendError> {
+        self.flush_failed
+            .set()
+            .map_err(|e| BackendError::Io(e.to_string()))
+    }
+
+    fn flush_failed_before(&self) -> bool {
+        self.flush_failed.is_set()
+    }
+
+    fn clear_flush_failed(&self) -> Result<(), BackendError> {
+        self.flush_failed
+            .clear()
             .map_err(|e| BackendError::Io(e.to_string()))
     }
 }

@@ -64,6 +64,18 @@ pub struct Store {
     backend: Box<dyn Backend>,
     /// Set by the first failed flush; every write is refused after it.
     flush_failed: std::sync::OnceLock<String>,
+    opened: Opened,
+}
+
+/// What opening did to the log before serving it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Opened {
+    /// The seq of a torn record past the committed mark that was taken back.
+    pub torn_dropped: Option<u64>,
+    /// Records past the committed mark written again and flushed (see [`Store::with_backend`]).
+    pub confirmed: u64,
+    /// A flush had failed before: the snapshots were dropped, so the engine replays the whole log.
+    pub after_flush_failure: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -119,12 +131,18 @@ impl Store {
         Ok(seq + u64::from(count) - 1)
     }
 
-    /// A store over any backend: checks the format, takes back a torn tail that was never committed, and
-    /// refuses a log that ends before its committed mark.
+    /// A store over any backend. Opening checks the format; takes back a torn newest record that was never
+    /// committed (only on a backend whose writes can tear); refuses a log that ends before its committed mark;
+    /// and writes every record past the mark again, with a flush. A record past the mark may have been read
+    /// back from the operating system's cache after a flush of it failed (a restart after fail-stop): the
+    /// kernel may have dropped its pages while still serving them, so only writing it again makes it durable.
+    /// When a flush failed before (the backend keeps a flag for it), the snapshots are dropped as well, since
+    /// any of them may be such an illusion, and the engine rebuilds them from the log.
     pub fn with_backend(backend: Box<dyn Backend>) -> Result<Self, StoreError> {
-        let store = Self {
+        let mut store = Self {
             backend,
             flush_failed: std::sync::OnceLock::new(),
+            opened: Opened::default(),
         };
         match store.backend.get(FORMAT_KEY)? {
             Some(found) if found != FORMAT => {
@@ -136,28 +154,54 @@ impl Store {
             Some(_) => {}
             None => store.write_and_flush(vec![Op::Put(FORMAT_KEY.to_vec(), FORMAT.to_vec())])?,
         }
-        if let Some(committed) = store.backend.committed() {
-            store.drop_torn_tail(committed)?;
-            let found = store.last_seq()?;
-            if found < committed {
-                return Err(StoreError::Truncated { committed, found });
-            }
+        let Some(committed) = store.backend.committed() else {
+            return Ok(store);
+        };
+        if store.backend.writes_can_tear() {
+            store.opened.torn_dropped = store.drop_torn_tail(committed)?;
+        }
+        let found = store.last_seq()?;
+        if found < committed {
+            return Err(StoreError::Truncated { committed, found });
+        }
+        store.opened.confirmed = store.confirm_tail(committed, found)?;
+        if store.backend.flush_failed_before() {
+            store.drop_snapshots()?;
+            store.backend.clear_flush_failed()?;
+            store.opened.after_flush_failure = true;
+            tracing::warn!(
+                "a flush had failed: records past the committed mark were written again, snapshots dropped"
+            );
         }
         Ok(store)
+    }
+
+    /// Removes every room snapshot and the snapshot mark, with a flush.
+    fn drop_snapshots(&self) -> Result<(), StoreError> {
+        let mut ops = vec![Op::Delete(SNAPSHOT_SEQ_KEY.to_vec())];
+        for entry in self.backend.range(&[SNAPSHOT], &[SNAPSHOT + 1]) {
+            ops.push(Op::Delete(entry?.0));
+        }
+        self.write_and_flush(ops)
+    }
+
+    /// What opening did: a torn record taken back, records confirmed.
+    pub fn opened(&self) -> Opened {
+        self.opened
     }
 
     /// A newest record that fails its checksum and lies past the committed mark is a write torn by a crash
     /// before its flush: nobody was told it committed, so it is removed. At or before the mark it is
     /// corruption, left for `verify_log` to report.
-    fn drop_torn_tail(&self, committed: u64) -> Result<(), StoreError> {
+    fn drop_torn_tail(&self, committed: u64) -> Result<Option<u64>, StoreError> {
         let mut newest = self.backend.range_rev(&log_key(0), &log_key(u64::MAX));
         let Some((key, value)) = newest.next().transpose()? else {
-            return Ok(());
+            return Ok(None);
         };
         drop(newest);
         let seq = key_seq(&key);
         if seq <= committed || record::batch_count(&value).is_ok() {
-            return Ok(());
+            return Ok(None);
         }
         self.write_and_flush(vec![
             Op::Delete(key),
@@ -168,7 +212,34 @@ impl Store {
             committed,
             "removed a torn log record past the committed mark: it was never acknowledged"
         );
-        Ok(())
+        Ok(Some(seq))
+    }
+
+    /// Writes every record past the committed mark again, with its command index, flushes, and moves the
+    /// mark to the log's end. After a clean stop there is none; after a crash, usually the last batch.
+    fn confirm_tail(&self, committed: u64, last_seq: u64) -> Result<u64, StoreError> {
+        if last_seq <= committed {
+            return Ok(0);
+        }
+        let start = self.batch_start(committed + 1)?.unwrap_or(committed + 1);
+        let mut ops = Vec::new();
+        for entry in self.backend.range(&log_key(start), &log_key(u64::MAX)) {
+            let (key, value) = entry?;
+            let index_key = command_index_key(key_seq(&key)).to_vec();
+            if let Some(index) = self.backend.get(&index_key)? {
+                ops.push(Op::Put(index_key, index));
+            }
+            ops.push(Op::Put(key, value));
+        }
+        let records = ops
+            .iter()
+            .filter(|op| matches!(op, Op::Put(k, _) if k[0] == LOG))
+            .count();
+        self.write_and_flush(ops)?;
+        if let Err(error) = self.backend.set_committed(last_seq) {
+            tracing::warn!(%error, seq = last_seq, "committed mark not advanced");
+        }
+        Ok(records as u64)
     }
 
     /// Refuses once a flush has failed: nothing written after it could be trusted to reach the disk.
@@ -191,6 +262,9 @@ impl Store {
         self.backend.flush().map_err(|error| {
             let cause = error.to_string();
             let _ = self.flush_failed.set(cause.clone());
+            if let Err(flag) = self.backend.set_flush_failed() {
+                tracing::error!(%flag, "could not record the failed flush for the next open");
+            }
             StoreError::FlushFailed { cause }
         })
     }

@@ -54,3 +54,46 @@ impl CommittedMark {
         file.write_all(&record::frame(&seq.to_le_bytes()))
     }
 }
+
+/// The flag a failed flush leaves beside the store: `flush-failed`, an empty file, made durable on its own.
+/// Its presence at open says the previous process read data back from a cache that a failed flush may have
+/// made a lie, so the next open trusts nothing only the cache vouched for.
+#[derive(Debug)]
+pub(crate) struct FlushFailedFlag {
+    path: std::path::PathBuf,
+}
+
+const FLAG_NAME: &str = "flush-failed";
+
+impl FlushFailedFlag {
+    pub(crate) fn new(dir: &Path) -> Self {
+        Self {
+            path: dir.join(FLAG_NAME),
+        }
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.path.exists()
+    }
+
+    /// Creates the file and flushes it and its directory: another file than the one whose flush failed.
+    pub(crate) fn set(&self) -> io::Result<()> {
+        File::create(&self.path)?.sync_all()?;
+        self.sync_dir()
+    }
+
+    pub(crate) fn clear(&self) -> io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        self.sync_dir()
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        match self.path.parent() {
+            Some(dir) => File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
+    }
+}

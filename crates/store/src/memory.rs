@@ -1,11 +1,13 @@
 //! An in-memory backend that fails the way a disk does, for tests and the simulator.
 //!
-//! It keeps two maps: what reads see (every write so far) and what a crash leaves (the writes up to the last
-//! good flush). Faults are armed by hand: the next writes or flushes fail, and [`MemoryBackend::crash`] throws
-//! away what was never flushed, keeps part of it, or tears the last write. A failed flush behaves as Linux's
-//! page cache does ("fsyncgate"): the writes it should have made durable stay readable until the crash, but are
-//! lost at it, even if a later flush succeeds. Clones share one disk, so a test keeps a handle to damage what
-//! the store wrote.
+//! It keeps two maps: what reads see (every write so far, as the page cache has it) and what a machine crash
+//! leaves (the writes up to the last good flush). Faults are armed by hand: the next writes or flushes fail, the
+//! process dies in a flush, [`MemoryBackend::crash`] (a machine crash) throws away what was never flushed,
+//! keeps part of it, or tears the last write, and [`MemoryBackend::restart`] (a process restart) keeps the page
+//! cache. A failed flush behaves as Linux's page cache does ("fsyncgate"): the writes it should have made
+//! durable stay readable, across a process restart too, but a later flush that succeeds does not write them;
+//! a crash may keep them or not. The committed mark is a file written without a flush: a crash may set it back.
+//! Clones share one disk, so a test keeps a handle to damage what the store wrote.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,32 +16,74 @@ use crate::backend::{Backend, BackendError, Entries, Entry, Op};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// How many earlier values of the mark a crash can set it back to.
+const MARKS_KEPT: usize = 4;
+
 /// What a crash keeps of the writes that were not flushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Crash {
     /// Nothing: only what was flushed survives.
     LoseUnflushed,
-    /// The oldest `n` unflushed writes survive whole (the page cache reached the disk in order).
+    /// The writes whose flush failed and the oldest `n` unflushed ones survive whole (the page cache reached
+    /// the disk in order).
     KeepUnflushed(usize),
-    /// Every unflushed write survives, but the last one's first value is cut in half mid-record.
+    /// Every write survives, but the last one's first value is cut in half mid-record.
     TearLast,
+}
+
+/// Where a write stands with respect to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// A flush wrote it.
+    Durable,
+    /// In the page cache; a flush will write it.
+    Unflushed,
+    /// Its flush failed: in the page cache, marked clean, never written by a later flush.
+    Limbo,
 }
 
 #[derive(Debug, Default)]
 struct Disk {
+    /// What reads see: every write, in order (the page cache).
     current: Map,
-    durable: Map,
-    /// Writes since the last good flush, oldest first.
-    unflushed: Vec<Vec<Op>>,
+    /// Every durable write before the first write that is not.
+    base: Map,
+    /// Every write from the first one that is not durable on, in order, so a crash keeps them in order.
+    tail: Vec<(Vec<Op>, Stage)>,
     /// Kept outside the map, like the committed-mark file beside sled's directory; 0 before the first commit.
     committed: u64,
+    /// The mark's earlier values, newest last, for a crash to set it back to.
+    marks: Vec<u64>,
+    /// The flag a failed flush leaves; it survives crashes (it is flushed on its own).
+    flush_failed: bool,
     fail_writes: u32,
     fail_flushes: u32,
-    /// The process died in a flush: every call fails until `crash` brings the disk back.
+    /// The process died in a flush: every call fails until `crash` or `restart`.
     down: bool,
     die_at_flush: bool,
     writes: u64,
     flushes: u64,
+}
+
+impl Disk {
+    /// Folds the leading durable writes of the tail into the base.
+    fn settle(&mut self) {
+        let settled = self
+            .tail
+            .iter()
+            .take_while(|(_, stage)| *stage == Stage::Durable)
+            .count();
+        for (ops, _) in self.tail.drain(..settled) {
+            apply(&mut self.base, &ops);
+        }
+    }
+
+    fn clear_faults(&mut self) {
+        self.fail_writes = 0;
+        self.fail_flushes = 0;
+        self.down = false;
+        self.die_at_flush = false;
+    }
 }
 
 /// Counters of what the backend was asked to do.
@@ -97,53 +141,77 @@ impl MemoryBackend {
         self.disk().down
     }
 
-    /// The process dies: reads now see what the disk kept. Armed faults are cleared.
+    /// The process dies and starts again, the machine does not: the page cache, and so everything readable,
+    /// stays as it was; what was not durable is still not. Armed faults are cleared.
+    pub fn restart(&self) {
+        self.disk().clear_faults();
+    }
+
+    /// The mark file lost its last `n` writes (it is never flushed): it reads an earlier seq, or 0.
+    pub fn set_mark_back(&self, n: usize) {
+        let mut disk = self.disk();
+        let keep = disk.marks.len().saturating_sub(n);
+        disk.marks.truncate(keep);
+        disk.committed = disk.marks.last().copied().unwrap_or(0);
+    }
+
+    /// The machine crashes: reads now see what the disk kept, every kept write in its order. Writes whose
+    /// flush failed are kept unless `LoseUnflushed`. Armed faults are cleared.
     pub fn crash(&self, how: Crash) {
         let mut disk = self.disk();
-        let mut kept = std::mem::take(&mut disk.unflushed);
-        match how {
-            Crash::LoseUnflushed => kept.clear(),
-            Crash::KeepUnflushed(n) => kept.truncate(n),
-            Crash::TearLast => {
-                if let Some(Op::Put(_, value)) = kept.last_mut().and_then(|ops| ops.first_mut()) {
-                    value.truncate(value.len() / 2);
+        let mut unflushed_seen = 0;
+        let mut kept: Vec<(Vec<Op>, Stage)> = Vec::new();
+        for (ops, stage) in std::mem::take(&mut disk.tail) {
+            let keep = match (stage, how) {
+                (Stage::Durable, _) => true,
+                (_, Crash::LoseUnflushed) => false,
+                (Stage::Limbo, _) | (Stage::Unflushed, Crash::TearLast) => true,
+                (Stage::Unflushed, Crash::KeepUnflushed(n)) => {
+                    unflushed_seen += 1;
+                    unflushed_seen <= n
                 }
+            };
+            if keep {
+                kept.push((ops, stage));
             }
         }
-        let mut after = disk.durable.clone();
-        for ops in &kept {
+        if how == Crash::TearLast
+            && let Some((ops, _)) = kept
+                .iter_mut()
+                .rev()
+                .find(|(_, stage)| *stage != Stage::Durable)
+            && let Some(Op::Put(_, value)) = ops.first_mut()
+        {
+            value.truncate(value.len() / 2);
+        }
+        let mut after = std::mem::take(&mut disk.base);
+        for (ops, _) in &kept {
             apply(&mut after, ops);
         }
         disk.current = after.clone();
-        disk.durable = after;
-        disk.fail_writes = 0;
-        disk.fail_flushes = 0;
-        disk.down = false;
-        disk.die_at_flush = false;
+        disk.base = after;
+        disk.clear_faults();
     }
 
-    /// Changes one stored value in place, as bit rot would; `false` when the key is absent.
+    /// Changes one stored value in place, as bit rot would; `false` when the key is absent. Meant for a disk
+    /// at rest: what is not durable yet is not damaged.
     pub fn damage(&self, key: &[u8], change: impl FnOnce(&mut Vec<u8>)) -> bool {
         let mut disk = self.disk();
-        let Disk {
-            current, durable, ..
-        } = &mut *disk;
-        match (current.get_mut(key), durable.get_mut(key)) {
-            (Some(now), durable) => {
-                change(now);
-                if let Some(durable) = durable {
-                    durable.clone_from(now);
-                }
-                true
-            }
-            _ => false,
+        let Some(value) = disk.current.get_mut(key) else {
+            return false;
+        };
+        change(value);
+        let value = value.clone();
+        if let Some(stored) = disk.base.get_mut(key) {
+            *stored = value;
         }
+        true
     }
 
-    /// Removes one stored key, as a lost record would; `false` when it is absent.
+    /// Removes one stored key, as a lost record would; `false` when it is absent. Meant for a disk at rest.
     pub fn delete(&self, key: &[u8]) -> bool {
         let mut disk = self.disk();
-        disk.durable.remove(key);
+        disk.base.remove(key);
         disk.current.remove(key).is_some()
     }
 
@@ -152,7 +220,11 @@ impl MemoryBackend {
         MemoryStats {
             writes: disk.writes,
             flushes: disk.flushes,
-            unflushed: disk.unflushed.len(),
+            unflushed: disk
+                .tail
+                .iter()
+                .filter(|(_, stage)| *stage == Stage::Unflushed)
+                .count(),
         }
     }
 
@@ -203,7 +275,7 @@ impl Backend for MemoryBackend {
             return Err(BackendError::Io("injected write failure".into()));
         }
         apply(&mut disk.current, &ops);
-        disk.unflushed.push(ops);
+        disk.tail.push((ops, Stage::Unflushed));
         Ok(())
     }
 
@@ -214,15 +286,20 @@ impl Backend for MemoryBackend {
             return Err(down());
         }
         disk.flushes += 1;
-        let unflushed = std::mem::take(&mut disk.unflushed);
-        if disk.fail_flushes > 0 {
+        let (from, to) = if disk.fail_flushes > 0 {
             disk.fail_flushes -= 1;
-            // The pages are dropped: readable now, gone after a crash.
+            (Stage::Unflushed, Stage::Limbo)
+        } else {
+            (Stage::Unflushed, Stage::Durable)
+        };
+        for (_, stage) in disk.tail.iter_mut().filter(|(_, stage)| *stage == from) {
+            *stage = to;
+        }
+        if to == Stage::Limbo {
+            // The pages are marked clean without being written: readable now, never flushed again.
             return Err(BackendError::Io("injected flush failure".into()));
         }
-        for ops in &unflushed {
-            apply(&mut disk.durable, ops);
-        }
+        disk.settle();
         Ok(())
     }
 
@@ -231,7 +308,30 @@ impl Backend for MemoryBackend {
     }
 
     fn set_committed(&self, seq: u64) -> Result<(), BackendError> {
-        self.disk().committed = seq;
+        let mut disk = self.disk();
+        disk.committed = seq;
+        disk.marks.push(seq);
+        if disk.marks.len() > MARKS_KEPT {
+            disk.marks.remove(0);
+        }
+        Ok(())
+    }
+
+    fn writes_can_tear(&self) -> bool {
+        true
+    }
+
+    fn set_flush_failed(&self) -> Result<(), BackendError> {
+        self.disk().flush_failed = true;
+        Ok(())
+    }
+
+    fn flush_failed_before(&self) -> bool {
+        self.disk().flush_failed
+    }
+
+    fn clear_flush_failed(&self) -> Result<(), BackendError> {
+        self.disk().flush_failed = false;
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! The store on a disk that fails: a failed write changes nothing, a failed flush stops every later write, a
-//! crash keeps only what was flushed (a torn, never-committed tail is taken back at open), and a failed flush's
-//! writes are lost at a crash even when a later flush succeeded.
+//! crash keeps only what was flushed (a torn, never-committed tail is taken back at open), and what a failed
+//! flush left in the cache is written again when the store is reopened after a process restart.
 
 mod common;
 
@@ -72,17 +72,54 @@ fn a_failed_flush_refuses_every_later_write_until_reopened() {
             "{refused:?}"
         );
     }
-    // The unflushed batch is readable until the crash, and gone after it: the page cache dropped it.
+    // The unflushed batch is readable until the machine crashes, and may be gone after it.
     assert_eq!(last_seq(&store), 3);
     drop(store);
-    backend.crash(Crash::KeepUnflushed(usize::MAX));
+    backend.crash(Crash::LoseUnflushed);
     let store = open(&backend);
     assert_eq!(
         last_seq(&store),
         2,
-        "a failed flush's write does not survive"
+        "the failed flush's write did not survive"
     );
     append_rooms(&store, &mut LogBuilder::after(2), 1);
+}
+
+#[test]
+fn a_restart_after_a_failed_flush_writes_what_the_cache_still_shows_again() {
+    let backend = MemoryBackend::new();
+    let store = open(&backend);
+    let mut log = LogBuilder::new();
+    append_rooms(&store, &mut log, 2);
+    backend.fail_flushes(1);
+    let event = log.room_created("room-3", "show");
+    assert!(store.append(std::slice::from_ref(&event), &[]).is_err());
+    drop(store);
+    // The process restarts, the machine does not: the cache still shows batch 3, which no flush wrote.
+    backend.restart();
+    let store = open(&backend);
+    assert_eq!(
+        store.opened().confirmed,
+        1,
+        "the record past the mark is written again"
+    );
+    assert_eq!(last_seq(&store), 3);
+    drop(store);
+    backend.crash(Crash::LoseUnflushed);
+    assert_eq!(last_seq(&open(&backend)), 3, "and now it is durable");
+}
+
+#[test]
+fn a_mark_set_back_by_a_crash_only_costs_a_rewrite() {
+    let backend = MemoryBackend::new();
+    let store = open(&backend);
+    append_rooms(&store, &mut LogBuilder::new(), 4);
+    drop(store);
+    backend.crash(Crash::LoseUnflushed);
+    backend.set_mark_back(2);
+    let store = open(&backend);
+    assert_eq!(store.opened().confirmed, 2);
+    assert_eq!(last_seq(&store), 4);
 }
 
 #[test]
@@ -170,4 +207,30 @@ impl Backend for NoFlush {
     fn committed(&self) -> Option<u64> {
         self.0.committed()
     }
+}
+
+#[test]
+fn after_a_failed_flush_the_next_open_drops_the_snapshots_the_cache_may_have_made_up() {
+    let backend = MemoryBackend::new();
+    let store = open(&backend);
+    append_rooms(&store, &mut LogBuilder::new(), 2);
+    let room = common::room_id("room-1");
+    store
+        .write_snapshots(2, &[(room.clone(), b"room 1 at seq 2".to_vec())])
+        .unwrap();
+    backend.fail_flushes(1);
+    assert!(store.flush().is_err());
+    drop(store);
+    // On the same machine the snapshot still reads back; nothing says it ever reached the disk.
+    backend.restart();
+    let store = open(&backend);
+    assert!(store.opened().after_flush_failure);
+    assert_eq!(
+        store.snapshots().unwrap(),
+        cohost_store::Snapshots::default()
+    );
+    assert_eq!(last_seq(&store), 2, "the log itself is whole");
+    drop(store);
+    let store = open(&backend);
+    assert!(!store.opened().after_flush_failure, "the flag was cleared");
 }
