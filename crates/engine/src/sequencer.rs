@@ -40,6 +40,10 @@ use crate::{Error, Options};
 /// The largest batch the sequencer takes, whatever the config says.
 pub const BATCH_MAX_LIMIT: usize = 1_024;
 
+/// How long after a failed batch its expiries are tried again, so a disk that keeps failing costs one failed
+/// write per this interval, not a busy loop.
+pub const RETRY_AFTER_FAILURE_MS: u64 = 100;
+
 /// What the sequencer needs to know of the deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SequencerConfig {
@@ -431,13 +435,15 @@ impl<T> Sequencer<T> {
         durable: impl Fn(&RoomId) -> Option<RoomState>,
     ) {
         let batch = self.take_in_flight(id);
+        let retry_ms = self.now_ms + RETRY_AFTER_FAILURE_MS;
         for room_id in &batch.touched {
             match durable(room_id) {
                 Some(state) => {
-                    // The timers of what this batch answered were dropped as not pending: arm them again.
+                    // The timers of what this batch answered were dropped as not pending: arm them again,
+                    // not before the retry interval.
                     for invitation in state.pending() {
-                        self.timers
-                            .push(invitation.expires_ms, invitation.invitation_id.clone());
+                        let due_ms = invitation.expires_ms.max(retry_ms);
+                        self.timers.push(due_ms, invitation.invitation_id.clone());
                     }
                     self.rooms.insert(room_id.clone(), state);
                 }

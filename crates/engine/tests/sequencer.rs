@@ -438,3 +438,33 @@ fn snapshots_come_due_by_events_and_never_while_a_batch_is_in_flight() {
     assert_eq!(h.store.snapshots().unwrap().seq, 4);
     assert_eq!(h.sequencer.poll_snapshot(), None, "nothing changed since");
 }
+
+#[test]
+fn a_failed_expiry_is_tried_again_after_the_retry_interval_not_at_once() {
+    use cohost_engine::sequencer::RETRY_AFTER_FAILURE_MS;
+    let mut h = live_room_with_bob(config());
+    h.feed(&At(TTL_MS));
+    // The batch's write fails; taking it back succeeds, so the sequencer goes on.
+    h.backend.fail_writes(1);
+    h.sequencer.handle_timeout(h.now_ms);
+    let mut tries = 0;
+    while let Some(batch) = h.sequencer.poll_batch() {
+        tries += 1;
+        assert!(driver::commit(&mut h.sequencer, &batch, &h.store, &h.read).is_err());
+        assert!(
+            tries < 10,
+            "the failed expiry is retried at once, again and again"
+        );
+    }
+    assert_eq!(tries, 1);
+    assert_eq!(
+        h.sequencer.poll_timeout(),
+        Some(START_MS + TTL_MS + RETRY_AFTER_FAILURE_MS),
+        "the expiry waits for the retry interval"
+    );
+    assert_eq!(h.status(1), InvitationStatus::Pending);
+    h.backend.fail_writes(0);
+    h.feed(&At(TTL_MS + RETRY_AFTER_FAILURE_MS));
+    h.feed(&Run(Io::Durable));
+    assert_eq!(h.status(1), InvitationStatus::Expired);
+}

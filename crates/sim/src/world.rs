@@ -5,7 +5,9 @@
 use std::sync::RwLock;
 
 use cohost_core::Policy;
-use cohost_engine::sequencer::{Batch, Failure, Health, Sequencer, SequencerConfig, Submission};
+use cohost_engine::sequencer::{
+    Batch, Failure, Health, RETRY_AFTER_FAILURE_MS, Sequencer, SequencerConfig, Submission,
+};
 use cohost_engine::{Options, ReadModel, driver, recover};
 use cohost_model::{Dice, Op, Rng, SEATS_DEFAULT, Step, TTL_MS, USERS, Who, to_command, user_name};
 use cohost_proto::{Actor, CommandId, Envelope, ErrorCode};
@@ -15,6 +17,8 @@ use crate::auditor::{Auditor, Ticket};
 
 /// Where the simulated clock starts.
 const START_MS: u64 = 1_000_000;
+/// More batches than this in one turn means the sequencer is looping.
+const BATCHES_PER_TURN_MAX: usize = 10_000;
 
 /// A command a client means to send, kept so it can be sent again after `unavailable`.
 #[derive(Debug, Clone)]
@@ -63,6 +67,8 @@ pub struct World {
     unconfirmed: Option<Batch>,
     /// `COHOST_SIM_TRACE=1`: print every step, to follow a failing seed.
     verbose: bool,
+    /// A batch failed: its expiries are due again no earlier than this.
+    retry_at_ms: u64,
     pub auditor: Auditor,
     pub stats: Stats,
 }
@@ -174,6 +180,7 @@ impl World {
             armed: false,
             unconfirmed: None,
             verbose: std::env::var_os("COHOST_SIM_TRACE").is_some(),
+            retry_at_ms: 0,
             auditor,
             stats: Stats::default(),
         };
@@ -257,7 +264,8 @@ impl World {
                 .into()
         });
         match fault {
-            0 => self.disk.fail_writes(1),
+            // Now and then a disk that keeps failing: the batch's write and the write taking it back.
+            0 => self.disk.fail_writes(1 + u32::from(self.rng.chance(20))),
             1 => self.disk.fail_flushes(1),
             _ => self.disk.die_at_next_flush(),
         }
@@ -362,7 +370,13 @@ impl World {
         self.node.sequencer.handle_timeout(self.now_ms);
         self.submit_inbox();
         let mut clean = !armed;
+        let mut batches = 0;
         loop {
+            batches += 1;
+            assert!(
+                batches < BATCHES_PER_TURN_MAX,
+                "the sequencer keeps making batches in one turn"
+            );
             let batch = self.node.sequencer.poll_batch();
             let decisions = self.node.sequencer.take_decisions();
             let failed = *self.node.sequencer.health() != Health::Serving;
@@ -404,6 +418,7 @@ impl World {
                 }
                 Err(failure) => {
                     clean = false;
+                    self.retry_at_ms = self.now_ms + RETRY_AFTER_FAILURE_MS;
                     let flush = matches!(failure, Failure::Flush(_));
                     if flush {
                         self.stats.failed_flushes += 1;
@@ -479,7 +494,14 @@ impl World {
         if *sequencer.health() != Health::Serving {
             return;
         }
-        let earliest = self.auditor.earliest_pending_ms();
+        // A failed batch puts its expiries off until the retry interval has passed.
+        let earliest = self.auditor.earliest_pending_ms().map(|due| {
+            if due <= self.retry_at_ms {
+                self.retry_at_ms
+            } else {
+                due
+            }
+        });
         if clean && let Some(due) = earliest {
             assert!(
                 due > self.now_ms,
