@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cohost_engine::{Config, Engine, Error, Filter, Options};
+use cohost_engine::{Config, Engine, Error, InvitationFilter, Options};
 use cohost_model::Rng;
 use cohost_proto::{
     Actor, Command, CommandId, CreateRoom, ErrorCode, InvitationStatus, InvitationTarget, RoomId,
@@ -78,7 +78,7 @@ impl Client {
             .engine
             .room_invitations(
                 &room_id,
-                Filter {
+                InvitationFilter {
                     status: Some(InvitationStatus::Pending),
                     kind: None,
                 },

@@ -178,11 +178,7 @@ async fn start_nats(
     url: &str,
     settings: &Settings,
 ) -> Result<(Relay, cohost_nats::service::ServiceHandle), String> {
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(url)
-        .await
-        .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
+    let client = cohost_nats::connect(url).await.map_err(|e| e.to_string())?;
     let mode = if settings.jetstream {
         Mode::JetStream
     } else {

@@ -49,7 +49,7 @@ mod writer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use cohost_core::{Entitlement, InvitationFilter, RoomState, entitlement};
+use cohost_core::{Entitlement, RoomState, entitlement};
 use cohost_proto::{
     Actor, BroadcasterRole, Command, CommandId, Envelope, Invitation, InvitationId, Page, Reply,
     Room, RoomId, UserId,
@@ -59,7 +59,7 @@ use crossbeam_channel::TrySendError;
 use tokio::sync::{broadcast, oneshot};
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use cohost_core::InvitationFilter as Filter;
+pub use cohost_core::InvitationFilter;
 pub use config::Config;
 pub use error::Error;
 pub use read_model::{ReadModel, USER_INVITATIONS_MAX};
@@ -268,18 +268,6 @@ impl Engine {
             Ok(outcome) => outcome,
             Err(_) => Err(self.shared.lost_answer().await),
         }
-    }
-
-    /// Parses a command from its name and JSON arguments (as NATS and HTTP carry them), then runs it.
-    pub async fn execute_json(
-        &self,
-        actor: Actor,
-        name: &str,
-        args: &[u8],
-        options: Options,
-    ) -> Result<Reply, Error> {
-        let command = Command::from_json(name, args)?;
-        self.execute(actor, command, options).await
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, ReadModel> {

@@ -6,7 +6,8 @@
 //! - [`subscriber`]: a typed subscriber that detects gaps and fills them from the log, and drops duplicates.
 //! - [`service`]: the `cohost` NATS service: one endpoint per command and per query, JSON in and out.
 //!
-//! This crate is the only one that knows NATS. It never decides anything: commands go to `cohost-engine`.
+//! This crate is the only one that knows NATS: the others get a connection from [`connect`] and hold it as a
+//! [`Client`]. It never decides anything: commands go to `cohost-engine`.
 
 pub mod relay;
 pub mod round_trip;
@@ -14,3 +15,27 @@ pub mod service;
 pub mod subscriber;
 #[cfg(feature = "test-server")]
 pub mod test_server;
+
+pub use async_nats::Client;
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to NATS at {url}: {source}")]
+pub struct ConnectError {
+    pub url: String,
+    #[source]
+    pub source: async_nats::ConnectError,
+}
+
+/// Connects to the NATS server at `url`. A server that is not up yet is waited for (the client retries in
+/// the background), so a daemon started before its NATS server comes up rather than failing.
+pub async fn connect(url: &str) -> Result<Client, ConnectError> {
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .map_err(|source| ConnectError {
+            url: url.to_owned(),
+            source,
+        })
+}

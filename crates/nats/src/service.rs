@@ -57,7 +57,7 @@ use std::time::Duration;
 
 use async_nats::service::{Request, Service, ServiceExt};
 use bytes::Bytes;
-use cohost_engine::{Engine, Error, Filter, Options};
+use cohost_engine::{Engine, Error, InvitationFilter, Options};
 use cohost_proto::codec::to_json;
 use cohost_proto::subject;
 use cohost_proto::{
@@ -606,7 +606,7 @@ async fn run_query(context: &Context, query: Query, payload: &[u8]) -> Result<Ve
         }
         Query::RoomInvitations => {
             let args: RoomInvitationsArgs = query_args(payload)?;
-            let filter = Filter {
+            let filter = InvitationFilter {
                 status: args.status,
                 kind: args.kind,
             };
@@ -617,7 +617,7 @@ async fn run_query(context: &Context, query: Query, payload: &[u8]) -> Result<Ve
         }
         Query::UserInvitations => {
             let args: UserInvitationsArgs = query_args(payload)?;
-            let filter = Filter {
+            let filter = InvitationFilter {
                 status: args.status,
                 kind: args.kind,
             };
