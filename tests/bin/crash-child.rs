@@ -171,7 +171,7 @@ impl Client {
 
 /// A rule's refusal is an answer; anything else (unavailable, internal) means the engine is in trouble.
 fn is_rejection(error: &Error) -> bool {
-    !matches!(error.code, ErrorCode::Unavailable | ErrorCode::Internal)
+    !matches!(error.code(), ErrorCode::Unavailable | ErrorCode::Internal)
 }
 
 struct Args {

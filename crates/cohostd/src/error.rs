@@ -36,7 +36,13 @@ impl ApiError {
 
 impl From<cohost_engine::Error> for ApiError {
     fn from(error: cohost_engine::Error) -> Self {
-        Self::new(error.code, error.message)
+        Self::new(error.code(), error.to_string())
+    }
+}
+
+impl From<cohost_credentials::WebhookRefusal> for ApiError {
+    fn from(refusal: cohost_credentials::WebhookRefusal) -> Self {
+        Self::new(refusal.code(), refusal.to_string())
     }
 }
 

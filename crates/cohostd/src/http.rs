@@ -163,7 +163,9 @@ async fn run(
         .await;
     state.metrics.command(
         name,
-        outcome.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok"),
+        outcome
+            .as_ref()
+            .map_or_else(|e| e.code().as_str(), |_| "ok"),
     );
     Ok(axum::Json(outcome?).into_response())
 }

@@ -244,8 +244,8 @@ fn events(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> + Send {
                 Some(Err(error)) => {
                     feed.ended = true;
                     let event = error_event(
-                        error.code,
-                        format!("{}; reconnect with Last-Event-ID", error.message),
+                        error.code(),
+                        format!("{error}; reconnect with Last-Event-ID"),
                     );
                     return Some((Ok(event), feed));
                 }

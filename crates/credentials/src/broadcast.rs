@@ -54,7 +54,7 @@ impl Credentials {
                     Some(
                         self.minter
                             .mint(&room_id, user, &entitled)
-                            .map_err(|e| Error::internal(e.to_string()))?,
+                            .map_err(|e| Error::Internal(e.to_string()))?,
                     )
                 }
                 // Not live (accepted in an idle room), or no longer seated (a retry after removal): no token.
@@ -74,6 +74,6 @@ impl Credentials {
         let entitled = self.engine.broadcaster_entitlement(room_id, user)?;
         self.minter
             .mint(room_id, user, &entitled)
-            .map_err(|e| Error::internal(e.to_string()))
+            .map_err(|e| Error::Internal(e.to_string()))
     }
 }

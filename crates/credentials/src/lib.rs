@@ -15,4 +15,4 @@ pub use broadcast::Credentials;
 pub use config::{LiveKitConfig, TOKEN_TTL_DEFAULT};
 pub use revoke::Revoker;
 pub use token::{COHOST_SOURCES, MintError, Minter};
-pub use webhook::{WebhookOutcome, Webhooks};
+pub use webhook::{WebhookOutcome, WebhookRefusal, Webhooks};

@@ -30,6 +30,40 @@ pub enum WebhookOutcome {
     Ignored(String),
 }
 
+/// Why a webhook was refused. It changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebhookRefusal {
+    /// The body is over 64 KiB, not UTF-8, not a LiveKit event, or has no event id. `invalid_argument`.
+    #[error("{0}")]
+    Malformed(String),
+    /// The token or the body's hash does not verify with the deployment's LiveKit keys. `unauthenticated`.
+    #[error("webhook refused: {0}")]
+    Unverified(String),
+    /// Created more than 5 minutes ago: a replay, or a clock badly off. `invalid_argument`.
+    #[error("webhook is older than 5 minutes")]
+    Stale,
+    /// This event id was received already. `already_exists`.
+    #[error("webhook {0} was already received")]
+    Replayed(String),
+    /// The engine did not apply it (for a reason other than a viewer's presence or an ended room); the
+    /// engine's code.
+    #[error(transparent)]
+    Engine(#[from] Error),
+}
+
+impl WebhookRefusal {
+    /// The contract's error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Malformed(_) | Self::Stale => ErrorCode::InvalidArgument,
+            Self::Unverified(_) => ErrorCode::Unauthenticated,
+            Self::Replayed(_) => ErrorCode::AlreadyExists,
+            Self::Engine(error) => error.code(),
+        }
+    }
+}
+
 /// The webhook handler. Cheap to clone.
 #[derive(Clone)]
 pub struct Webhooks {
@@ -100,85 +134,15 @@ impl Webhooks {
 
     /// Verifies and applies one webhook. `authorization` is the request's `Authorization` header (the JWT,
     /// with or without `Bearer `). A refused webhook changes nothing.
-    pub async fn handle(&self, body: &[u8], authorization: &str) -> Result<WebhookOutcome, Error> {
-        if body.len() > WEBHOOK_BYTES_MAX {
-            return Err(Error::invalid_argument(
-                "webhook body is larger than 64 KiB",
-            ));
-        }
-        let body = std::str::from_utf8(body)
-            .map_err(|_| Error::invalid_argument("webhook body is not UTF-8"))?;
-        let token = authorization
-            .trim()
-            .strip_prefix("Bearer ")
-            .unwrap_or(authorization.trim());
-        let event = self
-            .receiver
-            .receive(body, token)
-            .map_err(|error| match error {
-                WebhookError::InvalidData(e) => {
-                    Error::invalid_argument(format!("webhook body is not a LiveKit event: {e}"))
-                }
-                other => Error::new(
-                    ErrorCode::Unauthenticated,
-                    format!("webhook refused: {other}"),
-                ),
-            })?;
-        let created_ms = u64::try_from(event.created_at)
-            .unwrap_or(0)
-            .saturating_mul(1_000);
-        if created_ms.saturating_add(WEBHOOK_AGE_MAX_MS) < self.clock.now_ms() {
-            return Err(Error::invalid_argument("webhook is older than 5 minutes"));
-        }
-        if event.id.is_empty() {
-            return Err(Error::invalid_argument("webhook has no event id"));
-        }
-        let now_ms = self.clock.now_ms();
-        let fresh = {
-            let mut seen = self.seen.lock().expect("seen-ids lock is never poisoned");
-            seen.insert(&event.id, created_ms, now_ms)
-        };
-        if !fresh {
-            return Err(Error::new(
-                ErrorCode::AlreadyExists,
-                format!("webhook {} was already received", event.id),
-            ));
-        }
-        let room_name = event
-            .room
-            .as_ref()
-            .map(|room| room.name.as_str())
-            .unwrap_or_default();
-        let Some(room_id) = self.config.room_id(room_name) else {
-            return Ok(WebhookOutcome::Ignored(format!(
-                "room {room_name:?} is not a cohost room"
-            )));
-        };
-        let command = match event.event.as_str() {
-            "participant_joined" | "participant_left" => {
-                let identity = event
-                    .participant
-                    .as_ref()
-                    .map(|p| p.identity.as_str())
-                    .unwrap_or_default();
-                let Ok(user_id) = UserId::new(identity) else {
-                    return Ok(WebhookOutcome::Ignored(format!(
-                        "participant {identity:?} is not a cohost user"
-                    )));
-                };
-                let online = event.event == "participant_joined";
-                Command::Presence(Presence {
-                    room_id,
-                    user_id,
-                    online,
-                })
-            }
-            "room_finished" => Command::StopRoom(RoomTarget { room_id }),
-            other => {
-                return Ok(WebhookOutcome::Ignored(format!(
-                    "event {other:?} needs nothing"
-                )));
-            }
+    pub async fn handle(
+        &self,
+        body: &[u8],
+        authorization: &str,
+    ) -> Result<WebhookOutcome, WebhookRefusal> {
+        let event = self.verify(body, authorization)?;
+        let command = match self.command_for(&event) {
+            Ok(command) => command,
+            Err(ignored) => return Ok(ignored),
         };
         let name = command.name();
         match self
@@ -193,23 +157,100 @@ impl Webhooks {
             // A viewer's presence, or a room that already ended: nothing to record.
             Err(error)
                 if matches!(
-                    error.code,
+                    error.code(),
                     ErrorCode::NotFound | ErrorCode::FailedPrecondition
                 ) =>
             {
-                Ok(WebhookOutcome::Ignored(format!(
-                    "{name}: {}",
-                    error.message
-                )))
+                Ok(WebhookOutcome::Ignored(format!("{name}: {error}")))
             }
             Err(error) => {
                 // Not applied: LiveKit's retry of this webhook must not count as a replay.
-                self.seen
-                    .lock()
-                    .expect("seen-ids lock is never poisoned")
-                    .forget(&event.id);
-                Err(error)
+                self.seen().forget(&event.id);
+                Err(WebhookRefusal::Engine(error))
             }
+        }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        // The set is whole between calls, so a panic elsewhere leaves nothing half-done in it.
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The signed, fresh, first-seen LiveKit event in the body.
+    fn verify(
+        &self,
+        body: &[u8],
+        authorization: &str,
+    ) -> Result<livekit_protocol::WebhookEvent, WebhookRefusal> {
+        if body.len() > WEBHOOK_BYTES_MAX {
+            return Err(WebhookRefusal::Malformed(
+                "webhook body is larger than 64 KiB".into(),
+            ));
+        }
+        let body = std::str::from_utf8(body)
+            .map_err(|_| WebhookRefusal::Malformed("webhook body is not UTF-8".into()))?;
+        let token = authorization
+            .trim()
+            .strip_prefix("Bearer ")
+            .unwrap_or(authorization.trim());
+        let event = self
+            .receiver
+            .receive(body, token)
+            .map_err(|error| match error {
+                WebhookError::InvalidData(e) => {
+                    WebhookRefusal::Malformed(format!("webhook body is not a LiveKit event: {e}"))
+                }
+                other => WebhookRefusal::Unverified(other.to_string()),
+            })?;
+        let created_ms = u64::try_from(event.created_at)
+            .unwrap_or(0)
+            .saturating_mul(1_000);
+        let now_ms = self.clock.now_ms();
+        if created_ms.saturating_add(WEBHOOK_AGE_MAX_MS) < now_ms {
+            return Err(WebhookRefusal::Stale);
+        }
+        if event.id.is_empty() {
+            return Err(WebhookRefusal::Malformed("webhook has no event id".into()));
+        }
+        if !self.seen().insert(&event.id, created_ms, now_ms) {
+            return Err(WebhookRefusal::Replayed(event.id));
+        }
+        Ok(event)
+    }
+
+    /// The command a verified event means, or why it means none.
+    fn command_for(
+        &self,
+        event: &livekit_protocol::WebhookEvent,
+    ) -> Result<Command, WebhookOutcome> {
+        let ignored = |why: String| WebhookOutcome::Ignored(why);
+        let room_name = event
+            .room
+            .as_ref()
+            .map(|room| room.name.as_str())
+            .unwrap_or_default();
+        let room_id = self
+            .config
+            .room_id(room_name)
+            .ok_or_else(|| ignored(format!("room {room_name:?} is not a cohost room")))?;
+        match event.event.as_str() {
+            "participant_joined" | "participant_left" => {
+                let identity = event
+                    .participant
+                    .as_ref()
+                    .map(|p| p.identity.as_str())
+                    .unwrap_or_default();
+                let user_id = UserId::new(identity).map_err(|_| {
+                    ignored(format!("participant {identity:?} is not a cohost user"))
+                })?;
+                Ok(Command::Presence(Presence {
+                    room_id,
+                    user_id,
+                    online: event.event == "participant_joined",
+                }))
+            }
+            "room_finished" => Ok(Command::StopRoom(RoomTarget { room_id })),
+            other => Err(ignored(format!("event {other:?} needs nothing"))),
         }
     }
 }

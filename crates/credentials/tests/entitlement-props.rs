@@ -500,7 +500,7 @@ async fn check_engine(history: Vec<Step>, seen: &Seen) -> Result<(), TestCaseErr
                     check_accept_reply(&model, &actor, &reply)?;
                 }
                 Err(error) => prop_assert!(
-                    !matches!(error.code, ErrorCode::Internal | ErrorCode::Unavailable),
+                    !matches!(error.code(), ErrorCode::Internal | ErrorCode::Unavailable),
                     "{:?} by {:?}: {}",
                     command,
                     actor,
@@ -512,7 +512,7 @@ async fn check_engine(history: Vec<Step>, seen: &Seen) -> Result<(), TestCaseErr
                 let expect = model.expect(&user);
                 seen.count(&model, &user, expect);
                 match (expect, credentials.broadcaster_data(&room_id(), &user)) {
-                    (Expect::Refused(code), Err(error)) => prop_assert_eq!(error.code, code),
+                    (Expect::Refused(code), Err(error)) => prop_assert_eq!(error.code(), code),
                     (Expect::Refused(_), Ok(_)) => {
                         return Err(fail(format!(
                             "{user:?} got credentials; {expect:?} was due"

@@ -391,7 +391,7 @@ async fn check(stage: &Stage, script: &Script<'_>) {
                     check_token(&data, role, asked, "stage-1", TOKEN_TTL_DEFAULT, before);
                 }
                 (Refused(code), Err(error)) => {
-                    assert_eq!(error.code, *code, "step {step}: {asked}: {error}");
+                    assert_eq!(error.code(), *code, "step {step}: {asked}: {error}");
                 }
                 (gets, got) => panic!("step {step}: {asked} should get {gets:?}, got {got:?}"),
             }
@@ -447,7 +447,7 @@ async fn broadcaster_data_is_given_exactly_while_the_seat_is_held_in_a_live_room
         .credentials
         .broadcaster_data(&room("no-such-room"), &user("alice"))
         .unwrap_err();
-    assert_eq!(unknown.code, ErrorCode::NotFound);
+    assert_eq!(unknown.code(), ErrorCode::NotFound);
     stage.shutdown().await;
 }
 
@@ -578,7 +578,7 @@ async fn a_retried_accept_mints_again_while_seated_and_never_after_removal() {
     assert_eq!(late.broadcaster, None, "a removed co-host gets no token");
     assert_eq!(stage.credentials.engine().last_seq(), seq);
     assert_eq!(
-        stage.data("bob").unwrap_err().code,
+        stage.data("bob").unwrap_err().code(),
         ErrorCode::FailedPrecondition
     );
     stage.shutdown().await;

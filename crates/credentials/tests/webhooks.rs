@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use cohost_credentials::webhook::{WEBHOOK_AGE_MAX_MS, WEBHOOK_BYTES_MAX};
-use cohost_credentials::{LiveKitConfig, TOKEN_TTL_DEFAULT, WebhookOutcome, Webhooks};
-use cohost_engine::{Config, Engine, Error, ManualClock, Options};
+use cohost_credentials::{
+    LiveKitConfig, TOKEN_TTL_DEFAULT, WebhookOutcome, WebhookRefusal, Webhooks,
+};
+use cohost_engine::{Config, Engine, ManualClock, Options};
 use cohost_proto::{
     Actor, Command, CreateRoom, ErrorCode, InvitationId, InvitationTarget, Reply, RoomId,
     RoomStatus, RoomTarget, UserId, UserTarget,
@@ -134,7 +136,7 @@ impl Hooks {
             .unwrap();
     }
 
-    async fn send(&self, body: &str) -> Result<WebhookOutcome, Error> {
+    async fn send(&self, body: &str) -> Result<WebhookOutcome, WebhookRefusal> {
         self.webhooks
             .handle(body.as_bytes(), &sign(body.as_bytes()))
             .await
@@ -152,7 +154,7 @@ impl Hooks {
         let before = self.snapshot();
         let got = self.webhooks.handle(body, authorization).await;
         match got {
-            Err(error) => assert_eq!(error.code, code, "{case}: {error}"),
+            Err(error) => assert_eq!(error.code(), code, "{case}: {error}"),
             Ok(outcome) => panic!("{case}: accepted as {outcome:?}"),
         }
         assert_eq!(

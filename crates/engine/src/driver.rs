@@ -63,7 +63,7 @@ pub fn resolve(answer: Answer, store: &Store) -> Result<Reply, Error> {
 }
 
 fn stored_reply(at: StoredAt, store: &Store) -> Result<Reply, Error> {
-    let missing = || Error::internal("a remembered command's record is missing from the log");
+    let missing = || Error::Corrupt("a remembered command's record is missing from the log".into());
     let batch = store
         .batches_from(at.batch_seq)
         .next()

@@ -1,62 +1,105 @@
 use cohost_core::Rejection;
 use cohost_proto::{CommandParseError, ErrorCode, IdError};
+use cohost_store::{BackendError, StoreError};
 
-/// A failed call: one contract error code and a short message for people.
+/// Why the engine did not do what was asked. A caller matches on the variant; each maps to one of the
+/// contract's error codes ([`Error::code`]), and its text is a short message for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct Error {
-    pub code: ErrorCode,
-    pub message: String,
+#[non_exhaustive]
+pub enum Error {
+    /// The rules refused the command; the rejection's own code is the answer's (`permission_denied`,
+    /// `not_found`, `already_exists`, `failed_precondition`, `resource_exhausted`, `conflict`,
+    /// `invalid_argument`). The command appended nothing.
+    #[error("{0}")]
+    Rejected(#[from] Rejection),
+    /// The input cannot be a command or a query: a malformed id or argument, an unknown command, a cursor this
+    /// list did not give, a cursor past the log. `invalid_argument`.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The room named does not exist. `not_found`.
+    #[error("room not found")]
+    RoomNotFound,
+    /// The same actor used this `command_id` before for a different command. `conflict`.
+    #[error("command_id was already used for a different command")]
+    CommandIdReused,
+    /// The command queue is full; nothing happened, retry shortly. `unavailable`.
+    #[error("the command queue is full; retry shortly")]
+    QueueFull,
+    /// The engine is shutting down, or has: it takes nothing more. `unavailable`.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    /// The batch the command was decided in was not stored (its write failed and was taken back). A retry with
+    /// the same `command_id` lands at most once. `unavailable`.
+    #[error("the batch was not stored ({cause}); retry with the same command_id")]
+    NotStored { cause: String },
+    /// The engine stopped taking writes after a failed flush or a panic in the sequencer (fail-stop). The
+    /// command may have landed if it was in the batch whose flush failed; restart the process to recover.
+    /// `unavailable`.
+    #[error("the engine stopped taking writes ({cause}); it recovers when restarted")]
+    Stopped { cause: String },
+    /// The data directory is open in another process; one directory serves one process. `unavailable`.
+    #[error(
+        "the data directory {dir} is already open in another engine process; one directory serves one process"
+    )]
+    DirectoryInUse { dir: String },
+    /// The store failed to read or write outside the write path (a read of the log, a cursor). `unavailable`.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The log or a record in it is damaged, or does not continue; the message names the seq. `internal`.
+    #[error("the log is damaged: {0}")]
+    Corrupt(String),
+    /// A broken invariant or a failure the engine did not expect. `internal`.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Error {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
+    /// The contract's error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Rejected(rejection) => rejection.code(),
+            Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Self::RoomNotFound => ErrorCode::NotFound,
+            Self::CommandIdReused => ErrorCode::Conflict,
+            Self::QueueFull
+            | Self::ShuttingDown
+            | Self::NotStored { .. }
+            | Self::Stopped { .. }
+            | Self::DirectoryInUse { .. }
+            | Self::Storage(_) => ErrorCode::Unavailable,
+            Self::Corrupt(_) | Self::Internal(_) => ErrorCode::Internal,
         }
     }
 
-    pub fn invalid_argument(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidArgument, message)
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::NotFound, message)
-    }
-
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Unavailable, message)
-    }
-
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Internal, message)
-    }
-}
-
-impl From<Rejection> for Error {
-    fn from(rejection: Rejection) -> Self {
-        Self::new(rejection.code(), rejection.to_string())
+    pub(crate) fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::InvalidArgument(message.into())
     }
 }
 
 impl From<IdError> for Error {
     fn from(error: IdError) -> Self {
-        Self::invalid_argument(error.to_string())
+        Self::InvalidArgument(error.to_string())
     }
 }
 
 impl From<CommandParseError> for Error {
     fn from(error: CommandParseError) -> Self {
-        Self::invalid_argument(error.to_string())
+        Self::InvalidArgument(error.to_string())
     }
 }
 
-impl From<cohost_store::StoreError> for Error {
-    fn from(error: cohost_store::StoreError) -> Self {
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
         match error {
-            cohost_store::StoreError::InvalidArgument(reason) => Self::invalid_argument(reason),
-            other => Self::unavailable(format!("storage: {other}")),
+            StoreError::InvalidArgument(reason) => Self::InvalidArgument(reason.into()),
+            StoreError::Backend(BackendError::Locked(dir)) => Self::DirectoryInUse { dir },
+            StoreError::FlushFailed { cause } => Self::Stopped { cause },
+            StoreError::Backend(BackendError::Io(reason)) => Self::Storage(reason),
+            damaged @ (StoreError::Corrupt { .. }
+            | StoreError::Gap { .. }
+            | StoreError::CorruptValue { .. }
+            | StoreError::Format { .. }
+            | StoreError::Truncated { .. }) => Self::Corrupt(damaged.to_string()),
         }
     }
 }

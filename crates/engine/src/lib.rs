@@ -54,7 +54,7 @@ use cohost_proto::{
     Actor, BroadcasterRole, Command, CommandId, Envelope, Invitation, InvitationId, Page, Reply,
     Room, RoomId, UserId,
 };
-use cohost_store::{BackendError, Store, StoreError};
+use cohost_store::Store;
 use crossbeam_channel::TrySendError;
 use tokio::sync::{broadcast, oneshot};
 
@@ -118,7 +118,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     fn store(&self) -> Result<Arc<Store>, Error> {
         let store = lock(&self.store).clone();
-        store.ok_or_else(|| Error::unavailable("the engine has shut down"))
+        store.ok_or(Error::ShuttingDown)
     }
 
     /// Fail-stop: the first cause is kept.
@@ -161,16 +161,10 @@ impl Shared {
             .await;
         let failure = state.borrow().failure.clone();
         match failure {
-            Some(cause) => stopped_error(&cause),
-            None => Error::unavailable("the engine stopped before answering"),
+            Some(cause) => Error::Stopped { cause },
+            None => Error::ShuttingDown,
         }
     }
-}
-
-fn stopped_error(cause: &str) -> Error {
-    Error::unavailable(format!(
-        "the engine stopped taking writes ({cause}); it recovers when restarted"
-    ))
 }
 
 /// A handle to a running engine. Cheap to clone; every clone drives the same engine.
@@ -219,7 +213,7 @@ impl Engine {
         let handle = std::thread::Builder::new()
             .name("cohost-sequencer".into())
             .spawn(move || writer::run(writer, queue))
-            .map_err(|e| Error::internal(format!("cannot start the sequencer: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot start the sequencer: {e}")))?;
         Ok(Self {
             shared,
             jobs,
@@ -237,12 +231,12 @@ impl Engine {
         options: Options,
     ) -> Result<Reply, Error> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(Error::unavailable("the engine is shutting down"));
+            return Err(Error::ShuttingDown);
         }
         if self.shared.failed.load(Ordering::Acquire)
             && let Health::Failed { cause } = self.health()
         {
-            return Err(stopped_error(&cause));
+            return Err(Error::Stopped { cause });
         }
         let (reply, answer) = oneshot::channel();
         match self
@@ -256,13 +250,9 @@ impl Engine {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.shared.stats.record_queue_full();
-                return Err(Error::unavailable(
-                    "the command queue is full; retry shortly",
-                ));
+                return Err(Error::QueueFull);
             }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(Error::unavailable("the engine is shutting down"));
-            }
+            Err(TrySendError::Disconnected(_)) => return Err(Error::ShuttingDown),
         }
         match answer.await {
             Ok(outcome) => outcome,
@@ -472,16 +462,9 @@ impl Engine {
 /// The store in the configured backend, or sled in the data directory.
 fn open_store(config: &Config) -> Result<Store, Error> {
     if let Some(backend) = &config.backend {
-        return Store::with_backend(Box::new(backend.clone()))
-            .map_err(|e| Error::internal(format!("cannot open the store: {e}")));
+        return Ok(Store::with_backend(Box::new(backend.clone()))?);
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        Error::unavailable(format!("cannot create {}: {e}", config.data_dir.display()))
-    })?;
-    Store::open(&config.data_dir).map_err(|error| match error {
-        StoreError::Backend(BackendError::Locked(dir)) => Error::unavailable(format!(
-            "the data directory {dir} is already open in another engine process; one directory serves one process"
-        )),
-        other => Error::internal(format!("cannot open the store: {other}")),
-    })
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
+    Ok(Store::open(&config.data_dir)?)
 }

@@ -142,7 +142,7 @@ impl ReadModel {
         self.rooms
             .get(room_id)
             .filter(|e| e.state.room().is_some())
-            .ok_or_else(|| Error::not_found("room not found"))
+            .ok_or(Error::RoomNotFound)
     }
 
     pub fn room_invitations(

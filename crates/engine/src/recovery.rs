@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use cohost_proto::RoomId;
-use cohost_store::{Store, StoreError};
+use cohost_store::Store;
 
 use crate::Error;
 use crate::idempotency::{Idempotency, Remembered, key};
@@ -16,11 +16,6 @@ use crate::sequencer::{Sequencer, SequencerConfig};
 pub struct Recovered<T> {
     pub sequencer: Sequencer<T>,
     pub read: ReadModel,
-}
-
-/// Why the engine would not open.
-fn corrupt(error: StoreError) -> Error {
-    Error::internal(format!("cannot open the store: {error}"))
 }
 
 /// Rebuilds the engine's state from `store`: every checksum and seq checked, snapshots loaded, the log after
@@ -79,25 +74,23 @@ fn replay(
     read.index_loaded_rooms();
     let mut replayed = HashSet::new();
     let mut broken = None;
-    let summary = store
-        .replay(read.last_seq, |batch| {
-            for envelope in batch.events {
-                if broken.is_some() || envelope.seq <= read.last_seq {
-                    continue;
-                }
-                if envelope.seq != read.last_seq + 1 {
-                    broken = Some(envelope.seq);
-                    continue;
-                }
-                if !replayed.contains(&envelope.room_id) {
-                    replayed.insert(envelope.room_id.clone());
-                }
-                read.apply(&envelope);
+    let summary = store.replay(read.last_seq, |batch| {
+        for envelope in batch.events {
+            if broken.is_some() || envelope.seq <= read.last_seq {
+                continue;
             }
-        })
-        .map_err(corrupt)?;
+            if envelope.seq != read.last_seq + 1 {
+                broken = Some(envelope.seq);
+                continue;
+            }
+            if !replayed.contains(&envelope.room_id) {
+                replayed.insert(envelope.room_id.clone());
+            }
+            read.apply(&envelope);
+        }
+    })?;
     if let Some(seq) = broken {
-        return Err(Error::internal(format!(
+        return Err(Error::Corrupt(format!(
             "log record holding seq {seq} does not continue seq {}",
             seq - 1
         )));
@@ -143,7 +136,7 @@ fn remembered_commands(
 ) -> Result<Idempotency, Error> {
     let mut found = Vec::new();
     'batches: for item in store.command_index_rev() {
-        let (batch_seq, entries) = item.map_err(corrupt)?;
+        let (batch_seq, entries) = item?;
         for (index, entry) in entries.iter().enumerate().rev() {
             if entry.at_ms.saturating_add(ttl_ms) <= now_ms || found.len() >= max {
                 break 'batches;

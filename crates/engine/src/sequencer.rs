@@ -29,7 +29,7 @@ use std::ops::Range;
 
 use cohost_core::{Context, Policy, RoomState, apply, decide, reply};
 use cohost_proto::{
-    Actor, Command, Envelope, ErrorCode, Event, InvitationId, InvitationTarget, Reply, RoomId,
+    Actor, Command, Envelope, Event, InvitationId, InvitationTarget, Reply, RoomId,
 };
 use cohost_store::IdempotencyRecord;
 
@@ -294,9 +294,7 @@ impl<T> Sequencer<T> {
         self.next_submission += 1;
         let refused = match &self.health {
             Health::Failed { cause } => Some(failed_error(cause)),
-            Health::Serving if self.queue.len() >= self.config.queue_max => Some(
-                Error::unavailable("the sequencer's queue is full; retry shortly"),
-            ),
+            Health::Serving if self.queue.len() >= self.config.queue_max => Some(Error::QueueFull),
             Health::Serving => None,
         };
         match refused {
@@ -465,9 +463,9 @@ impl<T> Sequencer<T> {
                 cause
             }
         };
-        let error = Error::unavailable(format!(
-            "the batch was not stored ({cause}); retry with the same command_id"
-        ));
+        let error = Error::NotStored {
+            cause: cause.clone(),
+        };
         let answers = batch
             .answers
             .into_iter()
@@ -612,10 +610,7 @@ impl<T> Sequencer<T> {
             && let Some(seen) = self.idempotency.get(key, self.now_ms)
         {
             if seen.fingerprint != fingerprint {
-                return Answer::Ready(Err(Error::new(
-                    ErrorCode::Conflict,
-                    "command_id was already used for a different command",
-                )));
+                return Answer::Ready(Err(Error::CommandIdReused));
             }
             return remembered_answer(seen, batch);
         }
@@ -673,7 +668,7 @@ impl<T> Sequencer<T> {
         let exists = self.rooms.contains_key(room_id);
         let creating = matches!(command, Command::CreateRoom(_)) && !exists;
         if !creating && !exists {
-            return Err(Error::not_found("room not found"));
+            return Err(Error::RoomNotFound);
         }
         let ctx = Context {
             actor,
@@ -753,7 +748,7 @@ fn remembered_answer<T>(seen: Remembered, batch: &InFlight<T>) -> Answer {
 }
 
 fn failed_error(cause: &str) -> Error {
-    Error::unavailable(format!(
-        "the engine stopped taking writes after a storage failure ({cause}); it recovers when restarted"
-    ))
+    Error::Stopped {
+        cause: cause.to_owned(),
+    }
 }

@@ -56,9 +56,9 @@ pub(crate) fn run(mut writer: Writer, jobs: Receiver<Job>) {
     for job in jobs.iter() {
         match job {
             Job::Command(submission) => {
-                let _ = submission
-                    .reply_to
-                    .send(Err(Error::unavailable(cause.clone())));
+                let _ = submission.reply_to.send(Err(Error::Stopped {
+                    cause: cause.clone(),
+                }));
             }
             Job::Stop => break,
         }

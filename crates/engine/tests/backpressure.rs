@@ -3,10 +3,11 @@
 
 mod support;
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
-use cohost_engine::{Engine, ManualClock};
+use cohost_engine::{Config, Engine, Error, ManualClock};
 use cohost_proto::{ErrorCode, Reply};
+use cohost_store::{Backend, BackendError, Entries, MemoryBackend, Op};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,9 +44,9 @@ async fn a_full_queue_is_unavailable_at_once() {
     for attempt in attempts {
         match attempt.await.unwrap() {
             Ok(_) => accepted += 1,
-            Err(e) if e.code == ErrorCode::Unavailable => unavailable += 1,
+            Err(Error::QueueFull) => unavailable += 1,
             // Past 32 pending requests the room itself refuses.
-            Err(e) => assert_eq!(e.code, ErrorCode::ResourceExhausted, "{e}"),
+            Err(e) => assert_eq!(e.code(), ErrorCode::ResourceExhausted, "{e}"),
         }
     }
     assert!(
@@ -62,42 +63,108 @@ async fn a_full_queue_is_unavailable_at_once() {
     engine.shutdown().await;
 }
 
+/// A disk whose writes wait while the gate is closed: the sequencer is held inside a batch, so commands pile
+/// up in the queue behind it.
+#[derive(Debug, Clone, Default)]
+struct Gated {
+    disk: MemoryBackend,
+    closed: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Gated {
+    fn set(&self, closed: bool) {
+        *self.closed.0.lock().unwrap() = closed;
+        self.closed.1.notify_all();
+    }
+}
+
+impl Backend for Gated {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        self.disk.get(key)
+    }
+    fn range(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
+        self.disk.range(from, to)
+    }
+    fn range_rev(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
+        self.disk.range_rev(from, to)
+    }
+    fn write(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        let (closed, opened) = &*self.closed;
+        let _open = opened
+            .wait_while(closed.lock().unwrap(), |closed| *closed)
+            .unwrap();
+        self.disk.write(ops)
+    }
+    fn flush(&self) -> Result<(), BackendError> {
+        self.disk.flush()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_the_queue_and_then_refuses() {
-    let t = open();
-    t.live_room("stage", "alice").await;
-    let pending: Vec<_> = (0..200)
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let disk = Gated::default();
+    let open = || {
+        let config = Config::new("unused").with_clock(clock.clone());
+        Engine::open(config.with_backend(Arc::new(disk.clone()))).unwrap()
+    };
+    let engine = open();
+    engine
+        .execute(actor("alice"), create("first"), Default::default())
+        .await
+        .unwrap();
+    // The sequencer takes the next command and waits inside its write; 200 more queue up behind it.
+    disk.set(true);
+    let held = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            engine
+                .execute(actor("alice"), create("held"), Default::default())
+                .await
+        }
+    });
+    let mut queued: Vec<_> = (0..200)
         .map(|n| {
-            let engine = t.engine.clone();
-            tokio::spawn(async move {
-                let room_name = format!("room-{n}");
+            let engine = engine.clone();
+            Box::pin(async move {
                 engine
-                    .execute(actor("alice"), create(&room_name), Default::default())
+                    .execute(
+                        actor("alice"),
+                        create(&format!("room-{n}")),
+                        Default::default(),
+                    )
                     .await
             })
         })
         .collect();
-    tokio::task::yield_now().await;
-    t.engine.shutdown().await;
-    let mut created = Vec::new();
-    for (n, outcome) in pending.into_iter().enumerate() {
-        match outcome.await.unwrap() {
-            Ok(Reply::Room(room)) => created.push(room.room_id),
-            Ok(other) => panic!("create replies the room, got {other:?}"),
-            Err(e) => assert_eq!(e.code, ErrorCode::Unavailable, "room-{n}: {e}"),
+    for command in &mut queued {
+        // The first poll puts the command on the queue.
+        assert!(futures::poll!(command.as_mut()).is_pending());
+    }
+    let stopping = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.shutdown().await }
+    });
+    while !engine.is_closed() {
+        tokio::task::yield_now().await;
+    }
+    assert!(matches!(
+        engine
+            .execute(actor("alice"), create("late"), Default::default())
+            .await,
+        Err(Error::ShuttingDown)
+    ));
+    disk.set(false);
+    assert!(matches!(held.await.unwrap(), Ok(Reply::Room(_))));
+    for (n, command) in queued.into_iter().enumerate() {
+        match command.await {
+            Ok(Reply::Room(room)) => assert_eq!(room.room_id.as_str(), format!("room-{n}")),
+            other => panic!("room-{n} was queued before the stop, so it is drained: {other:?}"),
         }
     }
-    assert_eq!(
-        t.code("alice", create("late")).await,
-        ErrorCode::Unavailable
-    );
-    let t = t.restart().await;
-    for room_id in &created {
-        assert!(
-            t.engine.room(room_id).is_ok(),
-            "{room_id} was acknowledged, so it survives"
-        );
-    }
-    assert_eq!(t.engine.last_seq(), 2 + created.len() as u64);
-    t.engine.shutdown().await;
+    stopping.await.unwrap();
+    let engine = open();
+    assert_eq!(engine.last_seq(), 202, "every drained command survives");
+    assert!(engine.room(&room("late")).is_err());
+    engine.shutdown().await;
 }

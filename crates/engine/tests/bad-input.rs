@@ -10,7 +10,7 @@ use support::*;
 /// What the transports do with a command's name and arguments: parse, then run.
 async fn code_of(t: &TestEngine, name: &str, args: &str) -> ErrorCode {
     match Command::from_json(name, args.as_bytes()) {
-        Err(error) => Error::from(error).code,
+        Err(error) => Error::from(error).code(),
         Ok(command) => t.code("alice", command).await,
     }
 }

@@ -41,7 +41,7 @@ async fn the_same_id_for_another_command_is_a_conflict() {
         .with_id("alice", invite("stage", "carol"), "req-1")
         .await
         .unwrap_err();
-    assert_eq!(err.code, ErrorCode::Conflict);
+    assert_eq!(err.code(), ErrorCode::Conflict);
     let versioned = Options {
         command_id: Some(CommandId::new("req-1").unwrap()),
         expected_version: Some(3),
@@ -52,7 +52,7 @@ async fn the_same_id_for_another_command_is_a_conflict() {
         .await
         .unwrap_err();
     assert_eq!(
-        err.code,
+        err.code(),
         ErrorCode::Conflict,
         "expected_version is part of what the id names"
     );

@@ -119,7 +119,7 @@ async fn read_room_returns_one_rooms_events_from_a_version() {
         t.engine
             .read_room(&room("missing"), 1, 10)
             .unwrap_err()
-            .code,
+            .code(),
         ErrorCode::NotFound
     );
     t.engine.shutdown().await;
@@ -129,11 +129,11 @@ async fn read_room_returns_one_rooms_events_from_a_version() {
 async fn a_second_engine_on_the_same_directory_is_refused_clearly() {
     let t = open();
     let second = Engine::open(config(t.dir.path(), &t.clock)).unwrap_err();
-    assert_eq!(second.code, ErrorCode::Unavailable);
+    assert_eq!(second.code(), ErrorCode::Unavailable);
     assert!(
-        second.message.contains("already open"),
+        second.to_string().contains("already open"),
         "{}",
-        second.message
+        second.to_string()
     );
     t.engine.shutdown().await;
 }

@@ -50,7 +50,7 @@ async fn the_seed_flow_through_the_engine() {
         .engine
         .broadcaster_entitlement(&room("stage"), &user("bob"))
         .unwrap_err();
-    assert_eq!(err.code, ErrorCode::FailedPrecondition);
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition);
     t.ok("alice", stop("stage")).await;
     let room_now = t.engine.room(&room("stage")).unwrap();
     assert_eq!((room_now.status, room_now.version), (RoomStatus::Ended, 10));
@@ -177,7 +177,7 @@ async fn expected_version_mismatch_is_conflict() {
         .execute(actor("alice"), invite("stage", "bob"), stale)
         .await
         .unwrap_err();
-    assert_eq!(err.code, ErrorCode::Conflict);
+    assert_eq!(err.code(), ErrorCode::Conflict);
     let current = cohost_engine::Options {
         command_id: None,
         expected_version: Some(2),
@@ -202,7 +202,9 @@ async fn cancel_and_accept_racing_have_one_winner() {
             t.run("alice", cancel("stage", n))
         );
         match (accepted, cancelled) {
-            (Ok(_), Err(e)) | (Err(e), Ok(_)) => assert_eq!(e.code, ErrorCode::FailedPrecondition),
+            (Ok(_), Err(e)) | (Err(e), Ok(_)) => {
+                assert_eq!(e.code(), ErrorCode::FailedPrecondition)
+            }
             other => panic!("exactly one must win, got {other:?}"),
         }
         if t.engine.room(&room("stage")).unwrap().cohosts.len() == 4 {
@@ -265,6 +267,6 @@ async fn candidates_see_their_invitations_across_rooms() {
             1,
         )
         .unwrap_err();
-    assert_eq!(bad.code, ErrorCode::InvalidArgument);
+    assert_eq!(bad.code(), ErrorCode::InvalidArgument);
     t.engine.shutdown().await;
 }

@@ -178,7 +178,7 @@ fn check_with(config: SequencerConfig, script: &[In], then: &[(u32, Expect)]) ->
     let got: Vec<(u32, Expect)> = h
         .answers
         .iter()
-        .map(|(n, outcome)| (*n, outcome.as_ref().map(drop).map_err(|e| e.code)))
+        .map(|(n, outcome)| (*n, outcome.as_ref().map(drop).map_err(|e| e.code())))
         .collect();
     assert_eq!(got, then, "script {script:?}");
     h

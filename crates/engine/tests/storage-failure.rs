@@ -24,7 +24,7 @@ async fn run(engine: &Engine, by: &str, command: cohost_proto::Command) -> Resul
         .execute(actor(by), command, Default::default())
         .await
         .map(drop)
-        .map_err(|e| e.code)
+        .map_err(|e| e.code())
 }
 
 #[tokio::test]
@@ -68,8 +68,8 @@ async fn a_failed_flush_stops_writes_until_the_store_is_reopened() {
             .execute(actor("alice"), command, Default::default())
             .await
             .unwrap_err();
-        assert_eq!(error.code, ErrorCode::Unavailable);
-        assert!(error.message.contains(&cause), "{error}");
+        assert_eq!(error.code(), ErrorCode::Unavailable);
+        assert!(error.to_string().contains(&cause), "{error}");
     }
     let stage = engine.room(&room("stage")).expect("reads are still served");
     assert_eq!((stage.status, stage.version), (RoomStatus::Idle, 1));

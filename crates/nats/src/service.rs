@@ -275,9 +275,10 @@ async fn dispatch(
                 });
             }
             Err(_) => {
-                let busy = Error::unavailable(format!(
-                    "the service has {IN_FLIGHT_MAX} requests in flight; retry shortly"
-                ));
+                let busy = Refusal::new(
+                    ErrorCode::Unavailable,
+                    format!("the service has {IN_FLIGHT_MAX} requests in flight; retry shortly"),
+                );
                 respond(&request, error_body(busy)).await;
             }
         }
@@ -292,7 +293,10 @@ async fn handle(context: &Context, call: Call, request: Request) {
         .await
         .unwrap_or_else(|_| {
             tracing::error!(call = call.name(), "a request handler panicked");
-            error_body(Error::internal("the service failed on this request"))
+            error_body(Refusal::new(
+                ErrorCode::Internal,
+                "the service failed on this request",
+            ))
         });
     respond(&request, body).await;
 }
@@ -303,7 +307,7 @@ async fn respond(request: &Request, body: Vec<u8>) {
     };
     tracing::warn!(%error, subject = %request.message.subject, "could not send a reply");
     if error.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded {
-        let too_big = Error::new(
+        let too_big = Refusal::new(
             ErrorCode::ResourceExhausted,
             "the reply is larger than the server's max_payload; ask for fewer items",
         );
@@ -390,7 +394,45 @@ fn ok_body<T: Serialize>(body: &T) -> Vec<u8> {
     to_json(&ServiceReply::Ok(body))
 }
 
-fn error_body(error: Error) -> Vec<u8> {
+/// A refused request: the code and the message its error body carries, the engine's or the service's own.
+#[derive(Debug)]
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+}
+
+impl From<Error> for Refusal {
+    fn from(error: Error) -> Self {
+        Self::new(error.code(), error.to_string())
+    }
+}
+
+impl From<cohost_proto::CommandParseError> for Refusal {
+    fn from(error: cohost_proto::CommandParseError) -> Self {
+        Self::invalid(error.to_string())
+    }
+}
+
+impl From<cohost_proto::IdError> for Refusal {
+    fn from(error: cohost_proto::IdError) -> Self {
+        Self::invalid(error.to_string())
+    }
+}
+
+fn error_body(error: Refusal) -> Vec<u8> {
     let mut message = error.message;
     if let Some((cut, _)) = message.char_indices().nth(MESSAGE_CHARS_MAX) {
         message.truncate(cut);
@@ -401,7 +443,11 @@ fn error_body(error: Error) -> Vec<u8> {
     }))
 }
 
-async fn run_command(engine: &Engine, name: &'static str, payload: &[u8]) -> Result<Reply, Error> {
+async fn run_command(
+    engine: &Engine,
+    name: &'static str,
+    payload: &[u8],
+) -> Result<Reply, Refusal> {
     let mut args = parse_object(payload)?;
     let actor = take_actor(&mut args, name)?;
     let options = Options {
@@ -424,59 +470,59 @@ fn without_credentials(reply: Reply) -> Reply {
     }
 }
 
-fn take_actor(args: &mut Map<String, Value>, command: &str) -> Result<Actor, Error> {
+fn take_actor(args: &mut Map<String, Value>, command: &str) -> Result<Actor, Refusal> {
     match args.remove("actor") {
-        None => Err(Error::invalid_argument(
+        None => Err(Refusal::invalid(
             "missing actor: name the user who issues the command (or null for the system)",
         )),
         Some(Value::Null) if SYSTEM_COMMANDS.contains(&command) => Ok(Actor::System),
-        Some(Value::Null) => Err(Error::invalid_argument(format!(
+        Some(Value::Null) => Err(Refusal::invalid(format!(
             "{command} needs a user as actor; the system (null) may issue only {}",
             SYSTEM_COMMANDS.join(", ")
         ))),
         Some(Value::String(user)) => UserId::new(&user)
             .map(Actor::User)
-            .map_err(|e| Error::invalid_argument(format!("actor: {e}"))),
-        Some(_) => Err(Error::invalid_argument(
+            .map_err(|e| Refusal::invalid(format!("actor: {e}"))),
+        Some(_) => Err(Refusal::invalid(
             "actor must be a user id string, or null for the system",
         )),
     }
 }
 
-fn take_command_id(args: &mut Map<String, Value>) -> Result<Option<CommandId>, Error> {
+fn take_command_id(args: &mut Map<String, Value>) -> Result<Option<CommandId>, Refusal> {
     match args.remove("command_id") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(id)) => Ok(Some(CommandId::new(&id)?)),
-        Some(_) => Err(Error::invalid_argument("command_id must be a string")),
+        Some(_) => Err(Refusal::invalid("command_id must be a string")),
     }
 }
 
-fn take_expected_version(args: &mut Map<String, Value>) -> Result<Option<u64>, Error> {
+fn take_expected_version(args: &mut Map<String, Value>) -> Result<Option<u64>, Refusal> {
     match args.remove("expected_version") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
-        Some(_) => Err(Error::invalid_argument(
+        Some(_) => Err(Refusal::invalid(
             "expected_version must be a non-negative integer",
         )),
     }
 }
 
 /// A request body: one JSON object, at most [`REQUEST_BYTES_MAX`] bytes, with no key twice.
-fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, Error> {
+fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, Refusal> {
     if payload.is_empty() {
-        return Err(Error::invalid_argument(
+        return Err(Refusal::invalid(
             "the request is empty; expected a JSON object",
         ));
     }
     if payload.len() > REQUEST_BYTES_MAX {
-        return Err(Error::invalid_argument(format!(
+        return Err(Refusal::invalid(format!(
             "the request is {} bytes; at most {REQUEST_BYTES_MAX} are allowed",
             payload.len()
         )));
     }
     serde_json::from_slice::<UniqueObject>(payload)
         .map(|object| object.0)
-        .map_err(|e| Error::invalid_argument(format!("the request is not a JSON object: {e}")))
+        .map_err(|e| Refusal::invalid(format!("the request is not a JSON object: {e}")))
 }
 
 /// A JSON object that refuses a repeated key, so that no two readers of one request can see different
@@ -514,28 +560,28 @@ impl<'de> Visitor<'de> for UniqueObjectVisitor {
 }
 
 /// A query's arguments: `actor` checked and set aside, the rest read into `T`, which denies unknown fields.
-fn query_args<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
+fn query_args<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Refusal> {
     let mut args = parse_object(payload)?;
     match args.remove("actor") {
         None | Some(Value::Null) => {}
         Some(Value::String(user)) => {
-            UserId::new(&user).map_err(|e| Error::invalid_argument(format!("actor: {e}")))?;
+            UserId::new(&user).map_err(|e| Refusal::invalid(format!("actor: {e}")))?;
         }
         Some(_) => {
-            return Err(Error::invalid_argument(
+            return Err(Refusal::invalid(
                 "actor must be a user id string, or null for the system",
             ));
         }
     }
     serde_json::from_value(Value::Object(args))
-        .map_err(|e| Error::invalid_argument(format!("bad arguments: {e}")))
+        .map_err(|e| Refusal::invalid(format!("bad arguments: {e}")))
 }
 
-fn check_limit(limit: Option<u64>, max: usize) -> Result<usize, Error> {
+fn check_limit(limit: Option<u64>, max: usize) -> Result<usize, Refusal> {
     match limit {
         None => Ok(max),
         Some(n) if n >= 1 && n <= max as u64 => Ok(n as usize),
-        Some(n) => Err(Error::invalid_argument(format!(
+        Some(n) => Err(Refusal::invalid(format!(
             "limit must be 1 to {max}, not {n}"
         ))),
     }
@@ -597,7 +643,7 @@ struct EntitlementBody {
 }
 
 /// Runs a query and returns its whole `{"ok": ...}` body.
-async fn run_query(context: &Context, query: Query, payload: &[u8]) -> Result<Vec<u8>, Error> {
+async fn run_query(context: &Context, query: Query, payload: &[u8]) -> Result<Vec<u8>, Refusal> {
     let engine = &context.engine;
     match query {
         Query::Room => {
@@ -639,7 +685,7 @@ async fn run_query(context: &Context, query: Query, payload: &[u8]) -> Result<Ve
 }
 
 /// `read_events` and `read_room`: they read sled, so they run on the blocking pool.
-async fn read_log(context: &Context, query: Query, payload: &[u8]) -> Result<Vec<u8>, Error> {
+async fn read_log(context: &Context, query: Query, payload: &[u8]) -> Result<Vec<u8>, Refusal> {
     let engine = context.engine.clone();
     let bytes_max = context.client.max_payload();
     if query == Query::ReadEvents {
@@ -660,10 +706,14 @@ async fn read_log(context: &Context, query: Query, payload: &[u8]) -> Result<Vec
 
 async fn blocking<T: Send + 'static>(
     read: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(read)
-        .await
-        .unwrap_or_else(|e| Err(Error::internal(format!("the read failed: {e}"))))
+) -> Result<T, Refusal> {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(outcome) => Ok(outcome?),
+        Err(e) => Err(Refusal::new(
+            ErrorCode::Internal,
+            format!("the read failed: {e}"),
+        )),
+    }
 }
 
 /// `{"ok":{"events":[...],"<tail>":<value>}}` with as many of the leading events as fit in `bytes_max`.
@@ -672,13 +722,13 @@ fn events_body(
     tail: &'static str,
     value: u64,
     bytes_max: usize,
-) -> Result<Vec<u8>, Error> {
+) -> Result<Vec<u8>, Refusal> {
     let mut body = br#"{"ok":{"events":["#.to_vec();
     for (i, envelope) in events.iter().enumerate() {
         let json = to_json(envelope);
         if body.len() + 1 + json.len() + EVENTS_CLOSING_BYTES_MAX > bytes_max {
             if i == 0 {
-                return Err(Error::new(
+                return Err(Refusal::new(
                     ErrorCode::ResourceExhausted,
                     format!(
                         "the event at seq {} does not fit the server's max_payload of {bytes_max} bytes",
@@ -813,7 +863,7 @@ mod tests {
 
     #[test]
     fn error_messages_are_bounded() {
-        let body = error_body(Error::invalid_argument("é".repeat(5_000)));
+        let body = error_body(Refusal::invalid("é".repeat(5_000)));
         let reply: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(reply["error"]["code"], "invalid_argument");
         let message = reply["error"]["message"].as_str().unwrap();

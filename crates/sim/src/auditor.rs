@@ -116,7 +116,7 @@ pub struct Auditor {
 }
 
 fn code(outcome: &Result<Reply, Error>) -> Result<(), ErrorCode> {
-    outcome.as_ref().map(drop).map_err(|e| e.code)
+    outcome.as_ref().map(drop).map_err(|e| e.code())
 }
 
 fn key_of(decision: &Decision) -> Option<Key> {
@@ -388,7 +388,7 @@ impl Auditor {
                 self.check_reply(room, reply);
             }
             (Err(error), Err(code)) => {
-                assert_eq!(error.code, code, "{decision:?}");
+                assert_eq!(error.code(), code, "{decision:?}");
                 assert_eq!(appended, 0, "a rejection appends nothing");
             }
             (got, want) => panic!("{decision:?}: the engine gave {got:?}, the model {want:?}"),

@@ -457,7 +457,7 @@ impl World {
                 .expect("a reply goes to a command that was sent");
             let (_, request) = self.sent.swap_remove(index);
             let unavailable =
-                outcome.as_ref().err().map(|e| e.code) == Some(ErrorCode::Unavailable);
+                outcome.as_ref().err().map(|e| e.code()) == Some(ErrorCode::Unavailable);
             if unavailable && request.command_id.is_some() {
                 self.retryable.push(request);
             }

@@ -59,7 +59,7 @@ impl TestEngine {
         let name = command.name();
         match self.run(by, command).await {
             Ok(reply) => panic!("{name} by {by} should fail, got {reply:?}"),
-            Err(error) => error.code,
+            Err(error) => error.code(),
         }
     }
 
