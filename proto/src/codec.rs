@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::event::{Envelope, StoredEvent};
+use crate::event::{Envelope, StoredEvent, StoredEventRef};
 
 /// How an event is encoded on the wire; announced by `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -74,7 +74,7 @@ pub enum DecodeError {
 pub fn encode_envelope(encoding: Encoding, envelope: &Envelope) -> Vec<u8> {
     match encoding {
         Encoding::Json => to_json(envelope),
-        Encoding::Postcard => to_postcard(&StoredEventRef::V1(envelope)),
+        Encoding::Postcard => to_postcard(&StoredEventRef::new(envelope)),
     }
 }
 
@@ -87,7 +87,7 @@ pub fn decode_envelope(encoding: Encoding, bytes: &[u8]) -> Result<Envelope, Dec
 
 /// The log's bytes for one event: postcard of [`StoredEvent`].
 pub fn encode_stored(envelope: &Envelope) -> Vec<u8> {
-    to_postcard(&StoredEventRef::V1(envelope))
+    to_postcard(&StoredEventRef::new(envelope))
 }
 
 /// Decodes one log record, refusing trailing bytes so a torn or padded record cannot pass as valid.
@@ -143,11 +143,4 @@ mod tests {
             assert_eq!(encoding.to_string().parse::<Encoding>().unwrap(), encoding);
         }
     }
-}
-
-/// Serializes exactly like [`StoredEvent`] without cloning the envelope.
-#[derive(Serialize)]
-#[serde(rename = "StoredEvent")]
-enum StoredEventRef<'a> {
-    V1(&'a Envelope),
 }

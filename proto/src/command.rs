@@ -69,61 +69,59 @@ pub struct Presence {
     pub online: bool,
 }
 
-/// Every command of the contract's table. The variant names the command; its arguments are the contract's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Command {
-    CreateRoom(CreateRoom),
-    GoLive(RoomTarget),
-    StopRoom(RoomTarget),
-    Invite(UserTarget),
-    RequestToJoin(RoomTarget),
-    AcceptInvitation(InvitationTarget),
-    RejectInvitation(InvitationTarget),
-    CancelInvitation(InvitationTarget),
-    RemoveCohost(UserTarget),
-    LeaveStage(RoomTarget),
+/// Declares [`Command`] once, and from that one list its names and its parsing from a name and JSON arguments.
+macro_rules! commands {
+    ($($(#[doc = $doc:literal])* $variant:ident($args:ty) = $name:literal),* $(,)?) => {
+        /// Every command of the contract's table. The variant names the command; its arguments are the
+        /// contract's.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum Command {
+            $($(#[doc = $doc])* #[serde(rename = $name)] $variant($args),)*
+        }
+
+        impl Command {
+            /// Every command name, as in `cohost.v1.cmd.<name>`.
+            pub const NAMES: [&'static str; [$($name),*].len()] = [$($name),*];
+
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => $name,)*
+                }
+            }
+
+            /// Parses a command from its name and its JSON arguments, refusing unknown fields.
+            pub fn from_json(name: &str, args: &[u8]) -> Result<Self, CommandParseError> {
+                fn parse<'a, T: Deserialize<'a>>(args: &'a [u8]) -> Result<T, CommandParseError> {
+                    serde_json::from_slice(args)
+                        .map_err(|e| CommandParseError::Arguments(e.to_string()))
+                }
+                match name {
+                    $($name => Ok(Self::$variant(parse(args)?)),)*
+                    _ => Err(CommandParseError::UnknownCommand(name.chars().take(64).collect())),
+                }
+            }
+        }
+    };
+}
+
+commands! {
+    CreateRoom(CreateRoom) = "create_room",
+    GoLive(RoomTarget) = "go_live",
+    StopRoom(RoomTarget) = "stop_room",
+    Invite(UserTarget) = "invite",
+    RequestToJoin(RoomTarget) = "request_to_join",
+    AcceptInvitation(InvitationTarget) = "accept_invitation",
+    RejectInvitation(InvitationTarget) = "reject_invitation",
+    CancelInvitation(InvitationTarget) = "cancel_invitation",
+    RemoveCohost(UserTarget) = "remove_cohost",
+    LeaveStage(RoomTarget) = "leave_stage",
     /// System only: the timer saw `expires_ms` pass.
-    Expire(InvitationTarget),
+    Expire(InvitationTarget) = "expire",
     /// System only: a LiveKit webhook.
-    Presence(Presence),
+    Presence(Presence) = "presence",
 }
 
 impl Command {
-    /// Every command name, as in `cohost.v1.cmd.<name>`.
-    pub const NAMES: [&'static str; 12] = [
-        "create_room",
-        "go_live",
-        "stop_room",
-        "invite",
-        "request_to_join",
-        "accept_invitation",
-        "reject_invitation",
-        "cancel_invitation",
-        "remove_cohost",
-        "leave_stage",
-        "expire",
-        "presence",
-    ];
-
-    pub fn name(&self) -> &'static str {
-        let index = match self {
-            Self::CreateRoom(_) => 0,
-            Self::GoLive(_) => 1,
-            Self::StopRoom(_) => 2,
-            Self::Invite(_) => 3,
-            Self::RequestToJoin(_) => 4,
-            Self::AcceptInvitation(_) => 5,
-            Self::RejectInvitation(_) => 6,
-            Self::CancelInvitation(_) => 7,
-            Self::RemoveCohost(_) => 8,
-            Self::LeaveStage(_) => 9,
-            Self::Expire(_) => 10,
-            Self::Presence(_) => 11,
-        };
-        Self::NAMES[index]
-    }
-
     /// The room the command acts on; an invitation's room is part of its id.
     pub fn room_id(&self) -> &RoomId {
         match self {
@@ -138,32 +136,6 @@ impl Command {
             | Self::Expire(t) => t.invitation_id.room_id(),
             Self::Presence(p) => &p.room_id,
         }
-    }
-
-    /// Parses a command from its name and its JSON arguments, refusing unknown fields.
-    pub fn from_json(name: &str, args: &[u8]) -> Result<Self, CommandParseError> {
-        fn parse<'a, T: Deserialize<'a>>(args: &'a [u8]) -> Result<T, CommandParseError> {
-            serde_json::from_slice(args).map_err(|e| CommandParseError::Arguments(e.to_string()))
-        }
-        Ok(match name {
-            "create_room" => Self::CreateRoom(parse(args)?),
-            "go_live" => Self::GoLive(parse(args)?),
-            "stop_room" => Self::StopRoom(parse(args)?),
-            "invite" => Self::Invite(parse(args)?),
-            "request_to_join" => Self::RequestToJoin(parse(args)?),
-            "accept_invitation" => Self::AcceptInvitation(parse(args)?),
-            "reject_invitation" => Self::RejectInvitation(parse(args)?),
-            "cancel_invitation" => Self::CancelInvitation(parse(args)?),
-            "remove_cohost" => Self::RemoveCohost(parse(args)?),
-            "leave_stage" => Self::LeaveStage(parse(args)?),
-            "expire" => Self::Expire(parse(args)?),
-            "presence" => Self::Presence(parse(args)?),
-            _ => {
-                return Err(CommandParseError::UnknownCommand(
-                    name.chars().take(64).collect(),
-                ));
-            }
-        })
     }
 }
 

@@ -12,84 +12,60 @@ use crate::id::{CommandId, EventId, InvitationId, RoomId, UserId};
 use crate::invitation::Invitation;
 use crate::room::Room;
 
-/// What happened to a room. Each variant carries enough to apply it without looking anything up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    RoomCreated {
-        room: Room,
-    },
-    RoomLive {
-        room: Room,
-    },
-    RoomStopped {
-        room: Room,
-    },
-    InvitationCreated {
-        invitation: Invitation,
-    },
-    InvitationApproved {
-        invitation: Invitation,
-    },
-    InvitationRejected {
-        invitation: Invitation,
-    },
-    InvitationCancelled {
-        invitation: Invitation,
-    },
-    InvitationExpired {
-        invitation: Invitation,
-    },
-    CohostRemoved {
-        user_id: UserId,
-        invitation_id: InvitationId,
-    },
-    CohostLeft {
-        user_id: UserId,
-        invitation_id: InvitationId,
-    },
-    PresenceChanged {
-        user_id: UserId,
-        online: bool,
-    },
+/// Declares [`Event`] once, and from that one list its two serde shapes (`EventTagged` for JSON, `EventIndexed`
+/// for postcard) and its `type` names, so a variant cannot be added to one and missed in another.
+macro_rules! events {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal { $($field:ident: $ty:ty),* $(,)? }),* $(,)?) => {
+        /// What happened to a room. Each variant carries enough to apply it without looking anything up.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Event {
+            $($(#[doc = $doc])* $variant { $($field: $ty),* },)*
+        }
+
+        /// JSON: internally tagged by `type`, as the contract shows it.
+        #[derive(Serialize, Deserialize)]
+        #[serde(remote = "Event", tag = "type")]
+        enum EventTagged {
+            $(#[serde(rename = $name)] $variant { $($field: $ty),* },)*
+        }
+
+        /// postcard: a variant index, then the fields in order.
+        #[derive(Serialize, Deserialize)]
+        #[serde(remote = "Event")]
+        enum EventIndexed {
+            $($variant { $($field: $ty),* },)*
+        }
+
+        impl Event {
+            /// Every `type` tag, in the stored variant order.
+            pub const TYPES: [&'static str; [$($name),*].len()] = [$($name),*];
+
+            /// The contract's `type` tag.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant { .. } => $name,)*
+                }
+            }
+        }
+    };
+}
+
+// The order is the stored format: append, never reorder.
+events! {
+    RoomCreated = "room_created" { room: Room },
+    RoomLive = "room_live" { room: Room },
+    RoomStopped = "room_stopped" { room: Room },
+    InvitationCreated = "invitation_created" { invitation: Invitation },
+    InvitationApproved = "invitation_approved" { invitation: Invitation },
+    InvitationRejected = "invitation_rejected" { invitation: Invitation },
+    InvitationCancelled = "invitation_cancelled" { invitation: Invitation },
+    InvitationExpired = "invitation_expired" { invitation: Invitation },
+    CohostRemoved = "cohost_removed" { user_id: UserId, invitation_id: InvitationId },
+    CohostLeft = "cohost_left" { user_id: UserId, invitation_id: InvitationId },
+    PresenceChanged = "presence_changed" { user_id: UserId, online: bool },
 }
 
 impl Event {
-    /// Every `type` tag, in the stored variant order.
-    pub const TYPES: [&'static str; 11] = [
-        "room_created",
-        "room_live",
-        "room_stopped",
-        "invitation_created",
-        "invitation_approved",
-        "invitation_rejected",
-        "invitation_cancelled",
-        "invitation_expired",
-        "cohost_removed",
-        "cohost_left",
-        "presence_changed",
-    ];
-
-    /// The contract's `type` tag.
-    pub fn type_name(&self) -> &'static str {
-        Self::TYPES[self.type_index()]
-    }
-
-    fn type_index(&self) -> usize {
-        match self {
-            Self::RoomCreated { .. } => 0,
-            Self::RoomLive { .. } => 1,
-            Self::RoomStopped { .. } => 2,
-            Self::InvitationCreated { .. } => 3,
-            Self::InvitationApproved { .. } => 4,
-            Self::InvitationRejected { .. } => 5,
-            Self::InvitationCancelled { .. } => 6,
-            Self::InvitationExpired { .. } => 7,
-            Self::CohostRemoved { .. } => 8,
-            Self::CohostLeft { .. } => 9,
-            Self::PresenceChanged { .. } => 10,
-        }
-    }
-
     /// The invitation after the change, for the five invitation events.
     pub fn invitation(&self) -> Option<&Invitation> {
         match self {
@@ -116,90 +92,6 @@ impl Event {
     pub fn candidate(&self) -> Option<&UserId> {
         self.invitation().map(|invitation| &invitation.user_id)
     }
-}
-
-/// JSON: internally tagged by `type`, as the contract shows it.
-#[derive(Serialize, Deserialize)]
-#[serde(remote = "Event", tag = "type", rename_all = "snake_case")]
-enum EventTagged {
-    RoomCreated {
-        room: Room,
-    },
-    RoomLive {
-        room: Room,
-    },
-    RoomStopped {
-        room: Room,
-    },
-    InvitationCreated {
-        invitation: Invitation,
-    },
-    InvitationApproved {
-        invitation: Invitation,
-    },
-    InvitationRejected {
-        invitation: Invitation,
-    },
-    InvitationCancelled {
-        invitation: Invitation,
-    },
-    InvitationExpired {
-        invitation: Invitation,
-    },
-    CohostRemoved {
-        user_id: UserId,
-        invitation_id: InvitationId,
-    },
-    CohostLeft {
-        user_id: UserId,
-        invitation_id: InvitationId,
-    },
-    PresenceChanged {
-        user_id: UserId,
-        online: bool,
-    },
-}
-
-/// postcard: a variant index, then the fields in order.
-#[derive(Serialize, Deserialize)]
-#[serde(remote = "Event")]
-enum EventIndexed {
-    RoomCreated {
-        room: Room,
-    },
-    RoomLive {
-        room: Room,
-    },
-    RoomStopped {
-        room: Room,
-    },
-    InvitationCreated {
-        invitation: Invitation,
-    },
-    InvitationApproved {
-        invitation: Invitation,
-    },
-    InvitationRejected {
-        invitation: Invitation,
-    },
-    InvitationCancelled {
-        invitation: Invitation,
-    },
-    InvitationExpired {
-        invitation: Invitation,
-    },
-    CohostRemoved {
-        user_id: UserId,
-        invitation_id: InvitationId,
-    },
-    CohostLeft {
-        user_id: UserId,
-        invitation_id: InvitationId,
-    },
-    PresenceChanged {
-        user_id: UserId,
-        online: bool,
-    },
 }
 
 impl Serialize for Event {
@@ -345,6 +237,20 @@ impl<'de> Deserialize<'de> for Envelope {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoredEvent {
     V1(Envelope),
+}
+
+/// Serializes exactly like [`StoredEvent`] without cloning the envelope: what writers of the log use.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename = "StoredEvent")]
+pub enum StoredEventRef<'a> {
+    V1(&'a Envelope),
+}
+
+impl<'a> StoredEventRef<'a> {
+    /// The current variant.
+    pub fn new(envelope: &'a Envelope) -> Self {
+        Self::V1(envelope)
+    }
 }
 
 impl StoredEvent {

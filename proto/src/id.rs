@@ -8,10 +8,8 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use smol_str::SmolStr;
 
-/// Longest room or user id, in characters (all ASCII, so also bytes).
-pub const NAME_LEN_MAX: usize = 64;
-/// Longest `command_id`.
-pub const COMMAND_ID_LEN_MAX: usize = 64;
+use crate::limits::COMMAND_ID_LEN_MAX;
+use crate::limits::NAME_LEN_MAX;
 
 /// Why a string is not a valid id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,8 +8,6 @@ pub const INVITATION_TTL_MS_MIN: u64 = 10_000;
 pub const INVITATION_TTL_MS_MAX: u64 = 24 * 3_600_000;
 /// The TTL when the deployment sets none.
 pub const INVITATION_TTL_MS_DEFAULT: u64 = 300_000;
-/// The most pending invitations and requests one room may hold.
-pub const PENDING_PER_ROOM_MAX: usize = 32;
 
 /// One offer of a stage seat to one candidate, after the event that carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ pub mod error;
 pub mod event;
 pub mod id;
 pub mod invitation;
+pub mod limits;
 pub mod reply;
 pub mod room;
 pub mod subject;
@@ -21,7 +22,7 @@ pub use command::{
     UserTarget,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorInfo};
-pub use event::{Envelope, Event, StoredEvent};
+pub use event::{Envelope, Event, StoredEvent, StoredEventRef};
 pub use id::{CommandId, EventId, IdError, InvitationId, RoomId, UserId};
 pub use invitation::{Invitation, InvitationKind, InvitationStatus};
 pub use reply::{Accepted, BroadcasterData, BroadcasterRole, Page, Reply, ServiceReply};

@@ -2,13 +2,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::{InvitationId, RoomId, UserId};
 
-/// Longest room title, in characters.
-pub const TITLE_LEN_MAX: usize = 200;
-/// Seats a room has when `create_room` names no `max_cohosts`.
-pub const MAX_COHOSTS_DEFAULT: u8 = 4;
-/// The most seats any room may have.
-pub const MAX_COHOSTS_LIMIT: u8 = 16;
-
 /// A room as the contract shows it, after the event that carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Room {

@@ -24,11 +24,7 @@ use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::sse;
-
-/// The largest request body.
-pub const BODY_BYTES_MAX: usize = 64 * 1024;
-/// The largest page a list returns.
-pub const PAGE_LIMIT_MAX: usize = 100;
+use cohost_proto::limits::{BODY_BYTES_MAX, PAGE_LIMIT_MAX};
 
 /// What every handler shares.
 #[derive(Clone)]

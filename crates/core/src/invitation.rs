@@ -1,6 +1,6 @@
 //! The offer of a seat: invite and request_to_join open one; accept, reject, cancel and expire end it.
 
-use cohost_proto::invitation::PENDING_PER_ROOM_MAX;
+use cohost_proto::limits::PENDING_PER_ROOM_MAX;
 use cohost_proto::{
     Actor, Event, Invitation, InvitationId, InvitationKind, InvitationStatus, Room, RoomStatus,
     UserId,

@@ -42,9 +42,7 @@ pub use policy::{Policy, PolicyError};
 pub use rejection::Rejection;
 pub use reply::reply;
 pub use stage::{Entitlement, entitlement};
-pub use state::{
-    ENDED_KEPT_MAX, InvitationFilter, InvitationPage, PAGE_LIMIT_MAX, RoomState, apply,
-};
+pub use state::{ENDED_KEPT_MAX, InvitationFilter, InvitationPage, RoomState, apply};
 
 use cohost_proto::{Actor, Command, Event};
 use invitation::Outcome;

@@ -1,7 +1,7 @@
 use cohost_proto::invitation::{
     INVITATION_TTL_MS_DEFAULT, INVITATION_TTL_MS_MAX, INVITATION_TTL_MS_MIN,
 };
-use cohost_proto::room::{MAX_COHOSTS_DEFAULT, MAX_COHOSTS_LIMIT};
+use cohost_proto::limits::{MAX_COHOSTS_DEFAULT, MAX_COHOSTS_LIMIT};
 
 /// The deployment's settings that rules depend on. Built only through [`Policy::new`], so it is always in range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

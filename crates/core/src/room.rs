@@ -1,6 +1,6 @@
 //! create_room, go_live and stop_room.
 
-use cohost_proto::room::{MAX_COHOSTS_LIMIT, TITLE_LEN_MAX};
+use cohost_proto::limits::{MAX_COHOSTS_LIMIT, TITLE_LEN_MAX};
 use cohost_proto::{Actor, CreateRoom, Event, InvitationStatus, Room, RoomStatus};
 
 use crate::{Context, Rejection, RoomState};

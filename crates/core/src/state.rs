@@ -2,7 +2,8 @@
 
 use std::collections::VecDeque;
 
-use cohost_proto::invitation::PENDING_PER_ROOM_MAX;
+use cohost_proto::limits::PAGE_LIMIT_MAX;
+use cohost_proto::limits::PENDING_PER_ROOM_MAX;
 use cohost_proto::{
     Event, Invitation, InvitationId, InvitationKind, InvitationStatus, Room, Seat, UserId,
 };
@@ -11,8 +12,6 @@ use serde::{Deserialize, Serialize};
 /// Ended invitations a room keeps for queries, newest last. Older ones are only in the log, so a busy
 /// room's memory stays bounded; pending ones and those behind a seat are always kept.
 pub const ENDED_KEPT_MAX: usize = 64;
-/// The largest page [`RoomState::invitations`] returns.
-pub const PAGE_LIMIT_MAX: usize = 100;
 
 /// One room, as a fold of its events. `RoomState::default()` is a room that does not exist yet.
 ///

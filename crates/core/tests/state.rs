@@ -2,9 +2,8 @@
 
 mod support;
 
-use cohost_core::{
-    ENDED_KEPT_MAX, Entitlement, InvitationFilter, PAGE_LIMIT_MAX, apply, entitlement, reply,
-};
+use cohost_core::{ENDED_KEPT_MAX, Entitlement, InvitationFilter, apply, entitlement, reply};
+use cohost_proto::limits::PAGE_LIMIT_MAX;
 use cohost_proto::{
     BroadcasterRole, ErrorCode, Event, InvitationKind, InvitationStatus, Reply, RoomStatus,
 };

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cohost_engine::{Engine, Interest};
+use cohost_engine::{Backoff, Engine, Interest};
 use cohost_proto::{Envelope, Event, UserId};
 use livekit_api::services::room::{RemoveParticipantOptions, RoomClient};
 use livekit_api::services::{ServerError, ServiceError};
@@ -109,10 +109,10 @@ async fn run(
         }
         // The cursor need not be written for events that remove nobody; it is written with the next that does.
         if !participants_to_remove(&envelope.event).is_empty() {
-            let mut backoff = Duration::from_millis(50);
+            let mut backoff = Backoff::new(BACKOFF_MAX);
             while let Err(error) = engine.set_cursor(SINK, envelope.seq) {
                 tracing::warn!(%error, "revoker cannot save its cursor; retrying");
-                if !sleep_or_stop(&mut stopped, &mut backoff).await {
+                if !backoff.sleep_unless_stopped(&mut stopped).await {
                     return;
                 }
             }
@@ -134,7 +134,7 @@ async fn remove_all(
         let options = RemoveParticipantOptions {
             revoke_token_ts: envelope.at_ms.div_ceil(1_000) as i64,
         };
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(BACKOFF_MAX);
         loop {
             let call =
                 client.remove_participant_with_options(&room, user.as_str(), options.clone());
@@ -157,7 +157,7 @@ async fn remove_all(
                     tracing::warn!(%error, %room, %user, seq = envelope.seq, "LiveKit removal failed; retrying");
                 }
             }
-            if !sleep_or_stop(stopped, &mut backoff).await {
+            if !backoff.sleep_unless_stopped(stopped).await {
                 return false;
             }
         }
@@ -165,12 +165,5 @@ async fn remove_all(
     true
 }
 
-/// Sleeps the backoff (doubling it, up to 5 s); false if stopped meanwhile.
-async fn sleep_or_stop(stopped: &mut watch::Receiver<bool>, backoff: &mut Duration) -> bool {
-    let wait = *backoff;
-    *backoff = (*backoff * 2).min(Duration::from_secs(5));
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => !*stopped.borrow(),
-        _ = stopped.changed() => false,
-    }
-}
+/// The longest wait between two tries.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);

@@ -10,13 +10,12 @@ use livekit_api::access_token::TokenVerifier;
 use livekit_api::webhooks::{WebhookError, WebhookReceiver};
 
 use crate::LiveKitConfig;
+use cohost_proto::limits::BODY_BYTES_MAX;
 
 /// Webhooks older than this are refused, so a captured one cannot be replayed later.
 pub const WEBHOOK_AGE_MAX_MS: u64 = 5 * 60_000;
 /// Event ids remembered to refuse replays. Ids leave once stale; this bounds memory under a flood.
 pub const SEEN_IDS_MAX: usize = 1_000_000;
-/// The largest webhook body accepted.
-pub const WEBHOOK_BYTES_MAX: usize = 64 * 1024;
 
 /// What a verified webhook did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +181,7 @@ impl Webhooks {
         body: &[u8],
         authorization: &str,
     ) -> Result<livekit_protocol::WebhookEvent, WebhookRefusal> {
-        if body.len() > WEBHOOK_BYTES_MAX {
+        if body.len() > BODY_BYTES_MAX {
             return Err(WebhookRefusal::Malformed(
                 "webhook body is larger than 64 KiB".into(),
             ));

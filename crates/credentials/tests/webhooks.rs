@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use cohost_credentials::webhook::{WEBHOOK_AGE_MAX_MS, WEBHOOK_BYTES_MAX};
+use cohost_credentials::webhook::WEBHOOK_AGE_MAX_MS;
 use cohost_credentials::{
     LiveKitConfig, TOKEN_TTL_DEFAULT, WebhookOutcome, WebhookRefusal, Webhooks,
 };
 use cohost_engine::{Config, Engine, ManualClock, Options};
+use cohost_proto::limits::BODY_BYTES_MAX;
 use cohost_proto::{
     Actor, Command, CreateRoom, ErrorCode, InvitationId, InvitationTarget, Reply, RoomId,
     RoomStatus, RoomTarget, UserId, UserTarget,
@@ -372,7 +373,7 @@ async fn forged_malformed_stale_and_oversized_webhooks_are_refused_and_change_no
     );
     let not_json = "{\"event\": \"participant_joined\", ";
     let not_utf8: &[u8] = b"{\"event\": \"\xff\xfe\"}";
-    let oversized = padded("EV_3", WEBHOOK_BYTES_MAX + 1);
+    let oversized = padded("EV_3", BODY_BYTES_MAX + 1);
     let unhashed = AccessToken::with_api_key(KEY, SECRET).to_jwt().unwrap();
     let unauthenticated = ErrorCode::Unauthenticated;
     let invalid = ErrorCode::InvalidArgument;
@@ -467,7 +468,7 @@ fn padded(id: &str, bytes: usize) -> String {
 #[tokio::test]
 async fn the_limits_themselves_are_accepted() {
     let hooks = Hooks::open().await;
-    let body = padded("EV_1", WEBHOOK_BYTES_MAX);
+    let body = padded("EV_1", BODY_BYTES_MAX);
     hooks
         .applied("exactly 64 KiB", &body, &sign(body.as_bytes()), "presence")
         .await;

@@ -33,6 +33,7 @@
 //! # });
 //! ```
 
+mod backoff;
 mod clock;
 mod config;
 pub mod driver;
@@ -58,6 +59,7 @@ use cohost_store::Store;
 use crossbeam_channel::TrySendError;
 use tokio::sync::{broadcast, oneshot};
 
+pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cohost_core::InvitationFilter;
 pub use config::Config;

@@ -10,6 +10,7 @@ use cohost_proto::{Envelope, Event, Invitation, InvitationId, Page, RoomId, User
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use cohost_proto::limits::PAGE_LIMIT_MAX;
 
 /// One seq kept per this many versions of a room, so `read_room` starts its scan near the wanted version.
 pub(crate) const SEQ_INDEX_STRIDE: u64 = 64;
@@ -174,7 +175,7 @@ impl ReadModel {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<Invitation>, Error> {
-        let limit = limit.clamp(1, cohost_core::PAGE_LIMIT_MAX);
+        let limit = limit.clamp(1, PAGE_LIMIT_MAX);
         let after = cursor.map(parse_user_cursor).transpose()?;
         let Some(list) = self.by_candidate.get(user) else {
             return Ok(Page {

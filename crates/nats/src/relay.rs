@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
-use cohost_engine::{Engine, EventStream, Interest};
+use cohost_engine::{Backoff, Engine, EventStream, Interest};
 use cohost_proto::codec::encode_envelope;
 use cohost_proto::subject::{self, header};
 use cohost_proto::{Encoding, Envelope};
@@ -273,7 +273,7 @@ impl Worker {
     /// Writes the cursor (a sled write and flush, so off the async workers), retrying store failures; false if
     /// stopped first. A cursor behind what NATS confirmed only means republishing after a crash.
     async fn save_cursor(&mut self, seq: u64) -> bool {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(self.config.backoff_max);
         loop {
             let (engine, sink) = (self.engine.clone(), self.config.sink.clone());
             let saved = tokio::task::spawn_blocking(move || engine.set_cursor(&sink, seq)).await;
@@ -286,11 +286,12 @@ impl Worker {
                     tracing::warn!(%error, seq, "relay cursor write did not finish; retrying")
                 }
             }
-            if *self.retrier.stopped.borrow() {
+            if !backoff
+                .sleep_unless_stopped(&mut self.retrier.stopped)
+                .await
+            {
                 return false;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.config.backoff_max);
         }
     }
 
@@ -341,7 +342,7 @@ impl Retrier {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(self.backoff_max);
         loop {
             if *self.stopped.borrow() {
                 return None;
@@ -356,11 +357,9 @@ impl Retrier {
                     if self.status.connected.swap(false, Ordering::Relaxed) {
                         tracing::warn!(%error, what, "relay cannot reach NATS; commands are still accepted, retrying");
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = self.stopped.changed() => return None,
+                    if !backoff.sleep_unless_stopped(&mut self.stopped).await {
+                        return None;
                     }
-                    backoff = (backoff * 2).min(self.backoff_max);
                 }
             }
         }

@@ -36,7 +36,7 @@
 //! | `read_events` | `{"from_seq", "limit"?}` | `{"events": [envelope...], "last_seq"}` |
 //! | `read_room` | `{"room_id", "from_version", "limit"?}` | `{"events": [envelope...], "version"}` |
 //!
-//! A page `limit` is 1 to [`PAGE_LIMIT_MAX`], an events `limit` 1 to [`EVENTS_LIMIT_MAX`]; an absent limit means
+//! A page `limit` is 1 to [`PAGE_LIMIT_MAX`], an events `limit` 1 to [`READ_EVENTS_MAX`]; an absent limit means
 //! the largest, and any other value is `invalid_argument` rather than silently clamped. `read_events` returns
 //! envelopes in seq order from `from_seq` on; `last_seq` is the log's last durable seq when it was read, so a
 //! caller is caught up once it has that seq. `read_room` returns the room's envelopes in version order from
@@ -45,7 +45,7 @@
 //!
 //! # Limits
 //!
-//! A request body over [`REQUEST_BYTES_MAX`] (64 KiB) or empty is `invalid_argument`, checked before parsing.
+//! A request body over [`BODY_BYTES_MAX`] (64 KiB) or empty is `invalid_argument`, checked before parsing.
 //! At most [`IN_FLIGHT_MAX`] requests run at once, each in its own task, so a slow command never holds up a
 //! query; past that a request gets `unavailable` at once. A message without a reply subject is dropped
 //! unexecuted, since nobody could learn its result. Error messages are cut to [`MESSAGE_CHARS_MAX`].
@@ -59,6 +59,7 @@ use async_nats::service::{Request, Service, ServiceExt};
 use bytes::Bytes;
 use cohost_engine::{Engine, Error, InvitationFilter, Options};
 use cohost_proto::codec::to_json;
+use cohost_proto::limits::{BODY_BYTES_MAX, PAGE_LIMIT_MAX, READ_EVENTS_MAX};
 use cohost_proto::subject;
 use cohost_proto::{
     Actor, BroadcasterRole, Command, CommandId, Envelope, ErrorCode, ErrorInfo, InvitationId,
@@ -72,24 +73,28 @@ use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
-/// The largest request body, in bytes; a larger one is `invalid_argument` (as over HTTP).
-pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
 /// Requests handled at once; past this a request gets `unavailable` at once.
 pub const IN_FLIGHT_MAX: usize = 1_024;
-/// The largest `limit` of `room_invitations` and `user_invitations`.
-pub const PAGE_LIMIT_MAX: usize = cohost_core::PAGE_LIMIT_MAX;
-/// The largest `limit` of `read_events` and `read_room`.
-pub const EVENTS_LIMIT_MAX: usize = 1_000;
 /// The longest error message in a reply, in characters.
 pub const MESSAGE_CHARS_MAX: usize = 1_024;
 /// Every query name, as in `cohost.v1.query.<name>`.
-pub const QUERY_NAMES: [&str; 6] = [
-    "room",
-    "room_invitations",
-    "user_invitations",
-    "broadcaster_entitlement",
-    "read_events",
-    "read_room",
+pub const QUERY_NAMES: [&str; QUERIES.len()] = {
+    let mut names = [""; QUERIES.len()];
+    let mut i = 0;
+    while i < QUERIES.len() {
+        names[i] = QUERIES[i].1;
+        i += 1;
+    }
+    names
+};
+/// Every query with its name: the one list the endpoints and [`QUERY_NAMES`] come from.
+const QUERIES: [(Query, &str); 6] = [
+    (Query::Room, "room"),
+    (Query::RoomInvitations, "room_invitations"),
+    (Query::UserInvitations, "user_invitations"),
+    (Query::BroadcasterEntitlement, "broadcaster_entitlement"),
+    (Query::ReadEvents, "read_events"),
+    (Query::ReadRoom, "read_room"),
 ];
 /// The commands that take `"actor": null`, the system: those the contract lets the system issue.
 pub const SYSTEM_COMMANDS: [&str; 4] = ["stop_room", "remove_cohost", "expire", "presence"];
@@ -327,7 +332,7 @@ enum Call {
 impl Call {
     fn all() -> impl Iterator<Item = Call> {
         let commands = Command::NAMES.into_iter().map(Call::Command);
-        commands.chain(Query::ALL.into_iter().map(Call::Query))
+        commands.chain(QUERIES.into_iter().map(|(query, _)| Call::Query(query)))
     }
 
     /// The endpoint's name in `$SRV.INFO`: the command's or the query's name.
@@ -357,25 +362,10 @@ enum Query {
 }
 
 impl Query {
-    const ALL: [Query; 6] = [
-        Self::Room,
-        Self::RoomInvitations,
-        Self::UserInvitations,
-        Self::BroadcasterEntitlement,
-        Self::ReadEvents,
-        Self::ReadRoom,
-    ];
-
     fn name(self) -> &'static str {
-        let index = match self {
-            Self::Room => 0,
-            Self::RoomInvitations => 1,
-            Self::UserInvitations => 2,
-            Self::BroadcasterEntitlement => 3,
-            Self::ReadEvents => 4,
-            Self::ReadRoom => 5,
-        };
-        QUERY_NAMES[index]
+        let listed = QUERIES.iter().find(|(query, _)| *query == self);
+        // A static table that the endpoints are built from: a query missing from it has no endpoint at all.
+        listed.expect("QUERIES lists every query").1
     }
 }
 
@@ -507,16 +497,16 @@ fn take_expected_version(args: &mut Map<String, Value>) -> Result<Option<u64>, R
     }
 }
 
-/// A request body: one JSON object, at most [`REQUEST_BYTES_MAX`] bytes, with no key twice.
+/// A request body: one JSON object, at most [`BODY_BYTES_MAX`] bytes, with no key twice.
 fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, Refusal> {
     if payload.is_empty() {
         return Err(Refusal::invalid(
             "the request is empty; expected a JSON object",
         ));
     }
-    if payload.len() > REQUEST_BYTES_MAX {
+    if payload.len() > BODY_BYTES_MAX {
         return Err(Refusal::invalid(format!(
-            "the request is {} bytes; at most {REQUEST_BYTES_MAX} are allowed",
+            "the request is {} bytes; at most {BODY_BYTES_MAX} are allowed",
             payload.len()
         )));
     }
@@ -690,13 +680,13 @@ async fn read_log(context: &Context, query: Query, payload: &[u8]) -> Result<Vec
     let bytes_max = context.client.max_payload();
     if query == Query::ReadEvents {
         let args: ReadEventsArgs = query_args(payload)?;
-        let limit = check_limit(args.limit, EVENTS_LIMIT_MAX)?;
+        let limit = check_limit(args.limit, READ_EVENTS_MAX)?;
         let read = engine.clone();
         let events = blocking(move || read.read_events(args.from_seq, limit)).await?;
         events_body(&events, "last_seq", engine.last_seq(), bytes_max)
     } else {
         let args: ReadRoomArgs = query_args(payload)?;
-        let limit = check_limit(args.limit, EVENTS_LIMIT_MAX)?;
+        let limit = check_limit(args.limit, READ_EVENTS_MAX)?;
         let (read, room_id) = (engine.clone(), args.room_id.clone());
         let events = blocking(move || read.read_room(&room_id, args.from_version, limit)).await?;
         let version = engine.room(&args.room_id)?.version;
@@ -772,7 +762,7 @@ mod tests {
                 "{name}"
             );
         }
-        let queries: Vec<_> = Query::ALL.iter().map(|q| q.name()).collect();
+        let queries: Vec<_> = QUERIES.iter().map(|(q, _)| q.name()).collect();
         assert_eq!(queries, QUERY_NAMES);
         for system in SYSTEM_COMMANDS {
             assert!(Command::NAMES.contains(&system), "{system}");
@@ -799,7 +789,7 @@ mod tests {
         }
         let deep = "[".repeat(100_000);
         let mut padded = br#"{"a":1}"#.to_vec();
-        padded.resize(REQUEST_BYTES_MAX, b' ');
+        padded.resize(BODY_BYTES_MAX, b' ');
         assert!(parse_object(&padded).is_ok(), "exactly the limit is fine");
         padded.push(b' ');
         assert_eq!(

@@ -44,7 +44,9 @@ use std::time::Duration;
 
 use async_nats::{Client, Message, Statistics};
 use bytes::Bytes;
+use cohost_engine::Backoff;
 use cohost_proto::codec::{decode_envelope, to_json};
+use cohost_proto::limits::READ_EVENTS_MAX;
 use cohost_proto::subject::{self, header};
 use cohost_proto::{Encoding, Envelope, ErrorInfo, RoomId, ServiceReply, UserId};
 use futures::StreamExt;
@@ -53,8 +55,6 @@ use serde::{Deserialize, Serialize};
 /// Envelopes the subscriber asks for per `read_events` call. A page of the largest rooms (16 seats, a 200
 /// character title) stays well under NATS's default 1 MiB `max_payload`.
 pub const READ_EVENTS_PAGE_MAX: usize = 256;
-/// The most envelopes the `read_events` query answers per call.
-pub const READ_EVENTS_LIMIT_MAX: usize = 1_000;
 /// How long [`NatsBackfill`] waits for a `read_events` reply.
 pub const READ_EVENTS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new stream waits for the server to confirm its subscription.
@@ -186,7 +186,7 @@ impl Backfill for NatsBackfill {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<Envelope>, BackfillError> {
-        let limit = limit.clamp(1, READ_EVENTS_LIMIT_MAX);
+        let limit = limit.clamp(1, READ_EVENTS_MAX);
         let mut from = from_seq;
         for _ in 0..UNDECODABLE_PAGES_MAX {
             let page = self.read_page(from, limit).await?;
@@ -215,33 +215,15 @@ impl Backfill for NatsBackfill {
     }
 }
 
-/// Which envelopes a stream yields, and from which subject.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Interest {
-    /// Every event of every room (`cohost.v1.room.>`).
-    All,
-    /// Every event of one room.
-    Room(RoomId),
-    /// The invitation events whose candidate is this user.
-    User(UserId),
-}
+/// Which envelopes a stream yields: the engine's own interests, each with its subject.
+pub use cohost_engine::Interest;
 
-impl Interest {
-    /// The subject the stream subscribes to.
-    pub fn subject(&self) -> String {
-        match self {
-            Self::All => subject::ROOM_ALL.to_string(),
-            Self::Room(room_id) => subject::room(room_id),
-            Self::User(user_id) => subject::user(user_id),
-        }
-    }
-
-    pub fn matches(&self, envelope: &Envelope) -> bool {
-        match self {
-            Self::All => true,
-            Self::Room(room_id) => &envelope.room_id == room_id,
-            Self::User(user_id) => envelope.event.candidate() == Some(user_id),
-        }
+/// The subject a stream of `interest` subscribes to.
+fn subject_of(interest: &Interest) -> String {
+    match interest {
+        Interest::All => subject::ROOM_ALL.to_string(),
+        Interest::Room(room_id) => subject::room(room_id),
+        Interest::Candidate(user_id) => subject::user(user_id),
     }
 }
 
@@ -283,10 +265,22 @@ enum Phase {
 }
 
 /// Backoff between failed log reads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Retry {
-    delay_ms: u64,
+    backoff: Backoff,
     at: Option<tokio::time::Instant>,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            backoff: Backoff::between(
+                Duration::from_millis(RETRY_MS_MIN),
+                Duration::from_millis(RETRY_MS_MAX),
+            ),
+            at: None,
+        }
+    }
 }
 
 impl Retry {
@@ -297,8 +291,7 @@ impl Retry {
     }
 
     fn failed(&mut self) {
-        self.delay_ms = (self.delay_ms * 2).clamp(RETRY_MS_MIN, RETRY_MS_MAX);
-        self.at = Some(tokio::time::Instant::now() + Duration::from_millis(self.delay_ms));
+        self.at = Some(tokio::time::Instant::now() + self.backoff.next_wait());
     }
 
     fn succeeded(&mut self) {
@@ -351,7 +344,7 @@ impl Subscriber<NatsBackfill> {
         from_seq: Option<u64>,
     ) -> Result<Self, Error> {
         let backfill = NatsBackfill::new(client.clone());
-        Self::with_backfill(client, backfill, Interest::User(user_id), from_seq).await
+        Self::with_backfill(client, backfill, Interest::Candidate(user_id), from_seq).await
     }
 
     /// Every event of every room.
@@ -372,7 +365,7 @@ impl<B: Backfill> Subscriber<B> {
         interest: Interest,
         from_seq: Option<u64>,
     ) -> Result<Self, Error> {
-        let live = client.subscribe(interest.subject()).await?;
+        let live = client.subscribe(subject_of(&interest)).await?;
         confirm_subscriptions(&client).await?;
         let statistics = client.statistics();
         let connects_seen = statistics.connects.load(Ordering::Relaxed);
@@ -519,7 +512,7 @@ impl<B: Backfill> Subscriber<B> {
                     None => envelope.version == 1,
                 },
                 // Seqs are sparse on a user subject: a gap cannot be seen from the numbers.
-                Interest::User(_) => true,
+                Interest::Candidate(_) => true,
             };
         (!follows).then_some(next_seq)
     }

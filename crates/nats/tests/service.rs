@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::RequestErrorKind;
 use cohost_engine::{Clock, Config, Engine, ManualClock};
-use cohost_nats::service::{REQUEST_BYTES_MAX, ServiceHandle, serve};
+use cohost_nats::service::{ServiceHandle, serve};
 use cohost_nats::test_server::TestServer;
+use cohost_proto::limits::BODY_BYTES_MAX;
 use cohost_proto::subject;
 use serde_json::{Value, json};
 
@@ -436,7 +437,7 @@ async fn bad_input_is_invalid_argument_and_never_hangs() {
             "[".repeat(50_000)
         )
         .into_bytes(),
-        padded(r#"{"actor":"alice","room_id":"r1"}"#, REQUEST_BYTES_MAX + 1),
+        padded(r#"{"actor":"alice","room_id":"r1"}"#, BODY_BYTES_MAX + 1),
     ];
     for payload in create_cases {
         let reply = h
@@ -514,7 +515,7 @@ async fn bad_input_is_invalid_argument_and_never_hangs() {
         );
     }
     for name in ["room", "read_events"] {
-        let too_big = padded("{}", REQUEST_BYTES_MAX + 1);
+        let too_big = padded("{}", BODY_BYTES_MAX + 1);
         assert_eq!(
             code(name, h.raw(subject::query(name), too_big).await),
             "invalid_argument"
@@ -531,7 +532,7 @@ async fn bad_input_is_invalid_argument_and_never_hangs() {
         "not_found",
         "nothing ran"
     );
-    let exactly_the_limit = padded(r#"{"actor":"alice","room_id":"r1"}"#, REQUEST_BYTES_MAX);
+    let exactly_the_limit = padded(r#"{"actor":"alice","room_id":"r1"}"#, BODY_BYTES_MAX);
     let reply = h
         .raw(subject::command("create_room"), exactly_the_limit)
         .await;

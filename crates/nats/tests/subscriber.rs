@@ -306,7 +306,7 @@ async fn check(server: &TestServer, case: Case) {
     let client = connect(server).await;
     let log = FakeLog::holding(story(case.log_len));
     let mut stream = subscribe(&client, &log, case.interest.clone(), case.from_seq).await;
-    let on_user_subject = matches!(case.interest, Interest::User(_));
+    let on_user_subject = matches!(case.interest, Interest::Candidate(_));
     for &seq in &case.publish {
         publish(&publisher, &story_envelope(seq), on_user_subject).await;
     }
@@ -470,7 +470,7 @@ async fn room_streams_fill_version_gaps_with_the_room_events_only() {
 #[tokio::test]
 async fn user_streams_drop_duplicates_and_catch_up_from_a_seq() {
     let server = TestServer::start(false);
-    let bob = Interest::User(user("bob"));
+    let bob = Interest::Candidate(user("bob"));
     let all_of_bob = seqs_of(&bob, 1..=STORY_LEN);
     assert!(
         all_of_bob.len() >= 4,
@@ -696,7 +696,7 @@ async fn after_a_reconnect_the_stream_catches_up_from_the_log() {
     let mut server = TestServer::start(false);
     let publisher = connect(&server).await;
     let client = connect(&server).await;
-    let bob = Interest::User(user("bob"));
+    let bob = Interest::Candidate(user("bob"));
     let bobs = seqs_of(&bob, 1..=STORY_LEN);
     assert!(bobs.len() >= 4, "the story invites bob: {bobs:?}");
     let log = FakeLog::holding(story(bobs[0]));

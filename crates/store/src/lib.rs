@@ -21,8 +21,6 @@ mod memory;
 mod record;
 
 pub use backend::{Backend, BackendError, Entries, Entry, Op, SledBackend};
-pub use log::{
-    LogSummary, Opened, READ_EVENTS_MAX, SINK_NAME_LEN_MAX, Snapshots, Store, StoreError,
-};
+pub use log::{LogSummary, Opened, SINK_NAME_LEN_MAX, Snapshots, Store, StoreError};
 pub use memory::{Crash, MemoryBackend, MemoryStats};
 pub use record::{Batch, CommandIndexEntry, FrameError, IdempotencyRecord, StoredReply};

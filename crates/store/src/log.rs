@@ -7,9 +7,7 @@ use cohost_proto::{Envelope, RoomId};
 
 use crate::backend::{Backend, BackendError, Op, SledBackend};
 use crate::record::{self, Batch, CommandIndexEntry, FrameError, IdempotencyRecord};
-
-/// The most events one `read_events` or `read_room` call returns.
-pub const READ_EVENTS_MAX: usize = 1_000;
+use cohost_proto::limits::READ_EVENTS_MAX;
 
 const LOG: u8 = b'L';
 const SNAPSHOT: u8 = b'S';
@@ -429,30 +427,9 @@ impl Store {
     /// Up to `limit` (at most [`READ_EVENTS_MAX`]) events from `from_seq` on, in seq order. A hole in the
     /// log is a `Gap` error, never a shorter answer; no record past the window is decoded.
     pub fn read_events(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
-        let limit = limit.min(READ_EVENTS_MAX);
-        let mut out = Vec::with_capacity(limit.min(64));
-        let mut expected = from_seq.max(1);
-        let mut batches = self.batches_from(expected);
-        while out.len() < limit {
-            let Some(batch) = batches.next() else { break };
-            for envelope in batch?.events {
-                if envelope.seq < expected {
-                    continue;
-                }
-                if envelope.seq != expected {
-                    return Err(StoreError::Gap {
-                        expected,
-                        found: envelope.seq,
-                    });
-                }
-                if out.len() == limit {
-                    break;
-                }
-                out.push(envelope);
-                expected += 1;
-            }
-        }
-        Ok(out)
+        self.envelopes_from(from_seq)
+            .take(limit.min(READ_EVENTS_MAX))
+            .collect()
     }
 
     /// Up to `limit` events of one room with version ≥ `from_version`, scanning the log from `from_seq_hint`
@@ -464,32 +441,24 @@ impl Store {
         from_seq_hint: u64,
         limit: usize,
     ) -> Result<Vec<Envelope>, StoreError> {
-        let limit = limit.min(READ_EVENTS_MAX);
-        let mut out = Vec::new();
-        let mut expected = from_seq_hint.max(1);
-        let mut batches = self.batches_from(expected);
-        while out.len() < limit {
-            let Some(batch) = batches.next() else { break };
-            for envelope in batch?.events {
-                if envelope.seq < expected {
-                    continue;
-                }
-                if envelope.seq != expected {
-                    return Err(StoreError::Gap {
-                        expected,
-                        found: envelope.seq,
-                    });
-                }
-                expected += 1;
-                if &envelope.room_id == room_id
-                    && envelope.version >= from_version
-                    && out.len() < limit
-                {
-                    out.push(envelope);
-                }
-            }
+        let wanted =
+            |envelope: &Envelope| &envelope.room_id == room_id && envelope.version >= from_version;
+        self.envelopes_from(from_seq_hint)
+            .filter(|envelope| envelope.as_ref().map_or(true, wanted))
+            .take(limit.min(READ_EVENTS_MAX))
+            .collect()
+    }
+
+    /// Every envelope from `from_seq` on, in seq order, decoding one record at a time as it goes. A hole in
+    /// the log is a `Gap` error, after which nothing more comes.
+    fn envelopes_from(&self, from_seq: u64) -> Envelopes<'_> {
+        let expected = from_seq.max(1);
+        Envelopes {
+            batches: Box::new(self.batches_from(expected)),
+            current: Vec::new().into_iter(),
+            expected,
+            done: false,
         }
-        Ok(out)
     }
 
     /// The seq a named sink (an outbox relay) has durably handled; 0 before its first advance.
@@ -583,3 +552,43 @@ impl Store {
 }
 
 const _: () = assert!(META == b'M' && FORMAT_KEY[0] == META && SNAPSHOT_SEQ_KEY[0] == META);
+
+/// See [`Store::envelopes_from`].
+struct Envelopes<'a> {
+    batches: Box<dyn Iterator<Item = Result<Batch, StoreError>> + 'a>,
+    current: std::vec::IntoIter<Envelope>,
+    expected: u64,
+    done: bool,
+}
+
+impl Iterator for Envelopes<'_> {
+    type Item = Result<Envelope, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let Some(envelope) = self.current.next() else {
+                match self.batches.next()? {
+                    Ok(batch) => self.current = batch.events.into_iter(),
+                    Err(error) => {
+                        self.done = true;
+                        return Some(Err(error));
+                    }
+                }
+                continue;
+            };
+            if envelope.seq < self.expected {
+                continue;
+            }
+            if envelope.seq != self.expected {
+                self.done = true;
+                return Some(Err(StoreError::Gap {
+                    expected: self.expected,
+                    found: envelope.seq,
+                }));
+            }
+            self.expected += 1;
+            return Some(Ok(envelope));
+        }
+        None
+    }
+}

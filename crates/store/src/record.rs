@@ -1,7 +1,7 @@
 //! The stored formats: one checksummed record per committed batch, plus framed snapshots and cursors.
 
 use cohost_proto::codec::{from_postcard, to_postcard};
-use cohost_proto::{Actor, CommandId, Envelope, Invitation, Room, StoredEvent};
+use cohost_proto::{Actor, CommandId, Envelope, Invitation, Room, StoredEvent, StoredEventRef};
 use serde::{Deserialize, Serialize};
 
 /// What a successful command with a `command_id` replied, kept so a retry gets the identical answer.
@@ -108,13 +108,8 @@ pub(crate) fn encode_batch(events: &[Envelope], commands: &[IdempotencyRecord]) 
             commands: &'a [IdempotencyRecord],
         },
     }
-    #[derive(Serialize)]
-    #[serde(rename = "StoredEvent")]
-    enum StoredEventRef<'a> {
-        V1(&'a Envelope),
-    }
     let record = BatchRecordRef::V1 {
-        events: events.iter().map(StoredEventRef::V1).collect(),
+        events: events.iter().map(StoredEventRef::new).collect(),
         commands,
     };
     let count = u32::try_from(events.len()).expect("a batch holds far fewer than 2^32 events");

@@ -10,10 +10,9 @@ mod common;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
+use cohost_proto::limits::READ_EVENTS_MAX;
 use cohost_proto::{Envelope, RoomId};
-use cohost_store::{
-    Backend, Batch, FrameError, LogSummary, MemoryBackend, Op, READ_EVENTS_MAX, Store, StoreError,
-};
+use cohost_store::{Backend, Batch, FrameError, LogSummary, MemoryBackend, Op, Store, StoreError};
 use common::{LogBuilder, record_for, room_id, sample_batches};
 
 /// The store's own in-memory backend, with the two ways of damage these cases need, each checked to hit.

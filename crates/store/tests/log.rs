@@ -4,10 +4,9 @@ mod common;
 
 use std::path::Path;
 
+use cohost_proto::limits::READ_EVENTS_MAX;
 use cohost_proto::{Envelope, RoomId};
-use cohost_store::{
-    Batch, CommandIndexEntry, LogSummary, READ_EVENTS_MAX, Snapshots, Store, StoreError,
-};
+use cohost_store::{Batch, CommandIndexEntry, LogSummary, Snapshots, Store, StoreError};
 use common::{LogBuilder, record_for, room_id, sample_batches};
 
 fn all_events(batches: &[Batch]) -> Vec<Envelope> {

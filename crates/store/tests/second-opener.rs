@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cohost_proto::Envelope;
-use cohost_store::{BackendError, READ_EVENTS_MAX, Store, StoreError};
+use cohost_proto::limits::READ_EVENTS_MAX;
+use cohost_store::{BackendError, Store, StoreError};
 use common::{LogBuilder, record_for};
 
 /// Set only in the child process, to the directory it must try to open.
