@@ -27,96 +27,187 @@ impl Metrics {
 
     pub fn render(&self, engine: &StatsSnapshot, last_seq: u64, relay_lag: Option<u64>) -> String {
         let mut out = String::new();
+        self.render_commands(&mut out);
+        render_engine_counters(&mut out, engine);
+        render_flush_histogram(&mut out, engine);
+        gauge(
+            &mut out,
+            "cohost_last_seq",
+            "The last durable seq.",
+            last_seq,
+        );
+        if let Some(lag) = relay_lag {
+            let help = "Events committed but not yet confirmed by NATS.";
+            gauge(&mut out, "cohost_relay_lag_events", help, lag);
+        }
+        let clients = self.sse_clients.load(Ordering::Relaxed);
+        gauge(
+            &mut out,
+            "cohost_sse_clients",
+            "Open live collections.",
+            clients,
+        );
+        out
+    }
+
+    fn render_commands(&self, out: &mut String) {
         out.push_str(
             "# HELP cohost_commands_total Commands handled over HTTP, by command and result.\n",
         );
         out.push_str("# TYPE cohost_commands_total counter\n");
-        for ((name, result), count) in self
-            .commands
-            .lock()
-            .expect("metrics lock is never poisoned")
-            .iter()
-        {
+        let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        for ((name, result), count) in commands.iter() {
             let _ = writeln!(
                 out,
                 "cohost_commands_total{{command=\"{name}\",result=\"{result}\"}} {count}"
             );
         }
-        let counters = [
-            (
-                "cohost_engine_commands_ok_total",
-                "Commands the engine applied.",
-                engine.commands_ok,
-            ),
-            (
-                "cohost_engine_commands_rejected_total",
-                "Commands the engine refused.",
-                engine.commands_rejected,
-            ),
-            (
-                "cohost_engine_queue_full_total",
-                "Commands refused because the queue was full.",
-                engine.queue_full,
-            ),
-            (
-                "cohost_engine_batches_total",
-                "Group commits (one write and one flush each).",
-                engine.batches,
-            ),
-            (
-                "cohost_engine_batch_commands_total",
-                "Commands decided in those batches.",
-                engine.batch_commands,
-            ),
-            (
-                "cohost_engine_events_total",
-                "Events appended.",
-                engine.events,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        }
-        out.push_str("# HELP cohost_engine_flush_seconds Time to write and flush one batch.\n");
-        out.push_str("# TYPE cohost_engine_flush_seconds histogram\n");
-        let mut cumulative = 0;
-        for (le_us, count) in engine.flush_us_buckets.iter() {
-            cumulative += count;
-            let _ = writeln!(
-                out,
-                "cohost_engine_flush_seconds_bucket{{le=\"{}\"}} {cumulative}",
-                *le_us as f64 / 1e6
-            );
-        }
+    }
+}
+
+/// One metric with its help and type lines.
+fn metric(out: &mut String, kind: &str, name: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    metric(out, "gauge", name, help, value);
+}
+
+fn render_engine_counters(out: &mut String, engine: &StatsSnapshot) {
+    let counters = [
+        (
+            "commands_ok",
+            "Commands the engine applied.",
+            engine.commands_ok,
+        ),
+        (
+            "commands_rejected",
+            "Commands the engine refused.",
+            engine.commands_rejected,
+        ),
+        (
+            "queue_full",
+            "Commands refused because the queue was full.",
+            engine.queue_full,
+        ),
+        (
+            "batches",
+            "Group commits (one write and one flush each).",
+            engine.batches,
+        ),
+        (
+            "batch_commands",
+            "Commands decided in those batches.",
+            engine.batch_commands,
+        ),
+        ("events", "Events appended.", engine.events),
+    ];
+    for (name, help, value) in counters {
+        metric(
+            out,
+            "counter",
+            &format!("cohost_engine_{name}_total"),
+            help,
+            value,
+        );
+    }
+}
+
+fn render_flush_histogram(out: &mut String, engine: &StatsSnapshot) {
+    out.push_str("# HELP cohost_engine_flush_seconds Time to write and flush one batch.\n");
+    out.push_str("# TYPE cohost_engine_flush_seconds histogram\n");
+    let mut cumulative = 0;
+    for (le_us, count) in engine.flush_us_buckets.iter() {
+        cumulative += count;
+        let le = *le_us as f64 / 1e6;
         let _ = writeln!(
             out,
-            "cohost_engine_flush_seconds_bucket{{le=\"+Inf\"}} {}",
-            engine.batches
+            "cohost_engine_flush_seconds_bucket{{le=\"{le}\"}} {cumulative}"
         );
-        let _ = writeln!(
-            out,
-            "cohost_engine_flush_seconds_sum {}",
-            engine.flush_us_total as f64 / 1e6
-        );
-        let _ = writeln!(out, "cohost_engine_flush_seconds_count {}", engine.batches);
-        let _ = writeln!(
-            out,
-            "# HELP cohost_last_seq The last durable seq.\n# TYPE cohost_last_seq gauge\ncohost_last_seq {last_seq}"
-        );
-        if let Some(lag) = relay_lag {
-            let _ = writeln!(
-                out,
-                "# HELP cohost_relay_lag_events Events committed but not yet confirmed by NATS.\n# TYPE cohost_relay_lag_events gauge\ncohost_relay_lag_events {lag}"
-            );
-        }
-        let clients = self.sse_clients.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP cohost_sse_clients Open live collections.\n# TYPE cohost_sse_clients gauge\ncohost_sse_clients {clients}"
-        );
-        out
+    }
+    let (batches, sum) = (engine.batches, engine.flush_us_total as f64 / 1e6);
+    let _ = writeln!(
+        out,
+        "cohost_engine_flush_seconds_bucket{{le=\"+Inf\"}} {batches}\ncohost_engine_flush_seconds_sum {sum}\ncohost_engine_flush_seconds_count {batches}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use cohost_engine::{FLUSH_BUCKETS_US, StatsSnapshot};
+
+    use super::Metrics;
+
+    #[test]
+    fn renders_the_prometheus_text_exactly() {
+        let metrics = Metrics::default();
+        metrics.command("invite", "ok");
+        metrics.command("invite", "ok");
+        metrics.command("accept_invitation", "failed_precondition");
+        metrics.sse_clients.store(3, Ordering::Relaxed);
+        let stats = StatsSnapshot {
+            commands_ok: 7,
+            commands_rejected: 2,
+            queue_full: 1,
+            batches: 4,
+            batch_commands: 9,
+            events: 11,
+            flush_us_total: 1_500,
+            flush_us_max: 900,
+            flush_us_buckets: std::array::from_fn(|i| (FLUSH_BUCKETS_US[i], i as u64)),
+        };
+        let want = r#"# HELP cohost_commands_total Commands handled over HTTP, by command and result.
+# TYPE cohost_commands_total counter
+cohost_commands_total{command="accept_invitation",result="failed_precondition"} 1
+cohost_commands_total{command="invite",result="ok"} 2
+# HELP cohost_engine_commands_ok_total Commands the engine applied.
+# TYPE cohost_engine_commands_ok_total counter
+cohost_engine_commands_ok_total 7
+# HELP cohost_engine_commands_rejected_total Commands the engine refused.
+# TYPE cohost_engine_commands_rejected_total counter
+cohost_engine_commands_rejected_total 2
+# HELP cohost_engine_queue_full_total Commands refused because the queue was full.
+# TYPE cohost_engine_queue_full_total counter
+cohost_engine_queue_full_total 1
+# HELP cohost_engine_batches_total Group commits (one write and one flush each).
+# TYPE cohost_engine_batches_total counter
+cohost_engine_batches_total 4
+# HELP cohost_engine_batch_commands_total Commands decided in those batches.
+# TYPE cohost_engine_batch_commands_total counter
+cohost_engine_batch_commands_total 9
+# HELP cohost_engine_events_total Events appended.
+# TYPE cohost_engine_events_total counter
+cohost_engine_events_total 11
+# HELP cohost_engine_flush_seconds Time to write and flush one batch.
+# TYPE cohost_engine_flush_seconds histogram
+cohost_engine_flush_seconds_bucket{le="0.0001"} 0
+cohost_engine_flush_seconds_bucket{le="0.00025"} 1
+cohost_engine_flush_seconds_bucket{le="0.0005"} 3
+cohost_engine_flush_seconds_bucket{le="0.001"} 6
+cohost_engine_flush_seconds_bucket{le="0.0025"} 10
+cohost_engine_flush_seconds_bucket{le="0.005"} 15
+cohost_engine_flush_seconds_bucket{le="0.01"} 21
+cohost_engine_flush_seconds_bucket{le="0.025"} 28
+cohost_engine_flush_seconds_bucket{le="0.1"} 36
+cohost_engine_flush_seconds_bucket{le="+Inf"} 4
+cohost_engine_flush_seconds_sum 0.0015
+cohost_engine_flush_seconds_count 4
+# HELP cohost_last_seq The last durable seq.
+# TYPE cohost_last_seq gauge
+cohost_last_seq 42
+# HELP cohost_relay_lag_events Events committed but not yet confirmed by NATS.
+# TYPE cohost_relay_lag_events gauge
+cohost_relay_lag_events 5
+# HELP cohost_sse_clients Open live collections.
+# TYPE cohost_sse_clients gauge
+cohost_sse_clients 3
+"#;
+        assert_eq!(metrics.render(&stats, 42, Some(5)), want);
     }
 }

@@ -204,37 +204,8 @@ pub fn apply(state: &mut RoomState, event: &Event) {
             );
             *current = room.clone();
         }
-        Event::InvitationCreated { invitation } => {
-            let number = invitation.invitation_id.number();
-            assert_eq!(
-                number,
-                state.created + 1,
-                "invitation numbers must be gap-free"
-            );
-            state.bump_version();
-            state.created = number;
-            state.pending.push(invitation.clone());
-            assert!(
-                state.pending.len() <= PENDING_PER_ROOM_MAX,
-                "too many pending invitations"
-            );
-        }
-        Event::InvitationApproved { invitation } => {
-            state.bump_version();
-            state.take_pending(invitation.invitation_id.number());
-            state.seated.push(invitation.clone());
-            let room = state.room_mut();
-            room.cohosts.push(Seat {
-                user_id: invitation.user_id.clone(),
-                invitation_id: invitation.invitation_id.clone(),
-                since_ms: invitation.updated_ms,
-                online: false,
-            });
-            assert!(
-                room.cohosts.len() <= usize::from(room.max_cohosts),
-                "co-hosts exceed max_cohosts"
-            );
-        }
+        Event::InvitationCreated { invitation } => state.add_pending(invitation),
+        Event::InvitationApproved { invitation } => state.seat_taken(invitation),
         Event::InvitationRejected { invitation }
         | Event::InvitationCancelled { invitation }
         | Event::InvitationExpired { invitation } => {
@@ -249,37 +220,78 @@ pub fn apply(state: &mut RoomState, event: &Event) {
         | Event::CohostLeft {
             user_id,
             invitation_id,
-        } => {
-            state.bump_version();
-            let room = state.room_mut();
-            let seat = room
-                .cohosts
-                .iter()
-                .position(|seat| &seat.user_id == user_id);
-            room.cohosts
-                .remove(seat.expect("seat event for a user without a seat"));
-            let number = invitation_id.number();
-            let seated = state
-                .seated
-                .iter()
-                .position(|invitation| invitation.invitation_id.number() == number);
-            let invitation = state
-                .seated
-                .remove(seated.expect("a seat has its approved invitation"));
-            state.end(invitation);
-        }
-        Event::PresenceChanged { user_id, online } => {
-            state.bump_version();
-            let room = state.room_mut();
-            if &room.host == user_id {
-                state.host_online = *online;
-            } else if let Some(seat) = room
-                .cohosts
-                .iter_mut()
-                .find(|seat| &seat.user_id == user_id)
-            {
-                seat.online = *online;
-            }
+        } => state.seat_ended(user_id, invitation_id),
+        Event::PresenceChanged { user_id, online } => state.presence(user_id, *online),
+    }
+}
+
+/// The parts of `apply` for one kind of event each; each records what `decide` decided and asserts what must
+/// never break.
+impl RoomState {
+    fn add_pending(&mut self, invitation: &Invitation) {
+        let number = invitation.invitation_id.number();
+        assert_eq!(
+            number,
+            self.created + 1,
+            "invitation numbers must be gap-free"
+        );
+        self.bump_version();
+        self.created = number;
+        self.pending.push(invitation.clone());
+        assert!(
+            self.pending.len() <= PENDING_PER_ROOM_MAX,
+            "too many pending invitations"
+        );
+    }
+
+    fn seat_taken(&mut self, invitation: &Invitation) {
+        self.bump_version();
+        self.take_pending(invitation.invitation_id.number());
+        self.seated.push(invitation.clone());
+        let room = self.room_mut();
+        room.cohosts.push(Seat {
+            user_id: invitation.user_id.clone(),
+            invitation_id: invitation.invitation_id.clone(),
+            since_ms: invitation.updated_ms,
+            online: false,
+        });
+        assert!(
+            room.cohosts.len() <= usize::from(room.max_cohosts),
+            "co-hosts exceed max_cohosts"
+        );
+    }
+
+    fn seat_ended(&mut self, user_id: &UserId, invitation_id: &InvitationId) {
+        self.bump_version();
+        let room = self.room_mut();
+        let seat = room
+            .cohosts
+            .iter()
+            .position(|seat| &seat.user_id == user_id);
+        room.cohosts
+            .remove(seat.expect("seat event for a user without a seat"));
+        let number = invitation_id.number();
+        let seated = self
+            .seated
+            .iter()
+            .position(|invitation| invitation.invitation_id.number() == number);
+        let invitation = self
+            .seated
+            .remove(seated.expect("a seat has its approved invitation"));
+        self.end(invitation);
+    }
+
+    fn presence(&mut self, user_id: &UserId, online: bool) {
+        self.bump_version();
+        let room = self.room_mut();
+        if &room.host == user_id {
+            self.host_online = online;
+        } else if let Some(seat) = room
+            .cohosts
+            .iter_mut()
+            .find(|seat| &seat.user_id == user_id)
+        {
+            seat.online = online;
         }
     }
 }

@@ -67,7 +67,7 @@ pub use error::Error;
 pub use read_model::{ReadModel, USER_INVITATIONS_MAX};
 pub use recovery::{Recovered, recover};
 pub use sequencer::{BATCH_MAX_LIMIT, Health};
-pub use stats::StatsSnapshot;
+pub use stats::{FLUSH_BUCKETS_US, StatsSnapshot};
 pub use subscribe::{EventStream, Interest, Watch};
 
 /// Batches of envelopes the live feed holds for slow subscribers before they fall back to the log.

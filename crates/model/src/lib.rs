@@ -146,132 +146,126 @@ pub fn model_step(
         long_title,
     } = op
     {
-        if long_title || max_cohosts.is_some_and(|m| m == 0 || m > 16) {
-            return Err(E::InvalidArgument);
-        }
-        if slot.is_some() {
-            return Err(E::AlreadyExists);
-        }
-        if expected.is_some_and(|v| v != 0) {
-            return Err(E::Conflict);
-        }
-        let Who::User(host) = who else {
-            return Err(E::PermissionDenied);
-        };
-        let max_cohosts = max_cohosts.map_or(SEATS_DEFAULT, usize::from);
-        *slot = Some(ModelRoom {
-            host,
-            status: RoomStatus::Idle,
-            max_cohosts,
-            seats: vec![],
-            offers: vec![],
-            host_online: false,
-            version: 1,
-        });
-        return Ok(1);
+        return create(slot, who, max_cohosts, long_title, expected);
     }
     let room = slot.as_mut().ok_or(E::NotFound)?;
     if expected.is_some_and(|v| v != room.version) {
         return Err(E::Conflict);
     }
-    let is_host = who == Who::User(room.host);
-    let events = match op {
-        Op::Create { .. } => unreachable!(),
-        Op::GoLive => {
-            if !is_host {
-                return Err(E::PermissionDenied);
-            }
-            if room.status != RoomStatus::Idle {
-                return Err(E::FailedPrecondition);
-            }
-            room.status = RoomStatus::Live;
-            1
-        }
-        Op::Stop => {
-            if !is_host && who != Who::System {
-                return Err(E::PermissionDenied);
-            }
-            if room.status == RoomStatus::Ended {
-                return Err(E::FailedPrecondition);
-            }
-            let mut cancelled = 0;
-            for offer in room
-                .offers
-                .iter_mut()
-                .filter(|o| o.status == InvitationStatus::Pending)
-            {
-                offer.status = InvitationStatus::Cancelled;
-                cancelled += 1;
-            }
-            room.status = RoomStatus::Ended;
-            cancelled + 1
-        }
-        Op::Invite(candidate) => {
-            if !is_host {
-                return Err(E::PermissionDenied);
-            }
-            if candidate == room.host {
-                return Err(E::InvalidArgument);
-            }
-            open_offer(room, candidate, InvitationKind::Invite, now)?
-        }
-        Op::Request => {
-            let Who::User(candidate) = who else {
-                return Err(E::PermissionDenied);
-            };
-            if is_host {
-                return Err(E::PermissionDenied);
-            }
-            open_offer(room, candidate, InvitationKind::Request, now)?
-        }
-        Op::Accept(n) | Op::Reject(n) | Op::Cancel(n) | Op::Expire(n) => {
-            settle_offer(room, who, op, n, now)?
-        }
-        Op::Remove(user) => {
-            if !is_host && who != Who::System {
-                return Err(E::PermissionDenied);
-            }
-            let at = room
-                .seats
-                .iter()
-                .position(|s| s.0 == user)
-                .ok_or(E::NotFound)?;
-            room.seats.remove(at);
-            1
-        }
-        Op::Leave => {
-            let Who::User(user) = who else {
-                return Err(E::PermissionDenied);
-            };
-            let at = room
-                .seats
-                .iter()
-                .position(|s| s.0 == user)
-                .ok_or(E::NotFound)?;
-            room.seats.remove(at);
-            1
-        }
-        Op::Presence(user, online) => {
-            if who != Who::System {
-                return Err(E::PermissionDenied);
-            }
-            let current = if user == room.host {
-                &mut room.host_online
-            } else {
-                &mut room
-                    .seats
-                    .iter_mut()
-                    .find(|s| s.0 == user)
-                    .ok_or(E::NotFound)?
-                    .2
-            };
-            let changed = *current != online;
-            *current = online;
-            u64::from(changed)
-        }
-    };
+    let events = room_step(room, who, op, now)?;
     room.version += events;
     Ok(events)
+}
+
+fn create(
+    slot: &mut Option<ModelRoom>,
+    who: Who,
+    max_cohosts: Option<u8>,
+    long_title: bool,
+    expected: Option<u64>,
+) -> Result<u64, E> {
+    if long_title || max_cohosts.is_some_and(|m| m == 0 || m > 16) {
+        return Err(E::InvalidArgument);
+    }
+    if slot.is_some() {
+        return Err(E::AlreadyExists);
+    }
+    if expected.is_some_and(|v| v != 0) {
+        return Err(E::Conflict);
+    }
+    let Who::User(host) = who else {
+        return Err(E::PermissionDenied);
+    };
+    *slot = Some(ModelRoom {
+        host,
+        status: RoomStatus::Idle,
+        max_cohosts: max_cohosts.map_or(SEATS_DEFAULT, usize::from),
+        seats: vec![],
+        offers: vec![],
+        host_online: false,
+        version: 1,
+    });
+    Ok(1)
+}
+
+/// A command on an existing room, once its version is checked: the events it appends.
+fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64) -> Result<u64, E> {
+    let is_host = who == Who::User(room.host);
+    let host_or_system = is_host || who == Who::System;
+    match op {
+        Op::Create { .. } => unreachable!("model_step creates"),
+        Op::GoLive if !is_host => Err(E::PermissionDenied),
+        Op::GoLive if room.status != RoomStatus::Idle => Err(E::FailedPrecondition),
+        Op::GoLive => {
+            room.status = RoomStatus::Live;
+            Ok(1)
+        }
+        Op::Stop if !host_or_system => Err(E::PermissionDenied),
+        Op::Stop if room.status == RoomStatus::Ended => Err(E::FailedPrecondition),
+        Op::Stop => Ok(stop(room)),
+        Op::Invite(_) if !is_host => Err(E::PermissionDenied),
+        Op::Invite(candidate) if candidate == room.host => Err(E::InvalidArgument),
+        Op::Invite(candidate) => open_offer(room, candidate, InvitationKind::Invite, now),
+        Op::Request => match who {
+            Who::User(candidate) if !is_host => {
+                open_offer(room, candidate, InvitationKind::Request, now)
+            }
+            _ => Err(E::PermissionDenied),
+        },
+        Op::Accept(n) | Op::Reject(n) | Op::Cancel(n) | Op::Expire(n) => {
+            settle_offer(room, who, op, n, now)
+        }
+        Op::Remove(_) if !host_or_system => Err(E::PermissionDenied),
+        Op::Remove(user) => vacate(room, user),
+        Op::Leave => match who {
+            Who::User(user) => vacate(room, user),
+            Who::System => Err(E::PermissionDenied),
+        },
+        Op::Presence(..) if who != Who::System => Err(E::PermissionDenied),
+        Op::Presence(user, online) => presence(room, user, online),
+    }
+}
+
+/// Cancels every pending offer, then ends the room.
+fn stop(room: &mut ModelRoom) -> u64 {
+    let mut cancelled = 0;
+    for offer in room
+        .offers
+        .iter_mut()
+        .filter(|o| o.status == InvitationStatus::Pending)
+    {
+        offer.status = InvitationStatus::Cancelled;
+        cancelled += 1;
+    }
+    room.status = RoomStatus::Ended;
+    cancelled + 1
+}
+
+/// The user's seat ends (removed or left).
+fn vacate(room: &mut ModelRoom, user: usize) -> Result<u64, E> {
+    let at = room
+        .seats
+        .iter()
+        .position(|s| s.0 == user)
+        .ok_or(E::NotFound)?;
+    room.seats.remove(at);
+    Ok(1)
+}
+
+fn presence(room: &mut ModelRoom, user: usize, online: bool) -> Result<u64, E> {
+    let current = if user == room.host {
+        &mut room.host_online
+    } else {
+        &mut room
+            .seats
+            .iter_mut()
+            .find(|s| s.0 == user)
+            .ok_or(E::NotFound)?
+            .2
+    };
+    let changed = *current != online;
+    *current = online;
+    Ok(u64::from(changed))
 }
 
 fn open_offer(
@@ -380,25 +374,10 @@ impl Model {
         let Some(room) = self.rooms[d.room].as_ref() else {
             return self.roll_missing_room(d);
         };
-        let total: u8 = Self::OP_WEIGHTS.iter().map(|w| w.1).sum();
-        let Some(mut pick) = d.op.checked_rem(total + total / 4).filter(|&p| p < total) else {
+        let Some(mut op_ix) = Self::weighted_op(d.op) else {
             return Step::Tick(d.tick_ms);
         };
-        let mut op_ix = 0;
-        for (ix, weight) in Self::OP_WEIGHTS {
-            if pick < weight {
-                op_ix = ix;
-                break;
-            }
-            pick -= weight;
-        }
-        let pending: Vec<u64> = (1..=room.offers.len() as u64)
-            .filter(|&n| room.offers[n as usize - 1].status == InvitationStatus::Pending)
-            .collect();
-        let n = match pending.len() {
-            len if len > 0 && !d.offer.is_multiple_of(4) => pending[d.offer % len],
-            _ => (d.offer % (room.offers.len() + 1)) as u64 + 1,
-        };
+        let n = Self::offer_number(room, d.offer);
         let offer = room.offers.get(n as usize - 1);
         let seated = (!room.seats.is_empty() && !d.user.is_multiple_of(3))
             .then(|| room.seats[d.user % room.seats.len()].0);
@@ -448,6 +427,30 @@ impl Model {
             who,
             op,
             expected_version,
+        }
+    }
+
+    /// An op index by [`Model::OP_WEIGHTS`]; `None` (a fifth of the rolls) means a tick instead.
+    fn weighted_op(roll: u8) -> Option<u8> {
+        let total: u8 = Self::OP_WEIGHTS.iter().map(|w| w.1).sum();
+        let mut pick = roll.checked_rem(total + total / 4).filter(|&p| p < total)?;
+        for (ix, weight) in Self::OP_WEIGHTS {
+            if pick < weight {
+                return Some(ix);
+            }
+            pick -= weight;
+        }
+        Some(0)
+    }
+
+    /// Mostly a pending offer, sometimes any offer or one past the last.
+    fn offer_number(room: &ModelRoom, roll: usize) -> u64 {
+        let pending: Vec<u64> = (1..=room.offers.len() as u64)
+            .filter(|&n| room.offers[n as usize - 1].status == InvitationStatus::Pending)
+            .collect();
+        match pending.len() {
+            len if len > 0 && !roll.is_multiple_of(4) => pending[roll % len],
+            _ => (roll % (room.offers.len() + 1)) as u64 + 1,
         }
     }
 

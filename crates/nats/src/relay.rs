@@ -181,12 +181,17 @@ struct Retrier {
 
 impl Worker {
     async fn run(mut self) {
+        let Some((jetstream, resume)) = self.start().await else {
+            return;
+        };
+        self.follow(jetstream, resume).await;
+    }
+
+    /// Prepares the stream (JetStream mode) and decides where to resume; `None` once stopped.
+    async fn start(&mut self) -> Option<(Option<jetstream::Context>, Resume)> {
         let jetstream = match self.config.mode {
             Mode::Core => None,
-            Mode::JetStream => match self.prepare_stream().await {
-                Some(context) => Some(context),
-                None => return,
-            },
+            Mode::JetStream => Some(self.prepare_stream().await?),
         };
         let mut resume = Resume {
             after: self.status.confirmed_seq.load(Ordering::Relaxed),
@@ -203,7 +208,7 @@ impl Worker {
                 Some(Some(found)) if found.after >= resume.after => {
                     // The stream is ahead of the cursor (a crash between PubAck and cursor write): adopt it.
                     if !self.save_cursor(found.after).await {
-                        return;
+                        return None;
                     }
                     self.status
                         .confirmed_seq
@@ -211,9 +216,14 @@ impl Worker {
                     resume = found;
                 }
                 Some(_) => {}
-                None => return,
+                None => return None,
             }
         }
+        Some((jetstream, resume))
+    }
+
+    /// Publishes every envelope after `resume`, batch by batch, until stopped.
+    async fn follow(&mut self, jetstream: Option<jetstream::Context>, mut resume: Resume) {
         let mut events = self.engine.subscribe(resume.after + 1, Interest::All);
         let mut lag_logged = Instant::now();
         let mut saved_seq = self.status.confirmed_seq.load(Ordering::Relaxed);

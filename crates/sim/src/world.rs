@@ -388,46 +388,9 @@ impl World {
             // Anything answerable now must not wait for the batch, and no answer of the batch may come yet.
             self.answer();
             let Some(batch) = batch else { break };
-            if self.rng.chance(10) {
-                // Inputs while the batch is in flight, which the sequencer must queue behind it.
-                self.stats.sent_in_flight += 1;
-                self.send();
-                self.submit_inbox();
-                self.node.sequencer.handle_timeout(self.now_ms);
-            }
-            let node = &mut self.node;
-            let committed = driver::commit(&mut node.sequencer, &batch, &node.store, &node.read);
-            self.note(|| {
-                format!(
-                    "batch of seqs {}..={}: {committed:?}",
-                    batch.first_seq(),
-                    batch.last_seq()
-                )
-            });
-            if self.disk.is_down() {
-                self.stats.deaths_in_flush += 1;
-                self.auditor.died_in_flush();
-                self.unconfirmed = Some(batch);
-                let process_only = self.rng.chance(50);
-                return self.die(process_only);
-            }
-            match committed {
-                Ok(()) => {
-                    self.auditor.durable(&batch);
-                    self.check_batch_rooms(&batch);
-                }
-                Err(failure) => {
-                    clean = false;
-                    self.retry_at_ms = self.now_ms + RETRY_AFTER_FAILURE_MS;
-                    let flush = matches!(failure, Failure::Flush(_));
-                    if flush {
-                        self.stats.failed_flushes += 1;
-                        self.unconfirmed = Some(batch);
-                    } else {
-                        self.stats.failed_writes += 1;
-                    }
-                    self.auditor.failed(flush);
-                }
+            match self.commit(batch) {
+                Some(durable) => clean &= durable,
+                None => return,
             }
             self.answer();
         }
@@ -438,6 +401,45 @@ impl World {
             driver::snapshot(&mut node.sequencer, request, &node.store, &node.read);
         }
         self.check_turn(clean);
+    }
+
+    /// Makes a batch durable (or not) through the engine's driver: whether it became durable; `None` when
+    /// the process died in its flush (and was started again).
+    fn commit(&mut self, batch: Batch) -> Option<bool> {
+        if self.rng.chance(10) {
+            // Inputs while the batch is in flight, which the sequencer must queue behind it.
+            self.stats.sent_in_flight += 1;
+            self.send();
+            self.submit_inbox();
+            self.node.sequencer.handle_timeout(self.now_ms);
+        }
+        let node = &mut self.node;
+        let committed = driver::commit(&mut node.sequencer, &batch, &node.store, &node.read);
+        let seqs = (batch.first_seq(), batch.last_seq());
+        self.note(|| format!("batch of seqs {seqs:?}: {committed:?}"));
+        if self.disk.is_down() {
+            self.stats.deaths_in_flush += 1;
+            self.auditor.died_in_flush();
+            self.unconfirmed = Some(batch);
+            let process_only = self.rng.chance(50);
+            self.die(process_only);
+            return None;
+        }
+        let Err(failure) = committed else {
+            self.auditor.durable(&batch);
+            self.check_batch_rooms(&batch);
+            return Some(true);
+        };
+        self.retry_at_ms = self.now_ms + RETRY_AFTER_FAILURE_MS;
+        let flush = matches!(failure, Failure::Flush(_));
+        if flush {
+            self.stats.failed_flushes += 1;
+            self.unconfirmed = Some(batch);
+        } else {
+            self.stats.failed_writes += 1;
+        }
+        self.auditor.failed(flush);
+        Some(false)
     }
 
     fn answer(&mut self) {
