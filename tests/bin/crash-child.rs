@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cohost_engine::{Config, Engine, Error, InvitationFilter, Options};
+use cohost_engine::{Config, Engine, Error, InvitationFilter, ListRequest, Options};
 use cohost_model::Rng;
 use cohost_proto::{
     Actor, Command, CommandId, CreateRoom, ErrorCode, InvitationStatus, InvitationTarget, RoomId,
@@ -78,12 +78,13 @@ impl Client {
             .engine
             .room_invitations(
                 &room_id,
-                InvitationFilter {
-                    status: Some(InvitationStatus::Pending),
-                    kind: None,
+                &ListRequest {
+                    filter: InvitationFilter {
+                        status: Some(InvitationStatus::Pending),
+                        kind: None,
+                    },
+                    ..ListRequest::default()
                 },
-                None,
-                100,
             )
             .map(|page| page.items)
             .unwrap_or_default();

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use cohost_core::InvitationFilter;
 use cohost_credentials::{Credentials, Webhooks};
-use cohost_engine::{Engine, Health, Options};
+use cohost_engine::{Engine, Health, ListRequest, Options};
 use cohost_proto::{
     Actor, Command, CommandId, CreateRoom, ErrorCode, InvitationId, InvitationKind,
     InvitationStatus, InvitationTarget, Reply, RoomId, RoomTarget, UserId, UserTarget,
@@ -316,18 +316,10 @@ async fn broadcaster_data(
     Ok(axum::Json(state.credentials.broadcaster_data(&room_id(&id)?, &user)?).into_response())
 }
 
-/// `?status&kind&limit&cursor` of a list.
-#[derive(Debug)]
-pub struct ListQuery {
-    pub filter: InvitationFilter,
-    pub limit: usize,
-    pub cursor: Option<String>,
-}
-
 fn list_query(
     raw: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
     allow_kind: bool,
-) -> Result<ListQuery, ApiError> {
+) -> Result<ListRequest, ApiError> {
     let Query(mut params) = raw.map_err(|e| ApiError::invalid(e.body_text()))?;
     let status = params
         .remove("status")
@@ -356,7 +348,7 @@ fn list_query(
             "unknown query parameter {unknown:?}"
         )));
     }
-    Ok(ListQuery {
+    Ok(ListRequest {
         filter: InvitationFilter { status, kind },
         limit,
         cursor,
@@ -388,10 +380,7 @@ async fn room_invitations(
     if wants_events(&headers) {
         return sse::room_invitations(state, room_id, list, &headers);
     }
-    let page =
-        state
-            .engine
-            .room_invitations(&room_id, list.filter, list.cursor.as_deref(), list.limit)?;
+    let page = state.engine.room_invitations(&room_id, &list)?;
     Ok(axum::Json(page).into_response())
 }
 
@@ -405,10 +394,7 @@ async fn my_invitations(
     if wants_events(&headers) {
         return sse::my_invitations(state, user, list, &headers);
     }
-    let page =
-        state
-            .engine
-            .user_invitations(&user, list.filter, list.cursor.as_deref(), list.limit)?;
+    let page = state.engine.user_invitations(&user, &list)?;
     Ok(axum::Json(page).into_response())
 }
 

@@ -30,7 +30,9 @@ use cohost_proto::{Envelope, ErrorBody, ErrorCode, RoomId, UserId};
 use futures::Stream;
 
 use crate::error::ApiError;
-use crate::http::{AppState, ListQuery};
+use cohost_engine::ListRequest;
+
+use crate::http::AppState;
 use crate::metrics::Metrics;
 
 /// The interval of keep-alive comments.
@@ -42,7 +44,7 @@ const VERSION_CHUNK: usize = 1000;
 pub fn room_invitations(
     state: AppState,
     room_id: RoomId,
-    list: ListQuery,
+    list: ListRequest,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let engine = &state.engine;
@@ -60,7 +62,7 @@ pub fn room_invitations(
         }
         None => {
             let before = engine.room(&room_id)?.version;
-            let watch = engine.watch_room_invitations(&room_id, list.filter, list.limit)?;
+            let watch = engine.watch_room_invitations(&room_id, &list)?;
             let version = version_at(engine, &room_id, before, watch.seq)?;
             let snapshot = Event::default()
                 .event("snapshot")
@@ -83,7 +85,7 @@ pub fn room_invitations(
 pub fn my_invitations(
     state: AppState,
     user: UserId,
-    list: ListQuery,
+    list: ListRequest,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let engine = &state.engine;
@@ -93,7 +95,7 @@ pub fn my_invitations(
             (None, changes, seq)
         }
         None => {
-            let watch = engine.watch_user_invitations(&user, list.filter, list.limit)?;
+            let watch = engine.watch_user_invitations(&user, &list)?;
             let snapshot = Event::default()
                 .event("snapshot")
                 .id(watch.seq.to_string())

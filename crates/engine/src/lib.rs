@@ -64,7 +64,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use cohost_core::InvitationFilter;
 pub use config::Config;
 pub use error::Error;
-pub use read_model::{ReadModel, USER_INVITATIONS_MAX};
+pub use read_model::{ListRequest, ReadModel, USER_INVITATIONS_MAX};
 pub use recovery::{Recovered, recover};
 pub use sequencer::{BATCH_MAX_LIMIT, Health};
 pub use stats::{FLUSH_BUCKETS_US, StatsSnapshot};
@@ -281,11 +281,9 @@ impl Engine {
     pub fn room_invitations(
         &self,
         room_id: &RoomId,
-        filter: InvitationFilter,
-        cursor: Option<&str>,
-        limit: usize,
+        list: &ListRequest,
     ) -> Result<Page<Invitation>, Error> {
-        self.read().room_invitations(room_id, filter, cursor, limit)
+        self.read().room_invitations(room_id, list)
     }
 
     /// The user's invitations and requests as candidate, across rooms, oldest first (the newest
@@ -293,11 +291,9 @@ impl Engine {
     pub fn user_invitations(
         &self,
         user: &UserId,
-        filter: InvitationFilter,
-        cursor: Option<&str>,
-        limit: usize,
+        list: &ListRequest,
     ) -> Result<Page<Invitation>, Error> {
-        self.read().user_invitations(user, filter, cursor, limit)
+        self.read().user_invitations(user, list)
     }
 
     /// Whether `user` may have broadcaster credentials for the room now, and as what.
@@ -370,39 +366,41 @@ impl Engine {
         EventStream::new(self.shared.clone(), from_seq, interest)
     }
 
-    /// A room's invitations as a live collection: the first page, then every event of the room after it.
+    /// A room's invitations as a live collection: the page asked for, then every event of the room after it.
     pub fn watch_room_invitations(
         &self,
         room_id: &RoomId,
-        filter: InvitationFilter,
-        limit: usize,
+        list: &ListRequest,
     ) -> Result<Watch, Error> {
-        let read = self.read();
-        let snapshot = read.room_invitations(room_id, filter, None, limit)?;
-        let seq = read.last_seq;
-        drop(read);
-        Ok(Watch {
-            snapshot,
-            seq,
-            changes: self.subscribe(seq + 1, Interest::Room(room_id.clone())),
-        })
+        let interest = Interest::Room(room_id.clone());
+        self.watch(|read| read.room_invitations(room_id, list), interest)
     }
 
-    /// A candidate's invitations as a live collection: the first page, then every invitation event for them.
+    /// A candidate's invitations as a live collection: the page asked for, then every invitation event for
+    /// them.
     pub fn watch_user_invitations(
         &self,
         user: &UserId,
-        filter: InvitationFilter,
-        limit: usize,
+        list: &ListRequest,
+    ) -> Result<Watch, Error> {
+        let interest = Interest::Candidate(user.clone());
+        self.watch(|read| read.user_invitations(user, list), interest)
+    }
+
+    /// A page as of one seq, and the events of `interest` from right after it.
+    fn watch(
+        &self,
+        page: impl FnOnce(&ReadModel) -> Result<Page<Invitation>, Error>,
+        interest: Interest,
     ) -> Result<Watch, Error> {
         let read = self.read();
-        let snapshot = read.user_invitations(user, filter, None, limit)?;
+        let snapshot = page(&read)?;
         let seq = read.last_seq;
         drop(read);
         Ok(Watch {
             snapshot,
             seq,
-            changes: self.subscribe(seq + 1, Interest::Candidate(user.clone())),
+            changes: self.subscribe(seq + 1, interest),
         })
     }
 

@@ -48,6 +48,27 @@ impl RoomEntry {
     }
 }
 
+/// Which page of a list of invitations a reader wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListRequest {
+    pub filter: InvitationFilter,
+    /// The `next_cursor` of the page before; `None` for the first page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to [`PAGE_LIMIT_MAX`]; out of range is clamped.
+    pub limit: usize,
+}
+
+impl Default for ListRequest {
+    /// The first page of everything, as long as a page may be.
+    fn default() -> Self {
+        Self {
+            filter: InvitationFilter::default(),
+            cursor: None,
+            limit: PAGE_LIMIT_MAX,
+        }
+    }
+}
+
 /// An invitation's place in a candidate's list: newest last.
 type UserKey = (u64, InvitationId);
 
@@ -146,21 +167,21 @@ impl ReadModel {
             .ok_or(Error::RoomNotFound)
     }
 
+    /// A room's invitations in creation order, paged by invitation number.
     pub fn room_invitations(
         &self,
         room_id: &RoomId,
-        filter: InvitationFilter,
-        cursor: Option<&str>,
-        limit: usize,
+        list: &ListRequest,
     ) -> Result<Page<Invitation>, Error> {
-        let after = match cursor {
+        let after = match &list.cursor {
             None => None,
             Some(text) => Some(
                 text.parse::<u64>()
                     .map_err(|_| Error::invalid_argument("cursor is not one this list gave"))?,
             ),
         };
-        let page = self.room(room_id)?.state.invitations(filter, after, limit);
+        let state = &self.room(room_id)?.state;
+        let page = state.invitations(list.filter, after, list.limit);
         Ok(Page {
             items: page.items.into_iter().cloned().collect(),
             next_cursor: page.next_after.map(|n| n.to_string()),
@@ -171,12 +192,10 @@ impl ReadModel {
     pub fn user_invitations(
         &self,
         user: &UserId,
-        filter: InvitationFilter,
-        cursor: Option<&str>,
-        limit: usize,
+        list: &ListRequest,
     ) -> Result<Page<Invitation>, Error> {
-        let limit = limit.clamp(1, PAGE_LIMIT_MAX);
-        let after = cursor.map(parse_user_cursor).transpose()?;
+        let (filter, limit) = (list.filter, list.limit.clamp(1, PAGE_LIMIT_MAX));
+        let after = list.cursor.as_deref().map(parse_user_cursor).transpose()?;
         let Some(list) = self.by_candidate.get(user) else {
             return Ok(Page {
                 items: vec![],

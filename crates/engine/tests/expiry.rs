@@ -7,14 +7,14 @@
 
 mod support;
 
-use cohost_engine::InvitationFilter;
+use cohost_engine::ListRequest;
 use cohost_proto::{ErrorCode, Event, InvitationStatus};
 use support::*;
 
 fn status(t: &TestEngine, n: u64) -> InvitationStatus {
     let page = t
         .engine
-        .room_invitations(&room("stage"), InvitationFilter::default(), None, 100)
+        .room_invitations(&room("stage"), &ListRequest::default())
         .unwrap();
     page.items
         .iter()

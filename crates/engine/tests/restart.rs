@@ -3,7 +3,7 @@
 
 mod support;
 
-use cohost_engine::{Config, Engine, InvitationFilter};
+use cohost_engine::{Config, Engine, ListRequest};
 use cohost_proto::ErrorCode;
 use support::*;
 
@@ -26,7 +26,7 @@ async fn everything_survives_a_restart() {
     let (seq, mut before) = t.engine.room_states();
     let dave_before = t
         .engine
-        .user_invitations(&user("dave"), InvitationFilter::default(), None, 100)
+        .user_invitations(&user("dave"), &ListRequest::default())
         .unwrap();
     let t = t.restart().await;
     let (seq_after, mut after) = t.engine.room_states();
@@ -37,7 +37,7 @@ async fn everything_survives_a_restart() {
     assert_eq!(t.engine.cursor("other").unwrap(), 0);
     assert_eq!(
         t.engine
-            .user_invitations(&user("dave"), InvitationFilter::default(), None, 100)
+            .user_invitations(&user("dave"), &ListRequest::default())
             .unwrap(),
         dave_before
     );

@@ -2,7 +2,7 @@
 
 mod support;
 
-use cohost_engine::InvitationFilter;
+use cohost_engine::{InvitationFilter, ListRequest};
 use cohost_proto::{
     BroadcasterRole, ErrorCode, InvitationKind, InvitationStatus, Reply, RoomStatus,
 };
@@ -57,7 +57,7 @@ async fn the_seed_flow_through_the_engine() {
     assert_eq!(t.engine.last_seq(), 10);
     let statuses: Vec<InvitationStatus> = t
         .engine
-        .room_invitations(&room("stage"), InvitationFilter::default(), None, 100)
+        .room_invitations(&room("stage"), &ListRequest::default())
         .unwrap()
         .items
         .iter()
@@ -226,7 +226,7 @@ async fn candidates_see_their_invitations_across_rooms() {
     t.ok("alice", invite("one", "dave")).await;
     let mine = t
         .engine
-        .user_invitations(&user("bob"), InvitationFilter::default(), None, 100)
+        .user_invitations(&user("bob"), &ListRequest::default())
         .unwrap();
     let ids: Vec<String> = mine
         .items
@@ -234,38 +234,35 @@ async fn candidates_see_their_invitations_across_rooms() {
         .map(|i| i.invitation_id.to_string())
         .collect();
     assert_eq!(ids, ["one.1", "two.1"]);
+    let list = |filter, cursor: Option<&str>, limit| ListRequest {
+        filter,
+        cursor: cursor.map(str::to_owned),
+        limit,
+    };
     let requests = InvitationFilter {
         status: None,
         kind: Some(InvitationKind::Request),
     };
-    assert_eq!(
-        t.engine
-            .user_invitations(&user("bob"), requests, None, 100)
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    let only_requests = t
+        .engine
+        .user_invitations(&user("bob"), &list(requests, None, 100));
+    assert_eq!(only_requests.unwrap().items.len(), 1);
+    let all = InvitationFilter::default();
     let first = t
         .engine
-        .user_invitations(&user("bob"), InvitationFilter::default(), None, 1)
+        .user_invitations(&user("bob"), &list(all, None, 1))
         .unwrap();
     assert_eq!(first.items.len(), 1);
     let cursor = first.next_cursor.expect("a second page");
     let second = t
         .engine
-        .user_invitations(&user("bob"), InvitationFilter::default(), Some(&cursor), 1)
+        .user_invitations(&user("bob"), &list(all, Some(&cursor), 1))
         .unwrap();
     assert_eq!(second.items[0].invitation_id.to_string(), "two.1");
     assert_eq!(second.next_cursor, None);
     let bad = t
         .engine
-        .user_invitations(
-            &user("bob"),
-            InvitationFilter::default(),
-            Some("garbage"),
-            1,
-        )
+        .user_invitations(&user("bob"), &list(all, Some("garbage"), 1))
         .unwrap_err();
     assert_eq!(bad.code(), ErrorCode::InvalidArgument);
     t.engine.shutdown().await;

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use cohost_engine::{EventStream, Interest, InvitationFilter};
+use cohost_engine::{EventStream, Interest, ListRequest};
 use cohost_proto::{Envelope, Event, InvitationStatus};
 use support::*;
 
@@ -116,7 +116,13 @@ async fn a_live_collection_is_a_snapshot_then_every_change() {
     t.ok("alice", invite("stage", "bob")).await;
     let mut watch = t
         .engine
-        .watch_room_invitations(&room("stage"), InvitationFilter::default(), 50)
+        .watch_room_invitations(
+            &room("stage"),
+            &ListRequest {
+                limit: 50,
+                ..ListRequest::default()
+            },
+        )
         .unwrap();
     assert_eq!(watch.seq, 3);
     assert_eq!(watch.snapshot.items.len(), 1);
@@ -131,7 +137,13 @@ async fn a_live_collection_is_a_snapshot_then_every_change() {
 
     let mut mine = t
         .engine
-        .watch_user_invitations(&user("carol"), InvitationFilter::default(), 50)
+        .watch_user_invitations(
+            &user("carol"),
+            &ListRequest {
+                limit: 50,
+                ..ListRequest::default()
+            },
+        )
         .unwrap();
     assert!(mine.snapshot.items.is_empty());
     t.ok("alice", invite("stage", "carol")).await;

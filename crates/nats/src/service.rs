@@ -57,7 +57,7 @@ use std::time::Duration;
 
 use async_nats::service::{Request, Service, ServiceExt};
 use bytes::Bytes;
-use cohost_engine::{Engine, Error, InvitationFilter, Options};
+use cohost_engine::{Engine, Error, InvitationFilter, ListRequest, Options};
 use cohost_proto::codec::to_json;
 use cohost_proto::limits::{BODY_BYTES_MAX, PAGE_LIMIT_MAX, READ_EVENTS_MAX};
 use cohost_proto::subject;
@@ -583,6 +583,20 @@ struct RoomArgs {
     room_id: RoomId,
 }
 
+/// A list's filter, cursor and limit, as the two list queries take them.
+fn list_request(
+    status: Option<InvitationStatus>,
+    kind: Option<InvitationKind>,
+    cursor: Option<String>,
+    limit: Option<u64>,
+) -> Result<ListRequest, Refusal> {
+    Ok(ListRequest {
+        filter: InvitationFilter { status, kind },
+        cursor,
+        limit: check_limit(limit, PAGE_LIMIT_MAX)?,
+    })
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RoomInvitationsArgs {
@@ -642,25 +656,13 @@ async fn run_query(context: &Context, query: Query, payload: &[u8]) -> Result<Ve
         }
         Query::RoomInvitations => {
             let args: RoomInvitationsArgs = query_args(payload)?;
-            let filter = InvitationFilter {
-                status: args.status,
-                kind: args.kind,
-            };
-            let limit = check_limit(args.limit, PAGE_LIMIT_MAX)?;
-            let page =
-                engine.room_invitations(&args.room_id, filter, args.cursor.as_deref(), limit)?;
-            Ok(ok_body(&page))
+            let list = list_request(args.status, args.kind, args.cursor, args.limit)?;
+            Ok(ok_body(&engine.room_invitations(&args.room_id, &list)?))
         }
         Query::UserInvitations => {
             let args: UserInvitationsArgs = query_args(payload)?;
-            let filter = InvitationFilter {
-                status: args.status,
-                kind: args.kind,
-            };
-            let limit = check_limit(args.limit, PAGE_LIMIT_MAX)?;
-            let page =
-                engine.user_invitations(&args.user_id, filter, args.cursor.as_deref(), limit)?;
-            Ok(ok_body(&page))
+            let list = list_request(args.status, args.kind, args.cursor, args.limit)?;
+            Ok(ok_body(&engine.user_invitations(&args.user_id, &list)?))
         }
         Query::BroadcasterEntitlement => {
             let args: EntitlementArgs = query_args(payload)?;
