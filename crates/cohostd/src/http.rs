@@ -14,7 +14,7 @@ use cohost_core::InvitationFilter;
 use cohost_credentials::{Credentials, Webhooks};
 use cohost_engine::{Engine, Health, ListRequest, Options};
 use cohost_proto::{
-    Actor, Command, CommandId, CreateRoom, ErrorCode, InvitationId, InvitationKind,
+    Actor, Command, CommandId, ErrorCode, InvitationId, InvitationKind,
     InvitationStatus, InvitationTarget, Reply, RoomId, RoomTarget, UserId, UserTarget,
 };
 use serde::Deserialize;
@@ -193,14 +193,27 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// A command route: authenticates the caller (401 before any 400), then runs the command `command` reads from
+/// the path and body as that caller.
+async fn as_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    command: impl FnOnce() -> Result<Command, ApiError>,
+) -> Result<Response, ApiError> {
+    let user = caller(state, headers)?;
+    run(state, user, command()?, headers).await
+}
+
+fn user_id(text: &str) -> Result<UserId, ApiError> {
+    UserId::new(text).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
 async fn create_room(
     State(state): State<AppState>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let user = caller(&state, &headers)?;
-    let create: CreateRoom = body(bytes)?;
-    run(&state, user, Command::CreateRoom(create), &headers).await
+    as_caller(&state, &headers, || Ok(Command::CreateRoom(body(bytes)?))).await
 }
 
 async fn get_room(
@@ -212,55 +225,31 @@ async fn get_room(
     Ok(axum::Json(Reply::Room(state.engine.room(&room_id(&id)?)?)).into_response())
 }
 
-macro_rules! room_command {
-    ($name:ident, $variant:ident) => {
+/// Routes whose path names a room or an invitation and whose body is empty.
+macro_rules! target_command {
+    ($name:ident, $variant:ident, $target:ident { $field:ident: $parse:ident }) => {
         async fn $name(
             State(state): State<AppState>,
             headers: HeaderMap,
             Path(id): Path<String>,
             bytes: Result<Bytes, BytesRejection>,
         ) -> Result<Response, ApiError> {
-            let user = caller(&state, &headers)?;
-            let Empty {} = body(bytes)?;
-            run(
-                &state,
-                user,
-                Command::$variant(RoomTarget {
-                    room_id: room_id(&id)?,
-                }),
-                &headers,
-            )
+            as_caller(&state, &headers, || {
+                let Empty {} = body(bytes)?;
+                Ok(Command::$variant($target { $field: $parse(&id)? }))
+            })
             .await
         }
     };
 }
 
-room_command!(go_live, GoLive);
-room_command!(stop_room, StopRoom);
-room_command!(request_to_join, RequestToJoin);
-room_command!(leave_stage, LeaveStage);
-
-macro_rules! invitation_command {
-    ($name:ident, $variant:ident) => {
-        async fn $name(
-            State(state): State<AppState>,
-            headers: HeaderMap,
-            Path(id): Path<String>,
-            bytes: Result<Bytes, BytesRejection>,
-        ) -> Result<Response, ApiError> {
-            let user = caller(&state, &headers)?;
-            let Empty {} = body(bytes)?;
-            let target = InvitationTarget {
-                invitation_id: invitation_id(&id)?,
-            };
-            run(&state, user, Command::$variant(target), &headers).await
-        }
-    };
-}
-
-invitation_command!(accept, AcceptInvitation);
-invitation_command!(reject, RejectInvitation);
-invitation_command!(cancel, CancelInvitation);
+target_command!(go_live, GoLive, RoomTarget { room_id: room_id });
+target_command!(stop_room, StopRoom, RoomTarget { room_id: room_id });
+target_command!(request_to_join, RequestToJoin, RoomTarget { room_id: room_id });
+target_command!(leave_stage, LeaveStage, RoomTarget { room_id: room_id });
+target_command!(accept, AcceptInvitation, InvitationTarget { invitation_id: invitation_id });
+target_command!(reject, RejectInvitation, InvitationTarget { invitation_id: invitation_id });
+target_command!(cancel, CancelInvitation, InvitationTarget { invitation_id: invitation_id });
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -274,36 +263,23 @@ async fn invite(
     Path(id): Path<String>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let user = caller(&state, &headers)?;
-    let InviteBody { user_id } = body(bytes)?;
-    run(
-        &state,
-        user,
-        Command::Invite(UserTarget {
-            room_id: room_id(&id)?,
-            user_id,
-        }),
-        &headers,
-    )
+    as_caller(&state, &headers, || {
+        let InviteBody { user_id } = body(bytes)?;
+        let room_id = room_id(&id)?;
+        Ok(Command::Invite(UserTarget { room_id, user_id }))
+    })
     .await
 }
 
 async fn remove_cohost(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((id, user_id)): Path<(String, String)>,
+    Path((id, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let user = caller(&state, &headers)?;
-    let user_id = UserId::new(&user_id).map_err(|e| ApiError::invalid(e.to_string()))?;
-    run(
-        &state,
-        user,
-        Command::RemoveCohost(UserTarget {
-            room_id: room_id(&id)?,
-            user_id,
-        }),
-        &headers,
-    )
+    as_caller(&state, &headers, || {
+        let (room_id, user_id) = (room_id(&id)?, user_id(&user)?);
+        Ok(Command::RemoveCohost(UserTarget { room_id, user_id }))
+    })
     .await
 }
 

@@ -26,7 +26,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use cohost_engine::{Engine, EventStream, Interest};
-use cohost_proto::{Envelope, ErrorBody, ErrorCode, RoomId, UserId};
+use cohost_proto::{Envelope, ErrorBody, ErrorCode, Invitation, Page, RoomId, UserId};
 use futures::Stream;
 
 use crate::error::ApiError;
@@ -64,21 +64,11 @@ pub fn room_invitations(
             let before = engine.room(&room_id)?.version;
             let watch = engine.watch_room_invitations(&room_id, &list)?;
             let version = version_at(engine, &room_id, before, watch.seq)?;
-            let snapshot = Event::default()
-                .event("snapshot")
-                .id(version.to_string())
-                .data(json(&watch.snapshot)?);
+            let snapshot = snapshot_event(version, &watch.snapshot)?;
             (Some(snapshot), watch.changes, version)
         }
     };
-    Ok(respond(
-        &state.metrics,
-        state.closing.clone(),
-        snapshot,
-        changes,
-        after,
-        |e| e.version,
-    ))
+    Ok(respond(&state, snapshot, changes, after, |e| e.version))
 }
 
 /// The caller's invitations (as candidate) as a live collection; the `id:` is the global seq.
@@ -96,21 +86,19 @@ pub fn my_invitations(
         }
         None => {
             let watch = engine.watch_user_invitations(&user, &list)?;
-            let snapshot = Event::default()
-                .event("snapshot")
-                .id(watch.seq.to_string())
-                .data(json(&watch.snapshot)?);
+            let snapshot = snapshot_event(watch.seq, &watch.snapshot)?;
             (Some(snapshot), watch.changes, watch.seq)
         }
     };
-    Ok(respond(
-        &state.metrics,
-        state.closing.clone(),
-        snapshot,
-        changes,
-        after,
-        |e| e.seq,
-    ))
+    Ok(respond(&state, snapshot, changes, after, |e| e.seq))
+}
+
+/// The collection's first event: the page, with the id a client resumes from.
+fn snapshot_event(id: u64, page: &Page<Invitation>) -> Result<Event, ApiError> {
+    Ok(Event::default()
+        .event("snapshot")
+        .id(id.to_string())
+        .data(json(page)?))
 }
 
 /// `Last-Event-ID` as a number, if present; anything else is `invalid_argument`.
@@ -183,8 +171,7 @@ struct Feed {
 }
 
 fn respond(
-    metrics: &Arc<Metrics>,
-    mut closing: tokio::sync::watch::Receiver<bool>,
+    state: &AppState,
     snapshot: Option<Event>,
     changes: EventStream,
     after: u64,
@@ -196,9 +183,10 @@ fn respond(
         after,
         id_of,
         ended: false,
-        _guard: ClientGuard::new(metrics),
+        _guard: ClientGuard::new(&state.metrics),
     };
     // At shutdown every collection ends, so the server's graceful stop does not wait on open streams.
+    let mut closing = state.closing.clone();
     let until_closing = async move {
         let _ = closing.wait_for(|closing| *closing).await;
     };
