@@ -16,12 +16,12 @@
 //! - `COHOST_BENCH_ONLY=memory,load,recovery`: run only those phases (for profiling one).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cohost_benches::mix::next_command;
-use cohost_benches::{Rng, median, percentile};
+use cohost_benches::{Common, Rng, env_or, median, percentile};
 use cohost_core::{Context, Policy, RoomState, apply, decide};
 use cohost_engine::{BATCH_MAX_LIMIT, Config, Engine, Options, StatsSnapshot};
 use cohost_proto::{Actor, Command, CreateRoom, Event, RoomId, RoomTarget, UserId};
@@ -43,55 +43,28 @@ const GOAL_OPEN_S: f64 = 2.0;
 const GOAL_IDLE_ROOM_BYTES: f64 = 2_048.0;
 
 struct Settings {
-    runs: usize,
+    common: Common,
     load: Duration,
     naive: Duration,
     recovery_events: u64,
     idle_rooms: usize,
-    dir: PathBuf,
-    /// The phases to run (`memory`, `load`, `recovery`); all when unset.
-    only: Option<String>,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 impl Settings {
     fn from_env() -> Self {
-        let quick = std::env::var("COHOST_BENCH_QUICK").is_ok_and(|v| v != "0");
-        let (runs, secs, naive_secs, events, idle) = if quick {
-            (1, 0.5, 0.3, 100_000, 10_000)
+        let common = Common::from_env(3, 3.0, 1, 0.5);
+        let (naive_secs, events, idle) = if common.quick {
+            (0.3, 100_000, 10_000)
         } else {
-            (3, 3.0, 1.0, 1_000_000, 100_000)
+            (1.0, 1_000_000, 100_000)
         };
         Self {
-            runs: env_or("COHOST_BENCH_RUNS", runs).max(1),
-            load: Duration::from_secs_f64(env_or("COHOST_BENCH_SECS", secs)),
+            load: Duration::from_secs_f64(common.secs),
             naive: Duration::from_secs_f64(env_or("COHOST_BENCH_NAIVE_SECS", naive_secs)),
             recovery_events: env_or("COHOST_BENCH_RECOVERY_EVENTS", events),
             idle_rooms: env_or("COHOST_BENCH_IDLE_ROOMS", idle).max(1),
-            dir: std::env::var_os("COHOST_BENCH_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(std::env::temp_dir),
-            only: std::env::var("COHOST_BENCH_ONLY").ok(),
+            common,
         }
-    }
-
-    fn runs_phase(&self, phase: &str) -> bool {
-        self.only
-            .as_deref()
-            .is_none_or(|only| only.split(',').any(|p| p.trim() == phase))
-    }
-
-    fn fresh_dir(&self) -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .prefix("cohost-bench-")
-            .tempdir_in(&self.dir)
-            .expect("the bench directory is writable")
     }
 }
 
@@ -357,7 +330,7 @@ async fn load_run(
     pace: Option<Duration>,
     length: Duration,
 ) -> Run {
-    let dir = settings.fresh_dir();
+    let dir = settings.common.fresh_dir();
     let setup = open(Config::new(dir.path()));
     create_rooms(&setup, "room", ROOMS).await;
     setup.shutdown().await;
@@ -398,7 +371,7 @@ fn vm_rss_bytes() -> u64 {
 
 /// RSS per idle room: `idle_rooms` rooms created and gone live, no invitations. Runs first, on a clean heap.
 async fn memory(settings: &Settings) {
-    let dir = settings.fresh_dir();
+    let dir = settings.common.fresh_dir();
     let engine = open(Config::new(dir.path()));
     let before = vm_rss_bytes();
     create_rooms(&engine, "idle", settings.idle_rooms).await;
@@ -463,8 +436,8 @@ async fn throughput(
     batch_max: usize,
     length: Duration,
 ) -> (f64, f64, Vec<Run>) {
-    let mut runs = Vec::with_capacity(settings.runs);
-    for _ in 0..settings.runs {
+    let mut runs = Vec::with_capacity(settings.common.runs);
+    for _ in 0..settings.common.runs {
         runs.push(load_run(settings, mirror, users, batch_max, None, length).await);
     }
     let mut ok: Vec<f64> = runs.iter().map(|r| r.ok_per_s).collect();
@@ -532,7 +505,7 @@ fn print_opens(label: &str, mut secs: Vec<f64>, replayed: u64) -> f64 {
 /// Builds a store of `recovery_events` events with no snapshot, copies it while idle (what a kill -9 would
 /// leave: every acked batch is flushed), shuts it down (which writes a final snapshot), and times opening both.
 async fn recovery(settings: &Settings, mirror: &[RoomState], users: &Arc<[UserId]>) {
-    let dir = settings.fresh_dir();
+    let dir = settings.common.fresh_dir();
     let started = Instant::now();
     let engine = open(config(dir.path(), BATCH_MAX_LIMIT, u64::MAX));
     create_rooms(&engine, "room", ROOMS).await;
@@ -540,7 +513,7 @@ async fn recovery(settings: &Settings, mirror: &[RoomState], users: &Arc<[UserId
     let stop = Stop::Events(settings.recovery_events);
     drive_all(&engine, clients, None, stop).await;
     let events = engine.last_seq();
-    let crashed = settings.fresh_dir();
+    let crashed = settings.common.fresh_dir();
     copy_dir(dir.path(), crashed.path());
     engine.shutdown().await;
     drop(engine);
@@ -548,10 +521,10 @@ async fn recovery(settings: &Settings, mirror: &[RoomState], users: &Arc<[UserId
         "recovery: {events} events over {ROOMS} rooms, built in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let (secs, found) = time_opens(crashed.path(), settings.runs).await;
+    let (secs, found) = time_opens(crashed.path(), settings.common.runs).await;
     assert_eq!(found, events, "the copy holds every acked event");
     let full = print_opens("no snapshot (full replay, kill -9 copy)", secs, events);
-    let (secs, found) = time_opens(dir.path(), settings.runs).await;
+    let (secs, found) = time_opens(dir.path(), settings.common.runs).await;
     assert_eq!(found, events, "the snapshot store holds every event");
     let snapshot = print_opens("after shutdown (final snapshot)", secs, 0);
     println!(
@@ -627,19 +600,19 @@ async fn main() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "engine: {CLIENTS} clients over {ROOMS} live rooms, {cpus} CPUs, data under {}",
-        settings.dir.display()
+        settings.common.dir.display()
     );
-    if settings.runs_phase("memory") {
+    if settings.common.runs_phase("memory") {
         memory(&settings).await;
     }
     let users: Arc<[UserId]> = (0..USERS)
         .map(|i| UserId::new(&format!("user-{i}")).expect("valid id"))
         .collect();
     let mirror = mirror_rooms();
-    if settings.runs_phase("load") {
+    if settings.common.runs_phase("load") {
         load(&settings, &mirror, &users).await;
     }
-    if settings.runs_phase("recovery") {
+    if settings.common.runs_phase("recovery") {
         recovery(&settings, &mirror, &users).await;
     }
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cohost_benches::mix::{self, Client};
-use cohost_benches::{median, percentile};
+use cohost_benches::{Common, median, percentile};
 use cohost_engine::{Config, Engine, Options};
 use cohost_proto::{Actor, Command, UserId};
 
@@ -32,13 +32,6 @@ const CLIENTS: usize = 64;
 const USERS: usize = 50_000;
 const GOAL_HTTP_PER_S: f64 = 30_000.0;
 const SECRET: &str = "cohost-bench-secret-0123456789abcdef";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -169,37 +162,22 @@ impl Tally {
 
 /// One command as an HTTP request: method, path, JSON body.
 fn request(command: &Command) -> (reqwest::Method, String, Option<String>) {
+    let post = |path: String| (reqwest::Method::POST, path, None);
     match command {
         Command::CreateRoom(create) => (
             reqwest::Method::POST,
             "/v1/rooms".into(),
             Some(serde_json::to_string(create).expect("serializes")),
         ),
-        Command::GoLive(t) => (
-            reqwest::Method::POST,
-            format!("/v1/rooms/{}/live", t.room_id),
-            None,
-        ),
+        Command::GoLive(t) => post(format!("/v1/rooms/{}/live", t.room_id)),
         Command::Invite(t) => (
             reqwest::Method::POST,
             format!("/v1/rooms/{}/invitations", t.room_id),
             Some(format!(r#"{{"user_id":"{}"}}"#, t.user_id)),
         ),
-        Command::AcceptInvitation(t) => (
-            reqwest::Method::POST,
-            format!("/v1/invitations/{}/accept", t.invitation_id),
-            None,
-        ),
-        Command::RejectInvitation(t) => (
-            reqwest::Method::POST,
-            format!("/v1/invitations/{}/reject", t.invitation_id),
-            None,
-        ),
-        Command::CancelInvitation(t) => (
-            reqwest::Method::POST,
-            format!("/v1/invitations/{}/cancel", t.invitation_id),
-            None,
-        ),
+        Command::AcceptInvitation(t) => post(format!("/v1/invitations/{}/accept", t.invitation_id)),
+        Command::RejectInvitation(t) => post(format!("/v1/invitations/{}/reject", t.invitation_id)),
+        Command::CancelInvitation(t) => post(format!("/v1/invitations/{}/cancel", t.invitation_id)),
         Command::RemoveCohost(t) => (
             reqwest::Method::DELETE,
             format!("/v1/rooms/{}/cohosts/{}", t.room_id, t.user_id),
@@ -367,18 +345,9 @@ fn print(label: &str, outcome: &Outcome) {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let quick = std::env::var("COHOST_BENCH_QUICK").is_ok_and(|v| v != "0");
-    let secs: f64 = env_or("COHOST_BENCH_SECS", if quick { 1.0 } else { 3.0 });
-    let runs: usize = env_or("COHOST_BENCH_RUNS", if quick { 1 } else { 3 }).max(1);
-    let dir = std::env::var_os("COHOST_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let fresh = || {
-        tempfile::Builder::new()
-            .prefix("cohost-bench-http-")
-            .tempdir_in(&dir)
-            .expect("the bench directory is writable")
-    };
+    let common = Common::from_env(3, 3.0, 1, 1.0);
+    let (secs, runs) = (common.secs, common.runs);
+    let fresh = || common.fresh_dir();
 
     let binary = cohostd_binary();
     let users: Arc<[UserId]> = (0..USERS)

@@ -3,6 +3,63 @@
 
 pub use cohost_model::Rng;
 
+/// What every benchmark reads from its environment: `COHOST_BENCH_QUICK` (a smoke run), `COHOST_BENCH_RUNS`,
+/// `COHOST_BENCH_SECS`, `COHOST_BENCH_DIR` (where data directories go; a real disk) and `COHOST_BENCH_ONLY` (a
+/// comma-separated list of phases).
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub quick: bool,
+    pub runs: usize,
+    pub secs: f64,
+    pub dir: std::path::PathBuf,
+    only: Option<String>,
+}
+
+impl Common {
+    /// The settings, with `runs` and `secs` as defaults for a full run and `quick_runs`, `quick_secs` for a
+    /// smoke run.
+    pub fn from_env(runs: usize, secs: f64, quick_runs: usize, quick_secs: f64) -> Self {
+        let quick = std::env::var("COHOST_BENCH_QUICK").is_ok_and(|v| v != "0");
+        let (runs, secs) = if quick {
+            (quick_runs, quick_secs)
+        } else {
+            (runs, secs)
+        };
+        Self {
+            quick,
+            runs: env_or("COHOST_BENCH_RUNS", runs).max(1),
+            secs: env_or("COHOST_BENCH_SECS", secs),
+            dir: std::env::var_os("COHOST_BENCH_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir),
+            only: std::env::var("COHOST_BENCH_ONLY").ok(),
+        }
+    }
+
+    /// Whether `phase` runs: all do unless `COHOST_BENCH_ONLY` names some.
+    pub fn runs_phase(&self, phase: &str) -> bool {
+        self.only
+            .as_deref()
+            .is_none_or(|only| only.split(',').any(|p| p.trim() == phase))
+    }
+
+    /// A fresh data directory under `dir`, removed when dropped.
+    pub fn fresh_dir(&self) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("cohost-bench-")
+            .tempdir_in(&self.dir)
+            .expect("the bench directory is writable")
+    }
+}
+
+/// The variable `name` parsed, or `default` when it is unset or unreadable.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The median of the samples (which it sorts).
 pub fn median(samples: &mut [f64]) -> f64 {
     assert!(!samples.is_empty(), "median of no samples");

@@ -23,14 +23,14 @@
 //! - `COHOST_BENCH_ONLY=latency,core,jetstream`: run only those phases (for profiling one).
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use cohost_benches::mix::{self, Client, MIRROR_NOW_MS};
-use cohost_benches::{median, percentile};
+use cohost_benches::{Common, env_or, median, percentile};
 use cohost_engine::{Config, Engine, ManualClock, Options};
 use cohost_nats::relay::{BATCH_MAX, DUPLICATE_WINDOW, Mode, Relay, RelayConfig};
 use cohost_nats::test_server::TestServer;
@@ -63,52 +63,20 @@ const GOAL_P99_MS: f64 = 2.0;
 const GOAL_AT_RATE_PER_S: f64 = 10_000.0;
 
 struct Settings {
+    common: Common,
     latency: Duration,
-    /// Relay and ceiling runs per mode.
-    runs: usize,
     prefill_events: u64,
-    dir: PathBuf,
-    /// The phases to run (`latency`, `core`, `jetstream`); all when unset.
-    only: Option<String>,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 impl Settings {
     fn from_env() -> Self {
-        let quick = std::env::var("COHOST_BENCH_QUICK").is_ok_and(|v| v != "0");
-        let (secs, runs, events) = if quick {
-            (1.0, 1, 50_000)
-        } else {
-            (5.0, 3, 200_000)
-        };
+        let common = Common::from_env(3, 5.0, 1, 1.0);
+        let events = if common.quick { 50_000 } else { 200_000 };
         Self {
-            runs: env_or("COHOST_BENCH_RUNS", runs).max(1),
-            latency: Duration::from_secs_f64(env_or("COHOST_BENCH_SECS", secs)),
+            latency: Duration::from_secs_f64(common.secs),
             prefill_events: env_or("COHOST_BENCH_PREFILL_EVENTS", events),
-            dir: std::env::var_os("COHOST_BENCH_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(std::env::temp_dir),
-            only: std::env::var("COHOST_BENCH_ONLY").ok(),
+            common,
         }
-    }
-
-    fn runs_phase(&self, phase: &str) -> bool {
-        self.only
-            .as_deref()
-            .is_none_or(|only| only.split(',').any(|p| p.trim() == phase))
-    }
-
-    fn fresh_dir(&self) -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .prefix("cohost-bench-")
-            .tempdir_in(&self.dir)
-            .expect("the bench directory is writable")
     }
 }
 
@@ -355,7 +323,7 @@ fn join(acks: &Acks, receipts: &[Receipt]) -> (Vec<f64>, usize, usize) {
 
 /// One paced run on a fresh engine and server; returns the p99 from ack to receipt, in ms.
 async fn latency_run(settings: &Settings, users: &Arc<[UserId]>, rate_per_s: f64) -> f64 {
-    let dir = settings.fresh_dir();
+    let dir = settings.common.fresh_dir();
     let engine = open(dir.path());
     create_rooms(&engine).await;
     let server = TestServer::start(false);
@@ -639,7 +607,7 @@ struct Prefilled {
 }
 
 async fn prefilled(settings: &Settings, users: &Arc<[UserId]>) -> Prefilled {
-    let dir = settings.fresh_dir();
+    let dir = settings.common.fresh_dir();
     let engine = open(dir.path());
     let started = Instant::now();
     prefill(&engine, users, settings.prefill_events).await;
@@ -655,7 +623,7 @@ async fn prefilled(settings: &Settings, users: &Arc<[UserId]>) -> Prefilled {
         "throughput (log pre-filled with {events} events over {ROOMS} rooms in {:.1} s, no relay running; {count} messages, {user_count} of them on user subjects, JSON payload avg {:.0} bytes; {} runs, each relay from cursor 0):",
         started.elapsed().as_secs_f64(),
         bytes as f64 / prepared.len() as f64,
-        settings.runs,
+        settings.common.runs,
     );
     Prefilled {
         engine,
@@ -726,7 +694,7 @@ async fn throughput_core(settings: &Settings, prefilled: &Prefilled) {
         "  core (relay: batches of <= {BATCH_MAX} envelopes, each confirmed by NATS, then a cursor write; ceiling: publish all, then one flush; fresh server per run):"
     );
     let mut rates = Rates::new(&["plain"]);
-    for run in 0..settings.runs {
+    for run in 0..settings.common.runs {
         let server = TestServer::start(false);
         let client = connect(&server).await;
         let sink = format!("bench-core-{run}");
@@ -746,7 +714,7 @@ async fn throughput_jetstream(settings: &Settings, prefilled: &Prefilled) {
         "  JetStream (file storage, fresh server per relay and per ceiling; relay: PubAcks awaited per batch of <= {BATCH_MAX} envelopes + cursor write; batched ceiling: the same batches; pipelined ceiling: up to {PIPELINE_WINDOW} PubAcks in flight):"
     );
     let mut rates = Rates::new(&["batched", "pipelined"]);
-    for run in 0..settings.runs {
+    for run in 0..settings.common.runs {
         let server = TestServer::start(true);
         let client = connect(&server).await;
         let sink = format!("bench-jetstream-{run}");
@@ -772,20 +740,20 @@ async fn main() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "nats: private nats-server per run, {cpus} CPUs, data under {}",
-        settings.dir.display()
+        settings.common.dir.display()
     );
     let users: Arc<[UserId]> = (0..USERS)
         .map(|i| UserId::new(&format!("user-{i}")).expect("valid id"))
         .collect();
-    if settings.runs_phase("latency") {
+    if settings.common.runs_phase("latency") {
         latency(&settings, &users).await;
     }
-    if settings.runs_phase("core") || settings.runs_phase("jetstream") {
+    if settings.common.runs_phase("core") || settings.common.runs_phase("jetstream") {
         let prefilled = prefilled(&settings, &users).await;
-        if settings.runs_phase("core") {
+        if settings.common.runs_phase("core") {
             throughput_core(&settings, &prefilled).await;
         }
-        if settings.runs_phase("jetstream") {
+        if settings.common.runs_phase("jetstream") {
             throughput_jetstream(&settings, &prefilled).await;
         }
         prefilled.engine.shutdown().await;
