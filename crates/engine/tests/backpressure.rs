@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use cohost_engine::{Config, Engine, Error, ManualClock};
 use cohost_proto::{ErrorCode, Reply};
-use cohost_store::{Backend, BackendError, Entries, MemoryBackend, Op};
+use cohost_store::MemoryBackend;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,47 +63,33 @@ async fn a_full_queue_is_unavailable_at_once() {
     engine.shutdown().await;
 }
 
-/// A disk whose writes wait while the gate is closed: the sequencer is held inside a batch, so commands pile
-/// up in the queue behind it.
+/// A gate that writes wait at while it is closed: the sequencer is held inside a batch, so commands pile up in
+/// the queue behind it.
 #[derive(Debug, Clone, Default)]
-struct Gated {
-    disk: MemoryBackend,
-    closed: Arc<(Mutex<bool>, Condvar)>,
-}
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
 
-impl Gated {
+impl Gate {
     fn set(&self, closed: bool) {
-        *self.closed.0.lock().unwrap() = closed;
-        self.closed.1.notify_all();
+        *self.0.0.lock().unwrap() = closed;
+        self.0.1.notify_all();
     }
-}
 
-impl Backend for Gated {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        self.disk.get(key)
-    }
-    fn range(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
-        self.disk.range(from, to)
-    }
-    fn range_rev(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
-        self.disk.range_rev(from, to)
-    }
-    fn write(&self, ops: Vec<Op>) -> Result<(), BackendError> {
-        let (closed, opened) = &*self.closed;
+    fn pass(&self) {
+        let (closed, opened) = &*self.0;
         let _open = opened
             .wait_while(closed.lock().unwrap(), |closed| *closed)
             .unwrap();
-        self.disk.write(ops)
-    }
-    fn flush(&self) -> Result<(), BackendError> {
-        self.disk.flush()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_the_queue_and_then_refuses() {
     let clock = Arc::new(ManualClock::new(START_MS));
-    let disk = Gated::default();
+    let (disk, gate) = (MemoryBackend::new(), Gate::default());
+    disk.before_write({
+        let gate = gate.clone();
+        move || gate.pass()
+    });
     let open = || {
         let config = Config::new("unused").with_clock(clock.clone());
         Engine::open(config.with_backend(Arc::new(disk.clone()))).unwrap()
@@ -114,7 +100,7 @@ async fn shutdown_drains_the_queue_and_then_refuses() {
         .await
         .unwrap();
     // The sequencer takes the next command and waits inside its write; 200 more queue up behind it.
-    disk.set(true);
+    gate.set(true);
     let held = tokio::spawn({
         let engine = engine.clone();
         async move {
@@ -154,7 +140,7 @@ async fn shutdown_drains_the_queue_and_then_refuses() {
             .await,
         Err(Error::ShuttingDown)
     ));
-    disk.set(false);
+    gate.set(false);
     assert!(matches!(held.await.unwrap(), Ok(Reply::Room(_))));
     for (n, command) in queued.into_iter().enumerate() {
         match command.await {

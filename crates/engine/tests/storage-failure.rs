@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cohost_engine::{Config, Engine, Health, ManualClock};
 use cohost_proto::{ErrorCode, RoomStatus};
-use cohost_store::{Backend, BackendError, Crash, Entries, MemoryBackend, Op};
+use cohost_store::{Backend, Crash, MemoryBackend};
 use support::*;
 
 fn open_on(backend: Arc<dyn Backend>, clock: &Arc<ManualClock>) -> Engine {
@@ -102,39 +102,15 @@ async fn a_failed_flush_stops_writes_until_the_store_is_reopened() {
     engine.shutdown().await;
 }
 
-/// A disk whose next write panics: a broken invariant in the sequencer thread, as far as the engine can tell.
-#[derive(Debug, Clone, Default)]
-struct PanicOnWrite {
-    disk: MemoryBackend,
-    armed: Arc<AtomicBool>,
-}
-
-impl Backend for PanicOnWrite {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        self.disk.get(key)
-    }
-    fn range(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
-        self.disk.range(from, to)
-    }
-    fn range_rev(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
-        self.disk.range_rev(from, to)
-    }
-    fn write(&self, ops: Vec<Op>) -> Result<(), BackendError> {
-        assert!(!self.armed.swap(false, Ordering::SeqCst), "the disk panics");
-        self.disk.write(ops)
-    }
-    fn flush(&self) -> Result<(), BackendError> {
-        self.disk.flush()
-    }
-}
-
 #[tokio::test]
 async fn a_panic_in_the_sequencer_is_fail_stop_not_a_hang_or_a_poisoned_reader() {
     let clock = Arc::new(ManualClock::new(START_MS));
-    let disk = PanicOnWrite::default();
+    let disk = MemoryBackend::new();
     let engine = open_on(Arc::new(disk.clone()), &clock);
     run(&engine, "alice", create("stage")).await.unwrap();
-    disk.armed.store(true, Ordering::SeqCst);
+    // The next write panics: a broken invariant in the sequencer thread, as far as the engine can tell.
+    let armed = Arc::new(AtomicBool::new(true));
+    disk.before_write(move || assert!(!armed.swap(false, Ordering::SeqCst), "the disk panics"));
     assert_eq!(
         run(&engine, "alice", go_live("stage")).await,
         Err(ErrorCode::Unavailable),

@@ -96,9 +96,20 @@ pub struct MemoryStats {
 }
 
 /// See the module docs. `MemoryBackend::default()` is an empty disk with no fault armed.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct MemoryBackend {
     disk: Arc<Mutex<Disk>>,
+    before_write: Arc<Mutex<Option<WriteHook>>>,
+}
+
+type WriteHook = Arc<dyn Fn() + Send + Sync>;
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("disk", &self.disk)
+            .finish_non_exhaustive()
+    }
 }
 
 fn apply(map: &mut Map, ops: &[Op]) {
@@ -118,6 +129,12 @@ impl MemoryBackend {
     fn disk(&self) -> MutexGuard<'_, Disk> {
         // The disk's invariants hold between calls, so a panic elsewhere leaves nothing half-done here.
         self.disk.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `hook` at the start of every write, outside the disk's lock: a test makes a write wait (to hold
+    /// the sequencer inside a batch) or panic (a broken invariant, as far as the caller can tell).
+    pub fn before_write(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self.before_write.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
     }
 
     /// The next `n` writes fail, changing nothing.
@@ -265,6 +282,14 @@ impl Backend for MemoryBackend {
     }
 
     fn write(&self, ops: Vec<Op>) -> Result<(), BackendError> {
+        let hook = self
+            .before_write
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook();
+        }
         let mut disk = self.disk();
         if disk.down {
             return Err(down());

@@ -4,7 +4,7 @@
 
 mod common;
 
-use cohost_store::{Backend, BackendError, Crash, Entries, MemoryBackend, Op, Store, StoreError};
+use cohost_store::{Crash, MemoryBackend, Store, StoreError};
 use common::{LogBuilder, record_for};
 
 fn open(backend: &MemoryBackend) -> Store {
@@ -26,19 +26,105 @@ fn last_seq(store: &Store) -> u64 {
     store.verify_log().expect("the log is whole").last_seq
 }
 
-#[test]
-fn a_failed_write_changes_nothing_and_the_store_goes_on() {
+/// What goes wrong while the fourth room is appended to a log of three.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Nothing,
+    FailWrite,
+    FailFlush,
+    /// The process dies in the flush: the write is in the cache, not on the disk.
+    DieInFlush,
+}
+
+/// How the store comes back.
+#[derive(Debug, Clone, Copy)]
+enum Reboot {
+    /// The process restarts on the same machine: the cache is intact.
+    Restart,
+    /// The machine crashes, and its committed mark loses its last `n` writes.
+    Crash(Crash, usize),
+}
+
+/// Appends room 4 with `fault`, reboots with `reboot`, and checks the log that reopens: it ends at
+/// `ends_at`, opening confirmed `confirmed` records and took back a torn record at `torn`; every record has
+/// its command index, and the next append continues it.
+fn check(fault: Fault, reboot: Reboot, ends_at: u64, confirmed: u64, torn: Option<u64>) {
+    let case = format!("{fault:?} then {reboot:?}");
     let backend = MemoryBackend::new();
     let store = open(&backend);
     let mut log = LogBuilder::new();
-    append_rooms(&store, &mut log, 2);
-    backend.fail_writes(1);
-    let event = LogBuilder::after(2).room_created("room-3", "show");
-    let failed = store.append(std::slice::from_ref(&event), &[]);
-    assert!(matches!(failed, Err(StoreError::Backend(_))), "{failed:?}");
-    assert_eq!(last_seq(&store), 2);
-    store.append(std::slice::from_ref(&event), &[]).unwrap();
-    assert_eq!(last_seq(&store), 3);
+    append_rooms(&store, &mut log, 3);
+    match fault {
+        Fault::Nothing => {}
+        Fault::FailWrite => backend.fail_writes(1),
+        Fault::FailFlush => backend.fail_flushes(1),
+        Fault::DieInFlush => backend.die_at_next_flush(),
+    }
+    let event = log.room_created("room-4", "show");
+    let appended = store.append(std::slice::from_ref(&event), &[record_for(&event)]);
+    assert_eq!(
+        appended.is_ok(),
+        matches!(fault, Fault::Nothing),
+        "{case}: {appended:?}"
+    );
+    drop(store);
+    match reboot {
+        Reboot::Restart => backend.restart(),
+        Reboot::Crash(how, marks_lost) => {
+            backend.crash(how);
+            backend.set_mark_back(marks_lost);
+        }
+    }
+    let store = open(&backend);
+    let opened = store.opened();
+    assert_eq!(
+        (last_seq(&store), opened.confirmed, opened.torn_dropped),
+        (ends_at, confirmed, torn),
+        "{case}: the log's end, the records confirmed, the torn record"
+    );
+    let indexed: Vec<u64> = store.command_index_rev().map(|i| i.unwrap().0).collect();
+    assert_eq!(
+        indexed,
+        (1..=ends_at).rev().collect::<Vec<_>>(),
+        "{case}: the command index"
+    );
+    append_rooms(&store, &mut LogBuilder::after(ends_at), 1);
+    drop(store);
+    // Whatever opening took in is durable now: a crash that keeps nothing unflushed keeps it.
+    backend.crash(Crash::LoseUnflushed);
+    assert_eq!(
+        last_seq(&open(&backend)),
+        ends_at + 1,
+        "{case}: durable after opening"
+    );
+}
+
+#[test]
+fn each_fault_and_reboot_leaves_exactly_the_log_that_was_flushed() {
+    use Crash::{KeepUnflushed, LoseUnflushed, TearLast};
+    use Fault::{DieInFlush, FailFlush, FailWrite, Nothing};
+    use Reboot::Restart;
+    let crash = Reboot::Crash;
+    let cases = [
+        // A failed write changes nothing.
+        (FailWrite, Restart, 3, 0, None),
+        // A failed flush's write is gone after a crash, or still in the cache after a restart: then opening
+        // writes it again, and it is durable.
+        (FailFlush, crash(LoseUnflushed, 0), 3, 0, None),
+        (FailFlush, Restart, 4, 1, None),
+        // A death in the flush: the crash keeps a prefix of what was not flushed, or tears the last write,
+        // which opening takes back since it lies past the committed mark.
+        (DieInFlush, crash(LoseUnflushed, 0), 3, 0, None),
+        (DieInFlush, crash(KeepUnflushed(0), 0), 3, 0, None),
+        (DieInFlush, crash(KeepUnflushed(1), 0), 4, 1, None),
+        (DieInFlush, crash(TearLast, 0), 3, 0, Some(4)),
+        (DieInFlush, Restart, 4, 1, None),
+        // A mark set back by a crash only costs writing those records again.
+        (Nothing, crash(LoseUnflushed, 2), 4, 2, None),
+    ];
+    for (fault, reboot, last_seq, confirmed, torn) in cases {
+        check(fault, reboot, last_seq, confirmed, torn);
+    }
 }
 
 #[test]
@@ -86,90 +172,6 @@ fn a_failed_flush_refuses_every_later_write_until_reopened() {
 }
 
 #[test]
-fn a_restart_after_a_failed_flush_writes_what_the_cache_still_shows_again() {
-    let backend = MemoryBackend::new();
-    let store = open(&backend);
-    let mut log = LogBuilder::new();
-    append_rooms(&store, &mut log, 2);
-    backend.fail_flushes(1);
-    let event = log.room_created("room-3", "show");
-    assert!(store.append(std::slice::from_ref(&event), &[]).is_err());
-    drop(store);
-    // The process restarts, the machine does not: the cache still shows batch 3, which no flush wrote.
-    backend.restart();
-    let store = open(&backend);
-    assert_eq!(
-        store.opened().confirmed,
-        1,
-        "the record past the mark is written again"
-    );
-    assert_eq!(last_seq(&store), 3);
-    drop(store);
-    backend.crash(Crash::LoseUnflushed);
-    assert_eq!(last_seq(&open(&backend)), 3, "and now it is durable");
-}
-
-#[test]
-fn a_mark_set_back_by_a_crash_only_costs_a_rewrite() {
-    let backend = MemoryBackend::new();
-    let store = open(&backend);
-    append_rooms(&store, &mut LogBuilder::new(), 4);
-    drop(store);
-    backend.crash(Crash::LoseUnflushed);
-    backend.set_mark_back(2);
-    let store = open(&backend);
-    assert_eq!(store.opened().confirmed, 2);
-    assert_eq!(last_seq(&store), 4);
-}
-
-#[test]
-fn a_crash_keeps_what_was_flushed_and_a_prefix_of_the_rest() {
-    for (how, expected) in [
-        (Crash::LoseUnflushed, 2),
-        (Crash::KeepUnflushed(0), 2),
-        (Crash::KeepUnflushed(1), 3),
-    ] {
-        let backend = MemoryBackend::new();
-        let store = open(&backend);
-        let mut log = LogBuilder::new();
-        append_rooms(&store, &mut log, 2);
-        // A write the crash catches before its flush, as the sequencer's batch between write and flush.
-        let event = log.room_created("room-3", "show");
-        let unflushed = Store::with_backend(Box::new(NoFlush(backend.clone()))).unwrap();
-        unflushed.append(std::slice::from_ref(&event), &[]).unwrap();
-        drop((store, unflushed));
-        backend.crash(how);
-        assert_eq!(last_seq(&open(&backend)), expected, "{how:?}");
-    }
-}
-
-#[test]
-fn a_torn_tail_past_the_committed_mark_is_taken_back_at_open() {
-    let backend = MemoryBackend::new();
-    let store = open(&backend);
-    let mut log = LogBuilder::new();
-    append_rooms(&store, &mut log, 3);
-    let event = log.room_created("room-4", "show");
-    let unflushed = Store::with_backend(Box::new(NoFlush(backend.clone()))).unwrap();
-    unflushed
-        .append(std::slice::from_ref(&event), &[record_for(&event)])
-        .unwrap();
-    drop((store, unflushed));
-    backend.crash(Crash::TearLast);
-    let store = open(&backend);
-    assert_eq!(
-        last_seq(&store),
-        3,
-        "the torn record is gone, the rest is whole"
-    );
-    let indexed: Vec<u64> = store.command_index_rev().map(|i| i.unwrap().0).collect();
-    assert_eq!(indexed, vec![3, 2, 1], "with its command index");
-    // Its seq is free for the next append.
-    append_rooms(&store, &mut LogBuilder::after(3), 1);
-    assert_eq!(last_seq(&store), 4);
-}
-
-#[test]
 fn a_damaged_committed_record_is_never_taken_back() {
     let backend = MemoryBackend::new();
     let store = open(&backend);
@@ -181,31 +183,6 @@ fn a_damaged_committed_record_is_never_taken_back() {
     match Store::with_backend(Box::new(backend.clone())) {
         Err(StoreError::Corrupt { seq: 3, .. }) => {}
         other => panic!("expected the committed record 3 reported corrupt, got {other:?}"),
-    }
-}
-
-/// A backend whose flush does nothing and records no mark: a write that a crash catches before its flush.
-#[derive(Debug)]
-struct NoFlush(MemoryBackend);
-
-impl Backend for NoFlush {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        self.0.get(key)
-    }
-    fn range(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
-        self.0.range(from, to)
-    }
-    fn range_rev(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
-        self.0.range_rev(from, to)
-    }
-    fn write(&self, ops: Vec<Op>) -> Result<(), BackendError> {
-        self.0.write(ops)
-    }
-    fn flush(&self) -> Result<(), BackendError> {
-        Ok(())
-    }
-    fn committed(&self) -> Option<u64> {
-        self.0.committed()
     }
 }
 
