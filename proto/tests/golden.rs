@@ -580,6 +580,18 @@ fn postcard_variant_index_is_the_position_in_types() {
     }
 }
 
+/// The envelope's own keys in JSON; the payload's sit beside them.
+const ENVELOPE_KEYS: [&str; 8] = [
+    "seq",
+    "room_id",
+    "version",
+    "event_id",
+    "at_ms",
+    "actor",
+    "command_id",
+    "type",
+];
+
 #[test]
 fn envelope_json_has_the_contract_shape() {
     let vector = event_vectors()
@@ -589,19 +601,7 @@ fn envelope_json_has_the_contract_shape() {
     let value: serde_json::Value = serde_json::to_value(&vector.envelope).unwrap();
     let object = value.as_object().unwrap();
     let keys: BTreeSet<&str> = object.keys().map(String::as_str).collect();
-    let expected: BTreeSet<&str> = [
-        "seq",
-        "room_id",
-        "version",
-        "event_id",
-        "at_ms",
-        "actor",
-        "command_id",
-        "type",
-        "invitation",
-    ]
-    .into_iter()
-    .collect();
+    let expected: BTreeSet<&str> = ENVELOPE_KEYS.into_iter().chain(["invitation"]).collect();
     assert_eq!(keys, expected);
     assert_eq!(object["type"], "invitation_created");
     assert_eq!(object["event_id"], "stage-1:3");
@@ -647,19 +647,7 @@ fn every_type_tag_is_snake_case_and_payload_keys_are_the_contracts() {
             .unwrap()
             .keys()
             .map(String::as_str)
-            .filter(|k| {
-                ![
-                    "seq",
-                    "room_id",
-                    "version",
-                    "event_id",
-                    "at_ms",
-                    "actor",
-                    "command_id",
-                    "type",
-                ]
-                .contains(k)
-            })
+            .filter(|k| !ENVELOPE_KEYS.contains(k))
             .collect();
         let expected: &[&str] = match tag {
             "room_created" | "room_live" | "room_stopped" => &["room"],

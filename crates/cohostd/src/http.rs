@@ -14,8 +14,8 @@ use cohost_core::InvitationFilter;
 use cohost_credentials::{Credentials, Webhooks};
 use cohost_engine::{Engine, Health, ListRequest, Options};
 use cohost_proto::{
-    Actor, Command, CommandId, ErrorCode, InvitationId, InvitationKind,
-    InvitationStatus, InvitationTarget, Reply, RoomId, RoomTarget, UserId, UserTarget,
+    Actor, Command, CommandId, ErrorCode, InvitationId, InvitationKind, InvitationStatus,
+    InvitationTarget, Reply, RoomId, RoomTarget, UserId, UserTarget,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -236,7 +236,9 @@ macro_rules! target_command {
         ) -> Result<Response, ApiError> {
             as_caller(&state, &headers, || {
                 let Empty {} = body(bytes)?;
-                Ok(Command::$variant($target { $field: $parse(&id)? }))
+                Ok(Command::$variant($target {
+                    $field: $parse(&id)?,
+                }))
             })
             .await
         }
@@ -245,11 +247,33 @@ macro_rules! target_command {
 
 target_command!(go_live, GoLive, RoomTarget { room_id: room_id });
 target_command!(stop_room, StopRoom, RoomTarget { room_id: room_id });
-target_command!(request_to_join, RequestToJoin, RoomTarget { room_id: room_id });
+target_command!(
+    request_to_join,
+    RequestToJoin,
+    RoomTarget { room_id: room_id }
+);
 target_command!(leave_stage, LeaveStage, RoomTarget { room_id: room_id });
-target_command!(accept, AcceptInvitation, InvitationTarget { invitation_id: invitation_id });
-target_command!(reject, RejectInvitation, InvitationTarget { invitation_id: invitation_id });
-target_command!(cancel, CancelInvitation, InvitationTarget { invitation_id: invitation_id });
+target_command!(
+    accept,
+    AcceptInvitation,
+    InvitationTarget {
+        invitation_id: invitation_id
+    }
+);
+target_command!(
+    reject,
+    RejectInvitation,
+    InvitationTarget {
+        invitation_id: invitation_id
+    }
+);
+target_command!(
+    cancel,
+    CancelInvitation,
+    InvitationTarget {
+        invitation_id: invitation_id
+    }
+);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -356,8 +380,7 @@ async fn room_invitations(
     if wants_events(&headers) {
         return sse::room_invitations(state, room_id, list, &headers);
     }
-    let page = state.engine.room_invitations(&room_id, &list)?;
-    Ok(axum::Json(page).into_response())
+    json(state.engine.room_invitations(&room_id, &list)?)
 }
 
 async fn my_invitations(
@@ -370,8 +393,11 @@ async fn my_invitations(
     if wants_events(&headers) {
         return sse::my_invitations(state, user, list, &headers);
     }
-    let page = state.engine.user_invitations(&user, &list)?;
-    Ok(axum::Json(page).into_response())
+    json(state.engine.user_invitations(&user, &list)?)
+}
+
+fn json(body: impl serde::Serialize) -> Result<Response, ApiError> {
+    Ok(axum::Json(body).into_response())
 }
 
 async fn webhook(

@@ -3,47 +3,34 @@
 
 mod support;
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::json;
-use support::{Daemon, assert_error, data_dir};
+use support::{Flow, Step, call, get, invite, post, post_raw};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_input_is_refused_and_the_daemon_stays_up() {
-    let dir = data_dir();
-    let d = Daemon::start(dir.path()).await;
-    let alice = d.token("alice");
-    let bob = d.token("bob");
-    d.ok_post("/v1/rooms", &alice, &json!({"room_id": "r1"}))
-        .await;
-    d.ok_post("/v1/rooms/r1/live", &alice, &json!({})).await;
-    let invitation = d
-        .ok_post(
-            "/v1/rooms/r1/invitations",
-            &alice,
-            &json!({"user_id": "bob"}),
-        )
-        .await;
-    let invitation_id = invitation["invitation_id"].as_str().unwrap().to_owned();
-    let room = d.ok_get("/v1/rooms/r1", &alice).await;
-    let seq = d.last_seq().await;
+const INVALID: &str = "invalid_argument";
 
-    // Over 64 KiB: 413 with invalid_argument, for each body-taking route.
-    let big_title = "x".repeat(70 * 1024);
-    let big = json!({"room_id": "big", "title": big_title})
-        .to_string()
-        .into_bytes();
-    for path in [
-        "/v1/rooms".to_owned(),
-        "/v1/rooms/r1/invitations".to_owned(),
-        "/v1/rooms/r1/stop".to_owned(),
-        format!("/v1/invitations/{invitation_id}/accept"),
-    ] {
-        let got = d
-            .call_raw(Method::POST, &path, Some(&alice), big.clone())
-            .await;
-        assert_error(&got, 413, "invalid_argument", &format!("oversized {path}"));
-    }
-    // Exactly at the limit is not "too large" (it is a bad title instead).
+/// alice's live room r1 with bob invited; the room and the log position are saved.
+fn given() -> Vec<Step> {
+    vec![
+        post("alice", "/v1/rooms", json!({"room_id": "r1"})),
+        post("alice", "/v1/rooms/r1/live", json!({})),
+        invite("alice", "r1", "bob").save("/invitation_id", "inv"),
+        get("alice", "/v1/rooms/r1").save("", "room"),
+        get("", "/healthz").token(None).save("/last_seq", "seq"),
+    ]
+}
+
+/// Over 64 KiB: 413, for each body-taking route; exactly at the limit is not "too large" (a bad title instead).
+fn too_large() -> Vec<Step> {
+    let big = json!({"room_id": "big", "title": "x".repeat(70 * 1024)}).to_string();
+    let mut steps: Vec<Step> = [
+        "/v1/rooms",
+        "/v1/rooms/r1/invitations",
+        "/v1/rooms/r1/stop",
+        "/v1/invitations/{inv}/accept",
+    ]
+    .map(|path| post_raw("alice", path, big.as_bytes()).err(413, INVALID))
+    .into();
     let mut at_limit = json!({"room_id": "big", "title": ""})
         .to_string()
         .into_bytes();
@@ -53,18 +40,17 @@ async fn bad_input_is_refused_and_the_daemon_stays_up() {
         std::iter::repeat_n(b'y', pad),
     );
     assert_eq!(at_limit.len(), 64 * 1024);
-    let got = d
-        .call_raw(Method::POST, "/v1/rooms", Some(&alice), at_limit)
-        .await;
-    assert_error(
-        &got,
-        400,
-        "invalid_argument",
-        "body at the limit, title too long",
+    steps.push(
+        post_raw("alice", "/v1/rooms", &at_limit)
+            .err(400, INVALID)
+            .why("body at the limit, title too long"),
     );
+    steps
+}
 
-    // Malformed JSON.
-    for raw in [
+/// Malformed JSON.
+fn malformed() -> Vec<Step> {
+    let raw = [
         &b"{"[..],
         b"{\"room_id\": ",
         b"not json",
@@ -73,38 +59,19 @@ async fn bad_input_is_refused_and_the_daemon_stays_up() {
         b"null",
         b"[]",
         b"\"r3\"",
-    ] {
-        let got = d
-            .call_raw(Method::POST, "/v1/rooms", Some(&alice), raw.to_vec())
-            .await;
-        assert_error(
-            &got,
-            400,
-            "invalid_argument",
-            &format!("malformed {:?}", String::from_utf8_lossy(raw)),
-        );
-    }
-    let got = d
-        .call_raw(
-            Method::POST,
-            "/v1/rooms/r1/invitations",
-            Some(&alice),
-            b"{\"user_id\":".to_vec(),
-        )
-        .await;
-    assert_error(&got, 400, "invalid_argument", "malformed invite");
-    let got = d
-        .call_raw(
-            Method::POST,
-            "/v1/rooms/r1/stop",
-            Some(&alice),
-            b"{oops}".to_vec(),
-        )
-        .await;
-    assert_error(&got, 400, "invalid_argument", "malformed stop");
+    ];
+    (raw.iter().map(|raw| ("/v1/rooms", *raw)))
+        .chain([
+            ("/v1/rooms/r1/invitations", &b"{\"user_id\":"[..]),
+            ("/v1/rooms/r1/stop", b"{oops}"),
+        ])
+        .map(|(path, raw)| post_raw("alice", path, raw).err(400, INVALID))
+        .collect()
+}
 
-    // Wrong types, missing and unknown fields, out-of-range values.
-    let bodies = [
+/// Wrong types, missing and unknown fields, out-of-range values.
+fn mistyped() -> Vec<Step> {
+    let create = [
         json!({"room_id": "r3", "max_cohosts": "x"}),
         json!({"room_id": "r3", "max_cohosts": -1}),
         json!({"room_id": "r3", "max_cohosts": 300}),
@@ -125,77 +92,76 @@ async fn bad_input_is_refused_and_the_daemon_stays_up() {
         json!({"room_id": "é"}),
         json!({"room_id": "r".repeat(65)}),
     ];
-    for body in &bodies {
-        let got = d.post("/v1/rooms", &alice, body).await;
-        assert_error(&got, 400, "invalid_argument", &format!("create {body}"));
-    }
-    for body in [
+    let invites = [
         json!({"user_id": 7}),
         json!({"user_id": "b@d"}),
         json!({"user_id": ""}),
         json!({"user_id": "u".repeat(65)}),
         json!({"user_id": "carol", "extra": 1}),
         json!({}),
-    ] {
-        let got = d.post("/v1/rooms/r1/invitations", &alice, &body).await;
-        assert_error(&got, 400, "invalid_argument", &format!("invite {body}"));
-    }
-    for path in [
+    ];
+    let unknown_field = [
         "/v1/rooms/r1/live",
         "/v1/rooms/r1/stop",
         "/v1/rooms/r1/leave",
         "/v1/rooms/r1/requests",
-    ] {
-        let got = d.post(path, &bob, &json!({"unexpected": 1})).await;
-        assert_error(
-            &got,
-            400,
-            "invalid_argument",
-            &format!("unknown field {path}"),
-        );
-    }
-    let got = d
-        .post(
-            &format!("/v1/invitations/{invitation_id}/accept"),
-            &bob,
-            &json!({"invitation_id": invitation_id}),
-        )
-        .await;
-    assert_error(&got, 400, "invalid_argument", "unknown field on accept");
+    ];
+    let create = create.map(|body| post("alice", "/v1/rooms", body));
+    let invites = invites.map(|body| post("alice", "/v1/rooms/r1/invitations", body));
+    let unknown = unknown_field.map(|path| post("bob", path, json!({"unexpected": 1})));
+    let accept = post(
+        "bob",
+        "/v1/invitations/{inv}/accept",
+        json!({"invitation_id": "{inv}"}),
+    );
+    (create.into_iter())
+        .chain(invites)
+        .chain(unknown)
+        .chain([accept])
+        .map(|step| step.err(400, INVALID))
+        .collect()
+}
 
-    // Invalid ids in the path.
+/// Invalid ids in the path.
+fn bad_ids() -> Vec<Step> {
     let long = "r".repeat(65);
-    for (method, path) in [
-        (Method::GET, "/v1/rooms/bad%20id".to_owned()),
-        (Method::GET, "/v1/rooms/b@d".to_owned()),
-        (Method::GET, format!("/v1/rooms/{long}")),
-        (Method::GET, "/v1/rooms/%C3%A9".to_owned()),
-        (Method::POST, "/v1/rooms/bad%20id/live".to_owned()),
-        (Method::POST, "/v1/rooms/r.1/stop".to_owned()),
-        (Method::POST, "/v1/rooms/bad%20id/invitations".to_owned()),
-        (Method::GET, "/v1/rooms/bad%20id/invitations".to_owned()),
-        (
-            Method::GET,
-            "/v1/rooms/bad%20id/broadcaster-data".to_owned(),
-        ),
-        (Method::POST, "/v1/rooms/bad%20id/leave".to_owned()),
-        (Method::POST, "/v1/rooms/bad%20id/requests".to_owned()),
-        (Method::DELETE, "/v1/rooms/bad%20id/cohosts/bob".to_owned()),
-        (Method::DELETE, "/v1/rooms/r1/cohosts/b@d".to_owned()),
-        (Method::DELETE, format!("/v1/rooms/r1/cohosts/{long}")),
-        (Method::POST, "/v1/invitations/not-an-id!/accept".to_owned()),
-        (Method::POST, "/v1/invitations/%20/reject".to_owned()),
-        (Method::POST, "/v1/invitations/x/cancel".to_owned()),
-        (Method::POST, format!("/v1/invitations/{long}/accept")),
-    ] {
-        let body = json!({"user_id": "carol"});
-        let body = (method == Method::POST && path.ends_with("/invitations")).then_some(&body);
-        let got = d.call(method.clone(), &path, Some(&alice), body).await;
-        assert_error(&got, 400, "invalid_argument", &format!("{method} {path}"));
-    }
+    let gets = [
+        "/v1/rooms/bad%20id",
+        "/v1/rooms/b@d",
+        &format!("/v1/rooms/{long}"),
+        "/v1/rooms/%C3%A9",
+        "/v1/rooms/bad%20id/invitations",
+        "/v1/rooms/bad%20id/broadcaster-data",
+    ];
+    let posts = [
+        "/v1/rooms/bad%20id/live",
+        "/v1/rooms/r.1/stop",
+        "/v1/rooms/bad%20id/leave",
+        "/v1/rooms/bad%20id/requests",
+        "/v1/invitations/not-an-id!/accept",
+        "/v1/invitations/%20/reject",
+        "/v1/invitations/x/cancel",
+        &format!("/v1/invitations/{long}/accept"),
+    ];
+    let deletes = [
+        "/v1/rooms/bad%20id/cohosts/bob",
+        "/v1/rooms/r1/cohosts/b@d",
+        &format!("/v1/rooms/r1/cohosts/{long}"),
+    ];
+    let gets = gets.map(|path| call(Method::GET, "alice", path));
+    let posts = posts.map(|path| call(Method::POST, "alice", path));
+    let deletes = deletes.map(|path| call(Method::DELETE, "alice", path));
+    (gets.into_iter())
+        .chain(posts)
+        .chain(deletes)
+        .chain([invite("alice", "bad%20id", "carol")])
+        .map(|step| step.err(400, INVALID))
+        .collect()
+}
 
-    // Page sizes over the cap, zero, or not numbers; bad filters; unknown parameters.
-    for query in [
+/// Page sizes over the cap, zero, or not numbers; bad filters; unknown parameters; bad headers.
+fn bad_queries_and_headers() -> Vec<Step> {
+    let queries = [
         "limit=101",
         "limit=1000000000000000000000",
         "limit=0",
@@ -205,61 +171,57 @@ async fn bad_input_is_refused_and_the_daemon_stays_up() {
         "status=",
         "kind=bogus",
         "sort=asc",
-    ] {
-        let got = d
-            .get(&format!("/v1/rooms/r1/invitations?{query}"), &alice)
-            .await;
-        assert_error(
-            &got,
-            400,
-            "invalid_argument",
-            &format!("room list ?{query}"),
-        );
-        let got = d.get(&format!("/v1/me/invitations?{query}"), &bob).await;
-        assert_error(&got, 400, "invalid_argument", &format!("my list ?{query}"));
-    }
-    let got = d.get("/v1/rooms/r1/invitations?limit=100", &alice).await;
-    assert_eq!(got.0, StatusCode::OK, "limit=100 is allowed: {}", got.1);
-    let got = d.get("/v1/me/invitations?cursor=%00garbage", &bob).await;
-    assert!(
-        got.0 == StatusCode::OK || got.0 == StatusCode::BAD_REQUEST,
-        "a garbage cursor: {got:?}"
-    );
+    ];
+    let stop = || post("alice", "/v1/rooms/r1/stop", json!({}));
+    (queries.iter())
+        .flat_map(|query| {
+            [
+                get("alice", &format!("/v1/rooms/r1/invitations?{query}")).err(400, INVALID),
+                get("bob", &format!("/v1/me/invitations?{query}")).err(400, INVALID),
+            ]
+        })
+        .chain([
+            get("alice", "/v1/rooms/r1/invitations?limit=100")
+                .same_log()
+                .why("limit=100 is allowed"),
+            get("bob", "/v1/me/invitations?cursor=%00garbage")
+                .any_of(&[200, 400])
+                .why("a garbage cursor"),
+            stop()
+                .header("if-match", "not-a-version")
+                .err(400, INVALID)
+                .why("If-Match not a number"),
+            stop()
+                .header("idempotency-key", &"k".repeat(65))
+                .err(400, INVALID)
+                .why("Idempotency-Key over 64"),
+        ])
+        .collect()
+}
 
-    // Bad headers.
-    let got = d
-        .call_with(
-            Method::POST,
-            "/v1/rooms/r1/stop",
-            Some(&alice),
-            Some(&json!({})),
-            &[("if-match", "not-a-version")],
-        )
-        .await;
-    assert_error(&got, 400, "invalid_argument", "If-Match not a number");
-    let long_key = "k".repeat(65);
-    let got = d
-        .call_with(
-            Method::POST,
-            "/v1/rooms/r1/stop",
-            Some(&alice),
-            Some(&json!({})),
-            &[("idempotency-key", long_key.as_str())],
-        )
-        .await;
-    assert_error(&got, 400, "invalid_argument", "Idempotency-Key over 64");
+/// Nothing was appended, nothing changed, the daemon is still up, and it still works.
+fn then() -> Vec<Step> {
+    vec![
+        get("", "/healthz")
+            .token(None)
+            .ok(json!({"status": "ok", "last_seq": "{seq}"})),
+        get("alice", "/v1/rooms/r1").ok(json!("{room}")),
+        post(
+            "alice",
+            "/v1/rooms",
+            json!({"room_id": "r3", "max_cohosts": 16}),
+        ),
+    ]
+}
 
-    // Nothing was appended, nothing changed, and the daemon is still up.
-    assert_eq!(d.last_seq().await, seq);
-    assert_eq!(d.ok_get("/v1/rooms/r1", &alice).await, room);
-    let (status, health) = d.call(Method::GET, "/healthz", None, None).await;
-    assert_eq!(status, StatusCode::OK, "{health}");
-    assert_eq!(health["status"], "ok");
-    // And it still works.
-    d.ok_post(
-        "/v1/rooms",
-        &alice,
-        &json!({"room_id": "r3", "max_cohosts": 16}),
-    )
-    .await;
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_and_the_daemon_stays_up() {
+    let mut flow = Flow::start().await;
+    flow.run(given()).await;
+    flow.run(too_large()).await;
+    flow.run(malformed()).await;
+    flow.run(mistyped()).await;
+    flow.run(bad_ids()).await;
+    flow.run(bad_queries_and_headers()).await;
+    flow.run(then()).await;
 }

@@ -4,9 +4,11 @@
 mod support;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Daemon, assert_error, data_dir, dev_secret};
+use support::{Flow, Step, delete, dev_secret, get, invite, post};
+
+const DENIED: &str = "permission_denied";
 
 fn now_s() -> u64 {
     std::time::SystemTime::now()
@@ -51,226 +53,130 @@ fn unsigned(claims: &Value, signature: &str) -> String {
 }
 
 /// The room, every invitation list the test can see, and the log position.
-async fn snapshot(d: &Daemon, alice: &str, bob: &str, carol: &str) -> Vec<Value> {
+async fn snapshot(flow: &mut Flow) -> Vec<Value> {
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|user| flow.token(user));
+    let d = &flow.d;
     vec![
-        d.ok_get("/v1/rooms/r1", alice).await,
-        d.ok_get("/v1/rooms/r1/invitations", alice).await,
-        d.ok_get("/v1/me/invitations", bob).await,
-        d.ok_get("/v1/me/invitations", carol).await,
+        d.ok_get("/v1/rooms/r1", &alice).await,
+        d.ok_get("/v1/rooms/r1/invitations", &alice).await,
+        d.ok_get("/v1/me/invitations", &bob).await,
+        d.ok_get("/v1/me/invitations", &carol).await,
         json!(d.last_seq().await),
     ]
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_tokens_and_wrong_users_change_nothing() {
-    let dir = data_dir();
-    let d = Daemon::start(dir.path()).await;
-    let alice = d.token("alice");
-    let bob = d.token("bob");
-    let carol = d.token("carol");
-    let dave = d.token("dave");
-    let secret = dev_secret(dir.path());
+/// alice's live room r1 with bob seated and carol invited.
+fn given() -> Vec<Step> {
+    vec![
+        post("alice", "/v1/rooms", json!({"room_id": "r1"})),
+        post("alice", "/v1/rooms/r1/live", json!({})),
+        invite("alice", "r1", "bob").save("/invitation_id", "bob"),
+        post("bob", "/v1/invitations/{bob}/accept", json!({})),
+        invite("alice", "r1", "carol").save("/invitation_id", "carol"),
+    ]
+}
 
-    d.ok_post("/v1/rooms", &alice, &json!({"room_id": "r1"}))
-        .await;
-    d.ok_post("/v1/rooms/r1/live", &alice, &json!({})).await;
-    let invitation = d
-        .ok_post(
-            "/v1/rooms/r1/invitations",
-            &alice,
-            &json!({"user_id": "bob"}),
-        )
-        .await;
-    let bob_invitation = invitation["invitation_id"].as_str().unwrap().to_owned();
-    d.ok_post(
-        &format!("/v1/invitations/{bob_invitation}/accept"),
-        &bob,
-        &json!({}),
-    )
-    .await;
-    let invitation = d
-        .ok_post(
-            "/v1/rooms/r1/invitations",
-            &alice,
-            &json!({"user_id": "carol"}),
-        )
-        .await;
-    let carol_invitation = invitation["invitation_id"].as_str().unwrap().to_owned();
-
-    let before = snapshot(&d, &alice, &bob, &carol).await;
-
-    // 401: missing, malformed, expired, wrongly signed, unsigned and otherwise-signed tokens.
+/// Missing, malformed, expired, wrongly signed, unsigned and otherwise-signed tokens, by name.
+fn bad_tokens(secret: &str) -> Vec<(&'static str, Option<String>)> {
     let exp = now_s() + 3_600;
-    let bad_tokens: Vec<(&str, Option<String>)> = vec![
+    let alice = json!({"sub": "alice", "exp": exp});
+    let hs256 = |claims: Value| Some(sign(Algorithm::HS256, secret, &claims));
+    vec![
         ("missing", None),
         ("empty", Some(String::new())),
         ("garbage", Some("not.a.jwt".into())),
         (
             "expired",
-            Some(sign(
-                Algorithm::HS256,
-                &secret,
-                &json!({"sub": "alice", "exp": now_s() - 60}),
-            )),
+            hs256(json!({"sub": "alice", "exp": now_s() - 60})),
         ),
         (
             "wrong signature",
             Some(sign(
                 Algorithm::HS256,
                 "some-other-secret-0123456789abcdef",
-                &json!({"sub": "alice", "exp": exp}),
+                &alice,
             )),
         ),
-        (
-            "alg none",
-            Some(unsigned(&json!({"sub": "alice", "exp": exp}), "")),
-        ),
-        (
-            "alg none with a signature",
-            Some(unsigned(&json!({"sub": "alice", "exp": exp}), "c2ln")),
-        ),
-        (
-            "HS512",
-            Some(sign(
-                Algorithm::HS512,
-                &secret,
-                &json!({"sub": "alice", "exp": exp}),
-            )),
-        ),
-        (
-            "no exp",
-            Some(sign(Algorithm::HS256, &secret, &json!({"sub": "alice"}))),
-        ),
-        (
-            "no sub",
-            Some(sign(Algorithm::HS256, &secret, &json!({"exp": exp}))),
-        ),
+        ("alg none", Some(unsigned(&alice, ""))),
+        ("alg none with a signature", Some(unsigned(&alice, "c2ln"))),
+        ("HS512", Some(sign(Algorithm::HS512, secret, &alice))),
+        ("no exp", hs256(json!({"sub": "alice"}))),
+        ("no sub", hs256(json!({"exp": exp}))),
         (
             "invalid sub",
-            Some(sign(
-                Algorithm::HS256,
-                &secret,
-                &json!({"sub": "alice bob", "exp": exp}),
-            )),
+            hs256(json!({"sub": "alice bob", "exp": exp})),
         ),
-    ];
-    let stop = json!({});
-    let create = json!({"room_id": "r2"});
-    let invite = json!({"user_id": "erin"});
-    let calls: Vec<(Method, String, Option<&Value>)> = vec![
-        (Method::POST, "/v1/rooms/r1/stop".into(), Some(&stop)),
-        (Method::POST, "/v1/rooms".into(), Some(&create)),
-        (
-            Method::POST,
-            "/v1/rooms/r1/invitations".into(),
-            Some(&invite),
-        ),
-        (
-            Method::POST,
-            format!("/v1/invitations/{carol_invitation}/cancel"),
-            Some(&stop),
-        ),
-        (Method::DELETE, "/v1/rooms/r1/cohosts/bob".into(), None),
-        (Method::GET, "/v1/rooms/r1".into(), None),
-        (Method::GET, "/v1/rooms/r1/invitations".into(), None),
-        (Method::GET, "/v1/me/invitations".into(), None),
-        (Method::GET, "/v1/rooms/r1/broadcaster-data".into(), None),
-    ];
-    for (what, token) in &bad_tokens {
-        for (method, path, body) in &calls {
-            let got = d.call(method.clone(), path, token.as_deref(), *body).await;
-            assert_error(
-                &got,
-                401,
-                "unauthenticated",
-                &format!("{what}: {method} {path}"),
-            );
-        }
-    }
-    // Not a Bearer scheme.
-    let got = d
-        .call_with(
-            Method::POST,
-            "/v1/rooms/r1/stop",
-            None,
-            Some(&stop),
-            &[("authorization", &format!("Basic {alice}"))],
-        )
-        .await;
-    assert_error(&got, 401, "unauthenticated", "Basic scheme");
-    assert_eq!(snapshot(&d, &alice, &bob, &carol).await, before);
+    ]
+}
 
-    // 403: another user accepts (or rejects, or cancels) someone's invitation.
-    for (action, token) in [("accept", &dave), ("reject", &dave), ("cancel", &dave)] {
-        let got = d
-            .post(
-                &format!("/v1/invitations/{carol_invitation}/{action}"),
-                token,
-                &json!({}),
-            )
-            .await;
-        assert_error(&got, 403, "permission_denied", &format!("dave {action}s"));
-    }
-    // The host cannot accept on the candidate's behalf, and the candidate cannot cancel the host's invite.
-    let got = d
-        .post(
-            &format!("/v1/invitations/{carol_invitation}/accept"),
-            &alice,
-            &json!({}),
-        )
-        .await;
-    assert_error(&got, 403, "permission_denied", "host accepts an invite");
-    let got = d
-        .post(
-            &format!("/v1/invitations/{carol_invitation}/cancel"),
-            &carol,
-            &json!({}),
-        )
-        .await;
-    assert_error(
-        &got,
-        403,
-        "permission_denied",
-        "candidate cancels an invite",
+/// Every route, each bad token: 401 `unauthenticated`. And a token in a scheme other than Bearer. (The calls'
+/// user is a placeholder: `token` replaces it.)
+fn unauthenticated(secret: &str, alice: &str) -> Vec<Step> {
+    let calls = [
+        post("", "/v1/rooms/r1/stop", json!({})),
+        post("", "/v1/rooms", json!({"room_id": "r2"})),
+        invite("", "r1", "erin"),
+        post("", "/v1/invitations/{carol}/cancel", json!({})),
+        delete("", "/v1/rooms/r1/cohosts/bob"),
+        get("", "/v1/rooms/r1"),
+        get("", "/v1/rooms/r1/invitations"),
+        get("", "/v1/me/invitations"),
+        get("", "/v1/rooms/r1/broadcaster-data"),
+    ];
+    let mut steps: Vec<Step> = (bad_tokens(secret).into_iter())
+        .flat_map(|(what, token)| {
+            calls.clone().map(|call| {
+                call.token(token.as_deref())
+                    .err(401, "unauthenticated")
+                    .why(what)
+            })
+        })
+        .collect();
+    steps.push(
+        post("", "/v1/rooms/r1/stop", json!({}))
+            .token(None)
+            .header("authorization", &format!("Basic {alice}"))
+            .err(401, "unauthenticated")
+            .why("Basic scheme"),
     );
-    // A co-host invites, stops, goes live, removes a co-host: 403.
-    let got = d
-        .post(
-            "/v1/rooms/r1/invitations",
-            &bob,
-            &json!({"user_id": "erin"}),
-        )
-        .await;
-    assert_error(&got, 403, "permission_denied", "co-host invites");
-    let got = d.post("/v1/rooms/r1/stop", &bob, &json!({})).await;
-    assert_error(&got, 403, "permission_denied", "co-host stops");
-    let got = d.post("/v1/rooms/r1/stop", &dave, &json!({})).await;
-    assert_error(&got, 403, "permission_denied", "stranger stops");
-    let got = d
-        .call(
-            Method::DELETE,
-            "/v1/rooms/r1/cohosts/bob",
-            Some(&carol),
-            None,
-        )
-        .await;
-    assert_error(
-        &got,
-        403,
-        "permission_denied",
-        "candidate removes a co-host",
-    );
-    let got = d.get("/v1/rooms/r1/invitations", &bob).await;
-    assert_error(&got, 403, "permission_denied", "co-host lists");
-    let got = d.get("/v1/rooms/r1/broadcaster-data", &dave).await;
-    assert!(
-        got.0 == StatusCode::FORBIDDEN || got.0 == StatusCode::CONFLICT,
-        "stranger's broadcaster data: {got:?}"
-    );
-    assert!(got.1.get("error").is_some(), "{got:?}");
+    steps
+}
 
-    assert_eq!(snapshot(&d, &alice, &bob, &carol).await, before);
+/// The wrong user for the action: 403.
+fn wrong_users() -> Vec<Step> {
+    vec![
+        // Another user accepts (or rejects, or cancels) someone's invitation.
+        post("dave", "/v1/invitations/{carol}/accept", json!({})).err(403, DENIED),
+        post("dave", "/v1/invitations/{carol}/reject", json!({})).err(403, DENIED),
+        post("dave", "/v1/invitations/{carol}/cancel", json!({})).err(403, DENIED),
+        // The host cannot accept on the candidate's behalf, and the candidate cannot cancel the host's invite.
+        post("alice", "/v1/invitations/{carol}/accept", json!({})).err(403, DENIED),
+        post("carol", "/v1/invitations/{carol}/cancel", json!({})).err(403, DENIED),
+        // A co-host invites, stops, lists; a stranger stops; a candidate removes a co-host.
+        invite("bob", "r1", "erin").err(403, DENIED),
+        post("bob", "/v1/rooms/r1/stop", json!({})).err(403, DENIED),
+        post("dave", "/v1/rooms/r1/stop", json!({})).err(403, DENIED),
+        delete("carol", "/v1/rooms/r1/cohosts/bob").err(403, DENIED),
+        get("bob", "/v1/rooms/r1/invitations").err(403, DENIED),
+        // A stranger's broadcaster data.
+        get("dave", "/v1/rooms/r1/broadcaster-data").any_of(&[403, 409]),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tokens_and_wrong_users_change_nothing() {
+    let mut flow = Flow::start().await;
+    flow.run(given()).await;
+    let before = snapshot(&mut flow).await;
+
+    let alice = flow.token("alice");
+    flow.run(unauthenticated(&dev_secret(&flow.d.dir), &alice))
+        .await;
+    assert_eq!(snapshot(&mut flow).await, before);
+    flow.run(wrong_users()).await;
+    assert_eq!(snapshot(&mut flow).await, before);
+
     // The metrics page still renders and the daemon is healthy.
-    let (status, _) = d.call(Method::GET, "/metrics", None, None).await;
-    assert_eq!(status, StatusCode::OK);
+    let (status, _) = flow.d.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
 }

@@ -21,90 +21,96 @@ struct Acked {
     commands: usize,
 }
 
-/// POST; `None` on a connection error or a 503 (the daemon is going away), which ends the client.
-async fn post(
-    http: &reqwest::Client,
-    base: &str,
-    path: &str,
-    token: &str,
-    body: &Value,
-) -> Option<(StatusCode, Value)> {
-    let reply = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .ok()?;
-    let status = reply.status();
-    let text = reply.text().await.ok()?;
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        return None;
+/// One client: a host that creates a room, goes live, then invites and cancels until the daemon goes away.
+#[derive(Debug)]
+struct Load {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    acked: Acked,
+}
+
+impl Load {
+    /// One command, which must succeed: POST, a 2xx asserted and counted. `None` on a connection error or a 503
+    /// (the daemon is going away), which ends the client.
+    async fn command(&mut self, path: &str, body: Value) -> Option<Value> {
+        let reply = (self.http.post(format!("{}{path}", self.base)))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .ok()?;
+        let status = reply.status();
+        let text = reply.text().await.ok()?;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            return None;
+        }
+        let reply = serde_json::from_str(&text).unwrap_or(Value::Null);
+        assert!(status.is_success(), "POST {path} {body}: {status} {reply}");
+        self.acked.commands += 1;
+        Some(reply)
     }
-    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+
+    /// Runs until the daemon goes away (`None`), noting each acknowledged command.
+    async fn run(&mut self, i: usize) -> Option<()> {
+        let room = format!("room-{i}");
+        self.command("/v1/rooms", json!({"room_id": room})).await?;
+        self.acked.room = Some(room.clone());
+        self.command(&format!("/v1/rooms/{room}/live"), json!({}))
+            .await?;
+        self.acked.live = true;
+        let guest = json!({"user_id": format!("guest-{i}")});
+        loop {
+            let invited =
+                (self.command(&format!("/v1/rooms/{room}/invitations"), guest.clone())).await?;
+            let id = invited["invitation_id"].as_str().expect("invitation_id");
+            self.acked.invitations.push((id.to_owned(), false));
+            let cancelled =
+                (self.command(&format!("/v1/invitations/{id}/cancel"), json!({}))).await?;
+            assert_eq!(cancelled["status"], "cancelled");
+            self.acked.invitations.last_mut().expect("pushed").1 = true;
+        }
+    }
 }
 
 async fn client(i: usize, base: String, token: String) -> Acked {
-    let http = support::client();
-    let mut acked = Acked::default();
-    let room = format!("room-{i}");
-    let guest = format!("guest-{i}");
-    let Some((status, reply)) =
-        post(&http, &base, "/v1/rooms", &token, &json!({"room_id": room})).await
-    else {
-        return acked;
+    let mut load = Load {
+        http: support::client(),
+        base,
+        token,
+        acked: Acked::default(),
     };
-    assert!(status.is_success(), "create {room}: {status} {reply}");
-    acked.room = Some(room.clone());
-    acked.commands += 1;
-    let Some((status, reply)) = post(
-        &http,
-        &base,
-        &format!("/v1/rooms/{room}/live"),
-        &token,
-        &json!({}),
-    )
-    .await
-    else {
-        return acked;
+    let _gone = load.run(i).await;
+    load.acked
+}
+
+/// After the restart: what host `i` saw acknowledged is all there.
+async fn assert_kept(d: &Daemon, i: usize, token: &str, acked: &Acked) {
+    let Some(room_id) = &acked.room else {
+        return;
     };
-    assert!(status.is_success(), "live {room}: {status} {reply}");
-    acked.live = true;
-    acked.commands += 1;
-    loop {
-        let Some((status, reply)) = post(
-            &http,
-            &base,
-            &format!("/v1/rooms/{room}/invitations"),
-            &token,
-            &json!({"user_id": guest}),
-        )
-        .await
-        else {
-            return acked;
-        };
-        assert!(status.is_success(), "invite in {room}: {status} {reply}");
-        let id = reply["invitation_id"]
-            .as_str()
-            .expect("invitation_id")
-            .to_owned();
-        acked.invitations.push((id.clone(), false));
-        acked.commands += 1;
-        let Some((status, reply)) = post(
-            &http,
-            &base,
-            &format!("/v1/invitations/{id}/cancel"),
-            &token,
-            &json!({}),
-        )
-        .await
-        else {
-            return acked;
-        };
-        assert!(status.is_success(), "cancel {id}: {status} {reply}");
-        assert_eq!(reply["status"], "cancelled");
-        acked.invitations.last_mut().expect("pushed").1 = true;
-        acked.commands += 1;
+    let room = d.ok_get(&format!("/v1/rooms/{room_id}"), token).await;
+    assert_eq!(room["host"], format!("host-{i}"));
+    if acked.live {
+        assert_eq!(room["status"], "live", "{room}");
+    }
+    let listed = (d.list_all(&format!("/v1/rooms/{room_id}/invitations"), token, 100)).await;
+    // At most one unacknowledged invite and one unacknowledged cancel may have landed.
+    assert!(
+        listed.len() >= acked.invitations.len() && listed.len() <= acked.invitations.len() + 1,
+        "room {room_id}: {} listed, {} acknowledged",
+        listed.len(),
+        acked.invitations.len()
+    );
+    for (id, cancelled) in &acked.invitations {
+        let found = (listed.iter())
+            .find(|inv| inv["invitation_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("acknowledged invitation {id} lost"));
+        let status = found["status"].as_str().unwrap();
+        match cancelled {
+            true => assert_eq!(status, "cancelled", "{found}"),
+            false => assert!(status == "pending" || status == "cancelled", "{found}"),
+        }
     }
 }
 
@@ -150,48 +156,7 @@ async fn sigterm_under_load_exits_zero_and_keeps_every_acknowledged_command() {
     // Restart on the same data dir; every acknowledged command is there.
     let d = Daemon::start(dir.path()).await;
     for (i, acked) in results.iter().enumerate() {
-        let token = &tokens[i];
-        let Some(room_id) = &acked.room else {
-            continue;
-        };
-        let room = d.ok_get(&format!("/v1/rooms/{room_id}"), token).await;
-        assert_eq!(room["host"], format!("host-{i}"));
-        if acked.live {
-            assert_eq!(room["status"], "live", "{room}");
-        }
-        let mut listed = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let path = match &cursor {
-                None => format!("/v1/rooms/{room_id}/invitations?limit=100"),
-                Some(c) => format!("/v1/rooms/{room_id}/invitations?limit=100&cursor={c}"),
-            };
-            let page = d.ok_get(&path, token).await;
-            listed.extend(page["items"].as_array().expect("items").iter().cloned());
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => break,
-            }
-        }
-        // At most one unacknowledged invite and one unacknowledged cancel may have landed.
-        assert!(
-            listed.len() >= acked.invitations.len() && listed.len() <= acked.invitations.len() + 1,
-            "room {room_id}: {} listed, {} acknowledged",
-            listed.len(),
-            acked.invitations.len()
-        );
-        for (id, cancelled) in &acked.invitations {
-            let found = listed
-                .iter()
-                .find(|inv| inv["invitation_id"] == id.as_str())
-                .unwrap_or_else(|| panic!("acknowledged invitation {id} lost"));
-            if *cancelled {
-                assert_eq!(found["status"], "cancelled", "{found}");
-            } else {
-                let status = found["status"].as_str().unwrap();
-                assert!(status == "pending" || status == "cancelled", "{found}");
-            }
-        }
+        assert_kept(&d, i, &tokens[i], acked).await;
     }
     // And the restarted daemon takes commands.
     let guest = d.token("late-guest");

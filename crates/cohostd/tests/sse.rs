@@ -1,145 +1,27 @@
 //! Live collections over SSE against the real daemon: snapshot then changes with ids = room versions (or seqs for
 //! /v1/me), resume with `Last-Event-ID` without loss or duplicates, 403 for a non-host, 400 for a bad id.
 //!
-//! The client is a small blocking HTTP/1.1 client over `std::net::TcpStream`; every read has a timeout.
+//! The SSE client is a small blocking HTTP/1.1 client over `std::net::TcpStream`; every read has a timeout.
+
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
+use support::{Flow, Step, call, delete, invite, post};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cohostd");
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Kills the daemon when the test ends, passing or not.
-struct Daemon {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn command(dir: &Path) -> Command {
-    let mut command = Command::new(BIN);
-    for var in [
-        "COHOST_NATS_URL",
-        "COHOST_AUTH_SECRET",
-        "COHOST_DATA_DIR",
-        "COHOST_HTTP_ADDR",
-        "LIVEKIT_API_KEY",
-        "LIVEKIT_API_SECRET",
-        "COHOST_LIVEKIT_ADMIN",
-    ] {
-        command.env_remove(var);
-    }
-    command.arg("--data-dir").arg(dir);
-    command
-}
-
-fn token(dir: &Path, user: &str) -> String {
-    let output = command(dir)
-        .args(["token", "--user", user])
-        .stderr(Stdio::null())
-        .output()
-        .expect("run cohostd token");
-    assert!(output.status.success(), "cohostd token failed");
-    String::from_utf8(output.stdout)
-        .expect("token is UTF-8")
-        .trim()
-        .to_owned()
-}
-
-fn start(users: &[&str]) -> (Daemon, Vec<String>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // Mint first: that creates the dev secret the daemon then reads.
-    let tokens = users.iter().map(|u| token(dir.path(), u)).collect();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = command(dir.path())
-        .args(["--http-addr", &addr])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn cohostd");
-    let daemon = Daemon {
-        child,
-        addr,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok((200, _)) = try_request(&daemon.addr, "GET", "/healthz", None, None) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "cohostd did not become healthy");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (daemon, tokens)
-}
+const ROOM: &str = "/v1/rooms/r1/invitations";
+const ME: &str = "/v1/me/invitations";
 
 fn connect(addr: &str) -> std::io::Result<TcpStream> {
     let stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
     Ok(stream)
-}
-
-fn try_request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> std::io::Result<(u16, Value)> {
-    let mut stream = connect(addr)?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut reader = BufReader::new(stream);
-    let (status, chunked) = read_head(&mut reader)?;
-    let mut bytes = Vec::new();
-    if chunked {
-        let mut body = Chunked::new(reader);
-        while let Some(line) = body.line()? {
-            bytes.extend_from_slice(line.as_bytes());
-            bytes.push(b'\n');
-        }
-    } else {
-        reader.read_to_end(&mut bytes)?;
-    }
-    let value = if bytes.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).map_err(std::io::Error::other)?
-    };
-    Ok((status, value))
-}
-
-fn request(addr: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
-    let (status, value) =
-        try_request(addr, method, path, Some(token), body.as_ref()).expect("HTTP request");
-    assert_eq!(status, 200, "{method} {path}: {value}");
-    value
 }
 
 /// The status and whether the body is chunked.
@@ -297,92 +179,88 @@ impl Sse {
         assert_eq!(event.data["type"], kind, "{event:?}");
         event.data
     }
+
+    /// The next changes, checked to carry these ids and event types, in order.
+    fn changes(&mut self, want: &[(u64, &str)]) -> Vec<Value> {
+        (want.iter())
+            .map(|(id, kind)| self.change(*id, kind))
+            .collect()
+    }
+
+    /// The next `change` of a /v1/me stream, checked to have this event type and its seq as its id; returns
+    /// the id and the data.
+    fn seq_change(&mut self, kind: &str) -> (u64, Value) {
+        let event = self.next();
+        assert_eq!(event.event, "change", "{event:?}");
+        assert_eq!(event.data["type"], kind, "{event:?}");
+        let id = event.id.expect("change id");
+        assert_eq!(event.data["seq"], id, "the id is the seq");
+        (id, event.data)
+    }
+
+    /// The next event, checked to be a snapshot; returns its id and data.
+    fn snapshot(&mut self) -> (Option<u64>, Value) {
+        let event = self.next();
+        assert_eq!(event.event, "snapshot", "{event:?}");
+        (event.id, event.data)
+    }
 }
 
-#[test]
-fn live_collections_snapshot_changes_and_resume() {
-    let (daemon, tokens) = start(&["alice", "bob", "carol", "dave"]);
-    let [alice, bob, carol, dave] = [&tokens[0], &tokens[1], &tokens[2], &tokens[3]];
-    let addr = daemon.addr.as_str();
-    let room_path = "/v1/rooms/r1/invitations";
-    let me_path = "/v1/me/invitations";
+/// A POST without a body (the daemon reads it as `{}`), expected to succeed.
+fn post_empty(user: &str, path: &str) -> Step {
+    call(Method::POST, user, path)
+}
 
-    let room = request(
-        addr,
-        "POST",
-        "/v1/rooms",
-        alice,
-        Some(json!({"room_id": "r1"})),
-    );
-    assert_eq!(room["version"], 1);
-    let room = request(addr, "POST", "/v1/rooms/r1/live", alice, None);
-    assert_eq!(room["version"], 2);
+/// Opens `path` as `user` from `last_id`, or says with which status it was refused.
+fn open(flow: &mut Flow, path: &str, user: &str, last_id: Option<&str>) -> Result<Sse, u16> {
+    let token = flow.token(user);
+    let addr = flow.d.base.strip_prefix("http://").expect("an http base");
+    Sse::open(addr, path, &token, last_id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_collections_snapshot_changes_and_resume() {
+    let mut flow = Flow::start().await;
+    flow.run([
+        post("alice", "/v1/rooms", json!({"room_id": "r1"})).ok(json!({"version": 1})),
+        post_empty("alice", "/v1/rooms/r1/live").ok(json!({"version": 2})),
+    ])
+    .await;
 
     // Refusals: a non-host, and a malformed Last-Event-ID.
-    assert_eq!(Sse::open(addr, room_path, bob, None).err(), Some(403));
-    assert_eq!(
-        Sse::open(addr, room_path, alice, Some("x")).err(),
-        Some(400)
-    );
-    assert_eq!(Sse::open(addr, me_path, carol, Some("-1")).err(), Some(400));
+    assert_eq!(open(&mut flow, ROOM, "bob", None).err(), Some(403));
+    assert_eq!(open(&mut flow, ROOM, "alice", Some("x")).err(), Some(400));
+    assert_eq!(open(&mut flow, ME, "carol", Some("-1")).err(), Some(400));
 
     // Snapshots: the room's at version 2, carol's at the current seq.
-    let mut room_sse = Sse::open(addr, room_path, alice, None).expect("room SSE");
-    let snapshot = room_sse.next();
-    assert_eq!(snapshot.event, "snapshot");
-    assert_eq!(snapshot.id, Some(2));
-    assert_eq!(snapshot.data, json!({"items": [], "next_cursor": null}));
-    let mut me_sse = Sse::open(addr, me_path, carol, None).expect("me SSE");
-    let snapshot = me_sse.next();
-    assert_eq!(snapshot.event, "snapshot");
-    assert_eq!(snapshot.data, json!({"items": [], "next_cursor": null}));
-    let mut last_seq = snapshot.id.expect("snapshot id");
+    let mut room_sse = open(&mut flow, ROOM, "alice", None).expect("room SSE");
+    let empty = json!({"items": [], "next_cursor": null});
+    assert_eq!(room_sse.snapshot(), (Some(2), empty.clone()));
+    let mut me_sse = open(&mut flow, ME, "carol", None).expect("me SSE");
+    let (id, data) = me_sse.snapshot();
+    assert_eq!(data, empty);
+    let mut last_seq = id.expect("snapshot id");
     assert!(last_seq >= 2);
 
     // Changes, live.
-    let invite = |user: &str| {
-        request(
-            addr,
-            "POST",
-            "/v1/rooms/r1/invitations",
-            alice,
-            Some(json!({"user_id": user})),
-        )["invitation_id"]
-            .as_str()
-            .expect("invitation_id")
-            .to_owned()
-    };
-    let to_bob = invite("bob");
-    let to_carol = invite("carol");
-    request(
-        addr,
-        "POST",
-        &format!("/v1/invitations/{to_bob}/accept"),
-        bob,
-        None,
-    );
-    request(
-        addr,
-        "POST",
-        &format!("/v1/invitations/{to_carol}/cancel"),
-        alice,
-        None,
-    );
-
-    room_sse.change(3, "invitation_created");
-    let created = room_sse.change(4, "invitation_created");
-    assert_eq!(created["invitation"]["user_id"], "carol");
-    assert_eq!(created["version"], 4);
-    room_sse.change(5, "invitation_approved");
-    room_sse.change(6, "invitation_cancelled");
-
+    flow.run([
+        invite("alice", "r1", "bob").save("/invitation_id", "to_bob"),
+        invite("alice", "r1", "carol").save("/invitation_id", "to_carol"),
+        post_empty("bob", "/v1/invitations/{to_bob}/accept"),
+        post_empty("alice", "/v1/invitations/{to_carol}/cancel"),
+    ])
+    .await;
+    let changes = room_sse.changes(&[
+        (3, "invitation_created"),
+        (4, "invitation_created"),
+        (5, "invitation_approved"),
+        (6, "invitation_cancelled"),
+    ]);
+    assert_eq!(changes[1]["invitation"]["user_id"], "carol");
+    assert_eq!(changes[1]["version"], 4);
     for kind in ["invitation_created", "invitation_cancelled"] {
-        let event = me_sse.next();
-        assert_eq!(event.event, "change");
-        assert_eq!(event.data["type"], kind);
-        assert_eq!(event.data["invitation"]["user_id"], "carol");
-        let id = event.id.expect("change id");
-        assert_eq!(event.data["seq"], id, "the id is the seq");
+        let (id, data) = me_sse.seq_change(kind);
+        assert_eq!(data["invitation"]["user_id"], "carol");
         assert!(id > last_seq);
         last_seq = id;
     }
@@ -390,58 +268,53 @@ fn live_collections_snapshot_changes_and_resume() {
     // Disconnect; changes happen meanwhile.
     drop(room_sse);
     drop(me_sse);
-    let to_dave = invite("dave");
-    request(
-        addr,
-        "POST",
-        &format!("/v1/invitations/{to_dave}/reject"),
-        dave,
-        None,
-    );
-    let to_carol = invite("carol");
+    flow.run([
+        invite("alice", "r1", "dave").save("/invitation_id", "to_dave"),
+        post_empty("dave", "/v1/invitations/{to_dave}/reject"),
+        invite("alice", "r1", "carol").save("/invitation_id", "to_carol_again"),
+    ])
+    .await;
+    resume(&mut flow, last_seq).await;
+}
 
-    // Resume: exactly the missed changes, then live ones.
-    let mut room_sse = Sse::open(addr, room_path, alice, Some("6")).expect("room SSE resumed");
-    room_sse.change(7, "invitation_created");
-    room_sse.change(8, "invitation_rejected");
-    room_sse.change(9, "invitation_created");
-    let mut me_sse =
-        Sse::open(addr, me_path, carol, Some(&last_seq.to_string())).expect("me SSE resumed");
-    let missed = me_sse.next();
-    assert_eq!(missed.event, "change");
-    assert_eq!(missed.data["type"], "invitation_created");
-    assert_eq!(missed.data["version"], 9);
-    let missed_seq = missed.id.expect("id");
-    assert_eq!(missed.data["seq"], missed_seq);
+/// After [`live_collections_snapshot_changes_and_resume`]'s disconnect: a resume gets exactly the missed changes,
+/// then live ones; a resume from the head gets only new ones; a fresh snapshot reflects every change.
+async fn resume(flow: &mut Flow, last_seq: u64) {
+    let mut room_sse = open(flow, ROOM, "alice", Some("6")).expect("room SSE resumed");
+    room_sse.changes(&[
+        (7, "invitation_created"),
+        (8, "invitation_rejected"),
+        (9, "invitation_created"),
+    ]);
+    let mut me_sse = open(flow, ME, "carol", Some(&last_seq.to_string())).expect("me SSE resumed");
+    let (missed_seq, missed) = me_sse.seq_change("invitation_created");
+    assert_eq!(missed["version"], 9);
 
-    request(
-        addr,
-        "POST",
-        &format!("/v1/invitations/{to_carol}/accept"),
-        carol,
-        None,
-    );
+    flow.step(post_empty(
+        "carol",
+        "/v1/invitations/{to_carol_again}/accept",
+    ))
+    .await;
     room_sse.change(10, "invitation_approved");
-    let live = me_sse.next();
-    assert_eq!(live.data["type"], "invitation_approved");
-    assert_eq!(live.id, Some(missed_seq + 1));
-    assert_eq!(live.data["seq"], missed_seq + 1);
+    let (live_seq, _) = me_sse.seq_change("invitation_approved");
+    assert_eq!(live_seq, missed_seq + 1);
 
     // Resuming from the latest id sends nothing old: the next event is the next change.
-    let mut caught_up = Sse::open(addr, room_path, alice, Some("10")).expect("room SSE at head");
-    request(addr, "DELETE", "/v1/rooms/r1/cohosts/bob", alice, None);
+    let mut caught_up = open(flow, ROOM, "alice", Some("10")).expect("room SSE at head");
+    flow.step(delete("alice", "/v1/rooms/r1/cohosts/bob")).await;
     caught_up.change(11, "cohost_removed");
     room_sse.change(11, "cohost_removed");
 
     // A fresh snapshot reflects every change, with the room's version as its id.
-    let mut fresh = Sse::open(addr, &format!("{room_path}?status=pending"), alice, None)
-        .expect("room SSE fresh");
-    let snapshot = fresh.next();
-    assert_eq!(snapshot.event, "snapshot");
-    assert_eq!(snapshot.id, Some(11));
-    assert_eq!(snapshot.data["items"], json!([]));
-    let mut all = Sse::open(addr, room_path, alice, None).expect("room SSE all");
-    let snapshot = all.next();
-    assert_eq!(snapshot.id, Some(11));
-    assert_eq!(snapshot.data["items"].as_array().map(Vec::len), Some(4));
+    let pending = &format!("{ROOM}?status=pending");
+    let (id, data) = open(flow, pending, "alice", None)
+        .expect("room SSE fresh")
+        .snapshot();
+    assert_eq!(id, Some(11));
+    assert_eq!(data["items"], json!([]));
+    let (id, data) = open(flow, ROOM, "alice", None)
+        .expect("room SSE all")
+        .snapshot();
+    assert_eq!(id, Some(11));
+    assert_eq!(data["items"].as_array().map(Vec::len), Some(4));
 }

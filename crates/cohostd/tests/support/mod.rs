@@ -1,14 +1,16 @@
 //! Shared helpers for the cohostd black-box tests: spawn the real binary on a temp data dir and a free port,
-//! mint user tokens with `cohostd token`, and make HTTP calls with a timeout.
+//! mint user tokens with `cohostd token`, make HTTP calls with a timeout, and run [`Flow`]s: HTTP calls and what
+//! each must answer, written as data.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cohostd");
 /// Every HTTP call gives up after this long.
@@ -176,74 +178,50 @@ impl Daemon {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> (StatusCode, Value) {
-        self.call_with(method, path, token, body, &[]).await
+        let body = body.map_or(Body::Empty, |body| Body::Json(body.clone()));
+        self.send(method, path, token, &body, &[]).await
     }
 
-    pub async fn call_with(
+    /// One call with any body and extra headers; returns the status and the JSON body (Null if not JSON).
+    pub async fn send(
         &self,
         method: Method,
         path: &str,
         token: Option<&str>,
-        body: Option<&Value>,
-        headers: &[(&str, &str)],
+        body: &Body,
+        headers: &[(String, String)],
     ) -> (StatusCode, Value) {
         let mut request = self.http.request(method, self.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
+        request = match body {
+            Body::Empty => request,
+            Body::Json(body) => request.json(body),
+            Body::Raw(bytes) => request
+                .header("content-type", "application/json")
+                .body(bytes.clone()),
+        };
         for (name, value) in headers {
-            request = request.header(*name, *value);
+            request = request.header(name, value);
         }
         let reply = request.send().await.expect("HTTP call");
         let status = reply.status();
         let text = reply.text().await.expect("HTTP body");
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// A raw body with `Content-Type: application/json`.
-    pub async fn call_raw(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Vec<u8>,
-    ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, self.url(path))
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let reply = request.send().await.expect("HTTP call");
-        let status = reply.status();
-        let text = reply.text().await.expect("HTTP body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, Some(token), None).await
-    }
-
-    pub async fn post(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(token), Some(body)).await
-    }
-
-    /// A POST expected to succeed; returns the body.
-    pub async fn ok_post(&self, path: &str, token: &str, body: &Value) -> Value {
-        let (status, reply) = self.post(path, token, body).await;
-        assert_eq!(status, StatusCode::OK, "POST {path}: {reply}");
-        reply
     }
 
     /// A GET expected to succeed; returns the body.
     pub async fn ok_get(&self, path: &str, token: &str) -> Value {
-        let (status, reply) = self.get(path, token).await;
+        let (status, reply) = self.call(Method::GET, path, Some(token), None).await;
         assert_eq!(status, StatusCode::OK, "GET {path}: {reply}");
+        reply
+    }
+
+    /// A POST expected to succeed; returns the body.
+    pub async fn ok_post(&self, path: &str, token: &str, body: &Value) -> Value {
+        let (status, reply) = self.call(Method::POST, path, Some(token), Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "POST {path}: {reply}");
         reply
     }
 
@@ -252,6 +230,28 @@ impl Daemon {
         let (status, reply) = self.call(Method::GET, "/healthz", None, None).await;
         assert_eq!(status, StatusCode::OK, "healthz: {reply}");
         reply["last_seq"].as_u64().expect("last_seq")
+    }
+
+    /// Every item of a paged list (`path` may hold a query), in order, walking `next_cursor` with pages of
+    /// `limit`; asserts that no page is larger than `limit`.
+    pub async fn list_all(&self, path: &str, token: &str, limit: usize) -> Vec<Value> {
+        let first = format!(
+            "{path}{}limit={limit}",
+            if path.contains('?') { '&' } else { '?' }
+        );
+        let mut items = Vec::new();
+        let mut page_path = first.clone();
+        for _page in 0..10_000 {
+            let page = self.ok_get(&page_path, token).await;
+            let got = page["items"].as_array().expect("items");
+            assert!(got.len() <= limit, "{page_path}: {page}");
+            items.extend(got.iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => page_path = format!("{first}&cursor={next}"),
+                None => return items,
+            }
+        }
+        panic!("{path}: next_cursor never ends");
     }
 }
 
@@ -301,4 +301,367 @@ pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str, what: &s
         "{what}: error message missing: {}",
         got.1
     );
+}
+
+/// What a step sends.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// No body at all (the daemon reads an empty body as `{}`).
+    Empty,
+    Json(Value),
+    /// These bytes, sent as `Content-Type: application/json`.
+    Raw(Vec<u8>),
+}
+
+/// What a step expects back.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// 200, and a body that [`Flow::matches`] this.
+    Ok(Value),
+    /// The contract's error body with this status and code; nothing is appended.
+    Error(u16, &'static str),
+    /// One of these statuses; when it is not 200, the contract's error body and nothing appended.
+    AnyOf(&'static [u16]),
+}
+
+/// Who a step calls as.
+#[derive(Debug, Clone)]
+enum Caller {
+    /// The token `cohostd token` mints for this user.
+    User(String),
+    /// This bearer token, or no Authorization header.
+    Token(Option<String>),
+}
+
+/// One HTTP call of a [`Flow`] and what it must answer. `{name}` in the path or a header, and a string
+/// `"{name}"` in a JSON body or an expected reply, stand for the value an earlier step saved as `name`.
+#[derive(Debug, Clone)]
+pub struct Step {
+    caller: Caller,
+    method: Method,
+    path: String,
+    body: Body,
+    headers: Vec<(String, String)>,
+    expect: Expect,
+    same_log: bool,
+    save: Vec<(&'static str, &'static str)>,
+    then: Vec<fn(&Value)>,
+    why: String,
+}
+
+/// `user` calls `method path` without a body; by default it expects 200 with a JSON object.
+pub fn call(method: Method, user: &str, path: &str) -> Step {
+    Step {
+        caller: Caller::User(user.to_owned()),
+        method,
+        path: path.to_owned(),
+        body: Body::Empty,
+        headers: Vec::new(),
+        expect: Expect::Ok(json!({})),
+        same_log: false,
+        save: Vec::new(),
+        then: Vec::new(),
+        why: String::new(),
+    }
+}
+
+pub fn get(user: &str, path: &str) -> Step {
+    call(Method::GET, user, path)
+}
+
+pub fn post(user: &str, path: &str, body: Value) -> Step {
+    call(Method::POST, user, path).body(Body::Json(body))
+}
+
+pub fn delete(user: &str, path: &str) -> Step {
+    call(Method::DELETE, user, path)
+}
+
+/// The host of `room` invites `user`.
+pub fn invite(host: &str, room: &str, user: &str) -> Step {
+    post(
+        host,
+        &format!("/v1/rooms/{room}/invitations"),
+        json!({"user_id": user}),
+    )
+}
+
+/// A POST of these bytes as `Content-Type: application/json`.
+pub fn post_raw(user: &str, path: &str, bytes: &[u8]) -> Step {
+    call(Method::POST, user, path).body(Body::Raw(bytes.to_vec()))
+}
+
+impl Step {
+    pub fn body(mut self, body: Body) -> Self {
+        self.body = body;
+        self
+    }
+
+    /// Sends this bearer token (or none) instead of the user's.
+    pub fn token(mut self, token: Option<&str>) -> Self {
+        self.caller = Caller::Token(token.map(str::to_owned));
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Expects 200 and a body that [`Flow::matches`] `want`.
+    pub fn ok(mut self, want: Value) -> Self {
+        self.expect = Expect::Ok(want);
+        self
+    }
+
+    /// Expects the contract's error body with `status` and `code`, and nothing appended.
+    pub fn err(mut self, status: u16, code: &'static str) -> Self {
+        self.expect = Expect::Error(status, code);
+        self
+    }
+
+    /// Expects one of `statuses` (an error body and nothing appended unless it is 200).
+    pub fn any_of(mut self, statuses: &'static [u16]) -> Self {
+        self.expect = Expect::AnyOf(statuses);
+        self
+    }
+
+    /// Also expects the log not to grow (refusals always expect that).
+    pub fn same_log(mut self) -> Self {
+        self.same_log = true;
+        self
+    }
+
+    /// Saves the reply's value at this JSON pointer ("" for the whole body) as `name`. A saved value must be
+    /// new: no two names stand for the same value.
+    pub fn save(mut self, pointer: &'static str, name: &'static str) -> Self {
+        self.save.push((pointer, name));
+        self
+    }
+
+    /// Also runs this check on the reply body.
+    pub fn then(mut self, check: fn(&Value)) -> Self {
+        self.then.push(check);
+        self
+    }
+
+    /// Says what the step is about in failure messages.
+    pub fn why(mut self, why: impl Into<String>) -> Self {
+        self.why = why.into();
+        self
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.why.is_empty() {
+            write!(f, "{}: ", self.why)?;
+        }
+        if let Caller::User(user) = &self.caller {
+            write!(f, "{user} ")?;
+        }
+        write!(f, "{} {}", self.method, self.path)?;
+        match &self.body {
+            Body::Empty => Ok(()),
+            Body::Json(body) => write!(f, " {body}"),
+            Body::Raw(bytes) => write!(f, " {:?}", String::from_utf8_lossy(bytes)),
+        }
+    }
+}
+
+/// A daemon on a fresh data dir, and the steps run against it: each user's token is minted once, and the values
+/// steps save are kept for later steps.
+#[derive(Debug)]
+pub struct Flow {
+    pub d: Daemon,
+    /// Dropped after the daemon.
+    _dir: tempfile::TempDir,
+    tokens: HashMap<String, String>,
+    vars: HashMap<String, Value>,
+}
+
+impl Flow {
+    /// Starts `cohostd` on a fresh data dir.
+    pub async fn start() -> Self {
+        let dir = data_dir();
+        Flow {
+            d: Daemon::start(dir.path()).await,
+            _dir: dir,
+            tokens: HashMap::new(),
+            vars: HashMap::new(),
+        }
+    }
+
+    /// The user's token, minted on first use.
+    pub fn token(&mut self, user: &str) -> String {
+        let d = &self.d;
+        self.tokens
+            .entry(user.to_owned())
+            .or_insert_with(|| d.token(user))
+            .clone()
+    }
+
+    /// The value a step saved as `name`.
+    pub fn var(&self, name: &str) -> &Value {
+        self.vars
+            .get(name)
+            .unwrap_or_else(|| panic!("nothing saved as {name}"))
+    }
+
+    /// `text` with every `{name}` replaced by the string saved as `name`.
+    pub fn fill(&self, text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            let close = open + rest[open..].find('}').expect("a closing brace");
+            let value = self.var(&rest[open + 1..close]);
+            out.push_str(&rest[..open]);
+            out.push_str(
+                value
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{value} is not a string")),
+            );
+            rest = &rest[close + 1..];
+        }
+        out + rest
+    }
+
+    /// `value` with every string `"{name}"` in it replaced by the value saved as `name`.
+    pub fn fill_json(&self, value: &Value) -> Value {
+        match value {
+            Value::String(text) => self.saved(text).cloned().unwrap_or_else(|| value.clone()),
+            Value::Array(items) => items.iter().map(|item| self.fill_json(item)).collect(),
+            Value::Object(fields) => (fields.iter())
+                .map(|(key, field)| (key.clone(), self.fill_json(field)))
+                .collect(),
+            other => other.clone(),
+        }
+    }
+
+    /// The saved value a string `"{name}"` stands for; `None` for any other string.
+    fn saved(&self, text: &str) -> Option<&Value> {
+        let name = text.strip_prefix('{')?.strip_suffix('}')?;
+        Some(self.var(name))
+    }
+
+    /// Runs the steps in order.
+    pub async fn run(&mut self, steps: impl IntoIterator<Item = Step>) {
+        for step in steps {
+            self.step(step).await;
+        }
+    }
+
+    /// Runs one step, asserts what it expects, and returns the reply body.
+    pub async fn step(&mut self, step: Step) -> Value {
+        let token = match &step.caller {
+            Caller::User(user) => Some(self.token(user)),
+            Caller::Token(token) => token.clone(),
+        };
+        let path = self.fill(&step.path);
+        let body = match &step.body {
+            Body::Json(body) => Body::Json(self.fill_json(body)),
+            body => body.clone(),
+        };
+        let headers: Vec<(String, String)> = (step.headers.iter())
+            .map(|(name, value)| (name.clone(), self.fill(value)))
+            .collect();
+        let watch_log = step.same_log || !matches!(step.expect, Expect::Ok(_));
+        let seq = if watch_log {
+            Some(self.d.last_seq().await)
+        } else {
+            None
+        };
+        let got = (self.d)
+            .send(
+                step.method.clone(),
+                &path,
+                token.as_deref(),
+                &body,
+                &headers,
+            )
+            .await;
+        let refused = self.assert_expected(&step, &got);
+        if let Some(seq) = seq.filter(|_| refused || step.same_log) {
+            assert_eq!(self.d.last_seq().await, seq, "{step}: the log grew");
+        }
+        for check in &step.then {
+            check(&got.1);
+        }
+        for (pointer, name) in &step.save {
+            let value = (got.1.pointer(pointer))
+                .unwrap_or_else(|| panic!("{step}: no {pointer} in {}", got.1));
+            assert!(
+                !self.vars.values().any(|saved| saved == value),
+                "{step}: {name} = {value} was saved before"
+            );
+            self.vars.insert((*name).to_owned(), value.clone());
+        }
+        got.1
+    }
+
+    /// Asserts that the reply is what the step expects; returns whether it is a refusal.
+    fn assert_expected(&self, step: &Step, got: &(StatusCode, Value)) -> bool {
+        let (status, body) = got;
+        match step.expect {
+            Expect::Ok(ref want) => {
+                assert_eq!(*status, StatusCode::OK, "{step}: {body}");
+                assert!(self.matches(want, body), "{step}: got {body}, want {want}");
+                false
+            }
+            Expect::Error(status, code) => {
+                assert_error(got, status, code, &step.to_string());
+                true
+            }
+            Expect::AnyOf(statuses) => {
+                assert!(
+                    statuses.contains(&status.as_u16()),
+                    "{step}: want one of {statuses:?}: {got:?}"
+                );
+                let refused = *status != StatusCode::OK;
+                if refused {
+                    let code = (body["error"]["code"].as_str())
+                        .unwrap_or_else(|| panic!("{step}: error code missing: {body}"));
+                    assert_error(got, status.as_u16(), code, &step.to_string());
+                }
+                refused
+            }
+        }
+    }
+
+    /// Whether `got` matches `want`: a string `"{name}"` only the value saved as `name`, exactly; an object
+    /// every key `want` names, matching (other keys are not looked at); an array of the same length whose
+    /// items match `want`'s one for one, in any order; anything else an equal value.
+    pub fn matches(&self, want: &Value, got: &Value) -> bool {
+        if let Value::String(text) = want
+            && let Some(saved) = self.saved(text)
+        {
+            return saved == got;
+        }
+        match want {
+            Value::Object(want) => got.as_object().is_some_and(|got| {
+                (want.iter())
+                    .all(|(key, want)| got.get(key).is_some_and(|got| self.matches(want, got)))
+            }),
+            Value::Array(want) => got.as_array().is_some_and(|got| {
+                want.len() == got.len() && self.pair(want, got, &mut vec![false; got.len()])
+            }),
+            want => want == got,
+        }
+    }
+
+    /// Whether each of `want` matches a different unused item of `got`.
+    fn pair(&self, want: &[Value], got: &[Value], used: &mut [bool]) -> bool {
+        let Some((first, rest)) = want.split_first() else {
+            return true;
+        };
+        (0..got.len()).any(|i| {
+            if used[i] || !self.matches(first, &got[i]) {
+                return false;
+            }
+            used[i] = true;
+            let paired = self.pair(rest, got, used);
+            used[i] = false;
+            paired
+        })
+    }
 }
