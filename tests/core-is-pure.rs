@@ -1,8 +1,9 @@
 //! The architecture invariant that `cohost-core` is pure: its dependency tree holds no runtime, storage,
 //! network or LiveKit crate, and its source names no clock, randomness, IO, threads or async.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
+
+use support::{cargo_tree, workspace_root};
 
 /// Crates whose presence would mean the core can do IO, wait, or draw randomness.
 const FORBIDDEN_CRATES: [&str; 14] = [
@@ -40,35 +41,15 @@ const FORBIDDEN_SOURCE: [&str; 14] = [
     "static mut",
 ];
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the workspace")
-        .to_path_buf()
-}
-
 fn core_dependencies() -> Vec<String> {
-    let output = Command::new(env!("CARGO"))
-        .current_dir(workspace_root())
-        .args([
-            "tree",
-            "--package",
-            "cohost-core",
-            "--edges",
-            "normal,build",
-            "--prefix",
-            "none",
-            "--format",
-            "{p}",
-        ])
-        .output()
-        .expect("cargo runs");
-    assert!(
-        output.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).expect("cargo tree prints UTF-8");
+    let text = cargo_tree(&[
+        "--package",
+        "cohost-core",
+        "--edges",
+        "normal,build",
+        "--prefix",
+        "none",
+    ]);
     let mut names: Vec<String> = text
         .lines()
         .filter_map(|line| line.split_whitespace().next())

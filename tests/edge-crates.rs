@@ -2,9 +2,11 @@
 //! the one named here may list it among its direct normal dependencies (what it pulls in further down, such as
 //! hyper under livekit-api, is that crate's business). `core-is-pure.rs` holds the core to more.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
+
+use support::cargo_tree;
 
 /// An outside system's crate, and the one workspace crate that may depend on it directly.
 const EDGES: [(&str, &str); 4] = [
@@ -16,37 +18,19 @@ const EDGES: [(&str, &str); 4] = [
 
 /// Each workspace crate with its direct normal dependencies, from `cargo tree`.
 fn direct_dependencies() -> BTreeMap<String, Vec<String>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the workspace");
-    let output = Command::new(env!("CARGO"))
-        .current_dir(root)
-        .args([
-            "tree",
-            "--workspace",
-            "--edges",
-            "normal",
-            "--depth",
-            "1",
-            "--no-dedupe",
-            "--prefix",
-            "depth",
-            "--format",
-            "{p}",
-        ])
-        .output()
-        .expect("cargo runs");
-    assert!(
-        output.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = cargo_tree(&[
+        "--workspace",
+        "--edges",
+        "normal",
+        "--depth",
+        "1",
+        "--no-dedupe",
+        "--prefix",
+        "depth",
+    ]);
     let mut crates: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut current = None;
-    for line in String::from_utf8(output.stdout)
-        .expect("cargo tree prints UTF-8")
-        .lines()
-    {
+    for line in text.lines() {
         let name = |rest: &str| {
             rest.split_whitespace()
                 .next()

@@ -2,7 +2,11 @@
 //! source (tests, benchmarks and `#[cfg(test)]` modules aside) runs over 70 lines. The code is rustfmt-formatted,
 //! so a function ends at the first line that closes its block at its own indentation.
 
+mod support;
+
 use std::path::{Path, PathBuf};
+
+use support::workspace_root;
 
 const LINES_MAX: usize = 70;
 
@@ -70,9 +74,7 @@ fn function_name(line: &str) -> Option<String> {
 
 #[test]
 fn no_function_outside_tests_runs_over_seventy_lines() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the workspace");
+    let root = workspace_root();
     let mut files = Vec::new();
     source_files(&root.join("proto/src"), &mut files);
     for krate in std::fs::read_dir(root.join("crates")).expect("crates/ reads") {
