@@ -51,44 +51,19 @@ struct Landed {
     number: u64,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Counts {
-    pub decisions: u64,
-    pub durable_batches: u64,
-    pub failed_batches: u64,
-    pub replies: u64,
-    pub unavailable: u64,
-    pub retries_remembered: u64,
-    pub retries_forgotten: u64,
-    pub stored_answers: u64,
-    pub expiries: u64,
-    pub survived_crashes: u64,
-}
-
-impl Counts {
-    pub fn add(&mut self, other: &Self) {
-        let Self {
-            decisions,
-            durable_batches,
-            failed_batches,
-            replies,
-            unavailable,
-            retries_remembered,
-            retries_forgotten,
-            stored_answers,
-            expiries,
-            survived_crashes,
-        } = other;
-        self.decisions += decisions;
-        self.durable_batches += durable_batches;
-        self.failed_batches += failed_batches;
-        self.replies += replies;
-        self.unavailable += unavailable;
-        self.retries_remembered += retries_remembered;
-        self.retries_forgotten += retries_forgotten;
-        self.stored_answers += stored_answers;
-        self.expiries += expiries;
-        self.survived_crashes += survived_crashes;
+counters! {
+    /// What the auditor checked, summed over seeds by the campaign.
+    pub struct Counts {
+        decisions,
+        durable_batches,
+        failed_batches,
+        replies,
+        unavailable,
+        retries_remembered,
+        retries_forgotten,
+        stored_answers,
+        expiries,
+        survived_crashes,
     }
 }
 
@@ -174,14 +149,7 @@ impl Auditor {
             match decision.batch {
                 None => {
                     let outcome = self.replay(&decision, &mut Vec::new());
-                    let visible_seq = self.durable_seq();
-                    self.expect(
-                        &decision,
-                        Expected::Exactly {
-                            outcome,
-                            visible_seq,
-                        },
-                    );
+                    self.expect_final(&decision, outcome);
                 }
                 Some(id) => {
                     self.expect(&decision, Expected::InFlight(id));
@@ -189,6 +157,16 @@ impl Auditor {
                 }
             }
         }
+    }
+
+    /// The decision's outcome is final: its caller gets exactly it, once readers see the log as it is now.
+    fn expect_final(&mut self, decision: &Decision, outcome: Result<Reply, Error>) {
+        let visible_seq = self.durable_seq();
+        let expected = Expected::Exactly {
+            outcome,
+            visible_seq,
+        };
+        self.expect(decision, expected);
     }
 
     fn expect(&mut self, decision: &Decision, expected: Expected) {
@@ -215,14 +193,7 @@ impl Auditor {
             "the trace's batch is the one committed"
         );
         for (decision, outcome) in self.take_in(batch, &decisions) {
-            let visible_seq = self.durable_seq();
-            self.expect(
-                &decision,
-                Expected::Exactly {
-                    outcome,
-                    visible_seq,
-                },
-            );
+            self.expect_final(&decision, outcome);
         }
     }
 

@@ -14,6 +14,23 @@
 //! This crate is a test harness. It never decides anything itself: the rules are `cohost-core`'s, the
 //! write path `cohost-engine`'s.
 
+/// Declares a struct of `u64` counters that add up field by field, each field named once.
+macro_rules! counters {
+    ($(#[doc = $doc:literal])* pub struct $name:ident { $($field:ident,)* }) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Default, Clone, Copy)]
+        pub struct $name {
+            $(pub $field: u64,)*
+        }
+
+        impl $name {
+            pub fn add(&mut self, other: &Self) {
+                $(self.$field += other.$field;)*
+            }
+        }
+    };
+}
+
 mod auditor;
 mod world;
 

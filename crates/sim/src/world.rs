@@ -73,60 +73,24 @@ pub struct World {
     pub stats: Stats,
 }
 
-/// What a run did, summed over seeds by the campaign to show that every fault was exercised.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Stats {
-    pub steps: u64,
-    pub commands: u64,
-    pub retries: u64,
-    pub turns: u64,
-    pub failed_writes: u64,
-    pub failed_flushes: u64,
-    pub deaths_in_flush: u64,
-    pub crashes: u64,
-    pub process_restarts: u64,
-    pub torn_records_dropped: u64,
-    pub records_confirmed: u64,
-    pub marks_set_back: u64,
-    pub restarts: u64,
-    pub snapshots: u64,
-    pub sent_in_flight: u64,
-}
-
-impl Stats {
-    pub fn add(&mut self, other: &Self) {
-        let Self {
-            steps,
-            commands,
-            retries,
-            turns,
-            failed_writes,
-            failed_flushes,
-            deaths_in_flush,
-            crashes,
-            process_restarts,
-            torn_records_dropped,
-            records_confirmed,
-            marks_set_back,
-            restarts,
-            snapshots,
-            sent_in_flight,
-        } = other;
-        self.steps += steps;
-        self.commands += commands;
-        self.retries += retries;
-        self.turns += turns;
-        self.failed_writes += failed_writes;
-        self.failed_flushes += failed_flushes;
-        self.deaths_in_flush += deaths_in_flush;
-        self.crashes += crashes;
-        self.process_restarts += process_restarts;
-        self.torn_records_dropped += torn_records_dropped;
-        self.records_confirmed += records_confirmed;
-        self.marks_set_back += marks_set_back;
-        self.restarts += restarts;
-        self.snapshots += snapshots;
-        self.sent_in_flight += sent_in_flight;
+counters! {
+    /// What a run did, summed over seeds by the campaign to show that every fault was exercised.
+    pub struct Stats {
+        steps,
+        commands,
+        retries,
+        turns,
+        failed_writes,
+        failed_flushes,
+        deaths_in_flush,
+        crashes,
+        process_restarts,
+        torn_records_dropped,
+        records_confirmed,
+        marks_set_back,
+        restarts,
+        snapshots,
+        sent_in_flight,
     }
 }
 

@@ -57,20 +57,14 @@ fn assert_exercised(totals: &Totals) {
         ("records confirmed at open", s.records_confirmed),
         ("marks set back by a crash", s.marks_set_back),
         ("clean restarts", s.restarts),
-        (
-            "commands sent while a batch was in flight",
-            s.sent_in_flight,
-        ),
+        ("sends while a batch was in flight", s.sent_in_flight),
         ("snapshots", s.snapshots),
         ("retries", s.retries),
         ("remembered retries", c.retries_remembered),
         ("retries of forgotten ids", c.retries_forgotten),
         ("answers read back from the log", c.stored_answers),
         ("expiries", c.expiries),
-        (
-            "batches that survived the crash in their flush",
-            c.survived_crashes,
-        ),
+        ("unconfirmed batches that survived", c.survived_crashes),
         ("unavailable answers", c.unavailable),
     ] {
         assert!(
