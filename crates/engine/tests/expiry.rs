@@ -23,6 +23,10 @@ fn status(t: &TestEngine, n: u64) -> InvitationStatus {
         .status
 }
 
+fn assert_status(t: &TestEngine, n: u64, want: InvitationStatus, why: &str) {
+    assert_eq!(status(t, n), want, "invitation {n}: {why}");
+}
+
 /// A command decided after every expiry due now: `go_live` on the live room, refused, changing nothing.
 async fn barrier(t: &TestEngine) {
     assert_eq!(
@@ -40,18 +44,20 @@ async fn a_pending_invitation_expires_when_its_time_passes() {
     t.ok("carol", accept("stage", 2)).await;
     t.clock.advance(299_999);
     barrier(&t).await;
-    assert_eq!(status(&t, 1), InvitationStatus::Pending, "not yet due");
+    assert_status(&t, 1, InvitationStatus::Pending, "not yet due");
     t.clock.advance(1);
     barrier(&t).await;
-    assert_eq!(
-        status(&t, 1),
+    assert_status(
+        &t,
+        1,
         InvitationStatus::Expired,
-        "due: expired before the barrier"
+        "due: expired before the barrier",
     );
-    assert_eq!(
-        status(&t, 2),
+    assert_status(
+        &t,
+        2,
         InvitationStatus::Approved,
-        "an answered invitation never expires"
+        "an answered invitation never expires",
     );
     let last = t
         .engine
@@ -77,13 +83,14 @@ async fn timers_survive_a_restart() {
     let t = t.restart().await;
     t.clock.advance(300_000);
     barrier(&t).await;
-    assert_eq!(
-        status(&t, 1),
-        InvitationStatus::Expired,
-        "expired after restart"
-    );
+    assert_status(&t, 1, InvitationStatus::Expired, "expired after restart");
     let t = t.restart().await;
-    assert_eq!(status(&t, 1), InvitationStatus::Expired);
+    assert_status(
+        &t,
+        1,
+        InvitationStatus::Expired,
+        "and after a second restart",
+    );
     t.engine.shutdown().await;
 }
 
@@ -99,7 +106,7 @@ async fn invitations_due_while_stopped_expire_on_open() {
     let t = t.restart().await;
     barrier(&t).await;
     for n in 1..=3 {
-        assert_eq!(status(&t, n), InvitationStatus::Expired, "invitation {n}");
+        assert_status(&t, n, InvitationStatus::Expired, "due while stopped");
     }
     assert_eq!(t.engine.last_seq(), 8);
     t.engine.shutdown().await;

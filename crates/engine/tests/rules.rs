@@ -76,64 +76,30 @@ async fn the_seed_flow_through_the_engine() {
 
 #[tokio::test]
 async fn every_rejection_carries_the_contract_code() {
+    use ErrorCode::*;
     let t = open();
-    assert_eq!(
-        t.code("alice", go_live("nowhere")).await,
-        ErrorCode::NotFound
-    );
-    t.live_room("stage", "alice").await;
-    assert_eq!(
-        t.code("bob", create("stage")).await,
-        ErrorCode::AlreadyExists
-    );
-    assert_eq!(
-        t.code("bob", go_live("stage")).await,
-        ErrorCode::PermissionDenied
-    );
-    assert_eq!(
-        t.code("alice", go_live("stage")).await,
-        ErrorCode::FailedPrecondition
-    );
-    assert_eq!(
-        t.code("bob", invite("stage", "carol")).await,
-        ErrorCode::PermissionDenied
-    );
-    assert_eq!(
-        t.code("alice", invite("stage", "alice")).await,
-        ErrorCode::InvalidArgument
-    );
-    assert_eq!(
-        t.code("alice", request("stage")).await,
-        ErrorCode::PermissionDenied
-    );
-    t.ok("alice", invite("stage", "bob")).await;
-    assert_eq!(
-        t.code("alice", invite("stage", "bob")).await,
-        ErrorCode::AlreadyExists
-    );
-    assert_eq!(
-        t.code("bob", request("stage")).await,
-        ErrorCode::AlreadyExists
-    );
-    assert_eq!(
-        t.code("carol", accept("stage", 1)).await,
-        ErrorCode::PermissionDenied
-    );
-    assert_eq!(t.code("bob", accept("stage", 9)).await, ErrorCode::NotFound);
-    assert_eq!(
-        t.code("bob", cancel("stage", 1)).await,
-        ErrorCode::PermissionDenied
-    );
-    t.ok("alice", cancel("stage", 1)).await;
-    assert_eq!(
-        t.code("bob", accept("stage", 1)).await,
-        ErrorCode::FailedPrecondition
-    );
-    assert_eq!(
-        t.code("alice", remove("stage", "bob")).await,
-        ErrorCode::NotFound
-    );
-    assert_eq!(t.code("bob", leave("stage")).await, ErrorCode::NotFound);
+    t.check(&[
+        ("alice", go_live("nowhere"), Err(NotFound)),
+        ("alice", create("stage"), OK),
+        ("alice", go_live("stage"), OK),
+        ("bob", create("stage"), Err(AlreadyExists)),
+        ("bob", go_live("stage"), Err(PermissionDenied)),
+        ("alice", go_live("stage"), Err(FailedPrecondition)),
+        ("bob", invite("stage", "carol"), Err(PermissionDenied)),
+        ("alice", invite("stage", "alice"), Err(InvalidArgument)),
+        ("alice", request("stage"), Err(PermissionDenied)),
+        ("alice", invite("stage", "bob"), OK),
+        ("alice", invite("stage", "bob"), Err(AlreadyExists)),
+        ("bob", request("stage"), Err(AlreadyExists)),
+        ("carol", accept("stage", 1), Err(PermissionDenied)),
+        ("bob", accept("stage", 9), Err(NotFound)),
+        ("bob", cancel("stage", 1), Err(PermissionDenied)),
+        ("alice", cancel("stage", 1), OK),
+        ("bob", accept("stage", 1), Err(FailedPrecondition)),
+        ("alice", remove("stage", "bob"), Err(NotFound)),
+        ("bob", leave("stage"), Err(NotFound)),
+    ])
+    .await;
     let Reply::Invitation(raised) = t.ok("bob", request("stage")).await else {
         panic!("request replies")
     };
@@ -141,25 +107,16 @@ async fn every_rejection_carries_the_contract_code() {
         (raised.kind, raised.invitation_id.number()),
         (InvitationKind::Request, 2)
     );
-    assert_eq!(
-        t.code("bob", accept("stage", 2)).await,
-        ErrorCode::PermissionDenied
-    );
-    t.ok("alice", accept("stage", 2)).await;
-    assert_eq!(
-        t.code("alice", invite("stage", "bob")).await,
-        ErrorCode::AlreadyExists
-    );
-    t.ok("bob", leave("stage")).await;
-    t.ok("alice", stop("stage")).await;
-    assert_eq!(
-        t.code("alice", stop("stage")).await,
-        ErrorCode::FailedPrecondition
-    );
-    assert_eq!(
-        t.code("alice", invite("stage", "carol")).await,
-        ErrorCode::FailedPrecondition
-    );
+    t.check(&[
+        ("bob", accept("stage", 2), Err(PermissionDenied)),
+        ("alice", accept("stage", 2), OK),
+        ("alice", invite("stage", "bob"), Err(AlreadyExists)),
+        ("bob", leave("stage"), OK),
+        ("alice", stop("stage"), OK),
+        ("alice", stop("stage"), Err(FailedPrecondition)),
+        ("alice", invite("stage", "carol"), Err(FailedPrecondition)),
+    ])
+    .await;
     assert_eq!(t.engine.last_seq(), 8, "rejections append nothing");
     t.engine.shutdown().await;
 }

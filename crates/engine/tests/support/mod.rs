@@ -12,6 +12,8 @@ use cohost_proto::{
 };
 
 pub const START_MS: u64 = 1_700_000_000_000;
+/// A step of `TestEngine::check` that must succeed.
+pub const OK: Result<(), ErrorCode> = Ok(());
 
 pub struct TestEngine {
     pub engine: Engine,
@@ -69,6 +71,19 @@ impl TestEngine {
             expected_version: None,
         };
         self.engine.execute(actor(by), command, options).await
+    }
+
+    /// Runs each step in order; each must succeed (`OK`) or fail with the code given.
+    pub async fn check(&self, steps: &[(&str, Command, Result<(), ErrorCode>)]) {
+        for (by, command, want) in steps {
+            let got = self.run(by, command.clone()).await;
+            assert_eq!(
+                got.as_ref().map(drop).map_err(|e| e.code()),
+                *want,
+                "{} by {by}: {got:?}",
+                command.name()
+            );
+        }
     }
 
     /// A live room hosted by `host`.
