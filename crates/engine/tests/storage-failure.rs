@@ -27,12 +27,18 @@ async fn run(engine: &Engine, by: &str, command: cohost_proto::Command) -> Resul
         .map_err(|e| e.code())
 }
 
-#[tokio::test]
-async fn a_failed_write_costs_its_batch_and_nothing_more() {
+/// An engine on a fresh in-memory disk, with alice's room "stage" created.
+async fn stage_on_a_disk() -> (Arc<ManualClock>, MemoryBackend, Engine) {
     let clock = Arc::new(ManualClock::new(START_MS));
     let disk = MemoryBackend::new();
     let engine = open_on(Arc::new(disk.clone()), &clock);
     run(&engine, "alice", create("stage")).await.unwrap();
+    (clock, disk, engine)
+}
+
+#[tokio::test]
+async fn a_failed_write_costs_its_batch_and_nothing_more() {
+    let (_clock, disk, engine) = stage_on_a_disk().await;
     disk.fail_writes(1);
     assert_eq!(
         run(&engine, "alice", go_live("stage")).await,
@@ -50,10 +56,7 @@ async fn a_failed_write_costs_its_batch_and_nothing_more() {
 
 #[tokio::test]
 async fn a_failed_flush_stops_writes_until_the_store_is_reopened() {
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let disk = MemoryBackend::new();
-    let engine = open_on(Arc::new(disk.clone()), &clock);
-    run(&engine, "alice", create("stage")).await.unwrap();
+    let (clock, disk, engine) = stage_on_a_disk().await;
     disk.fail_flushes(1);
     assert_eq!(
         run(&engine, "alice", go_live("stage")).await,
@@ -104,10 +107,7 @@ async fn a_failed_flush_stops_writes_until_the_store_is_reopened() {
 
 #[tokio::test]
 async fn a_panic_in_the_sequencer_is_fail_stop_not_a_hang_or_a_poisoned_reader() {
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let disk = MemoryBackend::new();
-    let engine = open_on(Arc::new(disk.clone()), &clock);
-    run(&engine, "alice", create("stage")).await.unwrap();
+    let (_clock, disk, engine) = stage_on_a_disk().await;
     // The next write panics: a broken invariant in the sequencer thread, as far as the engine can tell.
     let armed = Arc::new(AtomicBool::new(true));
     disk.before_write(move || assert!(!armed.swap(false, Ordering::SeqCst), "the disk panics"));
@@ -134,10 +134,7 @@ async fn a_panic_in_the_sequencer_is_fail_stop_not_a_hang_or_a_poisoned_reader()
 
 #[tokio::test]
 async fn a_failed_flush_of_a_cursor_stops_the_engine_too() {
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let disk = MemoryBackend::new();
-    let engine = open_on(Arc::new(disk.clone()), &clock);
-    run(&engine, "alice", create("stage")).await.unwrap();
+    let (_clock, disk, engine) = stage_on_a_disk().await;
     disk.fail_flushes(1);
     assert!(engine.set_cursor("nats", 1).is_err());
     let Health::Failed { cause } = engine.health() else {
