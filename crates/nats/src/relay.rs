@@ -80,7 +80,8 @@ pub struct RelayStatus {
     pub connected: AtomicBool,
 }
 
-/// A running relay. Dropping it leaves the task running; call [`Relay::stop`].
+/// A running relay. Dropping it stops it as [`Relay::stop`] does, without waiting: the task ends at its next wait,
+/// saving its cursor on the way when it is behind.
 #[derive(Debug)]
 pub struct Relay {
     status: Arc<RelayStatus>,
