@@ -6,6 +6,8 @@
 //! revoker is killed and the engine restarted: each removal still succeeds exactly once, and nothing already
 //! done is sent again.
 
+mod support;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,22 +15,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cohost_credentials::revoke::SINK;
 use cohost_credentials::{LiveKitConfig, Revoker};
-use cohost_engine::{Config, Engine, ManualClock, Options};
-use cohost_proto::{
-    Actor, Command, CreateRoom, Envelope, InvitationTarget, Reply, RoomId, RoomTarget, UserId,
-    UserTarget,
-};
+use cohost_engine::{Config, Engine, ManualClock};
+use cohost_proto::{Command, Envelope, InvitationTarget, Reply};
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use livekit_api::access_token::TokenVerifier;
 use livekit_protocol::{RemoveParticipantResponse, RoomParticipantIdentity};
 use prost::Message;
+use support::{create, go_live, invite, leave, remove, run, stop};
 
 const API_KEY: &str = "stand-in-key";
 const API_SECRET: &str = "stand-in-secret-of-a-decent-length";
-const ROOM: &str = "stage-1";
-/// The LiveKit room of `ROOM` under the test's prefix.
+/// The LiveKit room of `support::ROOM` under the test's prefix.
 const LIVEKIT_ROOM: &str = "cohost-stage-1";
 const ROUTE: &str = "/twirp/livekit.RoomService/RemoveParticipant";
 const START_MS: u64 = 1_700_000_000_000;
@@ -284,80 +283,15 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-async fn run(engine: &Engine, by: &str, command: Command) -> Reply {
-    let name = command.name();
-    engine
-        .execute(
-            Actor::User(UserId::new(by).unwrap()),
-            command,
-            Options::default(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{name} by {by} failed: {e}"))
-}
-
-fn room_id() -> RoomId {
-    RoomId::new(ROOM).unwrap()
-}
-
-/// Alice's live room with bob and carol seated.
-async fn live_room_with_bob_and_carol(engine: &Engine) {
-    let create = CreateRoom {
-        room_id: room_id(),
-        title: None,
-        max_cohosts: None,
-    };
-    run(engine, "alice", Command::CreateRoom(create)).await;
-    run(
-        engine,
-        "alice",
-        Command::GoLive(RoomTarget { room_id: room_id() }),
-    )
-    .await;
-    seat(engine, "bob").await;
-    seat(engine, "carol").await;
-}
-
 /// Alice invites `user`, who accepts.
 async fn seat(engine: &Engine, user: &str) {
-    let invite = Command::Invite(UserTarget {
-        room_id: room_id(),
-        user_id: UserId::new(user).unwrap(),
-    });
-    let Reply::Invitation(invitation) = run(engine, "alice", invite).await else {
+    let Reply::Invitation(invitation) = run(engine, "alice", invite(user)).await else {
         panic!("invite answers with the invitation");
     };
     let accept = Command::AcceptInvitation(InvitationTarget {
         invitation_id: invitation.invitation_id,
     });
     run(engine, user, accept).await;
-}
-
-/// The clock moves a second, then `by` runs `command`; returns the last envelope it wrote.
-async fn step(engine: &Engine, clock: &ManualClock, by: &str, command: Command) -> Envelope {
-    clock.advance(1_000);
-    run(engine, by, command).await;
-    let last_seq = engine.last_seq();
-    engine
-        .read_events(last_seq, 1)
-        .unwrap()
-        .pop()
-        .expect("the command wrote an event")
-}
-
-fn remove(user: &str) -> Command {
-    Command::RemoveCohost(UserTarget {
-        room_id: room_id(),
-        user_id: UserId::new(user).unwrap(),
-    })
-}
-
-fn leave() -> Command {
-    Command::LeaveStage(RoomTarget { room_id: room_id() })
-}
-
-fn stop() -> Command {
-    Command::StopRoom(RoomTarget { room_id: room_id() })
 }
 
 async fn done(revoker: &Revoker, envelope: &Envelope) {
@@ -376,65 +310,120 @@ async fn stop_quietly(revoker: Revoker, stand_in: &StandIn, seen: &[Seen]) {
     );
 }
 
+/// A step of a revocation script: who runs which command; the calls LiveKit must then get, each an identity
+/// and the stand-in's answer to it; and the stand-in's answer to any call after those.
+type Step<'a> = (&'a str, Command, &'a [(&'a str, Answer)], Answer);
+
+/// The stand-in, and an engine on a temporary directory with a manual clock.
+struct Harness {
+    stand_in: StandIn,
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    engine: Engine,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let stand_in = StandIn::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let engine = open(dir.path(), &clock);
+        Self {
+            stand_in,
+            dir,
+            clock,
+            engine,
+        }
+    }
+
+    fn revoker(&self) -> Revoker {
+        Revoker::start(self.engine.clone(), livekit(self.stand_in.port)).unwrap()
+    }
+
+    /// Alice's live room with bob and carol seated.
+    async fn live_room_with_bob_and_carol(&self) {
+        run(&self.engine, "alice", create()).await;
+        run(&self.engine, "alice", go_live()).await;
+        seat(&self.engine, "bob").await;
+        seat(&self.engine, "carol").await;
+    }
+
+    /// The clock moves a second, then `by` runs `command`; returns the last envelope it wrote.
+    async fn step(&self, by: &str, command: Command) -> Envelope {
+        self.clock.advance(1_000);
+        run(&self.engine, by, command).await;
+        let last_seq = self.engine.last_seq();
+        self.engine
+            .read_events(last_seq, 1)
+            .unwrap()
+            .pop()
+            .expect("the command wrote an event")
+    }
+
+    /// Runs each step with the stand-in answering as it says, and checks that once the revoker is done with
+    /// the step's event, LiveKit got exactly the step's calls, each for the event's `revoke_token_ts`, and
+    /// the revoker's cursor is at the event. Returns the events.
+    async fn check(&self, revoker: &Revoker, script: Vec<Step<'_>>) -> Vec<Envelope> {
+        let mut events = Vec::new();
+        for (by, command, calls, otherwise) in script {
+            let answers: Vec<Answer> = calls.iter().map(|&(_, answer)| answer).collect();
+            self.stand_in.plan(&answers, otherwise);
+            let before = self.stand_in.seen().len();
+            let event = self.step(by, command).await;
+            done(revoker, &event).await;
+            let ts = revoke_token_ts(&event);
+            let want: Vec<Seen> = calls
+                .iter()
+                .map(|&(identity, answer)| seen(identity, ts, answer))
+                .collect();
+            assert_eq!(self.stand_in.seen()[before..], want, "{by}'s {event:?}");
+            assert_eq!(self.engine.cursor(SINK).unwrap(), event.seq);
+            events.push(event);
+        }
+        events
+    }
+}
+
+fn type_names(events: &[Envelope]) -> Vec<&'static str> {
+    events.iter().map(|e| e.event.type_name()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_removal_reaches_livekit_once_through_failures() {
-    let stand_in = StandIn::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let engine = open(dir.path(), &clock);
-    let revoker = Revoker::start(engine.clone(), livekit(stand_in.port)).unwrap();
-    live_room_with_bob_and_carol(&engine).await;
-    assert_eq!(stand_in.calls().len(), 0, "no one left the stage yet");
+    use Answer::{NotFound, ProxyError, Removed, Unavailable};
+    let h = Harness::start().await;
+    let revoker = h.revoker();
+    h.live_room_with_bob_and_carol().await;
+    assert_eq!(h.stand_in.calls().len(), 0, "no one left the stage yet");
 
-    // The host removes bob: two failures, then LiveKit accepts.
-    stand_in.plan(&[Answer::Unavailable, Answer::Unavailable], Answer::Removed);
-    let removed = step(&engine, &clock, "alice", remove("bob")).await;
-    assert_eq!(removed.event.type_name(), "cohost_removed");
-    done(&revoker, &removed).await;
-    let bob = revoke_token_ts(&removed);
-    assert_eq!(
-        stand_in.seen(),
-        vec![
-            seen("bob", bob, Answer::Unavailable),
-            seen("bob", bob, Answer::Unavailable),
-            seen("bob", bob, Answer::Removed),
-        ]
-    );
-    assert_eq!(engine.cursor(SINK).unwrap(), removed.seq);
-
-    // Carol leaves: a failure that is not even a Twirp error, then LiveKit accepts.
-    stand_in.plan(&[Answer::ProxyError], Answer::Removed);
-    let left = step(&engine, &clock, "carol", leave()).await;
-    assert_eq!(left.event.type_name(), "cohost_left");
-    done(&revoker, &left).await;
-    let carol = revoke_token_ts(&left);
-    assert_eq!(
-        stand_in.seen()[3..],
-        [
-            seen("carol", carol, Answer::ProxyError),
-            seen("carol", carol, Answer::Removed),
-        ]
-    );
-    assert_eq!(engine.cursor(SINK).unwrap(), left.seq);
-
+    // The host removes bob: two failures, then LiveKit accepts. Carol leaves: a failure that is not even a
+    // Twirp error, then LiveKit accepts.
+    let bob = [("bob", Unavailable), ("bob", Unavailable), ("bob", Removed)];
+    let carol = [("carol", ProxyError), ("carol", Removed)];
+    let mut events = h
+        .check(
+            &revoker,
+            vec![
+                ("alice", remove("bob"), &bob, Removed),
+                ("carol", leave(), &carol, Removed),
+            ],
+        )
+        .await;
     // Dave is seated when the room stops: the stop removes its co-hosts, then its host. LiveKit no longer
     // has alice; not_found counts as removed and is not retried.
-    seat(&engine, "dave").await;
-    stand_in.plan(&[Answer::Removed, Answer::NotFound], Answer::Unavailable);
-    let stopped = step(&engine, &clock, "alice", stop()).await;
-    assert_eq!(stopped.event.type_name(), "room_stopped");
-    done(&revoker, &stopped).await;
-    let stop_ts = revoke_token_ts(&stopped);
-    assert_eq!(
-        stand_in.seen()[5..],
-        [
-            seen("dave", stop_ts, Answer::Removed),
-            seen("alice", stop_ts, Answer::NotFound),
-        ]
+    seat(&h.engine, "dave").await;
+    let stopped = [("dave", Removed), ("alice", NotFound)];
+    events.extend(
+        h.check(&revoker, vec![("alice", stop(), &stopped, Unavailable)])
+            .await,
     );
-    assert_eq!(engine.cursor(SINK).unwrap(), stopped.seq);
     assert_eq!(
-        successes(&stand_in.seen()),
+        type_names(&events),
+        ["cohost_removed", "cohost_left", "room_stopped"]
+    );
+    let [bob, carol, stop_ts] = [0, 1, 2].map(|i| revoke_token_ts(&events[i]));
+    assert_eq!(
+        successes(&h.stand_in.seen()),
         HashMap::from([
             success("bob", bob),
             success("carol", carol),
@@ -442,16 +431,14 @@ async fn each_removal_reaches_livekit_once_through_failures() {
         ])
     );
 
-    stop_quietly(revoker, &stand_in, &stand_in.seen()).await;
-    engine.shutdown().await;
+    stop_quietly(revoker, &h.stand_in, &h.stand_in.seen()).await;
+    h.engine.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_while_retrying_neither_loses_nor_repeats_a_removal() {
-    let stand_in = StandIn::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let engine = open(dir.path(), &clock);
+    use Answer::{Removed, Unavailable};
+    let mut h = Harness::start().await;
     // The first revoker runs on a runtime of its own, so it can be killed mid-retry without a goodbye.
     let doomed = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -460,21 +447,20 @@ async fn a_kill_while_retrying_neither_loses_nor_repeats_a_removal() {
         .unwrap();
     let first = {
         let _runtime = doomed.enter();
-        Revoker::start(engine.clone(), livekit(stand_in.port)).unwrap()
+        h.revoker()
     };
-    live_room_with_bob_and_carol(&engine).await;
+    h.live_room_with_bob_and_carol().await;
 
-    let removed = step(&engine, &clock, "alice", remove("bob")).await;
-    done(&first, &removed).await;
+    let script = vec![("alice", remove("bob"), &[("bob", Removed)][..], Removed)];
+    let removed = h.check(&first, script).await.remove(0);
     let bob = revoke_token_ts(&removed);
-    assert_eq!(stand_in.seen(), vec![seen("bob", bob, Answer::Removed)]);
 
     // LiveKit is down when carol leaves; the revoker is killed while it retries, then the engine stops. After
     // the fourth failure the revoker backs off for 400 ms, so the kill lands between calls, not during one.
-    stand_in.plan(&[], Answer::Unavailable);
-    let left = step(&engine, &clock, "carol", leave()).await;
+    h.stand_in.plan(&[], Unavailable);
+    let left = h.step("carol", leave()).await;
     let carol = revoke_token_ts(&left);
-    stand_in
+    h.stand_in
         .until("four failed calls for carol", |seen| seen.len() >= 5)
         .await;
     // The handle stays alive: dropping it would stop a revoker that outlived the kill. Once the runtime's
@@ -482,28 +468,28 @@ async fn a_kill_while_retrying_neither_loses_nor_repeats_a_removal() {
     tokio::task::spawn_blocking(move || doomed.shutdown_timeout(WAIT_MAX))
         .await
         .unwrap();
-    engine.shutdown().await;
-    let before_restart = stand_in.seen();
+    h.engine.shutdown().await;
+    let before_restart = h.stand_in.seen();
     assert!(
         before_restart[1..]
             .iter()
-            .all(|call| *call == seen("carol", carol, Answer::Unavailable)),
+            .all(|call| *call == seen("carol", carol, Unavailable)),
         "only failed calls for carol after bob's removal: {before_restart:?}"
     );
 
     // Restart: bob's removal is behind the cursor, carol's is not.
-    let engine = open(dir.path(), &clock);
-    assert_eq!(engine.cursor(SINK).unwrap(), removed.seq);
-    stand_in.plan(&[], Answer::Removed);
-    let second = Revoker::start(engine.clone(), livekit(stand_in.port)).unwrap();
+    h.engine = open(h.dir.path(), &h.clock);
+    assert_eq!(h.engine.cursor(SINK).unwrap(), removed.seq);
+    h.stand_in.plan(&[], Removed);
+    let second = h.revoker();
     done(&second, &left).await;
-    assert_eq!(engine.cursor(SINK).unwrap(), left.seq);
-    let all = stand_in.seen();
-    stop_quietly(second, &stand_in, &all).await;
+    assert_eq!(h.engine.cursor(SINK).unwrap(), left.seq);
+    let all = h.stand_in.seen();
+    stop_quietly(second, &h.stand_in, &all).await;
 
     assert_eq!(
         all[before_restart.len()..],
-        [seen("carol", carol, Answer::Removed)],
+        [seen("carol", carol, Removed)],
         "after the restart only carol's removal is sent, once"
     );
     assert_eq!(
@@ -512,5 +498,5 @@ async fn a_kill_while_retrying_neither_loses_nor_repeats_a_removal() {
     );
 
     drop(first);
-    engine.shutdown().await;
+    h.engine.shutdown().await;
 }

@@ -2,17 +2,21 @@
 //! metadata and the expiry. First straight from the `Minter`, then through `Credentials` on a real engine,
 //! where a token is handed out exactly while the contract's `get_broadcaster_data` row allows it.
 
+mod support;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cohost_credentials::{COHOST_SOURCES, Credentials, LiveKitConfig, Minter, TOKEN_TTL_DEFAULT};
 use cohost_engine::{Broadcaster, Config, Engine, Error, Options};
 use cohost_proto::{
-    Actor, BroadcasterData, BroadcasterRole, Command, CommandId, CreateRoom, ErrorCode,
-    InvitationId, InvitationStatus, InvitationTarget, Reply, RoomId, RoomTarget, UserId,
-    UserTarget,
+    BroadcasterData, BroadcasterRole, Command, CommandId, ErrorCode, InvitationId,
+    InvitationStatus, Reply, RoomId,
 };
 use livekit_api::access_token::{Claims, TokenVerifier, VideoGrants};
 use serde_json::json;
+use support::{
+    ROOM, accept, actor, create, go_live, invite, leave, reject, remove, request, stop, user,
+};
 
 const KEY: &str = "lk-test-key";
 const SECRET: &str = "lk-test-secret-of-some-length";
@@ -34,10 +38,6 @@ fn now_secs() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("the test machine's clock is after 1970")
         .as_secs()
-}
-
-fn user(id: &str) -> UserId {
-    UserId::new(id).unwrap()
 }
 
 fn room(id: &str) -> RoomId {
@@ -140,38 +140,22 @@ fn check_token(
 fn minted_tokens_carry_exactly_the_grants_of_their_role() {
     // (room prefix, TTL, role, room id, user): every token must decode to the role's grants, the user's
     // identity, the prefixed room, the role's metadata and an expiry of now + TTL.
+    let default = TOKEN_TTL_DEFAULT.as_secs();
     let cases = [
-        ("", TOKEN_TTL_DEFAULT, Role::Host, "stage-1", "alice"),
-        (
-            "",
-            TOKEN_TTL_DEFAULT,
-            Role::Cohost("stage-1.3"),
-            "stage-1",
-            "bob",
-        ),
+        ("", default, Role::Host, "stage-1", "alice"),
+        ("", default, Role::Cohost("stage-1.3"), "stage-1", "bob"),
+        ("cohost-", 90, Role::Host, "stage-2", "carol"),
         (
             "cohost-",
-            Duration::from_secs(90),
-            Role::Host,
-            "stage-2",
-            "carol",
-        ),
-        (
-            "cohost-",
-            Duration::from_secs(90),
+            90,
             Role::Cohost("stage-2.17"),
             "stage-2",
             "dave_9",
         ),
-        (
-            "prod_",
-            Duration::from_secs(3_600),
-            Role::Cohost("r.1"),
-            "r",
-            "E-e",
-        ),
+        ("prod_", 3_600, Role::Cohost("r.1"), "r", "E-e"),
     ];
-    for (prefix, ttl, role, room_id, identity) in cases {
+    for (prefix, ttl_secs, role, room_id, identity) in cases {
+        let ttl = Duration::from_secs(ttl_secs);
         let minter = Minter::new(config(prefix, ttl));
         let entitled = match role {
             Role::Host => Broadcaster {
@@ -209,21 +193,18 @@ fn a_token_verifies_only_with_the_key_and_secret_that_signed_it() {
     let data = minter
         .mint(&room("stage-1"), &user("alice"), &host)
         .unwrap();
-    assert!(
-        TokenVerifier::with_api_key(KEY, SECRET)
-            .verify(&data.token)
+    let verifies = |key, secret, token: &str| {
+        TokenVerifier::with_api_key(key, secret)
+            .verify(token)
             .is_ok()
-    );
+    };
+    assert!(verifies(KEY, SECRET, &data.token));
     assert!(
-        TokenVerifier::with_api_key(KEY, "another-secret")
-            .verify(&data.token)
-            .is_err(),
+        !verifies(KEY, "another-secret", &data.token),
         "a token signed with one secret fails verification with another"
     );
     assert!(
-        TokenVerifier::with_api_key("another-key", SECRET)
-            .verify(&data.token)
-            .is_err(),
+        !verifies("another-key", SECRET, &data.token),
         "the issuer is the API key"
     );
     let other = Minter::new(LiveKitConfig {
@@ -231,14 +212,10 @@ fn a_token_verifies_only_with_the_key_and_secret_that_signed_it() {
         ..config("", TOKEN_TTL_DEFAULT)
     });
     let foreign = other.mint(&room("stage-1"), &user("alice"), &host).unwrap();
-    assert!(
-        TokenVerifier::with_api_key(KEY, SECRET)
-            .verify(&foreign.token)
-            .is_err()
-    );
+    assert!(!verifies(KEY, SECRET, &foreign.token));
 }
 
-/// A real engine in a temporary directory, with credentials on top. Room `stage-1` is hosted by alice.
+/// A real engine in a temporary directory, with credentials on top. The scenarios play in room `ROOM`.
 struct Stage {
     _dir: tempfile::TempDir,
     credentials: Credentials,
@@ -252,8 +229,16 @@ impl Stage {
         Self {
             _dir: dir,
             credentials: Credentials::new(engine, Minter::new(config("", TOKEN_TTL_DEFAULT))),
-            room_id: room("stage-1"),
+            room_id: room(ROOM),
         }
+    }
+
+    /// Room `ROOM`, hosted by alice and live.
+    async fn live() -> Self {
+        let stage = Self::open();
+        stage.run("alice", create()).await.unwrap();
+        stage.run("alice", go_live()).await.unwrap();
+        stage
     }
 
     async fn run(&self, who: &str, command: Command) -> Result<Reply, Error> {
@@ -266,71 +251,15 @@ impl Stage {
         command: Command,
         options: Options,
     ) -> Result<Reply, Error> {
-        self.credentials
-            .execute(Actor::User(user(who)), command, options)
-            .await
+        self.credentials.execute(actor(who), command, options).await
     }
 
     fn data(&self, who: &str) -> Result<BroadcasterData, Error> {
         self.credentials.broadcaster_data(&self.room_id, &user(who))
     }
 
-    fn create(&self) -> Command {
-        Command::CreateRoom(CreateRoom {
-            room_id: self.room_id.clone(),
-            title: None,
-            max_cohosts: None,
-        })
-    }
-
-    fn target(&self) -> RoomTarget {
-        RoomTarget {
-            room_id: self.room_id.clone(),
-        }
-    }
-
-    fn go_live(&self) -> Command {
-        Command::GoLive(self.target())
-    }
-
-    fn stop(&self) -> Command {
-        Command::StopRoom(self.target())
-    }
-
-    fn request(&self) -> Command {
-        Command::RequestToJoin(self.target())
-    }
-
-    fn leave(&self) -> Command {
-        Command::LeaveStage(self.target())
-    }
-
-    fn invite(&self, who: &str) -> Command {
-        Command::Invite(UserTarget {
-            room_id: self.room_id.clone(),
-            user_id: user(who),
-        })
-    }
-
-    fn remove(&self, who: &str) -> Command {
-        Command::RemoveCohost(UserTarget {
-            room_id: self.room_id.clone(),
-            user_id: user(who),
-        })
-    }
-
-    fn invitation(&self, number: u64) -> InvitationTarget {
-        InvitationTarget {
-            invitation_id: InvitationId::new(self.room_id.clone(), number).unwrap(),
-        }
-    }
-
-    fn accept(&self, number: u64) -> Command {
-        Command::AcceptInvitation(self.invitation(number))
-    }
-
-    fn reject(&self, number: u64) -> Command {
-        Command::RejectInvitation(self.invitation(number))
+    fn last_seq(&self) -> u64 {
+        self.credentials.engine().last_seq()
     }
 
     async fn shutdown(self) {
@@ -354,7 +283,7 @@ enum Gets {
     Refused(ErrorCode),
 }
 
-use Gets::Refused;
+use Gets::{Cohost, Host, Refused};
 const PENDING: Gets = Refused(ErrorCode::FailedPrecondition);
 const NOT_LIVE: Gets = Refused(ErrorCode::FailedPrecondition);
 const NO_SEAT: Gets = Refused(ErrorCode::FailedPrecondition);
@@ -362,6 +291,20 @@ const STRANGER: Gets = Refused(ErrorCode::PermissionDenied);
 
 /// Steps (who, what) and what `broadcaster_data` gives whom after each.
 type Script<'a> = [(&'a str, Command, &'a [(&'a str, Gets)])];
+
+/// Checks that `data` is the token `gets` promises `who` in room `ROOM`, minted after `minted_after_secs`.
+fn check_stage_token(data: &BroadcasterData, who: &str, gets: Gets, minted_after_secs: u64) {
+    let invitation_id;
+    let role = match gets {
+        Host => Role::Host,
+        Cohost(number) => {
+            invitation_id = format!("{ROOM}.{number}");
+            Role::Cohost(&invitation_id)
+        }
+        Refused(code) => panic!("{who} should be refused with {code}, got {data:?}"),
+    };
+    check_token(data, role, who, ROOM, TOKEN_TTL_DEFAULT, minted_after_secs);
+}
 
 /// Runs each step and checks what `broadcaster_data` gives the listed users afterwards. `zed`, who never
 /// takes part, is checked after every step too.
@@ -371,27 +314,14 @@ async fn check(stage: &Stage, script: &Script<'_>) {
             .run(who, command.clone())
             .await
             .unwrap_or_else(|e| panic!("step {step}: {who} {command:?} failed: {e}"));
-        for (asked, gets) in expect.iter().chain(&[("zed", STRANGER)]) {
+        for &(asked, gets) in expect.iter().chain(&[("zed", STRANGER)]) {
             let before = now_secs();
-            let got = stage.data(asked);
-            match (gets, got) {
-                (Gets::Host, Ok(data)) => {
-                    check_token(
-                        &data,
-                        Role::Host,
-                        asked,
-                        "stage-1",
-                        TOKEN_TTL_DEFAULT,
-                        before,
-                    );
-                }
-                (Gets::Cohost(number), Ok(data)) => {
-                    let id = format!("stage-1.{number}");
-                    let role = Role::Cohost(&id);
-                    check_token(&data, role, asked, "stage-1", TOKEN_TTL_DEFAULT, before);
-                }
+            match (gets, stage.data(asked)) {
                 (Refused(code), Err(error)) => {
-                    assert_eq!(error.code(), *code, "step {step}: {asked}: {error}");
+                    assert_eq!(error.code(), code, "step {step}: {asked}: {error}");
+                }
+                (Host | Cohost(_), Ok(data)) => {
+                    check_stage_token(&data, asked, gets, before);
                 }
                 (gets, got) => panic!("step {step}: {asked} should get {gets:?}, got {got:?}"),
             }
@@ -402,47 +332,30 @@ async fn check(stage: &Stage, script: &Script<'_>) {
 #[tokio::test]
 async fn broadcaster_data_is_given_exactly_while_the_seat_is_held_in_a_live_room() {
     let stage = Stage::open();
-    let s = &stage;
     let script: &Script = &[
-        (
-            "alice",
-            s.create(),
-            &[("alice", NOT_LIVE), ("bob", STRANGER)],
-        ),
-        (
-            "alice",
-            s.go_live(),
-            &[("alice", Gets::Host), ("bob", STRANGER)],
-        ),
-        (
-            "alice",
-            s.invite("bob"),
-            &[("bob", PENDING), ("alice", Gets::Host)],
-        ),
-        ("bob", s.reject(1), &[("bob", NO_SEAT)]),
-        ("alice", s.invite("bob"), &[("bob", PENDING)]),
-        ("bob", s.accept(2), &[("bob", Gets::Cohost(2))]),
-        (
-            "alice",
-            s.remove("bob"),
-            &[("bob", NO_SEAT), ("alice", Gets::Host)],
-        ),
-        ("bob", s.request(), &[("bob", PENDING)]),
-        ("alice", s.accept(3), &[("bob", Gets::Cohost(3))]),
-        ("bob", s.leave(), &[("bob", NO_SEAT)]),
-        ("alice", s.invite("carol"), &[("carol", PENDING)]),
+        ("alice", create(), &[("alice", NOT_LIVE), ("bob", STRANGER)]),
+        ("alice", go_live(), &[("alice", Host), ("bob", STRANGER)]),
+        ("alice", invite("bob"), &[("bob", PENDING), ("alice", Host)]),
+        ("bob", reject(1), &[("bob", NO_SEAT)]),
+        ("alice", invite("bob"), &[("bob", PENDING)]),
+        ("bob", accept(2), &[("bob", Cohost(2))]),
+        ("alice", remove("bob"), &[("bob", NO_SEAT), ("alice", Host)]),
+        ("bob", request(), &[("bob", PENDING)]),
+        ("alice", accept(3), &[("bob", Cohost(3))]),
+        ("bob", leave(), &[("bob", NO_SEAT)]),
+        ("alice", invite("carol"), &[("carol", PENDING)]),
         (
             "carol",
-            s.accept(4),
-            &[("carol", Gets::Cohost(4)), ("bob", NO_SEAT)],
+            accept(4),
+            &[("carol", Cohost(4)), ("bob", NO_SEAT)],
         ),
         (
             "alice",
-            s.stop(),
+            stop(),
             &[("alice", NOT_LIVE), ("carol", NOT_LIVE), ("bob", NO_SEAT)],
         ),
     ];
-    check(s, script).await;
+    check(&stage, script).await;
     let unknown = stage
         .credentials
         .broadcaster_data(&room("no-such-room"), &user("alice"))
@@ -454,57 +367,37 @@ async fn broadcaster_data_is_given_exactly_while_the_seat_is_held_in_a_live_room
 #[tokio::test]
 async fn a_seat_taken_in_an_idle_room_gets_credentials_once_the_room_is_live() {
     let stage = Stage::open();
-    let s = &stage;
     let script: &Script = &[
-        ("alice", s.create(), &[("alice", NOT_LIVE)]),
-        ("alice", s.invite("bob"), &[("bob", PENDING)]),
-        (
-            "bob",
-            s.accept(1),
-            &[("bob", NOT_LIVE), ("alice", NOT_LIVE)],
-        ),
-        (
-            "alice",
-            s.go_live(),
-            &[("bob", Gets::Cohost(1)), ("alice", Gets::Host)],
-        ),
-        ("alice", s.stop(), &[("bob", NOT_LIVE), ("alice", NOT_LIVE)]),
+        ("alice", create(), &[("alice", NOT_LIVE)]),
+        ("alice", invite("bob"), &[("bob", PENDING)]),
+        ("bob", accept(1), &[("bob", NOT_LIVE), ("alice", NOT_LIVE)]),
+        ("alice", go_live(), &[("bob", Cohost(1)), ("alice", Host)]),
+        ("alice", stop(), &[("bob", NOT_LIVE), ("alice", NOT_LIVE)]),
     ];
-    check(s, script).await;
+    check(&stage, script).await;
     stage.shutdown().await;
 }
 
 #[tokio::test]
 async fn accepting_an_invitation_in_a_live_room_returns_the_new_cohosts_credentials() {
-    let stage = Stage::open();
-    stage.run("alice", stage.create()).await.unwrap();
-    stage.run("alice", stage.go_live()).await.unwrap();
-    stage.run("alice", stage.invite("bob")).await.unwrap();
+    let stage = Stage::live().await;
+    stage.run("alice", invite("bob")).await.unwrap();
     let before = now_secs();
-    let reply = accepted(stage.run("bob", stage.accept(1)).await.unwrap());
+    let reply = accepted(stage.run("bob", accept(1)).await.unwrap());
     assert_eq!(reply.invitation.status, InvitationStatus::Approved);
     assert_eq!(reply.invitation.user_id, user("bob"));
     let data = reply
         .broadcaster
         .expect("the invited candidate gets credentials with the accept");
-    check_token(
-        &data,
-        Role::Cohost("stage-1.1"),
-        "bob",
-        "stage-1",
-        TOKEN_TTL_DEFAULT,
-        before,
-    );
+    check_stage_token(&data, "bob", Cohost(1), before);
     stage.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_host_accepting_a_request_gets_no_credentials_in_the_reply() {
-    let stage = Stage::open();
-    stage.run("alice", stage.create()).await.unwrap();
-    stage.run("alice", stage.go_live()).await.unwrap();
-    stage.run("bob", stage.request()).await.unwrap();
-    let reply = accepted(stage.run("alice", stage.accept(1)).await.unwrap());
+    let stage = Stage::live().await;
+    stage.run("bob", request()).await.unwrap();
+    let reply = accepted(stage.run("alice", accept(1)).await.unwrap());
     assert_eq!(reply.invitation.status, InvitationStatus::Approved);
     assert_eq!(
         reply.broadcaster, None,
@@ -513,70 +406,44 @@ async fn the_host_accepting_a_request_gets_no_credentials_in_the_reply() {
     // The requester fetches them.
     let before = now_secs();
     let data = stage.data("bob").unwrap();
-    check_token(
-        &data,
-        Role::Cohost("stage-1.1"),
-        "bob",
-        "stage-1",
-        TOKEN_TTL_DEFAULT,
-        before,
-    );
+    check_stage_token(&data, "bob", Cohost(1), before);
     stage.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_retried_accept_mints_again_while_seated_and_never_after_removal() {
-    let stage = Stage::open();
-    stage.run("alice", stage.create()).await.unwrap();
-    stage.run("alice", stage.go_live()).await.unwrap();
-    stage.run("alice", stage.invite("bob")).await.unwrap();
+    let stage = Stage::live().await;
+    stage.run("alice", invite("bob")).await.unwrap();
     let once = Options {
         command_id: Some(CommandId::new("accept-1").unwrap()),
         expected_version: None,
     };
-    let first = accepted(
-        stage
-            .run_with("bob", stage.accept(1), once.clone())
-            .await
-            .unwrap(),
-    );
+    let accept_once = async || {
+        let reply = stage.run_with("bob", accept(1), once.clone()).await;
+        accepted(reply.unwrap())
+    };
+    let first = accept_once().await;
     assert!(first.broadcaster.is_some());
-    let seq = stage.credentials.engine().last_seq();
+    let seq = stage.last_seq();
 
     let before = now_secs();
-    let retry = accepted(
-        stage
-            .run_with("bob", stage.accept(1), once.clone())
-            .await
-            .unwrap(),
-    );
+    let retry = accept_once().await;
     assert_eq!(retry.invitation, first.invitation);
     let data = retry
         .broadcaster
         .expect("a retry while seated mints fresh credentials");
-    check_token(
-        &data,
-        Role::Cohost("stage-1.1"),
-        "bob",
-        "stage-1",
-        TOKEN_TTL_DEFAULT,
-        before,
-    );
-    assert_eq!(
-        stage.credentials.engine().last_seq(),
-        seq,
-        "a retry appends nothing"
-    );
+    check_stage_token(&data, "bob", Cohost(1), before);
+    assert_eq!(stage.last_seq(), seq, "a retry appends nothing");
 
-    stage.run("alice", stage.remove("bob")).await.unwrap();
-    let seq = stage.credentials.engine().last_seq();
-    let late = accepted(stage.run_with("bob", stage.accept(1), once).await.unwrap());
+    stage.run("alice", remove("bob")).await.unwrap();
+    let seq = stage.last_seq();
+    let late = accept_once().await;
     assert_eq!(
         late.invitation, first.invitation,
         "the retry gets the first reply's invitation"
     );
     assert_eq!(late.broadcaster, None, "a removed co-host gets no token");
-    assert_eq!(stage.credentials.engine().last_seq(), seq);
+    assert_eq!(stage.last_seq(), seq);
     assert_eq!(
         stage.data("bob").unwrap_err().code(),
         ErrorCode::FailedPrecondition

@@ -12,7 +12,7 @@ use cohost_nats::test_server::TestServer;
 use cohost_proto::codec::decode_envelope;
 use cohost_proto::subject::header;
 use cohost_proto::{
-    Actor, Command, CreateRoom, Encoding, Envelope, InvitationId, InvitationTarget, Reply, RoomId,
+    Actor, Command, CreateRoom, Encoding, Envelope, InvitationId, InvitationTarget, RoomId,
     RoomTarget, UserId, UserTarget,
 };
 use futures::StreamExt;
@@ -30,12 +30,26 @@ fn open_engine(dir: &std::path::Path) -> Engine {
         .unwrap()
 }
 
-async fn run(engine: &Engine, by: &str, command: Command) -> Reply {
-    let name = command.name();
-    engine
-        .execute(actor(by), command, Options::default())
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+/// Runs each (who, command) step in order; every one must succeed.
+async fn run<'a>(engine: &Engine, steps: impl IntoIterator<Item = (&'a str, Command)>) {
+    for (by, command) in steps {
+        let name = command.name();
+        let executed = engine.execute(actor(by), command, Options::default()).await;
+        executed.unwrap_or_else(|e| panic!("{name} by {by}: {e}"));
+    }
+}
+
+fn room_target(room: &str) -> RoomTarget {
+    RoomTarget {
+        room_id: room_id(room),
+    }
+}
+
+fn user_target(room: &str, user: &str) -> UserTarget {
+    UserTarget {
+        room_id: room_id(room),
+        user_id: UserId::new(user).unwrap(),
+    }
 }
 
 fn invitation(room: &str, n: u64) -> InvitationTarget {
@@ -44,61 +58,78 @@ fn invitation(room: &str, n: u64) -> InvitationTarget {
     }
 }
 
+fn create(room: &str, title: Option<&str>) -> Command {
+    Command::CreateRoom(CreateRoom {
+        room_id: room_id(room),
+        title: title.map(Into::into),
+        max_cohosts: None,
+    })
+}
+
 /// create, go live, invite, accept, invite another, reject, cancel, remove, stop.
 async fn seed_flow(engine: &Engine, room: &str) {
-    let id = room_id(room);
-    let create = CreateRoom {
-        room_id: id.clone(),
-        title: Some("Friday show".into()),
-        max_cohosts: None,
-    };
-    run(engine, "alice", Command::CreateRoom(create)).await;
-    run(
-        engine,
-        "alice",
-        Command::GoLive(RoomTarget {
-            room_id: id.clone(),
-        }),
-    )
-    .await;
-    let invite = |user: &str| {
-        Command::Invite(UserTarget {
-            room_id: id.clone(),
-            user_id: UserId::new(user).unwrap(),
-        })
-    };
-    run(engine, "alice", invite("bob")).await;
-    run(
-        engine,
-        "bob",
-        Command::AcceptInvitation(invitation(room, 1)),
-    )
-    .await;
-    run(engine, "alice", invite("carol")).await;
-    run(
-        engine,
-        "carol",
-        Command::RejectInvitation(invitation(room, 2)),
-    )
-    .await;
-    run(engine, "alice", invite("dave")).await;
-    run(
-        engine,
-        "alice",
-        Command::CancelInvitation(invitation(room, 3)),
-    )
-    .await;
-    let remove = UserTarget {
-        room_id: id.clone(),
-        user_id: UserId::new("bob").unwrap(),
-    };
-    run(engine, "alice", Command::RemoveCohost(remove)).await;
-    run(
-        engine,
-        "alice",
-        Command::StopRoom(RoomTarget { room_id: id }),
-    )
-    .await;
+    let script = [
+        ("alice", create(room, Some("Friday show"))),
+        ("alice", Command::GoLive(room_target(room))),
+        ("alice", Command::Invite(user_target(room, "bob"))),
+        ("bob", Command::AcceptInvitation(invitation(room, 1))),
+        ("alice", Command::Invite(user_target(room, "carol"))),
+        ("carol", Command::RejectInvitation(invitation(room, 2))),
+        ("alice", Command::Invite(user_target(room, "dave"))),
+        ("alice", Command::CancelInvitation(invitation(room, 3))),
+        ("alice", Command::RemoveCohost(user_target(room, "bob"))),
+        ("alice", Command::StopRoom(room_target(room))),
+    ];
+    run(engine, script).await;
+}
+
+async fn start_relay(engine: &Engine, client: &async_nats::Client, config: RelayConfig) -> Relay {
+    Relay::start(engine.clone(), client.clone(), config)
+        .await
+        .unwrap()
+}
+
+/// A private nats-server, a client of it, and an engine on a temporary directory with its relay to that client.
+struct Stack {
+    server: TestServer,
+    client: async_nats::Client,
+    dir: tempfile::TempDir,
+    engine: Engine,
+    relay: Relay,
+}
+
+impl Stack {
+    /// Subscribes to `subjects` before the relay starts, so no message is missed.
+    async fn start(
+        jetstream: bool,
+        subjects: &[&'static str],
+        config: RelayConfig,
+    ) -> (Self, Vec<async_nats::Subscriber>) {
+        let server = TestServer::start(jetstream);
+        let options = async_nats::ConnectOptions::new().retry_on_initial_connect();
+        let client = options.connect(server.url()).await.unwrap();
+        let mut subscribers = Vec::new();
+        for &subject in subjects {
+            subscribers.push(client.subscribe(subject).await.unwrap());
+        }
+        client.flush().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open_engine(dir.path());
+        let relay = start_relay(&engine, &client, config).await;
+        let stack = Self {
+            server,
+            client,
+            dir,
+            engine,
+            relay,
+        };
+        (stack, subscribers)
+    }
+
+    async fn stop(self) {
+        self.relay.stop().await;
+        self.engine.shutdown().await;
+    }
 }
 
 async fn receive(subscriber: &mut async_nats::Subscriber, n: usize) -> Vec<async_nats::Message> {
@@ -146,25 +177,19 @@ fn header_of(message: &async_nats::Message, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_flow_reaches_room_and_user_subscribers_in_order() {
     for encoding in [Encoding::Json, Encoding::Postcard] {
-        let server = TestServer::start(false);
-        let client = async_nats::connect(server.url()).await.unwrap();
-        let mut rooms = client.subscribe("cohost.v1.room.>").await.unwrap();
-        let mut bob = client.subscribe("cohost.v1.user.bob").await.unwrap();
-        let mut carol = client.subscribe("cohost.v1.user.carol").await.unwrap();
-        client.flush().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let engine = open_engine(dir.path());
-        let relay = Relay::start(
-            engine.clone(),
-            client.clone(),
-            RelayConfig {
-                encoding,
-                ..RelayConfig::new(Mode::Core)
-            },
-        )
-        .await
-        .unwrap();
-        seed_flow(&engine, "stage-1").await;
+        let config = RelayConfig {
+            encoding,
+            ..RelayConfig::new(Mode::Core)
+        };
+        let subjects = [
+            "cohost.v1.room.>",
+            "cohost.v1.user.bob",
+            "cohost.v1.user.carol",
+        ];
+        let (stack, subscribers) = Stack::start(false, &subjects, config).await;
+        let [mut rooms, mut bob, mut carol] = <[_; 3]>::try_from(subscribers).unwrap();
+        let engine = &stack.engine;
+        seed_flow(engine, "stage-1").await;
 
         let room_messages = receive(&mut rooms, 10).await;
         let log = engine.read_events(1, 100).unwrap();
@@ -204,9 +229,8 @@ async fn the_seed_flow_reaches_room_and_user_subscribers_in_order() {
             engine.cursor("nats").unwrap() == 10
         })
         .await;
-        assert_eq!(relay.lag(), 0);
-        relay.stop().await;
-        engine.shutdown().await;
+        assert_eq!(stack.relay.lag(), 0);
+        stack.stop().await;
     }
 }
 
@@ -276,32 +300,19 @@ async fn read_all(engine: &Engine) -> Vec<Envelope> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_holds_every_event_once_through_an_outage_and_an_engine_restart() {
-    let mut server = TestServer::start(true);
-    let options = async_nats::ConnectOptions::new().retry_on_initial_connect();
-    let client = options.clone().connect(server.url()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut engine = open_engine(dir.path());
-    let mut relay = Relay::start(
-        engine.clone(),
-        client.clone(),
-        RelayConfig::new(Mode::JetStream),
-    )
-    .await
-    .unwrap();
+    let (stack, _) = Stack::start(true, &[], RelayConfig::new(Mode::JetStream)).await;
+    let Stack {
+        mut server,
+        client,
+        dir,
+        mut engine,
+        mut relay,
+    } = stack;
     let rooms = 50;
     for r in 0..rooms {
-        let id = room_id(&format!("room-{r}"));
-        run(
-            &engine,
-            "host",
-            Command::CreateRoom(CreateRoom {
-                room_id: id.clone(),
-                title: None,
-                max_cohosts: None,
-            }),
-        )
-        .await;
-        run(&engine, "host", Command::GoLive(RoomTarget { room_id: id })).await;
+        let room = format!("room-{r}");
+        let live = Command::GoLive(room_target(&room));
+        run(&engine, [("host", create(&room, None)), ("host", live)]).await;
     }
     // 5,000 commands in all: invite and cancel in a loop; NATS dies a third of the way, returns at two thirds.
     let total = 5_000 - 2 * rooms;
@@ -317,26 +328,17 @@ async fn jetstream_holds_every_event_once_through_an_outage_and_an_engine_restar
         let round = (i / rooms) as u64;
         let room = format!("room-{r}");
         let command = if round.is_multiple_of(2) {
-            Command::Invite(UserTarget {
-                room_id: room_id(&room),
-                user_id: UserId::new("guest").unwrap(),
-            })
+            Command::Invite(user_target(&room, "guest"))
         } else {
             Command::CancelInvitation(invitation(&room, round / 2 + 1))
         };
-        run(&engine, "host", command).await;
+        run(&engine, [("host", command)]).await;
         if i == 5 * total / 6 {
             // The engine goes away while the relay is catching up, and comes back.
             relay.stop().await;
             engine.shutdown().await;
             engine = open_engine(dir.path());
-            relay = Relay::start(
-                engine.clone(),
-                client.clone(),
-                RelayConfig::new(Mode::JetStream),
-            )
-            .await
-            .unwrap();
+            relay = start_relay(&engine, &client, RelayConfig::new(Mode::JetStream)).await;
         }
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -356,21 +358,10 @@ async fn jetstream_holds_every_event_once_through_an_outage_and_an_engine_restar
     // A restart of the relay long after the duplicate window would have passed republishes nothing: it resumes
     // from the stream's last message even when its own cursor is behind.
     engine.set_cursor("jetstream", 10).unwrap();
-    let relay = Relay::start(
-        engine.clone(),
-        client.clone(),
-        RelayConfig::new(Mode::JetStream),
-    )
-    .await
-    .unwrap();
+    let relay = start_relay(&engine, &client, RelayConfig::new(Mode::JetStream)).await;
     // A barrier: one more event. The relay publishes in seq order, so once it is confirmed, anything the
     // relay would have republished from its stale cursor would have gone out before it.
-    let after = CreateRoom {
-        room_id: room_id("after-restart"),
-        title: None,
-        max_cohosts: None,
-    };
-    run(&engine, "host", Command::CreateRoom(after)).await;
+    run(&engine, [("host", create("after-restart", None))]).await;
     eventually("the barrier event confirmed", || relay.lag() == 0).await;
     let log = read_all(&engine).await;
     assert_eq!(log.len(), 5_001);
@@ -393,19 +384,10 @@ async fn jetstream_holds_every_event_once_through_an_outage_and_an_engine_restar
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_captures_event_subjects_only() {
-    let server = TestServer::start(true);
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open_engine(dir.path());
-    let relay = Relay::start(
-        engine.clone(),
-        client.clone(),
-        RelayConfig::new(Mode::JetStream),
-    )
-    .await
-    .unwrap();
-    seed_flow(&engine, "stage-1").await;
-    eventually("every event in the stream", || relay.lag() == 0).await;
+    let (stack, _) = Stack::start(true, &[], RelayConfig::new(Mode::JetStream)).await;
+    let client = &stack.client;
+    seed_flow(&stack.engine, "stage-1").await;
+    eventually("every event in the stream", || stack.relay.lag() == 0).await;
     let context = jetstream::new(client.clone());
     let mut stream = context.get_stream("COHOST").await.unwrap();
     let subjects = stream.info().await.unwrap().config.subjects.clone();
@@ -415,29 +397,21 @@ async fn the_stream_captures_event_subjects_only() {
         .await
         .unwrap();
     client.flush().await.unwrap();
-    let contents = stream_contents(&server.url()).await;
+    let contents = stream_contents(&stack.server.url()).await;
     assert!(
         contents
             .iter()
             .all(|(subject, _, _)| subject.starts_with("cohost.v1.room.")
                 || subject.starts_with("cohost.v1.user."))
     );
-    relay.stop().await;
-    engine.shutdown().await;
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_published_message_carries_a_token() {
-    let server = TestServer::start(false);
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let mut everything = client.subscribe(">").await.unwrap();
-    client.flush().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open_engine(dir.path());
-    let relay = Relay::start(engine.clone(), client.clone(), RelayConfig::new(Mode::Core))
-        .await
-        .unwrap();
-    seed_flow(&engine, "stage-1").await;
+    let (stack, mut subscribers) = Stack::start(false, &[">"], RelayConfig::new(Mode::Core)).await;
+    let mut everything = subscribers.remove(0);
+    seed_flow(&stack.engine, "stage-1").await;
     // 10 room messages and 6 user messages (bob, carol and dave: created, then answered).
     let mut messages = Vec::new();
     while messages.len() < 16 {
@@ -456,6 +430,5 @@ async fn no_published_message_carries_a_token() {
         );
         assert!(!text.contains("broadcaster"), "{}: {text}", message.subject);
     }
-    relay.stop().await;
-    engine.shutdown().await;
+    stack.stop().await;
 }

@@ -1,6 +1,8 @@
 //! The `cohost` NATS service against a private nats-server, driven by a plain async-nats client: every command
 //! of the seed flow with its exact reply, every error code, malformed and oversized input, the queries
 //! including `read_events`, discovery through `$SRV`, concurrency, and stopping.
+//!
+//! Most cases are scripts of (request, the reply it must get), run in order by `Harness::check`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,6 +20,41 @@ const START_MS: u64 = 1_700_000_000_000;
 const TTL_MS: u64 = 300_000;
 /// No request may take longer: the service never hangs.
 const WAIT: Duration = Duration::from_secs(5);
+const INVALID: Want = Code("invalid_argument");
+
+/// Where a request goes: a command or a query, by name.
+#[derive(Debug, Clone, Copy)]
+enum To {
+    Cmd(&'static str),
+    Query(&'static str),
+}
+use To::{Cmd, Query};
+
+impl To {
+    fn subject(self) -> String {
+        match self {
+            Cmd(name) => subject::command(name),
+            Query(name) => subject::query(name),
+        }
+    }
+}
+
+/// What the reply to a request must be.
+#[derive(Debug)]
+enum Want {
+    /// `{"ok": value}`, exactly.
+    Is(Value),
+    /// `{"ok": body}` whose body holds the value at the JSON pointer.
+    At(&'static str, Value),
+    /// `{"ok": …}`, whatever it holds: a step that sets the stage.
+    Done,
+    /// `{"error": {"code": code, "message": …}}`.
+    Code(&'static str),
+}
+use Want::{At, Code, Done, Is};
+
+/// A request and the reply it must get.
+type Step = (Request, Want);
 
 struct Harness {
     client: async_nats::Client,
@@ -58,30 +95,30 @@ impl Harness {
             .unwrap_or_else(|e| panic!("{subject}: the reply is not JSON: {e}"))
     }
 
-    async fn cmd(&self, name: &str, body: Value) -> Value {
-        self.raw(subject::command(name), body.to_string().into_bytes())
-            .await
+    async fn send(&self, to: To, body: Value) -> Value {
+        self.raw(to.subject(), body.to_string().into_bytes()).await
     }
 
-    async fn query(&self, name: &str, body: Value) -> Value {
-        self.raw(subject::query(name), body.to_string().into_bytes())
-            .await
+    /// The body of the `{"ok": body}` reply to a request.
+    async fn ok(&self, (to, body): Request) -> Value {
+        ok(&format!("{to:?} {body}"), self.send(to, body).await)
     }
 
-    async fn ok(&self, name: &str, body: Value) -> Value {
-        ok(name, self.cmd(name, body).await)
-    }
-
-    async fn code(&self, name: &str, body: Value) -> String {
-        code(name, self.cmd(name, body).await)
-    }
-
-    async fn query_ok(&self, name: &str, body: Value) -> Value {
-        ok(name, self.query(name, body).await)
-    }
-
-    async fn query_code(&self, name: &str, body: Value) -> String {
-        code(name, self.query(name, body).await)
+    /// Sends each request in order and checks its reply.
+    async fn check(&self, script: impl IntoIterator<Item = Step>) {
+        for (index, ((to, body), want)) in script.into_iter().enumerate() {
+            let what = format!("step {index}: {to:?} {body}");
+            let reply = self.send(to, body).await;
+            match want {
+                Is(expected) => assert_eq!(ok(&what, reply), expected, "{what}"),
+                At(pointer, expected) => {
+                    let got = ok(&what, reply);
+                    assert_eq!(got.pointer(pointer), Some(&expected), "{what}: {got}");
+                }
+                Done => drop(ok(&what, reply)),
+                Code(expected) => assert_eq!(code(&what, reply), expected, "{what}"),
+            }
+        }
     }
 
     async fn stop(mut self) {
@@ -148,179 +185,191 @@ fn seat(user: &str, n: u64, since: u64, online: bool) -> Value {
     json!({"user_id": user, "invitation_id": format!("stage.{n}"), "since_ms": since, "online": online})
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Requests: one helper per command of the contract, the actor `SYSTEM` for `null`
+// ---------------------------------------------------------------------------------------------------------
+
+/// Where a request goes, and its JSON body.
+type Request = (To, Value);
+
+const SYSTEM: Value = Value::Null;
+
+fn cmd(name: &'static str, body: Value) -> Request {
+    (Cmd(name), body)
+}
+
+fn query(name: &'static str, body: Value) -> Request {
+    (Query(name), body)
+}
+
+/// One request helper per command, named after it, whose arguments after the actor are the body's fields:
+/// `invite(actor, room_id, user_id)` sends `{"actor": actor, "room_id": room_id, "user_id": user_id}` to
+/// `invite`.
+macro_rules! commands {
+    ($($helper:ident => $name:literal ($($field:ident),*);)*) => {$(
+        fn $helper(actor: impl Into<Value>, $($field: &str),*) -> Request {
+            let mut body = json!({"actor": actor.into()});
+            $(body[stringify!($field)] = json!($field);)*
+            cmd($name, body)
+        }
+    )*};
+}
+
+commands! {
+    create_room => "create_room" (room_id);
+    go_live => "go_live" (room_id);
+    stop_room => "stop_room" (room_id);
+    request_to_join => "request_to_join" (room_id);
+    leave_stage => "leave_stage" (room_id);
+    invite => "invite" (room_id, user_id);
+    remove_cohost => "remove_cohost" (room_id, user_id);
+    accept => "accept_invitation" (invitation_id);
+    reject => "reject_invitation" (invitation_id);
+    cancel => "cancel_invitation" (invitation_id);
+    expire => "expire" (invitation_id);
+}
+
+fn presence(actor: impl Into<Value>, room: &str, user: &str, online: bool) -> Request {
+    let body = json!({"actor": actor.into(), "room_id": room, "user_id": user, "online": online});
+    cmd("presence", body)
+}
+
+/// The `room` query for `room`.
+fn get_room(room: &str) -> Request {
+    query("room", json!({"room_id": room}))
+}
+
+/// alice creates room `stage`, "Friday jam" for two co-hosts.
+fn create_friday_jam() -> Request {
+    let body =
+        json!({"actor": "alice", "room_id": "stage", "title": "Friday jam", "max_cohosts": 2});
+    cmd("create_room", body)
+}
+
+/// alice's room `stage` from `create_friday_jam`, live, with bob invited as `stage.1`.
+fn live_stage_inviting_bob() -> [Step; 3] {
+    [
+        (create_friday_jam(), Done),
+        (go_live("alice", "stage"), Done),
+        (invite("alice", "stage", "bob"), Done),
+    ]
+}
+
 /// The seed flow of room `stage`, every step over the service, each reply checked exactly. 14 events.
 async fn seed_flow(h: &Harness) {
     let (t0, t1, t2) = (START_MS, START_MS + 1_000, START_MS + 2_000);
-    let create =
-        json!({"actor": "alice", "room_id": "stage", "title": "Friday jam", "max_cohosts": 2});
-    assert_eq!(
-        h.ok("create_room", create).await,
-        room("idle", json!([]), 1)
-    );
-    let stage = json!({"actor": "alice", "room_id": "stage"});
-    assert_eq!(
-        h.ok("go_live", stage.clone()).await,
-        room("live", json!([]), 2)
-    );
+    h.check([
+        (create_friday_jam(), Is(room("idle", json!([]), 1))),
+        (go_live("alice", "stage"), Is(room("live", json!([]), 2))),
+    ])
+    .await;
     assert_eq!(h.clock.now_ms(), t0);
 
     h.clock.advance(1_000);
-    let invite_bob = json!({"actor": "alice", "room_id": "stage", "user_id": "bob"});
-    let bob_pending = invitation(1, "invite", "bob", "pending", t1, t1);
-    assert_eq!(h.ok("invite", invite_bob).await, bob_pending);
+    let bob = invitation(1, "invite", "bob", "pending", t1, t1);
+    h.check([(invite("alice", "stage", "bob"), Is(bob))]).await;
     h.clock.advance(1_000);
-    let accept = json!({"actor": "bob", "invitation_id": "stage.1"});
-    let bob_approved = invitation(1, "invite", "bob", "approved", t1, t2);
-    let accepted = json!({"invitation": bob_approved, "broadcaster": null});
-    assert_eq!(h.ok("accept_invitation", accept).await, accepted);
-
-    let invite_carol = json!({"actor": "alice", "room_id": "stage", "user_id": "carol"});
-    let carol_2 = invitation(2, "invite", "carol", "pending", t2, t2);
-    assert_eq!(h.ok("invite", invite_carol.clone()).await, carol_2);
-    let reject = json!({"actor": "carol", "invitation_id": "stage.2"});
-    let rejected = invitation(2, "invite", "carol", "rejected", t2, t2);
-    assert_eq!(h.ok("reject_invitation", reject).await, rejected);
-    let carol_3 = invitation(3, "invite", "carol", "pending", t2, t2);
-    assert_eq!(h.ok("invite", invite_carol).await, carol_3);
-    let cancel = json!({"actor": "alice", "invitation_id": "stage.3"});
-    let cancelled = invitation(3, "invite", "carol", "cancelled", t2, t2);
-    assert_eq!(h.ok("cancel_invitation", cancel).await, cancelled);
-
-    let raise_hand = json!({"actor": "dave", "room_id": "stage"});
-    let dave_4 = invitation(4, "request", "dave", "pending", t2, t2);
-    assert_eq!(h.ok("request_to_join", raise_hand).await, dave_4);
-    let approve = json!({"actor": "alice", "invitation_id": "stage.4"});
-    let dave_approved = invitation(4, "request", "dave", "approved", t2, t2);
-    let approved = json!({"invitation": dave_approved, "broadcaster": null});
-    assert_eq!(h.ok("accept_invitation", approve).await, approved);
-
-    let online = json!({"actor": null, "room_id": "stage", "user_id": "bob", "online": true});
+    let approved = |invitation| Is(json!({"invitation": invitation, "broadcaster": null}));
+    let bob = invitation(1, "invite", "bob", "approved", t1, t2);
+    let carol = |n, status| Is(invitation(n, "invite", "carol", status, t2, t2));
+    let dave = |status| invitation(4, "request", "dave", status, t2, t2);
     let both = json!([seat("bob", 1, t2, true), seat("dave", 4, t2, false)]);
-    assert_eq!(h.ok("presence", online).await, room("live", both, 11));
-    let remove = json!({"actor": "alice", "room_id": "stage", "user_id": "dave"});
     let bob_only = json!([seat("bob", 1, t2, true)]);
-    assert_eq!(
-        h.ok("remove_cohost", remove).await,
-        room("live", bob_only, 12)
-    );
-    let leave = json!({"actor": "bob", "room_id": "stage"});
-    assert_eq!(
-        h.ok("leave_stage", leave).await,
-        room("live", json!([]), 13)
-    );
-    assert_eq!(h.ok("stop_room", stage).await, room("ended", json!([]), 14));
+    h.check([
+        (accept("bob", "stage.1"), approved(bob)),
+        (invite("alice", "stage", "carol"), carol(2, "pending")),
+        (reject("carol", "stage.2"), carol(2, "rejected")),
+        (invite("alice", "stage", "carol"), carol(3, "pending")),
+        (cancel("alice", "stage.3"), carol(3, "cancelled")),
+        (request_to_join("dave", "stage"), Is(dave("pending"))),
+        (accept("alice", "stage.4"), approved(dave("approved"))),
+        (
+            presence(SYSTEM, "stage", "bob", true),
+            Is(room("live", both, 11)),
+        ),
+        (
+            remove_cohost("alice", "stage", "dave"),
+            Is(room("live", bob_only, 12)),
+        ),
+        (leave_stage("bob", "stage"), Is(room("live", json!([]), 13))),
+        (
+            stop_room("alice", "stage"),
+            Is(room("ended", json!([]), 14)),
+        ),
+    ])
+    .await;
 }
 
 #[tokio::test]
 async fn the_seed_flow_runs_over_the_service() {
     let h = start().await;
     seed_flow(&h).await;
-    let stage = json!({"room_id": "stage"});
-    assert_eq!(
-        h.query_ok("room", stage).await,
-        room("ended", json!([]), 14)
-    );
+    h.check([(get_room("stage"), Is(room("ended", json!([]), 14)))])
+        .await;
     h.stop().await;
 }
 
 #[tokio::test]
 async fn the_system_acts_with_a_null_actor() {
     let h = start().await;
-    h.ok(
-        "create_room",
-        json!({"actor": "alice", "room_id": "stage", "title": "Friday jam", "max_cohosts": 2}),
-    )
+    let denied = || Code("permission_denied");
+    h.check(live_stage_inviting_bob()).await;
+    h.check([
+        // Not due yet.
+        (expire(SYSTEM, "stage.1"), Code("failed_precondition")),
+        (expire("alice", "stage.1"), denied()),
+        (presence("alice", "stage", "alice", true), denied()),
+        // These need a user.
+        (create_room(SYSTEM, "other"), INVALID),
+        (go_live(SYSTEM, "stage"), INVALID),
+        (invite(SYSTEM, "stage", "carol"), INVALID),
+        (leave_stage(SYSTEM, "stage"), INVALID),
+    ])
     .await;
-    h.ok("go_live", json!({"actor": "alice", "room_id": "stage"}))
-        .await;
-    h.ok(
-        "invite",
-        json!({"actor": "alice", "room_id": "stage", "user_id": "bob"}),
-    )
-    .await;
-    let expire = json!({"actor": null, "invitation_id": "stage.1"});
-    assert_eq!(
-        h.code("expire", expire).await,
-        "failed_precondition",
-        "not due yet"
-    );
-    let by_user = json!({"actor": "alice", "invitation_id": "stage.1"});
-    assert_eq!(h.code("expire", by_user).await, "permission_denied");
-    let presence_by_user =
-        json!({"actor": "alice", "room_id": "stage", "user_id": "alice", "online": true});
-    assert_eq!(
-        h.code("presence", presence_by_user).await,
-        "permission_denied"
-    );
-    for (name, body) in [
-        ("create_room", json!({"actor": null, "room_id": "other"})),
-        ("go_live", json!({"actor": null, "room_id": "stage"})),
-        (
-            "invite",
-            json!({"actor": null, "room_id": "stage", "user_id": "carol"}),
-        ),
-        ("leave_stage", json!({"actor": null, "room_id": "stage"})),
-    ] {
-        assert_eq!(
-            h.code(name, body).await,
-            "invalid_argument",
-            "{name} needs a user"
-        );
-    }
 
     // The engine's own timer expires an invitation once the clock passes it, before any command decided at
     // that time: an explicit expire then finds it expired already, and the list shows the timer's work.
     let created = h.clock.now_ms();
-    let invite = json!({"actor": "alice", "room_id": "stage", "user_id": "guest2"});
-    h.ok("invite", invite).await;
+    h.check([(invite("alice", "stage", "guest2"), Done)]).await;
     h.clock.advance(TTL_MS);
-    let expire = json!({"actor": null, "invitation_id": "stage.2"});
-    assert_eq!(
-        h.code("expire", expire).await,
-        "failed_precondition",
-        "the timer expired it first"
-    );
-    let page = h
-        .query_ok(
+    let now = created + TTL_MS;
+    let expired = |n, user| invitation(n, "invite", user, "expired", created, now);
+    let erin = invitation(3, "invite", "erin", "pending", now, now);
+    let invitations = |status| {
+        query(
             "room_invitations",
-            json!({"room_id": "stage", "status": "expired"}),
+            json!({"room_id": "stage", "status": status}),
         )
-        .await;
-    let expired = |n, user| invitation(n, "invite", user, "expired", created, created + TTL_MS);
-    assert_eq!(
-        page["items"],
-        json!([expired(1, "bob"), expired(2, "guest2")])
-    );
-
-    h.ok(
-        "invite",
-        json!({"actor": "alice", "room_id": "stage", "user_id": "erin"}),
-    )
+    };
+    h.check([
+        // The timer expired it first.
+        (expire(SYSTEM, "stage.2"), Code("failed_precondition")),
+        (
+            invitations("expired"),
+            At("/items", json!([expired(1, "bob"), expired(2, "guest2")])),
+        ),
+        (invite("alice", "stage", "erin"), Done),
+        (invitations("pending"), At("/items", json!([erin]))),
+        (accept("erin", "stage.3"), Done),
+        (
+            presence(SYSTEM, "stage", "erin", true),
+            At("/cohosts/0/online", json!(true)),
+        ),
+    ])
     .await;
-    let page = h
-        .query_ok(
-            "room_invitations",
-            json!({"room_id": "stage", "status": "pending"}),
-        )
-        .await;
-    let erin = page["items"].as_array().unwrap().last().unwrap()["invitation_id"].clone();
-    h.ok(
-        "accept_invitation",
-        json!({"actor": "erin", "invitation_id": erin}),
-    )
+    let before = h.ok(get_room("stage")).await["version"].as_u64().unwrap();
+    h.check([
+        (
+            presence(SYSTEM, "stage", "alice", true),
+            At("/version", json!(before + 1)),
+        ),
+        (
+            remove_cohost(SYSTEM, "stage", "erin"),
+            At("/cohosts", json!([])),
+        ),
+        (stop_room(SYSTEM, "stage"), At("/status", json!("ended"))),
+    ])
     .await;
-    let online = json!({"actor": null, "room_id": "stage", "user_id": "erin", "online": true});
-    assert_eq!(h.ok("presence", online).await["cohosts"][0]["online"], true);
-    let host_online =
-        json!({"actor": null, "room_id": "stage", "user_id": "alice", "online": true});
-    let before = h.query_ok("room", json!({"room_id": "stage"})).await["version"]
-        .as_u64()
-        .unwrap();
-    assert_eq!(h.ok("presence", host_online).await["version"], before + 1);
-    let remove = json!({"actor": null, "room_id": "stage", "user_id": "erin"});
-    assert_eq!(h.ok("remove_cohost", remove).await["cohosts"], json!([]));
-    let stop = json!({"actor": null, "room_id": "stage"});
-    assert_eq!(h.ok("stop_room", stop).await["status"], "ended");
     let last = h
         .engine
         .read_events(h.engine.last_seq(), 1)
@@ -333,61 +382,45 @@ async fn the_system_acts_with_a_null_actor() {
 #[tokio::test]
 async fn rule_errors_carry_the_contract_codes() {
     let h = start().await;
-    let create = json!({"actor": "alice", "room_id": "stage"});
-    h.ok("create_room", create.clone()).await;
-    assert_eq!(h.code("create_room", create).await, "already_exists");
-    let by_bob = json!({"actor": "bob", "room_id": "stage"});
-    assert_eq!(h.code("go_live", by_bob).await, "permission_denied");
-    let nowhere = json!({"actor": "alice", "room_id": "nowhere"});
-    assert_eq!(h.code("go_live", nowhere).await, "not_found");
-    let unknown = json!({"actor": "bob", "invitation_id": "stage.9"});
-    assert_eq!(h.code("accept_invitation", unknown).await, "not_found");
-    let stale = json!({"actor": "alice", "room_id": "stage", "expected_version": 5});
-    assert_eq!(h.code("go_live", stale).await, "conflict");
-    let current = json!({"actor": "alice", "room_id": "stage", "expected_version": 1});
-    assert_eq!(h.ok("go_live", current).await["version"], 2);
-    let again = json!({"actor": "alice", "room_id": "stage"});
-    assert_eq!(h.code("go_live", again).await, "failed_precondition");
-    let invite_host = json!({"actor": "alice", "room_id": "stage", "user_id": "alice"});
-    assert_eq!(h.code("invite", invite_host).await, "invalid_argument");
-
-    let invite_bob =
-        json!({"actor": "alice", "room_id": "stage", "user_id": "bob", "command_id": "k-1"});
-    let first = h.ok("invite", invite_bob.clone()).await;
-    assert_eq!(
-        h.ok("invite", invite_bob).await,
-        first,
-        "a retry gets the first reply"
-    );
-    let version = h.query_ok("room", json!({"room_id": "stage"})).await["version"].clone();
-    assert_eq!(version, 3, "and appends nothing");
-    let reused =
-        json!({"actor": "alice", "room_id": "stage", "user_id": "carol", "command_id": "k-1"});
-    assert_eq!(h.code("invite", reused).await, "conflict");
-    let twice = json!({"actor": "alice", "room_id": "stage", "user_id": "bob"});
-    assert_eq!(h.code("invite", twice).await, "already_exists");
-
+    let at_version = |v| {
+        cmd(
+            "go_live",
+            json!({"actor": "alice", "room_id": "stage", "expected_version": v}),
+        )
+    };
+    let keyed = |user| {
+        let body =
+            json!({"actor": "alice", "room_id": "stage", "user_id": user, "command_id": "k-1"});
+        cmd("invite", body)
+    };
+    let bob = invitation(1, "invite", "bob", "pending", START_MS, START_MS);
     let small = json!({"actor": "erin", "room_id": "small", "max_cohosts": 1});
-    h.ok("create_room", small).await;
-    h.ok("go_live", json!({"actor": "erin", "room_id": "small"}))
-        .await;
-    h.ok(
-        "invite",
-        json!({"actor": "erin", "room_id": "small", "user_id": "bob"}),
-    )
+    h.check([
+        (create_room("alice", "stage"), Done),
+        (create_room("alice", "stage"), Code("already_exists")),
+        (go_live("bob", "stage"), Code("permission_denied")),
+        (go_live("alice", "nowhere"), Code("not_found")),
+        (accept("bob", "stage.9"), Code("not_found")),
+        (at_version(5), Code("conflict")),
+        (at_version(1), At("/version", json!(2))),
+        (go_live("alice", "stage"), Code("failed_precondition")),
+        (invite("alice", "stage", "alice"), INVALID),
+        (keyed("bob"), Is(bob.clone())),
+        // A retry gets the first reply, and appends nothing.
+        (keyed("bob"), Is(bob)),
+        (get_room("stage"), At("/version", json!(3))),
+        (keyed("carol"), Code("conflict")),
+        (invite("alice", "stage", "bob"), Code("already_exists")),
+        // A room with one seat, taken by bob.
+        (cmd("create_room", small), Done),
+        (go_live("erin", "small"), Done),
+        (invite("erin", "small", "bob"), Done),
+        (accept("bob", "small.1"), Done),
+        (invite("erin", "small", "carol"), Code("resource_exhausted")),
+        // Not the responder: bob was invited, so it is his to answer.
+        (accept("alice", "stage.1"), Code("permission_denied")),
+    ])
     .await;
-    h.ok(
-        "accept_invitation",
-        json!({"actor": "bob", "invitation_id": "small.1"}),
-    )
-    .await;
-    let full = json!({"actor": "erin", "room_id": "small", "user_id": "carol"});
-    assert_eq!(h.code("invite", full).await, "resource_exhausted");
-    let not_responder = json!({"actor": "alice", "invitation_id": "stage.1"});
-    assert_eq!(
-        h.code("accept_invitation", not_responder).await,
-        "permission_denied"
-    );
     h.stop().await;
 }
 
@@ -469,13 +502,8 @@ async fn bad_input_is_invalid_argument_and_never_hangs() {
             json!({"actor": null, "room_id": "r1", "user_id": "bob", "online": "yes"}),
         ),
     ];
-    for (name, body) in command_cases {
-        assert_eq!(
-            h.code(name, body.clone()).await,
-            "invalid_argument",
-            "{name} {body}"
-        );
-    }
+    h.check(command_cases.map(|(name, body)| (cmd(name, body), INVALID)))
+        .await;
     let query_cases = [
         ("room", json!({})),
         ("room", json!({"room_id": "r1", "extra": 1})),
@@ -507,126 +535,49 @@ async fn bad_input_is_invalid_argument_and_never_hangs() {
             json!({"room_id": "r1", "from_version": 1, "limit": 5000}),
         ),
     ];
-    for (name, body) in query_cases {
-        assert_eq!(
-            h.query_code(name, body.clone()).await,
-            "invalid_argument",
-            "{name} {body}"
-        );
-    }
+    h.check(query_cases.map(|(name, body)| (query(name, body), INVALID)))
+        .await;
     for name in ["room", "read_events"] {
-        let too_big = padded("{}", BODY_BYTES_MAX + 1);
-        assert_eq!(
-            code(name, h.raw(subject::query(name), too_big).await),
-            "invalid_argument"
-        );
-        assert_eq!(
-            code(name, h.raw(subject::query(name), vec![]).await),
-            "invalid_argument"
-        );
+        for payload in [padded("{}", BODY_BYTES_MAX + 1), vec![]] {
+            let reply = h.raw(subject::query(name), payload).await;
+            assert_eq!(code(name, reply), "invalid_argument");
+        }
     }
 
-    let r1 = json!({"room_id": "r1"});
-    assert_eq!(
-        h.query_code("room", r1.clone()).await,
-        "not_found",
-        "nothing ran"
-    );
+    // Nothing ran; a body of exactly the limit runs, and the service still answers.
+    h.check([(get_room("r1"), Code("not_found"))]).await;
     let exactly_the_limit = padded(r#"{"actor":"alice","room_id":"r1"}"#, BODY_BYTES_MAX);
     let reply = h
         .raw(subject::command("create_room"), exactly_the_limit)
         .await;
     assert_eq!(ok("64 KiB", reply)["room_id"], "r1");
-    assert_eq!(
-        h.query_ok("room", r1).await["host"],
-        "alice",
-        "still answering"
-    );
+    h.check([(get_room("r1"), At("/host", json!("alice")))])
+        .await;
     h.stop().await;
 }
 
 #[tokio::test]
 async fn queries_read_rooms_invitations_and_entitlements() {
     let h = start().await;
-    h.ok(
-        "create_room",
-        json!({"actor": "alice", "room_id": "stage", "title": "Friday jam", "max_cohosts": 2}),
-    )
-    .await;
-    h.ok("go_live", json!({"actor": "alice", "room_id": "stage"}))
-        .await;
-    h.ok(
-        "invite",
-        json!({"actor": "alice", "room_id": "stage", "user_id": "bob"}),
-    )
-    .await;
-    h.ok(
-        "accept_invitation",
-        json!({"actor": "bob", "invitation_id": "stage.1"}),
-    )
-    .await;
-    h.clock.advance(1_000);
     let t1 = START_MS + 1_000;
-    h.ok(
-        "invite",
-        json!({"actor": "alice", "room_id": "stage", "user_id": "carol"}),
-    )
-    .await;
-    h.ok(
-        "request_to_join",
-        json!({"actor": "dave", "room_id": "stage"}),
-    )
+    h.check(live_stage_inviting_bob()).await;
+    h.check([(accept("bob", "stage.1"), Done)]).await;
+    h.clock.advance(1_000);
+    h.check([
+        (invite("alice", "stage", "carol"), Done),
+        (request_to_join("dave", "stage"), Done),
+    ])
     .await;
     h.clock.advance(1_000);
-    h.ok("create_room", json!({"actor": "erin", "room_id": "other"}))
-        .await;
-    h.ok(
-        "invite",
-        json!({"actor": "erin", "room_id": "other", "user_id": "carol"}),
-    )
+    h.check([
+        (create_room("erin", "other"), Done),
+        (invite("erin", "other", "carol"), Done),
+    ])
     .await;
 
     let bob = invitation(1, "invite", "bob", "approved", START_MS, START_MS);
     let carol = invitation(2, "invite", "carol", "pending", t1, t1);
     let dave = invitation(3, "request", "dave", "pending", t1, t1);
-    let room_now = room("live", json!([seat("bob", 1, START_MS, false)]), 6);
-    let with_actor = json!({"actor": "zed", "room_id": "stage"});
-    assert_eq!(
-        h.query_ok("room", with_actor).await,
-        room_now,
-        "an actor is accepted and ignored"
-    );
-    let all = json!({"room_id": "stage"});
-    let want = json!({"items": [bob, carol, dave], "next_cursor": null});
-    assert_eq!(h.query_ok("room_invitations", all).await, want);
-    let first = h
-        .query_ok("room_invitations", json!({"room_id": "stage", "limit": 2}))
-        .await;
-    assert_eq!(first["items"], json!([bob, carol]));
-    let cursor = first["next_cursor"]
-        .as_str()
-        .expect("more to come")
-        .to_owned();
-    let rest = json!({"room_id": "stage", "limit": 2, "cursor": cursor});
-    let want = json!({"items": [dave], "next_cursor": null});
-    assert_eq!(h.query_ok("room_invitations", rest).await, want);
-    let pending = json!({"room_id": "stage", "status": "pending"});
-    assert_eq!(
-        h.query_ok("room_invitations", pending).await["items"],
-        json!([carol, dave])
-    );
-    let requests = json!({"room_id": "stage", "kind": "request", "status": "pending"});
-    assert_eq!(
-        h.query_ok("room_invitations", requests).await["items"],
-        json!([dave])
-    );
-    let nowhere = json!({"room_id": "nowhere"});
-    assert_eq!(
-        h.query_code("room_invitations", nowhere.clone()).await,
-        "not_found"
-    );
-    assert_eq!(h.query_code("room", nowhere).await, "not_found");
-
     let mut other = carol.clone();
     other["invitation_id"] = json!("other.1");
     other["room_id"] = json!("other");
@@ -638,53 +589,76 @@ async fn queries_read_rooms_invitations_and_entitlements() {
     ] {
         other[key] = json!(at);
     }
-    let carols = json!({"user_id": "carol"});
-    let want = json!({"items": [carol, other], "next_cursor": null});
-    assert_eq!(h.query_ok("user_invitations", carols).await, want);
-    let one = h
-        .query_ok("user_invitations", json!({"user_id": "carol", "limit": 1}))
-        .await;
-    assert_eq!(one["items"], json!([carol]));
-    let next = json!({"user_id": "carol", "limit": 1, "cursor": one["next_cursor"]});
-    assert_eq!(
-        h.query_ok("user_invitations", next).await,
-        json!({"items": [other], "next_cursor": null})
-    );
-    let invites = json!({"user_id": "dave", "kind": "invite"});
-    assert_eq!(
-        h.query_ok("user_invitations", invites).await,
-        json!({"items": [], "next_cursor": null})
-    );
-    let nobody = json!({"user_id": "nobody"});
-    assert_eq!(
-        h.query_ok("user_invitations", nobody).await,
-        json!({"items": [], "next_cursor": null})
-    );
+    let page = |items: Value| Is(json!({"items": items, "next_cursor": null}));
+    let of_room = |body| query("room_invitations", body);
+    let of_user = |body| query("user_invitations", body);
+    let room_now = room("live", json!([seat("bob", 1, START_MS, false)]), 6);
+    let pending = json!({"room_id": "stage", "status": "pending"});
+    let requests = json!({"room_id": "stage", "kind": "request", "status": "pending"});
+    h.check([
+        // An actor is accepted and ignored.
+        (
+            query("room", json!({"actor": "zed", "room_id": "stage"})),
+            Is(room_now),
+        ),
+        (
+            of_room(json!({"room_id": "stage"})),
+            page(json!([bob, carol, dave])),
+        ),
+        (of_room(pending), At("/items", json!([carol, dave]))),
+        (of_room(requests), At("/items", json!([dave]))),
+        (of_room(json!({"room_id": "nowhere"})), Code("not_found")),
+        (get_room("nowhere"), Code("not_found")),
+        (
+            of_user(json!({"user_id": "carol"})),
+            page(json!([carol, other])),
+        ),
+        (
+            of_user(json!({"user_id": "dave", "kind": "invite"})),
+            page(json!([])),
+        ),
+        (of_user(json!({"user_id": "nobody"})), page(json!([]))),
+    ])
+    .await;
 
-    let entitlement = |user: &str, room: &str| json!({"room_id": room, "user_id": user});
-    let host = json!({"role": "host", "invitation_id": null});
-    assert_eq!(
-        h.query_ok("broadcaster_entitlement", entitlement("alice", "stage"))
-            .await,
-        host
-    );
-    let cohost = json!({"role": "cohost", "invitation_id": "stage.1"});
-    assert_eq!(
-        h.query_ok("broadcaster_entitlement", entitlement("bob", "stage"))
-            .await,
-        cohost
-    );
-    for (user, room, want) in [
-        ("carol", "stage", "failed_precondition"),
-        ("zed", "stage", "permission_denied"),
-        ("alice", "nowhere", "not_found"),
-        ("erin", "other", "failed_precondition"),
-    ] {
-        let got = h
-            .query_code("broadcaster_entitlement", entitlement(user, room))
-            .await;
-        assert_eq!(got, want, "{user} in {room}");
-    }
+    // Pages: the first holds `limit` items and a cursor to the rest.
+    let first = h.ok(of_room(json!({"room_id": "stage", "limit": 2}))).await;
+    assert_eq!(first["items"], json!([bob, carol]));
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("more to come")
+        .to_owned();
+    let one = h.ok(of_user(json!({"user_id": "carol", "limit": 1}))).await;
+    assert_eq!(one["items"], json!([carol]));
+    let rest = json!({"room_id": "stage", "limit": 2, "cursor": cursor});
+    let next = json!({"user_id": "carol", "limit": 1, "cursor": one["next_cursor"]});
+    h.check([
+        (of_room(rest), page(json!([dave]))),
+        (of_user(next), page(json!([other]))),
+    ])
+    .await;
+
+    let entitlement = |user: &str, room: &str| {
+        query(
+            "broadcaster_entitlement",
+            json!({"room_id": room, "user_id": user}),
+        )
+    };
+    h.check([
+        (
+            entitlement("alice", "stage"),
+            Is(json!({"role": "host", "invitation_id": null})),
+        ),
+        (
+            entitlement("bob", "stage"),
+            Is(json!({"role": "cohost", "invitation_id": "stage.1"})),
+        ),
+        (entitlement("carol", "stage"), Code("failed_precondition")),
+        (entitlement("zed", "stage"), Code("permission_denied")),
+        (entitlement("alice", "nowhere"), Code("not_found")),
+        (entitlement("erin", "other"), Code("failed_precondition")),
+    ])
+    .await;
     h.stop().await;
 }
 
@@ -692,11 +666,11 @@ async fn queries_read_rooms_invitations_and_entitlements() {
 async fn read_events_returns_contract_envelopes_in_seq_order() {
     let h = start().await;
     let other = json!({"actor": "erin", "room_id": "other", "command_id": "first"});
-    h.ok("create_room", other).await;
+    h.check([(cmd("create_room", other), Done)]).await;
     seed_flow(&h).await;
     assert_eq!(h.engine.last_seq(), 15);
 
-    let all = h.query_ok("read_events", json!({"from_seq": 1})).await;
+    let all = h.ok(query("read_events", json!({"from_seq": 1}))).await;
     assert_eq!(all["last_seq"], 15);
     let events = all["events"].as_array().unwrap();
     let stored: Vec<Value> = h
@@ -740,30 +714,37 @@ async fn read_events_returns_contract_envelopes_in_seq_order() {
     assert_eq!(events[11]["user_id"], "bob");
     assert_eq!(events[11]["online"], true);
 
-    let middle = h
-        .query_ok("read_events", json!({"from_seq": 5, "limit": 3}))
-        .await;
-    assert_eq!(middle, json!({"events": events[4..7], "last_seq": 15}));
-    let past = h
-        .query_ok("read_events", json!({"from_seq": 100, "actor": "bob"}))
-        .await;
-    assert_eq!(past, json!({"events": [], "last_seq": 15}));
-    let from_zero = h
-        .query_ok("read_events", json!({"from_seq": 0, "limit": 1}))
-        .await;
-    assert_eq!(from_zero["events"], json!([events[0]]));
-
-    let stage = h
-        .query_ok("read_room", json!({"room_id": "stage", "from_version": 12}))
-        .await;
-    assert_eq!(stage, json!({"events": events[12..15], "version": 14}));
-    let head = json!({"room_id": "stage", "from_version": 1, "limit": 2});
-    assert_eq!(
-        h.query_ok("read_room", head).await,
-        json!({"events": events[1..3], "version": 14})
-    );
-    let nowhere = json!({"room_id": "nowhere", "from_version": 1});
-    assert_eq!(h.query_code("read_room", nowhere).await, "not_found");
+    let read_events = |body| query("read_events", body);
+    let read_room = |body| query("read_room", body);
+    let log = |events: &[Value]| Is(json!({"events": events, "last_seq": 15}));
+    let room_log = |events: &[Value]| Is(json!({"events": events, "version": 14}));
+    h.check([
+        (
+            read_events(json!({"from_seq": 5, "limit": 3})),
+            log(&events[4..7]),
+        ),
+        (
+            read_events(json!({"from_seq": 100, "actor": "bob"})),
+            log(&[]),
+        ),
+        (
+            read_events(json!({"from_seq": 0, "limit": 1})),
+            At("/events", json!([events[0]])),
+        ),
+        (
+            read_room(json!({"room_id": "stage", "from_version": 12})),
+            room_log(&events[12..15]),
+        ),
+        (
+            read_room(json!({"room_id": "stage", "from_version": 1, "limit": 2})),
+            room_log(&events[1..3]),
+        ),
+        (
+            read_room(json!({"room_id": "nowhere", "from_version": 1})),
+            Code("not_found"),
+        ),
+    ])
+    .await;
     h.stop().await;
 }
 
@@ -799,36 +780,29 @@ async fn the_service_is_discoverable_in_queue_group_cohost() {
         .collect();
     assert_eq!(endpoints, want);
     assert_eq!(want.len(), 18);
-    assert!(want.contains(&(
-        "read_events".into(),
-        "cohost.v1.query.read_events".into(),
-        "cohost".into()
-    )));
-    assert!(want.contains(&(
-        "invite".into(),
-        "cohost.v1.cmd.invite".into(),
-        "cohost".into()
-    )));
+    for (name, subject) in [
+        ("read_events", "cohost.v1.query.read_events"),
+        ("invite", "cohost.v1.cmd.invite"),
+    ] {
+        let endpoint = (name.to_owned(), subject.to_owned(), "cohost".to_owned());
+        assert!(want.contains(&endpoint), "{endpoint:?}");
+    }
     h.stop().await;
 }
 
 #[tokio::test]
 async fn requests_run_concurrently() {
     let h = start().await;
-    let creates = (0..300).map(|n| {
-        h.ok(
-            "create_room",
-            json!({"actor": "alice", "room_id": format!("room-{n}")}),
-        )
-    });
-    let queries = (0..300).map(|n| h.query("room", json!({"room_id": format!("room-{n}")})));
+    let room = |n| format!("room-{n}");
+    let creates = (0..300).map(|n| h.ok(create_room("alice", &room(n))));
+    let queries = (0..300).map(|n| h.send(Query("room"), json!({"room_id": room(n)})));
     let (created, read) = futures::join!(
         futures::future::join_all(creates),
         futures::future::join_all(queries)
     );
-    for (n, room) in created.iter().enumerate() {
-        assert_eq!(room["room_id"], format!("room-{n}"));
-        assert_eq!(room["version"], 1);
+    for (n, created) in created.iter().enumerate() {
+        assert_eq!(created["room_id"], room(n));
+        assert_eq!(created["version"], 1);
     }
     for reply in read {
         assert!(reply.get("ok").is_some() || code("room", reply) == "not_found");
@@ -840,22 +814,18 @@ async fn requests_run_concurrently() {
 #[tokio::test]
 async fn a_message_without_a_reply_subject_is_not_executed() {
     let h = start().await;
-    let create = json!({"actor": "alice", "room_id": "silent"}).to_string();
+    let (_, create) = create_room("alice", "silent");
     h.client
-        .publish(subject::command("create_room"), create.into_bytes().into())
+        .publish(subject::command("create_room"), create.to_string().into())
         .await
         .unwrap();
     // A barrier on the same endpoint: the service takes one endpoint's messages in order, so once this one is
     // answered, the silent one was seen and dropped.
-    h.ok(
-        "create_room",
-        json!({"actor": "alice", "room_id": "after-silent"}),
-    )
+    h.check([
+        (create_room("alice", "after-silent"), Done),
+        (get_room("silent"), Code("not_found")),
+    ])
     .await;
-    assert_eq!(
-        h.query_code("room", json!({"room_id": "silent"})).await,
-        "not_found"
-    );
     assert_eq!(h.engine.last_seq(), 1, "only the barrier appended");
     h.stop().await;
 }
@@ -875,8 +845,7 @@ async fn instances_share_the_queue_group_and_stop_cleanly() {
     let mut h = start().await;
     let second_client = async_nats::connect(h.server.url()).await.unwrap();
     let second = serve(second_client, h.engine.clone()).await.unwrap();
-    h.ok("create_room", json!({"actor": "alice", "room_id": "stage"}))
-        .await;
+    h.check([(create_room("alice", "stage"), Done)]).await;
 
     let first = h.service.take().unwrap();
     let began = Instant::now();
@@ -886,10 +855,9 @@ async fn instances_share_the_queue_group_and_stop_cleanly() {
         "stop took {:?}",
         began.elapsed()
     );
-    for _ in 0..20 {
-        let stage = h.query_ok("room", json!({"room_id": "stage"})).await;
-        assert_eq!(stage["host"], "alice", "the other instance answers");
-    }
+    // The other instance answers.
+    h.check((0..20).map(|_| (get_room("stage"), At("/host", json!("alice")))))
+        .await;
     let ping = h.raw("$SRV.PING.cohost".into(), vec![]).await;
     assert_eq!(ping["id"], second.id(), "only the second instance is left");
 

@@ -181,6 +181,49 @@ async fn connect(server: &TestServer) -> Client {
         .expect("connect")
 }
 
+/// A private nats-server with two clients: `publisher` publishes as the relay would, `client` subscribes.
+struct Nats {
+    server: TestServer,
+    publisher: Client,
+    client: Client,
+}
+
+impl Nats {
+    async fn start() -> Self {
+        let server = TestServer::start(false);
+        let publisher = connect(&server).await;
+        let client = connect(&server).await;
+        Self {
+            server,
+            publisher,
+            client,
+        }
+    }
+
+    /// Publishes the story's envelopes `seqs`, in this order, as the relay does, and flushes.
+    async fn publish(&self, seqs: impl IntoIterator<Item = u64>, on_user_subject: bool) {
+        for seq in seqs {
+            publish(&self.publisher, &story_envelope(seq), on_user_subject).await;
+        }
+        flush(&self.publisher).await;
+    }
+
+    /// A stream of `interest` from `from_seq` (or live), filling gaps from `log`.
+    async fn subscribe(
+        &self,
+        log: &FakeLog,
+        interest: Interest,
+        from_seq: Option<u64>,
+    ) -> Subscriber<FakeLog> {
+        let subscribe =
+            Subscriber::with_backfill(self.client.clone(), log.clone(), interest, from_seq);
+        tokio::time::timeout(STEP, subscribe)
+            .await
+            .expect("subscribe in time")
+            .expect("subscribe")
+    }
+}
+
 /// JSON for odd seqs and postcard for even ones, so every scenario crosses both encodings.
 fn encoding_of(seq: u64) -> Encoding {
     if seq % 2 == 1 {
@@ -190,6 +233,7 @@ fn encoding_of(seq: u64) -> Encoding {
     }
 }
 
+/// Publishes `payload` on `subject` with `Content-Type: content_type` (none when `None`).
 async fn publish_raw(
     client: &Client,
     subject: String,
@@ -200,11 +244,7 @@ async fn publish_raw(
     if let Some(content_type) = content_type {
         headers.insert(header::CONTENT_TYPE, content_type);
     }
-    let publish = client.publish_with_headers(subject, headers, payload.into());
-    tokio::time::timeout(STEP, publish)
-        .await
-        .expect("publish in time")
-        .expect("publish");
+    publish_with_headers(client, subject, headers, payload).await;
 }
 
 /// Publishes `envelope` as the relay does: on its room subject, or on its candidate's user subject.
@@ -225,6 +265,15 @@ async fn publish(client: &Client, envelope: &Envelope, on_user_subject: bool) {
     headers.insert(header::VERSION, envelope.version.to_string().as_str());
     headers.insert(header::CONTENT_TYPE, encoding.content_type());
     let payload = encode_envelope(encoding, envelope);
+    publish_with_headers(client, subject, headers, payload).await;
+}
+
+async fn publish_with_headers(
+    client: &Client,
+    subject: String,
+    headers: HeaderMap,
+    payload: Vec<u8>,
+) {
     let publish = client.publish_with_headers(subject, headers, payload.into());
     tokio::time::timeout(STEP, publish)
         .await
@@ -263,6 +312,15 @@ async fn next_seq<B: Backfill>(stream: &mut Subscriber<B>) -> u64 {
     next(stream).await.expect("an envelope, not an error").seq
 }
 
+/// The seqs of the stream's next `n` envelopes.
+async fn next_seqs<B: Backfill>(stream: &mut Subscriber<B>, n: usize) -> Vec<u64> {
+    let mut seqs = Vec::with_capacity(n);
+    for _ in 0..n {
+        seqs.push(next_seq(stream).await);
+    }
+    seqs
+}
+
 /// The stream yields nothing more (for a while).
 async fn assert_quiet<B: Backfill>(stream: &mut Subscriber<B>, case: &str) {
     if let Ok(extra) = tokio::time::timeout(QUIET, stream.next()).await {
@@ -270,27 +328,16 @@ async fn assert_quiet<B: Backfill>(stream: &mut Subscriber<B>, case: &str) {
     }
 }
 
-async fn subscribe(
-    client: &Client,
-    log: &FakeLog,
-    interest: Interest,
-    from_seq: Option<u64>,
-) -> Subscriber<FakeLog> {
-    let subscribe = Subscriber::with_backfill(client.clone(), log.clone(), interest, from_seq);
-    tokio::time::timeout(STEP, subscribe)
-        .await
-        .expect("subscribe in time")
-        .expect("subscribe")
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Order, duplicates, gaps and starting seqs, as data
 // ---------------------------------------------------------------------------------------------------------
 
+/// Given a stream of `interest` over a log, when seqs are published live, then it yields `expect` and nothing
+/// more, having counted `duplicates` and `gaps`.
 struct Case {
     name: &'static str,
     interest: Interest,
-    /// The fake log holds the story's first `log_len` envelopes.
+    /// The fake log holds the story's first `log_len` envelopes: all of it unless the stream starts at a seq.
     log_len: u64,
     from_seq: Option<u64>,
     /// Seqs published live, in this order (a user stream's on the candidate's subject).
@@ -301,20 +348,79 @@ struct Case {
     gaps: u64,
 }
 
-async fn check(server: &TestServer, case: Case) {
-    let publisher = connect(server).await;
-    let client = connect(server).await;
+impl Case {
+    /// A live stream of everything over the whole story, with nothing published, expected or counted yet.
+    fn named(name: &'static str) -> Self {
+        Self {
+            name,
+            interest: Interest::All,
+            log_len: STORY_LEN,
+            from_seq: None,
+            publish: Vec::new(),
+            expect: Vec::new(),
+            duplicates: 0,
+            gaps: 0,
+        }
+    }
+
+    fn of(self, interest: &Interest) -> Self {
+        Self {
+            interest: interest.clone(),
+            ..self
+        }
+    }
+
+    /// The stream starts at `from_seq` instead of live.
+    fn starting_at(self, from_seq: u64) -> Self {
+        Self {
+            from_seq: Some(from_seq),
+            ..self
+        }
+    }
+
+    fn log_len(self, log_len: u64) -> Self {
+        Self { log_len, ..self }
+    }
+
+    fn publish(self, seqs: impl IntoIterator<Item = u64>) -> Self {
+        Self {
+            publish: seqs.into_iter().collect(),
+            ..self
+        }
+    }
+
+    fn expect(self, seqs: impl IntoIterator<Item = u64>) -> Self {
+        Self {
+            expect: seqs.into_iter().collect(),
+            ..self
+        }
+    }
+
+    fn counting(self, duplicates: u64, gaps: u64) -> Self {
+        Self {
+            duplicates,
+            gaps,
+            ..self
+        }
+    }
+}
+
+/// Runs each case on a stream of its own, over one nats-server.
+async fn check(cases: impl IntoIterator<Item = Case>) {
+    let nats = Nats::start().await;
+    for case in cases {
+        check_case(&nats, case).await;
+    }
+}
+
+async fn check_case(nats: &Nats, case: Case) {
     let log = FakeLog::holding(story(case.log_len));
-    let mut stream = subscribe(&client, &log, case.interest.clone(), case.from_seq).await;
+    let mut stream = nats
+        .subscribe(&log, case.interest.clone(), case.from_seq)
+        .await;
     let on_user_subject = matches!(case.interest, Interest::Candidate(_));
-    for &seq in &case.publish {
-        publish(&publisher, &story_envelope(seq), on_user_subject).await;
-    }
-    flush(&publisher).await;
-    let mut got = Vec::new();
-    for _ in &case.expect {
-        got.push(next_seq(&mut stream).await);
-    }
+    nats.publish(case.publish, on_user_subject).await;
+    let got = next_seqs(&mut stream, case.expect.len()).await;
     assert_eq!(got, case.expect, "{}: seqs", case.name);
     assert_quiet(&mut stream, case.name).await;
     let Stats {
@@ -346,130 +452,68 @@ async fn check(server: &TestServer, case: Case) {
 
 #[tokio::test]
 async fn all_streams_deliver_in_order_drop_duplicates_and_fill_seq_gaps() {
-    let server = TestServer::start(false);
-    let cases = [
-        Case {
-            name: "in order, JSON and postcard",
-            interest: Interest::All,
-            log_len: STORY_LEN,
-            from_seq: None,
-            publish: (1..=8).collect(),
-            expect: (1..=8).collect(),
-            duplicates: 0,
-            gaps: 0,
-        },
-        Case {
-            name: "starting live mid-story: the first message is the baseline",
-            interest: Interest::All,
-            log_len: STORY_LEN,
-            from_seq: None,
-            publish: vec![7, 8, 9],
-            expect: vec![7, 8, 9],
-            duplicates: 0,
-            gaps: 0,
-        },
-        Case {
-            name: "seq gaps are filled from the log, in order",
-            interest: Interest::All,
-            log_len: STORY_LEN,
-            from_seq: None,
-            publish: vec![1, 2, 5, 6, 9],
-            expect: (1..=9).collect(),
-            duplicates: 0,
-            gaps: 2,
-        },
-        Case {
-            name: "repeats and older envelopes are dropped",
-            interest: Interest::All,
-            log_len: STORY_LEN,
-            from_seq: None,
-            publish: vec![1, 2, 2, 3, 1, 4, 4],
-            expect: (1..=4).collect(),
-            duplicates: 3,
-            gaps: 0,
-        },
-        Case {
-            name: "live copies of filled envelopes are dropped",
-            interest: Interest::All,
-            log_len: STORY_LEN,
-            from_seq: None,
-            publish: vec![1, 4, 2, 3, 4, 6],
-            expect: (1..=6).collect(),
-            duplicates: 3,
-            gaps: 2,
-        },
-        Case {
-            name: "from a seq: catch up from the log, then live without repeats",
-            interest: Interest::All,
-            log_len: 20,
-            from_seq: Some(5),
-            publish: vec![18, 19, 20, 21, 22],
-            expect: (5..=22).collect(),
-            duplicates: 3,
-            gaps: 0,
-        },
-    ];
-    for case in cases {
-        check(&server, case).await;
-    }
+    check([
+        Case::named("in order, JSON and postcard")
+            .publish(1..=8)
+            .expect(1..=8),
+        Case::named("starting live mid-story: the first message is the baseline")
+            .publish([7, 8, 9])
+            .expect([7, 8, 9]),
+        Case::named("seq gaps are filled from the log, in order")
+            .publish([1, 2, 5, 6, 9])
+            .expect(1..=9)
+            .counting(0, 2),
+        Case::named("repeats and older envelopes are dropped")
+            .publish([1, 2, 2, 3, 1, 4, 4])
+            .expect(1..=4)
+            .counting(3, 0),
+        Case::named("live copies of filled envelopes are dropped")
+            .publish([1, 4, 2, 3, 4, 6])
+            .expect(1..=6)
+            .counting(3, 2),
+        Case::named("from a seq: catch up from the log, then live without repeats")
+            .starting_at(5)
+            .log_len(20)
+            .publish(18..=22)
+            .expect(5..=22)
+            .counting(3, 0),
+    ])
+    .await;
 }
 
 #[tokio::test]
 async fn room_streams_fill_version_gaps_with_the_room_events_only() {
-    let server = TestServer::start(false);
     let stage_1 = Interest::Room(room_id("stage-1"));
     let stage_2 = Interest::Room(room_id("stage-2"));
     let all_of_stage_1 = seqs_of(&stage_1, 1..=STORY_LEN);
-    let cases = [
-        Case {
-            name: "room in order",
-            interest: stage_1.clone(),
-            log_len: STORY_LEN,
-            from_seq: None,
-            publish: all_of_stage_1.clone(),
-            expect: all_of_stage_1.clone(),
-            duplicates: 0,
-            gaps: 0,
-        },
-        Case {
-            name: "room version gaps (stage-1 skips seqs 4, 5, 10, 11, 13)",
-            interest: stage_1.clone(),
-            log_len: STORY_LEN,
-            from_seq: None,
-            publish: vec![1, 2, 7, 8, 14, 16, 16, 7],
-            expect: seqs_of(&stage_1, 1..=16),
-            duplicates: 2,
-            gaps: 2,
-        },
-        Case {
-            name: "room version gap of stage-2, whose seqs are never consecutive",
-            interest: stage_2.clone(),
-            log_len: STORY_LEN,
-            from_seq: None,
-            publish: vec![3, 6, 15, 18],
-            expect: vec![3, 6, 9, 12, 15, 18],
-            duplicates: 0,
-            gaps: 1,
-        },
-        Case {
-            name: "room from a seq: the room's events from the log, then live",
-            interest: stage_2.clone(),
-            log_len: 20,
-            from_seq: Some(7),
-            publish: vec![15, 18, 21, 24],
-            expect: vec![9, 12, 15, 18, 21, 24],
-            duplicates: 2,
-            gaps: 0,
-        },
-    ];
-    for case in cases {
-        check(&server, case).await;
-    }
+    check([
+        Case::named("room in order")
+            .of(&stage_1)
+            .publish(all_of_stage_1.clone())
+            .expect(all_of_stage_1),
+        Case::named("room version gaps (stage-1 skips seqs 4, 5, 10, 11, 13)")
+            .of(&stage_1)
+            .publish([1, 2, 7, 8, 14, 16, 16, 7])
+            .expect(seqs_of(&stage_1, 1..=16))
+            .counting(2, 2),
+        Case::named("room version gap of stage-2, whose seqs are never consecutive")
+            .of(&stage_2)
+            .publish([3, 6, 15, 18])
+            .expect([3, 6, 9, 12, 15, 18])
+            .counting(0, 1),
+        Case::named("room from a seq: the room's events from the log, then live")
+            .of(&stage_2)
+            .starting_at(7)
+            .log_len(20)
+            .publish([15, 18, 21, 24])
+            .expect([9, 12, 15, 18, 21, 24])
+            .counting(2, 0),
+    ])
+    .await;
 }
 
 #[tokio::test]
 async fn user_streams_drop_duplicates_and_catch_up_from_a_seq() {
-    let server = TestServer::start(false);
     let bob = Interest::Candidate(user("bob"));
     let all_of_bob = seqs_of(&bob, 1..=STORY_LEN);
     assert!(
@@ -477,80 +521,55 @@ async fn user_streams_drop_duplicates_and_catch_up_from_a_seq() {
         "the story invites bob: {all_of_bob:?}"
     );
     let (first, second, third) = (all_of_bob[0], all_of_bob[1], all_of_bob[2]);
-    let cases = [
-        Case {
-            name: "user in order, repeats dropped",
-            interest: bob.clone(),
-            log_len: STORY_LEN,
-            from_seq: None,
-            publish: vec![first, second, second, first, third],
-            expect: vec![first, second, third],
-            duplicates: 2,
-            gaps: 0,
-        },
-        Case {
-            // Sparse seqs: a skipped message cannot be told from a seq that was never bob's.
-            name: "user streams do not guess gaps",
-            interest: bob.clone(),
-            log_len: STORY_LEN,
-            from_seq: None,
-            publish: vec![first, third],
-            expect: vec![first, third],
-            duplicates: 0,
-            gaps: 0,
-        },
-        Case {
-            name: "user from a seq: bob's invitations from the log, then live",
-            interest: bob.clone(),
-            log_len: 20,
-            from_seq: Some(1),
-            publish: seqs_of(&bob, 15..=STORY_LEN),
-            expect: all_of_bob.clone(),
-            duplicates: seqs_of(&bob, 15..=20).len() as u64,
-            gaps: 0,
-        },
-    ];
-    for case in cases {
-        check(&server, case).await;
-    }
+    check([
+        Case::named("user in order, repeats dropped")
+            .of(&bob)
+            .publish([first, second, second, first, third])
+            .expect([first, second, third])
+            .counting(2, 0),
+        // Sparse seqs: a skipped message cannot be told from a seq that was never bob's.
+        Case::named("user streams do not guess gaps")
+            .of(&bob)
+            .publish([first, third])
+            .expect([first, third]),
+        Case::named("user from a seq: bob's invitations from the log, then live")
+            .of(&bob)
+            .starting_at(1)
+            .log_len(20)
+            .publish(seqs_of(&bob, 15..=STORY_LEN))
+            .expect(all_of_bob.clone())
+            .counting(seqs_of(&bob, 15..=20).len() as u64, 0),
+    ])
+    .await;
 }
 
 /// The log grows while the stream is live: a gap after the catch-up is read from the log as it is then.
 #[tokio::test]
 async fn after_the_catch_up_gaps_are_filled_from_the_grown_log() {
-    let server = TestServer::start(false);
-    let publisher = connect(&server).await;
-    let client = connect(&server).await;
-
+    let nats = Nats::start().await;
     let log = FakeLog::holding(story(22));
-    let mut all = subscribe(&client, &log, Interest::All, Some(20)).await;
-    for seq in 20..=22 {
-        assert_eq!(next_seq(&mut all).await, seq);
-    }
+    let mut all = nats.subscribe(&log, Interest::All, Some(20)).await;
+    assert_eq!(next_seqs(&mut all, 3).await, [20, 21, 22]);
     // The catch-up reads on until the log has nothing more, then the stream is live.
     assert_quiet(&mut all, "catch-up to seq 22").await;
     for seq in 23..=26 {
         log.append(story_envelope(seq));
     }
-    publish(&publisher, &story_envelope(26), false).await;
-    flush(&publisher).await;
-    for seq in 23..=26 {
-        assert_eq!(next_seq(&mut all).await, seq);
-    }
+    nats.publish([26], false).await;
+    assert_eq!(next_seqs(&mut all, 4).await, [23, 24, 25, 26]);
     assert_eq!(all.stats().gaps, 1);
 
     // stage-2's events are the seqs divisible by 3: none in 22..=23, so the catch-up leaves its version
     // unknown, and version 9 (seq 27) is a gap back to the end of the catch-up.
     let log = FakeLog::holding(story(23));
-    let mut stage_2 = subscribe(&client, &log, Interest::Room(room_id("stage-2")), Some(22)).await;
+    let stage_2 = Interest::Room(room_id("stage-2"));
+    let mut stage_2 = nats.subscribe(&log, stage_2, Some(22)).await;
     assert_quiet(&mut stage_2, "catch-up without stage-2 events").await;
     for seq in 24..=27 {
         log.append(story_envelope(seq));
     }
-    publish(&publisher, &story_envelope(27), false).await;
-    flush(&publisher).await;
-    assert_eq!(next_seq(&mut stage_2).await, 24);
-    assert_eq!(next_seq(&mut stage_2).await, 27);
+    nats.publish([27], false).await;
+    assert_eq!(next_seqs(&mut stage_2, 2).await, [24, 27]);
     assert_eq!(stage_2.stats().gaps, 1);
     assert_eq!(log.reads(), vec![(22, 256), (24, 256), (24, 3)]);
 }
@@ -561,11 +580,10 @@ async fn after_the_catch_up_gaps_are_filled_from_the_grown_log() {
 
 #[tokio::test]
 async fn undecodable_and_foreign_messages_are_skipped_and_counted() {
-    let server = TestServer::start(false);
-    let publisher = connect(&server).await;
-    let client = connect(&server).await;
+    let nats = Nats::start().await;
     let log = FakeLog::holding(story(STORY_LEN));
-    let mut stream = subscribe(&client, &log, Interest::Room(room_id("stage-1")), None).await;
+    let stage_1 = Interest::Room(room_id("stage-1"));
+    let mut stream = nats.subscribe(&log, stage_1, None).await;
     let subject = subject::room(&room_id("stage-1"));
     let valid = story_envelope(1);
     let mut truncated = encode_envelope(Encoding::Postcard, &valid);
@@ -594,18 +612,12 @@ async fn undecodable_and_foreign_messages_are_skipped_and_counted() {
     ];
     let bad_len = bad.len() as u64;
     for (content_type, payload) in bad {
-        publish_raw(&publisher, subject.clone(), content_type, payload).await;
+        publish_raw(&nats.publisher, subject.clone(), content_type, payload).await;
     }
     // No Content-Type at all reads as JSON, the wire's default.
-    publish_raw(
-        &publisher,
-        subject.clone(),
-        None,
-        encode_envelope(Encoding::Json, &valid),
-    )
-    .await;
-    publish(&publisher, &story_envelope(2), false).await;
-    flush(&publisher).await;
+    let no_content_type = encode_envelope(Encoding::Json, &valid);
+    publish_raw(&nats.publisher, subject.clone(), None, no_content_type).await;
+    nats.publish([2], false).await;
     assert_eq!(next(&mut stream).await.unwrap(), valid);
     assert_eq!(next(&mut stream).await.unwrap(), story_envelope(2));
     assert_quiet(&mut stream, "undecodable").await;
@@ -615,15 +627,10 @@ async fn undecodable_and_foreign_messages_are_skipped_and_counted() {
 
 #[tokio::test]
 async fn a_failed_log_read_is_an_error_and_the_stream_goes_on() {
-    let server = TestServer::start(false);
-    let publisher = connect(&server).await;
-    let client = connect(&server).await;
+    let nats = Nats::start().await;
     let log = FakeLog::holding(story(STORY_LEN));
-    let mut stream = subscribe(&client, &log, Interest::All, None).await;
-    for seq in [1, 4] {
-        publish(&publisher, &story_envelope(seq), false).await;
-    }
-    flush(&publisher).await;
+    let mut stream = nats.subscribe(&log, Interest::All, None).await;
+    nats.publish([1, 4], false).await;
     log.fail_next(2);
     assert_eq!(next_seq(&mut stream).await, 1);
     for _ in 0..2 {
@@ -635,11 +642,8 @@ async fn a_failed_log_read_is_an_error_and_the_stream_goes_on() {
         }
     }
     // The same gap is read again, then the live envelope follows.
-    for seq in 2..=4 {
-        assert_eq!(next_seq(&mut stream).await, seq);
-    }
-    publish(&publisher, &story_envelope(5), false).await;
-    flush(&publisher).await;
+    assert_eq!(next_seqs(&mut stream, 3).await, [2, 3, 4]);
+    nats.publish([5], false).await;
     assert_eq!(next_seq(&mut stream).await, 5);
     assert_eq!(log.reads(), vec![(2, 2), (2, 2), (2, 2)]);
     assert_quiet(&mut stream, "after the failures").await;
@@ -647,17 +651,11 @@ async fn a_failed_log_read_is_an_error_and_the_stream_goes_on() {
 
 #[tokio::test]
 async fn a_gap_the_log_cannot_fill_is_reported_then_the_live_envelope_follows() {
-    let server = TestServer::start(false);
-    let publisher = connect(&server).await;
-    let client = connect(&server).await;
+    let nats = Nats::start().await;
     let log = FakeLog::holding(story(2));
-    let mut stream = subscribe(&client, &log, Interest::All, None).await;
-    for seq in [1, 5, 6] {
-        publish(&publisher, &story_envelope(seq), false).await;
-    }
-    flush(&publisher).await;
-    assert_eq!(next_seq(&mut stream).await, 1);
-    assert_eq!(next_seq(&mut stream).await, 2);
+    let mut stream = nats.subscribe(&log, Interest::All, None).await;
+    nats.publish([1, 5, 6], false).await;
+    assert_eq!(next_seqs(&mut stream, 2).await, [1, 2]);
     match next(&mut stream).await {
         Err(Error::Unfilled {
             from_seq: 3,
@@ -666,52 +664,40 @@ async fn a_gap_the_log_cannot_fill_is_reported_then_the_live_envelope_follows() 
         }) => {}
         other => panic!("expected seqs 3..=4 unfilled, got {other:?}"),
     }
-    assert_eq!(next_seq(&mut stream).await, 5);
-    assert_eq!(next_seq(&mut stream).await, 6);
+    assert_eq!(next_seqs(&mut stream, 2).await, [5, 6]);
     assert_quiet(&mut stream, "after the unfilled gap").await;
 }
 
 #[tokio::test]
 async fn gap_fills_read_no_further_than_the_live_envelope() {
-    let server = TestServer::start(false);
-    let publisher = connect(&server).await;
-    let client = connect(&server).await;
+    let nats = Nats::start().await;
     let log = FakeLog::holding(story(STORY_LEN));
     let stage_1 = Interest::Room(room_id("stage-1"));
-    let mut stream = subscribe(&client, &log, stage_1.clone(), None).await;
-    for seq in [1, 20] {
-        publish(&publisher, &story_envelope(seq), false).await;
-    }
-    flush(&publisher).await;
-    let mut got = Vec::new();
-    for _ in seqs_of(&stage_1, 1..=20) {
-        got.push(next_seq(&mut stream).await);
-    }
-    assert_eq!(got, seqs_of(&stage_1, 1..=20));
+    let mut stream = nats.subscribe(&log, stage_1.clone(), None).await;
+    nats.publish([1, 20], false).await;
+    let want = seqs_of(&stage_1, 1..=20);
+    assert_eq!(next_seqs(&mut stream, want.len()).await, want);
     assert_eq!(log.reads(), vec![(2, 18)]);
 }
 
 #[tokio::test]
 async fn after_a_reconnect_the_stream_catches_up_from_the_log() {
-    let mut server = TestServer::start(false);
-    let publisher = connect(&server).await;
-    let client = connect(&server).await;
+    let mut nats = Nats::start().await;
     let bob = Interest::Candidate(user("bob"));
     let bobs = seqs_of(&bob, 1..=STORY_LEN);
     assert!(bobs.len() >= 4, "the story invites bob: {bobs:?}");
     let log = FakeLog::holding(story(bobs[0]));
-    let mut stream = subscribe(&client, &log, bob.clone(), None).await;
-    publish(&publisher, &story_envelope(bobs[0]), true).await;
-    flush(&publisher).await;
+    let mut stream = nats.subscribe(&log, bob.clone(), None).await;
+    nats.publish([bobs[0]], true).await;
     assert_eq!(next_seq(&mut stream).await, bobs[0]);
 
     // NATS goes away; meanwhile the engine commits bob's next invitation event, which no one receives live.
     // Nothing is published after the outage, yet the stream finds the event.
-    server.kill();
+    nats.server.kill();
     for seq in bobs[0] + 1..=bobs[1] {
         log.append(story_envelope(seq));
     }
-    server.restart();
+    nats.server.restart();
     assert_eq!(next_seq(&mut stream).await, bobs[1]);
     assert_eq!(stream.stats().reconnects, 1);
     // The catch-up reads on to the log's end; then the stream is live again.
@@ -719,25 +705,22 @@ async fn after_a_reconnect_the_stream_catches_up_from_the_log() {
 
     // A second outage, and this time the relay publishes again as soon as NATS is back, while the stream
     // waits: the events of the outage still come first, in order, and the live copy is a duplicate.
-    let connects = (connects(&publisher), connects(&client));
-    server.kill();
+    let connects = (connects(&nats.publisher), connects(&nats.client));
+    nats.server.kill();
     for seq in bobs[1] + 1..=STORY_LEN {
         log.append(story_envelope(seq));
     }
     let last = *bobs.last().unwrap();
     let relay = async {
-        server.restart();
-        wait_reconnected(&publisher, connects.0).await;
-        wait_reconnected(&client, connects.1).await;
-        confirm_subscriptions(&client).await;
-        publish(&publisher, &story_envelope(last), true).await;
-        flush(&publisher).await;
+        nats.server.restart();
+        wait_reconnected(&nats.publisher, connects.0).await;
+        wait_reconnected(&nats.client, connects.1).await;
+        confirm_subscriptions(&nats.client).await;
+        nats.publish([last], true).await;
     };
     let (first, ()) = tokio::join!(next_seq(&mut stream), relay);
     let mut got = vec![first];
-    for _ in &bobs[3..] {
-        got.push(next_seq(&mut stream).await);
-    }
+    got.extend(next_seqs(&mut stream, bobs[3..].len()).await);
     assert_eq!(got, bobs[2..]);
     assert_quiet(&mut stream, "after the second reconnect").await;
     assert_eq!(stream.stats().reconnects, 2);
