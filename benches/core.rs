@@ -9,15 +9,15 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use cohost_benches::mix::next_command;
-use cohost_benches::{Rng, median};
-use cohost_core::{Context, Policy, RoomState, apply, decide};
-use cohost_proto::{Actor, Command, CreateRoom, RoomId, RoomTarget, UserId};
+use cohost_benches::mix::{self, next_command};
+use cohost_benches::{Rng, goal, median};
+use cohost_core::{RoomState, apply, decide};
+use cohost_proto::{Actor, Command};
 
 const ROOMS: usize = 10_000;
-const USERS: usize = 50_000;
 const ROUNDS: usize = 7;
-const NOW_MS: u64 = 1_700_000_000_000;
+/// The core goal, on one core.
+const GOAL_NS_PER_COMMAND: f64 = 300.0;
 
 struct Step {
     room: usize,
@@ -25,17 +25,8 @@ struct Step {
     command: Command,
 }
 
-fn ctx(actor: &Actor) -> Context<'_> {
-    Context {
-        actor,
-        now_ms: NOW_MS,
-        expected_version: None,
-        policy: Policy::default(),
-    }
-}
-
 fn run(state: &mut RoomState, actor: &Actor, command: &Command) -> bool {
-    match decide(state, command, &ctx(actor)) {
+    match decide(state, command, &mix::mirror_ctx(actor)) {
         Ok(events) => {
             for event in &events {
                 apply(state, event);
@@ -46,34 +37,9 @@ fn run(state: &mut RoomState, actor: &Actor, command: &Command) -> bool {
     }
 }
 
-/// Live rooms, each with its own host.
-fn initial_rooms() -> Vec<RoomState> {
-    (0..ROOMS)
-        .map(|i| {
-            let mut state = RoomState::default();
-            let host = Actor::User(UserId::new(&format!("host-{i}")).expect("valid id"));
-            let room_id = RoomId::new(&format!("room-{i}")).expect("valid id");
-            let create = CreateRoom {
-                room_id: room_id.clone(),
-                title: Some(format!("Show {i}")),
-                max_cohosts: None,
-            };
-            assert!(run(&mut state, &host, &Command::CreateRoom(create)));
-            assert!(run(
-                &mut state,
-                &host,
-                &Command::GoLive(RoomTarget { room_id })
-            ));
-            state
-        })
-        .collect()
-}
-
 /// Records a script of commands that all succeed when replayed from `initial`.
 fn record(initial: &[RoomState], length: usize) -> Vec<Step> {
-    let users: Vec<UserId> = (0..USERS)
-        .map(|i| UserId::new(&format!("user-{i}")).expect("valid id"))
-        .collect();
+    let users = mix::users();
     let mut rooms = initial.to_vec();
     let mut rng = Rng::new(0xC0_4057);
     let mut script = Vec::with_capacity(length);
@@ -96,7 +62,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let initial = initial_rooms();
+    let initial = mix::mirror_rooms("room", ROOMS);
     let script = record(&initial, length);
     let mut mix = std::collections::BTreeMap::<&str, usize>::new();
     for step in &script {
@@ -126,7 +92,7 @@ fn main() {
         1e3 / median_ns
     );
     println!(
-        "  goal: <= 300 ns/command -> {}",
-        if median_ns <= 300.0 { "met" } else { "MISSED" }
+        "  goal: <= {GOAL_NS_PER_COMMAND} ns/command -> {}",
+        goal(median_ns <= GOAL_NS_PER_COMMAND)
     );
 }

@@ -20,26 +20,26 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cohost_benches::mix::next_command;
-use cohost_benches::{Common, Rng, env_or, median, percentile};
-use cohost_core::{Context, Policy, RoomState, apply, decide};
+use cohost_benches::mix::{self, Client};
+use cohost_benches::{Common, env_or, goal, median, percentile};
+use cohost_core::RoomState;
 use cohost_engine::{BATCH_MAX_LIMIT, Config, Engine, Options, StatsSnapshot};
-use cohost_proto::{Actor, Command, CreateRoom, Event, RoomId, RoomTarget, UserId};
+use cohost_proto::{Event, UserId};
 
 const ROOMS: usize = 10_000;
 const CLIENTS: usize = 256;
-const USERS: usize = 50_000;
 /// Commands sent on purpose by the wrong party, in percent.
 const INVALID_PERCENT: u64 = 2;
-/// The clients' own clock for their mirrors; only invitation ids and statuses must match the engine.
-const MIRROR_NOW_MS: u64 = 1_700_000_000_000;
-/// Tries to find a command the mirror accepts before sending one that will be rejected.
-const PLAN_TRIES: usize = 8;
 
+/// Acked commands per second, closed loop.
 const GOAL_ACKED_PER_S: f64 = 150_000.0;
+/// Group commit over one flush per command.
 const GOAL_NAIVE_RATIO: f64 = 20.0;
+/// Ack latency at half the closed-loop rate.
 const GOAL_HALF_LOAD_P99_MS: f64 = 10.0;
+/// Reopening a store of `recovery_events` events, with and without a snapshot.
 const GOAL_OPEN_S: f64 = 2.0;
+/// Resident memory per idle live room.
 const GOAL_IDLE_ROOM_BYTES: f64 = 2_048.0;
 
 struct Settings {
@@ -79,23 +79,6 @@ fn open(config: Config) -> Engine {
     Engine::open(config).expect("a fresh or just-closed data directory opens")
 }
 
-fn room_id(prefix: &str, i: usize) -> RoomId {
-    RoomId::new(&format!("{prefix}-{i}")).expect("valid id")
-}
-
-fn host(prefix: &str, i: usize) -> Actor {
-    Actor::User(UserId::new(&format!("{prefix}-host-{i}")).expect("valid id"))
-}
-
-fn mirror_ctx(actor: &Actor) -> Context<'_> {
-    Context {
-        actor,
-        now_ms: MIRROR_NOW_MS,
-        expected_version: None,
-        policy: Policy::default(),
-    }
-}
-
 /// Creates rooms `0..count` and takes them live, from `CLIENTS` concurrent tasks.
 async fn create_rooms(engine: &Engine, prefix: &'static str, count: usize) {
     let tasks: Vec<_> = (0..CLIENTS)
@@ -103,15 +86,9 @@ async fn create_rooms(engine: &Engine, prefix: &'static str, count: usize) {
             let engine = engine.clone();
             tokio::spawn(async move {
                 for i in (client..count).step_by(CLIENTS) {
-                    let room_id = room_id(prefix, i);
-                    let create = Command::CreateRoom(CreateRoom {
-                        room_id: room_id.clone(),
-                        title: Some(format!("Show {i}")),
-                        max_cohosts: None,
-                    });
-                    let live = Command::GoLive(RoomTarget { room_id });
-                    for command in [create, live] {
-                        let reply = engine.execute(host(prefix, i), command, Options::default());
+                    let (host, commands) = mix::setup(prefix, i);
+                    for command in commands {
+                        let reply = engine.execute(host.clone(), command, Options::default());
                         reply.await.expect("setup commands succeed");
                     }
                 }
@@ -123,100 +100,22 @@ async fn create_rooms(engine: &Engine, prefix: &'static str, count: usize) {
     }
 }
 
-/// The clients' mirror of the `ROOMS` live rooms, as `create_rooms` leaves them.
-fn mirror_rooms() -> Vec<RoomState> {
-    (0..ROOMS)
-        .map(|i| {
-            let mut state = RoomState::default();
-            let host = host("room", i);
-            let room_id = room_id("room", i);
-            let create = Command::CreateRoom(CreateRoom {
-                room_id: room_id.clone(),
-                title: Some(format!("Show {i}")),
-                max_cohosts: None,
-            });
-            for command in [create, Command::GoLive(RoomTarget { room_id })] {
-                let events = decide(&state, &command, &mirror_ctx(&host)).expect("setup is valid");
-                events.iter().for_each(|event| apply(&mut state, event));
-            }
-            state
-        })
-        .collect()
-}
-
-/// The same command from the wrong party: a stranger for the host's commands, the host for the candidate's.
-fn wrong_party(rng: &mut Rng, state: &RoomState, command: &Command, users: &[UserId]) -> Actor {
-    match command {
-        Command::AcceptInvitation(_) | Command::RejectInvitation(_) => {
-            Actor::User(state.room().expect("rooms exist").host.clone())
-        }
-        _ => Actor::User(users[rng.index(users.len())].clone()),
-    }
-}
-
-/// One command to send, with the events the mirror expects (`None`: the engine should reject it).
-struct Plan {
-    room: usize,
-    actor: Actor,
-    command: Command,
+/// Folds the engine's answer into the client's mirror and the tally.
+fn settle(
+    client: &mut Client,
+    plan_room: usize,
     expected: Option<Vec<Event>>,
-}
-
-/// A client: its rooms, as it last saw them.
-struct Client {
-    rng: Rng,
-    rooms: Vec<RoomState>,
-    users: Arc<[UserId]>,
-}
-
-impl Client {
-    /// Splits the mirrored rooms among `CLIENTS` clients: room `i` belongs to client `i % CLIENTS`.
-    fn all(rooms: &[RoomState], users: &Arc<[UserId]>) -> Vec<Self> {
-        (0..CLIENTS)
-            .map(|c| Self {
-                rng: Rng::new(0xC0_4057 + c as u64),
-                rooms: rooms.iter().skip(c).step_by(CLIENTS).cloned().collect(),
-                users: users.clone(),
-            })
-            .collect()
-    }
-
-    fn plan(&mut self) -> Plan {
-        let room = self.rng.index(self.rooms.len());
-        let state = &self.rooms[room];
-        let invalid = self.rng.chance(INVALID_PERCENT);
-        let mut tries = 0;
-        loop {
-            let (mut actor, command) = next_command(&mut self.rng, state, &self.users);
-            if invalid {
-                actor = wrong_party(&mut self.rng, state, &command, &self.users);
-            }
-            let expected = decide(state, &command, &mirror_ctx(&actor)).ok();
-            tries += 1;
-            if invalid || expected.is_some() || tries == PLAN_TRIES {
-                return Plan {
-                    room,
-                    actor,
-                    command,
-                    expected,
-                };
-            }
+    ok: bool,
+    tally: &mut Tally,
+) {
+    match (expected, ok) {
+        (Some(events), true) => {
+            client.settle(plan_room, &events);
+            tally.ok += 1;
         }
-    }
-
-    /// Folds the engine's answer into the mirror and the tally.
-    fn settle(&mut self, room: usize, expected: Option<Vec<Event>>, ok: bool, tally: &mut Tally) {
-        match (expected, ok) {
-            (Some(events), true) => {
-                events
-                    .iter()
-                    .for_each(|event| apply(&mut self.rooms[room], event));
-                tally.ok += 1;
-            }
-            (None, false) => tally.rejected_expected += 1,
-            (Some(_), false) => tally.rejected_unexpected += 1,
-            (None, true) => tally.diverged += 1,
-        }
+        (None, false) => tally.rejected_expected += 1,
+        (Some(_), false) => tally.rejected_unexpected += 1,
+        (None, true) => tally.diverged += 1,
     }
 }
 
@@ -281,14 +180,22 @@ async fn drive(engine: Engine, mut client: Client, pace: Option<Duration>, stop:
                 break;
             }
         }
-        let plan = client.plan();
+        let room = client.rng.index(client.rooms.len());
+        let wrong_party = client.rng.chance(INVALID_PERCENT);
+        let plan = client.plan_from(room, wrong_party);
         *tally.mix.entry(plan.command.name()).or_default() += 1;
         let sent = Instant::now();
         let outcome = engine
             .execute(plan.actor, plan.command, Options::default())
             .await;
         tally.latency_us.push(sent.elapsed().as_secs_f64() * 1e6);
-        client.settle(plan.room, plan.expected, outcome.is_ok(), &mut tally);
+        settle(
+            &mut client,
+            plan.room,
+            plan.expected,
+            outcome.is_ok(),
+            &mut tally,
+        );
     }
     tally
 }
@@ -337,7 +244,7 @@ async fn load_run(
     drop(setup);
     let snapshot_every_events = Config::new(dir.path()).snapshot_every_events;
     let engine = open(config(dir.path(), batch_max, snapshot_every_events));
-    let clients = Client::all(mirror, users);
+    let clients = Client::all(mirror, users, CLIENTS);
     let (tally, elapsed) =
         drive_all(&engine, clients, pace, Stop::At(Instant::now() + length)).await;
     let stats = engine.stats();
@@ -349,10 +256,6 @@ async fn load_run(
         tally,
         stats,
     }
-}
-
-fn goal(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
 }
 
 fn vm_rss_bytes() -> u64 {
@@ -509,7 +412,7 @@ async fn recovery(settings: &Settings, mirror: &[RoomState], users: &Arc<[UserId
     let started = Instant::now();
     let engine = open(config(dir.path(), BATCH_MAX_LIMIT, u64::MAX));
     create_rooms(&engine, "room", ROOMS).await;
-    let clients = Client::all(mirror, users);
+    let clients = Client::all(mirror, users, CLIENTS);
     let stop = Stop::Events(settings.recovery_events);
     drive_all(&engine, clients, None, stop).await;
     let events = engine.last_seq();
@@ -605,10 +508,8 @@ async fn main() {
     if settings.common.runs_phase("memory") {
         memory(&settings).await;
     }
-    let users: Arc<[UserId]> = (0..USERS)
-        .map(|i| UserId::new(&format!("user-{i}")).expect("valid id"))
-        .collect();
-    let mirror = mirror_rooms();
+    let users = mix::users();
+    let mirror = mix::mirror_rooms("room", ROOMS);
     if settings.common.runs_phase("load") {
         load(&settings, &mirror, &users).await;
     }

@@ -23,13 +23,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cohost_benches::mix::{self, Client};
-use cohost_benches::{Common, median, percentile};
+use cohost_benches::{Common, goal, median, percentile};
 use cohost_engine::{Config, Engine, Options};
 use cohost_proto::{Actor, Command, UserId};
 
 const ROOMS: usize = 10_000;
 const CLIENTS: usize = 64;
-const USERS: usize = 50_000;
 const GOAL_HTTP_PER_S: f64 = 30_000.0;
 const SECRET: &str = "cohost-bench-secret-0123456789abcdef";
 
@@ -350,9 +349,7 @@ async fn main() {
     let fresh = || common.fresh_dir();
 
     let binary = cohostd_binary();
-    let users: Arc<[UserId]> = (0..USERS)
-        .map(|i| UserId::new(&format!("user-{i}")).expect("valid id"))
-        .collect();
+    let users = mix::users();
     let tokens = Arc::new(tokens(&users));
     let mirror = mix::mirror_rooms("room", ROOMS);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -409,10 +406,8 @@ async fn main() {
         median(&mut engine_p99)
     );
     println!("  ratio HTTP / in-process: {:.2}", http_rate / engine_rate);
-    let met = if http_rate >= GOAL_HTTP_PER_S {
-        "met"
-    } else {
-        "MISSED"
-    };
-    println!("goal: HTTP >= {GOAL_HTTP_PER_S:.0} commands/s: {met} ({http_rate:.0}/s)");
+    println!(
+        "goal: HTTP >= {GOAL_HTTP_PER_S:.0} commands/s: {} ({http_rate:.0}/s)",
+        goal(http_rate >= GOAL_HTTP_PER_S)
+    );
 }

@@ -52,6 +52,11 @@ impl Common {
     }
 }
 
+/// How a benchmark reports a goal.
+pub fn goal(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
 /// The variable `name` parsed, or `default` when it is unset or unreadable.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -98,6 +103,15 @@ pub mod mix {
     pub const MIRROR_NOW_MS: u64 = 1_700_000_000_000;
     /// Tries to find a command the mirror accepts before sending one that will be rejected.
     const PLAN_TRIES: usize = 8;
+    /// The users the hosts invite.
+    pub const USERS: usize = 50_000;
+
+    /// `user-0` .. `user-{USERS - 1}`.
+    pub fn users() -> Arc<[UserId]> {
+        (0..USERS)
+            .map(|i| UserId::new(&format!("user-{i}")).expect("valid id"))
+            .collect()
+    }
 
     pub fn room_id(prefix: &str, i: usize) -> RoomId {
         RoomId::new(&format!("{prefix}-{i}")).expect("valid id")
@@ -181,6 +195,16 @@ pub mod mix {
         )
     }
 
+    /// The same command from the wrong party: a stranger for the host's commands, the host for the candidate's.
+    fn wrong_actor(rng: &mut Rng, state: &RoomState, command: &Command, users: &[UserId]) -> Actor {
+        match command {
+            Command::AcceptInvitation(_) | Command::RejectInvitation(_) => {
+                Actor::User(state.room().expect("rooms exist").host.clone())
+            }
+            _ => Actor::User(users[rng.index(users.len())].clone()),
+        }
+    }
+
     /// One command to send, with the events the mirror expects (`None`: the engine should reject it).
     #[derive(Debug)]
     pub struct Plan {
@@ -221,13 +245,21 @@ pub mod mix {
 
         /// The next command for this client's room `room`, one the mirror accepts if it can find one.
         pub fn plan(&mut self, room: usize) -> Plan {
+            self.plan_from(room, false)
+        }
+
+        /// As [`Client::plan`], or, when `wrong_party`, the command from the party that may not send it.
+        pub fn plan_from(&mut self, room: usize, wrong_party: bool) -> Plan {
             let state = &self.rooms[room];
             let mut tries = 0;
             loop {
-                let (actor, command) = next_command(&mut self.rng, state, &self.users);
+                let (mut actor, command) = next_command(&mut self.rng, state, &self.users);
+                if wrong_party {
+                    actor = wrong_actor(&mut self.rng, state, &command, &self.users);
+                }
                 let expected = decide(state, &command, &mirror_ctx(&actor)).ok();
                 tries += 1;
-                if expected.is_some() || tries == PLAN_TRIES {
+                if wrong_party || expected.is_some() || tries == PLAN_TRIES {
                     return Plan {
                         room,
                         actor,

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use cohost_benches::mix::{self, Client, MIRROR_NOW_MS};
-use cohost_benches::{Common, env_or, median, percentile};
+use cohost_benches::{Common, env_or, goal, median, percentile};
 use cohost_engine::{Config, Engine, ManualClock, Options};
 use cohost_nats::relay::{BATCH_MAX, DUPLICATE_WINDOW, Mode, Relay, RelayConfig};
 use cohost_nats::test_server::TestServer;
@@ -42,7 +42,6 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::oneshot;
 
 const ROOMS: usize = 4_096;
-const USERS: usize = 50_000;
 /// Paced clients in the latency runs; each keeps any number of commands in flight, one per room at most.
 const CLIENTS: usize = 64;
 /// Closed-loop clients that pre-fill the log for the throughput runs.
@@ -59,6 +58,7 @@ const PIPELINE_WINDOW: usize = 4_096;
 /// Envelopes read from the log per call when preparing the ceiling's events (the engine's page limit).
 const READ_PAGE: usize = 1_000;
 
+/// From the ack to the subscriber receiving the event, at the rate below.
 const GOAL_P99_MS: f64 = 2.0;
 const GOAL_AT_RATE_PER_S: f64 = 10_000.0;
 
@@ -89,10 +89,6 @@ async fn connect(server: &TestServer) -> async_nats::Client {
     async_nats::connect(server.url())
         .await
         .expect("the private nats-server accepts connections")
-}
-
-fn goal(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
 }
 
 /// Creates rooms `0..ROOMS` and takes them live, from `PREFILL_CLIENTS` concurrent tasks.
@@ -742,9 +738,7 @@ async fn main() {
         "nats: private nats-server per run, {cpus} CPUs, data under {}",
         settings.common.dir.display()
     );
-    let users: Arc<[UserId]> = (0..USERS)
-        .map(|i| UserId::new(&format!("user-{i}")).expect("valid id"))
-        .collect();
+    let users = mix::users();
     if settings.common.runs_phase("latency") {
         latency(&settings, &users).await;
     }

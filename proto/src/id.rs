@@ -202,17 +202,24 @@ impl FromStr for InvitationId {
     }
 }
 
-impl fmt::Display for InvitationId {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}.{}", self.room_id, self.number)
-    }
+/// Ids made of a room and a number: shown as the contract's string, in Debug too, so logs read as the wire does.
+macro_rules! room_and_number {
+    ($name:ident, $sep:literal, $number:ident) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, concat!("{}", $sep, "{}"), self.room_id, self.$number)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "(\"{}\")"), self)
+            }
+        }
+    };
 }
 
-impl fmt::Debug for InvitationId {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "InvitationId(\"{self}\")")
-    }
-}
+room_and_number!(InvitationId, ".", number);
 
 /// Text formats carry the contract's string; compact formats carry `(room_id, n)`, which is smaller and
 /// needs no parsing.
@@ -244,17 +251,7 @@ pub struct EventId {
     pub version: u64,
 }
 
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}:{}", self.room_id, self.version)
-    }
-}
-
-impl fmt::Debug for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "EventId(\"{self}\")")
-    }
-}
+room_and_number!(EventId, ":", version);
 
 #[cfg(test)]
 mod tests {

@@ -225,23 +225,29 @@ async fn get_room(
     Ok(axum::Json(Reply::Room(state.engine.room(&room_id(&id)?)?)).into_response())
 }
 
-/// Routes whose path names a room or an invitation and whose body is empty.
-macro_rules! target_command {
-    ($name:ident, $variant:ident, $target:ident { $field:ident: $parse:ident }) => {
+/// Routes whose path names one room or invitation, with the command built from the path segment and the body.
+macro_rules! path_command {
+    ($name:ident, $build:expr) => {
         async fn $name(
             State(state): State<AppState>,
             headers: HeaderMap,
             Path(id): Path<String>,
             bytes: Result<Bytes, BytesRejection>,
         ) -> Result<Response, ApiError> {
-            as_caller(&state, &headers, || {
-                let Empty {} = body(bytes)?;
-                Ok(Command::$variant($target {
-                    $field: $parse(&id)?,
-                }))
-            })
-            .await
+            as_caller(&state, &headers, || ($build)(id.as_str(), bytes)).await
         }
+    };
+}
+
+/// The path commands whose body is empty.
+macro_rules! target_command {
+    ($name:ident, $variant:ident, $target:ident { $field:ident: $parse:ident }) => {
+        path_command!($name, |id: &str, bytes| {
+            let Empty {} = body(bytes)?;
+            Ok(Command::$variant($target {
+                $field: $parse(id)?,
+            }))
+        });
     };
 }
 
@@ -281,19 +287,11 @@ struct InviteBody {
     user_id: UserId,
 }
 
-async fn invite(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    bytes: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    as_caller(&state, &headers, || {
-        let InviteBody { user_id } = body(bytes)?;
-        let room_id = room_id(&id)?;
-        Ok(Command::Invite(UserTarget { room_id, user_id }))
-    })
-    .await
-}
+path_command!(invite, |id: &str, bytes| {
+    let InviteBody { user_id } = body(bytes)?;
+    let room_id = room_id(id)?;
+    Ok(Command::Invite(UserTarget { room_id, user_id }))
+});
 
 async fn remove_cohost(
     State(state): State<AppState>,

@@ -1,6 +1,6 @@
 //! Who is on the stage: removal, leaving, presence, and who may have broadcaster credentials.
 
-use cohost_proto::{Actor, BroadcasterRole, Event, Room, RoomStatus, Seat, UserId};
+use cohost_proto::{Actor, BroadcasterRole, Event, InvitationId, Room, RoomStatus, Seat, UserId};
 
 use crate::{Context, Rejection, RoomState};
 
@@ -15,13 +15,15 @@ pub(crate) fn remove(
             "only the host may remove a co-host",
         ));
     }
-    let seat = state
-        .seat(user)
-        .ok_or(Rejection::NotFound("user is not a co-host"))?;
-    Ok(vec![Event::CohostRemoved {
-        user_id: seat.user_id.clone(),
-        invitation_id: seat.invitation_id.clone(),
-    }])
+    vacate(
+        state,
+        user,
+        "user is not a co-host",
+        |user_id, invitation_id| Event::CohostRemoved {
+            user_id,
+            invitation_id,
+        },
+    )
 }
 
 pub(crate) fn leave(state: &RoomState, ctx: &Context) -> Result<Vec<Event>, Rejection> {
@@ -30,13 +32,29 @@ pub(crate) fn leave(state: &RoomState, ctx: &Context) -> Result<Vec<Event>, Reje
             "only a co-host may leave the stage",
         ));
     };
-    let seat = state
-        .seat(user)
-        .ok_or(Rejection::NotFound("caller is not a co-host"))?;
-    Ok(vec![Event::CohostLeft {
-        user_id: seat.user_id.clone(),
-        invitation_id: seat.invitation_id.clone(),
-    }])
+    vacate(
+        state,
+        user,
+        "caller is not a co-host",
+        |user_id, invitation_id| Event::CohostLeft {
+            user_id,
+            invitation_id,
+        },
+    )
+}
+
+/// The one event that frees `user`'s seat, named after the seat it frees.
+fn vacate(
+    state: &RoomState,
+    user: &UserId,
+    not_seated: &'static str,
+    event: impl FnOnce(UserId, InvitationId) -> Event,
+) -> Result<Vec<Event>, Rejection> {
+    let seat = state.seat(user).ok_or(Rejection::NotFound(not_seated))?;
+    Ok(vec![event(
+        seat.user_id.clone(),
+        seat.invitation_id.clone(),
+    )])
 }
 
 /// Records a LiveKit join or leave. Reporting what is already known appends nothing.

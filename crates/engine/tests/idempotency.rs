@@ -3,8 +3,7 @@
 
 mod support;
 
-use cohost_engine::Options;
-use cohost_proto::{CommandId, ErrorCode};
+use cohost_proto::ErrorCode;
 use support::*;
 
 #[tokio::test]
@@ -42,13 +41,8 @@ async fn the_same_id_for_another_command_is_a_conflict() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Conflict);
-    let versioned = Options {
-        command_id: Some(CommandId::new("req-1").unwrap()),
-        expected_version: Some(3),
-    };
     let err = t
-        .engine
-        .execute(actor("alice"), invite("stage", "bob"), versioned)
+        .run_with("alice", invite("stage", "bob"), Some("req-1"), Some(3))
         .await
         .unwrap_err();
     assert_eq!(

@@ -125,24 +125,10 @@ async fn every_rejection_carries_the_contract_code() {
 async fn expected_version_mismatch_is_conflict() {
     let t = open();
     t.live_room("stage", "alice").await;
-    let stale = cohost_engine::Options {
-        command_id: None,
-        expected_version: Some(1),
-    };
-    let err = t
-        .engine
-        .execute(actor("alice"), invite("stage", "bob"), stale)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Conflict);
-    let current = cohost_engine::Options {
-        command_id: None,
-        expected_version: Some(2),
-    };
-    t.engine
-        .execute(actor("alice"), invite("stage", "bob"), current)
-        .await
-        .unwrap();
+    let stale = t.run_with("alice", invite("stage", "bob"), None, Some(1));
+    assert_eq!(stale.await.unwrap_err().code(), ErrorCode::Conflict);
+    let current = t.run_with("alice", invite("stage", "bob"), None, Some(2));
+    current.await.unwrap();
     assert_eq!(t.engine.room(&room("stage")).unwrap().version, 3);
     t.engine.shutdown().await;
 }

@@ -551,6 +551,11 @@ impl<'de> Visitor<'de> for UniqueObjectVisitor {
 
 /// A query's arguments: `actor` checked and set aside, the rest read into `T`, which denies unknown fields.
 fn query_args<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Refusal> {
+    from_args(query_object(payload)?)
+}
+
+/// A query's arguments, with the `actor` checked and taken out.
+fn query_object(payload: &[u8]) -> Result<serde_json::Map<String, Value>, Refusal> {
     let mut args = parse_object(payload)?;
     match args.remove("actor") {
         None | Some(Value::Null) => {}
@@ -563,8 +568,37 @@ fn query_args<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Refusal> {
             ));
         }
     }
+    Ok(args)
+}
+
+fn from_args<T: DeserializeOwned>(args: serde_json::Map<String, Value>) -> Result<T, Refusal> {
     serde_json::from_value(Value::Object(args))
         .map_err(|e| Refusal::invalid(format!("bad arguments: {e}")))
+}
+
+/// A list query's arguments: whose list, under `key`, then its filter, cursor and limit.
+fn list_args<Id: DeserializeOwned>(
+    payload: &[u8],
+    key: &str,
+) -> Result<(Id, ListRequest), Refusal> {
+    let mut args = query_object(payload)?;
+    let id = args
+        .remove(key)
+        .ok_or_else(|| Refusal::invalid(format!("bad arguments: missing field `{key}`")))?;
+    let id = serde_json::from_value(id)
+        .map_err(|e| Refusal::invalid(format!("bad arguments: {key}: {e}")))?;
+    let ListArgs {
+        status,
+        kind,
+        cursor,
+        limit,
+    } = from_args(args)?;
+    let list = ListRequest {
+        filter: InvitationFilter { status, kind },
+        cursor,
+        limit: check_limit(limit, PAGE_LIMIT_MAX)?,
+    };
+    Ok((id, list))
 }
 
 fn check_limit(limit: Option<u64>, max: usize) -> Result<usize, Refusal> {
@@ -583,34 +617,9 @@ struct RoomArgs {
     room_id: RoomId,
 }
 
-/// A list's filter, cursor and limit, as the two list queries take them.
-fn list_request(
-    status: Option<InvitationStatus>,
-    kind: Option<InvitationKind>,
-    cursor: Option<String>,
-    limit: Option<u64>,
-) -> Result<ListRequest, Refusal> {
-    Ok(ListRequest {
-        filter: InvitationFilter { status, kind },
-        cursor,
-        limit: check_limit(limit, PAGE_LIMIT_MAX)?,
-    })
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RoomInvitationsArgs {
-    room_id: RoomId,
-    status: Option<InvitationStatus>,
-    kind: Option<InvitationKind>,
-    cursor: Option<String>,
-    limit: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserInvitationsArgs {
-    user_id: UserId,
+struct ListArgs {
     status: Option<InvitationStatus>,
     kind: Option<InvitationKind>,
     cursor: Option<String>,
@@ -655,14 +664,12 @@ async fn run_query(context: &Context, query: Query, payload: &[u8]) -> Result<Ve
             Ok(ok_body(&engine.room(&args.room_id)?))
         }
         Query::RoomInvitations => {
-            let args: RoomInvitationsArgs = query_args(payload)?;
-            let list = list_request(args.status, args.kind, args.cursor, args.limit)?;
-            Ok(ok_body(&engine.room_invitations(&args.room_id, &list)?))
+            let (room_id, list) = list_args::<RoomId>(payload, "room_id")?;
+            Ok(ok_body(&engine.room_invitations(&room_id, &list)?))
         }
         Query::UserInvitations => {
-            let args: UserInvitationsArgs = query_args(payload)?;
-            let list = list_request(args.status, args.kind, args.cursor, args.limit)?;
-            Ok(ok_body(&engine.user_invitations(&args.user_id, &list)?))
+            let (user_id, list) = list_args::<UserId>(payload, "user_id")?;
+            Ok(ok_body(&engine.user_invitations(&user_id, &list)?))
         }
         Query::BroadcasterEntitlement => {
             let args: EntitlementArgs = query_args(payload)?;

@@ -1,14 +1,14 @@
 //! The subscriber client: typed envelopes from the event subjects, in order and without duplicates, with gaps
 //! filled from the log through the `read_events` query.
 //!
-//! Three streams, one per [`Interest`]:
-//! - [`Subscriber::room`] reads `cohost.v1.room.<room_id>`. The room's `version` goes up by 1 with every
+//! [`Subscriber::new`] makes one of three streams, one per [`Interest`]:
+//! - [`Interest::Room`] reads `cohost.v1.room.<room_id>`. The room's `version` goes up by 1 with every
 //!   event, so a message whose version skips ahead is a gap: the stream reads the log from the seq after the
 //!   last one it delivered, keeps the room's events, and stops as soon as the missing versions are found (or
 //!   at the live message's seq).
-//! - [`Subscriber::all`] reads `cohost.v1.room.>`, where every event appears once. The `seq` goes up by 1,
+//! - [`Interest::All`] reads `cohost.v1.room.>`, where every event appears once. The `seq` goes up by 1,
 //!   so a message whose seq skips ahead is a gap, filled from the log.
-//! - [`Subscriber::user`] reads `cohost.v1.user.<user_id>`: the invitation events whose candidate is the user.
+//! - [`Interest::Candidate`] reads `cohost.v1.user.<user_id>`: the invitation events whose candidate is the user.
 //!   Their seqs are sparse, so a lost message cannot be seen from the numbers: a user stream drops
 //!   duplicates and keeps seq order, and reads the log only on a reconnect (below) and when it starts from a seq.
 //!
@@ -48,7 +48,7 @@ use cohost_engine::Backoff;
 use cohost_proto::codec::{decode_envelope, to_json};
 use cohost_proto::limits::READ_EVENTS_MAX;
 use cohost_proto::subject::{self, header};
-use cohost_proto::{Encoding, Envelope, ErrorInfo, RoomId, ServiceReply, UserId};
+use cohost_proto::{Encoding, Envelope, ErrorInfo, ServiceReply};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -327,30 +327,14 @@ impl<B> fmt::Debug for Subscriber<B> {
 }
 
 impl Subscriber<NatsBackfill> {
-    /// Every event of `room_id`; from `from_seq` (catch-up, then live) or from the next live message.
-    pub async fn room(
+    /// The events of `interest`; from `from_seq` (catch-up, then live) or from the next live message.
+    pub async fn new(
         client: Client,
-        room_id: RoomId,
+        interest: Interest,
         from_seq: Option<u64>,
     ) -> Result<Self, Error> {
         let backfill = NatsBackfill::new(client.clone());
-        Self::with_backfill(client, backfill, Interest::Room(room_id), from_seq).await
-    }
-
-    /// The invitation events whose candidate is `user_id`.
-    pub async fn user(
-        client: Client,
-        user_id: UserId,
-        from_seq: Option<u64>,
-    ) -> Result<Self, Error> {
-        let backfill = NatsBackfill::new(client.clone());
-        Self::with_backfill(client, backfill, Interest::Candidate(user_id), from_seq).await
-    }
-
-    /// Every event of every room.
-    pub async fn all(client: Client, from_seq: Option<u64>) -> Result<Self, Error> {
-        let backfill = NatsBackfill::new(client.clone());
-        Self::with_backfill(client, backfill, Interest::All, from_seq).await
+        Self::with_backfill(client, backfill, interest, from_seq).await
     }
 }
 

@@ -803,7 +803,7 @@ async fn nats_backfill_requests_read_events_and_skips_unknown_types() {
         .collect();
     events[6]["type"] = "room_renamed".into();
     let requests = serve_read_events(service, events, None).await;
-    let subscribe = Subscriber::all(client.clone(), Some(3));
+    let subscribe = Subscriber::new(client.clone(), Interest::All, Some(3));
     let mut stream = tokio::time::timeout(STEP, subscribe)
         .await
         .unwrap()
@@ -847,10 +847,13 @@ async fn nats_backfill_reports_service_errors_and_missing_service() {
         Some(ErrorCode::Unavailable),
     )
     .await;
-    let mut stream = tokio::time::timeout(STEP, Subscriber::user(client, user("bob"), Some(1)))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut stream = tokio::time::timeout(
+        STEP,
+        Subscriber::new(client, Interest::Candidate(user("bob")), Some(1)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     match next(&mut stream).await {
         Err(Error::Backfill(BackfillError::Refused(info))) => {
             assert_eq!(info.code, ErrorCode::Unavailable);

@@ -66,9 +66,19 @@ impl TestEngine {
     }
 
     pub async fn with_id(&self, by: &str, command: Command, id: &str) -> Result<Reply, Error> {
+        self.run_with(by, command, Some(id), None).await
+    }
+
+    pub async fn run_with(
+        &self,
+        by: &str,
+        command: Command,
+        command_id: Option<&str>,
+        expected_version: Option<u64>,
+    ) -> Result<Reply, Error> {
         let options = Options {
-            command_id: Some(CommandId::new(id).unwrap()),
-            expected_version: None,
+            command_id: command_id.map(|id| CommandId::new(id).unwrap()),
+            expected_version,
         };
         self.engine.execute(actor(by), command, options).await
     }
