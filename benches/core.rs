@@ -10,14 +10,13 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use cohost_benches::mix::{self, next_command};
-use cohost_benches::{Rng, goal, median};
+use cohost_benches::{Goal, Rng, median};
 use cohost_core::{RoomState, apply, decide};
 use cohost_proto::{Actor, Command};
 
 const ROOMS: usize = 10_000;
 const ROUNDS: usize = 7;
-/// The core goal, on one core.
-const GOAL_NS_PER_COMMAND: f64 = 300.0;
+const GOAL: Goal = Goal::at_most("decide+apply on one core", 300.0, "ns/command");
 
 struct Step {
     room: usize,
@@ -91,8 +90,5 @@ fn main() {
         "  decide+apply: median {median_ns:.0} ns/command (min {min:.0}, max {max:.0}), {:.2} M commands/s",
         1e3 / median_ns
     );
-    println!(
-        "  goal: <= {GOAL_NS_PER_COMMAND} ns/command -> {}",
-        goal(median_ns <= GOAL_NS_PER_COMMAND)
-    );
+    GOAL.report(median_ns);
 }

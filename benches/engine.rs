@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cohost_benches::mix::{self, Client};
-use cohost_benches::{Common, env_or, goal, median, percentile};
+use cohost_benches::{Common, Goal, median, percentile};
 use cohost_core::RoomState;
 use cohost_engine::{BATCH_MAX_LIMIT, Config, Engine, Options, StatsSnapshot};
 use cohost_proto::{Event, UserId};
@@ -31,16 +31,13 @@ const CLIENTS: usize = 256;
 /// Commands sent on purpose by the wrong party, in percent.
 const INVALID_PERCENT: u64 = 2;
 
-/// Acked commands per second, closed loop.
-const GOAL_ACKED_PER_S: f64 = 150_000.0;
-/// Group commit over one flush per command.
-const GOAL_NAIVE_RATIO: f64 = 20.0;
-/// Ack latency at half the closed-loop rate.
-const GOAL_HALF_LOAD_P99_MS: f64 = 10.0;
-/// Reopening a store of `recovery_events` events, with and without a snapshot.
-const GOAL_OPEN_S: f64 = 2.0;
-/// Resident memory per idle live room.
-const GOAL_IDLE_ROOM_BYTES: f64 = 2_048.0;
+const GOAL_ACKED: Goal = Goal::at_least("acked commands, closed loop", 150_000.0, "/s");
+const GOAL_NAIVE_RATIO: Goal = Goal::at_least("group commit / one flush per command", 20.0, "x");
+const GOAL_HALF_LOAD_P99: Goal = Goal::at_most("p99 ack at half load", 10.0, "ms");
+/// The slowest open of a 1M-event store.
+const GOAL_OPEN_FULL: Goal = Goal::at_most("open by full replay", 2.0, "s");
+const GOAL_OPEN_SNAPSHOT: Goal = Goal::at_most("open from the final snapshot", 2.0, "s");
+const GOAL_IDLE_ROOM: Goal = Goal::at_most("resident memory per idle live room", 2_048.0, "bytes");
 
 struct Settings {
     common: Common,
@@ -53,16 +50,14 @@ struct Settings {
 impl Settings {
     fn from_env() -> Self {
         let common = Common::from_env(3, 3.0, 1, 0.5);
-        let (naive_secs, events, idle) = if common.quick {
-            (0.3, 100_000, 10_000)
-        } else {
-            (1.0, 1_000_000, 100_000)
-        };
+        let naive_secs = common.setting("COHOST_BENCH_NAIVE_SECS", 1.0, 0.3);
         Self {
             load: Duration::from_secs_f64(common.secs),
-            naive: Duration::from_secs_f64(env_or("COHOST_BENCH_NAIVE_SECS", naive_secs)),
-            recovery_events: env_or("COHOST_BENCH_RECOVERY_EVENTS", events),
-            idle_rooms: env_or("COHOST_BENCH_IDLE_ROOMS", idle).max(1),
+            naive: Duration::from_secs_f64(naive_secs),
+            recovery_events: common.setting("COHOST_BENCH_RECOVERY_EVENTS", 1_000_000, 100_000),
+            idle_rooms: common
+                .setting("COHOST_BENCH_IDLE_ROOMS", 100_000, 10_000)
+                .max(1),
             common,
         }
     }
@@ -77,27 +72,6 @@ fn config(dir: &Path, batch_max: usize, snapshot_every_events: u64) -> Config {
 
 fn open(config: Config) -> Engine {
     Engine::open(config).expect("a fresh or just-closed data directory opens")
-}
-
-/// Creates rooms `0..count` and takes them live, from `CLIENTS` concurrent tasks.
-async fn create_rooms(engine: &Engine, prefix: &'static str, count: usize) {
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|client| {
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                for i in (client..count).step_by(CLIENTS) {
-                    let (host, commands) = mix::setup(prefix, i);
-                    for command in commands {
-                        let reply = engine.execute(host.clone(), command, Options::default());
-                        reply.await.expect("setup commands succeed");
-                    }
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("setup tasks do not panic");
-    }
 }
 
 /// Folds the engine's answer into the client's mirror and the tally.
@@ -239,7 +213,7 @@ async fn load_run(
 ) -> Run {
     let dir = settings.common.fresh_dir();
     let setup = open(Config::new(dir.path()));
-    create_rooms(&setup, "room", ROOMS).await;
+    mix::create_rooms(&setup, "room", ROOMS, CLIENTS).await;
     setup.shutdown().await;
     drop(setup);
     let snapshot_every_events = Config::new(dir.path()).snapshot_every_events;
@@ -277,7 +251,7 @@ async fn memory(settings: &Settings) {
     let dir = settings.common.fresh_dir();
     let engine = open(Config::new(dir.path()));
     let before = vm_rss_bytes();
-    create_rooms(&engine, "idle", settings.idle_rooms).await;
+    mix::create_rooms(&engine, "idle", settings.idle_rooms, CLIENTS).await;
     let after = vm_rss_bytes();
     let per_room = after.saturating_sub(before) as f64 / settings.idle_rooms as f64;
     println!(
@@ -286,10 +260,7 @@ async fn memory(settings: &Settings) {
         before as f64 / 1_048_576.0,
         after as f64 / 1_048_576.0,
     );
-    println!(
-        "  goal: <= 2 KiB per idle room -> {}",
-        goal(per_room <= GOAL_IDLE_ROOM_BYTES)
-    );
+    GOAL_IDLE_ROOM.report(per_room);
     engine.shutdown().await;
 }
 
@@ -411,7 +382,7 @@ async fn recovery(settings: &Settings, mirror: &[RoomState], users: &Arc<[UserId
     let dir = settings.common.fresh_dir();
     let started = Instant::now();
     let engine = open(config(dir.path(), BATCH_MAX_LIMIT, u64::MAX));
-    create_rooms(&engine, "room", ROOMS).await;
+    mix::create_rooms(&engine, "room", ROOMS, CLIENTS).await;
     let clients = Client::all(mirror, users, CLIENTS);
     let stop = Stop::Events(settings.recovery_events);
     drive_all(&engine, clients, None, stop).await;
@@ -430,16 +401,11 @@ async fn recovery(settings: &Settings, mirror: &[RoomState], users: &Arc<[UserId
     let (secs, found) = time_opens(dir.path(), settings.common.runs).await;
     assert_eq!(found, events, "the snapshot store holds every event");
     let snapshot = print_opens("after shutdown (final snapshot)", secs, 0);
-    println!(
-        "  goal: open 1M events <= 2 s (slowest open) -> full replay {}, with snapshot {}{}",
-        goal(full <= GOAL_OPEN_S),
-        goal(snapshot <= GOAL_OPEN_S),
-        if events < 1_000_000 {
-            " (store smaller than 1M events)"
-        } else {
-            ""
-        },
-    );
+    if events < 1_000_000 {
+        println!("  (the store is smaller than the goals' 1M events)");
+    }
+    GOAL_OPEN_FULL.report(full);
+    GOAL_OPEN_SNAPSHOT.report(snapshot);
 }
 
 /// Throughput with group commit and the naive baseline, then ack latency at full and half load.
@@ -460,16 +426,9 @@ async fn load(settings: &Settings, mirror: &[RoomState], users: &Arc<[UserId]>) 
     let mut full_tally = Tally::default();
     runs.into_iter().for_each(|run| full_tally.merge(run.tally));
     print_mix(&full_tally);
-    println!(
-        "  goal: >= 150k acked commands/s -> {}",
-        goal(full >= GOAL_ACKED_PER_S)
-    );
+    GOAL_ACKED.report(full);
     let (naive, _, _) = throughput("naive", settings, mirror, users, 1, settings.naive).await;
-    println!(
-        "  group commit / naive: {:.1}x; goal: >= 20x -> {}",
-        full / naive,
-        goal(full / naive >= GOAL_NAIVE_RATIO)
-    );
+    GOAL_NAIVE_RATIO.report(full / naive);
 
     println!("latency (send to ack, per command):");
     latency_line("at full load", &mut full_tally);
@@ -491,10 +450,7 @@ async fn load(settings: &Settings, mirror: &[RoomState], users: &Arc<[UserId]>) 
     );
     print_run_detail("half load", &half);
     let p99 = latency_line("at half load", &mut half.tally);
-    println!(
-        "  goal: p99 ack <= 10 ms at half load -> {}",
-        goal(p99 <= GOAL_HALF_LOAD_P99_MS)
-    );
+    GOAL_HALF_LOAD_P99.report(p99);
 }
 
 #[tokio::main(flavor = "multi_thread")]

@@ -23,13 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cohost_benches::mix::{self, Client};
-use cohost_benches::{Common, goal, median, percentile};
+use cohost_benches::{Common, Goal, median, percentile};
 use cohost_engine::{Config, Engine, Options};
 use cohost_proto::{Actor, Command, UserId};
 
 const ROOMS: usize = 10_000;
 const CLIENTS: usize = 64;
-const GOAL_HTTP_PER_S: f64 = 30_000.0;
+const GOAL_HTTP: Goal = Goal::at_least("commands over HTTP", 30_000.0, "/s");
 const SECRET: &str = "cohost-bench-secret-0123456789abcdef";
 
 fn workspace_root() -> PathBuf {
@@ -406,8 +406,5 @@ async fn main() {
         median(&mut engine_p99)
     );
     println!("  ratio HTTP / in-process: {:.2}", http_rate / engine_rate);
-    println!(
-        "goal: HTTP >= {GOAL_HTTP_PER_S:.0} commands/s: {} ({http_rate:.0}/s)",
-        goal(http_rate >= GOAL_HTTP_PER_S)
-    );
+    GOAL_HTTP.report(http_rate);
 }

@@ -43,6 +43,11 @@ impl Common {
             .is_none_or(|only| only.split(',').any(|p| p.trim() == phase))
     }
 
+    /// The variable `name` parsed, or the default for a full run (`full`) or a smoke run (`quick`).
+    pub fn setting<T: std::str::FromStr>(&self, name: &str, full: T, quick: T) -> T {
+        env_or(name, if self.quick { quick } else { full })
+    }
+
     /// A fresh data directory under `dir`, removed when dropped.
     pub fn fresh_dir(&self) -> tempfile::TempDir {
         tempfile::Builder::new()
@@ -52,9 +57,66 @@ impl Common {
     }
 }
 
-/// How a benchmark reports a goal.
-pub fn goal(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
+/// A figure a benchmark is expected to reach, printed beside the measured one.
+#[derive(Debug, Clone, Copy)]
+pub struct Goal {
+    what: &'static str,
+    limit: f64,
+    unit: &'static str,
+    at_least: bool,
+}
+
+impl Goal {
+    pub const fn at_least(what: &'static str, limit: f64, unit: &'static str) -> Self {
+        Self {
+            what,
+            limit,
+            unit,
+            at_least: true,
+        }
+    }
+
+    pub const fn at_most(what: &'static str, limit: f64, unit: &'static str) -> Self {
+        Self {
+            what,
+            limit,
+            unit,
+            at_least: false,
+        }
+    }
+
+    pub fn met(&self, value: f64) -> bool {
+        if self.at_least {
+            value >= self.limit
+        } else {
+            value <= self.limit
+        }
+    }
+
+    /// Prints `  goal: <what> >= <limit> <unit> -> met (<value>)`, or `MISSED`.
+    pub fn report(&self, value: f64) {
+        let (sign, verdict) = (
+            if self.at_least { ">=" } else { "<=" },
+            if self.met(value) { "met" } else { "MISSED" },
+        );
+        println!(
+            "  goal: {} {sign} {} {} -> {verdict} ({} {})",
+            self.what,
+            figure(self.limit),
+            self.unit,
+            figure(value),
+            self.unit
+        );
+    }
+}
+
+/// Whole numbers for large figures, two decimals for small ones.
+fn figure(value: f64) -> String {
+    if value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
 }
 
 /// The variable `name` parsed, or `default` when it is unset or unreadable.
@@ -92,6 +154,7 @@ pub mod mix {
     use std::sync::Arc;
 
     use cohost_core::{Context, Policy, RoomState, apply, decide};
+    use cohost_engine::{Engine, Options};
     use cohost_proto::{
         Actor, Command, CreateRoom, Event, InvitationTarget, RoomId, RoomTarget, UserId, UserTarget,
     };
@@ -142,6 +205,27 @@ pub mod mix {
             host(prefix, i),
             [create, Command::GoLive(RoomTarget { room_id })],
         )
+    }
+
+    /// Creates rooms `0..count` and takes them live, from `clients` concurrent tasks.
+    pub async fn create_rooms(engine: &Engine, prefix: &'static str, count: usize, clients: usize) {
+        let tasks: Vec<_> = (0..clients)
+            .map(|client| {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    for i in (client..count).step_by(clients) {
+                        let (host, commands) = setup(prefix, i);
+                        for command in commands {
+                            let reply = engine.execute(host.clone(), command, Options::default());
+                            reply.await.expect("setup commands succeed");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("setup tasks do not panic");
+        }
     }
 
     /// The mirror of rooms `0..count` after their setup.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use cohost_benches::mix::{self, Client, MIRROR_NOW_MS};
-use cohost_benches::{Common, env_or, goal, median, percentile};
+use cohost_benches::{Common, Goal, median, percentile};
 use cohost_engine::{Config, Engine, ManualClock, Options};
 use cohost_nats::relay::{BATCH_MAX, DUPLICATE_WINDOW, Mode, Relay, RelayConfig};
 use cohost_nats::test_server::TestServer;
@@ -58,8 +58,7 @@ const PIPELINE_WINDOW: usize = 4_096;
 /// Envelopes read from the log per call when preparing the ceiling's events (the engine's page limit).
 const READ_PAGE: usize = 1_000;
 
-/// From the ack to the subscriber receiving the event, at the rate below.
-const GOAL_P99_MS: f64 = 2.0;
+const GOAL_P99: Goal = Goal::at_most("p99 from ack to subscriber at 10k commands/s", 2.0, "ms");
 const GOAL_AT_RATE_PER_S: f64 = 10_000.0;
 
 struct Settings {
@@ -71,10 +70,9 @@ struct Settings {
 impl Settings {
     fn from_env() -> Self {
         let common = Common::from_env(3, 5.0, 1, 1.0);
-        let events = if common.quick { 50_000 } else { 200_000 };
         Self {
             latency: Duration::from_secs_f64(common.secs),
-            prefill_events: env_or("COHOST_BENCH_PREFILL_EVENTS", events),
+            prefill_events: common.setting("COHOST_BENCH_PREFILL_EVENTS", 200_000, 50_000),
             common,
         }
     }
@@ -89,27 +87,6 @@ async fn connect(server: &TestServer) -> async_nats::Client {
     async_nats::connect(server.url())
         .await
         .expect("the private nats-server accepts connections")
-}
-
-/// Creates rooms `0..ROOMS` and takes them live, from `PREFILL_CLIENTS` concurrent tasks.
-async fn create_rooms(engine: &Engine) {
-    let tasks: Vec<_> = (0..PREFILL_CLIENTS)
-        .map(|client| {
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                for i in (client..ROOMS).step_by(PREFILL_CLIENTS) {
-                    let (host, commands) = mix::setup(ROOM_PREFIX, i);
-                    for command in commands {
-                        let reply = engine.execute(host.clone(), command, Options::default());
-                        reply.await.expect("setup commands succeed");
-                    }
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("setup tasks do not panic");
-    }
 }
 
 /// Polls until the relay has confirmed everything committed; how long that took from `since`.
@@ -321,7 +298,7 @@ fn join(acks: &Acks, receipts: &[Receipt]) -> (Vec<f64>, usize, usize) {
 async fn latency_run(settings: &Settings, users: &Arc<[UserId]>, rate_per_s: f64) -> f64 {
     let dir = settings.common.fresh_dir();
     let engine = open(dir.path());
-    create_rooms(&engine).await;
+    mix::create_rooms(&engine, ROOM_PREFIX, ROOMS, PREFILL_CLIENTS).await;
     let server = TestServer::start(false);
     let (stop, subscriber) = start_subscriber(server.url()).await;
     let relay = Relay::start(
@@ -397,10 +374,7 @@ async fn latency(settings: &Settings, users: &Arc<[UserId]>) {
     for rate in RATES_PER_S {
         let p99 = latency_run(settings, users, rate).await;
         if rate == GOAL_AT_RATE_PER_S {
-            println!(
-                "    goal: p99 <= {GOAL_P99_MS} ms at {GOAL_AT_RATE_PER_S:.0}/s -> {}",
-                goal(p99 <= GOAL_P99_MS)
-            );
+            GOAL_P99.report(p99);
         }
     }
 }
@@ -481,7 +455,7 @@ fn prepare_all(engine: &Engine) -> Vec<Prepared> {
 
 /// Fills a fresh engine with the closed-loop command mix until its log holds `events` events.
 async fn prefill(engine: &Engine, users: &Arc<[UserId]>, events: u64) {
-    create_rooms(engine).await;
+    mix::create_rooms(engine, ROOM_PREFIX, ROOMS, PREFILL_CLIENTS).await;
     let mirror = mix::mirror_rooms(ROOM_PREFIX, ROOMS);
     let tasks: Vec<_> = Client::all(&mirror, users, PREFILL_CLIENTS)
         .into_iter()

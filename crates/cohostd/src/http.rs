@@ -376,7 +376,7 @@ async fn room_invitations(
         ));
     }
     if wants_events(&headers) {
-        return sse::room_invitations(state, room_id, list, &headers);
+        return sse::serve(state, sse::Collection::Room(room_id, list), &headers);
     }
     json(state.engine.room_invitations(&room_id, &list)?)
 }
@@ -389,7 +389,7 @@ async fn my_invitations(
     let user = caller(&state, &headers)?;
     let list = list_query(query, true)?;
     if wants_events(&headers) {
-        return sse::my_invitations(state, user, list, &headers);
+        return sse::serve(state, sse::Collection::Candidate(user, list), &headers);
     }
     json(state.engine.user_invitations(&user, &list)?)
 }

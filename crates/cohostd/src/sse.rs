@@ -40,16 +40,24 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Envelopes read per step when finding the room's version at a snapshot.
 const VERSION_CHUNK: usize = 1000;
 
-/// A room's invitations as a live collection; the `id:` is the room version.
-pub fn room_invitations(
+/// What a live collection follows.
+#[derive(Debug)]
+pub enum Collection {
+    /// A room's invitations; the `id:` is the room version.
+    Room(RoomId, ListRequest),
+    /// The caller's invitations as candidate; the `id:` is the global seq.
+    Candidate(UserId, ListRequest),
+}
+
+/// Serves `collection` after `Last-Event-ID`, or, without one, from a snapshot.
+pub fn serve(
     state: AppState,
-    room_id: RoomId,
-    list: ListRequest,
+    collection: Collection,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let engine = &state.engine;
-    let (snapshot, changes, after) = match last_event_id(headers)? {
-        Some(version) => {
+    let feed = match (collection, last_event_id(headers)?) {
+        (Collection::Room(room_id, _), Some(version)) => {
             // Read the durable seq first: an event with version > `version` is then either found by `read_room`
             // (committed by now) or has a seq after `durable`.
             let durable = engine.last_seq();
@@ -57,40 +65,29 @@ pub fn room_invitations(
                 .read_room(&room_id, version.saturating_add(1), 1)?
                 .first()
                 .map_or(durable + 1, |e| e.seq);
-            let changes = engine.subscribe(from_seq, Interest::Room(room_id.clone()));
-            (None, changes, version)
+            let changes = engine.subscribe(from_seq, Interest::Room(room_id));
+            Feed::new(&state, None, changes, version, |e| e.version)
         }
-        None => {
+        (Collection::Room(room_id, list), None) => {
             let before = engine.room(&room_id)?.version;
             let watch = engine.watch_room_invitations(&room_id, &list)?;
             let version = version_at(engine, &room_id, before, watch.seq)?;
             let snapshot = snapshot_event(version, &watch.snapshot)?;
-            (Some(snapshot), watch.changes, version)
+            Feed::new(&state, Some(snapshot), watch.changes, version, |e| {
+                e.version
+            })
         }
-    };
-    Ok(respond(&state, snapshot, changes, after, |e| e.version))
-}
-
-/// The caller's invitations (as candidate) as a live collection; the `id:` is the global seq.
-pub fn my_invitations(
-    state: AppState,
-    user: UserId,
-    list: ListRequest,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
-    let engine = &state.engine;
-    let (snapshot, changes, after) = match last_event_id(headers)? {
-        Some(seq) => {
+        (Collection::Candidate(user, _), Some(seq)) => {
             let changes = engine.subscribe(seq.saturating_add(1), Interest::Candidate(user));
-            (None, changes, seq)
+            Feed::new(&state, None, changes, seq, |e| e.seq)
         }
-        None => {
+        (Collection::Candidate(user, list), None) => {
             let watch = engine.watch_user_invitations(&user, &list)?;
             let snapshot = snapshot_event(watch.seq, &watch.snapshot)?;
-            (Some(snapshot), watch.changes, watch.seq)
+            Feed::new(&state, Some(snapshot), watch.changes, watch.seq, |e| e.seq)
         }
     };
-    Ok(respond(&state, snapshot, changes, after, |e| e.seq))
+    Ok(respond(&state, feed))
 }
 
 /// The collection's first event: the page, with the id a client resumes from.
@@ -170,21 +167,26 @@ struct Feed {
     _guard: ClientGuard,
 }
 
-fn respond(
-    state: &AppState,
-    snapshot: Option<Event>,
-    changes: EventStream,
-    after: u64,
-    id_of: fn(&Envelope) -> u64,
-) -> Response {
-    let feed = Feed {
-        snapshot,
-        changes,
-        after,
-        id_of,
-        ended: false,
-        _guard: ClientGuard::new(&state.metrics),
-    };
+impl Feed {
+    fn new(
+        state: &AppState,
+        snapshot: Option<Event>,
+        changes: EventStream,
+        after: u64,
+        id_of: fn(&Envelope) -> u64,
+    ) -> Self {
+        Self {
+            snapshot,
+            changes,
+            after,
+            id_of,
+            ended: false,
+            _guard: ClientGuard::new(&state.metrics),
+        }
+    }
+}
+
+fn respond(state: &AppState, feed: Feed) -> Response {
     // At shutdown every collection ends, so the server's graceful stop does not wait on open streams.
     let mut closing = state.closing.clone();
     let until_closing = async move {

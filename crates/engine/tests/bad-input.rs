@@ -17,8 +17,7 @@ async fn code_of(t: &TestEngine, name: &str, args: &str) -> ErrorCode {
 
 #[tokio::test]
 async fn bad_input_is_refused_and_changes_nothing() {
-    let t = open();
-    t.live_room("stage", "alice").await;
+    let t = live(&[("stage", "alice")]).await;
     let before = (t.engine.last_seq(), t.engine.room_states().1);
     let long_title = format!(r#"{{"room_id":"other","title":"{}"}}"#, "t".repeat(201));
     let cases: [(&str, &str, ErrorCode); 11] = [

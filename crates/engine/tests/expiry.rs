@@ -37,8 +37,7 @@ async fn barrier(t: &TestEngine) {
 
 #[tokio::test]
 async fn a_pending_invitation_expires_when_its_time_passes() {
-    let t = open();
-    t.live_room("stage", "alice").await;
+    let t = live(&[("stage", "alice")]).await;
     t.ok("alice", invite("stage", "bob")).await;
     t.ok("alice", invite("stage", "carol")).await;
     t.ok("carol", accept("stage", 2)).await;
@@ -77,8 +76,7 @@ async fn a_pending_invitation_expires_when_its_time_passes() {
 
 #[tokio::test]
 async fn timers_survive_a_restart() {
-    let t = open();
-    t.live_room("stage", "alice").await;
+    let t = live(&[("stage", "alice")]).await;
     t.ok("alice", invite("stage", "bob")).await;
     let t = t.restart().await;
     t.clock.advance(300_000);
@@ -96,8 +94,7 @@ async fn timers_survive_a_restart() {
 
 #[tokio::test]
 async fn invitations_due_while_stopped_expire_on_open() {
-    let t = open();
-    t.live_room("stage", "alice").await;
+    let t = live(&[("stage", "alice")]).await;
     for candidate in ["bob", "carol", "dave"] {
         t.ok("alice", invite("stage", candidate)).await;
     }

@@ -8,8 +8,7 @@ use support::*;
 
 #[tokio::test]
 async fn a_retry_returns_the_first_reply_and_appends_nothing() {
-    let t = open();
-    t.live_room("stage", "alice").await;
+    let t = live(&[("stage", "alice")]).await;
     let first = t
         .with_id("alice", invite("stage", "bob"), "req-1")
         .await
@@ -31,8 +30,7 @@ async fn a_retry_returns_the_first_reply_and_appends_nothing() {
 
 #[tokio::test]
 async fn the_same_id_for_another_command_is_a_conflict() {
-    let t = open();
-    t.live_room("stage", "alice").await;
+    let t = live(&[("stage", "alice")]).await;
     t.with_id("alice", invite("stage", "bob"), "req-1")
         .await
         .unwrap();
@@ -55,8 +53,7 @@ async fn the_same_id_for_another_command_is_a_conflict() {
 
 #[tokio::test]
 async fn ids_are_scoped_by_actor() {
-    let t = open();
-    t.live_room("stage", "alice").await;
+    let t = live(&[("stage", "alice")]).await;
     t.with_id("bob", request("stage"), "k").await.unwrap();
     t.with_id("carol", request("stage"), "k")
         .await
@@ -67,8 +64,7 @@ async fn ids_are_scoped_by_actor() {
 
 #[tokio::test]
 async fn retries_in_one_batch_and_after_a_restart_get_the_same_reply() {
-    let t = open();
-    t.live_room("stage", "alice").await;
+    let t = live(&[("stage", "alice")]).await;
     let (a, b) = tokio::join!(
         t.with_id("alice", invite("stage", "bob"), "same"),
         t.with_id("alice", invite("stage", "bob"), "same")

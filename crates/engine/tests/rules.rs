@@ -123,8 +123,7 @@ async fn every_rejection_carries_the_contract_code() {
 
 #[tokio::test]
 async fn expected_version_mismatch_is_conflict() {
-    let t = open();
-    t.live_room("stage", "alice").await;
+    let t = live(&[("stage", "alice")]).await;
     let stale = t.run_with("alice", invite("stage", "bob"), None, Some(1));
     assert_eq!(stale.await.unwrap_err().code(), ErrorCode::Conflict);
     let current = t.run_with("alice", invite("stage", "bob"), None, Some(2));
@@ -135,8 +134,7 @@ async fn expected_version_mismatch_is_conflict() {
 
 #[tokio::test]
 async fn cancel_and_accept_racing_have_one_winner() {
-    let t = open();
-    t.live_room("stage", "alice").await;
+    let t = live(&[("stage", "alice")]).await;
     for n in 1..=20u64 {
         let candidate = format!("user-{n}");
         t.ok("alice", invite("stage", &candidate)).await;
@@ -161,9 +159,7 @@ async fn cancel_and_accept_racing_have_one_winner() {
 
 #[tokio::test]
 async fn candidates_see_their_invitations_across_rooms() {
-    let t = open();
-    t.live_room("one", "alice").await;
-    t.live_room("two", "carol").await;
+    let t = live(&[("one", "alice"), ("two", "carol")]).await;
     t.ok("alice", invite("one", "bob")).await;
     t.ok("bob", request("two")).await;
     t.ok("alice", invite("one", "dave")).await;

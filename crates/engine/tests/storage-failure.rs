@@ -27,6 +27,8 @@ async fn run(engine: &Engine, by: &str, command: cohost_proto::Command) -> Resul
         .map_err(|e| e.code())
 }
 
+const UNAVAILABLE: Result<(), ErrorCode> = Err(ErrorCode::Unavailable);
+
 /// An engine on a fresh in-memory disk, with alice's room "stage" created.
 async fn stage_on_a_disk() -> (Arc<ManualClock>, MemoryBackend, Engine) {
     let clock = Arc::new(ManualClock::new(START_MS));
@@ -40,10 +42,7 @@ async fn stage_on_a_disk() -> (Arc<ManualClock>, MemoryBackend, Engine) {
 async fn a_failed_write_costs_its_batch_and_nothing_more() {
     let (_clock, disk, engine) = stage_on_a_disk().await;
     disk.fail_writes(1);
-    assert_eq!(
-        run(&engine, "alice", go_live("stage")).await,
-        Err(ErrorCode::Unavailable)
-    );
+    assert_eq!(run(&engine, "alice", go_live("stage")).await, UNAVAILABLE);
     assert_eq!(engine.health(), Health::Serving);
     assert_eq!(
         engine.room(&room("stage")).unwrap().status,
@@ -58,10 +57,7 @@ async fn a_failed_write_costs_its_batch_and_nothing_more() {
 async fn a_failed_flush_stops_writes_until_the_store_is_reopened() {
     let (clock, disk, engine) = stage_on_a_disk().await;
     disk.fail_flushes(1);
-    assert_eq!(
-        run(&engine, "alice", go_live("stage")).await,
-        Err(ErrorCode::Unavailable)
-    );
+    assert_eq!(run(&engine, "alice", go_live("stage")).await, UNAVAILABLE);
     let Health::Failed { cause } = engine.health() else {
         panic!("a failed flush is fail-stop");
     };
@@ -113,7 +109,7 @@ async fn a_panic_in_the_sequencer_is_fail_stop_not_a_hang_or_a_poisoned_reader()
     disk.before_write(move || assert!(!armed.swap(false, Ordering::SeqCst), "the disk panics"));
     assert_eq!(
         run(&engine, "alice", go_live("stage")).await,
-        Err(ErrorCode::Unavailable),
+        UNAVAILABLE,
         "the caller of the batch in flight is answered, not left waiting"
     );
     let Health::Failed { cause } = engine.health() else {
@@ -123,10 +119,7 @@ async fn a_panic_in_the_sequencer_is_fail_stop_not_a_hang_or_a_poisoned_reader()
         cause.contains("the sequencer panicked: the disk panics"),
         "{cause}"
     );
-    assert_eq!(
-        run(&engine, "alice", create("other")).await,
-        Err(ErrorCode::Unavailable)
-    );
+    assert_eq!(run(&engine, "alice", create("other")).await, UNAVAILABLE);
     assert_eq!(engine.room(&room("stage")).unwrap().version, 1);
     assert_eq!(engine.read_events(1, 10).unwrap().len(), 1);
     engine.shutdown().await;
@@ -141,9 +134,6 @@ async fn a_failed_flush_of_a_cursor_stops_the_engine_too() {
         panic!("the store takes no writes after any failed flush, so the engine says so");
     };
     assert!(cause.contains("injected flush failure"), "{cause}");
-    assert_eq!(
-        run(&engine, "alice", go_live("stage")).await,
-        Err(ErrorCode::Unavailable)
-    );
+    assert_eq!(run(&engine, "alice", go_live("stage")).await, UNAVAILABLE);
     engine.shutdown().await;
 }

@@ -26,8 +26,7 @@ fn seqs(envelopes: &[Envelope]) -> Vec<u64> {
 
 #[tokio::test]
 async fn a_stream_catches_up_from_the_log_then_follows_live() {
-    let t = open();
-    t.live_room("stage", "alice").await;
+    let t = live(&[("stage", "alice")]).await;
     t.ok("alice", invite("stage", "bob")).await;
     let mut stream = t.engine.subscribe(2, Interest::All);
     assert_eq!(seqs(&take(&mut stream, 2).await), [2, 3]);
@@ -89,9 +88,7 @@ async fn concurrent_writers_reach_a_subscriber_without_gaps_or_duplicates() {
 
 #[tokio::test]
 async fn room_and_candidate_interests_filter() {
-    let t = open();
-    t.live_room("one", "alice").await;
-    t.live_room("two", "carol").await;
+    let t = live(&[("one", "alice"), ("two", "carol")]).await;
     let mut one = t.engine.subscribe(1, Interest::Room(room("one")));
     let mut bob = t.engine.subscribe(1, Interest::Candidate(user("bob")));
     t.ok("carol", invite("two", "bob")).await;
@@ -111,8 +108,7 @@ async fn room_and_candidate_interests_filter() {
 
 #[tokio::test]
 async fn a_live_collection_is_a_snapshot_then_every_change() {
-    let t = open();
-    t.live_room("stage", "alice").await;
+    let t = live(&[("stage", "alice")]).await;
     t.ok("alice", invite("stage", "bob")).await;
     let mut watch = t
         .engine

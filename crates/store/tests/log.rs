@@ -13,6 +13,14 @@ fn all_events(batches: &[Batch]) -> Vec<Envelope> {
     batches.iter().flat_map(|b| b.events.clone()).collect()
 }
 
+/// A fresh store holding the sample batches, with its directory (kept alive) and the batches.
+fn sample_store() -> (tempfile::TempDir, Vec<Batch>, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let batches = sample_batches();
+    let store = open_with(dir.path(), &batches);
+    (dir, batches, store)
+}
+
 fn open_with(dir: &Path, batches: &[Batch]) -> Store {
     let store = Store::open(dir).expect("a fresh directory opens");
     for batch in batches {
@@ -57,9 +65,7 @@ fn verify_log_counts_records_and_finds_the_last_seq() {
 
 #[test]
 fn read_events_returns_exactly_the_asked_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let batches = sample_batches();
-    let store = open_with(dir.path(), &batches);
+    let (_dir, batches, store) = sample_store();
     let events = all_events(&batches);
     let window = |from: u64, to: u64| -> Vec<Envelope> {
         events
@@ -141,9 +147,7 @@ fn reads_are_capped_at_read_events_max() {
 
 #[test]
 fn batches_come_back_whole_in_both_orders() {
-    let dir = tempfile::tempdir().unwrap();
-    let batches = sample_batches();
-    let store = open_with(dir.path(), &batches);
+    let (_dir, batches, store) = sample_store();
 
     let forward: Vec<Batch> = store.batches_from(1).map(Result::unwrap).collect();
     assert_eq!(forward, batches);
@@ -177,9 +181,7 @@ fn batches_come_back_whole_in_both_orders() {
 
 #[test]
 fn read_room_returns_one_rooms_events_in_version_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let batches = sample_batches();
-    let store = open_with(dir.path(), &batches);
+    let (_dir, batches, store) = sample_store();
     let events = all_events(&batches);
     let of_room = |room: &str, versions: std::ops::RangeInclusive<u64>| -> Vec<Envelope> {
         events
@@ -395,9 +397,7 @@ fn snapshots_are_replaced_per_room_and_survive_reopen() {
 
 #[test]
 fn replay_checks_the_whole_log_and_hands_over_the_batches_after_a_seq() {
-    let dir = tempfile::tempdir().unwrap();
-    let batches = sample_batches();
-    let store = open_with(dir.path(), &batches);
+    let (_dir, batches, store) = sample_store();
     // (after_seq, first seqs of the batches handed over): a batch goes over if it holds any seq after after_seq.
     let cases: &[(u64, &[u64])] = &[
         (0, &[1, 2, 5, 7, 8]),
@@ -464,9 +464,7 @@ fn the_command_index_lists_each_batchs_commands_newest_first() {
 /// another batch.
 #[test]
 fn discard_removes_a_batch_with_its_command_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let batches = sample_batches();
-    let store = open_with(dir.path(), &batches);
+    let (dir, _batches, store) = sample_store();
     store.discard(8).unwrap();
     assert_eq!(
         store.verify_log().unwrap(),

@@ -30,13 +30,40 @@ fn append_rooms(store: &Store, log: &mut LogBuilder, count: usize) -> Vec<Envelo
         .collect()
 }
 
-#[test]
-fn a_second_open_in_the_same_process_is_locked() {
+/// The first opener of a fresh directory, with `rooms` rooms written.
+struct First {
+    dir: tempfile::TempDir,
+    /// The directory as error messages show it.
+    shown: String,
+    log: LogBuilder,
+    store: Store,
+    written: Vec<Envelope>,
+}
+
+fn first_opener(rooms: usize) -> First {
     let dir = tempfile::tempdir().unwrap();
     let shown = dir.path().display().to_string();
     let mut log = LogBuilder::new();
-    let first = Store::open(dir.path()).unwrap();
-    let mut written = append_rooms(&first, &mut log, 2);
+    let store = Store::open(dir.path()).unwrap();
+    let written = append_rooms(&store, &mut log, rooms);
+    First {
+        dir,
+        shown,
+        log,
+        store,
+        written,
+    }
+}
+
+#[test]
+fn a_second_open_in_the_same_process_is_locked() {
+    let First {
+        dir,
+        shown,
+        mut log,
+        store: first,
+        mut written,
+    } = first_opener(2);
 
     let started = Instant::now();
     let err = Store::open(dir.path()).unwrap_err();
@@ -113,11 +140,13 @@ fn child_process_opener() {
 
 #[test]
 fn a_second_process_is_locked_out_until_the_first_closes() {
-    let dir = tempfile::tempdir().unwrap();
-    let shown = dir.path().display().to_string();
-    let mut log = LogBuilder::new();
-    let first = Store::open(dir.path()).unwrap();
-    let written = append_rooms(&first, &mut log, 3);
+    let First {
+        dir,
+        shown,
+        store: first,
+        written,
+        ..
+    } = first_opener(3);
 
     assert_eq!(
         open_in_child(dir.path()),

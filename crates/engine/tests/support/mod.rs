@@ -32,6 +32,15 @@ pub fn open() -> TestEngine {
     TestEngine { engine, clock, dir }
 }
 
+/// An engine with each `(room, host)` created and live.
+pub async fn live(rooms: &[(&str, &str)]) -> TestEngine {
+    let t = open();
+    for (room, host) in rooms {
+        t.live_room(room, host).await;
+    }
+    t
+}
+
 impl TestEngine {
     /// Shuts down and opens the same directory again, keeping the clock.
     pub async fn restart(self) -> TestEngine {
