@@ -88,7 +88,7 @@ impl Daemon {
             .spawn()
             .expect("cohostd starts");
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let http = http_client();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(response) = http.get(format!("{base}/healthz")).send().await
@@ -188,6 +188,9 @@ fn request(command: &Command) -> (reqwest::Method, String, Option<String>) {
 
 /// One keep-alive connection per client.
 fn http_client() -> reqwest::Client {
+    // Built with the workspace, reqwest has livekit-api's rustls, which needs a process-wide crypto provider
+    // before any client is built; a second call finds it installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)

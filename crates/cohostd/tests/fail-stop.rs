@@ -2,8 +2,9 @@
 //! the cause (so a supervisor restarts it), and reads are still served. The router runs in process, over an
 //! engine on an in-memory disk whose next flush the test fails.
 
+mod support;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use cohost_credentials::{Credentials, LiveKitConfig, Minter, Webhooks};
 use cohost_engine::{Config, Engine, SystemClock};
@@ -44,12 +45,7 @@ async fn call(
     token: &str,
     body: Value,
 ) -> (StatusCode, Value) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()
-        .unwrap();
-    let response = client
+    let response = support::client()
         .request(method, url)
         .bearer_auth(token)
         .json(&body)

@@ -24,6 +24,10 @@ pub fn data_dir() -> tempfile::TempDir {
 
 /// An HTTP client with a timeout and no proxy.
 pub fn client() -> reqwest::Client {
+    // livekit-api switches on reqwest's rustls in this build, and reqwest then needs a process-wide crypto
+    // provider before it builds any client, even one that only speaks plain HTTP. ring is the one livekit-api
+    // itself uses; a second call finds it installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(CALL_TIMEOUT)
         .connect_timeout(Duration::from_secs(5))
