@@ -9,7 +9,7 @@ use cohost_proto::{ErrorBody, ErrorCode};
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
-    /// 413 for an oversized body; otherwise the code's status.
+    /// 413 for an oversized body, 405 for a method the route lacks; otherwise the code's status.
     pub status: Option<StatusCode>,
 }
 
@@ -24,6 +24,14 @@ impl ApiError {
 
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidArgument, message)
+    }
+
+    /// 405: the path exists, the method does not.
+    pub fn method_not_allowed() -> Self {
+        Self {
+            status: Some(StatusCode::METHOD_NOT_ALLOWED),
+            ..Self::invalid("this route does not take that method")
+        }
     }
 
     pub fn too_large() -> Self {

@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/invitations/{invitation_id}/cancel", post(cancel))
         .route("/v1/livekit/webhook", post(webhook))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }
@@ -123,13 +124,14 @@ fn raw_body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-/// A JSON body of at most 64 KiB; an empty body reads as `{}`. Unknown fields and wrong types are refused.
+/// A JSON object of at most 64 KiB; an empty body reads as `{}`. Unknown fields, wrong types and any other
+/// JSON value (serde would read an array as a struct's fields in order) are refused.
 fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = raw_body(bytes)?;
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        &bytes
+    let bytes: &[u8] = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => b"{}",
+        Some(b'{') => &bytes,
+        Some(_) => return Err(ApiError::invalid("the body must be a JSON object")),
     };
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))

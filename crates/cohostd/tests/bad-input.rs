@@ -64,6 +64,9 @@ fn malformed() -> Vec<Step> {
         .chain([
             ("/v1/rooms/r1/invitations", &b"{\"user_id\":"[..]),
             ("/v1/rooms/r1/stop", b"{oops}"),
+            ("/v1/rooms/r1/stop", b"[]"),
+            ("/v1/rooms/r1/stop", b" 7"),
+            ("/v1/rooms/r1/invitations", b"[\"carol\"]"),
         ])
         .map(|(path, raw)| post_raw("alice", path, raw).err(400, INVALID))
         .collect()
@@ -80,6 +83,9 @@ fn mistyped() -> Vec<Step> {
         json!({"room_id": "r3", "max_cohosts": 0}),
         json!({"room_id": "r3", "title": 5}),
         json!({"room_id": "r3", "title": "t".repeat(201)}),
+        json!({"room_id": "r3", "title": "two\nlines"}),
+        json!({"room_id": "r3", "title": "nul\u{0}"}),
+        json!({"room_id": "r3", "title": "esc\u{1b}[31m"}),
         json!({"room_id": 3}),
         json!({"room_id": null}),
         json!({}),
@@ -159,6 +165,20 @@ fn bad_ids() -> Vec<Step> {
         .collect()
 }
 
+/// A method the route does not take: 405 with the JSON error body, not an empty one.
+fn wrong_methods() -> Vec<Step> {
+    [
+        (Method::PUT, "/v1/rooms"),
+        (Method::DELETE, "/v1/rooms/r1"),
+        (Method::GET, "/v1/rooms/r1/live"),
+        (Method::GET, "/v1/invitations/{inv}/accept"),
+        (Method::POST, "/v1/me/invitations"),
+        (Method::PATCH, "/v1/rooms/r1/cohosts/bob"),
+    ]
+    .map(|(method, path)| call(method, "alice", path).err(405, INVALID))
+    .into()
+}
+
 /// Page sizes over the cap, zero, or not numbers; bad filters; unknown parameters; bad headers.
 fn bad_queries_and_headers() -> Vec<Step> {
     let queries = [
@@ -222,6 +242,7 @@ async fn bad_input_is_refused_and_the_daemon_stays_up() {
     flow.run(malformed()).await;
     flow.run(mistyped()).await;
     flow.run(bad_ids()).await;
+    flow.run(wrong_methods()).await;
     flow.run(bad_queries_and_headers()).await;
     flow.run(then()).await;
 }

@@ -16,6 +16,11 @@ pub(crate) fn create(
             "title must be at most 200 characters",
         ));
     }
+    if title.chars().any(char::is_control) {
+        return Err(Rejection::InvalidArgument(
+            "title must not contain control characters",
+        ));
+    }
     let max_cohosts = command
         .max_cohosts
         .unwrap_or(ctx.policy.max_cohosts_default());

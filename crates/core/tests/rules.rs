@@ -63,6 +63,18 @@ fn rule_create_room() {
         create_with("alice", &"t".repeat(201), None),
         Error(ErrorCode::InvalidArgument),
     );
+    for control in ["a\nb", "tab\there", "bell\u{7}", "del\u{7f}", "c1\u{85}"] {
+        check(
+            &[],
+            create_with("alice", control, None),
+            Error(ErrorCode::InvalidArgument),
+        );
+    }
+    check(
+        &[],
+        create_with("alice", "Emoji 🎤 and accents: é ü ñ", None),
+        Events(&["room_created"]),
+    );
     check(
         &[],
         create_with("alice", "", Some(0)),

@@ -41,7 +41,7 @@ impl ReferenceStateMachine for Reference {
         dice.prop_map(
             move |(
                 (room, op, who, user, other, offer),
-                (online, tick_ms, version, max_cohosts, long_title),
+                (online, tick_ms, version, max_cohosts, bad_title),
             )| {
                 model.roll(Dice {
                     room,
@@ -54,7 +54,7 @@ impl ReferenceStateMachine for Reference {
                     tick_ms,
                     version,
                     max_cohosts,
-                    long_title,
+                    bad_title,
                 })
             },
         )

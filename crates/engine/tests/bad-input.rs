@@ -19,7 +19,7 @@ async fn code_of(t: &TestEngine, name: &str, args: &str) -> ErrorCode {
 async fn bad_input_is_refused_and_changes_nothing() {
     let t = live(&[("stage", "alice")]).await;
     let before = (t.engine.last_seq(), t.engine.room_states().1);
-    let long_title = format!(r#"{{"room_id":"other","title":"{}"}}"#, "t".repeat(201));
+    let bad_title = format!(r#"{{"room_id":"other","title":"{}"}}"#, "t".repeat(201));
     let cases: [(&str, &str, ErrorCode); 11] = [
         (
             "create_room",
@@ -31,7 +31,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
             r#"{"room_id":"ok","extra":true}"#,
             ErrorCode::InvalidArgument,
         ),
-        ("create_room", &long_title, ErrorCode::InvalidArgument),
+        ("create_room", &bad_title, ErrorCode::InvalidArgument),
         (
             "create_room",
             r#"{"room_id":"other","max_cohosts":17}"#,

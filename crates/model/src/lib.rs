@@ -43,7 +43,7 @@ pub enum Who {
 pub enum Op {
     Create {
         max_cohosts: Option<u8>,
-        long_title: bool,
+        bad_title: bool,
     },
     GoLive,
     Stop,
@@ -143,10 +143,10 @@ pub fn model_step(
     let slot = &mut model.rooms[room_ix];
     if let Op::Create {
         max_cohosts,
-        long_title,
+        bad_title,
     } = op
     {
-        return create(slot, who, max_cohosts, long_title, expected);
+        return create(slot, who, max_cohosts, bad_title, expected);
     }
     let room = slot.as_mut().ok_or(E::NotFound)?;
     if expected.is_some_and(|v| v != room.version) {
@@ -161,10 +161,10 @@ fn create(
     slot: &mut Option<ModelRoom>,
     who: Who,
     max_cohosts: Option<u8>,
-    long_title: bool,
+    bad_title: bool,
     expected: Option<u64>,
 ) -> Result<u64, E> {
-    if long_title || max_cohosts.is_some_and(|m| m == 0 || m > 16) {
+    if bad_title || max_cohosts.is_some_and(|m| m == 0 || m > 16) {
         return Err(E::InvalidArgument);
     }
     if slot.is_some() {
@@ -349,7 +349,7 @@ pub struct Dice {
     pub tick_ms: u64,
     pub version: u8,
     pub max_cohosts: u8,
-    pub long_title: bool,
+    pub bad_title: bool,
 }
 
 impl Model {
@@ -484,7 +484,7 @@ impl Model {
         };
         Op::Create {
             max_cohosts,
-            long_title: d.long_title && d.tick_ms.is_multiple_of(5),
+            bad_title: d.bad_title && d.tick_ms.is_multiple_of(5),
         }
     }
 }
@@ -498,10 +498,10 @@ pub fn to_command(room: usize, op: Op) -> Command {
     match op {
         Op::Create {
             max_cohosts,
-            long_title,
+            bad_title,
         } => Command::CreateRoom(CreateRoom {
             room_id,
-            title: Some(if long_title {
+            title: Some(if bad_title {
                 "t".repeat(201)
             } else {
                 "show".into()
@@ -607,10 +607,10 @@ pub fn from_command(actor: &Actor, command: &Command) -> Option<(usize, Who, Op)
     let op = match command {
         Command::CreateRoom(create) => Op::Create {
             max_cohosts: create.max_cohosts,
-            long_title: create
+            bad_title: create
                 .title
                 .as_ref()
-                .is_some_and(|t| t.chars().count() > 200),
+                .is_some_and(|t| t.chars().count() > 200 || t.chars().any(char::is_control)),
         },
         Command::GoLive(_) => Op::GoLive,
         Command::StopRoom(_) => Op::Stop,

@@ -435,7 +435,7 @@ fn padded(json: &str, len: usize) -> Vec<u8> {
 async fn bad_input_is_invalid_argument_and_never_hangs() {
     let h = start().await;
     let long_id = "k".repeat(65);
-    let long_title = "t".repeat(201);
+    let bad_title = "t".repeat(201);
     let create_cases: Vec<Vec<u8>> = vec![
         b"".to_vec(),
         br#"{"actor":"#.to_vec(),
@@ -461,7 +461,7 @@ async fn bad_input_is_invalid_argument_and_never_hangs() {
         br#"{"actor":"alice","room_id":"r1","expected_version":-1}"#.to_vec(),
         br#"{"actor":"alice","room_id":"r1","expected_version":"0"}"#.to_vec(),
         br#"{"actor":"alice","room_id":"r1","expected_version":1.5}"#.to_vec(),
-        format!(r#"{{"actor":"alice","room_id":"r1","title":"{long_title}"}}"#).into_bytes(),
+        format!(r#"{{"actor":"alice","room_id":"r1","title":"{bad_title}"}}"#).into_bytes(),
         br#"{"actor":"alice","room_id":"r1","max_cohosts":0}"#.to_vec(),
         br#"{"actor":"alice","room_id":"r1","max_cohosts":17}"#.to_vec(),
         br#"{"actor":"alice","room_id":"r1","max_cohosts":300}"#.to_vec(),

@@ -267,7 +267,7 @@ impl World {
             tick_ms: r.below(TTL_MS),
             version: r.below(20) as u8,
             max_cohosts: r.below(24) as u8,
-            long_title: r.chance(50),
+            bad_title: r.chance(50),
         };
         let Step::Command {
             room,
