@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 use support::cargo_tree;
 
 /// An outside system's crate, and the one workspace crate that may depend on it directly.
-const EDGES: [(&str, &str); 4] = [
+const EDGES: [(&str, &str); 5] = [
     ("sled", "cohost-store"),
     ("async-nats", "cohost-nats"),
     ("livekit-api", "cohost-credentials"),
     ("axum", "cohostd"),
+    ("hyper", "cohostd"),
 ];
 
 /// Each workspace crate with its direct normal dependencies, from `cargo tree`.

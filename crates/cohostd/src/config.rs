@@ -73,6 +73,33 @@ pub struct Settings {
     /// Seats a room gets when create_room names none (1 to 16).
     #[arg(long, env = "COHOST_MAX_COHOSTS", default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub max_cohosts: u8,
+    /// A request's headers must arrive within this many seconds; also how long an idle keep-alive connection
+    /// waits for its next request.
+    #[arg(long, env = "COHOST_HTTP_HEADER_TIMEOUT_S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub http_header_timeout_s: u64,
+    /// A request's body must arrive whole within this many seconds (408 otherwise).
+    #[arg(long, env = "COHOST_HTTP_BODY_TIMEOUT_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub http_body_timeout_s: u64,
+    /// Open HTTP connections at most; lowered to fit the process's limit on open files.
+    #[arg(long, env = "COHOST_HTTP_CONNECTIONS_MAX", default_value_t = 4_096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub http_connections_max: u64,
+    /// On SIGTERM, how long open connections may take to finish before they are dropped and the engine is
+    /// drained anyway.
+    #[arg(long, env = "COHOST_SHUTDOWN_GRACE_S", default_value_t = 15, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub shutdown_grace_s: u64,
+}
+
+impl Settings {
+    /// The connection loop's limits, with the connection cap fitted to the open-files limit.
+    pub fn limits(&self) -> crate::serve::Limits {
+        let wanted = usize::try_from(self.http_connections_max).unwrap_or(usize::MAX);
+        crate::serve::Limits {
+            header_read_timeout: std::time::Duration::from_secs(self.http_header_timeout_s),
+            body_read_timeout: std::time::Duration::from_secs(self.http_body_timeout_s),
+            connections_max: crate::serve::fit_connections_max(wanted),
+            shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_s),
+        }
+    }
 }
 
 fn parse_encoding(text: &str) -> Result<Encoding, String> {

@@ -9,7 +9,8 @@ use cohost_proto::{ErrorBody, ErrorCode};
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
-    /// 413 for an oversized body, 405 for a method the route lacks; otherwise the code's status.
+    /// 413 for an oversized body, 405 for a method the route lacks, 408 for a body that did not arrive in
+    /// time; otherwise the code's status.
     pub status: Option<StatusCode>,
 }
 
@@ -31,6 +32,14 @@ impl ApiError {
         Self {
             status: Some(StatusCode::METHOD_NOT_ALLOWED),
             ..Self::invalid("this route does not take that method")
+        }
+    }
+
+    /// 408: the body did not arrive within the body-read timeout.
+    pub fn body_timeout() -> Self {
+        Self {
+            status: Some(StatusCode::REQUEST_TIMEOUT),
+            ..Self::invalid("the request body did not arrive in time")
         }
     }
 

@@ -3,26 +3,30 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use bytes::BytesMut;
 use cohost_core::InvitationFilter;
-use cohost_credentials::{Credentials, Webhooks};
-use cohost_engine::{Engine, Health, ListRequest, Options};
+use cohost_credentials::{Credentials, LiveKitConfig, Minter, Webhooks};
+use cohost_engine::{Engine, Health, ListRequest, Options, SystemClock};
 use cohost_proto::{
     Actor, Command, CommandId, ErrorCode, InvitationId, InvitationKind, InvitationStatus,
     InvitationTarget, Reply, RoomId, RoomTarget, UserId, UserTarget,
 };
+use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::serve::{ConnectionStats, Limits};
 use crate::sse;
 use cohost_proto::limits::{BODY_BYTES_MAX, PAGE_LIMIT_MAX};
 
@@ -35,8 +39,33 @@ pub struct AppState {
     pub auth: Auth,
     pub metrics: Arc<Metrics>,
     pub relay_lag: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
-    /// Turns true at shutdown; live collections end on it.
+    /// Turns true at shutdown; live collections end on it, and `/readyz` answers 503.
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// A request body must arrive whole within this long.
+    pub body_read_timeout: Duration,
+    pub connections: Arc<ConnectionStats>,
+}
+
+impl AppState {
+    /// The state for an engine, with credentials and webhooks on `livekit`, and the default limits.
+    pub fn new(
+        engine: Engine,
+        livekit: LiveKitConfig,
+        auth: Auth,
+        closing: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            credentials: Credentials::new(engine.clone(), Minter::new(livekit.clone())),
+            webhooks: Webhooks::new(engine.clone(), livekit, Arc::new(SystemClock)),
+            engine,
+            auth,
+            metrics: Arc::default(),
+            relay_lag: Arc::new(|| None),
+            closing,
+            body_read_timeout: Limits::default().body_read_timeout,
+            connections: Arc::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -50,6 +79,7 @@ impl std::fmt::Debug for AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/rooms", post(create_room))
         .route("/v1/rooms/{room_id}", get(get_room))
@@ -76,7 +106,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/livekit/webhook", post(webhook))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }
 
@@ -116,18 +145,51 @@ fn options(headers: &HeaderMap) -> Result<Options, ApiError> {
     })
 }
 
-/// The raw body: over 64 KiB is 413, any other read failure 400, both with the JSON error body.
-fn raw_body(bytes: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    bytes.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(),
-        _ => ApiError::invalid(rejection.body_text()),
-    })
+/// A request body, read whole: at most 64 KiB, and within the body-read timeout, as one deadline for the whole
+/// body. A declared `Content-Length` over the limit is refused at once, before anything is read. The outcome
+/// waits in the extractor for the handler, which authenticates the caller first, so a 401 comes before a 400.
+#[derive(Debug)]
+pub struct RawBody(Result<Bytes, ApiError>);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(read_body(request, state.body_read_timeout).await))
+    }
+}
+
+async fn read_body(request: Request, deadline: Duration) -> Result<Bytes, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > BODY_BYTES_MAX as u64) {
+        return Err(ApiError::too_large());
+    }
+    let mut chunks = request.into_body().into_data_stream();
+    let read = async {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::invalid(format!("cannot read the body: {e}")))?;
+            if body.len() + chunk.len() > BODY_BYTES_MAX {
+                return Err(ApiError::too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::body_timeout()))
 }
 
 /// A JSON object of at most 64 KiB; an empty body reads as `{}`. Unknown fields, wrong types and any other
 /// JSON value (serde would read an array as a struct's fields in order) are refused.
-fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let bytes = raw_body(bytes)?;
+fn body<T: DeserializeOwned>(raw: RawBody) -> Result<T, ApiError> {
+    let bytes = raw.0?;
     let bytes: &[u8] = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         None => b"{}",
         Some(b'{') => &bytes,
@@ -186,12 +248,37 @@ async fn healthz(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// 200 when a load balancer may send traffic: the engine is open, takes writes, and the daemon is not
+/// draining. 503 with the reason otherwise.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if let Health::Failed { cause } = state.engine.health() {
+        let message = format!("the engine stopped taking writes: {cause}");
+        return ApiError::new(ErrorCode::Unavailable, message).into_response();
+    }
+    if *state.closing.borrow() || state.engine.is_closed() {
+        return ApiError::new(ErrorCode::Unavailable, "draining: shutting down").into_response();
+    }
+    axum::Json(serde_json::json!({"status": "ready"})).into_response()
+}
+
+/// What the daemon serves while the engine opens its log: alive, not ready, and every other route 503.
+pub fn starting_router() -> Router {
+    let recovering = "recovering: the engine is opening its log; retry shortly";
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "recovering"})) }),
+        )
+        .fallback(move || async move { ApiError::new(ErrorCode::Unavailable, recovering) })
+}
+
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(
+    let mut text = state.metrics.render(
         &state.engine.stats(),
         state.engine.last_seq(),
         (state.relay_lag)(),
     );
+    crate::metrics::render_connections(&mut text, &state.connections);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -213,7 +300,7 @@ fn user_id(text: &str) -> Result<UserId, ApiError> {
 async fn create_room(
     State(state): State<AppState>,
     headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
+    bytes: RawBody,
 ) -> Result<Response, ApiError> {
     as_caller(&state, &headers, || Ok(Command::CreateRoom(body(bytes)?))).await
 }
@@ -234,7 +321,7 @@ macro_rules! path_command {
             State(state): State<AppState>,
             headers: HeaderMap,
             Path(id): Path<String>,
-            bytes: Result<Bytes, BytesRejection>,
+            bytes: RawBody,
         ) -> Result<Response, ApiError> {
             as_caller(&state, &headers, || ($build)(id.as_str(), bytes)).await
         }
@@ -403,9 +490,9 @@ fn json(body: impl serde::Serialize) -> Result<Response, ApiError> {
 async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
+    bytes: RawBody,
 ) -> Result<Response, ApiError> {
-    let bytes = raw_body(bytes)?;
+    let bytes = bytes.0?;
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -12,6 +12,7 @@ mod config;
 mod error;
 pub mod http;
 pub mod metrics;
+pub mod serve;
 mod sse;
 
 use std::process::ExitCode;
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use cohost_core::Policy;
-use cohost_credentials::{Credentials, LiveKitConfig, Minter, Revoker, Webhooks};
+use cohost_credentials::{LiveKitConfig, Revoker};
 use cohost_engine::{Config, Engine, SystemClock};
 use cohost_nats::relay::{Mode, Relay, RelayConfig};
 use cohost_proto::UserId;
@@ -122,11 +123,31 @@ async fn serve(settings: Settings) -> Result<(), String> {
             "DEV MODE: no LIVEKIT_API_KEY/SECRET; LiveKit tokens use the dev key pair devkey/secret"
         );
     }
+    let limits = settings.limits();
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.http_addr))?;
+    tracing::info!(addr = %settings.http_addr, data_dir = %settings.data_dir.display(), ?limits, "cohostd listening");
+    // Serve at once: while the engine recovers, /healthz says so, /readyz answers 503 and the API 503.
+    let (routers_tx, routers) = tokio::sync::watch::channel(http::starting_router());
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let connections = Arc::new(serve::ConnectionStats::default());
+    let server = tokio::spawn(serve::serve(
+        listener,
+        routers,
+        limits,
+        connections.clone(),
+        async move {
+            shutdown_signal().await;
+            let _ = closing_tx.send(true);
+        },
+    ));
     let mut config = Config::new(&settings.data_dir).with_policy(policy);
     config.clock = Arc::new(SystemClock);
-    let engine = Engine::open(config).map_err(|e| e.to_string())?;
-    let credentials = Credentials::new(engine.clone(), Minter::new(livekit.clone()));
-    let webhooks = Webhooks::new(engine.clone(), livekit.clone(), Arc::new(SystemClock));
+    let engine = tokio::task::spawn_blocking(move || Engine::open(config))
+        .await
+        .map_err(|e| format!("opening the engine panicked: {e}"))?
+        .map_err(|e| e.to_string())?;
     let revoker = if livekit.admin {
         Some(Revoker::start(engine.clone(), livekit.clone()).map_err(|e| e.to_string())?)
     } else {
@@ -137,27 +158,21 @@ async fn serve(settings: Settings) -> Result<(), String> {
         None => None,
     };
     let relay_status = nats.as_ref().map(|(relay, _)| relay.lag_probe());
-    let (closing_tx, closing) = tokio::sync::watch::channel(false);
-    let state = http::AppState {
-        engine: engine.clone(),
-        credentials,
-        webhooks,
-        auth: auth::Auth::new(&secret),
-        metrics: Arc::default(),
-        relay_lag: Arc::new(move || relay_status.as_ref().map(|probe| probe())),
-        closing,
-    };
-    let listener = tokio::net::TcpListener::bind(settings.http_addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.http_addr))?;
-    tracing::info!(addr = %settings.http_addr, data_dir = %settings.data_dir.display(), "cohostd listening");
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            let _ = closing_tx.send(true);
-        })
-        .await
-        .map_err(|e| format!("HTTP server failed: {e}"))?;
+    let mut state = http::AppState::new(engine.clone(), livekit, auth::Auth::new(&secret), closing);
+    state.relay_lag = Arc::new(move || relay_status.as_ref().map(|probe| probe()));
+    state.body_read_timeout = limits.body_read_timeout;
+    state.connections = connections;
+    let _ = routers_tx.send(http::router(state));
+    tracing::info!("cohostd ready");
+    match server.await {
+        Ok(serve::Stopped::Gracefully) => {}
+        Ok(serve::Stopped::Dropped(open)) => tracing::warn!(
+            open,
+            grace_s = limits.shutdown_grace.as_secs(),
+            "connections still open after the shutdown grace period were dropped"
+        ),
+        Err(error) => tracing::error!(%error, "the HTTP server task failed"),
+    }
     tracing::info!("stopping: draining the engine");
     if let Some((relay, service)) = nats {
         if let Err(error) = service.stop().await {

@@ -4,9 +4,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use cohost_engine::StatsSnapshot;
+
+use crate::serve::ConnectionStats;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -114,6 +116,38 @@ fn render_engine_counters(out: &mut String, engine: &StatsSnapshot) {
             help,
             value,
         );
+    }
+}
+
+/// The connection loop's counters.
+pub fn render_connections(out: &mut String, connections: &ConnectionStats) {
+    let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    gauge(
+        out,
+        "cohost_http_connections_open",
+        "Open HTTP connections.",
+        read(&connections.open),
+    );
+    let counters = [
+        (
+            "accepted",
+            "HTTP connections accepted.",
+            &connections.accepted,
+        ),
+        (
+            "at_cap",
+            "Times the connection cap was reached and accepting waited for a connection to close.",
+            &connections.at_cap,
+        ),
+        (
+            "accept_errors",
+            "Failed accepts (such as running out of file descriptors).",
+            &connections.accept_errors,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let name = format!("cohost_http_connections_{name}_total");
+        metric(out, "counter", &name, help, read(value));
     }
 }
 

@@ -6,8 +6,8 @@ mod support;
 
 use std::sync::Arc;
 
-use cohost_credentials::{Credentials, LiveKitConfig, Minter, Webhooks};
-use cohost_engine::{Config, Engine, SystemClock};
+use cohost_credentials::LiveKitConfig;
+use cohost_engine::{Config, Engine};
 use cohost_proto::UserId;
 use cohost_store::MemoryBackend;
 use cohostd::auth::Auth;
@@ -18,17 +18,8 @@ use serde_json::{Value, json};
 const SECRET: &str = "a test secret of enough length";
 
 async fn serve(engine: Engine) -> String {
-    let livekit = LiveKitConfig::dev();
     let (_closing_tx, closing) = tokio::sync::watch::channel(false);
-    let state = AppState {
-        engine: engine.clone(),
-        credentials: Credentials::new(engine.clone(), Minter::new(livekit.clone())),
-        webhooks: Webhooks::new(engine, livekit, Arc::new(SystemClock)),
-        auth: Auth::new(SECRET),
-        metrics: Arc::default(),
-        relay_lag: Arc::new(|| None),
-        closing,
-    };
+    let state = AppState::new(engine, LiveKitConfig::dev(), Auth::new(SECRET), closing);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -85,11 +76,16 @@ async fn a_failed_flush_turns_healthz_503_with_its_cause_and_reads_go_on() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "unavailable");
 
-    let (status, body) = call(Method::GET, format!("{base}/healthz"), "", json!({})).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body["error"]["code"], "unavailable");
-    let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("injected flush failure"), "{message}");
+    for probe in ["/healthz", "/readyz"] {
+        let (status, body) = call(Method::GET, format!("{base}{probe}"), "", json!({})).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{probe}");
+        assert_eq!(body["error"]["code"], "unavailable");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("injected flush failure"),
+            "{probe}: {message}"
+        );
+    }
 
     let (status, body) = call(
         Method::GET,

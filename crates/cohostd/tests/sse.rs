@@ -318,3 +318,21 @@ async fn resume(flow: &mut Flow, last_seq: u64) {
     assert_eq!(id, Some(11));
     assert_eq!(data["items"].as_array().map(Vec::len), Some(4));
 }
+
+/// No connection timeout cuts a live collection: with 1 s header and body deadlines, a stream that stays quiet
+/// for longer still delivers the next change.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_collection_outlives_every_timeout() {
+    let mut flow =
+        Flow::start_with(&["--http-header-timeout-s", "1", "--http-body-timeout-s", "1"]).await;
+    flow.run([
+        post("alice", "/v1/rooms", json!({"room_id": "r1"})).ok(json!({"version": 1})),
+        post_empty("alice", "/v1/rooms/r1/live").ok(json!({"version": 2})),
+    ])
+    .await;
+    let mut room_sse = open(&mut flow, ROOM, "alice", None).expect("room SSE");
+    assert_eq!(room_sse.snapshot().0, Some(2));
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    flow.step(invite("alice", "r1", "bob")).await;
+    room_sse.change(3, "invitation_created");
+}

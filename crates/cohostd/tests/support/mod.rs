@@ -30,6 +30,8 @@ pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(CALL_TIMEOUT)
+        // Some tests run the daemon with a 1 s keep-alive; a pooled connection must not outlive it.
+        .pool_idle_timeout(Duration::from_millis(300))
         .connect_timeout(Duration::from_secs(5))
         .no_proxy()
         .build()
@@ -47,23 +49,11 @@ fn free_port() -> u16 {
 fn command(dir: &Path) -> Command {
     let mut command = Command::new(BIN);
     command.arg("--data-dir").arg(dir);
-    for var in [
-        "COHOST_DATA_DIR",
-        "COHOST_HTTP_ADDR",
-        "COHOST_NATS_URL",
-        "COHOST_JETSTREAM",
-        "COHOST_WIRE_ENCODING",
-        "COHOST_AUTH_SECRET",
-        "LIVEKIT_URL",
-        "LIVEKIT_API_KEY",
-        "LIVEKIT_API_SECRET",
-        "COHOST_LIVEKIT_ROOM_PREFIX",
-        "COHOST_LIVEKIT_ADMIN",
-        "COHOST_INVITATION_TTL_S",
-        "COHOST_TOKEN_TTL_S",
-        "COHOST_MAX_COHOSTS",
-    ] {
-        command.env_remove(var);
+    // Only what a test passes configures the daemon.
+    for (var, _) in std::env::vars() {
+        if var.starts_with("COHOST_") || var.starts_with("LIVEKIT_") {
+            command.env_remove(var);
+        }
     }
     command.env("RUST_LOG", "warn");
     command
@@ -79,12 +69,18 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `cohostd` on `dir` and waits until GET /healthz answers 200.
+    /// Starts `cohostd` on `dir` and waits until GET /readyz answers 200.
     pub async fn start(dir: &Path) -> Daemon {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// Starts `cohostd` on `dir` with extra arguments, and waits until GET /readyz answers 200.
+    pub async fn start_with(dir: &Path, args: &[&str]) -> Daemon {
         let mut last = String::new();
         for _attempt in 0..5 {
             let port = free_port();
             let child = command(dir)
+                .args(args)
                 .arg("--http-addr")
                 .arg(format!("127.0.0.1:{port}"))
                 .stdin(Stdio::null())
@@ -119,7 +115,7 @@ impl Daemon {
             }
             if let Ok(reply) = self
                 .http
-                .get(format!("{}/healthz", self.base))
+                .get(format!("{}/readyz", self.base))
                 .timeout(Duration::from_secs(2))
                 .send()
                 .await
@@ -129,7 +125,7 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err("timed out waiting for /healthz".into())
+        Err("timed out waiting for /readyz".into())
     }
 
     pub fn pid(&self) -> u32 {
@@ -487,9 +483,14 @@ pub struct Flow {
 impl Flow {
     /// Starts `cohostd` on a fresh data dir.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts `cohostd` on a fresh data dir, with extra arguments.
+    pub async fn start_with(args: &[&str]) -> Self {
         let dir = data_dir();
         Flow {
-            d: Daemon::start(dir.path()).await,
+            d: Daemon::start_with(dir.path(), args).await,
             _dir: dir,
             tokens: HashMap::new(),
             vars: HashMap::new(),
