@@ -83,6 +83,12 @@ impl Daemon {
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{port}"))
             .env("COHOST_AUTH_SECRET", SECRET)
+            // Outside dev mode the daemon wants real LiveKit keys; these only sign the tokens accept returns.
+            .env("LIVEKIT_API_KEY", "bench-key")
+            .env(
+                "LIVEKIT_API_SECRET",
+                "a bench LiveKit secret of some length",
+            )
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .spawn()

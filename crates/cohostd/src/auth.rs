@@ -1,17 +1,57 @@
 //! User JWTs: HS256 with the deployment's secret, `sub` = user id and `exp` required. Anything else is
-//! `unauthenticated`, including `alg: none` and other algorithms.
+//! `unauthenticated`, including `alg: none` and other algorithms, a token before its `nbf`, a lifetime over
+//! the configured maximum (so a leaked token cannot be valid for years), and, when configured, another
+//! issuer or audience.
 
-use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cohost_proto::UserId;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+/// The longest lifetime a user token may have unless configured otherwise.
+pub const TOKEN_LIFETIME_MAX_DEFAULT: Duration = Duration::from_secs(24 * 3_600);
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user: UserId,
+    /// The token's `exp`, in seconds since the epoch: a live collection ends there.
+    pub expires_s: u64,
+}
+
+/// What tokens must satisfy beyond the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRules {
+    pub lifetime_max: Duration,
+    /// When set, `iss` must equal it.
+    pub issuer: Option<String>,
+    /// When set, `aud` must name it.
+    pub audience: Option<String>,
+}
+
+impl Default for TokenRules {
+    fn default() -> Self {
+        Self {
+            lifetime_max: TOKEN_LIFETIME_MAX_DEFAULT,
+            issuer: None,
+            audience: None,
+        }
+    }
 }
 
 /// Verifies and signs user tokens.
@@ -20,58 +60,116 @@ pub struct Auth {
     decoding: DecodingKey,
     encoding: EncodingKey,
     validation: Validation,
+    rules: TokenRules,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.debug_struct("Auth").finish_non_exhaustive()
+        f.debug_struct("Auth")
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
     }
 }
 
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl Auth {
+    /// Tokens signed with `secret`, under the default rules.
     pub fn new(secret: &str) -> Self {
+        Self::with_rules(secret, TokenRules::default())
+    }
+
+    pub fn with_rules(secret: &str, rules: TokenRules) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        required.extend(rules.issuer.as_ref().map(|_| "iss"));
+        required.extend(rules.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         validation.leeway = 0;
+        validation.validate_nbf = true;
+        match &rules.issuer {
+            Some(issuer) => validation.set_issuer(&[issuer]),
+            None => validation.iss = None,
+        }
+        match &rules.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
         Self {
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             validation,
+            rules,
         }
     }
 
-    /// The user of an `Authorization: Bearer <jwt>` header value.
-    pub fn user(&self, authorization: Option<&str>) -> Result<UserId, &'static str> {
-        let header = authorization.ok_or("missing Authorization header")?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or("Authorization must be `Bearer <token>`")?;
-        let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation)
-            .map_err(|_| "invalid or expired token")?;
-        UserId::new(&data.claims.sub).map_err(|_| "token subject is not a valid user id")
+    /// The longest lifetime a token may have.
+    pub fn lifetime_max(&self) -> Duration {
+        self.rules.lifetime_max
     }
 
-    /// A token for `user`, valid for `ttl_s` seconds.
+    /// The caller of an `Authorization: Bearer <jwt>` header value (the scheme name in any case, RFC 7235).
+    pub fn caller(&self, authorization: Option<&str>) -> Result<Caller, &'static str> {
+        let header = authorization.ok_or("missing Authorization header")?;
+        let token = header
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or("Authorization must be `Bearer <token>`")?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|_| "invalid or expired token")?;
+        let claims = data.claims;
+        let lifetime_s = claims.exp.saturating_sub(claims.iat.unwrap_or_else(now_s));
+        if lifetime_s > self.rules.lifetime_max.as_secs() {
+            return Err("token lifetime is longer than this deployment allows");
+        }
+        let user = UserId::new(&claims.sub).map_err(|_| "token subject is not a valid user id")?;
+        Ok(Caller {
+            user,
+            expires_s: claims.exp,
+        })
+    }
+
+    /// The user of an `Authorization` header value; see [`Auth::caller`].
+    pub fn user(&self, authorization: Option<&str>) -> Result<UserId, &'static str> {
+        self.caller(authorization).map(|caller| caller.user)
+    }
+
+    /// A token for `user`, valid for `ttl_s` seconds from now, with the configured issuer and audience.
     pub fn mint(&self, user: &UserId, ttl_s: u64) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = now_s();
         let claims = Claims {
             sub: user.to_string(),
             exp: now + ttl_s,
+            iat: Some(now),
+            iss: self.rules.issuer.clone(),
+            aud: self.rules.audience.clone(),
         };
-        // HS256 signing of a two-field struct cannot fail.
+        // HS256 signing of a struct of strings and numbers cannot fail.
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signs")
     }
 }
 
-/// The dev-mode secret: generated once and kept in the data dir, so `cohostd token` signs with the same one.
+/// Where dev mode keeps its generated secret.
+pub fn dev_secret_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("dev-auth-secret")
+}
+
+/// The dev-mode secret: generated once into the data dir, readable by its owner only (mode 0600), so
+/// `cohostd token` signs with the same one. Returns it, and whether it was generated now.
 pub fn dev_secret(data_dir: &Path) -> std::io::Result<(String, bool)> {
-    let path = data_dir.join("dev-auth-secret");
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = dev_secret_path(data_dir);
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let existing = existing.trim().to_owned();
         if !existing.is_empty() {
+            // A file an earlier version wrote world-readable is narrowed.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
             return Ok((existing, false));
         }
     }
@@ -79,6 +177,13 @@ pub fn dev_secret(data_dir: &Path) -> std::io::Result<(String, bool)> {
     let mut bytes = [0u8; 32];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(&path, &secret)?;
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    file.write_all(secret.as_bytes())?;
+    file.sync_all()?;
     Ok((secret, true))
 }

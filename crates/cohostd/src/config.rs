@@ -25,7 +25,7 @@ pub enum Subcommands {
     Token {
         #[arg(long)]
         user: String,
-        /// Lifetime of the token in seconds.
+        /// Lifetime of the token in seconds: at least 1, at most the deployment's `--jwt-lifetime-max-s`.
         #[arg(long, default_value_t = 3_600)]
         ttl_s: u64,
     },
@@ -34,7 +34,7 @@ pub enum Subcommands {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Where the event log lives.
-    #[arg(long, env = "COHOST_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "COHOST_DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
     /// Where the HTTP API listens.
     #[arg(long, env = "COHOST_HTTP_ADDR", default_value = "127.0.0.1:7480")]
@@ -48,9 +48,29 @@ pub struct Settings {
     /// Encoding of events on NATS: json or postcard.
     #[arg(long, env = "COHOST_WIRE_ENCODING", default_value = "json", value_parser = parse_encoding)]
     pub wire_encoding: Encoding,
-    /// HS256 secret for user JWTs; unset means dev mode with a generated secret.
-    #[arg(long, env = "COHOST_AUTH_SECRET", hide_env_values = true)]
+    /// HS256 secret for user JWTs, at least 16 characters; unset (and no secret file) means dev mode with a
+    /// generated secret.
+    #[arg(
+        long,
+        env = "COHOST_AUTH_SECRET",
+        hide_env_values = true,
+        global = true,
+        conflicts_with = "auth_secret_file"
+    )]
     pub auth_secret: Option<String>,
+    /// A file holding the HS256 secret for user JWTs (surrounding white space ignored), so the secret need not
+    /// be on the command line or in the environment.
+    #[arg(long, env = "COHOST_AUTH_SECRET_FILE", global = true)]
+    pub auth_secret_file: Option<PathBuf>,
+    /// The longest lifetime (`exp` − `iat`, or `exp` − now without `iat`) a user JWT may have.
+    #[arg(long, env = "COHOST_JWT_LIFETIME_MAX_S", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..=31_536_000), global = true)]
+    pub jwt_lifetime_max_s: u64,
+    /// When set, user JWTs must carry this `iss`.
+    #[arg(long, env = "COHOST_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+    /// When set, user JWTs must carry this `aud`.
+    #[arg(long, env = "COHOST_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
     /// What broadcaster.url returns.
     #[arg(long, env = "LIVEKIT_URL", default_value = "ws://localhost:7880")]
     pub livekit_url: String,

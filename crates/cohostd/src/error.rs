@@ -69,6 +69,14 @@ impl IntoResponse for ApiError {
             StatusCode::from_u16(self.code.http_status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         });
-        (status, Json(ErrorBody::new(self.code, self.message))).into_response()
+        let mut response = (status, Json(ErrorBody::new(self.code, self.message))).into_response();
+        if self.code == ErrorCode::Unauthenticated {
+            // RFC 7235: a 401 names the scheme it wants.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"cohost\""),
+            );
+        }
+        response
     }
 }

@@ -23,7 +23,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Caller};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::serve::{ConnectionStats, Limits};
@@ -111,12 +111,17 @@ pub fn router(state: AppState) -> Router {
 
 /// The caller, from `Authorization: Bearer <jwt>`.
 fn caller(state: &AppState, headers: &HeaderMap) -> Result<UserId, ApiError> {
+    authenticated(state, headers).map(|caller| caller.user)
+}
+
+/// The caller and when their token expires.
+fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     state
         .auth
-        .user(value)
+        .caller(value)
         .map_err(|reason| ApiError::new(ErrorCode::Unauthenticated, reason))
 }
 
@@ -455,17 +460,18 @@ async fn room_invitations(
     Path(id): Path<String>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let user = caller(&state, &headers)?;
+    let caller = authenticated(&state, &headers)?;
     let room_id = room_id(&id)?;
     let list = list_query(query, true)?;
-    if state.engine.room(&room_id)?.host != user {
+    if state.engine.room(&room_id)?.host != caller.user {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,
             "only the host lists a room's invitations",
         ));
     }
     if wants_events(&headers) {
-        return sse::serve(state, sse::Collection::Room(room_id, list), &headers);
+        let collection = sse::Collection::Room(room_id, list);
+        return sse::serve(state, collection, &headers, caller.expires_s);
     }
     json(state.engine.room_invitations(&room_id, &list)?)
 }
@@ -475,12 +481,13 @@ async fn my_invitations(
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let user = caller(&state, &headers)?;
+    let caller = authenticated(&state, &headers)?;
     let list = list_query(query, true)?;
     if wants_events(&headers) {
-        return sse::serve(state, sse::Collection::Candidate(user, list), &headers);
+        let collection = sse::Collection::Candidate(caller.user, list);
+        return sse::serve(state, collection, &headers, caller.expires_s);
     }
-    json(state.engine.user_invitations(&user, &list)?)
+    json(state.engine.user_invitations(&caller.user, &list)?)
 }
 
 fn json(body: impl serde::Serialize) -> Result<Response, ApiError> {

@@ -56,31 +56,63 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The deployment's auth secret, or the dev one (generated once, kept in the data dir).
+/// The deployment's auth secret (from the setting or its file), or the dev one (generated once, kept in the
+/// data dir); and whether it is the dev one.
 fn auth_secret(settings: &Settings) -> Result<(String, bool), String> {
-    if let Some(secret) = &settings.auth_secret {
-        if secret.len() < 16 {
-            return Err("COHOST_AUTH_SECRET must be at least 16 characters".into());
+    let configured = match (&settings.auth_secret, &settings.auth_secret_file) {
+        (Some(secret), _) => Some(secret.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    format!(
+                        "cannot read COHOST_AUTH_SECRET_FILE {}: {e}",
+                        path.display()
+                    )
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    if let Some(secret) = configured {
+        if secret.chars().count() < 16 {
+            return Err("the auth secret must be at least 16 characters".into());
         }
-        return Ok((secret.clone(), false));
+        return Ok((secret, false));
     }
-    let (secret, created) = auth::dev_secret(&settings.data_dir).map_err(|e| {
-        format!(
-            "cannot keep the dev auth secret in {}: {e}",
-            settings.data_dir.display()
-        )
-    })?;
+    let path = auth::dev_secret_path(&settings.data_dir);
+    let (secret, created) = auth::dev_secret(&settings.data_dir)
+        .map_err(|e| format!("cannot keep the dev auth secret in {}: {e}", path.display()))?;
     if created {
-        // Printed once, when generated; it stays in the data dir for `cohostd token`.
-        eprintln!("cohostd: dev mode: generated auth secret {secret}");
+        // The secret itself is never printed: logs outlive it.
+        eprintln!(
+            "cohostd: dev mode: generated an auth secret into {} (mode 0600)",
+            path.display()
+        );
     }
     Ok((secret, true))
 }
 
+/// Verifies user tokens with the deployment's secret and token rules.
+fn authenticator(settings: &Settings, secret: &str) -> auth::Auth {
+    let rules = auth::TokenRules {
+        lifetime_max: Duration::from_secs(settings.jwt_lifetime_max_s),
+        issuer: settings.jwt_issuer.clone(),
+        audience: settings.jwt_audience.clone(),
+    };
+    auth::Auth::with_rules(secret, rules)
+}
+
 fn token(settings: &Settings, user: &str, ttl_s: u64) -> Result<(), String> {
     let user = UserId::new(user).map_err(|e| e.to_string())?;
+    if ttl_s == 0 || ttl_s > settings.jwt_lifetime_max_s {
+        return Err(format!(
+            "--ttl-s must be from 1 to {} (the deployment's --jwt-lifetime-max-s)",
+            settings.jwt_lifetime_max_s
+        ));
+    }
     let (secret, _) = auth_secret(settings)?;
-    println!("{}", auth::Auth::new(&secret).mint(&user, ttl_s));
+    println!("{}", authenticator(settings, &secret).mint(&user, ttl_s));
     Ok(())
 }
 
@@ -88,7 +120,11 @@ fn livekit(settings: &Settings) -> Result<(LiveKitConfig, bool), String> {
     let dev = LiveKitConfig::dev();
     let (api_key, api_secret, dev_mode) =
         match (&settings.livekit_api_key, &settings.livekit_api_secret) {
-            (Some(key), Some(secret)) => (key.clone(), secret.clone(), false),
+            // The public dev pair counts as dev mode however it was given.
+            (Some(key), Some(secret)) => {
+                let dev_pair = *key == dev.api_key && *secret == dev.api_secret;
+                (key.clone(), secret.clone(), dev_pair)
+            }
             (None, None) => (dev.api_key, dev.api_secret, true),
             _ => return Err("set both LIVEKIT_API_KEY and LIVEKIT_API_SECRET, or neither".into()),
         };
@@ -111,6 +147,12 @@ async fn serve(settings: Settings) -> Result<(), String> {
     .map_err(|e| format!("COHOST_INVITATION_TTL_S / COHOST_MAX_COHOSTS: {e}"))?;
     let (secret, dev_auth) = auth_secret(&settings)?;
     let (livekit, dev_livekit) = livekit(&settings)?;
+    if !dev_auth && dev_livekit {
+        // Anyone can sign a webhook with LiveKit's public dev pair, and so stop any room.
+        return Err("an auth secret is set (not dev mode), so LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set too, \
+                    and not to LiveKit's public dev pair"
+            .into());
+    }
     if dev_auth {
         tracing::warn!(
             secret_file = %settings.data_dir.join("dev-auth-secret").display(),
@@ -158,7 +200,12 @@ async fn serve(settings: Settings) -> Result<(), String> {
         None => None,
     };
     let relay_status = nats.as_ref().map(|(relay, _)| relay.lag_probe());
-    let mut state = http::AppState::new(engine.clone(), livekit, auth::Auth::new(&secret), closing);
+    let mut state = http::AppState::new(
+        engine.clone(),
+        livekit,
+        authenticator(&settings, &secret),
+        closing,
+    );
     state.relay_lag = Arc::new(move || relay_status.as_ref().map(|probe| probe()));
     state.body_read_timeout = limits.body_read_timeout;
     state.connections = connections;

@@ -11,11 +11,13 @@
 //! the socket: a client that reads slowly simply causes the stream to be polled slowly. The engine never waits for
 //! it: its live feed is a bounded broadcast channel, and a reader that falls behind it is lagged out and reads the
 //! log instead (in chunks of bounded size). So a slow client costs one cursor, not a buffer of its backlog. If the
-//! stream fails (for instance the log cannot be read), the collection sends a final `error` event
+//! stream fails (for instance the log cannot be read), the collection sends a final `end` event
 //! (`{"error": {"code", "message"}}`) and ends; the client reconnects with `Last-Event-ID`.
 //!
-//! The collection ends when the engine shuts down (after delivering what was committed). Keep-alive comments go
-//! out every 15 s. `cohost_sse_clients` counts the open collections.
+//! The collection also ends when the caller's token expires, with an `end` event whose code is
+//! `unauthenticated`: a token's lifetime bounds what it can read. It ends when the engine shuts down (after
+//! delivering what was committed). Keep-alive comments go out every 15 s. `cohost_sse_clients` counts the open
+//! collections.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -54,6 +56,7 @@ pub fn serve(
     state: AppState,
     collection: Collection,
     headers: &HeaderMap,
+    token_expires_s: u64,
 ) -> Result<Response, ApiError> {
     let engine = &state.engine;
     let feed = match (collection, last_event_id(headers)?) {
@@ -87,7 +90,7 @@ pub fn serve(
             Feed::new(&state, Some(snapshot), watch.changes, watch.seq, |e| e.seq)
         }
     };
-    Ok(respond(&state, feed))
+    Ok(respond(&state, feed.until(token_expires_s)))
 }
 
 /// The collection's first event: the page, with the id a client resumes from.
@@ -163,6 +166,8 @@ struct Feed {
     /// Changes with an id at or below this were already sent (or are in the snapshot).
     after: u64,
     id_of: fn(&Envelope) -> u64,
+    /// When the caller's token expires: the collection ends there.
+    expires: tokio::time::Instant,
     ended: bool,
     _guard: ClientGuard,
 }
@@ -180,9 +185,20 @@ impl Feed {
             changes,
             after,
             id_of,
+            expires: tokio::time::Instant::now(),
             ended: false,
             _guard: ClientGuard::new(&state.metrics),
         }
+    }
+
+    /// Ends the collection when a token that expires at `expires_s` (seconds since the epoch) does.
+    fn until(mut self, expires_s: u64) -> Self {
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let left = Duration::from_secs(expires_s.saturating_sub(now_s));
+        self.expires = tokio::time::Instant::now() + left;
+        self
     }
 }
 
@@ -212,7 +228,15 @@ fn events(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> + Send {
             return Some((Ok(snapshot), feed));
         }
         loop {
-            match feed.changes.next().await {
+            let next = tokio::select! {
+                next = feed.changes.next() => next,
+                () = tokio::time::sleep_until(feed.expires) => {
+                    feed.ended = true;
+                    let message = "the token expired; reconnect with a fresh one and Last-Event-ID";
+                    return Some((Ok(end_event(ErrorCode::Unauthenticated, message.into())), feed));
+                }
+            };
+            match next {
                 // The engine has shut down: the collection ends.
                 None => return None,
                 Some(Ok(envelope)) => {
@@ -228,14 +252,14 @@ fn events(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> + Send {
                             .data(data),
                         Err(e) => {
                             feed.ended = true;
-                            error_event(ErrorCode::Internal, format!("cannot encode JSON: {e}"))
+                            end_event(ErrorCode::Internal, format!("cannot encode JSON: {e}"))
                         }
                     };
                     return Some((Ok(event), feed));
                 }
                 Some(Err(error)) => {
                     feed.ended = true;
-                    let event = error_event(
+                    let event = end_event(
                         error.code(),
                         format!("{error}; reconnect with Last-Event-ID"),
                     );
@@ -246,9 +270,11 @@ fn events(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> + Send {
     })
 }
 
-fn error_event(code: ErrorCode, message: String) -> Event {
+/// The collection's last event, saying why it ends. Named `end`, not `error`: a browser's `EventSource`
+/// reports its own connection failures as `error` events, and the two must not be taken for each other.
+fn end_event(code: ErrorCode, message: String) -> Event {
     let body = serde_json::to_string(&ErrorBody::new(code, message)).unwrap_or_else(|_| {
         r#"{"error":{"code":"internal","message":"cannot encode the error"}}"#.to_owned()
     });
-    Event::default().event("error").data(body)
+    Event::default().event("end").data(body)
 }

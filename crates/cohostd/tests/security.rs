@@ -6,16 +6,9 @@ mod support;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Flow, Step, delete, dev_secret, get, invite, post};
+use support::{Flow, Step, delete, dev_secret, get, invite, now_s, post};
 
 const DENIED: &str = "permission_denied";
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn sign(algorithm: Algorithm, secret: &str, claims: &Value) -> String {
     jsonwebtoken::encode(
@@ -101,6 +94,18 @@ fn bad_tokens(secret: &str) -> Vec<(&'static str, Option<String>)> {
         ("alg none with a signature", Some(unsigned(&alice, "c2ln"))),
         ("HS512", Some(sign(Algorithm::HS512, secret, &alice))),
         ("no exp", hs256(json!({"sub": "alice"}))),
+        (
+            "not valid before a minute from now",
+            hs256(json!({"sub": "alice", "exp": exp, "nbf": now_s() + 60})),
+        ),
+        (
+            "a lifetime of 25 h by iat",
+            hs256(json!({"sub": "alice", "iat": now_s(), "exp": now_s() + 25 * 3_600})),
+        ),
+        (
+            "a lifetime of 25 h from now, without iat",
+            hs256(json!({"sub": "alice", "exp": now_s() + 25 * 3_600})),
+        ),
         ("no sub", hs256(json!({"exp": exp}))),
         (
             "invalid sub",
@@ -163,6 +168,89 @@ fn wrong_users() -> Vec<Step> {
     ]
 }
 
+/// The scheme name in any case (RFC 7235), and a 401 that names the scheme it wants.
+async fn scheme_names(flow: &mut Flow) {
+    let alice = flow.token("alice");
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let reply = flow
+            .d
+            .http
+            .get(flow.d.url("/v1/rooms/r1"))
+            .header("authorization", format!("{scheme} {alice}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200, "{scheme}");
+    }
+    let reply = flow
+        .d
+        .http
+        .get(flow.d.url("/v1/rooms/r1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 401);
+    assert_eq!(
+        reply.headers()["www-authenticate"],
+        "Bearer realm=\"cohost\""
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issuer_and_audience_are_checked_when_configured() {
+    let args = [
+        "--jwt-issuer",
+        "https://id.example",
+        "--jwt-audience",
+        "cohost",
+    ];
+    let mut flow = Flow::start_with(&args).await;
+    let dir = flow.d.dir.clone();
+    let exp = now_s() + 600;
+    let token = |claims: Value| Some(support::signed(&dir, &claims));
+    let cases = [
+        (
+            "no iss or aud",
+            token(json!({"sub": "alice", "exp": exp})),
+            401,
+        ),
+        (
+            "another issuer",
+            token(
+                json!({"sub": "alice", "exp": exp, "iss": "https://evil.example", "aud": "cohost"}),
+            ),
+            401,
+        ),
+        (
+            "another audience",
+            token(json!({"sub": "alice", "exp": exp, "iss": "https://id.example", "aud": "other"})),
+            401,
+        ),
+        (
+            "both right",
+            token(
+                json!({"sub": "alice", "exp": exp, "iss": "https://id.example", "aud": "cohost"}),
+            ),
+            404,
+        ),
+    ];
+    let steps: Vec<Step> = cases
+        .into_iter()
+        .map(|(why, token, status)| {
+            let code = if status == 401 {
+                "unauthenticated"
+            } else {
+                "not_found"
+            };
+            get("", "/v1/rooms/r1")
+                .token(token.as_deref())
+                .err(status, code)
+                .why(why)
+        })
+        .collect();
+    flow.run(steps).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_tokens_and_wrong_users_change_nothing() {
     let mut flow = Flow::start().await;
@@ -175,6 +263,7 @@ async fn bad_tokens_and_wrong_users_change_nothing() {
     assert_eq!(snapshot(&mut flow).await, before);
     flow.run(wrong_users()).await;
     assert_eq!(snapshot(&mut flow).await, before);
+    scheme_names(&mut flow).await;
 
     // The metrics page still renders and the daemon is healthy.
     let (status, _) = flow.d.call(Method::GET, "/metrics", None, None).await;

@@ -336,3 +336,38 @@ async fn a_live_collection_outlives_every_timeout() {
     flow.step(invite("alice", "r1", "bob")).await;
     room_sse.change(3, "invitation_created");
 }
+
+/// A collection ends when its token does: a last `end` event (not `error`, which a browser's `EventSource`
+/// uses for its own failures) with code `unauthenticated`, then the stream closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_collection_ends_when_its_token_expires() {
+    let mut flow = Flow::start().await;
+    flow.run([
+        post("alice", "/v1/rooms", json!({"room_id": "r1"})),
+        post_empty("alice", "/v1/rooms/r1/live"),
+    ])
+    .await;
+    let short = support::signed(
+        &flow.d.dir,
+        &json!({"sub": "alice", "exp": support::now_s() + 2}),
+    );
+    let addr = flow.d.base.strip_prefix("http://").expect("an http base");
+    let started = std::time::Instant::now();
+    let mut room_sse = Sse::open(addr, ROOM, &short, None).expect("room SSE");
+    room_sse.snapshot();
+    flow.step(invite("alice", "r1", "bob")).await;
+    room_sse.change(3, "invitation_created");
+    let end = room_sse.next();
+    assert_eq!(end.event, "end", "{end:?}");
+    assert_eq!(end.data["error"]["code"], "unauthenticated", "{end:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        room_sse.body.line().expect("read"),
+        None,
+        "the stream closed"
+    );
+}

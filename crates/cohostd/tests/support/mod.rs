@@ -284,6 +284,20 @@ pub fn token(dir: &Path, user: &str) -> String {
         .to_owned()
 }
 
+/// A token with these claims, signed HS256 with the daemon's dev secret in `dir`.
+pub fn signed(dir: &Path, claims: &Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(dev_secret(dir).as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key).expect("HS256 signs")
+}
+
+/// Seconds since the epoch.
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
 /// The dev auth secret the daemon keeps in its data dir.
 pub fn dev_secret(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("dev-auth-secret"))
