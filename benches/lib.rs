@@ -185,12 +185,7 @@ pub mod mix {
     }
 
     pub fn mirror_ctx(actor: &Actor) -> Context<'_> {
-        Context {
-            actor,
-            now_ms: MIRROR_NOW_MS,
-            expected_version: None,
-            policy: Policy::default(),
-        }
+        Context::new(actor, MIRROR_NOW_MS, Policy::default())
     }
 
     /// Room `i`'s setup: its host creates it, then takes it live.

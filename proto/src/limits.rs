@@ -20,3 +20,8 @@ pub const BODY_BYTES_MAX: usize = 64 * 1024;
 pub const PAGE_LIMIT_MAX: usize = 100;
 /// The most events one read of the log returns.
 pub const READ_EVENTS_MAX: usize = 1_000;
+/// Rooms one host holds open (idle or live) at once, unless the deployment sets another number.
+pub const OPEN_ROOMS_PER_HOST_DEFAULT: u32 = 20;
+/// Pending invitations and requests one candidate holds across rooms at once, unless the deployment sets
+/// another number: an inviter can never bury a user's offers under more than this.
+pub const PENDING_PER_CANDIDATE_DEFAULT: u32 = 32;

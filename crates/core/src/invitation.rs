@@ -69,6 +69,11 @@ fn open(
     if room.cohosts.len() >= usize::from(room.max_cohosts) {
         return Err(Rejection::ResourceExhausted("every co-host seat is taken"));
     }
+    if ctx.tallies.pending_offers(candidate) >= ctx.policy.pending_per_candidate_max() {
+        return Err(Rejection::ResourceExhausted(
+            "the candidate already holds as many pending offers across rooms as this deployment allows",
+        ));
+    }
     let invitation_id = InvitationId::new(room.room_id.clone(), state.next_invitation_number())
         .expect("invitation numbers start at 1");
     let invitation = Invitation {

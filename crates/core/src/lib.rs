@@ -14,7 +14,7 @@
 //! let room_id = RoomId::new("stage-1").unwrap();
 //! let alice = Actor::User(UserId::new("alice").unwrap());
 //! let mut room = RoomState::default();
-//! let ctx = Context { actor: &alice, now_ms: 1_000, expected_version: None, policy: Policy::default() };
+//! let ctx = Context::new(&alice, 1_000, Policy::default());
 //! let commands = [
 //!     Command::CreateRoom(CreateRoom { room_id: room_id.clone(), title: None, max_cohosts: None }),
 //!     Command::GoLive(RoomTarget { room_id: room_id.clone() }),
@@ -44,7 +44,7 @@ pub use reply::reply;
 pub use stage::{Entitlement, entitlement};
 pub use state::{ENDED_KEPT_MAX, InvitationFilter, InvitationPage, RoomState, apply};
 
-use cohost_proto::{Actor, Command, Event};
+use cohost_proto::{Actor, Command, Event, UserId};
 use invitation::Outcome;
 
 /// Everything `decide` needs besides the state and the command.
@@ -56,6 +56,44 @@ pub struct Context<'a> {
     /// The room version the caller last saw; a mismatch is `conflict`.
     pub expected_version: Option<u64>,
     pub policy: Policy,
+    /// Counts across rooms, for the quotas that span them.
+    pub tallies: &'a dyn Tallies,
+}
+
+impl<'a> Context<'a> {
+    /// A context with no expected version and nothing tallied across rooms.
+    pub fn new(actor: &'a Actor, now_ms: u64, policy: Policy) -> Self {
+        Self {
+            actor,
+            now_ms,
+            expected_version: None,
+            policy,
+            tallies: &NoTallies,
+        }
+    }
+}
+
+/// What a rule needs to know beyond the room it decides: counts across every room, kept by whoever holds
+/// them all (the engine's sequencer). The core only reads them, so it stays pure and per-room.
+pub trait Tallies: std::fmt::Debug {
+    /// Rooms of `host` that have not ended.
+    fn open_rooms(&self, host: &UserId) -> u32;
+    /// Pending invitations and requests whose candidate is `user`, across rooms.
+    fn pending_offers(&self, user: &UserId) -> u32;
+}
+
+/// Nothing tallied: for deciding a room on its own, where no quota across rooms can bind.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTallies;
+
+impl Tallies for NoTallies {
+    fn open_rooms(&self, _host: &UserId) -> u32 {
+        0
+    }
+
+    fn pending_offers(&self, _user: &UserId) -> u32 {
+        0
+    }
 }
 
 impl Context<'_> {

@@ -1,13 +1,18 @@
 use cohost_proto::invitation::{
     INVITATION_TTL_MS_DEFAULT, INVITATION_TTL_MS_MAX, INVITATION_TTL_MS_MIN,
 };
-use cohost_proto::limits::{MAX_COHOSTS_DEFAULT, MAX_COHOSTS_LIMIT};
+use cohost_proto::limits::{
+    MAX_COHOSTS_DEFAULT, MAX_COHOSTS_LIMIT, OPEN_ROOMS_PER_HOST_DEFAULT,
+    PENDING_PER_CANDIDATE_DEFAULT,
+};
 
 /// The deployment's settings that rules depend on. Built only through [`Policy::new`], so it is always in range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     invitation_ttl_ms: u64,
     max_cohosts_default: u8,
+    open_rooms_per_host_max: u32,
+    pending_per_candidate_max: u32,
 }
 
 /// A setting out of the contract's range.
@@ -33,7 +38,34 @@ impl Policy {
         Ok(Self {
             invitation_ttl_ms,
             max_cohosts_default,
+            ..Self::default()
         })
+    }
+
+    /// The quotas across rooms: open rooms per host and pending offers per candidate, each at least 1.
+    pub fn with_quotas(
+        self,
+        open_rooms_per_host_max: u32,
+        pending_per_candidate_max: u32,
+    ) -> Result<Self, PolicyError> {
+        if open_rooms_per_host_max == 0 || pending_per_candidate_max == 0 {
+            return Err(PolicyError("quotas must be at least 1"));
+        }
+        Ok(Self {
+            open_rooms_per_host_max,
+            pending_per_candidate_max,
+            ..self
+        })
+    }
+
+    /// Rooms not yet ended that one host may hold.
+    pub fn open_rooms_per_host_max(&self) -> u32 {
+        self.open_rooms_per_host_max
+    }
+
+    /// Pending invitations and requests one candidate may hold across rooms.
+    pub fn pending_per_candidate_max(&self) -> u32 {
+        self.pending_per_candidate_max
     }
 
     pub fn invitation_ttl_ms(&self) -> u64 {
@@ -50,6 +82,8 @@ impl Default for Policy {
         Self {
             invitation_ttl_ms: INVITATION_TTL_MS_DEFAULT,
             max_cohosts_default: MAX_COHOSTS_DEFAULT,
+            open_rooms_per_host_max: OPEN_ROOMS_PER_HOST_DEFAULT,
+            pending_per_candidate_max: PENDING_PER_CANDIDATE_DEFAULT,
         }
     }
 }

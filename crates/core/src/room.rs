@@ -36,6 +36,11 @@ pub(crate) fn create(
     let Actor::User(host) = ctx.actor else {
         return Err(Rejection::PermissionDenied("only a user can host a room"));
     };
+    if ctx.tallies.open_rooms(host) >= ctx.policy.open_rooms_per_host_max() {
+        return Err(Rejection::ResourceExhausted(
+            "the host already holds as many open rooms as this deployment allows",
+        ));
+    }
     let room = Room {
         room_id: command.room_id.clone(),
         host: host.clone(),

@@ -8,7 +8,7 @@ use cohost_proto::ErrorCode;
 use support::*;
 
 /// What a case expects: the event types emitted, or the error code.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum Then {
     Events(&'static [&'static str]),
     Error(ErrorCode),
@@ -627,4 +627,35 @@ fn rejection_messages_are_short_and_lowercase() {
     assert_eq!(rejection, Rejection::NotFound("invitation not found"));
     let conflict = go_live("alice").expecting(7).decide(&state).unwrap_err();
     assert_eq!(conflict.to_string(), "expected room version 7, but it is 2");
+}
+
+/// The quotas that span rooms, at their defaults: 20 open rooms per host, 32 pending offers per candidate.
+/// Checked after the room's own rules, and the offer's candidate is counted, whoever initiates.
+#[test]
+fn rule_quotas_across_rooms() {
+    check(
+        &[],
+        create("alice").across(19, 0),
+        Events(&["room_created"]),
+    );
+    check(
+        &[],
+        create("alice").across(20, 0),
+        Error(ErrorCode::ResourceExhausted),
+    );
+    let live = live_room_then(&[]);
+    for (open, pending, then) in [
+        (20, 31, Events(&["invitation_created"])),
+        (0, 32, Error(ErrorCode::ResourceExhausted)),
+    ] {
+        check(&live, invite("alice", "bob").across(open, pending), then);
+        check(&live, request("carol").across(open, pending), then);
+    }
+    // The room's own rules come first: a second offer to the same candidate is already_exists.
+    let offered = live_room_then(&[invite("alice", "bob")]);
+    check(
+        &offered,
+        invite("alice", "bob").across(0, 32),
+        Error(ErrorCode::AlreadyExists),
+    );
 }

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 
-use cohost_core::{Context, Policy, RoomState, apply, decide};
+use cohost_core::{Context, RoomState, Tallies, apply, decide};
 use cohost_model::{
-    Dice, Model, ROOMS, SEATS_DEFAULT, Step, TTL_MS, USERS, Who, compare_room, model_step,
-    room_name, to_command, user_name,
+    Dice, Model, ROOMS, Step, TTL_MS, USERS, Who, compare_room, model_step, room_name, to_command,
+    user_name,
 };
 use cohost_proto::codec::{decode_stored, encode_stored};
-use cohost_proto::{Actor, Envelope, RoomId};
+use cohost_proto::{Actor, Envelope, RoomId, RoomStatus, UserId};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
@@ -117,12 +117,14 @@ impl StateMachineTest for Core {
         };
         let command = to_command(room, op);
         let room_id = command.room_id().clone();
+        let tallies = Scanned::of(core.rooms.values());
         let state = core.rooms.entry(room_id.clone()).or_default();
         let ctx = Context {
             actor: &actor,
             now_ms: core.now_ms,
             expected_version,
-            policy: Policy::new(TTL_MS, SEATS_DEFAULT as u8).unwrap(),
+            policy: cohost_model::policy(),
+            tallies: &tallies,
         };
         let log_len = core.log.len();
         let outcome = decide(state, &command, &ctx);
@@ -201,4 +203,41 @@ prop_state_machine! {
 
     #[test]
     fn core_matches_the_reference_model(sequential 1..=60 => Core);
+}
+
+/// The quotas' counts across the core's rooms, by scanning them (a third reading, beside the engine's
+/// incremental tallies and the model's).
+#[derive(Debug, Default)]
+struct Scanned {
+    open_rooms: HashMap<UserId, u32>,
+    pending: HashMap<UserId, u32>,
+}
+
+impl Scanned {
+    fn of<'a>(rooms: impl Iterator<Item = &'a RoomState>) -> Self {
+        let mut scanned = Self::default();
+        for state in rooms {
+            let Some(room) = state.room() else { continue };
+            if room.status != RoomStatus::Ended {
+                *scanned.open_rooms.entry(room.host.clone()).or_default() += 1;
+            }
+            for invitation in state.pending() {
+                *scanned
+                    .pending
+                    .entry(invitation.user_id.clone())
+                    .or_default() += 1;
+            }
+        }
+        scanned
+    }
+}
+
+impl Tallies for Scanned {
+    fn open_rooms(&self, host: &UserId) -> u32 {
+        self.open_rooms.get(host).copied().unwrap_or(0)
+    }
+
+    fn pending_offers(&self, user: &UserId) -> u32 {
+        self.pending.get(user).copied().unwrap_or(0)
+    }
 }

@@ -451,12 +451,7 @@ fn core_entitles_a_cohost_exactly_while_seated_in_a_live_room() {
         let mut model = Model::default();
         for (index, step) in history.into_iter().enumerate() {
             let (actor, command) = resolve(&state, step);
-            let ctx = Context {
-                actor: &actor,
-                now_ms: NOW_MS + index as u64,
-                expected_version: None,
-                policy: Policy::default(),
-            };
+            let ctx = Context::new(&actor, NOW_MS + index as u64, Policy::default());
             // A refused command changes nothing, in the core or the model.
             if let Ok(events) = decide(&state, &command, &ctx) {
                 for event in &events {

@@ -44,6 +44,7 @@ mod recovery;
 pub mod sequencer;
 mod stats;
 mod subscribe;
+mod tallies;
 mod timers;
 mod writer;
 

@@ -34,6 +34,7 @@ use cohost_proto::{
 use cohost_store::IdempotencyRecord;
 
 use crate::idempotency::{self, Idempotency, Remembered};
+use crate::tallies::RoomTallies;
 use crate::timers::Timers;
 use crate::{Error, Options};
 
@@ -198,6 +199,8 @@ pub struct Sequencer<T> {
     now_ms: u64,
     rooms: HashMap<RoomId, RoomState>,
     idempotency: Idempotency,
+    /// Counts across rooms, for the quotas that span them; as of `rooms`.
+    tallies: RoomTallies,
     timers: Timers,
     /// Invitations with an `expire` queued and not yet decided, so a timer armed twice queues it once.
     expiring: HashSet<InvitationId>,
@@ -262,6 +265,7 @@ impl<T> Sequencer<T> {
         Self {
             config,
             now_ms: 0,
+            tallies: RoomTallies::count(rooms.values()),
             rooms,
             idempotency,
             timers,
@@ -435,6 +439,9 @@ impl<T> Sequencer<T> {
         let batch = self.take_in_flight(id);
         let retry_ms = self.now_ms + RETRY_AFTER_FAILURE_MS;
         for room_id in &batch.touched {
+            if let Some(decided) = self.rooms.get(room_id) {
+                self.tallies.room(decided, false);
+            }
             match durable(room_id) {
                 Some(state) => {
                     // The timers of what this batch answered were dropped as not pending: arm them again,
@@ -443,6 +450,7 @@ impl<T> Sequencer<T> {
                         let due_ms = invitation.expires_ms.max(retry_ms);
                         self.timers.push(due_ms, invitation.invitation_id.clone());
                     }
+                    self.tallies.room(&state, true);
                     self.rooms.insert(room_id.clone(), state);
                 }
                 None => {
@@ -675,12 +683,14 @@ impl<T> Sequencer<T> {
             now_ms: self.now_ms,
             expected_version: options.expected_version,
             policy: self.config.policy,
+            tallies: &self.tallies,
         };
         let state = self.rooms.entry(room_id.clone()).or_default();
         match decide(state, command, &ctx) {
             Ok(events) => {
                 for event in &events {
                     apply(state, event);
+                    self.tallies.on_event(event);
                 }
                 Ok(events)
             }

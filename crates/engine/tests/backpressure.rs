@@ -115,7 +115,8 @@ async fn shutdown_drains_the_queue_and_then_refuses() {
             Box::pin(async move {
                 engine
                     .execute(
-                        actor("alice"),
+                        // A host each: one host may hold only so many open rooms.
+                        actor(&format!("host-{n}")),
                         create(&format!("room-{n}")),
                         Default::default(),
                     )

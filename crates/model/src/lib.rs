@@ -24,6 +24,17 @@ pub const USERS: usize = 5;
 pub const TTL_MS: u64 = 10_000;
 /// Seats when `create_room` names none.
 pub const SEATS_DEFAULT: usize = 2;
+/// Rooms one host may hold open at once; with [`ROOMS`] rooms, histories reach it.
+pub const OPEN_ROOMS_PER_HOST: usize = 2;
+/// Pending offers one candidate may hold across rooms; with [`ROOMS`] rooms, histories reach it.
+pub const PENDING_PER_CANDIDATE: usize = 2;
+
+/// The core's policy for the model's histories.
+pub fn policy() -> cohost_core::Policy {
+    cohost_core::Policy::new(TTL_MS, SEATS_DEFAULT as u8)
+        .and_then(|p| p.with_quotas(OPEN_ROOMS_PER_HOST as u32, PENDING_PER_CANDIDATE as u32))
+        .expect("the model's policy is in range")
+}
 
 pub fn room_name(room: usize) -> RoomId {
     RoomId::new(&format!("room-{room}")).unwrap()
@@ -140,21 +151,48 @@ pub fn model_step(
     expected: Option<u64>,
 ) -> Result<u64, E> {
     let now = model.now_ms;
+    let across = Across::count(&model.rooms);
     let slot = &mut model.rooms[room_ix];
     if let Op::Create {
         max_cohosts,
         bad_title,
     } = op
     {
-        return create(slot, who, max_cohosts, bad_title, expected);
+        return create(slot, who, max_cohosts, bad_title, expected, &across);
     }
     let room = slot.as_mut().ok_or(E::NotFound)?;
     if expected.is_some_and(|v| v != room.version) {
         return Err(E::Conflict);
     }
-    let events = room_step(room, who, op, now)?;
+    let events = room_step(room, who, op, now, &across)?;
     room.version += events;
     Ok(events)
+}
+
+/// What the quotas across rooms count, by user index.
+struct Across {
+    open_rooms: [usize; USERS],
+    pending: [usize; USERS],
+}
+
+impl Across {
+    fn count(rooms: &[Option<ModelRoom>]) -> Self {
+        let mut across = Across {
+            open_rooms: [0; USERS],
+            pending: [0; USERS],
+        };
+        for room in rooms.iter().flatten() {
+            if room.status != RoomStatus::Ended {
+                across.open_rooms[room.host] += 1;
+            }
+            for offer in room.offers.iter() {
+                if offer.status == InvitationStatus::Pending {
+                    across.pending[offer.candidate] += 1;
+                }
+            }
+        }
+        across
+    }
 }
 
 fn create(
@@ -163,6 +201,7 @@ fn create(
     max_cohosts: Option<u8>,
     bad_title: bool,
     expected: Option<u64>,
+    across: &Across,
 ) -> Result<u64, E> {
     if bad_title || max_cohosts.is_some_and(|m| m == 0 || m > 16) {
         return Err(E::InvalidArgument);
@@ -176,6 +215,9 @@ fn create(
     let Who::User(host) = who else {
         return Err(E::PermissionDenied);
     };
+    if across.open_rooms[host] >= OPEN_ROOMS_PER_HOST {
+        return Err(E::ResourceExhausted);
+    }
     *slot = Some(ModelRoom {
         host,
         status: RoomStatus::Idle,
@@ -189,7 +231,7 @@ fn create(
 }
 
 /// A command on an existing room, once its version is checked: the events it appends.
-fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64) -> Result<u64, E> {
+fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64, across: &Across) -> Result<u64, E> {
     let is_host = who == Who::User(room.host);
     let host_or_system = is_host || who == Who::System;
     match op {
@@ -205,10 +247,10 @@ fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64) -> Result<u64, E>
         Op::Stop => Ok(stop(room)),
         Op::Invite(_) if !is_host => Err(E::PermissionDenied),
         Op::Invite(candidate) if candidate == room.host => Err(E::InvalidArgument),
-        Op::Invite(candidate) => open_offer(room, candidate, InvitationKind::Invite, now),
+        Op::Invite(candidate) => open_offer(room, candidate, InvitationKind::Invite, now, across),
         Op::Request => match who {
             Who::User(candidate) if !is_host => {
-                open_offer(room, candidate, InvitationKind::Request, now)
+                open_offer(room, candidate, InvitationKind::Request, now, across)
             }
             _ => Err(E::PermissionDenied),
         },
@@ -273,6 +315,7 @@ fn open_offer(
     candidate: usize,
     kind: InvitationKind,
     now: u64,
+    across: &Across,
 ) -> Result<u64, E> {
     if room.status == RoomStatus::Ended {
         return Err(E::FailedPrecondition);
@@ -281,6 +324,9 @@ fn open_offer(
         return Err(E::AlreadyExists);
     }
     if room.pending_count() >= 32 || room.seats.len() >= room.max_cohosts {
+        return Err(E::ResourceExhausted);
+    }
+    if across.pending[candidate] >= PENDING_PER_CANDIDATE {
         return Err(E::ResourceExhausted);
     }
     room.offers.push(ModelOffer {

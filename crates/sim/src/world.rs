@@ -4,12 +4,11 @@
 
 use std::sync::RwLock;
 
-use cohost_core::Policy;
 use cohost_engine::sequencer::{
     Batch, Failure, Health, RETRY_AFTER_FAILURE_MS, Sequencer, SequencerConfig, Submission,
 };
 use cohost_engine::{Options, ReadModel, driver, recover};
-use cohost_model::{Dice, Op, Rng, SEATS_DEFAULT, Step, TTL_MS, USERS, Who, to_command, user_name};
+use cohost_model::{Dice, Op, Rng, Step, TTL_MS, USERS, Who, to_command, user_name};
 use cohost_proto::{Actor, CommandId, Envelope, ErrorCode};
 use cohost_store::{Crash, MemoryBackend, Store};
 
@@ -113,7 +112,7 @@ impl World {
     pub fn new(seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let config = SequencerConfig {
-            policy: Policy::new(TTL_MS, SEATS_DEFAULT as u8).expect("the model's policy is valid"),
+            policy: cohost_model::policy(),
             batch_max: rng.pick(&[1, 2, 3, 8, 64]),
             queue_max: rng.pick(&[4, 16, 1_000]),
             snapshot_every_events: rng.pick(&[3, 10, 50, 1_000_000]),

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use cohost_core::{Context, Policy, Rejection, RoomState, apply, decide};
+use cohost_core::{Context, Policy, Rejection, RoomState, Tallies, apply, decide};
 use cohost_proto::{
     Actor, Command, CreateRoom, Event, InvitationId, InvitationTarget, Presence, RoomId,
     RoomTarget, UserId, UserTarget,
@@ -35,13 +35,31 @@ pub fn invitation_id(n: u64) -> InvitationId {
     InvitationId::new(room_id(), n).unwrap()
 }
 
-/// One command, by whom, when, and with which expected version.
+/// One command, by whom, when, with which expected version, and what other rooms hold.
 #[derive(Debug, Clone)]
 pub struct Step {
     pub actor: Actor,
     pub command: Command,
     pub now_ms: u64,
     pub expected_version: Option<u64>,
+    pub across: Across,
+}
+
+/// The same counts across rooms for every user: what the quotas that span rooms see.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Across {
+    pub open_rooms: u32,
+    pub pending_offers: u32,
+}
+
+impl Tallies for Across {
+    fn open_rooms(&self, _host: &UserId) -> u32 {
+        self.open_rooms
+    }
+
+    fn pending_offers(&self, _user: &UserId) -> u32 {
+        self.pending_offers
+    }
 }
 
 impl Step {
@@ -55,12 +73,20 @@ impl Step {
         self
     }
 
+    /// Other rooms hold this many open rooms and pending offers for every user.
+    pub fn across(mut self, open_rooms: u32, pending_offers: u32) -> Self {
+        self.across = Across {
+            open_rooms,
+            pending_offers,
+        };
+        self
+    }
+
     pub fn decide(&self, state: &RoomState) -> Result<Vec<Event>, Rejection> {
         let ctx = Context {
-            actor: &self.actor,
-            now_ms: self.now_ms,
             expected_version: self.expected_version,
-            policy: policy(),
+            tallies: &self.across,
+            ..Context::new(&self.actor, self.now_ms, policy())
         };
         decide(state, &self.command, &ctx)
     }
@@ -72,6 +98,7 @@ fn step(by: &str, command: Command) -> Step {
         command,
         now_ms: 0,
         expected_version: None,
+        across: Across::default(),
     }
 }
 
