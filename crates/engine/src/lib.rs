@@ -65,7 +65,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use cohost_core::InvitationFilter;
 pub use config::Config;
 pub use error::Error;
-pub use read_model::{ListRequest, ReadModel, USER_INVITATIONS_MAX};
+pub use read_model::{ListRequest, ReadModel, USER_ENDED_INVITATIONS_MAX};
 pub use recovery::{Recovered, recover};
 pub use sequencer::{BATCH_MAX_LIMIT, Health};
 pub use stats::{FLUSH_BUCKETS_US, StatsSnapshot};
@@ -287,8 +287,8 @@ impl Engine {
         self.read().room_invitations(room_id, list)
     }
 
-    /// The user's invitations and requests as candidate, across rooms, oldest first (the newest
-    /// [`USER_INVITATIONS_MAX`] are kept).
+    /// The user's invitations and requests as candidate, across rooms, oldest first: every pending one, and
+    /// the newest [`USER_ENDED_INVITATIONS_MAX`] that have ended.
     pub fn user_invitations(
         &self,
         user: &UserId,

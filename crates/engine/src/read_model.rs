@@ -14,8 +14,9 @@ use cohost_proto::limits::PAGE_LIMIT_MAX;
 
 /// One seq kept per this many versions of a room, so `read_room` starts its scan near the wanted version.
 pub(crate) const SEQ_INDEX_STRIDE: u64 = 64;
-/// The newest invitations listed per candidate across rooms.
-pub const USER_INVITATIONS_MAX: usize = 256;
+/// The ended invitations listed per candidate across rooms, newest kept. Pending ones are never dropped
+/// from the list: the quota of pending offers per candidate bounds them instead.
+pub const USER_ENDED_INVITATIONS_MAX: usize = 256;
 
 /// A room's state, plus where its events sit in the log. This is what a room snapshot stores.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,12 +73,36 @@ impl Default for ListRequest {
 /// An invitation's place in a candidate's list: newest last.
 type UserKey = (u64, InvitationId);
 
+/// A candidate's invitations across rooms: every pending one, and the newest ended ones.
+#[derive(Debug, Default)]
+struct CandidateList {
+    /// Every listed invitation, in list order.
+    listed: BTreeSet<UserKey>,
+    /// Those that have ended, the oldest first to go.
+    ended: BTreeSet<UserKey>,
+}
+
+impl CandidateList {
+    fn add(&mut self, invitation: &Invitation) {
+        let key = (invitation.created_ms, invitation.invitation_id.clone());
+        if !invitation.status.is_pending() {
+            self.ended.insert(key.clone());
+        }
+        self.listed.insert(key);
+        if self.ended.len() > USER_ENDED_INVITATIONS_MAX
+            && let Some(oldest) = self.ended.pop_first()
+        {
+            self.listed.remove(&oldest);
+        }
+    }
+}
+
 /// Every room as of the last durable seq, and each candidate's invitations across rooms. A fold of the durable
 /// log, like the rooms themselves: `apply` each envelope in seq order.
 #[derive(Debug, Default)]
 pub struct ReadModel {
     pub(crate) rooms: HashMap<RoomId, RoomEntry>,
-    by_candidate: HashMap<UserId, BTreeSet<UserKey>>,
+    by_candidate: HashMap<UserId, CandidateList>,
     /// The last seq whose event is applied here (and durable).
     pub(crate) last_seq: u64,
 }
@@ -132,20 +157,17 @@ impl ReadModel {
             .entry(envelope.room_id.clone())
             .or_default()
             .apply(envelope);
-        if let Event::InvitationCreated { invitation } = &envelope.event {
+        if let Some(invitation) = envelope.event.invitation() {
             self.index_candidate(invitation);
         }
     }
 
+    /// Lists an invitation under its candidate as it is now: created, or ended.
     fn index_candidate(&mut self, invitation: &Invitation) {
-        let list = self
-            .by_candidate
+        self.by_candidate
             .entry(invitation.user_id.clone())
-            .or_default();
-        list.insert((invitation.created_ms, invitation.invitation_id.clone()));
-        if list.len() > USER_INVITATIONS_MAX {
-            list.pop_first();
-        }
+            .or_default()
+            .add(invitation);
     }
 
     /// Lists every held invitation of the rooms loaded so far under its candidate (at open, before replay).
@@ -209,7 +231,7 @@ impl ReadModel {
         let mut items = Vec::new();
         let mut last_key = None;
         let mut more = false;
-        for key in list.range((start, std::ops::Bound::Unbounded)) {
+        for key in list.listed.range((start, std::ops::Bound::Unbounded)) {
             let held = self
                 .rooms
                 .get(key.1.room_id())
