@@ -80,7 +80,9 @@ pub(crate) fn presence(
             ))?
             .online
     };
-    if current == online {
+    // An ended room is final: only reads follow room_stopped, so the host's comings and goings (LiveKit
+    // reports them after room_finished too) change nothing.
+    if current == online || room.status == RoomStatus::Ended {
         return Ok(Vec::new());
     }
     Ok(vec![Event::PresenceChanged {

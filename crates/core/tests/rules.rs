@@ -618,6 +618,10 @@ fn rule_presence_changed() {
         presence("bob", false),
         Events(&["presence_changed"]),
     );
+    // An ended room is final: the host's presence changes nothing, anyone else is not found.
+    let ended = live_room_then(&[stop("alice")]);
+    check(&ended, presence("alice", true), Events(&[]));
+    check(&ended, presence("bob", true), Error(ErrorCode::NotFound));
 }
 
 #[test]

@@ -295,6 +295,7 @@ fn vacate(room: &mut ModelRoom, user: usize) -> Result<u64, E> {
 }
 
 fn presence(room: &mut ModelRoom, user: usize, online: bool) -> Result<u64, E> {
+    let ended = room.status == RoomStatus::Ended;
     let current = if user == room.host {
         &mut room.host_online
     } else {
@@ -305,6 +306,9 @@ fn presence(room: &mut ModelRoom, user: usize, online: bool) -> Result<u64, E> {
             .ok_or(E::NotFound)?
             .2
     };
+    if ended {
+        return Ok(0);
+    }
     let changed = *current != online;
     *current = online;
     Ok(u64::from(changed))
