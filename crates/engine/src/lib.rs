@@ -38,6 +38,7 @@ mod clock;
 mod config;
 pub mod driver;
 mod error;
+mod follower;
 mod idempotency;
 mod read_model;
 mod recovery;
@@ -65,6 +66,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use cohost_core::InvitationFilter;
 pub use config::Config;
 pub use error::Error;
+pub use follower::{
+    FOLLOWER_WARN_EVERY_MS, FollowerError, FollowerSnapshot, FollowerState, FollowerStatus,
+};
 pub use read_model::{ListRequest, ReadModel, USER_ENDED_INVITATIONS_MAX};
 pub use recovery::{Recovered, recover};
 pub use sequencer::{BATCH_MAX_LIMIT, Health};
