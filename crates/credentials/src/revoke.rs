@@ -5,12 +5,19 @@
 //! relay: a crash never skips a removal. Each event's calls are retried with capped backoff until LiveKit
 //! accepts them (a participant LiveKit no longer has counts as removed), and the cursor moves after each event,
 //! so a restart repeats at most the one event in flight.
+//!
+//! It is supervised like the relay: every failure (LiveKit refusing or unreachable, a log read that fails, a
+//! cursor write) is retried with capped backoff, from the last event handled, until it is stopped; its state,
+//! last error, retries and last handled seq are in [`Revoker::status`], and a warning is logged at the first
+//! failure of a streak and then at most once a minute.
 
+use std::fmt::Display;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cohost_engine::{Backoff, Engine, Interest};
+use cohost_engine::{
+    Backoff, Clock, Engine, FollowerSnapshot, FollowerStatus, Interest, SystemClock,
+};
 use cohost_proto::{Envelope, Event, UserId};
 use livekit_api::services::room::{RemoveParticipantOptions, RoomClient};
 use livekit_api::services::{ServerError, ServiceError};
@@ -20,6 +27,8 @@ use crate::LiveKitConfig;
 
 /// The cursor's name in the store.
 pub const SINK: &str = "livekit";
+/// The revoker's name among the log's followers.
+pub const FOLLOWER: &str = "revoker";
 
 /// The participants an event takes off the stage: the co-host removed or leaving, or everyone on a stopped
 /// room's stage (its co-hosts and its host).
@@ -41,10 +50,11 @@ pub fn participants_to_remove(event: &Event) -> Vec<UserId> {
     }
 }
 
-/// A running revoker. Stop it before shutting the engine down; dropping it stops it too.
+/// A running revoker. Stop it before shutting the engine down; dropping it stops it too. It ends only when
+/// stopped, dropped, or when the engine it follows has shut down.
 #[derive(Debug)]
 pub struct Revoker {
-    done_seq: Arc<AtomicU64>,
+    follower: Arc<FollowerStatus>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -53,20 +63,22 @@ impl Revoker {
     /// Starts following the log from the `livekit` cursor.
     pub fn start(engine: Engine, config: LiveKitConfig) -> Result<Revoker, cohost_engine::Error> {
         let cursor = engine.cursor(SINK)?;
-        let done_seq = Arc::new(AtomicU64::new(cursor));
+        let follower = Arc::new(FollowerStatus::new(FOLLOWER, cursor));
         let client =
             RoomClient::with_api_key(&config.http_url(), &config.api_key, &config.api_secret);
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(
-            engine,
-            client,
-            config,
-            cursor,
-            done_seq.clone(),
-            stopped,
-        ));
+        let task = tokio::spawn(
+            Task {
+                engine,
+                client,
+                config,
+                follower: follower.clone(),
+                stopped,
+            }
+            .run(),
+        );
         Ok(Revoker {
-            done_seq,
+            follower,
             stop,
             task,
         })
@@ -74,7 +86,17 @@ impl Revoker {
 
     /// The last seq whose removals are done (and the cursor holds).
     pub fn done_seq(&self) -> u64 {
-        self.done_seq.load(Ordering::Relaxed)
+        self.follower.handled_seq()
+    }
+
+    /// The revoker's state, last error, retries and last handled seq.
+    pub fn status(&self) -> FollowerSnapshot {
+        self.follower.snapshot()
+    }
+
+    /// The status the revoker writes, for readers that outlive a borrow of it (`/healthz`, `/metrics`).
+    pub fn follower(&self) -> Arc<FollowerStatus> {
+        self.follower.clone()
     }
 
     pub async fn stop(self) {
@@ -83,86 +105,146 @@ impl Revoker {
     }
 }
 
-async fn run(
+/// The revoker's task.
+struct Task {
     engine: Engine,
     client: RoomClient,
     config: LiveKitConfig,
-    cursor: u64,
-    done_seq: Arc<AtomicU64>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let mut events = engine.subscribe(cursor + 1, Interest::All);
-    loop {
-        let envelope = tokio::select! {
-            next = events.next() => match next {
-                Some(Ok(envelope)) => envelope,
-                Some(Err(error)) => {
-                    tracing::error!(%error, "revoker cannot read the log");
-                    return;
-                }
-                None => return,
-            },
-            _ = stopped.changed() => return,
-        };
-        if !remove_all(&client, &config, &envelope, &mut stopped).await {
-            return;
-        }
-        // The cursor need not be written for events that remove nobody; it is written with the next that does.
-        if !participants_to_remove(&envelope.event).is_empty() {
-            let mut backoff = Backoff::new(BACKOFF_MAX);
-            while let Err(error) = engine.set_cursor(SINK, envelope.seq) {
-                tracing::warn!(%error, "revoker cannot save its cursor; retrying");
-                if !backoff.sleep_unless_stopped(&mut stopped).await {
-                    return;
-                }
-            }
-        }
-        done_seq.store(envelope.seq, Ordering::Relaxed);
-    }
+    follower: Arc<FollowerStatus>,
+    stopped: watch::Receiver<bool>,
 }
 
-/// Removes every participant the event takes off the stage; false once stopped.
-async fn remove_all(
-    client: &RoomClient,
-    config: &LiveKitConfig,
-    envelope: &Envelope,
-    stopped: &mut watch::Receiver<bool>,
-) -> bool {
-    let room = config.room_name(&envelope.room_id);
-    for user in participants_to_remove(&envelope.event) {
-        // Seconds, like a token's `nbf`; rounded up so a token minted earlier in the same second is revoked too.
-        let options = RemoveParticipantOptions {
-            revoke_token_ts: envelope.at_ms.div_ceil(1_000) as i64,
-        };
+impl Task {
+    /// Follows the log until stopped. A read of the log that fails is recorded and retried with backoff,
+    /// subscribing again after the last event handled.
+    async fn run(mut self) {
         let mut backoff = Backoff::new(BACKOFF_MAX);
         loop {
-            let call =
-                client.remove_participant_with_options(&room, user.as_str(), options.clone());
-            let outcome = tokio::select! {
-                outcome = call => outcome,
-                _ = stopped.changed() => return false,
+            let before = self.follower.handled_seq();
+            let Some(error) = self.follow().await else {
+                break;
             };
-            match outcome {
-                Ok(()) => break,
-                Err(ServiceError::Twirp(ServerError::Twirp(code))) if code.code == "not_found" => {
-                    break;
-                }
-                Err(ServiceError::Twirp(ServerError::Twirp(code)))
-                    if matches!(code.code.as_str(), "unauthenticated" | "permission_denied") =>
-                {
-                    // A configuration error (wrong key or secret) does not heal by itself: say it loudly.
-                    tracing::error!(%code, %room, %user, seq = envelope.seq, "LiveKit refused the removal; check the API key");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, %room, %user, seq = envelope.seq, "LiveKit removal failed; retrying");
+            self.failed("reading the log", &error);
+            if self.follower.handled_seq() > before {
+                backoff.reset();
+            }
+            let stopped = *self.stopped.borrow();
+            if stopped || !backoff.sleep_unless_stopped(&mut self.stopped).await {
+                break;
+            }
+        }
+        self.follower.stopped();
+    }
+
+    /// Handles every event after the last one handled, until stopped or the engine shuts down (`None`), or a
+    /// read of the log fails (its error).
+    async fn follow(&mut self) -> Option<String> {
+        let from_seq = self.follower.handled_seq() + 1;
+        let mut events = self.engine.subscribe(from_seq, Interest::All);
+        loop {
+            let next = tokio::select! {
+                next = events.next() => next,
+                _ = self.stopped.changed() => return None,
+            };
+            let envelope = match next? {
+                Ok(envelope) => envelope,
+                Err(error) => return Some(error.to_string()),
+            };
+            if !self.remove_all(&envelope).await {
+                return None;
+            }
+            // The cursor need not be written for events that remove nobody; it is written with the next that does.
+            let removes = !participants_to_remove(&envelope.event).is_empty();
+            if removes && !self.save_cursor(envelope.seq).await {
+                return None;
+            }
+            self.follower.handled(envelope.seq);
+            self.recovered();
+        }
+    }
+
+    /// Removes every participant the event takes off the stage; false once stopped.
+    async fn remove_all(&mut self, envelope: &Envelope) -> bool {
+        let room = self.config.room_name(&envelope.room_id);
+        for user in participants_to_remove(&envelope.event) {
+            // Seconds, like a token's `nbf`; rounded up so a token minted earlier in the same second is revoked too.
+            let options = RemoveParticipantOptions {
+                revoke_token_ts: envelope.at_ms.div_ceil(1_000) as i64,
+            };
+            let mut backoff = Backoff::new(BACKOFF_MAX);
+            loop {
+                let call = self.client.remove_participant_with_options(
+                    &room,
+                    user.as_str(),
+                    options.clone(),
+                );
+                let outcome = tokio::select! {
+                    outcome = call => outcome,
+                    _ = self.stopped.changed() => return false,
+                };
+                let error = match outcome {
+                    Ok(()) => break,
+                    Err(ServiceError::Twirp(ServerError::Twirp(code)))
+                        if code.code == "not_found" =>
+                    {
+                        break;
+                    }
+                    Err(error) => error,
+                };
+                self.failed_removal(&error, &room, &user, envelope.seq);
+                if !backoff.sleep_unless_stopped(&mut self.stopped).await {
+                    return false;
                 }
             }
-            if !backoff.sleep_unless_stopped(stopped).await {
+        }
+        true
+    }
+
+    /// Records a removal LiveKit refused or did not answer, and logs it as [`Task::failed`] does.
+    fn failed_removal(&self, error: &ServiceError, room: &str, user: &UserId, seq: u64) {
+        let message = format!("removing {user} from LiveKit room {room} (seq {seq}): {error}");
+        let Some(in_a_row) = self.follower.failed(message, SystemClock.now_ms()) else {
+            return;
+        };
+        if let ServiceError::Twirp(ServerError::Twirp(code)) = error
+            && matches!(code.code.as_str(), "unauthenticated" | "permission_denied")
+        {
+            // A configuration error (wrong key or secret) does not heal by itself: say it loudly.
+            tracing::error!(%code, %room, %user, seq, in_a_row, "LiveKit refused the removal; check the API key");
+        } else {
+            tracing::warn!(%error, %room, %user, seq, in_a_row, "LiveKit removal failed; retrying");
+        }
+    }
+
+    /// Writes the cursor, retrying store failures; false once stopped.
+    async fn save_cursor(&mut self, seq: u64) -> bool {
+        let mut backoff = Backoff::new(BACKOFF_MAX);
+        loop {
+            match self.engine.set_cursor(SINK, seq) {
+                Ok(()) => return true,
+                Err(error) => self.failed("saving the cursor", &error),
+            }
+            if !backoff.sleep_unless_stopped(&mut self.stopped).await {
                 return false;
             }
         }
     }
-    true
+
+    /// Records a failure that will be retried; logs it when it is the first in a row, then once a minute.
+    fn failed(&self, what: &str, error: &dyn Display) {
+        let message = format!("{what}: {error}");
+        if let Some(in_a_row) = self.follower.failed(message.as_str(), SystemClock.now_ms()) {
+            tracing::warn!(error = %message, in_a_row, "revoker failed; retrying");
+        }
+    }
+
+    /// Records a success, and says so when it ends a streak of failures.
+    fn recovered(&self) {
+        let failures = self.follower.succeeded();
+        if failures > 0 {
+            tracing::info!(failures, "revoker following again");
+        }
+    }
 }
 
 /// The longest wait between two tries.

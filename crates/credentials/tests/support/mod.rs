@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod stand_in;
+
 use cohost_engine::{Engine, Options};
 use cohost_proto::{
     Actor, Command, CreateRoom, InvitationId, InvitationTarget, Reply, RoomId, RoomTarget, UserId,

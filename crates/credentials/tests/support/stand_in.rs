@@ -1,0 +1,241 @@
+//! A local stand-in for LiveKit's Twirp RoomService that records what it receives and answers as planned.
+//!
+//! Every call must be `POST /twirp/livekit.RoomService/RemoveParticipant` with a protobuf
+//! `RoomParticipantIdentity` body and an admin token (`room_admin` for that LiveKit room, signed with the
+//! configured key); [`StandIn::seen`] checks it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cohost_credentials::LiveKitConfig;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use livekit_api::access_token::TokenVerifier;
+use livekit_protocol::{RemoveParticipantResponse, RoomParticipantIdentity};
+use prost::Message;
+
+const API_KEY: &str = "stand-in-key";
+const API_SECRET: &str = "stand-in-secret-of-a-decent-length";
+/// The LiveKit room of `support::ROOM` under the test's prefix.
+pub const LIVEKIT_ROOM: &str = "cohost-stage-1";
+const ROUTE: &str = "/twirp/livekit.RoomService/RemoveParticipant";
+/// Every wait has this bound, so a stuck revoker fails the test instead of hanging it.
+pub const WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// How the stand-in answers one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// 200 with an empty protobuf `RemoveParticipantResponse`.
+    Removed,
+    /// 503 with the Twirp JSON error `unavailable`.
+    Unavailable,
+    /// 500 with a body that is not a Twirp error, as a proxy in front of LiveKit may send.
+    ProxyError,
+    /// 404 with the Twirp JSON error `not_found`: LiveKit no longer has the participant.
+    NotFound,
+}
+
+/// One request as the stand-in received it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    method: String,
+    path: String,
+    content_type: Option<String>,
+    authorization: Option<String>,
+    body: Bytes,
+    answer: Answer,
+}
+
+/// What a call asked for and how it was answered: (LiveKit room, identity, revoke_token_ts, answer).
+pub type Seen = (String, String, i64, Answer);
+
+#[derive(Debug)]
+struct Script {
+    /// Answers for the next calls, in order.
+    planned: VecDeque<Answer>,
+    /// The answer once `planned` is empty.
+    otherwise: Answer,
+    calls: Vec<Call>,
+}
+
+/// A LiveKit RoomService stand-in on a free loopback port.
+#[derive(Debug, Clone)]
+pub struct StandIn {
+    pub port: u16,
+    script: Arc<Mutex<Script>>,
+}
+
+impl StandIn {
+    pub async fn start() -> StandIn {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free loopback port");
+        let port = listener.local_addr().unwrap().port();
+        let script = Arc::new(Mutex::new(Script {
+            planned: VecDeque::new(),
+            otherwise: Answer::Removed,
+            calls: Vec::new(),
+        }));
+        tokio::spawn(serve(listener, script.clone()));
+        StandIn { port, script }
+    }
+
+    /// The next calls get `answers`, in order; the ones after them `otherwise`.
+    pub fn plan(&self, answers: &[Answer], otherwise: Answer) {
+        let mut script = self.script.lock().unwrap();
+        script.planned = answers.iter().copied().collect();
+        script.otherwise = otherwise;
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.script.lock().unwrap().calls.clone()
+    }
+
+    /// Every call so far, checked to be a well-formed RemoveParticipant with an admin token for its room.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.calls().iter().map(checked).collect()
+    }
+
+    /// Waits until `check` holds for what was seen.
+    pub async fn until(&self, what: &str, check: impl Fn(&[Seen]) -> bool) {
+        eventually(what, || check(&self.seen())).await;
+    }
+}
+
+async fn serve(listener: tokio::net::TcpListener, script: Arc<Mutex<Script>>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let script = script.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request| answer(script.clone(), request));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    script: Arc<Mutex<Script>>,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (content_type, authorization) = (header(CONTENT_TYPE), header(AUTHORIZATION));
+    let (method, path) = (
+        request.method().to_string(),
+        request.uri().path().to_owned(),
+    );
+    let body = request.into_body().collect().await?.to_bytes();
+    let answer = {
+        let mut script = script.lock().unwrap();
+        let answer = script.planned.pop_front().unwrap_or(script.otherwise);
+        script.calls.push(Call {
+            method,
+            path,
+            content_type,
+            authorization,
+            body,
+            answer,
+        });
+        answer
+    };
+    Ok(response(answer))
+}
+
+fn response(answer: Answer) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match answer {
+        Answer::Removed => (
+            StatusCode::OK,
+            "application/protobuf",
+            RemoveParticipantResponse::default().encode_to_vec(),
+        ),
+        Answer::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            br#"{"code":"unavailable","msg":"the stand-in fails on purpose"}"#.to_vec(),
+        ),
+        Answer::ProxyError => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            b"upstream connect error".to_vec(),
+        ),
+        Answer::NotFound => (
+            StatusCode::NOT_FOUND,
+            "application/json",
+            br#"{"code":"not_found","msg":"participant not found"}"#.to_vec(),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a static response is valid")
+}
+
+/// Asserts the call is a RemoveParticipant as livekit-api sends it, with an admin token for the room it names,
+/// and returns what it asked for.
+pub fn checked(call: &Call) -> Seen {
+    assert_eq!((call.method.as_str(), call.path.as_str()), ("POST", ROUTE));
+    assert_eq!(call.content_type.as_deref(), Some("application/protobuf"));
+    let request = RoomParticipantIdentity::decode(call.body.clone())
+        .unwrap_or_else(|e| panic!("the body is not a RoomParticipantIdentity: {e}"));
+    let jwt = call
+        .authorization
+        .as_deref()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_else(|| panic!("no bearer token in {:?}", call.authorization));
+    let claims = TokenVerifier::with_api_key(API_KEY, API_SECRET)
+        .verify(jwt)
+        .unwrap_or_else(|e| panic!("the admin token does not verify with the configured key: {e}"));
+    assert!(claims.video.room_admin, "the token lacks room_admin");
+    assert_eq!(
+        claims.video.room, request.room,
+        "the token is for another room"
+    );
+    (
+        request.room,
+        request.identity,
+        request.revoke_token_ts,
+        call.answer,
+    )
+}
+
+pub fn seen(identity: &str, revoke_token_ts: i64, answer: Answer) -> Seen {
+    (
+        LIVEKIT_ROOM.to_owned(),
+        identity.to_owned(),
+        revoke_token_ts,
+        answer,
+    )
+}
+
+pub fn livekit(port: u16) -> LiveKitConfig {
+    LiveKitConfig {
+        url: format!("ws://127.0.0.1:{port}"),
+        api_key: API_KEY.into(),
+        api_secret: API_SECRET.into(),
+        room_prefix: "cohost-".into(),
+        token_ttl: Duration::from_secs(600),
+        admin: true,
+    }
+}
+
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT_MAX;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
