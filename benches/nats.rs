@@ -327,10 +327,7 @@ async fn latency_run(settings: &Settings, users: &Arc<[UserId]>, rate_per_s: f64
     tokio::time::sleep(DRAIN).await;
     let _ = stop.send(());
     let receipts = subscriber.join().expect("the subscriber does not panic");
-    let failures = relay
-        .status()
-        .failures
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let failures = relay.status().retries;
     relay.stop().await;
     engine.shutdown().await;
 
@@ -492,15 +489,9 @@ async fn relay_run(
         .await
         .expect("the relay starts");
     let took = caught_up(&relay, started).await;
-    let failures = relay
-        .status()
-        .failures
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let failures = relay.status().retries;
     assert_eq!(failures, 0, "the relay failed to publish {failures} times");
-    let published = relay
-        .status()
-        .published
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let published = relay.published();
     relay.stop().await;
     (took, published)
 }

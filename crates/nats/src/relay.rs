@@ -3,22 +3,27 @@
 //! It reads committed envelopes after its durable cursor, publishes each to its room subject (and invitation
 //! events also to the candidate's user subject) with the contract's headers, and advances the cursor only once
 //! NATS has confirmed the batch: a flush in core mode, every PubAck in JetStream mode. While NATS is down the
-//! engine keeps accepting commands; the relay retries with capped backoff, and its lag is visible in
-//! [`RelayStatus`] and in a log line.
+//! engine keeps accepting commands. The relay is supervised: every failure (NATS down, a log read that fails, a
+//! cursor write) is retried with capped backoff, from the last confirmed seq, until it is stopped; its state,
+//! last error, retries and lag are in [`Relay::status`], and a warning is logged at the first failure of a
+//! streak and then at most once a minute.
 //!
 //! Delivery is at least once. JetStream deduplicates by `Nats-Msg-Id` within its window, and on start the relay
 //! reads the stream's last message (its `Cohost-Seq` and `Nats-Msg-Id`) to resume exactly after what the stream
-//! already holds, so a restart after a long outage republishes nothing. In core mode a retry can repeat
-//! messages; subscribers drop duplicates by seq.
+//! already holds, so a restart after a long outage republishes nothing. A stream that holds events the log does
+//! not ([`RelayError::StreamAhead`]) is refused. In core mode a retry can repeat messages; subscribers drop
+//! duplicates by seq.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
-use cohost_engine::{Backoff, Engine, EventStream, Interest};
+use cohost_engine::{
+    Backoff, Clock, Engine, EventStream, FollowerSnapshot, FollowerStatus, Interest, SystemClock,
+};
 use cohost_proto::codec::encode_envelope;
 use cohost_proto::subject::{self, header};
 use cohost_proto::{Encoding, Envelope};
@@ -30,10 +35,13 @@ pub const BATCH_MAX: usize = 512;
 /// How often the cursor is written while events flow: a sled flush per batch would cost more than the
 /// publishing.
 const CURSOR_EVERY: Duration = Duration::from_millis(100);
-/// How long one confirmation may take before the batch is retried.
+/// How long one confirmation may take before the batch is retried; also how long [`Relay::start`] waits for
+/// the stream's answer before leaving it to the relay's retries.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 /// JetStream's deduplication window for the stream the relay creates.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// The relay's name among the log's followers.
+pub const FOLLOWER: &str = "relay";
 
 /// Where events go: plain NATS subjects, or the `COHOST` JetStream stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,24 +75,12 @@ impl RelayConfig {
     }
 }
 
-/// The relay's progress, readable while it runs.
-#[derive(Debug, Default)]
-pub struct RelayStatus {
-    /// The last seq NATS confirmed (and the cursor holds).
-    pub confirmed_seq: AtomicU64,
-    /// Messages published and confirmed.
-    pub published: AtomicU64,
-    /// Failed attempts to publish a batch.
-    pub failures: AtomicU64,
-    /// Whether the last attempt reached NATS.
-    pub connected: AtomicBool,
-}
-
 /// A running relay. Dropping it stops it as [`Relay::stop`] does, without waiting: the task ends at its next wait,
 /// saving its cursor on the way when it is behind.
 #[derive(Debug)]
 pub struct Relay {
-    status: Arc<RelayStatus>,
+    follower: Arc<FollowerStatus>,
+    published: Arc<AtomicU64>,
     engine: Engine,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -94,22 +90,33 @@ pub struct Relay {
 pub enum RelayError {
     #[error("engine: {0}")]
     Engine(#[from] cohost_engine::Error),
+    /// The JetStream stream holds events past the end of the log: it was written from another data directory
+    /// (this one was wiped, or restored from a backup). Publishing would give old seqs new meanings, and waiting
+    /// for the log to reach the stream would wait for events that may never come.
+    #[error(
+        "the JetStream stream {stream} holds events up to seq {stream_seq} but the log ends at seq {log_seq}: \
+         the stream is ahead of the log (a wiped data directory or a restored backup); restore the data \
+         directory that wrote the stream, or purge the stream if the log is the truth",
+        stream = subject::STREAM
+    )]
+    StreamAhead { stream_seq: u64, log_seq: u64 },
 }
 
 impl Relay {
     /// Starts relaying from the sink's durable cursor. In JetStream mode it first creates or updates the stream
-    /// (retrying until NATS answers).
+    /// and reads its last message, waiting up to 5 s for NATS to answer (if it does not, the relay goes on
+    /// retrying in the background), and refuses a stream ahead of the log with [`RelayError::StreamAhead`].
     pub async fn start(
         engine: Engine,
         client: async_nats::Client,
         config: RelayConfig,
     ) -> Result<Relay, RelayError> {
         let cursor = engine.cursor(&config.sink)?;
-        let status = Arc::new(RelayStatus::default());
-        status.confirmed_seq.store(cursor, Ordering::Relaxed);
+        let follower = Arc::new(FollowerStatus::new(FOLLOWER, cursor));
+        let published = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = watch::channel(false);
         let retrier = Retrier {
-            status: status.clone(),
+            follower: follower.clone(),
             stopped,
             backoff_max: config.backoff_max,
         };
@@ -117,37 +124,46 @@ impl Relay {
             engine: engine.clone(),
             client,
             config,
-            status: status.clone(),
+            published: published.clone(),
             retrier,
+            saved_seq: cursor,
+            saved_at: Instant::now(),
         };
-        let task = tokio::spawn(worker.run());
+        let ready = worker.first_look().await?;
+        let task = tokio::spawn(worker.run(ready));
         Ok(Relay {
-            status,
+            follower,
+            published,
             engine,
             stop,
             task,
         })
     }
 
-    /// A function that reads the relay's lag, for metrics that outlive a borrow of the relay.
-    pub fn lag_probe(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
-        let (engine, status) = (self.engine.clone(), self.status.clone());
-        move || {
-            engine
-                .last_seq()
-                .saturating_sub(status.confirmed_seq.load(Ordering::Relaxed))
-        }
+    /// The relay's state, last error, retries and confirmed seq (its `handled_seq`).
+    pub fn status(&self) -> FollowerSnapshot {
+        self.follower.snapshot()
     }
 
-    pub fn status(&self) -> &RelayStatus {
-        &self.status
+    /// The status the relay writes, for readers that outlive a borrow of the relay (`/healthz`, `/metrics`).
+    pub fn follower(&self) -> Arc<FollowerStatus> {
+        self.follower.clone()
+    }
+
+    /// A function that reads the relay's lag, for metrics that outlive a borrow of the relay.
+    pub fn lag_probe(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let (engine, follower) = (self.engine.clone(), self.follower.clone());
+        move || follower.snapshot().lag(engine.last_seq())
+    }
+
+    /// Messages published and confirmed since the relay started.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
     }
 
     /// Events committed but not yet confirmed by NATS.
     pub fn lag(&self) -> u64 {
-        self.engine
-            .last_seq()
-            .saturating_sub(self.status.confirmed_seq.load(Ordering::Relaxed))
+        self.status().lag(self.engine.last_seq())
     }
 
     /// Stops after the batch in flight; what was confirmed stays confirmed.
@@ -165,89 +181,181 @@ struct Resume {
     skip_room_of: Option<u64>,
 }
 
+/// What the relay starts from: the stream (JetStream mode), and where the stream says to resume (`None` for an
+/// empty stream, or in core mode).
+struct Ready {
+    jetstream: Option<jetstream::Context>,
+    found: Option<Resume>,
+}
+
+/// Why the stream's position is not known.
+#[derive(Debug, thiserror::Error)]
+enum Unready {
+    /// NATS did not answer, or the log could not be read.
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Ahead(RelayError),
+}
+
 struct Worker {
     engine: Engine,
     client: async_nats::Client,
     config: RelayConfig,
-    status: Arc<RelayStatus>,
+    published: Arc<AtomicU64>,
     retrier: Retrier,
+    /// What the durable cursor holds, and when it was written.
+    saved_seq: u64,
+    saved_at: Instant,
 }
 
-/// Retries with capped backoff until success or stop, and keeps the connection status.
+/// Retries with capped backoff until success or stop, and records every failure and recovery.
 struct Retrier {
-    status: Arc<RelayStatus>,
+    follower: Arc<FollowerStatus>,
     stopped: watch::Receiver<bool>,
     backoff_max: Duration,
 }
 
+/// What reading the next batch gave.
+enum Next {
+    Batch(Vec<Envelope>),
+    /// The log could not be read.
+    Failed(String),
+    /// Stopped, or the engine shut down.
+    Ended,
+}
+
 impl Worker {
-    async fn run(mut self) {
-        let Some((jetstream, resume)) = self.start().await else {
-            return;
+    /// Core mode: ready at once. JetStream mode: one try, up to `CONFIRM_TIMEOUT`, at preparing the stream and
+    /// reading where it ends. A stream ahead of the log is an error; no answer is left to [`Worker::run`]'s
+    /// retries (`None`).
+    async fn first_look(&self) -> Result<Option<Ready>, RelayError> {
+        if self.config.mode == Mode::Core {
+            return Ok(Some(Ready {
+                jetstream: None,
+                found: None,
+            }));
+        }
+        let context = jetstream::new(self.client.clone());
+        let looked =
+            tokio::time::timeout(CONFIRM_TIMEOUT, stream_resume(&context, &self.engine)).await;
+        let error = match looked {
+            Ok(Ok(found)) => {
+                let jetstream = Some(context);
+                return Ok(Some(Ready { jetstream, found }));
+            }
+            Ok(Err(Unready::Ahead(error))) => return Err(error),
+            Ok(Err(Unready::Failed(error))) => error,
+            Err(_) => "no answer in time".to_owned(),
         };
-        self.follow(jetstream, resume).await;
+        self.retrier.failed("preparing the stream", &error);
+        Ok(None)
     }
 
-    /// Prepares the stream (JetStream mode) and decides where to resume; `None` once stopped.
-    async fn start(&mut self) -> Option<(Option<jetstream::Context>, Resume)> {
-        let jetstream = match self.config.mode {
-            Mode::Core => None,
-            Mode::JetStream => Some(self.prepare_stream().await?),
+    /// Prepares (unless `ready`), then follows the log until stopped.
+    async fn run(mut self, ready: Option<Ready>) {
+        let ready = match ready {
+            Some(ready) => Some(ready),
+            None => self.prepare().await,
         };
-        let mut resume = Resume {
-            after: self.status.confirmed_seq.load(Ordering::Relaxed),
-            skip_room_of: None,
-        };
-        if let Some(context) = &jetstream {
-            match self
-                .retrier
-                .retry("reading the stream's last message", || {
-                    stream_resume(context, &self.engine)
-                })
-                .await
-            {
-                Some(Some(found)) if found.after >= resume.after => {
-                    // The stream is ahead of the cursor (a crash between PubAck and cursor write): adopt it.
+        if let Some(Ready { jetstream, found }) = ready
+            && let Some(resume) = self.resume(found).await
+        {
+            self.supervise(jetstream, resume).await;
+        }
+        self.retrier.follower.stopped();
+    }
+
+    /// Prepares the stream and reads where it ends, retrying until NATS answers and the stream is not ahead of
+    /// the log; `None` once stopped.
+    async fn prepare(&mut self) -> Option<Ready> {
+        let context = jetstream::new(self.client.clone());
+        let engine = &self.engine;
+        let found = self
+            .retrier
+            .retry("preparing the stream", || stream_resume(&context, engine))
+            .await?;
+        let jetstream = Some(context);
+        Some(Ready { jetstream, found })
+    }
+
+    /// Where to resume: after what the stream holds when that is at or past the cursor (a crash between PubAck
+    /// and cursor write leaves the cursor behind: the stream's position is adopted and saved), else after the
+    /// cursor. `None` once stopped.
+    async fn resume(&mut self, found: Option<Resume>) -> Option<Resume> {
+        let cursor = self.retrier.follower.handled_seq();
+        match found {
+            Some(found) if found.after >= cursor => {
+                if found.after > cursor {
                     if !self.save_cursor(found.after).await {
                         return None;
                     }
-                    self.status
-                        .confirmed_seq
-                        .store(found.after, Ordering::Relaxed);
-                    resume = found;
+                    self.retrier.follower.handled(found.after);
                 }
-                Some(_) => {}
-                None => return None,
+                Some(found)
             }
+            _ => Some(Resume {
+                after: cursor,
+                skip_room_of: None,
+            }),
         }
-        Some((jetstream, resume))
     }
 
-    /// Publishes every envelope after `resume`, batch by batch, until stopped.
-    async fn follow(&mut self, jetstream: Option<jetstream::Context>, mut resume: Resume) {
+    /// Follows the log until stopped. A read of the log that fails is recorded and retried with backoff,
+    /// subscribing again after the last confirmed seq.
+    async fn supervise(&mut self, jetstream: Option<jetstream::Context>, mut resume: Resume) {
+        let mut backoff = Backoff::new(self.config.backoff_max);
+        loop {
+            let before = self.retrier.follower.handled_seq();
+            let Some(error) = self.follow(jetstream.as_ref(), &mut resume).await else {
+                return;
+            };
+            self.retrier.failed("reading the log", &error);
+            if self.retrier.follower.handled_seq() > before {
+                backoff.reset();
+            }
+            let stopped = *self.retrier.stopped.borrow();
+            if stopped
+                || !backoff
+                    .sleep_unless_stopped(&mut self.retrier.stopped)
+                    .await
+            {
+                self.save_if_stale().await;
+                return;
+            }
+            resume.after = self.retrier.follower.handled_seq();
+        }
+    }
+
+    /// Publishes every envelope after `resume`, batch by batch, until stopped (`None`) or a read of the log
+    /// fails (its error).
+    async fn follow(
+        &mut self,
+        jetstream: Option<&jetstream::Context>,
+        resume: &mut Resume,
+    ) -> Option<String> {
         let mut events = self.engine.subscribe(resume.after + 1, Interest::All);
         let mut lag_logged = Instant::now();
-        let mut saved_seq = self.status.confirmed_seq.load(Ordering::Relaxed);
-        let mut saved_at = Instant::now();
         loop {
-            let confirmed = self.status.confirmed_seq.load(Ordering::Relaxed);
-            let stale = confirmed > saved_seq;
+            let confirmed = self.retrier.follower.handled_seq();
+            let stale = confirmed > self.saved_seq;
             let next = tokio::select! {
-                batch = self.next_batch(&mut events) => batch,
+                next = self.next_batch(&mut events) => next,
                 // Quiet for a while with a stale cursor: save it now rather than with the next batch.
                 _ = tokio::time::sleep(CURSOR_EVERY), if stale => {
                     if !self.save_cursor(confirmed).await {
-                        return;
+                        return None;
                     }
-                    (saved_seq, saved_at) = (confirmed, Instant::now());
                     continue;
                 }
             };
-            let Some(batch) = next else {
-                if stale {
-                    self.save_cursor(confirmed).await;
+            let batch = match next {
+                Next::Batch(batch) => batch,
+                Next::Failed(error) => return Some(error),
+                Next::Ended => {
+                    self.save_if_stale().await;
+                    return None;
                 }
-                return;
             };
             let last = batch
                 .last()
@@ -258,26 +366,27 @@ impl Worker {
             let published = self
                 .retrier
                 .retry("publishing", || {
-                    publish(client, jetstream.as_ref(), config, &batch, skip)
+                    publish(client, jetstream, config, &batch, skip)
                 })
                 .await;
             let Some(count) = published else {
-                self.save_cursor(confirmed).await;
-                return;
+                self.save_if_stale().await;
+                return None;
             };
-            self.status.published.fetch_add(count, Ordering::Relaxed);
-            self.status.confirmed_seq.store(last, Ordering::Relaxed);
-            if saved_at.elapsed() >= CURSOR_EVERY {
-                if !self.save_cursor(last).await {
-                    return;
-                }
-                (saved_seq, saved_at) = (last, Instant::now());
+            self.published.fetch_add(count, Ordering::Relaxed);
+            self.retrier.follower.handled(last);
+            if self.saved_at.elapsed() >= CURSOR_EVERY && !self.save_cursor(last).await {
+                return None;
             }
-            let lag = self.engine.last_seq().saturating_sub(last);
-            if lag > 10 * BATCH_MAX as u64 && lag_logged.elapsed() > Duration::from_secs(5) {
-                tracing::info!(lag, confirmed = last, "relay catching up");
-                lag_logged = Instant::now();
-            }
+            self.log_lag(last, &mut lag_logged);
+        }
+    }
+
+    fn log_lag(&self, confirmed: u64, logged: &mut Instant) {
+        let lag = self.engine.last_seq().saturating_sub(confirmed);
+        if lag > 10 * BATCH_MAX as u64 && logged.elapsed() > Duration::from_secs(5) {
+            tracing::info!(lag, confirmed, "relay catching up");
+            *logged = Instant::now();
         }
     }
 
@@ -288,15 +397,16 @@ impl Worker {
         loop {
             let (engine, sink) = (self.engine.clone(), self.config.sink.clone());
             let saved = tokio::task::spawn_blocking(move || engine.set_cursor(&sink, seq)).await;
-            match saved {
-                Ok(Ok(())) => return true,
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, seq, "relay cannot save its cursor; retrying")
+            let error = match saved {
+                Ok(Ok(())) => {
+                    (self.saved_seq, self.saved_at) = (seq, Instant::now());
+                    self.retrier.recovered();
+                    return true;
                 }
-                Err(error) => {
-                    tracing::warn!(%error, seq, "relay cursor write did not finish; retrying")
-                }
-            }
+                Ok(Err(error)) => error.to_string(),
+                Err(error) => format!("the write did not finish: {error}"),
+            };
+            self.retrier.failed("saving the cursor", &error);
             if !backoff
                 .sleep_unless_stopped(&mut self.retrier.stopped)
                 .await
@@ -306,42 +416,34 @@ impl Worker {
         }
     }
 
+    /// Saves the cursor if it is behind what NATS confirmed.
+    async fn save_if_stale(&mut self) {
+        let confirmed = self.retrier.follower.handled_seq();
+        if confirmed > self.saved_seq {
+            self.save_cursor(confirmed).await;
+        }
+    }
+
     /// The next envelopes: waits for one, then takes what is already there, up to `BATCH_MAX`.
-    async fn next_batch(&mut self, events: &mut EventStream) -> Option<Vec<Envelope>> {
+    async fn next_batch(&mut self, events: &mut EventStream) -> Next {
         let first = tokio::select! {
-            next = events.next() => next?,
-            _ = self.retrier.stopped.changed() => return None,
+            next = events.next() => next,
+            _ = self.retrier.stopped.changed() => return Next::Ended,
         };
-        let mut batch = vec![
-            first
-                .map_err(|e| tracing::error!(error = %e, "relay cannot read the log"))
-                .ok()?,
-        ];
+        let mut batch = match first {
+            Some(Ok(envelope)) => vec![envelope],
+            Some(Err(error)) => return Next::Failed(error.to_string()),
+            None => return Next::Ended,
+        };
         while batch.len() < BATCH_MAX {
-            // `EventStream::next` is cancel-safe: an unready poll loses nothing.
+            // `EventStream::next` is cancel-safe: an unready poll loses nothing. A read that fails here fails
+            // again at the next call, which reports it.
             match events.next().now_or_never() {
                 Some(Some(Ok(envelope))) => batch.push(envelope),
                 _ => break,
             }
         }
-        Some(batch)
-    }
-
-    async fn prepare_stream(&mut self) -> Option<jetstream::Context> {
-        let context = jetstream::new(self.client.clone());
-        let config = stream::Config {
-            name: subject::STREAM.into(),
-            subjects: vec![subject::ROOM_ALL.into(), subject::USER_ALL.into()],
-            duplicate_window: DUPLICATE_WINDOW,
-            ..Default::default()
-        };
-        let created = self
-            .retrier
-            .retry("creating the stream", || {
-                context.create_or_update_stream(config.clone())
-            })
-            .await;
-        created.map(|_| context)
+        Next::Batch(batch)
     }
 }
 
@@ -360,14 +462,11 @@ impl Retrier {
             }
             match attempt().await {
                 Ok(value) => {
-                    self.status.connected.store(true, Ordering::Relaxed);
+                    self.recovered();
                     return Some(value);
                 }
                 Err(error) => {
-                    self.status.failures.fetch_add(1, Ordering::Relaxed);
-                    if self.status.connected.swap(false, Ordering::Relaxed) {
-                        tracing::warn!(%error, what, "relay cannot reach NATS; commands are still accepted, retrying");
-                    }
+                    self.failed(what, &error);
                     if !backoff.sleep_unless_stopped(&mut self.stopped).await {
                         return None;
                     }
@@ -375,13 +474,75 @@ impl Retrier {
             }
         }
     }
+
+    /// Records a failure that will be retried; logs it when it is the first in a row, then once a minute.
+    fn failed(&self, what: &str, error: &dyn std::fmt::Display) {
+        let message = format!("{what}: {error}");
+        if let Some(in_a_row) = self.follower.failed(message.as_str(), SystemClock.now_ms()) {
+            tracing::warn!(error = %message, in_a_row, "relay failed; commands are still accepted, retrying");
+        }
+    }
+
+    /// Records a success, and says so when it ends a streak of failures.
+    fn recovered(&self) {
+        let failures = self.follower.succeeded();
+        if failures > 0 {
+            tracing::info!(failures, "relay following again");
+        }
+    }
 }
 
-/// What the stream already holds, from its last message.
+/// The stream the relay publishes into.
+fn stream_config() -> stream::Config {
+    stream::Config {
+        name: subject::STREAM.into(),
+        subjects: vec![subject::ROOM_ALL.into(), subject::USER_ALL.into()],
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    }
+}
+
+/// Creates or updates the stream, then resumes after what it already holds, from its last message (`None` for
+/// an empty stream). A stream ahead of the log is [`Unready::Ahead`].
 async fn stream_resume(
     context: &jetstream::Context,
     engine: &Engine,
-) -> Result<Option<Resume>, String> {
+) -> Result<Option<Resume>, Unready> {
+    let Some((seq, on_user_subject)) = stream_end(context).await.map_err(Unready::Failed)? else {
+        return Ok(None);
+    };
+    let log_seq = engine.last_seq();
+    if seq > log_seq {
+        let stream_seq = seq;
+        return Err(Unready::Ahead(RelayError::StreamAhead {
+            stream_seq,
+            log_seq,
+        }));
+    }
+    let has_candidate = engine
+        .read_events(seq, 1)
+        .map_err(|e| Unready::Failed(format!("reading the log: {e}")))?
+        .first()
+        .is_some_and(|envelope| envelope.event.candidate().is_some());
+    if on_user_subject || !has_candidate {
+        return Ok(Some(Resume {
+            after: seq,
+            skip_room_of: None,
+        }));
+    }
+    Ok(Some(Resume {
+        after: seq - 1,
+        skip_room_of: Some(seq),
+    }))
+}
+
+/// Creates or updates the stream; then its last message's `Cohost-Seq`, and whether that message is an event's
+/// `:user` copy. `None` for an empty stream.
+async fn stream_end(context: &jetstream::Context) -> Result<Option<(u64, bool)>, String> {
+    context
+        .create_or_update_stream(stream_config())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut stream = context
         .get_stream(subject::STREAM)
         .await
@@ -407,21 +568,7 @@ async fn stream_resume(
         ));
     };
     let on_user_subject = read(header::MSG_ID).is_some_and(|id| id.ends_with(":user"));
-    let has_candidate = engine
-        .read_events(seq, 1)
-        .map_err(|e| e.to_string())?
-        .first()
-        .is_some_and(|envelope| envelope.event.candidate().is_some());
-    if on_user_subject || !has_candidate {
-        return Ok(Some(Resume {
-            after: seq,
-            skip_room_of: None,
-        }));
-    }
-    Ok(Some(Resume {
-        after: seq - 1,
-        skip_room_of: Some(seq),
-    }))
+    Ok(Some((seq, on_user_subject)))
 }
 
 fn headers(envelope: &Envelope, msg_id: String, encoding: Encoding) -> HeaderMap {

@@ -1,93 +1,22 @@
 //! The outbox relay against a real nats-server: the seed flow reaches plain subscribers with the contract's
 //! subjects and headers; JetStream holds every event exactly once through a NATS outage and an engine restart.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use async_nats::jetstream;
-use cohost_engine::{Config, Engine, ManualClock, Options};
+use cohost_engine::Engine;
 use cohost_nats::relay::{Mode, Relay, RelayConfig};
 use cohost_nats::test_server::TestServer;
 use cohost_proto::codec::decode_envelope;
 use cohost_proto::subject::header;
-use cohost_proto::{
-    Actor, Command, CreateRoom, Encoding, Envelope, InvitationId, InvitationTarget, RoomId,
-    RoomTarget, UserId, UserTarget,
-};
+use cohost_proto::{Command, Encoding, Envelope};
 use futures::StreamExt;
-
-fn actor(name: &str) -> Actor {
-    Actor::User(UserId::new(name).unwrap())
-}
-
-fn room_id(name: &str) -> RoomId {
-    RoomId::new(name).unwrap()
-}
-
-fn open_engine(dir: &std::path::Path) -> Engine {
-    Engine::open(Config::new(dir).with_clock(Arc::new(ManualClock::new(1_700_000_000_000))))
-        .unwrap()
-}
-
-/// Runs each (who, command) step in order; every one must succeed.
-async fn run<'a>(engine: &Engine, steps: impl IntoIterator<Item = (&'a str, Command)>) {
-    for (by, command) in steps {
-        let name = command.name();
-        let executed = engine.execute(actor(by), command, Options::default()).await;
-        executed.unwrap_or_else(|e| panic!("{name} by {by}: {e}"));
-    }
-}
-
-fn room_target(room: &str) -> RoomTarget {
-    RoomTarget {
-        room_id: room_id(room),
-    }
-}
-
-fn user_target(room: &str, user: &str) -> UserTarget {
-    UserTarget {
-        room_id: room_id(room),
-        user_id: UserId::new(user).unwrap(),
-    }
-}
-
-fn invitation(room: &str, n: u64) -> InvitationTarget {
-    InvitationTarget {
-        invitation_id: InvitationId::new(room_id(room), n).unwrap(),
-    }
-}
-
-fn create(room: &str, title: Option<&str>) -> Command {
-    Command::CreateRoom(CreateRoom {
-        room_id: room_id(room),
-        title: title.map(Into::into),
-        max_cohosts: None,
-    })
-}
-
-/// create, go live, invite, accept, invite another, reject, cancel, remove, stop.
-async fn seed_flow(engine: &Engine, room: &str) {
-    let script = [
-        ("alice", create(room, Some("Friday show"))),
-        ("alice", Command::GoLive(room_target(room))),
-        ("alice", Command::Invite(user_target(room, "bob"))),
-        ("bob", Command::AcceptInvitation(invitation(room, 1))),
-        ("alice", Command::Invite(user_target(room, "carol"))),
-        ("carol", Command::RejectInvitation(invitation(room, 2))),
-        ("alice", Command::Invite(user_target(room, "dave"))),
-        ("alice", Command::CancelInvitation(invitation(room, 3))),
-        ("alice", Command::RemoveCohost(user_target(room, "bob"))),
-        ("alice", Command::StopRoom(room_target(room))),
-    ];
-    run(engine, script).await;
-}
-
-async fn start_relay(engine: &Engine, client: &async_nats::Client, config: RelayConfig) -> Relay {
-    Relay::start(engine.clone(), client.clone(), config)
-        .await
-        .unwrap()
-}
+use support::{
+    assert_exactly_once, create, eventually, invitation, open_engine, read_all, room_target, run,
+    seed_flow, start_relay, stream_contents, user_target,
+};
 
 /// A private nats-server, a client of it, and an engine on a temporary directory with its relay to that client.
 struct Stack {
@@ -149,18 +78,6 @@ fn decode(message: &async_nats::Message) -> Envelope {
     let encoding =
         Encoding::from_content_type(headers.get(header::CONTENT_TYPE).unwrap().as_str()).unwrap();
     decode_envelope(encoding, &message.payload).unwrap()
-}
-
-/// Waits until `check` holds, up to 10 s; no test waits for a fixed time.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 fn header_of(message: &async_nats::Message, name: &str) -> String {
@@ -234,70 +151,6 @@ async fn the_seed_flow_reaches_room_and_user_subscribers_in_order() {
     }
 }
 
-/// Every message in the stream, in stream order: (subject, Nats-Msg-Id, payload seq).
-async fn stream_contents(url: &str) -> Vec<(String, String, u64)> {
-    let client = async_nats::connect(url).await.unwrap();
-    let context = jetstream::new(client);
-    let mut stream = context.get_stream("COHOST").await.unwrap();
-    let last = stream.info().await.unwrap().state.last_sequence;
-    let mut out = Vec::new();
-    for sequence in 1..=last {
-        let message = stream.get_raw_message(sequence).await.unwrap();
-        let msg_id = message
-            .headers
-            .get(header::MSG_ID)
-            .unwrap()
-            .as_str()
-            .to_owned();
-        let seq: u64 = message
-            .headers
-            .get(header::SEQ)
-            .unwrap()
-            .as_str()
-            .parse()
-            .unwrap();
-        out.push((message.subject.to_string(), msg_id, seq));
-    }
-    out
-}
-
-/// Checks the stream holds each event's messages exactly once, in seq order.
-fn assert_exactly_once(contents: &[(String, String, u64)], log: &[Envelope]) {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (_, msg_id, _) in contents {
-        *seen.entry(msg_id).or_default() += 1;
-    }
-    let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        repeated.is_empty(),
-        "messages stored more than once: {repeated:?}"
-    );
-    let expected: usize = log
-        .iter()
-        .map(|e| 1 + usize::from(e.event.candidate().is_some()))
-        .sum();
-    assert_eq!(
-        contents.len(),
-        expected,
-        "every event's messages, once each"
-    );
-    assert!(
-        contents.windows(2).all(|w| w[0].2 <= w[1].2),
-        "stream order follows seq"
-    );
-}
-
-async fn read_all(engine: &Engine) -> Vec<Envelope> {
-    let mut log = Vec::new();
-    loop {
-        let chunk = engine.read_events(log.len() as u64 + 1, 1_000).unwrap();
-        if chunk.is_empty() {
-            return log;
-        }
-        log.extend(chunk);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_holds_every_event_once_through_an_outage_and_an_engine_restart() {
     let (stack, _) = Stack::start(true, &[], RelayConfig::new(Mode::JetStream)).await;
@@ -308,11 +161,18 @@ async fn jetstream_holds_every_event_once_through_an_outage_and_an_engine_restar
         mut engine,
         mut relay,
     } = stack;
+    // Each room has a host and a guest of its own: the quotas across rooms (open rooms per host, pending offers
+    // per candidate) stay out of the way.
     let rooms = 50;
+    let (host, guest) = (|r| format!("host-{r}"), |r| format!("guest-{r}"));
     for r in 0..rooms {
         let room = format!("room-{r}");
         let live = Command::GoLive(room_target(&room));
-        run(&engine, [("host", create(&room, None)), ("host", live)]).await;
+        run(
+            &engine,
+            [(&*host(r), create(&room, None)), (&*host(r), live)],
+        )
+        .await;
     }
     // 5,000 commands in all: invite and cancel in a loop; NATS dies a third of the way, returns at two thirds.
     let total = 5_000 - 2 * rooms;
@@ -328,11 +188,11 @@ async fn jetstream_holds_every_event_once_through_an_outage_and_an_engine_restar
         let round = (i / rooms) as u64;
         let room = format!("room-{r}");
         let command = if round.is_multiple_of(2) {
-            Command::Invite(user_target(&room, "guest"))
+            Command::Invite(user_target(&room, &guest(r)))
         } else {
             Command::CancelInvitation(invitation(&room, round / 2 + 1))
         };
-        run(&engine, [("host", command)]).await;
+        run(&engine, [(&*host(r), command)]).await;
         if i == 5 * total / 6 {
             // The engine goes away while the relay is catching up, and comes back.
             relay.stop().await;
@@ -361,17 +221,14 @@ async fn jetstream_holds_every_event_once_through_an_outage_and_an_engine_restar
     let relay = start_relay(&engine, &client, RelayConfig::new(Mode::JetStream)).await;
     // A barrier: one more event. The relay publishes in seq order, so once it is confirmed, anything the
     // relay would have republished from its stale cursor would have gone out before it.
-    run(&engine, [("host", create("after-restart", None))]).await;
+    run(&engine, [("late-host", create("after-restart", None))]).await;
     eventually("the barrier event confirmed", || relay.lag() == 0).await;
     let log = read_all(&engine).await;
     assert_eq!(log.len(), 5_001);
     assert_exactly_once(&stream_contents(&server.url()).await, &log);
-    let published = relay
-        .status()
-        .published
-        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(
-        published, 1,
+        relay.published(),
+        1,
         "resumed after the stream's last message, not from its own stale cursor"
     );
     eventually("the cursor at the barrier", || {
