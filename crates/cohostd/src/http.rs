@@ -14,7 +14,7 @@ use axum::routing::{delete, get, post};
 use bytes::BytesMut;
 use cohost_core::InvitationFilter;
 use cohost_credentials::{Credentials, LiveKitConfig, Minter, Webhooks};
-use cohost_engine::{Engine, Health, ListRequest, Options, SystemClock};
+use cohost_engine::{Engine, FollowerStatus, Health, ListRequest, Options, SystemClock};
 use cohost_proto::{
     Actor, Command, CommandId, ErrorCode, InvitationId, InvitationKind, InvitationStatus,
     InvitationTarget, Reply, RoomId, RoomTarget, UserId, UserTarget,
@@ -38,7 +38,8 @@ pub struct AppState {
     pub webhooks: Webhooks,
     pub auth: Auth,
     pub metrics: Arc<Metrics>,
-    pub relay_lag: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
+    /// The log's followers that run (the NATS relay, the LiveKit revoker), shown by `/healthz` and `/metrics`.
+    pub followers: Arc<[Arc<FollowerStatus>]>,
     /// Turns true at shutdown; live collections end on it, and `/readyz` answers 503.
     pub closing: tokio::sync::watch::Receiver<bool>,
     /// A request body must arrive whole within this long.
@@ -60,7 +61,7 @@ impl AppState {
             engine,
             auth,
             metrics: Arc::default(),
-            relay_lag: Arc::new(|| None),
+            followers: Arc::new([]),
             closing,
             body_read_timeout: Limits::default().body_read_timeout,
             connections: Arc::default(),
@@ -240,7 +241,9 @@ async fn run(
 struct Empty {}
 
 /// 200 while the engine takes writes; 503 with the cause once it has stopped (fail-stop after a storage
-/// failure: a supervisor restarts the process, which recovers from disk) or while it shuts down.
+/// failure: a supervisor restarts the process, which recovers from disk) or while it shuts down. The body also
+/// shows each follower of the log: a follower that retries leaves the daemon alive (the engine still takes
+/// writes), so it is reported, not turned into a 503.
 async fn healthz(State(state): State<AppState>) -> Response {
     if let Health::Failed { cause } = state.engine.health() {
         let message = format!("the engine stopped taking writes: {cause}");
@@ -249,8 +252,27 @@ async fn healthz(State(state): State<AppState>) -> Response {
     if state.engine.is_closed() {
         return ApiError::new(ErrorCode::Unavailable, "shutting down").into_response();
     }
-    axum::Json(serde_json::json!({"status": "ok", "last_seq": state.engine.last_seq()}))
-        .into_response()
+    let last_seq = state.engine.last_seq();
+    let followers: Vec<serde_json::Value> = state
+        .followers
+        .iter()
+        .map(|follower| {
+            let status = follower.snapshot();
+            let last_error = status
+                .last_error
+                .as_ref()
+                .map(|error| serde_json::json!({"message": error.message, "at_ms": error.at_ms}));
+            serde_json::json!({
+                "name": status.name,
+                "state": status.state.as_str(),
+                "lag": status.lag(last_seq),
+                "last_error": last_error,
+                "retries": status.retries,
+            })
+        })
+        .collect();
+    let body = serde_json::json!({"status": "ok", "last_seq": last_seq, "followers": followers});
+    axum::Json(body).into_response()
 }
 
 /// 200 when a load balancer may send traffic: the engine is open, takes writes, and the daemon is not
@@ -278,11 +300,10 @@ pub fn starting_router() -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let mut text = state.metrics.render(
-        &state.engine.stats(),
-        state.engine.last_seq(),
-        (state.relay_lag)(),
-    );
+    let followers: Vec<_> = state.followers.iter().map(|f| f.snapshot()).collect();
+    let mut text = state
+        .metrics
+        .render(&state.engine.stats(), state.engine.last_seq(), &followers);
     crate::metrics::render_connections(&mut text, &state.connections);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -1,5 +1,6 @@
 //! cohostd: the cohost daemon. Configuration, the HTTP API with live collections over SSE, LiveKit webhooks,
-//! metrics, and, when `COHOST_NATS_URL` is set, the NATS relay and service.
+//! metrics, and, when `COHOST_NATS_URL` is set, the NATS relay and service; `/healthz` and `/metrics` show the
+//! state of the log's followers (the relay, the LiveKit revoker).
 //!
 //! It decides nothing itself: every command goes to `cohost-engine`, credentials come from
 //! `cohost-credentials`, NATS from `cohost-nats`. It is the only crate that knows HTTP.
@@ -22,7 +23,7 @@ use std::time::Duration;
 use clap::Parser;
 use cohost_core::Policy;
 use cohost_credentials::{LiveKitConfig, Revoker};
-use cohost_engine::{Config, Engine, SystemClock};
+use cohost_engine::{Config, Engine, FollowerStatus, SystemClock};
 use cohost_nats::relay::{Mode, Relay, RelayConfig};
 use cohost_proto::UserId;
 
@@ -147,24 +148,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     .map_err(|e| format!("COHOST_INVITATION_TTL_S / COHOST_MAX_COHOSTS: {e}"))?;
     let (secret, dev_auth) = auth_secret(&settings)?;
     let (livekit, dev_livekit) = livekit(&settings)?;
-    if !dev_auth && dev_livekit {
-        // Anyone can sign a webhook with LiveKit's public dev pair, and so stop any room.
-        return Err("an auth secret is set (not dev mode), so LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set too, \
-                    and not to LiveKit's public dev pair"
-            .into());
-    }
-    if dev_auth {
-        tracing::warn!(
-            secret_file = %settings.data_dir.join("dev-auth-secret").display(),
-            "DEV MODE: no COHOST_AUTH_SECRET; user tokens are signed with a generated secret. \
-             Get one with `cohostd token --user <id>`. Never run this in production."
-        );
-    }
-    if dev_livekit {
-        tracing::warn!(
-            "DEV MODE: no LIVEKIT_API_KEY/SECRET; LiveKit tokens use the dev key pair devkey/secret"
-        );
-    }
+    dev_mode(&settings, dev_auth, dev_livekit)?;
     let limits = settings.limits();
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
@@ -190,23 +174,14 @@ async fn serve(settings: Settings) -> Result<(), String> {
         .await
         .map_err(|e| format!("opening the engine panicked: {e}"))?
         .map_err(|e| e.to_string())?;
-    let revoker = if livekit.admin {
-        Some(Revoker::start(engine.clone(), livekit.clone()).map_err(|e| e.to_string())?)
-    } else {
-        None
-    };
-    let nats = match &settings.nats_url {
-        Some(url) => Some(start_nats(&engine, url, &settings).await?),
-        None => None,
-    };
-    let relay_status = nats.as_ref().map(|(relay, _)| relay.lag_probe());
+    let tasks = Tasks::start(&engine, &settings, &livekit).await?;
     let mut state = http::AppState::new(
         engine.clone(),
         livekit,
         authenticator(&settings, &secret),
         closing,
     );
-    state.relay_lag = Arc::new(move || relay_status.as_ref().map(|probe| probe()));
+    state.followers = tasks.followers().into();
     state.body_read_timeout = limits.body_read_timeout;
     state.connections = connections;
     let _ = routers_tx.send(http::router(state));
@@ -221,18 +196,79 @@ async fn serve(settings: Settings) -> Result<(), String> {
         Err(error) => tracing::error!(%error, "the HTTP server task failed"),
     }
     tracing::info!("stopping: draining the engine");
-    if let Some((relay, service)) = nats {
-        if let Err(error) = service.stop().await {
-            tracing::warn!(%error, "NATS service did not stop cleanly");
-        }
-        relay.stop().await;
-    }
-    if let Some(revoker) = revoker {
-        revoker.stop().await;
-    }
+    tasks.stop().await;
     engine.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Refuses LiveKit's public dev pair beside a real auth secret, and warns about each dev-mode setting.
+fn dev_mode(settings: &Settings, dev_auth: bool, dev_livekit: bool) -> Result<(), String> {
+    if !dev_auth && dev_livekit {
+        // Anyone can sign a webhook with LiveKit's public dev pair, and so stop any room.
+        return Err("an auth secret is set (not dev mode), so LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set too, \
+                    and not to LiveKit's public dev pair"
+            .into());
+    }
+    if dev_auth {
+        tracing::warn!(
+            secret_file = %settings.data_dir.join("dev-auth-secret").display(),
+            "DEV MODE: no COHOST_AUTH_SECRET; user tokens are signed with a generated secret. \
+             Get one with `cohostd token --user <id>`. Never run this in production."
+        );
+    }
+    if dev_livekit {
+        tracing::warn!(
+            "DEV MODE: no LIVEKIT_API_KEY/SECRET; LiveKit tokens use the dev key pair devkey/secret"
+        );
+    }
+    Ok(())
+}
+
+/// What runs beside the HTTP server: the NATS relay and service (with `COHOST_NATS_URL`) and the revoker (with
+/// LiveKit admin on).
+struct Tasks {
+    nats: Option<(Relay, cohost_nats::service::ServiceHandle)>,
+    revoker: Option<Revoker>,
+}
+
+impl Tasks {
+    async fn start(
+        engine: &Engine,
+        settings: &Settings,
+        livekit: &LiveKitConfig,
+    ) -> Result<Tasks, String> {
+        let revoker = if livekit.admin {
+            Some(Revoker::start(engine.clone(), livekit.clone()).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let nats = match &settings.nats_url {
+            Some(url) => Some(start_nats(engine, url, settings).await?),
+            None => None,
+        };
+        Ok(Tasks { nats, revoker })
+    }
+
+    /// The statuses of the log's followers that run, for `/healthz` and `/metrics`.
+    fn followers(&self) -> Vec<Arc<FollowerStatus>> {
+        let relay = self.nats.iter().map(|(relay, _)| relay.follower());
+        relay
+            .chain(self.revoker.iter().map(Revoker::follower))
+            .collect()
+    }
+
+    async fn stop(self) {
+        if let Some((relay, service)) = self.nats {
+            if let Err(error) = service.stop().await {
+                tracing::warn!(%error, "NATS service did not stop cleanly");
+            }
+            relay.stop().await;
+        }
+        if let Some(revoker) = self.revoker {
+            revoker.stop().await;
+        }
+    }
 }
 
 async fn start_nats(

@@ -1,12 +1,12 @@
 //! `/metrics` in Prometheus text format: commands by type and result, group-commit batches, write latency,
-//! relay lag and SSE clients.
+//! the log's followers (up, lag, errors) and SSE clients.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use cohost_engine::StatsSnapshot;
+use cohost_engine::{FollowerSnapshot, FollowerState, StatsSnapshot};
 
 use crate::serve::ConnectionStats;
 
@@ -27,7 +27,13 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    pub fn render(&self, engine: &StatsSnapshot, last_seq: u64, relay_lag: Option<u64>) -> String {
+    /// The page, with one series per follower of the log that runs (`followers`).
+    pub fn render(
+        &self,
+        engine: &StatsSnapshot,
+        last_seq: u64,
+        followers: &[FollowerSnapshot],
+    ) -> String {
         let mut out = String::new();
         self.render_commands(&mut out);
         render_engine_counters(&mut out, engine);
@@ -38,10 +44,19 @@ impl Metrics {
             "The last durable seq.",
             last_seq,
         );
-        if let Some(lag) = relay_lag {
+        if let Some(relay) = followers
+            .iter()
+            .find(|f| f.name == cohost_nats::relay::FOLLOWER)
+        {
             let help = "Events committed but not yet confirmed by NATS.";
-            gauge(&mut out, "cohost_relay_lag_events", help, lag);
+            gauge(
+                &mut out,
+                "cohost_relay_lag_events",
+                help,
+                relay.lag(last_seq),
+            );
         }
+        render_followers(&mut out, followers, last_seq);
         let clients = self.sse_clients.load(Ordering::Relaxed);
         gauge(
             &mut out,
@@ -119,6 +134,43 @@ fn render_engine_counters(out: &mut String, engine: &StatsSnapshot) {
     }
 }
 
+/// A follower's value in a series, given the log's last seq.
+type FollowerValue = fn(&FollowerSnapshot, u64) -> u64;
+
+/// Per follower of the log: whether it follows, how far behind it is, and how often it failed.
+fn render_followers(out: &mut String, followers: &[FollowerSnapshot], last_seq: u64) {
+    if followers.is_empty() {
+        return;
+    }
+    let series: [(&str, &str, &str, FollowerValue); 3] = [
+        (
+            "cohost_follower_up",
+            "gauge",
+            "1 while the follower of the log follows it, 0 while it retries a failure (or has stopped).",
+            |f, _| u64::from(f.state == FollowerState::Following),
+        ),
+        (
+            "cohost_follower_lag_events",
+            "gauge",
+            "Events in the log the follower has not handled yet.",
+            |f, last_seq| f.lag(last_seq),
+        ),
+        (
+            "cohost_follower_errors_total",
+            "counter",
+            "Failures of the follower (a log read, NATS, LiveKit, a cursor write), each retried.",
+            |f, _| f.retries,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for follower in followers {
+            let value = value(follower, last_seq);
+            let _ = writeln!(out, "{name}{{follower=\"{}\"}} {value}", follower.name);
+        }
+    }
+}
+
 /// The connection loop's counters.
 pub fn render_connections(out: &mut String, connections: &ConnectionStats) {
     let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
@@ -174,9 +226,34 @@ fn render_flush_histogram(out: &mut String, engine: &StatsSnapshot) {
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use cohost_engine::{FLUSH_BUCKETS_US, StatsSnapshot};
+    use cohost_engine::{
+        FLUSH_BUCKETS_US, FollowerError, FollowerSnapshot, FollowerState, StatsSnapshot,
+    };
 
     use super::Metrics;
+
+    /// The relay following 5 events behind a log at seq 42 after two failures; the revoker retrying, 12 behind.
+    fn followers() -> [FollowerSnapshot; 2] {
+        let relay = FollowerSnapshot {
+            name: "relay",
+            state: FollowerState::Following,
+            handled_seq: 37,
+            retries: 2,
+            last_error: None,
+        };
+        let last_error = Some(FollowerError {
+            message: "LiveKit is down".into(),
+            at_ms: 1_700_000_000_000,
+        });
+        let revoker = FollowerSnapshot {
+            name: "revoker",
+            state: FollowerState::Retrying,
+            handled_seq: 30,
+            retries: 7,
+            last_error,
+        };
+        [relay, revoker]
+    }
 
     #[test]
     fn renders_the_prometheus_text_exactly() {
@@ -238,10 +315,30 @@ cohost_last_seq 42
 # HELP cohost_relay_lag_events Events committed but not yet confirmed by NATS.
 # TYPE cohost_relay_lag_events gauge
 cohost_relay_lag_events 5
+# HELP cohost_follower_up 1 while the follower of the log follows it, 0 while it retries a failure (or has stopped).
+# TYPE cohost_follower_up gauge
+cohost_follower_up{follower="relay"} 1
+cohost_follower_up{follower="revoker"} 0
+# HELP cohost_follower_lag_events Events in the log the follower has not handled yet.
+# TYPE cohost_follower_lag_events gauge
+cohost_follower_lag_events{follower="relay"} 5
+cohost_follower_lag_events{follower="revoker"} 12
+# HELP cohost_follower_errors_total Failures of the follower (a log read, NATS, LiveKit, a cursor write), each retried.
+# TYPE cohost_follower_errors_total counter
+cohost_follower_errors_total{follower="relay"} 2
+cohost_follower_errors_total{follower="revoker"} 7
 # HELP cohost_sse_clients Open live collections.
 # TYPE cohost_sse_clients gauge
 cohost_sse_clients 3
 "#;
-        assert_eq!(metrics.render(&stats, 42, Some(5)), want);
+        assert_eq!(metrics.render(&stats, 42, &followers()), want);
+    }
+
+    #[test]
+    fn without_followers_the_page_has_no_follower_series() {
+        let page = Metrics::default().render(&StatsSnapshot::default(), 42, &[]);
+        assert!(page.contains("cohost_last_seq 42"));
+        assert!(!page.contains("cohost_follower_"), "{page}");
+        assert!(!page.contains("cohost_relay_lag_events"), "{page}");
     }
 }

@@ -150,12 +150,6 @@ impl Relay {
         self.follower.clone()
     }
 
-    /// A function that reads the relay's lag, for metrics that outlive a borrow of the relay.
-    pub fn lag_probe(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
-        let (engine, follower) = (self.engine.clone(), self.follower.clone());
-        move || follower.snapshot().lag(engine.last_seq())
-    }
-
     /// Messages published and confirmed since the relay started.
     pub fn published(&self) -> u64 {
         self.published.load(Ordering::Relaxed)
