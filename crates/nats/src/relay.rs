@@ -274,17 +274,17 @@ impl Worker {
     }
 
     /// Where to resume: after what the stream holds when that is at or past the cursor (a crash between PubAck
-    /// and cursor write leaves the cursor behind: the stream's position is adopted and saved), else after the
-    /// cursor. `None` once stopped.
+    /// and cursor write leaves the cursor behind: the stream's position is adopted, as confirmed, and saved),
+    /// else after the cursor. `None` once stopped.
     async fn resume(&mut self, found: Option<Resume>) -> Option<Resume> {
         let cursor = self.retrier.follower.handled_seq();
         match found {
             Some(found) if found.after >= cursor => {
                 if found.after > cursor {
+                    self.retrier.follower.handled(found.after);
                     if !self.save_cursor(found.after).await {
                         return None;
                     }
-                    self.retrier.follower.handled(found.after);
                 }
                 Some(found)
             }
