@@ -794,7 +794,8 @@ async fn the_service_is_discoverable_in_queue_group_cohost() {
 async fn requests_run_concurrently() {
     let h = start().await;
     let room = |n| format!("room-{n}");
-    let creates = (0..300).map(|n| h.ok(create_room("alice", &room(n))));
+    // A host per room: one host's open rooms are limited (a quota across rooms).
+    let creates = (0..300).map(|n| h.ok(create_room(format!("host-{n}"), &room(n))));
     let queries = (0..300).map(|n| h.send(Query("room"), json!({"room_id": room(n)})));
     let (created, read) = futures::join!(
         futures::future::join_all(creates),
