@@ -87,9 +87,15 @@ pub(crate) fn stop(state: &RoomState, room: &Room, ctx: &Context) -> Result<Vec<
             Event::InvitationCancelled { invitation }
         })
         .collect();
+    // Every seat ends with the room, so nothing of an ended room can change any more.
+    events.extend(room.cohosts.iter().map(|seat| Event::CohostRemoved {
+        user_id: seat.user_id.clone(),
+        invitation_id: seat.invitation_id.clone(),
+    }));
     let version = room.version + events.len() as u64 + 1;
     let room = Room {
         status: RoomStatus::Ended,
+        cohosts: Vec::new(),
         version,
         ..room.clone()
     };

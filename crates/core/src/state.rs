@@ -64,6 +64,13 @@ impl RoomState {
         self.room.as_ref().map_or(0, |room| room.version)
     }
 
+    /// Whether the room exists and has ended: its state never changes again.
+    pub fn is_ended(&self) -> bool {
+        self.room
+            .as_ref()
+            .is_some_and(|room| room.status == cohost_proto::RoomStatus::Ended)
+    }
+
     /// Whether LiveKit last reported the host as connected.
     pub fn host_online(&self) -> bool {
         self.host_online
@@ -82,6 +89,13 @@ impl RoomState {
     /// Every invitation the room holds, in no particular order.
     pub fn held_invitations(&self) -> impl Iterator<Item = &Invitation> + '_ {
         self.pending.iter().chain(&self.seated).chain(&self.ended)
+    }
+
+    /// The ended invitation the room lets go of next (the oldest it keeps), once it keeps as many as it may.
+    pub fn next_to_forget(&self) -> Option<&Invitation> {
+        self.ended
+            .front()
+            .filter(|_| self.ended.len() >= ENDED_KEPT_MAX)
     }
 
     /// The candidate's pending invitation or request, if any.

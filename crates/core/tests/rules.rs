@@ -162,6 +162,27 @@ fn rule_stop_room() {
             "room_stopped",
         ]),
     );
+    // Pending offers are cancelled and seats end before the room does: an ended room holds nothing that can
+    // change.
+    check(
+        &live_room_then(&[
+            invite("alice", "bob"),
+            accept("bob", 1),
+            request("carol"),
+            invite("alice", "dave"),
+            accept("dave", 3),
+        ]),
+        stop("alice"),
+        Events(&[
+            "invitation_cancelled",
+            "cohost_removed",
+            "cohost_removed",
+            "room_stopped",
+        ]),
+    );
+    let stopped = live_room_then(&[invite("alice", "bob"), accept("bob", 1), stop("alice")]);
+    check(&stopped, remove("alice", "bob"), Error(ErrorCode::NotFound));
+    check(&stopped, leave("bob"), Error(ErrorCode::NotFound));
     check(
         &live_room_then(&[invite("alice", "bob"), accept("bob", 1)]),
         stop("bob"),

@@ -95,7 +95,7 @@ fn removal_and_leaving_free_the_seat() {
 }
 
 #[test]
-fn stopping_cancels_pending_offers_then_ends_the_room() {
+fn stopping_cancels_pending_offers_ends_seats_then_ends_the_room() {
     let (state, log) = given(&live_room_then(&[
         invite("alice", "bob"),
         request("carol"),
@@ -103,7 +103,7 @@ fn stopping_cancels_pending_offers_then_ends_the_room() {
         accept("dave", 3),
         stop("alice").at(9_000),
     ]));
-    let tail: Vec<_> = log.iter().rev().take(3).rev().collect();
+    let tail: Vec<_> = log.iter().rev().take(4).rev().collect();
     let cancelled: Vec<_> = tail[..2].iter().map(|e| e.invitation().unwrap()).collect();
     assert!(matches!(tail[0], Event::InvitationCancelled { .. }));
     assert_eq!(cancelled[0].invitation_id, invitation_id(1));
@@ -113,10 +113,19 @@ fn stopping_cancels_pending_offers_then_ends_the_room() {
             .iter()
             .all(|i| i.status == InvitationStatus::Cancelled && i.updated_ms == 9_000)
     );
-    let Event::RoomStopped { room } = tail[2] else {
+    let Event::CohostRemoved {
+        user_id,
+        invitation_id: seat,
+    } = tail[2]
+    else {
+        panic!("dave's seat ends before the room does")
+    };
+    assert_eq!((user_id.as_str(), seat), ("dave", &invitation_id(3)));
+    let Event::RoomStopped { room } = tail[3] else {
         panic!("last event must be room_stopped")
     };
     assert_eq!(room.status, RoomStatus::Ended);
+    assert!(room.cohosts.is_empty());
     assert_eq!(room, state.room().unwrap());
     assert_eq!(room.version, log.len() as u64);
     assert_eq!(state.pending_count(), 0);

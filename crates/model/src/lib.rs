@@ -268,7 +268,7 @@ fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64, across: &Across) 
     }
 }
 
-/// Cancels every pending offer, then ends the room.
+/// Cancels every pending offer, ends every seat, then ends the room.
 fn stop(room: &mut ModelRoom) -> u64 {
     let mut cancelled = 0;
     for offer in room
@@ -279,8 +279,10 @@ fn stop(room: &mut ModelRoom) -> u64 {
         offer.status = InvitationStatus::Cancelled;
         cancelled += 1;
     }
+    let seats = room.seats.len() as u64;
+    room.seats.clear();
     room.status = RoomStatus::Ended;
-    cancelled + 1
+    cancelled + seats + 1
 }
 
 /// The user's seat ends (removed or left).
