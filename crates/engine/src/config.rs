@@ -23,6 +23,11 @@ pub struct Config {
     pub idempotency_ttl_ms: u64,
     /// The most `command_id`s remembered; the oldest are forgotten first.
     pub idempotency_max: usize,
+    /// How long an ended room stays in memory; then its final state is archived in the store and it leaves
+    /// (reads and commands load it back on demand).
+    pub ended_retention_ms: u64,
+    /// The most bytes sled keeps of the store in memory (its page cache).
+    pub store_cache_bytes: u64,
     /// Where the log lives instead of sled in `data_dir`: an in-memory [`cohost_store::MemoryBackend`] with
     /// faults for tests, or any other [`Backend`].
     pub backend: Option<Arc<dyn Backend>>,
@@ -38,6 +43,8 @@ impl std::fmt::Debug for Config {
             .field("snapshot_every_events", &self.snapshot_every_events)
             .field("idempotency_ttl_ms", &self.idempotency_ttl_ms)
             .field("idempotency_max", &self.idempotency_max)
+            .field("ended_retention_ms", &self.ended_retention_ms)
+            .field("store_cache_bytes", &self.store_cache_bytes)
             .field("backend", &self.backend.as_ref().map(|_| "injected"))
             .finish_non_exhaustive()
     }
@@ -54,6 +61,8 @@ impl Config {
             snapshot_every_events: 1_000_000,
             idempotency_ttl_ms: 24 * 3_600_000,
             idempotency_max: 1_000_000,
+            ended_retention_ms: crate::sequencer::ENDED_RETENTION_MS_DEFAULT,
+            store_cache_bytes: cohost_store::STORE_CACHE_BYTES_DEFAULT,
             backend: None,
         }
     }
@@ -73,6 +82,7 @@ impl Config {
             snapshot_every_events: self.snapshot_every_events.max(1),
             idempotency_ttl_ms: self.idempotency_ttl_ms,
             idempotency_max: self.idempotency_max,
+            ended_retention_ms: self.ended_retention_ms,
             trace: false,
         }
     }

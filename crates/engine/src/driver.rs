@@ -1,14 +1,15 @@
 //! The IO around the [`Sequencer`], one function per kind of output: make a batch durable, read a remembered
-//! reply back, write snapshots. The engine's sequencer thread (`writer.rs`) and the simulator both call these,
+//! reply back, write snapshots, archive ended rooms; and one input, bringing an archived room back for a command. The engine's sequencer thread (`writer.rs`) and the simulator both call these,
 //! so the simulator runs the write path of production minus the thread and the clock.
 
 use std::sync::RwLock;
 
-use cohost_proto::Reply;
+use cohost_core::RoomState;
+use cohost_proto::{Reply, RoomId};
 use cohost_store::{Store, StoreError};
 
-use crate::read_model::{self, ReadModel};
-use crate::sequencer::{Answer, Batch, Failure, Sequencer, SnapshotRequest, StoredAt};
+use crate::read_model::{self, ReadModel, RoomEntry, decode_entry};
+use crate::sequencer::{Answer, Batch, Failure, Sequencer, SnapshotRequest, StoredAt, Submission};
 use crate::{Error, idempotency};
 
 /// Writes and flushes `batch` (one write, one flush), then tells the sequencer how it went. When it became
@@ -90,7 +91,7 @@ pub fn snapshot<T>(
     );
     let rooms = model.encode_rooms(&request.rooms);
     drop(model);
-    let written = match store.write_snapshots(request.seq, &rooms) {
+    let written = match store.write_snapshots(request.seq, &rooms, &request.archived) {
         Ok(()) => true,
         Err(error) => {
             tracing::warn!(%error, "snapshot not written; the log still has everything");
@@ -99,3 +100,75 @@ pub fn snapshot<T>(
     };
     sequencer.handle_snapshot(request.seq, written);
 }
+
+/// Hands a command to the sequencer, first bringing its room back from the archive when the sequencer does not
+/// hold it (an ended room that left memory), so the rules see it: `create_room` on its id is `already_exists`,
+/// an accept in it `failed_precondition`. An archive that cannot be read answers the command with the error.
+/// Returns the submission's number, as [`Sequencer::handle_command`] does.
+pub fn admit<T>(
+    sequencer: &mut Sequencer<T>,
+    store: &Store,
+    now_ms: u64,
+    submission: Submission<T>,
+) -> u64 {
+    let room_id = submission.command.room_id();
+    if !sequencer.holds(room_id) {
+        match archived_entry(store, room_id) {
+            Ok(Some(entry)) => sequencer.handle_loaded(room_id.clone(), entry.state),
+            Ok(None) => {}
+            Err(error) => return sequencer.refuse(submission, error),
+        }
+    }
+    sequencer.handle_command(now_ms, submission)
+}
+
+/// Archives the ended rooms due to leave memory and takes them out of the read model, then tells the sequencer.
+/// The archive is not flushed on its own: the next batch's flush makes it durable, and until then a crash
+/// loses it only together with everything written after it (the snapshot that drops the rooms' snapshots), so
+/// opening finds each room in its snapshot and the log instead.
+pub fn evict<T>(sequencer: &mut Sequencer<T>, store: &Store, read: &RwLock<ReadModel>) {
+    let Some(rooms) = sequencer.poll_evict() else {
+        return;
+    };
+    // A room loaded back from its archive for a command is not in the read model: its archive stands.
+    let entries = read_model::read(read).encode_rooms(&rooms);
+    let written = match store.archive_rooms(&entries, false) {
+        Ok(()) => {
+            read_model::write(read).evict(&rooms);
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%error, rooms = rooms.len(), "ended rooms not archived; trying again later");
+            false
+        }
+    };
+    sequencer.handle_evicted(rooms, written);
+}
+
+/// An archived room's entry, if the room was archived.
+pub(crate) fn archived_entry(store: &Store, room_id: &RoomId) -> Result<Option<RoomEntry>, Error> {
+    let Some(bytes) = store.archived(room_id)? else {
+        return Ok(None);
+    };
+    decode_entry(&bytes)
+        .map(Some)
+        .map_err(|reason| Error::Corrupt(format!("the archive of room {room_id}: {reason}")))
+}
+
+/// Every archived room: its id, and its final state and the seqs of its events, or why its archive does not
+/// read back (torn by a crash before it was durable). For checks and tooling.
+pub fn archived_rooms(store: &Store) -> Result<Vec<ArchivedRoom>, Error> {
+    let mut rooms = Vec::new();
+    for item in store.archived_rooms() {
+        let (room_id, bytes) = item?;
+        let entry = bytes
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| decode_entry(&bytes));
+        rooms.push((room_id, entry.map(|entry| (entry.state, entry.seqs))));
+    }
+    Ok(rooms)
+}
+
+/// One archived room, as [`archived_rooms`] finds it: its final state and the seqs of its events, or why its
+/// archive does not read back.
+pub type ArchivedRoom = (RoomId, Result<(RoomState, Vec<u64>), String>);

@@ -42,6 +42,13 @@ pub enum Error {
         "the data directory {dir} is already open in another engine process; one directory serves one process"
     )]
     DirectoryInUse { dir: String },
+    /// A candidate's stream was asked to resume from before what the engine still indexes for them (a seq
+    /// before the engine last opened, or older than their newest indexed events): start over from a snapshot.
+    /// `failed_precondition`.
+    #[error(
+        "events before seq {covered_from} are no longer indexed for this user; start again from a snapshot"
+    )]
+    HistoryGone { covered_from: u64 },
     /// The store failed to read or write outside the write path (a read of the log, a cursor). `unavailable`.
     #[error("storage: {0}")]
     Storage(String),
@@ -61,6 +68,7 @@ impl Error {
             Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Self::RoomNotFound => ErrorCode::NotFound,
             Self::CommandIdReused => ErrorCode::Conflict,
+            Self::HistoryGone { .. } => ErrorCode::FailedPrecondition,
             Self::QueueFull
             | Self::ShuttingDown
             | Self::NotStored { .. }

@@ -34,6 +34,7 @@
 //! ```
 
 mod backoff;
+mod candidates;
 mod clock;
 mod config;
 pub mod driver;
@@ -61,7 +62,10 @@ use cohost_store::Store;
 use crossbeam_channel::TrySendError;
 use tokio::sync::{broadcast, oneshot};
 
+use crate::read_model::RoomEntry;
+
 pub use backoff::Backoff;
+pub use candidates::{RECENT_EVENTS_MAX, USER_ENDED_INVITATIONS_MAX};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cohost_core::InvitationFilter;
 pub use config::Config;
@@ -69,7 +73,7 @@ pub use error::Error;
 pub use follower::{
     FOLLOWER_WARN_EVERY_MS, FollowerError, FollowerSnapshot, FollowerState, FollowerStatus,
 };
-pub use read_model::{ListRequest, ReadModel, USER_ENDED_INVITATIONS_MAX};
+pub use read_model::{ListRequest, ReadModel};
 pub use recovery::{Recovered, recover};
 pub use sequencer::{BATCH_MAX_LIMIT, Health};
 pub use stats::{FLUSH_BUCKETS_US, StatsSnapshot};
@@ -273,13 +277,30 @@ impl Engine {
 
     /// The room as of the last durable event.
     pub fn room(&self, room_id: &RoomId) -> Result<Room, Error> {
-        let read = self.read();
-        let room = read
-            .room(room_id)?
-            .state
-            .room()
-            .expect("read.room returns only existing rooms");
-        Ok(room.clone())
+        self.with_entry(room_id, |entry| {
+            let room = entry.state.room();
+            Ok(room.expect("entries are of existing rooms").clone())
+        })
+    }
+
+    /// Runs `read` on the room's entry: in memory, or, for an ended room that left memory, from its archive
+    /// (which the sequencer writes before the room leaves the read model).
+    fn with_entry<R>(
+        &self,
+        room_id: &RoomId,
+        read: impl FnOnce(&RoomEntry) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        {
+            let model = self.read();
+            if let Ok(entry) = model.room(room_id) {
+                return read(entry);
+            }
+        }
+        let store = self.shared.store()?;
+        match driver::archived_entry(&store, room_id)? {
+            Some(entry) => read(&entry),
+            None => Err(Error::RoomNotFound),
+        }
     }
 
     /// The room's invitations in creation order, filtered and paged (at most 100 per page).
@@ -288,7 +309,8 @@ impl Engine {
         room_id: &RoomId,
         list: &ListRequest,
     ) -> Result<Page<Invitation>, Error> {
-        self.read().room_invitations(room_id, list)
+        let after = read_model::room_cursor(list)?;
+        self.with_entry(room_id, |entry| Ok(entry.invitations(list, after)))
     }
 
     /// The user's invitations and requests as candidate, across rooms, oldest first: every pending one, and
@@ -307,15 +329,15 @@ impl Engine {
         room_id: &RoomId,
         user: &UserId,
     ) -> Result<Broadcaster, Error> {
-        let read = self.read();
-        let state = &read.room(room_id)?.state;
-        let found = entitlement(state, user)?;
-        Ok(Broadcaster {
-            role: found.role(),
-            invitation_id: match found {
-                Entitlement::Host => None,
-                Entitlement::Cohost(seat) => Some(seat.invitation_id.clone()),
-            },
+        self.with_entry(room_id, |entry| {
+            let found = entitlement(&entry.state, user)?;
+            Ok(Broadcaster {
+                role: found.role(),
+                invitation_id: match found {
+                    Entitlement::Host => None,
+                    Entitlement::Cohost(seat) => Some(seat.invitation_id.clone()),
+                },
+            })
         })
     }
 
@@ -328,26 +350,20 @@ impl Engine {
         Ok(events)
     }
 
-    /// Up to `limit` (at most 1000) envelopes of one room from `from_version` on.
+    /// Up to `limit` (at most 1000) envelopes of one room from `from_version` on, reading only the log
+    /// records that hold them. It reads the store: call it off the async workers.
     pub fn read_room(
         &self,
         room_id: &RoomId,
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<Envelope>, Error> {
-        let (hint, durable) = {
-            let read = self.read();
-            (
-                read.room(room_id)?.seq_hint(from_version.max(1)),
-                read.last_seq,
-            )
-        };
-        let mut events = self
-            .shared
-            .store()?
-            .read_room(room_id, from_version, hint, limit)?;
-        events.retain(|e| e.seq <= durable);
-        Ok(events)
+        let limit = limit.min(cohost_proto::limits::READ_EVENTS_MAX);
+        let seqs = self.with_entry(room_id, |entry| {
+            Ok(entry.seqs_from(from_version, limit).to_vec())
+        })?;
+        // Only the records holding the room's events are read.
+        Ok(self.shared.store()?.read_seqs(&seqs)?)
     }
 
     /// The last durable seq; 0 for an empty log.
@@ -378,7 +394,27 @@ impl Engine {
         list: &ListRequest,
     ) -> Result<Watch, Error> {
         let interest = Interest::Room(room_id.clone());
-        self.watch(|read| read.room_invitations(room_id, list), interest)
+        let after = read_model::room_cursor(list)?;
+        let in_memory = self.watch(
+            |read| {
+                let entry = read.room(room_id)?;
+                Ok((entry.invitations(list, after), Some(entry.state.version())))
+            },
+            interest.clone(),
+        );
+        if !matches!(in_memory, Err(Error::RoomNotFound)) {
+            return in_memory;
+        }
+        // An ended room that left memory: its archive is final, true as of any seq after it ended.
+        let seq = self.last_seq();
+        let store = self.shared.store()?;
+        let entry = driver::archived_entry(&store, room_id)?.ok_or(Error::RoomNotFound)?;
+        Ok(Watch {
+            snapshot: entry.invitations(list, after),
+            seq,
+            room_version: Some(entry.state.version()),
+            changes: self.subscribe(seq + 1, interest),
+        })
     }
 
     /// A candidate's invitations as a live collection: the page asked for, then every invitation event for
@@ -389,24 +425,35 @@ impl Engine {
         list: &ListRequest,
     ) -> Result<Watch, Error> {
         let interest = Interest::Candidate(user.clone());
-        self.watch(|read| read.user_invitations(user, list), interest)
+        self.watch(
+            |read| Ok((read.user_invitations(user, list)?, None)),
+            interest,
+        )
     }
 
-    /// A page as of one seq, and the events of `interest` from right after it.
+    /// A page as of one seq (with the room's version then, for a room's page), and the events of
+    /// `interest` from right after it.
     fn watch(
         &self,
-        page: impl FnOnce(&ReadModel) -> Result<Page<Invitation>, Error>,
+        page: impl FnOnce(&ReadModel) -> Result<(Page<Invitation>, Option<u64>), Error>,
         interest: Interest,
     ) -> Result<Watch, Error> {
         let read = self.read();
-        let snapshot = page(&read)?;
+        let (snapshot, room_version) = page(&read)?;
         let seq = read.last_seq;
         drop(read);
         Ok(Watch {
             snapshot,
             seq,
+            room_version,
             changes: self.subscribe(seq + 1, interest),
         })
+    }
+
+    /// Whether a candidate's stream can resume right after `seq` from what the engine indexes (else it must
+    /// start over from a snapshot; see [`Error::HistoryGone`]).
+    pub fn candidate_resumable(&self, user: &UserId, seq: u64) -> bool {
+        self.read().candidates.events_after(user, seq, 0).is_ok()
     }
 
     /// The seq a named outbox sink has durably handled.
@@ -428,6 +475,12 @@ impl Engine {
             }
             error.into()
         })
+    }
+
+    /// Log records decoded for readers since the engine opened (catch-ups, room and event reads): what reads
+    /// cost, for metrics.
+    pub fn records_read(&self) -> u64 {
+        self.shared.store().map_or(0, |store| store.records_read())
     }
 
     /// Counters for metrics.
@@ -471,5 +524,8 @@ fn open_store(config: &Config) -> Result<Store, Error> {
     }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
-    Ok(Store::open(&config.data_dir)?)
+    Ok(Store::open_with_cache(
+        &config.data_dir,
+        config.store_cache_bytes,
+    )?)
 }

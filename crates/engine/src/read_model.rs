@@ -2,28 +2,24 @@
 //! The sequencer's driver updates it after each flush, under a lock that readers share; queries never wait for
 //! a batch to be decided or flushed, only for the short apply of one that was.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cohost_core::{InvitationFilter, RoomState, apply};
-use cohost_proto::{Envelope, Event, Invitation, InvitationId, Page, RoomId, UserId};
+use cohost_proto::{Envelope, Invitation, Page, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::candidates::{Candidates, UserKey};
 use cohost_proto::limits::PAGE_LIMIT_MAX;
 
-/// One seq kept per this many versions of a room, so `read_room` starts its scan near the wanted version.
-pub(crate) const SEQ_INDEX_STRIDE: u64 = 64;
-/// The ended invitations listed per candidate across rooms, newest kept. Pending ones are never dropped
-/// from the list: the quota of pending offers per candidate bounds them instead.
-pub const USER_ENDED_INVITATIONS_MAX: usize = 256;
-
-/// A room's state, plus where its events sit in the log. This is what a room snapshot stores.
+/// A room's state, plus where each of its events sits in the log. This is what a room snapshot stores.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RoomEntry {
     pub state: RoomState,
-    /// `seq_index[i]` is the seq of version `i * SEQ_INDEX_STRIDE + 1`.
-    pub seq_index: Vec<u64>,
+    /// `seqs[v - 1]` is the seq of the room's version `v`: reading a room reads only the log records that hold
+    /// its events. Eight bytes per event of a room held in memory.
+    pub seqs: Vec<u64>,
 }
 
 impl RoomEntry {
@@ -34,18 +30,31 @@ impl RoomEntry {
             envelope.version,
             "room versions are gap-free"
         );
-        if (envelope.version - 1).is_multiple_of(SEQ_INDEX_STRIDE) {
-            self.seq_index.push(envelope.seq);
+        self.seqs.push(envelope.seq);
+    }
+
+    /// The room's invitations in creation order, paged by invitation number (`after`, from
+    /// [`room_cursor`]).
+    pub fn invitations(&self, list: &ListRequest, after: Option<u64>) -> Page<Invitation> {
+        let page = self.state.invitations(list.filter, after, list.limit);
+        Page {
+            items: page.items.into_iter().cloned().collect(),
+            next_cursor: page.next_after.map(|n| n.to_string()),
         }
     }
 
-    /// A seq at or before the event of `version`.
-    pub fn seq_hint(&self, version: u64) -> u64 {
-        let slot = (version.saturating_sub(1) / SEQ_INDEX_STRIDE) as usize;
-        self.seq_index
-            .get(slot.min(self.seq_index.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(1)
+    /// The seqs of the room's versions from `from_version` on, at most `limit` of them.
+    pub fn seqs_from(&self, from_version: u64, limit: usize) -> &[u64] {
+        let start = usize::try_from(from_version.max(1) - 1).unwrap_or(usize::MAX);
+        let rest = self.seqs.get(start..).unwrap_or_default();
+        &rest[..rest.len().min(limit)]
+    }
+
+    /// The seqs of the room's events after `seq`, at most `limit` of them.
+    pub fn seqs_after(&self, seq: u64, limit: usize) -> &[u64] {
+        let start = self.seqs.partition_point(|&s| s <= seq);
+        let rest = &self.seqs[start..];
+        &rest[..rest.len().min(limit)]
     }
 }
 
@@ -70,39 +79,12 @@ impl Default for ListRequest {
     }
 }
 
-/// An invitation's place in a candidate's list: newest last.
-type UserKey = (u64, InvitationId);
-
-/// A candidate's invitations across rooms: every pending one, and the newest ended ones.
-#[derive(Debug, Default)]
-struct CandidateList {
-    /// Every listed invitation, in list order.
-    listed: BTreeSet<UserKey>,
-    /// Those that have ended, the oldest first to go.
-    ended: BTreeSet<UserKey>,
-}
-
-impl CandidateList {
-    fn add(&mut self, invitation: &Invitation) {
-        let key = (invitation.created_ms, invitation.invitation_id.clone());
-        if !invitation.status.is_pending() {
-            self.ended.insert(key.clone());
-        }
-        self.listed.insert(key);
-        if self.ended.len() > USER_ENDED_INVITATIONS_MAX
-            && let Some(oldest) = self.ended.pop_first()
-        {
-            self.listed.remove(&oldest);
-        }
-    }
-}
-
 /// Every room as of the last durable seq, and each candidate's invitations across rooms. A fold of the durable
 /// log, like the rooms themselves: `apply` each envelope in seq order.
 #[derive(Debug, Default)]
 pub struct ReadModel {
     pub(crate) rooms: HashMap<RoomId, RoomEntry>,
-    by_candidate: HashMap<UserId, CandidateList>,
+    pub(crate) candidates: Candidates,
     /// The last seq whose event is applied here (and durable).
     pub(crate) last_seq: u64,
 }
@@ -153,33 +135,51 @@ impl ReadModel {
     pub fn apply(&mut self, envelope: &Envelope) {
         assert_eq!(envelope.seq, self.last_seq + 1, "seqs are gap-free");
         self.last_seq = envelope.seq;
-        self.rooms
-            .entry(envelope.room_id.clone())
-            .or_default()
-            .apply(envelope);
+        let entry = self.rooms.entry(envelope.room_id.clone()).or_default();
+        let forgotten = entry.state.next_to_forget().cloned();
+        entry.apply(envelope);
+        // An invitation the room no longer holds leaves its candidate's list too, so no list keeps what
+        // nothing else does.
+        if let Some(forgotten) = forgotten
+            && entry.state.invitation(&forgotten.invitation_id).is_none()
+        {
+            self.candidates.forget(std::iter::once(&forgotten));
+        }
         if let Some(invitation) = envelope.event.invitation() {
-            self.index_candidate(invitation);
+            self.candidates.on_event(invitation, envelope.seq);
         }
     }
 
-    /// Lists an invitation under its candidate as it is now: created, or ended.
-    fn index_candidate(&mut self, invitation: &Invitation) {
-        self.by_candidate
-            .entry(invitation.user_id.clone())
-            .or_default()
-            .add(invitation);
+    /// The log moves on past an event this model does not hold (of a room archived already, at open).
+    pub(crate) fn skip(&mut self, envelope: &Envelope) {
+        assert_eq!(envelope.seq, self.last_seq + 1, "seqs are gap-free");
+        self.last_seq = envelope.seq;
+        if let Some(invitation) = envelope.event.invitation() {
+            self.candidates.skip(&invitation.user_id, envelope.seq);
+        }
     }
 
-    /// Lists every held invitation of the rooms loaded so far under its candidate (at open, before replay).
-    /// Order does not matter: each list keeps the newest entries whatever order they arrive in.
-    pub(crate) fn index_loaded_rooms(&mut self) {
-        let rooms = std::mem::take(&mut self.rooms);
-        for entry in rooms.values() {
-            for invitation in entry.state.held_invitations() {
-                self.index_candidate(invitation);
+    /// These ended rooms were archived: they leave memory, and their invitations leave their candidates'
+    /// lists.
+    pub(crate) fn evict(&mut self, rooms: &[RoomId]) {
+        for room_id in rooms {
+            if let Some(entry) = self.rooms.remove(room_id) {
+                assert!(entry.state.is_ended(), "only ended rooms leave memory");
+                self.candidates.forget(entry.state.held_invitations());
             }
         }
-        self.rooms = rooms;
+    }
+
+    /// Lists every held invitation of the rooms loaded so far under its candidate (at open, before replay, as
+    /// of `last_seq`, the snapshot's seq). Order does not matter: each list keeps the newest entries whatever
+    /// order they arrive in.
+    pub(crate) fn index_loaded_rooms(&mut self) {
+        self.candidates = Candidates::from_seq(self.last_seq);
+        for entry in self.rooms.values() {
+            for invitation in entry.state.held_invitations() {
+                self.candidates.list(invitation);
+            }
+        }
     }
 
     pub(crate) fn room(&self, room_id: &RoomId) -> Result<&RoomEntry, Error> {
@@ -195,19 +195,8 @@ impl ReadModel {
         room_id: &RoomId,
         list: &ListRequest,
     ) -> Result<Page<Invitation>, Error> {
-        let after = match &list.cursor {
-            None => None,
-            Some(text) => Some(
-                text.parse::<u64>()
-                    .map_err(|_| Error::invalid_argument("cursor is not one this list gave"))?,
-            ),
-        };
-        let state = &self.room(room_id)?.state;
-        let page = state.invitations(list.filter, after, list.limit);
-        Ok(Page {
-            items: page.items.into_iter().cloned().collect(),
-            next_cursor: page.next_after.map(|n| n.to_string()),
-        })
+        let after = room_cursor(list)?;
+        Ok(self.room(room_id)?.invitations(list, after))
     }
 
     /// The candidate's invitations across rooms, oldest first, paged by `"{created_ms}:{invitation_id}"`.
@@ -218,7 +207,7 @@ impl ReadModel {
     ) -> Result<Page<Invitation>, Error> {
         let (filter, limit) = (list.filter, list.limit.clamp(1, PAGE_LIMIT_MAX));
         let after = list.cursor.as_deref().map(parse_user_cursor).transpose()?;
-        let Some(list) = self.by_candidate.get(user) else {
+        let Some(list) = self.candidates.lists.get(user) else {
             return Ok(Page {
                 items: vec![],
                 next_cursor: None,
@@ -253,6 +242,18 @@ impl ReadModel {
     }
 }
 
+/// The invitation number a room's list continues after; a cursor the list did not give is
+/// `invalid_argument`, checked before the room is looked up.
+pub(crate) fn room_cursor(list: &ListRequest) -> Result<Option<u64>, Error> {
+    list.cursor
+        .as_deref()
+        .map(|text| {
+            text.parse::<u64>()
+                .map_err(|_| Error::invalid_argument("cursor is not one this list gave"))
+        })
+        .transpose()
+}
+
 fn parse_user_cursor(text: &str) -> Result<UserKey, Error> {
     let bad = || Error::invalid_argument("cursor is not one this list gave");
     let (ms, id) = text.split_once(':').ok_or_else(bad)?;
@@ -263,22 +264,39 @@ fn parse_user_cursor(text: &str) -> Result<UserKey, Error> {
 }
 
 pub(crate) fn encode_entry(entry: &RoomEntry) -> Vec<u8> {
-    cohost_proto::codec::to_postcard(&SnapshotRecordRef::V1(entry))
+    cohost_proto::codec::to_postcard(&SnapshotRecordRef::V2(entry))
 }
 
-pub(crate) fn decode_entry(bytes: &[u8]) -> Result<RoomEntry, cohost_proto::DecodeError> {
-    let SnapshotRecord::V1(entry) = cohost_proto::codec::from_postcard(bytes)?;
-    Ok(entry)
+/// A room's stored state. A snapshot of the earlier format, whose index of seqs was sparse, cannot serve exact
+/// reads: it is refused, and opening replays the log instead.
+pub(crate) fn decode_entry(bytes: &[u8]) -> Result<RoomEntry, String> {
+    match cohost_proto::codec::from_postcard(bytes).map_err(|e| e.to_string())? {
+        SnapshotRecord::V2(entry) => Ok(entry),
+        SnapshotRecord::V1(_) => {
+            Err("a room snapshot of the earlier format (a sparse seq index)".into())
+        }
+    }
 }
 
 /// A room snapshot's stored form, versioned like the log.
 #[derive(serde::Deserialize)]
+#[allow(dead_code)] // V1 is decoded only to be refused.
 enum SnapshotRecord {
-    V1(RoomEntry),
+    /// The room's state and one seq per 64 versions.
+    V1(RoomStateWithSparseIndex),
+    V2(RoomEntry),
+}
+
+#[derive(serde::Deserialize)]
+struct RoomStateWithSparseIndex {
+    _state: RoomState,
+    _seq_index: Vec<u64>,
 }
 
 #[derive(serde::Serialize)]
 #[serde(rename = "SnapshotRecord")]
 enum SnapshotRecordRef<'a> {
-    V1(&'a RoomEntry),
+    #[allow(dead_code)]
+    V1(()),
+    V2(&'a RoomEntry),
 }

@@ -3,13 +3,13 @@
 
 use std::collections::HashSet;
 
-use cohost_proto::RoomId;
-use cohost_store::Store;
+use cohost_proto::{Envelope, Event, RoomId};
+use cohost_store::{Store, StoreError};
 
 use crate::Error;
 use crate::idempotency::{Idempotency, Remembered, key};
 use crate::read_model::{ReadModel, decode_entry};
-use crate::sequencer::{Sequencer, SequencerConfig};
+use crate::sequencer::{EVICT_MAX, Resumed, Sequencer, SequencerConfig};
 
 /// A sequencer and a read model that continue the log in a store, both as of its last record.
 #[derive(Debug)]
@@ -20,27 +20,33 @@ pub struct Recovered<T> {
 
 /// Rebuilds the engine's state from `store`: every checksum and seq checked, snapshots loaded, the log after
 /// them replayed, command ids remembered within their retention as of `now_ms`. A damaged record is an error
-/// naming its seq; an unreadable snapshot only means replaying from seq 1.
+/// naming its seq; an unreadable snapshot only means replaying from seq 1. Rooms archived already are not
+/// replayed (their archive holds their final state), and rooms the replay finds ended longer than the
+/// retention ago are archived as it goes, so opening a long log holds no more rooms than serving it does.
 pub fn recover<T>(
     store: &Store,
     now_ms: u64,
     config: SequencerConfig,
 ) -> Result<Recovered<T>, Error> {
     let (read, snapshot_seq) = load_snapshots(store);
-    let ((read, replayed), snapshot_seq) = match replay(store, read)? {
+    let archive_before_ms = now_ms.saturating_sub(config.ended_retention_ms);
+    let (replayed, snapshot_seq) = match replay(store, read, archive_before_ms)? {
         Some(replayed) => (replayed, snapshot_seq),
         None => {
             tracing::warn!(
                 mark = snapshot_seq,
                 "snapshot mark is past the log's end; replaying from seq 1"
             );
-            (
-                replay(store, ReadModel::default())?
-                    .expect("an empty model is never ahead of the log"),
-                0,
-            )
+            let replayed = replay(store, ReadModel::default(), archive_before_ms)?
+                .expect("an empty model is never ahead of the log");
+            (replayed, 0)
         }
     };
+    let Replayed {
+        read,
+        changed,
+        archived,
+    } = replayed;
     let idempotency = remembered_commands(
         store,
         now_ms,
@@ -54,51 +60,150 @@ pub fn recover<T>(
         .collect();
     // Rooms the replay changed are newer than their snapshots: the next snapshot must write them, or it would
     // move the mark past their events while their stored state stays behind.
-    let sequencer = Sequencer::resume(
-        config,
+    let found = Resumed {
         rooms,
-        read.last_seq,
+        last_seq: read.last_seq,
         snapshot_seq,
-        replayed,
+        dirty: changed,
+        archived,
         idempotency,
-    );
+        now_ms,
+    };
+    let sequencer = Sequencer::resume(config, found);
     Ok(Recovered { sequencer, read })
 }
 
-/// Checks the whole log and applies what comes after the model's seq, in one pass, naming the rooms it
-/// changed. `None` when the model is ahead of the log (snapshots newer than the log they came from).
+/// What a replay made of the log after the snapshots.
+struct Replayed {
+    read: ReadModel,
+    /// Rooms in memory that the replay changed.
+    changed: HashSet<RoomId>,
+    /// Rooms it archived.
+    archived: Vec<RoomId>,
+}
+
+/// Where a replay is: the model, and the rooms it skips, changed and archives.
+struct Replay<'a> {
+    store: &'a Store,
+    read: ReadModel,
+    /// Archived rooms met in the log: their events are in their archive.
+    skipped: HashSet<RoomId>,
+    changed: HashSet<RoomId>,
+    to_archive: Vec<RoomId>,
+    archived: Vec<RoomId>,
+    /// A room that ended before this is archived as soon as the replay ends it.
+    archive_before_ms: u64,
+    failure: Option<Error>,
+}
+
+impl Replay<'_> {
+    fn envelope(&mut self, envelope: Envelope) -> Result<(), Error> {
+        let room_id = &envelope.room_id;
+        if !self.read.rooms.contains_key(room_id)
+            && !self.skipped.contains(room_id)
+            && self.archived(room_id)?
+        {
+            self.skipped.insert(room_id.clone());
+        }
+        if self.skipped.contains(room_id) {
+            self.read.skip(&envelope);
+            return Ok(());
+        }
+        self.changed.insert(room_id.clone());
+        self.read.apply(&envelope);
+        if matches!(envelope.event, Event::RoomStopped { .. })
+            && envelope.at_ms < self.archive_before_ms
+        {
+            self.to_archive.push(room_id.clone());
+            if self.to_archive.len() >= EVICT_MAX {
+                self.archive();
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a room the replay meets, and does not hold, was archived: then its archive holds all its events.
+    /// An archive that does not read back was torn by a crash before anything made it durable; the room is
+    /// not in a snapshot either (a snapshot drops a room's only once its archive is durable), so it was
+    /// created after the snapshot and the log holds every event of it: it is replayed instead.
+    fn archived(&self, room_id: &RoomId) -> Result<bool, Error> {
+        match self.store.archived(room_id) {
+            Ok(found) => Ok(found.is_some()),
+            Err(error @ StoreError::CorruptValue { .. }) => {
+                tracing::warn!(%error, "a torn archive; the room is replayed from the log");
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Archives what the replay found ended long ago (made durable by the next flush, like the engine's own
+    /// archiving). A write that fails leaves the rooms in memory, and the engine archives them in its turn.
+    fn archive(&mut self) {
+        let rooms = std::mem::take(&mut self.to_archive);
+        if let Err(error) = self
+            .store
+            .archive_rooms(&self.read.encode_rooms(&rooms), false)
+        {
+            tracing::warn!(%error, rooms = rooms.len(), "ended rooms not archived while opening");
+            self.archive_before_ms = 0;
+            return;
+        }
+        self.read.evict(&rooms);
+        for room_id in rooms {
+            self.changed.remove(&room_id);
+            self.archived.push(room_id);
+        }
+    }
+}
+
+/// Checks the whole log and applies what comes after the model's seq, in one pass. `None` when the model is
+/// ahead of the log (snapshots newer than the log they came from).
 fn replay(
     store: &Store,
     mut read: ReadModel,
-) -> Result<Option<(ReadModel, HashSet<RoomId>)>, Error> {
+    archive_before_ms: u64,
+) -> Result<Option<Replayed>, Error> {
     read.index_loaded_rooms();
-    let mut replayed = HashSet::new();
-    let mut broken = None;
-    let summary = store.replay(read.last_seq, |batch| {
+    let mut replay = Replay {
+        store,
+        read,
+        skipped: HashSet::new(),
+        changed: HashSet::new(),
+        to_archive: Vec::new(),
+        archived: Vec::new(),
+        archive_before_ms,
+        failure: None,
+    };
+    let summary = store.replay(replay.read.last_seq, |batch| {
         for envelope in batch.events {
-            if broken.is_some() || envelope.seq <= read.last_seq {
+            if replay.failure.is_some() || envelope.seq <= replay.read.last_seq {
                 continue;
             }
-            if envelope.seq != read.last_seq + 1 {
-                broken = Some(envelope.seq);
+            if envelope.seq != replay.read.last_seq + 1 {
+                replay.failure = Some(Error::Corrupt(format!(
+                    "log record holding seq {} does not continue seq {}",
+                    envelope.seq, replay.read.last_seq
+                )));
                 continue;
             }
-            if !replayed.contains(&envelope.room_id) {
-                replayed.insert(envelope.room_id.clone());
+            if let Err(error) = replay.envelope(envelope) {
+                replay.failure = Some(error);
             }
-            read.apply(&envelope);
         }
     })?;
-    if let Some(seq) = broken {
-        return Err(Error::Corrupt(format!(
-            "log record holding seq {seq} does not continue seq {}",
-            seq - 1
-        )));
+    if let Some(failure) = replay.failure.take() {
+        return Err(failure);
     }
-    if read.last_seq > summary.last_seq {
+    if replay.read.last_seq > summary.last_seq {
         return Ok(None);
     }
-    Ok(Some((read, replayed)))
+    replay.archive();
+    Ok(Some(Replayed {
+        read: replay.read,
+        changed: replay.changed,
+        archived: replay.archived,
+    }))
 }
 
 /// Room snapshots as of their mark; an unreadable one means replaying from the start instead.

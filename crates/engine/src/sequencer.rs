@@ -45,6 +45,11 @@ pub const BATCH_MAX_LIMIT: usize = 1_024;
 /// write per this interval, not a busy loop.
 pub const RETRY_AFTER_FAILURE_MS: u64 = 100;
 
+/// How long an ended room stays in memory unless configured otherwise.
+pub const ENDED_RETENTION_MS_DEFAULT: u64 = 10 * 60_000;
+/// Rooms archived in one go.
+pub const EVICT_MAX: usize = 1_024;
+
 /// What the sequencer needs to know of the deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SequencerConfig {
@@ -59,6 +64,8 @@ pub struct SequencerConfig {
     pub idempotency_ttl_ms: u64,
     /// The most `command_id`s remembered; the oldest are forgotten first.
     pub idempotency_max: usize,
+    /// How long an ended room stays in memory before it is archived and leaves (it is loaded back on demand).
+    pub ended_retention_ms: u64,
     /// Keep a [`Decision`] for every command, for an auditor to check (the simulator); costs a clone each.
     pub trace: bool,
 }
@@ -72,6 +79,7 @@ impl Default for SequencerConfig {
             snapshot_every_events: 1_000_000,
             idempotency_ttl_ms: 24 * 3_600_000,
             idempotency_max: 1_000_000,
+            ended_retention_ms: ENDED_RETENTION_MS_DEFAULT,
             trace: false,
         }
     }
@@ -148,6 +156,21 @@ pub enum Health {
     },
 }
 
+/// What opening a log found, for [`Sequencer::resume`].
+#[derive(Debug)]
+pub(crate) struct Resumed {
+    /// The rooms in memory as of `last_seq`, all durable.
+    pub rooms: HashMap<RoomId, RoomState>,
+    pub last_seq: u64,
+    pub snapshot_seq: u64,
+    /// Rooms changed since the snapshot at `snapshot_seq`.
+    pub dirty: HashSet<RoomId>,
+    /// Rooms archived since that snapshot, whose snapshots must go.
+    pub archived: Vec<RoomId>,
+    pub idempotency: Idempotency,
+    pub now_ms: u64,
+}
+
 /// One decided command, as the trace keeps it (only with [`SequencerConfig::trace`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -169,6 +192,8 @@ pub struct Decision {
 pub struct SnapshotRequest {
     pub seq: u64,
     pub rooms: Vec<RoomId>,
+    /// Rooms archived since the last snapshot: their snapshots go.
+    pub archived: Vec<RoomId>,
 }
 
 struct Queued<T> {
@@ -191,6 +216,8 @@ struct InFlight<T> {
     remembered: Vec<idempotency::Key>,
     /// Invitations this batch creates, armed once it is durable.
     timers: Vec<(u64, InvitationId)>,
+    /// Rooms this batch ends, to leave memory a retention after it is durable.
+    ended: Vec<RoomId>,
 }
 
 /// See the module docs.
@@ -213,6 +240,10 @@ pub struct Sequencer<T> {
     next_batch: u64,
     next_submission: u64,
     dirty: HashSet<RoomId>,
+    /// Ended rooms and when they leave memory, in that order.
+    evictions: VecDeque<(u64, RoomId)>,
+    /// Rooms archived since the last snapshot.
+    archived: Vec<RoomId>,
     snapshot_seq: u64,
     /// The durable seq at which the next snapshot is due.
     snapshot_due_seq: u64,
@@ -245,26 +276,43 @@ fn clamp(config: SequencerConfig) -> SequencerConfig {
 impl<T> Sequencer<T> {
     /// A sequencer over an empty log.
     pub fn new(config: SequencerConfig) -> Self {
-        let remembered = Idempotency::new(config.idempotency_ttl_ms, config.idempotency_max);
-        Self::resume(config, HashMap::new(), 0, 0, HashSet::new(), remembered)
+        let idempotency = Idempotency::new(config.idempotency_ttl_ms, config.idempotency_max);
+        let found = Resumed {
+            rooms: HashMap::new(),
+            last_seq: 0,
+            snapshot_seq: 0,
+            dirty: HashSet::new(),
+            archived: Vec::new(),
+            idempotency,
+            now_ms: 0,
+        };
+        Self::resume(config, found)
     }
 
-    /// A sequencer that continues a log: the rooms as of `last_seq` (all durable), those changed since the
-    /// snapshot at `snapshot_seq`, and the remembered ids.
-    pub(crate) fn resume(
-        config: SequencerConfig,
-        rooms: HashMap<RoomId, RoomState>,
-        last_seq: u64,
-        snapshot_seq: u64,
-        dirty: HashSet<RoomId>,
-        idempotency: Idempotency,
-    ) -> Self {
+    /// A sequencer that continues a log, from what opening it found.
+    pub(crate) fn resume(config: SequencerConfig, found: Resumed) -> Self {
+        let Resumed {
+            rooms,
+            last_seq,
+            snapshot_seq,
+            dirty,
+            archived,
+            idempotency,
+            now_ms,
+        } = found;
         let config = clamp(config);
         let mut timers = Timers::default();
         timers.rebuild(rooms.values().flat_map(RoomState::pending));
+        // Ended rooms that opening kept in memory leave a retention from now.
+        let evict_at = now_ms.saturating_add(config.ended_retention_ms);
+        let evictions = rooms
+            .iter()
+            .filter(|(_, state)| state.is_ended())
+            .map(|(room_id, _)| (evict_at, room_id.clone()))
+            .collect();
         Self {
             config,
-            now_ms: 0,
+            now_ms,
             tallies: RoomTallies::count(rooms.values()),
             rooms,
             idempotency,
@@ -278,6 +326,8 @@ impl<T> Sequencer<T> {
             next_batch: 1,
             next_submission: 1,
             dirty,
+            evictions,
+            archived,
             snapshot_seq,
             snapshot_due_seq: snapshot_seq + config.snapshot_every_events,
             health: Health::Serving,
@@ -380,6 +430,7 @@ impl<T> Sequencer<T> {
                 touched: Vec::new(),
                 remembered: Vec::new(),
                 timers: Vec::new(),
+                ended: Vec::new(),
             };
             let traced_from = self.trace.len();
             for _ in 0..self.config.batch_max {
@@ -422,6 +473,9 @@ impl<T> Sequencer<T> {
         for (expires_ms, invitation_id) in batch.timers {
             self.timers.push(expires_ms, invitation_id);
         }
+        let evict_at = self.now_ms.saturating_add(self.config.ended_retention_ms);
+        self.evictions
+            .extend(batch.ended.into_iter().map(|room_id| (evict_at, room_id)));
         self.dirty.extend(batch.touched);
         self.release(batch.answers);
     }
@@ -465,9 +519,7 @@ impl<T> Sequencer<T> {
         let cause = match failure {
             Failure::Write(cause) => cause,
             Failure::Flush(cause) => {
-                self.health = Health::Failed {
-                    cause: cause.clone(),
-                };
+                self.fail(cause.clone());
                 cause
             }
         };
@@ -479,16 +531,19 @@ impl<T> Sequencer<T> {
             .into_iter()
             .map(|(to, _)| (to, Answer::Ready(Err(error.clone()))));
         self.release_answers(answers);
-        if let Health::Failed { cause } = &self.health {
-            let error = failed_error(cause);
-            let queued: Vec<_> = self.queue.drain(..).collect();
-            self.expiring.clear();
-            self.release_answers(
-                queued
-                    .into_iter()
-                    .map(|q| (q.reply_to, Answer::Ready(Err(error.clone())))),
-            );
-        }
+    }
+
+    /// Fail-stop: every queued command is answered `unavailable`, and every later one.
+    fn fail(&mut self, cause: String) {
+        let error = failed_error(&cause);
+        self.health = Health::Failed { cause };
+        let queued: Vec<_> = self.queue.drain(..).collect();
+        self.expiring.clear();
+        self.release_answers(
+            queued
+                .into_iter()
+                .map(|q| (q.reply_to, Answer::Ready(Err(error.clone())))),
+        );
     }
 
     /// The next answer to send.
@@ -507,12 +562,14 @@ impl<T> Sequencer<T> {
 
     /// The rooms changed since the last snapshot, whether or not one is due (at shutdown).
     pub fn snapshot_now(&mut self) -> Option<SnapshotRequest> {
-        if self.dirty.is_empty() || self.in_flight.is_some() || self.health != Health::Serving {
+        let nothing = self.dirty.is_empty() && self.archived.is_empty();
+        if nothing || self.in_flight.is_some() || self.health != Health::Serving {
             return None;
         }
         Some(SnapshotRequest {
             seq: self.durable_seq,
             rooms: self.dirty.iter().cloned().collect(),
+            archived: self.archived.clone(),
         })
     }
 
@@ -523,7 +580,76 @@ impl<T> Sequencer<T> {
             assert_eq!(seq, self.durable_seq, "a snapshot is as of the durable seq");
             self.snapshot_seq = seq;
             self.dirty.clear();
+            self.archived.clear();
         }
+    }
+
+    /// Ended rooms due to leave memory, when nothing is queued or in flight (a queued command must find its
+    /// room where the driver admitted it): the driver archives them (their read-model entries, as of the
+    /// durable seq) and answers [`Sequencer::handle_evicted`].
+    pub fn poll_evict(&mut self) -> Option<Vec<RoomId>> {
+        let busy = self.in_flight.is_some() || !self.queue.is_empty();
+        if busy || self.health != Health::Serving {
+            return None;
+        }
+        let mut due = Vec::new();
+        while due.len() < EVICT_MAX
+            && let Some((at_ms, _)) = self.evictions.front()
+            && *at_ms <= self.now_ms
+        {
+            let (_, room_id) = self.evictions.pop_front().expect("looked at above");
+            if self.rooms.get(&room_id).is_some_and(RoomState::is_ended) {
+                due.push(room_id);
+            }
+        }
+        (!due.is_empty()).then_some(due)
+    }
+
+    /// The rooms of [`Sequencer::poll_evict`] were archived (`written`) and leave memory, or were not: then
+    /// they are tried again after the retry interval.
+    pub fn handle_evicted(&mut self, rooms: Vec<RoomId>, written: bool) {
+        if !written {
+            let retry_at = self.now_ms + RETRY_AFTER_FAILURE_MS;
+            self.evictions
+                .extend(rooms.into_iter().map(|room_id| (retry_at, room_id)));
+            return;
+        }
+        for room_id in rooms {
+            let state = self
+                .rooms
+                .remove(&room_id)
+                .expect("poll_evict names held rooms");
+            assert!(state.is_ended(), "only ended rooms leave memory");
+            self.dirty.remove(&room_id);
+            self.archived.push(room_id);
+        }
+    }
+
+    /// Whether the room is in memory (else the driver looks for it among the archived, before a command on it).
+    pub fn holds(&self, room_id: &RoomId) -> bool {
+        self.rooms.contains_key(room_id)
+    }
+
+    /// An archived room is back in memory for a command on it; it leaves again a retention from now.
+    pub fn handle_loaded(&mut self, room_id: RoomId, state: RoomState) {
+        assert!(state.is_ended(), "only ended rooms are archived");
+        assert!(
+            !self.rooms.contains_key(&room_id),
+            "a held room is not loaded"
+        );
+        let evict_at = self.now_ms.saturating_add(self.config.ended_retention_ms);
+        self.evictions.push_back((evict_at, room_id.clone()));
+        self.rooms.insert(room_id, state);
+    }
+
+    /// Answers a command at once with `error` (the driver could not prepare it: an archived room unreadable);
+    /// returns its submission number, as `handle_command` does.
+    pub fn refuse(&mut self, submission: Submission<T>, error: Error) -> u64 {
+        let number = self.next_submission;
+        self.next_submission += 1;
+        self.replies
+            .push_back((submission.reply_to, Answer::Ready(Err(error))));
+        number
     }
 
     pub fn health(&self) -> &Health {
@@ -718,10 +844,12 @@ impl<T> Sequencer<T> {
             batch.touched.push(room_id.clone());
         }
         for (offset, event) in events.into_iter().enumerate() {
-            if let Event::InvitationCreated { invitation } = &event {
-                batch
+            match &event {
+                Event::InvitationCreated { invitation } => batch
                     .timers
-                    .push((invitation.expires_ms, invitation.invitation_id.clone()));
+                    .push((invitation.expires_ms, invitation.invitation_id.clone())),
+                Event::RoomStopped { .. } => batch.ended.push(room_id.clone()),
+                _ => {}
             }
             self.last_seq += 1;
             batch.envelopes.push(Envelope {

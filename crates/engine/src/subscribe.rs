@@ -87,21 +87,12 @@ impl EventStream {
             }
             let durable = crate::read_model::read(&self.shared.read).last_seq;
             if self.next_seq <= durable {
-                // No store means the engine has shut down: the stream ends, and the log keeps the rest.
-                let Ok(store) = self.shared.store() else {
-                    return None;
-                };
-                match store.read_events(self.next_seq, CATCH_UP_CHUNK) {
-                    // The store may already hold a batch whose flush is still running: only what the read model
-                    // has published is durable, so nothing past it is served.
-                    Ok(events) => self.buffer.extend(
-                        events
-                            .into_iter()
-                            .filter(|e| e.seq >= self.next_seq && e.seq <= durable),
-                    ),
-                    Err(error) => return Some(Err(error.into())),
+                match self.catch_up(durable).await {
+                    Some(Ok(())) => continue,
+                    Some(Err(error)) => return Some(Err(error)),
+                    // No store means the engine has shut down: the stream ends, and the log keeps the rest.
+                    None => return None,
                 }
-                continue;
             }
             match self.live.recv().await {
                 Ok(batch) => self.take_contiguous(&batch),
@@ -109,6 +100,76 @@ impl EventStream {
                 Err(RecvError::Closed) => return None,
             }
         }
+    }
+
+    /// Reads the next envelopes of interest up to `durable` from the log into the buffer, off the async
+    /// workers. A room's or a candidate's stream reads only the records that hold its events (the read
+    /// model's indexes name their seqs); with none left up to `durable`, it moves on to the live feed.
+    /// `None` once the engine has shut down.
+    async fn catch_up(&mut self, durable: u64) -> Option<Result<(), Error>> {
+        let plan = match self.plan(durable) {
+            Ok(plan) => plan,
+            Err(error) => return Some(Err(error)),
+        };
+        if let Plan::Seqs(seqs) = &plan
+            && seqs.is_empty()
+        {
+            self.next_seq = durable + 1;
+            return Some(Ok(()));
+        }
+        let store = self.shared.store().ok()?;
+        let from_seq = self.next_seq;
+        let read = tokio::task::spawn_blocking(move || match plan {
+            Plan::Range => store.read_events(from_seq, CATCH_UP_CHUNK),
+            Plan::Seqs(seqs) => store.read_seqs(&seqs),
+        })
+        .await;
+        let events = match read {
+            Ok(Ok(events)) => events,
+            Ok(Err(error)) => return Some(Err(error.into())),
+            Err(join) => return Some(Err(Error::Internal(format!("a log read panicked: {join}")))),
+        };
+        // The store may already hold a batch whose flush is still running: only what the read model has
+        // published is durable, so nothing past it is served.
+        self.buffer.extend(
+            events
+                .into_iter()
+                .filter(|e| e.seq >= self.next_seq && e.seq <= durable),
+        );
+        Some(Ok(()))
+    }
+
+    /// Which records the next catch-up step reads.
+    fn plan(&self, durable: u64) -> Result<Plan, Error> {
+        let after = self.next_seq - 1;
+        let seqs = match &self.interest {
+            Interest::All => return Ok(Plan::Range),
+            Interest::Room(room_id) => self.room_seqs(room_id, after)?,
+            Interest::Candidate(user) => crate::read_model::read(&self.shared.read)
+                .candidates
+                .events_after(user, after, CATCH_UP_CHUNK)
+                .map_err(|covered_from| Error::HistoryGone { covered_from })?,
+        };
+        Ok(Plan::Seqs(
+            seqs.into_iter().filter(|&s| s <= durable).collect(),
+        ))
+    }
+
+    /// The seqs of a room's events after `after`: from memory, or from the archive of an ended room that left
+    /// it; none for a room that does not exist (yet: the live feed brings its events).
+    fn room_seqs(&self, room_id: &RoomId, after: u64) -> Result<Vec<u64>, Error> {
+        {
+            let read = crate::read_model::read(&self.shared.read);
+            if let Some(entry) = read.rooms.get(room_id) {
+                return Ok(entry.seqs_after(after, CATCH_UP_CHUNK).to_vec());
+            }
+        }
+        let Ok(store) = self.shared.store() else {
+            return Ok(Vec::new());
+        };
+        Ok(crate::driver::archived_entry(&store, room_id)?
+            .map(|entry| entry.seqs_after(after, CATCH_UP_CHUNK).to_vec())
+            .unwrap_or_default())
     }
 
     /// Moves whatever the live feed already holds into the buffer, as long as it continues without a gap.
@@ -136,11 +197,19 @@ impl EventStream {
     }
 }
 
+/// What a catch-up step reads: a range of the log, or exactly these seqs.
+enum Plan {
+    Range,
+    Seqs(Vec<u64>),
+}
+
 /// A live collection: a page of invitations as of `seq`, then every change after it.
 #[derive(Debug)]
 pub struct Watch {
     pub snapshot: Page<Invitation>,
     /// The snapshot is the state after this seq; `changes` starts right after it.
     pub seq: u64,
+    /// For a room's collection, the room's version as of `seq`.
+    pub room_version: Option<u64>,
     pub changes: EventStream,
 }

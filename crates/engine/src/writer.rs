@@ -89,13 +89,18 @@ impl Writer {
             self.sequencer.handle_timeout(now);
             for job in arrived.drain(..) {
                 if let Job::Command(submission) = job {
-                    self.sequencer.handle_command(now, submission);
+                    driver::admit(&mut self.sequencer, &self.store, now, submission);
                 }
             }
             self.write_path();
             if let Some(request) = self.sequencer.poll_snapshot() {
                 driver::snapshot(&mut self.sequencer, request, &self.store, &self.shared.read);
             }
+            driver::evict(&mut self.sequencer, &self.store, &self.shared.read);
+            if let Health::Failed { cause } = self.sequencer.health() {
+                self.shared.fail(cause.clone());
+            }
+            self.answer();
         }
         self.stop();
     }

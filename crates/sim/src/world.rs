@@ -4,12 +4,13 @@
 
 use std::sync::RwLock;
 
+use cohost_core::RoomState;
 use cohost_engine::sequencer::{
     Batch, Failure, Health, RETRY_AFTER_FAILURE_MS, Sequencer, SequencerConfig, Submission,
 };
 use cohost_engine::{Options, ReadModel, driver, recover};
 use cohost_model::{Dice, Op, Rng, Step, TTL_MS, USERS, Who, to_command, user_name};
-use cohost_proto::{Actor, CommandId, Envelope, ErrorCode};
+use cohost_proto::{Actor, CommandId, Envelope, ErrorCode, RoomId};
 use cohost_store::{Crash, MemoryBackend, Store};
 
 use crate::auditor::{Auditor, Ticket};
@@ -90,6 +91,8 @@ counters! {
         restarts,
         snapshots,
         sent_in_flight,
+        rooms_archived,
+        archived_rooms_loaded,
     }
 }
 
@@ -120,6 +123,8 @@ impl World {
             // that the map sized up front at every recovery dominates the run.
             idempotency_max: rng.pick(&[3, 20, 100_000]),
             idempotency_ttl_ms: rng.pick(&[3 * TTL_MS, 24 * 3_600_000]),
+            // Ended rooms leave memory at the next turn, after a while, or never in a run.
+            ended_retention_ms: rng.pick(&[0, TTL_MS, 1_000_000_000]),
             trace: true,
         };
         let weather = Weather {
@@ -320,7 +325,14 @@ impl World {
                     submission.command, submission.actor, submission.options
                 )
             });
-            let number = self.node.sequencer.handle_command(self.now_ms, submission);
+            let node = &mut self.node;
+            let room_id = submission.command.room_id().clone();
+            let held = node.sequencer.holds(&room_id);
+            let number = driver::admit(&mut node.sequencer, &node.store, self.now_ms, submission);
+            if !held && node.sequencer.holds(&room_id) {
+                self.stats.archived_rooms_loaded += 1;
+                self.note(|| format!("archived room {room_id} loaded back"));
+            }
             self.auditor.submitted(ticket, number);
             self.sent.push((ticket, request));
         }
@@ -363,7 +375,20 @@ impl World {
             let node = &mut self.node;
             driver::snapshot(&mut node.sequencer, request, &node.store, &node.read);
         }
+        self.evict();
         self.check_turn(clean);
+    }
+
+    /// Ended rooms due to leave memory are archived, as the driver does at the end of a turn.
+    fn evict(&mut self) {
+        let node = &mut self.node;
+        let before = node.sequencer.rooms().count();
+        driver::evict(&mut node.sequencer, &node.store, &node.read);
+        let evicted = before - node.sequencer.rooms().count();
+        self.stats.rooms_archived += evicted as u64;
+        if evicted > 0 {
+            self.note(|| format!("{evicted} ended rooms archived"));
+        }
     }
 
     /// Makes a batch durable (or not) through the engine's driver: whether it became durable; `None` when
@@ -493,16 +518,60 @@ impl World {
         );
         let log = read_all(&self.node.store, durable);
         assert_eq!(log, self.auditor.log(), "{what}: the store's log");
+        let archived = self.archived(&log, what);
         let read = self.node.read.read().expect("the read model lock");
         assert_eq!(read.last_seq(), durable, "{what}: the read model's seq");
+        let rooms = read
+            .rooms()
+            .chain(archived.iter().map(|(id, state)| (id, state)));
         self.auditor
-            .check_rooms(&format!("{what}, read model"), read.rooms());
+            .check_rooms(&format!("{what}, read model"), rooms);
         drop(read);
         if self.node.sequencer.in_flight().is_none() {
             // After a failed batch too, failed flush included: its rooms went back to what is durable.
+            let rooms = self.node.sequencer.rooms();
+            let rooms = rooms.chain(archived.iter().map(|(id, state)| (id, state)));
             self.auditor
-                .check_rooms(&format!("{what}, sequencer"), self.node.sequencer.rooms());
+                .check_rooms(&format!("{what}, sequencer"), rooms);
         }
+    }
+
+    /// The archived rooms that are not in memory: each ended, with the seqs of its events in the log. (A room
+    /// in memory may also be archived: loaded back for a command, or not yet gone from the snapshots.)
+    fn archived(&self, log: &[Envelope], what: &str) -> Vec<(RoomId, RoomState)> {
+        let read = self.node.read.read().expect("the read model lock");
+        let mut archived = Vec::new();
+        for (room_id, entry) in driver::archived_rooms(&self.node.store).expect("archives list") {
+            let held = read.room_state(&room_id).is_some();
+            let (state, seqs) = match entry {
+                Ok(entry) => entry,
+                // Torn by a crash before a flush made it durable: the room is back in memory, from the log.
+                Err(reason) if held => {
+                    self.note(|| format!("a torn archive of {room_id}: {reason}"));
+                    continue;
+                }
+                Err(reason) => {
+                    panic!("{what}: the archive of {room_id}, not in memory, is lost: {reason}")
+                }
+            };
+            assert!(
+                state.is_ended(),
+                "{what}: archived room {room_id} has ended"
+            );
+            let in_log: Vec<u64> = log
+                .iter()
+                .filter(|e| e.room_id == room_id)
+                .map(|e| e.seq)
+                .collect();
+            assert_eq!(
+                seqs, in_log,
+                "{what}: the archive of {room_id} names its events"
+            );
+            if !held {
+                archived.push((room_id, state));
+            }
+        }
+        archived
     }
 
     /// Between steps nothing is in flight and every command handed to the engine was answered.

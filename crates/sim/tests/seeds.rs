@@ -58,6 +58,11 @@ fn assert_exercised(totals: &Totals) {
         ("marks set back by a crash", s.marks_set_back),
         ("clean restarts", s.restarts),
         ("sends while a batch was in flight", s.sent_in_flight),
+        ("rooms archived", s.rooms_archived),
+        (
+            "archived rooms loaded back for a command",
+            s.archived_rooms_loaded,
+        ),
         ("snapshots", s.snapshots),
         ("retries", s.retries),
         ("remembered retries", c.retries_remembered),

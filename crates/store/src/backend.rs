@@ -123,10 +123,14 @@ impl SledBackend {
     /// thread lets go of the files, shortly after the previous owner dropped it, so a held lock is retried
     /// briefly before it is reported as another process's. The mark's value comes back apart: a damaged mark
     /// is the caller's to report.
-    pub fn open(dir: &Path) -> Result<(Self, Result<(), FrameError>), BackendError> {
+    /// sled keeps at most `cache_bytes` of the tree in memory.
+    pub fn open(
+        dir: &Path,
+        cache_bytes: u64,
+    ) -> Result<(Self, Result<(), FrameError>), BackendError> {
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         let db = loop {
-            match Self::try_open(dir) {
+            match Self::try_open(dir, cache_bytes) {
                 Err(BackendError::Locked(_)) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
@@ -151,12 +155,12 @@ impl SledBackend {
         ))
     }
 
-    fn try_open(dir: &Path) -> Result<sled::Db, BackendError> {
+    fn try_open(dir: &Path, cache_bytes: u64) -> Result<sled::Db, BackendError> {
         sled::Config::new()
             .path(dir)
             // We flush explicitly after every batch; a background flusher would only add fsyncs.
             .flush_every_ms(None)
-            .cache_capacity(256 << 20)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| open_error(dir, e))
     }

@@ -14,9 +14,12 @@ const SNAPSHOT: u8 = b'S';
 const META: u8 = b'M';
 const CURSOR: u8 = b'C';
 const COMMAND_INDEX: u8 = b'I';
+const ARCHIVE: u8 = b'A';
 const FORMAT_KEY: &[u8] = b"Mformat";
 const FORMAT: &[u8] = b"cohost-store/1";
 const SNAPSHOT_SEQ_KEY: &[u8] = b"Msnapshot_seq";
+/// sled's page cache unless the caller sets another size (sled's own default is 1 GiB).
+pub const STORE_CACHE_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 /// Longest outbox sink name.
 pub const SINK_NAME_LEN_MAX: usize = 64;
 
@@ -63,6 +66,8 @@ pub struct Store {
     /// Set by the first failed flush; every write is refused after it.
     flush_failed: std::sync::OnceLock<String>,
     opened: Opened,
+    /// Log records decoded for readers (not for opening), so a read's cost is visible.
+    records_read: std::sync::atomic::AtomicU64,
 }
 
 /// What opening did to the log before serving it.
@@ -107,9 +112,15 @@ fn prefixed(prefix: u8, name: &[u8]) -> Vec<u8> {
 }
 
 impl Store {
-    /// Opens (or creates) the sled store in `dir`. A second process on the same dir gets `BackendError::Locked`.
+    /// Opens (or creates) the sled store in `dir`, with sled's page cache at [`STORE_CACHE_BYTES_DEFAULT`]. A
+    /// second process on the same dir gets `BackendError::Locked`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let (backend, mark) = SledBackend::open(dir)?;
+        Self::open_with_cache(dir, STORE_CACHE_BYTES_DEFAULT)
+    }
+
+    /// As [`Store::open`], with sled keeping at most `cache_bytes` of the store in memory.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let (backend, mark) = SledBackend::open(dir, cache_bytes)?;
         mark.map_err(|reason| StoreError::CorruptValue {
             what: "committed mark".into(),
             reason,
@@ -141,6 +152,7 @@ impl Store {
             backend,
             flush_failed: std::sync::OnceLock::new(),
             opened: Opened::default(),
+            records_read: std::sync::atomic::AtomicU64::new(0),
         };
         match store.backend.get(FORMAT_KEY)? {
             Some(found) if found != FORMAT => {
@@ -177,8 +189,11 @@ impl Store {
     /// Removes every room snapshot and the snapshot mark, with a flush.
     fn drop_snapshots(&self) -> Result<(), StoreError> {
         let mut ops = vec![Op::Delete(SNAPSHOT_SEQ_KEY.to_vec())];
-        for entry in self.backend.range(&[SNAPSHOT], &[SNAPSHOT + 1]) {
-            ops.push(Op::Delete(entry?.0));
+        // Archived rooms are derived state too, and as doubtful: the replay from seq 1 archives them again.
+        for prefix in [SNAPSHOT, ARCHIVE] {
+            for entry in self.backend.range(&[prefix], &[prefix + 1]) {
+                ops.push(Op::Delete(entry?.0));
+            }
         }
         self.write_and_flush(ops)
     }
@@ -411,9 +426,52 @@ impl Store {
     ) -> impl Iterator<Item = Result<Batch, StoreError>> + 'a {
         entries.map(|entry| {
             let (key, value) = entry?;
-            let seq = key_seq(&key);
-            record::decode_batch(&value).map_err(|reason| StoreError::Corrupt { seq, reason })
+            self.decode_record(key_seq(&key), &value)
         })
+    }
+
+    fn decode_record(&self, seq: u64, value: &[u8]) -> Result<Batch, StoreError> {
+        self.records_read
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        record::decode_batch(value).map_err(|reason| StoreError::Corrupt { seq, reason })
+    }
+
+    /// Log records decoded for readers since the store was opened.
+    pub fn records_read(&self) -> u64 {
+        self.records_read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The envelopes with these seqs (ascending), reading only the records that hold them, each once. A seq the
+    /// log does not hold is a `Gap` error, never a shorter answer.
+    pub fn read_seqs(&self, seqs: &[u64]) -> Result<Vec<Envelope>, StoreError> {
+        let mut found = Vec::with_capacity(seqs.len());
+        let mut record: Option<(u64, Vec<Envelope>)> = None;
+        for &seq in seqs.iter().take(READ_EVENTS_MAX) {
+            let held = record.as_ref().is_some_and(|(first, events)| {
+                (*first..*first + events.len() as u64).contains(&seq)
+            });
+            if !held {
+                let mut below = self
+                    .backend
+                    .range_rev(&log_key(0), &log_key(seq.saturating_add(1)));
+                let (key, value) = below.next().transpose()?.ok_or(StoreError::Gap {
+                    expected: seq,
+                    found: 0,
+                })?;
+                let first = key_seq(&key);
+                record = Some((first, self.decode_record(first, &value)?.events));
+            }
+            let (first, events) = record.as_ref().expect("read above");
+            let envelope = events
+                .get((seq - first) as usize)
+                .filter(|e| e.seq == seq)
+                .ok_or(StoreError::Gap {
+                    expected: seq,
+                    found: first + events.len() as u64,
+                })?;
+            found.push(envelope.clone());
+        }
+        Ok(found)
     }
 
     /// The first seq of the record that holds `seq`.
@@ -428,23 +486,6 @@ impl Store {
     /// log is a `Gap` error, never a shorter answer; no record past the window is decoded.
     pub fn read_events(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
         self.envelopes_from(from_seq)
-            .take(limit.min(READ_EVENTS_MAX))
-            .collect()
-    }
-
-    /// Up to `limit` events of one room with version ≥ `from_version`, scanning the log from `from_seq_hint`
-    /// (a seq at or before the first wanted event; 1 scans everything).
-    pub fn read_room(
-        &self,
-        room_id: &RoomId,
-        from_version: u64,
-        from_seq_hint: u64,
-        limit: usize,
-    ) -> Result<Vec<Envelope>, StoreError> {
-        let wanted =
-            |envelope: &Envelope| &envelope.room_id == room_id && envelope.version >= from_version;
-        self.envelopes_from(from_seq_hint)
-            .filter(|envelope| envelope.as_ref().map_or(true, wanted))
             .take(limit.min(READ_EVENTS_MAX))
             .collect()
     }
@@ -494,7 +535,14 @@ impl Store {
     /// Writes room snapshots taken at `seq` and moves the snapshot mark to `seq`, atomically. Rooms not in
     /// `rooms` must not have changed since the previous mark, so every stored snapshot is as of `seq`.
     /// Not flushed: the next append's flush makes it durable, and a lost snapshot is rebuilt from the log.
-    pub fn write_snapshots(&self, seq: u64, rooms: &[(RoomId, Vec<u8>)]) -> Result<(), StoreError> {
+    /// The snapshots of `archived` rooms (moved out of memory, see [`Store::archive_rooms`]) are deleted in the
+    /// same write: their events are all at or before `seq`, so nothing replays them.
+    pub fn write_snapshots(
+        &self,
+        seq: u64,
+        rooms: &[(RoomId, Vec<u8>)],
+        archived: &[RoomId],
+    ) -> Result<(), StoreError> {
         let mut ops: Vec<Op> = rooms
             .iter()
             .map(|(room_id, bytes)| {
@@ -504,6 +552,11 @@ impl Store {
                 )
             })
             .collect();
+        ops.extend(
+            archived
+                .iter()
+                .map(|room_id| Op::Delete(prefixed(SNAPSHOT, room_id.as_str().as_bytes()))),
+        );
         ops.push(Op::Put(
             SNAPSHOT_SEQ_KEY.to_vec(),
             record::frame(&seq.to_le_bytes()),
@@ -542,6 +595,64 @@ impl Store {
         Ok(Snapshots {
             seq: u64::from_le_bytes(seq_bytes),
             rooms,
+        })
+    }
+
+    /// Keeps the final state of ended rooms (opaque engine bytes, checksummed) so they can leave memory; written
+    /// and, when `flush`, flushed before the caller forgets them. An ended room never changes again, so its
+    /// archive stays true; the log still holds every event.
+    pub fn archive_rooms(
+        &self,
+        rooms: &[(RoomId, Vec<u8>)],
+        flush: bool,
+    ) -> Result<(), StoreError> {
+        let ops = rooms
+            .iter()
+            .map(|(room_id, bytes)| {
+                Op::Put(
+                    prefixed(ARCHIVE, room_id.as_str().as_bytes()),
+                    record::frame(bytes),
+                )
+            })
+            .collect();
+        if flush {
+            self.write_and_flush(ops)
+        } else {
+            self.write(ops)
+        }
+    }
+
+    /// The archived state of an ended room that left memory, if it did.
+    pub fn archived(&self, room_id: &RoomId) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(value) = self
+            .backend
+            .get(&prefixed(ARCHIVE, room_id.as_str().as_bytes()))?
+        else {
+            return Ok(None);
+        };
+        let bytes = record::unframe(&value).map_err(|reason| StoreError::CorruptValue {
+            what: format!("archive of room {room_id}"),
+            reason,
+        })?;
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// Every archived room, in key order, with its bytes or why they do not read back (a write torn by a crash
+    /// before a flush made it durable). For checks and tooling; the daemon never lists them.
+    pub fn archived_rooms(
+        &self,
+    ) -> impl Iterator<Item = Result<(RoomId, Result<Vec<u8>, StoreError>), StoreError>> + '_ {
+        self.backend.range(&[ARCHIVE], &[ARCHIVE + 1]).map(|entry| {
+            let (key, value) = entry?;
+            let name = String::from_utf8_lossy(&key[1..]).into_owned();
+            let corrupt = |reason| StoreError::CorruptValue {
+                what: format!("archive of room {name}"),
+                reason,
+            };
+            let room_id =
+                RoomId::new(&name).map_err(|e| corrupt(FrameError::Decode(e.to_string())))?;
+            let bytes = record::unframe(&value).map(<[u8]>::to_vec).map_err(corrupt);
+            Ok((room_id, bytes))
         })
     }
 

@@ -138,9 +138,8 @@ fn reads_are_capped_at_read_events_max() {
     assert_eq!(from_middle.len(), READ_EVENTS_MAX);
     assert_eq!(from_middle[0].seq, 42);
 
-    let room = store
-        .read_room(&room_id("big-room"), 1, 1, usize::MAX)
-        .unwrap();
+    let wanted: Vec<u64> = (1..=total as u64).collect();
+    let room = store.read_seqs(&wanted).unwrap();
     let versions: Vec<u64> = room.iter().map(|e| e.version).collect();
     assert_eq!(versions, (1..=READ_EVENTS_MAX as u64).collect::<Vec<_>>());
 }
@@ -180,46 +179,35 @@ fn batches_come_back_whole_in_both_orders() {
 }
 
 #[test]
-fn read_room_returns_one_rooms_events_in_version_order() {
+fn read_seqs_reads_only_the_records_that_hold_them() {
     let (_dir, batches, store) = sample_store();
     let events = all_events(&batches);
-    let of_room = |room: &str, versions: std::ops::RangeInclusive<u64>| -> Vec<Envelope> {
-        events
-            .iter()
-            .filter(|e| e.room_id.as_str() == room && versions.contains(&e.version))
-            .cloned()
-            .collect()
-    };
-    // room-a: seqs 1 3 6 8 11; room-b: 2 4 9; room-c: 5 7 10.
-    // (room, from_version, from_seq_hint, limit, expected (room, versions))
-    let cases: &[(&str, u64, u64, usize, Versions)] = &[
-        ("room-a", 1, 1, 100, (1, 5)),
-        ("room-a", 0, 0, 100, (1, 5)),
-        ("room-a", 3, 1, 100, (3, 5)),
-        ("room-a", 3, 5, 100, (3, 5)), // hint at the start of v3's batch
-        ("room-a", 3, 6, 100, (3, 5)), // hint exactly at v3's seq
-        ("room-a", 1, 1, 2, (1, 2)),
-        ("room-a", 5, 1, 100, (5, 5)),
-        ("room-a", 6, 1, 100, NONE),
-        ("room-b", 1, 1, 100, (1, 3)),
-        ("room-b", 2, 4, 100, (2, 3)),
-        ("room-c", 1, 1, 100, (1, 3)),
-        ("room-c", 2, 1, 1, (2, 2)),
-        ("room-z", 1, 1, 100, NONE),
+    // Records start at seqs 1, 2, 5, 7 and 8 (8 holds 8..=11). room-a: seqs 1 3 6 8 11; room-b: 2 4 9;
+    // room-c: 5 7 10. (seqs, records decoded)
+    let cases: &[(&[u64], u64)] = &[
+        (&[1, 3, 6, 8, 11], 4),
+        (&[2, 4, 9], 2),
+        (&[5, 7, 10], 3),
+        (&[8, 9, 10, 11], 1),
+        (&[3], 1),
+        (&[], 0),
     ];
-    for &(room, from_version, hint, limit, (first, last)) in cases {
-        let got = store
-            .read_room(&room_id(room), from_version, hint, limit)
-            .unwrap();
-        let versions: Vec<u64> = got.iter().map(|e| e.version).collect();
+    for &(seqs, records) in cases {
+        let before = store.records_read();
+        let got = store.read_seqs(seqs).unwrap();
         assert_eq!(
-            versions,
-            (first..=last).collect::<Vec<_>>(),
-            "read_room({room}, {from_version}, {hint}, {limit})"
+            store.records_read() - before,
+            records,
+            "read_seqs({seqs:?})"
         );
-        assert_eq!(got, of_room(room, first..=last));
-        assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
+        let want: Vec<Envelope> = seqs
+            .iter()
+            .map(|&s| events[s as usize - 1].clone())
+            .collect();
+        assert_eq!(got, want, "read_seqs({seqs:?})");
     }
+    // A seq past the log is an error, not a shorter answer.
+    assert!(store.read_seqs(&[10, 12]).is_err());
 }
 
 /// Everything a reader can see, to compare a store before and after reopening.
@@ -238,9 +226,9 @@ fn contents(store: &Store) -> Contents {
         summary: store.verify_log().unwrap(),
         events: store.read_events(1, READ_EVENTS_MAX).unwrap(),
         batches_rev: store.batches_rev().map(Result::unwrap).collect(),
-        rooms: ["room-a", "room-b", "room-c"]
+        rooms: [&[1u64, 3, 6, 8, 11][..], &[2, 4, 9], &[5, 7, 10]]
             .iter()
-            .map(|room| store.read_room(&room_id(room), 1, 1, 100).unwrap())
+            .map(|seqs| store.read_seqs(seqs).unwrap())
             .collect(),
         cursors: ["nats", "webhooks"]
             .iter()
@@ -258,7 +246,7 @@ fn a_reopened_store_reads_back_identical() {
         let store = open_with(dir.path(), &batches);
         store.set_cursor("nats", 9).unwrap();
         store
-            .write_snapshots(7, &[(room_id("room-a"), b"a@7".to_vec())])
+            .write_snapshots(7, &[(room_id("room-a"), b"a@7".to_vec())], &[])
             .unwrap();
         store.flush().unwrap();
         contents(&store)
@@ -360,7 +348,7 @@ fn snapshots_are_replaced_per_room_and_survive_reopen() {
             }
         );
         store
-            .write_snapshots(4, &[room("room-b", b"b@4"), room("room-a", b"a@4")])
+            .write_snapshots(4, &[room("room-b", b"b@4"), room("room-a", b"a@4")], &[])
             .unwrap();
         assert_eq!(
             store.snapshots().unwrap(),
@@ -370,7 +358,7 @@ fn snapshots_are_replaced_per_room_and_survive_reopen() {
             }
         );
         store
-            .write_snapshots(9, &[room("room-b", b"b@9"), room("room-c", b"c@9")])
+            .write_snapshots(9, &[room("room-b", b"b@9"), room("room-c", b"c@9")], &[])
             .unwrap();
         store.flush().unwrap();
     }
@@ -385,14 +373,43 @@ fn snapshots_are_replaced_per_room_and_survive_reopen() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.snapshots().unwrap(), expected);
     // A mark with no rooms moves the seq and keeps every snapshot.
-    store.write_snapshots(10, &[]).unwrap();
+    store.write_snapshots(10, &[], &[]).unwrap();
     assert_eq!(
         store.snapshots().unwrap(),
         Snapshots {
             seq: 10,
-            ..expected
+            ..expected.clone()
         }
     );
+    // An archived room leaves the snapshots with the next mark, and stays readable as archived.
+    store
+        .archive_rooms(&[room("room-a", b"a final")], true)
+        .unwrap();
+    assert_eq!(
+        store.snapshots().unwrap().rooms.len(),
+        3,
+        "not before the next mark"
+    );
+    store
+        .write_snapshots(11, &[room("room-c", b"c@11")], &[room_id("room-a")])
+        .unwrap();
+    assert_eq!(
+        store.snapshots().unwrap(),
+        Snapshots {
+            seq: 11,
+            rooms: vec![room("room-b", b"b@9"), room("room-c", b"c@11")],
+        }
+    );
+    assert_eq!(
+        store.archived(&room_id("room-a")).unwrap(),
+        Some(b"a final".to_vec())
+    );
+    assert_eq!(store.archived(&room_id("room-b")).unwrap(), None);
+    let archived: Vec<_> = store
+        .archived_rooms()
+        .map(|item| item.map(|(id, bytes)| (id, bytes.unwrap())).unwrap())
+        .collect();
+    assert_eq!(archived, vec![room("room-a", b"a final")]);
 }
 
 #[test]
