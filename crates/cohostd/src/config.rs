@@ -107,9 +107,60 @@ pub struct Settings {
     /// drained anyway.
     #[arg(long, env = "COHOST_SHUTDOWN_GRACE_S", default_value_t = 15, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub shutdown_grace_s: u64,
+    /// Rooms one host may hold open (idle or live) at once.
+    #[arg(long, env = "COHOST_OPEN_ROOMS_PER_HOST_MAX", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub open_rooms_per_host_max: u32,
+    /// Pending invitations and requests one user may hold as candidate, across rooms.
+    #[arg(long, env = "COHOST_PENDING_PER_CANDIDATE_MAX", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub pending_per_candidate_max: u32,
+    /// Commands one user may send per second over HTTP (twice as many in a burst).
+    #[arg(long, env = "COHOST_USER_COMMANDS_PER_S", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub user_commands_per_s: u32,
+    /// Invitations and requests to join one user may make per minute over HTTP.
+    #[arg(long, env = "COHOST_USER_INVITATIONS_PER_MIN", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub user_invitations_per_min: u32,
+    /// Live collections (SSE) one user may hold open.
+    #[arg(long, env = "COHOST_USER_STREAMS_MAX", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub user_streams_max: u32,
+    /// Live collections (SSE) open in all.
+    #[arg(long, env = "COHOST_STREAMS_MAX", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub streams_max: u32,
+    /// How long an ended room stays in memory before it is archived in the store (reads and commands load it
+    /// back on demand).
+    #[arg(long, env = "COHOST_ENDED_ROOM_RETENTION_S", default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub ended_room_retention_s: u64,
+    /// The most memory, in MiB, the store's page cache (sled's) may take.
+    #[arg(long, env = "COHOST_STORE_CACHE_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(8..=65_536))]
+    pub store_cache_mb: u64,
 }
 
 impl Settings {
+    /// The per-user quotas at the HTTP edge.
+    pub fn quotas(&self) -> crate::quota::QuotaLimits {
+        crate::quota::QuotaLimits {
+            commands_per_s: self.user_commands_per_s,
+            invitations_per_min: self.user_invitations_per_min,
+            streams_per_user: self.user_streams_max,
+            streams_total: self.streams_max,
+        }
+    }
+
+    /// The engine's configuration: the rules' policy, retention and cache.
+    pub fn engine(&self) -> Result<cohost_engine::Config, String> {
+        let policy = cohost_core::Policy::new(
+            self.invitation_ttl_s.saturating_mul(1_000),
+            self.max_cohosts,
+        )
+        .and_then(|policy| {
+            policy.with_quotas(self.open_rooms_per_host_max, self.pending_per_candidate_max)
+        })
+        .map_err(|e| format!("the rules' settings: {e}"))?;
+        let mut config = cohost_engine::Config::new(&self.data_dir).with_policy(policy);
+        config.clock = std::sync::Arc::new(cohost_engine::SystemClock);
+        config.ended_retention_ms = self.ended_room_retention_s.saturating_mul(1_000);
+        config.store_cache_bytes = self.store_cache_mb.saturating_mul(1 << 20);
+        Ok(config)
+    }
     /// The connection loop's limits, with the connection cap fitted to the open-files limit.
     pub fn limits(&self) -> crate::serve::Limits {
         let wanted = usize::try_from(self.http_connections_max).unwrap_or(usize::MAX);

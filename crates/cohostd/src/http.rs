@@ -9,6 +9,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use bytes::BytesMut;
@@ -26,6 +27,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::{Auth, Caller};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::quota::{QuotaLimits, Quotas};
 use crate::serve::{ConnectionStats, Limits};
 use crate::sse;
 use cohost_proto::limits::{BODY_BYTES_MAX, PAGE_LIMIT_MAX};
@@ -45,6 +47,8 @@ pub struct AppState {
     /// A request body must arrive whole within this long.
     pub body_read_timeout: Duration,
     pub connections: Arc<ConnectionStats>,
+    /// Per-user quotas: commands, invitations, live collections.
+    pub quotas: Arc<Quotas>,
 }
 
 impl AppState {
@@ -65,6 +69,7 @@ impl AppState {
             closing,
             body_read_timeout: Limits::default().body_read_timeout,
             connections: Arc::default(),
+            quotas: Arc::new(Quotas::new(QuotaLimits::default())),
         }
     }
 }
@@ -107,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/livekit/webhook", post(webhook))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(axum::middleware::from_fn(close_if_body_unread))
         .with_state(state)
 }
 
@@ -161,8 +167,41 @@ impl FromRequest<AppState> for RawBody {
     type Rejection = std::convert::Infallible;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(Self(read_body(request, state.body_read_timeout).await))
+        let unread = request.extensions().get::<BodyUnread>().cloned();
+        let body = read_body(request, state.body_read_timeout).await;
+        if let (Err(error), Some(unread)) = (&body, unread)
+            && error.body_unread
+        {
+            unread.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(Self(body))
     }
+}
+
+/// Set when a request's body was left unread, whatever the handler then answers (a 401 comes before the
+/// body's 413).
+#[derive(Debug, Clone, Default)]
+struct BodyUnread(Arc<std::sync::atomic::AtomicBool>);
+
+/// A response to a request whose body was left unread says `Connection: close`: the server closes the
+/// connection after it, and a client must not send its next request on it.
+async fn close_if_body_unread(mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    if !headers.contains_key(header::CONTENT_LENGTH)
+        && !headers.contains_key(header::TRANSFER_ENCODING)
+    {
+        return next.run(request).await;
+    }
+    let unread = BodyUnread::default();
+    request.extensions_mut().insert(unread.clone());
+    let mut response = next.run(request).await;
+    if unread.0.load(std::sync::atomic::Ordering::Relaxed) {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 async fn read_body(request: Request, deadline: Duration) -> Result<Bytes, ApiError> {
@@ -178,8 +217,10 @@ async fn read_body(request: Request, deadline: Duration) -> Result<Bytes, ApiErr
     let read = async {
         let mut body = BytesMut::new();
         while let Some(chunk) = chunks.next().await {
-            let chunk =
-                chunk.map_err(|e| ApiError::invalid(format!("cannot read the body: {e}")))?;
+            let chunk = chunk.map_err(|e| ApiError {
+                body_unread: true,
+                ..ApiError::invalid(format!("cannot read the body: {e}"))
+            })?;
             if body.len() + chunk.len() > BODY_BYTES_MAX {
                 return Err(ApiError::too_large());
             }
@@ -305,6 +346,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .metrics
         .render(&state.engine.stats(), state.engine.last_seq(), &followers);
     crate::metrics::render_connections(&mut text, &state.connections);
+    let records_read = state.engine.records_read();
+    crate::metrics::render_reads_and_quotas(&mut text, records_read, &state.quotas);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -316,7 +359,10 @@ async fn as_caller(
     command: impl FnOnce() -> Result<Command, ApiError>,
 ) -> Result<Response, ApiError> {
     let user = caller(state, headers)?;
-    run(state, user, command()?, headers).await
+    let command = command()?;
+    let opens_offer = matches!(command, Command::Invite(_) | Command::RequestToJoin(_));
+    state.quotas.command(&user, opens_offer)?;
+    run(state, user, command, headers).await
 }
 
 fn user_id(text: &str) -> Result<UserId, ApiError> {
@@ -491,8 +537,9 @@ async fn room_invitations(
         ));
     }
     if wants_events(&headers) {
+        let stream = state.quotas.open_stream(&caller.user)?;
         let collection = sse::Collection::Room(room_id, list);
-        return sse::serve(state, collection, &headers, caller.expires_s);
+        return sse::serve(state, collection, &headers, caller.expires_s, stream).await;
     }
     json(state.engine.room_invitations(&room_id, &list)?)
 }
@@ -505,8 +552,9 @@ async fn my_invitations(
     let caller = authenticated(&state, &headers)?;
     let list = list_query(query, true)?;
     if wants_events(&headers) {
+        let stream = state.quotas.open_stream(&caller.user)?;
         let collection = sse::Collection::Candidate(caller.user, list);
-        return sse::serve(state, collection, &headers, caller.expires_s);
+        return sse::serve(state, collection, &headers, caller.expires_s, stream).await;
     }
     json(state.engine.user_invitations(&caller.user, &list)?)
 }

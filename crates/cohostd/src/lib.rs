@@ -13,6 +13,7 @@ mod config;
 mod error;
 pub mod http;
 pub mod metrics;
+pub mod quota;
 pub mod serve;
 mod sse;
 
@@ -21,9 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use cohost_core::Policy;
 use cohost_credentials::{LiveKitConfig, Revoker};
-use cohost_engine::{Config, Engine, FollowerStatus, SystemClock};
+use cohost_engine::{Engine, FollowerStatus};
 use cohost_nats::relay::{Mode, Relay, RelayConfig};
 use cohost_proto::UserId;
 
@@ -140,12 +140,11 @@ fn livekit(settings: &Settings) -> Result<(LiveKitConfig, bool), String> {
     Ok((config, dev_mode))
 }
 
+/// How often the quotas forget users whose buckets have refilled.
+const QUOTA_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 async fn serve(settings: Settings) -> Result<(), String> {
-    let policy = Policy::new(
-        settings.invitation_ttl_s.saturating_mul(1_000),
-        settings.max_cohosts,
-    )
-    .map_err(|e| format!("COHOST_INVITATION_TTL_S / COHOST_MAX_COHOSTS: {e}"))?;
+    let config = settings.engine()?;
     let (secret, dev_auth) = auth_secret(&settings)?;
     let (livekit, dev_livekit) = livekit(&settings)?;
     dev_mode(&settings, dev_auth, dev_livekit)?;
@@ -168,8 +167,6 @@ async fn serve(settings: Settings) -> Result<(), String> {
             let _ = closing_tx.send(true);
         },
     ));
-    let mut config = Config::new(&settings.data_dir).with_policy(policy);
-    config.clock = Arc::new(SystemClock);
     let engine = tokio::task::spawn_blocking(move || Engine::open(config))
         .await
         .map_err(|e| format!("opening the engine panicked: {e}"))?
@@ -184,6 +181,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
     state.followers = tasks.followers().into();
     state.body_read_timeout = limits.body_read_timeout;
     state.connections = connections;
+    state.quotas = Arc::new(quota::Quotas::new(settings.quotas()));
+    quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);
     let _ = routers_tx.send(http::router(state));
     tracing::info!("cohostd ready");
     match server.await {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use cohost_engine::{FollowerSnapshot, FollowerState, StatsSnapshot};
 
+use crate::quota::Quotas;
 use crate::serve::ConnectionStats;
 
 #[derive(Debug, Default)]
@@ -168,6 +169,35 @@ fn render_followers(out: &mut String, followers: &[FollowerSnapshot], last_seq: 
             let value = value(follower, last_seq);
             let _ = writeln!(out, "{name}{{follower=\"{}\"}} {value}", follower.name);
         }
+    }
+}
+
+/// What reads of the log cost, and what the per-user quotas refused.
+pub fn render_reads_and_quotas(out: &mut String, records_read: u64, quotas: &Quotas) {
+    let help = "Log records decoded for readers (catch-ups, room and event reads).";
+    metric(
+        out,
+        "counter",
+        "cohost_log_records_read_total",
+        help,
+        records_read,
+    );
+    out.push_str(
+        "# HELP cohost_quota_refusals_total Requests a per-user quota refused (429), by quota.\n",
+    );
+    out.push_str("# TYPE cohost_quota_refusals_total counter\n");
+    let refusals = &quotas.refusals;
+    for (quota, count) in [
+        ("commands", &refusals.commands),
+        ("invitations", &refusals.invitations),
+        ("streams_per_user", &refusals.streams_per_user),
+        ("streams_total", &refusals.streams_total),
+    ] {
+        let count = count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "cohost_quota_refusals_total{{quota=\"{quota}\"}} {count}"
+        );
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use cohost_engine::{Engine, EventStream, Interest};
+use cohost_engine::{EventStream, Interest};
 use cohost_proto::{Envelope, ErrorBody, ErrorCode, Invitation, Page, RoomId, UserId};
 use futures::Stream;
 
@@ -36,11 +36,10 @@ use cohost_engine::ListRequest;
 
 use crate::http::AppState;
 use crate::metrics::Metrics;
+use crate::quota::StreamGuard;
 
 /// The interval of keep-alive comments.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// Envelopes read per step when finding the room's version at a snapshot.
-const VERSION_CHUNK: usize = 1000;
 
 /// What a live collection follows.
 #[derive(Debug)]
@@ -52,45 +51,53 @@ pub enum Collection {
 }
 
 /// Serves `collection` after `Last-Event-ID`, or, without one, from a snapshot.
-pub fn serve(
+pub async fn serve(
     state: AppState,
     collection: Collection,
     headers: &HeaderMap,
     token_expires_s: u64,
+    stream: StreamGuard,
 ) -> Result<Response, ApiError> {
     let engine = &state.engine;
     let feed = match (collection, last_event_id(headers)?) {
         (Collection::Room(room_id, _), Some(version)) => {
             // Read the durable seq first: an event with version > `version` is then either found by `read_room`
-            // (committed by now) or has a seq after `durable`.
+            // (committed by now) or has a seq after `durable`. The read goes to the log, off the async workers.
             let durable = engine.last_seq();
-            let from_seq = engine
-                .read_room(&room_id, version.saturating_add(1), 1)?
-                .first()
-                .map_or(durable + 1, |e| e.seq);
+            let (reader, id) = (engine.clone(), room_id.clone());
+            let next = tokio::task::spawn_blocking(move || {
+                reader.read_room(&id, version.saturating_add(1), 1)
+            })
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("a log read failed: {e}")))??;
+            let from_seq = next.first().map_or(durable + 1, |e| e.seq);
             let changes = engine.subscribe(from_seq, Interest::Room(room_id));
             Feed::new(&state, None, changes, version, |e| e.version)
         }
         (Collection::Room(room_id, list), None) => {
-            let before = engine.room(&room_id)?.version;
             let watch = engine.watch_room_invitations(&room_id, &list)?;
-            let version = version_at(engine, &room_id, before, watch.seq)?;
+            let version = watch.room_version.unwrap_or_default();
             let snapshot = snapshot_event(version, &watch.snapshot)?;
             Feed::new(&state, Some(snapshot), watch.changes, version, |e| {
                 e.version
             })
         }
-        (Collection::Candidate(user, _), Some(seq)) => {
+        (Collection::Candidate(user, _), Some(seq)) if engine.candidate_resumable(&user, seq) => {
             let changes = engine.subscribe(seq.saturating_add(1), Interest::Candidate(user));
             Feed::new(&state, None, changes, seq, |e| e.seq)
         }
-        (Collection::Candidate(user, list), None) => {
+        // Too far back to resume from what the engine indexes: start over from a snapshot.
+        (Collection::Candidate(user, list), _) => {
             let watch = engine.watch_user_invitations(&user, &list)?;
             let snapshot = snapshot_event(watch.seq, &watch.snapshot)?;
             Feed::new(&state, Some(snapshot), watch.changes, watch.seq, |e| e.seq)
         }
     };
-    Ok(respond(&state, feed.until(token_expires_s)))
+    let feed = Feed {
+        _stream: Some(stream),
+        ..feed.until(token_expires_s)
+    };
+    Ok(respond(&state, feed))
 }
 
 /// The collection's first event: the page, with the id a client resumes from.
@@ -115,27 +122,6 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
                 })
         })
         .transpose()
-}
-
-/// The room's version once every event up to `seq` is applied, given its version `before` was read earlier
-/// (so at or before `seq`): `before` plus the room's events after it with a seq of at most `seq`.
-fn version_at(engine: &Engine, room_id: &RoomId, before: u64, seq: u64) -> Result<u64, ApiError> {
-    let mut version = before;
-    loop {
-        let events = engine.read_room(room_id, version + 1, VERSION_CHUNK)?;
-        let full = events.len() == VERSION_CHUNK;
-        let mut passed = false;
-        for envelope in events {
-            if envelope.seq > seq {
-                passed = true;
-                break;
-            }
-            version = envelope.version;
-        }
-        if passed || !full {
-            return Ok(version);
-        }
-    }
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<String, ApiError> {
@@ -170,6 +156,8 @@ struct Feed {
     expires: tokio::time::Instant,
     ended: bool,
     _guard: ClientGuard,
+    /// The collection's place in the user's quota, freed when it ends.
+    _stream: Option<StreamGuard>,
 }
 
 impl Feed {
@@ -188,6 +176,7 @@ impl Feed {
             expires: tokio::time::Instant::now(),
             ended: false,
             _guard: ClientGuard::new(&state.metrics),
+            _stream: None,
         }
     }
 

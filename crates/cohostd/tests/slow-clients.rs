@@ -103,6 +103,10 @@ async fn bodies_have_a_deadline_and_a_declared_oversized_one_is_refused_at_once(
     let (text, took) = until_closed(&mut huge);
     assert_eq!(status(&text), Some(413), "{text}");
     assert!(text.contains("invalid_argument"), "{text}");
+    assert!(
+        text.contains("connection: close"),
+        "the unread body closes the connection: {text}"
+    );
     assert!(took < Duration::from_millis(1_500), "413 took {took:?}");
     // 100 bytes announced, 10 sent: 408 once the body deadline passes.
     let mut trickle = connect(&daemon);
@@ -111,6 +115,7 @@ async fn bodies_have_a_deadline_and_a_declared_oversized_one_is_refused_at_once(
     let (text, took) = until_closed(&mut trickle);
     assert_eq!(status(&text), Some(408), "{text}");
     assert!(text.contains("invalid_argument"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
     assert!(
         (Duration::from_millis(1_500)..Duration::from_secs(6)).contains(&took),
         "408 after {took:?}"
