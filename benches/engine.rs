@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cohost_benches::mix::{self, Client};
-use cohost_benches::{Common, Goal, median, percentile};
+use cohost_benches::{Common, Goal, median, percentile, vm_rss_bytes};
 use cohost_core::RoomState;
 use cohost_engine::{BATCH_MAX_LIMIT, Config, Engine, Options, StatsSnapshot};
 use cohost_proto::{Event, UserId};
@@ -230,20 +230,6 @@ async fn load_run(
         tally,
         stats,
     }
-}
-
-fn vm_rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc is readable");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .expect("/proc/self/status has VmRSS");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("VmRSS is a number of kB");
-    kib * 1_024
 }
 
 /// RSS per idle room: `idle_rooms` rooms created and gone live, no invitations. Runs first, on a clean heap.

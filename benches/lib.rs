@@ -358,3 +358,18 @@ pub mod mix {
         }
     }
 }
+
+/// The process's resident memory (VmRSS), in bytes.
+pub fn vm_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc is readable");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .expect("/proc/self/status has VmRSS");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS is a number of kB");
+    kib * 1_024
+}
