@@ -76,8 +76,8 @@ fn stored_reply(at: StoredAt, store: &Store) -> Result<Reply, Error> {
     Ok(idempotency::from_stored(&record.reply))
 }
 
-/// Writes the requested rooms' snapshots from the read model and moves the snapshot mark, then tells the
-/// sequencer. A failure only costs replay time at the next open: the log still has everything.
+/// Writes a snapshot of every room in the read model and moves the snapshot mark, then tells the sequencer. A
+/// failure only costs replay time at the next open: the log still has everything.
 pub fn snapshot<T>(
     sequencer: &mut Sequencer<T>,
     request: SnapshotRequest,
@@ -89,9 +89,9 @@ pub fn snapshot<T>(
         model.last_seq, request.seq,
         "the read model is at the durable seq between batches"
     );
-    let rooms = model.encode_rooms(&request.rooms);
+    let rooms = model.encode_all();
     drop(model);
-    let written = match store.write_snapshots(request.seq, &rooms, &request.archived) {
+    let written = match store.write_snapshot(request.seq, &rooms) {
         Ok(()) => true,
         Err(error) => {
             tracing::warn!(%error, "snapshot not written; the log still has everything");
@@ -151,7 +151,7 @@ pub(crate) fn archived_entry(store: &Store, room_id: &RoomId) -> Result<Option<R
         return Ok(None);
     };
     decode_entry(&bytes)
-        .map(Some)
+        .map(|(_, entry)| Some(entry))
         .map_err(|reason| Error::Corrupt(format!("the archive of room {room_id}: {reason}")))
 }
 
@@ -163,7 +163,7 @@ pub fn archived_rooms(store: &Store) -> Result<Vec<ArchivedRoom>, Error> {
         let (room_id, bytes) = item?;
         let entry = bytes
             .map_err(|error| error.to_string())
-            .and_then(|bytes| decode_entry(&bytes));
+            .and_then(|bytes| decode_entry(&bytes).map(|(_, entry)| entry));
         rooms.push((room_id, entry.map(|entry| (entry.state, entry.seqs))));
     }
     Ok(rooms)

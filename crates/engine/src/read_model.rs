@@ -120,14 +120,22 @@ impl ReadModel {
         self.rooms.iter().map(|(id, entry)| (id, &entry.state))
     }
 
-    /// The snapshot bytes of the given rooms, as of `last_seq`.
+    /// The stored form of the given rooms (for snapshots and archives), each saying it is as of `last_seq`.
     pub(crate) fn encode_rooms(&self, rooms: &[RoomId]) -> Vec<(RoomId, Vec<u8>)> {
         rooms
             .iter()
             .filter_map(|room_id| {
                 let entry = self.rooms.get(room_id)?;
-                Some((room_id.clone(), encode_entry(entry)))
+                Some((room_id.clone(), encode_entry(self.last_seq, entry)))
             })
+            .collect()
+    }
+
+    /// The stored form of every room in memory, as of `last_seq`: a snapshot.
+    pub(crate) fn encode_all(&self) -> Vec<(RoomId, Vec<u8>)> {
+        self.rooms
+            .iter()
+            .map(|(room_id, entry)| (room_id.clone(), encode_entry(self.last_seq, entry)))
             .collect()
     }
 
@@ -263,15 +271,15 @@ fn parse_user_cursor(text: &str) -> Result<UserKey, Error> {
     ))
 }
 
-pub(crate) fn encode_entry(entry: &RoomEntry) -> Vec<u8> {
-    cohost_proto::codec::to_postcard(&SnapshotRecordRef::V2(entry))
+pub(crate) fn encode_entry(seq: u64, entry: &RoomEntry) -> Vec<u8> {
+    cohost_proto::codec::to_postcard(&SnapshotRecordRef::V2 { seq, entry })
 }
 
-/// A room's stored state. A snapshot of the earlier format, whose index of seqs was sparse, cannot serve exact
-/// reads: it is refused, and opening replays the log instead.
-pub(crate) fn decode_entry(bytes: &[u8]) -> Result<RoomEntry, String> {
+/// A room's stored state (a snapshot or an archive) and the seq it is as of. A snapshot of the earlier format,
+/// whose index of seqs was sparse, cannot serve exact reads: it is refused, and opening replays the log instead.
+pub(crate) fn decode_entry(bytes: &[u8]) -> Result<(u64, RoomEntry), String> {
     match cohost_proto::codec::from_postcard(bytes).map_err(|e| e.to_string())? {
-        SnapshotRecord::V2(entry) => Ok(entry),
+        SnapshotRecord::V2 { seq, entry } => Ok((seq, entry)),
         SnapshotRecord::V1(_) => {
             Err("a room snapshot of the earlier format (a sparse seq index)".into())
         }
@@ -284,7 +292,8 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<RoomEntry, String> {
 enum SnapshotRecord {
     /// The room's state and one seq per 64 versions.
     V1(RoomStateWithSparseIndex),
-    V2(RoomEntry),
+    /// The room as of `seq`, with the seq of each of its versions.
+    V2 { seq: u64, entry: RoomEntry },
 }
 
 #[derive(serde::Deserialize)]
@@ -298,5 +307,8 @@ struct RoomStateWithSparseIndex {
 enum SnapshotRecordRef<'a> {
     #[allow(dead_code)]
     V1(()),
-    V2(&'a RoomEntry),
+    V2 {
+        seq: u64,
+        entry: &'a RoomEntry,
+    },
 }

@@ -1,5 +1,5 @@
-//! Opening: check the whole log, load room snapshots, replay the log after them, and rebuild what lives only
-//! in memory (the sequencer's rooms, expiry timers, remembered command ids).
+//! Opening: check the whole log, load the snapshot, replay the log after it, and rebuild what lives only in
+//! memory (the sequencer's rooms, expiry timers, remembered command ids).
 
 use std::collections::HashSet;
 
@@ -18,8 +18,8 @@ pub struct Recovered<T> {
     pub read: ReadModel,
 }
 
-/// Rebuilds the engine's state from `store`: every checksum and seq checked, snapshots loaded, the log after
-/// them replayed, command ids remembered within their retention as of `now_ms`. A damaged record is an error
+/// Rebuilds the engine's state from `store`: every checksum and seq checked, the snapshot loaded, the log after
+/// it replayed, command ids remembered within their retention as of `now_ms`. A damaged record is an error
 /// naming its seq; an unreadable snapshot only means replaying from seq 1. Rooms archived already are not
 /// replayed (their archive holds their final state), and rooms the replay finds ended longer than the
 /// retention ago are archived as it goes, so opening a long log holds no more rooms than serving it does.
@@ -28,44 +28,37 @@ pub fn recover<T>(
     now_ms: u64,
     config: SequencerConfig,
 ) -> Result<Recovered<T>, Error> {
-    let (read, snapshot_seq) = load_snapshots(store);
+    let (read, snapshot_seq) = load_snapshot(store)?;
     let archive_before_ms = now_ms.saturating_sub(config.ended_retention_ms);
     let (replayed, snapshot_seq) = match replay(store, read, archive_before_ms)? {
         Some(replayed) => (replayed, snapshot_seq),
         None => {
             tracing::warn!(
                 mark = snapshot_seq,
-                "snapshot mark is past the log's end; replaying from seq 1"
+                "the snapshot is past the log's end; replaying from seq 1"
             );
             let replayed = replay(store, ReadModel::default(), archive_before_ms)?
                 .expect("an empty model is never ahead of the log");
             (replayed, 0)
         }
     };
-    let Replayed {
-        read,
-        changed,
-        archived,
-    } = replayed;
     let idempotency = remembered_commands(
         store,
         now_ms,
         config.idempotency_ttl_ms,
         config.idempotency_max,
     )?;
+    let read = replayed.read;
     let rooms = read
         .rooms
         .iter()
         .map(|(id, entry)| (id.clone(), entry.state.clone()))
         .collect();
-    // Rooms the replay changed are newer than their snapshots: the next snapshot must write them, or it would
-    // move the mark past their events while their stored state stays behind.
     let found = Resumed {
         rooms,
         last_seq: read.last_seq,
         snapshot_seq,
-        dirty: changed,
-        archived,
+        changed: replayed.changed,
         idempotency,
         now_ms,
     };
@@ -73,24 +66,21 @@ pub fn recover<T>(
     Ok(Recovered { sequencer, read })
 }
 
-/// What a replay made of the log after the snapshots.
+/// What a replay made of the log after the snapshot.
 struct Replayed {
     read: ReadModel,
-    /// Rooms in memory that the replay changed.
-    changed: HashSet<RoomId>,
-    /// Rooms it archived.
-    archived: Vec<RoomId>,
+    /// Whether it changed anything: applied an event, or archived a room.
+    changed: bool,
 }
 
-/// Where a replay is: the model, and the rooms it skips, changed and archives.
+/// Where a replay is: the model, and the rooms it skips and archives.
 struct Replay<'a> {
     store: &'a Store,
     read: ReadModel,
     /// Archived rooms met in the log: their events are in their archive.
     skipped: HashSet<RoomId>,
-    changed: HashSet<RoomId>,
+    changed: bool,
     to_archive: Vec<RoomId>,
-    archived: Vec<RoomId>,
     /// A room that ended before this is archived as soon as the replay ends it.
     archive_before_ms: u64,
     failure: Option<Error>,
@@ -109,7 +99,7 @@ impl Replay<'_> {
             self.read.skip(&envelope);
             return Ok(());
         }
-        self.changed.insert(room_id.clone());
+        self.changed = true;
         self.read.apply(&envelope);
         if matches!(envelope.event, Event::RoomStopped { .. })
             && envelope.at_ms < self.archive_before_ms
@@ -123,9 +113,9 @@ impl Replay<'_> {
     }
 
     /// Whether a room the replay meets, and does not hold, was archived: then its archive holds all its events.
-    /// An archive that does not read back was torn by a crash before anything made it durable; the room is
-    /// not in a snapshot either (a snapshot drops a room's only once its archive is durable), so it was
-    /// created after the snapshot and the log holds every event of it: it is replayed instead.
+    /// An archive that does not read back was torn by a crash before anything written after it survived, so no
+    /// later snapshot did either: the room is not in the snapshot, so it was created after it, and the log
+    /// after the snapshot holds every event of it. It is replayed instead.
     fn archived(&self, room_id: &RoomId) -> Result<bool, Error> {
         match self.store.archived(room_id) {
             Ok(found) => Ok(found.is_some()),
@@ -141,6 +131,9 @@ impl Replay<'_> {
     /// archiving). A write that fails leaves the rooms in memory, and the engine archives them in its turn.
     fn archive(&mut self) {
         let rooms = std::mem::take(&mut self.to_archive);
+        if rooms.is_empty() {
+            return;
+        }
         if let Err(error) = self
             .store
             .archive_rooms(&self.read.encode_rooms(&rooms), false)
@@ -150,15 +143,12 @@ impl Replay<'_> {
             return;
         }
         self.read.evict(&rooms);
-        for room_id in rooms {
-            self.changed.remove(&room_id);
-            self.archived.push(room_id);
-        }
+        self.changed = true;
     }
 }
 
 /// Checks the whole log and applies what comes after the model's seq, in one pass. `None` when the model is
-/// ahead of the log (snapshots newer than the log they came from).
+/// ahead of the log (a snapshot newer than the log it came from).
 fn replay(
     store: &Store,
     mut read: ReadModel,
@@ -169,9 +159,8 @@ fn replay(
         store,
         read,
         skipped: HashSet::new(),
-        changed: HashSet::new(),
+        changed: false,
         to_archive: Vec::new(),
-        archived: Vec::new(),
         archive_before_ms,
         failure: None,
     };
@@ -202,33 +191,38 @@ fn replay(
     Ok(Some(Replayed {
         read: replay.read,
         changed: replay.changed,
-        archived: replay.archived,
     }))
 }
 
-/// Room snapshots as of their mark; an unreadable one means replaying from the start instead.
-fn load_snapshots(store: &Store) -> (ReadModel, u64) {
+/// The snapshot: every room that was in memory, as of the mark. One that cannot be read means replaying from
+/// seq 1 (and is cleared, so none of it outlives that replay).
+fn load_snapshot(store: &Store) -> Result<(ReadModel, u64), Error> {
+    let unusable = |error: String| -> Result<(ReadModel, u64), Error> {
+        tracing::warn!(%error, "the snapshot cannot be used; clearing it and replaying from seq 1");
+        store.clear_snapshots()?;
+        Ok((ReadModel::default(), 0))
+    };
     let snapshots = match store.snapshots() {
         Ok(snapshots) => snapshots,
-        Err(error) => {
-            tracing::warn!(%error, "snapshots unreadable; replaying from seq 1");
-            return (ReadModel::default(), 0);
-        }
+        Err(error) => return unusable(error.to_string()),
     };
     let mut read = ReadModel::default();
     for (room_id, bytes) in snapshots.rooms {
         match decode_entry(&bytes) {
-            Ok(entry) => {
+            Ok((seq, entry)) if seq == snapshots.seq => {
                 read.rooms.insert(room_id, entry);
             }
-            Err(error) => {
-                tracing::warn!(%error, %room_id, "room snapshot undecodable; replaying from seq 1");
-                return (ReadModel::default(), 0);
+            Ok((seq, _)) => {
+                return unusable(format!(
+                    "room {room_id} is as of seq {seq}, not {}",
+                    snapshots.seq
+                ));
             }
+            Err(error) => return unusable(format!("room {room_id}: {error}")),
         }
     }
     read.last_seq = snapshots.seq;
-    (read, snapshots.seq)
+    Ok((read, snapshots.seq))
 }
 
 /// The command ids still within their retention: read from the small per-batch index, newest first, and

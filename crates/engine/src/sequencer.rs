@@ -163,10 +163,9 @@ pub(crate) struct Resumed {
     pub rooms: HashMap<RoomId, RoomState>,
     pub last_seq: u64,
     pub snapshot_seq: u64,
-    /// Rooms changed since the snapshot at `snapshot_seq`.
-    pub dirty: HashSet<RoomId>,
-    /// Rooms archived since that snapshot, whose snapshots must go.
-    pub archived: Vec<RoomId>,
+    /// Whether anything changed since the snapshot at `snapshot_seq` (the replay applied events, or opening
+    /// archived rooms).
+    pub changed: bool,
     pub idempotency: Idempotency,
     pub now_ms: u64,
 }
@@ -187,13 +186,10 @@ pub struct Decision {
     pub batch: Option<BatchId>,
 }
 
-/// Rooms to snapshot, each as of `seq`, the last durable seq.
+/// A snapshot of every room in memory is due, as of `seq`, the last durable seq.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRequest {
     pub seq: u64,
-    pub rooms: Vec<RoomId>,
-    /// Rooms archived since the last snapshot: their snapshots go.
-    pub archived: Vec<RoomId>,
 }
 
 struct Queued<T> {
@@ -239,11 +235,10 @@ pub struct Sequencer<T> {
     durable_seq: u64,
     next_batch: u64,
     next_submission: u64,
-    dirty: HashSet<RoomId>,
+    /// Whether anything durable changed since the last snapshot.
+    changed: bool,
     /// Ended rooms and when they leave memory, in that order.
     evictions: VecDeque<(u64, RoomId)>,
-    /// Rooms archived since the last snapshot.
-    archived: Vec<RoomId>,
     snapshot_seq: u64,
     /// The durable seq at which the next snapshot is due.
     snapshot_due_seq: u64,
@@ -281,8 +276,7 @@ impl<T> Sequencer<T> {
             rooms: HashMap::new(),
             last_seq: 0,
             snapshot_seq: 0,
-            dirty: HashSet::new(),
-            archived: Vec::new(),
+            changed: false,
             idempotency,
             now_ms: 0,
         };
@@ -295,8 +289,7 @@ impl<T> Sequencer<T> {
             rooms,
             last_seq,
             snapshot_seq,
-            dirty,
-            archived,
+            changed,
             idempotency,
             now_ms,
         } = found;
@@ -325,9 +318,8 @@ impl<T> Sequencer<T> {
             durable_seq: last_seq,
             next_batch: 1,
             next_submission: 1,
-            dirty,
+            changed,
             evictions,
-            archived,
             snapshot_seq,
             snapshot_due_seq: snapshot_seq + config.snapshot_every_events,
             health: Health::Serving,
@@ -476,7 +468,7 @@ impl<T> Sequencer<T> {
         let evict_at = self.now_ms.saturating_add(self.config.ended_retention_ms);
         self.evictions
             .extend(batch.ended.into_iter().map(|room_id| (evict_at, room_id)));
-        self.dirty.extend(batch.touched);
+        self.changed = true;
         self.release(batch.answers);
     }
 
@@ -562,14 +554,11 @@ impl<T> Sequencer<T> {
 
     /// The rooms changed since the last snapshot, whether or not one is due (at shutdown).
     pub fn snapshot_now(&mut self) -> Option<SnapshotRequest> {
-        let nothing = self.dirty.is_empty() && self.archived.is_empty();
-        if nothing || self.in_flight.is_some() || self.health != Health::Serving {
+        if !self.changed || self.in_flight.is_some() || self.health != Health::Serving {
             return None;
         }
         Some(SnapshotRequest {
             seq: self.durable_seq,
-            rooms: self.dirty.iter().cloned().collect(),
-            archived: self.archived.clone(),
         })
     }
 
@@ -579,8 +568,7 @@ impl<T> Sequencer<T> {
         if written {
             assert_eq!(seq, self.durable_seq, "a snapshot is as of the durable seq");
             self.snapshot_seq = seq;
-            self.dirty.clear();
-            self.archived.clear();
+            self.changed = false;
         }
     }
 
@@ -620,8 +608,6 @@ impl<T> Sequencer<T> {
                 .remove(&room_id)
                 .expect("poll_evict names held rooms");
             assert!(state.is_ended(), "only ended rooms leave memory");
-            self.dirty.remove(&room_id);
-            self.archived.push(room_id);
         }
     }
 

@@ -371,7 +371,7 @@ impl World {
         }
         if let Some(request) = self.node.sequencer.poll_snapshot() {
             self.stats.snapshots += 1;
-            self.note(|| format!("snapshot at seq {} of {:?}", request.seq, request.rooms));
+            self.note(|| format!("snapshot at seq {}", request.seq));
             let node = &mut self.node;
             driver::snapshot(&mut node.sequencer, request, &node.store, &node.read);
         }

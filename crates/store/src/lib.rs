@@ -22,7 +22,8 @@ mod record;
 
 pub use backend::{Backend, BackendError, Entries, Entry, Op, SledBackend};
 pub use log::{
-    LogSummary, Opened, SINK_NAME_LEN_MAX, STORE_CACHE_BYTES_DEFAULT, Snapshots, Store, StoreError,
+    LogSummary, Opened, SINK_NAME_LEN_MAX, SNAPSHOT_CHUNK_BYTES, STORE_CACHE_BYTES_DEFAULT,
+    Snapshots, Store, StoreError,
 };
 pub use memory::{Crash, MemoryBackend, MemoryStats};
 pub use record::{Batch, CommandIndexEntry, FrameError, IdempotencyRecord, StoredReply};

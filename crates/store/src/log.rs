@@ -20,6 +20,8 @@ const FORMAT: &[u8] = b"cohost-store/1";
 const SNAPSHOT_SEQ_KEY: &[u8] = b"Msnapshot_seq";
 /// sled's page cache unless the caller sets another size (sled's own default is 1 GiB).
 pub const STORE_CACHE_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+/// The size a snapshot's values grow to before the next one starts.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// Longest outbox sink name.
 pub const SINK_NAME_LEN_MAX: usize = 64;
 
@@ -53,7 +55,7 @@ pub struct LogSummary {
     pub records: u64,
 }
 
-/// Room snapshots taken at one seq: each room's state as of `seq`, as the engine encoded it.
+/// A snapshot taken at one seq: each room's state as of `seq`, as the engine encoded it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Snapshots {
     pub seq: u64,
@@ -102,6 +104,21 @@ fn command_index_key(seq: u64) -> [u8; 9] {
 fn key_seq(key: &[u8]) -> u64 {
     // Log keys are written only by `log_key`.
     u64::from_be_bytes(key[1..9].try_into().expect("log keys are 9 bytes"))
+}
+
+fn snapshot_key(seq: u64, chunk: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(13);
+    key.push(SNAPSHOT);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key.extend_from_slice(&chunk.to_be_bytes());
+    key
+}
+
+fn snapshot_chunk(seq: u64, index: u32, rooms: &[(&str, &[u8])]) -> Op {
+    Op::Put(
+        snapshot_key(seq, index),
+        record::frame(&to_postcard(&rooms)),
+    )
 }
 
 fn prefixed(prefix: u8, name: &[u8]) -> Vec<u8> {
@@ -532,31 +549,29 @@ impl Store {
         Ok(prefixed(CURSOR, sink.as_bytes()))
     }
 
-    /// Writes room snapshots taken at `seq` and moves the snapshot mark to `seq`, atomically. Rooms not in
-    /// `rooms` must not have changed since the previous mark, so every stored snapshot is as of `seq`.
-    /// Not flushed: the next append's flush makes it durable, and a lost snapshot is rebuilt from the log.
-    /// The snapshots of `archived` rooms (moved out of memory, see [`Store::archive_rooms`]) are deleted in the
-    /// same write: their events are all at or before `seq`, so nothing replays them.
-    pub fn write_snapshots(
-        &self,
-        seq: u64,
-        rooms: &[(RoomId, Vec<u8>)],
-        archived: &[RoomId],
-    ) -> Result<(), StoreError> {
-        let mut ops: Vec<Op> = rooms
-            .iter()
-            .map(|(room_id, bytes)| {
-                Op::Put(
-                    prefixed(SNAPSHOT, room_id.as_str().as_bytes()),
-                    record::frame(bytes),
-                )
-            })
-            .collect();
-        ops.extend(
-            archived
-                .iter()
-                .map(|room_id| Op::Delete(prefixed(SNAPSHOT, room_id.as_str().as_bytes()))),
-        );
+    /// Writes a snapshot of every room in memory, taken at `seq`, and moves the snapshot mark to it, atomically,
+    /// deleting the previous snapshot. The rooms go in a few large values of about [`SNAPSHOT_CHUNK_BYTES`]
+    /// (`S{seq}{chunk}`), not a key per room: sled keeps memory for every key a batch writes or deletes, so a
+    /// key per room would cost memory with every room that ever lived. Not flushed: the next append's flush
+    /// makes it durable, and a lost snapshot is rebuilt from the log.
+    pub fn write_snapshot(&self, seq: u64, rooms: &[(RoomId, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut ops = Vec::new();
+        for entry in self.backend.range(&[SNAPSHOT], &[SNAPSHOT + 1]) {
+            ops.push(Op::Delete(entry?.0));
+        }
+        let mut chunk: Vec<(&str, &[u8])> = Vec::new();
+        let (mut size, mut index) = (0, 0u32);
+        for (room_id, bytes) in rooms {
+            chunk.push((room_id.as_str(), bytes));
+            size += bytes.len() + room_id.as_str().len();
+            if size >= SNAPSHOT_CHUNK_BYTES {
+                ops.push(snapshot_chunk(seq, index, &chunk));
+                (chunk, size, index) = (Vec::new(), 0, index + 1);
+            }
+        }
+        if !chunk.is_empty() {
+            ops.push(snapshot_chunk(seq, index, &chunk));
+        }
         ops.push(Op::Put(
             SNAPSHOT_SEQ_KEY.to_vec(),
             record::frame(&seq.to_le_bytes()),
@@ -564,7 +579,17 @@ impl Store {
         self.write(ops)
     }
 
-    /// Every room snapshot and the seq they are as of; `seq` 0 and no rooms when none was taken.
+    /// Deletes the snapshot and the mark, flushed: for a snapshot that cannot be read, so that none of it
+    /// outlives the replay from seq 1 that replaces it.
+    pub fn clear_snapshots(&self) -> Result<(), StoreError> {
+        let mut ops = vec![Op::Delete(SNAPSHOT_SEQ_KEY.to_vec())];
+        for entry in self.backend.range(&[SNAPSHOT], &[SNAPSHOT + 1]) {
+            ops.push(Op::Delete(entry?.0));
+        }
+        self.write_and_flush(ops)
+    }
+
+    /// The rooms of the snapshot at the mark, and the mark; `seq` 0 and no rooms when none was taken.
     pub fn snapshots(&self) -> Result<Snapshots, StoreError> {
         let Some(mark) = self.backend.get(SNAPSHOT_SEQ_KEY)? else {
             return Ok(Snapshots::default());
@@ -580,22 +605,22 @@ impl Store {
             what: "snapshot mark".into(),
             reason: FrameError::Truncated(payload.len()),
         })?;
+        let seq = u64::from_le_bytes(seq_bytes);
         let mut rooms = Vec::new();
-        for entry in self.backend.range(&[SNAPSHOT], &[SNAPSHOT + 1]) {
+        let (from, to) = (snapshot_key(seq, 0), snapshot_key(seq, u32::MAX));
+        for entry in self.backend.range(&from, &to) {
             let (key, value) = entry?;
-            let name = String::from_utf8_lossy(&key[1..]).into_owned();
-            let room_id = RoomId::new(&name).map_err(|e| StoreError::CorruptValue {
-                what: format!("snapshot key {name:?}"),
-                reason: FrameError::Decode(e.to_string()),
-            })?;
-            let bytes =
-                record::unframe(&value).map_err(corrupt(format!("snapshot of room {name}")))?;
-            rooms.push((room_id, bytes.to_vec()));
+            let what = format!("snapshot chunk {:?}", &key[9..]);
+            let payload = record::unframe(&value).map_err(corrupt(what.clone()))?;
+            let chunk: Vec<(String, Vec<u8>)> = from_postcard(payload)
+                .map_err(|e| corrupt(what.clone())(FrameError::Decode(e.to_string())))?;
+            for (name, bytes) in chunk {
+                let room_id = RoomId::new(&name)
+                    .map_err(|e| corrupt(what.clone())(FrameError::Decode(e.to_string())))?;
+                rooms.push((room_id, bytes));
+            }
         }
-        Ok(Snapshots {
-            seq: u64::from_le_bytes(seq_bytes),
-            rooms,
-        })
+        Ok(Snapshots { seq, rooms })
     }
 
     /// Keeps the final state of ended rooms (opaque engine bytes, checksummed) so they can leave memory; written

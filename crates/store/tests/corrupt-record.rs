@@ -257,7 +257,8 @@ fn reads_across_a_missing_record_are_an_error_not_a_shorter_answer() {
 
 #[test]
 fn a_damaged_snapshot_or_mark_is_corrupt_value() {
-    let snapshot_key = |room: &str| [b"S".as_slice(), room.as_bytes()].concat();
+    // The snapshot at seq 9 is one value (chunk 0), under `S`, the seq and the chunk number.
+    let chunk_key = [b"S".as_slice(), &9u64.to_be_bytes(), &0u32.to_be_bytes()].concat();
     let rooms: Vec<(RoomId, Vec<u8>)> = vec![
         (room_id("room-a"), b"state of room a".to_vec()),
         (room_id("room-b"), b"state of room b".to_vec()),
@@ -266,21 +267,21 @@ fn a_damaged_snapshot_or_mark_is_corrupt_value() {
     // (key, damage, expected `what`, expected reason)
     let cases: &[(Vec<u8>, Damage, &str, IsReason)] = &[
         (
-            snapshot_key("room-b"),
+            chunk_key.clone(),
             |v| v[7] ^= 1,
-            "snapshot of room room-b",
+            "snapshot chunk [0, 0, 0, 0]",
             |r| matches!(r, FrameError::Checksum { .. }),
         ),
         (
-            snapshot_key("room-a"),
+            chunk_key.clone(),
             |v| v[0] ^= 0x80,
-            "snapshot of room room-a",
+            "snapshot chunk [0, 0, 0, 0]",
             |r| matches!(r, FrameError::Checksum { .. }),
         ),
         (
-            snapshot_key("room-a"),
+            chunk_key.clone(),
             |v| v.truncate(2),
-            "snapshot of room room-a",
+            "snapshot chunk [0, 0, 0, 0]",
             |r| *r == FrameError::Truncated(2),
         ),
         (
@@ -293,7 +294,7 @@ fn a_damaged_snapshot_or_mark_is_corrupt_value() {
     for (key, damage, what, reason) in cases {
         let backend = MemoryBackend::default();
         let store = Store::with_backend(Box::new(backend.clone())).unwrap();
-        store.write_snapshots(9, &rooms, &[]).unwrap();
+        store.write_snapshot(9, &rooms).unwrap();
         assert_eq!(store.snapshots().unwrap().rooms, rooms);
         backend.damage_key(key, damage);
         match store.snapshots() {

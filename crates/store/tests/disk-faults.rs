@@ -150,7 +150,7 @@ fn a_failed_flush_refuses_every_later_write_until_reopened() {
     for refused in [
         store.append(std::slice::from_ref(&later), &[]),
         store.set_cursor("nats", 1),
-        store.write_snapshots(2, &[], &[]),
+        store.write_snapshot(2, &[]),
         store.flush(),
     ] {
         assert!(
@@ -193,7 +193,7 @@ fn after_a_failed_flush_the_next_open_drops_the_snapshots_the_cache_may_have_mad
     append_rooms(&store, &mut LogBuilder::new(), 2);
     let room = common::room_id("room-1");
     store
-        .write_snapshots(2, &[(room.clone(), b"room 1 at seq 2".to_vec())], &[])
+        .write_snapshot(2, &[(room.clone(), b"room 1 at seq 2".to_vec())])
         .unwrap();
     backend.fail_flushes(1);
     assert!(store.flush().is_err());

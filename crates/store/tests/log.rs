@@ -246,7 +246,7 @@ fn a_reopened_store_reads_back_identical() {
         let store = open_with(dir.path(), &batches);
         store.set_cursor("nats", 9).unwrap();
         store
-            .write_snapshots(7, &[(room_id("room-a"), b"a@7".to_vec())], &[])
+            .write_snapshot(7, &[(room_id("room-a"), b"a@7".to_vec())])
             .unwrap();
         store.flush().unwrap();
         contents(&store)
@@ -335,71 +335,46 @@ fn cursors_start_at_zero_move_and_survive_reopen() {
 }
 
 #[test]
-fn snapshots_are_replaced_per_room_and_survive_reopen() {
+fn a_snapshot_replaces_the_last_whole_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let room = |name: &str, bytes: &[u8]| -> (RoomId, Vec<u8>) { (room_id(name), bytes.to_vec()) };
     {
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(
-            store.snapshots().unwrap(),
-            Snapshots {
-                seq: 0,
-                rooms: Vec::new()
-            }
-        );
+        assert_eq!(store.snapshots().unwrap(), Snapshots::default());
+        let first = vec![room("room-b", b"b@4"), room("room-a", b"a@4")];
+        store.write_snapshot(4, &first).unwrap();
+        let found = store.snapshots().unwrap();
+        assert_eq!((found.seq, found.rooms), (4, first));
         store
-            .write_snapshots(4, &[room("room-b", b"b@4"), room("room-a", b"a@4")], &[])
-            .unwrap();
-        assert_eq!(
-            store.snapshots().unwrap(),
-            Snapshots {
-                seq: 4,
-                rooms: vec![room("room-a", b"a@4"), room("room-b", b"b@4")]
-            }
-        );
-        store
-            .write_snapshots(9, &[room("room-b", b"b@9"), room("room-c", b"c@9")], &[])
+            .write_snapshot(9, &[room("room-b", b"b@9"), room("room-c", b"c@9")])
             .unwrap();
         store.flush().unwrap();
     }
+    // The rooms of the earlier snapshot are gone with it: a snapshot holds every room in memory.
     let expected = Snapshots {
         seq: 9,
-        rooms: vec![
-            room("room-a", b"a@4"),
-            room("room-b", b"b@9"),
-            room("room-c", b"c@9"),
-        ],
+        rooms: vec![room("room-b", b"b@9"), room("room-c", b"c@9")],
     };
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.snapshots().unwrap(), expected);
-    // A mark with no rooms moves the seq and keeps every snapshot.
-    store.write_snapshots(10, &[], &[]).unwrap();
-    assert_eq!(
-        store.snapshots().unwrap(),
-        Snapshots {
-            seq: 10,
-            ..expected.clone()
-        }
-    );
-    // An archived room leaves the snapshots with the next mark, and stays readable as archived.
-    store
-        .archive_rooms(&[room("room-a", b"a final")], true)
-        .unwrap();
-    assert_eq!(
-        store.snapshots().unwrap().rooms.len(),
-        3,
-        "not before the next mark"
-    );
-    store
-        .write_snapshots(11, &[room("room-c", b"c@11")], &[room_id("room-a")])
-        .unwrap();
+    // Rooms beyond one value's size go in several; they all come back, in order.
+    let many: Vec<(RoomId, Vec<u8>)> = (0..40)
+        .map(|n| room(&format!("big-{n:02}"), &vec![n as u8; 100_000]))
+        .collect();
+    store.write_snapshot(10, &many).unwrap();
+    assert_eq!(store.snapshots().unwrap().rooms, many);
+    store.write_snapshot(11, &[]).unwrap();
     assert_eq!(
         store.snapshots().unwrap(),
         Snapshots {
             seq: 11,
-            rooms: vec![room("room-b", b"b@9"), room("room-c", b"c@11")],
+            rooms: vec![]
         }
     );
+    // An archived room stays readable as archived.
+    store
+        .archive_rooms(&[room("room-a", b"a final")], true)
+        .unwrap();
     assert_eq!(
         store.archived(&room_id("room-a")).unwrap(),
         Some(b"a final".to_vec())
