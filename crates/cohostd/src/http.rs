@@ -113,7 +113,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn(close_if_body_unread))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 /// The caller, from `Authorization: Bearer <jwt>`.
@@ -163,10 +163,13 @@ fn options(headers: &HeaderMap) -> Result<Options, ApiError> {
 #[derive(Debug)]
 pub struct RawBody(Result<Bytes, ApiError>);
 
-impl FromRequest<AppState> for RawBody {
+impl FromRequest<Arc<AppState>> for RawBody {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(
+        request: Request,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         let unread = request.extensions().get::<BodyUnread>().cloned();
         let body = read_body(request, state.body_read_timeout).await;
         if let (Err(error), Some(unread)) = (&body, unread)
@@ -187,9 +190,10 @@ struct BodyUnread(Arc<std::sync::atomic::AtomicBool>);
 /// connection after it, and a client must not send its next request on it.
 async fn close_if_body_unread(mut request: Request, next: Next) -> Response {
     let headers = request.headers();
-    if !headers.contains_key(header::CONTENT_LENGTH)
-        && !headers.contains_key(header::TRANSFER_ENCODING)
-    {
+    let declared = headers.get(header::CONTENT_LENGTH);
+    let has_body = declared.is_some_and(|length| length.as_bytes() != b"0")
+        || headers.contains_key(header::TRANSFER_ENCODING);
+    if !has_body {
         return next.run(request).await;
     }
     let unread = BodyUnread::default();
@@ -285,7 +289,7 @@ struct Empty {}
 /// failure: a supervisor restarts the process, which recovers from disk) or while it shuts down. The body also
 /// shows each follower of the log: a follower that retries leaves the daemon alive (the engine still takes
 /// writes), so it is reported, not turned into a 503.
-async fn healthz(State(state): State<AppState>) -> Response {
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     if let Health::Failed { cause } = state.engine.health() {
         let message = format!("the engine stopped taking writes: {cause}");
         return ApiError::new(ErrorCode::Unavailable, message).into_response();
@@ -318,7 +322,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
 
 /// 200 when a load balancer may send traffic: the engine is open, takes writes, and the daemon is not
 /// draining. 503 with the reason otherwise.
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if let Health::Failed { cause } = state.engine.health() {
         let message = format!("the engine stopped taking writes: {cause}");
         return ApiError::new(ErrorCode::Unavailable, message).into_response();
@@ -340,7 +344,7 @@ pub fn starting_router() -> Router {
         .fallback(move || async move { ApiError::new(ErrorCode::Unavailable, recovering) })
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let followers: Vec<_> = state.followers.iter().map(|f| f.snapshot()).collect();
     let mut text = state
         .metrics
@@ -370,7 +374,7 @@ fn user_id(text: &str) -> Result<UserId, ApiError> {
 }
 
 async fn create_room(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     bytes: RawBody,
 ) -> Result<Response, ApiError> {
@@ -378,7 +382,7 @@ async fn create_room(
 }
 
 async fn get_room(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -390,7 +394,7 @@ async fn get_room(
 macro_rules! path_command {
     ($name:ident, $build:expr) => {
         async fn $name(
-            State(state): State<AppState>,
+            State(state): State<Arc<AppState>>,
             headers: HeaderMap,
             Path(id): Path<String>,
             bytes: RawBody,
@@ -455,7 +459,7 @@ path_command!(invite, |id: &str, bytes| {
 });
 
 async fn remove_cohost(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((id, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -467,7 +471,7 @@ async fn remove_cohost(
 }
 
 async fn broadcaster_data(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -522,7 +526,7 @@ fn wants_events(headers: &HeaderMap) -> bool {
 }
 
 async fn room_invitations(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
@@ -545,7 +549,7 @@ async fn room_invitations(
 }
 
 async fn my_invitations(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -564,7 +568,7 @@ fn json(body: impl serde::Serialize) -> Result<Response, ApiError> {
 }
 
 async fn webhook(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     bytes: RawBody,
 ) -> Result<Response, ApiError> {

@@ -1,31 +1,51 @@
 //! `/metrics` in Prometheus text format: commands by type and result, group-commit batches, write latency,
 //! the log's followers (up, lag, errors) and SSE clients.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use cohost_engine::{FollowerSnapshot, FollowerState, StatsSnapshot};
+use cohost_proto::{Command, ErrorCode};
 
 use crate::quota::Quotas;
 use crate::serve::ConnectionStats;
 
-#[derive(Debug, Default)]
+/// A command's result: `ok`, or an error code.
+const RESULTS: usize = 1 + ErrorCode::ALL.len();
+const COMMANDS: usize = Command::NAMES.len();
+
+/// The daemon's own counters. Counting a command is two atomic increments' worth of work, no lock: it happens
+/// on every request.
+#[derive(Debug)]
 pub struct Metrics {
-    commands: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// `commands[command][result]`, in the order of `Command::NAMES` and `ok` then `ErrorCode::ALL`.
+    commands: [[AtomicU64; RESULTS]; COMMANDS],
     pub sse_clients: AtomicI64,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            commands: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            sse_clients: AtomicI64::new(0),
+        }
+    }
+}
+
+fn result_name(index: usize) -> &'static str {
+    index
+        .checked_sub(1)
+        .map_or("ok", |code| ErrorCode::ALL[code].as_str())
+}
+
 impl Metrics {
-    /// Counts one command by name and result (`ok` or the error code).
-    pub fn command(&self, name: &'static str, result: &'static str) {
-        *self
-            .commands
-            .lock()
-            .expect("metrics lock is never poisoned")
-            .entry((name, result))
-            .or_default() += 1;
+    /// Counts one command by name and result (`ok` or the error code's name); unknown names are not counted.
+    pub fn command(&self, name: &str, result: &str) {
+        let command = Command::NAMES.iter().position(|n| *n == name);
+        let result = (0..RESULTS).find(|&r| result_name(r) == result);
+        if let (Some(command), Some(result)) = (command, result) {
+            self.commands[command][result].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The page, with one series per follower of the log that runs (`followers`).
@@ -73,8 +93,17 @@ impl Metrics {
             "# HELP cohost_commands_total Commands handled over HTTP, by command and result.\n",
         );
         out.push_str("# TYPE cohost_commands_total counter\n");
-        let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
-        for ((name, result), count) in commands.iter() {
+        let mut seen: Vec<(&str, &str, u64)> = Vec::new();
+        for (command, results) in self.commands.iter().enumerate() {
+            for (result, count) in results.iter().enumerate() {
+                let count = count.load(Ordering::Relaxed);
+                if count > 0 {
+                    seen.push((Command::NAMES[command], result_name(result), count));
+                }
+            }
+        }
+        seen.sort_unstable();
+        for (name, result, count) in seen {
             let _ = writeln!(
                 out,
                 "cohost_commands_total{{command=\"{name}\",result=\"{result}\"}} {count}"

@@ -52,7 +52,7 @@ pub enum Collection {
 
 /// Serves `collection` after `Last-Event-ID`, or, without one, from a snapshot.
 pub async fn serve(
-    state: AppState,
+    state: Arc<AppState>,
     collection: Collection,
     headers: &HeaderMap,
     token_expires_s: u64,
