@@ -101,23 +101,19 @@ impl Quotas {
 
     /// Takes one command from the user's bucket, and one invitation when the command opens an offer.
     pub fn command(&self, user: &UserId, opens_offer: bool) -> Result<(), ApiError> {
-        take(&self.commands, user).map_err(|wait| {
-            self.refusals.commands.fetch_add(1, Ordering::Relaxed);
-            let message = format!(
-                "more than {} commands per second from this user; retry later",
-                self.limits.commands_per_s
-            );
-            ApiError::exhausted(message, wait)
-        })?;
+        let per_second = format!("{} commands per second", self.limits.commands_per_s);
+        take(&self.commands, user, &self.refusals.commands, || per_second)?;
         if opens_offer {
-            take(&self.invitations, user).map_err(|wait| {
-                self.refusals.invitations.fetch_add(1, Ordering::Relaxed);
-                let message = format!(
-                    "more than {} invitations and requests per minute from this user; retry later",
-                    self.limits.invitations_per_min
-                );
-                ApiError::exhausted(message, wait)
-            })?;
+            let per_minute = || {
+                let n = self.limits.invitations_per_min;
+                format!("{n} invitations and requests per minute")
+            };
+            take(
+                &self.invitations,
+                user,
+                &self.refusals.invitations,
+                per_minute,
+            )?;
         }
         Ok(())
     }
@@ -179,11 +175,21 @@ pub fn sweep_every(quotas: Arc<Quotas>, every: Duration) {
     });
 }
 
-/// One token of `user`'s bucket, or how long until there is one.
-fn take(limiter: &DefaultKeyedRateLimiter<UserId>, user: &UserId) -> Result<(), Duration> {
-    limiter
-        .check_key(user)
-        .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+/// One token of `user`'s bucket, or a refusal (counted in `refused`) naming the quota and the wait.
+fn take(
+    limiter: &DefaultKeyedRateLimiter<UserId>,
+    user: &UserId,
+    refused: &AtomicU64,
+    quota: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
+    limiter.check_key(user).map_err(|not_until| {
+        refused.fetch_add(1, Ordering::Relaxed);
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        ApiError::exhausted(
+            format!("more than {} from this user; retry later", quota()),
+            wait,
+        )
+    })
 }
 
 /// An open live collection; dropping it frees the slot.

@@ -38,20 +38,8 @@ async fn post(d: &Daemon, token: &str, path: &str, body: Value) -> reqwest::Resp
 }
 
 async fn refusals(d: &Daemon, quota: &str) -> u64 {
-    let text = d
-        .http
-        .get(d.url("/metrics"))
-        .send()
+    d.metric(&format!("cohost_quota_refusals_total{{quota=\"{quota}\"}}"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let line = format!("cohost_quota_refusals_total{{quota=\"{quota}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&line))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{line} in /metrics:\n{text}"))
 }
 
 #[tokio::test]
@@ -87,9 +75,7 @@ async fn invitations_per_minute_count_invites_and_requests() {
     let dir = support::data_dir();
     let d = Daemon::start_with(dir.path(), &["--user-invitations-per-min", "3"]).await;
     let ann = d.token("ann");
-    d.ok_post("/v1/rooms", &ann, &json!({"room_id": "r1"}))
-        .await;
-    d.ok_post("/v1/rooms/r1/live", &ann, &json!({})).await;
+    d.live_room(&ann, "r1").await;
     for guest in ["g1", "g2", "g3"] {
         d.ok_post("/v1/rooms/r1/invitations", &ann, &json!({"user_id": guest}))
             .await;
@@ -108,10 +94,7 @@ async fn invitations_per_minute_count_invites_and_requests() {
     let bob = d.token("bob");
     for n in 0..3 {
         let room = format!("b{n}");
-        d.ok_post("/v1/rooms", &bob, &json!({"room_id": room}))
-            .await;
-        d.ok_post(&format!("/v1/rooms/{room}/live"), &bob, &json!({}))
-            .await;
+        d.live_room(&bob, &room).await;
         let ask = post(&d, &ann, &format!("/v1/rooms/{room}/requests"), json!({})).await;
         refused(ask, 2, "a request to join counts as an invitation").await;
     }
@@ -155,10 +138,7 @@ async fn open_rooms_per_host_and_pending_offers_per_candidate_are_quotas_of_the_
     let d = Daemon::start_with(dir.path(), &args).await;
     let (ann, bob) = (d.token("ann"), d.token("bob"));
     for room in ["r1", "r2"] {
-        d.ok_post("/v1/rooms", &ann, &json!({"room_id": room}))
-            .await;
-        d.ok_post(&format!("/v1/rooms/{room}/live"), &ann, &json!({}))
-            .await;
+        d.live_room(&ann, room).await;
     }
     refused(
         post(&d, &ann, "/v1/rooms", json!({"room_id": "r3"})).await,

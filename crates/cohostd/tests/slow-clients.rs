@@ -148,21 +148,8 @@ async fn open_connections_are_capped_and_the_cap_frees_up() {
         "the ninth connection waited {waited:?} for a slot"
     );
     drop(silent);
-    let metrics = daemon
-        .http
-        .get(daemon.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let at_cap = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("cohost_http_connections_at_cap_total "))
-        .and_then(|v| v.parse::<u64>().ok())
-        .expect("cohost_http_connections_at_cap_total in /metrics");
-    assert!(at_cap >= 1, "{metrics}");
+    let at_cap = daemon.metric("cohost_http_connections_at_cap_total").await;
+    assert!(at_cap >= 1, "the cap was reached {at_cap} times");
 }
 
 #[tokio::test]

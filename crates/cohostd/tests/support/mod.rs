@@ -225,6 +225,32 @@ impl Daemon {
         reply
     }
 
+    /// Creates `room` as the token's user and takes it live.
+    pub async fn live_room(&self, token: &str, room: &str) {
+        self.ok_post("/v1/rooms", token, &json!({"room_id": room}))
+            .await;
+        self.ok_post(&format!("/v1/rooms/{room}/live"), token, &json!({}))
+            .await;
+    }
+
+    /// The value of one series of `/metrics` (`name` with its labels, as the page writes it).
+    pub async fn metric(&self, series: &str) -> u64 {
+        let page = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the page");
+        let prefix = format!("{series} ");
+        page.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{series} in /metrics:\n{page}"))
+    }
+
     /// `last_seq` from /healthz.
     pub async fn last_seq(&self) -> u64 {
         let (status, reply) = self.call(Method::GET, "/healthz", None, None).await;
