@@ -148,7 +148,7 @@ async fn ready(base: &str) -> bool {
 }
 
 /// HS256 JWTs for every user the workload uses, minted before the clock starts.
-fn tokens(users: &[UserId]) -> HashMap<UserId, String> {
+fn tokens(users: &[UserId]) -> HashMap<UserId, header::HeaderValue> {
     let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -164,7 +164,8 @@ fn tokens(users: &[UserId]) -> HashMap<UserId, String> {
         .map(|user| {
             let claims = serde_json::json!({"sub": user.to_string(), "exp": exp});
             let token = jsonwebtoken::encode(&header, &claims, &key).expect("HS256 signs");
-            (user, format!("Bearer {token}"))
+            let value = header::HeaderValue::from_str(&format!("Bearer {token}"));
+            (user, value.expect("a JWT is a header value"))
         })
         .collect()
 }
@@ -243,7 +244,7 @@ impl Connection {
     /// Sends one command; whether it succeeded.
     async fn send(
         &mut self,
-        tokens: &HashMap<UserId, String>,
+        tokens: &HashMap<UserId, header::HeaderValue>,
         actor: &Actor,
         command: &Command,
     ) -> bool {
@@ -280,7 +281,7 @@ impl Connection {
 enum Target {
     Http {
         base: Arc<str>,
-        tokens: Arc<HashMap<UserId, String>>,
+        tokens: Arc<HashMap<UserId, header::HeaderValue>>,
     },
     Engine(Engine),
 }

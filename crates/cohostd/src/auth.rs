@@ -3,8 +3,10 @@
 //! the configured maximum (so a leaked token cannot be valid for years), and, when configured, another
 //! issuer or audience.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cohost_proto::UserId;
@@ -61,7 +63,13 @@ pub struct Auth {
     encoding: EncodingKey,
     validation: Validation,
     rules: TokenRules,
+    /// Tokens whose signature and rules were checked, so a client's next request with the same token skips
+    /// the check (only its expiry is looked at again). Bounded: emptied when full.
+    verified: Arc<Mutex<HashMap<Box<str>, Caller>>>,
 }
+
+/// Verified tokens remembered at most.
+const VERIFIED_MAX: usize = 16_384;
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -104,6 +112,7 @@ impl Auth {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             validation,
             rules,
+            verified: Arc::default(),
         }
     }
 
@@ -120,10 +129,28 @@ impl Auth {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
             .ok_or("Authorization must be `Bearer <token>`")?;
+        let now = now_s();
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(caller) = verified.get(token).filter(|c| c.expires_s > now) {
+            return Ok(caller.clone());
+        }
+        drop(verified);
+        let caller = self.verify(token, now)?;
+        verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(token.into(), caller.clone());
+        Ok(caller)
+    }
+
+    /// Checks a token's signature and every rule. Whatever passes at `now` passes later too, up to `exp`:
+    /// `nbf` only recedes, and a lifetime without `iat` only shortens.
+    fn verify(&self, token: &str, now: u64) -> Result<Caller, &'static str> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| "invalid or expired token")?;
         let claims = data.claims;
-        let lifetime_s = claims.exp.saturating_sub(claims.iat.unwrap_or_else(now_s));
+        let lifetime_s = claims.exp.saturating_sub(claims.iat.unwrap_or(now));
         if lifetime_s > self.rules.lifetime_max.as_secs() {
             return Err("token lifetime is longer than this deployment allows");
         }
@@ -186,4 +213,30 @@ pub fn dev_secret(data_dir: &Path) -> std::io::Result<(String, bool)> {
     file.write_all(secret.as_bytes())?;
     file.sync_all()?;
     Ok((secret, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(token: &str) -> String {
+        format!("Bearer {token}")
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_a_changed_one_is_checked_again() {
+        let auth = Auth::new("a test secret of enough length");
+        let alice = UserId::new("alice").unwrap();
+        let token = auth.mint(&alice, 1);
+        assert_eq!(auth.user(Some(&bearer(&token))), Ok(alice.clone()));
+        assert_eq!(auth.user(Some(&bearer(&token))), Ok(alice), "remembered");
+        let mut tampered = token.clone();
+        tampered.pop();
+        assert!(auth.user(Some(&bearer(&tampered))).is_err());
+        std::thread::sleep(Duration::from_millis(2_100));
+        assert!(
+            auth.user(Some(&bearer(&token))).is_err(),
+            "expired though remembered"
+        );
+    }
 }

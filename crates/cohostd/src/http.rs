@@ -9,7 +9,6 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use bytes::BytesMut;
@@ -112,7 +111,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/livekit/webhook", post(webhook))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(axum::middleware::from_fn(close_if_body_unread))
         .with_state(Arc::new(state))
 }
 
@@ -184,28 +182,33 @@ impl FromRequest<Arc<AppState>> for RawBody {
 /// Set when a request's body was left unread, whatever the handler then answers (a 401 comes before the
 /// body's 413).
 #[derive(Debug, Clone, Default)]
-struct BodyUnread(Arc<std::sync::atomic::AtomicBool>);
+pub struct BodyUnread(Arc<std::sync::atomic::AtomicBool>);
 
-/// A response to a request whose body was left unread says `Connection: close`: the server closes the
-/// connection after it, and a client must not send its next request on it.
-async fn close_if_body_unread(mut request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let declared = headers.get(header::CONTENT_LENGTH);
-    let has_body = declared.is_some_and(|length| length.as_bytes() != b"0")
-        || headers.contains_key(header::TRANSFER_ENCODING);
-    if !has_body {
-        return next.run(request).await;
+impl BodyUnread {
+    /// A flag for a request that declares a body (the connection loop sets it before routing).
+    pub fn watch(request: &mut Request) -> Option<Self> {
+        let headers = request.headers();
+        let declared = headers.get(header::CONTENT_LENGTH);
+        let has_body = declared.is_some_and(|length| length.as_bytes() != b"0")
+            || headers.contains_key(header::TRANSFER_ENCODING);
+        if !has_body {
+            return None;
+        }
+        let unread = Self::default();
+        request.extensions_mut().insert(unread.clone());
+        Some(unread)
     }
-    let unread = BodyUnread::default();
-    request.extensions_mut().insert(unread.clone());
-    let mut response = next.run(request).await;
-    if unread.0.load(std::sync::atomic::Ordering::Relaxed) {
-        response.headers_mut().insert(
-            header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
+
+    /// A response to a request whose body was left unread says `Connection: close`: the server closes the
+    /// connection after it, and a client must not send its next request on it.
+    pub fn close_if_unread(self, response: &mut Response) {
+        if self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
     }
-    response
 }
 
 async fn read_body(request: Request, deadline: Duration) -> Result<Bytes, ApiError> {

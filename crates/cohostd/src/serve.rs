@@ -36,6 +36,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
+use crate::http::BodyUnread;
+
 /// File descriptors kept back from the connection cap for the store, NATS, LiveKit and logs.
 const RESERVED_FDS: u64 = 64;
 /// After a failed accept (out of file descriptors, say), the loop waits this long before the next.
@@ -127,7 +129,15 @@ pub async fn serve(
             let routers = routers.clone();
             move |request: Request<Incoming>| {
                 let router = routers.borrow().clone();
-                router.oneshot(request.map(Body::new))
+                let mut request = request.map(Body::new);
+                let unread = BodyUnread::watch(&mut request);
+                async move {
+                    let mut response = router.oneshot(request).await?;
+                    if let Some(unread) = unread {
+                        unread.close_if_unread(&mut response);
+                    }
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             }
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
