@@ -607,9 +607,16 @@ impl Store {
         })?;
         let seq = u64::from_le_bytes(seq_bytes);
         let mut rooms = Vec::new();
-        let (from, to) = (snapshot_key(seq, 0), snapshot_key(seq, u32::MAX));
-        for entry in self.backend.range(&from, &to) {
+        for entry in self.backend.range(&[SNAPSHOT], &[SNAPSHOT + 1]) {
             let (key, value) = entry?;
+            // A key of the earlier layout (one per room) or of another snapshot is not part of this one: the
+            // snapshot cannot be trusted to hold every room, so it is refused and opening replays the log.
+            if key.len() != 13 || key[1..9] != seq.to_be_bytes() {
+                let name = String::from_utf8_lossy(&key[1..]).into_owned();
+                return Err(corrupt("snapshot".into())(FrameError::Decode(format!(
+                    "a key of another snapshot or layout: {name:?}"
+                ))));
+            }
             let what = format!("snapshot chunk {:?}", &key[9..]);
             let payload = record::unframe(&value).map_err(corrupt(what.clone()))?;
             let chunk: Vec<(String, Vec<u8>)> = from_postcard(payload)

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use cohost_proto::limits::READ_EVENTS_MAX;
 use cohost_proto::{Envelope, RoomId};
-use cohost_store::{Batch, CommandIndexEntry, LogSummary, Snapshots, Store, StoreError};
+use cohost_store::{
+    Backend, Batch, CommandIndexEntry, LogSummary, MemoryBackend, Op, Snapshots, Store, StoreError,
+};
 use common::{LogBuilder, record_for, room_id, sample_batches};
 
 fn all_events(batches: &[Batch]) -> Vec<Envelope> {
@@ -371,6 +373,24 @@ fn a_snapshot_replaces_the_last_whole_and_survives_reopen() {
             rooms: vec![]
         }
     );
+    // A key of the earlier layout (one per room) beside the snapshot: the snapshot is refused, not read as if
+    // it held every room.
+    drop(store);
+    let backend = MemoryBackend::new();
+    let store = Store::with_backend(Box::new(backend.clone())).unwrap();
+    store
+        .write_snapshot(12, &[room("room-b", b"b@12")])
+        .unwrap();
+    let legacy = [b"S".as_slice(), b"room-a"].concat();
+    backend
+        .write(vec![Op::Put(legacy, b"an old snapshot".to_vec())])
+        .unwrap();
+    match store.snapshots() {
+        Err(StoreError::CorruptValue { what, .. }) => assert_eq!(what, "snapshot"),
+        other => panic!("expected the mixed snapshot refused, got {other:?}"),
+    }
+    store.clear_snapshots().unwrap();
+    assert_eq!(store.snapshots().unwrap(), Snapshots::default());
     // An archived room stays readable as archived.
     store
         .archive_rooms(&[room("room-a", b"a final")], true)
