@@ -4,7 +4,7 @@
 mod support;
 
 use cohost_core::{Rejection, apply};
-use cohost_proto::ErrorCode;
+use cohost_proto::{ErrorCode, Event, RoomStatus};
 use support::*;
 
 /// What a case expects: the event types emitted, or the error code.
@@ -181,8 +181,17 @@ fn rule_stop_room() {
         ]),
     );
     let stopped = live_room_then(&[invite("alice", "bob"), accept("bob", 1), stop("alice")]);
-    check(&stopped, remove("alice", "bob"), Error(ErrorCode::NotFound));
-    check(&stopped, leave("bob"), Error(ErrorCode::NotFound));
+    check(
+        &stopped,
+        remove("alice", "bob"),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    check(&stopped, leave("bob"), Error(ErrorCode::FailedPrecondition));
+    check(
+        &stopped,
+        remove("carol", "bob"),
+        Error(ErrorCode::PermissionDenied),
+    );
     check(
         &live_room_then(&[invite("alice", "bob"), accept("bob", 1)]),
         stop("bob"),
@@ -194,6 +203,33 @@ fn rule_stop_room() {
         Error(ErrorCode::FailedPrecondition),
     );
     check(&[], stop("alice"), Error(ErrorCode::NotFound));
+}
+
+/// A log written before stop_room freed seats holds ended rooms with co-hosts still seated. They stay seated:
+/// nothing is appended to an ended room, and no seat there grants credentials.
+#[test]
+fn an_ended_room_from_an_older_log_keeps_its_seats() {
+    let (mut state, _) = given(&live_room_then(&[invite("alice", "bob"), accept("bob", 1)]));
+    let mut room = state.room().unwrap().clone();
+    room.status = RoomStatus::Ended;
+    room.version += 1;
+    apply(&mut state, &Event::RoomStopped { room });
+    assert!(state.seat(&user("bob")).is_some());
+    for step in [
+        remove("alice", "bob"),
+        remove("system", "bob"),
+        leave("bob"),
+    ] {
+        assert_eq!(
+            step.decide(&state),
+            Err(Rejection::FailedPrecondition("room has ended")),
+            "{step:?}"
+        );
+    }
+    assert_eq!(
+        cohost_core::entitlement(&state, &user("bob")),
+        Err(Rejection::FailedPrecondition("room is not live"))
+    );
 }
 
 #[test]

@@ -178,6 +178,15 @@ impl ReadModel {
         }
     }
 
+    /// An archived room back in memory (while opening, for an event a log written before ended rooms were
+    /// final holds after room_stopped), its invitations listed under their candidates again.
+    pub(crate) fn load(&mut self, room_id: RoomId, entry: RoomEntry) {
+        for invitation in entry.state.held_invitations() {
+            self.candidates.list(invitation);
+        }
+        self.rooms.insert(room_id, entry);
+    }
+
     /// Lists every held invitation of the rooms loaded so far under its candidate (at open, before replay, as
     /// of `last_seq`, the snapshot's seq). Order does not matter: each list keeps the newest entries whatever
     /// order they arrive in.

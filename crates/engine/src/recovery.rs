@@ -7,6 +7,7 @@ use cohost_proto::{Envelope, Event, RoomId};
 use cohost_store::{Store, StoreError};
 
 use crate::Error;
+use crate::driver::archived_entry;
 use crate::idempotency::{Idempotency, Remembered, key};
 use crate::read_model::{ReadModel, decode_entry};
 use crate::sequencer::{EVICT_MAX, Resumed, Sequencer, SequencerConfig};
@@ -79,6 +80,8 @@ struct Replay<'a> {
     read: ReadModel,
     /// Archived rooms met in the log: their events are in their archive.
     skipped: HashSet<RoomId>,
+    /// Rooms this replay archived: their archives hold their events only up to where the replay was.
+    archived_here: HashSet<RoomId>,
     changed: bool,
     to_archive: Vec<RoomId>,
     /// A room that ended before this is archived as soon as the replay ends it.
@@ -89,6 +92,17 @@ struct Replay<'a> {
 impl Replay<'_> {
     fn envelope(&mut self, envelope: Envelope) -> Result<(), Error> {
         let room_id = &envelope.room_id;
+        // A log written before ended rooms were final may hold events after room_stopped (presence): the room
+        // comes back, takes the event, and is archived again.
+        if self.archived_here.remove(room_id) {
+            let entry = archived_entry(self.store, room_id)?
+                .ok_or_else(|| Error::Corrupt(format!("the archive of room {room_id} is gone")))?;
+            self.read.load(room_id.clone(), entry);
+            self.read.apply(&envelope);
+            self.to_archive.push(room_id.clone());
+            self.changed = true;
+            return Ok(());
+        }
         if !self.read.rooms.contains_key(room_id)
             && !self.skipped.contains(room_id)
             && self.archived(room_id)?
@@ -143,6 +157,7 @@ impl Replay<'_> {
             return;
         }
         self.read.evict(&rooms);
+        self.archived_here.extend(rooms);
         self.changed = true;
     }
 }
@@ -159,6 +174,7 @@ fn replay(
         store,
         read,
         skipped: HashSet::new(),
+        archived_here: HashSet::new(),
         changed: false,
         to_archive: Vec::new(),
         archive_before_ms,

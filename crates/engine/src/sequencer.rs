@@ -798,8 +798,14 @@ impl<T> Sequencer<T> {
             tallies: &self.tallies,
         };
         let state = self.rooms.entry(room_id.clone()).or_default();
+        let ended = state.is_ended();
         match decide(state, command, &ctx) {
             Ok(events) => {
+                // Eviction rests on this: an archived room's archive is its final state.
+                assert!(
+                    !ended || events.is_empty(),
+                    "an ended room is final, yet {command:?} appended {events:?}"
+                );
                 for event in &events {
                     apply(state, event);
                     self.tallies.on_event(event);

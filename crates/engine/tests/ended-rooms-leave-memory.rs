@@ -4,10 +4,13 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use cohost_core::{Context, Policy, RoomState, apply, decide};
+use cohost_engine::sequencer::EVICT_MAX;
 use cohost_engine::{Config, Engine, Interest, ListRequest, ManualClock};
-use cohost_proto::{ErrorCode, InvitationStatus};
+use cohost_proto::{Command, Envelope, ErrorCode, Event, InvitationStatus, RoomStatus};
 use support::*;
 
 const RETENTION_MS: u64 = 60_000;
@@ -127,8 +130,12 @@ async fn commands_still_refused(t: &TestEngine) {
             accept("gone", 2),
             Err(ErrorCode::FailedPrecondition),
         ),
-        ("alice", remove("gone", "bob"), Err(ErrorCode::NotFound)),
-        ("bob", leave("gone"), Err(ErrorCode::NotFound)),
+        (
+            "alice",
+            remove("gone", "bob"),
+            Err(ErrorCode::FailedPrecondition),
+        ),
+        ("bob", leave("gone"), Err(ErrorCode::FailedPrecondition)),
     ])
     .await;
     let carol = t
@@ -140,4 +147,102 @@ async fn commands_still_refused(t: &TestEngine) {
         .find(|i| i.user_id == user("carol"))
         .unwrap();
     assert_eq!(carol.status, InvitationStatus::Cancelled);
+}
+
+/// A log written before ended rooms were final: `old` stopped with bob still seated, and LiveKit's presence
+/// reports after room_stopped were appended, after enough other rooms ended that opening archives `old` before
+/// it meets them. It loads the room back for them and archives it again: every event stays readable, and the
+/// seat stays as it ended.
+#[tokio::test]
+async fn opening_an_older_log_keeps_events_after_room_stopped() {
+    let mut old = OlderLog::default();
+    old.run("old", "alice", create("old"));
+    old.run("old", "alice", go_live("old"));
+    old.run("old", "alice", invite("old", "bob"));
+    old.run("old", "bob", accept("old", 1));
+    let mut stopped = old.rooms["old"].room().unwrap().clone();
+    stopped.status = RoomStatus::Ended;
+    stopped.version += 1;
+    old.push("old", Event::RoomStopped { room: stopped });
+    for n in 0..EVICT_MAX {
+        let name = format!("filler-{n}");
+        old.run(&name, "carol", create(&name));
+        old.run(&name, "carol", stop(&name));
+    }
+    for (who, online) in [("alice", false), ("bob", true)] {
+        let user_id = user(who);
+        old.push("old", Event::PresenceChanged { user_id, online });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    cohost_store::Store::open(dir.path())
+        .unwrap()
+        .append(&old.log, &[])
+        .unwrap();
+    let events: Vec<Envelope> = old
+        .log
+        .iter()
+        .filter(|e| e.room_id == room("old"))
+        .cloned()
+        .collect();
+
+    let clock = Arc::new(ManualClock::new(START_MS + 10 * RETENTION_MS));
+    let mut t = TestEngine {
+        engine: open_with_retention(dir.path(), &clock),
+        clock,
+        dir,
+    };
+    for reopened in [false, true] {
+        assert!(!held(&t.engine, "old"), "archived at open");
+        assert_eq!(
+            t.engine.read_room(&room("old"), 1, 100).unwrap(),
+            events,
+            "every event, reopened {reopened}"
+        );
+        let ended = t.engine.room(&room("old")).unwrap();
+        assert_eq!(ended.status, RoomStatus::Ended);
+        assert_eq!(ended.version, events.len() as u64);
+        assert_eq!(ended.cohosts.len(), 1, "the seat stays as it ended");
+        t.check(&[
+            (
+                "alice",
+                remove("old", "bob"),
+                Err(ErrorCode::FailedPrecondition),
+            ),
+            ("bob", leave("old"), Err(ErrorCode::FailedPrecondition)),
+        ])
+        .await;
+        t = t.restart().await;
+    }
+}
+
+/// A log built event by event, as an earlier engine may have written it.
+#[derive(Default)]
+struct OlderLog {
+    rooms: HashMap<String, RoomState>,
+    log: Vec<Envelope>,
+}
+
+impl OlderLog {
+    fn run(&mut self, name: &str, by: &str, command: Command) {
+        let by = actor(by);
+        let ctx = Context::new(&by, START_MS, Policy::default());
+        let state = self.rooms.entry(name.to_owned()).or_default();
+        for event in decide(state, &command, &ctx).unwrap() {
+            self.push(name, event);
+        }
+    }
+
+    fn push(&mut self, name: &str, event: Event) {
+        let state = self.rooms.entry(name.to_owned()).or_default();
+        apply(state, &event);
+        self.log.push(Envelope {
+            seq: self.log.len() as u64 + 1,
+            room_id: room(name),
+            version: state.version(),
+            at_ms: START_MS,
+            actor: None,
+            command_id: None,
+            event,
+        });
+    }
 }

@@ -285,8 +285,11 @@ fn stop(room: &mut ModelRoom) -> u64 {
     cancelled + seats + 1
 }
 
-/// The user's seat ends (removed or left).
+/// The user's seat ends (removed or left). An ended room is final.
 fn vacate(room: &mut ModelRoom, user: usize) -> Result<u64, E> {
+    if room.status == RoomStatus::Ended {
+        return Err(E::FailedPrecondition);
+    }
     let at = room
         .seats
         .iter()
