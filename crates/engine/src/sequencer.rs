@@ -597,9 +597,14 @@ impl<T> Sequencer<T> {
     /// they are tried again after the retry interval.
     pub fn handle_evicted(&mut self, rooms: Vec<RoomId>, written: bool) {
         if !written {
-            let retry_at = self.now_ms + RETRY_AFTER_FAILURE_MS;
-            self.evictions
-                .extend(rooms.into_iter().map(|room_id| (retry_at, room_id)));
+            // In their place by time, so that the retry is not kept waiting behind rooms due later.
+            let retry_at = self.now_ms.saturating_add(RETRY_AFTER_FAILURE_MS);
+            let at = self
+                .evictions
+                .partition_point(|(at_ms, _)| *at_ms <= retry_at);
+            for (offset, room_id) in rooms.into_iter().enumerate() {
+                self.evictions.insert(at + offset, (retry_at, room_id));
+            }
             return;
         }
         for room_id in rooms {

@@ -13,7 +13,9 @@ use cohost_engine::sequencer::{Health, Sequencer, SequencerConfig, Submission};
 use cohost_engine::{Error, Options, ReadModel};
 use cohost_proto::{CommandId, ErrorCode, Event, InvitationStatus, Reply, RoomId};
 use cohost_store::{MemoryBackend, Store};
-use support::{START_MS, accept, actor, cancel, create, go_live, invitation, invite, reject, room};
+use support::{
+    START_MS, accept, actor, cancel, create, go_live, invitation, invite, reject, room, stop,
+};
 
 const TTL_MS: u64 = 60_000;
 
@@ -471,4 +473,35 @@ fn a_failed_expiry_is_tried_again_after_the_retry_interval_not_at_once() {
     h.feed(&At(TTL_MS + RETRY_AFTER_FAILURE_MS));
     h.feed(&Run(Io::Durable));
     assert_eq!(h.status(1), InvitationStatus::Expired);
+}
+
+#[test]
+fn a_failed_archive_is_tried_again_after_the_retry_interval_ahead_of_rooms_due_later() {
+    use cohost_engine::sequencer::RETRY_AFTER_FAILURE_MS;
+    const RETENTION_MS: u64 = 60_000;
+    let mut h = Harness::new(SequencerConfig {
+        ended_retention_ms: RETENTION_MS,
+        ..config()
+    });
+    for (at, name) in [(0, "early"), (RETENTION_MS / 2, "later")] {
+        h.feed(&At(at));
+        h.feed(&Cmd("alice", create(name)));
+        h.feed(&Cmd("alice", stop(name)));
+        h.feed(&Run(Io::Durable));
+    }
+    assert!(h.answers.values().all(Result::is_ok), "{:?}", h.answers);
+    let held = |h: &Harness, name: &str| h.sequencer.holds(&room(name));
+    h.feed(&At(RETENTION_MS));
+    h.sequencer.handle_timeout(h.now_ms);
+    h.backend.fail_writes(1);
+    driver::evict(&mut h.sequencer, &h.store, &h.read);
+    h.backend.fail_writes(0);
+    assert!(held(&h, "early"), "its archive was not written");
+    driver::evict(&mut h.sequencer, &h.store, &h.read);
+    assert!(held(&h, "early"), "not tried again at once");
+    h.feed(&At(RETENTION_MS + RETRY_AFTER_FAILURE_MS));
+    h.sequencer.handle_timeout(h.now_ms);
+    driver::evict(&mut h.sequencer, &h.store, &h.read);
+    assert!(!held(&h, "early"), "archived at the retry");
+    assert!(held(&h, "later"), "due later");
 }
