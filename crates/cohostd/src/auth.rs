@@ -1,6 +1,6 @@
 //! User JWTs: HS256 with the deployment's secret, `sub` = user id and `exp` required. Anything else is
-//! `unauthenticated`, including `alg: none` and other algorithms, a token before its `nbf`, a lifetime over
-//! the configured maximum (so a leaked token cannot be valid for years), and, when configured, another
+//! `unauthenticated`, including `alg: none` and other algorithms, a token before its `nbf`, an `iat` in the
+//! future, a lifetime over the configured maximum (so a leaked token cannot be valid for years), and, when configured, another
 //! issuer or audience.
 
 use std::collections::HashMap;
@@ -12,6 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cohost_proto::UserId;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+
+/// How far ahead of this clock a token's `iat` may be (the issuer's clock may run ahead of ours).
+const IAT_SKEW_MAX_S: u64 = 60;
 
 /// The longest lifetime a user token may have unless configured otherwise.
 pub const TOKEN_LIFETIME_MAX_DEFAULT: Duration = Duration::from_secs(24 * 3_600);
@@ -145,11 +148,18 @@ impl Auth {
     }
 
     /// Checks a token's signature and every rule. Whatever passes at `now` passes later too, up to `exp`:
-    /// `nbf` only recedes, and a lifetime without `iat` only shortens.
+    /// `nbf` and a future `iat` only recede, and a lifetime without `iat` only shortens.
     fn verify(&self, token: &str, now: u64) -> Result<Caller, &'static str> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| "invalid or expired token")?;
         let claims = data.claims;
+        // A future `iat` would shrink the lifetime the check below sees while `exp` lies years ahead.
+        if claims
+            .iat
+            .is_some_and(|iat| iat > now.saturating_add(IAT_SKEW_MAX_S))
+        {
+            return Err("token is issued in the future");
+        }
         let lifetime_s = claims.exp.saturating_sub(claims.iat.unwrap_or(now));
         if lifetime_s > self.rules.lifetime_max.as_secs() {
             return Err("token lifetime is longer than this deployment allows");

@@ -60,7 +60,13 @@ pub async fn serve(
 ) -> Result<Response, ApiError> {
     let engine = &state.engine;
     let feed = match (collection, last_event_id(headers)?) {
-        (Collection::Room(room_id, _), Some(version)) => {
+        // An id the collection cannot have sent (ahead of the room, or of the log) starts over too, rather than
+        // waiting silently for a change that far ahead.
+        (Collection::Room(room_id, _), Some(version))
+            if engine
+                .room(&room_id)
+                .is_ok_and(|room| version <= room.version) =>
+        {
             // Read the durable seq first: an event with version > `version` is then either found by `read_room`
             // (committed by now) or has a seq after `durable`. The read goes to the log, off the async workers.
             let durable = engine.last_seq();
@@ -74,7 +80,7 @@ pub async fn serve(
             let changes = engine.subscribe(from_seq, Interest::Room(room_id));
             Feed::new(&state, None, changes, version, |e| e.version)
         }
-        (Collection::Room(room_id, list), None) => {
+        (Collection::Room(room_id, list), _) => {
             let watch = engine.watch_room_invitations(&room_id, &list)?;
             let version = watch.room_version.unwrap_or_default();
             let snapshot = snapshot_event(version, &watch.snapshot)?;
@@ -86,7 +92,7 @@ pub async fn serve(
             let changes = engine.subscribe(seq.saturating_add(1), Interest::Candidate(user));
             Feed::new(&state, None, changes, seq, |e| e.seq)
         }
-        // Too far back to resume from what the engine indexes: start over from a snapshot.
+        // Too far back to resume from what the engine indexes, or ahead of the log: start over from a snapshot.
         (Collection::Candidate(user, list), _) => {
             let watch = engine.watch_user_invitations(&user, &list)?;
             let snapshot = snapshot_event(watch.seq, &watch.snapshot)?;
@@ -186,7 +192,10 @@ impl Feed {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let left = Duration::from_secs(expires_s.saturating_sub(now_s));
-        self.expires = tokio::time::Instant::now() + left;
+        let now = tokio::time::Instant::now();
+        self.expires = now
+            .checked_add(left)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3_600));
         self
     }
 }

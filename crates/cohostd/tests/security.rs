@@ -103,6 +103,14 @@ fn bad_tokens(secret: &str) -> Vec<(&'static str, Option<String>)> {
             hs256(json!({"sub": "alice", "iat": now_s(), "exp": now_s() + 25 * 3_600})),
         ),
         (
+            "ten years ahead, with an iat an hour before its exp",
+            hs256(json!({
+                "sub": "alice",
+                "iat": now_s() + 10 * 365 * 86_400 - 3_600,
+                "exp": now_s() + 10 * 365 * 86_400,
+            })),
+        ),
+        (
             "a lifetime of 25 h from now, without iat",
             hs256(json!({"sub": "alice", "exp": now_s() + 25 * 3_600})),
         ),

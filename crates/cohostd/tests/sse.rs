@@ -299,6 +299,15 @@ async fn resume(flow: &mut Flow, last_seq: u64) {
     let (live_seq, _) = me_sse.seq_change("invitation_approved");
     assert_eq!(live_seq, missed_seq + 1);
 
+    // An id neither collection has sent (ahead of the room, of the log, or the largest there is) starts over.
+    let ahead = [u64::MAX.to_string(), (live_seq + 1_000).to_string()];
+    for id in &ahead {
+        let mut me_ahead = open(flow, ME, "carol", Some(id)).expect("me SSE from ahead");
+        assert!(me_ahead.snapshot().0.unwrap() >= live_seq, "{id}");
+        let mut room_ahead = open(flow, ROOM, "alice", Some(id)).expect("room SSE from ahead");
+        assert_eq!(room_ahead.snapshot().0, Some(10), "{id}");
+    }
+
     // Resuming from the latest id sends nothing old: the next event is the next change.
     let mut caught_up = open(flow, ROOM, "alice", Some("10")).expect("room SSE at head");
     flow.step(delete("alice", "/v1/rooms/r1/cohosts/bob")).await;

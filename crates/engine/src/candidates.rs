@@ -142,7 +142,7 @@ impl Candidates {
                 Err(self.floor + 1)
             };
         };
-        if seq + 1 < list.covered_from {
+        if seq.saturating_add(1) < list.covered_from {
             return Err(list.covered_from);
         }
         let start = list.recent.partition_point(|&s| s <= seq);

@@ -450,10 +450,11 @@ impl Engine {
         })
     }
 
-    /// Whether a candidate's stream can resume right after `seq` from what the engine indexes (else it must
-    /// start over from a snapshot; see [`Error::HistoryGone`]).
+    /// Whether a candidate's stream can resume right after `seq` from what the engine indexes, and `seq` is
+    /// one the log has reached (else it must start over from a snapshot; see [`Error::HistoryGone`]).
     pub fn candidate_resumable(&self, user: &UserId, seq: u64) -> bool {
-        self.read().candidates.events_after(user, seq, 0).is_ok()
+        let read = self.read();
+        seq <= read.last_seq && read.candidates.events_after(user, seq, 0).is_ok()
     }
 
     /// The seq a named outbox sink has durably handled.
