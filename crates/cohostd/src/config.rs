@@ -100,6 +100,10 @@ pub struct Settings {
     /// A request's body must arrive whole within this many seconds (408 otherwise).
     #[arg(long, env = "COHOST_HTTP_BODY_TIMEOUT_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub http_body_timeout_s: u64,
+    /// A write to a client that makes no progress for this many seconds (the client stopped reading) closes
+    /// the connection.
+    #[arg(long, env = "COHOST_HTTP_WRITE_TIMEOUT_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub http_write_timeout_s: u64,
     /// Open HTTP connections at most; lowered to fit the process's limit on open files.
     #[arg(long, env = "COHOST_HTTP_CONNECTIONS_MAX", default_value_t = 4_096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub http_connections_max: u64,
@@ -122,8 +126,9 @@ pub struct Settings {
     /// Live collections (SSE) one user may hold open.
     #[arg(long, env = "COHOST_USER_STREAMS_MAX", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub user_streams_max: u32,
-    /// Live collections (SSE) open in all.
-    #[arg(long, env = "COHOST_STREAMS_MAX", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// Live collections (SSE) open in all; at most three quarters of the connection cap, so that streams never
+    /// take the connections commands need.
+    #[arg(long, env = "COHOST_STREAMS_MAX", default_value_t = 3_072, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub streams_max: u32,
     /// How long an ended room stays in memory before it is archived in the store (reads and commands load it
     /// back on demand).
@@ -135,13 +140,24 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The per-user quotas at the HTTP edge.
-    pub fn quotas(&self) -> crate::quota::QuotaLimits {
+    /// The per-user quotas at the HTTP edge, with open streams kept to three quarters of `connections_max`
+    /// (the fitted cap of [`Settings::limits`]).
+    pub fn quotas(&self, connections_max: usize) -> crate::quota::QuotaLimits {
+        let fits = connections_max - connections_max / 4;
+        let fits = u32::try_from(fits).unwrap_or(u32::MAX).max(1);
+        if self.streams_max > fits {
+            tracing::warn!(
+                streams_max = self.streams_max,
+                connections_max,
+                lowered_to = fits,
+                "the stream cap is lowered to three quarters of the connection cap"
+            );
+        }
         crate::quota::QuotaLimits {
             commands_per_s: self.user_commands_per_s,
             invitations_per_min: self.user_invitations_per_min,
             streams_per_user: self.user_streams_max,
-            streams_total: self.streams_max,
+            streams_total: self.streams_max.min(fits),
         }
     }
 
@@ -167,6 +183,7 @@ impl Settings {
         crate::serve::Limits {
             header_read_timeout: std::time::Duration::from_secs(self.http_header_timeout_s),
             body_read_timeout: std::time::Duration::from_secs(self.http_body_timeout_s),
+            write_timeout: std::time::Duration::from_secs(self.http_write_timeout_s),
             connections_max: crate::serve::fit_connections_max(wanted),
             shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_s),
         }
@@ -176,4 +193,33 @@ impl Settings {
 fn parse_encoding(text: &str) -> Result<Encoding, String> {
     text.parse()
         .map_err(|e: cohost_proto::DecodeError| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    fn settings(args: &[&str]) -> super::Settings {
+        Cli::try_parse_from(std::iter::once("cohostd").chain(args.iter().copied()))
+            .unwrap()
+            .settings
+    }
+
+    #[test]
+    fn streams_leave_a_quarter_of_the_connections_to_commands() {
+        let defaults = settings(&[]);
+        assert_eq!(
+            defaults.quotas(4_096).streams_total,
+            3_072,
+            "the defaults fit"
+        );
+        assert_eq!(defaults.quotas(1_000).streams_total, 750);
+        let few = settings(&["--streams-max", "10"]);
+        assert_eq!(few.quotas(1_000).streams_total, 10, "a lower cap stands");
+        assert_eq!(few.quotas(1).streams_total, 1);
+        let limits = settings(&["--http-write-timeout-s", "5"]).limits();
+        assert_eq!(limits.write_timeout, std::time::Duration::from_secs(5));
+    }
 }

@@ -181,7 +181,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     state.followers = tasks.followers().into();
     state.body_read_timeout = limits.body_read_timeout;
     state.connections = connections;
-    state.quotas = Arc::new(quota::Quotas::new(settings.quotas()));
+    state.quotas = Arc::new(quota::Quotas::new(settings.quotas(limits.connections_max)));
     quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);
     let _ = routers_tx.send(http::router(state));
     tracing::info!("cohostd ready");

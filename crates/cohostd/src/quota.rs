@@ -37,7 +37,7 @@ impl Default for QuotaLimits {
             commands_per_s: 20,
             invitations_per_min: 30,
             streams_per_user: 8,
-            streams_total: 10_000,
+            streams_total: 3_072,
         }
     }
 }

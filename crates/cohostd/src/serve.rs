@@ -15,8 +15,11 @@
 //! - **Graceful shutdown with a deadline.** The listener closes, connections finish their requests, and live
 //!   collections end on the `closing` signal; whatever is still open after `shutdown_grace` is dropped.
 //!
-//! No timeout applies to a response once it has started, so a live collection over SSE runs as long as it
-//! likes. Each request is served by the router current at the time (`routers`), so the daemon can answer
+//! - **Write timeout.** A write that makes no progress for `write_timeout` (a client that stopped reading, its
+//!   buffers full) closes the connection, so a stalled reader gives back its connection and its stream slot.
+//!
+//! Otherwise no timeout applies to a response once it has started, so a live collection over SSE runs as long
+//! as its client keeps reading. Each request is served by the router current at the time (`routers`), so the daemon can answer
 //! `/readyz` while the engine is still recovering and switch to the full API once it is open.
 
 use std::future::Future;
@@ -48,6 +51,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
+    pub write_timeout: Duration,
     pub connections_max: usize,
     pub shutdown_grace: Duration,
 }
@@ -57,6 +61,7 @@ impl Default for Limits {
         Self {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(60),
             connections_max: 4_096,
             shutdown_grace: Duration::from_secs(15),
         }
@@ -123,6 +128,8 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_timeout));
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
         let service = hyper::service::service_fn({
@@ -140,7 +147,8 @@ pub async fn serve(
                 }
             }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection =
+            graceful.watch(builder.serve_connection(TokioIo::new(Box::pin(stream)), service));
         let stats = stats.clone();
         connections.spawn(async move {
             let _ = connection.await;
@@ -180,6 +188,81 @@ fn open_files_limit() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    use axum::Router;
+    use axum::body::Body;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+    use super::{ConnectionStats, Limits, serve};
+
+    const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+
+    /// A request for the endless body, on a socket with a small receive buffer (so the server's writes stall
+    /// soon after the client stops reading).
+    async fn request(addr: std::net::SocketAddr) -> TcpStream {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4_096).unwrap();
+        let mut client = socket.connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        client
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_closed_after_the_write_timeout_and_a_reader_is_not() {
+        let endless = Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                let chunk = bytes::Bytes::from(vec![b'x'; 16 * 1024]);
+                let chunks =
+                    futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+                Body::from_stream(chunks)
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_routers_tx, routers) = tokio::sync::watch::channel(endless);
+        let limits = Limits {
+            write_timeout: WRITE_TIMEOUT,
+            ..Limits::default()
+        };
+        let stats = Arc::new(ConnectionStats::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, routers, limits, stats.clone(), async {
+            let _ = stopped.await;
+        }));
+        let open = || stats.open.load(Ordering::Relaxed);
+
+        let mut reader = request(addr).await;
+        let _stalled = request(addr).await;
+        // The reader keeps reading for four write timeouts: its response goes on.
+        let (started, mut buf, mut read) = (Instant::now(), vec![0u8; 64 * 1024], 0usize);
+        while started.elapsed() < 4 * WRITE_TIMEOUT {
+            let n = reader.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the reader's response ended after {read} bytes");
+            read += n;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while open() > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the stalled client still holds its connection"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(open(), 1, "the reader's connection stays open");
+        assert_eq!(stats.accepted.load(Ordering::Relaxed), 2);
+        drop(reader);
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+
     #[test]
     fn the_cap_fits_the_open_files_limit() {
         let limit = super::open_files_limit().expect("Linux has /proc/self/limits");
