@@ -314,7 +314,8 @@ impl Engine {
     }
 
     /// The user's invitations and requests as candidate, across rooms, oldest first: every pending one, and
-    /// the newest [`USER_ENDED_INVITATIONS_MAX`] that have ended.
+    /// the newest [`USER_ENDED_INVITATIONS_MAX`] that have ended, of rooms still in memory (an ended room's
+    /// invitations leave the list when the room is archived, a retention after it ended).
     pub fn user_invitations(
         &self,
         user: &UserId,

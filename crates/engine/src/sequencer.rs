@@ -6,6 +6,8 @@
 //!
 //! ```text
 //! handle_timeout(now) · handle_command(now, submission)   queue
+//!   (a command on a room not held: the driver looks for
+//!   its archive first, handle_loaded(room, state))        admit
 //! poll_batch() -> Batch                                   decide
 //! (the driver writes and flushes the batch)               flush
 //! handle_durable(id) · handle_failed(id, failure, ..)     ack
@@ -13,7 +15,11 @@
 //! (the driver publishes the batch)                        publish
 //! poll_timeout() -> when handle_timeout is due next
 //! poll_snapshot() · handle_snapshot(..)                   snapshot
+//! poll_evict() -> rooms · handle_evicted(rooms, written)  archive ended rooms
 //! ```
+//!
+//! An ended room is final (nothing is appended to it), so once its retention has passed the driver archives it
+//! in the store and the sequencer lets it go; a later command on it loads it back ([`crate::driver::admit`]).
 //!
 //! At most one batch is in flight. A command's reply is released only once the batch it was decided in is
 //! durable, rejections included, since they were decided against state that was not durable yet. A failed
