@@ -132,21 +132,7 @@ pub async fn serve(
         stream.set_write_timeout(Some(limits.write_timeout));
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
-        let service = hyper::service::service_fn({
-            let routers = routers.clone();
-            move |request: Request<Incoming>| {
-                let router = routers.borrow().clone();
-                let mut request = request.map(Body::new);
-                let unread = BodyUnread::watch(&mut request);
-                async move {
-                    let mut response = router.oneshot(request).await?;
-                    if let Some(unread) = unread {
-                        unread.close_if_unread(&mut response);
-                    }
-                    Ok::<_, std::convert::Infallible>(response)
-                }
-            }
-        });
+        let service = service(routers.clone());
         let connection =
             graceful.watch(builder.serve_connection(TokioIo::new(Box::pin(stream)), service));
         let stats = stats.clone();
@@ -168,6 +154,30 @@ pub async fn serve(
             Stopped::Dropped(open)
         }
     }
+}
+
+/// Each request to the router current at the time, closing the connection after a response whose request
+/// body was left unread.
+fn service(
+    routers: watch::Receiver<Router>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |request: Request<Incoming>| {
+        let router = routers.borrow().clone();
+        let mut request = request.map(Body::new);
+        let unread = BodyUnread::watch(&mut request);
+        async move {
+            let mut response = router.oneshot(request).await?;
+            if let Some(unread) = unread {
+                unread.close_if_unread(&mut response);
+            }
+            Ok(response)
+        }
+    })
 }
 
 /// The connection cap, lowered to fit the process's limit on open files (read from `/proc/self/limits` where
