@@ -15,9 +15,6 @@ pub(crate) fn remove(
             "only the host may remove a co-host",
         ));
     }
-    if room.status == RoomStatus::Ended {
-        return Err(Rejection::FailedPrecondition("room has ended"));
-    }
     vacate(
         state,
         user,
@@ -35,11 +32,6 @@ pub(crate) fn leave(state: &RoomState, ctx: &Context) -> Result<Vec<Event>, Reje
             "only a co-host may leave the stage",
         ));
     };
-    // An ended room is final. stop_room frees every seat, but a log written before it did may hold an ended
-    // room with seats: they stay as they ended.
-    if state.is_ended() {
-        return Err(Rejection::FailedPrecondition("room has ended"));
-    }
     vacate(
         state,
         user,
@@ -58,6 +50,11 @@ fn vacate(
     not_seated: &'static str,
     event: impl FnOnce(UserId, InvitationId) -> Event,
 ) -> Result<Vec<Event>, Rejection> {
+    // An ended room is final. stop_room frees every seat, but a log written before it did may hold an ended
+    // room with seats: they stay as they ended.
+    if state.is_ended() {
+        return Err(Rejection::FailedPrecondition("room has ended"));
+    }
     let seat = state.seat(user).ok_or(Rejection::NotFound(not_seated))?;
     Ok(vec![event(
         seat.user_id.clone(),
