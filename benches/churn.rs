@@ -6,7 +6,8 @@
 //! `cargo bench -p cohost-benches --bench churn`. Stated sizes: sled's page cache 8 MiB; ended rooms archived at
 //! the next turn (retention 0); no `command_id`s, so the memory of command ids stays empty (its bound is
 //! 1,000,000). Environment: `COHOST_BENCH_QUICK=1` (100k rooms), `COHOST_BENCH_CHURN_ROOMS`,
-//! `COHOST_BENCH_DIR`.
+//! `COHOST_BENCH_CHURN_CACHE_MIB` (sled's cache; a smaller one is full sooner, which separates the cache
+//! filling up from growth with the rooms ever created), `COHOST_BENCH_DIR`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,6 @@ use cohost_proto::{Actor, Command, CreateRoom, RoomId, RoomTarget, UserId};
 const LIVE_MAX: u64 = 10_000;
 const CLIENTS: u64 = 64;
 const HOSTS: u64 = 100_000;
-const CACHE_BYTES: u64 = 8 << 20;
 const RETENTION_MS: u64 = 0;
 const GOAL_GROWTH: Goal = Goal::at_most("VmRSS at the end / after the first 10k rooms", 1.5, "x");
 
@@ -62,16 +62,16 @@ async fn churn_one(engine: &Engine, n: u64) {
 async fn main() {
     let common = Common::from_env(1, 0.0, 1, 0.0);
     let rooms: u64 = common.setting("COHOST_BENCH_CHURN_ROOMS", 1_000_000, 100_000);
+    let cache_mib: u64 = common.setting("COHOST_BENCH_CHURN_CACHE_MIB", 8, 8);
     let dir = common.fresh_dir();
     let mut config = Config::new(dir.path());
-    config.store_cache_bytes = CACHE_BYTES;
+    config.store_cache_bytes = cache_mib << 20;
     config.ended_retention_ms = RETENTION_MS;
     config.idempotency_max = 1_000_000;
     let engine = Engine::open(config).expect("a fresh directory opens");
     println!(
         "churn: {rooms} rooms created, live and stopped, <= {LIVE_MAX} live at once, {CLIENTS} clients; \
-         sled cache {} MiB, ended rooms kept {RETENTION_MS} ms, no command ids",
-        CACHE_BYTES >> 20
+         sled cache {cache_mib} MiB, ended rooms kept {RETENTION_MS} ms, no command ids"
     );
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
