@@ -29,6 +29,14 @@ fn sample(page: &str, series: &str) -> Option<u64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The revoker's value of the follower metric `metric` (`cohost_follower_{metric}`).
+fn revoker_metric(page: &str, metric: &str) -> Option<u64> {
+    sample(
+        page,
+        &format!(r#"cohost_follower_{metric}{{follower="revoker"}}"#),
+    )
+}
+
 /// A LiveKit URL where nothing listens.
 fn unreachable_livekit() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -52,14 +60,8 @@ async fn a_revoker_that_cannot_reach_livekit_shows_retrying() {
     let following = json!([{"name": "revoker", "state": "following", "lag": 0, "last_error": null, "retries": 0}]);
     assert_eq!(healthz(&flow).await["followers"], following);
     let page = metrics(&flow).await;
-    assert_eq!(
-        sample(&page, r#"cohost_follower_up{follower="revoker"}"#),
-        Some(1)
-    );
-    assert_eq!(
-        sample(&page, r#"cohost_follower_errors_total{follower="revoker"}"#),
-        Some(0)
-    );
+    assert_eq!(revoker_metric(&page, "up"), Some(1));
+    assert_eq!(revoker_metric(&page, "errors_total"), Some(0));
 
     // Seqs 1 to 5: create, go live, invite, accept, remove. The removal needs LiveKit.
     flow.run([
@@ -103,14 +105,8 @@ async fn a_revoker_that_cannot_reach_livekit_shows_retrying() {
     assert!(revoker["retries"].as_u64() >= Some(1), "{health}");
 
     let page = metrics(&flow).await;
-    assert_eq!(
-        sample(&page, r#"cohost_follower_up{follower="revoker"}"#),
-        Some(0)
-    );
-    assert_eq!(
-        sample(&page, r#"cohost_follower_lag_events{follower="revoker"}"#),
-        Some(1)
-    );
-    let errors = sample(&page, r#"cohost_follower_errors_total{follower="revoker"}"#);
+    assert_eq!(revoker_metric(&page, "up"), Some(0));
+    assert_eq!(revoker_metric(&page, "lag_events"), Some(1));
+    let errors = revoker_metric(&page, "errors_total");
     assert!(errors >= Some(1), "{page}");
 }

@@ -37,6 +37,11 @@ async fn post(d: &Daemon, token: &str, path: &str, body: Value) -> reqwest::Resp
         .unwrap()
 }
 
+async fn invite(d: &Daemon, token: &str, room: &str, user: &str) -> reqwest::Response {
+    let path = format!("/v1/rooms/{room}/invitations");
+    post(d, token, &path, json!({"user_id": user})).await
+}
+
 async fn refusals(d: &Daemon, quota: &str) -> u64 {
     d.metric(&format!("cohost_quota_refusals_total{{quota=\"{quota}\"}}"))
         .await
@@ -80,14 +85,12 @@ async fn invitations_per_minute_count_invites_and_requests() {
         d.ok_post("/v1/rooms/r1/invitations", &ann, &json!({"user_id": guest}))
             .await;
     }
-    let fourth = post(
-        &d,
-        &ann,
-        "/v1/rooms/r1/invitations",
-        json!({"user_id": "g4"}),
+    refused(
+        invite(&d, &ann, "r1", "g4").await,
+        2,
+        "the fourth invitation in a minute",
     )
     .await;
-    refused(fourth, 2, "the fourth invitation in a minute").await;
     // Other commands go on.
     d.ok_post("/v1/rooms", &ann, &json!({"room_id": "r2"}))
         .await;
@@ -130,10 +133,8 @@ async fn live_collections_are_capped_per_user_and_in_total() {
 async fn open_rooms_per_host_and_pending_offers_per_candidate_are_quotas_of_the_rules() {
     let dir = support::data_dir();
     let args = [
-        "--open-rooms-per-host-max",
-        "2",
-        "--pending-per-candidate-max",
-        "1",
+        "--open-rooms-per-host-max=2",
+        "--pending-per-candidate-max=1",
     ];
     let d = Daemon::start_with(dir.path(), &args).await;
     let (ann, bob) = (d.token("ann"), d.token("bob"));
@@ -148,14 +149,12 @@ async fn open_rooms_per_host_and_pending_offers_per_candidate_are_quotas_of_the_
     .await;
     d.ok_post("/v1/rooms/r1/invitations", &ann, &json!({"user_id": "cat"}))
         .await;
-    let second = post(
-        &d,
-        &ann,
-        "/v1/rooms/r2/invitations",
-        json!({"user_id": "cat"}),
+    refused(
+        invite(&d, &ann, "r2", "cat").await,
+        1,
+        "a second pending offer for cat",
     )
     .await;
-    refused(second, 1, "a second pending offer for cat").await;
     // Ending a room frees its place.
     d.ok_post("/v1/rooms/r2/stop", &ann, &json!({})).await;
     d.ok_post("/v1/rooms", &ann, &json!({"room_id": "r3"}))

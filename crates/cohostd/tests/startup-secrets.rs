@@ -135,12 +135,9 @@ fn an_auth_secret_without_real_livekit_keys_refuses_to_start() {
 async fn an_auth_secret_with_real_livekit_keys_starts() {
     let dir = support::data_dir();
     let args = [
-        "--auth-secret",
-        "a deployment secret, 0123456789",
-        "--livekit-api-key",
-        "APIkey",
-        "--livekit-api-secret",
-        "a LiveKit secret of some length",
+        "--auth-secret=a deployment secret, 0123456789",
+        "--livekit-api-key=APIkey",
+        "--livekit-api-secret=a LiveKit secret of some length",
     ];
     // Waits for /readyz.
     support::Daemon::start_with(dir.path(), &args).await;

@@ -230,20 +230,12 @@ impl Task {
         }
     }
 
-    /// Records a failure that will be retried; logs it when it is the first in a row, then once a minute.
     fn failed(&self, what: &str, error: &dyn Display) {
-        let message = format!("{what}: {error}");
-        if let Some(in_a_row) = self.follower.failed(message.as_str(), SystemClock.now_ms()) {
-            tracing::warn!(error = %message, in_a_row, "revoker failed; retrying");
-        }
+        self.follower.retrying(what, error, SystemClock.now_ms());
     }
 
-    /// Records a success, and says so when it ends a streak of failures.
     fn recovered(&self) {
-        let failures = self.follower.succeeded();
-        if failures > 0 {
-            tracing::info!(failures, "revoker following again");
-        }
+        self.follower.recovered();
     }
 }
 

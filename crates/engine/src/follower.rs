@@ -142,6 +142,23 @@ impl FollowerStatus {
         None
     }
 
+    /// Records a failure that will be retried (`what` failed with `error`), and logs it as [`Self::failed`]
+    /// says when.
+    pub fn retrying(&self, what: &str, error: &dyn std::fmt::Display, at_ms: u64) {
+        let message = format!("{what}: {error}");
+        if let Some(in_a_row) = self.failed(message.as_str(), at_ms) {
+            tracing::warn!(follower = self.name, error = %message, in_a_row, "follower failed; retrying");
+        }
+    }
+
+    /// Records a success, and logs it when it ends a streak of failures.
+    pub fn recovered(&self) {
+        let failures = self.succeeded();
+        if failures > 0 {
+            tracing::info!(follower = self.name, failures, "follower following again");
+        }
+    }
+
     /// The follower ended: it handles nothing more.
     pub fn stopped(&self) {
         self.lock().state = FollowerState::Stopped;

@@ -10,6 +10,20 @@ use cohost_proto::{ErrorCode, Reply};
 use cohost_store::MemoryBackend;
 use support::*;
 
+/// `by` runs `command`, once the future is polled.
+fn execute(
+    engine: &Engine,
+    by: String,
+    command: cohost_proto::Command,
+) -> impl Future<Output = Result<Reply, Error>> + use<> {
+    let engine = engine.clone();
+    async move {
+        engine
+            .execute(actor(&by), command, Default::default())
+            .await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_unavailable_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,18 +40,7 @@ async fn a_full_queue_is_unavailable_at_once() {
         .await
         .unwrap();
     let attempts: Vec<_> = (0..2_000)
-        .map(|n| {
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                engine
-                    .execute(
-                        actor(&format!("fan-{n}")),
-                        request("stage"),
-                        Default::default(),
-                    )
-                    .await
-            })
-        })
+        .map(|n| tokio::spawn(execute(&engine, format!("fan-{n}"), request("stage"))))
         .collect();
     let mut accepted = 0;
     let mut unavailable = 0;
@@ -111,17 +114,12 @@ async fn shutdown_drains_the_queue_and_then_refuses() {
     });
     let mut queued: Vec<_> = (0..200)
         .map(|n| {
-            let engine = engine.clone();
-            Box::pin(async move {
-                engine
-                    .execute(
-                        // A host each: one host may hold only so many open rooms.
-                        actor(&format!("host-{n}")),
-                        create(&format!("room-{n}")),
-                        Default::default(),
-                    )
-                    .await
-            })
+            // A host each: one host may hold only so many open rooms.
+            Box::pin(execute(
+                &engine,
+                format!("host-{n}"),
+                create(&format!("room-{n}")),
+            ))
         })
         .collect();
     for command in &mut queued {

@@ -141,6 +141,11 @@ impl Harness {
             .collect()
     }
 
+    /// How many durable events `wanted` picks.
+    fn durable_count(&self, wanted: impl Fn(&Event) -> bool) -> usize {
+        self.durable_events().iter().filter(|e| wanted(e)).count()
+    }
+
     fn status(&self, n: u64) -> InvitationStatus {
         let read = self.read.read().unwrap();
         let state = read.room_state(&room("stage")).expect("the room exists");
@@ -186,16 +191,21 @@ fn check_with(config: SequencerConfig, script: &[In], then: &[(u32, Expect)]) ->
     h
 }
 
+/// A cancel and an accept of bob's invitation in one batch (the first wins), then `more`.
+fn cancel_and_accept<const N: usize>(more: [In; N]) -> Vec<In> {
+    let race = [
+        Cmd("alice", cancel("stage", 1)),
+        Cmd("bob", accept("stage", 1)),
+    ];
+    race.into_iter().chain(more).collect()
+}
+
 const UNAVAILABLE: Expect = Err(ErrorCode::Unavailable);
 
 #[test]
 fn a_cancel_and_an_accept_in_one_batch_the_first_wins() {
     let h = check(
-        &[
-            Cmd("alice", cancel("stage", 1)),
-            Cmd("bob", accept("stage", 1)),
-            Run(Io::Durable),
-        ],
+        &cancel_and_accept([Run(Io::Durable)]),
         &[(1, OK), (2, Err(ErrorCode::FailedPrecondition))],
     );
     assert_eq!(h.status(1), InvitationStatus::Cancelled);
@@ -204,14 +214,12 @@ fn a_cancel_and_an_accept_in_one_batch_the_first_wins() {
 #[test]
 fn a_failed_write_answers_every_command_unavailable_rejections_included() {
     let h = check(
-        &[
-            Cmd("alice", cancel("stage", 1)),
-            Cmd("bob", accept("stage", 1)),
+        &cancel_and_accept([
             Run(Io::FailWrite),
             // The state went back to what is durable: the invitation is pending, and an accept now wins.
             Cmd("bob", accept("stage", 1)),
             Run(Io::Durable),
-        ],
+        ]),
         &[(1, UNAVAILABLE), (2, UNAVAILABLE), (3, OK)],
     );
     assert_eq!(h.status(1), InvitationStatus::Approved);
@@ -221,15 +229,13 @@ fn a_failed_write_answers_every_command_unavailable_rejections_included() {
 #[test]
 fn a_failed_flush_stops_the_sequencer() {
     let mut h = check(
-        &[
-            Cmd("alice", cancel("stage", 1)),
-            Cmd("bob", accept("stage", 1)),
+        &cancel_and_accept([
             Run(Io::FailFlush),
             // Refused at once from now on.
             Cmd("bob", accept("stage", 1)),
             Cmd("alice", invite("stage", "carol")),
             Run(Io::Durable),
-        ],
+        ]),
         &[
             (1, UNAVAILABLE),
             (2, UNAVAILABLE),
@@ -311,11 +317,7 @@ fn a_retry_after_unavailable_lands_once_and_then_repeats_its_first_reply() {
         h.answers[&2], h.answers[&3],
         "the first reply, read back from the log"
     );
-    let created = h
-        .durable_events()
-        .iter()
-        .filter(|e| matches!(e, Event::InvitationCreated { .. }))
-        .count();
+    let created = h.durable_count(|e| matches!(e, Event::InvitationCreated { .. }));
     assert_eq!(created, 2, "bob's and carol's invitations, carol's once");
 }
 
@@ -365,11 +367,7 @@ fn an_answer_taken_back_by_a_failed_batch_keeps_its_invitation_expiring() {
         InvitationStatus::Expired,
         "the timer was armed again"
     );
-    let expired = h
-        .durable_events()
-        .iter()
-        .filter(|e| matches!(e, Event::InvitationExpired { .. }))
-        .count();
+    let expired = h.durable_count(|e| matches!(e, Event::InvitationExpired { .. }));
     assert_eq!(
         expired, 1,
         "expired once, however often the timer was armed"

@@ -469,20 +469,13 @@ impl Retrier {
         }
     }
 
-    /// Records a failure that will be retried; logs it when it is the first in a row, then once a minute.
+    /// Records a failure that will be retried (commands are still accepted meanwhile).
     fn failed(&self, what: &str, error: &dyn std::fmt::Display) {
-        let message = format!("{what}: {error}");
-        if let Some(in_a_row) = self.follower.failed(message.as_str(), SystemClock.now_ms()) {
-            tracing::warn!(error = %message, in_a_row, "relay failed; commands are still accepted, retrying");
-        }
+        self.follower.retrying(what, error, SystemClock.now_ms());
     }
 
-    /// Records a success, and says so when it ends a streak of failures.
     fn recovered(&self) {
-        let failures = self.follower.succeeded();
-        if failures > 0 {
-            tracing::info!(failures, "relay following again");
-        }
+        self.follower.recovered();
     }
 }
 

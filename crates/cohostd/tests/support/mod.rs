@@ -292,18 +292,14 @@ impl Drop for Daemon {
 
 /// A user JWT from `cohostd --data-dir <dir> token --user <user>`.
 pub fn token(dir: &Path, user: &str) -> String {
-    let output = command(dir)
-        .arg("token")
-        .arg("--user")
-        .arg(user)
+    let mut run = command(dir);
+    let output = run
+        .args(["token", "--user", user])
         .stdin(Stdio::null())
-        .output()
-        .expect("run cohostd token");
-    assert!(
-        output.status.success(),
-        "cohostd token failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .output();
+    let output = output.expect("run cohostd token");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "cohostd token failed: {stderr}");
     String::from_utf8(output.stdout)
         .expect("utf-8 token")
         .trim()
