@@ -41,12 +41,18 @@ impl CandidateList {
         }
     }
 
-    fn list(&mut self, invitation: &Invitation) {
+    /// `listed_pending`: the invitation was listed as pending until now (an event that ended it), so it is
+    /// in `listed` already.
+    fn list(&mut self, invitation: &Invitation, listed_pending: bool) {
         let key = (invitation.created_ms, invitation.invitation_id.clone());
         if !invitation.status.is_pending() {
             self.ended.insert(key.clone());
         }
-        self.listed.insert(key);
+        if listed_pending {
+            debug_assert!(self.listed.contains(&key), "a pending invitation is listed");
+        } else {
+            self.listed.insert(key);
+        }
         if self.ended.len() > USER_ENDED_INVITATIONS_MAX
             && let Some(oldest) = self.ended.pop_first()
         {
@@ -84,19 +90,22 @@ impl Candidates {
     /// Lists an invitation under its candidate as it is now (created, or ended), without an event: for rooms
     /// loaded from a snapshot.
     pub fn list(&mut self, invitation: &Invitation) {
-        let floor = self.floor;
-        self.lists
-            .entry(invitation.user_id.clone())
-            .or_insert_with(|| CandidateList::new(floor + 1))
-            .list(invitation);
+        self.list_of(&invitation.user_id).list(invitation, false);
     }
 
-    /// An invitation event at `seq`: the invitation as it is after it.
-    pub fn on_event(&mut self, invitation: &Invitation, seq: u64) {
-        self.list(invitation);
-        if let Some(list) = self.lists.get_mut(&invitation.user_id) {
-            list.record(seq);
-        }
+    /// An invitation event at `seq`: the invitation as it is after it. Every event but its creation ends a
+    /// pending invitation, which its candidate's list holds (pending ones never leave it).
+    pub fn on_event(&mut self, invitation: &Invitation, seq: u64, created: bool) {
+        let list = self.list_of(&invitation.user_id);
+        list.list(invitation, !created);
+        list.record(seq);
+    }
+
+    fn list_of(&mut self, user: &UserId) -> &mut CandidateList {
+        let floor = self.floor;
+        self.lists
+            .entry(user.clone())
+            .or_insert_with(|| CandidateList::new(floor + 1))
     }
 
     /// The room of these invitations left memory: they leave their candidates' lists. A list left empty goes,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cohost_core::{InvitationFilter, RoomState, apply};
-use cohost_proto::{Envelope, Invitation, Page, RoomId, UserId};
+use cohost_proto::{Envelope, Event, Invitation, Page, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -143,7 +143,10 @@ impl ReadModel {
     pub fn apply(&mut self, envelope: &Envelope) {
         assert_eq!(envelope.seq, self.last_seq + 1, "seqs are gap-free");
         self.last_seq = envelope.seq;
-        let entry = self.rooms.entry(envelope.room_id.clone()).or_default();
+        let entry = match self.rooms.get_mut(&envelope.room_id) {
+            Some(entry) => entry,
+            None => self.rooms.entry(envelope.room_id.clone()).or_default(),
+        };
         let forgotten = entry.state.next_to_forget().cloned();
         entry.apply(envelope);
         // An invitation the room no longer holds leaves its candidate's list too, so no list keeps what
@@ -154,7 +157,8 @@ impl ReadModel {
             self.candidates.forget(std::iter::once(&forgotten));
         }
         if let Some(invitation) = envelope.event.invitation() {
-            self.candidates.on_event(invitation, envelope.seq);
+            let created = matches!(envelope.event, Event::InvitationCreated { .. });
+            self.candidates.on_event(invitation, envelope.seq, created);
         }
     }
 

@@ -488,7 +488,9 @@ impl<T> Sequencer<T> {
         failure: Failure,
         durable: impl Fn(&RoomId) -> Option<RoomState>,
     ) {
-        let batch = self.take_in_flight(id);
+        let mut batch = self.take_in_flight(id);
+        batch.touched.sort_unstable();
+        batch.touched.dedup();
         let retry_ms = self.now_ms + RETRY_AFTER_FAILURE_MS;
         for room_id in &batch.touched {
             if let Some(decided) = self.rooms.get(room_id) {
@@ -745,22 +747,20 @@ impl<T> Sequencer<T> {
             }
             return remembered_answer(seen, batch);
         }
-        let events = match self.decide_events(actor, command, options) {
-            Ok(events) => events,
+        let Decided {
+            events,
+            reply,
+            version,
+        } = match self.decide_events(actor, command, options) {
+            Ok(decided) => decided,
             Err(error) => return Answer::Ready(Err(error)),
         };
-        let room_id = command.room_id();
-        let state = self
-            .rooms
-            .get(room_id)
-            .expect("decide_events keeps the room of a command it accepts");
-        let reply = reply(state, command, &events);
         // A command that changed nothing is not remembered: there is no record to keep its reply in, and a
         // retry decides the same nothing again.
         if events.is_empty() {
             return Answer::Ready(Ok(reply));
         }
-        self.append(room_id, actor, options, events, batch);
+        self.append(command.room_id(), version, actor, options, events, batch);
         if let (Some(key), Some(fingerprint), Some(command_id)) =
             (key, fingerprint, &options.command_id)
         {
@@ -794,13 +794,10 @@ impl<T> Sequencer<T> {
         actor: &Actor,
         command: &Command,
         options: &Options,
-    ) -> Result<Vec<Event>, Error> {
+    ) -> Result<Decided, Error> {
         let room_id = command.room_id();
-        let exists = self.rooms.contains_key(room_id);
-        let creating = matches!(command, Command::CreateRoom(_)) && !exists;
-        if !creating && !exists {
-            return Err(Error::RoomNotFound);
-        }
+        let creating =
+            matches!(command, Command::CreateRoom(_)) && !self.rooms.contains_key(room_id);
         let ctx = Context {
             actor,
             now_ms: self.now_ms,
@@ -808,7 +805,12 @@ impl<T> Sequencer<T> {
             policy: self.config.policy,
             tallies: &self.tallies,
         };
-        let state = self.rooms.entry(room_id.clone()).or_default();
+        // One lookup, and the id cloned only for a room being created.
+        let state = if creating {
+            self.rooms.entry(room_id.clone()).or_default()
+        } else {
+            self.rooms.get_mut(room_id).ok_or(Error::RoomNotFound)?
+        };
         let ended = state.is_ended();
         match decide(state, command, &ctx) {
             Ok(events) => {
@@ -821,7 +823,11 @@ impl<T> Sequencer<T> {
                     apply(state, event);
                     self.tallies.on_event(event);
                 }
-                Ok(events)
+                Ok(Decided {
+                    reply: reply(state, command, &events),
+                    version: state.version(),
+                    events,
+                })
             }
             Err(rejection) => {
                 if creating {
@@ -836,16 +842,15 @@ impl<T> Sequencer<T> {
     fn append(
         &mut self,
         room_id: &RoomId,
+        version_after: u64,
         actor: &Actor,
         options: &Options,
         events: Vec<Event>,
         batch: &mut InFlight<T>,
     ) {
-        let version_after = self.rooms[room_id].version();
         let version_before = version_after - events.len() as u64;
-        if !batch.touched.contains(room_id) {
-            batch.touched.push(room_id.clone());
-        }
+        // Kept once each only if the batch fails: a search per command would cost a batch of n commands n².
+        batch.touched.push(room_id.clone());
         for (offset, event) in events.into_iter().enumerate() {
             match &event {
                 Event::InvitationCreated { invitation } => batch
@@ -871,6 +876,13 @@ impl<T> Sequencer<T> {
             "seqs are gap-free"
         );
     }
+}
+
+/// What a command decided: its events (applied to its room already), its reply, and the room's version after.
+struct Decided {
+    events: Vec<Event>,
+    reply: Reply,
+    version: u64,
 }
 
 /// The first reply to a remembered command: from the batch being built, or where it is stored.
