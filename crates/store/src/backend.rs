@@ -103,10 +103,20 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
 }
 
+/// The first byte of the keys a [`SledBackend`] keeps in a tree of their own: the store's snapshot chunks.
+pub(crate) const BULKY: u8 = b'S';
+/// That tree's name.
+const BULKY_TREE: &[u8] = b"bulky";
+
 /// sled 0.34: one tree, whose `apply_batch` is atomic, and whose `flush` fsyncs; plus the committed mark
 /// beside it (`mark.rs`).
+///
+/// Keys that start with [`BULKY`] (values of up to a mebibyte) live in a second tree. sled rewrites a whole
+/// leaf, up to 16 keys and their values, each time it folds that leaf's updates together; in one tree a
+/// snapshot chunk would share the leaf at the log's tail, and be written out again every few appends.
 pub struct SledBackend {
     db: sled::Db,
+    bulky: sled::Tree,
     mark: CommittedMark,
     committed: Option<u64>,
     flush_failed: FlushFailedFlag,
@@ -137,6 +147,8 @@ impl SledBackend {
                 other => break other?,
             }
         };
+        let bulky = db.open_tree(BULKY_TREE).map_err(io)?;
+        move_bulky_keys(&db, &bulky)?;
         let (mark, committed) =
             CommittedMark::open(dir).map_err(|e| BackendError::Io(e.to_string()))?;
         // An empty mark means nothing was ever committed through it (a new directory): 0.
@@ -147,6 +159,7 @@ impl SledBackend {
         Ok((
             Self {
                 db,
+                bulky,
                 mark,
                 committed,
                 flush_failed: FlushFailedFlag::new(dir),
@@ -184,34 +197,108 @@ fn io(error: sled::Error) -> BackendError {
     BackendError::Io(error.to_string())
 }
 
+/// Moves [`BULKY`] keys a store of an earlier version kept in the main tree into their own, in one
+/// transaction.
+fn move_bulky_keys(main: &sled::Tree, bulky: &sled::Tree) -> Result<(), BackendError> {
+    let mut from_main = sled::Batch::default();
+    let mut into_bulky = sled::Batch::default();
+    for entry in main.range([BULKY]..[BULKY + 1]) {
+        let (key, value) = entry.map_err(io)?;
+        from_main.remove(key.clone());
+        into_bulky.insert(key, value);
+    }
+    apply_both(main, &from_main, bulky, &into_bulky)?;
+    main.flush().map(drop).map_err(io)
+}
+
+/// Applies two batches, one to each tree, atomically.
+fn apply_both(
+    main: &sled::Tree,
+    main_batch: &sled::Batch,
+    bulky: &sled::Tree,
+    bulky_batch: &sled::Batch,
+) -> Result<(), BackendError> {
+    use sled::Transactional;
+    (main, bulky)
+        .transaction(|(main, bulky)| {
+            main.apply_batch(main_batch)?;
+            bulky.apply_batch(bulky_batch)?;
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        })
+        .map_err(|error| match error {
+            sled::transaction::TransactionError::Storage(error) => io(error),
+            sled::transaction::TransactionError::Abort(()) => {
+                unreachable!("the transaction never aborts")
+            }
+        })
+}
+
+/// The tree a key or a range starting at it lives in.
+fn is_bulky(key: &[u8]) -> bool {
+    key.first() == Some(&BULKY)
+}
+
 fn entries<'a>(
     iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + 'a,
 ) -> Entries<'a> {
     Box::new(iter.map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io)))
 }
 
+impl SledBackend {
+    fn tree(&self, key: &[u8]) -> &sled::Tree {
+        if is_bulky(key) { &self.bulky } else { &self.db }
+    }
+
+    /// The tree of a range, which lies within one of them.
+    fn range_tree(&self, from: &[u8], to: &[u8]) -> &sled::Tree {
+        debug_assert!(
+            is_bulky(from) || to <= [BULKY].as_slice(),
+            "a range of the main tree stops before the bulky keys"
+        );
+        self.tree(from)
+    }
+}
+
 impl Backend for SledBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(self.db.get(key).map_err(io)?.map(|v| v.to_vec()))
+        Ok(self.tree(key).get(key).map_err(io)?.map(|v| v.to_vec()))
     }
 
     fn range(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
-        entries(self.db.range(from.to_vec()..to.to_vec()))
+        entries(self.range_tree(from, to).range(from.to_vec()..to.to_vec()))
     }
 
     fn range_rev(&self, from: &[u8], to: &[u8]) -> Entries<'_> {
-        entries(self.db.range(from.to_vec()..to.to_vec()).rev())
+        entries(
+            self.range_tree(from, to)
+                .range(from.to_vec()..to.to_vec())
+                .rev(),
+        )
     }
 
     fn write(&self, ops: Vec<Op>) -> Result<(), BackendError> {
-        let mut batch = sled::Batch::default();
+        let (mut main, mut bulky) = (sled::Batch::default(), sled::Batch::default());
+        let (mut in_main, mut in_bulky) = (false, false);
         for op in ops {
+            let key = match &op {
+                Op::Put(key, _) | Op::Delete(key) => key,
+            };
+            let (batch, used) = if is_bulky(key) {
+                (&mut bulky, &mut in_bulky)
+            } else {
+                (&mut main, &mut in_main)
+            };
+            *used = true;
             match op {
                 Op::Put(key, value) => batch.insert(key, value),
                 Op::Delete(key) => batch.remove(key),
             }
         }
-        self.db.apply_batch(batch).map_err(io)
+        match (in_main, in_bulky) {
+            (true, true) => apply_both(&self.db, &main, &self.bulky, &bulky),
+            (false, true) => self.bulky.apply_batch(bulky).map_err(io),
+            _ => self.db.apply_batch(main).map_err(io),
+        }
     }
 
     fn flush(&self) -> Result<(), BackendError> {
@@ -242,5 +329,39 @@ impl Backend for SledBackend {
         self.flush_failed
             .clear()
             .map_err(|e| BackendError::Io(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulky_keys_an_earlier_version_kept_in_the_main_tree_move_to_their_own_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.insert(b"Schunk", b"a snapshot".as_slice()).unwrap();
+            db.insert(b"L1", b"a record".as_slice()).unwrap();
+            db.flush().unwrap();
+        }
+        let (backend, _) = SledBackend::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(backend.get(b"Schunk").unwrap().unwrap(), b"a snapshot");
+        assert_eq!(backend.get(b"L1").unwrap().unwrap(), b"a record");
+        assert!(
+            backend.db.get(b"Schunk").unwrap().is_none(),
+            "gone from the main tree"
+        );
+        let snapshot: Vec<_> = backend.range(b"S", b"T").map(Result::unwrap).collect();
+        assert_eq!(snapshot, vec![(b"Schunk".to_vec(), b"a snapshot".to_vec())]);
+
+        // A write to both trees is one batch.
+        let ops = vec![
+            Op::Delete(b"Schunk".to_vec()),
+            Op::Put(b"Mmark".to_vec(), b"1".to_vec()),
+        ];
+        backend.write(ops).unwrap();
+        assert!(backend.get(b"Schunk").unwrap().is_none());
+        assert_eq!(backend.get(b"Mmark").unwrap().unwrap(), b"1");
     }
 }

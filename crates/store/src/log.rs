@@ -10,7 +10,8 @@ use crate::record::{self, Batch, CommandIndexEntry, FrameError, IdempotencyRecor
 use cohost_proto::limits::READ_EVENTS_MAX;
 
 const LOG: u8 = b'L';
-const SNAPSHOT: u8 = b'S';
+/// Snapshot chunks are large: sled keeps them apart from the log (see [`SledBackend`]).
+const SNAPSHOT: u8 = crate::backend::BULKY;
 const META: u8 = b'M';
 const CURSOR: u8 = b'C';
 const COMMAND_INDEX: u8 = b'I';
