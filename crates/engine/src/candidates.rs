@@ -93,11 +93,11 @@ impl Candidates {
         self.list_of(&invitation.user_id).list(invitation, false);
     }
 
-    /// An invitation event at `seq`: the invitation as it is after it. Every event but its creation ends a
-    /// pending invitation, which its candidate's list holds (pending ones never leave it).
-    pub fn on_event(&mut self, invitation: &Invitation, seq: u64, created: bool) {
+    /// An invitation event at `seq`: the invitation as it is after it. An event that leaves it not pending
+    /// ended it, and its candidate's list held it while pending (pending ones never leave it).
+    pub fn on_event(&mut self, invitation: &Invitation, seq: u64) {
         let list = self.list_of(&invitation.user_id);
-        list.list(invitation, !created);
+        list.list(invitation, !invitation.status.is_pending());
         list.record(seq);
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cohost_core::{InvitationFilter, RoomState, apply};
-use cohost_proto::{Envelope, Event, Invitation, Page, RoomId, UserId};
+use cohost_proto::{Envelope, Invitation, Page, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -157,8 +157,7 @@ impl ReadModel {
             self.candidates.forget(std::iter::once(&forgotten));
         }
         if let Some(invitation) = envelope.event.invitation() {
-            let created = matches!(envelope.event, Event::InvitationCreated { .. });
-            self.candidates.on_event(invitation, envelope.seq, created);
+            self.candidates.on_event(invitation, envelope.seq);
         }
     }
 

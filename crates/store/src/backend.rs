@@ -17,6 +17,14 @@ pub enum Op {
     Delete(Vec<u8>),
 }
 
+impl Op {
+    fn key(&self) -> &[u8] {
+        match self {
+            Op::Put(key, _) | Op::Delete(key) => key,
+        }
+    }
+}
+
 /// The storage engine failed; the message is the engine's own.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
@@ -200,14 +208,16 @@ fn io(error: sled::Error) -> BackendError {
 /// Moves [`BULKY`] keys a store of an earlier version kept in the main tree into their own, in one
 /// transaction.
 fn move_bulky_keys(main: &sled::Tree, bulky: &sled::Tree) -> Result<(), BackendError> {
-    let mut from_main = sled::Batch::default();
-    let mut into_bulky = sled::Batch::default();
+    let (mut from_main, mut into_bulky) = (Vec::new(), Vec::new());
     for entry in main.range([BULKY]..[BULKY + 1]) {
         let (key, value) = entry.map_err(io)?;
-        from_main.remove(key.clone());
-        into_bulky.insert(key, value);
+        from_main.push(Op::Delete(key.to_vec()));
+        into_bulky.push(Op::Put(key.to_vec(), value.to_vec()));
     }
-    apply_both(main, &from_main, bulky, &into_bulky)?;
+    if from_main.is_empty() {
+        return Ok(());
+    }
+    apply_both(main, &batch(from_main), bulky, &batch(into_bulky))?;
     main.flush().map(drop).map_err(io)
 }
 
@@ -231,6 +241,17 @@ fn apply_both(
                 unreachable!("the transaction never aborts")
             }
         })
+}
+
+fn batch(ops: Vec<Op>) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for op in ops {
+        match op {
+            Op::Put(key, value) => batch.insert(key, value),
+            Op::Delete(key) => batch.remove(key),
+        }
+    }
+    batch
 }
 
 /// The tree a key or a range starting at it lives in.
@@ -277,27 +298,11 @@ impl Backend for SledBackend {
     }
 
     fn write(&self, ops: Vec<Op>) -> Result<(), BackendError> {
-        let (mut main, mut bulky) = (sled::Batch::default(), sled::Batch::default());
-        let (mut in_main, mut in_bulky) = (false, false);
-        for op in ops {
-            let key = match &op {
-                Op::Put(key, _) | Op::Delete(key) => key,
-            };
-            let (batch, used) = if is_bulky(key) {
-                (&mut bulky, &mut in_bulky)
-            } else {
-                (&mut main, &mut in_main)
-            };
-            *used = true;
-            match op {
-                Op::Put(key, value) => batch.insert(key, value),
-                Op::Delete(key) => batch.remove(key),
-            }
-        }
-        match (in_main, in_bulky) {
-            (true, true) => apply_both(&self.db, &main, &self.bulky, &bulky),
-            (false, true) => self.bulky.apply_batch(bulky).map_err(io),
-            _ => self.db.apply_batch(main).map_err(io),
+        let (bulky, main): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|op| is_bulky(op.key()));
+        match (main.is_empty(), bulky.is_empty()) {
+            (false, false) => apply_both(&self.db, &batch(main), &self.bulky, &batch(bulky)),
+            (true, false) => self.bulky.apply_batch(batch(bulky)).map_err(io),
+            _ => self.db.apply_batch(batch(main)).map_err(io),
         }
     }
 
