@@ -12,6 +12,7 @@ pub mod event;
 pub mod id;
 pub mod invitation;
 pub mod limits;
+pub mod partition;
 pub mod reply;
 pub mod room;
 pub mod subject;

@@ -5,10 +5,12 @@
 //!   durable cursor only once NATS has confirmed (a flush in core mode, a PubAck in JetStream mode).
 //! - [`subscriber`]: a typed subscriber that detects gaps and fills them from the log, and drops duplicates.
 //! - [`service`]: the `cohost` NATS service: one endpoint per command and per query, JSON in and out.
+//! - [`cluster`]: cluster mode's partition log in JetStream, with its fence, and the cluster's fixed configuration.
 //!
 //! This crate is the only one that knows NATS: the others get a connection from [`connect`] and hold it as a
 //! [`Client`]. It never decides anything: commands go to `cohost-engine`.
 
+pub mod cluster;
 pub mod relay;
 pub mod round_trip;
 pub mod service;

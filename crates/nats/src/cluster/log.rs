@@ -1,0 +1,415 @@
+//! The partition log: one JetStream stream, one subject per partition, one message per batch. Every append
+//! names the stream sequence it expects last on its subject, so the stream refuses a writer that was deposed:
+//! the fence holds whatever clocks and leases say.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+/// The stream holding every partition's log.
+pub const LOG_STREAM: &str = "COHOST_LOG";
+const SUBJECT_PREFIX: &str = "cohost.log.";
+/// What a message is: a batch of events or an ownership marker.
+const KIND_HEADER: &str = "Cohost-Kind";
+const KIND_BATCH: &str = "batch";
+const KIND_MARKER: &str = "marker";
+const MSG_ID: &str = "Nats-Msg-Id";
+/// Appends tried again after a lost ack that left the outcome open, before giving up as unresolved.
+const APPEND_ATTEMPTS: u32 = 4;
+
+/// `cohost.log.<partition>`.
+pub fn log_subject(partition: u32) -> String {
+    format!("{SUBJECT_PREFIX}{partition}")
+}
+
+/// The `Nats-Msg-Id` of a batch: the same when its owner tries it again (the stream drops the repeat), different
+/// for another owner writing the same seqs (so a new owner's batch is never taken for an old owner's).
+pub fn msg_id(partition: u32, epoch: u64, first_seq: u64) -> String {
+    format!("p{partition}-e{epoch}-s{first_seq}")
+}
+
+/// How the stream is made. The replica count is fixed when the stream is first created.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub replicas: usize,
+    /// The largest message, so the largest batch: bounded by the server's `max_payload` (1 MiB by default).
+    pub max_message_bytes: i32,
+    /// How long the stream remembers a Msg-Id: the longest a lost append can be tried again and dropped as a repeat.
+    pub duplicate_window: Duration,
+    /// How long an append waits for its PubAck before it is taken as lost and resolved.
+    pub ack_timeout: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            max_message_bytes: 1 << 20,
+            duplicate_window: Duration::from_secs(120),
+            ack_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// An owner's claim on a partition, appended before it serves: it moves the subject's tail past anything an
+/// older owner knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    pub node: String,
+    pub epoch: u64,
+}
+
+/// The last message on a partition's subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tail {
+    /// Its stream sequence: what the next append expects.
+    pub seq: u64,
+    pub msg_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A batch record, as the writer encoded it.
+    Batch(Bytes),
+    Marker(Marker),
+}
+
+/// One message of a partition's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The stream sequence.
+    pub seq: u64,
+    pub msg_id: Option<String>,
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("the log stream {LOG_STREAM}: {0}")]
+    Stream(String),
+    #[error(
+        "partition {partition}: message at stream seq {seq} is not a cohost log message: {reason}"
+    )]
+    Corrupt {
+        partition: u32,
+        seq: u64,
+        reason: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer appended on the subject: this one is deposed. Nothing of the batch may be acknowledged.
+    #[error(
+        "partition {partition}: the log moved from stream seq {expected} to {tail} under another writer; this \
+         writer is deposed"
+    )]
+    Fenced {
+        partition: u32,
+        expected: u64,
+        tail: u64,
+    },
+    /// Whether the append committed could not be found out (NATS unreachable). Nothing may be acknowledged,
+    /// and the writer must learn the tail again before it appends.
+    #[error("partition {partition}: append {msg_id} unresolved: {cause}")]
+    Unresolved {
+        partition: u32,
+        msg_id: String,
+        cause: String,
+    },
+    /// The stream refused the message itself (too large, no space): nothing was committed.
+    #[error("partition {partition}: append {msg_id} refused: {cause}")]
+    Refused {
+        partition: u32,
+        msg_id: String,
+        cause: String,
+    },
+}
+
+/// One attempt at an append: settled, or still open for this reason.
+enum Attempt {
+    Done(Result<u64, AppendError>),
+    Open(String),
+}
+
+/// What reading the log after an ambiguous append showed.
+enum Outcome {
+    Committed(u64),
+    NotCommitted,
+    Moved(u64),
+}
+
+/// The partition log of one cluster, as one node sees it.
+#[derive(Debug, Clone)]
+pub struct PartitionLog {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    config: LogConfig,
+}
+
+impl PartitionLog {
+    /// Opens the stream, creating it on first use.
+    pub async fn open(js: jetstream::Context, config: LogConfig) -> Result<Self, LogError> {
+        let wanted = stream::Config {
+            name: LOG_STREAM.to_owned(),
+            description: Some("cohost: the partition log, one subject per partition".to_owned()),
+            subjects: vec![format!("{SUBJECT_PREFIX}*")],
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            max_message_size: config.max_message_bytes,
+            duplicate_window: config.duplicate_window,
+            deny_delete: true,
+            deny_purge: true,
+            allow_direct: true,
+            ..Default::default()
+        };
+        let stream = js
+            .get_or_create_stream(wanted)
+            .await
+            .map_err(|e| LogError::Stream(e.to_string()))?;
+        Ok(Self { js, stream, config })
+    }
+
+    /// The last message on `partition`'s subject, read from the stream's leader; `None` when it has none.
+    pub async fn tail(&self, partition: u32) -> Result<Option<Tail>, LogError> {
+        let found = self
+            .stream
+            .raw_message_builder()
+            .last_by_subject(log_subject(partition))
+            .send()
+            .await;
+        match found {
+            Ok(message) => Ok(Some(Tail {
+                seq: message.sequence,
+                msg_id: header(&message.headers, MSG_ID),
+            })),
+            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(LogError::Stream(error.to_string())),
+        }
+    }
+
+    /// Appends a batch record on `partition`, expecting `expected` (a stream seq, 0 for none) as the subject's
+    /// last message. Returns the batch's stream seq once a quorum holds it. A lost ack is resolved here, by
+    /// reading the log, before this returns: `Ok` means committed, `Fenced` means another writer appended.
+    pub async fn append_batch(
+        &self,
+        partition: u32,
+        expected: u64,
+        msg_id: &str,
+        record: Bytes,
+    ) -> Result<u64, AppendError> {
+        self.append(partition, expected, msg_id, KIND_BATCH, record)
+            .await
+    }
+
+    /// Appends `marker` right after `expected`, the tail the new owner replayed to. Served only after this
+    /// returns `Ok`: an older owner's next append expects less and is refused.
+    pub async fn append_marker(
+        &self,
+        partition: u32,
+        expected: u64,
+        marker: &Marker,
+    ) -> Result<u64, AppendError> {
+        let id = format!("p{partition}-e{}-marker", marker.epoch);
+        let payload = serde_json::to_vec(marker).expect("a marker serializes");
+        self.append(partition, expected, &id, KIND_MARKER, payload.into())
+            .await
+    }
+
+    async fn append(
+        &self,
+        partition: u32,
+        expected: u64,
+        msg_id: &str,
+        kind: &str,
+        payload: Bytes,
+    ) -> Result<u64, AppendError> {
+        let mut cause = String::new();
+        for attempt in 0..APPEND_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await;
+            }
+            let message = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .header(KIND_HEADER, kind)
+                .message_id(msg_id)
+                .expected_last_subject_sequence(expected);
+            match self.attempt(partition, expected, msg_id, message).await {
+                Attempt::Done(result) => return result,
+                Attempt::Open(why) => cause = why,
+            }
+        }
+        Err(AppendError::Unresolved {
+            partition,
+            msg_id: msg_id.to_owned(),
+            cause,
+        })
+    }
+
+    /// One publish, and when its answer does not settle it (refused as out of date, or lost), the log's.
+    async fn attempt(
+        &self,
+        partition: u32,
+        expected: u64,
+        msg_id: &str,
+        message: jetstream::message::PublishMessage,
+    ) -> Attempt {
+        let timeout = self.config.ack_timeout;
+        let sent =
+            tokio::time::timeout(timeout, self.publish(log_subject(partition), message)).await;
+        let cause = match sent {
+            Ok(Ok(seq)) => return Attempt::Done(Ok(seq)),
+            Ok(Err(error)) if refused(&error) => {
+                return Attempt::Done(Err(AppendError::Refused {
+                    partition,
+                    msg_id: msg_id.to_owned(),
+                    cause: error.to_string(),
+                }));
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no ack within {timeout:?}"),
+        };
+        let outcome =
+            tokio::time::timeout(timeout, self.outcome(partition, expected, msg_id)).await;
+        match outcome {
+            Ok(Ok(Outcome::Committed(seq))) => Attempt::Done(Ok(seq)),
+            Ok(Ok(Outcome::Moved(tail))) => Attempt::Done(Err(AppendError::Fenced {
+                partition,
+                expected,
+                tail,
+            })),
+            Ok(Ok(Outcome::NotCommitted)) => Attempt::Open(cause),
+            Ok(Err(error)) => Attempt::Open(format!("{cause}; reading the log: {error}")),
+            Err(_) => Attempt::Open(format!(
+                "{cause}; reading the log: no answer within {timeout:?}"
+            )),
+        }
+    }
+    async fn publish(
+        &self,
+        subject: String,
+        message: jetstream::message::PublishMessage,
+    ) -> Result<u64, jetstream::context::PublishError> {
+        let ack = self.js.send_publish(subject, message).await?;
+        ack.await.map(|ack| ack.sequence)
+    }
+
+    /// Whether `msg_id` landed right after `expected`: the first message on the subject after `expected` is it
+    /// (committed, even if others followed), there is none (not committed), or another writer's is (moved).
+    async fn outcome(
+        &self,
+        partition: u32,
+        expected: u64,
+        msg_id: &str,
+    ) -> Result<Outcome, LogError> {
+        let next = self
+            .stream
+            .raw_message_builder()
+            .sequence(expected + 1)
+            .next_by_subject(log_subject(partition))
+            .send()
+            .await;
+        match next {
+            Ok(message) => {
+                let id = header(&message.headers, MSG_ID);
+                if id.as_deref() == Some(msg_id) {
+                    Ok(Outcome::Committed(message.sequence))
+                } else {
+                    let tail = self
+                        .tail(partition)
+                        .await?
+                        .map_or(message.sequence, |t| t.seq);
+                    Ok(Outcome::Moved(tail))
+                }
+            }
+            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+                Ok(Outcome::NotCommitted)
+            }
+            Err(error) => Err(LogError::Stream(error.to_string())),
+        }
+    }
+
+    /// Every message on `partition`'s subject after stream seq `after`, up to the tail as of this call, in order.
+    pub async fn read_after(&self, partition: u32, after: u64) -> Result<Vec<Entry>, LogError> {
+        let Some(tail) = self.tail(partition).await? else {
+            return Ok(Vec::new());
+        };
+        if tail.seq <= after {
+            return Ok(Vec::new());
+        }
+        let stream_error = |e: &dyn std::fmt::Display| LogError::Stream(e.to_string());
+        let consumer = self
+            .stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: log_subject(partition),
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| stream_error(&e))?;
+        let mut messages = consumer.messages().await.map_err(|e| stream_error(&e))?;
+        let mut entries = Vec::new();
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| stream_error(&e))?;
+            let seq = message
+                .info()
+                .map_err(|e| stream_error(&e))?
+                .stream_sequence;
+            entries.push(entry(
+                partition,
+                seq,
+                message.headers.as_ref(),
+                &message.payload,
+            )?);
+            if seq >= tail.seq {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// Whether the stream answered the publish with an error of its own other than an out-of-date expected
+/// sequence: then it decided not to store the message (too large, no space).
+fn refused(error: &jetstream::context::PublishError) -> bool {
+    match error.kind() {
+        // No responders: while the stream elects a leader, nobody takes the message. Tried again.
+        PublishErrorKind::WrongLastSequence | PublishErrorKind::StreamNotFound => false,
+        PublishErrorKind::MaxPayloadExceeded => true,
+        _ => std::error::Error::source(error)
+            .is_some_and(|source| source.downcast_ref::<jetstream::Error>().is_some()),
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).map(|value| value.as_str().to_owned())
+}
+
+fn entry(
+    partition: u32,
+    seq: u64,
+    headers: Option<&HeaderMap>,
+    payload: &Bytes,
+) -> Result<Entry, LogError> {
+    let corrupt = |reason: String| LogError::Corrupt {
+        partition,
+        seq,
+        reason,
+    };
+    let headers = headers.ok_or_else(|| corrupt("no headers".into()))?;
+    let msg_id = header(headers, MSG_ID);
+    let kind = match header(headers, KIND_HEADER).as_deref() {
+        Some(KIND_BATCH) => EntryKind::Batch(payload.clone()),
+        Some(KIND_MARKER) => EntryKind::Marker(
+            serde_json::from_slice(payload).map_err(|e| corrupt(format!("marker: {e}")))?,
+        ),
+        other => return Err(corrupt(format!("{KIND_HEADER} is {other:?}"))),
+    };
+    Ok(Entry { seq, msg_id, kind })
+}

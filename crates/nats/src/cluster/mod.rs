@@ -1,0 +1,13 @@
+//! Cluster mode's use of NATS. The log lives in a replicated JetStream stream, rooms are split into partitions
+//! (`cohost_proto::partition`), and each partition has one writer at a time, fenced by the stream itself. NATS does
+//! every distributed part: cohost writes no consensus, election or replication. See ARCHITECTURE.md,
+//! "Cluster mode".
+
+mod fixed;
+mod log;
+
+pub use fixed::{CLUSTER_BUCKET, Fixed, JoinError, LOG_FORMAT, join};
+pub use log::{
+    AppendError, Entry, EntryKind, LOG_STREAM, LogConfig, LogError, Marker, PartitionLog, Tail,
+    log_subject, msg_id,
+};
