@@ -4,9 +4,13 @@
 //! "Cluster mode".
 
 mod fixed;
+mod lease;
 mod log;
 
 pub use fixed::{CLUSTER_BUCKET, Fixed, JoinError, LOG_FORMAT, join};
+pub use lease::{
+    Holder, LEASE_BUCKET, Lease, LeaseConfig, LeaseError, Leases, NODE_BUCKET, preferred,
+};
 pub use log::{
     AppendError, Entry, EntryKind, LOG_STREAM, LogConfig, LogError, Marker, PartitionLog, Tail,
     log_subject, msg_id,

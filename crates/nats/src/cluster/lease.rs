@@ -1,0 +1,289 @@
+//! Leases: which node writes which partition. One KV key per partition, taken with create and renewed with
+//! compare-and-set on its revision, in a bucket whose entries age out after the TTL, so a dead owner's lease
+//! disappears by itself. Live nodes heartbeat in a second bucket, and a partition's preferred owner among them
+//! is chosen by rendezvous hashing, so live nodes share partitions evenly and a node's death moves only its own.
+//!
+//! A lease never fences writes (the log's expected sequence does that); it tells a node when to take a
+//! partition, and bounds how long an owner may answer owner-only reads and mint credentials without appending:
+//! see [`Lease::is_valid`].
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+/// The KV bucket of partition leases.
+pub const LEASE_BUCKET: &str = "COHOST_LEASES";
+/// The KV bucket of node heartbeats.
+pub const NODE_BUCKET: &str = "COHOST_NODES";
+
+/// How leases are timed. `renew_every` is well inside `ttl`, and `margin` covers the rate at which two clocks
+/// may drift apart over one `ttl`, plus the time a renewal takes to reach the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseConfig {
+    pub ttl: Duration,
+    pub renew_every: Duration,
+    pub margin: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(4),
+            renew_every: Duration::from_secs(1),
+            margin: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Who holds a partition, as stored in its lease key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub node: String,
+    /// The revision that created the lease: it only grows, so a later owner always has a larger epoch.
+    pub epoch: u64,
+}
+
+/// A lease this node holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub partition: u32,
+    pub epoch: u64,
+    revision: u64,
+    valid_until: Instant,
+}
+
+impl Lease {
+    /// Whether the owner may still act on the lease alone (owner-only reads, credentials): until the TTL, minus
+    /// the margin, after the moment the last renewal was *sent*. The bucket starts its TTL when the renewal
+    /// arrives, later, so the holder's view can only be shorter than the bucket's, provided the two clocks run
+    /// at rates that differ by less than the margin over one TTL. No agreement between clocks is assumed.
+    pub fn is_valid(&self, now: Instant) -> bool {
+        now < self.valid_until
+    }
+
+    pub fn valid_until(&self) -> Instant {
+        self.valid_until
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// The lease was renewed or taken by someone else since this node last wrote it.
+    #[error("partition {partition}: the lease of epoch {epoch} is lost")]
+    Lost { partition: u32, epoch: u64 },
+    #[error("leases: {0}")]
+    Nats(String),
+}
+
+fn nats(error: impl std::fmt::Display) -> LeaseError {
+    LeaseError::Nats(error.to_string())
+}
+
+fn key(partition: u32) -> String {
+    format!("p{partition}")
+}
+
+/// One node's handle on the lease and heartbeat buckets.
+#[derive(Debug, Clone)]
+pub struct Leases {
+    leases: kv::Store,
+    nodes: kv::Store,
+    node: String,
+    config: LeaseConfig,
+}
+
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+    ttl: Duration,
+) -> Result<kv::Store, LeaseError> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    let config = kv::Config {
+        bucket: name.to_owned(),
+        history: 1,
+        max_age: ttl,
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        // Another node created it first.
+        Err(_) => js.get_key_value(name).await.map_err(nats),
+    }
+}
+
+impl Leases {
+    /// Opens (creating on first use) both buckets, with entries that age out after `config.ttl`.
+    pub async fn open(
+        js: &jetstream::Context,
+        node: &str,
+        replicas: usize,
+        config: LeaseConfig,
+    ) -> Result<Self, LeaseError> {
+        Ok(Self {
+            leases: bucket(js, LEASE_BUCKET, replicas, config.ttl).await?,
+            nodes: bucket(js, NODE_BUCKET, replicas, config.ttl).await?,
+            node: node.to_owned(),
+            config,
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn config(&self) -> LeaseConfig {
+        self.config
+    }
+
+    /// Takes the partition's lease if nobody holds it; `None` if somebody does.
+    pub async fn acquire(&self, partition: u32) -> Result<Option<Lease>, LeaseError> {
+        let sent = Instant::now();
+        // The epoch is the revision of the creating write, unknown until it is made: the value written first
+        // names the node, and the renewal that follows at once records the epoch.
+        let claim = Holder {
+            node: self.node.clone(),
+            epoch: 0,
+        };
+        let value = serde_json::to_vec(&claim).expect("a holder serializes");
+        let revision = match self.leases.create(key(partition), value.into()).await {
+            Ok(revision) => revision,
+            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(None),
+            Err(error) => return Err(nats(error)),
+        };
+        let lease = Lease {
+            partition,
+            epoch: revision,
+            revision,
+            valid_until: sent + self.config.ttl.saturating_sub(self.config.margin),
+        };
+        self.renew(&lease).await.map(Some)
+    }
+
+    /// Writes the lease again (compare-and-set on its revision), moving its expiry a TTL on.
+    pub async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        let sent = Instant::now();
+        let holder = Holder {
+            node: self.node.clone(),
+            epoch: lease.epoch,
+        };
+        let value = serde_json::to_vec(&holder).expect("a holder serializes");
+        match self
+            .leases
+            .update(key(lease.partition), value.into(), lease.revision)
+            .await
+        {
+            Ok(revision) => Ok(Lease {
+                revision,
+                valid_until: sent + self.config.ttl.saturating_sub(self.config.margin),
+                ..lease.clone()
+            }),
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                Err(LeaseError::Lost {
+                    partition: lease.partition,
+                    epoch: lease.epoch,
+                })
+            }
+            Err(error) => Err(nats(error)),
+        }
+    }
+
+    /// Gives the partition up at once (a handoff), unless someone else holds it by now.
+    pub async fn release(&self, lease: Lease) -> Result<(), LeaseError> {
+        self.leases
+            .delete_expect_revision(key(lease.partition), Some(lease.revision))
+            .await
+            .map_err(nats)
+    }
+
+    /// Who holds the partition now, if anyone.
+    pub async fn holder(&self, partition: u32) -> Result<Option<Holder>, LeaseError> {
+        let Some(value) = self.leases.get(key(partition)).await.map_err(nats)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value).map(Some).map_err(nats)
+    }
+
+    /// Tells the others this node is alive for another TTL.
+    pub async fn heartbeat(&self) -> Result<(), LeaseError> {
+        self.nodes
+            .put(&self.node, self.node.clone().into())
+            .await
+            .map(drop)
+            .map_err(nats)
+    }
+
+    /// The nodes that sent a heartbeat within the TTL, sorted.
+    pub async fn live_nodes(&self) -> Result<Vec<String>, LeaseError> {
+        let keys = self.nodes.keys().await.map_err(nats)?;
+        let mut nodes: Vec<String> = keys.try_collect().await.map_err(nats)?;
+        nodes.sort();
+        Ok(nodes)
+    }
+}
+
+/// The live node that should own `partition`: the one with the highest rendezvous weight. Each partition picks
+/// independently, so shares are even on average, and a node leaving moves only the partitions it was preferred
+/// for.
+pub fn preferred(partition: u32, live: &[String]) -> Option<&str> {
+    live.iter()
+        .max_by_key(|node| weight(node, partition))
+        .map(String::as_str)
+}
+
+fn weight(node: &str, partition: u32) -> u64 {
+    // FNV-1a over the node id and the partition, then a 64-bit finalizer (splitmix64) so that nearby inputs
+    // give unrelated weights.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in node.bytes().chain(partition.to_le_bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn live_nodes_share_partitions_evenly() {
+        let live = nodes(&["node-a", "node-b", "node-c"]);
+        let mut shares = std::collections::HashMap::new();
+        for partition in 0..64 {
+            *shares
+                .entry(preferred(partition, &live).unwrap())
+                .or_insert(0) += 1;
+        }
+        assert_eq!(shares.len(), 3, "{shares:?}");
+        assert!(
+            shares.values().all(|&n| (12..=30).contains(&n)),
+            "{shares:?}"
+        );
+    }
+
+    #[test]
+    fn a_node_leaving_moves_only_its_own_partitions() {
+        let before = nodes(&["node-a", "node-b", "node-c"]);
+        let after = nodes(&["node-a", "node-c"]);
+        for partition in 0..64 {
+            let was = preferred(partition, &before).unwrap();
+            let now = preferred(partition, &after).unwrap();
+            if was != "node-b" {
+                assert_eq!(was, now, "partition {partition}");
+            }
+        }
+        assert_eq!(preferred(0, &[]), None);
+    }
+}
