@@ -31,6 +31,10 @@ pub struct Config {
     /// Where the log lives instead of sled in `data_dir`: an in-memory [`cohost_store::MemoryBackend`] with
     /// faults for tests, or any other [`Backend`].
     pub backend: Option<Arc<dyn Backend>>,
+    /// Where every batch is made durable before the local store, in cluster mode: the partition's log. The
+    /// local store is then a cache of it, and the engine stops for good once the replicator stops taking
+    /// batches (another node took the partition).
+    pub replicator: Option<Arc<dyn cohost_store::Replicator>>,
 }
 
 impl std::fmt::Debug for Config {
@@ -46,6 +50,7 @@ impl std::fmt::Debug for Config {
             .field("ended_retention_ms", &self.ended_retention_ms)
             .field("store_cache_bytes", &self.store_cache_bytes)
             .field("backend", &self.backend.as_ref().map(|_| "injected"))
+            .field("replicator", &self.replicator.as_ref().map(|_| "set"))
             .finish_non_exhaustive()
     }
 }
@@ -64,6 +69,7 @@ impl Config {
             ended_retention_ms: crate::sequencer::ENDED_RETENTION_MS_DEFAULT,
             store_cache_bytes: cohost_store::STORE_CACHE_BYTES_DEFAULT,
             backend: None,
+            replicator: None,
         }
     }
 

@@ -35,7 +35,9 @@ pub fn commit<T>(
             sequencer.handle_durable(batch.id);
             return Ok(());
         }
-        Err(StoreError::FlushFailed { cause }) => Failure::Flush(cause),
+        Err(StoreError::FlushFailed { cause } | StoreError::ReplicationStopped { cause }) => {
+            Failure::Flush(cause)
+        }
         Err(write) => match store.discard(batch.first_seq()) {
             Ok(()) => Failure::Write(write.to_string()),
             Err(discard) => Failure::Flush(format!(

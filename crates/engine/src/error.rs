@@ -101,8 +101,11 @@ impl From<StoreError> for Error {
         match error {
             StoreError::InvalidArgument(reason) => Self::InvalidArgument(reason.into()),
             StoreError::Backend(BackendError::Locked(dir)) => Self::DirectoryInUse { dir },
-            StoreError::FlushFailed { cause } => Self::Stopped { cause },
+            StoreError::FlushFailed { cause } | StoreError::ReplicationStopped { cause } => {
+                Self::Stopped { cause }
+            }
             StoreError::Backend(BackendError::Io(reason)) => Self::Storage(reason),
+            refused @ StoreError::ReplicationRefused { .. } => Self::Storage(refused.to_string()),
             damaged @ (StoreError::Corrupt { .. }
             | StoreError::Gap { .. }
             | StoreError::CorruptValue { .. }

@@ -155,6 +155,11 @@ impl Shared {
             return Health::Failed { cause };
         }
         let store = lock(&self.store).clone();
+        if let Some(cause) = store.as_deref().and_then(Store::replication_stopped) {
+            return Health::Failed {
+                cause: cause.to_owned(),
+            };
+        }
         match store.as_deref().and_then(Store::flush_failure) {
             Some(cause) => Health::Failed {
                 cause: format!("a flush failed: {cause}"),
@@ -521,13 +526,16 @@ impl Engine {
 
 /// The store in the configured backend, or sled in the data directory.
 fn open_store(config: &Config) -> Result<Store, Error> {
-    if let Some(backend) = &config.backend {
-        return Ok(Store::with_backend(Box::new(backend.clone()))?);
+    let mut store = if let Some(backend) = &config.backend {
+        Store::with_backend(Box::new(backend.clone()))?
+    } else {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
+        Store::open_with_cache(&config.data_dir, config.store_cache_bytes)?
+    };
+    if let Some(replicator) = &config.replicator {
+        store.replicate_to(replicator.clone());
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| Error::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
-    Ok(Store::open_with_cache(
-        &config.data_dir,
-        config.store_cache_bytes,
-    )?)
+    Ok(store)
 }

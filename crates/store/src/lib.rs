@@ -19,6 +19,7 @@ mod log;
 mod mark;
 mod memory;
 mod record;
+mod replicate;
 
 pub use backend::{Backend, BackendError, Entries, Entry, Op, SledBackend};
 pub use log::{
@@ -27,3 +28,4 @@ pub use log::{
 };
 pub use memory::{Crash, MemoryBackend, MemoryStats};
 pub use record::{Batch, CommandIndexEntry, FrameError, IdempotencyRecord, StoredReply};
+pub use replicate::{ReplicateError, Replicator};

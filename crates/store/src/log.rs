@@ -47,6 +47,12 @@ pub enum StoreError {
     /// restart) recovers from what is really on disk.
     #[error("a flush failed, so the store takes no more writes until it is reopened: {cause}")]
     FlushFailed { cause: String },
+    /// The replicated log stopped taking this store's batches (see [`crate::Replicator`]); nothing is written
+    /// from then on.
+    #[error("the replicated log takes no more batches from this writer: {cause}")]
+    ReplicationStopped { cause: String },
+    #[error("the replicated log refused the batch: {cause}")]
+    ReplicationRefused { cause: String },
 }
 
 /// What `verify_log` found: the log is whole, and ends here.
@@ -71,6 +77,10 @@ pub struct Store {
     opened: Opened,
     /// Log records decoded for readers (not for opening), so a read's cost is visible.
     records_read: std::sync::atomic::AtomicU64,
+    /// Where each batch goes first, in cluster mode.
+    replicator: Option<std::sync::Arc<dyn crate::Replicator>>,
+    /// Set when the replicator stopped taking batches; every write is refused after it.
+    replication_stopped: std::sync::OnceLock<String>,
 }
 
 /// What opening did to the log before serving it.
@@ -171,6 +181,8 @@ impl Store {
             flush_failed: std::sync::OnceLock::new(),
             opened: Opened::default(),
             records_read: std::sync::atomic::AtomicU64::new(0),
+            replicator: None,
+            replication_stopped: std::sync::OnceLock::new(),
         };
         match store.backend.get(FORMAT_KEY)? {
             Some(found) if found != FORMAT => {
@@ -273,8 +285,19 @@ impl Store {
         Ok(records as u64)
     }
 
+    /// Sends every batch to `replicator` before writing it here (cluster mode): a batch is written locally only
+    /// once the replicated log holds it.
+    pub fn replicate_to(&mut self, replicator: std::sync::Arc<dyn crate::Replicator>) {
+        self.replicator = Some(replicator);
+    }
+
     /// Refuses once a flush has failed: nothing written after it could be trusted to reach the disk.
     fn check_writable(&self) -> Result<(), StoreError> {
+        if let Some(cause) = self.replication_stopped.get() {
+            return Err(StoreError::ReplicationStopped {
+                cause: cause.clone(),
+            });
+        }
         match self.flush_failed.get() {
             Some(cause) => Err(StoreError::FlushFailed {
                 cause: cause.clone(),
@@ -310,9 +333,16 @@ impl Store {
         self.flush_failed.get().map(String::as_str)
     }
 
+    /// Why the replicated log takes no more batches from this store, once it stopped.
+    pub fn replication_stopped(&self) -> Option<&str> {
+        self.replication_stopped.get().map(String::as_str)
+    }
+
     /// Appends one batch of events (seqs consecutive, continuing the log) with its idempotency records, as one
     /// atomic write, then flushes. When this returns `Ok`, the batch is durable. A failed write changes
-    /// nothing and is `Backend`; a failed flush is `FlushFailed`, and the store takes no writes after it.
+    /// nothing and is `Backend`; a failed flush is `FlushFailed`, and the store takes no writes after it. With a
+    /// replicator, the batch goes there first: `ReplicationRefused` changes nothing, `ReplicationStopped` stops
+    /// every later write as a failed flush does.
     pub fn append(
         &self,
         events: &[Envelope],
@@ -326,22 +356,71 @@ impl Store {
             "seqs in a batch are consecutive"
         );
         let value = record::encode_batch(events, commands);
-        let mut ops = vec![Op::Put(log_key(first.seq).to_vec(), value)];
+        self.replicate(first.seq, &value)?;
+        self.write_batch(first.seq, events.len(), commands, value)
+    }
+
+    /// Appends a batch record taken from the replicated log (a node catching up on a partition it takes), as
+    /// it is, without sending it back there. It must continue the local log. Returns its last seq.
+    pub fn append_replicated(&self, record: &[u8]) -> Result<u64, StoreError> {
+        let batch = record::decode_batch(record).map_err(|reason| StoreError::CorruptValue {
+            what: "a batch record from the replicated log".into(),
+            reason,
+        })?;
+        let first = batch.first_seq().ok_or(StoreError::InvalidArgument(
+            "a batch needs at least one event",
+        ))?;
+        let expected = self.last_seq()? + 1;
+        if first != expected {
+            return Err(StoreError::Gap {
+                expected,
+                found: first,
+            });
+        }
+        self.write_batch(first, batch.events.len(), &batch.commands, record.to_vec())?;
+        Ok(first + batch.events.len() as u64 - 1)
+    }
+
+    fn write_batch(
+        &self,
+        first_seq: u64,
+        events: usize,
+        commands: &[IdempotencyRecord],
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let mut ops = vec![Op::Put(log_key(first_seq).to_vec(), value)];
         if !commands.is_empty() {
             let index: Vec<CommandIndexEntry> =
                 commands.iter().map(CommandIndexEntry::from).collect();
             ops.push(Op::Put(
-                command_index_key(first.seq).to_vec(),
+                command_index_key(first_seq).to_vec(),
                 record::frame(&to_postcard(&index)),
             ));
         }
         self.write_and_flush(ops)?;
-        let last = first.seq + events.len() as u64 - 1;
+        let last = first_seq + events as u64 - 1;
         // The batch is durable already; a mark left behind only weakens the check at the next open.
         if let Err(error) = self.backend.set_committed(last) {
             tracing::warn!(%error, seq = last, "committed mark not advanced");
         }
         Ok(())
+    }
+
+    fn replicate(&self, first_seq: u64, record: &[u8]) -> Result<(), StoreError> {
+        let Some(replicator) = &self.replicator else {
+            return Ok(());
+        };
+        self.check_writable()?;
+        match replicator.replicate(first_seq, record) {
+            Ok(()) => Ok(()),
+            Err(crate::ReplicateError::Refused(cause)) => {
+                Err(StoreError::ReplicationRefused { cause })
+            }
+            Err(crate::ReplicateError::Stopped(cause)) => {
+                let _ = self.replication_stopped.set(cause.clone());
+                Err(StoreError::ReplicationStopped { cause })
+            }
+        }
     }
 
     /// Removes a batch whose write failed, in case any of it was kept, so its seqs can be written again.

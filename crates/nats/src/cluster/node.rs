@@ -1,0 +1,214 @@
+//! A cluster node: it beats its heart, takes the partitions it is preferred for among the live nodes, renews
+//! their leases, and gives up those it lost or should hand off. Each owned partition is an engine
+//! (`owner::take_over`); [`Node::engine_for`] finds the one for a room while its lease is valid.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use cohost_engine::{Config, Engine, Health};
+use futures::StreamExt;
+use cohost_proto::{RoomId, partition};
+
+use super::lease::{Lease, LeaseError, Leases, preferred};
+use super::log::PartitionLog;
+use super::owner::take_over;
+
+/// Takeovers run at once in one turn.
+const TAKES_AT_ONCE: usize = 8;
+
+/// A partition this node writes.
+#[derive(Debug, Clone)]
+struct Owned {
+    engine: Engine,
+    lease: Lease,
+}
+
+/// What a node needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub partitions: u32,
+    /// Each owned partition's local store goes to `<data_dir>/partitions/<n>`.
+    pub data_dir: PathBuf,
+    /// The engine settings every partition gets (its `data_dir` is replaced).
+    pub engine: fn(PathBuf) -> Config,
+}
+
+/// A running node. Dropping it stops its loop without giving anything up, as a crash would: its leases age
+/// out and the other nodes take its partitions. [`Node::stop`] hands them off at once.
+#[derive(Debug)]
+pub struct Node {
+    owned: Arc<Mutex<BTreeMap<u32, Owned>>>,
+    partitions: u32,
+    task: tokio::task::JoinHandle<()>,
+    leases: Leases,
+}
+
+impl Node {
+    /// Starts the node's loop; it takes partitions from its first turn on.
+    pub fn start(leases: Leases, log: PartitionLog, config: NodeConfig) -> Self {
+        let owned = Arc::new(Mutex::new(BTreeMap::new()));
+        let partitions = config.partitions;
+        let task = tokio::spawn(run(leases.clone(), log, config, owned.clone()));
+        Self {
+            owned,
+            partitions,
+            task,
+            leases,
+        }
+    }
+
+    /// The engine of `room_id`'s partition, if this node owns it and its lease is valid by this node's clock.
+    pub fn engine_for(&self, room_id: &RoomId) -> Option<Engine> {
+        let partition = partition::of(room_id, self.partitions);
+        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = owned.get(&partition)?;
+        entry
+            .lease
+            .is_valid(Instant::now())
+            .then(|| entry.engine.clone())
+    }
+
+    /// The partitions this node owns now.
+    pub fn owned(&self) -> Vec<u32> {
+        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        owned.keys().copied().collect()
+    }
+
+    /// Kills the loop and drops every engine without giving a lease up (a crash, for tests).
+    pub fn crash(self) {
+        self.task.abort();
+    }
+
+    /// Stops the loop, drains every engine and gives its leases up, so others take over at once.
+    pub async fn stop(self) {
+        self.task.abort();
+        let owned = std::mem::take(&mut *self.owned.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, entry) in owned {
+            entry.engine.shutdown().await;
+            let _ = self.leases.release(entry.lease).await;
+        }
+    }
+}
+
+async fn run(
+    leases: Leases,
+    log: PartitionLog,
+    config: NodeConfig,
+    owned: Arc<Mutex<BTreeMap<u32, Owned>>>,
+) {
+    let mut tick = tokio::time::interval(leases.config().renew_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(error) = turn(&leases, &log, &config, &owned).await {
+            tracing::warn!(%error, node = leases.node(), "cluster turn failed; trying again");
+        }
+    }
+}
+
+/// One turn: heartbeat, renew what is held, give up what was lost or failed, hand off what another live node
+/// is preferred for, and take what this node is preferred for.
+async fn turn(
+    leases: &Leases,
+    log: &PartitionLog,
+    config: &NodeConfig,
+    owned: &Mutex<BTreeMap<u32, Owned>>,
+) -> Result<(), LeaseError> {
+    leases.heartbeat().await?;
+    let live = leases.live_nodes().await?;
+    let held: Vec<(u32, Owned)> = {
+        let owned = owned.lock().unwrap_or_else(|e| e.into_inner());
+        owned.iter().map(|(p, o)| (*p, o.clone())).collect()
+    };
+    for (partition, entry) in held {
+        let keep = preferred(partition, &live) == Some(leases.node())
+            && entry.engine.health() == Health::Serving;
+        let renewed = if keep {
+            leases.renew(&entry.lease).await
+        } else {
+            Err(LeaseError::Lost {
+                partition,
+                epoch: entry.lease.epoch,
+            })
+        };
+        match renewed {
+            Ok(lease) => {
+                let mut owned = owned.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(slot) = owned.get_mut(&partition) {
+                    slot.lease = lease;
+                }
+            }
+            Err(reason) => give_up(leases, owned, partition, &reason.to_string()).await,
+        }
+    }
+    let wanted: Vec<u32> = {
+        let held = owned.lock().unwrap_or_else(|e| e.into_inner());
+        (0..config.partitions)
+            .filter(|p| preferred(*p, &live) == Some(leases.node()) && !held.contains_key(p))
+            .collect()
+    };
+    // Several at once, so a node starting with many partitions to take is serving them in a few seconds.
+    let taken: Vec<Result<(), LeaseError>> = futures::stream::iter(wanted)
+        .map(|partition| take(leases, log, config, owned, partition))
+        .buffer_unordered(TAKES_AT_ONCE)
+        .collect()
+        .await;
+    taken.into_iter().collect()
+}
+
+async fn give_up(
+    leases: &Leases,
+    owned: &Mutex<BTreeMap<u32, Owned>>,
+    partition: u32,
+    reason: &str,
+) {
+    let entry = owned
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&partition);
+    let Some(entry) = entry else { return };
+    tracing::info!(
+        node = leases.node(),
+        partition,
+        reason,
+        "giving the partition up"
+    );
+    entry.engine.shutdown().await;
+    // Only the lease this node wrote last is deleted; a lost one belongs to someone else by now.
+    let _ = leases.release(entry.lease).await;
+}
+
+async fn take(
+    leases: &Leases,
+    log: &PartitionLog,
+    config: &NodeConfig,
+    owned: &Mutex<BTreeMap<u32, Owned>>,
+    partition: u32,
+) -> Result<(), LeaseError> {
+    let Some(lease) = leases.acquire(partition).await? else {
+        return Ok(());
+    };
+    let dir = config
+        .data_dir
+        .join("partitions")
+        .join(partition.to_string());
+    match take_over(log, leases.node(), &lease, (config.engine)(dir)).await {
+        Ok(engine) => {
+            tracing::info!(
+                node = leases.node(),
+                partition,
+                epoch = lease.epoch,
+                "partition taken"
+            );
+            let mut owned = owned.lock().unwrap_or_else(|e| e.into_inner());
+            owned.insert(partition, Owned { engine, lease });
+        }
+        Err(error) => {
+            tracing::warn!(%error, node = leases.node(), partition, "takeover failed; trying again");
+            let _ = leases.release(lease).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Owning a partition: taking it over (catch up on its log, append the ownership marker, only then serve) and
+//! writing it (every batch appended to the partition log before the local store, fenced by the expected
+//! sequence). A partition's engine is a whole `cohost_engine::Engine` over a local store that is a cache of
+//! the partition log, so its timers, idempotency memory and archives move with it: the new owner rebuilds them
+//! from the log.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use cohost_engine::{Config, Engine};
+use cohost_store::{ReplicateError, Replicator, Store};
+
+use super::lease::Lease;
+use super::log::{AppendError, EntryKind, LogError, Marker, PartitionLog, msg_id};
+
+/// Appends a partition's batches to its log, each expecting the last message this owner wrote (its marker
+/// first), so the stream refuses them once another node has claimed the partition.
+#[derive(Debug)]
+pub struct LogReplicator {
+    log: PartitionLog,
+    partition: u32,
+    epoch: u64,
+    /// The stream seq of this owner's last message on the subject.
+    expected: Mutex<u64>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Replicator for LogReplicator {
+    fn replicate(&self, first_seq: u64, record: &[u8]) -> Result<(), ReplicateError> {
+        let mut expected = self.expected.lock().unwrap_or_else(|e| e.into_inner());
+        let id = msg_id(self.partition, self.epoch, first_seq);
+        let record = Bytes::copy_from_slice(record);
+        // The sequencer's own thread, outside the runtime: blocking here is the group commit's wait.
+        let appended =
+            self.runtime.block_on(
+                self.log
+                    .append_batch(self.partition, *expected, &id, record),
+            );
+        match appended {
+            Ok(seq) => {
+                *expected = seq;
+                Ok(())
+            }
+            Err(refused @ AppendError::Refused { .. }) => {
+                Err(ReplicateError::Refused(refused.to_string()))
+            }
+            // Deposed, or not known to have landed: either way this owner may append nothing more; a new
+            // takeover reads what the log holds.
+            Err(error) => Err(ReplicateError::Stopped(error.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TakeOverError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("partition {partition}: the claim was refused: {source}")]
+    Claim {
+        partition: u32,
+        #[source]
+        source: AppendError,
+    },
+    #[error("partition {partition}: the local copy of the log: {reason}")]
+    Local { partition: u32, reason: String },
+}
+
+/// Takes `lease`'s partition over on this node: rebuilds the local store in `config.data_dir` from the
+/// partition log, claims the partition with a marker right after the tail it read, and opens the engine, which
+/// serves from then on and appends each batch after the marker. A writer that appended after the tail was
+/// read makes the claim fail (`Claim`, `Fenced`): try again.
+pub async fn take_over(
+    log: &PartitionLog,
+    node: &str,
+    lease: &Lease,
+    mut config: Config,
+) -> Result<Engine, TakeOverError> {
+    let partition = lease.partition;
+    let local = |reason: String| TakeOverError::Local { partition, reason };
+    let entries = log.read_after(partition, 0).await?;
+    let tail = entries.last().map_or(0, |entry| entry.seq);
+    let dir = config.data_dir.clone();
+    let cache = config.store_cache_bytes;
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        // The local store is a cache of the log: whatever an earlier ownership left there is replaced.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let store = Store::open_with_cache(&dir, cache).map_err(|e| e.to_string())?;
+        for entry in &entries {
+            if let EntryKind::Batch(record) = &entry.kind {
+                store
+                    .append_replicated(record)
+                    .map_err(|e| format!("stream seq {}: {e}", entry.seq))?;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| local(e.to_string()))?
+    .map_err(local)?;
+    let marker = Marker {
+        node: node.to_owned(),
+        epoch: lease.epoch,
+    };
+    let claimed = log
+        .append_marker(partition, tail, &marker)
+        .await
+        .map_err(|source| TakeOverError::Claim { partition, source })?;
+    config.replicator = Some(Arc::new(LogReplicator {
+        log: log.clone(),
+        partition,
+        epoch: lease.epoch,
+        expected: Mutex::new(claimed),
+        runtime: tokio::runtime::Handle::current(),
+    }));
+    tokio::task::spawn_blocking(move || Engine::open(config))
+        .await
+        .map_err(|e| local(e.to_string()))?
+        .map_err(|e| local(e.to_string()))
+}

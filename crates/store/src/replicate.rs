@@ -1,0 +1,20 @@
+//! Where a batch goes before the local log, in cluster mode: the partition log in JetStream. The store calls it
+//! first and writes locally only what it took, so the local log is always a prefix of the replicated one.
+
+/// Makes a batch record durable elsewhere (a quorum holds it) before the store writes it locally.
+pub trait Replicator: Send + Sync {
+    /// `record` is the batch record as the store encodes it, its first seq `first_seq`. Called from the
+    /// sequencer's thread, one batch at a time.
+    fn replicate(&self, first_seq: u64, record: &[u8]) -> Result<(), ReplicateError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicateError {
+    /// Refused outright (too large, say): nothing was kept anywhere, and the store goes on.
+    #[error("the batch was refused: {0}")]
+    Refused(String),
+    /// This writer may no longer append: another took the partition, or whether the batch landed is unknown.
+    /// The store takes no more writes, and the engine stops until the partition is taken again.
+    #[error("{0}")]
+    Stopped(String),
+}
