@@ -6,6 +6,7 @@
 mod fixed;
 mod lease;
 mod log;
+mod node;
 mod owner;
 
 pub use fixed::{CLUSTER_BUCKET, Fixed, JoinError, LOG_FORMAT, join};
@@ -16,4 +17,5 @@ pub use log::{
     AppendError, Entry, EntryKind, LOG_STREAM, LogConfig, LogError, Marker, PartitionLog, Tail,
     log_subject, msg_id,
 };
+pub use node::{Node, NodeConfig};
 pub use owner::{LogReplicator, TakeOverError, take_over};

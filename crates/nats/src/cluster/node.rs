@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cohost_engine::{Config, Engine, Health};
-use futures::StreamExt;
 use cohost_proto::{RoomId, partition};
+use futures::StreamExt;
 
 use super::lease::{Lease, LeaseError, Leases, preferred};
 use super::log::PartitionLog;
