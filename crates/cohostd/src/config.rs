@@ -137,6 +137,41 @@ pub struct Settings {
     /// The most memory, in MiB, the store's page cache (sled's) may take.
     #[arg(long, env = "COHOST_STORE_CACHE_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(8..=65_536))]
     pub store_cache_mb: u64,
+    /// Cluster mode: the log in JetStream (at COHOST_NATS_URL), rooms split into partitions, one writing node
+    /// per partition. Off: one node, the log in sled under COHOST_DATA_DIR.
+    #[arg(long, env = "COHOST_CLUSTER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub cluster: bool,
+    /// This node's name in the cluster: 1 to 32 characters of `[A-Za-z0-9_-]`, unique among the nodes.
+    #[arg(long, env = "COHOST_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+    /// Partitions of the cluster, fixed when the cluster is first created.
+    #[arg(long, env = "COHOST_PARTITIONS", default_value_t = cohost_proto::partition::PARTITIONS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=i64::from(cohost_proto::partition::PARTITIONS_MAX)))]
+    pub partitions: u32,
+    /// Replicas of the partition log and of the cluster's KV buckets: 3 on a 3-server JetStream cluster; 1 is
+    /// for development only (one server's disk holds everything).
+    #[arg(long, env = "COHOST_LOG_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub log_replicas: u8,
+}
+
+fn parse_node_id(text: &str) -> Result<String, String> {
+    let valid = (1..=32).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err("1 to 32 characters of [A-Za-z0-9_-]".into())
+    }
+}
+
+/// Cluster mode's settings, checked.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub node_id: String,
+    pub nats_url: String,
+    pub partitions: u32,
+    pub replicas: usize,
 }
 
 impl Settings {
@@ -177,6 +212,27 @@ impl Settings {
         config.store_cache_bytes = self.store_cache_mb.saturating_mul(1 << 20);
         Ok(config)
     }
+    /// Cluster mode's settings, when it is on: it needs a node id and a NATS URL.
+    pub fn cluster(&self) -> Result<Option<ClusterSettings>, String> {
+        if !self.cluster {
+            return Ok(None);
+        }
+        let node_id = self
+            .node_id
+            .clone()
+            .ok_or("cluster mode needs COHOST_NODE_ID, this node's name in the cluster")?;
+        let nats_url = self
+            .nats_url
+            .clone()
+            .ok_or("cluster mode needs COHOST_NATS_URL: the log lives in JetStream")?;
+        Ok(Some(ClusterSettings {
+            node_id,
+            nats_url,
+            partitions: self.partitions,
+            replicas: usize::from(self.log_replicas),
+        }))
+    }
+
     /// The connection loop's limits, with the connection cap fitted to the open-files limit.
     pub fn limits(&self) -> crate::serve::Limits {
         let wanted = usize::try_from(self.http_connections_max).unwrap_or(usize::MAX);
@@ -221,5 +277,35 @@ mod tests {
         assert_eq!(few.quotas(1).streams_total, 1);
         let limits = settings(&["--http-write-timeout-s", "5"]).limits();
         assert_eq!(limits.write_timeout, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn cluster_mode_needs_a_node_id_and_nats_and_checks_them() {
+        assert!(
+            settings(&[]).cluster().unwrap().is_none(),
+            "single node by default"
+        );
+        let no_id = settings(&["--cluster", "--nats-url", "nats://127.0.0.1:4222"]);
+        assert!(no_id.cluster().unwrap_err().contains("COHOST_NODE_ID"));
+        let no_nats = settings(&["--cluster", "--node-id", "n1"]);
+        assert!(no_nats.cluster().unwrap_err().contains("COHOST_NATS_URL"));
+        let ok = settings(&[
+            "--cluster",
+            "--node-id",
+            "n-1",
+            "--nats-url",
+            "nats://h:1",
+            "--log-replicas",
+            "3",
+        ]);
+        let cluster = ok.cluster().unwrap().unwrap();
+        assert_eq!((cluster.partitions, cluster.replicas), (64, 3));
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("cohostd").chain(args.iter().copied()))
+        };
+        assert!(parse(&["--node-id", "has.dot"]).is_err());
+        assert!(parse(&["--node-id", &"x".repeat(33)]).is_err());
+        assert!(parse(&["--partitions", "0"]).is_err());
+        assert!(parse(&["--partitions", "1025"]).is_err());
     }
 }

@@ -31,12 +31,76 @@ use crate::serve::{ConnectionStats, Limits};
 use crate::sse;
 use cohost_proto::limits::{BODY_BYTES_MAX, PAGE_LIMIT_MAX};
 
+/// The engines behind the API: one, or in cluster mode those of the partitions this node owns.
+#[derive(Clone)]
+pub enum Engines {
+    One {
+        engine: Engine,
+        credentials: Credentials,
+        webhooks: Box<Webhooks>,
+    },
+    Cluster {
+        node: Arc<cohost_nats::cluster::Node>,
+        minter: Minter,
+    },
+}
+
+impl std::fmt::Debug for Engines {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Self::One { engine, .. } => f.debug_tuple("One").field(engine).finish(),
+            Self::Cluster { node, .. } => f.debug_tuple("Cluster").field(node).finish(),
+        }
+    }
+}
+
+impl Engines {
+    /// The engine that serves `room_id` on this node. In cluster mode, a room whose partition this node does
+    /// not own (or whose lease it cannot vouch for right now) is `unavailable`: the client sends it to the
+    /// partition's owner.
+    pub fn for_room(&self, room_id: &RoomId) -> Result<Engine, ApiError> {
+        match self {
+            Self::One { engine, .. } => Ok(engine.clone()),
+            Self::Cluster { node, .. } => node.engine_for(room_id).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "room {room_id} is in partition {}, which node {} does not serve now; send it to \
+                         the partition's owner",
+                        node.partition_of(room_id),
+                        node.node_id()
+                    ),
+                )
+            }),
+        }
+    }
+
+    /// Credentials over the engine of `room_id`.
+    fn credentials(&self, room_id: &RoomId) -> Result<Credentials, ApiError> {
+        match self {
+            Self::One { credentials, .. } => Ok(credentials.clone()),
+            Self::Cluster { minter, .. } => {
+                Ok(Credentials::new(self.for_room(room_id)?, minter.clone()))
+            }
+        }
+    }
+
+    /// The one engine, for what spans rooms; in cluster mode that spans partitions, which part 1 does not serve.
+    pub fn one(&self, what: &str) -> Result<&Engine, ApiError> {
+        match self {
+            Self::One { engine, .. } => Ok(engine),
+            Self::Cluster { .. } => Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("{what} spans partitions, which cluster mode does not serve yet"),
+            )),
+        }
+    }
+}
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: Engine,
-    pub credentials: Credentials,
-    pub webhooks: Webhooks,
+    pub engines: Engines,
     pub auth: Auth,
     pub metrics: Arc<Metrics>,
     /// The log's followers that run (the NATS relay, the LiveKit revoker), shown by `/healthz` and `/metrics`.
@@ -58,10 +122,39 @@ impl AppState {
         auth: Auth,
         closing: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        Self {
+        let engines = Engines::One {
             credentials: Credentials::new(engine.clone(), Minter::new(livekit.clone())),
-            webhooks: Webhooks::new(engine.clone(), livekit, Arc::new(SystemClock)),
+            webhooks: Box::new(Webhooks::new(
+                engine.clone(),
+                livekit,
+                Arc::new(SystemClock),
+            )),
             engine,
+        };
+        Self::with_engines(engines, auth, closing)
+    }
+
+    /// The state of a cluster node: each room goes to the engine of its partition, if this node owns it.
+    pub fn cluster(
+        node: Arc<cohost_nats::cluster::Node>,
+        livekit: LiveKitConfig,
+        auth: Auth,
+        closing: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let engines = Engines::Cluster {
+            node,
+            minter: Minter::new(livekit),
+        };
+        Self::with_engines(engines, auth, closing)
+    }
+
+    fn with_engines(
+        engines: Engines,
+        auth: Auth,
+        closing: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            engines,
             auth,
             metrics: Arc::default(),
             followers: Arc::new([]),
@@ -76,7 +169,7 @@ impl AppState {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("engine", &self.engine)
+            .field("engines", &self.engines)
             .finish_non_exhaustive()
     }
 }
@@ -271,8 +364,8 @@ async fn run(
 ) -> Result<Response, ApiError> {
     let options = options(headers)?;
     let name = command.name();
-    let outcome = state
-        .credentials
+    let credentials = state.engines.credentials(command.room_id())?;
+    let outcome = credentials
         .execute(Actor::User(user), command, options)
         .await;
     state.metrics.command(
@@ -293,14 +386,21 @@ struct Empty {}
 /// shows each follower of the log: a follower that retries leaves the daemon alive (the engine still takes
 /// writes), so it is reported, not turned into a 503.
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    if let Health::Failed { cause } = state.engine.health() {
+    let engine = match &state.engines {
+        Engines::One { engine, .. } => engine,
+        Engines::Cluster { node, .. } => {
+            let body = serde_json::json!({"status": "ok", "node": node.node_id(), "partitions": node.owned()});
+            return axum::Json(body).into_response();
+        }
+    };
+    if let Health::Failed { cause } = engine.health() {
         let message = format!("the engine stopped taking writes: {cause}");
         return ApiError::new(ErrorCode::Unavailable, message).into_response();
     }
-    if state.engine.is_closed() {
+    if engine.is_closed() {
         return ApiError::new(ErrorCode::Unavailable, "shutting down").into_response();
     }
-    let last_seq = state.engine.last_seq();
+    let last_seq = engine.last_seq();
     let followers: Vec<serde_json::Value> = state
         .followers
         .iter()
@@ -326,11 +426,17 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 /// 200 when a load balancer may send traffic: the engine is open, takes writes, and the daemon is not
 /// draining. 503 with the reason otherwise.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if let Health::Failed { cause } = state.engine.health() {
-        let message = format!("the engine stopped taking writes: {cause}");
-        return ApiError::new(ErrorCode::Unavailable, message).into_response();
-    }
-    if *state.closing.borrow() || state.engine.is_closed() {
+    let closed = match &state.engines {
+        Engines::One { engine, .. } => {
+            if let Health::Failed { cause } = engine.health() {
+                let message = format!("the engine stopped taking writes: {cause}");
+                return ApiError::new(ErrorCode::Unavailable, message).into_response();
+            }
+            engine.is_closed()
+        }
+        Engines::Cluster { .. } => false,
+    };
+    if *state.closing.borrow() || closed {
         return ApiError::new(ErrorCode::Unavailable, "draining: shutting down").into_response();
     }
     axum::Json(serde_json::json!({"status": "ready"})).into_response()
@@ -349,11 +455,17 @@ pub fn starting_router() -> Router {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let followers: Vec<_> = state.followers.iter().map(|f| f.snapshot()).collect();
+    let Engines::One { engine, .. } = &state.engines else {
+        // Per-partition engine metrics come with cluster mode's metrics; the HTTP side's are here already.
+        let mut text = String::new();
+        crate::metrics::render_connections(&mut text, &state.connections);
+        return ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response();
+    };
     let mut text = state
         .metrics
-        .render(&state.engine.stats(), state.engine.last_seq(), &followers);
+        .render(&engine.stats(), engine.last_seq(), &followers);
     crate::metrics::render_connections(&mut text, &state.connections);
-    let records_read = state.engine.records_read();
+    let records_read = engine.records_read();
     crate::metrics::render_reads_and_quotas(&mut text, records_read, &state.quotas);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
@@ -390,7 +502,9 @@ async fn get_room(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller(&state, &headers)?;
-    Ok(axum::Json(Reply::Room(state.engine.room(&room_id(&id)?)?)).into_response())
+    let room_id = room_id(&id)?;
+    let engine = state.engines.for_room(&room_id)?;
+    Ok(axum::Json(Reply::Room(engine.room(&room_id)?)).into_response())
 }
 
 /// Routes whose path names one room or invitation, with the command built from the path segment and the body.
@@ -479,7 +593,9 @@ async fn broadcaster_data(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let user = caller(&state, &headers)?;
-    Ok(axum::Json(state.credentials.broadcaster_data(&room_id(&id)?, &user)?).into_response())
+    let room_id = room_id(&id)?;
+    let credentials = state.engines.credentials(&room_id)?;
+    Ok(axum::Json(credentials.broadcaster_data(&room_id, &user)?).into_response())
 }
 
 fn list_query(
@@ -537,7 +653,8 @@ async fn room_invitations(
     let caller = authenticated(&state, &headers)?;
     let room_id = room_id(&id)?;
     let list = list_query(query, true)?;
-    if state.engine.room(&room_id)?.host != caller.user {
+    let engine = state.engines.for_room(&room_id)?;
+    if engine.room(&room_id)?.host != caller.user {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,
             "only the host lists a room's invitations",
@@ -548,7 +665,7 @@ async fn room_invitations(
         let collection = sse::Collection::Room(room_id, list);
         return sse::serve(state, collection, &headers, caller.expires_s, stream).await;
     }
-    json(state.engine.room_invitations(&room_id, &list)?)
+    json(engine.room_invitations(&room_id, &list)?)
 }
 
 async fn my_invitations(
@@ -563,7 +680,8 @@ async fn my_invitations(
         let collection = sse::Collection::Candidate(caller.user, list);
         return sse::serve(state, collection, &headers, caller.expires_s, stream).await;
     }
-    json(state.engine.user_invitations(&caller.user, &list)?)
+    let engine = state.engines.one("a candidate's invitations")?;
+    json(engine.user_invitations(&caller.user, &list)?)
 }
 
 fn json(body: impl serde::Serialize) -> Result<Response, ApiError> {
@@ -580,7 +698,13 @@ async fn webhook(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let outcome = state.webhooks.handle(&bytes, authorization).await?;
+    let Engines::One { webhooks, .. } = &state.engines else {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "LiveKit webhooks are not served in cluster mode yet",
+        ));
+    };
+    let outcome = webhooks.handle(&bytes, authorization).await?;
     let summary = match outcome {
         cohost_credentials::WebhookOutcome::Applied { command, .. } => {
             serde_json::json!({"applied": command})

@@ -27,7 +27,7 @@ use cohost_engine::{Engine, FollowerStatus};
 use cohost_nats::relay::{Mode, Relay, RelayConfig};
 use cohost_proto::UserId;
 
-use crate::config::{Cli, Settings, Subcommands};
+use crate::config::{Cli, ClusterSettings, Settings, Subcommands};
 
 /// The daemon: parses the command line and the environment, then serves until SIGTERM, or runs a subcommand.
 pub fn main() -> ExitCode {
@@ -144,6 +144,9 @@ fn livekit(settings: &Settings) -> Result<(LiveKitConfig, bool), String> {
 const QUOTA_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 async fn serve(settings: Settings) -> Result<(), String> {
+    if let Some(cluster) = settings.cluster()? {
+        return serve_cluster(settings, cluster).await;
+    }
     let config = settings.engine()?;
     let (secret, dev_auth) = auth_secret(&settings)?;
     let (livekit, dev_livekit) = livekit(&settings)?;
@@ -197,6 +200,63 @@ async fn serve(settings: Settings) -> Result<(), String> {
     tracing::info!("stopping: draining the engine");
     tasks.stop().await;
     engine.shutdown().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Cluster mode: joins the cluster (its partition count and log format must match this node's), then serves
+/// the rooms of the partitions this node owns, taking and giving them up as nodes come and go. Part 1 serves
+/// room-scoped routes only; the relay, the revoker, webhooks and cross-partition collections come later.
+async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(), String> {
+    use cohost_nats::cluster::{self, Node};
+    let template = settings.engine()?;
+    let (secret, dev_auth) = auth_secret(&settings)?;
+    let (livekit, dev_livekit) = livekit(&settings)?;
+    dev_mode(&settings, dev_auth, dev_livekit)?;
+    let limits = settings.limits();
+    let engine = Arc::new(move |dir: std::path::PathBuf| {
+        let mut config = template.clone();
+        config.data_dir = dir;
+        config
+    });
+    let joining = cluster::Joining {
+        nats_url: cluster.nats_url.clone(),
+        node_id: cluster.node_id.clone(),
+        partitions: cluster.partitions,
+        replicas: cluster.replicas,
+        data_dir: settings.data_dir.clone(),
+        engine,
+    };
+    let node = Arc::new(Node::join(joining).await.map_err(|e| e.to_string())?);
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.http_addr))?;
+    tracing::info!(addr = %settings.http_addr, node = %cluster.node_id, partitions = cluster.partitions, "cohostd listening in cluster mode");
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let mut state = http::AppState::cluster(
+        node.clone(),
+        livekit,
+        authenticator(&settings, &secret),
+        closing,
+    );
+    state.body_read_timeout = limits.body_read_timeout;
+    let connections = state.connections.clone();
+    state.quotas = Arc::new(quota::Quotas::new(settings.quotas(limits.connections_max)));
+    quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);
+    let (_routers_tx, routers) = tokio::sync::watch::channel(http::router(state));
+    let stopped = serve::serve(listener, routers, limits, connections, async move {
+        shutdown_signal().await;
+        let _ = closing_tx.send(true);
+    })
+    .await;
+    if let serve::Stopped::Dropped(open) = stopped {
+        tracing::warn!(
+            open,
+            "connections still open after the shutdown grace period were dropped"
+        );
+    }
+    tracing::info!("stopping: handing the partitions off");
+    node.stop().await;
     tracing::info!("stopped cleanly");
     Ok(())
 }

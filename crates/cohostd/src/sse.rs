@@ -58,7 +58,11 @@ pub async fn serve(
     token_expires_s: u64,
     stream: StreamGuard,
 ) -> Result<Response, ApiError> {
-    let engine = &state.engine;
+    let engine = match &collection {
+        Collection::Room(room_id, _) => state.engines.for_room(room_id)?,
+        Collection::Candidate(..) => state.engines.one("a candidate's invitations")?.clone(),
+    };
+    let engine = &engine;
     let feed = match (collection, last_event_id(headers)?) {
         // An id the collection cannot have sent (ahead of the room, or of the log) starts over too, rather than
         // waiting silently for a change that far ahead.

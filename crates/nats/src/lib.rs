@@ -29,15 +29,27 @@ pub struct ConnectError {
     pub source: async_nats::ConnectError,
 }
 
-/// Connects to the NATS server at `url`. A server that is not up yet is waited for (the client retries in
-/// the background), so a daemon started before its NATS server comes up rather than failing.
+/// Connects to the NATS server at `url`, or to any of a comma-separated list of them (a cluster's seed
+/// servers). A server that is not up yet is waited for (the client retries in the background), so a daemon
+/// started before its NATS server comes up rather than failing.
 pub async fn connect(url: &str) -> Result<Client, ConnectError> {
+    let error = |source| ConnectError {
+        url: url.to_owned(),
+        source,
+    };
+    let servers = url
+        .split(',')
+        .map(|one| one.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            error(async_nats::ConnectError::with_source(
+                async_nats::ConnectErrorKind::ServerParse,
+                e,
+            ))
+        })?;
     async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
-        .connect(url)
+        .connect(servers)
         .await
-        .map_err(|source| ConnectError {
-            url: url.to_owned(),
-            source,
-        })
+        .map_err(error)
 }

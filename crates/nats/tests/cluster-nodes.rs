@@ -34,7 +34,7 @@ async fn start(server: &TestServer, name: &str, dir: &tempfile::TempDir) -> Node
     let config = NodeConfig {
         partitions: PARTITIONS,
         data_dir: dir.path().to_owned(),
-        engine: engine_config,
+        engine: std::sync::Arc::new(engine_config),
     };
     Node::start(leases, log, config)
 }

@@ -17,5 +17,5 @@ pub use log::{
     AppendError, Entry, EntryKind, LOG_STREAM, LogConfig, LogError, Marker, PartitionLog, Tail,
     log_subject, msg_id,
 };
-pub use node::{Node, NodeConfig};
+pub use node::{EngineConfig, JoinNodeError, Joining, Node, NodeConfig};
 pub use owner::{LogReplicator, TakeOverError, take_over};

@@ -11,8 +11,9 @@ use cohost_engine::{Config, Engine, Health};
 use cohost_proto::{RoomId, partition};
 use futures::StreamExt;
 
-use super::lease::{Lease, LeaseError, Leases, preferred};
-use super::log::PartitionLog;
+use super::fixed::{Fixed, JoinError, join};
+use super::lease::{Lease, LeaseConfig, LeaseError, Leases, preferred};
+use super::log::{LogConfig, LogError, PartitionLog};
 use super::owner::take_over;
 
 /// Takeovers run at once in one turn.
@@ -25,14 +26,25 @@ struct Owned {
     lease: Lease,
 }
 
+/// The engine settings of a partition whose local store is in the given directory.
+pub type EngineConfig = Arc<dyn Fn(PathBuf) -> Config + Send + Sync>;
+
 /// What a node needs to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeConfig {
     pub partitions: u32,
     /// Each owned partition's local store goes to `<data_dir>/partitions/<n>`.
     pub data_dir: PathBuf,
-    /// The engine settings every partition gets (its `data_dir` is replaced).
-    pub engine: fn(PathBuf) -> Config,
+    pub engine: EngineConfig,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("partitions", &self.partitions)
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A running node. Dropping it stops its loop without giving anything up, as a crash would: its leases age
@@ -41,16 +53,84 @@ pub struct NodeConfig {
 pub struct Node {
     owned: Arc<Mutex<BTreeMap<u32, Owned>>>,
     partitions: u32,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::AbortHandle,
     leases: Leases,
 }
 
+/// What a daemon needs to join a cluster.
+#[derive(Clone)]
+pub struct Joining {
+    pub nats_url: String,
+    pub node_id: String,
+    pub partitions: u32,
+    /// Of the log and the KV buckets.
+    pub replicas: usize,
+    pub data_dir: PathBuf,
+    pub engine: EngineConfig,
+}
+
+impl std::fmt::Debug for Joining {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("Joining")
+            .field("nats_url", &self.nats_url)
+            .field("node_id", &self.node_id)
+            .field("partitions", &self.partitions)
+            .field("replicas", &self.replicas)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a node could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinNodeError {
+    #[error("cannot connect to NATS at {url}: {cause}")]
+    Connect { url: String, cause: String },
+    #[error(transparent)]
+    Fixed(#[from] JoinError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+}
+
 impl Node {
+    /// Connects, checks that the cluster's fixed configuration is this node's (the first node fixes it),
+    /// opens the partition log and the lease buckets with `replicas`, and starts the node.
+    pub async fn join(joining: Joining) -> Result<Self, JoinNodeError> {
+        let client =
+            crate::connect(&joining.nats_url)
+                .await
+                .map_err(|e| JoinNodeError::Connect {
+                    url: joining.nats_url.clone(),
+                    cause: e.to_string(),
+                })?;
+        let js = async_nats::jetstream::new(client);
+        join(&js, &Fixed::new(joining.partitions), joining.replicas).await?;
+        let log_config = LogConfig {
+            replicas: joining.replicas,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(js.clone(), log_config).await?;
+        let leases = Leases::open(
+            &js,
+            &joining.node_id,
+            joining.replicas,
+            LeaseConfig::default(),
+        )
+        .await?;
+        let config = NodeConfig {
+            partitions: joining.partitions,
+            data_dir: joining.data_dir,
+            engine: joining.engine,
+        };
+        Ok(Self::start(leases, log, config))
+    }
+
     /// Starts the node's loop; it takes partitions from its first turn on.
     pub fn start(leases: Leases, log: PartitionLog, config: NodeConfig) -> Self {
         let owned = Arc::new(Mutex::new(BTreeMap::new()));
         let partitions = config.partitions;
-        let task = tokio::spawn(run(leases.clone(), log, config, owned.clone()));
+        let task = tokio::spawn(run(leases.clone(), log, config, owned.clone())).abort_handle();
         Self {
             owned,
             partitions,
@@ -59,9 +139,18 @@ impl Node {
         }
     }
 
+    pub fn node_id(&self) -> &str {
+        self.leases.node()
+    }
+
+    /// The partition that holds `room_id`.
+    pub fn partition_of(&self, room_id: &RoomId) -> u32 {
+        partition::of(room_id, self.partitions)
+    }
+
     /// The engine of `room_id`'s partition, if this node owns it and its lease is valid by this node's clock.
     pub fn engine_for(&self, room_id: &RoomId) -> Option<Engine> {
-        let partition = partition::of(room_id, self.partitions);
+        let partition = self.partition_of(room_id);
         let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
         let entry = owned.get(&partition)?;
         entry
@@ -82,7 +171,7 @@ impl Node {
     }
 
     /// Stops the loop, drains every engine and gives its leases up, so others take over at once.
-    pub async fn stop(self) {
+    pub async fn stop(&self) {
         self.task.abort();
         let owned = std::mem::take(&mut *self.owned.lock().unwrap_or_else(|e| e.into_inner()));
         for (_, entry) in owned {
