@@ -1,0 +1,68 @@
+//! Cluster mode, node crash: sixteen clients send commands to the owners of their rooms' partitions for the
+//! whole test, and one cohostd node is killed with SIGKILL mid-load. Its partitions are served again by the
+//! others (the time from the kill to the first acknowledged command on each moved partition is printed), and
+//! every acknowledged command is in its room exactly once.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::cluster::{
+    CLIENTS, Cluster, FAILOVER_LIMIT, PARTITIONS, assert_exactly_once, first_acks_after, signal,
+    spread_rooms, start_load,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_partitions_are_served_again_and_no_acknowledged_command_is_lost_or_doubled()
+ {
+    let cluster = Cluster::start().await;
+    let (stop, tasks) = start_load(&cluster.nodes, spread_rooms(CLIENTS, 2));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let victim = 1;
+    let moved: Vec<u32> = cluster
+        .owners()
+        .await
+        .iter()
+        .filter(|(_, n)| **n == victim)
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(!moved.is_empty(), "node-1 owned no partition");
+    let killed = Instant::now();
+    {
+        let mut nodes = cluster.nodes.write().await;
+        let mut daemon = nodes[victim].take().expect("running");
+        signal(daemon.pid(), "KILL");
+        daemon.wait_exit(Duration::from_secs(5));
+    }
+    loop {
+        let owners = cluster.owners().await;
+        if owners.len() == PARTITIONS as usize && moved.iter().all(|p| owners[p] != victim) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < FAILOVER_LIMIT,
+            "moved partitions not served in time: {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.send(true).unwrap();
+    let mut clients = Vec::new();
+    for task in tasks {
+        clients.push(task.await.expect("a client finishes"));
+    }
+
+    let failovers = first_acks_after(killed, &moved, &clients);
+    println!(
+        "node kill: {} partitions moved; first acknowledged command after p50 {:?}, max {:?}",
+        failovers.len(),
+        failovers[failovers.len() / 2],
+        failovers[failovers.len() - 1]
+    );
+    assert!(
+        failovers.iter().all(|d| *d <= FAILOVER_LIMIT),
+        "{failovers:?}"
+    );
+    assert_exactly_once(&cluster, &clients).await;
+}

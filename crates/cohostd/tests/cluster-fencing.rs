@@ -1,0 +1,217 @@
+//! Cluster mode, fencing: a partition's owner is paused (SIGSTOP) past its lease while clients keep sending
+//! commands; another node takes the partition and removes a co-host; the old owner resumes (SIGCONT). It
+//! acknowledges nothing it was sent, mints no broadcaster token for the removed co-host, serves no owner-only
+//! read, and steps down; every acknowledged command is in its room exactly once, and the partition log shows
+//! exactly one writer per position: every batch after an ownership marker is that owner's.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use cohost_nats::cluster::{EntryKind, LogConfig, PartitionLog};
+use cohost_proto::{RoomId, partition};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::cluster::{
+    CLIENTS, Cluster, FAILOVER_LIMIT, PARTITIONS, assert_exactly_once, send, signal, spread_rooms,
+    start_load, token,
+};
+
+const VICTIM: usize = 1;
+
+/// A room in `partition` that the load does not use.
+fn stage_in(partition: u32) -> String {
+    (0..)
+        .map(|n| format!("stage-{n}"))
+        .find(|room| partition::of(&RoomId::new(room).unwrap(), PARTITIONS) == partition)
+        .unwrap()
+}
+
+async fn call(
+    cluster: &Cluster,
+    node: usize,
+    method: Method,
+    path: &str,
+    user: &str,
+) -> (StatusCode, Value) {
+    let nodes = cluster.nodes.read().await;
+    let node = nodes[node].as_ref().expect("running");
+    let reply = node
+        .http
+        .request(method, node.url(path))
+        .bearer_auth(token(user))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("the node answers");
+    let status = reply.status();
+    (status, reply.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_that_resumes_is_fenced_off() {
+    let cluster = Cluster::start().await;
+    let owned: Vec<u32> = cluster
+        .owners()
+        .await
+        .iter()
+        .filter(|(_, n)| **n == VICTIM)
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(!owned.is_empty(), "node-1 owned no partition");
+    let p = owned[0];
+    let stage = stage_in(p);
+    let nodes = cluster.nodes.clone();
+    send(
+        &nodes,
+        p,
+        "host",
+        "/v1/rooms",
+        json!({"room_id": stage}),
+        "stage-create",
+    )
+    .await;
+    send(
+        &nodes,
+        p,
+        "host",
+        &format!("/v1/rooms/{stage}/live"),
+        json!({}),
+        "stage-live",
+    )
+    .await;
+    let invite = format!("/v1/rooms/{stage}/invitations");
+    let offer = send(
+        &nodes,
+        p,
+        "host",
+        &invite,
+        json!({"user_id": "bob"}),
+        "stage-invite",
+    )
+    .await;
+    let id = offer["invitation_id"].as_str().unwrap().to_owned();
+    send(
+        &nodes,
+        p,
+        "bob",
+        &format!("/v1/invitations/{id}/accept"),
+        json!({}),
+        "stage-accept",
+    )
+    .await;
+    let credentials = format!("/v1/rooms/{stage}/broadcaster-data");
+    let (status, _) = call(&cluster, VICTIM, Method::GET, &credentials, "bob").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the owner mints bob's token while it owns the partition"
+    );
+
+    let (stop, tasks) = start_load(&cluster.nodes, spread_rooms(CLIENTS, 2));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let victim_pid = cluster.pid(VICTIM).await;
+    signal(victim_pid, "STOP");
+    let paused = Instant::now();
+    let new_owner = loop {
+        let owners = cluster.owners().await;
+        if owned
+            .iter()
+            .all(|q| owners.get(q).is_some_and(|n| *n != VICTIM))
+        {
+            break owners[&p];
+        }
+        assert!(
+            paused.elapsed() < FAILOVER_LIMIT,
+            "the paused owner's partitions were not taken: {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let removed = call(
+        &cluster,
+        new_owner,
+        Method::DELETE,
+        &format!("/v1/rooms/{stage}/cohosts/bob"),
+        "host",
+    )
+    .await;
+    assert_eq!(removed.0, StatusCode::OK, "{removed:?}");
+
+    signal(victim_pid, "CONT");
+    let (status, body) = call(&cluster, VICTIM, Method::GET, &credentials, "bob").await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the old owner minted a token: {body}"
+    );
+    let (status, body) = call(
+        &cluster,
+        VICTIM,
+        Method::GET,
+        &format!("/v1/rooms/{stage}"),
+        "host",
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the old owner served an owner-only read: {body}"
+    );
+    let resumed = Instant::now();
+    loop {
+        let owners = cluster.owners().await;
+        if owners.len() == PARTITIONS as usize && owned.iter().all(|q| owners[q] != VICTIM) {
+            break;
+        }
+        assert!(
+            resumed.elapsed() < FAILOVER_LIMIT,
+            "the old owner did not step down: {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.send(true).unwrap();
+    let mut clients = Vec::new();
+    for task in tasks {
+        clients.push(task.await.expect("a client finishes"));
+    }
+    assert_exactly_once(&cluster, &clients).await;
+    assert_one_writer_per_position(&cluster).await;
+}
+
+/// Every batch on a partition's subject carries the epoch of the last ownership marker before it.
+async fn assert_one_writer_per_position(cluster: &Cluster) {
+    let client = async_nats::connect(cluster.servers.addrs())
+        .await
+        .expect("connects");
+    let log_config = LogConfig {
+        replicas: 3,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(async_nats::jetstream::new(client), log_config)
+        .await
+        .expect("the log opens");
+    for p in 0..PARTITIONS {
+        let mut epoch = None;
+        let mut markers = 0;
+        for entry in log.read_after(p, 0).await.expect("the partition log reads") {
+            match entry.kind {
+                EntryKind::Marker(marker) => {
+                    assert!(epoch < Some(marker.epoch), "partition {p}: epochs go up");
+                    epoch = Some(marker.epoch);
+                    markers += 1;
+                }
+                EntryKind::Batch(_) => {
+                    let id = entry.msg_id.expect("a batch has a Msg-Id");
+                    let written_in: u64 = id.split('-').nth(1).unwrap()[1..].parse().unwrap();
+                    assert_eq!(
+                        Some(written_in),
+                        epoch,
+                        "partition {p}: batch {id} after another owner's marker"
+                    );
+                }
+            }
+        }
+        assert!(markers >= 1, "partition {p} was never claimed");
+    }
+}

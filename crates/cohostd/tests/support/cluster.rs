@@ -1,0 +1,344 @@
+//! A cluster of real processes for the cluster scenarios: three JetStream servers (R3, every write synced
+//! before its ack) and three cohostd nodes, clients that send keyed commands to the owner of their room's
+//! partition until acknowledged, and the checks the scenarios share.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cohost_nats::test_server::TestCluster;
+use cohost_proto::{RoomId, partition};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::RwLock;
+
+use super::Daemon;
+
+pub const PARTITIONS: u32 = 8;
+pub const CLIENTS: usize = 16;
+pub const SECRET: &str = "cluster-test-secret-0123456789abcdef";
+/// The limit for a moved partition to be served again.
+pub const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
+/// A request to a node that does not answer (stopped) is given up after this long and sent again.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The nodes by index; `None` once killed.
+pub type Nodes = Arc<RwLock<Vec<Option<Daemon>>>>;
+
+pub struct Cluster {
+    pub servers: TestCluster,
+    pub nodes: Nodes,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+/// A user JWT signed with the cluster's shared secret.
+pub fn token(user: &str) -> String {
+    let now = super::now_s();
+    let claims = json!({"sub": user, "iat": now, "exp": now + 3_600});
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("HS256 signs")
+}
+
+impl Cluster {
+    /// Starts the servers, waits for their JetStream, starts the nodes, and waits until every partition is
+    /// owned.
+    pub async fn start() -> Cluster {
+        let servers = TestCluster::start(3);
+        let client = async_nats::connect(servers.addrs())
+            .await
+            .expect("connects");
+        servers.wait_ready(&client).await;
+        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| super::data_dir()).collect();
+        let mut nodes = Vec::new();
+        for (i, dir) in dirs.iter().enumerate() {
+            nodes.push(Some(
+                start_node(&servers, &format!("node-{i}"), dir.path()).await,
+            ));
+        }
+        let cluster = Cluster {
+            servers,
+            nodes: Arc::new(RwLock::new(nodes)),
+            _dirs: dirs,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cluster.owners().await.len() < PARTITIONS as usize {
+            assert!(
+                Instant::now() < deadline,
+                "the partitions were never all owned"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cluster
+    }
+
+    pub async fn owners(&self) -> BTreeMap<u32, usize> {
+        owners(&self.nodes.read().await).await
+    }
+
+    /// The node index of a process, to signal it.
+    pub async fn pid(&self, node: usize) -> u32 {
+        self.nodes.read().await[node]
+            .as_ref()
+            .expect("running")
+            .pid()
+    }
+}
+
+async fn start_node(cluster: &TestCluster, name: &str, dir: &std::path::Path) -> Daemon {
+    let urls: Vec<String> = cluster.servers.iter().map(|s| s.url()).collect();
+    let urls = urls.join(",");
+    let partitions = PARTITIONS.to_string();
+    let args = [
+        "--cluster",
+        "true",
+        "--node-id",
+        name,
+        "--nats-url",
+        &urls,
+        "--partitions",
+        &partitions,
+        "--log-replicas",
+        "3",
+        "--auth-secret",
+        SECRET,
+        "--livekit-api-key",
+        "cluster-test-key",
+        "--livekit-api-secret",
+        "cluster-test-livekit-secret-0123456789",
+        "--user-commands-per-s",
+        "1000000",
+        "--user-invitations-per-min",
+        "1000000",
+    ];
+    Daemon::start_with(dir, &args).await
+}
+
+/// Which node owns which partition, from each node's /healthz; a node that does not answer at once (stopped,
+/// killed) counts for nothing.
+pub async fn owners(nodes: &[Option<Daemon>]) -> BTreeMap<u32, usize> {
+    let mut owners = BTreeMap::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let Some(node) = node else { continue };
+        let reply = node
+            .http
+            .get(node.url("/healthz"))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await;
+        let Ok(reply) = reply else { continue };
+        if reply.status() != StatusCode::OK {
+            continue;
+        }
+        let body: Value = reply.json().await.unwrap_or(Value::Null);
+        for p in body["partitions"].as_array().into_iter().flatten() {
+            owners.insert(p.as_u64().expect("a partition number") as u32, index);
+        }
+    }
+    owners
+}
+
+/// Rooms spread over the partitions, `per` in each.
+pub fn spread_rooms(count: usize, per: usize) -> Vec<(String, u32)> {
+    let mut taken = BTreeMap::<u32, usize>::new();
+    (0..)
+        .map(|n| format!("room-{n}"))
+        .filter_map(|room| {
+            let p = partition::of(&RoomId::new(&room).unwrap(), PARTITIONS);
+            let count = taken.entry(p).or_default();
+            *count += 1;
+            (*count <= per).then_some((room, p))
+        })
+        .take(count)
+        .collect()
+}
+
+/// One client's room and what it saw acknowledged.
+pub struct Client {
+    pub room: String,
+    pub partition: u32,
+    pub acked: u64,
+    /// When each acknowledged command was first sent, and when it was acknowledged.
+    pub acks: Vec<(Instant, Instant)>,
+}
+
+/// Sends one keyed command as `user` to whichever node owns the room's partition, again and again (the same
+/// key) until it is acknowledged. Only 200 and 503 are expected.
+pub async fn send(
+    nodes: &Nodes,
+    partition: u32,
+    user: &str,
+    path: &str,
+    body: Value,
+    key: &str,
+) -> Value {
+    let started = Instant::now();
+    let token = token(user);
+    loop {
+        let owner = {
+            let nodes = nodes.read().await;
+            let owners = owners(&nodes).await;
+            owners
+                .get(&partition)
+                .and_then(|i| nodes[*i].as_ref().map(|d| (d.http.clone(), d.url(path))))
+        };
+        if let Some((http, url)) = owner {
+            let reply = http
+                .post(url)
+                .bearer_auth(&token)
+                .header("idempotency-key", key)
+                .timeout(REQUEST_TIMEOUT)
+                .json(&body)
+                .send()
+                .await;
+            if let Ok(reply) = reply {
+                let status = reply.status();
+                let body: Value = reply.json().await.unwrap_or(Value::Null);
+                if status == StatusCode::OK {
+                    return body;
+                }
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {body}");
+            }
+        }
+        assert!(
+            started.elapsed() < FAILOVER_LIMIT * 2,
+            "{path} not acknowledged in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates the client's room, takes it live, then invites and cancels in turn until `stop` turns true.
+pub async fn drive(
+    nodes: Nodes,
+    mut client: Client,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Client {
+    let (room, p) = (client.room.clone(), client.partition);
+    send(
+        &nodes,
+        p,
+        "host",
+        "/v1/rooms",
+        json!({"room_id": room}),
+        &format!("{room}-create"),
+    )
+    .await;
+    send(
+        &nodes,
+        p,
+        "host",
+        &format!("/v1/rooms/{room}/live"),
+        json!({}),
+        &format!("{room}-live"),
+    )
+    .await;
+    let mut n = 0;
+    while !*stop.borrow() {
+        n += 1;
+        let sent = Instant::now();
+        let invite = format!("/v1/rooms/{room}/invitations");
+        let reply = send(
+            &nodes,
+            p,
+            "host",
+            &invite,
+            json!({"user_id": "guest"}),
+            &format!("{room}-i{n}"),
+        )
+        .await;
+        client.acked += 1;
+        client.acks.push((sent, Instant::now()));
+        let id = reply["invitation_id"]
+            .as_str()
+            .expect("an invitation id")
+            .to_owned();
+        let sent = Instant::now();
+        let cancel = format!("/v1/invitations/{id}/cancel");
+        send(
+            &nodes,
+            p,
+            "host",
+            &cancel,
+            json!({}),
+            &format!("{room}-c{n}"),
+        )
+        .await;
+        client.acked += 1;
+        client.acks.push((sent, Instant::now()));
+    }
+    client
+}
+
+/// Starts one client per room; they run until the returned sender sends `true`.
+pub fn start_load(
+    nodes: &Nodes,
+    rooms: Vec<(String, u32)>,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    Vec<tokio::task::JoinHandle<Client>>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = rooms
+        .into_iter()
+        .map(|(room, partition)| {
+            let client = Client {
+                room,
+                partition,
+                acked: 0,
+                acks: Vec::new(),
+            };
+            tokio::spawn(drive(nodes.clone(), client, stop_rx.clone()))
+        })
+        .collect();
+    (stop_tx, tasks)
+}
+
+/// Exactly once: each room's version is create + go_live + every command acknowledged in it.
+pub async fn assert_exactly_once(cluster: &Cluster, clients: &[Client]) {
+    let nodes = cluster.nodes.read().await;
+    let owners = owners(&nodes).await;
+    for client in clients {
+        let node = nodes[owners[&client.partition]]
+            .as_ref()
+            .expect("the owner runs");
+        let room = node
+            .ok_get(&format!("/v1/rooms/{}", client.room), &token("host"))
+            .await;
+        assert_eq!(
+            room["version"],
+            2 + client.acked,
+            "room {}: {room}",
+            client.room
+        );
+    }
+}
+
+/// The time from `at` to the first acknowledged command, first sent after `at`, on each of `partitions`.
+pub fn first_acks_after(at: Instant, partitions: &[u32], clients: &[Client]) -> Vec<Duration> {
+    let mut times: Vec<Duration> = partitions
+        .iter()
+        .map(|p| {
+            clients
+                .iter()
+                .filter(|c| c.partition == *p)
+                .filter_map(|c| {
+                    c.acks
+                        .iter()
+                        .find(|(sent, _)| *sent > at)
+                        .map(|(_, acked)| *acked - at)
+                })
+                .min()
+                .expect("the partition acknowledged commands afterwards")
+        })
+        .collect();
+    times.sort();
+    times
+}
+
+/// Sends a signal to a process.
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status();
+    assert!(status.expect("run kill").success(), "kill -{name} {pid}");
+}
