@@ -18,8 +18,9 @@ const KIND_HEADER: &str = "Cohost-Kind";
 const KIND_BATCH: &str = "batch";
 const KIND_MARKER: &str = "marker";
 const MSG_ID: &str = "Nats-Msg-Id";
-/// Appends tried again after a lost ack that left the outcome open, before giving up as unresolved.
-const APPEND_ATTEMPTS: u32 = 4;
+/// Appends tried again after a lost ack that left the outcome open, before giving up as unresolved: with the
+/// default ack timeout, enough to ride out a stream leader's election (nats-server: 4 to 9 s).
+const APPEND_ATTEMPTS: u32 = 6;
 
 /// `cohost.log.<partition>`.
 pub fn log_subject(partition: u32) -> String {
@@ -50,7 +51,7 @@ impl Default for LogConfig {
             replicas: 1,
             max_message_bytes: 1 << 20,
             duplicate_window: Duration::from_secs(120),
-            ack_timeout: Duration::from_secs(5),
+            ack_timeout: Duration::from_secs(2),
         }
     }
 }

@@ -1,0 +1,63 @@
+//! Cluster mode, NATS server crash: one of the three JetStream servers, the partition log's leader, is killed
+//! with SIGKILL mid-load. Commands are acknowledged again once JetStream has elected new leaders (the time to
+//! the first acknowledged command on every partition is printed), and every acknowledged command is in its
+//! room exactly once: none was lost with the server.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::cluster::{
+    CLIENTS, Cluster, PARTITIONS, assert_exactly_once, first_acks_after, spread_rooms, start_load,
+};
+
+/// JetStream elects a new leader for each of its Raft groups within its election timeout (4 to 9 s in
+/// nats-server); commands must be acknowledged again within twice that.
+const ELECTION_LIMIT: Duration = Duration::from_secs(18);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nats_server_loses_no_acknowledged_command() {
+    let mut cluster = Cluster::start().await;
+    let (stop, tasks) = start_load(&cluster.nodes, spread_rooms(CLIENTS, 2));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let client = async_nats::connect(cluster.servers.addrs())
+        .await
+        .expect("connects");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("COHOST_LOG").await.expect("the log stream");
+    let info = stream.info().await.expect("stream info");
+    let leader = info
+        .cluster
+        .clone()
+        .and_then(|c| c.leader)
+        .expect("the log has a leader");
+    let index: usize = leader
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("cohost-test-<i>");
+    let killed = Instant::now();
+    cluster.servers.servers[index].kill();
+
+    // Load goes on past the elections, then a little longer.
+    tokio::time::sleep(ELECTION_LIMIT).await;
+    stop.send(true).unwrap();
+    let mut clients = Vec::new();
+    for task in tasks {
+        clients.push(task.await.expect("a client finishes"));
+    }
+    let partitions: Vec<u32> = (0..PARTITIONS).collect();
+    let recovered = first_acks_after(killed, &partitions, &clients);
+    println!(
+        "NATS server (log leader) killed: every partition acknowledged a command again after p50 {:?}, max {:?}",
+        recovered[recovered.len() / 2],
+        recovered[recovered.len() - 1]
+    );
+    assert!(
+        recovered.iter().all(|d| *d <= ELECTION_LIMIT),
+        "{recovered:?}"
+    );
+    assert_exactly_once(&cluster, &clients).await;
+}
