@@ -75,6 +75,71 @@ impl Cluster {
         owners(&self.nodes.read().await).await
     }
 
+    /// Every process down: the nodes stopped (SIGTERM), then the servers killed (SIGKILL).
+    pub async fn down(&mut self) {
+        let mut nodes = self.nodes.write().await;
+        for node in nodes.iter_mut() {
+            if let Some(mut daemon) = node.take() {
+                let status = daemon.terminate(Duration::from_secs(30));
+                assert!(status.success(), "a node exited with {status}");
+            }
+        }
+        for server in &mut self.servers.servers {
+            server.kill();
+        }
+    }
+
+    /// Every process up again on the same ports and directories, and every partition owned.
+    pub async fn up(&mut self) {
+        for server in &mut self.servers.servers {
+            server.restart();
+        }
+        let client = async_nats::connect(self.servers.addrs())
+            .await
+            .expect("connects");
+        self.servers.wait_ready(&client).await;
+        let mut started = Vec::new();
+        for (i, dir) in self._dirs.iter().enumerate() {
+            started.push(Some(
+                start_node(&self.servers, &format!("node-{i}"), dir.path()).await,
+            ));
+        }
+        *self.nodes.write().await = started;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.owners().await.len() < PARTITIONS as usize {
+            assert!(
+                Instant::now() < deadline,
+                "the partitions were never all owned again"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A room as its owner serves it, retried while its partition is being taken.
+    pub async fn room(&self, room: &str, partition: u32) -> Value {
+        let deadline = Instant::now() + FAILOVER_LIMIT;
+        loop {
+            let nodes = self.nodes.read().await;
+            let owners = owners(&nodes).await;
+            if let Some(node) = owners.get(&partition).and_then(|i| nodes[*i].as_ref()) {
+                let (status, body) = node
+                    .call(
+                        reqwest::Method::GET,
+                        &format!("/v1/rooms/{room}"),
+                        Some(&token("host")),
+                        None,
+                    )
+                    .await;
+                if status == StatusCode::OK {
+                    return body;
+                }
+            }
+            assert!(Instant::now() < deadline, "room {room} not served");
+            drop(nodes);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The node index of a process, to signal it.
     pub async fn pid(&self, node: usize) -> u32 {
         self.nodes.read().await[node]
