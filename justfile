@@ -41,6 +41,11 @@ crash rounds="200":
 demo:
     bash scripts/demo.sh
 
+# A cluster on this machine: 3 JetStream servers (R3) and 3 cohostd nodes on 127.0.0.1:7481..7483 (README,
+# "Running a cluster"). Ctrl-C stops them all.
+cluster:
+    bash scripts/cluster.sh
+
 # The deterministic simulator over many seeds (release build; COHOST_SIM_SEED=<n> cargo test -p cohost-sim
 # replays one). `just sim 1000000` is a long campaign.
 sim seeds="1000000" steps="200":

@@ -80,6 +80,30 @@ impl std::fmt::Debug for Joining {
     }
 }
 
+/// How long joining keeps trying while the cluster's JetStream is not ready.
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Checks the fixed configuration, then opens the log and the lease buckets.
+async fn open_all(
+    js: &async_nats::jetstream::Context,
+    joining: &Joining,
+) -> Result<(PartitionLog, Leases), JoinNodeError> {
+    join(js, &Fixed::new(joining.partitions), joining.replicas).await?;
+    let log_config = LogConfig {
+        replicas: joining.replicas,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(js.clone(), log_config).await?;
+    let leases = Leases::open(
+        js,
+        &joining.node_id,
+        joining.replicas,
+        LeaseConfig::default(),
+    )
+    .await?;
+    Ok((log, leases))
+}
+
 /// Why a node could not join its cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinNodeError {
@@ -105,19 +129,26 @@ impl Node {
                     cause: e.to_string(),
                 })?;
         let js = async_nats::jetstream::new(client);
-        join(&js, &Fixed::new(joining.partitions), joining.replicas).await?;
-        let log_config = LogConfig {
-            replicas: joining.replicas,
-            ..LogConfig::default()
+        // A cluster starting up answers "no responders" until its streams have leaders: tried again for a
+        // while. A configuration that differs from the cluster's is final.
+        let started = Instant::now();
+        let (log, leases) = loop {
+            match open_all(&js, &joining).await {
+                Ok(opened) => break opened,
+                Err(
+                    error @ JoinNodeError::Fixed(
+                        JoinError::Partitions { .. } | JoinError::Format { .. },
+                    ),
+                ) => {
+                    return Err(error);
+                }
+                Err(error) if started.elapsed() < JOIN_PATIENCE => {
+                    tracing::warn!(%error, "joining the cluster; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(error) => return Err(error),
+            }
         };
-        let log = PartitionLog::open(js.clone(), log_config).await?;
-        let leases = Leases::open(
-            &js,
-            &joining.node_id,
-            joining.replicas,
-            LeaseConfig::default(),
-        )
-        .await?;
         let config = NodeConfig {
             partitions: joining.partitions,
             data_dir: joining.data_dir,
