@@ -214,9 +214,12 @@ async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(
     let (livekit, dev_livekit) = livekit(&settings)?;
     dev_mode(&settings, dev_auth, dev_livekit)?;
     let limits = settings.limits();
+    // COHOST_STORE_CACHE_MB is the node's: each partition's local store gets its share.
+    let cache = (template.store_cache_bytes / u64::from(cluster.partitions)).max(1 << 20);
     let engine = Arc::new(move |dir: std::path::PathBuf| {
         let mut config = template.clone();
         config.data_dir = dir;
+        config.store_cache_bytes = cache;
         config
     });
     let joining = cluster::Joining {

@@ -397,7 +397,13 @@ impl Store {
                 record::frame(&to_postcard(&index)),
             ));
         }
-        self.write_and_flush(ops)?;
+        if self.replicator.is_some() {
+            // The replicated log holds the batch already; this store is its cache, rebuilt from it when the
+            // partition is taken again, so a flush here would buy nothing.
+            self.write(ops)?;
+        } else {
+            self.write_and_flush(ops)?;
+        }
         let last = first_seq + events as u64 - 1;
         // The batch is durable already; a mark left behind only weakens the check at the next open.
         if let Err(error) = self.backend.set_committed(last) {

@@ -1,0 +1,370 @@
+//! Cluster mode against embedded mode, in one run, on the same workload: the engine on sled in process; a
+//! cluster of one JetStream server (R1) and one node; three servers (R3) and three nodes. Every JetStream write
+//! is synced before its ack (`sync_interval: always`), as sled's flush is. Then, on the R3 cluster, nodes are
+//! crashed one after another (a new node joins after each) and the time from a crash to the first
+//! acknowledged command on each partition that moved is measured.
+//!
+//! The nodes run in this process (`cohost_nats::cluster::Node`), the servers beside it: all share the
+//! machine's CPUs. 64 clients drive 2,000 live rooms with the command mix of the engine bench, each sent to the
+//! engine of its room's partition.
+//!
+//! `cargo bench -p cohost-benches --bench cluster`. Environment: `COHOST_BENCH_QUICK=1` (short phases, 2
+//! kills), `COHOST_BENCH_SECS`, `COHOST_BENCH_RUNS`, `COHOST_BENCH_KILLS`, `COHOST_BENCH_DIR`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cohost_benches::mix::{self, Client};
+use cohost_benches::{Common, Goal, median, percentile};
+use cohost_engine::{Config, Engine, ManualClock, Options};
+use cohost_nats::cluster::{Joining, Node};
+use cohost_nats::test_server::{TestCluster, TestServer};
+use cohost_proto::RoomId;
+
+const ROOMS: usize = 2_000;
+const CLIENTS: usize = 64;
+const PARTITIONS: u32 = 64;
+const GOAL_R3: Goal = Goal::at_least("R3 cluster, acked commands", 30_000.0, "/s");
+const GOAL_R1_RATIO: Goal = Goal::at_least("R1 cluster / embedded", 0.3, "x");
+const GOAL_FAILOVER_P50: Goal = Goal::at_most("failover p50", 3.0, "s");
+const GOAL_FAILOVER_MAX: Goal = Goal::at_most("failover max", 10.0, "s");
+
+/// Where each room's commands go.
+type Route = Arc<dyn Fn(&RoomId) -> Option<Engine> + Send + Sync>;
+
+fn engine_config(dir: PathBuf) -> Config {
+    let mut config = Config::new(dir);
+    // A node's cache shared by its partitions, as cohostd does.
+    config.store_cache_bytes = cohost_store_cache_share();
+    // The mirrors' clock: the same expiries, none during a run.
+    config.clock = Arc::new(ManualClock::new(mix::MIRROR_NOW_MS));
+    config
+}
+
+/// Whether the R1 server syncs every write before its ack (`COHOST_BENCH_SYNC=always`, the default) or keeps
+/// JetStream's default `sync_interval` (`COHOST_BENCH_SYNC=default`). The R3 servers always sync.
+fn synced() -> bool {
+    std::env::var("COHOST_BENCH_SYNC").map_or(true, |v| v != "default")
+}
+
+/// cohostd's default store cache divided among the partitions.
+fn cohost_store_cache_share() -> u64 {
+    (256 << 20) / u64::from(PARTITIONS)
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    unlike_mirror: u64,
+    latency_us: Vec<f64>,
+}
+
+async fn execute(
+    route: &Route,
+    room: &RoomId,
+    plan: &mix::Plan,
+) -> Result<(), cohost_engine::Error> {
+    loop {
+        if let Some(engine) = route(room) {
+            return engine
+                .execute(plan.actor.clone(), plan.command.clone(), Options::default())
+                .await
+                .map(drop);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn drive(route: Route, mut client: Client, stop: Arc<AtomicBool>) -> Tally {
+    let mut tally = Tally::default();
+    while !stop.load(Ordering::Relaxed) {
+        let room = client.rng.index(client.rooms.len());
+        let plan = client.plan(room);
+        let room_id = mix::room_id("bench", client.global_room(room));
+        let sent = Instant::now();
+        let outcome = execute(&route, &room_id, &plan).await;
+        tally.latency_us.push(sent.elapsed().as_secs_f64() * 1e6);
+        match (plan.expected, outcome.is_ok()) {
+            (Some(events), true) => {
+                client.settle(plan.room, &events);
+                tally.ok += 1;
+            }
+            (None, false) => {}
+            _ => tally.unlike_mirror += 1,
+        }
+    }
+    tally
+}
+
+/// Sets the rooms up, then runs the mix for `secs`: acked commands per second, p50 and p99 in ms.
+async fn measure(route: &Route, secs: f64) -> (f64, f64, f64) {
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let route = route.clone();
+            tokio::spawn(async move {
+                for i in (c..ROOMS).step_by(CLIENTS) {
+                    let (host, commands) = mix::setup("bench", i);
+                    let room = mix::room_id("bench", i);
+                    for command in commands {
+                        let plan = mix::Plan {
+                            room: 0,
+                            actor: host.clone(),
+                            command,
+                            expected: None,
+                        };
+                        execute(&route, &room, &plan)
+                            .await
+                            .expect("setup commands succeed");
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("setup does not panic");
+    }
+    let users = mix::users();
+    let clients = Client::all(&mix::mirror_rooms("bench", ROOMS), &users, CLIENTS);
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| tokio::spawn(drive(route.clone(), client, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Tally::default();
+    for task in tasks {
+        let tally = task.await.expect("a client does not panic");
+        all.ok += tally.ok;
+        all.unlike_mirror += tally.unlike_mirror;
+        all.latency_us.extend(tally.latency_us);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(
+        all.unlike_mirror, 0,
+        "every answer is the one the mirror expects"
+    );
+    let p50 = percentile(&mut all.latency_us, 50.0) / 1e3;
+    let p99 = percentile(&mut all.latency_us, 99.0) / 1e3;
+    (all.ok as f64 / elapsed, p50, p99)
+}
+
+async fn join(urls: &str, name: &str, replicas: usize, dir: &std::path::Path) -> Node {
+    let joining = Joining {
+        nats_url: urls.to_owned(),
+        node_id: name.to_owned(),
+        partitions: PARTITIONS,
+        replicas,
+        data_dir: dir.join(name),
+        engine: Arc::new(engine_config),
+    };
+    Node::join(joining).await.expect("the node joins")
+}
+
+async fn all_owned(nodes: &[Arc<Node>]) {
+    let started = Instant::now();
+    while nodes.iter().map(|n| n.owned().len()).sum::<usize>() < PARTITIONS as usize {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the partitions were never all owned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn route_to(nodes: Arc<std::sync::RwLock<Vec<Arc<Node>>>>) -> Route {
+    Arc::new(move |room: &RoomId| {
+        let nodes = nodes.read().unwrap_or_else(|e| e.into_inner());
+        nodes.iter().find_map(|node| node.engine_for(room))
+    })
+}
+
+fn report(name: &str, runs: &mut [(f64, f64, f64)]) -> f64 {
+    let mut rates: Vec<f64> = runs.iter().map(|r| r.0).collect();
+    let mut p50s: Vec<f64> = runs.iter().map(|r| r.1).collect();
+    let mut p99s: Vec<f64> = runs.iter().map(|r| r.2).collect();
+    let rate = median(&mut rates);
+    println!(
+        "  {name:<22} {rate:>8.0} acked commands/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        median(&mut p50s),
+        median(&mut p99s)
+    );
+    rate
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let common = Common::from_env(3, 5.0, 1, 1.0);
+    let kills: usize = common.setting("COHOST_BENCH_KILLS", 10, 2);
+    println!(
+        "cluster: {CLIENTS} clients over {ROOMS} live rooms, {PARTITIONS} partitions, {:.0} s per run, {} run(s); \
+         R1 server syncs every write: {}",
+        common.secs,
+        common.runs,
+        synced()
+    );
+    let (mut embedded, mut r1, mut r3) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..common.runs {
+        let dir = common.fresh_dir();
+        let engine = Engine::open(engine_config(dir.path().join("embedded"))).expect("opens");
+        let one = engine.clone();
+        let route: Route = Arc::new(move |_: &RoomId| Some(one.clone()));
+        embedded.push(measure(&route, common.secs).await);
+        engine.shutdown().await;
+
+        let server = if synced() {
+            TestServer::start_with_config(true, Some(String::new()))
+        } else {
+            TestServer::start(true)
+        };
+        let node = Arc::new(join(&server.url(), "r1-node", 1, dir.path()).await);
+        all_owned(std::slice::from_ref(&node)).await;
+        let nodes = Arc::new(std::sync::RwLock::new(vec![node.clone()]));
+        r1.push(measure(&route_to(nodes), common.secs).await);
+        node.stop().await;
+        drop(server);
+
+        let servers = TestCluster::start(3);
+        let probe = async_nats::connect(servers.addrs())
+            .await
+            .expect("connects");
+        servers.wait_ready(&probe).await;
+        let mut started = Vec::new();
+        for (i, server) in servers.servers.iter().enumerate() {
+            started.push(Arc::new(
+                join(&server.url(), &format!("r3-node-{i}"), 3, dir.path()).await,
+            ));
+        }
+        all_owned(&started).await;
+        let nodes = Arc::new(std::sync::RwLock::new(started.clone()));
+        r3.push(measure(&route_to(nodes), common.secs).await);
+        for node in started {
+            node.stop().await;
+        }
+    }
+    println!("medians over {} run(s):", common.runs);
+    let embedded_rate = report("embedded (sled)", &mut embedded);
+    let r1_rate = report("R1, 1 node", &mut r1);
+    let r3_rate = report("R3, 3 nodes", &mut r3);
+    let failovers = failovers(&common, kills).await;
+    GOAL_R3.report(r3_rate);
+    GOAL_R1_RATIO.report(r1_rate / embedded_rate);
+    let mut seconds: Vec<f64> = failovers.iter().map(Duration::as_secs_f64).collect();
+    if !seconds.is_empty() {
+        let p50 = median(&mut seconds.clone());
+        let max = seconds.iter().copied().fold(0.0, f64::max);
+        seconds.sort_by(f64::total_cmp);
+        println!(
+            "  failover over {} moved partitions in {kills} kills: {seconds:.2?} s",
+            seconds.len()
+        );
+        GOAL_FAILOVER_P50.report(p50);
+        GOAL_FAILOVER_MAX.report(max);
+    }
+}
+
+/// On an R3 cluster under load, crashes a node `kills` times (a new node joins after each) and returns, for
+/// each partition that moved, the time from the crash to its first acknowledged command.
+async fn failovers(common: &Common, kills: usize) -> Vec<Duration> {
+    let dir = common.fresh_dir();
+    let servers = TestCluster::start(3);
+    let probe = async_nats::connect(servers.addrs())
+        .await
+        .expect("connects");
+    servers.wait_ready(&probe).await;
+    let urls: Vec<String> = servers.servers.iter().map(TestServer::url).collect();
+    let urls = urls.join(",");
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(Arc::new(
+            join(&urls, &format!("f-node-{i}"), 3, dir.path()).await,
+        ));
+    }
+    all_owned(&nodes).await;
+    let rooms: Vec<RoomId> = (0..PARTITIONS)
+        .map(|p| {
+            (0..)
+                .map(|n| RoomId::new(&format!("f-{n}")).expect("valid id"))
+                .find(|room| cohost_proto::partition::of(room, PARTITIONS) == p)
+                .expect("some room falls in each partition")
+        })
+        .collect();
+    let shared = Arc::new(std::sync::RwLock::new(nodes));
+    let route = route_to(shared.clone());
+    for room in &rooms {
+        let (host, commands) = (
+            mix::host("f", 0),
+            [
+                cohost_proto::Command::CreateRoom(cohost_proto::CreateRoom {
+                    room_id: room.clone(),
+                    title: None,
+                    max_cohosts: None,
+                }),
+                cohost_proto::Command::GoLive(cohost_proto::RoomTarget {
+                    room_id: room.clone(),
+                }),
+            ],
+        );
+        for command in commands {
+            let plan = mix::Plan {
+                room: 0,
+                actor: host.clone(),
+                command,
+                expected: None,
+            };
+            execute(&route, room, &plan).await.expect("setup succeeds");
+        }
+    }
+    let mut moved_times = Vec::new();
+    for kill in 0..kills {
+        let victim = shared.write().unwrap_or_else(|e| e.into_inner()).remove(0);
+        let moved = victim.owned();
+        let crashed = Instant::now();
+        Arc::into_inner(victim)
+            .expect("the victim is held once")
+            .crash();
+        let probes: Vec<_> = moved
+            .iter()
+            .map(|p| {
+                let (route, room) = (route.clone(), rooms[*p as usize].clone());
+                tokio::spawn(async move {
+                    let invite = cohost_proto::Command::Invite(cohost_proto::UserTarget {
+                        room_id: room.clone(),
+                        user_id: cohost_proto::UserId::new(&format!("guest-{kill}"))
+                            .expect("valid id"),
+                    });
+                    let plan = mix::Plan {
+                        room: 0,
+                        actor: mix::host("f", 0),
+                        command: invite,
+                        expected: None,
+                    };
+                    loop {
+                        if execute(&route, &room, &plan).await.is_ok() {
+                            return crashed.elapsed();
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+            })
+            .collect();
+        for probe in probes {
+            moved_times.push(probe.await.expect("a probe does not panic"));
+        }
+        let fresh = Arc::new(join(&urls, &format!("f-node-{}", kill + 3), 3, dir.path()).await);
+        shared
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(fresh);
+        let current = shared.read().unwrap_or_else(|e| e.into_inner()).clone();
+        all_owned(&current).await;
+    }
+    let remaining = shared.read().unwrap_or_else(|e| e.into_inner()).clone();
+    for node in remaining {
+        node.stop().await;
+    }
+    moved_times
+}
