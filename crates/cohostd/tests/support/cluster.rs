@@ -60,19 +60,37 @@ impl Cluster {
             nodes: Arc::new(RwLock::new(nodes)),
             _dirs: dirs,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while cluster.owners().await.len() < PARTITIONS as usize {
-            assert!(
-                Instant::now() < deadline,
-                "the partitions were never all owned"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        cluster.settle().await;
         cluster
     }
 
     pub async fn owners(&self) -> BTreeMap<u32, usize> {
         owners(&self.nodes.read().await).await
+    }
+
+    /// Waits until every partition is owned and every node owns some: the first node up takes them all, and
+    /// hands the others' share over as they join.
+    async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let owners = self.owners().await;
+            let nodes = self
+                .nodes
+                .read()
+                .await
+                .iter()
+                .filter(|n| n.is_some())
+                .count();
+            let owning: std::collections::BTreeSet<usize> = owners.values().copied().collect();
+            if owners.len() == PARTITIONS as usize && owning.len() == nodes {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the partitions were never shared: {owners:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Every process down: the nodes stopped (SIGTERM), then the servers killed (SIGKILL).
@@ -105,14 +123,7 @@ impl Cluster {
             ));
         }
         *self.nodes.write().await = started;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.owners().await.len() < PARTITIONS as usize {
-            assert!(
-                Instant::now() < deadline,
-                "the partitions were never all owned again"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.settle().await;
     }
 
     /// A room as its owner serves it, retried while its partition is being taken.
