@@ -18,6 +18,8 @@ const KIND_HEADER: &str = "Cohost-Kind";
 const KIND_BATCH: &str = "batch";
 const KIND_MARKER: &str = "marker";
 const MSG_ID: &str = "Nats-Msg-Id";
+/// Reads of a partition's log started again after a failure on the way, before giving up.
+const READ_ATTEMPTS: u32 = 4;
 /// Appends tried again after a lost ack that left the outcome open, before giving up as unresolved: with the
 /// default ack timeout, enough to ride out a stream leader's election (nats-server: 4 to 9 s).
 const APPEND_ATTEMPTS: u32 = 6;
@@ -335,7 +337,22 @@ impl PartitionLog {
     }
 
     /// Every message on `partition`'s subject after stream seq `after`, up to the tail as of this call, in order.
+    /// A read that fails on the way (a stream electing its leader times out) is started again a few times.
     pub async fn read_after(&self, partition: u32, after: u64) -> Result<Vec<Entry>, LogError> {
+        let mut attempt = 0;
+        loop {
+            match self.read_once(partition, after).await {
+                Err(LogError::Stream(cause)) if attempt + 1 < READ_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(partition, attempt, %cause, "reading the partition log again");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn read_once(&self, partition: u32, after: u64) -> Result<Vec<Entry>, LogError> {
         let Some(tail) = self.tail(partition).await? else {
             return Ok(Vec::new());
         };
