@@ -1,8 +1,9 @@
 //! Cluster mode, fencing: a partition's owner is paused (SIGSTOP) past its lease while clients keep sending
 //! commands; another node takes the partition and removes a co-host; the old owner resumes (SIGCONT). It
 //! acknowledges nothing it was sent, mints no broadcaster token for the removed co-host, serves no owner-only
-//! read, and steps down; every acknowledged command is in its room exactly once, and the partition log shows
-//! exactly one writer per position: every batch after an ownership marker is that owner's.
+//! read, and gives the partition up (it may take it back later, as its preferred owner, only by a new claim).
+//! Every acknowledged command is in its room exactly once, and the partition log shows exactly one writer per
+//! position: every batch after an ownership marker is that owner's.
 
 mod support;
 
@@ -157,15 +158,17 @@ async fn a_paused_owner_that_resumes_is_fenced_off() {
         StatusCode::SERVICE_UNAVAILABLE,
         "the old owner served an owner-only read: {body}"
     );
+    // Its lease is lost, so it gives the partitions up. Alive again, it is their preferred owner, so it may
+    // take them back, but only through a new claim: the log check below holds every batch to its marker.
     let resumed = Instant::now();
     loop {
         let owners = cluster.owners().await;
-        if owners.len() == PARTITIONS as usize && owned.iter().all(|q| owners[q] != VICTIM) {
+        if owners.len() == PARTITIONS as usize {
             break;
         }
         assert!(
             resumed.elapsed() < FAILOVER_LIMIT,
-            "the old owner did not step down: {owners:?}"
+            "partitions left unowned: {owners:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
