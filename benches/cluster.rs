@@ -77,6 +77,26 @@ async fn execute(
     }
 }
 
+/// Runs a room's setup commands as its host; each must succeed.
+async fn set_up(
+    route: &Route,
+    room: &RoomId,
+    host: &cohost_proto::Actor,
+    commands: impl IntoIterator<Item = cohost_proto::Command>,
+) {
+    for command in commands {
+        let plan = mix::Plan {
+            room: 0,
+            actor: host.clone(),
+            command,
+            expected: None,
+        };
+        execute(route, room, &plan)
+            .await
+            .expect("setup commands succeed");
+    }
+}
+
 async fn drive(route: Route, mut client: Client, stop: Arc<AtomicBool>) -> Tally {
     let mut tally = Tally::default();
     while !stop.load(Ordering::Relaxed) {
@@ -107,17 +127,7 @@ async fn measure(route: &Route, secs: f64) -> (f64, f64, f64) {
                 for i in (c..ROOMS).step_by(CLIENTS) {
                     let (host, commands) = mix::setup("bench", i);
                     let room = mix::room_id("bench", i);
-                    for command in commands {
-                        let plan = mix::Plan {
-                            room: 0,
-                            actor: host.clone(),
-                            command,
-                            expected: None,
-                        };
-                        execute(&route, &room, &plan)
-                            .await
-                            .expect("setup commands succeed");
-                    }
+                    set_up(&route, &room, &host, commands).await;
                 }
             })
         })
@@ -311,15 +321,7 @@ async fn failovers(common: &Common, kills: usize) -> Vec<Duration> {
                 }),
             ],
         );
-        for command in commands {
-            let plan = mix::Plan {
-                room: 0,
-                actor: host.clone(),
-                command,
-                expected: None,
-            };
-            execute(&route, room, &plan).await.expect("setup succeeds");
-        }
+        set_up(&route, room, &host, commands).await;
     }
     let mut moved_times = Vec::new();
     for kill in 0..kills {

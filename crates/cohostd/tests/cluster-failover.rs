@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use support::cluster::{
     CLIENTS, Cluster, FAILOVER_LIMIT, PARTITIONS, assert_exactly_once, first_acks_after, signal,
-    spread_rooms, start_load,
+    spread_rooms, start_load, stop_load,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,23 +35,15 @@ async fn a_killed_node_s_partitions_are_served_again_and_no_acknowledged_command
         signal(daemon.pid(), "KILL");
         daemon.wait_exit(Duration::from_secs(5));
     }
-    loop {
-        let owners = cluster.owners().await;
-        if owners.len() == PARTITIONS as usize && moved.iter().all(|p| owners[p] != victim) {
-            break;
-        }
-        assert!(
-            killed.elapsed() < FAILOVER_LIMIT,
-            "moved partitions not served in time: {owners:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let served = |owners: &std::collections::BTreeMap<u32, usize>| {
+        owners.len() == PARTITIONS as usize && moved.iter().all(|p| owners[p] != victim)
+    };
+    let what = "moved partitions not served in time";
+    cluster
+        .wait_owners(killed, FAILOVER_LIMIT, what, served)
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.send(true).unwrap();
-    let mut clients = Vec::new();
-    for task in tasks {
-        clients.push(task.await.expect("a client finishes"));
-    }
+    let clients = stop_load(stop, tasks).await;
 
     let failovers = first_acks_after(killed, &moved, &clients);
     println!(

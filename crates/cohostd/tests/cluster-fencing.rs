@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::cluster::{
     CLIENTS, Cluster, FAILOVER_LIMIT, PARTITIONS, assert_exactly_once, send, signal, spread_rooms,
-    start_load, token,
+    start_load, stop_load, token,
 };
 
 const VICTIM: usize = 1;
@@ -114,20 +114,15 @@ async fn a_paused_owner_that_resumes_is_fenced_off() {
     let victim_pid = cluster.pid(VICTIM).await;
     signal(victim_pid, "STOP");
     let paused = Instant::now();
-    let new_owner = loop {
-        let owners = cluster.owners().await;
-        if owned
+    let taken = |owners: &std::collections::BTreeMap<u32, usize>| {
+        owned
             .iter()
             .all(|q| owners.get(q).is_some_and(|n| *n != VICTIM))
-        {
-            break owners[&p];
-        }
-        assert!(
-            paused.elapsed() < FAILOVER_LIMIT,
-            "the paused owner's partitions were not taken: {owners:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let what = "the paused owner's partitions were not taken";
+    let new_owner = cluster
+        .wait_owners(paused, FAILOVER_LIMIT, what, taken)
+        .await[&p];
     let removed = call(
         &cluster,
         new_owner,
@@ -161,23 +156,12 @@ async fn a_paused_owner_that_resumes_is_fenced_off() {
     // Its lease is lost, so it gives the partitions up. Alive again, it is their preferred owner, so it may
     // take them back, but only through a new claim: the log check below holds every batch to its marker.
     let resumed = Instant::now();
-    loop {
-        let owners = cluster.owners().await;
-        if owners.len() == PARTITIONS as usize {
-            break;
-        }
-        assert!(
-            resumed.elapsed() < FAILOVER_LIMIT,
-            "partitions left unowned: {owners:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let all = |owners: &std::collections::BTreeMap<u32, usize>| owners.len() == PARTITIONS as usize;
+    cluster
+        .wait_owners(resumed, FAILOVER_LIMIT, "partitions left unowned", all)
+        .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.send(true).unwrap();
-    let mut clients = Vec::new();
-    for task in tasks {
-        clients.push(task.await.expect("a client finishes"));
-    }
+    let clients = stop_load(stop, tasks).await;
     assert_exactly_once(&cluster, &clients).await;
     assert_one_writer_per_position(&cluster).await;
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use support::cluster::{
     CLIENTS, Cluster, PARTITIONS, assert_exactly_once, first_acks_after, spread_rooms, start_load,
+    stop_load,
 };
 
 /// JetStream elects a new leader for each of its Raft groups within its election timeout (4 to 9 s in
@@ -24,30 +25,13 @@ async fn a_killed_nats_server_loses_no_acknowledged_command() {
     let client = async_nats::connect(cluster.servers.addrs())
         .await
         .expect("connects");
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("COHOST_LOG").await.expect("the log stream");
-    let info = stream.info().await.expect("stream info");
-    let leader = info
-        .cluster
-        .clone()
-        .and_then(|c| c.leader)
-        .expect("the log has a leader");
-    let index: usize = leader
-        .rsplit('-')
-        .next()
-        .unwrap()
-        .parse()
-        .expect("cohost-test-<i>");
+    let index = cluster.servers.leader_of(&client, "COHOST_LOG").await;
     let killed = Instant::now();
     cluster.servers.servers[index].kill();
 
     // Load goes on past the elections, then a little longer.
     tokio::time::sleep(ELECTION_LIMIT).await;
-    stop.send(true).unwrap();
-    let mut clients = Vec::new();
-    for task in tasks {
-        clients.push(task.await.expect("a client finishes"));
-    }
+    let clients = stop_load(stop, tasks).await;
     let partitions: Vec<u32> = (0..PARTITIONS).collect();
     let recovered = first_acks_after(killed, &partitions, &clients);
     println!(

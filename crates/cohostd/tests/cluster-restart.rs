@@ -7,7 +7,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::cluster::{CLIENTS, Cluster, assert_exactly_once, send, spread_rooms, start_load};
+use support::cluster::{
+    CLIENTS, Cluster, assert_exactly_once, send, spread_rooms, start_load, stop_load,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_process_down_then_up_keeps_every_room() {
@@ -15,11 +17,7 @@ async fn every_process_down_then_up_keeps_every_room() {
     let rooms = spread_rooms(CLIENTS, 2);
     let (stop, tasks) = start_load(&cluster.nodes, rooms.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.send(true).unwrap();
-    let mut clients = Vec::new();
-    for task in tasks {
-        clients.push(task.await.expect("a client finishes"));
-    }
+    let clients = stop_load(stop, tasks).await;
     let mut before = Vec::new();
     for (room, partition) in &rooms {
         before.push(cluster.room(room, *partition).await);

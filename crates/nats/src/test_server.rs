@@ -286,6 +286,23 @@ impl TestCluster {
             .collect()
     }
 
+    /// The index of the server that leads `stream` now (servers are named `cohost-test-<index>`).
+    pub async fn leader_of(&self, client: &async_nats::Client, stream: &str) -> usize {
+        let js = async_nats::jetstream::new(client.clone());
+        let mut stream = js.get_stream(stream).await.expect("the stream exists");
+        let info = stream.info().await.expect("stream info");
+        let leader = info
+            .cluster
+            .clone()
+            .and_then(|c| c.leader)
+            .expect("the stream has a leader");
+        leader
+            .rsplit('-')
+            .next()
+            .and_then(|index| index.parse().ok())
+            .expect("servers are named cohost-test-<index>")
+    }
+
     /// Waits until JetStream answers account info through `url` (a meta leader is elected), or panics.
     pub async fn wait_ready(&self, client: &async_nats::Client) {
         let js = async_nats::jetstream::new(client.clone());

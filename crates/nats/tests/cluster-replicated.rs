@@ -88,17 +88,10 @@ async fn one_cluster_one_configuration_and_no_acknowledged_batch_lost_with_the_l
     let mut stream = js.get_stream(LOG_STREAM).await.expect("the stream");
     let info = stream.info().await.expect("stream info");
     assert_eq!(info.config.num_replicas, REPLICAS);
-    let leader = info
-        .cluster
-        .clone()
-        .and_then(|c| c.leader)
-        .expect("the stream has a leader");
-    let index: usize = leader
-        .rsplit('-')
-        .next()
-        .unwrap()
-        .parse()
-        .expect("cohost-test-<i>");
+    let client = async_nats::connect(cluster.addrs())
+        .await
+        .expect("connects");
+    let index = cluster.leader_of(&client, LOG_STREAM).await;
     cluster.servers[index].kill();
     let killed = Instant::now();
     append(&log, 21, &mut tail, &mut acknowledged).await;

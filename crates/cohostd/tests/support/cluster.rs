@@ -68,6 +68,24 @@ impl Cluster {
         owners(&self.nodes.read().await).await
     }
 
+    /// Polls the owners until `done` holds for them, at most `limit` from `since`; returns them.
+    pub async fn wait_owners(
+        &self,
+        since: Instant,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&BTreeMap<u32, usize>) -> bool,
+    ) -> BTreeMap<u32, usize> {
+        loop {
+            let owners = self.owners().await;
+            if done(&owners) {
+                return owners;
+            }
+            assert!(since.elapsed() < limit, "{what}: {owners:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until every partition is owned and every node owns some: the first node up takes them all, and
     /// hands the others' share over as they join.
     async fn settle(&self) {
@@ -367,6 +385,19 @@ pub fn start_load(
         })
         .collect();
     (stop_tx, tasks)
+}
+
+/// Stops the clients and returns what each saw.
+pub async fn stop_load(
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<Client>>,
+) -> Vec<Client> {
+    stop.send(true).expect("the clients listen");
+    let mut clients = Vec::new();
+    for task in tasks {
+        clients.push(task.await.expect("a client finishes"));
+    }
+    clients
 }
 
 /// Exactly once: each room's version is create + go_live + every command acknowledged in it.
