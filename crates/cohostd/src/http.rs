@@ -455,11 +455,21 @@ pub fn starting_router() -> Router {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let followers: Vec<_> = state.followers.iter().map(|f| f.snapshot()).collect();
-    let Engines::One { engine, .. } = &state.engines else {
-        // Per-partition engine metrics come with cluster mode's metrics; the HTTP side's are here already.
-        let mut text = String::new();
-        crate::metrics::render_connections(&mut text, &state.connections);
-        return ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response();
+    let engine = match &state.engines {
+        Engines::One { engine, .. } => engine,
+        Engines::Cluster { node, .. } => {
+            let engines = node.engines();
+            let mut stats = cohost_engine::StatsSnapshot::default();
+            let mut records_read = 0;
+            for (_, engine) in &engines {
+                stats.add(&engine.stats());
+                records_read += engine.records_read();
+            }
+            let mut text = state.metrics.render_cluster(&stats, engines.len());
+            crate::metrics::render_connections(&mut text, &state.connections);
+            crate::metrics::render_reads_and_quotas(&mut text, records_read, &state.quotas);
+            return ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response();
+        }
     };
     let mut text = state
         .metrics

@@ -88,6 +88,29 @@ impl Metrics {
         out
     }
 
+    /// The page of a cluster node: the engine counters summed over the partitions it owns now (a partition
+    /// that moves away takes its counts along, which Prometheus reads as a counter reset), and how many it owns.
+    pub fn render_cluster(&self, engine: &StatsSnapshot, owned: usize) -> String {
+        let mut out = String::new();
+        self.render_commands(&mut out);
+        render_engine_counters(&mut out, engine);
+        render_flush_histogram(&mut out, engine);
+        gauge(
+            &mut out,
+            "cohost_partitions_owned",
+            "Partitions this node writes now.",
+            owned,
+        );
+        let clients = self.sse_clients.load(Ordering::Relaxed);
+        gauge(
+            &mut out,
+            "cohost_sse_clients",
+            "Open live collections.",
+            clients,
+        );
+        out
+    }
+
     fn render_commands(&self, out: &mut String) {
         out.push_str(
             "# HELP cohost_commands_total Commands handled over HTTP, by command and result.\n",

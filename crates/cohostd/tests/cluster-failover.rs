@@ -18,6 +18,31 @@ async fn a_killed_node_s_partitions_are_served_again_and_no_acknowledged_command
     let cluster = Cluster::start().await;
     let (stop, tasks) = start_load(&cluster.nodes, spread_rooms(CLIENTS, 2));
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Each node's /metrics counts the partitions it owns and what their engines did.
+    let owners = cluster.owners().await;
+    for (index, node) in cluster.nodes.read().await.iter().enumerate() {
+        let node = node.as_ref().expect("running");
+        let page = node
+            .http
+            .get(node.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let owned = owners.values().filter(|n| **n == index).count();
+        assert!(
+            page.contains(&format!("cohost_partitions_owned {owned}\n")),
+            "node-{index}: {page}"
+        );
+        let events = page
+            .lines()
+            .find_map(|line| line.strip_prefix("cohost_engine_events_total "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .expect("the engine counters are on the page");
+        assert!(events > 0, "node-{index} appended no event under load");
+    }
 
     let victim = 1;
     let moved: Vec<u32> = cluster

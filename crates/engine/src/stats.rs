@@ -25,7 +25,7 @@ pub const FLUSH_BUCKETS_US: [u64; 9] =
     [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000];
 
 /// A copy of the counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatsSnapshot {
     pub commands_ok: u64,
     pub commands_rejected: u64,
@@ -39,6 +39,31 @@ pub struct StatsSnapshot {
     pub flush_us_max: u64,
     /// `(upper bound µs, batches in this bucket and not a lower one)`.
     pub flush_us_buckets: [(u64, u64); FLUSH_BUCKETS_US.len()],
+}
+
+impl Default for StatsSnapshot {
+    /// No counts, in the buckets every engine uses.
+    fn default() -> Self {
+        Stats::default().snapshot()
+    }
+}
+
+impl StatsSnapshot {
+    /// Adds another engine's counters to these (a cluster node's partitions, one engine each).
+    pub fn add(&mut self, other: &StatsSnapshot) {
+        self.commands_ok += other.commands_ok;
+        self.commands_rejected += other.commands_rejected;
+        self.queue_full += other.queue_full;
+        self.batches += other.batches;
+        self.events += other.events;
+        self.batch_commands += other.batch_commands;
+        self.flush_us_total += other.flush_us_total;
+        self.flush_us_max = self.flush_us_max.max(other.flush_us_max);
+        for (mine, theirs) in self.flush_us_buckets.iter_mut().zip(other.flush_us_buckets) {
+            assert_eq!(mine.0, theirs.0, "the same buckets in every engine");
+            mine.1 += theirs.1;
+        }
+    }
 }
 
 impl Stats {
@@ -81,5 +106,22 @@ impl Stats {
                 (FLUSH_BUCKETS_US[i], self.flush_us_buckets[i].load(Relaxed))
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn snapshots_add_up_counter_by_counter() {
+        let stats = super::Stats::default();
+        stats.record_batch(3, 2, std::time::Duration::from_micros(150));
+        let one = stats.snapshot();
+        let mut sum = super::StatsSnapshot::default();
+        sum.add(&one);
+        sum.add(&one);
+        assert_eq!((sum.batches, sum.events, sum.batch_commands), (2, 6, 4));
+        assert_eq!(sum.flush_us_max, one.flush_us_max);
+        let counted: u64 = sum.flush_us_buckets.iter().map(|(_, n)| n).sum();
+        assert_eq!(counted, 2);
     }
 }

@@ -190,6 +190,15 @@ impl Node {
             .then(|| entry.engine.clone())
     }
 
+    /// The engines of the partitions this node owns now, by partition.
+    pub fn engines(&self) -> Vec<(u32, Engine)> {
+        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        owned
+            .iter()
+            .map(|(partition, entry)| (*partition, entry.engine.clone()))
+            .collect()
+    }
+
     /// The partitions this node owns now.
     pub fn owned(&self) -> Vec<u32> {
         let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
