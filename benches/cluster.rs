@@ -9,7 +9,8 @@
 //! engine of its room's partition.
 //!
 //! `cargo bench -p cohost-benches --bench cluster`. Environment: `COHOST_BENCH_QUICK=1` (short phases, 2
-//! kills), `COHOST_BENCH_SECS`, `COHOST_BENCH_RUNS`, `COHOST_BENCH_KILLS`, `COHOST_BENCH_DIR`.
+//! kills), `COHOST_BENCH_SECS`, `COHOST_BENCH_RUNS`, `COHOST_BENCH_KILLS`, `COHOST_BENCH_DIR`,
+//! `COHOST_BENCH_PARTITIONS` (64), `COHOST_BENCH_SYNC` (`always` or `default`, for the R1 server).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +26,17 @@ use cohost_proto::RoomId;
 
 const ROOMS: usize = 2_000;
 const CLIENTS: usize = 64;
-const PARTITIONS: u32 = 64;
+/// The cluster's partitions: `COHOST_BENCH_PARTITIONS`, else the default of cohostd. Fewer partitions give
+/// each one more clients, so bigger batches per log message.
+fn partitions() -> u32 {
+    static PARTITIONS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PARTITIONS.get_or_init(|| {
+        cohost_benches::env_or(
+            "COHOST_BENCH_PARTITIONS",
+            cohost_proto::partition::PARTITIONS_DEFAULT,
+        )
+    })
+}
 const GOAL_R3: Goal = Goal::at_least("R3 cluster, acked commands", 30_000.0, "/s");
 const GOAL_R1_RATIO: Goal = Goal::at_least("R1 cluster / embedded", 0.3, "x");
 const GOAL_FAILOVER_P50: Goal = Goal::at_most("failover p50", 3.0, "s");
@@ -51,7 +62,7 @@ fn synced() -> bool {
 
 /// cohostd's default store cache divided among the partitions.
 fn cohost_store_cache_share() -> u64 {
-    (256 << 20) / u64::from(PARTITIONS)
+    (256 << 20) / u64::from(partitions())
 }
 
 #[derive(Default)]
@@ -166,7 +177,7 @@ async fn join(urls: &str, name: &str, replicas: usize, dir: &std::path::Path) ->
     let joining = Joining {
         nats_url: urls.to_owned(),
         node_id: name.to_owned(),
-        partitions: PARTITIONS,
+        partitions: partitions(),
         replicas,
         data_dir: dir.join(name),
         engine: Arc::new(engine_config),
@@ -176,7 +187,7 @@ async fn join(urls: &str, name: &str, replicas: usize, dir: &std::path::Path) ->
 
 async fn all_owned(nodes: &[Arc<Node>]) {
     let started = Instant::now();
-    while nodes.iter().map(|n| n.owned().len()).sum::<usize>() < PARTITIONS as usize {
+    while nodes.iter().map(|n| n.owned().len()).sum::<usize>() < partitions() as usize {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "the partitions were never all owned"
@@ -210,8 +221,9 @@ async fn main() {
     let common = Common::from_env(3, 5.0, 1, 1.0);
     let kills: usize = common.setting("COHOST_BENCH_KILLS", 10, 2);
     println!(
-        "cluster: {CLIENTS} clients over {ROOMS} live rooms, {PARTITIONS} partitions, {:.0} s per run, {} run(s); \
+        "cluster: {CLIENTS} clients over {ROOMS} live rooms, {} partitions, {:.0} s per run, {} run(s); \
          R1 server syncs every write: {}",
+        partitions(),
         common.secs,
         common.runs,
         synced()
@@ -297,11 +309,11 @@ async fn failovers(common: &Common, kills: usize) -> Vec<Duration> {
         ));
     }
     all_owned(&nodes).await;
-    let rooms: Vec<RoomId> = (0..PARTITIONS)
+    let rooms: Vec<RoomId> = (0..partitions())
         .map(|p| {
             (0..)
                 .map(|n| RoomId::new(&format!("f-{n}")).expect("valid id"))
-                .find(|room| cohost_proto::partition::of(room, PARTITIONS) == p)
+                .find(|room| cohost_proto::partition::of(room, partitions()) == p)
                 .expect("some room falls in each partition")
         })
         .collect();
