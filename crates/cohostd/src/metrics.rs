@@ -55,10 +55,7 @@ impl Metrics {
         last_seq: u64,
         followers: &[FollowerSnapshot],
     ) -> String {
-        let mut out = String::new();
-        self.render_commands(&mut out);
-        render_engine_counters(&mut out, engine);
-        render_flush_histogram(&mut out, engine);
+        let mut out = self.render_engine(engine);
         gauge(
             &mut out,
             "cohost_last_seq",
@@ -78,37 +75,36 @@ impl Metrics {
             );
         }
         render_followers(&mut out, followers, last_seq);
-        let clients = self.sse_clients.load(Ordering::Relaxed);
-        gauge(
-            &mut out,
-            "cohost_sse_clients",
-            "Open live collections.",
-            clients,
-        );
+        self.render_sse_clients(&mut out);
         out
     }
 
     /// The page of a cluster node: the engine counters summed over the partitions it owns now (a partition
     /// that moves away takes its counts along, which Prometheus reads as a counter reset), and how many it owns.
     pub fn render_cluster(&self, engine: &StatsSnapshot, owned: usize) -> String {
-        let mut out = String::new();
-        self.render_commands(&mut out);
-        render_engine_counters(&mut out, engine);
-        render_flush_histogram(&mut out, engine);
+        let mut out = self.render_engine(engine);
         gauge(
             &mut out,
             "cohost_partitions_owned",
             "Partitions this node writes now.",
             owned,
         );
-        let clients = self.sse_clients.load(Ordering::Relaxed);
-        gauge(
-            &mut out,
-            "cohost_sse_clients",
-            "Open live collections.",
-            clients,
-        );
+        self.render_sse_clients(&mut out);
         out
+    }
+
+    /// Commands over HTTP, then the engine's counters and flush times.
+    fn render_engine(&self, engine: &StatsSnapshot) -> String {
+        let mut out = String::new();
+        self.render_commands(&mut out);
+        render_engine_counters(&mut out, engine);
+        render_flush_histogram(&mut out, engine);
+        out
+    }
+
+    fn render_sse_clients(&self, out: &mut String) {
+        let clients = self.sse_clients.load(Ordering::Relaxed);
+        gauge(out, "cohost_sse_clients", "Open live collections.", clients);
     }
 
     fn render_commands(&self, out: &mut String) {

@@ -155,11 +155,6 @@ impl Shared {
             return Health::Failed { cause };
         }
         let store = lock(&self.store).clone();
-        if let Some(cause) = store.as_deref().and_then(Store::replication_stopped) {
-            return Health::Failed {
-                cause: cause.to_owned(),
-            };
-        }
         match store.as_deref().and_then(Store::flush_failure) {
             Some(cause) => Health::Failed {
                 cause: format!("a flush failed: {cause}"),

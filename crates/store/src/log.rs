@@ -333,11 +333,6 @@ impl Store {
         self.flush_failed.get().map(String::as_str)
     }
 
-    /// Why the replicated log takes no more batches from this store, once it stopped.
-    pub fn replication_stopped(&self) -> Option<&str> {
-        self.replication_stopped.get().map(String::as_str)
-    }
-
     /// Appends one batch of events (seqs consecutive, continuing the log) with its idempotency records, as one
     /// atomic write, then flushes. When this returns `Ok`, the batch is durable. A failed write changes
     /// nothing and is `Backend`; a failed flush is `FlushFailed`, and the store takes no writes after it. With a
@@ -399,11 +394,11 @@ impl Store {
         }
         if self.replicator.is_some() {
             // The replicated log holds the batch already; this store is its cache, rebuilt from it when the
-            // partition is taken again, so a flush here would buy nothing.
-            self.write(ops)?;
-        } else {
-            self.write_and_flush(ops)?;
+            // partition is taken again, so a flush here would buy nothing, and no committed mark may claim a
+            // durability this store does not have.
+            return self.write(ops);
         }
+        self.write_and_flush(ops)?;
         let last = first_seq + events as u64 - 1;
         // The batch is durable already; a mark left behind only weakens the check at the next open.
         if let Err(error) = self.backend.set_committed(last) {

@@ -252,17 +252,18 @@ async fn turn(
         owned.iter().map(|(p, o)| (*p, o.clone())).collect()
     };
     for (partition, entry) in held {
-        let keep = preferred(partition, &live) == Some(leases.node())
-            && entry.engine.health() == Health::Serving;
-        let renewed = if keep {
-            leases.renew(&entry.lease).await
+        let handoff = if preferred(partition, &live) != Some(leases.node()) {
+            Some("another live node is preferred for it")
+        } else if entry.engine.health() != Health::Serving {
+            Some("its engine stopped")
         } else {
-            Err(LeaseError::Lost {
-                partition,
-                epoch: entry.lease.epoch,
-            })
+            None
         };
-        match renewed {
+        if let Some(reason) = handoff {
+            give_up(leases, owned, partition, reason).await;
+            continue;
+        }
+        match leases.renew(&entry.lease).await {
             Ok(lease) => {
                 let mut owned = owned.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(slot) = owned.get_mut(&partition) {
