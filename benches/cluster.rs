@@ -10,7 +10,7 @@
 //!
 //! `cargo bench -p cohost-benches --bench cluster`. Environment: `COHOST_BENCH_QUICK=1` (short phases, 2
 //! kills), `COHOST_BENCH_SECS`, `COHOST_BENCH_RUNS`, `COHOST_BENCH_KILLS`, `COHOST_BENCH_DIR`,
-//! `COHOST_BENCH_PARTITIONS` (64), `COHOST_BENCH_SYNC` (`always` or `default`, for the R1 server).
+//! `COHOST_BENCH_PARTITIONS` (64), `COHOST_BENCH_LOG_STREAMS` (4), `COHOST_BENCH_CLIENTS` (64), `COHOST_BENCH_SYNC` (`always` or `default`, for the R1 server).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +25,12 @@ use cohost_nats::test_server::{TestCluster, TestServer};
 use cohost_proto::RoomId;
 
 const ROOMS: usize = 2_000;
-const CLIENTS: usize = 64;
+/// Clients, each with one command in flight: `COHOST_BENCH_CLIENTS`. A log append waits for a synced quorum,
+/// so a cluster's throughput is its clients over its latency; more clients fill bigger batches.
+fn clients() -> usize {
+    static CLIENTS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CLIENTS.get_or_init(|| cohost_benches::env_or("COHOST_BENCH_CLIENTS", 64))
+}
 /// The cluster's partitions: `COHOST_BENCH_PARTITIONS`, else the default of cohostd. Fewer partitions give
 /// each one more clients, so bigger batches per log message.
 fn partitions() -> u32 {
@@ -34,6 +39,16 @@ fn partitions() -> u32 {
         cohost_benches::env_or(
             "COHOST_BENCH_PARTITIONS",
             cohost_proto::partition::PARTITIONS_DEFAULT,
+        )
+    })
+}
+/// The log's streams: `COHOST_BENCH_LOG_STREAMS`, else the default of cohostd.
+fn log_streams() -> u32 {
+    static STREAMS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *STREAMS.get_or_init(|| {
+        cohost_benches::env_or(
+            "COHOST_BENCH_LOG_STREAMS",
+            cohost_nats::cluster::LOG_STREAMS_DEFAULT,
         )
     })
 }
@@ -131,11 +146,11 @@ async fn drive(route: Route, mut client: Client, stop: Arc<AtomicBool>) -> Tally
 
 /// Sets the rooms up, then runs the mix for `secs`: acked commands per second, p50 and p99 in ms.
 async fn measure(route: &Route, secs: f64) -> (f64, f64, f64) {
-    let tasks: Vec<_> = (0..CLIENTS)
+    let tasks: Vec<_> = (0..clients())
         .map(|c| {
             let route = route.clone();
             tokio::spawn(async move {
-                for i in (c..ROOMS).step_by(CLIENTS) {
+                for i in (c..ROOMS).step_by(clients()) {
                     let (host, commands) = mix::setup("bench", i);
                     let room = mix::room_id("bench", i);
                     set_up(&route, &room, &host, commands).await;
@@ -147,7 +162,7 @@ async fn measure(route: &Route, secs: f64) -> (f64, f64, f64) {
         task.await.expect("setup does not panic");
     }
     let users = mix::users();
-    let clients = Client::all(&mix::mirror_rooms("bench", ROOMS), &users, CLIENTS);
+    let clients = Client::all(&mix::mirror_rooms("bench", ROOMS), &users, clients());
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let tasks: Vec<_> = clients
@@ -178,6 +193,7 @@ async fn join(urls: &str, name: &str, replicas: usize, dir: &std::path::Path) ->
         nats_url: urls.to_owned(),
         node_id: name.to_owned(),
         partitions: partitions(),
+        log_streams: log_streams(),
         replicas,
         data_dir: dir.join(name),
         engine: Arc::new(engine_config),
@@ -221,9 +237,11 @@ async fn main() {
     let common = Common::from_env(3, 5.0, 1, 1.0);
     let kills: usize = common.setting("COHOST_BENCH_KILLS", 10, 2);
     println!(
-        "cluster: {CLIENTS} clients over {ROOMS} live rooms, {} partitions, {:.0} s per run, {} run(s); \
+        "cluster: {} clients over {ROOMS} live rooms, {} partitions in {} log streams, {:.0} s per run, {} run(s); \
          R1 server syncs every write: {}",
+        clients(),
         partitions(),
+        log_streams(),
         common.secs,
         common.runs,
         synced()

@@ -151,6 +151,11 @@ pub struct Settings {
     /// for development only (one server's disk holds everything).
     #[arg(long, env = "COHOST_LOG_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub log_replicas: u8,
+    /// JetStream streams the partition log is spread over, fixed when the cluster is first created: each
+    /// stream syncs its writes one after another on its leader, so more streams write side by side and
+    /// spread their leaders over the servers.
+    #[arg(long, env = "COHOST_LOG_STREAMS", default_value_t = cohost_nats::cluster::LOG_STREAMS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=i64::from(cohost_nats::cluster::LOG_STREAMS_MAX)))]
+    pub log_streams: u32,
 }
 
 fn parse_node_id(text: &str) -> Result<String, String> {
@@ -171,6 +176,7 @@ pub struct ClusterSettings {
     pub node_id: String,
     pub nats_url: String,
     pub partitions: u32,
+    pub log_streams: u32,
     pub replicas: usize,
 }
 
@@ -229,6 +235,7 @@ impl Settings {
             node_id,
             nats_url,
             partitions: self.partitions,
+            log_streams: self.log_streams,
             replicas: usize::from(self.log_replicas),
         }))
     }

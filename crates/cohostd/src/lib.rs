@@ -226,6 +226,7 @@ async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(
         nats_url: cluster.nats_url.clone(),
         node_id: cluster.node_id.clone(),
         partitions: cluster.partitions,
+        log_streams: cluster.log_streams,
         replicas: cluster.replicas,
         data_dir: settings.data_dir.clone(),
         engine,

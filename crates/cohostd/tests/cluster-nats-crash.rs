@@ -25,7 +25,8 @@ async fn a_killed_nats_server_loses_no_acknowledged_command() {
     let client = async_nats::connect(cluster.servers.addrs())
         .await
         .expect("connects");
-    let index = cluster.servers.leader_of(&client, "COHOST_LOG").await;
+    // The leader of partition 0's log stream (and of whichever other streams it leads).
+    let index = cluster.servers.leader_of(&client, "COHOST_LOG_0").await;
     let killed = Instant::now();
     cluster.servers.servers[index].kill();
 

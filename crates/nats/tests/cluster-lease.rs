@@ -55,6 +55,17 @@ async fn one_holder_at_a_time_and_a_dead_holder_s_lease_passes_on_with_a_larger_
         assert_eq!(b.acquire(7).await.unwrap(), None);
     }
 
+    // A renewal that landed but whose answer was lost leaves the holder with an old revision: the next
+    // renewal finds the key still its own and goes on, rather than taking the lease for lost.
+    let landed = a.renew(&lease).await.expect("renewed");
+    let again = a
+        .renew(&lease)
+        .await
+        .expect("a holder that missed its own renewal keeps the lease");
+    assert!(again.revision() > landed.revision());
+    assert_eq!(again.epoch, lease.epoch);
+    lease = again;
+
     // node-a stops renewing (a pause, a crash): its lease ages out and node-b takes the partition.
     let stopped = Instant::now();
     let taken = loop {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cohost_nats::cluster::{
-    AppendError, EntryKind, LogConfig, Marker, PartitionLog, Tail, log_subject, msg_id,
+    AppendError, EntryKind, LogConfig, Marker, PartitionLog, Tail, log_stream, log_subject, msg_id,
 };
 use cohost_nats::test_server::TestServer;
 
@@ -40,9 +40,10 @@ async fn appends_chain_by_expected_sequence_and_read_back_in_order() {
         .append_batch(3, 0, &msg_id(3, 1, 1), batch("one"))
         .await
         .unwrap();
-    // Another partition's appends do not move this one's tail.
+    // Another partition's appends (in the same stream) do not move this one's tail.
+    let neighbour = 3 + LogConfig::default().streams;
     let other = log
-        .append_batch(4, 0, &msg_id(4, 1, 1), batch("elsewhere"))
+        .append_batch(neighbour, 0, &msg_id(neighbour, 1, 1), batch("elsewhere"))
         .await
         .unwrap();
     let second = log
@@ -182,5 +183,7 @@ async fn a_batch_over_the_message_limit_is_refused_and_nothing_is_written() {
         "{result:?}"
     );
     assert_eq!(log.tail(5).await.unwrap(), None);
-    assert_eq!(log_subject(5), "cohost.log.5");
+    assert_eq!(log_subject(5, 8), "cohost.log.5.5");
+    assert_eq!(log_subject(13, 8), "cohost.log.5.13");
+    assert_eq!(log_stream(13, 8), "COHOST_LOG_5");
 }

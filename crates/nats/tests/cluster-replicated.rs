@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cohost_nats::cluster::{
-    AppendError, EntryKind, Fixed, JoinError, LOG_STREAM, LogConfig, PartitionLog, join, msg_id,
+    AppendError, EntryKind, Fixed, JoinError, LogConfig, PartitionLog, join, log_stream, msg_id,
 };
 use cohost_nats::test_server::TestCluster;
 
@@ -29,14 +29,14 @@ async fn one_cluster_one_configuration_and_no_acknowledged_batch_lost_with_the_l
 
     // The first node fixes the configuration; a node configured otherwise is refused, naming both values.
     assert_eq!(
-        join(&js, &Fixed::new(64), REPLICAS).await.unwrap(),
-        Fixed::new(64)
+        join(&js, &Fixed::new(64, 8), REPLICAS).await.unwrap(),
+        Fixed::new(64, 8)
     );
     assert_eq!(
-        join(&js, &Fixed::new(64), REPLICAS).await.unwrap(),
-        Fixed::new(64)
+        join(&js, &Fixed::new(64, 8), REPLICAS).await.unwrap(),
+        Fixed::new(64, 8)
     );
-    let refused = join(&js, &Fixed::new(16), REPLICAS).await.unwrap_err();
+    let refused = join(&js, &Fixed::new(16, 8), REPLICAS).await.unwrap_err();
     assert!(
         matches!(
             refused,
@@ -48,8 +48,21 @@ async fn one_cluster_one_configuration_and_no_acknowledged_batch_lost_with_the_l
         "{refused}"
     );
     assert!(refused.to_string().contains("64") && refused.to_string().contains("16"));
+    let refused = join(&js, &Fixed::new(64, 4), REPLICAS).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            JoinError::LogStreams {
+                cluster: 8,
+                node: 4
+            }
+        ),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("COHOST_LOG_STREAMS"));
     let other_format = Fixed {
         partitions: 64,
+        log_streams: 8,
         format: "cohost-log/99".into(),
     };
     let refused = join(&js, &other_format, REPLICAS).await.unwrap_err();
@@ -85,13 +98,18 @@ async fn one_cluster_one_configuration_and_no_acknowledged_batch_lost_with_the_l
     for n in 1..=20 {
         append(&log, n, &mut tail, &mut acknowledged).await;
     }
-    let mut stream = js.get_stream(LOG_STREAM).await.expect("the stream");
+    let mut stream = js
+        .get_stream(log_stream(9, LogConfig::default().streams))
+        .await
+        .expect("the stream");
     let info = stream.info().await.expect("stream info");
     assert_eq!(info.config.num_replicas, REPLICAS);
     let client = async_nats::connect(cluster.addrs())
         .await
         .expect("connects");
-    let index = cluster.leader_of(&client, LOG_STREAM).await;
+    let index = cluster
+        .leader_of(&client, &log_stream(9, LogConfig::default().streams))
+        .await;
     cluster.servers[index].kill();
     let killed = Instant::now();
     append(&log, 21, &mut tail, &mut acknowledged).await;

@@ -1,4 +1,4 @@
-//! What a cluster fixes when it is first created: its partition count and the format of its log. Every node
+//! What a cluster fixes when it is first created: its partition count, its log streams and the format of its log. Every node
 //! checks its own against them before it takes any partition.
 
 use async_nats::jetstream::{self, kv};
@@ -10,18 +10,21 @@ const CONFIG_KEY: &str = "config";
 /// The format of the partition log's messages that this build writes and reads.
 pub const LOG_FORMAT: &str = "cohost-log/1";
 
-/// The partition count and log format of a cluster (or those a node is configured with).
+/// The partition count, log streams and log format of a cluster (or those a node is configured with).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fixed {
     pub partitions: u32,
+    /// The streams the partitions' logs are spread over (`log_stream`).
+    pub log_streams: u32,
     pub format: String,
 }
 
 impl Fixed {
-    /// This build's format with `partitions`.
-    pub fn new(partitions: u32) -> Self {
+    /// This build's format with `partitions` over `log_streams` streams.
+    pub fn new(partitions: u32, log_streams: u32) -> Self {
         Self {
             partitions,
+            log_streams,
             format: LOG_FORMAT.to_owned(),
         }
     }
@@ -34,6 +37,11 @@ pub enum JoinError {
          when the cluster is first created"
     )]
     Partitions { cluster: u32, node: u32 },
+    #[error(
+        "the cluster's log has {cluster} streams but this node is configured with {node}: COHOST_LOG_STREAMS is \
+         fixed when the cluster is first created"
+    )]
+    LogStreams { cluster: u32, node: u32 },
     #[error("the cluster's log format is {cluster:?} but this node reads {node:?}")]
     Format { cluster: String, node: String },
     #[error("the cluster's configuration ({CLUSTER_BUCKET} key {CONFIG_KEY:?}) is unreadable: {0}")]
@@ -94,6 +102,12 @@ pub async fn join(
         return Err(JoinError::Partitions {
             cluster: cluster.partitions,
             node: node.partitions,
+        });
+    }
+    if cluster.log_streams != node.log_streams {
+        return Err(JoinError::LogStreams {
+            cluster: cluster.log_streams,
+            node: node.log_streams,
         });
     }
     Ok(cluster)

@@ -68,6 +68,11 @@ impl Lease {
     pub fn valid_until(&self) -> Instant {
         self.valid_until
     }
+
+    /// The lease key's revision this holder wrote last: its next renewal expects it.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,25 +180,41 @@ impl Leases {
             node: self.node.clone(),
             epoch: lease.epoch,
         };
-        let value = serde_json::to_vec(&holder).expect("a holder serializes");
-        match self
-            .leases
-            .update(key(lease.partition), value.into(), lease.revision)
-            .await
-        {
-            Ok(revision) => Ok(Lease {
-                revision,
-                valid_until: sent + self.config.ttl.saturating_sub(self.config.margin),
-                ..lease.clone()
-            }),
-            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                Err(LeaseError::Lost {
-                    partition: lease.partition,
-                    epoch: lease.epoch,
-                })
+        let value: bytes::Bytes = serde_json::to_vec(&holder)
+            .expect("a holder serializes")
+            .into();
+        let key = key(lease.partition);
+        let mut revision = lease.revision;
+        for _ in 0..2 {
+            match self.leases.update(&key, value.clone(), revision).await {
+                Ok(revision) => {
+                    return Ok(Lease {
+                        revision,
+                        valid_until: sent + self.config.ttl.saturating_sub(self.config.margin),
+                        ..lease.clone()
+                    });
+                }
+                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    // A renewal whose answer was lost may have landed: the key still names this holder
+                    // (an epoch is never reused), so the lease is still ours at that revision.
+                    match self.leases.entry(&key).await.map_err(nats)? {
+                        Some(entry)
+                            if entry.operation == kv::Operation::Put
+                                && entry.value == value
+                                && entry.revision != revision =>
+                        {
+                            revision = entry.revision;
+                        }
+                        _ => break,
+                    }
+                }
+                Err(error) => return Err(nats(error)),
             }
-            Err(error) => Err(nats(error)),
         }
+        Err(LeaseError::Lost {
+            partition: lease.partition,
+            epoch: lease.epoch,
+        })
     }
 
     /// Gives the partition up at once (a handoff), unless someone else holds it by now.

@@ -1,6 +1,10 @@
-//! The partition log: one JetStream stream, one subject per partition, one message per batch. Every append
+//! The partition log: a few JetStream streams, one subject per partition, one message per batch. Every append
 //! names the stream sequence it expects last on its subject, so the stream refuses a writer that was deposed:
 //! the fence holds whatever clocks and leases say.
+//!
+//! Partition `p` lives in stream `COHOST_LOG_<p mod streams>`, on subject `cohost.log.<p mod streams>.<p>`.
+//! More than one stream because a stream writes its messages one after another, each synced, on its leader:
+//! streams sync side by side, and their leaders spread over the servers.
 
 use std::time::Duration;
 
@@ -10,8 +14,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-/// The stream holding every partition's log.
-pub const LOG_STREAM: &str = "COHOST_LOG";
+/// The log streams of a new cluster (fixed when it is created, like its partitions).
+pub const LOG_STREAMS_DEFAULT: u32 = 4;
+/// The most log streams a cluster may have.
+pub const LOG_STREAMS_MAX: u32 = 64;
+const STREAM_PREFIX: &str = "COHOST_LOG_";
 const SUBJECT_PREFIX: &str = "cohost.log.";
 /// What a message is: a batch of events or an ownership marker.
 const KIND_HEADER: &str = "Cohost-Kind";
@@ -24,9 +31,14 @@ const READ_ATTEMPTS: u32 = 4;
 /// default ack timeout, enough to ride out a stream leader's election (nats-server: 4 to 9 s).
 const APPEND_ATTEMPTS: u32 = 6;
 
-/// `cohost.log.<partition>`.
-pub fn log_subject(partition: u32) -> String {
-    format!("{SUBJECT_PREFIX}{partition}")
+/// The stream of `partition` in a cluster with `streams` log streams: `COHOST_LOG_<partition mod streams>`.
+pub fn log_stream(partition: u32, streams: u32) -> String {
+    format!("{STREAM_PREFIX}{}", partition % streams)
+}
+
+/// `cohost.log.<partition mod streams>.<partition>`.
+pub fn log_subject(partition: u32, streams: u32) -> String {
+    format!("{SUBJECT_PREFIX}{}.{partition}", partition % streams)
 }
 
 /// The `Nats-Msg-Id` of a batch: the same when its owner tries it again (the stream drops the repeat), different
@@ -39,6 +51,8 @@ pub fn msg_id(partition: u32, epoch: u64, first_seq: u64) -> String {
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub replicas: usize,
+    /// The streams the partitions are spread over; fixed when the cluster is created.
+    pub streams: u32,
     /// The largest message, so the largest batch: bounded by the server's `max_payload` (1 MiB by default).
     pub max_message_bytes: i32,
     /// How long the stream remembers a Msg-Id: the longest a lost append can be tried again and dropped as a repeat.
@@ -51,6 +65,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             replicas: 1,
+            streams: LOG_STREAMS_DEFAULT,
             max_message_bytes: 1 << 20,
             duplicate_window: Duration::from_secs(120),
             ack_timeout: Duration::from_secs(2),
@@ -92,7 +107,7 @@ pub struct Entry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("the log stream {LOG_STREAM}: {0}")]
+    #[error("the log: {0}")]
     Stream(String),
     #[error(
         "partition {partition}: message at stream seq {seq} is not a cohost log message: {reason}"
@@ -150,39 +165,62 @@ enum Outcome {
 #[derive(Debug, Clone)]
 pub struct PartitionLog {
     js: jetstream::Context,
-    stream: stream::Stream,
+    /// Stream `k` holds the partitions `p` with `p mod streams == k`.
+    streams: Vec<stream::Stream>,
     config: LogConfig,
 }
 
 impl PartitionLog {
-    /// Opens the stream, creating it on first use.
+    /// Opens the streams, creating them on first use.
     pub async fn open(js: jetstream::Context, config: LogConfig) -> Result<Self, LogError> {
-        let wanted = stream::Config {
-            name: LOG_STREAM.to_owned(),
-            description: Some("cohost: the partition log, one subject per partition".to_owned()),
-            subjects: vec![format!("{SUBJECT_PREFIX}*")],
-            storage: stream::StorageType::File,
-            num_replicas: config.replicas,
-            max_message_size: config.max_message_bytes,
-            duplicate_window: config.duplicate_window,
-            deny_delete: true,
-            deny_purge: true,
-            allow_direct: true,
-            ..Default::default()
-        };
-        let stream = js
-            .get_or_create_stream(wanted)
-            .await
-            .map_err(|e| LogError::Stream(e.to_string()))?;
-        Ok(Self { js, stream, config })
+        if !(1..=LOG_STREAMS_MAX).contains(&config.streams) {
+            return Err(LogError::Stream(format!(
+                "{} log streams; from 1 to {LOG_STREAMS_MAX}",
+                config.streams
+            )));
+        }
+        let mut streams = Vec::new();
+        for k in 0..config.streams {
+            let wanted = stream::Config {
+                name: log_stream(k, config.streams),
+                description: Some("cohost: partition logs, one subject per partition".to_owned()),
+                subjects: vec![format!("{SUBJECT_PREFIX}{k}.*")],
+                storage: stream::StorageType::File,
+                num_replicas: config.replicas,
+                max_message_size: config.max_message_bytes,
+                duplicate_window: config.duplicate_window,
+                deny_delete: true,
+                deny_purge: true,
+                allow_direct: true,
+                ..Default::default()
+            };
+            let stream = js
+                .get_or_create_stream(wanted)
+                .await
+                .map_err(|e| LogError::Stream(e.to_string()))?;
+            streams.push(stream);
+        }
+        Ok(Self {
+            js,
+            streams,
+            config,
+        })
+    }
+
+    fn stream(&self, partition: u32) -> &stream::Stream {
+        &self.streams[(partition % self.config.streams) as usize]
+    }
+
+    fn subject(&self, partition: u32) -> String {
+        log_subject(partition, self.config.streams)
     }
 
     /// The last message on `partition`'s subject, read from the stream's leader; `None` when it has none.
     pub async fn tail(&self, partition: u32) -> Result<Option<Tail>, LogError> {
         let found = self
-            .stream
+            .stream(partition)
             .raw_message_builder()
-            .last_by_subject(log_subject(partition))
+            .last_by_subject(self.subject(partition))
             .send()
             .await;
         match found {
@@ -263,7 +301,7 @@ impl PartitionLog {
     ) -> Attempt {
         let timeout = self.config.ack_timeout;
         let sent =
-            tokio::time::timeout(timeout, self.publish(log_subject(partition), message)).await;
+            tokio::time::timeout(timeout, self.publish(self.subject(partition), message)).await;
         let cause = match sent {
             Ok(Ok(seq)) => return Attempt::Done(Ok(seq)),
             Ok(Err(error)) if refused(&error) => {
@@ -310,10 +348,10 @@ impl PartitionLog {
         msg_id: &str,
     ) -> Result<Outcome, LogError> {
         let next = self
-            .stream
+            .stream(partition)
             .raw_message_builder()
             .sequence(expected + 1)
-            .next_by_subject(log_subject(partition))
+            .next_by_subject(self.subject(partition))
             .send()
             .await;
         match next {
@@ -361,9 +399,9 @@ impl PartitionLog {
         }
         let stream_error = |e: &dyn std::fmt::Display| LogError::Stream(e.to_string());
         let consumer = self
-            .stream
+            .stream(partition)
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: log_subject(partition),
+                filter_subject: self.subject(partition),
                 deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: after + 1,
                 },

@@ -14,8 +14,8 @@ pub use lease::{
     Holder, LEASE_BUCKET, Lease, LeaseConfig, LeaseError, Leases, NODE_BUCKET, preferred,
 };
 pub use log::{
-    AppendError, Entry, EntryKind, LOG_STREAM, LogConfig, LogError, Marker, PartitionLog, Tail,
-    log_subject, msg_id,
+    AppendError, Entry, EntryKind, LOG_STREAMS_DEFAULT, LOG_STREAMS_MAX, LogConfig, LogError,
+    Marker, PartitionLog, Tail, log_stream, log_subject, msg_id,
 };
 pub use node::{EngineConfig, JoinNodeError, Joining, Node, NodeConfig};
 pub use owner::{LogReplicator, TakeOverError, take_over};

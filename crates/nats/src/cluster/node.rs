@@ -63,6 +63,8 @@ pub struct Joining {
     pub nats_url: String,
     pub node_id: String,
     pub partitions: u32,
+    /// The streams the log is spread over (`LOG_STREAMS_DEFAULT`); fixed when the cluster is created.
+    pub log_streams: u32,
     /// Of the log and the KV buckets.
     pub replicas: usize,
     pub data_dir: PathBuf,
@@ -75,6 +77,7 @@ impl std::fmt::Debug for Joining {
             .field("nats_url", &self.nats_url)
             .field("node_id", &self.node_id)
             .field("partitions", &self.partitions)
+            .field("log_streams", &self.log_streams)
             .field("replicas", &self.replicas)
             .finish_non_exhaustive()
     }
@@ -88,9 +91,11 @@ async fn open_all(
     js: &async_nats::jetstream::Context,
     joining: &Joining,
 ) -> Result<(PartitionLog, Leases), JoinNodeError> {
-    join(js, &Fixed::new(joining.partitions), joining.replicas).await?;
+    let fixed = Fixed::new(joining.partitions, joining.log_streams);
+    join(js, &fixed, joining.replicas).await?;
     let log_config = LogConfig {
         replicas: joining.replicas,
+        streams: joining.log_streams,
         ..LogConfig::default()
     };
     let log = PartitionLog::open(js.clone(), log_config).await?;
@@ -137,7 +142,9 @@ impl Node {
                 Ok(opened) => break opened,
                 Err(
                     error @ JoinNodeError::Fixed(
-                        JoinError::Partitions { .. } | JoinError::Format { .. },
+                        JoinError::Partitions { .. }
+                        | JoinError::LogStreams { .. }
+                        | JoinError::Format { .. },
                     ),
                 ) => {
                     return Err(error);
@@ -238,21 +245,46 @@ async fn run(
 }
 
 /// One turn: heartbeat, renew what is held, give up what was lost or failed, hand off what another live node
-/// is preferred for, and take what this node is preferred for.
+/// is preferred for, and take what this node is preferred for. A NATS error skips only its own step: renewing
+/// matters most, and a lease that could not be renewed fences its engine by its own expiry.
 async fn turn(
     leases: &Leases,
     log: &PartitionLog,
     config: &NodeConfig,
     owned: &Mutex<BTreeMap<u32, Owned>>,
 ) -> Result<(), LeaseError> {
-    leases.heartbeat().await?;
-    let live = leases.live_nodes().await?;
+    if let Err(error) = leases.heartbeat().await {
+        tracing::warn!(%error, node = leases.node(), "heartbeat failed");
+    }
+    let live = leases.live_nodes().await;
+    renew_held(leases, owned, live.as_deref().ok()).await;
+    let live = live?;
+    let wanted: Vec<u32> = {
+        let held = owned.lock().unwrap_or_else(|e| e.into_inner());
+        (0..config.partitions)
+            .filter(|p| preferred(*p, &live) == Some(leases.node()) && !held.contains_key(p))
+            .collect()
+    };
+    // Several at once, so a node starting with many partitions to take is serving them in a few seconds.
+    let taken: Vec<Result<(), LeaseError>> = futures::stream::iter(wanted)
+        .map(|partition| take(leases, log, config, owned, partition))
+        .buffer_unordered(TAKES_AT_ONCE)
+        .collect()
+        .await;
+    taken.into_iter().collect()
+}
+
+/// Renews every held lease, giving up a partition whose lease is lost, whose engine stopped, or that another
+/// live node is preferred for (`live`, when it could be read). A renewal that fails on the way keeps the
+/// partition: the next turn tries again, and meanwhile the lease's own expiry stops the engine being served.
+async fn renew_held(leases: &Leases, owned: &Mutex<BTreeMap<u32, Owned>>, live: Option<&[String]>) {
     let held: Vec<(u32, Owned)> = {
         let owned = owned.lock().unwrap_or_else(|e| e.into_inner());
         owned.iter().map(|(p, o)| (*p, o.clone())).collect()
     };
     for (partition, entry) in held {
-        let handoff = if preferred(partition, &live) != Some(leases.node()) {
+        let handoff = if live.is_some_and(|live| preferred(partition, live) != Some(leases.node()))
+        {
             Some("another live node is preferred for it")
         } else if entry.engine.health() != Health::Serving {
             Some("its engine stopped")
@@ -270,22 +302,14 @@ async fn turn(
                     slot.lease = lease;
                 }
             }
-            Err(reason) => give_up(leases, owned, partition, &reason.to_string()).await,
+            Err(reason @ LeaseError::Lost { .. }) => {
+                give_up(leases, owned, partition, &reason.to_string()).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, node = leases.node(), partition, "renewal failed; kept until the lease expires");
+            }
         }
     }
-    let wanted: Vec<u32> = {
-        let held = owned.lock().unwrap_or_else(|e| e.into_inner());
-        (0..config.partitions)
-            .filter(|p| preferred(*p, &live) == Some(leases.node()) && !held.contains_key(p))
-            .collect()
-    };
-    // Several at once, so a node starting with many partitions to take is serving them in a few seconds.
-    let taken: Vec<Result<(), LeaseError>> = futures::stream::iter(wanted)
-        .map(|partition| take(leases, log, config, owned, partition))
-        .buffer_unordered(TAKES_AT_ONCE)
-        .collect()
-        .await;
-    taken.into_iter().collect()
 }
 
 async fn give_up(
