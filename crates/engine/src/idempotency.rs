@@ -1,7 +1,8 @@
 //! Remembered `command_id`s: the same id with the same command gets the first reply and appends nothing; with
-//! another command it is a conflict. Ids are scoped by actor, so two users never collide.
+//! another command it is a conflict. Ids are scoped by actor and room, so two users never collide, and one user's
+//! id in one room says nothing about another room.
 //!
-//! An entry is small and fixed-size: a 128-bit hash of (actor, command_id) and where the reply is stored (its
+//! An entry is small and fixed-size: a 128-bit hash of (actor, room_id, command_id) and where the reply is stored (its
 //! batch record). The map is sized for `max` entries (plus a batch) up front, so it never rehashes on the
 //! sequencer thread; untouched capacity costs address space, not memory.
 //!
@@ -11,7 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use cohost_proto::{Accepted, Actor, Command, CommandId, Reply};
+use cohost_proto::{Accepted, Actor, Command, CommandId, Reply, RoomId};
 use cohost_store::StoredReply;
 
 /// `xxh3_128` of the actor and the command id.
@@ -37,8 +38,12 @@ pub(crate) struct Idempotency {
     max: usize,
 }
 
-pub(crate) fn key(actor: &Actor, command_id: &CommandId) -> Key {
-    xxhash_rust::xxh3::xxh3_128(&cohost_proto::codec::to_postcard(&(actor, command_id)))
+/// A `command_id` is scoped by actor and room, so cluster mode, which remembers ids per partition, answers as
+/// single-node mode does.
+pub(crate) fn key(actor: &Actor, room_id: &RoomId, command_id: &CommandId) -> Key {
+    xxhash_rust::xxh3::xxh3_128(&cohost_proto::codec::to_postcard(&(
+        actor, room_id, command_id,
+    )))
 }
 
 /// A stable hash of what a command asks, so a retry can be told from a different command under the same id.

@@ -262,7 +262,10 @@ fn remembered_commands(
                 batch_seq,
                 index: index as u32,
             };
-            found.push((key(&entry.actor, &entry.command_id), remembered));
+            found.push((
+                key(&entry.actor, &entry.room_id, &entry.command_id),
+                remembered,
+            ));
         }
     }
     let mut idempotency = Idempotency::new(ttl_ms, max);

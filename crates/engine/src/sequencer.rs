@@ -737,7 +737,7 @@ impl<T> Sequencer<T> {
         let key = options
             .command_id
             .as_ref()
-            .map(|id| idempotency::key(actor, id));
+            .map(|id| idempotency::key(actor, command.room_id(), id));
         let fingerprint = key.map(|_| idempotency::fingerprint(command, options.expected_version));
         if let (Some(key), Some(fingerprint)) = (key, fingerprint)
             && let Some(seen) = self.idempotency.get(key, self.now_ms)

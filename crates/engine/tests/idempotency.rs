@@ -1,5 +1,5 @@
 //! command_id: a retry gets the identical reply and appends nothing, before and after a restart; another
-//! command under the same id is a conflict; ids are scoped by actor.
+//! command under the same id is a conflict; ids are scoped by actor and room.
 
 mod support;
 
@@ -59,6 +59,43 @@ async fn ids_are_scoped_by_actor() {
         .await
         .expect("carol's k is not bob's k");
     assert_eq!(t.engine.last_seq(), 4);
+    t.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn ids_are_scoped_by_room_too_before_and_after_a_restart() {
+    let t = live(&[("stage", "alice"), ("other", "alice")]).await;
+    let here = t
+        .with_id("alice", invite("stage", "bob"), "k")
+        .await
+        .unwrap();
+    let there = t
+        .with_id("alice", invite("other", "carol"), "k")
+        .await
+        .expect("alice's k in one room is not her k in another");
+    assert_ne!(here, there);
+    let seq = t.engine.last_seq();
+    let t = t.restart().await;
+    assert_eq!(
+        t.with_id("alice", invite("stage", "bob"), "k")
+            .await
+            .unwrap(),
+        here
+    );
+    assert_eq!(
+        t.with_id("alice", invite("other", "carol"), "k")
+            .await
+            .unwrap(),
+        there
+    );
+    assert_eq!(
+        t.with_id("alice", invite("other", "dave"), "k")
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::Conflict
+    );
+    assert_eq!(t.engine.last_seq(), seq);
     t.engine.shutdown().await;
 }
 

@@ -389,7 +389,7 @@ impl Store {
                 commands.iter().map(CommandIndexEntry::from).collect();
             ops.push(Op::Put(
                 command_index_key(first_seq).to_vec(),
-                record::frame(&to_postcard(&index)),
+                record::encode_command_index(&index),
             ));
         }
         if self.replicator.is_some() {
@@ -492,10 +492,24 @@ impl Store {
                 what: format!("command index of batch {seq}"),
                 reason,
             };
-            let payload = record::unframe(&value).map_err(corrupt)?;
-            let index =
-                from_postcard(payload).map_err(|e| corrupt(FrameError::Decode(e.to_string())))?;
-            Ok((seq, index))
+            match record::decode_command_index(&value).map_err(corrupt)? {
+                record::CommandIndex::Current(index) => Ok((seq, index)),
+                record::CommandIndex::Older(count) => {
+                    // Written before entries named their room: the batch's own records do.
+                    let batch = self.batches_from(seq).next().transpose()?;
+                    let index: Vec<CommandIndexEntry> = batch
+                        .filter(|batch| batch.events.first().map(|e| e.seq) == Some(seq))
+                        .map(|batch| batch.commands.iter().map(CommandIndexEntry::from).collect())
+                        .unwrap_or_default();
+                    if index.len() != count {
+                        return Err(corrupt(FrameError::Decode(format!(
+                            "{count} entries, but the batch holds {} idempotency records",
+                            index.len()
+                        ))));
+                    }
+                    Ok((seq, index))
+                }
+            }
         })
     }
 

@@ -1,7 +1,9 @@
 //! The stored formats: one checksummed record per committed batch, plus framed snapshots and cursors.
 
 use cohost_proto::codec::{from_postcard, to_postcard};
-use cohost_proto::{Actor, CommandId, Envelope, Invitation, Room, StoredEvent, StoredEventRef};
+use cohost_proto::{
+    Actor, CommandId, Envelope, Invitation, Room, RoomId, StoredEvent, StoredEventRef,
+};
 use serde::{Deserialize, Serialize};
 
 /// What a successful command with a `command_id` replied, kept so a retry gets the identical answer.
@@ -20,6 +22,8 @@ pub struct IdempotencyRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandIndexEntry {
     pub actor: Actor,
+    /// The command's room: a `command_id` is scoped by actor and room.
+    pub room_id: RoomId,
     pub command_id: CommandId,
     pub fingerprint: u64,
     pub at_ms: u64,
@@ -29,9 +33,61 @@ impl From<&IdempotencyRecord> for CommandIndexEntry {
     fn from(record: &IdempotencyRecord) -> Self {
         Self {
             actor: record.actor.clone(),
+            room_id: record.reply.room_id().clone(),
             command_id: record.command_id.clone(),
             fingerprint: record.fingerprint,
             at_ms: record.at_ms,
+        }
+    }
+}
+
+/// The command index value written by builds before the room joined the entry: a bare postcard list of these.
+/// The room is read from the batch's replies instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CommandIndexEntryV1 {
+    pub actor: Actor,
+    pub command_id: CommandId,
+    pub fingerprint: u64,
+    pub at_ms: u64,
+}
+
+/// What starts a command index value that holds [`CommandIndexEntry`]s. A canonical postcard varint never
+/// starts so (`0xFF 0x00` would encode 127 in two bytes), so an older value, a bare list, is never taken for one.
+const COMMAND_INDEX_V2: [u8; 2] = [0xFF, 0x00];
+
+/// A command index value: framed `[COMMAND_INDEX_V2][postcard list of entries]`.
+pub(crate) fn encode_command_index(entries: &[CommandIndexEntry]) -> Vec<u8> {
+    let mut payload = COMMAND_INDEX_V2.to_vec();
+    payload.extend_from_slice(&to_postcard(&entries));
+    frame(&payload)
+}
+
+/// A decoded command index value: this layout's entries, or an older value's count of entries (whose rooms
+/// must be read from the batch).
+pub(crate) enum CommandIndex {
+    Current(Vec<CommandIndexEntry>),
+    Older(usize),
+}
+
+pub(crate) fn decode_command_index(value: &[u8]) -> Result<CommandIndex, FrameError> {
+    let payload = unframe(value)?;
+    let decode = |e: cohost_proto::codec::DecodeError| FrameError::Decode(e.to_string());
+    match payload.strip_prefix(&COMMAND_INDEX_V2) {
+        Some(entries) => from_postcard(entries)
+            .map(CommandIndex::Current)
+            .map_err(decode),
+        None => from_postcard::<Vec<CommandIndexEntryV1>>(payload)
+            .map(|older| CommandIndex::Older(older.len()))
+            .map_err(decode),
+    }
+}
+
+impl StoredReply {
+    /// The room the command acted on.
+    pub fn room_id(&self) -> &RoomId {
+        match self {
+            Self::Room(room) => &room.room_id,
+            Self::Invitation(invitation) | Self::Accepted(invitation) => &invitation.room_id,
         }
     }
 }

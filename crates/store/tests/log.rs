@@ -510,3 +510,44 @@ fn discard_removes_a_batch_with_its_command_index() {
         .collect();
     assert_eq!(indexed, vec![5, 2, 1], "no command is remembered at seq 8");
 }
+
+/// A store whose command index an older build wrote (entries without their room) opens with every entry's room,
+/// read from the batch's own idempotency records.
+#[test]
+fn an_older_command_index_reads_its_rooms_from_the_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let batches = sample_batches();
+    let expected: Vec<(u64, Vec<CommandIndexEntry>)> = batches
+        .iter()
+        .rev()
+        .filter(|b| !b.commands.is_empty())
+        .map(|b| {
+            let entries = b.commands.iter().map(CommandIndexEntry::from).collect();
+            (b.first_seq().unwrap(), entries)
+        })
+        .collect();
+    drop(open_with(dir.path(), &batches));
+    {
+        let db = sled::open(dir.path()).unwrap();
+        for batch in batches.iter().filter(|b| !b.commands.is_empty()) {
+            // The older layout: a bare list of (actor, command_id, fingerprint, at_ms), framed.
+            let older: Vec<_> = batch
+                .commands
+                .iter()
+                .map(|c| (&c.actor, &c.command_id, c.fingerprint, c.at_ms))
+                .collect();
+            let payload = cohost_proto::codec::to_postcard(&older);
+            let mut value = crc32fast::hash(&payload).to_le_bytes().to_vec();
+            value.extend_from_slice(&payload);
+            let mut key = vec![b'I'];
+            key.extend_from_slice(&batch.first_seq().unwrap().to_be_bytes());
+            let replaced = db.insert(key, value).unwrap();
+            assert!(replaced.is_some(), "this build keeps its index there too");
+        }
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let index: Vec<_> = store.command_index_rev().map(Result::unwrap).collect();
+    assert_eq!(index, expected);
+    assert_eq!(index[0].1[0].room_id, room_id("room-a"));
+}
