@@ -97,3 +97,33 @@ async fn a_stopped_replicator_stops_the_engine_and_nothing_more_is_acknowledged(
     );
     engine.shutdown().await;
 }
+
+/// The local store is a cache of the replicated log: when it fails to take a batch the log already holds, the
+/// engine must not take the batch back and reuse its seqs (the log has spent them); it stops, acknowledging
+/// nothing of the batch, and a new takeover reads the batch from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_write_that_fails_after_the_log_took_the_batch_stops_the_engine() {
+    let fake = Arc::new(Fake::default());
+    let disk = cohost_store::MemoryBackend::new();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let mut config = cohost_engine::Config::new("unused").with_clock(clock.clone());
+    config.replicator = Some(fake.clone());
+    let engine = Engine::open(config.with_backend(Arc::new(disk.clone()))).unwrap();
+    run(&engine, "alice", create("stage")).await.unwrap();
+
+    disk.fail_writes(1);
+    let failed = run(&engine, "alice", go_live("stage")).await.unwrap_err();
+    assert_eq!(failed.code(), ErrorCode::Unavailable, "{failed}");
+    match engine.health() {
+        Health::Failed { cause } => assert!(cause.contains("replicated log holds"), "{cause}"),
+        Health::Serving => panic!("an engine whose cache lost a replicated batch still serves"),
+    }
+    let later = run(&engine, "alice", go_live("stage")).await.unwrap_err();
+    assert_eq!(later.code(), ErrorCode::Unavailable, "{later}");
+    assert_eq!(
+        *fake.taken.lock().unwrap(),
+        [1, 2],
+        "seq 2 went to the log once, and no other batch was sent under it"
+    );
+    engine.shutdown().await;
+}

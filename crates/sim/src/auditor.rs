@@ -39,7 +39,8 @@ enum Expected {
     },
 }
 
-type Key = (Actor, CommandId);
+/// A `command_id` is scoped by actor and room.
+type Key = (Actor, RoomId, CommandId);
 
 /// A keyed command that landed: what it asked, its first reply, and its place in the engine's memory.
 #[derive(Debug, Clone)]
@@ -96,7 +97,11 @@ fn code(outcome: &Result<Reply, Error>) -> Result<(), ErrorCode> {
 
 fn key_of(decision: &Decision) -> Option<Key> {
     let id = decision.options.command_id.clone()?;
-    Some((decision.actor.clone(), id))
+    Some((
+        decision.actor.clone(),
+        decision.command.room_id().clone(),
+        id,
+    ))
 }
 
 impl Auditor {

@@ -112,6 +112,19 @@ fn command_index_key(seq: u64) -> [u8; 9] {
     key
 }
 
+/// The writes of one batch record: the record, and its command index when it has commands.
+fn batch_ops(first_seq: u64, commands: &[IdempotencyRecord], record: Vec<u8>) -> Vec<Op> {
+    let mut ops = vec![Op::Put(log_key(first_seq).to_vec(), record)];
+    if !commands.is_empty() {
+        let index: Vec<CommandIndexEntry> = commands.iter().map(CommandIndexEntry::from).collect();
+        ops.push(Op::Put(
+            command_index_key(first_seq).to_vec(),
+            record::encode_command_index(&index),
+        ));
+    }
+    ops
+}
+
 fn key_seq(key: &[u8]) -> u64 {
     // Log keys are written only by `log_key`.
     u64::from_be_bytes(key[1..9].try_into().expect("log keys are 9 bytes"))
@@ -356,7 +369,8 @@ impl Store {
     }
 
     /// Appends a batch record taken from the replicated log (a node catching up on a partition it takes), as
-    /// it is, without sending it back there. It must continue the local log. Returns its last seq.
+    /// it is, without sending it back there. It must continue the local log. Returns its last seq. Not flushed:
+    /// [`Store::flush_replicated`] makes a whole catch-up durable with one flush.
     pub fn append_replicated(&self, record: &[u8]) -> Result<u64, StoreError> {
         let batch = record::decode_batch(record).map_err(|reason| StoreError::CorruptValue {
             what: "a batch record from the replicated log".into(),
@@ -372,8 +386,17 @@ impl Store {
                 found: first,
             });
         }
-        self.write_batch(first, batch.events.len(), &batch.commands, record.to_vec())?;
+        self.write(batch_ops(first, &batch.commands, record.to_vec()))?;
         Ok(first + batch.events.len() as u64 - 1)
+    }
+
+    /// Flushes what [`Store::append_replicated`] wrote and marks it committed, so opening the store finds no
+    /// unconfirmed tail to write again.
+    pub fn flush_replicated(&self) -> Result<(), StoreError> {
+        self.flush_backend()?;
+        let last = self.last_seq()?;
+        self.backend.set_committed(last)?;
+        Ok(())
     }
 
     fn write_batch(
@@ -383,20 +406,22 @@ impl Store {
         commands: &[IdempotencyRecord],
         value: Vec<u8>,
     ) -> Result<(), StoreError> {
-        let mut ops = vec![Op::Put(log_key(first_seq).to_vec(), value)];
-        if !commands.is_empty() {
-            let index: Vec<CommandIndexEntry> =
-                commands.iter().map(CommandIndexEntry::from).collect();
-            ops.push(Op::Put(
-                command_index_key(first_seq).to_vec(),
-                record::encode_command_index(&index),
-            ));
-        }
+        let ops = batch_ops(first_seq, commands, value);
         if self.replicator.is_some() {
             // The replicated log holds the batch already; this store is its cache, rebuilt from it when the
             // partition is taken again, so a flush here would buy nothing, and no committed mark may claim a
-            // durability this store does not have.
-            return self.write(ops);
+            // durability this store does not have. A cache that failed to take a batch the log holds no longer
+            // matches the log: taking it back would reuse seqs the log has spent, so the store stops.
+            return self.write(ops).map_err(|error| match error {
+                StoreError::Backend(cause) => {
+                    let cause = format!(
+                        "the local copy could not take batch {first_seq}, which the replicated log holds: {cause}"
+                    );
+                    let _ = self.replication_stopped.set(cause.clone());
+                    StoreError::ReplicationStopped { cause }
+                }
+                other => other,
+            });
         }
         self.write_and_flush(ops)?;
         let last = first_seq + events as u64 - 1;

@@ -97,7 +97,7 @@ pub async fn take_over(
                     .map_err(|e| format!("stream seq {}: {e}", entry.seq))?;
             }
         }
-        Ok(())
+        store.flush_replicated().map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| local(e.to_string()))?
