@@ -8,6 +8,10 @@
 //! from the right and the wrong parties, retried after `unavailable`), and an auditor holding every reply and
 //! the log to the reference model in `cohost-model`.
 //!
+//! A third of the seeds run in cluster mode (`cluster.rs`): every batch goes first to a shared partition log
+//! with its fence, which may refuse an append, lose its ack with the batch committed or not, or be claimed by
+//! another writer; every start is a takeover that rebuilds the local store from the log.
+//!
 //! Nothing here reads a clock, spawns a thread or draws from the OS: the same seed replays the same run, step
 //! for step. A failure names its seed and step; `COHOST_SIM_SEED=<n>` replays it.
 //!
@@ -32,6 +36,7 @@ macro_rules! counters {
 }
 
 mod auditor;
+mod cluster;
 mod world;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

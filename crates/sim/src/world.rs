@@ -14,6 +14,7 @@ use cohost_proto::{Actor, CommandId, Envelope, ErrorCode, RoomId};
 use cohost_store::{Crash, MemoryBackend, Store};
 
 use crate::auditor::{Auditor, Ticket};
+use crate::cluster::{Append, SharedLog};
 
 /// Where the simulated clock starts.
 const START_MS: u64 = 1_000_000;
@@ -52,6 +53,8 @@ pub struct World {
     config: SequencerConfig,
     disk: MemoryBackend,
     node: Node,
+    /// Cluster mode (some seeds): the partition log every batch goes to first; each start is a takeover.
+    cluster: Option<SharedLog>,
     /// Sent, not yet handed to the sequencer (the engine's channel).
     inbox: Vec<(Ticket, Request)>,
     /// Handed to the sequencer, not yet answered.
@@ -93,6 +96,14 @@ counters! {
         sent_in_flight,
         rooms_archived,
         archived_rooms_loaded,
+        cluster_seeds,
+        takeovers,
+        appends_refused,
+        acks_lost_committed,
+        acks_lost_not_committed,
+        local_writes_failed_after_the_log,
+        other_writers,
+        writers_fenced,
     }
 }
 
@@ -131,14 +142,26 @@ impl World {
             fault_percent: rng.pick(&[0, 2, 5, 12]),
             crash_percent: rng.pick(&[0, 1, 3, 6]),
         };
-        let disk = MemoryBackend::new();
+        let cluster = rng.chance(33).then(SharedLog::default);
+        let mut stats = Stats {
+            cluster_seeds: u64::from(cluster.is_some()),
+            ..Stats::default()
+        };
+        let (disk, node) = Self::boot(
+            &MemoryBackend::new(),
+            cluster.as_ref(),
+            START_MS,
+            config,
+            &mut stats,
+        );
         let auditor = Auditor::new(config.idempotency_max, config.idempotency_ttl_ms);
         let mut world = Self {
             rng,
             now_ms: START_MS,
             config,
-            node: Self::open(&disk, START_MS, config, &mut Stats::default()),
+            node,
             disk,
+            cluster,
             inbox: Vec::new(),
             sent: Vec::new(),
             retryable: Vec::new(),
@@ -150,10 +173,32 @@ impl World {
             verbose: std::env::var_os("COHOST_SIM_TRACE").is_some(),
             retry_at_ms: 0,
             auditor,
-            stats: Stats::default(),
+            stats,
         };
         world.check_state("at the start");
         world
+    }
+
+    /// Starts the engine: from `disk` in single-node mode, or in cluster mode by taking the partition over on
+    /// a fresh disk (returned), the local store being a cache of the log.
+    fn boot(
+        disk: &MemoryBackend,
+        cluster: Option<&SharedLog>,
+        now_ms: u64,
+        config: SequencerConfig,
+        stats: &mut Stats,
+    ) -> (MemoryBackend, Node) {
+        let Some(log) = cluster else {
+            return (disk.clone(), Self::open(disk, now_ms, config, stats));
+        };
+        stats.takeovers += 1;
+        let (disk, store, recovered) = log.take_over(now_ms, config);
+        let node = Node {
+            sequencer: recovered.sequencer,
+            store,
+            read: RwLock::new(recovered.read),
+        };
+        (disk, node)
     }
 
     fn open(disk: &MemoryBackend, now_ms: u64, config: SequencerConfig, stats: &mut Stats) -> Node {
@@ -208,6 +253,9 @@ impl World {
     pub fn finish(&mut self) {
         self.turn();
         self.check_state("at the end");
+        if let Some(log) = &self.cluster {
+            self.stats.writers_fenced = log.fenced();
+        }
     }
 
     fn tick(&mut self) {
@@ -222,6 +270,47 @@ impl World {
 
     fn arm_fault(&mut self) {
         self.armed = true;
+        if let Some(log) = &self.cluster {
+            let fault = self.rng.below(5);
+            let stats = &mut self.stats;
+            let (what, count) = match fault {
+                0 => {
+                    self.disk.fail_writes(1);
+                    (
+                        "fail the next local write",
+                        &mut stats.local_writes_failed_after_the_log,
+                    )
+                }
+                1 => {
+                    log.arm(Append::Refuse);
+                    ("refuse the next append", &mut stats.appends_refused)
+                }
+                2 => {
+                    log.arm(Append::LoseAck { committed: true });
+                    (
+                        "commit the next append, lose its ack",
+                        &mut stats.acks_lost_committed,
+                    )
+                }
+                3 => {
+                    log.arm(Append::LoseAck { committed: false });
+                    (
+                        "lose the next append and its ack",
+                        &mut stats.acks_lost_not_committed,
+                    )
+                }
+                _ => {
+                    log.claim();
+                    (
+                        "another writer claims the partition",
+                        &mut stats.other_writers,
+                    )
+                }
+            };
+            *count += 1;
+            self.note(|| what.into());
+            return;
+        }
         let fault = self.rng.below(3);
         self.note(|| {
             [
@@ -604,7 +693,9 @@ impl World {
                 }
             )
         });
-        if process_only {
+        if self.cluster.is_some() {
+            // The local store is a cache, whatever the disk kept: the next owner starts from the log.
+        } else if process_only {
             self.stats.process_restarts += 1;
             self.disk.restart();
         } else {
@@ -631,7 +722,7 @@ impl World {
                 self.retryable.push(request);
             }
         }
-        self.node = Self::open(&self.disk, self.now_ms, self.config, &mut self.stats);
+        self.start();
         let recovered = read_all(&self.node.store, u64::MAX);
         self.note(|| {
             format!(
@@ -664,7 +755,20 @@ impl World {
             return self.die(false);
         }
         self.check_between_steps("before a restart");
-        self.node = Self::open(&self.disk, self.now_ms, self.config, &mut self.stats);
+        self.start();
         self.check_state("after a restart");
+    }
+
+    /// Starts the engine again (see [`World::boot`]).
+    fn start(&mut self) {
+        let (disk, node) = Self::boot(
+            &self.disk,
+            self.cluster.as_ref(),
+            self.now_ms,
+            self.config,
+            &mut self.stats,
+        );
+        self.disk = disk;
+        self.node = node;
     }
 }

@@ -71,6 +71,20 @@ fn assert_exercised(totals: &Totals) {
         ("expiries", c.expiries),
         ("unconfirmed batches that survived", c.survived_crashes),
         ("unavailable answers", c.unavailable),
+        ("seeds in cluster mode", s.cluster_seeds),
+        ("takeovers", s.takeovers),
+        ("appends refused", s.appends_refused),
+        (
+            "committed appends whose ack was lost",
+            s.acks_lost_committed,
+        ),
+        ("lost appends whose ack was lost", s.acks_lost_not_committed),
+        (
+            "local writes failed after the log took the batch",
+            s.local_writes_failed_after_the_log,
+        ),
+        ("other writers claiming the partition", s.other_writers),
+        ("writers fenced by the log", s.writers_fenced),
     ] {
         assert!(
             count > 0,

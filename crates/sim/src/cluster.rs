@@ -1,0 +1,156 @@
+//! Cluster mode in the simulator: a partition log shared by every node that takes the partition, standing for
+//! the JetStream subject, with its fence (an append names the log length it expects, as
+//! `Nats-Expected-Last-Subject-Sequence` does), and the faults the real one has: an append refused outright, an
+//! ack lost with the batch committed or not, and another writer claiming the partition. A node's local store
+//! is a cache: every death or restart is a takeover on a fresh disk, replaying the log and appending a marker.
+//!
+//! A lost ack here is one the writer could not resolve (NATS unreachable): the engine fails-stop, answers its
+//! batch `unavailable`, and the next owner finds out from the log whether the batch landed.
+
+use std::sync::{Arc, Mutex};
+
+use cohost_engine::recover;
+use cohost_engine::sequencer::SequencerConfig;
+use cohost_store::{MemoryBackend, ReplicateError, Replicator, Store};
+
+/// What the next append does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Append {
+    #[default]
+    Take,
+    /// Refused outright (too large): nothing kept.
+    Refuse,
+    /// The ack never comes and cannot be resolved; `committed` says whether the log holds the batch.
+    LoseAck { committed: bool },
+}
+
+/// One message of the log: a batch record with its writer's epoch, or an owner's marker.
+#[derive(Debug, Clone)]
+enum Entry {
+    Batch { record: Vec<u8>, epoch: u64 },
+    Marker(u64),
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    entries: Vec<Entry>,
+    next: Append,
+    /// The epoch of the latest marker; each takeover's is one more.
+    epoch: u64,
+    /// Appends refused because another writer had appended.
+    fenced: u64,
+}
+
+/// The partition log, shared by the nodes.
+#[derive(Debug, Clone, Default)]
+pub struct SharedLog(Arc<Mutex<Log>>);
+
+impl SharedLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Arms what the next append does.
+    pub fn arm(&self, next: Append) {
+        self.lock().next = next;
+    }
+
+    /// Another node claims the partition: its marker moves the tail past what the owner expects.
+    pub fn claim(&self) {
+        let mut log = self.lock();
+        log.epoch += 1;
+        let epoch = log.epoch;
+        log.entries.push(Entry::Marker(epoch));
+    }
+
+    /// How many appends the fence refused.
+    pub fn fenced(&self) -> u64 {
+        self.lock().fenced
+    }
+
+    /// Takes the partition over on a fresh disk: replays every batch into a new local store, appends this
+    /// owner's marker right after the tail it read, and recovers the engine from the store.
+    pub fn take_over<T>(
+        &self,
+        now_ms: u64,
+        config: SequencerConfig,
+    ) -> (MemoryBackend, Store, cohost_engine::Recovered<T>) {
+        let disk = MemoryBackend::new();
+        let mut store = Store::with_backend(Box::new(disk.clone())).expect("a fresh store opens");
+        let (expected, epoch) = {
+            let mut log = self.lock();
+            let mut owner = 0;
+            for entry in &log.entries {
+                match entry {
+                    Entry::Marker(epoch) => owner = *epoch,
+                    Entry::Batch { record, epoch } => {
+                        assert_eq!(
+                            *epoch, owner,
+                            "one writer per log position: only the latest marker's owner appends"
+                        );
+                        store
+                            .append_replicated(record)
+                            .expect("the log's batches continue each other");
+                    }
+                }
+            }
+            log.epoch += 1;
+            let epoch = log.epoch;
+            log.entries.push(Entry::Marker(epoch));
+            (log.entries.len(), epoch)
+        };
+        store
+            .flush_replicated()
+            .expect("a fresh disk with no fault armed flushes");
+        store.replicate_to(Arc::new(Writer {
+            log: self.clone(),
+            epoch,
+            expected: Mutex::new(expected),
+        }));
+        let recovered = recover(&store, now_ms, config).expect("the engine recovers from the log");
+        (disk, store, recovered)
+    }
+}
+
+/// One owner's appends: each expects the log's length as this owner last left it.
+#[derive(Debug)]
+struct Writer {
+    log: SharedLog,
+    epoch: u64,
+    expected: Mutex<usize>,
+}
+
+impl Replicator for Writer {
+    fn replicate(&self, _first_seq: u64, record: &[u8]) -> Result<(), ReplicateError> {
+        let mut log = self.log.lock();
+        let mut expected = self.expected.lock().unwrap_or_else(|e| e.into_inner());
+        if log.entries.len() != *expected {
+            log.fenced += 1;
+            return Err(ReplicateError::Stopped(
+                "another writer appended: this one is deposed".into(),
+            ));
+        }
+        match std::mem::take(&mut log.next) {
+            Append::Take => {
+                log.entries.push(Entry::Batch {
+                    record: record.to_vec(),
+                    epoch: self.epoch,
+                });
+                *expected = log.entries.len();
+                Ok(())
+            }
+            Append::Refuse => Err(ReplicateError::Refused("the batch is too large".into())),
+            Append::LoseAck { committed } => {
+                if committed {
+                    log.entries.push(Entry::Batch {
+                        record: record.to_vec(),
+                        epoch: self.epoch,
+                    });
+                }
+                Err(ReplicateError::Stopped(
+                    "the ack was lost, unresolved".into(),
+                ))
+            }
+        }
+    }
+}
