@@ -47,6 +47,7 @@ async fn an_ended_room_leaves_memory_and_still_answers() {
         engine: open_with_retention(dir.path(), &clock),
         clock: clock.clone(),
         dir,
+        log: None,
     };
     ended_room(&t).await;
     let before = answers(&t).await;
@@ -190,6 +191,7 @@ async fn opening_an_older_log_keeps_events_after_room_stopped() {
         engine: open_with_retention(dir.path(), &clock),
         clock,
         dir,
+        log: None,
     };
     for reopened in [false, true] {
         assert!(!held(&t.engine, "old"), "archived at open");

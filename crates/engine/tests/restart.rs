@@ -64,6 +64,7 @@ async fn snapshots_and_a_full_replay_agree() {
         engine: Engine::open(config.clone()).unwrap(),
         clock: clock.clone(),
         dir,
+        log: None,
     };
     busy_history(&t).await;
     t.ok("alice", invite("one", "frank")).await;

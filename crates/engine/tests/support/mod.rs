@@ -1,4 +1,6 @@
-//! Helpers for the engine's tests: an engine on a temp dir with a manual clock, and one-line commands.
+//! Helpers for the engine's tests: an engine on a temp dir with a manual clock, and one-line commands. An engine
+//! may also write as cluster mode does ([`open_replicated`]): every batch to a partition log first, the local
+//! store a cache of it, and every restart a takeover that rebuilds the store from the log.
 
 #![allow(dead_code)]
 
@@ -19,6 +21,60 @@ pub struct TestEngine {
     pub engine: Engine,
     pub clock: Arc<ManualClock>,
     pub dir: tempfile::TempDir,
+    /// Cluster mode's partition log, when the engine writes through one.
+    pub log: Option<Arc<MemoryLog>>,
+}
+
+/// A partition log in memory: the batch records every owner appended, in order.
+#[derive(Default)]
+pub struct MemoryLog {
+    records: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl cohost_store::Replicator for MemoryLog {
+    fn replicate(&self, first_seq: u64, record: &[u8]) -> Result<(), cohost_store::ReplicateError> {
+        let mut records = self.records.lock().unwrap();
+        assert!(
+            first_seq > 0 && (records.is_empty() == (first_seq == 1)),
+            "a batch at seq {first_seq} after {} records",
+            records.len()
+        );
+        records.push(record.to_vec());
+        Ok(())
+    }
+}
+
+impl MemoryLog {
+    /// Takes the partition over in a fresh directory: the local store rebuilt from the log, then the engine
+    /// opened on it, appending to the log.
+    pub fn take_over(self: &Arc<Self>, clock: &Arc<ManualClock>) -> (Engine, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let store = cohost_store::Store::open(dir.path()).expect("a fresh store opens");
+            for record in self.records.lock().unwrap().iter() {
+                store
+                    .append_replicated(record)
+                    .expect("the log's records continue each other");
+            }
+            store.flush_replicated().expect("the catch-up flushes");
+        }
+        let mut config = config(dir.path(), clock);
+        config.replicator = Some(self.clone());
+        (Engine::open(config).expect("engine opens"), dir)
+    }
+}
+
+/// An engine that writes as cluster mode does: every batch to a partition log first.
+pub fn open_replicated() -> TestEngine {
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let log = Arc::new(MemoryLog::default());
+    let (engine, dir) = log.take_over(&clock);
+    TestEngine {
+        engine,
+        clock,
+        dir,
+        log: Some(log),
+    }
 }
 
 pub fn config(dir: &Path, clock: &Arc<ManualClock>) -> Config {
@@ -29,7 +85,12 @@ pub fn open() -> TestEngine {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = Arc::new(ManualClock::new(START_MS));
     let engine = Engine::open(config(dir.path(), &clock)).expect("engine opens");
-    TestEngine { engine, clock, dir }
+    TestEngine {
+        engine,
+        clock,
+        dir,
+        log: None,
+    }
 }
 
 /// An engine with each `(room, host)` created and live.
@@ -42,14 +103,25 @@ pub async fn live(rooms: &[(&str, &str)]) -> TestEngine {
 }
 
 impl TestEngine {
-    /// Shuts down and opens the same directory again, keeping the clock.
+    /// Shuts down and opens the same directory again, keeping the clock; in cluster mode, takes the
+    /// partition over in a fresh directory.
     pub async fn restart(self) -> TestEngine {
         self.engine.shutdown().await;
+        if let Some(log) = self.log {
+            let (engine, dir) = log.take_over(&self.clock);
+            return TestEngine {
+                engine,
+                clock: self.clock,
+                dir,
+                log: Some(log),
+            };
+        }
         let engine = Engine::open(config(self.dir.path(), &self.clock)).expect("engine reopens");
         TestEngine {
             engine,
             clock: self.clock,
             dir: self.dir,
+            log: None,
         }
     }
 
