@@ -123,12 +123,17 @@ async fn set_up(
     }
 }
 
-async fn drive(route: Route, mut client: Client, stop: Arc<AtomicBool>) -> Tally {
+async fn drive(
+    route: Route,
+    mut client: Client,
+    stop: Arc<AtomicBool>,
+    prefix: &'static str,
+) -> Tally {
     let mut tally = Tally::default();
     while !stop.load(Ordering::Relaxed) {
         let room = client.rng.index(client.rooms.len());
         let plan = client.plan(room);
-        let room_id = mix::room_id("bench", client.global_room(room));
+        let room_id = mix::room_id(prefix, client.global_room(room));
         let sent = Instant::now();
         let outcome = execute(&route, &room_id, &plan).await;
         tally.latency_us.push(sent.elapsed().as_secs_f64() * 1e6);
@@ -146,13 +151,18 @@ async fn drive(route: Route, mut client: Client, stop: Arc<AtomicBool>) -> Tally
 
 /// Sets the rooms up, then runs the mix for `secs`: acked commands per second, p50 and p99 in ms.
 async fn measure(route: &Route, secs: f64) -> (f64, f64, f64) {
+    measure_rooms(route, secs, "bench").await
+}
+
+/// [`measure`] on rooms named with `prefix`, so one cluster can be measured again on fresh rooms.
+async fn measure_rooms(route: &Route, secs: f64, prefix: &'static str) -> (f64, f64, f64) {
     let tasks: Vec<_> = (0..clients())
         .map(|c| {
             let route = route.clone();
             tokio::spawn(async move {
                 for i in (c..ROOMS).step_by(clients()) {
-                    let (host, commands) = mix::setup("bench", i);
-                    let room = mix::room_id("bench", i);
+                    let (host, commands) = mix::setup(prefix, i);
+                    let room = mix::room_id(prefix, i);
                     set_up(&route, &room, &host, commands).await;
                 }
             })
@@ -162,12 +172,12 @@ async fn measure(route: &Route, secs: f64) -> (f64, f64, f64) {
         task.await.expect("setup does not panic");
     }
     let users = mix::users();
-    let clients = Client::all(&mix::mirror_rooms("bench", ROOMS), &users, clients());
+    let clients = Client::all(&mix::mirror_rooms(prefix, ROOMS), &users, clients());
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
-        .map(|client| tokio::spawn(drive(route.clone(), client, stop.clone())))
+        .map(|client| tokio::spawn(drive(route.clone(), client, stop.clone(), prefix)))
         .collect();
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     stop.store(true, Ordering::Relaxed);
@@ -189,10 +199,20 @@ async fn measure(route: &Route, secs: f64) -> (f64, f64, f64) {
 }
 
 async fn join(urls: &str, name: &str, replicas: usize, dir: &std::path::Path) -> Node {
+    join_with(urls, name, replicas, dir, partitions()).await
+}
+
+async fn join_with(
+    urls: &str,
+    name: &str,
+    replicas: usize,
+    dir: &std::path::Path,
+    partitions: u32,
+) -> Node {
     let joining = Joining {
         nats_url: urls.to_owned(),
         node_id: name.to_owned(),
-        partitions: partitions(),
+        partitions,
         log_streams: log_streams(),
         replicas,
         data_dir: dir.join(name),
@@ -202,8 +222,12 @@ async fn join(urls: &str, name: &str, replicas: usize, dir: &std::path::Path) ->
 }
 
 async fn all_owned(nodes: &[Arc<Node>]) {
+    all_owned_of(nodes, partitions()).await;
+}
+
+async fn all_owned_of(nodes: &[Arc<Node>], partitions: u32) {
     let started = Instant::now();
-    while nodes.iter().map(|n| n.owned().len()).sum::<usize>() < partitions() as usize {
+    while nodes.iter().map(|n| n.owned().len()).sum::<usize>() < partitions as usize {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "the partitions were never all owned"
@@ -290,6 +314,7 @@ async fn main() {
     let r1_rate = report("R1, 1 node", &mut r1);
     let r3_rate = report("R3, 3 nodes", &mut r3);
     let failovers = failovers(&common, kills).await;
+    takeovers(&common).await;
     GOAL_R3.report(r3_rate);
     GOAL_R1_RATIO.report(r1_rate / embedded_rate);
     let mut seconds: Vec<f64> = failovers.iter().map(Duration::as_secs_f64).collect();
@@ -402,4 +427,32 @@ async fn failovers(common: &Common, kills: usize) -> Vec<Duration> {
         node.stop().await;
     }
     moved_times
+}
+
+/// How a takeover's time grows with the partition's history: one partition, filled by the mix for a while,
+/// handed off, and taken by a fresh node (read the subject, rebuild the local store, open the engine, claim).
+async fn takeovers(common: &Common) {
+    let dir = common.fresh_dir();
+    let server = TestServer::start_with_config(true, Some(String::new()));
+    let mut filled = 0.0;
+    for (round, secs) in [common.secs / 5.0, common.secs].into_iter().enumerate() {
+        let writer =
+            Arc::new(join_with(&server.url(), &format!("fill-{round}"), 1, dir.path(), 1).await);
+        all_owned_of(std::slice::from_ref(&writer), 1).await;
+        let nodes = Arc::new(std::sync::RwLock::new(vec![writer.clone()]));
+        measure_rooms(&route_to(nodes), secs, ["fill-0", "fill-1"][round]).await;
+        filled += secs;
+        let events = writer.engines()[0].1.last_seq();
+        writer.stop().await;
+        let started = Instant::now();
+        let taker =
+            Arc::new(join_with(&server.url(), &format!("take-{round}"), 1, dir.path(), 1).await);
+        all_owned_of(std::slice::from_ref(&taker), 1).await;
+        println!(
+            "  takeover of one partition holding {events} events ({filled:.0} s of the mix): {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+        // Handed off, so the next round's writer takes the partition at once.
+        taker.stop().await;
+    }
 }

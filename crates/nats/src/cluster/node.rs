@@ -214,17 +214,26 @@ impl Node {
 
     /// Kills the loop and drops every engine without giving a lease up (a crash, for tests).
     pub fn crash(self) {
-        self.task.abort();
+        drop(self);
     }
 
     /// Stops the loop, drains every engine and gives its leases up, so others take over at once.
     pub async fn stop(&self) {
         self.task.abort();
+        if let Err(error) = self.leases.leave().await {
+            tracing::warn!(%error, node = self.leases.node(), "could not leave the live nodes; its heartbeat will age out");
+        }
         let owned = std::mem::take(&mut *self.owned.lock().unwrap_or_else(|e| e.into_inner()));
         for (_, entry) in owned {
             entry.engine.shutdown().await;
             let _ = self.leases.release(entry.lease).await;
         }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
