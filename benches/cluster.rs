@@ -10,7 +10,7 @@
 //!
 //! `cargo bench -p cohost-benches --bench cluster`. Environment: `COHOST_BENCH_QUICK=1` (short phases, 2
 //! kills), `COHOST_BENCH_SECS`, `COHOST_BENCH_RUNS`, `COHOST_BENCH_KILLS`, `COHOST_BENCH_DIR`,
-//! `COHOST_BENCH_PARTITIONS` (64), `COHOST_BENCH_LOG_STREAMS` (4), `COHOST_BENCH_CLIENTS` (64), `COHOST_BENCH_SYNC` (`always` or `default`, for the R1 server).
+//! `COHOST_BENCH_PARTITIONS` (64), `COHOST_BENCH_LOG_STREAMS` (1), `COHOST_BENCH_CLIENTS` (64), `COHOST_BENCH_SYNC` (`always` or `default`, for the R1 server).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use cohost_benches::mix::{self, Client};
 use cohost_benches::{Common, Goal, median, percentile};
 use cohost_engine::{Config, Engine, ManualClock, Options};
-use cohost_nats::cluster::{Joining, Node};
+use cohost_nats::cluster::{Joining, Node, preferred};
 use cohost_nats::test_server::{TestCluster, TestServer};
 use cohost_proto::RoomId;
 
@@ -225,12 +225,23 @@ async fn all_owned(nodes: &[Arc<Node>]) {
     all_owned_of(nodes, partitions()).await;
 }
 
+/// Waits until each partition is served by the node preferred for it among `nodes`: the share is settled, so
+/// no handoff falls in the measurement (a command in flight at a handoff is answered `unavailable`).
 async fn all_owned_of(nodes: &[Arc<Node>], partitions: u32) {
+    let names: Vec<String> = nodes.iter().map(|n| n.node_id().to_owned()).collect();
+    let settled = || {
+        nodes.iter().all(|node| {
+            let wanted: Vec<u32> = (0..partitions)
+                .filter(|p| preferred(*p, &names) == Some(node.node_id()))
+                .collect();
+            node.serving() == wanted
+        })
+    };
     let started = Instant::now();
-    while nodes.iter().map(|n| n.owned().len()).sum::<usize>() < partitions as usize {
+    while !settled() {
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "the partitions were never all owned"
+            "the partitions were never settled on their preferred nodes"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -430,7 +441,7 @@ async fn failovers(common: &Common, kills: usize) -> Vec<Duration> {
 }
 
 /// How a takeover's time grows with the partition's history: one partition, filled by the mix for a while,
-/// handed off, and taken by a fresh node (read the subject, rebuild the local store, open the engine, claim).
+/// handed off, and taken by a fresh node (read the subject, rebuild the local store, claim, open the engine).
 async fn takeovers(common: &Common) {
     let dir = common.fresh_dir();
     let server = TestServer::start_with_config(true, Some(String::new()));

@@ -153,7 +153,7 @@ pub struct Settings {
     pub log_replicas: u8,
     /// JetStream streams the partition log is spread over, fixed when the cluster is first created: each
     /// stream syncs its writes one after another on its leader, so more streams write side by side and
-    /// spread their leaders over the servers.
+    /// spread their leaders over the servers (where each server has its own disk and cores).
     #[arg(long, env = "COHOST_LOG_STREAMS", default_value_t = cohost_nats::cluster::LOG_STREAMS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=i64::from(cohost_nats::cluster::LOG_STREAMS_MAX)))]
     pub log_streams: u32,
 }

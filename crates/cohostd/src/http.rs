@@ -390,7 +390,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let engine = match &state.engines {
         Engines::One { engine, .. } => engine,
         Engines::Cluster { node, .. } => {
-            let body = serde_json::json!({"status": "ok", "node": node.node_id(), "partitions": node.owned()});
+            let body = serde_json::json!({"status": "ok", "node": node.node_id(), "partitions": node.serving()});
             return axum::Json(body).into_response();
         }
     };
@@ -466,7 +466,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                 stats.add(&engine.stats());
                 records_read += engine.records_read();
             }
-            let mut text = state.metrics.render_cluster(&stats, engines.len());
+            let mut text = state.metrics.render_cluster(&stats, node.serving().len());
             crate::metrics::render_connections(&mut text, &state.connections);
             crate::metrics::render_reads_and_quotas(&mut text, records_read, &state.quotas);
             return ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response();

@@ -80,13 +80,14 @@ impl Metrics {
     }
 
     /// The page of a cluster node: the engine counters summed over the partitions it owns now (a partition
-    /// that moves away takes its counts along, which Prometheus reads as a counter reset), and how many it owns.
+    /// that moves away takes its counts along, which Prometheus reads as a counter reset), and how many it
+    /// serves (owned, with a valid lease).
     pub fn render_cluster(&self, engine: &StatsSnapshot, owned: usize) -> String {
         let mut out = self.render_engine(engine);
         gauge(
             &mut out,
             "cohost_partitions_owned",
-            "Partitions this node writes now.",
+            "Partitions this node writes now (owned, with a lease valid by its clock).",
             owned,
         );
         self.render_sse_clients(&mut out);

@@ -1,4 +1,4 @@
-//! Cluster mode, NATS server crash: one of the three JetStream servers, the partition log's leader, is killed
+//! Cluster mode, NATS server crash: one of the three JetStream servers, the leader of partition 0's log stream, is killed
 //! with SIGKILL mid-load. Commands are acknowledged again once JetStream has elected new leaders (the time to
 //! the first acknowledged command on every partition is printed), and every acknowledged command is in its
 //! room exactly once: none was lost with the server.

@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use cohost_proto::{Accepted, Actor, Command, CommandId, Reply, RoomId};
 use cohost_store::StoredReply;
 
-/// `xxh3_128` of the actor and the command id.
+/// `xxh3_128` of the actor, the room and the command id.
 pub(crate) type Key = u128;
 
 /// Where a remembered reply is: the `index`th idempotency record of the batch whose first seq is `batch_seq`.

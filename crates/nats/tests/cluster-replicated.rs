@@ -11,6 +11,8 @@ use cohost_nats::cluster::{
 use cohost_nats::test_server::TestCluster;
 
 const REPLICAS: usize = 3;
+/// The cluster's log streams: more than one, so the partition below is not in stream 0.
+const STREAMS: u32 = 2;
 /// How long appends may fail while the stream elects a new leader.
 const ELECTION_LIMIT: Duration = Duration::from_secs(20);
 
@@ -29,14 +31,16 @@ async fn one_cluster_one_configuration_and_no_acknowledged_batch_lost_with_the_l
 
     // The first node fixes the configuration; a node configured otherwise is refused, naming both values.
     assert_eq!(
-        join(&js, &Fixed::new(64, 8), REPLICAS).await.unwrap(),
-        Fixed::new(64, 8)
+        join(&js, &Fixed::new(64, STREAMS), REPLICAS).await.unwrap(),
+        Fixed::new(64, STREAMS)
     );
     assert_eq!(
-        join(&js, &Fixed::new(64, 8), REPLICAS).await.unwrap(),
-        Fixed::new(64, 8)
+        join(&js, &Fixed::new(64, STREAMS), REPLICAS).await.unwrap(),
+        Fixed::new(64, STREAMS)
     );
-    let refused = join(&js, &Fixed::new(16, 8), REPLICAS).await.unwrap_err();
+    let refused = join(&js, &Fixed::new(16, STREAMS), REPLICAS)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             refused,
@@ -53,7 +57,7 @@ async fn one_cluster_one_configuration_and_no_acknowledged_batch_lost_with_the_l
         matches!(
             refused,
             JoinError::LogStreams {
-                cluster: 8,
+                cluster: STREAMS,
                 node: 4
             }
         ),
@@ -62,7 +66,7 @@ async fn one_cluster_one_configuration_and_no_acknowledged_batch_lost_with_the_l
     assert!(refused.to_string().contains("COHOST_LOG_STREAMS"));
     let other_format = Fixed {
         partitions: 64,
-        log_streams: 8,
+        log_streams: STREAMS,
         format: "cohost-log/99".into(),
     };
     let refused = join(&js, &other_format, REPLICAS).await.unwrap_err();
@@ -70,6 +74,7 @@ async fn one_cluster_one_configuration_and_no_acknowledged_batch_lost_with_the_l
 
     let config = LogConfig {
         replicas: REPLICAS,
+        streams: STREAMS,
         ack_timeout: Duration::from_secs(2),
         ..LogConfig::default()
     };
@@ -99,7 +104,7 @@ async fn one_cluster_one_configuration_and_no_acknowledged_batch_lost_with_the_l
         append(&log, n, &mut tail, &mut acknowledged).await;
     }
     let mut stream = js
-        .get_stream(log_stream(9, LogConfig::default().streams))
+        .get_stream(log_stream(9, STREAMS))
         .await
         .expect("the stream");
     let info = stream.info().await.expect("stream info");
@@ -107,9 +112,7 @@ async fn one_cluster_one_configuration_and_no_acknowledged_batch_lost_with_the_l
     let client = async_nats::connect(cluster.addrs())
         .await
         .expect("connects");
-    let index = cluster
-        .leader_of(&client, &log_stream(9, LogConfig::default().streams))
-        .await;
+    let index = cluster.leader_of(&client, &log_stream(9, STREAMS)).await;
     cluster.servers[index].kill();
     let killed = Instant::now();
     append(&log, 21, &mut tail, &mut acknowledged).await;

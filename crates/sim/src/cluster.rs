@@ -24,19 +24,17 @@ pub enum Append {
     LoseAck { committed: bool },
 }
 
-/// One message of the log: a batch record with its writer's epoch, or an owner's marker.
+/// One message of the log: a batch record, or an owner's marker.
 #[derive(Debug, Clone)]
 enum Entry {
-    Batch { record: Vec<u8>, epoch: u64 },
-    Marker(u64),
+    Batch(Vec<u8>),
+    Marker,
 }
 
 #[derive(Debug, Default)]
 struct Log {
     entries: Vec<Entry>,
     next: Append,
-    /// The epoch of the latest marker; each takeover's is one more.
-    epoch: u64,
     /// Appends refused because another writer had appended.
     fenced: u64,
 }
@@ -57,10 +55,7 @@ impl SharedLog {
 
     /// Another node claims the partition: its marker moves the tail past what the owner expects.
     pub fn claim(&self) {
-        let mut log = self.lock();
-        log.epoch += 1;
-        let epoch = log.epoch;
-        log.entries.push(Entry::Marker(epoch));
+        self.lock().entries.push(Entry::Marker);
     }
 
     /// How many appends the fence refused.
@@ -77,34 +72,23 @@ impl SharedLog {
     ) -> (MemoryBackend, Store, cohost_engine::Recovered<T>) {
         let disk = MemoryBackend::new();
         let mut store = Store::with_backend(Box::new(disk.clone())).expect("a fresh store opens");
-        let (expected, epoch) = {
+        let expected = {
             let mut log = self.lock();
-            let mut owner = 0;
             for entry in &log.entries {
-                match entry {
-                    Entry::Marker(epoch) => owner = *epoch,
-                    Entry::Batch { record, epoch } => {
-                        assert_eq!(
-                            *epoch, owner,
-                            "one writer per log position: only the latest marker's owner appends"
-                        );
-                        store
-                            .append_replicated(record)
-                            .expect("the log's batches continue each other");
-                    }
+                if let Entry::Batch(record) = entry {
+                    store
+                        .append_replicated(record)
+                        .expect("the log's batches continue each other");
                 }
             }
-            log.epoch += 1;
-            let epoch = log.epoch;
-            log.entries.push(Entry::Marker(epoch));
-            (log.entries.len(), epoch)
+            log.entries.push(Entry::Marker);
+            log.entries.len()
         };
         store
             .flush_replicated()
             .expect("a fresh disk with no fault armed flushes");
         store.replicate_to(Arc::new(Writer {
             log: self.clone(),
-            epoch,
             expected: Mutex::new(expected),
         }));
         let recovered = recover(&store, now_ms, config).expect("the engine recovers from the log");
@@ -116,7 +100,6 @@ impl SharedLog {
 #[derive(Debug)]
 struct Writer {
     log: SharedLog,
-    epoch: u64,
     expected: Mutex<usize>,
 }
 
@@ -132,20 +115,14 @@ impl Replicator for Writer {
         }
         match std::mem::take(&mut log.next) {
             Append::Take => {
-                log.entries.push(Entry::Batch {
-                    record: record.to_vec(),
-                    epoch: self.epoch,
-                });
+                log.entries.push(Entry::Batch(record.to_vec()));
                 *expected = log.entries.len();
                 Ok(())
             }
             Append::Refuse => Err(ReplicateError::Refused("the batch is too large".into())),
             Append::LoseAck { committed } => {
                 if committed {
-                    log.entries.push(Entry::Batch {
-                        record: record.to_vec(),
-                        epoch: self.epoch,
-                    });
+                    log.entries.push(Entry::Batch(record.to_vec()));
                 }
                 Err(ReplicateError::Stopped(
                     "the ack was lost, unresolved".into(),

@@ -17,7 +17,10 @@ const CURSOR: u8 = b'C';
 const COMMAND_INDEX: u8 = b'I';
 const ARCHIVE: u8 = b'A';
 const FORMAT_KEY: &[u8] = b"Mformat";
-const FORMAT: &[u8] = b"cohost-store/1";
+const FORMAT: &[u8] = b"cohost-store/2";
+/// A format this build opens and upgrades: `/1`'s command index entries do not name their room (it is read
+/// from the batch). Marked `/2` at open, so an older build then refuses the store rather than misreading it.
+const FORMAT_OLDER: &[u8] = b"cohost-store/1";
 const SNAPSHOT_SEQ_KEY: &[u8] = b"Msnapshot_seq";
 /// sled's page cache unless the caller sets another size (sled's own default is 1 GiB).
 pub const STORE_CACHE_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
@@ -198,14 +201,14 @@ impl Store {
             replication_stopped: std::sync::OnceLock::new(),
         };
         match store.backend.get(FORMAT_KEY)? {
-            Some(found) if found != FORMAT => {
+            Some(found) if found == FORMAT => {}
+            Some(found) if found != FORMAT_OLDER => {
                 return Err(StoreError::Format {
                     found: String::from_utf8_lossy(&found).into_owned(),
                     expected: String::from_utf8_lossy(FORMAT).into_owned(),
                 });
             }
-            Some(_) => {}
-            None => store.write_and_flush(vec![Op::Put(FORMAT_KEY.to_vec(), FORMAT.to_vec())])?,
+            _ => store.write_and_flush(vec![Op::Put(FORMAT_KEY.to_vec(), FORMAT.to_vec())])?,
         }
         let Some(committed) = store.backend.committed() else {
             return Ok(store);

@@ -397,7 +397,7 @@ fn a_foreign_format_is_refused() {
         Err(StoreError::Format { found, expected }) => {
             assert_eq!(
                 (found.as_str(), expected.as_str()),
-                ("other-app/3", "cohost-store/1")
+                ("other-app/3", "cohost-store/2")
             );
         }
         other => panic!("expected Format, got {other:?}"),

@@ -528,18 +528,7 @@ fn an_older_command_index_reads_its_rooms_from_the_batches() {
         .collect();
     drop(open_with(dir.path(), &batches));
     {
-        // sled lets its lock go a little after the last handle is dropped.
-        let started = std::time::Instant::now();
-        let db = loop {
-            match sled::open(dir.path()) {
-                Ok(db) => break db,
-                Err(error) if started.elapsed() < std::time::Duration::from_secs(5) => {
-                    let _ = error;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(error) => panic!("the store's directory opens in sled: {error}"),
-            }
-        };
+        let db = open_raw(dir.path());
         for batch in batches.iter().filter(|b| !b.commands.is_empty()) {
             // The older layout: a bare list of (actor, command_id, fingerprint, at_ms), framed.
             let older: Vec<_> = batch
@@ -555,10 +544,32 @@ fn an_older_command_index_reads_its_rooms_from_the_batches() {
             let replaced = db.insert(key, value).unwrap();
             assert!(replaced.is_some(), "this build keeps its index there too");
         }
+        db.insert(b"Mformat", b"cohost-store/1".to_vec()).unwrap();
         db.flush().unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     let index: Vec<_> = store.command_index_rev().map(Result::unwrap).collect();
     assert_eq!(index, expected);
     assert_eq!(index[0].1[0].room_id, room_id("room-a"));
+    drop(store);
+    // Opened once by this build, the store is marked as its format, which an older build refuses.
+    let db = open_raw(dir.path());
+    assert_eq!(
+        db.get(b"Mformat").unwrap().as_deref(),
+        Some(&b"cohost-store/2"[..])
+    );
+}
+
+/// The store's sled directory, opened directly; sled lets its lock go a little after the last handle is dropped.
+fn open_raw(dir: &Path) -> sled::Db {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(_) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => panic!("the store's directory opens in sled: {error}"),
+        }
+    }
 }

@@ -25,21 +25,21 @@ pub struct TestEngine {
     pub log: Option<Arc<MemoryLog>>,
 }
 
-/// A partition log in memory: the batch records every owner appended, in order.
+/// A partition log in memory: the batch records every owner appended, in order, with their first seqs.
 #[derive(Default)]
 pub struct MemoryLog {
-    records: std::sync::Mutex<Vec<Vec<u8>>>,
+    records: std::sync::Mutex<Vec<(u64, Vec<u8>)>>,
 }
 
 impl cohost_store::Replicator for MemoryLog {
     fn replicate(&self, first_seq: u64, record: &[u8]) -> Result<(), cohost_store::ReplicateError> {
         let mut records = self.records.lock().unwrap();
+        let after = records.last().map_or(0, |(first, _)| *first);
         assert!(
-            first_seq > 0 && (records.is_empty() == (first_seq == 1)),
-            "a batch at seq {first_seq} after {} records",
-            records.len()
+            first_seq > after && (after > 0 || first_seq == 1),
+            "a batch at seq {first_seq} after one at {after}: each continues the log"
         );
-        records.push(record.to_vec());
+        records.push((first_seq, record.to_vec()));
         Ok(())
     }
 }
@@ -51,7 +51,7 @@ impl MemoryLog {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             let store = cohost_store::Store::open(dir.path()).expect("a fresh store opens");
-            for record in self.records.lock().unwrap().iter() {
+            for (_, record) in self.records.lock().unwrap().iter() {
                 store
                     .append_replicated(record)
                     .expect("the log's records continue each other");

@@ -7,14 +7,17 @@ use serde::{Deserialize, Serialize};
 /// The KV bucket holding the cluster's fixed configuration.
 pub const CLUSTER_BUCKET: &str = "COHOST_CLUSTER";
 const CONFIG_KEY: &str = "config";
-/// The format of the partition log's messages that this build writes and reads.
-pub const LOG_FORMAT: &str = "cohost-log/1";
+/// The format and layout of the partition log that this build writes and reads. `/2`: the log spread over
+/// `log_streams` streams (`/1` had one stream, `COHOST_LOG`, whose nodes would not see `/2`'s subjects).
+pub const LOG_FORMAT: &str = "cohost-log/2";
 
 /// The partition count, log streams and log format of a cluster (or those a node is configured with).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fixed {
     pub partitions: u32,
-    /// The streams the partitions' logs are spread over (`log_stream`).
+    /// The streams the partitions' logs are spread over (`log_stream`). Absent from a `/1` configuration,
+    /// which is then refused for its format, not as unreadable.
+    #[serde(default)]
     pub log_streams: u32,
     pub format: String,
 }

@@ -197,13 +197,9 @@ impl Leases {
                 Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     // A renewal whose answer was lost may have landed: the key still names this holder
                     // (an epoch is never reused), so the lease is still ours at that revision.
-                    match self.leases.entry(&key).await.map_err(nats)? {
-                        Some(entry)
-                            if entry.operation == kv::Operation::Put
-                                && entry.value == value
-                                && entry.revision != revision =>
-                        {
-                            revision = entry.revision;
+                    match self.latest(&key).await? {
+                        Some((latest, stored)) if stored == value && latest != revision => {
+                            revision = latest;
                         }
                         _ => break,
                     }
@@ -215,6 +211,28 @@ impl Leases {
             partition: lease.partition,
             epoch: lease.epoch,
         })
+    }
+
+    /// The key's latest revision and value, read from the bucket's leader (a direct get may be answered by a
+    /// replica that lags); `None` when it has none, or was deleted.
+    async fn latest(&self, key: &str) -> Result<Option<(u64, bytes::Bytes)>, LeaseError> {
+        let found = self
+            .leases
+            .stream
+            .raw_message_builder()
+            .last_by_subject(format!("{}{key}", self.leases.prefix))
+            .send()
+            .await;
+        match found {
+            Ok(message) => Ok(Some((message.sequence, message.payload))),
+            Err(error)
+                if error.kind()
+                    == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(nats(error)),
+        }
     }
 
     /// Gives the partition up at once (a handoff), unless someone else holds it by now.

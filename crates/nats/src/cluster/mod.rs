@@ -1,4 +1,4 @@
-//! Cluster mode's use of NATS. The log lives in a replicated JetStream stream, rooms are split into partitions
+//! Cluster mode's use of NATS. The log lives in replicated JetStream streams, rooms are split into partitions
 //! (`cohost_proto::partition`), and each partition has one writer at a time, fenced by the stream itself. NATS does
 //! every distributed part: cohost writes no consensus, election or replication. See ARCHITECTURE.md,
 //! "Cluster mode".

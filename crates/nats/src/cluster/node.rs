@@ -18,6 +18,8 @@ use super::owner::take_over;
 
 /// Takeovers run at once in one turn.
 const TAKES_AT_ONCE: usize = 8;
+/// Renewals in flight at once in one turn.
+const RENEWALS_AT_ONCE: usize = 64;
 
 /// A partition this node writes.
 #[derive(Debug, Clone)]
@@ -53,7 +55,8 @@ impl std::fmt::Debug for NodeConfig {
 pub struct Node {
     owned: Arc<Mutex<BTreeMap<u32, Owned>>>,
     partitions: u32,
-    task: tokio::task::AbortHandle,
+    /// The loop; taken by `stop` (which waits for it to end) or aborted on drop.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     leases: Leases,
 }
 
@@ -168,7 +171,12 @@ impl Node {
     pub fn start(leases: Leases, log: PartitionLog, config: NodeConfig) -> Self {
         let owned = Arc::new(Mutex::new(BTreeMap::new()));
         let partitions = config.partitions;
-        let task = tokio::spawn(run(leases.clone(), log, config, owned.clone())).abort_handle();
+        let task = Mutex::new(Some(tokio::spawn(run(
+            leases.clone(),
+            log,
+            config,
+            owned.clone(),
+        ))));
         Self {
             owned,
             partitions,
@@ -206,7 +214,19 @@ impl Node {
             .collect()
     }
 
-    /// The partitions this node owns now.
+    /// The partitions this node serves now: owned, with a lease valid by this node's clock.
+    pub fn serving(&self) -> Vec<u32> {
+        let now = Instant::now();
+        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        owned
+            .iter()
+            .filter(|(_, entry)| entry.lease.is_valid(now))
+            .map(|(partition, _)| *partition)
+            .collect()
+    }
+
+    /// The partitions this node owns now, served or not (a lease it could not renew is kept until it is
+    /// lost, but not served once it runs out).
     pub fn owned(&self) -> Vec<u32> {
         let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
         owned.keys().copied().collect()
@@ -217,9 +237,19 @@ impl Node {
         drop(self);
     }
 
+    /// Aborts the loop and waits until it has ended, so no turn of it is still on the way.
+    async fn end_loop(&self) {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// Stops the loop, drains every engine and gives its leases up, so others take over at once.
     pub async fn stop(&self) {
-        self.task.abort();
+        // A heartbeat of a turn still on the way would bring this node back to life after it left.
+        self.end_loop().await;
         if let Err(error) = self.leases.leave().await {
             tracing::warn!(%error, node = self.leases.node(), "could not leave the live nodes; its heartbeat will age out");
         }
@@ -233,7 +263,10 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.task.abort();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            task.abort();
+        }
     }
 }
 
@@ -262,10 +295,15 @@ async fn turn(
     config: &NodeConfig,
     owned: &Mutex<BTreeMap<u32, Owned>>,
 ) -> Result<(), LeaseError> {
-    if let Err(error) = leases.heartbeat().await {
-        tracing::warn!(%error, node = leases.node(), "heartbeat failed");
+    let patience = leases.config().ttl;
+    match tokio::time::timeout(patience, leases.heartbeat()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, node = leases.node(), "heartbeat failed"),
+        Err(_) => tracing::warn!(node = leases.node(), "heartbeat timed out"),
     }
-    let live = leases.live_nodes().await;
+    let live = tokio::time::timeout(patience, leases.live_nodes())
+        .await
+        .unwrap_or_else(|_| Err(LeaseError::Nats("reading the live nodes timed out".into())));
     renew_held(leases, owned, live.as_deref().ok()).await;
     let live = live?;
     let wanted: Vec<u32> = {
@@ -284,13 +322,15 @@ async fn turn(
 }
 
 /// Renews every held lease, giving up a partition whose lease is lost, whose engine stopped, or that another
-/// live node is preferred for (`live`, when it could be read). A renewal that fails on the way keeps the
-/// partition: the next turn tries again, and meanwhile the lease's own expiry stops the engine being served.
+/// live node is preferred for (`live`, when it could be read). A renewal that fails on the way, or takes longer
+/// than the TTL, keeps the partition: the next turn tries again, and meanwhile the lease's own expiry stops the
+/// engine being served. Renewals run side by side, so one slow answer does not age the others out.
 async fn renew_held(leases: &Leases, owned: &Mutex<BTreeMap<u32, Owned>>, live: Option<&[String]>) {
     let held: Vec<(u32, Owned)> = {
         let owned = owned.lock().unwrap_or_else(|e| e.into_inner());
         owned.iter().map(|(p, o)| (*p, o.clone())).collect()
     };
+    let mut renewing = Vec::new();
     for (partition, entry) in held {
         let handoff = if live.is_some_and(|live| preferred(partition, live) != Some(leases.node()))
         {
@@ -300,11 +340,24 @@ async fn renew_held(leases: &Leases, owned: &Mutex<BTreeMap<u32, Owned>>, live: 
         } else {
             None
         };
-        if let Some(reason) = handoff {
-            give_up(leases, owned, partition, reason).await;
-            continue;
+        match handoff {
+            Some(reason) => give_up(leases, owned, partition, reason).await,
+            None => renewing.push((partition, entry.lease)),
         }
-        match leases.renew(&entry.lease).await {
+    }
+    let patience = leases.config().ttl;
+    let renewed: Vec<(u32, Result<Lease, LeaseError>)> = futures::stream::iter(renewing)
+        .map(|(partition, lease)| async move {
+            let renewed = tokio::time::timeout(patience, leases.renew(&lease))
+                .await
+                .unwrap_or_else(|_| Err(LeaseError::Nats("the renewal timed out".into())));
+            (partition, renewed)
+        })
+        .buffer_unordered(RENEWALS_AT_ONCE)
+        .collect()
+        .await;
+    for (partition, renewed) in renewed {
+        match renewed {
             Ok(lease) => {
                 let mut owned = owned.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(slot) = owned.get_mut(&partition) {
