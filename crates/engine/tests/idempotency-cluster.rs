@@ -4,20 +4,7 @@
 
 mod support;
 
+use support::cluster::live;
 use support::*;
-
-/// Shadows the single-node `open` of `support`.
-fn open() -> TestEngine {
-    open_replicated()
-}
-
-/// Shadows the single-node `live` of `support`.
-async fn live(rooms: &[(&str, &str)]) -> TestEngine {
-    let t = open();
-    for (room, host) in rooms {
-        t.live_room(room, host).await;
-    }
-    t
-}
 
 include!("cases/idempotency.rs");

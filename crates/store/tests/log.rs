@@ -441,11 +441,9 @@ fn replay_checks_the_whole_log_and_hands_over_the_batches_after_a_seq() {
     }
 }
 
-#[test]
-fn the_command_index_lists_each_batchs_commands_newest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let batches = sample_batches();
-    let expected: Vec<(u64, Vec<CommandIndexEntry>)> = batches
+/// The command index `batches` should leave: each batch with commands, newest first.
+fn index_of(batches: &[Batch]) -> Vec<(u64, Vec<CommandIndexEntry>)> {
+    batches
         .iter()
         .rev()
         .filter(|b| !b.commands.is_empty())
@@ -453,7 +451,14 @@ fn the_command_index_lists_each_batchs_commands_newest_first() {
             let entries = b.commands.iter().map(CommandIndexEntry::from).collect();
             (b.first_seq().unwrap(), entries)
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn the_command_index_lists_each_batchs_commands_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let batches = sample_batches();
+    let expected = index_of(&batches);
     assert_eq!(
         expected.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
         vec![8, 5, 2, 1],
@@ -517,15 +522,7 @@ fn discard_removes_a_batch_with_its_command_index() {
 fn an_older_command_index_reads_its_rooms_from_the_batches() {
     let dir = tempfile::tempdir().unwrap();
     let batches = sample_batches();
-    let expected: Vec<(u64, Vec<CommandIndexEntry>)> = batches
-        .iter()
-        .rev()
-        .filter(|b| !b.commands.is_empty())
-        .map(|b| {
-            let entries = b.commands.iter().map(CommandIndexEntry::from).collect();
-            (b.first_seq().unwrap(), entries)
-        })
-        .collect();
+    let expected = index_of(&batches);
     drop(open_with(dir.path(), &batches));
     {
         let db = open_raw(dir.path());

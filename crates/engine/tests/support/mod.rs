@@ -64,6 +64,24 @@ impl MemoryLog {
     }
 }
 
+/// `open` and `live` for engines that write as cluster mode does; a test root imports them by name, which
+/// shadows the single-node ones its glob import brings.
+pub mod cluster {
+    use super::TestEngine;
+
+    pub fn open() -> TestEngine {
+        super::open_replicated()
+    }
+
+    pub async fn live(rooms: &[(&str, &str)]) -> TestEngine {
+        let t = open();
+        for (room, host) in rooms {
+            t.live_room(room, host).await;
+        }
+        t
+    }
+}
+
 /// An engine that writes as cluster mode does: every batch to a partition log first.
 pub fn open_replicated() -> TestEngine {
     let clock = Arc::new(ManualClock::new(START_MS));

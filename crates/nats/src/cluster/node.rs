@@ -396,6 +396,42 @@ async fn give_up(
     let _ = leases.release(entry.lease).await;
 }
 
+/// Takes the partition over while renewing its lease: replaying a long history can take longer than the TTL,
+/// and a lease that aged out meanwhile would make every takeover fail and start again. A lease lost on the way
+/// (another node took the partition) fails the takeover once it has finished: its claim was fenced, or the
+/// other node's will be, and the engine is shut down.
+async fn take_over_renewing(
+    leases: &Leases,
+    log: &PartitionLog,
+    lease: Lease,
+    engine: Config,
+) -> Result<(Engine, Lease), String> {
+    let claimed = lease.clone();
+    let takeover = take_over(log, leases.node(), &claimed, engine);
+    tokio::pin!(takeover);
+    let (mut current, mut lost) = (lease, None);
+    let mut tick = tokio::time::interval(leases.config().renew_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let taken = loop {
+        tokio::select! {
+            taken = &mut takeover => break taken,
+            _ = tick.tick(), if lost.is_none() => match leases.renew(&current).await {
+                Ok(renewed) => current = renewed,
+                Err(error @ LeaseError::Lost { .. }) => lost = Some(error.to_string()),
+                // Passing: the lease's own expiry fences what was taken, and the next tick tries again.
+                Err(_) => {}
+            },
+        }
+    };
+    let engine = taken.map_err(|e| e.to_string())?;
+    if let Some(lost) = lost {
+        engine.shutdown().await;
+        return Err(lost);
+    }
+    Ok((engine, current))
+}
+
 async fn take(
     leases: &Leases,
     log: &PartitionLog,
@@ -410,8 +446,8 @@ async fn take(
         .data_dir
         .join("partitions")
         .join(partition.to_string());
-    match take_over(log, leases.node(), &lease, (config.engine)(dir)).await {
-        Ok(engine) => {
+    match take_over_renewing(leases, log, lease.clone(), (config.engine)(dir)).await {
+        Ok((engine, lease)) => {
             tracing::info!(
                 node = leases.node(),
                 partition,
