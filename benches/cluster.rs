@@ -29,7 +29,14 @@ const ROOMS: usize = 2_000;
 /// so a cluster's throughput is its clients over its latency; more clients fill bigger batches.
 fn clients() -> usize {
     static CLIENTS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CLIENTS.get_or_init(|| cohost_benches::env_or("COHOST_BENCH_CLIENTS", 64))
+    *CLIENTS.get_or_init(|| {
+        let clients = cohost_benches::env_or("COHOST_BENCH_CLIENTS", 64);
+        assert!(
+            (1..=ROOMS).contains(&clients),
+            "COHOST_BENCH_CLIENTS is {clients}: from 1 to {ROOMS}, each client driving rooms of its own"
+        );
+        clients
+    })
 }
 /// The cluster's partitions: `COHOST_BENCH_PARTITIONS`, else the default of cohostd. Fewer partitions give
 /// each one more clients, so bigger batches per log message.
