@@ -1,6 +1,7 @@
 //! A takeover that lasts longer than the lease's TTL (a long history to replay) still completes: the taking node
 //! renews its lease while it replays. Without that, the lease aged out under every attempt, the takeover failed
-//! and started again, and the partition was never served.
+//! and started again, and the partition was never served. And it holds nothing else up: a partition the node
+//! took quickly keeps its lease, renewed all along, while the long takeover runs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,12 +76,26 @@ async fn a_takeover_longer_than_the_lease_completes() {
         Leases::open(&js, "taker", 1, LEASES).await.unwrap(),
         log,
         NodeConfig {
-            partitions: 1,
+            partitions: 2,
             data_dir: dirs.path().join("taker"),
             engine: Arc::new(Config::new),
         },
     );
-    while node.serving() != [0] {
+    // Partition 1 has no history: it is served long before partition 0.
+    while node.serving() != [1] {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the empty partition was not served first: {:?}",
+            node.serving()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let quick = writer
+        .holder(1)
+        .await
+        .unwrap()
+        .expect("partition 1 is held");
+    while node.serving() != [0, 1] {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "a partition of {events} events was never served"
@@ -97,5 +112,10 @@ async fn a_takeover_longer_than_the_lease_completes() {
     );
     let engine = node.engines()[0].1.clone();
     assert_eq!(engine.last_seq(), events, "the whole history is there");
+    assert_eq!(
+        writer.holder(1).await.unwrap(),
+        Some(quick),
+        "partition 1 kept its lease through the long takeover, never lost and taken again"
+    );
     node.stop().await;
 }

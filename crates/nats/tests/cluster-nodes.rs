@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cohost_engine::{Config, Options};
-use cohost_nats::cluster::{LeaseConfig, Leases, LogConfig, Node, NodeConfig, PartitionLog};
+use cohost_nats::cluster::{
+    LeaseConfig, Leases, LogConfig, Node, NodeConfig, PartitionLog, preferred,
+};
 use cohost_nats::test_server::TestServer;
 use cohost_proto::{Actor, Command, CreateRoom, RoomId, RoomTarget, UserId, UserTarget, partition};
 
@@ -83,13 +85,20 @@ async fn the_nodes_share_the_partitions_and_take_a_crashed_node_s_over() {
     let b = start(&server, "node-b", &dirs[1]).await;
     let c = start(&server, "node-c", &dirs[2]).await;
 
-    // Every partition owned by exactly one node, each node some.
+    // Every partition owned by exactly one node, the one preferred for it: each node some. (The first node may
+    // take every partition before the others beat their hearts; it hands theirs over once it sees them.)
+    let names: Vec<String> = ["node-a", "node-b", "node-c"].map(String::from).to_vec();
     let started = Instant::now();
     loop {
         let owned = [a.owned(), b.owned(), c.owned()];
         let all: Vec<u32> = owned.iter().flatten().copied().collect();
         let distinct: BTreeSet<u32> = all.iter().copied().collect();
-        if all.len() == PARTITIONS as usize && distinct.len() == all.len() {
+        let settled = owned.iter().zip(&names).all(|(owned, name)| {
+            owned
+                .iter()
+                .all(|p| preferred(*p, &names) == Some(name.as_str()))
+        });
+        if all.len() == PARTITIONS as usize && distinct.len() == all.len() && settled {
             assert!(owned.iter().all(|o| !o.is_empty()), "{owned:?}");
             break;
         }

@@ -16,7 +16,8 @@ use super::lease::{Lease, LeaseConfig, LeaseError, Leases, preferred};
 use super::log::{LogConfig, LogError, PartitionLog};
 use super::owner::take_over;
 
-/// Takeovers run at once in one turn.
+/// Takeovers in flight at once: enough that a node starting with many partitions to take serves them in a few
+/// seconds.
 const TAKES_AT_ONCE: usize = 8;
 /// Renewals in flight at once in one turn.
 const RENEWALS_AT_ONCE: usize = 64;
@@ -278,23 +279,54 @@ async fn run(
 ) {
     let mut tick = tokio::time::interval(leases.config().renew_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Takeovers run beside the turns, so a long one (a long history to replay) never holds up the renewals of
+    // the partitions already held. Dropped with the loop, they are aborted with it.
+    let mut taking = tokio::task::JoinSet::new();
+    let mut in_flight: BTreeMap<tokio::task::Id, u32> = BTreeMap::new();
     loop {
         tick.tick().await;
-        if let Err(error) = turn(&leases, &log, &config, &owned).await {
-            tracing::warn!(%error, node = leases.node(), "cluster turn failed; trying again");
+        while let Some(done) = taking.try_join_next_with_id() {
+            let (id, result) = match done {
+                Ok((id, result)) => (id, result),
+                Err(error) => (error.id(), Err(LeaseError::Nats(error.to_string()))),
+            };
+            let partition = in_flight.remove(&id);
+            if let Err(error) = result {
+                tracing::warn!(%error, node = leases.node(), ?partition, "taking a partition failed");
+            }
+        }
+        let wanted = match turn(&leases, &config, &owned).await {
+            Ok(wanted) => wanted,
+            Err(error) => {
+                tracing::warn!(%error, node = leases.node(), "cluster turn failed; trying again");
+                continue;
+            }
+        };
+        for partition in wanted {
+            if in_flight.len() >= TAKES_AT_ONCE {
+                break;
+            }
+            if in_flight.values().any(|p| *p == partition) {
+                continue;
+            }
+            let (leases, log, config, owned) =
+                (leases.clone(), log.clone(), config.clone(), owned.clone());
+            let handle =
+                taking.spawn(async move { take(&leases, &log, &config, &owned, partition).await });
+            in_flight.insert(handle.id(), partition);
         }
     }
 }
 
-/// One turn: heartbeat, renew what is held, give up what was lost or failed, hand off what another live node
-/// is preferred for, and take what this node is preferred for. A NATS error skips only its own step: renewing
-/// matters most, and a lease that could not be renewed fences its engine by its own expiry.
+/// One turn: heartbeat, renew what is held, give up what was lost or failed, and hand off what another live
+/// node is preferred for. Returns the partitions this node is preferred for and does not hold, to take. A
+/// NATS error skips only its own step: renewing matters most, and a lease that could not be renewed fences
+/// its engine by its own expiry.
 async fn turn(
     leases: &Leases,
-    log: &PartitionLog,
     config: &NodeConfig,
     owned: &Mutex<BTreeMap<u32, Owned>>,
-) -> Result<(), LeaseError> {
+) -> Result<Vec<u32>, LeaseError> {
     let patience = leases.config().ttl;
     match tokio::time::timeout(patience, leases.heartbeat()).await {
         Ok(Ok(())) => {}
@@ -306,19 +338,10 @@ async fn turn(
         .unwrap_or_else(|_| Err(LeaseError::Nats("reading the live nodes timed out".into())));
     renew_held(leases, owned, live.as_deref().ok()).await;
     let live = live?;
-    let wanted: Vec<u32> = {
-        let held = owned.lock().unwrap_or_else(|e| e.into_inner());
-        (0..config.partitions)
-            .filter(|p| preferred(*p, &live) == Some(leases.node()) && !held.contains_key(p))
-            .collect()
-    };
-    // Several at once, so a node starting with many partitions to take is serving them in a few seconds.
-    let taken: Vec<Result<(), LeaseError>> = futures::stream::iter(wanted)
-        .map(|partition| take(leases, log, config, owned, partition))
-        .buffer_unordered(TAKES_AT_ONCE)
-        .collect()
-        .await;
-    taken.into_iter().collect()
+    let held = owned.lock().unwrap_or_else(|e| e.into_inner());
+    Ok((0..config.partitions)
+        .filter(|p| preferred(*p, &live) == Some(leases.node()) && !held.contains_key(p))
+        .collect())
 }
 
 /// Renews every held lease, giving up a partition whose lease is lost, whose engine stopped, or that another
