@@ -14,11 +14,12 @@ use cohost_nats::cluster::{
 use cohost_nats::test_server::TestServer;
 use cohost_proto::{Actor, Command, CreateRoom, RoomId, UserId};
 
-/// Short, so that a history this test can write in a few seconds takes longer than it to replay.
+/// Short, so that a history this test can write in a few seconds takes longer than it to replay, and not so
+/// short that a loaded machine misses renewals.
 const LEASES: LeaseConfig = LeaseConfig {
-    ttl: Duration::from_millis(500),
-    renew_every: Duration::from_millis(100),
-    margin: Duration::from_millis(100),
+    ttl: Duration::from_secs(1),
+    renew_every: Duration::from_millis(200),
+    margin: Duration::from_millis(200),
 };
 /// Rooms created in the history, and the tasks creating them.
 const ROOMS: usize = 300_000;
@@ -81,40 +82,44 @@ async fn a_takeover_longer_than_the_lease_completes() {
             engine: Arc::new(Config::new),
         },
     );
-    // Partition 1 has no history: it is served long before partition 0.
-    while node.serving() != [1] {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the empty partition was not served first: {:?}",
-            node.serving()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let quick = writer
-        .holder(1)
-        .await
-        .unwrap()
-        .expect("partition 1 is held");
+    // Partition 1 has no history: it is served long before partition 0. Each one's lease as first taken.
+    let (mut quick, mut slow) = (None, None);
     while node.serving() != [0, 1] {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "a partition of {events} events was never served"
         );
+        if quick.is_none() && node.serving().contains(&1) {
+            quick = writer.holder(1).await.unwrap();
+        }
+        if slow.is_none() {
+            slow = writer
+                .holder(0)
+                .await
+                .unwrap()
+                .filter(|holder| holder.node == "taker");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = started.elapsed();
     println!("took a partition of {events} events over in {took:?}");
     // Otherwise this test would show nothing: the history must outlast the lease.
     assert!(
-        took > LEASES.ttl * 2,
+        took > LEASES.ttl,
         "the takeover took {took:?}, not longer than the lease's TTL ({:?}): write a longer history",
         LEASES.ttl
     );
     let engine = node.engines()[0].1.clone();
     assert_eq!(engine.last_seq(), events, "the whole history is there");
+    assert!(quick.is_some() && slow.is_some());
+    assert_eq!(
+        writer.holder(0).await.unwrap(),
+        slow,
+        "partition 0 was taken once: its lease lasted the whole replay"
+    );
     assert_eq!(
         writer.holder(1).await.unwrap(),
-        Some(quick),
+        quick,
         "partition 1 kept its lease through the long takeover, never lost and taken again"
     );
     node.stop().await;

@@ -58,8 +58,12 @@ pub struct Node {
     partitions: u32,
     /// The loop; taken by `stop` (which waits for it to end) or aborted on drop.
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The takeovers in flight, run beside the loop's turns; `stop` waits for them to end too.
+    taking: Takes,
     leases: Leases,
 }
+
+type Takes = Arc<Mutex<tokio::task::JoinSet<Result<(), LeaseError>>>>;
 
 /// What a daemon needs to join a cluster.
 #[derive(Clone)]
@@ -172,16 +176,19 @@ impl Node {
     pub fn start(leases: Leases, log: PartitionLog, config: NodeConfig) -> Self {
         let owned = Arc::new(Mutex::new(BTreeMap::new()));
         let partitions = config.partitions;
+        let taking = Takes::default();
         let task = Mutex::new(Some(tokio::spawn(run(
             leases.clone(),
             log,
             config,
             owned.clone(),
+            taking.clone(),
         ))));
         Self {
             owned,
             partitions,
             task,
+            taking,
             leases,
         }
     }
@@ -238,13 +245,17 @@ impl Node {
         drop(self);
     }
 
-    /// Aborts the loop and waits until it has ended, so no turn of it is still on the way.
+    /// Aborts the loop and the takeovers in flight and waits until they have ended, so no turn is still on
+    /// the way and no takeover adds a partition after this. (A takeover cut off leaves its lease to age out.)
     async fn end_loop(&self) {
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(task) = task {
             task.abort();
             let _ = task.await;
         }
+        let mut taking =
+            std::mem::take(&mut *self.taking.lock().unwrap_or_else(|e| e.into_inner()));
+        taking.shutdown().await;
     }
 
     /// Stops the loop, drains every engine and gives its leases up, so others take over at once.
@@ -268,6 +279,10 @@ impl Drop for Node {
         if let Some(task) = task {
             task.abort();
         }
+        // Dropping the set aborts the takeovers in flight.
+        drop(std::mem::take(
+            &mut *self.taking.lock().unwrap_or_else(|e| e.into_inner()),
+        ));
     }
 }
 
@@ -276,25 +291,16 @@ async fn run(
     log: PartitionLog,
     config: NodeConfig,
     owned: Arc<Mutex<BTreeMap<u32, Owned>>>,
+    taking: Takes,
 ) {
     let mut tick = tokio::time::interval(leases.config().renew_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Takeovers run beside the turns, so a long one (a long history to replay) never holds up the renewals of
-    // the partitions already held. Dropped with the loop, they are aborted with it.
-    let mut taking = tokio::task::JoinSet::new();
+    // the partitions already held.
     let mut in_flight: BTreeMap<tokio::task::Id, u32> = BTreeMap::new();
     loop {
         tick.tick().await;
-        while let Some(done) = taking.try_join_next_with_id() {
-            let (id, result) = match done {
-                Ok((id, result)) => (id, result),
-                Err(error) => (error.id(), Err(LeaseError::Nats(error.to_string()))),
-            };
-            let partition = in_flight.remove(&id);
-            if let Err(error) = result {
-                tracing::warn!(%error, node = leases.node(), ?partition, "taking a partition failed");
-            }
-        }
+        reap(&taking, &mut in_flight, leases.node());
         let wanted = match turn(&leases, &config, &owned).await {
             Ok(wanted) => wanted,
             Err(error) => {
@@ -302,6 +308,7 @@ async fn run(
                 continue;
             }
         };
+        let mut taking = taking.lock().unwrap_or_else(|e| e.into_inner());
         for partition in wanted {
             if in_flight.len() >= TAKES_AT_ONCE {
                 break;
@@ -314,6 +321,21 @@ async fn run(
             let handle =
                 taking.spawn(async move { take(&leases, &log, &config, &owned, partition).await });
             in_flight.insert(handle.id(), partition);
+        }
+    }
+}
+
+/// Collects the takeovers that ended, freeing their places.
+fn reap(taking: &Takes, in_flight: &mut BTreeMap<tokio::task::Id, u32>, node: &str) {
+    let mut taking = taking.lock().unwrap_or_else(|e| e.into_inner());
+    while let Some(done) = taking.try_join_next_with_id() {
+        let (id, result) = match done {
+            Ok((id, result)) => (id, result),
+            Err(error) => (error.id(), Err(LeaseError::Nats(error.to_string()))),
+        };
+        let partition = in_flight.remove(&id);
+        if let Err(error) = result {
+            tracing::warn!(%error, node, ?partition, "taking a partition failed");
         }
     }
 }
@@ -422,13 +444,14 @@ async fn give_up(
 /// Takes the partition over while renewing its lease: replaying a long history can take longer than the TTL,
 /// and a lease that aged out meanwhile would make every takeover fail and start again. A lease lost on the way
 /// (another node took the partition) fails the takeover once it has finished: its claim was fenced, or the
-/// other node's will be, and the engine is shut down.
+/// other node's will be, and the engine is shut down. A failure comes with the lease as last renewed, to be
+/// released (`None` once lost).
 async fn take_over_renewing(
     leases: &Leases,
     log: &PartitionLog,
     lease: Lease,
     engine: Config,
-) -> Result<(Engine, Lease), String> {
+) -> Result<(Engine, Lease), (String, Option<Lease>)> {
     let claimed = lease.clone();
     let takeover = take_over(log, leases.node(), &claimed, engine);
     tokio::pin!(takeover);
@@ -439,18 +462,24 @@ async fn take_over_renewing(
     let taken = loop {
         tokio::select! {
             taken = &mut takeover => break taken,
-            _ = tick.tick(), if lost.is_none() => match leases.renew(&current).await {
-                Ok(renewed) => current = renewed,
-                Err(error @ LeaseError::Lost { .. }) => lost = Some(error.to_string()),
-                // Passing: the lease's own expiry fences what was taken, and the next tick tries again.
-                Err(_) => {}
-            },
+            _ = tick.tick(), if lost.is_none() => {
+                let patience = leases.config().ttl;
+                match tokio::time::timeout(patience, leases.renew(&current)).await {
+                    Ok(Ok(renewed)) => current = renewed,
+                    Ok(Err(error @ LeaseError::Lost { .. })) => lost = Some(error.to_string()),
+                    // Passing: the lease's own expiry fences what was taken, and the next tick tries again.
+                    Ok(Err(_)) | Err(_) => {}
+                }
+            }
         }
     };
-    let engine = taken.map_err(|e| e.to_string())?;
+    let engine = match taken {
+        Ok(engine) => engine,
+        Err(error) => return Err((error.to_string(), lost.is_none().then_some(current))),
+    };
     if let Some(lost) = lost {
         engine.shutdown().await;
-        return Err(lost);
+        return Err((lost, None));
     }
     Ok((engine, current))
 }
@@ -469,7 +498,7 @@ async fn take(
         .data_dir
         .join("partitions")
         .join(partition.to_string());
-    match take_over_renewing(leases, log, lease.clone(), (config.engine)(dir)).await {
+    match take_over_renewing(leases, log, lease, (config.engine)(dir)).await {
         Ok((engine, lease)) => {
             tracing::info!(
                 node = leases.node(),
@@ -480,9 +509,11 @@ async fn take(
             let mut owned = owned.lock().unwrap_or_else(|e| e.into_inner());
             owned.insert(partition, Owned { engine, lease });
         }
-        Err(error) => {
+        Err((error, lease)) => {
             tracing::warn!(%error, node = leases.node(), partition, "takeover failed; trying again");
-            let _ = leases.release(lease).await;
+            if let Some(lease) = lease {
+                let _ = leases.release(lease).await;
+            }
         }
     }
     Ok(())
