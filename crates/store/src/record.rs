@@ -41,15 +41,10 @@ impl From<&IdempotencyRecord> for CommandIndexEntry {
     }
 }
 
-/// The command index value written by builds before the room joined the entry: a bare postcard list of these.
-/// The room is read from the batch's replies instead.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct CommandIndexEntryV1 {
-    pub actor: Actor,
-    pub command_id: CommandId,
-    pub fingerprint: u64,
-    pub at_ms: u64,
-}
+/// An entry of the command index value written by builds before the room joined the entry (a bare postcard
+/// list of these: actor, command id, fingerprint, time; postcard encodes a struct as the tuple of its fields).
+/// Only counted: the room, and all else, is read from the batch's own records instead.
+type CommandIndexEntryV1 = (Actor, CommandId, u64, u64);
 
 /// What starts a command index value that holds [`CommandIndexEntry`]s. A canonical postcard varint never
 /// starts so (`0xFF 0x00` would encode 127 in two bytes), so an older value, a bare list, is never taken for one.

@@ -74,11 +74,7 @@ pub mod cluster {
     }
 
     pub async fn live(rooms: &[(&str, &str)]) -> TestEngine {
-        let t = open();
-        for (room, host) in rooms {
-            t.live_room(room, host).await;
-        }
-        t
+        super::with_live_rooms(open(), rooms).await
     }
 }
 
@@ -113,7 +109,11 @@ pub fn open() -> TestEngine {
 
 /// An engine with each `(room, host)` created and live.
 pub async fn live(rooms: &[(&str, &str)]) -> TestEngine {
-    let t = open();
+    with_live_rooms(open(), rooms).await
+}
+
+/// `t` with each `(room, host)` created and live.
+pub async fn with_live_rooms(t: TestEngine, rooms: &[(&str, &str)]) -> TestEngine {
     for (room, host) in rooms {
         t.live_room(room, host).await;
     }

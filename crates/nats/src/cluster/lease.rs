@@ -173,8 +173,24 @@ impl Leases {
         self.renew(&lease).await.map(Some)
     }
 
-    /// Writes the lease again (compare-and-set on its revision), moving its expiry a TTL on.
+    /// Writes the lease again (compare-and-set on its revision), moving its expiry a TTL on. An answer later
+    /// than the TTL is an error: the lease may have run out meanwhile.
     pub async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        self.within_ttl("the renewal", self.renew_once(lease)).await
+    }
+
+    /// Waits for `call` no longer than the TTL: past it, whatever it was for has aged out.
+    async fn within_ttl<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, LeaseError>>,
+    ) -> Result<T, LeaseError> {
+        tokio::time::timeout(self.config.ttl, call)
+            .await
+            .unwrap_or_else(|_| Err(LeaseError::Nats(format!("{what} timed out"))))
+    }
+
+    async fn renew_once(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         let sent = Instant::now();
         let holder = Holder {
             node: self.node.clone(),
@@ -253,11 +269,14 @@ impl Leases {
 
     /// Tells the others this node is alive for another TTL.
     pub async fn heartbeat(&self) -> Result<(), LeaseError> {
-        self.nodes
-            .put(&self.node, self.node.clone().into())
-            .await
-            .map(drop)
-            .map_err(nats)
+        let put = async {
+            self.nodes
+                .put(&self.node, self.node.clone().into())
+                .await
+                .map(drop)
+                .map_err(nats)
+        };
+        self.within_ttl("the heartbeat", put).await
     }
 
     /// Leaves the live nodes at once (a clean stop), rather than when the heartbeat ages out, so the others
@@ -268,10 +287,13 @@ impl Leases {
 
     /// The nodes that sent a heartbeat within the TTL, sorted.
     pub async fn live_nodes(&self) -> Result<Vec<String>, LeaseError> {
-        let keys = self.nodes.keys().await.map_err(nats)?;
-        let mut nodes: Vec<String> = keys.try_collect().await.map_err(nats)?;
-        nodes.sort();
-        Ok(nodes)
+        let read = async {
+            let keys = self.nodes.keys().await.map_err(nats)?;
+            let mut nodes: Vec<String> = keys.try_collect().await.map_err(nats)?;
+            nodes.sort();
+            Ok(nodes)
+        };
+        self.within_ttl("reading the live nodes", read).await
     }
 }
 

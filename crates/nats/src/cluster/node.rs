@@ -349,15 +349,10 @@ async fn turn(
     config: &NodeConfig,
     owned: &Mutex<BTreeMap<u32, Owned>>,
 ) -> Result<Vec<u32>, LeaseError> {
-    let patience = leases.config().ttl;
-    match tokio::time::timeout(patience, leases.heartbeat()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!(%error, node = leases.node(), "heartbeat failed"),
-        Err(_) => tracing::warn!(node = leases.node(), "heartbeat timed out"),
+    if let Err(error) = leases.heartbeat().await {
+        tracing::warn!(%error, node = leases.node(), "heartbeat failed");
     }
-    let live = tokio::time::timeout(patience, leases.live_nodes())
-        .await
-        .unwrap_or_else(|_| Err(LeaseError::Nats("reading the live nodes timed out".into())));
+    let live = leases.live_nodes().await;
     renew_held(leases, owned, live.as_deref().ok()).await;
     let live = live?;
     let held = owned.lock().unwrap_or_else(|e| e.into_inner());
@@ -390,14 +385,8 @@ async fn renew_held(leases: &Leases, owned: &Mutex<BTreeMap<u32, Owned>>, live: 
             None => renewing.push((partition, entry.lease)),
         }
     }
-    let patience = leases.config().ttl;
     let renewed: Vec<(u32, Result<Lease, LeaseError>)> = futures::stream::iter(renewing)
-        .map(|(partition, lease)| async move {
-            let renewed = tokio::time::timeout(patience, leases.renew(&lease))
-                .await
-                .unwrap_or_else(|_| Err(LeaseError::Nats("the renewal timed out".into())));
-            (partition, renewed)
-        })
+        .map(|(partition, lease)| async move { (partition, leases.renew(&lease).await) })
         .buffer_unordered(RENEWALS_AT_ONCE)
         .collect()
         .await;
@@ -462,15 +451,12 @@ async fn take_over_renewing(
     let taken = loop {
         tokio::select! {
             taken = &mut takeover => break taken,
-            _ = tick.tick(), if lost.is_none() => {
-                let patience = leases.config().ttl;
-                match tokio::time::timeout(patience, leases.renew(&current)).await {
-                    Ok(Ok(renewed)) => current = renewed,
-                    Ok(Err(error @ LeaseError::Lost { .. })) => lost = Some(error.to_string()),
-                    // Passing: the lease's own expiry fences what was taken, and the next tick tries again.
-                    Ok(Err(_)) | Err(_) => {}
-                }
-            }
+            _ = tick.tick(), if lost.is_none() => match leases.renew(&current).await {
+                Ok(renewed) => current = renewed,
+                Err(error @ LeaseError::Lost { .. }) => lost = Some(error.to_string()),
+                // Passing: the lease's own expiry fences what was taken, and the next tick tries again.
+                Err(_) => {}
+            },
         }
     };
     let engine = match taken {
