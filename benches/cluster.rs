@@ -224,6 +224,7 @@ async fn join_with(
         replicas,
         data_dir: dir.join(name),
         engine: Arc::new(engine_config),
+        follow: None,
     };
     Node::join(joining).await.expect("the node joins")
 }

@@ -39,6 +39,8 @@ pub mod header {
     pub const SEQ: &str = "Cohost-Seq";
     pub const VERSION: &str = "Cohost-Version";
     pub const CONTENT_TYPE: &str = "Content-Type";
+    /// In cluster mode only: the partition whose log holds the event, in decimal; `Cohost-Seq` counts within it.
+    pub const PARTITION: &str = "Cohost-Partition";
 }
 
 /// `Nats-Msg-Id` of an event on its room subject.

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 
 use crate::auth::{Auth, Caller};
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{FollowerView, Metrics};
 use crate::quota::{QuotaLimits, Quotas};
 use crate::serve::{ConnectionStats, Limits};
 use crate::sse;
@@ -390,7 +390,8 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let engine = match &state.engines {
         Engines::One { engine, .. } => engine,
         Engines::Cluster { node, .. } => {
-            let body = serde_json::json!({"status": "ok", "node": node.node_id(), "partitions": node.serving()});
+            let followers = followers_json(&cluster_followers(node));
+            let body = serde_json::json!({"status": "ok", "node": node.node_id(), "partitions": node.serving(), "followers": followers});
             return axum::Json(body).into_response();
         }
     };
@@ -402,26 +403,51 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         return ApiError::new(ErrorCode::Unavailable, "shutting down").into_response();
     }
     let last_seq = engine.last_seq();
-    let followers: Vec<serde_json::Value> = state
+    let followers = followers_json(&single_followers(&state, last_seq));
+    let body = serde_json::json!({"status": "ok", "last_seq": last_seq, "followers": followers});
+    axum::Json(body).into_response()
+}
+
+fn single_followers(state: &AppState, last_seq: u64) -> Vec<FollowerView> {
+    state
         .followers
         .iter()
-        .map(|follower| {
-            let status = follower.snapshot();
-            let last_error = status
+        .map(|follower| FollowerView::of(&follower.snapshot(), last_seq))
+        .collect()
+}
+
+/// What follows the partitions this node owns, summed by name.
+fn cluster_followers(node: &cohost_nats::cluster::Node) -> Vec<FollowerView> {
+    let engines: std::collections::BTreeMap<u32, Engine> = node.engines().into_iter().collect();
+    let followers = node
+        .followers()
+        .into_iter()
+        .flat_map(|(partition, statuses)| {
+            let last_seq = engines.get(&partition).map_or(0, Engine::last_seq);
+            statuses
+                .into_iter()
+                .map(move |status| (status.snapshot(), last_seq))
+        });
+    FollowerView::summed(followers)
+}
+
+fn followers_json(followers: &[FollowerView]) -> Vec<serde_json::Value> {
+    followers
+        .iter()
+        .map(|view| {
+            let last_error = view
                 .last_error
                 .as_ref()
                 .map(|error| serde_json::json!({"message": error.message, "at_ms": error.at_ms}));
             serde_json::json!({
-                "name": status.name,
-                "state": status.state.as_str(),
-                "lag": status.lag(last_seq),
+                "name": view.name,
+                "state": view.state.as_str(),
+                "lag": view.lag,
                 "last_error": last_error,
-                "retries": status.retries,
+                "retries": view.retries,
             })
         })
-        .collect();
-    let body = serde_json::json!({"status": "ok", "last_seq": last_seq, "followers": followers});
-    axum::Json(body).into_response()
+        .collect()
 }
 
 /// 200 when a load balancer may send traffic: the engine is open, takes writes, and the daemon is not
@@ -455,7 +481,6 @@ pub fn starting_router() -> Router {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let followers: Vec<_> = state.followers.iter().map(|f| f.snapshot()).collect();
     let engine = match &state.engines {
         Engines::One { engine, .. } => engine,
         Engines::Cluster { node, .. } => {
@@ -466,15 +491,18 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                 stats.add(&engine.stats());
                 records_read += engine.records_read();
             }
-            let mut text = state.metrics.render_cluster(&stats, node.serving().len());
+            let followers = cluster_followers(node);
+            let mut text = state
+                .metrics
+                .render_cluster(&stats, node.serving().len(), &followers);
             crate::metrics::render_connections(&mut text, &state.connections);
             crate::metrics::render_reads_and_quotas(&mut text, records_read, &state.quotas);
             return ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response();
         }
     };
-    let mut text = state
-        .metrics
-        .render(&engine.stats(), engine.last_seq(), &followers);
+    let last_seq = engine.last_seq();
+    let followers = single_followers(&state, last_seq);
+    let mut text = state.metrics.render(&engine.stats(), last_seq, &followers);
     crate::metrics::render_connections(&mut text, &state.connections);
     let records_read = engine.records_read();
     crate::metrics::render_reads_and_quotas(&mut text, records_read, &state.quotas);

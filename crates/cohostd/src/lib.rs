@@ -205,8 +205,9 @@ async fn serve(settings: Settings) -> Result<(), String> {
 }
 
 /// Cluster mode: joins the cluster (its partition count and log format must match this node's), then serves
-/// the rooms of the partitions this node owns, taking and giving them up as nodes come and go. Part 1 serves
-/// room-scoped routes only; the relay, the revoker, webhooks and cross-partition collections come later.
+/// the rooms of the partitions this node owns, taking and giving them up as nodes come and go, with each owned
+/// partition's relay (and revoker, with LiveKit admin on). Part 1 serves room-scoped routes only; webhooks and
+/// cross-partition collections come later.
 async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(), String> {
     use cohost_nats::cluster::{self, Node};
     let template = settings.engine()?;
@@ -222,6 +223,9 @@ async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(
         config.store_cache_bytes = cache;
         config
     });
+    let client = cohost_nats::connect(&cluster.nats_url)
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {}: {e}", cluster.nats_url))?;
     let joining = cluster::Joining {
         nats_url: cluster.nats_url.clone(),
         node_id: cluster.node_id.clone(),
@@ -230,6 +234,7 @@ async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(
         replicas: cluster.replicas,
         data_dir: settings.data_dir.clone(),
         engine,
+        follow: Some(follow_partitions(client, &settings, &cluster, &livekit)),
     };
     let node = Arc::new(Node::join(joining).await.map_err(|e| e.to_string())?);
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
@@ -263,6 +268,57 @@ async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(
     node.stop().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// What follows each partition a cluster node owns: the relay into NATS (the stream `COHOST` when
+/// `COHOST_JETSTREAM` is on, with the log's replicas), and the revoker when LiveKit admin is on.
+fn follow_partitions(
+    client: cohost_nats::Client,
+    settings: &Settings,
+    cluster: &ClusterSettings,
+    livekit: &LiveKitConfig,
+) -> cohost_nats::cluster::StartFollowing {
+    use futures::FutureExt;
+    let mode = if settings.jetstream {
+        Mode::JetStream
+    } else {
+        Mode::Core
+    };
+    let relay_config = RelayConfig {
+        encoding: settings.wire_encoding,
+        replicas: cluster.replicas,
+        ..RelayConfig::new(mode)
+    };
+    let livekit = livekit.clone();
+    Arc::new(move |partition, engine: Engine| {
+        let client = client.clone();
+        let relay_config = RelayConfig {
+            partition: Some(partition),
+            ..relay_config.clone()
+        };
+        let livekit = livekit.clone();
+        async move {
+            let revoker = if livekit.admin {
+                Some(Revoker::start(engine.clone(), livekit).map_err(|e| e.to_string())?)
+            } else {
+                None
+            };
+            let relay = Relay::start(engine, client, relay_config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut statuses = vec![relay.follower()];
+            statuses.extend(revoker.iter().map(Revoker::follower));
+            let stop = async move {
+                relay.stop().await;
+                if let Some(revoker) = revoker {
+                    revoker.stop().await;
+                }
+            }
+            .boxed();
+            Ok(cohost_nats::cluster::Following { statuses, stop })
+        }
+        .boxed()
+    })
 }
 
 /// Refuses LiveKit's public dev pair beside a real auth secret, and warns about each dev-mode setting.

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use cohost_engine::{FollowerSnapshot, FollowerState, StatsSnapshot};
+use cohost_engine::{FollowerError, FollowerSnapshot, FollowerState, StatsSnapshot};
 use cohost_proto::{Command, ErrorCode};
 
 use crate::quota::Quotas;
@@ -38,6 +38,63 @@ fn result_name(index: usize) -> &'static str {
         .map_or("ok", |code| ErrorCode::ALL[code].as_str())
 }
 
+/// A follower of the log as `/healthz` and `/metrics` show it. On a cluster node, one per name summed over the
+/// partitions the node owns: its state the worst of theirs, its lag and retries their sums, its last error the
+/// latest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowerView {
+    pub name: &'static str,
+    pub state: FollowerState,
+    pub lag: u64,
+    pub retries: u64,
+    pub last_error: Option<FollowerError>,
+}
+
+impl FollowerView {
+    /// A single-node follower of a log that ends at `last_seq`.
+    pub fn of(snapshot: &FollowerSnapshot, last_seq: u64) -> Self {
+        Self {
+            name: snapshot.name,
+            state: snapshot.state,
+            lag: snapshot.lag(last_seq),
+            retries: snapshot.retries,
+            last_error: snapshot.last_error.clone(),
+        }
+    }
+
+    /// The followers of several partitions' logs, each with the last seq of its own log, summed by name.
+    pub fn summed(followers: impl IntoIterator<Item = (FollowerSnapshot, u64)>) -> Vec<Self> {
+        let mut views: Vec<Self> = Vec::new();
+        for (snapshot, last_seq) in followers {
+            let view = Self::of(&snapshot, last_seq);
+            let Some(sum) = views.iter_mut().find(|v| v.name == view.name) else {
+                views.push(view);
+                continue;
+            };
+            if worse(view.state, sum.state) {
+                sum.state = view.state;
+            }
+            sum.lag += view.lag;
+            sum.retries += view.retries;
+            if view.last_error.as_ref().map(|e| e.at_ms) > sum.last_error.as_ref().map(|e| e.at_ms)
+            {
+                sum.last_error = view.last_error;
+            }
+        }
+        views
+    }
+}
+
+/// Whether `a` is a worse state to report than `b`: stopped, then retrying, then following.
+fn worse(a: FollowerState, b: FollowerState) -> bool {
+    let rank = |state| match state {
+        FollowerState::Following => 0,
+        FollowerState::Retrying => 1,
+        FollowerState::Stopped => 2,
+    };
+    rank(a) > rank(b)
+}
+
 impl Metrics {
     /// Counts one command by name and result (`ok` or the error code's name); unknown names are not counted.
     pub fn command(&self, name: &str, result: &str) {
@@ -53,7 +110,7 @@ impl Metrics {
         &self,
         engine: &StatsSnapshot,
         last_seq: u64,
-        followers: &[FollowerSnapshot],
+        followers: &[FollowerView],
     ) -> String {
         let mut out = self.render_engine(engine);
         gauge(
@@ -62,19 +119,7 @@ impl Metrics {
             "The last durable seq.",
             last_seq,
         );
-        if let Some(relay) = followers
-            .iter()
-            .find(|f| f.name == cohost_nats::relay::FOLLOWER)
-        {
-            let help = "Events committed but not yet confirmed by NATS.";
-            gauge(
-                &mut out,
-                "cohost_relay_lag_events",
-                help,
-                relay.lag(last_seq),
-            );
-        }
-        render_followers(&mut out, followers, last_seq);
+        render_followers(&mut out, followers);
         self.render_sse_clients(&mut out);
         out
     }
@@ -82,7 +127,12 @@ impl Metrics {
     /// The page of a cluster node: the engine counters summed over the partitions it owns now (a partition
     /// that moves away takes its counts along, which Prometheus reads as a counter reset), and how many it
     /// serves (owned, with a valid lease).
-    pub fn render_cluster(&self, engine: &StatsSnapshot, owned: usize) -> String {
+    pub fn render_cluster(
+        &self,
+        engine: &StatsSnapshot,
+        owned: usize,
+        followers: &[FollowerView],
+    ) -> String {
         let mut out = self.render_engine(engine);
         gauge(
             &mut out,
@@ -90,6 +140,7 @@ impl Metrics {
             "Partitions this node writes now (owned, with a lease valid by its clock).",
             owned,
         );
+        render_followers(&mut out, followers);
         self.render_sse_clients(&mut out);
         out
     }
@@ -184,11 +235,19 @@ fn render_engine_counters(out: &mut String, engine: &StatsSnapshot) {
     }
 }
 
-/// A follower's value in a series, given the log's last seq.
-type FollowerValue = fn(&FollowerSnapshot, u64) -> u64;
+/// A follower's value in a series.
+type FollowerValue = fn(&FollowerView) -> u64;
 
-/// Per follower of the log: whether it follows, how far behind it is, and how often it failed.
-fn render_followers(out: &mut String, followers: &[FollowerSnapshot], last_seq: u64) {
+/// The relay's lag, then per follower of the log: whether it follows, how far behind it is, and how often it
+/// failed.
+fn render_followers(out: &mut String, followers: &[FollowerView]) {
+    if let Some(relay) = followers
+        .iter()
+        .find(|f| f.name == cohost_nats::relay::FOLLOWER)
+    {
+        let help = "Events committed but not yet confirmed by NATS.";
+        gauge(out, "cohost_relay_lag_events", help, relay.lag);
+    }
     if followers.is_empty() {
         return;
     }
@@ -197,25 +256,25 @@ fn render_followers(out: &mut String, followers: &[FollowerSnapshot], last_seq: 
             "cohost_follower_up",
             "gauge",
             "1 while the follower of the log follows it, 0 while it retries a failure (or has stopped).",
-            |f, _| u64::from(f.state == FollowerState::Following),
+            |f| u64::from(f.state == FollowerState::Following),
         ),
         (
             "cohost_follower_lag_events",
             "gauge",
             "Events in the log the follower has not handled yet.",
-            |f, last_seq| f.lag(last_seq),
+            |f| f.lag,
         ),
         (
             "cohost_follower_errors_total",
             "counter",
             "Failures of the follower (a log read, NATS, LiveKit, a cursor write), each retried.",
-            |f, _| f.retries,
+            |f| f.retries,
         ),
     ];
     for (name, kind, help, value) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for follower in followers {
-            let value = value(follower, last_seq);
+            let value = value(follower);
             let _ = writeln!(out, "{name}{{follower=\"{}\"}} {value}", follower.name);
         }
     }
@@ -309,7 +368,7 @@ mod tests {
         FLUSH_BUCKETS_US, FollowerError, FollowerSnapshot, FollowerState, StatsSnapshot,
     };
 
-    use super::Metrics;
+    use super::{FollowerView, Metrics};
 
     /// The relay following 5 events behind a log at seq 42 after two failures; the revoker retrying, 12 behind.
     fn followers() -> [FollowerSnapshot; 2] {
@@ -410,7 +469,48 @@ cohost_follower_errors_total{follower="revoker"} 7
 # TYPE cohost_sse_clients gauge
 cohost_sse_clients 3
 "#;
-        assert_eq!(metrics.render(&stats, 42, &followers()), want);
+        let views = followers().map(|f| FollowerView::of(&f, 42));
+        assert_eq!(metrics.render(&stats, 42, &views), want);
+    }
+
+    /// Two partitions' relays: one following 3 behind, one retrying 4 behind with a newer error.
+    #[test]
+    fn a_cluster_node_sums_its_partitions_followers_by_name() {
+        let [relay, _] = followers();
+        let older = FollowerError {
+            message: "NATS is slow".into(),
+            at_ms: 1_600_000_000_000,
+        };
+        let newer = FollowerError {
+            message: "NATS is down".into(),
+            at_ms: 1_700_000_000_000,
+        };
+        let first = FollowerSnapshot {
+            last_error: Some(older),
+            ..relay.clone()
+        };
+        let second = FollowerSnapshot {
+            state: FollowerState::Retrying,
+            handled_seq: 6,
+            retries: 1,
+            last_error: Some(newer.clone()),
+            ..relay
+        };
+        let views = FollowerView::summed([(first, 40), (second, 10)]);
+        let want = FollowerView {
+            name: "relay",
+            state: FollowerState::Retrying,
+            lag: 3 + 4,
+            retries: 2 + 1,
+            last_error: Some(newer),
+        };
+        assert_eq!(views, [want]);
+        let page = Metrics::default().render_cluster(&StatsSnapshot::default(), 2, &views);
+        assert!(page.contains("cohost_relay_lag_events 7\n"), "{page}");
+        assert!(
+            page.contains("cohost_follower_up{follower=\"relay\"} 0\n"),
+            "{page}"
+        );
     }
 
     #[test]

@@ -463,6 +463,11 @@ impl Engine {
         Ok(self.shared.store()?.cursor(sink)?)
     }
 
+    /// Every sink's cursor, by name.
+    pub fn cursors(&self) -> Result<Vec<(String, u64)>, Error> {
+        Ok(self.shared.store()?.cursors()?)
+    }
+
     /// Durably records that `sink` handled every event up to `seq` (at most the last durable seq).
     pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<(), Error> {
         if seq > self.last_seq() {

@@ -58,6 +58,11 @@ pub struct RelayConfig {
     pub sink: String,
     /// The longest wait between retries while NATS is down.
     pub backoff_max: Duration,
+    /// In cluster mode, the partition whose engine this relay follows: its events carry `Cohost-Partition`,
+    /// and the relay resumes from its cursor alone (the stream's last message may be any partition's).
+    pub partition: Option<u32>,
+    /// Replicas of the stream `COHOST` when the relay creates it.
+    pub replicas: usize,
 }
 
 impl RelayConfig {
@@ -71,6 +76,8 @@ impl RelayConfig {
             encoding: Encoding::Json,
             sink: sink.into(),
             backoff_max: Duration::from_secs(5),
+            partition: None,
+            replicas: 1,
         }
     }
 }
@@ -231,8 +238,11 @@ impl Worker {
             }));
         }
         let context = jetstream::new(self.client.clone());
-        let looked =
-            tokio::time::timeout(CONFIRM_TIMEOUT, stream_resume(&context, &self.engine)).await;
+        let looked = tokio::time::timeout(
+            CONFIRM_TIMEOUT,
+            stream_resume(&context, &self.engine, &self.config),
+        )
+        .await;
         let error = match looked {
             Ok(Ok(found)) => {
                 let jetstream = Some(context);
@@ -264,10 +274,12 @@ impl Worker {
     /// the log; `None` once stopped.
     async fn prepare(&mut self) -> Option<Ready> {
         let context = jetstream::new(self.client.clone());
-        let engine = &self.engine;
+        let (engine, config) = (&self.engine, &self.config);
         let found = self
             .retrier
-            .retry("preparing the stream", || stream_resume(&context, engine))
+            .retry("preparing the stream", || {
+                stream_resume(&context, engine, config)
+            })
             .await?;
         let jetstream = Some(context);
         Some(Ready { jetstream, found })
@@ -480,22 +492,36 @@ impl Retrier {
 }
 
 /// The stream the relay publishes into.
-fn stream_config() -> stream::Config {
+fn stream_config(replicas: usize) -> stream::Config {
     stream::Config {
         name: subject::STREAM.into(),
         subjects: vec![subject::ROOM_ALL.into(), subject::USER_ALL.into()],
         duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
 
 /// Creates or updates the stream, then resumes after what it already holds, from its last message (`None` for
-/// an empty stream). A stream ahead of the log is [`Unready::Ahead`].
+/// an empty stream). A stream ahead of the log is [`Unready::Ahead`]. A partition's relay (cluster mode) only
+/// creates the stream: the stream's last message says nothing of one partition, and what the relay repeats
+/// after its cursor the stream drops by `Nats-Msg-Id`.
 async fn stream_resume(
     context: &jetstream::Context,
     engine: &Engine,
+    config: &RelayConfig,
 ) -> Result<Option<Resume>, Unready> {
-    let Some((seq, on_user_subject)) = stream_end(context).await.map_err(Unready::Failed)? else {
+    if config.partition.is_some() {
+        context
+            .create_or_update_stream(stream_config(config.replicas))
+            .await
+            .map_err(|e| Unready::Failed(e.to_string()))?;
+        return Ok(None);
+    }
+    let Some((seq, on_user_subject)) = stream_end(context, config.replicas)
+        .await
+        .map_err(Unready::Failed)?
+    else {
         return Ok(None);
     };
     let log_seq = engine.last_seq();
@@ -525,9 +551,12 @@ async fn stream_resume(
 
 /// Creates or updates the stream; then its last message's `Cohost-Seq`, and whether that message is an event's
 /// `:user` copy. `None` for an empty stream.
-async fn stream_end(context: &jetstream::Context) -> Result<Option<(u64, bool)>, String> {
+async fn stream_end(
+    context: &jetstream::Context,
+    replicas: usize,
+) -> Result<Option<(u64, bool)>, String> {
     context
-        .create_or_update_stream(stream_config())
+        .create_or_update_stream(stream_config(replicas))
         .await
         .map_err(|e| e.to_string())?;
     let mut stream = context
@@ -558,29 +587,32 @@ async fn stream_end(context: &jetstream::Context) -> Result<Option<(u64, bool)>,
     Ok(Some((seq, on_user_subject)))
 }
 
-fn headers(envelope: &Envelope, msg_id: String, encoding: Encoding) -> HeaderMap {
+fn headers(envelope: &Envelope, msg_id: String, config: &RelayConfig) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(header::MSG_ID, msg_id);
     headers.insert(header::SEQ, envelope.seq.to_string());
     headers.insert(header::VERSION, envelope.version.to_string());
-    headers.insert(header::CONTENT_TYPE, encoding.content_type());
+    headers.insert(header::CONTENT_TYPE, config.encoding.content_type());
+    if let Some(partition) = config.partition {
+        headers.insert(header::PARTITION, partition.to_string());
+    }
     headers
 }
 
 /// The messages of one envelope: its room subject, then its candidate's user subject.
 fn messages(
     envelope: &Envelope,
-    encoding: Encoding,
+    config: &RelayConfig,
     skip_room: bool,
 ) -> Vec<(String, HeaderMap, Bytes)> {
-    let payload = Bytes::from(encode_envelope(encoding, envelope));
+    let payload = Bytes::from(encode_envelope(config.encoding, envelope));
     let mut out = Vec::with_capacity(2);
     if !skip_room {
-        let room = headers(envelope, subject::room_msg_id(envelope), encoding);
+        let room = headers(envelope, subject::room_msg_id(envelope), config);
         out.push((subject::room(&envelope.room_id), room, payload.clone()));
     }
     if let Some(candidate) = envelope.event.candidate() {
-        let user = headers(envelope, subject::user_msg_id(envelope), encoding);
+        let user = headers(envelope, subject::user_msg_id(envelope), config);
         out.push((subject::user(candidate), user, payload));
     }
     out
@@ -597,11 +629,9 @@ async fn publish(
     let mut count = 0;
     let mut acks = Vec::new();
     for envelope in batch {
-        for (subject, headers, payload) in messages(
-            envelope,
-            config.encoding,
-            skip_room_of == Some(envelope.seq),
-        ) {
+        for (subject, headers, payload) in
+            messages(envelope, config, skip_room_of == Some(envelope.seq))
+        {
             count += 1;
             match jetstream {
                 None => client

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cohost_engine::{Config, Engine, Options};
 use cohost_nats::cluster::{
-    LeaseConfig, Leases, LogConfig, Node, NodeConfig, PartitionLog, take_over,
+    CursorBook, LeaseConfig, Leases, LogConfig, Node, NodeConfig, PartitionLog, take_over,
 };
 use cohost_nats::test_server::TestServer;
 use cohost_proto::{Actor, Command, CreateRoom, RoomId, UserId};
@@ -28,7 +28,7 @@ const WRITERS: usize = 256;
 /// Fills partition 0's log through an engine of its own, and returns how many events it holds.
 async fn write_history(log: &PartitionLog, leases: &Leases, dir: PathBuf) -> u64 {
     let lease = leases.acquire(0).await.unwrap().expect("a free partition");
-    let engine: Engine = take_over(log, "writer", &lease, Config::new(dir))
+    let engine: Engine = take_over(log, "writer", &lease, Config::new(dir), Default::default())
         .await
         .expect("the writer takes the partition");
     let tasks: Vec<_> = (0..WRITERS)
@@ -76,10 +76,12 @@ async fn a_takeover_longer_than_the_lease_completes() {
     let node = Node::start(
         Leases::open(&js, "taker", 1, LEASES).await.unwrap(),
         log,
+        CursorBook::open(&js, 1).await.unwrap(),
         NodeConfig {
             partitions: 2,
             data_dir: dirs.path().join("taker"),
             engine: Arc::new(Config::new),
+            follow: None,
         },
     );
     // Partition 1 has no history: it is served long before partition 0. Each one's lease as first taken.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cohost_engine::{Config, Options};
 use cohost_nats::cluster::{
-    LeaseConfig, Leases, LogConfig, Node, NodeConfig, PartitionLog, preferred,
+    CursorBook, LeaseConfig, Leases, LogConfig, Node, NodeConfig, PartitionLog, preferred,
 };
 use cohost_nats::test_server::TestServer;
 use cohost_proto::{Actor, Command, CreateRoom, RoomId, RoomTarget, UserId, UserTarget, partition};
@@ -37,8 +37,10 @@ async fn start(server: &TestServer, name: &str, dir: &tempfile::TempDir) -> Node
         partitions: PARTITIONS,
         data_dir: dir.path().to_owned(),
         engine: std::sync::Arc::new(engine_config),
+        follow: None,
     };
-    Node::start(leases, log, config)
+    let cursors = CursorBook::open(&js, 1).await.unwrap();
+    Node::start(leases, log, cursors, config)
 }
 
 /// A room in each partition.

@@ -57,7 +57,7 @@ async fn acquire(node: &Node) -> Lease {
 
 async fn own(node: &Node, lease: &Lease) -> Engine {
     let config = Config::new(node.dir.path().join("partition"));
-    take_over(&node.log, node.name, lease, config)
+    take_over(&node.log, node.name, lease, config, Default::default())
         .await
         .expect("the partition is taken over")
 }

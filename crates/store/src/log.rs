@@ -648,11 +648,27 @@ impl Store {
         let Some(value) = self.backend.get(&key)? else {
             return Ok(0);
         };
+        Self::decode_cursor(sink, &value)
+    }
+
+    /// Every sink's cursor, by name: what moves with a partition in cluster mode.
+    pub fn cursors(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.backend.range(&[CURSOR], &[CURSOR + 1]) {
+            let (key, value) = entry?;
+            let sink = String::from_utf8_lossy(&key[1..]).into_owned();
+            let seq = Self::decode_cursor(&sink, &value)?;
+            out.push((sink, seq));
+        }
+        Ok(out)
+    }
+
+    fn decode_cursor(sink: &str, value: &[u8]) -> Result<u64, StoreError> {
         let corrupt = |reason| StoreError::CorruptValue {
             what: format!("cursor {sink:?}"),
             reason,
         };
-        let payload = record::unframe(&value).map_err(corrupt)?;
+        let payload = record::unframe(value).map_err(corrupt)?;
         let bytes: [u8; 8] = payload
             .try_into()
             .map_err(|_| corrupt(FrameError::Truncated(payload.len())))?;

@@ -3,12 +3,14 @@
 //! every distributed part: cohost writes no consensus, election or replication. See ARCHITECTURE.md,
 //! "Cluster mode".
 
+mod cursor;
 mod fixed;
 mod lease;
 mod log;
 mod node;
 mod owner;
 
+pub use cursor::{CURSOR_BUCKET, CursorBook, CursorError, Cursors};
 pub use fixed::{CLUSTER_BUCKET, Fixed, JoinError, LOG_FORMAT, join};
 pub use lease::{
     Holder, LEASE_BUCKET, Lease, LeaseConfig, LeaseError, Leases, NODE_BUCKET, preferred,
@@ -17,5 +19,5 @@ pub use log::{
     AppendError, Entry, EntryKind, LOG_STREAMS_DEFAULT, LOG_STREAMS_MAX, LogConfig, LogError,
     Marker, PartitionLog, Tail, log_stream, log_subject, msg_id,
 };
-pub use node::{EngineConfig, JoinNodeError, Joining, Node, NodeConfig};
+pub use node::{EngineConfig, Following, JoinNodeError, Joining, Node, NodeConfig, StartFollowing};
 pub use owner::{LogReplicator, TakeOverError, take_over};

@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cohost_engine::{Config, Engine, Health};
+use cohost_engine::{Config, Engine, FollowerStatus, Health};
 use cohost_proto::{RoomId, partition};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 
+use super::cursor::{CursorBook, CursorError, Cursors};
 use super::fixed::{Fixed, JoinError, join};
 use super::lease::{Lease, LeaseConfig, LeaseError, Leases, preferred};
 use super::log::{LogConfig, LogError, PartitionLog};
@@ -27,10 +29,34 @@ const RENEWALS_AT_ONCE: usize = 64;
 struct Owned {
     engine: Engine,
     lease: Lease,
+    following: Arc<Mutex<Option<Following>>>,
+    /// The followers' cursors as last saved in the bucket.
+    saved: Cursors,
 }
 
 /// The engine settings of a partition whose local store is in the given directory.
 pub type EngineConfig = Arc<dyn Fn(PathBuf) -> Config + Send + Sync>;
+
+/// What follows a partition's log while this node owns it (the NATS relay, the LiveKit revoker), started once
+/// the partition is taken, from the cursors its last owner saved.
+pub struct Following {
+    /// Their statuses, for `/healthz` and `/metrics`.
+    pub statuses: Vec<Arc<FollowerStatus>>,
+    /// Stops them after what they have in flight, when awaited; dropped, it stops them without waiting.
+    pub stop: BoxFuture<'static, ()>,
+}
+
+impl std::fmt::Debug for Following {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let names: Vec<_> = self.statuses.iter().map(|s| s.snapshot().name).collect();
+        f.debug_struct("Following").field("names", &names).finish()
+    }
+}
+
+/// Starts what follows a partition (its number, its engine); an error gives the partition up, to be taken
+/// again.
+pub type StartFollowing =
+    Arc<dyn Fn(u32, Engine) -> BoxFuture<'static, Result<Following, String>> + Send + Sync>;
 
 /// What a node needs to run.
 #[derive(Clone)]
@@ -39,6 +65,17 @@ pub struct NodeConfig {
     /// Each owned partition's local store goes to `<data_dir>/partitions/<n>`.
     pub data_dir: PathBuf,
     pub engine: EngineConfig,
+    /// What follows each owned partition's log; nothing when `None`.
+    pub follow: Option<StartFollowing>,
+}
+
+/// What the loop, the takeovers and the drains share.
+struct Ctx {
+    leases: Leases,
+    log: PartitionLog,
+    cursors: CursorBook,
+    config: NodeConfig,
+    owned: Mutex<BTreeMap<u32, Owned>>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -52,15 +89,21 @@ impl std::fmt::Debug for NodeConfig {
 
 /// A running node. Dropping it stops its loop without giving anything up, as a crash would: its leases age
 /// out and the other nodes take its partitions. [`Node::stop`] hands them off at once.
-#[derive(Debug)]
 pub struct Node {
-    owned: Arc<Mutex<BTreeMap<u32, Owned>>>,
-    partitions: u32,
+    ctx: Arc<Ctx>,
     /// The loop; taken by `stop` (which waits for it to end) or aborted on drop.
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The takeovers in flight, run beside the loop's turns; `stop` waits for them to end too.
     taking: Takes,
-    leases: Leases,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node", &self.ctx.leases.node())
+            .field("owned", &self.owned())
+            .finish_non_exhaustive()
+    }
 }
 
 type Takes = Arc<Mutex<tokio::task::JoinSet<Result<(), LeaseError>>>>;
@@ -77,6 +120,7 @@ pub struct Joining {
     pub replicas: usize,
     pub data_dir: PathBuf,
     pub engine: EngineConfig,
+    pub follow: Option<StartFollowing>,
 }
 
 impl std::fmt::Debug for Joining {
@@ -94,11 +138,11 @@ impl std::fmt::Debug for Joining {
 /// How long joining keeps trying while the cluster's JetStream is not ready.
 const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Checks the fixed configuration, then opens the log and the lease buckets.
+/// Checks the fixed configuration, then opens the log and the buckets.
 async fn open_all(
     js: &async_nats::jetstream::Context,
     joining: &Joining,
-) -> Result<(PartitionLog, Leases), JoinNodeError> {
+) -> Result<(PartitionLog, Leases, CursorBook), JoinNodeError> {
     let fixed = Fixed::new(joining.partitions, joining.log_streams);
     join(js, &fixed, joining.replicas).await?;
     let log_config = LogConfig {
@@ -114,7 +158,8 @@ async fn open_all(
         LeaseConfig::default(),
     )
     .await?;
-    Ok((log, leases))
+    let cursors = CursorBook::open(js, joining.replicas).await?;
+    Ok((log, leases, cursors))
 }
 
 /// Why a node could not join its cluster.
@@ -128,11 +173,13 @@ pub enum JoinNodeError {
     Log(#[from] LogError),
     #[error(transparent)]
     Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Cursors(#[from] CursorError),
 }
 
 impl Node {
     /// Connects, checks that the cluster's fixed configuration is this node's (the first node fixes it),
-    /// opens the partition log and the lease buckets with `replicas`, and starts the node.
+    /// opens the partition log and the buckets with `replicas`, and starts the node.
     pub async fn join(joining: Joining) -> Result<Self, JoinNodeError> {
         let client =
             crate::connect(&joining.nats_url)
@@ -145,7 +192,7 @@ impl Node {
         // A cluster starting up answers "no responders" until its streams have leaders: tried again for a
         // while. A configuration that differs from the cluster's is final.
         let started = Instant::now();
-        let (log, leases) = loop {
+        let (log, leases, cursors) = loop {
             match open_all(&js, &joining).await {
                 Ok(opened) => break opened,
                 Err(
@@ -168,44 +215,43 @@ impl Node {
             partitions: joining.partitions,
             data_dir: joining.data_dir,
             engine: joining.engine,
+            follow: joining.follow,
         };
-        Ok(Self::start(leases, log, config))
+        Ok(Self::start(leases, log, cursors, config))
     }
 
     /// Starts the node's loop; it takes partitions from its first turn on.
-    pub fn start(leases: Leases, log: PartitionLog, config: NodeConfig) -> Self {
-        let owned = Arc::new(Mutex::new(BTreeMap::new()));
-        let partitions = config.partitions;
-        let taking = Takes::default();
-        let task = Mutex::new(Some(tokio::spawn(run(
-            leases.clone(),
-            log,
-            config,
-            owned.clone(),
-            taking.clone(),
-        ))));
-        Self {
-            owned,
-            partitions,
-            task,
-            taking,
+    pub fn start(
+        leases: Leases,
+        log: PartitionLog,
+        cursors: CursorBook,
+        config: NodeConfig,
+    ) -> Self {
+        let ctx = Arc::new(Ctx {
             leases,
-        }
+            log,
+            cursors,
+            config,
+            owned: Mutex::new(BTreeMap::new()),
+        });
+        let taking = Takes::default();
+        let task = Mutex::new(Some(tokio::spawn(run(ctx.clone(), taking.clone()))));
+        Self { ctx, task, taking }
     }
 
     pub fn node_id(&self) -> &str {
-        self.leases.node()
+        self.ctx.leases.node()
     }
 
     /// The partition that holds `room_id`.
     pub fn partition_of(&self, room_id: &RoomId) -> u32 {
-        partition::of(room_id, self.partitions)
+        partition::of(room_id, self.ctx.config.partitions)
     }
 
     /// The engine of `room_id`'s partition, if this node owns it and its lease is valid by this node's clock.
     pub fn engine_for(&self, room_id: &RoomId) -> Option<Engine> {
         let partition = self.partition_of(room_id);
-        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        let owned = self.ctx.owned();
         let entry = owned.get(&partition)?;
         entry
             .lease
@@ -215,17 +261,33 @@ impl Node {
 
     /// The engines of the partitions this node owns now, by partition.
     pub fn engines(&self) -> Vec<(u32, Engine)> {
-        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        let owned = self.ctx.owned();
         owned
             .iter()
             .map(|(partition, entry)| (*partition, entry.engine.clone()))
             .collect()
     }
 
+    /// The statuses of what follows each owned partition's log, by partition.
+    pub fn followers(&self) -> Vec<(u32, Vec<Arc<FollowerStatus>>)> {
+        let owned = self.ctx.owned();
+        owned
+            .iter()
+            .map(|(partition, entry)| {
+                let following = entry.following.lock().unwrap_or_else(|e| e.into_inner());
+                let statuses = following
+                    .as_ref()
+                    .map(|f| f.statuses.clone())
+                    .unwrap_or_default();
+                (*partition, statuses)
+            })
+            .collect()
+    }
+
     /// The partitions this node serves now: owned, with a lease valid by this node's clock.
     pub fn serving(&self) -> Vec<u32> {
         let now = Instant::now();
-        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        let owned = self.ctx.owned();
         owned
             .iter()
             .filter(|(_, entry)| entry.lease.is_valid(now))
@@ -236,8 +298,7 @@ impl Node {
     /// The partitions this node owns now, served or not (a lease it could not renew is kept until it is
     /// lost, but not served once it runs out).
     pub fn owned(&self) -> Vec<u32> {
-        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
-        owned.keys().copied().collect()
+        self.ctx.owned().keys().copied().collect()
     }
 
     /// Kills the loop and drops every engine without giving a lease up (a crash, for tests).
@@ -258,17 +319,18 @@ impl Node {
         taking.shutdown().await;
     }
 
-    /// Stops the loop, drains every engine and gives its leases up, so others take over at once.
+    /// Stops the loop, drains every partition (its followers, their cursors, its engine) and gives its lease
+    /// up, so others take over at once.
     pub async fn stop(&self) {
         // A heartbeat of a turn still on the way would bring this node back to life after it left.
         self.end_loop().await;
-        if let Err(error) = self.leases.leave().await {
-            tracing::warn!(%error, node = self.leases.node(), "could not leave the live nodes; its heartbeat will age out");
+        let leases = &self.ctx.leases;
+        if let Err(error) = leases.leave().await {
+            tracing::warn!(%error, node = leases.node(), "could not leave the live nodes; its heartbeat will age out");
         }
-        let owned = std::mem::take(&mut *self.owned.lock().unwrap_or_else(|e| e.into_inner()));
-        for (_, entry) in owned {
-            entry.engine.shutdown().await;
-            let _ = self.leases.release(entry.lease).await;
+        let owned = std::mem::take(&mut *self.ctx.owned());
+        for (partition, entry) in owned {
+            self.ctx.drain(partition, entry).await;
         }
     }
 }
@@ -283,16 +345,65 @@ impl Drop for Node {
         drop(std::mem::take(
             &mut *self.taking.lock().unwrap_or_else(|e| e.into_inner()),
         ));
+        // A crash: what follows the partitions stops with them, saving nothing.
+        self.ctx.owned().clear();
     }
 }
 
-async fn run(
-    leases: Leases,
-    log: PartitionLog,
-    config: NodeConfig,
-    owned: Arc<Mutex<BTreeMap<u32, Owned>>>,
-    taking: Takes,
-) {
+impl Ctx {
+    fn owned(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Owned>> {
+        self.owned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends a partition here: stops its followers, saves their cursors, shuts its engine down and releases
+    /// its lease (only the lease this node wrote last is deleted: a lost one belongs to someone else by now).
+    async fn drain(&self, partition: u32, entry: Owned) {
+        let following = entry
+            .following
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(following) = following {
+            following.stop.await;
+        }
+        if let Err(error) = save_cursors(&self.cursors, partition, &entry).await {
+            tracing::warn!(%error, node = self.leases.node(), partition, "the followers' cursors were not saved; the next owner repeats a few events");
+        }
+        entry.engine.shutdown().await;
+        let _ = self.leases.release(entry.lease).await;
+    }
+
+    async fn give_up(&self, partition: u32, reason: &str) {
+        let entry = self.owned().remove(&partition);
+        let Some(entry) = entry else { return };
+        tracing::info!(
+            node = self.leases.node(),
+            partition,
+            reason,
+            "giving the partition up"
+        );
+        self.drain(partition, entry).await;
+    }
+}
+
+/// Saves the partition's cursors if they moved since last saved; the cursors saved.
+async fn save_cursors(book: &CursorBook, partition: u32, entry: &Owned) -> Result<Cursors, String> {
+    let now: Cursors = entry
+        .engine
+        .cursors()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
+    if now != entry.saved {
+        book.save(partition, &now)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(now)
+}
+
+async fn run(ctx: Arc<Ctx>, taking: Takes) {
+    let leases = &ctx.leases;
     let mut tick = tokio::time::interval(leases.config().renew_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Takeovers run beside the turns, so a long one (a long history to replay) never holds up the renewals of
@@ -301,7 +412,7 @@ async fn run(
     loop {
         tick.tick().await;
         reap(&taking, &mut in_flight, leases.node());
-        let wanted = match turn(&leases, &config, &owned).await {
+        let wanted = match turn(&ctx).await {
             Ok(wanted) => wanted,
             Err(error) => {
                 tracing::warn!(%error, node = leases.node(), "cluster turn failed; trying again");
@@ -316,10 +427,8 @@ async fn run(
             if in_flight.values().any(|p| *p == partition) {
                 continue;
             }
-            let (leases, log, config, owned) =
-                (leases.clone(), log.clone(), config.clone(), owned.clone());
-            let handle =
-                taking.spawn(async move { take(&leases, &log, &config, &owned, partition).await });
+            let ctx = ctx.clone();
+            let handle = taking.spawn(async move { take(&ctx, partition).await });
             in_flight.insert(handle.id(), partition);
         }
     }
@@ -340,36 +449,61 @@ fn reap(taking: &Takes, in_flight: &mut BTreeMap<tokio::task::Id, u32>, node: &s
     }
 }
 
-/// One turn: heartbeat, renew what is held, give up what was lost or failed, and hand off what another live
-/// node is preferred for. Returns the partitions this node is preferred for and does not hold, to take. A
-/// NATS error skips only its own step: renewing matters most, and a lease that could not be renewed fences
-/// its engine by its own expiry.
-async fn turn(
-    leases: &Leases,
-    config: &NodeConfig,
-    owned: &Mutex<BTreeMap<u32, Owned>>,
-) -> Result<Vec<u32>, LeaseError> {
+/// One turn: heartbeat, renew what is held, give up what was lost or failed, hand off what another live
+/// node is preferred for, and save the followers' cursors that moved. Returns the partitions this node is
+/// preferred for and does not hold, to take. A NATS error skips only its own step: renewing matters most, and
+/// a lease that could not be renewed fences its engine by its own expiry.
+async fn turn(ctx: &Ctx) -> Result<Vec<u32>, LeaseError> {
+    let leases = &ctx.leases;
     if let Err(error) = leases.heartbeat().await {
         tracing::warn!(%error, node = leases.node(), "heartbeat failed");
     }
     let live = leases.live_nodes().await;
-    renew_held(leases, owned, live.as_deref().ok()).await;
+    renew_held(ctx, live.as_deref().ok()).await;
+    save_moved_cursors(ctx).await;
     let live = live?;
-    let held = owned.lock().unwrap_or_else(|e| e.into_inner());
-    Ok((0..config.partitions)
+    let held = ctx.owned();
+    Ok((0..ctx.config.partitions)
         .filter(|p| preferred(*p, &live) == Some(leases.node()) && !held.contains_key(p))
         .collect())
+}
+
+/// Saves, side by side, the cursors that moved since the last save of each owned partition.
+async fn save_moved_cursors(ctx: &Ctx) {
+    let held: Vec<(u32, Owned)> = ctx.owned().iter().map(|(p, o)| (*p, o.clone())).collect();
+    let saves: Vec<(u32, Result<Cursors, String>)> = futures::stream::iter(held)
+        .map(|(partition, entry)| async move {
+            let ttl = ctx.leases.config().ttl;
+            let saved = tokio::time::timeout(ttl, save_cursors(&ctx.cursors, partition, &entry))
+                .await
+                .unwrap_or_else(|_| Err("no answer in time".to_owned()));
+            (partition, saved)
+        })
+        .buffer_unordered(RENEWALS_AT_ONCE)
+        .collect()
+        .await;
+    let mut owned = ctx.owned();
+    for (partition, saved) in saves {
+        match saved {
+            Ok(cursors) => {
+                if let Some(slot) = owned.get_mut(&partition) {
+                    slot.saved = cursors;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, node = ctx.leases.node(), partition, "saving the followers' cursors failed; trying again next turn");
+            }
+        }
+    }
 }
 
 /// Renews every held lease, giving up a partition whose lease is lost, whose engine stopped, or that another
 /// live node is preferred for (`live`, when it could be read). A renewal that fails on the way, or takes longer
 /// than the TTL, keeps the partition: the next turn tries again, and meanwhile the lease's own expiry stops the
 /// engine being served. Renewals run side by side, so one slow answer does not age the others out.
-async fn renew_held(leases: &Leases, owned: &Mutex<BTreeMap<u32, Owned>>, live: Option<&[String]>) {
-    let held: Vec<(u32, Owned)> = {
-        let owned = owned.lock().unwrap_or_else(|e| e.into_inner());
-        owned.iter().map(|(p, o)| (*p, o.clone())).collect()
-    };
+async fn renew_held(ctx: &Ctx, live: Option<&[String]>) {
+    let leases = &ctx.leases;
+    let held: Vec<(u32, Owned)> = ctx.owned().iter().map(|(p, o)| (*p, o.clone())).collect();
     let mut renewing = Vec::new();
     for (partition, entry) in held {
         let handoff = if live.is_some_and(|live| preferred(partition, live) != Some(leases.node()))
@@ -381,7 +515,7 @@ async fn renew_held(leases: &Leases, owned: &Mutex<BTreeMap<u32, Owned>>, live: 
             None
         };
         match handoff {
-            Some(reason) => give_up(leases, owned, partition, reason).await,
+            Some(reason) => ctx.give_up(partition, reason).await,
             None => renewing.push((partition, entry.lease)),
         }
     }
@@ -393,13 +527,12 @@ async fn renew_held(leases: &Leases, owned: &Mutex<BTreeMap<u32, Owned>>, live: 
     for (partition, renewed) in renewed {
         match renewed {
             Ok(lease) => {
-                let mut owned = owned.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(slot) = owned.get_mut(&partition) {
+                if let Some(slot) = ctx.owned().get_mut(&partition) {
                     slot.lease = lease;
                 }
             }
             Err(reason @ LeaseError::Lost { .. }) => {
-                give_up(leases, owned, partition, &reason.to_string()).await;
+                ctx.give_up(partition, &reason.to_string()).await;
             }
             Err(error) => {
                 tracing::warn!(%error, node = leases.node(), partition, "renewal failed; kept until the lease expires");
@@ -408,41 +541,20 @@ async fn renew_held(leases: &Leases, owned: &Mutex<BTreeMap<u32, Owned>>, live: 
     }
 }
 
-async fn give_up(
-    leases: &Leases,
-    owned: &Mutex<BTreeMap<u32, Owned>>,
-    partition: u32,
-    reason: &str,
-) {
-    let entry = owned
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&partition);
-    let Some(entry) = entry else { return };
-    tracing::info!(
-        node = leases.node(),
-        partition,
-        reason,
-        "giving the partition up"
-    );
-    entry.engine.shutdown().await;
-    // Only the lease this node wrote last is deleted; a lost one belongs to someone else by now.
-    let _ = leases.release(entry.lease).await;
-}
-
 /// Takes the partition over while renewing its lease: replaying a long history can take longer than the TTL,
 /// and a lease that aged out meanwhile would make every takeover fail and start again. A lease lost on the way
 /// (another node took the partition) fails the takeover once it has finished: its claim was fenced, or the
 /// other node's will be, and the engine is shut down. A failure comes with the lease as last renewed, to be
 /// released (`None` once lost).
 async fn take_over_renewing(
-    leases: &Leases,
-    log: &PartitionLog,
+    ctx: &Ctx,
     lease: Lease,
     engine: Config,
+    cursors: Cursors,
 ) -> Result<(Engine, Lease), (String, Option<Lease>)> {
+    let leases = &ctx.leases;
     let claimed = lease.clone();
-    let takeover = take_over(log, leases.node(), &claimed, engine);
+    let takeover = take_over(&ctx.log, leases.node(), &claimed, engine, cursors);
     tokio::pin!(takeover);
     let (mut current, mut lost) = (lease, None);
     let mut tick = tokio::time::interval(leases.config().renew_every);
@@ -470,37 +582,59 @@ async fn take_over_renewing(
     Ok((engine, current))
 }
 
-async fn take(
-    leases: &Leases,
-    log: &PartitionLog,
-    config: &NodeConfig,
-    owned: &Mutex<BTreeMap<u32, Owned>>,
-    partition: u32,
-) -> Result<(), LeaseError> {
+/// Takes the partition if its lease is free: replays its log, claims it, starts its followers from the
+/// cursors its last owner saved, and only then serves it.
+async fn take(ctx: &Ctx, partition: u32) -> Result<(), LeaseError> {
+    let leases = &ctx.leases;
     let Some(lease) = leases.acquire(partition).await? else {
         return Ok(());
     };
-    let dir = config
+    let dir = ctx
+        .config
         .data_dir
         .join("partitions")
         .join(partition.to_string());
-    match take_over_renewing(leases, log, lease, (config.engine)(dir)).await {
-        Ok((engine, lease)) => {
-            tracing::info!(
-                node = leases.node(),
-                partition,
-                epoch = lease.epoch,
-                "partition taken"
-            );
-            let mut owned = owned.lock().unwrap_or_else(|e| e.into_inner());
-            owned.insert(partition, Owned { engine, lease });
-        }
+    let taken = match ctx.cursors.load(partition).await {
+        Ok(cursors) => take_over_renewing(ctx, lease, (ctx.config.engine)(dir), cursors).await,
+        Err(error) => Err((error.to_string(), Some(lease))),
+    };
+    let (engine, lease) = match taken {
+        Ok(taken) => taken,
         Err((error, lease)) => {
             tracing::warn!(%error, node = leases.node(), partition, "takeover failed; trying again");
             if let Some(lease) = lease {
                 let _ = leases.release(lease).await;
             }
+            return Ok(());
         }
-    }
+    };
+    let entry = Owned {
+        saved: engine
+            .cursors()
+            .map(|c| c.into_iter().collect())
+            .unwrap_or_default(),
+        engine,
+        lease,
+        following: Arc::default(),
+    };
+    let following = match &ctx.config.follow {
+        Some(follow) => match follow(partition, entry.engine.clone()).await {
+            Ok(following) => Some(following),
+            Err(error) => {
+                tracing::warn!(%error, node = leases.node(), partition, "its followers did not start; giving the partition up");
+                ctx.drain(partition, entry).await;
+                return Ok(());
+            }
+        },
+        None => None,
+    };
+    *entry.following.lock().unwrap_or_else(|e| e.into_inner()) = following;
+    tracing::info!(
+        node = leases.node(),
+        partition,
+        epoch = entry.lease.epoch,
+        "partition taken"
+    );
+    ctx.owned().insert(partition, entry);
     Ok(())
 }

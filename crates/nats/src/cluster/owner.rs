@@ -10,6 +10,7 @@ use bytes::Bytes;
 use cohost_engine::{Config, Engine};
 use cohost_store::{ReplicateError, Replicator, Store};
 
+use super::cursor::Cursors;
 use super::lease::Lease;
 use super::log::{AppendError, EntryKind, LogError, Marker, PartitionLog, msg_id};
 
@@ -66,14 +67,16 @@ pub enum TakeOverError {
 }
 
 /// Takes `lease`'s partition over on this node: rebuilds the local store in `config.data_dir` from the
-/// partition log, claims the partition with a marker right after the tail it read, and opens the engine, which
-/// serves from then on and appends each batch after the marker. A writer that appended after the tail was
-/// read makes the claim fail (`Claim`, `Fenced`): try again.
+/// partition log (with the followers' `cursors` as the last owner saved them), claims the partition with a
+/// marker right after the tail it read, and opens the engine, which serves from then on and appends each batch
+/// after the marker. A writer that appended after the tail was read makes the claim fail (`Claim`, `Fenced`):
+/// try again.
 pub async fn take_over(
     log: &PartitionLog,
     node: &str,
     lease: &Lease,
     mut config: Config,
+    cursors: Cursors,
 ) -> Result<Engine, TakeOverError> {
     let partition = lease.partition;
     let local = |reason: String| TakeOverError::Local { partition, reason };
@@ -90,14 +93,22 @@ pub async fn take_over(
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let store = Store::open_with_cache(&dir, cache).map_err(|e| e.to_string())?;
+        let mut last = 0;
         for entry in &entries {
             if let EntryKind::Batch(record) = &entry.kind {
-                store
+                last = store
                     .append_replicated(record)
                     .map_err(|e| format!("stream seq {}: {e}", entry.seq))?;
             }
         }
-        store.flush_replicated().map_err(|e| e.to_string())
+        store.flush_replicated().map_err(|e| e.to_string())?;
+        for (sink, seq) in cursors {
+            // A cursor never passes the log; one saved past it is from a log this is not.
+            store
+                .set_cursor(&sink, seq.min(last))
+                .map_err(|e| format!("cursor {sink:?}: {e}"))?;
+        }
+        Ok(())
     })
     .await
     .map_err(|e| local(e.to_string()))?
