@@ -1,15 +1,16 @@
 //! Cluster mode, node crash: sixteen clients send commands to the owners of their rooms' partitions for the
 //! whole test, and one cohostd node is killed with SIGKILL mid-load. Its partitions are served again by the
 //! others (the time from the kill to the first acknowledged command on each moved partition is printed), and
-//! every acknowledged command is in its room exactly once.
+//! every acknowledged command is in its room exactly once, and its event in the stream `COHOST` exactly once
+//! (each partition's relay moved with it).
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use support::cluster::{
-    CLIENTS, Cluster, FAILOVER_LIMIT, PARTITIONS, assert_exactly_once, first_acks_after, signal,
-    spread_rooms, start_load, stop_load,
+    CLIENTS, Cluster, FAILOVER_LIMIT, PARTITIONS, assert_exactly_once, assert_relayed_exactly_once,
+    first_acks_after, signal, spread_rooms, start_load, stop_load,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,4 +83,5 @@ async fn a_killed_node_s_partitions_are_served_again_and_no_acknowledged_command
         "{failovers:?}"
     );
     assert_exactly_once(&cluster, &clients).await;
+    assert_relayed_exactly_once(&cluster, &clients).await;
 }

@@ -193,6 +193,9 @@ async fn start_node(cluster: &TestCluster, name: &str, dir: &std::path::Path) ->
         &partitions,
         "--log-replicas",
         "3",
+        // Each partition's relay publishes into the stream COHOST (R3, like the log).
+        "--jetstream",
+        "true",
         "--auth-secret",
         SECRET,
         "--livekit-api-key",
@@ -417,6 +420,51 @@ pub async fn assert_exactly_once(cluster: &Cluster, clients: &[Client]) {
             "room {}: {room}",
             client.room
         );
+    }
+}
+
+/// The relays published every event of every client's room into the stream `COHOST` exactly once: each room
+/// subject holds as many messages as the room has versions (so none missing, none doubled, across the
+/// partitions' moves), waiting up to 10 s for the relays to catch up.
+pub async fn assert_relayed_exactly_once(cluster: &Cluster, clients: &[Client]) {
+    use futures::TryStreamExt;
+    let client = async_nats::connect(cluster.servers.addrs())
+        .await
+        .expect("connects");
+    let stream = async_nats::jetstream::new(client)
+        .get_stream("COHOST")
+        .await
+        .expect("the relays created the stream");
+    let want: BTreeMap<String, usize> = clients
+        .iter()
+        .map(|c| (format!("cohost.v1.room.{}", c.room), 2 + c.acked as usize))
+        .collect();
+    let started = Instant::now();
+    loop {
+        let held: BTreeMap<String, usize> = stream
+            .info_with_subjects("cohost.v1.room.>")
+            .await
+            .expect("the stream answers")
+            .try_collect()
+            .await
+            .expect("the stream answers");
+        let off: Vec<_> = want
+            .iter()
+            .filter(|(subject, n)| held.get(*subject) != Some(*n))
+            .map(|(subject, n)| (subject, *n, held.get(subject).copied()))
+            .collect();
+        assert!(
+            off.iter().all(|(_, n, held)| held.is_none_or(|h| h <= *n)),
+            "events stored more than once in COHOST (subject, versions, messages): {off:?}"
+        );
+        if off.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the relays never published every event (subject, versions, messages): {off:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
