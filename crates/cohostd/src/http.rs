@@ -113,6 +113,8 @@ pub struct AppState {
     pub connections: Arc<ConnectionStats>,
     /// Per-user quotas: commands, invitations, live collections.
     pub quotas: Arc<Quotas>,
+    /// On a cluster node, how a room route this node does not serve reaches the owner.
+    pub routing: Option<crate::forward::Routing>,
 }
 
 impl AppState {
@@ -163,6 +165,7 @@ impl AppState {
             body_read_timeout: Limits::default().body_read_timeout,
             connections: Arc::default(),
             quotas: Arc::new(Quotas::new(QuotaLimits::default())),
+            routing: None,
         }
     }
 }
@@ -176,6 +179,7 @@ impl std::fmt::Debug for AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let state = Arc::new(state);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -205,7 +209,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/livekit/webhook", post(webhook))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .with_state(Arc::new(state))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::forward::route,
+        ))
+        .with_state(state)
 }
 
 /// The caller, from `Authorization: Bearer <jwt>`.
@@ -214,7 +222,7 @@ fn caller(state: &AppState, headers: &HeaderMap) -> Result<UserId, ApiError> {
 }
 
 /// The caller and when their token expires.
-fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub(crate) fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -267,7 +275,7 @@ impl FromRequest<Arc<AppState>> for RawBody {
         if let (Err(error), Some(unread)) = (&body, unread)
             && error.body_unread
         {
-            unread.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            unread.mark();
         }
         Ok(Self(body))
     }
@@ -293,6 +301,10 @@ impl BodyUnread {
         Some(unread)
     }
 
+    pub(crate) fn mark(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// A response to a request whose body was left unread says `Connection: close`: the server closes the
     /// connection after it, and a client must not send its next request on it.
     pub fn close_if_unread(self, response: &mut Response) {
@@ -306,15 +318,24 @@ impl BodyUnread {
 }
 
 async fn read_body(request: Request, deadline: Duration) -> Result<Bytes, ApiError> {
-    let declared = request
-        .headers()
+    let (parts, body) = request.into_parts();
+    read_whole(body, &parts.headers, deadline).await
+}
+
+/// A body read whole, as [`RawBody`] reads it.
+pub(crate) async fn read_whole(
+    body: axum::body::Body,
+    headers: &HeaderMap,
+    deadline: Duration,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|length| length > BODY_BYTES_MAX as u64) {
         return Err(ApiError::too_large());
     }
-    let mut chunks = request.into_body().into_data_stream();
+    let mut chunks = body.into_data_stream();
     let read = async {
         let mut body = BytesMut::new();
         while let Some(chunk) = chunks.next().await {

@@ -11,6 +11,7 @@
 pub mod auth;
 mod config;
 mod error;
+mod forward;
 pub mod http;
 pub mod metrics;
 pub mod quota;
@@ -226,6 +227,9 @@ async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(
     let client = cohost_nats::connect(&cluster.nats_url)
         .await
         .map_err(|e| format!("cannot connect to NATS at {}: {e}", cluster.nats_url))?;
+    // The router answers the requests other nodes forward to the partitions this one owns; it is built once
+    // the node has joined, and until then those requests are answered 503 (and tried again).
+    let router: Arc<std::sync::OnceLock<axum::Router>> = Arc::default();
     let joining = cluster::Joining {
         nats_url: cluster.nats_url.clone(),
         node_id: cluster.node_id.clone(),
@@ -234,7 +238,13 @@ async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(
         replicas: cluster.replicas,
         data_dir: settings.data_dir.clone(),
         engine,
-        follow: Some(follow_partitions(client, &settings, &cluster, &livekit)),
+        follow: Some(follow_partitions(
+            client.clone(),
+            &settings,
+            &cluster,
+            &livekit,
+            router.clone(),
+        )),
     };
     let node = Arc::new(Node::join(joining).await.map_err(|e| e.to_string())?);
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
@@ -252,7 +262,13 @@ async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(
     let connections = state.connections.clone();
     state.quotas = Arc::new(quota::Quotas::new(settings.quotas(limits.connections_max)));
     quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);
-    let (_routers_tx, routers) = tokio::sync::watch::channel(http::router(state));
+    state.routing = Some(forward::Routing::new(
+        node.clone(),
+        cohost_nats::cluster::Forwarder::new(client),
+    ));
+    let _ = router.set(http::router(state));
+    let (_routers_tx, routers) =
+        tokio::sync::watch::channel(router.get().expect("set just above").clone());
     let stopped = serve::serve(listener, routers, limits, connections, async move {
         shutdown_signal().await;
         let _ = closing_tx.send(true);
@@ -270,13 +286,15 @@ async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(
     Ok(())
 }
 
-/// What follows each partition a cluster node owns: the relay into NATS (the stream `COHOST` when
-/// `COHOST_JETSTREAM` is on, with the log's replicas), and the revoker when LiveKit admin is on.
+/// What follows each partition a cluster node owns: the answers to requests other nodes forward to it, the
+/// relay into NATS (the stream `COHOST` when `COHOST_JETSTREAM` is on, with the log's replicas), and the revoker
+/// when LiveKit admin is on.
 fn follow_partitions(
     client: cohost_nats::Client,
     settings: &Settings,
     cluster: &ClusterSettings,
     livekit: &LiveKitConfig,
+    router: Arc<std::sync::OnceLock<axum::Router>>,
 ) -> cohost_nats::cluster::StartFollowing {
     use futures::FutureExt;
     let mode = if settings.jetstream {
@@ -297,18 +315,23 @@ fn follow_partitions(
             ..relay_config.clone()
         };
         let livekit = livekit.clone();
+        let handler = forward::handler(router.clone());
         async move {
             let revoker = if livekit.admin {
                 Some(Revoker::start(engine.clone(), livekit).map_err(|e| e.to_string())?)
             } else {
                 None
             };
-            let relay = Relay::start(engine, client, relay_config)
+            let relay = Relay::start(engine, client.clone(), relay_config)
                 .await
                 .map_err(|e| e.to_string())?;
             let mut statuses = vec![relay.follower()];
             statuses.extend(revoker.iter().map(Revoker::follower));
+            let responder = cohost_nats::cluster::Responder::start(client, partition, handler)
+                .await
+                .map_err(|e| e.to_string())?;
             let stop = async move {
+                responder.stop();
                 relay.stop().await;
                 if let Some(revoker) = revoker {
                     revoker.stop().await;

@@ -1,0 +1,384 @@
+//! Cluster mode: any node answers any room route. A request for a room whose partition this node does not serve
+//! goes, whole, to the partition's owner over NATS (`cohost_nats::cluster::forward`); the owner runs it through
+//! its own router, as if the client had called it, and the response comes back as it was. So replies, errors,
+//! token minting and read-your-writes are the owner's, whichever node was asked.
+//!
+//! A command the client sent without `Idempotency-Key` gets one here (`fwd-…`), so that trying again while the
+//! partition moves never applies it twice. A forwarded request is marked, and never forwarded a second time:
+//! an owner that lost the partition meanwhile answers 503, and the forwarding node tries again until its
+//! deadline. Live collections (SSE) are not forwarded: they stay 503 on a node that does not serve the room.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use cohost_nats::cluster::{ForwardError, Forwarder, Handler, Node};
+use cohost_proto::{ErrorCode, InvitationId, RoomId};
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
+
+use crate::error::ApiError;
+use crate::http::{AppState, BodyUnread};
+
+/// Marks a forwarded request (the value is the forwarding node's id).
+pub const FORWARDED_BY: &str = "cohost-forwarded-by";
+/// How long a forwarding node keeps trying while a partition moves: longer than a failover (2 to 3 s) and
+/// than JetStream's leader election after a server dies (11 to 15 s measured).
+pub const DEADLINE: Duration = Duration::from_secs(20);
+/// The largest answer an owner sends back; a NATS message holds 1 MiB by default.
+const ANSWER_BYTES_MAX: usize = 900 * 1024;
+
+/// What routes requests on a cluster node.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub node: Arc<Node>,
+    pub forwarder: Forwarder,
+    keys: Arc<KeyMaker>,
+}
+
+impl Routing {
+    pub fn new(node: Arc<Node>, forwarder: Forwarder) -> Self {
+        Self {
+            node,
+            forwarder,
+            keys: Arc::new(KeyMaker::new()),
+        }
+    }
+}
+
+/// Idempotency keys for commands sent without one: random per process, then counted.
+#[derive(Debug)]
+struct KeyMaker {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl KeyMaker {
+    fn new() -> Self {
+        // RandomState is seeded from the operating system's randomness for each process.
+        let random = |n: u64| RandomState::new().hash_one(n);
+        Self {
+            prefix: format!("fwd-{:016x}{:016x}", random(1), random(2)),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> String {
+        format!(
+            "{}-{}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+/// A request as it crosses to the owner.
+#[derive(Debug, Serialize, Deserialize)]
+struct Forwarded {
+    method: String,
+    uri: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+/// A response as it comes back.
+#[derive(Debug, Serialize, Deserialize)]
+struct Answered {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+/// Headers that belong to one connection, not to the request or response.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name == header::HOST
+        || name.as_str() == "keep-alive"
+}
+
+fn pairs(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !hop_by_hop(name))
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect()
+}
+
+fn header_map(pairs: Vec<(String, Vec<u8>)>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
+/// The room a route names: `/v1/rooms/{room_id}…` or `/v1/invitations/{invitation_id}/…`.
+fn room_in_path(path: &str) -> Option<RoomId> {
+    if let Some(rest) = path.strip_prefix("/v1/rooms/") {
+        let segment = rest.split('/').next()?;
+        return RoomId::new(segment).ok();
+    }
+    let rest = path.strip_prefix("/v1/invitations/")?;
+    let segment = rest.split('/').next()?;
+    segment
+        .parse::<InvitationId>()
+        .ok()
+        .map(|id| id.room_id().clone())
+}
+
+/// The room of `POST /v1/rooms`, from its body; `None` for a body that does not name one (the handler answers
+/// it).
+fn room_in_body(body: &[u8]) -> Option<RoomId> {
+    #[derive(Deserialize)]
+    struct Named {
+        room_id: String,
+    }
+    let named: Named = serde_json::from_slice(body).ok()?;
+    RoomId::new(&named.room_id).ok()
+}
+
+fn wants_events(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"))
+}
+
+/// The middleware of a cluster node's router: a room route whose partition this node does not serve goes to
+/// the owner; every other request goes on here.
+pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let Some(routing) = state.routing.clone() else {
+        return next.run(request).await;
+    };
+    if request.headers().contains_key(FORWARDED_BY) || wants_events(request.headers()) {
+        return next.run(request).await;
+    }
+    let creates = request.method() == Method::POST && request.uri().path() == "/v1/rooms";
+    if creates {
+        return route_create(&state, &routing, request, next).await;
+    }
+    let Some(room) = room_in_path(request.uri().path()) else {
+        return next.run(request).await;
+    };
+    if routing.node.engine_for(&room).is_some() {
+        return next.run(request).await;
+    }
+    // Unauthenticated callers get their 401 here, before anything is read or sent, as the handlers would.
+    if let Err(error) = crate::http::authenticated(&state, request.headers()) {
+        return error.into_response();
+    }
+    let partition = routing.node.partition_of(&room);
+    let unread = request.extensions().get::<BodyUnread>().cloned();
+    let (parts, body) = request.into_parts();
+    let body = match crate::http::read_whole(body, &parts.headers, state.body_read_timeout).await {
+        Ok(body) => body,
+        Err(error) => return body_failed(error, unread),
+    };
+    forward(&routing, partition, parts, body).await
+}
+
+/// `POST /v1/rooms`: the room is in the body, so the body is read first (within the same limits as the
+/// handler's); a room served here, or a body naming no room, goes on to the handler with the body read.
+async fn route_create(
+    state: &AppState,
+    routing: &Routing,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Err(error) = crate::http::authenticated(state, request.headers()) {
+        return error.into_response();
+    }
+    let unread = request.extensions().get::<BodyUnread>().cloned();
+    let (parts, body) = request.into_parts();
+    let body = match crate::http::read_whole(body, &parts.headers, state.body_read_timeout).await {
+        Ok(body) => body,
+        Err(error) => return body_failed(error, unread),
+    };
+    match room_in_body(&body) {
+        Some(room) if routing.node.engine_for(&room).is_none() => {
+            let partition = routing.node.partition_of(&room);
+            forward(routing, partition, parts, body).await
+        }
+        _ => next.run(Request::from_parts(parts, Body::from(body))).await,
+    }
+}
+
+fn body_failed(error: ApiError, unread: Option<BodyUnread>) -> Response {
+    if error.body_unread
+        && let Some(unread) = unread
+    {
+        unread.mark();
+    }
+    error.into_response()
+}
+
+/// Sends the request to the owner of `partition` and answers with the owner's response; 503 if no owner
+/// answered in time.
+async fn forward(
+    routing: &Routing,
+    partition: u32,
+    mut parts: axum::http::request::Parts,
+    body: Bytes,
+) -> Response {
+    let changes = parts.method == Method::POST || parts.method == Method::DELETE;
+    if changes && !parts.headers.contains_key("idempotency-key") {
+        let key = HeaderValue::from_str(&routing.keys.next()).expect("the key is ASCII");
+        parts.headers.insert("idempotency-key", key);
+    }
+    let node =
+        HeaderValue::from_str(routing.node.node_id()).unwrap_or(HeaderValue::from_static("?"));
+    parts.headers.insert(FORWARDED_BY, node);
+    let request = Forwarded {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        headers: pairs(&parts.headers),
+        body: body.to_vec(),
+    };
+    let payload = Bytes::from(postcard::to_allocvec(&request).expect("a request encodes"));
+    let deadline = Instant::now() + DEADLINE;
+    let answered = routing
+        .forwarder
+        .request(partition, payload, deadline, |answer| {
+            decode(answer).is_none_or(|a| a.status == StatusCode::SERVICE_UNAVAILABLE.as_u16())
+        })
+        .await;
+    let answer = match answered {
+        Ok(answer) => answer,
+        Err(error @ ForwardError::NoAnswer { .. }) => {
+            return ApiError::new(ErrorCode::Unavailable, error.to_string()).into_response();
+        }
+        Err(error) => {
+            let message = format!("the owner of partition {partition} could not be asked: {error}");
+            return ApiError::new(ErrorCode::Unavailable, message).into_response();
+        }
+    };
+    let Some(answer) = decode(&answer) else {
+        let message =
+            format!("the owner of partition {partition} sent an answer that does not decode");
+        return ApiError::new(ErrorCode::Internal, message).into_response();
+    };
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.headers_mut() = header_map(answer.headers);
+    response
+}
+
+fn decode(answer: &[u8]) -> Option<Answered> {
+    postcard::from_bytes(answer).ok()
+}
+
+/// The owner's side: runs each forwarded request through `router` (set once the daemon has built it; until
+/// then, and for a request that does not decode, the answer is 503 or 400).
+pub fn handler(router: Arc<OnceLock<Router>>) -> Handler {
+    Arc::new(move |payload: Bytes| {
+        let router = router.get().cloned();
+        async move {
+            let response = match (router, postcard::from_bytes::<Forwarded>(&payload)) {
+                (None, _) => {
+                    ApiError::new(ErrorCode::Unavailable, "the node is starting").into_response()
+                }
+                (Some(_), Err(error)) => {
+                    ApiError::invalid(format!("a forwarded request does not decode: {error}"))
+                        .into_response()
+                }
+                (Some(router), Ok(forwarded)) => match rebuild(forwarded) {
+                    Ok(request) => router
+                        .oneshot(request)
+                        .await
+                        .unwrap_or_else(|never| match never {}),
+                    Err(error) => error.into_response(),
+                },
+            };
+            answer(response).await
+        }
+        .boxed()
+    })
+}
+
+fn rebuild(forwarded: Forwarded) -> Result<Request, ApiError> {
+    let method = Method::from_bytes(forwarded.method.as_bytes())
+        .map_err(|_| ApiError::invalid("a forwarded request has no valid method"))?;
+    let uri: Uri = forwarded
+        .uri
+        .parse()
+        .map_err(|_| ApiError::invalid("a forwarded request has no valid path"))?;
+    let mut request = Request::new(Body::from(forwarded.body));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = header_map(forwarded.headers);
+    Ok(request)
+}
+
+async fn answer(response: Response) -> Bytes {
+    let (parts, body) = response.into_parts();
+    let answered = match axum::body::to_bytes(body, ANSWER_BYTES_MAX).await {
+        Ok(body) => Answered {
+            status: parts.status.as_u16(),
+            headers: pairs(&parts.headers),
+            body: body.to_vec(),
+        },
+        Err(error) => {
+            let message = format!("the owner's answer could not be sent back: {error}");
+            let response = ApiError::new(ErrorCode::Internal, message).into_response();
+            let (parts, body) = response.into_parts();
+            let body = axum::body::to_bytes(body, ANSWER_BYTES_MAX)
+                .await
+                .unwrap_or_default();
+            Answered {
+                status: parts.status.as_u16(),
+                headers: pairs(&parts.headers),
+                body: body.to_vec(),
+            }
+        }
+    };
+    Bytes::from(postcard::to_allocvec(&answered).expect("an answer encodes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_room_of_a_route_is_read_from_its_path() {
+        let room = |path| room_in_path(path).map(|r| r.to_string());
+        assert_eq!(room("/v1/rooms/stage-1"), Some("stage-1".into()));
+        assert_eq!(
+            room("/v1/rooms/stage-1/invitations"),
+            Some("stage-1".into())
+        );
+        assert_eq!(
+            room("/v1/invitations/stage-1:3/accept"),
+            Some("stage-1".into())
+        );
+        assert_eq!(room("/v1/rooms"), None);
+        assert_eq!(room("/v1/me/invitations"), None);
+        assert_eq!(room("/v1/invitations/nonsense/accept"), None);
+    }
+
+    #[test]
+    fn generated_keys_are_valid_command_ids_and_differ() {
+        let keys = KeyMaker::new();
+        let (a, b) = (keys.next(), keys.next());
+        assert_ne!(a, b);
+        assert!(cohost_proto::CommandId::new(&a).is_ok(), "{a}");
+        assert_ne!(KeyMaker::new().prefix, keys.prefix, "random per process");
+    }
+}

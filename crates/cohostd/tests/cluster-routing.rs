@@ -1,0 +1,150 @@
+//! Cluster mode, routing: any node answers any room route. The seed's flow with each step sent to the next node
+//! in turn, whoever owns the room (most steps are forwarded to the owner), every read on another node than the
+//! write before it reflecting that write; one `Idempotency-Key` sent to two nodes at once lands once with
+//! identical replies; and a caller without a token is refused where it called, with nothing forwarded.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::Body;
+use support::cluster::{Cluster, PARTITIONS, token};
+
+use cohost_proto::{RoomId, partition};
+
+/// Sends one call to node `n` (of three), expecting 200; returns the body.
+async fn ok(cluster: &Cluster, n: usize, method: Method, path: &str, user: &str) -> Value {
+    let nodes = cluster.nodes.read().await;
+    let node = nodes[n % 3].as_ref().expect("running");
+    let body = (method != Method::GET).then(|| json!({}));
+    let (status, reply) = node
+        .call(method.clone(), path, Some(&token(user)), body.as_ref())
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{method} {path} on node-{}: {reply}",
+        n % 3
+    );
+    reply
+}
+
+async fn create(cluster: &Cluster, n: usize, room: &str) -> Value {
+    let nodes = cluster.nodes.read().await;
+    let node = nodes[n % 3].as_ref().expect("running");
+    node.ok_post("/v1/rooms", &token("alice"), &json!({"room_id": room}))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_answers_any_room_route() {
+    let cluster = Cluster::start().await;
+    let room = "routed-1";
+    let owner = cluster.owners().await[&partition::of(&RoomId::new(room).unwrap(), PARTITIONS)];
+    println!("{room} is owned by node-{owner}");
+    // Step i goes to node i mod 3, and the read after it to the node after that.
+    let mut step = 0;
+    let mut next = || {
+        step += 1;
+        step
+    };
+    let read = |reply: Value| reply["version"].as_u64().unwrap_or(0);
+    let created = create(&cluster, next(), room).await;
+    assert_eq!(created["version"], 1, "{created}");
+    let path = format!("/v1/rooms/{room}");
+    let live = ok(
+        &cluster,
+        next(),
+        Method::POST,
+        &format!("{path}/live"),
+        "alice",
+    )
+    .await;
+    assert_eq!(
+        read(ok(&cluster, next(), Method::GET, &path, "alice").await),
+        2,
+        "{live}"
+    );
+
+    let nodes = cluster.nodes.read().await;
+    let (status, invited) = nodes[next() % 3]
+        .as_ref()
+        .unwrap()
+        .call(
+            Method::POST,
+            &format!("{path}/invitations"),
+            Some(&token("alice")),
+            Some(&json!({"user_id": "bob"})),
+        )
+        .await;
+    drop(nodes);
+    assert_eq!(status, StatusCode::OK, "{invited}");
+    let bob = invited["invitation_id"].as_str().unwrap().to_owned();
+    let accepted = ok(
+        &cluster,
+        next(),
+        Method::POST,
+        &format!("/v1/invitations/{bob}/accept"),
+        "bob",
+    )
+    .await;
+    assert_eq!(accepted["invitation"]["status"], "approved", "{accepted}");
+    assert_eq!(accepted["broadcaster"]["role"], "cohost", "{accepted}");
+    let room_now = ok(&cluster, next(), Method::GET, &path, "bob").await;
+    assert_eq!(room_now["cohosts"][0]["user_id"], "bob", "{room_now}");
+    let data = ok(
+        &cluster,
+        next(),
+        Method::GET,
+        &format!("{path}/broadcaster-data"),
+        "bob",
+    )
+    .await;
+    assert_eq!(data["role"], "cohost", "{data}");
+
+    // One key, two nodes at once: one command, two identical replies.
+    let nodes = cluster.nodes.read().await;
+    let key = [("idempotency-key".to_owned(), "invite-carol-once".to_owned())];
+    let invite = Body::Json(json!({"user_id": "carol"}));
+    let alice = token("alice");
+    let route = format!("{path}/invitations");
+    let (first, second) = tokio::join!(
+        nodes[0]
+            .as_ref()
+            .unwrap()
+            .send(Method::POST, &route, Some(&alice), &invite, &key),
+        nodes[1]
+            .as_ref()
+            .unwrap()
+            .send(Method::POST, &route, Some(&alice), &invite, &key),
+    );
+    assert_eq!(first.0, StatusCode::OK, "{}", first.1);
+    assert_eq!(first, second, "the same key on two nodes answers the same");
+    drop(nodes);
+    let room_now = ok(&cluster, 2, Method::GET, &path, "alice").await;
+    assert_eq!(room_now["version"], 5, "carol was invited once: {room_now}");
+    let nodes = cluster.nodes.read().await;
+    // Without a token: refused by the node called.
+    let (status, refused) = nodes[(owner + 1) % 3]
+        .as_ref()
+        .unwrap()
+        .call(Method::GET, &path, None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+    drop(nodes);
+    let stopped = ok(
+        &cluster,
+        next(),
+        Method::POST,
+        &format!("{path}/stop"),
+        "alice",
+    )
+    .await;
+    let version = read(stopped);
+    for n in 0..3 {
+        let room = ok(&cluster, n, Method::GET, &path, "carol").await;
+        assert_eq!(room["version"], version, "node-{n}: {room}");
+        assert_eq!(room["status"], "ended", "node-{n}: {room}");
+    }
+    assert!(version > 5, "stopped after carol's invitation: {version}");
+}
