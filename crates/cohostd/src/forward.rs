@@ -44,6 +44,18 @@ pub struct Routing {
     pub node: Arc<Node>,
     pub forwarder: Forwarder,
     keys: Arc<KeyMaker>,
+    pub counts: Arc<Forwards>,
+}
+
+/// Requests this node forwarded, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Forwards {
+    /// Answered by an owner (whatever the answer).
+    pub answered: AtomicU64,
+    /// No owner answered before the deadline, or NATS failed: answered 503 here.
+    pub unanswered: AtomicU64,
+    /// Time from sending to the owner's answer, summed, in microseconds.
+    pub answered_us: AtomicU64,
 }
 
 impl Routing {
@@ -52,6 +64,7 @@ impl Routing {
             node,
             forwarder,
             keys: Arc::new(KeyMaker::new()),
+            counts: Arc::default(),
         }
     }
 }
@@ -252,13 +265,24 @@ async fn forward(
         body: body.to_vec(),
     };
     let payload = Bytes::from(postcard::to_allocvec(&request).expect("a request encodes"));
-    let deadline = Instant::now() + DEADLINE;
+    let sent = Instant::now();
+    let deadline = sent + DEADLINE;
     let answered = routing
         .forwarder
         .request(partition, payload, deadline, |answer| {
             decode(answer).is_none_or(|a| a.status == StatusCode::SERVICE_UNAVAILABLE.as_u16())
         })
         .await;
+    let counts = &routing.counts;
+    let counted = match &answered {
+        Ok(_) => {
+            let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+            counts.answered_us.fetch_add(us, Ordering::Relaxed);
+            &counts.answered
+        }
+        Err(_) => &counts.unanswered,
+    };
+    counted.fetch_add(1, Ordering::Relaxed);
     let answer = match answered {
         Ok(answer) => answer,
         Err(error @ ForwardError::NoAnswer { .. }) => {

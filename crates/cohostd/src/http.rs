@@ -516,6 +516,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             let mut text = state
                 .metrics
                 .render_cluster(&stats, node.serving().len(), &followers);
+            if let Some(routing) = &state.routing {
+                crate::metrics::render_forwards(&mut text, &routing.counts);
+            }
             crate::metrics::render_connections(&mut text, &state.connections);
             crate::metrics::render_reads_and_quotas(&mut text, records_read, &state.quotas);
             return ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response();

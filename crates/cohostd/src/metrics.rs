@@ -280,6 +280,32 @@ fn render_followers(out: &mut String, followers: &[FollowerView]) {
     }
 }
 
+/// A cluster node's forwarded requests: answered by the owner or not, and the owner's answer time.
+pub fn render_forwards(out: &mut String, forwards: &crate::forward::Forwards) {
+    let answered = forwards.answered.load(Ordering::Relaxed);
+    let unanswered = forwards.unanswered.load(Ordering::Relaxed);
+    out.push_str(
+        "# HELP cohost_forwarded_requests_total Room requests sent to the partition's owner, by whether an owner answered before the deadline.\n",
+    );
+    out.push_str("# TYPE cohost_forwarded_requests_total counter\n");
+    let _ = writeln!(
+        out,
+        "cohost_forwarded_requests_total{{result=\"answered\"}} {answered}"
+    );
+    let _ = writeln!(
+        out,
+        "cohost_forwarded_requests_total{{result=\"unanswered\"}} {unanswered}"
+    );
+    let seconds = forwards.answered_us.load(Ordering::Relaxed) as f64 / 1e6;
+    metric(
+        out,
+        "counter",
+        "cohost_forwarded_answer_seconds_total",
+        "Time from forwarding to the owner's answer, summed over the answered requests.",
+        seconds,
+    );
+}
+
 /// What reads of the log cost, and what the per-user quotas refused.
 pub fn render_reads_and_quotas(out: &mut String, records_read: u64, quotas: &Quotas) {
     let help = "Log records decoded for readers (catch-ups, room and event reads).";

@@ -147,4 +147,16 @@ async fn any_node_answers_any_room_route() {
         assert_eq!(room["status"], "ended", "node-{n}: {room}");
     }
     assert!(version > 5, "stopped after carol's invitation: {version}");
+    // The nodes that were not the owner count what they forwarded; the owner forwarded nothing.
+    let nodes = cluster.nodes.read().await;
+    let mut forwarded = Vec::new();
+    for node in nodes.iter() {
+        let node = node.as_ref().unwrap();
+        forwarded.push(
+            node.metric("cohost_forwarded_requests_total{result=\"answered\"}")
+                .await,
+        );
+    }
+    assert_eq!(forwarded[owner], 0, "{forwarded:?}");
+    assert!(forwarded.iter().sum::<u64>() >= 8, "{forwarded:?}");
 }
