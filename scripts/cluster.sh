@@ -41,7 +41,7 @@ done
 sleep 3
 urls="nats://127.0.0.1:4301,nats://127.0.0.1:4302,nats://127.0.0.1:4303"
 for i in 1 2 3; do
-  COHOST_CLUSTER=true COHOST_NODE_ID="node-$i" COHOST_NATS_URL="$urls" COHOST_LOG_REPLICAS=3 \
+  COHOST_CLUSTER=true COHOST_NODE_ID="node-$i" COHOST_NATS_URL="$urls" COHOST_LOG_REPLICAS=3 COHOST_JETSTREAM=true \
     COHOST_DATA_DIR="$base/node-$i" COHOST_HTTP_ADDR="127.0.0.1:748$i" COHOST_AUTH_SECRET="$secret" \
     LIVEKIT_API_KEY="${LIVEKIT_API_KEY:-cluster-demo-key}" \
     LIVEKIT_API_SECRET="${LIVEKIT_API_SECRET:-cluster-demo-livekit-secret-0123456789}" \

@@ -389,7 +389,7 @@ mod tests {
             Some("stage-1".into())
         );
         assert_eq!(
-            room("/v1/invitations/stage-1:3/accept"),
+            room("/v1/invitations/stage-1.3/accept"),
             Some("stage-1".into())
         );
         assert_eq!(room("/v1/rooms"), None);

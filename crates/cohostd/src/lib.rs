@@ -227,6 +227,9 @@ async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(
     let client = cohost_nats::connect(&cluster.nats_url)
         .await
         .map_err(|e| format!("cannot connect to NATS at {}: {e}", cluster.nats_url))?;
+    if settings.jetstream {
+        ensure_stream(&client, cluster.replicas).await?;
+    }
     // The router answers the requests other nodes forward to the partitions this one owns; it is built once
     // the node has joined, and until then those requests are answered 503 (and tried again).
     let router: Arc<std::sync::OnceLock<axum::Router>> = Arc::default();
@@ -284,6 +287,22 @@ async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(
     node.stop().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Makes the stream `COHOST` ready before any partition's relay publishes into it, trying for a while: a
+/// cluster that is starting has no JetStream leader yet.
+async fn ensure_stream(client: &cohost_nats::Client, replicas: usize) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    loop {
+        match cohost_nats::relay::ensure_stream(client, replicas).await {
+            Ok(()) => return Ok(()),
+            Err(error) if started.elapsed() < Duration::from_secs(30) => {
+                tracing::warn!(%error, "preparing the stream COHOST; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(format!("cannot prepare the stream COHOST: {error}")),
+        }
+    }
 }
 
 /// What follows each partition a cluster node owns: the answers to requests other nodes forward to it, the

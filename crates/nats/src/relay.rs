@@ -238,6 +238,14 @@ impl Worker {
             }));
         }
         let context = jetstream::new(self.client.clone());
+        if self.config.partition.is_some() {
+            // A partition's relay: the daemon made the stream ready once ([`ensure_stream`]); a takeover waits
+            // for no stream update.
+            return Ok(Some(Ready {
+                jetstream: Some(context),
+                found: None,
+            }));
+        }
         let looked = tokio::time::timeout(
             CONFIRM_TIMEOUT,
             stream_resume(&context, &self.engine, &self.config),
@@ -502,22 +510,25 @@ fn stream_config(replicas: usize) -> stream::Config {
     }
 }
 
+/// Creates or updates the stream `COHOST` with `replicas`: what a cluster node does once at start, before its
+/// partitions' relays publish into it.
+pub async fn ensure_stream(client: &async_nats::Client, replicas: usize) -> Result<(), String> {
+    jetstream::new(client.clone())
+        .create_or_update_stream(stream_config(replicas))
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// Creates or updates the stream, then resumes after what it already holds, from its last message (`None` for
-/// an empty stream). A stream ahead of the log is [`Unready::Ahead`]. A partition's relay (cluster mode) only
-/// creates the stream: the stream's last message says nothing of one partition, and what the relay repeats
-/// after its cursor the stream drops by `Nats-Msg-Id`.
+/// an empty stream). A stream ahead of the log is [`Unready::Ahead`]. (A partition's relay in cluster mode
+/// skips this: the stream's last message says nothing of one partition, and what the relay repeats after its
+/// cursor the stream drops by `Nats-Msg-Id`.)
 async fn stream_resume(
     context: &jetstream::Context,
     engine: &Engine,
     config: &RelayConfig,
 ) -> Result<Option<Resume>, Unready> {
-    if config.partition.is_some() {
-        context
-            .create_or_update_stream(stream_config(config.replicas))
-            .await
-            .map_err(|e| Unready::Failed(e.to_string()))?;
-        return Ok(None);
-    }
     let Some((seq, on_user_subject)) = stream_end(context, config.replicas)
         .await
         .map_err(Unready::Failed)?

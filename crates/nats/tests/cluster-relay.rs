@@ -173,7 +173,9 @@ async fn saved(book: &CursorBook) -> BTreeMap<u32, u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_resumes_where_the_crashed_owner_saved_its_cursor() {
     let server = TestServer::start(true);
-    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let client = async_nats::connect(server.url()).await.unwrap();
+    cohost_nats::relay::ensure_stream(&client, 1).await.unwrap();
+    let js = jetstream::new(client);
     let book = CursorBook::open(&js, 1).await.unwrap();
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
 

@@ -253,10 +253,13 @@ impl Leases {
 
     /// Gives the partition up at once (a handoff), unless someone else holds it by now.
     pub async fn release(&self, lease: Lease) -> Result<(), LeaseError> {
-        self.leases
-            .delete_expect_revision(key(lease.partition), Some(lease.revision))
-            .await
-            .map_err(nats)
+        let delete = async {
+            self.leases
+                .delete_expect_revision(key(lease.partition), Some(lease.revision))
+                .await
+                .map_err(nats)
+        };
+        self.within_ttl("the release", delete).await
     }
 
     /// Who holds the partition now, if anyone.

@@ -328,10 +328,13 @@ impl Node {
         if let Err(error) = leases.leave().await {
             tracing::warn!(%error, node = leases.node(), "could not leave the live nodes; its heartbeat will age out");
         }
+        // Side by side, each step bounded: with NATS unreachable a stop still ends in about a TTL or two.
         let owned = std::mem::take(&mut *self.ctx.owned());
-        for (partition, entry) in owned {
-            self.ctx.drain(partition, entry).await;
-        }
+        futures::stream::iter(owned)
+            .for_each_concurrent(RENEWALS_AT_ONCE, |(partition, entry)| {
+                self.ctx.drain(partition, entry)
+            })
+            .await;
     }
 }
 
@@ -366,7 +369,11 @@ impl Ctx {
         if let Some(following) = following {
             following.stop.await;
         }
-        if let Err(error) = save_cursors(&self.cursors, partition, &entry).await {
+        let ttl = self.leases.config().ttl;
+        let saved = tokio::time::timeout(ttl, save_cursors(&self.cursors, partition, &entry))
+            .await
+            .unwrap_or_else(|_| Err("no answer in time".to_owned()));
+        if let Err(error) = saved {
             tracing::warn!(%error, node = self.leases.node(), partition, "the followers' cursors were not saved; the next owner repeats a few events");
         }
         entry.engine.shutdown().await;
