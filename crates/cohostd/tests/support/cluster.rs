@@ -125,6 +125,22 @@ impl Cluster {
         }
     }
 
+    /// Stops node `i` with SIGTERM (it hands its partitions over), starts it again on its directory, and waits
+    /// until every partition is owned and the node owns some again.
+    pub async fn restart_node(&self, i: usize) {
+        let daemon = self.nodes.write().await[i].take();
+        if let Some(mut daemon) = daemon {
+            let status =
+                tokio::task::spawn_blocking(move || daemon.terminate(Duration::from_secs(30)))
+                    .await
+                    .expect("waits");
+            assert!(status.success(), "node-{i} exited with {status}");
+        }
+        let node = start_node(&self.servers, &format!("node-{i}"), self._dirs[i].path()).await;
+        self.nodes.write().await[i] = Some(node);
+        self.settle().await;
+    }
+
     /// Every process up again on the same ports and directories, and every partition owned.
     pub async fn up(&mut self) {
         for server in &mut self.servers.servers {
