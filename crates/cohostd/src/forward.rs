@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, he
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use cohost_nats::cluster::{ForwardError, Forwarder, Handler, Node};
+use cohost_nats::cluster::{ForwardError, Forwarder, Handler, Kind, Node};
 use cohost_proto::{ErrorCode, InvitationId, RoomId};
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
@@ -269,7 +269,7 @@ async fn forward(
     let deadline = sent + DEADLINE;
     let answered = routing
         .forwarder
-        .request(partition, payload, deadline, |answer| {
+        .request(partition, Kind::Http, payload, deadline, |answer| {
             decode(answer).is_none_or(|a| a.status == StatusCode::SERVICE_UNAVAILABLE.as_u16())
         })
         .await;

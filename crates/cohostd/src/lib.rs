@@ -233,6 +233,7 @@ async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(
     // The router answers the requests other nodes forward to the partitions this one owns; it is built once
     // the node has joined, and until then those requests are answered 503 (and tried again).
     let router: Arc<std::sync::OnceLock<axum::Router>> = Arc::default();
+    let joined: Arc<std::sync::OnceLock<Arc<Node>>> = Arc::default();
     let joining = cluster::Joining {
         nats_url: cluster.nats_url.clone(),
         node_id: cluster.node_id.clone(),
@@ -246,10 +247,17 @@ async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(
             &settings,
             &cluster,
             &livekit,
-            router.clone(),
+            Owners {
+                router: router.clone(),
+                node: joined.clone(),
+            },
         )),
     };
     let node = Arc::new(Node::join(joining).await.map_err(|e| e.to_string())?);
+    let _ = joined.set(node.clone());
+    let service = cohost_nats::service::serve_cluster(client.clone(), node.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.http_addr))?;
@@ -284,6 +292,9 @@ async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(
         );
     }
     tracing::info!("stopping: handing the partitions off");
+    if let Err(error) = service.stop().await {
+        tracing::warn!(%error, "NATS service did not stop cleanly");
+    }
     node.stop().await;
     tracing::info!("stopped cleanly");
     Ok(())
@@ -305,6 +316,12 @@ async fn ensure_stream(client: &cohost_nats::Client, replicas: usize) -> Result<
     }
 }
 
+/// What a partition's owner answers forwarded requests with, both set once the node has joined.
+struct Owners {
+    router: Arc<std::sync::OnceLock<axum::Router>>,
+    node: Arc<std::sync::OnceLock<Arc<cohost_nats::cluster::Node>>>,
+}
+
 /// What follows each partition a cluster node owns: the answers to requests other nodes forward to it, the
 /// relay into NATS (the stream `COHOST` when `COHOST_JETSTREAM` is on, with the log's replicas), and the revoker
 /// when LiveKit admin is on.
@@ -313,7 +330,7 @@ fn follow_partitions(
     settings: &Settings,
     cluster: &ClusterSettings,
     livekit: &LiveKitConfig,
-    router: Arc<std::sync::OnceLock<axum::Router>>,
+    owners: Owners,
 ) -> cohost_nats::cluster::StartFollowing {
     use futures::FutureExt;
     let mode = if settings.jetstream {
@@ -334,7 +351,11 @@ fn follow_partitions(
             ..relay_config.clone()
         };
         let livekit = livekit.clone();
-        let handler = forward::handler(router.clone());
+        let handler = forward::handler(owners.router.clone());
+        let joined = owners.node.clone();
+        let resolve: cohost_nats::service::Resolve =
+            Arc::new(move |room| joined.get()?.engine_for(room));
+        let service = cohost_nats::service::owner_handler(client.clone(), resolve);
         async move {
             let revoker = if livekit.admin {
                 Some(Revoker::start(engine.clone(), livekit).map_err(|e| e.to_string())?)
@@ -346,11 +367,16 @@ fn follow_partitions(
                 .map_err(|e| e.to_string())?;
             let mut statuses = vec![relay.follower()];
             statuses.extend(revoker.iter().map(Revoker::follower));
-            let responder = cohost_nats::cluster::Responder::start(client, partition, handler)
+            use cohost_nats::cluster::{Kind, Responder};
+            let responder = Responder::start(client.clone(), partition, Kind::Http, handler)
+                .await
+                .map_err(|e| e.to_string())?;
+            let service = Responder::start(client.clone(), partition, Kind::Service, service)
                 .await
                 .map_err(|e| e.to_string())?;
             let stop = async move {
                 responder.stop();
+                service.stop();
                 relay.stop().await;
                 if let Some(revoker) = revoker {
                     revoker.stop().await;

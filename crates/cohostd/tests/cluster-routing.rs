@@ -1,7 +1,8 @@
 //! Cluster mode, routing: any node answers any room route. The seed's flow with each step sent to the next node
 //! in turn, whoever owns the room (most steps are forwarded to the owner), every read on another node than the
 //! write before it reflecting that write; one `Idempotency-Key` sent to two nodes at once lands once with
-//! identical replies; and a caller without a token is refused where it called, with nothing forwarded.
+//! identical replies; a caller without a token is refused where it called, with nothing forwarded; and the
+//! NATS service, whose queue group hands each request to any node, answers every room's commands and queries.
 
 mod support;
 
@@ -34,6 +35,38 @@ async fn create(cluster: &Cluster, n: usize, room: &str) -> Value {
     let node = nodes[n % 3].as_ref().expect("running");
     node.ok_post("/v1/rooms", &token("alice"), &json!({"room_id": room}))
         .await
+}
+
+/// Requests to the service land on any node (its queue group picks one): every one is answered by the room's
+/// owner, whichever node took it; a query that spans partitions is `unavailable`.
+async fn service_on_any_node(cluster: &Cluster, room: &str) {
+    let client = async_nats::connect(cluster.servers.addrs()).await.unwrap();
+    let ask = |subject: &'static str, body: Value| {
+        let client = client.clone();
+        async move {
+            let reply = client
+                .request(subject, serde_json::to_vec(&body).unwrap().into())
+                .await
+                .expect("the service answers");
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+    let before = ask("cohost.v1.query.room", json!({"room_id": room})).await;
+    let version = before["ok"]["version"].as_u64().expect("the room");
+    // Twelve invitations: with three nodes in the queue group, most land on a node that forwards them.
+    for n in 0..12 {
+        let invite = json!({"actor": "alice", "room_id": room, "user_id": format!("guest-{n}"), "command_id": format!("svc-{n}")});
+        let reply = ask("cohost.v1.cmd.invite", invite).await;
+        assert_eq!(reply["ok"]["status"], "pending", "{reply}");
+    }
+    let after = ask("cohost.v1.query.room", json!({"room_id": room})).await;
+    assert_eq!(after["ok"]["version"], version + 12, "{after}");
+    let spans = ask(
+        "cohost.v1.query.user_invitations",
+        json!({"user_id": "bob"}),
+    )
+    .await;
+    assert_eq!(spans["error"]["code"], "unavailable", "{spans}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,6 +165,7 @@ async fn any_node_answers_any_room_route() {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
     drop(nodes);
+    service_on_any_node(&cluster, room).await;
     let stopped = ok(
         &cluster,
         next(),

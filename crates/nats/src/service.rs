@@ -49,6 +49,14 @@
 //! At most [`IN_FLIGHT_MAX`] requests run at once, each in its own task, so a slow command never holds up a
 //! query; past that a request gets `unavailable` at once. A message without a reply subject is dropped
 //! unexecuted, since nobody could learn its result. Error messages are cut to [`MESSAGE_CHARS_MAX`].
+//!
+//! # Cluster mode
+//!
+//! Every node serves the service in the same queue group ([`serve_cluster`]), so a request lands on any node. It
+//! runs there if the node serves the partition of the room the request names (`room_id`, or `invitation_id`);
+//! otherwise it goes to the partition's owner (`cohost.v1.partition.<p>.service`, answered by
+//! [`owner_handler`]) and the owner's reply is the reply. `user_invitations` and `read_events` span partitions
+//! and are `unavailable` in cluster mode.
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
@@ -72,6 +80,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
+
+use crate::cluster::{Forwarder, Handler, Kind, Node};
 
 /// Requests handled at once; past this a request gets `unavailable` at once.
 pub const IN_FLIGHT_MAX: usize = 1_024;
@@ -189,6 +199,156 @@ pub async fn serve(
     client: async_nats::Client,
     engine: Engine,
 ) -> Result<ServiceHandle, ServiceError> {
+    start(client, Engines::One(engine)).await
+}
+
+/// Starts the `cohost` service on a cluster node: a request for a room whose partition the node serves runs on
+/// that partition's engine; any other goes to the partition's owner (its answer is the reply), tried again
+/// while the partition moves, for up to [`FORWARD_DEADLINE`]. Queries that span partitions (`user_invitations`,
+/// `read_events`) are `unavailable` in cluster mode.
+pub async fn serve_cluster(
+    client: async_nats::Client,
+    node: Arc<Node>,
+) -> Result<ServiceHandle, ServiceError> {
+    let forwarder = Forwarder::new(client.clone());
+    start(client, Engines::Node { node, forwarder }).await
+}
+
+/// What the owner of a partition answers the service requests other nodes forward to it with: its engine for
+/// the request's room (`resolve`, which must check the owner's lease), else `unavailable`.
+pub fn owner_handler(client: async_nats::Client, resolve: Resolve) -> Handler {
+    let context = Arc::new(Context {
+        engines: Engines::Owner(resolve),
+        client,
+    });
+    Arc::new(move |frame: Bytes| {
+        let context = context.clone();
+        async move {
+            let body = match unframe(&frame) {
+                Some((call, payload)) => answer(&context, call, payload).await,
+                None => error_body(Refusal::invalid("a forwarded request does not decode")),
+            };
+            Bytes::from(body)
+        }
+        .boxed()
+    })
+}
+
+/// How long a cluster node tries to reach a partition's owner, as its HTTP API does.
+pub const FORWARD_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A request as it crosses to the owner: the endpoint's name, a newline, the payload.
+fn frame(call: Call, payload: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(call.name().len() + 1 + payload.len());
+    frame.extend_from_slice(call.name().as_bytes());
+    frame.push(b'\n');
+    frame.extend_from_slice(payload);
+    Bytes::from(frame)
+}
+
+fn unframe(frame: &[u8]) -> Option<(Call, &[u8])> {
+    let split = frame.iter().position(|b| *b == b'\n')?;
+    let name = std::str::from_utf8(&frame[..split]).ok()?;
+    let call = Call::all().find(|call| call.name() == name)?;
+    Some((call, &frame[split + 1..]))
+}
+
+/// A cluster node's engine for a room, checked against its lease.
+pub type Resolve = Arc<dyn Fn(&RoomId) -> Option<Engine> + Send + Sync>;
+
+/// Where a request's engine comes from.
+enum Engines {
+    One(Engine),
+    /// A cluster node in the queue group: the engine of the room's partition if it serves it, else the owner's
+    /// answer.
+    Node {
+        node: Arc<Node>,
+        forwarder: Forwarder,
+    },
+    /// The owner's side of a forwarded request: never forwarded again.
+    Owner(Resolve),
+}
+
+/// What runs a request: an engine here, or the owner's answer, already made.
+enum Target {
+    Here(Engine),
+    Answered(Vec<u8>),
+}
+
+impl Context {
+    async fn target(&self, call: Call, payload: &[u8]) -> Result<Target, Refusal> {
+        let room = match &self.engines {
+            Engines::One(engine) => return Ok(Target::Here(engine.clone())),
+            _ => room_of(call, payload)?,
+        };
+        match &self.engines {
+            Engines::One(_) => unreachable!("answered above"),
+            Engines::Owner(resolve) => resolve(&room).map(Target::Here).ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::Unavailable,
+                    format!("this node does not serve the partition of room {room} now"),
+                )
+            }),
+            Engines::Node { node, forwarder } => {
+                if let Some(engine) = node.engine_for(&room) {
+                    return Ok(Target::Here(engine));
+                }
+                let partition = node.partition_of(&room);
+                let deadline = std::time::Instant::now() + FORWARD_DEADLINE;
+                let answered = forwarder
+                    .request(
+                        partition,
+                        Kind::Service,
+                        frame(call, payload),
+                        deadline,
+                        |answer| unavailable(answer),
+                    )
+                    .await
+                    .map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
+                Ok(Target::Answered(answered.to_vec()))
+            }
+        }
+    }
+}
+
+/// Whether a reply body is the error `unavailable`, to be tried again.
+fn unavailable(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .is_ok_and(|reply| reply["error"]["code"] == ErrorCode::Unavailable.as_str())
+}
+
+/// The room a request names (`room_id`, or `invitation_id`), which decides the partition in cluster mode.
+fn room_of(call: Call, payload: &[u8]) -> Result<RoomId, Refusal> {
+    if matches!(
+        call,
+        Call::Query(Query::UserInvitations | Query::ReadEvents)
+    ) {
+        return Err(Refusal::new(
+            ErrorCode::Unavailable,
+            format!(
+                "{} spans partitions, which cluster mode does not serve yet",
+                call.name()
+            ),
+        ));
+    }
+    let args = parse_object(payload)?;
+    if let Some(Value::String(room)) = args.get("room_id") {
+        return Ok(RoomId::new(room)?);
+    }
+    if let Some(Value::String(id)) = args.get("invitation_id") {
+        let id: InvitationId = id.parse()?;
+        return Ok(id.room_id().clone());
+    }
+    Err(Refusal::invalid(format!(
+        "{} needs a room_id or an invitation_id",
+        call.name()
+    )))
+}
+
+async fn start(
+    client: async_nats::Client,
+    engines: Engines,
+) -> Result<ServiceHandle, ServiceError> {
     let service = client
         .service_builder()
         .description(DESCRIPTION)
@@ -208,7 +368,7 @@ pub async fn serve(
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
     let (stop, stopped) = oneshot::channel();
     let context = Arc::new(Context {
-        engine,
+        engines,
         client: client.clone(),
     });
     let dispatch = tokio::spawn(dispatch(requests, stopped, context, in_flight.clone()));
@@ -247,7 +407,7 @@ async fn add_endpoints(service: &Service) -> Result<Requests, ServiceError> {
 }
 
 struct Context {
-    engine: Engine,
+    engines: Engines,
     client: async_nats::Client,
 }
 
@@ -371,11 +531,16 @@ impl Query {
 
 /// The reply body for one request: `{"ok": ...}` or `{"error": ...}`.
 async fn answer(context: &Context, call: Call, payload: &[u8]) -> Vec<u8> {
+    let engine = match context.target(call, payload).await {
+        Ok(Target::Here(engine)) => engine,
+        Ok(Target::Answered(body)) => return body,
+        Err(refusal) => return error_body(refusal),
+    };
     let body = match call {
-        Call::Command(name) => run_command(&context.engine, name, payload)
+        Call::Command(name) => run_command(&engine, name, payload)
             .await
             .map(|reply| ok_body(&reply)),
-        Call::Query(query) => run_query(context, query, payload).await,
+        Call::Query(query) => run_query(context, &engine, query, payload).await,
     };
     body.unwrap_or_else(error_body)
 }
@@ -656,8 +821,12 @@ struct EntitlementBody {
 }
 
 /// Runs a query and returns its whole `{"ok": ...}` body.
-async fn run_query(context: &Context, query: Query, payload: &[u8]) -> Result<Vec<u8>, Refusal> {
-    let engine = &context.engine;
+async fn run_query(
+    context: &Context,
+    engine: &Engine,
+    query: Query,
+    payload: &[u8],
+) -> Result<Vec<u8>, Refusal> {
     match query {
         Query::Room => {
             let args: RoomArgs = query_args(payload)?;
@@ -679,13 +848,18 @@ async fn run_query(context: &Context, query: Query, payload: &[u8]) -> Result<Ve
                 invitation_id: found.invitation_id,
             }))
         }
-        Query::ReadEvents | Query::ReadRoom => read_log(context, query, payload).await,
+        Query::ReadEvents | Query::ReadRoom => read_log(context, engine, query, payload).await,
     }
 }
 
 /// `read_events` and `read_room`: they read sled, so they run on the blocking pool.
-async fn read_log(context: &Context, query: Query, payload: &[u8]) -> Result<Vec<u8>, Refusal> {
-    let engine = context.engine.clone();
+async fn read_log(
+    context: &Context,
+    engine: &Engine,
+    query: Query,
+    payload: &[u8],
+) -> Result<Vec<u8>, Refusal> {
+    let engine = engine.clone();
     let bytes_max = context.client.max_payload();
     if query == Query::ReadEvents {
         let args: ReadEventsArgs = query_args(payload)?;

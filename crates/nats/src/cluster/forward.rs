@@ -1,7 +1,8 @@
 //! Requests forwarded to a partition's owner over NATS request/reply. The owner of partition `p` answers on
-//! `cohost.v1.partition.<p>.http` while it owns `p`, and only then, so NATS itself routes a request to the
+//! `cohost.v1.partition.<p>.http` (HTTP requests, which the daemon encodes) and `cohost.v1.partition.<p>.service`
+//! (requests to the `cohost` service) while it owns `p`, and only then, so NATS itself routes a request to the
 //! owner, and a partition that is moving has no responder for a moment: the forwarder tries again until its
-//! deadline. The payloads are opaque here (the daemon encodes HTTP requests and responses).
+//! deadline. The payloads are opaque here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +15,20 @@ use tokio::sync::Semaphore;
 /// Requests one owner handles at once for one partition; more wait in the subscription's buffer.
 pub const IN_FLIGHT_MAX: usize = 256;
 
-/// The subject the owner of `partition` answers forwarded requests on.
-pub fn subject(partition: u32) -> String {
-    format!("cohost.v1.partition.{partition}.http")
+/// What a forwarded request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Http,
+    Service,
+}
+
+/// The subject the owner of `partition` answers forwarded requests of `kind` on.
+pub fn subject(partition: u32, kind: Kind) -> String {
+    let kind = match kind {
+        Kind::Http => "http",
+        Kind::Service => "service",
+    };
+    format!("cohost.v1.partition.{partition}.{kind}")
 }
 
 /// Why a forwarded request has no answer.
@@ -46,12 +58,13 @@ impl Forwarder {
     pub async fn request(
         &self,
         partition: u32,
+        kind: Kind,
         payload: Bytes,
         deadline: Instant,
         retry: impl Fn(&Bytes) -> bool,
     ) -> Result<Bytes, ForwardError> {
         let started = Instant::now();
-        let subject = subject(partition);
+        let subject = subject(partition, kind);
         let mut pause = Duration::from_millis(20);
         let mut last_answer = None;
         loop {
@@ -96,10 +109,11 @@ impl Responder {
     pub async fn start(
         client: async_nats::Client,
         partition: u32,
+        kind: Kind,
         handler: Handler,
     ) -> Result<Self, ForwardError> {
         let mut requests = client
-            .subscribe(subject(partition))
+            .subscribe(subject(partition, kind))
             .await
             .map_err(|e| ForwardError::Nats(e.to_string()))?;
         let slots = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
