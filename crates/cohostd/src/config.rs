@@ -29,6 +29,15 @@ pub enum Subcommands {
         #[arg(long, default_value_t = 3_600)]
         ttl_s: u64,
     },
+    /// Cluster mode's tools (they talk to the cluster's NATS, `--nats-url`, not to a node).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Prints which node owns each partition, the partition's position in the log, and its followers' cursors.
+    Status,
 }
 
 #[derive(Debug, Clone, Args)]

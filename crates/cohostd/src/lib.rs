@@ -28,7 +28,7 @@ use cohost_engine::{Engine, FollowerStatus};
 use cohost_nats::relay::{Mode, Relay, RelayConfig};
 use cohost_proto::UserId;
 
-use crate::config::{Cli, ClusterSettings, Settings, Subcommands};
+use crate::config::{Cli, ClusterCommand, ClusterSettings, Settings, Subcommands};
 
 /// The daemon: parses the command line and the environment, then serves until SIGTERM, or runs a subcommand.
 pub fn main() -> ExitCode {
@@ -47,6 +47,9 @@ pub fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Some(Subcommands::Token { user, ttl_s }) => token(&cli.settings, &user, ttl_s),
+        Some(Subcommands::Cluster(ClusterCommand::Status)) => {
+            runtime.block_on(cluster_status(&cli.settings))
+        }
         None => runtime.block_on(serve(cli.settings)),
     };
     match outcome {
@@ -387,6 +390,42 @@ fn follow_partitions(
         }
         .boxed()
     })
+}
+
+/// `cohostd cluster status`: one line per partition, from the cluster's buckets and log.
+async fn cluster_status(settings: &Settings) -> Result<(), String> {
+    use cohost_nats::cluster::Last;
+    let url = settings
+        .nats_url
+        .as_deref()
+        .ok_or("cluster status needs --nats-url (or COHOST_NATS_URL): the cluster's servers")?;
+    let client = cohost_nats::connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
+    let (fixed, partitions) = cohost_nats::cluster::status(&client).await?;
+    println!(
+        "{} partitions, log over {} stream(s), format {}",
+        fixed.partitions, fixed.log_streams, fixed.format
+    );
+    println!("partition  owner             epoch  last_seq  log_seq  cursors");
+    for p in partitions {
+        let (owner, epoch) = p.owner.map_or(("-".to_owned(), "-".to_owned()), |h| {
+            (h.node, h.epoch.to_string())
+        });
+        let last = match p.last {
+            Last::Nothing => "-".to_owned(),
+            Last::Batch { last_seq } => last_seq.to_string(),
+            Last::Marker(marker) => format!("(marker {})", marker.epoch),
+        };
+        let cursors: Vec<String> = p.cursors.iter().map(|(s, n)| format!("{s}={n}")).collect();
+        println!(
+            "{:>9}  {owner:<16} {epoch:>6}  {last:>8}  {:>7}  {}",
+            p.partition,
+            p.log_seq,
+            cursors.join(" ")
+        );
+    }
+    Ok(())
 }
 
 /// Refuses LiveKit's public dev pair beside a real auth secret, and warns about each dev-mode setting.

@@ -69,6 +69,36 @@ async fn service_on_any_node(cluster: &Cluster, room: &str) {
     assert_eq!(spans["error"]["code"], "unavailable", "{spans}");
 }
 
+/// `cohostd cluster status` names the room's partition's owner and its last seq (the room is alone in it, so
+/// its last seq is the room's version).
+async fn cluster_status(cluster: &Cluster, room: &str, owner: usize, version: u64) {
+    let dir = support::data_dir();
+    let output = support::command(dir.path())
+        .args([
+            "--nats-url",
+            &cluster.servers.servers[0].url(),
+            "cluster",
+            "status",
+        ])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let p = partition::of(&RoomId::new(room).unwrap(), PARTITIONS);
+    let line = text
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(&p.to_string()))
+        .unwrap_or_else(|| panic!("no line for partition {p}: {text}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[1], format!("node-{owner}"), "{line}");
+    assert_eq!(fields[3], version.to_string(), "{line}");
+    assert_eq!(text.lines().count(), 2 + PARTITIONS as usize, "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_node_answers_any_room_route() {
     let cluster = Cluster::start().await;
@@ -192,5 +222,7 @@ async fn any_node_answers_any_room_route() {
         );
     }
     assert_eq!(forwarded[owner], 0, "{forwarded:?}");
+    drop(nodes);
+    cluster_status(&cluster, room, owner, version).await;
     assert!(forwarded.iter().sum::<u64>() >= 8, "{forwarded:?}");
 }

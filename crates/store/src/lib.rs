@@ -29,3 +29,10 @@ pub use log::{
 pub use memory::{Crash, MemoryBackend, MemoryStats};
 pub use record::{Batch, CommandIndexEntry, FrameError, IdempotencyRecord, StoredReply};
 pub use replicate::{ReplicateError, Replicator};
+
+/// The seq of the last event in a batch record (as the partition log holds it), for tools that show positions.
+pub fn batch_last_seq(record: &[u8]) -> Result<u64, FrameError> {
+    let batch = record::decode_batch(record)?;
+    let first = batch.first_seq().unwrap_or(1);
+    Ok(first + batch.events.len() as u64 - 1)
+}

@@ -48,7 +48,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn command(dir: &Path) -> Command {
+pub fn command(dir: &Path) -> Command {
     let mut command = Command::new(BIN);
     command.arg("--data-dir").arg(dir);
     // Only what a test passes configures the daemon.

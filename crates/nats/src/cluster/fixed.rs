@@ -57,6 +57,19 @@ fn nats(error: impl std::fmt::Display) -> JoinError {
     JoinError::Nats(error.to_string())
 }
 
+/// The cluster's fixed configuration, as its first node wrote it; `None` before any node joined.
+pub async fn read(js: &jetstream::Context) -> Result<Option<Fixed>, JoinError> {
+    let Ok(bucket) = js.get_key_value(CLUSTER_BUCKET).await else {
+        return Ok(None);
+    };
+    let Some(stored) = bucket.get(CONFIG_KEY).await.map_err(nats)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&stored)
+        .map(Some)
+        .map_err(|e| JoinError::Corrupt(e.to_string()))
+}
+
 /// Joins the cluster: the first node to get here fixes `node`'s configuration for good (create, one winner);
 /// every other node must be configured the same, or is refused, naming both values.
 pub async fn join(

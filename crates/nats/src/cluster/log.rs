@@ -235,6 +235,27 @@ impl PartitionLog {
         }
     }
 
+    /// The last entry on `partition`'s subject, read from the stream's leader; `None` when it has none.
+    pub async fn last(&self, partition: u32) -> Result<Option<Entry>, LogError> {
+        let found = self
+            .stream(partition)
+            .raw_message_builder()
+            .last_by_subject(self.subject(partition))
+            .send()
+            .await;
+        match found {
+            Ok(message) => entry(
+                partition,
+                message.sequence,
+                Some(&message.headers),
+                &message.payload,
+            )
+            .map(Some),
+            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(LogError::Stream(error.to_string())),
+        }
+    }
+
     /// Appends a batch record on `partition`, expecting `expected` (a stream seq, 0 for none) as the subject's
     /// last message. Returns the batch's stream seq once a quorum holds it. A lost ack is resolved here, by
     /// reading the log, before this returns: `Ok` means committed, `Fenced` means another writer appended.

@@ -10,6 +10,7 @@ mod lease;
 mod log;
 mod node;
 mod owner;
+mod status;
 
 pub use cursor::{CURSOR_BUCKET, CursorBook, CursorError, Cursors};
 pub use fixed::{CLUSTER_BUCKET, Fixed, JoinError, LOG_FORMAT, join};
@@ -23,3 +24,4 @@ pub use log::{
 };
 pub use node::{EngineConfig, Following, JoinNodeError, Joining, Node, NodeConfig, StartFollowing};
 pub use owner::{LogReplicator, TakeOverError, take_over};
+pub use status::{Last, PartitionStatus, status};
