@@ -519,6 +519,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             if let Some(routing) = &state.routing {
                 crate::metrics::render_forwards(&mut text, &routing.counts);
             }
+            crate::metrics::render_node(&mut text, node.stats());
             crate::metrics::render_connections(&mut text, &state.connections);
             crate::metrics::render_reads_and_quotas(&mut text, records_read, &state.quotas);
             return ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response();

@@ -280,6 +280,55 @@ fn render_followers(out: &mut String, followers: &[FollowerView]) {
     }
 }
 
+/// A cluster node's leases and takeovers.
+pub fn render_node(out: &mut String, stats: &cohost_nats::cluster::NodeStats) {
+    let count = |value: &AtomicU64| value.load(Ordering::Relaxed);
+    let series = [
+        (
+            "cohost_lease_renewals_total",
+            "Lease renewals that succeeded.",
+            count(&stats.renewals),
+        ),
+        (
+            "cohost_lease_renewals_failed_total",
+            "Lease renewals that failed on the way (the partition is kept until its lease runs out).",
+            count(&stats.renewals_failed),
+        ),
+        (
+            "cohost_leases_lost_total",
+            "Leases found taken by another node.",
+            count(&stats.leases_lost),
+        ),
+        (
+            "cohost_takeovers_total",
+            "Partitions taken over and served.",
+            count(&stats.takeovers),
+        ),
+        (
+            "cohost_takeovers_failed_total",
+            "Takeovers that failed (tried again).",
+            count(&stats.takeovers_failed),
+        ),
+        (
+            "cohost_partitions_given_up_total",
+            "Partitions given up: lost, handed off, or their engine stopped.",
+            count(&stats.given_up),
+        ),
+    ];
+    for (name, help, value) in series {
+        metric(out, "counter", name, help, value);
+    }
+    let seconds = count(&stats.takeover_us) as f64 / 1e6;
+    let help = "Time from a lease taken to the partition served, summed over the takeovers.";
+    metric(
+        out,
+        "counter",
+        "cohost_takeover_seconds_total",
+        help,
+        seconds,
+    );
+}
+
 /// A cluster node's forwarded requests: answered by the owner or not, and the owner's answer time.
 pub fn render_forwards(out: &mut String, forwards: &crate::forward::Forwards) {
     let answered = forwards.answered.load(Ordering::Relaxed);

@@ -84,4 +84,29 @@ async fn a_killed_node_s_partitions_are_served_again_and_no_acknowledged_command
     );
     assert_exactly_once(&cluster, &clients).await;
     assert_relayed_exactly_once(&cluster, &clients).await;
+    // The survivors count the takeovers of the moved partitions, and the time they took.
+    let mut takeovers = 0;
+    let mut seconds = 0.0;
+    for node in cluster.nodes.read().await.iter().flatten() {
+        takeovers += node.metric("cohost_takeovers_total").await;
+        let page = node
+            .http
+            .get(node.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        seconds += page
+            .lines()
+            .find_map(|line| line.strip_prefix("cohost_takeover_seconds_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("the takeover time is on the page");
+    }
+    assert!(
+        takeovers >= moved.len() as u64,
+        "{takeovers} takeovers counted"
+    );
+    assert!(seconds > 0.0, "no takeover time counted");
 }

@@ -22,6 +22,8 @@ pub use log::{
     AppendError, Entry, EntryKind, LOG_STREAMS_DEFAULT, LOG_STREAMS_MAX, LogConfig, LogError,
     Marker, PartitionLog, Tail, log_stream, log_subject, msg_id,
 };
-pub use node::{EngineConfig, Following, JoinNodeError, Joining, Node, NodeConfig, StartFollowing};
+pub use node::{
+    EngineConfig, Following, JoinNodeError, Joining, Node, NodeConfig, NodeStats, StartFollowing,
+};
 pub use owner::{LogReplicator, TakeOverError, take_over};
 pub use status::{Last, PartitionStatus, status};

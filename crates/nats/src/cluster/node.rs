@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -76,6 +77,23 @@ struct Ctx {
     cursors: CursorBook,
     config: NodeConfig,
     owned: Mutex<BTreeMap<u32, Owned>>,
+    stats: NodeStats,
+}
+
+/// What a node counts, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    pub renewals: AtomicU64,
+    /// Renewals that failed on the way (the partition is kept until its lease runs out).
+    pub renewals_failed: AtomicU64,
+    /// Leases found taken by another node.
+    pub leases_lost: AtomicU64,
+    pub takeovers: AtomicU64,
+    pub takeovers_failed: AtomicU64,
+    /// Time from a lease taken to the partition served, summed over the takeovers, in microseconds.
+    pub takeover_us: AtomicU64,
+    /// Partitions given up (lost, handed off, or their engine stopped).
+    pub given_up: AtomicU64,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -233,6 +251,7 @@ impl Node {
             cursors,
             config,
             owned: Mutex::new(BTreeMap::new()),
+            stats: NodeStats::default(),
         });
         let taking = Takes::default();
         let task = Mutex::new(Some(tokio::spawn(run(ctx.clone(), taking.clone()))));
@@ -266,6 +285,11 @@ impl Node {
             .iter()
             .map(|(partition, entry)| (*partition, entry.engine.clone()))
             .collect()
+    }
+
+    /// What the node counted since it started.
+    pub fn stats(&self) -> &NodeStats {
+        &self.ctx.stats
     }
 
     /// The statuses of what follows each owned partition's log, by partition.
@@ -383,6 +407,7 @@ impl Ctx {
     async fn give_up(&self, partition: u32, reason: &str) {
         let entry = self.owned().remove(&partition);
         let Some(entry) = entry else { return };
+        self.stats.given_up.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             node = self.leases.node(),
             partition,
@@ -531,7 +556,14 @@ async fn renew_held(ctx: &Ctx, live: Option<&[String]>) {
         .buffer_unordered(RENEWALS_AT_ONCE)
         .collect()
         .await;
+    let stats = &ctx.stats;
     for (partition, renewed) in renewed {
+        let counted = match &renewed {
+            Ok(_) => &stats.renewals,
+            Err(LeaseError::Lost { .. }) => &stats.leases_lost,
+            Err(_) => &stats.renewals_failed,
+        };
+        counted.fetch_add(1, Ordering::Relaxed);
         match renewed {
             Ok(lease) => {
                 if let Some(slot) = ctx.owned().get_mut(&partition) {
@@ -596,6 +628,7 @@ async fn take(ctx: &Ctx, partition: u32) -> Result<(), LeaseError> {
     let Some(lease) = leases.acquire(partition).await? else {
         return Ok(());
     };
+    let started = Instant::now();
     let dir = ctx
         .config
         .data_dir
@@ -608,6 +641,7 @@ async fn take(ctx: &Ctx, partition: u32) -> Result<(), LeaseError> {
     let (engine, lease) = match taken {
         Ok(taken) => taken,
         Err((error, lease)) => {
+            ctx.stats.takeovers_failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%error, node = leases.node(), partition, "takeover failed; trying again");
             if let Some(lease) = lease {
                 let _ = leases.release(lease).await;
@@ -636,6 +670,10 @@ async fn take(ctx: &Ctx, partition: u32) -> Result<(), LeaseError> {
         None => None,
     };
     *entry.following.lock().unwrap_or_else(|e| e.into_inner()) = following;
+    let stats = &ctx.stats;
+    stats.takeovers.fetch_add(1, Ordering::Relaxed);
+    let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    stats.takeover_us.fetch_add(us, Ordering::Relaxed);
     tracing::info!(
         node = leases.node(),
         partition,
