@@ -12,9 +12,15 @@
 //! workload runs through `cohost_engine::Engine` directly from 64 tasks, and the bench prints both rates, their
 //! latencies and the ratio HTTP / in-process.
 //!
+//! Then, in the same run, the same workload over HTTP through a cluster: three JetStream servers (R3) and three
+//! cohostd nodes in cluster mode, each client keeping its connection to one node (spread over all three), so
+//! about two thirds of the commands go to a node that forwards them to the room's owner. It prints the cluster's
+//! rate beside the single node's, the share of forwarded commands, and the latency of forwarded and local ones.
+//!
 //! `cargo bench -p cohost-benches --bench http`. Environment:
 //! - `COHOST_BENCH_QUICK=1`: a smoke run (short phases, 1 run);
 //! - `COHOST_BENCH_SECS`, `COHOST_BENCH_RUNS`: override one setting;
+//! - `COHOST_BENCH_ONLY=cluster` (or a list without it): run only the named phases (`single`, `cluster`);
 //! - `COHOST_BENCH_DIR`: where data directories go (default: the system temp dir; it must be a real disk);
 //! - `COHOSTD_BIN`: use this cohostd binary instead of building one.
 
@@ -40,6 +46,8 @@ const CLIENTS: usize = 64;
 const GOAL_HTTP: Goal = Goal::at_least("commands over HTTP", 30_000.0, "/s");
 const GOAL_RATIO: Goal = Goal::at_least("HTTP / in-process, same run", 0.5, "x");
 const SECRET: &str = "cohost-bench-secret-0123456789abcdef";
+/// The cluster phase's partitions: the default.
+const CLUSTER_PARTITIONS: u32 = 64;
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -85,8 +93,13 @@ struct Daemon {
 
 impl Daemon {
     async fn start(binary: &PathBuf, dir: tempfile::TempDir) -> Self {
+        Self::start_with(binary, dir, &[]).await
+    }
+
+    async fn start_with(binary: &PathBuf, dir: tempfile::TempDir, args: &[String]) -> Self {
         let port = free_port();
         let child = Process::new(binary)
+            .args(args)
             .arg("--data-dir")
             .arg(dir.path())
             .arg("--http-addr")
@@ -174,6 +187,10 @@ fn tokens(users: &[UserId]) -> HashMap<UserId, header::HeaderValue> {
 #[derive(Default)]
 struct Tally {
     latency_us: Vec<f64>,
+    /// In a cluster: the latencies of the commands sent to a node that does not own the room, and of those sent
+    /// to its owner.
+    forwarded_us: Vec<f64>,
+    local_us: Vec<f64>,
     ok: u64,
     rejected: u64,
     /// Answers that differ from the mirror's (an accept the mirror expected to fail, say).
@@ -184,6 +201,8 @@ struct Tally {
 impl Tally {
     fn merge(&mut self, other: Tally) {
         self.latency_us.extend(other.latency_us);
+        self.forwarded_us.extend(other.forwarded_us);
+        self.local_us.extend(other.local_us);
         self.ok += other.ok;
         self.rejected += other.rejected;
         self.surprises += other.surprises;
@@ -276,18 +295,21 @@ impl Connection {
     }
 }
 
-/// The two ways in: over HTTP to the daemon, or straight to an engine.
+/// The two ways in: over HTTP to the daemon (or to the nodes of a cluster, client `c` to node `c mod n`), or
+/// straight to an engine.
 #[derive(Clone)]
 enum Target {
     Http {
-        base: Arc<str>,
+        bases: Arc<[String]>,
         tokens: Arc<HashMap<UserId, header::HeaderValue>>,
+        /// In a cluster: the node index that owns each partition.
+        owners: Option<Arc<[usize]>>,
     },
     Engine(Engine),
 }
 
 async fn setup(target: &Target, client: usize) {
-    let mut http = connection(target).await;
+    let mut http = connection(target, client).await;
     for i in (client..ROOMS).step_by(CLIENTS) {
         let (host, commands) = mix::setup("room", i);
         for command in commands {
@@ -306,16 +328,32 @@ async fn setup(target: &Target, client: usize) {
     }
 }
 
-/// A connection for a target over HTTP.
-async fn connection(target: &Target) -> Option<Connection> {
+/// A connection for a target over HTTP: client `c` talks to node `c mod n`.
+async fn connection(target: &Target, client: usize) -> Option<Connection> {
     match target {
-        Target::Http { base, .. } => Some(Connection::open(base).await),
+        Target::Http { bases, .. } => Some(Connection::open(&bases[client % bases.len()]).await),
         Target::Engine(_) => None,
     }
 }
 
+/// In a cluster, whether `client`'s command on room `room` (its index in the mirror) goes to a node that does
+/// not own it.
+fn forwarded(target: &Target, client: usize, room: usize) -> Option<bool> {
+    let Target::Http {
+        bases,
+        owners: Some(owners),
+        ..
+    } = target
+    else {
+        return None;
+    };
+    let room = mix::room_id("room", room);
+    let partition = cohost_proto::partition::of(&room, owners.len() as u32) as usize;
+    Some(owners[partition] != client % bases.len())
+}
+
 async fn drive(target: Target, mut client: Client, until: Instant) -> Tally {
-    let mut http = connection(&target).await;
+    let mut http = connection(&target, client.index).await;
     let mut tally = Tally::default();
     while Instant::now() < until {
         let room = client.rng.index(client.rooms.len());
@@ -332,7 +370,13 @@ async fn drive(target: Target, mut client: Client, until: Instant) -> Tally {
                 .await
                 .is_ok(),
         };
-        tally.latency_us.push(sent.elapsed().as_secs_f64() * 1e6);
+        let latency_us = sent.elapsed().as_secs_f64() * 1e6;
+        tally.latency_us.push(latency_us);
+        match forwarded(&target, client.index, client.global_room(plan.room)) {
+            Some(true) => tally.forwarded_us.push(latency_us),
+            Some(false) => tally.local_us.push(latency_us),
+            None => {}
+        }
         if ok {
             tally.ok += 1;
         } else {
@@ -406,6 +450,137 @@ fn print(label: &str, outcome: &Outcome) {
     );
 }
 
+/// One phase's figures over the runs.
+#[derive(Default)]
+struct Figures {
+    rates: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+}
+
+impl Figures {
+    fn push(&mut self, outcome: &Outcome) {
+        self.rates.push(outcome.per_s);
+        self.p50.push(outcome.p50_ms);
+        self.p99.push(outcome.p99_ms);
+    }
+
+    /// Prints the medians; the median rate.
+    fn print(&mut self, label: &str) -> f64 {
+        let rate = median(&mut self.rates);
+        println!(
+            "  {label:<11} {rate:>9.0} commands/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+            median(&mut self.p50),
+            median(&mut self.p99)
+        );
+        rate
+    }
+}
+
+/// Three JetStream servers (R3) and three cohostd nodes in cluster mode, every partition owned.
+struct ClusterUnderTest {
+    nodes: Vec<Daemon>,
+    _servers: cohost_nats::test_server::TestCluster,
+}
+
+impl ClusterUnderTest {
+    async fn start(binary: &PathBuf, fresh: impl Fn() -> tempfile::TempDir) -> Self {
+        let servers = cohost_nats::test_server::TestCluster::start(3);
+        let client = async_nats::connect(servers.addrs())
+            .await
+            .expect("connects");
+        servers.wait_ready(&client).await;
+        let urls: Vec<String> = servers.servers.iter().map(|s| s.url()).collect();
+        let mut nodes = Vec::new();
+        for n in 0..3 {
+            let args: Vec<String> = [
+                "--cluster",
+                "true",
+                "--node-id",
+                &format!("node-{n}"),
+                "--nats-url",
+                &urls.join(","),
+                "--partitions",
+                &CLUSTER_PARTITIONS.to_string(),
+                "--log-replicas",
+                "3",
+            ]
+            .map(String::from)
+            .to_vec();
+            nodes.push(Daemon::start_with(binary, fresh(), &args).await);
+        }
+        Self {
+            nodes,
+            _servers: servers,
+        }
+    }
+
+    /// The node index owning each partition, once every partition is owned by a node preferred for it.
+    async fn owners(&self) -> Vec<usize> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut owners = vec![usize::MAX; CLUSTER_PARTITIONS as usize];
+            let mut counts = [0; 3];
+            for (n, node) in self.nodes.iter().enumerate() {
+                for p in served(&node.base).await {
+                    owners[p as usize] = n;
+                    counts[n] += 1;
+                }
+            }
+            if owners.iter().all(|o| *o != usize::MAX) && counts.iter().all(|c| *c > 0) {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                return owners;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the partitions were never shared"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn stop(self) {
+        for node in self.nodes {
+            node.stop();
+        }
+    }
+}
+
+/// The partitions a node serves, from its `/healthz`.
+async fn served(base: &str) -> Vec<u32> {
+    let host = base.trim_start_matches("http://");
+    let Ok(stream) = tokio::net::TcpStream::connect(host).await else {
+        return Vec::new();
+    };
+    let Ok((mut sender, connection)) = http1::handshake(TokioIo::new(stream)).await else {
+        return Vec::new();
+    };
+    tokio::spawn(connection);
+    let request = hyper::Request::get("/healthz")
+        .header(header::HOST, host)
+        .body(Full::new(Bytes::new()))
+        .expect("a request");
+    let Ok(response) = sender.send_request(request).await else {
+        return Vec::new();
+    };
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    health["partitions"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p.as_u64())
+                .map(|p| p as u32)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let common = Common::from_env(3, 3.0, 1, 1.0);
@@ -420,56 +595,120 @@ async fn main() {
     println!(
         "http: {CLIENTS} keep-alive clients over {ROOMS} live rooms, {secs} s per phase, {runs} run(s), {cpus} CPUs (client and daemon share them)"
     );
-
-    let (mut http_rates, mut engine_rates) = (Vec::new(), Vec::new());
-    let (mut http_p50, mut http_p99, mut engine_p50, mut engine_p99) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut http, mut engine, mut cluster) =
+        (Figures::default(), Figures::default(), Figures::default());
+    let mut forwarded = Figures::default();
     let mut mix_counts = BTreeMap::new();
     for run_no in 1..=runs {
         println!("run {run_no}:");
-        let daemon = Daemon::start(&binary, fresh()).await;
-        let target = Target::Http {
-            base: daemon.base.clone().into(),
-            tokens: tokens.clone(),
-        };
-        let http = run(target, &users, &mirror, secs).await;
-        daemon.stop();
-        print("HTTP", &http);
+        if common.runs_phase("single") {
+            let daemon = Daemon::start(&binary, fresh()).await;
+            let bases: Arc<[String]> = vec![daemon.base.clone()].into();
+            let target = Target::Http {
+                bases,
+                tokens: tokens.clone(),
+                owners: None,
+            };
+            let outcome = run(target, &users, &mirror, secs).await;
+            daemon.stop();
+            print("HTTP", &outcome);
+            http.push(&outcome);
+            mix_counts = outcome.tally.mix;
 
-        let engine_dir = fresh();
-        let engine = Engine::open(Config::new(engine_dir.path())).expect("a fresh engine opens");
-        let inproc = run(Target::Engine(engine.clone()), &users, &mirror, secs).await;
-        engine.shutdown().await;
-        print("in-process", &inproc);
-
-        http_rates.push(http.per_s);
-        http_p50.push(http.p50_ms);
-        http_p99.push(http.p99_ms);
-        engine_rates.push(inproc.per_s);
-        engine_p50.push(inproc.p50_ms);
-        engine_p99.push(inproc.p99_ms);
-        mix_counts = http.tally.mix;
+            let engine_dir = fresh();
+            let opened =
+                Engine::open(Config::new(engine_dir.path())).expect("a fresh engine opens");
+            let outcome = run(Target::Engine(opened.clone()), &users, &mirror, secs).await;
+            opened.shutdown().await;
+            print("in-process", &outcome);
+            engine.push(&outcome);
+        }
+        if common.runs_phase("cluster") {
+            let (outcome, of_forwarded) =
+                cluster_run(&binary, &fresh, &tokens, &users, &mirror, secs).await;
+            cluster.push(&outcome);
+            forwarded.push(&of_forwarded);
+        }
     }
+    report(
+        &mut http,
+        &mut engine,
+        &mut cluster,
+        &mut forwarded,
+        &mix_counts,
+    );
+}
 
-    let http_rate = median(&mut http_rates);
-    let engine_rate = median(&mut engine_rates);
+/// One run of the workload through the three nodes of a cluster: its outcome, and that of the forwarded
+/// commands alone.
+async fn cluster_run(
+    binary: &PathBuf,
+    fresh: &impl Fn() -> tempfile::TempDir,
+    tokens: &Arc<HashMap<UserId, header::HeaderValue>>,
+    users: &Arc<[UserId]>,
+    mirror: &[cohost_core::RoomState],
+    secs: f64,
+) -> (Outcome, Outcome) {
+    let under_test = ClusterUnderTest::start(binary, fresh).await;
+    let owners: Arc<[usize]> = under_test.owners().await.into();
+    let bases: Arc<[String]> = under_test.nodes.iter().map(|n| n.base.clone()).collect();
+    let target = Target::Http {
+        bases,
+        tokens: tokens.clone(),
+        owners: Some(owners),
+    };
+    let mut outcome = run(target, users, mirror, secs).await;
+    under_test.stop();
+    print("HTTP, 3 nodes", &outcome);
+    let count = outcome.tally.forwarded_us.len();
+    let share = count as f64 / outcome.tally.latency_us.len().max(1) as f64;
+    let forwarded = Outcome {
+        per_s: count as f64 / secs,
+        p50_ms: percentile(&mut outcome.tally.forwarded_us, 50.0) / 1e3,
+        p99_ms: percentile(&mut outcome.tally.forwarded_us, 99.0) / 1e3,
+        tally: Tally::default(),
+    };
+    let local = &mut outcome.tally.local_us;
+    println!(
+        "    forwarded {:.0}% of the commands: p50 {:.2} ms, p99 {:.2} ms; sent to the owner: p50 {:.2} ms, p99 {:.2} ms",
+        share * 100.0,
+        forwarded.p50_ms,
+        forwarded.p99_ms,
+        percentile(local, 50.0) / 1e3,
+        percentile(local, 99.0) / 1e3
+    );
+    (outcome, forwarded)
+}
+
+fn report(
+    http: &mut Figures,
+    engine: &mut Figures,
+    cluster: &mut Figures,
+    forwarded: &mut Figures,
+    mix_counts: &BTreeMap<&'static str, u64>,
+) {
     let total: u64 = mix_counts.values().sum();
     let mix_text: Vec<String> = mix_counts
         .iter()
         .map(|(name, n)| format!("{name} {:.0}%", *n as f64 * 100.0 / total.max(1) as f64))
         .collect();
-    println!("medians over {runs} run(s); mix: {}", mix_text.join(", "));
-    println!(
-        "  HTTP        {http_rate:>9.0} commands/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
-        median(&mut http_p50),
-        median(&mut http_p99)
-    );
-    println!(
-        "  in-process  {engine_rate:>9.0} commands/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
-        median(&mut engine_p50),
-        median(&mut engine_p99)
-    );
-    println!("  ratio HTTP / in-process: {:.2}", http_rate / engine_rate);
-    GOAL_HTTP.report(http_rate);
-    GOAL_RATIO.report(http_rate / engine_rate);
+    println!("medians; mix: {}", mix_text.join(", "));
+    if !http.rates.is_empty() {
+        let http_rate = http.print("HTTP");
+        let engine_rate = engine.print("in-process");
+        println!("  ratio HTTP / in-process: {:.2}", http_rate / engine_rate);
+        GOAL_HTTP.report(http_rate);
+        GOAL_RATIO.report(http_rate / engine_rate);
+        if !cluster.rates.is_empty() {
+            let cluster_rate = cluster.print("HTTP, 3 nodes");
+            forwarded.print("  forwarded");
+            println!(
+                "  ratio 3 nodes / one node, over HTTP: {:.2}",
+                cluster_rate / http_rate
+            );
+        }
+    } else if !cluster.rates.is_empty() {
+        cluster.print("HTTP, 3 nodes");
+        forwarded.print("  forwarded");
+    }
 }
