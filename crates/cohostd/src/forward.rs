@@ -3,13 +3,12 @@
 //! its own router, as if the client had called it, and the response comes back as it was. So replies, errors,
 //! token minting and read-your-writes are the owner's, whichever node was asked.
 //!
-//! A command the client sent without `Idempotency-Key` gets one here (`fwd-…`), so that trying again while the
-//! partition moves never applies it twice. A forwarded request is marked, and never forwarded a second time:
-//! an owner that lost the partition meanwhile answers 503, and the forwarding node tries again until its
+//! A command the client sent without `Idempotency-Key` gets one here (`fwd-…`, echoed in the response's
+//! `Idempotency-Key`), so that asking again while the partition moves never applies it twice. A forwarded request
+//! is marked, and never forwarded a second time. A node subscribed for a partition whose lease has run out does
+//! not answer at all, so the forwarding node gets the serving owner's answer or none, and asks again until its
 //! deadline. Live collections (SSE) are not forwarded: they stay 503 on a node that does not serve the room.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, he
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use cohost_nats::cluster::{ForwardError, Forwarder, Handler, Kind, Node};
+use cohost_nats::cluster::{ForwardError, Forwarder, Handler, Keys, Kind, Limits, Node};
 use cohost_proto::{ErrorCode, InvitationId, RoomId};
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
@@ -43,7 +42,7 @@ const ANSWER_BYTES_MAX: usize = 900 * 1024;
 pub struct Routing {
     pub node: Arc<Node>,
     pub forwarder: Forwarder,
-    keys: Arc<KeyMaker>,
+    keys: Arc<Keys>,
     pub counts: Arc<Forwards>,
 }
 
@@ -63,35 +62,9 @@ impl Routing {
         Self {
             node,
             forwarder,
-            keys: Arc::new(KeyMaker::new()),
+            keys: Arc::new(Keys::default()),
             counts: Arc::default(),
         }
-    }
-}
-
-/// Idempotency keys for commands sent without one: random per process, then counted.
-#[derive(Debug)]
-struct KeyMaker {
-    prefix: String,
-    next: AtomicU64,
-}
-
-impl KeyMaker {
-    fn new() -> Self {
-        // RandomState is seeded from the operating system's randomness for each process.
-        let random = |n: u64| RandomState::new().hash_one(n);
-        Self {
-            prefix: format!("fwd-{:016x}{:016x}", random(1), random(2)),
-            next: AtomicU64::new(1),
-        }
-    }
-
-    fn next(&self) -> String {
-        format!(
-            "{}-{}",
-            self.prefix,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        )
     }
 }
 
@@ -175,7 +148,9 @@ fn wants_events(headers: &HeaderMap) -> bool {
 }
 
 /// The middleware of a cluster node's router: a room route whose partition this node does not serve goes to
-/// the owner; every other request goes on here.
+/// the owner; so does one whose partition moved away while it ran here and answered 503. Every other request
+/// goes on here. A command gets an `Idempotency-Key` first if it has none, so that running it here and then at
+/// the owner never applies it twice.
 pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let Some(routing) = state.routing.clone() else {
         return next.run(request).await;
@@ -184,53 +159,53 @@ pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: N
         return next.run(request).await;
     }
     let creates = request.method() == Method::POST && request.uri().path() == "/v1/rooms";
-    if creates {
-        return route_create(&state, &routing, request, next).await;
-    }
-    let Some(room) = room_in_path(request.uri().path()) else {
-        return next.run(request).await;
-    };
-    if routing.node.engine_for(&room).is_some() {
+    let in_path = room_in_path(request.uri().path());
+    if !creates && in_path.is_none() {
         return next.run(request).await;
     }
     // Unauthenticated callers get their 401 here, before anything is read or sent, as the handlers would.
     if let Err(error) = crate::http::authenticated(&state, request.headers()) {
         return error.into_response();
     }
-    let partition = routing.node.partition_of(&room);
     let unread = request.extensions().get::<BodyUnread>().cloned();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let body = match crate::http::read_whole(body, &parts.headers, state.body_read_timeout).await {
         Ok(body) => body,
         Err(error) => return body_failed(error, unread),
     };
-    forward(&routing, partition, parts, body).await
+    // `POST /v1/rooms` names its room in the body; one that names none is the handler's to refuse.
+    let Some(room) = in_path.or_else(|| room_in_body(&body)) else {
+        return next.run(Request::from_parts(parts, Body::from(body))).await;
+    };
+    let generated = keyed(&routing, &mut parts);
+    if routing.node.engine_for(&room).is_some() {
+        let here = Request::from_parts(parts.clone(), Body::from(body.clone()));
+        let response = next.run(here).await;
+        if response.status() != StatusCode::SERVICE_UNAVAILABLE
+            || routing.node.engine_for(&room).is_some()
+        {
+            return with_key(response, generated);
+        }
+    }
+    forward(
+        &routing,
+        routing.node.partition_of(&room),
+        parts,
+        body,
+        generated,
+    )
+    .await
 }
 
-/// `POST /v1/rooms`: the room is in the body, so the body is read first (within the same limits as the
-/// handler's); a room served here, or a body naming no room, goes on to the handler with the body read.
-async fn route_create(
-    state: &AppState,
-    routing: &Routing,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Err(error) = crate::http::authenticated(state, request.headers()) {
-        return error.into_response();
+/// Gives a command without `Idempotency-Key` one; the key given.
+fn keyed(routing: &Routing, parts: &mut axum::http::request::Parts) -> Option<HeaderValue> {
+    let changes = parts.method == Method::POST || parts.method == Method::DELETE;
+    if !changes || parts.headers.contains_key("idempotency-key") {
+        return None;
     }
-    let unread = request.extensions().get::<BodyUnread>().cloned();
-    let (parts, body) = request.into_parts();
-    let body = match crate::http::read_whole(body, &parts.headers, state.body_read_timeout).await {
-        Ok(body) => body,
-        Err(error) => return body_failed(error, unread),
-    };
-    match room_in_body(&body) {
-        Some(room) if routing.node.engine_for(&room).is_none() => {
-            let partition = routing.node.partition_of(&room);
-            forward(routing, partition, parts, body).await
-        }
-        _ => next.run(Request::from_parts(parts, Body::from(body))).await,
-    }
+    let key = HeaderValue::from_str(&routing.keys.next()).expect("the key is ASCII");
+    parts.headers.insert("idempotency-key", key.clone());
+    Some(key)
 }
 
 fn body_failed(error: ApiError, unread: Option<BodyUnread>) -> Response {
@@ -249,12 +224,8 @@ async fn forward(
     partition: u32,
     mut parts: axum::http::request::Parts,
     body: Bytes,
+    generated: Option<HeaderValue>,
 ) -> Response {
-    let changes = parts.method == Method::POST || parts.method == Method::DELETE;
-    if changes && !parts.headers.contains_key("idempotency-key") {
-        let key = HeaderValue::from_str(&routing.keys.next()).expect("the key is ASCII");
-        parts.headers.insert("idempotency-key", key);
-    }
     let node =
         HeaderValue::from_str(routing.node.node_id()).unwrap_or(HeaderValue::from_static("?"));
     parts.headers.insert(FORWARDED_BY, node);
@@ -269,9 +240,7 @@ async fn forward(
     let deadline = sent + DEADLINE;
     let answered = routing
         .forwarder
-        .request(partition, Kind::Http, payload, deadline, |answer| {
-            decode(answer).is_none_or(|a| a.status == StatusCode::SERVICE_UNAVAILABLE.as_u16())
-        })
+        .request(partition, Kind::Http, payload, deadline)
         .await;
     let counts = &routing.counts;
     let counted = match &answered {
@@ -286,11 +255,15 @@ async fn forward(
     let answer = match answered {
         Ok(answer) => answer,
         Err(error @ ForwardError::NoAnswer { .. }) => {
-            return ApiError::new(ErrorCode::Unavailable, error.to_string()).into_response();
+            let response = ApiError::new(ErrorCode::Unavailable, error.to_string()).into_response();
+            return with_key(response, generated);
         }
         Err(error) => {
             let message = format!("the owner of partition {partition} could not be asked: {error}");
-            return ApiError::new(ErrorCode::Unavailable, message).into_response();
+            return with_key(
+                ApiError::new(ErrorCode::Unavailable, message).into_response(),
+                generated,
+            );
         }
     };
     let Some(answer) = decode(&answer) else {
@@ -302,6 +275,15 @@ async fn forward(
     *response.status_mut() =
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     *response.headers_mut() = header_map(answer.headers);
+    with_key(response, generated)
+}
+
+/// A response that names the key this node gave the command, so that a client told `unavailable` can ask again
+/// with it.
+fn with_key(mut response: Response, key: Option<HeaderValue>) -> Response {
+    if let Some(key) = key {
+        response.headers_mut().insert("idempotency-key", key);
+    }
     response
 }
 
@@ -309,12 +291,19 @@ fn decode(answer: &[u8]) -> Option<Answered> {
     postcard::from_bytes(answer).ok()
 }
 
-/// The owner's side: runs each forwarded request through `router` (set once the daemon has built it; until
-/// then, and for a request that does not decode, the answer is 503 or 400).
-pub fn handler(router: Arc<OnceLock<Router>>) -> Handler {
+/// The owner's side for one partition: runs each forwarded request through `router` while `serving` says this
+/// node serves the partition, and does not answer otherwise (see the module docs). Until the router is set
+/// (the node is starting), the answer is 503.
+pub fn handler(
+    router: Arc<OnceLock<Router>>,
+    serving: Arc<dyn Fn() -> bool + Send + Sync>,
+) -> Handler {
     Arc::new(move |payload: Bytes| {
-        let router = router.get().cloned();
+        let (router, serving) = (router.get().cloned(), serving.clone());
         async move {
+            if !serving() {
+                return None;
+            }
             let response = match (router, postcard::from_bytes::<Forwarded>(&payload)) {
                 (None, _) => {
                     ApiError::new(ErrorCode::Unavailable, "the node is starting").into_response()
@@ -331,10 +320,32 @@ pub fn handler(router: Arc<OnceLock<Router>>) -> Handler {
                     Err(error) => error.into_response(),
                 },
             };
-            answer(response).await
+            // A 503 from a partition that moved away while the request ran is not the owner's answer: the
+            // forwarder asks again, and the new owner answers.
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE && !serving() {
+                return None;
+            }
+            Some(answer(response).await)
         }
         .boxed()
     })
+}
+
+/// What an owner answers by itself: 503 when `slots` are all taken, 500 when a handler panicked.
+pub async fn limits(slots: Arc<tokio::sync::Semaphore>) -> Limits {
+    let busy = ApiError::new(
+        ErrorCode::Unavailable,
+        "the room's owner has too many forwarded requests in flight; retry shortly",
+    );
+    let failed = ApiError::new(
+        ErrorCode::Internal,
+        "the room's owner failed on this request",
+    );
+    Limits {
+        slots,
+        busy: answer(busy.into_response()).await,
+        failed: answer(failed.into_response()).await,
+    }
 }
 
 fn rebuild(forwarded: Forwarded) -> Result<Request, ApiError> {
@@ -399,10 +410,11 @@ mod tests {
 
     #[test]
     fn generated_keys_are_valid_command_ids_and_differ() {
-        let keys = KeyMaker::new();
+        let keys = Keys::default();
         let (a, b) = (keys.next(), keys.next());
         assert_ne!(a, b);
         assert!(cohost_proto::CommandId::new(&a).is_ok(), "{a}");
-        assert_ne!(KeyMaker::new().prefix, keys.prefix, "random per process");
+        let other = Keys::default().next();
+        assert_ne!(other[..36], a[..36], "random per instance: {a} {other}");
     }
 }

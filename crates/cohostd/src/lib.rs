@@ -9,6 +9,7 @@
 //! process, over an engine on a disk they control.
 
 pub mod auth;
+mod cluster;
 mod config;
 mod error;
 mod forward;
@@ -28,7 +29,7 @@ use cohost_engine::{Engine, FollowerStatus};
 use cohost_nats::relay::{Mode, Relay, RelayConfig};
 use cohost_proto::UserId;
 
-use crate::config::{Cli, ClusterCommand, ClusterSettings, Settings, Subcommands};
+use crate::config::{Cli, ClusterCommand, Settings, Subcommands};
 
 /// The daemon: parses the command line and the environment, then serves until SIGTERM, or runs a subcommand.
 pub fn main() -> ExitCode {
@@ -48,7 +49,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Some(Subcommands::Token { user, ttl_s }) => token(&cli.settings, &user, ttl_s),
         Some(Subcommands::Cluster(ClusterCommand::Status)) => {
-            runtime.block_on(cluster_status(&cli.settings))
+            runtime.block_on(cluster::cluster_status(&cli.settings))
         }
         None => runtime.block_on(serve(cli.settings)),
     };
@@ -63,7 +64,7 @@ pub fn main() -> ExitCode {
 
 /// The deployment's auth secret (from the setting or its file), or the dev one (generated once, kept in the
 /// data dir); and whether it is the dev one.
-fn auth_secret(settings: &Settings) -> Result<(String, bool), String> {
+pub(crate) fn auth_secret(settings: &Settings) -> Result<(String, bool), String> {
     let configured = match (&settings.auth_secret, &settings.auth_secret_file) {
         (Some(secret), _) => Some(secret.clone()),
         (None, Some(path)) => Some(
@@ -99,7 +100,7 @@ fn auth_secret(settings: &Settings) -> Result<(String, bool), String> {
 }
 
 /// Verifies user tokens with the deployment's secret and token rules.
-fn authenticator(settings: &Settings, secret: &str) -> auth::Auth {
+pub(crate) fn authenticator(settings: &Settings, secret: &str) -> auth::Auth {
     let rules = auth::TokenRules {
         lifetime_max: Duration::from_secs(settings.jwt_lifetime_max_s),
         issuer: settings.jwt_issuer.clone(),
@@ -121,7 +122,7 @@ fn token(settings: &Settings, user: &str, ttl_s: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn livekit(settings: &Settings) -> Result<(LiveKitConfig, bool), String> {
+pub(crate) fn livekit(settings: &Settings) -> Result<(LiveKitConfig, bool), String> {
     let dev = LiveKitConfig::dev();
     let (api_key, api_secret, dev_mode) =
         match (&settings.livekit_api_key, &settings.livekit_api_secret) {
@@ -145,11 +146,11 @@ fn livekit(settings: &Settings) -> Result<(LiveKitConfig, bool), String> {
 }
 
 /// How often the quotas forget users whose buckets have refilled.
-const QUOTA_SWEEP_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const QUOTA_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 async fn serve(settings: Settings) -> Result<(), String> {
     if let Some(cluster) = settings.cluster()? {
-        return serve_cluster(settings, cluster).await;
+        return cluster::serve_cluster(settings, cluster).await;
     }
     let config = settings.engine()?;
     let (secret, dev_auth) = auth_secret(&settings)?;
@@ -208,228 +209,12 @@ async fn serve(settings: Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// Cluster mode: joins the cluster (its partition count and log format must match this node's), then serves
-/// the rooms of the partitions this node owns, taking and giving them up as nodes come and go, with each owned
-/// partition's relay (and revoker, with LiveKit admin on). Part 1 serves room-scoped routes only; webhooks and
-/// cross-partition collections come later.
-async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(), String> {
-    use cohost_nats::cluster::{self, Node};
-    let template = settings.engine()?;
-    let (secret, dev_auth) = auth_secret(&settings)?;
-    let (livekit, dev_livekit) = livekit(&settings)?;
-    dev_mode(&settings, dev_auth, dev_livekit)?;
-    let limits = settings.limits();
-    // COHOST_STORE_CACHE_MB is the node's: each partition's local store gets its share.
-    let cache = (template.store_cache_bytes / u64::from(cluster.partitions)).max(1 << 20);
-    let engine = Arc::new(move |dir: std::path::PathBuf| {
-        let mut config = template.clone();
-        config.data_dir = dir;
-        config.store_cache_bytes = cache;
-        config
-    });
-    let client = cohost_nats::connect(&cluster.nats_url)
-        .await
-        .map_err(|e| format!("cannot connect to NATS at {}: {e}", cluster.nats_url))?;
-    if settings.jetstream {
-        ensure_stream(&client, cluster.replicas).await?;
-    }
-    // The router answers the requests other nodes forward to the partitions this one owns; it is built once
-    // the node has joined, and until then those requests are answered 503 (and tried again).
-    let router: Arc<std::sync::OnceLock<axum::Router>> = Arc::default();
-    let joined: Arc<std::sync::OnceLock<Arc<Node>>> = Arc::default();
-    let joining = cluster::Joining {
-        nats_url: cluster.nats_url.clone(),
-        node_id: cluster.node_id.clone(),
-        partitions: cluster.partitions,
-        log_streams: cluster.log_streams,
-        replicas: cluster.replicas,
-        data_dir: settings.data_dir.clone(),
-        engine,
-        follow: Some(follow_partitions(
-            client.clone(),
-            &settings,
-            &cluster,
-            &livekit,
-            Owners {
-                router: router.clone(),
-                node: joined.clone(),
-            },
-        )),
-    };
-    let node = Arc::new(Node::join(joining).await.map_err(|e| e.to_string())?);
-    let _ = joined.set(node.clone());
-    let service = cohost_nats::service::serve_cluster(client.clone(), node.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(settings.http_addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.http_addr))?;
-    tracing::info!(addr = %settings.http_addr, node = %cluster.node_id, partitions = cluster.partitions, "cohostd listening in cluster mode");
-    let (closing_tx, closing) = tokio::sync::watch::channel(false);
-    let mut state = http::AppState::cluster(
-        node.clone(),
-        livekit,
-        authenticator(&settings, &secret),
-        closing,
-    );
-    state.body_read_timeout = limits.body_read_timeout;
-    let connections = state.connections.clone();
-    state.quotas = Arc::new(quota::Quotas::new(settings.quotas(limits.connections_max)));
-    quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);
-    state.routing = Some(forward::Routing::new(
-        node.clone(),
-        cohost_nats::cluster::Forwarder::new(client),
-    ));
-    let _ = router.set(http::router(state));
-    let (_routers_tx, routers) =
-        tokio::sync::watch::channel(router.get().expect("set just above").clone());
-    let stopped = serve::serve(listener, routers, limits, connections, async move {
-        shutdown_signal().await;
-        let _ = closing_tx.send(true);
-    })
-    .await;
-    if let serve::Stopped::Dropped(open) = stopped {
-        tracing::warn!(
-            open,
-            "connections still open after the shutdown grace period were dropped"
-        );
-    }
-    tracing::info!("stopping: handing the partitions off");
-    if let Err(error) = service.stop().await {
-        tracing::warn!(%error, "NATS service did not stop cleanly");
-    }
-    node.stop().await;
-    tracing::info!("stopped cleanly");
-    Ok(())
-}
-
-/// Makes the stream `COHOST` ready before any partition's relay publishes into it, trying for a while: a
-/// cluster that is starting has no JetStream leader yet.
-async fn ensure_stream(client: &cohost_nats::Client, replicas: usize) -> Result<(), String> {
-    let started = std::time::Instant::now();
-    loop {
-        match cohost_nats::relay::ensure_stream(client, replicas).await {
-            Ok(()) => return Ok(()),
-            Err(error) if started.elapsed() < Duration::from_secs(30) => {
-                tracing::warn!(%error, "preparing the stream COHOST; trying again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(error) => return Err(format!("cannot prepare the stream COHOST: {error}")),
-        }
-    }
-}
-
-/// What a partition's owner answers forwarded requests with, both set once the node has joined.
-struct Owners {
-    router: Arc<std::sync::OnceLock<axum::Router>>,
-    node: Arc<std::sync::OnceLock<Arc<cohost_nats::cluster::Node>>>,
-}
-
-/// What follows each partition a cluster node owns: the answers to requests other nodes forward to it, the
-/// relay into NATS (the stream `COHOST` when `COHOST_JETSTREAM` is on, with the log's replicas), and the revoker
-/// when LiveKit admin is on.
-fn follow_partitions(
-    client: cohost_nats::Client,
-    settings: &Settings,
-    cluster: &ClusterSettings,
-    livekit: &LiveKitConfig,
-    owners: Owners,
-) -> cohost_nats::cluster::StartFollowing {
-    use futures::FutureExt;
-    let mode = if settings.jetstream {
-        Mode::JetStream
-    } else {
-        Mode::Core
-    };
-    let relay_config = RelayConfig {
-        encoding: settings.wire_encoding,
-        replicas: cluster.replicas,
-        ..RelayConfig::new(mode)
-    };
-    let livekit = livekit.clone();
-    Arc::new(move |partition, engine: Engine| {
-        let client = client.clone();
-        let relay_config = RelayConfig {
-            partition: Some(partition),
-            ..relay_config.clone()
-        };
-        let livekit = livekit.clone();
-        let handler = forward::handler(owners.router.clone());
-        let joined = owners.node.clone();
-        let resolve: cohost_nats::service::Resolve =
-            Arc::new(move |room| joined.get()?.engine_for(room));
-        let service = cohost_nats::service::owner_handler(client.clone(), resolve);
-        async move {
-            let revoker = if livekit.admin {
-                Some(Revoker::start(engine.clone(), livekit).map_err(|e| e.to_string())?)
-            } else {
-                None
-            };
-            let relay = Relay::start(engine, client.clone(), relay_config)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut statuses = vec![relay.follower()];
-            statuses.extend(revoker.iter().map(Revoker::follower));
-            use cohost_nats::cluster::{Kind, Responder};
-            let responder = Responder::start(client.clone(), partition, Kind::Http, handler)
-                .await
-                .map_err(|e| e.to_string())?;
-            let service = Responder::start(client.clone(), partition, Kind::Service, service)
-                .await
-                .map_err(|e| e.to_string())?;
-            let stop = async move {
-                responder.stop();
-                service.stop();
-                relay.stop().await;
-                if let Some(revoker) = revoker {
-                    revoker.stop().await;
-                }
-            }
-            .boxed();
-            Ok(cohost_nats::cluster::Following { statuses, stop })
-        }
-        .boxed()
-    })
-}
-
-/// `cohostd cluster status`: one line per partition, from the cluster's buckets and log.
-async fn cluster_status(settings: &Settings) -> Result<(), String> {
-    use cohost_nats::cluster::Last;
-    let url = settings
-        .nats_url
-        .as_deref()
-        .ok_or("cluster status needs --nats-url (or COHOST_NATS_URL): the cluster's servers")?;
-    let client = cohost_nats::connect(url)
-        .await
-        .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
-    let (fixed, partitions) = cohost_nats::cluster::status(&client).await?;
-    println!(
-        "{} partitions, log over {} stream(s), format {}",
-        fixed.partitions, fixed.log_streams, fixed.format
-    );
-    println!("partition  owner             epoch  last_seq  log_seq  cursors");
-    for p in partitions {
-        let (owner, epoch) = p.owner.map_or(("-".to_owned(), "-".to_owned()), |h| {
-            (h.node, h.epoch.to_string())
-        });
-        let last = match p.last {
-            Last::Nothing => "-".to_owned(),
-            Last::Batch { last_seq } => last_seq.to_string(),
-            Last::Marker(marker) => format!("(marker {})", marker.epoch),
-        };
-        let cursors: Vec<String> = p.cursors.iter().map(|(s, n)| format!("{s}={n}")).collect();
-        println!(
-            "{:>9}  {owner:<16} {epoch:>6}  {last:>8}  {:>7}  {}",
-            p.partition,
-            p.log_seq,
-            cursors.join(" ")
-        );
-    }
-    Ok(())
-}
-
 /// Refuses LiveKit's public dev pair beside a real auth secret, and warns about each dev-mode setting.
-fn dev_mode(settings: &Settings, dev_auth: bool, dev_livekit: bool) -> Result<(), String> {
+pub(crate) fn dev_mode(
+    settings: &Settings,
+    dev_auth: bool,
+    dev_livekit: bool,
+) -> Result<(), String> {
     if !dev_auth && dev_livekit {
         // Anyone can sign a webhook with LiveKit's public dev pair, and so stop any room.
         return Err("an auth secret is set (not dev mode), so LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set too, \
@@ -523,7 +308,7 @@ async fn start_nats(
 }
 
 /// SIGTERM or Ctrl-C: stop accepting connections, finish the requests in flight, then drain and flush.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {

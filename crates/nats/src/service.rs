@@ -81,7 +81,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::cluster::{Forwarder, Handler, Kind, Node};
+use crate::cluster::{Forwarder, Handler, Keys, Kind, Limits, Node};
 
 /// Requests handled at once; past this a request gets `unavailable` at once.
 pub const IN_FLIGHT_MAX: usize = 1_024;
@@ -210,28 +210,52 @@ pub async fn serve_cluster(
     client: async_nats::Client,
     node: Arc<Node>,
 ) -> Result<ServiceHandle, ServiceError> {
-    let forwarder = Forwarder::new(client.clone());
-    start(client, Engines::Node { node, forwarder }).await
+    let engines = Engines::Node {
+        node,
+        forwarder: Forwarder::new(client.clone()),
+        keys: Arc::new(Keys::default()),
+    };
+    start(client, engines).await
 }
 
-/// What the owner of a partition answers the service requests other nodes forward to it with: its engine for
-/// the request's room (`resolve`, which must check the owner's lease), else `unavailable`.
-pub fn owner_handler(client: async_nats::Client, resolve: Resolve) -> Handler {
-    let context = Arc::new(Context {
-        engines: Engines::Owner(resolve),
-        client,
-    });
+/// What the owner of a partition answers the service requests other nodes forward to it with: the partition's
+/// engine while this node serves it (`engine`, which checks the lease); while it does not, no answer at all,
+/// so the forwarder's answer is the serving owner's.
+pub fn owner_handler(client: async_nats::Client, engine: PartitionEngine) -> Handler {
     Arc::new(move |frame: Bytes| {
-        let context = context.clone();
+        let (client, serving) = (client.clone(), engine.clone());
         async move {
+            let context = Context {
+                engines: Engines::One(serving()?),
+                client,
+            };
             let body = match unframe(&frame) {
                 Some((call, payload)) => answer(&context, call, payload).await,
                 None => error_body(Refusal::invalid("a forwarded request does not decode")),
             };
-            Bytes::from(body)
+            // `unavailable` from a partition that moved away while the request ran is not the owner's answer:
+            // the forwarder asks again, and the new owner answers.
+            if unavailable(&body) && serving().is_none() {
+                return None;
+            }
+            Some(Bytes::from(body))
         }
         .boxed()
     })
+}
+
+/// What the owner answers by itself, in the service's terms: busy (`unavailable`), or failed (`internal`).
+pub fn owner_limits(slots: Arc<Semaphore>) -> Limits {
+    let busy = Refusal::new(
+        ErrorCode::Unavailable,
+        "the partition's owner has too many forwarded requests in flight; retry shortly",
+    );
+    let failed = Refusal::new(ErrorCode::Internal, "the service failed on this request");
+    Limits {
+        slots,
+        busy: Bytes::from(error_body(busy)),
+        failed: Bytes::from(error_body(failed)),
+    }
 }
 
 /// How long a cluster node tries to reach a partition's owner, as its HTTP API does.
@@ -253,20 +277,20 @@ fn unframe(frame: &[u8]) -> Option<(Call, &[u8])> {
     Some((call, &frame[split + 1..]))
 }
 
-/// A cluster node's engine for a room, checked against its lease.
-pub type Resolve = Arc<dyn Fn(&RoomId) -> Option<Engine> + Send + Sync>;
+/// A partition's engine on its owner while the owner's lease is valid.
+pub type PartitionEngine = Arc<dyn Fn() -> Option<Engine> + Send + Sync>;
 
 /// Where a request's engine comes from.
 enum Engines {
+    /// One engine: a single node, or the owner answering a forwarded request (never forwarded again).
     One(Engine),
     /// A cluster node in the queue group: the engine of the room's partition if it serves it, else the owner's
     /// answer.
     Node {
         node: Arc<Node>,
         forwarder: Forwarder,
+        keys: Arc<Keys>,
     },
-    /// The owner's side of a forwarded request: never forwarded again.
-    Owner(Resolve),
 }
 
 /// What runs a request: an engine here, or the owner's answer, already made.
@@ -277,44 +301,46 @@ enum Target {
 
 impl Context {
     async fn target(&self, call: Call, payload: &[u8]) -> Result<Target, Refusal> {
-        let room = match &self.engines {
+        let (node, forwarder, keys) = match &self.engines {
             Engines::One(engine) => return Ok(Target::Here(engine.clone())),
-            _ => room_of(call, payload)?,
+            Engines::Node {
+                node,
+                forwarder,
+                keys,
+            } => (node, forwarder, keys),
         };
-        match &self.engines {
-            Engines::One(_) => unreachable!("answered above"),
-            Engines::Owner(resolve) => resolve(&room).map(Target::Here).ok_or_else(|| {
-                Refusal::new(
-                    ErrorCode::Unavailable,
-                    format!("this node does not serve the partition of room {room} now"),
-                )
-            }),
-            Engines::Node { node, forwarder } => {
-                if let Some(engine) = node.engine_for(&room) {
-                    return Ok(Target::Here(engine));
-                }
-                let partition = node.partition_of(&room);
-                let deadline = std::time::Instant::now() + FORWARD_DEADLINE;
-                let answered = forwarder
-                    .request(
-                        partition,
-                        Kind::Service,
-                        frame(call, payload),
-                        deadline,
-                        |answer| unavailable(answer),
-                    )
-                    .await
-                    .map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
-                Ok(Target::Answered(answered.to_vec()))
-            }
+        let room = room_of(call, payload)?;
+        if let Some(engine) = node.engine_for(&room) {
+            return Ok(Target::Here(engine));
         }
+        let payload = keyed(call, payload, keys)?;
+        let partition = node.partition_of(&room);
+        let deadline = std::time::Instant::now() + FORWARD_DEADLINE;
+        let answered = forwarder
+            .request(partition, Kind::Service, frame(call, &payload), deadline)
+            .await
+            .map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
+        Ok(Target::Answered(answered.to_vec()))
     }
 }
 
-/// Whether a reply body is the error `unavailable`, to be tried again.
+/// Whether a reply body is the error `unavailable`.
 fn unavailable(body: &[u8]) -> bool {
     serde_json::from_slice::<Value>(body)
         .is_ok_and(|reply| reply["error"]["code"] == ErrorCode::Unavailable.as_str())
+}
+
+/// A command's payload with a `command_id`, generated if it had none, so that asking the owner again while the
+/// partition moves never applies it twice. Queries go as they came.
+fn keyed(call: Call, payload: &[u8], keys: &Keys) -> Result<Vec<u8>, Refusal> {
+    if !matches!(call, Call::Command(_)) {
+        return Ok(payload.to_vec());
+    }
+    let mut args = parse_object(payload)?;
+    if matches!(args.get("command_id"), None | Some(Value::Null)) {
+        args.insert("command_id".into(), Value::String(keys.next()));
+    }
+    Ok(to_json(&args))
 }
 
 /// The room a request names (`room_id`, or `invitation_id`), which decides the partition in cluster mode.

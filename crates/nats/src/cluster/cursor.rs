@@ -1,21 +1,34 @@
 //! The cursors of a partition's followers (the relay, the revoker), kept in a KV bucket so they move with the
 //! partition: a new owner resumes each follower where the old one saved it, not from the start of the log.
 //!
-//! One key per partition (`p<n>`), holding every sink's seq. Only the owner writes it, each time a turn finds a
-//! cursor moved, so it trails the local store by up to a turn; a follower resumed from a trailing cursor
-//! repeats a few events, which the stream `COHOST` drops by `Nats-Msg-Id` and the revoker treats as done. An
-//! old owner's late write can only move a cursor back, with the same effect.
+//! One key per partition (`p<n>`), holding every sink's seq and the lease epoch of the owner that wrote it. Only
+//! the owner writes it, while its lease is valid, each time a turn finds a cursor moved, so it trails the local
+//! store by up to a turn; a follower resumed from a trailing cursor repeats a few events, which the stream
+//! `COHOST` drops by `Nats-Msg-Id` (within its 2-minute window) and the revoker treats as done. A write is a
+//! compare-and-set that never replaces a later epoch's cursors, so an old owner's late write cannot move the
+//! new owner's cursors back.
 
 use std::collections::BTreeMap;
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 /// The KV bucket of follower cursors.
 pub const CURSOR_BUCKET: &str = "COHOST_CURSORS";
 
 /// Sink name to the last seq it handled.
 pub type Cursors = BTreeMap<String, u64>;
+
+/// What a key holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    epoch: u64,
+    cursors: Cursors,
+}
+
+/// How many times a save reads the key again after losing a compare-and-set to another write.
+const SAVE_ATTEMPTS: usize = 3;
 
 /// The cursor bucket.
 #[derive(Debug, Clone)]
@@ -56,24 +69,71 @@ impl CursorBook {
         Ok(Self { kv })
     }
 
+    /// The bucket if it exists; nothing is created (for tools that only read).
+    pub async fn existing(js: &jetstream::Context) -> Result<Option<Self>, CursorError> {
+        match js.get_key_value(CURSOR_BUCKET).await {
+            Ok(kv) => Ok(Some(Self { kv })),
+            Err(error) if error.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {
+                Ok(None)
+            }
+            Err(error) => Err(nats(error)),
+        }
+    }
+
     /// The partition's saved cursors; none before its first save.
     pub async fn load(&self, partition: u32) -> Result<Cursors, CursorError> {
-        let Some(value) = self.kv.get(key(partition)).await.map_err(nats)? else {
-            return Ok(Cursors::new());
+        Ok(self
+            .read(partition)
+            .await?
+            .map(|(saved, _)| saved.cursors)
+            .unwrap_or_default())
+    }
+
+    /// The key's value and revision.
+    async fn read(&self, partition: u32) -> Result<Option<(Saved, u64)>, CursorError> {
+        let Some(entry) = self.kv.entry(key(partition)).await.map_err(nats)? else {
+            return Ok(None);
         };
-        serde_json::from_slice(&value).map_err(|e| {
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let saved = serde_json::from_slice(&entry.value).map_err(|e| {
             CursorError(format!(
                 "the cursors of partition {partition} cannot be read: {e}"
             ))
-        })
+        })?;
+        Ok(Some((saved, entry.revision)))
     }
 
-    pub async fn save(&self, partition: u32, cursors: &Cursors) -> Result<(), CursorError> {
-        let value = serde_json::to_vec(cursors).expect("a map of strings to numbers serializes");
-        self.kv
-            .put(key(partition), Bytes::from(value))
-            .await
-            .map_err(nats)?;
-        Ok(())
+    /// Saves the cursors of the owner of lease `epoch`, unless a later epoch's are there already (then this
+    /// owner was deposed, and its cursors are stale).
+    pub async fn save(
+        &self,
+        partition: u32,
+        epoch: u64,
+        cursors: &Cursors,
+    ) -> Result<(), CursorError> {
+        let saved = Saved {
+            epoch,
+            cursors: cursors.clone(),
+        };
+        let value = Bytes::from(serde_json::to_vec(&saved).expect("cursors serialize"));
+        for _ in 0..SAVE_ATTEMPTS {
+            let written = match self.read(partition).await? {
+                Some((current, _)) if current.epoch > epoch => return Ok(()),
+                Some((_, revision)) => self
+                    .kv
+                    .update(key(partition), value.clone(), revision)
+                    .await
+                    .is_ok(),
+                None => self.kv.create(key(partition), value.clone()).await.is_ok(),
+            };
+            if written {
+                return Ok(());
+            }
+        }
+        Err(CursorError(format!(
+            "the cursors of partition {partition} kept changing under this write"
+        )))
     }
 }

@@ -59,8 +59,12 @@ fn nats(error: impl std::fmt::Display) -> JoinError {
 
 /// The cluster's fixed configuration, as its first node wrote it; `None` before any node joined.
 pub async fn read(js: &jetstream::Context) -> Result<Option<Fixed>, JoinError> {
-    let Ok(bucket) = js.get_key_value(CLUSTER_BUCKET).await else {
-        return Ok(None);
+    let bucket = match js.get_key_value(CLUSTER_BUCKET).await {
+        Ok(bucket) => bucket,
+        Err(error) if error.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {
+            return Ok(None);
+        }
+        Err(error) => return Err(nats(error)),
     };
     let Some(stored) = bucket.get(CONFIG_KEY).await.map_err(nats)? else {
         return Ok(None);

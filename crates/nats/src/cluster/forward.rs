@@ -1,19 +1,22 @@
 //! Requests forwarded to a partition's owner over NATS request/reply. The owner of partition `p` answers on
 //! `cohost.v1.partition.<p>.http` (HTTP requests, which the daemon encodes) and `cohost.v1.partition.<p>.service`
-//! (requests to the `cohost` service) while it owns `p`, and only then, so NATS itself routes a request to the
-//! owner, and a partition that is moving has no responder for a moment: the forwarder tries again until its
-//! deadline. The payloads are opaque here.
+//! (requests to the `cohost` service) while it serves `p`, and only then: a node subscribed there whose lease has
+//! run out does not answer at all. So NATS itself routes a request to the owner, the first answer is always the
+//! serving owner's, and a partition that is moving has no answer for a moment: the forwarder asks again until
+//! its deadline. The payloads are opaque here.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 
-/// Requests one owner handles at once for one partition; more wait in the subscription's buffer.
-pub const IN_FLIGHT_MAX: usize = 256;
+/// How long one attempt waits for the owner's answer before the forwarder asks again (with the same request, so
+/// a command's key makes that safe).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a forwarded request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,11 +37,38 @@ pub fn subject(partition: u32, kind: Kind) -> String {
 /// Why a forwarded request has no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    /// Nobody answered within the deadline: no node owned the partition, or its owner was too slow.
+    /// Nobody answered within the deadline: no node served the partition, or its owner was too slow.
     #[error("no owner of partition {partition} answered within {waited:?}")]
     NoAnswer { partition: u32, waited: Duration },
     #[error("NATS: {0}")]
     Nats(String),
+}
+
+/// Idempotency keys for commands forwarded without one, so that asking again never applies them twice: random
+/// per process, then counted (`fwd-` and 32 hex digits, a dash, a number; at most 64 characters).
+#[derive(Debug)]
+pub struct Keys {
+    prefix: String,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        // RandomState is seeded from the operating system's randomness in each process.
+        let random = |n: u64| std::collections::hash_map::RandomState::new().hash_one(n);
+        Self {
+            prefix: format!("fwd-{:016x}{:016x}", random(1), random(2)),
+            next: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+}
+
+impl Keys {
+    pub fn next(&self) -> String {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{n}", self.prefix)
+    }
 }
 
 /// Sends requests to partition owners.
@@ -52,33 +82,30 @@ impl Forwarder {
         Self { client }
     }
 
-    /// Sends `payload` to the owner of `partition`, trying again while nobody answers (the partition is moving)
-    /// until `deadline`; `retry` says whether an answer is one to try again (the owner found it does not own
-    /// the partition any more, say), as long as time is left.
+    /// Sends `payload` to the owner of `partition` and returns its answer, asking again while nobody answers
+    /// (the partition is moving, or its owner is slow: each attempt waits up to [`ATTEMPT_TIMEOUT`]) until
+    /// `deadline`. Only an owner that serves the partition answers, and its answer is final.
     pub async fn request(
         &self,
         partition: u32,
         kind: Kind,
         payload: Bytes,
         deadline: Instant,
-        retry: impl Fn(&Bytes) -> bool,
     ) -> Result<Bytes, ForwardError> {
         let started = Instant::now();
         let subject = subject(partition, kind);
         let mut pause = Duration::from_millis(20);
-        let mut last_answer = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return last_answer.ok_or(ForwardError::NoAnswer {
+                return Err(ForwardError::NoAnswer {
                     partition,
                     waited: started.elapsed(),
                 });
             }
             let asked = self.client.request(subject.clone(), payload.clone());
-            match tokio::time::timeout(left, asked).await {
-                Ok(Ok(message)) if !retry(&message.payload) => return Ok(message.payload),
-                Ok(Ok(message)) => last_answer = Some(message.payload),
+            match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), asked).await {
+                Ok(Ok(message)) => return Ok(message.payload),
                 Ok(Err(error)) => {
                     use async_nats::RequestErrorKind as Kind;
                     if !matches!(error.kind(), Kind::NoResponders | Kind::TimedOut) {
@@ -94,8 +121,19 @@ impl Forwarder {
     }
 }
 
-/// Answers one forwarded request.
-pub type Handler = Arc<dyn Fn(Bytes) -> BoxFuture<'static, Bytes> + Send + Sync>;
+/// Answers one forwarded request; `None` when this node does not serve the partition now (its lease ran out):
+/// then it does not answer at all, so the answer a forwarder gets is the serving owner's, never a refusal
+/// that raced it.
+pub type Handler = Arc<dyn Fn(Bytes) -> BoxFuture<'static, Option<Bytes>> + Send + Sync>;
+
+/// What an owner answers by itself: `busy` once `slots` requests are in flight, `failed` when a handler panics.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Forwarded requests in flight on this node, over all its partitions and both kinds.
+    pub slots: Arc<Semaphore>,
+    pub busy: Bytes,
+    pub failed: Bytes,
+}
 
 /// Answers the forwarded requests of one partition until stopped or dropped.
 #[derive(Debug)]
@@ -104,30 +142,38 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// Subscribes to the partition's subject and answers each request with `handler`, at most
-    /// [`IN_FLIGHT_MAX`] at once.
+    /// Subscribes to the partition's subject and answers each request with `handler`, within `limits`.
     pub async fn start(
         client: async_nats::Client,
         partition: u32,
         kind: Kind,
         handler: Handler,
+        limits: Limits,
     ) -> Result<Self, ForwardError> {
         let mut requests = client
             .subscribe(subject(partition, kind))
             .await
             .map_err(|e| ForwardError::Nats(e.to_string()))?;
-        let slots = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
         let task = tokio::spawn(async move {
             while let Some(message) = requests.next().await {
                 let Some(reply) = message.reply else { continue };
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
+                let Ok(slot) = limits.slots.clone().try_acquire_owned() else {
+                    send(&client, reply, limits.busy.clone(), partition).await;
+                    continue;
                 };
                 let (client, handler) = (client.clone(), handler.clone());
+                let failed = limits.failed.clone();
                 tokio::spawn(async move {
-                    let answer = handler(message.payload).await;
-                    if let Err(error) = client.publish(reply, answer).await {
-                        tracing::warn!(%error, partition, "a forwarded request's answer was not sent");
+                    let answer = AssertUnwindSafe(handler(message.payload))
+                        .catch_unwind()
+                        .await;
+                    match answer {
+                        Ok(Some(answer)) => send(&client, reply, answer, partition).await,
+                        Ok(None) => {}
+                        Err(_) => {
+                            tracing::error!(partition, "a forwarded request's handler panicked");
+                            send(&client, reply, failed, partition).await;
+                        }
                     }
                     drop(slot);
                 });
@@ -136,9 +182,21 @@ impl Responder {
         Ok(Self { task })
     }
 
-    /// Stops answering (requests being handled finish on their own).
+    /// Stops answering. Requests being handled finish on their own; those not yet taken are asked again by
+    /// their forwarders after an attempt's timeout.
     pub fn stop(self) {
         self.task.abort();
+    }
+}
+
+async fn send(
+    client: &async_nats::Client,
+    reply: async_nats::Subject,
+    answer: Bytes,
+    partition: u32,
+) {
+    if let Err(error) = client.publish(reply, answer).await {
+        tracing::warn!(%error, partition, "a forwarded request's answer was not sent");
     }
 }
 

@@ -174,6 +174,23 @@ pub struct PartitionLog {
 
 impl PartitionLog {
     /// Opens the streams, creating them on first use.
+    /// The log's streams as they are, creating nothing (for tools that only read).
+    pub async fn existing(js: jetstream::Context, config: LogConfig) -> Result<Self, LogError> {
+        let mut streams = Vec::new();
+        for k in 0..config.streams {
+            let stream = js
+                .get_stream(log_stream(k, config.streams))
+                .await
+                .map_err(|e| LogError::Stream(e.to_string()))?;
+            streams.push(stream);
+        }
+        Ok(Self {
+            js,
+            streams,
+            config,
+        })
+    }
+
     pub async fn open(js: jetstream::Context, config: LogConfig) -> Result<Self, LogError> {
         if !(1..=LOG_STREAMS_MAX).contains(&config.streams) {
             return Err(LogError::Stream(format!(

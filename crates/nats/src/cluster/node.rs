@@ -78,6 +78,11 @@ struct Ctx {
     config: NodeConfig,
     owned: Mutex<BTreeMap<u32, Owned>>,
     stats: NodeStats,
+    /// Partitions being given up, beside the turns (a drain waits on the relay and NATS, which must not delay
+    /// the other partitions' renewals). `stop` waits for them; a crash aborts them.
+    draining: Mutex<tokio::task::JoinSet<()>>,
+    /// The cursor save in flight, beside the turns for the same reason; a turn starts none while one runs.
+    saving: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// What a node counts, for `/metrics`.
@@ -252,6 +257,8 @@ impl Node {
             config,
             owned: Mutex::new(BTreeMap::new()),
             stats: NodeStats::default(),
+            draining: Mutex::default(),
+            saving: Mutex::default(),
         });
         let taking = Takes::default();
         let task = Mutex::new(Some(tokio::spawn(run(ctx.clone(), taking.clone()))));
@@ -269,7 +276,11 @@ impl Node {
 
     /// The engine of `room_id`'s partition, if this node owns it and its lease is valid by this node's clock.
     pub fn engine_for(&self, room_id: &RoomId) -> Option<Engine> {
-        let partition = self.partition_of(room_id);
+        self.engine_of(self.partition_of(room_id))
+    }
+
+    /// The engine of `partition`, if this node owns it and its lease is valid by this node's clock.
+    pub fn engine_of(&self, partition: u32) -> Option<Engine> {
         let owned = self.ctx.owned();
         let entry = owned.get(&partition)?;
         entry
@@ -352,11 +363,14 @@ impl Node {
         if let Err(error) = leases.leave().await {
             tracing::warn!(%error, node = leases.node(), "could not leave the live nodes; its heartbeat will age out");
         }
-        // Side by side, each step bounded: with NATS unreachable a stop still ends in about a TTL or two.
+        // The drains under way finish; the rest run side by side, each step bounded, so with NATS unreachable
+        // a stop still ends in a few seconds.
+        let mut draining = std::mem::take(&mut *self.ctx.draining());
+        while draining.join_next().await.is_some() {}
         let owned = std::mem::take(&mut *self.ctx.owned());
         futures::stream::iter(owned)
             .for_each_concurrent(RENEWALS_AT_ONCE, |(partition, entry)| {
-                self.ctx.drain(partition, entry)
+                self.ctx.drain(partition, entry, false)
             })
             .await;
     }
@@ -374,6 +388,16 @@ impl Drop for Node {
         ));
         // A crash: what follows the partitions stops with them, saving nothing.
         self.ctx.owned().clear();
+        drop(std::mem::take(&mut *self.ctx.draining()));
+        if let Some(saving) = self
+            .ctx
+            .saving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            saving.abort();
+        }
     }
 }
 
@@ -382,9 +406,14 @@ impl Ctx {
         self.owned.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Ends a partition here: stops its followers, saves their cursors, shuts its engine down and releases
-    /// its lease (only the lease this node wrote last is deleted: a lost one belongs to someone else by now).
-    async fn drain(&self, partition: u32, entry: Owned) {
+    fn draining(&self) -> std::sync::MutexGuard<'_, tokio::task::JoinSet<()>> {
+        self.draining.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends a partition here: stops its followers, saves their cursors (unless its lease was `lost`: they are
+    /// the new owner's to save), shuts its engine down and releases its lease (only the lease this node wrote
+    /// last is deleted: a lost one belongs to someone else by now).
+    async fn drain(&self, partition: u32, entry: Owned, lost: bool) {
         let following = entry
             .following
             .lock()
@@ -393,18 +422,22 @@ impl Ctx {
         if let Some(following) = following {
             following.stop.await;
         }
-        let ttl = self.leases.config().ttl;
-        let saved = tokio::time::timeout(ttl, save_cursors(&self.cursors, partition, &entry))
-            .await
-            .unwrap_or_else(|_| Err("no answer in time".to_owned()));
-        if let Err(error) = saved {
-            tracing::warn!(%error, node = self.leases.node(), partition, "the followers' cursors were not saved; the next owner repeats a few events");
+        if !lost {
+            let ttl = self.leases.config().ttl;
+            let saved =
+                tokio::time::timeout(ttl, save_cursors(&self.cursors, partition, &entry, true))
+                    .await
+                    .unwrap_or_else(|_| Err("no answer in time".to_owned()));
+            if let Err(error) = saved {
+                tracing::warn!(%error, node = self.leases.node(), partition, "the followers' cursors were not saved; the next owner repeats a few events");
+            }
         }
         entry.engine.shutdown().await;
         let _ = self.leases.release(entry.lease).await;
     }
 
-    async fn give_up(&self, partition: u32, reason: &str) {
+    /// Takes the partition out of those served now, and drains it beside the turns.
+    fn give_up(self: &Arc<Self>, partition: u32, reason: &str, lost: bool) {
         let entry = self.owned().remove(&partition);
         let Some(entry) = entry else { return };
         self.stats.given_up.fetch_add(1, Ordering::Relaxed);
@@ -414,20 +447,28 @@ impl Ctx {
             reason,
             "giving the partition up"
         );
-        self.drain(partition, entry).await;
+        let ctx = self.clone();
+        let mut draining = self.draining();
+        while draining.try_join_next().is_some() {}
+        draining.spawn(async move { ctx.drain(partition, entry, lost).await });
     }
 }
 
-/// Saves the partition's cursors if they moved since last saved; the cursors saved.
-async fn save_cursors(book: &CursorBook, partition: u32, entry: &Owned) -> Result<Cursors, String> {
+/// Saves the partition's cursors if they moved since last saved (or `always`); the cursors saved.
+async fn save_cursors(
+    book: &CursorBook,
+    partition: u32,
+    entry: &Owned,
+    always: bool,
+) -> Result<Cursors, String> {
     let now: Cursors = entry
         .engine
         .cursors()
         .map_err(|e| e.to_string())?
         .into_iter()
         .collect();
-    if now != entry.saved {
-        book.save(partition, &now)
+    if always || now != entry.saved {
+        book.save(partition, entry.lease.epoch, &now)
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -482,17 +523,26 @@ fn reap(taking: &Takes, in_flight: &mut BTreeMap<tokio::task::Id, u32>, node: &s
 }
 
 /// One turn: heartbeat, renew what is held, give up what was lost or failed, hand off what another live
-/// node is preferred for, and save the followers' cursors that moved. Returns the partitions this node is
-/// preferred for and does not hold, to take. A NATS error skips only its own step: renewing matters most, and
-/// a lease that could not be renewed fences its engine by its own expiry.
-async fn turn(ctx: &Ctx) -> Result<Vec<u32>, LeaseError> {
+/// node is preferred for, and start saving the followers' cursors that moved. Returns the partitions this node
+/// is preferred for and does not hold, to take. A NATS error skips only its own step: renewing matters most,
+/// and a lease that could not be renewed fences its engine by its own expiry. Nothing else waits in a turn:
+/// drains and cursor saves run beside it.
+async fn turn(ctx: &Arc<Ctx>) -> Result<Vec<u32>, LeaseError> {
     let leases = &ctx.leases;
     if let Err(error) = leases.heartbeat().await {
         tracing::warn!(%error, node = leases.node(), "heartbeat failed");
     }
     let live = leases.live_nodes().await;
     renew_held(ctx, live.as_deref().ok()).await;
-    save_moved_cursors(ctx).await;
+    let mut saving = ctx.saving.lock().unwrap_or_else(|e| e.into_inner());
+    if saving
+        .as_ref()
+        .is_none_or(tokio::task::JoinHandle::is_finished)
+    {
+        let ctx = ctx.clone();
+        *saving = Some(tokio::spawn(async move { save_moved_cursors(&ctx).await }));
+    }
+    drop(saving);
     let live = live?;
     let held = ctx.owned();
     Ok((0..ctx.config.partitions)
@@ -500,15 +550,23 @@ async fn turn(ctx: &Ctx) -> Result<Vec<u32>, LeaseError> {
         .collect())
 }
 
-/// Saves, side by side, the cursors that moved since the last save of each owned partition.
+/// Saves, side by side, the cursors that moved since the last save of each partition served now (a partition
+/// whose lease ran out may have a new owner, whose cursors these must not replace).
 async fn save_moved_cursors(ctx: &Ctx) {
-    let held: Vec<(u32, Owned)> = ctx.owned().iter().map(|(p, o)| (*p, o.clone())).collect();
+    let now = Instant::now();
+    let held: Vec<(u32, Owned)> = ctx
+        .owned()
+        .iter()
+        .filter(|(_, o)| o.lease.is_valid(now))
+        .map(|(p, o)| (*p, o.clone()))
+        .collect();
     let saves: Vec<(u32, Result<Cursors, String>)> = futures::stream::iter(held)
         .map(|(partition, entry)| async move {
             let ttl = ctx.leases.config().ttl;
-            let saved = tokio::time::timeout(ttl, save_cursors(&ctx.cursors, partition, &entry))
-                .await
-                .unwrap_or_else(|_| Err("no answer in time".to_owned()));
+            let saved =
+                tokio::time::timeout(ttl, save_cursors(&ctx.cursors, partition, &entry, false))
+                    .await
+                    .unwrap_or_else(|_| Err("no answer in time".to_owned()));
             (partition, saved)
         })
         .buffer_unordered(RENEWALS_AT_ONCE)
@@ -533,7 +591,7 @@ async fn save_moved_cursors(ctx: &Ctx) {
 /// live node is preferred for (`live`, when it could be read). A renewal that fails on the way, or takes longer
 /// than the TTL, keeps the partition: the next turn tries again, and meanwhile the lease's own expiry stops the
 /// engine being served. Renewals run side by side, so one slow answer does not age the others out.
-async fn renew_held(ctx: &Ctx, live: Option<&[String]>) {
+async fn renew_held(ctx: &Arc<Ctx>, live: Option<&[String]>) {
     let leases = &ctx.leases;
     let held: Vec<(u32, Owned)> = ctx.owned().iter().map(|(p, o)| (*p, o.clone())).collect();
     let mut renewing = Vec::new();
@@ -547,7 +605,7 @@ async fn renew_held(ctx: &Ctx, live: Option<&[String]>) {
             None
         };
         match handoff {
-            Some(reason) => ctx.give_up(partition, reason).await,
+            Some(reason) => ctx.give_up(partition, reason, false),
             None => renewing.push((partition, entry.lease)),
         }
     }
@@ -571,7 +629,7 @@ async fn renew_held(ctx: &Ctx, live: Option<&[String]>) {
                 }
             }
             Err(reason @ LeaseError::Lost { .. }) => {
-                ctx.give_up(partition, &reason.to_string()).await;
+                ctx.give_up(partition, &reason.to_string(), true);
             }
             Err(error) => {
                 tracing::warn!(%error, node = leases.node(), partition, "renewal failed; kept until the lease expires");
@@ -589,11 +647,27 @@ async fn take_over_renewing(
     ctx: &Ctx,
     lease: Lease,
     engine: Config,
-    cursors: Cursors,
 ) -> Result<(Engine, Lease), (String, Option<Lease>)> {
     let leases = &ctx.leases;
     let claimed = lease.clone();
-    let takeover = take_over(&ctx.log, leases.node(), &claimed, engine, cursors);
+    let partition = lease.partition;
+    let takeover = async {
+        // Bounded: a cursor bucket that does not answer fails the takeover (tried again next turn) rather than
+        // start the followers from the beginning of the log.
+        let ttl = leases.config().ttl;
+        let cursors = match tokio::time::timeout(ttl, ctx.cursors.load(partition)).await {
+            Ok(Ok(cursors)) => cursors,
+            Ok(Err(error)) => return Err(error.to_string()),
+            Err(_) => {
+                return Err(format!(
+                    "partition {partition}: the followers' cursors did not load in time"
+                ));
+            }
+        };
+        take_over(&ctx.log, leases.node(), &claimed, engine, cursors)
+            .await
+            .map_err(|e| e.to_string())
+    };
     tokio::pin!(takeover);
     let (mut current, mut lost) = (lease, None);
     let mut tick = tokio::time::interval(leases.config().renew_every);
@@ -634,10 +708,7 @@ async fn take(ctx: &Ctx, partition: u32) -> Result<(), LeaseError> {
         .data_dir
         .join("partitions")
         .join(partition.to_string());
-    let taken = match ctx.cursors.load(partition).await {
-        Ok(cursors) => take_over_renewing(ctx, lease, (ctx.config.engine)(dir), cursors).await,
-        Err(error) => Err((error.to_string(), Some(lease))),
-    };
+    let taken = take_over_renewing(ctx, lease, (ctx.config.engine)(dir)).await;
     let (engine, lease) = match taken {
         Ok(taken) => taken,
         Err((error, lease)) => {
@@ -662,8 +733,9 @@ async fn take(ctx: &Ctx, partition: u32) -> Result<(), LeaseError> {
         Some(follow) => match follow(partition, entry.engine.clone()).await {
             Ok(following) => Some(following),
             Err(error) => {
+                ctx.stats.takeovers_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%error, node = leases.node(), partition, "its followers did not start; giving the partition up");
-                ctx.drain(partition, entry).await;
+                ctx.drain(partition, entry, false).await;
                 return Ok(());
             }
         },

@@ -1,11 +1,12 @@
 //! What `cohostd cluster status` prints: each partition's owner, its position in the log, and where its relay
-//! is, read from the buckets and the log, not from any node.
+//! is, read from the buckets and the log, not from any node. It creates nothing: a bucket or stream that is
+//! missing reads as empty, or as an error naming it.
 
 use async_nats::jetstream;
 
 use super::cursor::CursorBook;
 use super::fixed::{self, Fixed};
-use super::lease::{Holder, LeaseConfig, Leases};
+use super::lease::{Holder, LEASE_BUCKET};
 use super::log::{EntryKind, LogConfig, PartitionLog};
 
 /// One partition as the cluster's buckets and log show it.
@@ -43,16 +44,26 @@ pub async fn status(client: &async_nats::Client) -> Result<(Fixed, Vec<Partition
         streams: fixed.log_streams,
         ..LogConfig::default()
     };
-    let log = PartitionLog::open(js.clone(), log_config)
+    let log = PartitionLog::existing(js.clone(), log_config)
         .await
         .map_err(|e| e.to_string())?;
-    let leases = Leases::open(js, "status", 1, LeaseConfig::default())
+    let leases = js
+        .get_key_value(LEASE_BUCKET)
         .await
-        .map_err(|e| e.to_string())?;
-    let book = CursorBook::open(js, 1).await.map_err(|e| e.to_string())?;
+        .map_err(|e| format!("the bucket {LEASE_BUCKET}: {e}"))?;
+    let book = CursorBook::existing(js).await.map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for partition in 0..fixed.partitions {
-        let owner = leases.holder(partition).await.map_err(|e| e.to_string())?;
+        let owner = match leases
+            .get(format!("p{partition}"))
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(value) => {
+                Some(serde_json::from_slice::<Holder>(&value).map_err(|e| e.to_string())?)
+            }
+            None => None,
+        };
         let entry = log.last(partition).await.map_err(|e| e.to_string())?;
         let (log_seq, last) = match entry {
             None => (0, Last::Nothing),
@@ -70,7 +81,10 @@ pub async fn status(client: &async_nats::Client) -> Result<(Fixed, Vec<Partition
                 (entry.seq, last)
             }
         };
-        let cursors = book.load(partition).await.map_err(|e| e.to_string())?;
+        let cursors = match &book {
+            Some(book) => book.load(partition).await.map_err(|e| e.to_string())?,
+            None => Default::default(),
+        };
         out.push(PartitionStatus {
             partition,
             owner,

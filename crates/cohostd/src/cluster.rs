@@ -1,0 +1,284 @@
+//! Cluster mode: the node joins the cluster (its partition count and log format must match the cluster's), then
+//! serves every room route: those of the partitions it owns from their engines, the others by forwarding them
+//! to their owner (`forward.rs`). Each owned partition runs its followers (the relay, and the revoker with
+//! LiveKit admin on) and answers the requests other nodes forward to it. Webhooks and cross-partition
+//! collections are not served yet.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use cohost_credentials::{LiveKitConfig, Revoker};
+use cohost_engine::Engine;
+use cohost_nats::cluster::{self, Following, Kind, Limits, Node, Responder, StartFollowing};
+use cohost_nats::relay::{Mode, Relay, RelayConfig};
+use futures::FutureExt;
+
+use crate::config::{ClusterSettings, Settings};
+use crate::{
+    QUOTA_SWEEP_EVERY, auth_secret, authenticator, dev_mode, forward, http, livekit, quota, serve,
+};
+
+/// Forwarded requests a node answers at once, over all its partitions; past them it answers 503 at once.
+const FORWARDED_IN_FLIGHT_MAX: usize = 1_024;
+
+/// Serves until SIGTERM, then hands the partitions over.
+pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(), String> {
+    let (secret, dev_auth) = auth_secret(&settings)?;
+    let (livekit, dev_livekit) = livekit(&settings)?;
+    dev_mode(&settings, dev_auth, dev_livekit)?;
+    let client = cohost_nats::connect(&cluster.nats_url)
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {}: {e}", cluster.nats_url))?;
+    if settings.jetstream {
+        ensure_stream(&client, cluster.replicas).await?;
+    }
+    let owners = Owners::new().await;
+    let node = join(&settings, &cluster, &livekit, client.clone(), &owners).await?;
+    let service = cohost_nats::service::serve_cluster(client.clone(), node.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let limits = settings.limits();
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.http_addr))?;
+    tracing::info!(addr = %settings.http_addr, node = %cluster.node_id, partitions = cluster.partitions, "cohostd listening in cluster mode");
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let mut state = http::AppState::cluster(
+        node.clone(),
+        livekit,
+        authenticator(&settings, &secret),
+        closing,
+    );
+    state.body_read_timeout = limits.body_read_timeout;
+    let connections = state.connections.clone();
+    state.quotas = Arc::new(quota::Quotas::new(settings.quotas(limits.connections_max)));
+    quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);
+    state.routing = Some(forward::Routing::new(
+        node.clone(),
+        cluster::Forwarder::new(client),
+    ));
+    let router = owners.router.get_or_init(|| http::router(state)).clone();
+    let (_routers_tx, routers) = tokio::sync::watch::channel(router);
+    let stopped = serve::serve(listener, routers, limits, connections, async move {
+        crate::shutdown_signal().await;
+        let _ = closing_tx.send(true);
+    })
+    .await;
+    if let serve::Stopped::Dropped(open) = stopped {
+        tracing::warn!(
+            open,
+            "connections still open after the shutdown grace period were dropped"
+        );
+    }
+    tracing::info!("stopping: handing the partitions off");
+    if let Err(error) = service.stop().await {
+        tracing::warn!(%error, "NATS service did not stop cleanly");
+    }
+    node.stop().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Joins the cluster with each partition's engine settings (`COHOST_STORE_CACHE_MB` is the node's: each
+/// partition's local store gets its share) and what follows each partition.
+async fn join(
+    settings: &Settings,
+    cluster: &ClusterSettings,
+    livekit: &LiveKitConfig,
+    client: cohost_nats::Client,
+    owners: &Owners,
+) -> Result<Arc<Node>, String> {
+    let template = settings.engine()?;
+    let cache = (template.store_cache_bytes / u64::from(cluster.partitions)).max(1 << 20);
+    let engine = Arc::new(move |dir: std::path::PathBuf| {
+        let mut config = template.clone();
+        config.data_dir = dir;
+        config.store_cache_bytes = cache;
+        config
+    });
+    let joining = cluster::Joining {
+        nats_url: cluster.nats_url.clone(),
+        node_id: cluster.node_id.clone(),
+        partitions: cluster.partitions,
+        log_streams: cluster.log_streams,
+        replicas: cluster.replicas,
+        data_dir: settings.data_dir.clone(),
+        engine,
+        follow: Some(follow_partitions(
+            client,
+            settings,
+            cluster,
+            livekit,
+            owners.clone(),
+        )),
+    };
+    let node = Arc::new(Node::join(joining).await.map_err(|e| e.to_string())?);
+    let _ = owners.node.set(node.clone());
+    Ok(node)
+}
+
+/// Makes the stream `COHOST` ready before any partition's relay publishes into it, trying for a while: a
+/// cluster that is starting has no JetStream leader yet.
+async fn ensure_stream(client: &cohost_nats::Client, replicas: usize) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    loop {
+        match cohost_nats::relay::ensure_stream(client, replicas).await {
+            Ok(()) => return Ok(()),
+            Err(error) if started.elapsed() < Duration::from_secs(30) => {
+                tracing::warn!(%error, "preparing the stream COHOST; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(format!("cannot prepare the stream COHOST: {error}")),
+        }
+    }
+}
+
+/// What a partition's owner answers forwarded requests with. The router and the node are set once the node
+/// has joined; until then a forwarded request finds no engine and gets no answer (it is asked again).
+#[derive(Clone)]
+struct Owners {
+    router: Arc<OnceLock<axum::Router>>,
+    node: Arc<OnceLock<Arc<Node>>>,
+    http: Limits,
+    service: Limits,
+}
+
+impl Owners {
+    async fn new() -> Self {
+        let slots = Arc::new(tokio::sync::Semaphore::new(FORWARDED_IN_FLIGHT_MAX));
+        Self {
+            router: Arc::default(),
+            node: Arc::default(),
+            http: forward::limits(slots.clone()).await,
+            service: cohost_nats::service::owner_limits(slots),
+        }
+    }
+
+    /// The partition's engine while this node serves it.
+    fn engine(&self, partition: u32) -> impl Fn() -> Option<Engine> + Send + Sync + 'static {
+        let node = self.node.clone();
+        move || node.get()?.engine_of(partition)
+    }
+
+    /// Starts answering the partition's forwarded requests, over HTTP and to the service.
+    async fn respond(
+        &self,
+        client: &cohost_nats::Client,
+        partition: u32,
+    ) -> Result<[Responder; 2], String> {
+        let engine = self.engine(partition);
+        let serving = Arc::new(move || engine().is_some());
+        let http = forward::handler(self.router.clone(), serving);
+        let service =
+            cohost_nats::service::owner_handler(client.clone(), Arc::new(self.engine(partition)));
+        let http = Responder::start(
+            client.clone(),
+            partition,
+            Kind::Http,
+            http,
+            self.http.clone(),
+        );
+        let service = Responder::start(
+            client.clone(),
+            partition,
+            Kind::Service,
+            service,
+            self.service.clone(),
+        );
+        let (http, service) = tokio::join!(http, service);
+        Ok([
+            http.map_err(|e| e.to_string())?,
+            service.map_err(|e| e.to_string())?,
+        ])
+    }
+}
+
+/// What follows each partition a cluster node owns: the answers to requests other nodes forward to it, the
+/// relay into NATS (the stream `COHOST` when `COHOST_JETSTREAM` is on, with the log's replicas), and the revoker
+/// when LiveKit admin is on.
+fn follow_partitions(
+    client: cohost_nats::Client,
+    settings: &Settings,
+    cluster: &ClusterSettings,
+    livekit: &LiveKitConfig,
+    owners: Owners,
+) -> StartFollowing {
+    let mode = if settings.jetstream {
+        Mode::JetStream
+    } else {
+        Mode::Core
+    };
+    let relay_config = RelayConfig {
+        encoding: settings.wire_encoding,
+        replicas: cluster.replicas,
+        ..RelayConfig::new(mode)
+    };
+    let livekit = livekit.clone();
+    Arc::new(move |partition, engine: Engine| {
+        let relay_config = RelayConfig {
+            partition: Some(partition),
+            ..relay_config.clone()
+        };
+        let (client, livekit, owners) = (client.clone(), livekit.clone(), owners.clone());
+        async move {
+            let revoker = match livekit.admin {
+                true => Some(Revoker::start(engine.clone(), livekit).map_err(|e| e.to_string())?),
+                false => None,
+            };
+            let relay = Relay::start(engine, client.clone(), relay_config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut statuses = vec![relay.follower()];
+            statuses.extend(revoker.iter().map(Revoker::follower));
+            let responders = owners.respond(&client, partition).await?;
+            let stop = async move {
+                for responder in responders {
+                    responder.stop();
+                }
+                relay.stop().await;
+                if let Some(revoker) = revoker {
+                    revoker.stop().await;
+                }
+            }
+            .boxed();
+            Ok(Following { statuses, stop })
+        }
+        .boxed()
+    })
+}
+
+/// `cohostd cluster status`: one line per partition, from the cluster's buckets and log.
+pub async fn cluster_status(settings: &Settings) -> Result<(), String> {
+    use cohost_nats::cluster::Last;
+    let url = settings
+        .nats_url
+        .as_deref()
+        .ok_or("cluster status needs --nats-url (or COHOST_NATS_URL): the cluster's servers")?;
+    let client = cohost_nats::connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
+    let (fixed, partitions) = cohost_nats::cluster::status(&client).await?;
+    println!(
+        "{} partitions, log over {} stream(s), format {}",
+        fixed.partitions, fixed.log_streams, fixed.format
+    );
+    println!("partition  owner             epoch  last_seq  log_seq  cursors");
+    for p in partitions {
+        let (owner, epoch) = p.owner.map_or(("-".to_owned(), "-".to_owned()), |h| {
+            (h.node, h.epoch.to_string())
+        });
+        let last = match p.last {
+            Last::Nothing => "-".to_owned(),
+            Last::Batch { last_seq } => last_seq.to_string(),
+            Last::Marker(marker) => format!("(marker {})", marker.epoch),
+        };
+        let cursors: Vec<String> = p.cursors.iter().map(|(s, n)| format!("{s}={n}")).collect();
+        println!(
+            "{:>9}  {owner:<16} {epoch:>6}  {last:>8}  {:>7}  {}",
+            p.partition,
+            p.log_seq,
+            cursors.join(" ")
+        );
+    }
+    Ok(())
+}
