@@ -268,3 +268,32 @@ async fn a_kill_while_retrying_neither_loses_nor_repeats_a_removal() {
     drop(first);
     h.engine.shutdown().await;
 }
+
+/// A removal handled late (a revoker far behind, or one that a new owner of the partition resumes from a
+/// cursor saved a little earlier) does not cut a seat taken again since: bob, removed and then seated again
+/// before the revoker starts, is not removed from LiveKit; carol, removed for good, is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_removal_spares_a_seat_taken_again_since() {
+    use Answer::Removed;
+    let h = Harness::start().await;
+    h.live_room_with_bob_and_carol().await;
+    h.step("alice", remove("bob")).await;
+    h.step("alice", remove("carol")).await;
+    seat(&h.engine, "bob").await;
+    h.stand_in.plan(&[], Removed);
+    let revoker = h.revoker();
+    let last = h
+        .engine
+        .read_events(h.engine.last_seq(), 1)
+        .unwrap()
+        .remove(0);
+    done(&revoker, &last).await;
+    let identities: Vec<String> = h
+        .stand_in
+        .seen()
+        .into_iter()
+        .map(|(_, identity, _, _)| identity)
+        .collect();
+    assert_eq!(identities, ["carol"], "bob holds a seat again");
+    revoker.stop().await;
+}
