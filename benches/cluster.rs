@@ -225,6 +225,7 @@ async fn join_with(
         data_dir: dir.join(name),
         engine: Arc::new(engine_config),
         follow: None,
+        advertise: None,
     };
     Node::join(joining).await.expect("the node joins")
 }

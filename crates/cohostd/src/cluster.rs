@@ -111,7 +111,14 @@ async fn join(
             livekit,
             owners.clone(),
         )),
+        advertise: cluster.advertise_url.clone(),
     };
+    if cluster.advertise_url.is_none() {
+        tracing::warn!(
+            "COHOST_HTTP_ADDR is unspecified and COHOST_ADVERTISE_URL unset: other nodes cannot send this one \
+             the live collections of its rooms"
+        );
+    }
     let node = Arc::new(Node::join(joining).await.map_err(|e| e.to_string())?);
     let _ = owners.node.set(node.clone());
     Ok(node)

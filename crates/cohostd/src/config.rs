@@ -153,6 +153,10 @@ pub struct Settings {
     /// This node's name in the cluster: 1 to 32 characters of `[A-Za-z0-9_-]`, unique among the nodes.
     #[arg(long, env = "COHOST_NODE_ID", value_parser = parse_node_id)]
     pub node_id: Option<String>,
+    /// Where the other nodes reach this node's HTTP API (`http://host:port`), to send it the live collections
+    /// of the rooms it owns; by default `http://` and `COHOST_HTTP_ADDR`, unless that address is unspecified.
+    #[arg(long, env = "COHOST_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     /// Partitions of the cluster, fixed when the cluster is first created.
     #[arg(long, env = "COHOST_PARTITIONS", default_value_t = cohost_proto::partition::PARTITIONS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=i64::from(cohost_proto::partition::PARTITIONS_MAX)))]
     pub partitions: u32,
@@ -187,6 +191,8 @@ pub struct ClusterSettings {
     pub partitions: u32,
     pub log_streams: u32,
     pub replicas: usize,
+    /// Where the other nodes reach this one over HTTP; `None` when it cannot be known.
+    pub advertise_url: Option<String>,
 }
 
 impl Settings {
@@ -240,12 +246,25 @@ impl Settings {
             .nats_url
             .clone()
             .ok_or("cluster mode needs COHOST_NATS_URL: the log lives in JetStream")?;
+        let advertise_url = match &self.advertise_url {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(url.clone())
+            }
+            Some(url) => {
+                return Err(format!(
+                    "COHOST_ADVERTISE_URL must be an http:// URL, not {url:?}"
+                ));
+            }
+            None if self.http_addr.ip().is_unspecified() => None,
+            None => Some(format!("http://{}", self.http_addr)),
+        };
         Ok(Some(ClusterSettings {
             node_id,
             nats_url,
             partitions: self.partitions,
             log_streams: self.log_streams,
             replicas: usize::from(self.log_replicas),
+            advertise_url,
         }))
     }
 

@@ -155,8 +155,16 @@ pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: N
     let Some(routing) = state.routing.clone() else {
         return next.run(request).await;
     };
-    if request.headers().contains_key(FORWARDED_BY) || wants_events(request.headers()) {
+    if request.headers().contains_key(FORWARDED_BY) {
         return next.run(request).await;
+    }
+    if wants_events(request.headers()) {
+        return match room_in_path(request.uri().path()) {
+            Some(room) if routing.node.engine_for(&room).is_none() => {
+                proxy_events(&routing, routing.node.partition_of(&room), request).await
+            }
+            _ => next.run(request).await,
+        };
     }
     let creates = request.method() == Method::POST && request.uri().path() == "/v1/rooms";
     let in_path = room_in_path(request.uri().path());
@@ -206,6 +214,81 @@ fn keyed(routing: &Routing, parts: &mut axum::http::request::Parts) -> Option<He
     let key = HeaderValue::from_str(&routing.keys.next()).expect("the key is ASCII");
     parts.headers.insert("idempotency-key", key.clone());
     Some(key)
+}
+
+/// How long a node looks for the owner of a live collection's partition (a failover takes 2 to 3 s).
+const OWNER_LOOKUP: Duration = Duration::from_secs(5);
+
+/// A live collection of a room this node does not serve: the owner's own, streamed through as it comes (so a
+/// slow client slows the owner's stream, and nothing queues here). The owner is found from the partition's
+/// lease and the URL its heartbeat advertises. If the owner dies, the stream ends, and the client resumes with
+/// `Last-Event-ID` on any node: room collections resume by room version, which every owner shares.
+async fn proxy_events(routing: &Routing, partition: u32, request: Request) -> Response {
+    let unavailable = |why: String| ApiError::new(ErrorCode::Unavailable, why).into_response();
+    let deadline = Instant::now() + OWNER_LOOKUP;
+    let url = loop {
+        if let Some(url) = routing.node.owner_url(partition).await {
+            break url;
+        }
+        if Instant::now() >= deadline {
+            return unavailable(format!("no owner of partition {partition} could be found"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    match stream_from(&url, routing.node.node_id(), request).await {
+        Ok(response) => response,
+        Err(why) => unavailable(format!(
+            "the owner of partition {partition}, at {url}: {why}"
+        )),
+    }
+}
+
+/// Sends `request` to the node at `url` (marked as forwarded by `node`) and streams its response back.
+async fn stream_from(url: &str, node: &str, request: Request) -> Result<Response, String> {
+    let host = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs are reached")?
+        .trim_end_matches('/');
+    let connect = tokio::net::TcpStream::connect(host);
+    let stream = tokio::time::timeout(Duration::from_secs(2), connect)
+        .await
+        .map_err(|_| "no connection in time".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Ends when the response's body ends or is dropped (the client went away).
+    tokio::spawn(connection);
+    let (parts, _) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut outgoing = Request::new(Body::empty());
+    *outgoing.method_mut() = Method::GET;
+    *outgoing.uri_mut() = path
+        .parse()
+        .map_err(|_| "the path does not parse".to_owned())?;
+    let headers = outgoing.headers_mut();
+    for name in [
+        header::AUTHORIZATION,
+        header::ACCEPT,
+        HeaderName::from_static("last-event-id"),
+    ] {
+        if let Some(value) = parts.headers.get(&name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    headers.insert(
+        header::HOST,
+        HeaderValue::from_str(host).map_err(|e| e.to_string())?,
+    );
+    let by = HeaderValue::from_str(node).unwrap_or(HeaderValue::from_static("?"));
+    headers.insert(FORWARDED_BY, by);
+    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(outgoing))
+        .await
+        .map_err(|_| "no answer in time".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok(response.map(Body::new))
 }
 
 fn body_failed(error: ApiError, unread: Option<BodyUnread>) -> Response {

@@ -99,6 +99,9 @@ pub struct Leases {
     nodes: kv::Store,
     node: String,
     config: LeaseConfig,
+    /// What the heartbeat says of this node: where it serves HTTP, so others can send it what only its
+    /// router can serve (live collections); the node id when it does not say.
+    advertised: String,
 }
 
 async fn bucket(
@@ -138,7 +141,23 @@ impl Leases {
             nodes: bucket(js, NODE_BUCKET, replicas, config.ttl).await?,
             node: node.to_owned(),
             config,
+            advertised: node.to_owned(),
         })
+    }
+
+    /// Heartbeats that say this node serves HTTP at `url` (`http://host:port`).
+    pub fn advertising(mut self, url: &str) -> Self {
+        url.clone_into(&mut self.advertised);
+        self
+    }
+
+    /// Where a live node serves HTTP, if its heartbeat says.
+    pub async fn advertised(&self, node: &str) -> Result<Option<String>, LeaseError> {
+        let read = async { self.nodes.get(node).await.map_err(nats) };
+        let value = self.within_ttl("reading a node's heartbeat", read).await?;
+        Ok(value
+            .and_then(|v| String::from_utf8(v.to_vec()).ok())
+            .filter(|v| v.starts_with("http://") || v.starts_with("https://")))
     }
 
     pub fn node(&self) -> &str {
@@ -274,7 +293,7 @@ impl Leases {
     pub async fn heartbeat(&self) -> Result<(), LeaseError> {
         let put = async {
             self.nodes
-                .put(&self.node, self.node.clone().into())
+                .put(&self.node, self.advertised.clone().into())
                 .await
                 .map(drop)
                 .map_err(nats)

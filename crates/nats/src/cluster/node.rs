@@ -144,6 +144,8 @@ pub struct Joining {
     pub data_dir: PathBuf,
     pub engine: EngineConfig,
     pub follow: Option<StartFollowing>,
+    /// Where this node serves HTTP, said in its heartbeat (`http://host:port`).
+    pub advertise: Option<String>,
 }
 
 impl std::fmt::Debug for Joining {
@@ -174,13 +176,16 @@ async fn open_all(
         ..LogConfig::default()
     };
     let log = PartitionLog::open(js.clone(), log_config).await?;
-    let leases = Leases::open(
+    let mut leases = Leases::open(
         js,
         &joining.node_id,
         joining.replicas,
         LeaseConfig::default(),
     )
     .await?;
+    if let Some(url) = &joining.advertise {
+        leases = leases.advertising(url);
+    }
     let cursors = CursorBook::open(js, joining.replicas).await?;
     Ok((log, leases, cursors))
 }
@@ -317,6 +322,14 @@ impl Node {
                 (*partition, statuses)
             })
             .collect()
+    }
+
+    /// Where the owner of `partition` serves HTTP, as its heartbeat says; `None` while nobody holds the
+    /// partition or its owner does not say.
+    pub async fn owner_url(&self, partition: u32) -> Option<String> {
+        let leases = &self.ctx.leases;
+        let holder = leases.holder(partition).await.ok()??;
+        leases.advertised(&holder.node).await.ok()?
     }
 
     /// The partitions this node serves now: owned, with a lease valid by this node's clock.
