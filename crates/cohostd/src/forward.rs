@@ -7,7 +7,8 @@
 //! `Idempotency-Key`), so that asking again while the partition moves never applies it twice. A forwarded request
 //! is marked, and never forwarded a second time. A node subscribed for a partition whose lease has run out does
 //! not answer at all, so the forwarding node gets the serving owner's answer or none, and asks again until its
-//! deadline. Live collections (SSE) are not forwarded: they stay 503 on a node that does not serve the room.
+//! deadline. A room's live collection (SSE) on a node that does not serve the room is streamed through from
+//! the owner's own over HTTP ([`proxy_events`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
