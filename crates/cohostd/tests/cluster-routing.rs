@@ -67,6 +67,25 @@ async fn service_on_any_node(cluster: &Cluster, room: &str) {
     )
     .await;
     assert_eq!(spans["error"]["code"], "unavailable", "{spans}");
+    // read_events names its partition in cluster mode: the room is alone in its own, so its log is the room's.
+    let spans = ask("cohost.v1.query.read_events", json!({"from_seq": 1})).await;
+    assert_eq!(spans["error"]["code"], "unavailable", "{spans}");
+    let p = partition::of(&RoomId::new(room).unwrap(), PARTITIONS);
+    let read = ask(
+        "cohost.v1.query.read_events",
+        json!({"from_seq": 1, "partition": p}),
+    )
+    .await;
+    let events = read["ok"]["events"].as_array().expect("events");
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=version + 12).collect::<Vec<u64>>(), "{read}");
+    assert!(events.iter().all(|e| e["room_id"] == room), "{read}");
+    let wrong = ask(
+        "cohost.v1.query.read_events",
+        json!({"from_seq": 1, "partition": PARTITIONS}),
+    )
+    .await;
+    assert_eq!(wrong["error"]["code"], "invalid_argument", "{wrong}");
 }
 
 /// `cohostd cluster status` names the room's partition's owner and its last seq (the room is alone in it, so

@@ -55,9 +55,10 @@
 //! Every node serves the service in the same queue group ([`serve_cluster`]), so a request lands on any node. It
 //! runs there if the node serves the partition of the room the request names (`room_id`, or `invitation_id`);
 //! otherwise it goes to the partition's owner (`cohost.v1.partition.<p>.service`, answered by
-//! [`owner_handler`]) and the owner's reply is the reply. `user_invitations` and `read_events` span partitions
-//! and are `unavailable` in cluster mode.
+//! [`owner_handler`]) and the owner's reply is the reply. `read_events` names the partition whose log it reads
+//! (`"partition"`, required in cluster mode); `user_invitations` spans partitions and is `unavailable`.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -293,28 +294,29 @@ enum Engines {
     },
 }
 
-/// What runs a request: an engine here, or the owner's answer, already made.
-enum Target {
-    Here(Engine),
+/// What runs a request: an engine here (with the payload it takes), or the owner's answer, already made.
+enum Target<'a> {
+    Here(Engine, Cow<'a, [u8]>),
     Answered(Vec<u8>),
 }
 
 impl Context {
-    async fn target(&self, call: Call, payload: &[u8]) -> Result<Target, Refusal> {
+    async fn target<'a>(&self, call: Call, payload: &'a [u8]) -> Result<Target<'a>, Refusal> {
         let (node, forwarder, keys) = match &self.engines {
-            Engines::One(engine) => return Ok(Target::Here(engine.clone())),
+            Engines::One(engine) => {
+                return Ok(Target::Here(engine.clone(), Cow::Borrowed(payload)));
+            }
             Engines::Node {
                 node,
                 forwarder,
                 keys,
             } => (node, forwarder, keys),
         };
-        let room = room_of(call, payload)?;
-        if let Some(engine) = node.engine_for(&room) {
-            return Ok(Target::Here(engine));
+        let (partition, payload) = partition_of(node, call, payload)?;
+        if let Some(engine) = node.engine_of(partition) {
+            return Ok(Target::Here(engine, payload));
         }
-        let payload = keyed(call, payload, keys)?;
-        let partition = node.partition_of(&room);
+        let payload = keyed(call, &payload, keys)?;
         let deadline = std::time::Instant::now() + FORWARD_DEADLINE;
         let answered = forwarder
             .request(partition, Kind::Service, frame(call, &payload), deadline)
@@ -322,6 +324,40 @@ impl Context {
             .map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
         Ok(Target::Answered(answered.to_vec()))
     }
+}
+
+/// The partition a request goes to in cluster mode, and its payload as the partition's engine takes it: that of
+/// the room it names, or for `read_events` the `partition` it names (taken out of the arguments; its seqs are
+/// the partition's).
+fn partition_of<'a>(
+    node: &Node,
+    call: Call,
+    payload: &'a [u8],
+) -> Result<(u32, Cow<'a, [u8]>), Refusal> {
+    if call == Call::Query(Query::ReadEvents) {
+        let mut args = parse_object(payload)?;
+        let partitions = node.partitions();
+        let partition = match args.remove("partition") {
+            Some(Value::Number(n)) => n.as_u64().filter(|p| *p < u64::from(partitions)),
+            None => {
+                let message = format!(
+                    "read_events spans partitions in cluster mode: name a partition (0 to {}); seqs count within it",
+                    partitions - 1
+                );
+                return Err(Refusal::new(ErrorCode::Unavailable, message));
+            }
+            Some(_) => None,
+        };
+        let partition = partition.ok_or_else(|| {
+            Refusal::invalid(format!(
+                "partition must be an integer from 0 to {}",
+                partitions - 1
+            ))
+        })?;
+        return Ok((partition as u32, Cow::Owned(to_json(&args))));
+    }
+    let room = room_of(call, payload)?;
+    Ok((node.partition_of(&room), Cow::Borrowed(payload)))
 }
 
 /// Whether a reply body is the error `unavailable`.
@@ -349,6 +385,7 @@ fn room_of(call: Call, payload: &[u8]) -> Result<RoomId, Refusal> {
         call,
         Call::Query(Query::UserInvitations | Query::ReadEvents)
     ) {
+        // (read_events with a partition is routed before this.)
         return Err(Refusal::new(
             ErrorCode::Unavailable,
             format!(
@@ -557,11 +594,12 @@ impl Query {
 
 /// The reply body for one request: `{"ok": ...}` or `{"error": ...}`.
 async fn answer(context: &Context, call: Call, payload: &[u8]) -> Vec<u8> {
-    let engine = match context.target(call, payload).await {
-        Ok(Target::Here(engine)) => engine,
+    let (engine, payload) = match context.target(call, payload).await {
+        Ok(Target::Here(engine, payload)) => (engine, payload),
         Ok(Target::Answered(body)) => return body,
         Err(refusal) => return error_body(refusal),
     };
+    let payload = &payload[..];
     let body = match call {
         Call::Command(name) => run_command(&engine, name, payload)
             .await

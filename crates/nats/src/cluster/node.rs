@@ -274,6 +274,11 @@ impl Node {
         self.ctx.leases.node()
     }
 
+    /// The cluster's partition count.
+    pub fn partitions(&self) -> u32 {
+        self.ctx.config.partitions
+    }
+
     /// The partition that holds `room_id`.
     pub fn partition_of(&self, room_id: &RoomId) -> u32 {
         partition::of(room_id, self.ctx.config.partitions)
