@@ -205,8 +205,8 @@ pub async fn serve(
 
 /// Starts the `cohost` service on a cluster node: a request for a room whose partition the node serves runs on
 /// that partition's engine; any other goes to the partition's owner (its answer is the reply), tried again
-/// while the partition moves, for up to [`FORWARD_DEADLINE`]. Queries that span partitions (`user_invitations`,
-/// `read_events`) are `unavailable` in cluster mode.
+/// while the partition moves, for up to [`FORWARD_DEADLINE`]. `read_events` goes to the partition it names;
+/// `user_invitations` spans partitions and is `unavailable` in cluster mode.
 pub async fn serve_cluster(
     client: async_nats::Client,
     node: Arc<Node>,
