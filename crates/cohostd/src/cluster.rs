@@ -172,26 +172,27 @@ impl Owners {
         &self,
         client: &cohost_nats::Client,
         partition: u32,
+        partitions: u32,
     ) -> Result<[Responder; 2], String> {
         let engine = self.engine(partition);
-        let serving = Arc::new(move || engine().is_some());
-        let http = forward::handler(self.router.clone(), serving);
-        let service =
-            cohost_nats::service::owner_handler(client.clone(), Arc::new(self.engine(partition)));
+        let serving: cluster::Serving = Arc::new(move || engine().is_some());
+        let http = forward::handler(self.router.clone(), serving.clone());
+        let service = cohost_nats::service::owner_handler(
+            client.clone(),
+            (partition, partitions),
+            Arc::new(self.engine(partition)),
+        );
+        let (client, limits) = (client.clone(), self.http.clone());
         let http = Responder::start(
             client.clone(),
             partition,
             Kind::Http,
             http,
-            self.http.clone(),
+            limits,
+            serving.clone(),
         );
-        let service = Responder::start(
-            client.clone(),
-            partition,
-            Kind::Service,
-            service,
-            self.service.clone(),
-        );
+        let limits = self.service.clone();
+        let service = Responder::start(client, partition, Kind::Service, service, limits, serving);
         let (http, service) = tokio::join!(http, service);
         Ok([
             http.map_err(|e| e.to_string())?,
@@ -221,6 +222,7 @@ fn follow_partitions(
         ..RelayConfig::new(mode)
     };
     let livekit = livekit.clone();
+    let partitions = cluster.partitions;
     Arc::new(move |partition, engine: Engine| {
         let relay_config = RelayConfig {
             partition: Some(partition),
@@ -237,7 +239,7 @@ fn follow_partitions(
                 .map_err(|e| e.to_string())?;
             let mut statuses = vec![relay.follower()];
             statuses.extend(revoker.iter().map(Revoker::follower));
-            let responders = owners.respond(&client, partition).await?;
+            let responders = owners.respond(&client, partition, partitions).await?;
             let stop = async move {
                 for responder in responders {
                     responder.stop();

@@ -247,12 +247,17 @@ impl Settings {
             .clone()
             .ok_or("cluster mode needs COHOST_NATS_URL: the log lives in JetStream")?;
         let advertise_url = match &self.advertise_url {
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            Some(url)
+                if url
+                    .strip_prefix("http://")
+                    .is_some_and(|host| !host.is_empty() && !host.contains('/')) =>
+            {
                 Some(url.clone())
             }
             Some(url) => {
                 return Err(format!(
-                    "COHOST_ADVERTISE_URL must be an http:// URL, not {url:?}"
+                    "COHOST_ADVERTISE_URL must be http://host:port (no path: the nodes talk plain HTTP to \
+                     each other), not {url:?}"
                 ));
             }
             None if self.http_addr.ip().is_unspecified() => None,

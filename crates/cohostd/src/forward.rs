@@ -159,9 +159,13 @@ pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: N
     if request.headers().contains_key(FORWARDED_BY) {
         return next.run(request).await;
     }
-    if wants_events(request.headers()) {
+    if request.method() == Method::GET && wants_events(request.headers()) {
         return match room_in_path(request.uri().path()) {
             Some(room) if routing.node.engine_for(&room).is_none() => {
+                // Unauthenticated callers get their 401 here, before the owner is looked for.
+                if let Err(error) = crate::http::authenticated(&state, request.headers()) {
+                    return error.into_response();
+                }
                 proxy_events(&routing, routing.node.partition_of(&room), request).await
             }
             _ => next.run(request).await,
@@ -219,6 +223,9 @@ fn keyed(routing: &Routing, parts: &mut axum::http::request::Parts) -> Option<He
 
 /// How long a node looks for the owner of a live collection's partition (a failover takes 2 to 3 s).
 const OWNER_LOOKUP: Duration = Duration::from_secs(5);
+/// A proxied live collection that brings nothing for this long has lost its owner without a word (a host
+/// that died, a network cut): it ends, and the client resumes elsewhere. Keep-alives come every 15 s.
+const PROXY_IDLE_MAX: Duration = Duration::from_secs(40);
 
 /// A live collection of a room this node does not serve: the owner's own, streamed through as it comes (so a
 /// slow client slows the owner's stream, and nothing queues here). The owner is found from the partition's
@@ -227,8 +234,12 @@ const OWNER_LOOKUP: Duration = Duration::from_secs(5);
 async fn proxy_events(routing: &Routing, partition: u32, request: Request) -> Response {
     let unavailable = |why: String| ApiError::new(ErrorCode::Unavailable, why).into_response();
     let deadline = Instant::now() + OWNER_LOOKUP;
+    let own = routing.node.owner_url_of(routing.node.node_id()).await;
     let url = loop {
-        if let Some(url) = routing.node.owner_url(partition).await {
+        // This node's own URL means it holds the lease but does not serve yet (a takeover): wait for it.
+        if let Some(url) = routing.node.owner_url(partition).await
+            && Some(&url) != own.as_ref()
+        {
             break url;
         }
         if Instant::now() >= deadline {
@@ -289,7 +300,20 @@ async fn stream_from(url: &str, node: &str, request: Request) -> Result<Response
         .await
         .map_err(|_| "no answer in time".to_owned())?
         .map_err(|e| e.to_string())?;
-    Ok(response.map(Body::new))
+    Ok(response.map(|body| idle_bounded(Body::new(body))))
+}
+
+/// The body, ended once nothing has come for [`PROXY_IDLE_MAX`].
+fn idle_bounded(body: Body) -> Body {
+    let chunks = body.into_data_stream();
+    Body::from_stream(futures::stream::unfold(chunks, |mut chunks| async move {
+        let next =
+            tokio::time::timeout(PROXY_IDLE_MAX, futures::StreamExt::next(&mut chunks)).await;
+        match next {
+            Ok(Some(chunk)) => Some((chunk, chunks)),
+            Ok(None) | Err(_) => None,
+        }
+    }))
 }
 
 fn body_failed(error: ApiError, unread: Option<BodyUnread>) -> Response {
@@ -376,8 +400,8 @@ fn decode(answer: &[u8]) -> Option<Answered> {
 }
 
 /// The owner's side for one partition: runs each forwarded request through `router` while `serving` says this
-/// node serves the partition, and does not answer otherwise (see the module docs). Until the router is set
-/// (the node is starting), the answer is 503.
+/// node serves the partition, and does not answer otherwise (see the module docs), nor before the router is
+/// set (the node is starting).
 pub fn handler(
     router: Arc<OnceLock<Router>>,
     serving: Arc<dyn Fn() -> bool + Send + Sync>,
@@ -389,9 +413,8 @@ pub fn handler(
                 return None;
             }
             let response = match (router, postcard::from_bytes::<Forwarded>(&payload)) {
-                (None, _) => {
-                    ApiError::new(ErrorCode::Unavailable, "the node is starting").into_response()
-                }
+                // The node is starting: no answer, and the forwarder asks again.
+                (None, _) => return None,
                 (Some(_), Err(error)) => {
                     ApiError::invalid(format!("a forwarded request does not decode: {error}"))
                         .into_response()

@@ -167,21 +167,22 @@ impl Task {
     async fn remove_all(&mut self, envelope: &Envelope) -> bool {
         let room = self.config.room_name(&envelope.room_id);
         for user in participants_to_remove(&envelope.event) {
-            // Seated again since this event (an event handled late: far behind, or repeated by a new owner of
-            // the partition after a takeover): the new seat stands, and removing the participant would cut it.
-            if self
-                .engine
-                .broadcaster_entitlement(&envelope.room_id, &user)
-                .is_ok()
-            {
-                continue;
-            }
             // Seconds, like a token's `nbf`; rounded up so a token minted earlier in the same second is revoked too.
             let options = RemoveParticipantOptions {
                 revoke_token_ts: envelope.at_ms.div_ceil(1_000) as i64,
             };
             let mut backoff = Backoff::new(BACKOFF_MAX);
             loop {
+                // Seated again since this event (an event handled late: far behind, repeated by a new owner of
+                // the partition after a takeover, or retried while LiveKit was down): the new seat stands, and
+                // removing the participant would cut it.
+                if self
+                    .engine
+                    .broadcaster_entitlement(&envelope.room_id, &user)
+                    .is_ok()
+                {
+                    break;
+                }
                 let call = self.client.remove_participant_with_options(
                     &room,
                     user.as_str(),

@@ -222,7 +222,11 @@ pub async fn serve_cluster(
 /// What the owner of a partition answers the service requests other nodes forward to it with: the partition's
 /// engine while this node serves it (`engine`, which checks the lease); while it does not, no answer at all,
 /// so the forwarder's answer is the serving owner's.
-pub fn owner_handler(client: async_nats::Client, engine: PartitionEngine) -> Handler {
+pub fn owner_handler(
+    client: async_nats::Client,
+    (partition, partitions): (u32, u32),
+    engine: PartitionEngine,
+) -> Handler {
     Arc::new(move |frame: Bytes| {
         let (client, serving) = (client.clone(), engine.clone());
         async move {
@@ -231,7 +235,10 @@ pub fn owner_handler(client: async_nats::Client, engine: PartitionEngine) -> Han
                 client,
             };
             let body = match unframe(&frame) {
-                Some((call, payload)) => answer(&context, call, payload).await,
+                Some((call, payload)) => match in_partition(call, payload, partition, partitions) {
+                    Ok(()) => answer(&context, call, payload).await,
+                    Err(refusal) => error_body(refusal),
+                },
                 None => error_body(Refusal::invalid("a forwarded request does not decode")),
             };
             // `unavailable` from a partition that moved away while the request ran is not the owner's answer:
@@ -243,6 +250,26 @@ pub fn owner_handler(client: async_nats::Client, engine: PartitionEngine) -> Han
         }
         .boxed()
     })
+}
+
+/// Refuses a forwarded request for a room of another partition (sent straight to this subject, say): it would
+/// run on the wrong engine.
+fn in_partition(
+    call: Call,
+    payload: &[u8],
+    partition: u32,
+    partitions: u32,
+) -> Result<(), Refusal> {
+    if call == Call::Query(Query::ReadEvents) {
+        return Ok(());
+    }
+    let room = room_of(call, payload)?;
+    if cohost_proto::partition::of(&room, partitions) != partition {
+        return Err(Refusal::invalid(format!(
+            "room {room} is not in partition {partition}"
+        )));
+    }
+    Ok(())
 }
 
 /// What the owner answers by itself, in the service's terms: busy (`unavailable`), or failed (`internal`).

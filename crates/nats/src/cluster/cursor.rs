@@ -27,6 +27,14 @@ struct Saved {
     cursors: Cursors,
 }
 
+/// What a key may hold: earlier builds wrote the cursors alone, read as epoch 0.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Saved(Saved),
+    Bare(Cursors),
+}
+
 /// How many times a save reads the key again after losing a compare-and-set to another write.
 const SAVE_ATTEMPTS: usize = 3;
 
@@ -97,36 +105,53 @@ impl CursorBook {
         if entry.operation != kv::Operation::Put {
             return Ok(None);
         }
-        let saved = serde_json::from_slice(&entry.value).map_err(|e| {
+        let stored: Stored = serde_json::from_slice(&entry.value).map_err(|e| {
             CursorError(format!(
                 "the cursors of partition {partition} cannot be read: {e}"
             ))
         })?;
+        let saved = match stored {
+            Stored::Saved(saved) => saved,
+            Stored::Bare(cursors) => Saved { epoch: 0, cursors },
+        };
         Ok(Some((saved, entry.revision)))
     }
 
     /// Saves the cursors of the owner of lease `epoch`, unless a later epoch's are there already (then this
-    /// owner was deposed, and its cursors are stale).
+    /// owner was deposed, and its cursors are stale). Within one epoch a cursor only moves forward, whichever of
+    /// two saves lands last.
     pub async fn save(
         &self,
         partition: u32,
         epoch: u64,
         cursors: &Cursors,
     ) -> Result<(), CursorError> {
-        let saved = Saved {
-            epoch,
-            cursors: cursors.clone(),
-        };
-        let value = Bytes::from(serde_json::to_vec(&saved).expect("cursors serialize"));
         for _ in 0..SAVE_ATTEMPTS {
-            let written = match self.read(partition).await? {
-                Some((current, _)) if current.epoch > epoch => return Ok(()),
+            let current = self.read(partition).await?;
+            let mut merged = cursors.clone();
+            if let Some((current, _)) = &current {
+                if current.epoch > epoch {
+                    return Ok(());
+                }
+                if current.epoch == epoch {
+                    for (sink, seq) in &current.cursors {
+                        let mine = merged.entry(sink.clone()).or_default();
+                        *mine = (*mine).max(*seq);
+                    }
+                }
+            }
+            let saved = Saved {
+                epoch,
+                cursors: merged,
+            };
+            let value = Bytes::from(serde_json::to_vec(&saved).expect("cursors serialize"));
+            let written = match current {
                 Some((_, revision)) => self
                     .kv
-                    .update(key(partition), value.clone(), revision)
+                    .update(key(partition), value, revision)
                     .await
                     .is_ok(),
-                None => self.kv.create(key(partition), value.clone()).await.is_ok(),
+                None => self.kv.create(key(partition), value).await.is_ok(),
             };
             if written {
                 return Ok(());

@@ -126,6 +126,9 @@ impl Forwarder {
 /// that raced it.
 pub type Handler = Arc<dyn Fn(Bytes) -> BoxFuture<'static, Option<Bytes>> + Send + Sync>;
 
+/// Whether this node serves a partition now (owned, lease valid by its clock).
+pub type Serving = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// What an owner answers by itself: `busy` once `slots` requests are in flight, `failed` when a handler panics.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -142,13 +145,15 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// Subscribes to the partition's subject and answers each request with `handler`, within `limits`.
+    /// Subscribes to the partition's subject and answers each request with `handler`, within `limits`, while
+    /// `serving` says this node serves the partition (otherwise it answers nothing, not even `busy`).
     pub async fn start(
         client: async_nats::Client,
         partition: u32,
         kind: Kind,
         handler: Handler,
         limits: Limits,
+        serving: Serving,
     ) -> Result<Self, ForwardError> {
         let mut requests = client
             .subscribe(subject(partition, kind))
@@ -157,6 +162,9 @@ impl Responder {
         let task = tokio::spawn(async move {
             while let Some(message) = requests.next().await {
                 let Some(reply) = message.reply else { continue };
+                if !serving() {
+                    continue;
+                }
                 let Ok(slot) = limits.slots.clone().try_acquire_owned() else {
                     send(&client, reply, limits.busy.clone(), partition).await;
                     continue;

@@ -14,7 +14,7 @@ mod status;
 
 pub use cursor::{CURSOR_BUCKET, CursorBook, CursorError, Cursors};
 pub use fixed::{CLUSTER_BUCKET, Fixed, JoinError, LOG_FORMAT, join};
-pub use forward::{ForwardError, Forwarder, Handler, Keys, Kind, Limits, Responder};
+pub use forward::{ForwardError, Forwarder, Handler, Keys, Kind, Limits, Responder, Serving};
 pub use lease::{
     Holder, LEASE_BUCKET, Lease, LeaseConfig, LeaseError, Leases, NODE_BUCKET, preferred,
 };

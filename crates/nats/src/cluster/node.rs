@@ -332,9 +332,13 @@ impl Node {
     /// Where the owner of `partition` serves HTTP, as its heartbeat says; `None` while nobody holds the
     /// partition or its owner does not say.
     pub async fn owner_url(&self, partition: u32) -> Option<String> {
-        let leases = &self.ctx.leases;
-        let holder = leases.holder(partition).await.ok()??;
-        leases.advertised(&holder.node).await.ok()?
+        let holder = self.ctx.leases.holder(partition).await.ok()??;
+        self.owner_url_of(&holder.node).await
+    }
+
+    /// Where `node` serves HTTP, as its heartbeat says.
+    pub async fn owner_url_of(&self, node: &str) -> Option<String> {
+        self.ctx.leases.advertised(node).await.ok()?
     }
 
     /// The partitions this node serves now: owned, with a lease valid by this node's clock.
@@ -380,6 +384,17 @@ impl Node {
         let leases = &self.ctx.leases;
         if let Err(error) = leases.leave().await {
             tracing::warn!(%error, node = leases.node(), "could not leave the live nodes; its heartbeat will age out");
+        }
+        // No periodic cursor save lands after the drains' final ones.
+        let saving = self
+            .ctx
+            .saving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(saving) = saving {
+            saving.abort();
+            let _ = saving.await;
         }
         // The drains under way finish; the rest run side by side, each step bounded, so with NATS unreachable
         // a stop still ends in a few seconds.
