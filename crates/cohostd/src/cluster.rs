@@ -10,7 +10,7 @@ use std::time::Duration;
 use cohost_credentials::{LiveKitConfig, Revoker};
 use cohost_engine::Engine;
 use cohost_nats::cluster::{self, Following, Kind, Limits, Node, Responder, StartFollowing};
-use cohost_nats::relay::{Mode, Relay, RelayConfig};
+use cohost_nats::relay::{Relay, RelayConfig};
 use futures::FutureExt;
 
 use crate::config::{ClusterSettings, Settings};
@@ -211,15 +211,9 @@ fn follow_partitions(
     livekit: &LiveKitConfig,
     owners: Owners,
 ) -> StartFollowing {
-    let mode = if settings.jetstream {
-        Mode::JetStream
-    } else {
-        Mode::Core
-    };
     let relay_config = RelayConfig {
-        encoding: settings.wire_encoding,
         replicas: cluster.replicas,
-        ..RelayConfig::new(mode)
+        ..crate::relay_config(settings)
     };
     let livekit = livekit.clone();
     let partitions = cluster.partitions;

@@ -282,21 +282,27 @@ impl Tasks {
     }
 }
 
+/// The relay's settings: into the stream `COHOST` with `COHOST_JETSTREAM`, else plain subjects.
+pub(crate) fn relay_config(settings: &Settings) -> RelayConfig {
+    let mode = if settings.jetstream {
+        Mode::JetStream
+    } else {
+        Mode::Core
+    };
+    RelayConfig {
+        encoding: settings.wire_encoding,
+        ..RelayConfig::new(mode)
+    }
+}
+
 async fn start_nats(
     engine: &Engine,
     url: &str,
     settings: &Settings,
 ) -> Result<(Relay, cohost_nats::service::ServiceHandle), String> {
     let client = cohost_nats::connect(url).await.map_err(|e| e.to_string())?;
-    let mode = if settings.jetstream {
-        Mode::JetStream
-    } else {
-        Mode::Core
-    };
-    let relay_config = RelayConfig {
-        encoding: settings.wire_encoding,
-        ..RelayConfig::new(mode)
-    };
+    let relay_config = relay_config(settings);
+    let mode = relay_config.mode;
     let relay = Relay::start(engine.clone(), client.clone(), relay_config)
         .await
         .map_err(|e| e.to_string())?;

@@ -173,7 +173,6 @@ pub struct PartitionLog {
 }
 
 impl PartitionLog {
-    /// Opens the streams, creating them on first use.
     /// The log's streams as they are, creating nothing (for tools that only read).
     pub async fn existing(js: jetstream::Context, config: LogConfig) -> Result<Self, LogError> {
         let mut streams = Vec::new();
@@ -191,6 +190,7 @@ impl PartitionLog {
         })
     }
 
+    /// Opens the streams, creating them on first use.
     pub async fn open(js: jetstream::Context, config: LogConfig) -> Result<Self, LogError> {
         if !(1..=LOG_STREAMS_MAX).contains(&config.streams) {
             return Err(LogError::Stream(format!(
@@ -235,7 +235,10 @@ impl PartitionLog {
     }
 
     /// The last message on `partition`'s subject, read from the stream's leader; `None` when it has none.
-    pub async fn tail(&self, partition: u32) -> Result<Option<Tail>, LogError> {
+    async fn last_message(
+        &self,
+        partition: u32,
+    ) -> Result<Option<jetstream::message::StreamMessage>, LogError> {
         let found = self
             .stream(partition)
             .raw_message_builder()
@@ -243,34 +246,27 @@ impl PartitionLog {
             .send()
             .await;
         match found {
-            Ok(message) => Ok(Some(Tail {
-                seq: message.sequence,
-                msg_id: header(&message.headers, MSG_ID),
-            })),
+            Ok(message) => Ok(Some(message)),
             Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
             Err(error) => Err(LogError::Stream(error.to_string())),
         }
     }
 
-    /// The last entry on `partition`'s subject, read from the stream's leader; `None` when it has none.
+    /// Where `partition`'s subject ends: its last message's stream seq and Msg-Id; `None` when it has none.
+    pub async fn tail(&self, partition: u32) -> Result<Option<Tail>, LogError> {
+        Ok(self.last_message(partition).await?.map(|message| Tail {
+            seq: message.sequence,
+            msg_id: header(&message.headers, MSG_ID),
+        }))
+    }
+
+    /// The last entry on `partition`'s subject; `None` when it has none.
     pub async fn last(&self, partition: u32) -> Result<Option<Entry>, LogError> {
-        let found = self
-            .stream(partition)
-            .raw_message_builder()
-            .last_by_subject(self.subject(partition))
-            .send()
-            .await;
-        match found {
-            Ok(message) => entry(
-                partition,
-                message.sequence,
-                Some(&message.headers),
-                &message.payload,
-            )
-            .map(Some),
-            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(error) => Err(LogError::Stream(error.to_string())),
-        }
+        let Some(message) = self.last_message(partition).await? else {
+            return Ok(None);
+        };
+        let (seq, headers) = (message.sequence, Some(&message.headers));
+        entry(partition, seq, headers, &message.payload).map(Some)
     }
 
     /// Appends a batch record on `partition`, expecting `expected` (a stream seq, 0 for none) as the subject's
