@@ -180,7 +180,7 @@ impl std::fmt::Debug for AppState {
 
 pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -208,12 +208,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/invitations/{invitation_id}/cancel", post(cancel))
         .route("/v1/livekit/webhook", post(webhook))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(axum::middleware::from_fn_with_state(
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
+    // Only a cluster node routes requests to other nodes; one node's requests pay nothing for it.
+    let routes = match state.routing {
+        Some(_) => routes.layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::forward::route,
-        ))
-        .with_state(state)
+        )),
+        None => routes,
+    };
+    routes.with_state(state)
 }
 
 /// The caller, from `Authorization: Bearer <jwt>`.

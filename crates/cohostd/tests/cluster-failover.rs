@@ -23,25 +23,10 @@ async fn a_killed_node_s_partitions_are_served_again_and_no_acknowledged_command
     let owners = cluster.owners().await;
     for (index, node) in cluster.nodes.read().await.iter().enumerate() {
         let node = node.as_ref().expect("running");
-        let page = node
-            .http
-            .get(node.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let owned = owners.values().filter(|n| **n == index).count();
-        assert!(
-            page.contains(&format!("cohost_partitions_owned {owned}\n")),
-            "node-{index}: {page}"
-        );
-        let events = page
-            .lines()
-            .find_map(|line| line.strip_prefix("cohost_engine_events_total "))
-            .and_then(|n| n.parse::<u64>().ok())
-            .expect("the engine counters are on the page");
+        let owned = owners.values().filter(|n| **n == index).count() as u64;
+        let partitions = node.metric("cohost_partitions_owned").await;
+        assert_eq!(partitions, owned, "node-{index}");
+        let events = node.metric("cohost_engine_events_total").await;
         assert!(events > 0, "node-{index} appended no event under load");
     }
 
@@ -89,20 +74,7 @@ async fn a_killed_node_s_partitions_are_served_again_and_no_acknowledged_command
     let mut seconds = 0.0;
     for node in cluster.nodes.read().await.iter().flatten() {
         takeovers += node.metric("cohost_takeovers_total").await;
-        let page = node
-            .http
-            .get(node.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        seconds += page
-            .lines()
-            .find_map(|line| line.strip_prefix("cohost_takeover_seconds_total "))
-            .and_then(|v| v.parse::<f64>().ok())
-            .expect("the takeover time is on the page");
+        seconds += node.metric_as::<f64>("cohost_takeover_seconds_total").await;
     }
     assert!(
         takeovers >= moved.len() as u64,

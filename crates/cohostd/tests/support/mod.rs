@@ -237,6 +237,11 @@ impl Daemon {
 
     /// The value of one series of `/metrics` (`name` with its labels, as the page writes it).
     pub async fn metric(&self, series: &str) -> u64 {
+        self.metric_as(series).await
+    }
+
+    /// The value of one series of `/metrics`, as any number type.
+    pub async fn metric_as<T: std::str::FromStr>(&self, series: &str) -> T {
         let page = self
             .http
             .get(self.url("/metrics"))
