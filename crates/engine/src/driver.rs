@@ -67,14 +67,10 @@ pub fn resolve(answer: Answer, store: &Store) -> Result<Reply, Error> {
 
 fn stored_reply(at: StoredAt, store: &Store) -> Result<Reply, Error> {
     let missing = || Error::Corrupt("a remembered command's record is missing from the log".into());
-    let batch = store
-        .batches_from(at.batch_seq)
-        .next()
-        .ok_or_else(missing)??;
-    if batch.first_seq() != Some(at.batch_seq) {
-        return Err(missing());
-    }
-    let record = batch.commands.get(at.index as usize).ok_or_else(missing)?;
+    let records = store
+        .idempotency_records(at.batch_seq)?
+        .ok_or_else(missing)?;
+    let record = records.get(at.index as usize).ok_or_else(missing)?;
     Ok(idempotency::from_stored(&record.reply))
 }
 

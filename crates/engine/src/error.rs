@@ -42,11 +42,11 @@ pub enum Error {
         "the data directory {dir} is already open in another engine process; one directory serves one process"
     )]
     DirectoryInUse { dir: String },
-    /// A candidate's stream was asked to resume from before what the engine still indexes for them (a seq
-    /// before the engine last opened, or older than their newest indexed events): start over from a snapshot.
-    /// `failed_precondition`.
+    /// A read or a stream was asked to start before what the engine still holds: a candidate's events before
+    /// the engine last opened (or older than their newest indexed ones), or, in cluster mode, events before
+    /// the base the partition's owner started from. Start over from a snapshot. `failed_precondition`.
     #[error(
-        "events before seq {covered_from} are no longer indexed for this user; start again from a snapshot"
+        "events before seq {covered_from} are no longer held here; start again from a snapshot"
     )]
     HistoryGone { covered_from: u64 },
     /// The store failed to read or write outside the write path (a read of the log, a cursor). `unavailable`.
@@ -100,6 +100,9 @@ impl From<StoreError> for Error {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::InvalidArgument(reason) => Self::InvalidArgument(reason.into()),
+            StoreError::Before { first, .. } => Self::HistoryGone {
+                covered_from: first,
+            },
             StoreError::Backend(BackendError::Locked(dir)) => Self::DirectoryInUse { dir },
             StoreError::FlushFailed { cause } | StoreError::ReplicationStopped { cause } => {
                 Self::Stopped { cause }

@@ -34,6 +34,7 @@
 //! ```
 
 mod backoff;
+mod base;
 mod candidates;
 mod clock;
 mod config;
@@ -65,6 +66,7 @@ use tokio::sync::{broadcast, oneshot};
 use crate::read_model::RoomEntry;
 
 pub use backoff::Backoff;
+pub use base::Exported;
 pub use candidates::{RECENT_EVENTS_MAX, USER_ENDED_INVITATIONS_MAX};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cohost_core::InvitationFilter;
@@ -105,6 +107,8 @@ pub(crate) struct Shared {
     /// Taken at shutdown, so the store closes (and its directory lock is released) once in-flight reads end.
     store: Mutex<Option<Arc<Store>>>,
     stats: stats::Stats,
+    /// What a base keeps of the remembered replies (see [`Engine::export_base`]).
+    remembering: (Arc<dyn Clock>, u64, usize),
     /// The sequencer thread's state, watched by a caller whose answer never came.
     writer_state: tokio::sync::watch::Sender<WriterState>,
     failed: AtomicBool,
@@ -209,6 +213,11 @@ impl Engine {
             events: Mutex::new(Some(events.clone())),
             store: Mutex::new(Some(store.clone())),
             stats: stats::Stats::default(),
+            remembering: (
+                config.clock.clone(),
+                config.idempotency_ttl_ms,
+                config.idempotency_max,
+            ),
             writer_state: tokio::sync::watch::Sender::new(WriterState::default()),
             failed: AtomicBool::new(false),
         });
@@ -482,6 +491,19 @@ impl Engine {
             }
             error.into()
         })
+    }
+
+    /// The store's latest snapshot as a base for another node to start from (cluster mode), with the replicated
+    /// log's position at it; `None` until a snapshot with a position was taken. It reads the store: call it
+    /// off the async workers.
+    pub fn export_base(&self) -> Result<Option<Exported>, Error> {
+        let (clock, ttl_ms, max) = &self.shared.remembering;
+        let remembering = base::Remembering {
+            now_ms: clock.now_ms(),
+            ttl_ms: *ttl_ms,
+            max: *max,
+        };
+        base::export(&*self.shared.store()?, remembering)
     }
 
     /// Log records decoded for readers since the engine opened (catch-ups, room and event reads): what reads

@@ -33,6 +33,12 @@ pub fn recover<T>(
     let archive_before_ms = now_ms.saturating_sub(config.ended_retention_ms);
     let (replayed, snapshot_seq) = match replay(store, read, archive_before_ms)? {
         Some(replayed) => (replayed, snapshot_seq),
+        None if store.log_from() > 1 => {
+            return Err(Error::Corrupt(format!(
+                "the snapshot at seq {snapshot_seq} is past the log's end, and the log holds seqs from {} on only",
+                store.log_from()
+            )));
+        }
         None => {
             tracing::warn!(
                 mark = snapshot_seq,

@@ -12,7 +12,10 @@
 //! - `Msnapshot_seq`: the snapshot mark; `Mformat`: the format name;
 //! - `I{first_seq:be64}`: the batch's idempotency records without their replies, `[crc32][postcard]`, so opening
 //!   reads only these to remember command ids;
-//! - `C{sink}`: an outbox cursor, `[crc32][seq:le64]`.
+//! - `C{sink}`: an outbox cursor, `[crc32][seq:le64]`;
+//! - `Mlog_from`, `R{first_seq:be64}`, `Msnapshot_position`: a log that starts past seq 1 ([`Base`], cluster
+//!   mode): its first seq, the remembered records of batches before it, and where the replicated log stood at
+//!   the snapshot.
 
 mod backend;
 mod log;
@@ -23,7 +26,7 @@ mod replicate;
 
 pub use backend::{Backend, BackendError, Entries, Entry, Op, SledBackend};
 pub use log::{
-    LogSummary, Opened, SINK_NAME_LEN_MAX, SNAPSHOT_CHUNK_BYTES, STORE_CACHE_BYTES_DEFAULT,
+    Base, LogSummary, Opened, SINK_NAME_LEN_MAX, SNAPSHOT_CHUNK_BYTES, STORE_CACHE_BYTES_DEFAULT,
     Snapshots, Store, StoreError,
 };
 pub use memory::{Crash, MemoryBackend, MemoryStats};

@@ -7,6 +7,9 @@ use cohost_proto::{Envelope, RoomId};
 
 use crate::backend::{Backend, BackendError, Op, SledBackend};
 use crate::record::{self, Batch, CommandIndexEntry, FrameError, IdempotencyRecord};
+
+mod base;
+pub use base::Base;
 use cohost_proto::limits::READ_EVENTS_MAX;
 
 const LOG: u8 = b'L';
@@ -22,6 +25,12 @@ const FORMAT: &[u8] = b"cohost-store/2";
 /// from the batch). Marked `/2` at open, so an older build then refuses the store rather than misreading it.
 const FORMAT_OLDER: &[u8] = b"cohost-store/1";
 const SNAPSHOT_SEQ_KEY: &[u8] = b"Msnapshot_seq";
+/// Where the replicated log stood when the snapshot was taken (cluster mode): what a taker reads after.
+const SNAPSHOT_POSITION_KEY: &[u8] = b"Msnapshot_position";
+/// The first seq the log holds, when a base stands for the seqs before it; 1 when absent.
+const LOG_FROM_KEY: &[u8] = b"Mlog_from";
+/// The idempotency records of a batch before the log's base, `R{first_seq:be64}`.
+const BASE_RECORDS: u8 = b'R';
 /// sled's page cache unless the caller sets another size (sled's own default is 1 GiB).
 pub const STORE_CACHE_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 /// The size a snapshot's values grow to before the next one starts.
@@ -45,6 +54,9 @@ pub enum StoreError {
     Truncated { committed: u64, found: u64 },
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+    /// A read from before the first seq the log holds: a base stands for what came before (cluster mode).
+    #[error("the log here holds seqs from {first} on, not {from}")]
+    Before { from: u64, first: u64 },
     /// A flush failed. What it should have made durable may be gone even if a later flush succeeds (the page
     /// cache can drop the dirty pages), so the store refuses every write from then on; reopening it (a
     /// restart) recovers from what is really on disk.
@@ -84,6 +96,8 @@ pub struct Store {
     replicator: Option<std::sync::Arc<dyn crate::Replicator>>,
     /// Set when the replicator stopped taking batches; every write is refused after it.
     replication_stopped: std::sync::OnceLock<String>,
+    /// The first seq the log holds (see [`Store::install_base`]).
+    log_from: std::sync::atomic::AtomicU64,
 }
 
 /// What opening did to the log before serving it.
@@ -176,7 +190,7 @@ impl Store {
     fn last_seq(&self) -> Result<u64, StoreError> {
         let mut newest = self.backend.range_rev(&log_key(0), &log_key(u64::MAX));
         let Some((key, value)) = newest.next().transpose()? else {
-            return Ok(0);
+            return Ok(self.log_from() - 1);
         };
         let seq = key_seq(&key);
         let count =
@@ -199,6 +213,7 @@ impl Store {
             records_read: std::sync::atomic::AtomicU64::new(0),
             replicator: None,
             replication_stopped: std::sync::OnceLock::new(),
+            log_from: std::sync::atomic::AtomicU64::new(1),
         };
         match store.backend.get(FORMAT_KEY)? {
             Some(found) if found == FORMAT => {}
@@ -210,6 +225,7 @@ impl Store {
             }
             _ => store.write_and_flush(vec![Op::Put(FORMAT_KEY.to_vec(), FORMAT.to_vec())])?,
         }
+        store.load_log_from()?;
         let Some(committed) = store.backend.committed() else {
             return Ok(store);
         };
@@ -222,6 +238,7 @@ impl Store {
         }
         store.opened.confirmed = store.confirm_tail(committed, found)?;
         if store.backend.flush_failed_before() {
+            store.check_no_base("a flush had failed, and the snapshot it may have lost")?;
             store.drop_snapshots()?;
             store.backend.clear_flush_failed()?;
             store.opened.after_flush_failure = true;
@@ -234,7 +251,10 @@ impl Store {
 
     /// Removes every room snapshot and the snapshot mark, with a flush.
     fn drop_snapshots(&self) -> Result<(), StoreError> {
-        let mut ops = vec![Op::Delete(SNAPSHOT_SEQ_KEY.to_vec())];
+        let mut ops = vec![
+            Op::Delete(SNAPSHOT_SEQ_KEY.to_vec()),
+            Op::Delete(SNAPSHOT_POSITION_KEY.to_vec()),
+        ];
         // Archived rooms are derived state too, and as doubtful: the replay from seq 1 archives them again.
         for prefix in [SNAPSHOT, ARCHIVE] {
             for entry in self.backend.range(&[prefix], &[prefix + 1]) {
@@ -460,7 +480,8 @@ impl Store {
         ])
     }
 
-    /// Reads every record once: checks each checksum and that seqs run from 1 without gaps.
+    /// Reads every record once: checks each checksum and that seqs run from the log's first (1, or past its
+    /// base) without gaps.
     pub fn verify_log(&self) -> Result<LogSummary, StoreError> {
         self.replay(u64::MAX, |_| {})
     }
@@ -472,7 +493,7 @@ impl Store {
         after_seq: u64,
         mut on_batch: impl FnMut(Batch),
     ) -> Result<LogSummary, StoreError> {
-        let mut expected = 1;
+        let mut expected = self.log_from();
         let mut records = 0;
         for entry in self.backend.range(&log_key(0), &log_key(u64::MAX)) {
             let (key, value) = entry?;
@@ -587,6 +608,7 @@ impl Store {
         let mut found = Vec::with_capacity(seqs.len());
         let mut record: Option<(u64, Vec<Envelope>)> = None;
         for &seq in seqs.iter().take(READ_EVENTS_MAX) {
+            self.check_held(seq)?;
             let held = record.as_ref().is_some_and(|(first, events)| {
                 (*first..*first + events.len() as u64).contains(&seq)
             });
@@ -634,21 +656,27 @@ impl Store {
     /// the log is a `Gap` error, after which nothing more comes.
     fn envelopes_from(&self, from_seq: u64) -> Envelopes<'_> {
         let expected = from_seq.max(1);
+        let batches: Box<dyn Iterator<Item = _>> = match self.check_held(expected) {
+            Ok(()) => Box::new(self.batches_from(expected)),
+            Err(before) => Box::new(std::iter::once(Err(before))),
+        };
         Envelopes {
-            batches: Box::new(self.batches_from(expected)),
+            batches,
             current: Vec::new().into_iter(),
             expected,
             done: false,
         }
     }
 
-    /// The seq a named sink (an outbox relay) has durably handled; 0 before its first advance.
+    /// The seq a named sink (an outbox relay) has durably handled; 0 before its first advance. Never before
+    /// the log's base: a sink starts where the log here starts.
     pub fn cursor(&self, sink: &str) -> Result<u64, StoreError> {
         let key = Self::cursor_key(sink)?;
-        let Some(value) = self.backend.get(&key)? else {
-            return Ok(0);
+        let stored = match self.backend.get(&key)? {
+            Some(value) => Self::decode_cursor(sink, &value)?,
+            None => 0,
         };
-        Self::decode_cursor(sink, &value)
+        Ok(stored.max(self.log_from() - 1))
     }
 
     /// Every sink's cursor, by name: what moves with a partition in cluster mode.
@@ -694,6 +722,20 @@ impl Store {
     /// key per room would cost memory with every room that ever lived. Not flushed: the next append's flush
     /// makes it durable, and a lost snapshot is rebuilt from the log.
     pub fn write_snapshot(&self, seq: u64, rooms: &[(RoomId, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut ops = self.snapshot_ops(seq, rooms)?;
+        // The snapshot and the replicated log's position are one write: a taker reads the log after it.
+        match self.replicator.as_ref().and_then(|r| r.position()) {
+            Some(position) => ops.push(Op::Put(
+                SNAPSHOT_POSITION_KEY.to_vec(),
+                record::frame(&position.to_le_bytes()),
+            )),
+            None => ops.push(Op::Delete(SNAPSHOT_POSITION_KEY.to_vec())),
+        }
+        self.write(ops)
+    }
+
+    /// The writes that replace the snapshot with `rooms` at `seq`.
+    fn snapshot_ops(&self, seq: u64, rooms: &[(RoomId, Vec<u8>)]) -> Result<Vec<Op>, StoreError> {
         let mut ops = Vec::new();
         for entry in self.backend.range(&[SNAPSHOT], &[SNAPSHOT + 1]) {
             ops.push(Op::Delete(entry?.0));
@@ -715,13 +757,17 @@ impl Store {
             SNAPSHOT_SEQ_KEY.to_vec(),
             record::frame(&seq.to_le_bytes()),
         ));
-        self.write(ops)
+        Ok(ops)
     }
 
     /// Deletes the snapshot and the mark, flushed: for a snapshot that cannot be read, so that none of it
     /// outlives the replay from seq 1 that replaces it.
     pub fn clear_snapshots(&self) -> Result<(), StoreError> {
-        let mut ops = vec![Op::Delete(SNAPSHOT_SEQ_KEY.to_vec())];
+        self.check_no_base("an unreadable snapshot")?;
+        let mut ops = vec![
+            Op::Delete(SNAPSHOT_SEQ_KEY.to_vec()),
+            Op::Delete(SNAPSHOT_POSITION_KEY.to_vec()),
+        ];
         for entry in self.backend.range(&[SNAPSHOT], &[SNAPSHOT + 1]) {
             ops.push(Op::Delete(entry?.0));
         }
@@ -833,7 +879,13 @@ impl Store {
     }
 }
 
-const _: () = assert!(META == b'M' && FORMAT_KEY[0] == META && SNAPSHOT_SEQ_KEY[0] == META);
+const _: () = assert!(
+    META == b'M'
+        && FORMAT_KEY[0] == META
+        && SNAPSHOT_SEQ_KEY[0] == META
+        && SNAPSHOT_POSITION_KEY[0] == META
+        && LOG_FROM_KEY[0] == META
+);
 
 /// See [`Store::envelopes_from`].
 struct Envelopes<'a> {

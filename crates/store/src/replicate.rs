@@ -6,6 +6,12 @@ pub trait Replicator: Send + Sync {
     /// `record` is the batch record as the store encodes it, its first seq `first_seq`. Called from the
     /// sequencer's thread, one batch at a time.
     fn replicate(&self, first_seq: u64, record: &[u8]) -> Result<(), ReplicateError>;
+
+    /// Where the replicated log stands after this writer's last message (a stream sequence): kept with each
+    /// snapshot, so a reader of the log after it finds the batches that follow the snapshot.
+    fn position(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

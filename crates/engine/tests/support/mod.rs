@@ -25,11 +25,19 @@ pub struct TestEngine {
     pub log: Option<Arc<MemoryLog>>,
 }
 
-/// A partition log in memory: the batch records every owner appended, in order, with their first seqs.
+/// A partition log in memory: the batch records every owner appended, in order, with their first seqs; and the
+/// base an owner last saved, as cluster mode keeps one in JetStream.
 #[derive(Default)]
 pub struct MemoryLog {
     records: std::sync::Mutex<Vec<(u64, Vec<u8>)>>,
+    base: std::sync::Mutex<Option<cohost_engine::Exported>>,
+    /// Set: no base is kept, and every takeover replays the whole log.
+    whole: std::sync::atomic::AtomicBool,
 }
+
+/// Events between snapshots for an engine writing as cluster mode does: few, so that most restarts start from
+/// a base and replay only the log after it.
+pub const CLUSTER_SNAPSHOT_EVERY: u64 = 3;
 
 impl cohost_store::Replicator for MemoryLog {
     fn replicate(&self, first_seq: u64, record: &[u8]) -> Result<(), cohost_store::ReplicateError> {
@@ -42,16 +50,59 @@ impl cohost_store::Replicator for MemoryLog {
         records.push((first_seq, record.to_vec()));
         Ok(())
     }
+
+    /// A position is the count of records appended so far.
+    fn position(&self) -> Option<u64> {
+        Some(self.records.lock().unwrap().len() as u64)
+    }
 }
 
 impl MemoryLog {
-    /// Takes the partition over in a fresh directory: the local store rebuilt from the log, then the engine
-    /// opened on it, appending to the log.
+    /// Keeps `engine`'s base, as an owner saves one beside the log.
+    pub fn save_base(&self, engine: &Engine) {
+        if self.whole.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        if let Some(exported) = engine.export_base().expect("a base exports") {
+            *self.base.lock().unwrap() = Some(exported);
+        }
+    }
+
+    /// The seq of the base last saved.
+    pub fn base_seq(&self) -> Option<u64> {
+        self.base.lock().unwrap().as_ref().map(|e| e.base.seq)
+    }
+
+    /// Forgets the base saved and keeps none from now on: every takeover replays the whole log.
+    pub fn replay_whole(&self) {
+        self.whole.store(true, std::sync::atomic::Ordering::Relaxed);
+        *self.base.lock().unwrap() = None;
+    }
+
+    /// Takes the partition over in a fresh directory: the local store rebuilt from the last base saved and the
+    /// log after it (the whole log without one), then the engine opened on it, appending to the log.
     pub fn take_over(self: &Arc<Self>, clock: &Arc<ManualClock>) -> (Engine, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             let store = cohost_store::Store::open(dir.path()).expect("a fresh store opens");
-            for (_, record) in self.records.lock().unwrap().iter() {
+            let base = self.base.lock().unwrap().clone();
+            let records = self.records.lock().unwrap();
+            let after = match &base {
+                Some(exported) => {
+                    store.install_base(&exported.base).expect("a base installs");
+                    let after = &records[exported.position as usize..];
+                    if let Some((first, _)) = after.first() {
+                        assert_eq!(
+                            *first,
+                            exported.base.seq + 1,
+                            "the log after the base continues it"
+                        );
+                    }
+                    after
+                }
+                None => &records[..],
+            };
+            for (_, record) in after {
                 store
                     .append_replicated(record)
                     .expect("the log's records continue each other");
@@ -60,6 +111,7 @@ impl MemoryLog {
         }
         let mut config = config(dir.path(), clock);
         config.replicator = Some(self.clone());
+        config.snapshot_every_events = CLUSTER_SNAPSHOT_EVERY;
         (Engine::open(config).expect("engine opens"), dir)
     }
 }
@@ -124,6 +176,9 @@ impl TestEngine {
     /// Shuts down and opens the same directory again, keeping the clock; in cluster mode, takes the
     /// partition over in a fresh directory.
     pub async fn restart(self) -> TestEngine {
+        if let Some(log) = &self.log {
+            log.save_base(&self.engine);
+        }
         self.engine.shutdown().await;
         if let Some(log) = self.log {
             let (engine, dir) = log.take_over(&self.clock);
