@@ -32,8 +32,7 @@ fn records(batches: &[Batch]) -> Vec<(u64, Vec<u8>)> {
     for batch in batches {
         store.append(&batch.events, &batch.commands).unwrap();
     }
-    let records = capture.0.lock().unwrap().clone();
-    records
+    capture.0.lock().unwrap().clone()
 }
 
 /// The base after the sample's first three batches (`[1] [2 3 4] [5 6]`).
