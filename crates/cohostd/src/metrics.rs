@@ -314,6 +314,21 @@ pub fn render_node(out: &mut String, stats: &cohost_nats::cluster::NodeStats) {
             "Partitions given up: lost, handed off, or their engine stopped.",
             count(&stats.given_up),
         ),
+        (
+            "cohost_takeovers_from_snapshot_total",
+            "Takeovers that started from the partition's snapshot and replayed only the log after it.",
+            count(&stats.takeovers_from_snapshot),
+        ),
+        (
+            "cohost_partition_snapshots_saved_total",
+            "Partition snapshots saved for the next owner.",
+            count(&stats.snapshots_saved),
+        ),
+        (
+            "cohost_partition_snapshots_failed_total",
+            "Partition snapshot saves that failed (tried again next turn).",
+            count(&stats.snapshots_failed),
+        ),
     ];
     for (name, help, value) in series {
         metric(out, "counter", name, help, value);

@@ -493,6 +493,16 @@ impl Engine {
         })
     }
 
+    /// The seq of the store's latest snapshot; 0 before the first.
+    pub fn snapshot_seq(&self) -> Result<u64, Error> {
+        Ok(self.shared.store()?.snapshots_seq()?)
+    }
+
+    /// The first seq the store's log holds: 1, or the seq after the base it started from (cluster mode).
+    pub fn log_from(&self) -> u64 {
+        self.shared.store().map_or(1, |store| store.log_from())
+    }
+
     /// The store's latest snapshot as a base for another node to start from (cluster mode), with the replicated
     /// log's position at it; `None` until a snapshot with a position was taken. It reads the store: call it
     /// off the async workers.

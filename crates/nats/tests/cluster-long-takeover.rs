@@ -28,9 +28,16 @@ const WRITERS: usize = 256;
 /// Fills partition 0's log through an engine of its own, and returns how many events it holds.
 async fn write_history(log: &PartitionLog, leases: &Leases, dir: PathBuf) -> u64 {
     let lease = leases.acquire(0).await.unwrap().expect("a free partition");
-    let engine: Engine = take_over(log, "writer", &lease, Config::new(dir), Default::default())
-        .await
-        .expect("the writer takes the partition");
+    let engine: Engine = take_over(
+        log,
+        "writer",
+        &lease,
+        Config::new(dir),
+        Default::default(),
+        None,
+    )
+    .await
+    .expect("the writer takes the partition");
     let tasks: Vec<_> = (0..WRITERS)
         .map(|w| {
             let engine = engine.clone();
@@ -82,6 +89,7 @@ async fn a_takeover_longer_than_the_lease_completes() {
             data_dir: dirs.path().join("taker"),
             engine: Arc::new(Config::new),
             follow: None,
+            snapshots: None,
         },
     );
     // Partition 1 has no history: it is served long before partition 0. Each one's lease as first taken.

@@ -38,6 +38,7 @@ async fn start(server: &TestServer, name: &str, dir: &tempfile::TempDir) -> Node
         data_dir: dir.path().to_owned(),
         engine: std::sync::Arc::new(engine_config),
         follow: None,
+        snapshots: None,
     };
     let cursors = CursorBook::open(&js, 1).await.unwrap();
     Node::start(leases, log, cursors, config)

@@ -67,6 +67,7 @@ async fn start(server: &TestServer, name: &str, dir: &tempfile::TempDir) -> Star
         data_dir: dir.path().to_owned(),
         engine: Arc::new(Config::new),
         follow: Some(follow),
+        snapshots: None,
     };
     Started {
         node: Node::start(leases, log, cursors, config),

@@ -57,9 +57,16 @@ async fn acquire(node: &Node) -> Lease {
 
 async fn own(node: &Node, lease: &Lease) -> Engine {
     let config = Config::new(node.dir.path().join("partition"));
-    take_over(&node.log, node.name, lease, config, Default::default())
-        .await
-        .expect("the partition is taken over")
+    take_over(
+        &node.log,
+        node.name,
+        lease,
+        config,
+        Default::default(),
+        None,
+    )
+    .await
+    .expect("the partition is taken over")
 }
 
 fn user(name: &str) -> Actor {

@@ -35,7 +35,12 @@ pub use replicate::{ReplicateError, Replicator};
 
 /// The seq of the last event in a batch record (as the partition log holds it), for tools that show positions.
 pub fn batch_last_seq(record: &[u8]) -> Result<u64, FrameError> {
+    batch_seqs(record).map(|(_, last)| last)
+}
+
+/// The seqs of the first and the last event in a batch record.
+pub fn batch_seqs(record: &[u8]) -> Result<(u64, u64), FrameError> {
     let batch = record::decode_batch(record)?;
     let first = batch.first_seq().unwrap_or(1);
-    Ok(first + batch.events.len() as u64 - 1)
+    Ok((first, first + batch.events.len() as u64 - 1))
 }

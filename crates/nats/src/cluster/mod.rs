@@ -10,6 +10,7 @@ mod lease;
 mod log;
 mod node;
 mod owner;
+mod snapshot;
 mod status;
 
 pub use cursor::{CURSOR_BUCKET, CursorBook, CursorError, Cursors};
@@ -26,4 +27,5 @@ pub use node::{
     EngineConfig, Following, JoinNodeError, Joining, Node, NodeConfig, NodeStats, StartFollowing,
 };
 pub use owner::{LogReplicator, TakeOverError, take_over};
+pub use snapshot::{PartitionSnapshot, SNAPSHOT_BUCKET, SnapshotBook, SnapshotError};
 pub use status::{Last, PartitionStatus, status};

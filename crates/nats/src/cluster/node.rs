@@ -18,12 +18,17 @@ use super::fixed::{Fixed, JoinError, join};
 use super::lease::{Lease, LeaseConfig, LeaseError, Leases, preferred};
 use super::log::{LogConfig, LogError, PartitionLog};
 use super::owner::take_over;
+use super::snapshot::{PartitionSnapshot, SnapshotBook};
 
 /// Takeovers in flight at once: enough that a node starting with many partitions to take serves them in a few
 /// seconds.
 const TAKES_AT_ONCE: usize = 8;
 /// Renewals in flight at once in one turn.
 const RENEWALS_AT_ONCE: usize = 64;
+/// Snapshot saves in flight at once: each reads a partition's whole state.
+const SNAPSHOTS_AT_ONCE: usize = 4;
+/// The longest a snapshot save may take; past it, it is tried again next turn.
+const SNAPSHOT_SAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A partition this node writes.
 #[derive(Debug, Clone)]
@@ -33,6 +38,8 @@ struct Owned {
     following: Arc<Mutex<Option<Following>>>,
     /// The followers' cursors as last saved in the bucket.
     saved: Cursors,
+    /// The seq of the partition's snapshot last saved in the bucket (or taken over from).
+    exported: u64,
 }
 
 /// The engine settings of a partition whose local store is in the given directory.
@@ -68,6 +75,9 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
     /// What follows each owned partition's log; nothing when `None`.
     pub follow: Option<StartFollowing>,
+    /// Where each owned partition's latest snapshot is kept for the next owner; without it every takeover
+    /// replays the partition's whole log.
+    pub snapshots: Option<SnapshotBook>,
 }
 
 /// What the loop, the takeovers and the drains share.
@@ -99,6 +109,11 @@ pub struct NodeStats {
     pub takeover_us: AtomicU64,
     /// Partitions given up (lost, handed off, or their engine stopped).
     pub given_up: AtomicU64,
+    /// Takeovers that started from the partition's snapshot (the rest replayed its whole log).
+    pub takeovers_from_snapshot: AtomicU64,
+    pub snapshots_saved: AtomicU64,
+    /// Snapshot saves that failed (tried again next turn).
+    pub snapshots_failed: AtomicU64,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -167,7 +182,7 @@ const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 async fn open_all(
     js: &async_nats::jetstream::Context,
     joining: &Joining,
-) -> Result<(PartitionLog, Leases, CursorBook), JoinNodeError> {
+) -> Result<(PartitionLog, Leases, CursorBook, SnapshotBook), JoinNodeError> {
     let fixed = Fixed::new(joining.partitions, joining.log_streams);
     join(js, &fixed, joining.replicas).await?;
     let log_config = LogConfig {
@@ -187,7 +202,8 @@ async fn open_all(
         leases = leases.advertising(url);
     }
     let cursors = CursorBook::open(js, joining.replicas).await?;
-    Ok((log, leases, cursors))
+    let snapshots = SnapshotBook::open(js, joining.replicas).await?;
+    Ok((log, leases, cursors, snapshots))
 }
 
 /// Why a node could not join its cluster.
@@ -203,6 +219,8 @@ pub enum JoinNodeError {
     Lease(#[from] LeaseError),
     #[error(transparent)]
     Cursors(#[from] CursorError),
+    #[error(transparent)]
+    Snapshots(#[from] super::snapshot::SnapshotError),
 }
 
 impl Node {
@@ -220,7 +238,7 @@ impl Node {
         // A cluster starting up answers "no responders" until its streams have leaders: tried again for a
         // while. A configuration that differs from the cluster's is final.
         let started = Instant::now();
-        let (log, leases, cursors) = loop {
+        let (log, leases, cursors, snapshots) = loop {
             match open_all(&js, &joining).await {
                 Ok(opened) => break opened,
                 Err(
@@ -244,6 +262,7 @@ impl Node {
             data_dir: joining.data_dir,
             engine: joining.engine,
             follow: joining.follow,
+            snapshots: Some(snapshots),
         };
         Ok(Self::start(leases, log, cursors, config))
     }
@@ -573,7 +592,10 @@ async fn turn(ctx: &Arc<Ctx>) -> Result<Vec<u32>, LeaseError> {
         .is_none_or(tokio::task::JoinHandle::is_finished)
     {
         let ctx = ctx.clone();
-        *saving = Some(tokio::spawn(async move { save_moved_cursors(&ctx).await }));
+        *saving = Some(tokio::spawn(async move {
+            save_moved_cursors(&ctx).await;
+            save_new_snapshots(&ctx).await;
+        }));
     }
     drop(saving);
     let live = live?;
@@ -618,6 +640,87 @@ async fn save_moved_cursors(ctx: &Ctx) {
             }
         }
     }
+}
+
+/// Saves, a few at a time, the snapshot of each partition served now whose engine has taken a newer one that
+/// every follower has handled (a taker's followers then need nothing from before it). Each save is bounded; one
+/// that fails is tried again next turn.
+async fn save_new_snapshots(ctx: &Ctx) {
+    let Some(book) = &ctx.config.snapshots else {
+        return;
+    };
+    let now = Instant::now();
+    let held: Vec<(u32, Owned)> = ctx
+        .owned()
+        .iter()
+        .filter(|(_, o)| o.lease.is_valid(now))
+        .map(|(p, o)| (*p, o.clone()))
+        .collect();
+    let saves: Vec<(u32, Result<Option<u64>, String>)> = futures::stream::iter(held)
+        .map(|(partition, entry)| async move {
+            let saved = tokio::time::timeout(
+                SNAPSHOT_SAVE_TIMEOUT,
+                save_snapshot(book, ctx.leases.node(), partition, &entry),
+            )
+            .await
+            .unwrap_or_else(|_| Err("no answer in time".to_owned()));
+            (partition, saved)
+        })
+        .buffer_unordered(SNAPSHOTS_AT_ONCE)
+        .collect()
+        .await;
+    let mut owned = ctx.owned();
+    for (partition, saved) in saves {
+        match saved {
+            Ok(None) => {}
+            Ok(Some(seq)) => {
+                ctx.stats.snapshots_saved.fetch_add(1, Ordering::Relaxed);
+                if let Some(slot) = owned.get_mut(&partition) {
+                    slot.exported = seq;
+                }
+            }
+            Err(error) => {
+                ctx.stats.snapshots_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, node = ctx.leases.node(), partition, "saving the partition's snapshot failed; trying again next turn");
+            }
+        }
+    }
+}
+
+/// Saves the partition's snapshot if its engine took one newer than the last saved that every follower has
+/// handled; the seq saved.
+async fn save_snapshot(
+    book: &SnapshotBook,
+    node: &str,
+    partition: u32,
+    entry: &Owned,
+) -> Result<Option<u64>, String> {
+    let engine = entry.engine.clone();
+    let seq = engine.snapshot_seq().map_err(|e| e.to_string())?;
+    let handled = {
+        let following = entry.following.lock().unwrap_or_else(|e| e.into_inner());
+        following.as_ref().map_or(u64::MAX, |f| {
+            f.statuses
+                .iter()
+                .map(|s| s.handled_seq())
+                .min()
+                .unwrap_or(u64::MAX)
+        })
+    };
+    if seq <= entry.exported || handled < seq {
+        return Ok(None);
+    }
+    let exported = tokio::task::spawn_blocking(move || engine.export_base())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let Some(exported) = exported.filter(|e| e.base.seq <= handled) else {
+        return Ok(None);
+    };
+    let seq = exported.base.seq;
+    let snapshot = PartitionSnapshot::new(partition, node, entry.lease.epoch, exported);
+    book.save(&snapshot).await.map_err(|e| e.to_string())?;
+    Ok(Some(seq))
 }
 
 /// Renews every held lease, giving up a partition whose lease is lost, whose engine stopped, or that another
@@ -697,7 +800,8 @@ async fn take_over_renewing(
                 ));
             }
         };
-        take_over(&ctx.log, leases.node(), &claimed, engine, cursors)
+        let snapshot = load_snapshot(ctx, partition).await;
+        take_over(&ctx.log, leases.node(), &claimed, engine, cursors, snapshot)
             .await
             .map_err(|e| e.to_string())
     };
@@ -728,6 +832,28 @@ async fn take_over_renewing(
     Ok((engine, current))
 }
 
+/// The partition's snapshot, if the bucket has one and answers in time; else `None`, and the takeover replays
+/// the whole log (slower, never wrong).
+async fn load_snapshot(ctx: &Ctx, partition: u32) -> Option<PartitionSnapshot> {
+    let book = ctx.config.snapshots.as_ref()?;
+    let node = ctx.leases.node();
+    match tokio::time::timeout(SNAPSHOT_SAVE_TIMEOUT, book.load(partition)).await {
+        Ok(Ok(snapshot)) => snapshot,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, node, partition, "the partition's snapshot cannot be read; replaying its whole log");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                node,
+                partition,
+                "the partition's snapshot did not load in time; replaying its whole log"
+            );
+            None
+        }
+    }
+}
+
 /// Takes the partition if its lease is free: replays its log, claims it, starts its followers from the
 /// cursors its last owner saved, and only then serves it.
 async fn take(ctx: &Ctx, partition: u32) -> Result<(), LeaseError> {
@@ -753,7 +879,15 @@ async fn take(ctx: &Ctx, partition: u32) -> Result<(), LeaseError> {
             return Ok(());
         }
     };
+    // Started from a snapshot: the store's log begins after it.
+    let from_snapshot = engine.log_from() - 1;
+    if from_snapshot > 0 {
+        ctx.stats
+            .takeovers_from_snapshot
+            .fetch_add(1, Ordering::Relaxed);
+    }
     let entry = Owned {
+        exported: from_snapshot,
         saved: engine
             .cursors()
             .map(|c| c.into_iter().collect())

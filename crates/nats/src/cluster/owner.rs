@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cohost_engine::{Config, Engine};
-use cohost_store::{ReplicateError, Replicator, Store};
+use cohost_store::{Base, ReplicateError, Replicator, Store};
 
 use super::cursor::Cursors;
 use super::lease::Lease;
-use super::log::{AppendError, EntryKind, LogError, Marker, PartitionLog, msg_id};
+use super::log::{AppendError, Entry, EntryKind, LogError, Marker, PartitionLog, msg_id};
+use super::snapshot::PartitionSnapshot;
 
 /// Appends a partition's batches to its log, each expecting the last message this owner wrote (its marker
 /// first), so the stream refuses them once another node has claimed the partition.
@@ -50,6 +51,10 @@ impl Replicator for LogReplicator {
             Err(error) => Err(ReplicateError::Stopped(error.to_string())),
         }
     }
+
+    fn position(&self) -> Option<u64> {
+        Some(*self.expected.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,52 +72,28 @@ pub enum TakeOverError {
 }
 
 /// Takes `lease`'s partition over on this node: rebuilds the local store in `config.data_dir` from the
-/// partition log (with the followers' `cursors` as the last owner saved them), claims the partition with a
-/// marker right after the tail it read, and opens the engine, which serves from then on and appends each batch
-/// after the marker. A writer that appended after the tail was read makes the claim fail (`Claim`, `Fenced`):
-/// try again.
+/// partition's `snapshot` (when it continues the log) and the log after it, or else from the whole log (with
+/// the followers' `cursors` as the last owner saved them), claims the partition with a marker right after the
+/// tail it read, and opens the engine, which serves from then on and appends each batch after the marker. A
+/// writer that appended after the tail was read makes the claim fail (`Claim`, `Fenced`): try again.
 pub async fn take_over(
     log: &PartitionLog,
     node: &str,
     lease: &Lease,
     mut config: Config,
     cursors: Cursors,
+    snapshot: Option<PartitionSnapshot>,
 ) -> Result<Engine, TakeOverError> {
     let partition = lease.partition;
     let local = |reason: String| TakeOverError::Local { partition, reason };
-    let entries = log.read_after(partition, 0).await?;
+    let (base, entries) = catch_up(log, partition, snapshot).await?;
     let tail = entries.last().map_or(0, |entry| entry.seq);
     let dir = config.data_dir.clone();
     let cache = config.store_cache_bytes;
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
-        // The local store is a cache of the log: whatever an earlier ownership left there is replaced.
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
-        }
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let store = Store::open_with_cache(&dir, cache).map_err(|e| e.to_string())?;
-        let mut last = 0;
-        for entry in &entries {
-            if let EntryKind::Batch(record) = &entry.kind {
-                last = store
-                    .append_replicated(record)
-                    .map_err(|e| format!("stream seq {}: {e}", entry.seq))?;
-            }
-        }
-        store.flush_replicated().map_err(|e| e.to_string())?;
-        for (sink, seq) in cursors {
-            // A cursor never passes the log; one saved past it is from a log this is not.
-            store
-                .set_cursor(&sink, seq.min(last))
-                .map_err(|e| format!("cursor {sink:?}: {e}"))?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| local(e.to_string()))?
-    .map_err(local)?;
+    tokio::task::spawn_blocking(move || rebuild(&dir, cache, base.as_ref(), &entries, cursors))
+        .await
+        .map_err(|e| local(e.to_string()))?
+        .map_err(local)?;
     let marker = Marker {
         node: node.to_owned(),
         epoch: lease.epoch,
@@ -132,4 +113,96 @@ pub async fn take_over(
         .await
         .map_err(|e| local(e.to_string()))?
         .map_err(|e| local(e.to_string()))
+}
+
+/// The log to copy: after the snapshot when it continues the log here (the message at its position is on the
+/// partition's subject and, if a batch, ends at the snapshot's seq; the next batch starts right after it), else
+/// the whole log. Returns the base to start from and the entries to copy after it; the first entry then is the
+/// one at the snapshot's position, which the base covers (kept, so the tail is known).
+async fn catch_up(
+    log: &PartitionLog,
+    partition: u32,
+    snapshot: Option<PartitionSnapshot>,
+) -> Result<(Option<Base>, Vec<Entry>), LogError> {
+    if let Some(snapshot) = snapshot {
+        let position = snapshot.position;
+        let entries = log
+            .read_after(partition, position.saturating_sub(1))
+            .await?;
+        if continues(&snapshot, &entries) {
+            tracing::info!(
+                partition,
+                seq = snapshot.base.seq,
+                position,
+                "taking over from the partition's snapshot"
+            );
+            return Ok((Some(snapshot.base), entries));
+        }
+        tracing::warn!(
+            partition,
+            seq = snapshot.base.seq,
+            position,
+            "the partition's snapshot does not continue its log; replaying the whole log"
+        );
+    }
+    Ok((None, log.read_after(partition, 0).await?))
+}
+
+fn continues(snapshot: &PartitionSnapshot, entries: &[Entry]) -> bool {
+    let seq = snapshot.base.seq;
+    let Some(at) = entries.first().filter(|e| e.seq == snapshot.position) else {
+        return false;
+    };
+    let ends_at_base = match &at.kind {
+        EntryKind::Batch(record) => {
+            cohost_store::batch_seqs(record).is_ok_and(|(_, last)| last == seq)
+        }
+        EntryKind::Marker(_) => true,
+    };
+    let next = entries[1..].iter().find_map(|e| match &e.kind {
+        EntryKind::Batch(record) => Some(cohost_store::batch_seqs(record).map(|(first, _)| first)),
+        EntryKind::Marker(_) => None,
+    });
+    ends_at_base && next.is_none_or(|first| first == Ok(seq + 1))
+}
+
+/// The local store in `dir`, made afresh: the base (if any), every batch entry after it, one flush, then the
+/// followers' cursors (none past the log).
+fn rebuild(
+    dir: &std::path::Path,
+    cache: u64,
+    base: Option<&Base>,
+    entries: &[Entry],
+    cursors: Cursors,
+) -> Result<(), String> {
+    // The local store is a cache of the log: whatever an earlier ownership left there is replaced.
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let store = Store::open_with_cache(dir, cache).map_err(|e| e.to_string())?;
+    let (mut last, skip) = match base {
+        Some(base) => {
+            store
+                .install_base(base)
+                .map_err(|e| format!("the snapshot: {e}"))?;
+            (base.seq, 1)
+        }
+        None => (0, 0),
+    };
+    for entry in &entries[skip.min(entries.len())..] {
+        if let EntryKind::Batch(record) = &entry.kind {
+            last = store
+                .append_replicated(record)
+                .map_err(|e| format!("stream seq {}: {e}", entry.seq))?;
+        }
+    }
+    store.flush_replicated().map_err(|e| e.to_string())?;
+    for (sink, seq) in cursors {
+        // A cursor never passes the log; one saved past it is from a log this is not.
+        store
+            .set_cursor(&sink, seq.min(last))
+            .map_err(|e| format!("cursor {sink:?}: {e}"))?;
+    }
+    Ok(())
 }
