@@ -79,7 +79,8 @@ pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Resu
     Ok(())
 }
 
-/// Events between a partition's snapshots: each is saved for the next owner, who replays only the log after
+/// Events between a partition's snapshots unless `COHOST_SNAPSHOT_EVERY_EVENTS` says otherwise: each is saved for
+/// the next owner, who replays only the log after
 /// it, so this bounds a takeover's replay (about 4 µs an event) at the cost of writing the partition's rooms.
 const PARTITION_SNAPSHOT_EVERY_EVENTS: u64 = 10_000;
 
@@ -94,11 +95,14 @@ async fn join(
 ) -> Result<Arc<Node>, String> {
     let template = settings.engine()?;
     let cache = (template.store_cache_bytes / u64::from(cluster.partitions)).max(1 << 20);
+    let snapshot_every = settings
+        .snapshot_every_events
+        .unwrap_or(PARTITION_SNAPSHOT_EVERY_EVENTS);
     let engine = Arc::new(move |dir: std::path::PathBuf| {
         let mut config = template.clone();
         config.data_dir = dir;
         config.store_cache_bytes = cache;
-        config.snapshot_every_events = PARTITION_SNAPSHOT_EVERY_EVENTS;
+        config.snapshot_every_events = snapshot_every;
         config
     });
     let joining = cluster::Joining {

@@ -143,6 +143,11 @@ pub struct Settings {
     /// back on demand).
     #[arg(long, env = "COHOST_ENDED_ROOM_RETENTION_S", default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=604_800))]
     pub ended_room_retention_s: u64,
+    /// Events between snapshots of the rooms in memory: opening replays only the log after the last one. In
+    /// cluster mode each partition's snapshot is also saved for its next owner. Default: 1,000,000 on one
+    /// node, 10,000 per partition in cluster mode.
+    #[arg(long, env = "COHOST_SNAPSHOT_EVERY_EVENTS", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub snapshot_every_events: Option<u64>,
     /// The most memory, in MiB, the store's page cache (sled's) may take.
     #[arg(long, env = "COHOST_STORE_CACHE_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(8..=65_536))]
     pub store_cache_mb: u64,
@@ -231,6 +236,9 @@ impl Settings {
         config.clock = std::sync::Arc::new(cohost_engine::SystemClock);
         config.ended_retention_ms = self.ended_room_retention_s.saturating_mul(1_000);
         config.store_cache_bytes = self.store_cache_mb.saturating_mul(1 << 20);
+        if let Some(every) = self.snapshot_every_events {
+            config.snapshot_every_events = every;
+        }
         Ok(config)
     }
     /// Cluster mode's settings, when it is on: it needs a node id and a NATS URL.

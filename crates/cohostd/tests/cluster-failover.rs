@@ -2,7 +2,8 @@
 //! whole test, and one cohostd node is killed with SIGKILL mid-load. Its partitions are served again by the
 //! others (the time from the kill to the first acknowledged command on each moved partition is printed), and
 //! every acknowledged command is in its room exactly once, and its event in the stream `COHOST` exactly once
-//! (each partition's relay moved with it).
+//! (each partition's relay moved with it). Takeovers start from the partitions' snapshots, so this holds for a
+//! base and the log after it too.
 
 mod support;
 
@@ -31,6 +32,21 @@ async fn a_killed_node_s_partitions_are_served_again_and_no_acknowledged_command
     }
 
     let victim = 1;
+    // The victim has saved snapshots of its partitions (every 100 events), for the takers to start from.
+    let saving = Instant::now();
+    loop {
+        let nodes = cluster.nodes.read().await;
+        let node = nodes[victim].as_ref().expect("running");
+        if node.metric("cohost_partition_snapshots_saved_total").await > 0 {
+            break;
+        }
+        assert!(
+            saving.elapsed() < Duration::from_secs(30),
+            "node-{victim} saved no partition snapshot under load"
+        );
+        drop(nodes);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let moved: Vec<u32> = cluster
         .owners()
         .await
@@ -70,12 +86,17 @@ async fn a_killed_node_s_partitions_are_served_again_and_no_acknowledged_command
     assert_exactly_once(&cluster, &clients).await;
     assert_relayed_exactly_once(&cluster, &clients).await;
     // The survivors count the takeovers of the moved partitions, and the time they took.
-    let mut takeovers = 0;
-    let mut seconds = 0.0;
+    let (mut takeovers, mut from_snapshot, mut seconds) = (0, 0, 0.0);
     for node in cluster.nodes.read().await.iter().flatten() {
         takeovers += node.metric("cohost_takeovers_total").await;
+        from_snapshot += node.metric("cohost_takeovers_from_snapshot_total").await;
         seconds += node.metric_as::<f64>("cohost_takeover_seconds_total").await;
     }
+    println!(
+        "node kill: {from_snapshot} of {takeovers} takeovers started from a partition snapshot"
+    );
+    // Snapshots every 100 events under this load: the killed node had saved some of its partitions'.
+    assert!(from_snapshot >= 1, "no takeover started from a snapshot");
     assert!(
         takeovers >= moved.len() as u64,
         "{takeovers} takeovers counted"

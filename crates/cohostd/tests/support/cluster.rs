@@ -222,6 +222,9 @@ async fn start_node(cluster: &TestCluster, name: &str, dir: &std::path::Path) ->
         "1000000",
         "--user-invitations-per-min",
         "1000000",
+        // Snapshots often, so takeovers start from one and replay only the log after it.
+        "--snapshot-every-events",
+        "100",
     ];
     Daemon::start_with(dir, &args).await
 }
