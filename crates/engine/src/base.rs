@@ -15,7 +15,7 @@ pub struct Exported {
 
 /// What decides which remembered replies a base keeps.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Remembering {
+pub struct Remembering {
     pub now_ms: u64,
     pub ttl_ms: u64,
     /// The most idempotency records kept.
@@ -23,8 +23,9 @@ pub(crate) struct Remembering {
 }
 
 /// The base at the store's snapshot, `None` when there is none with a replicated position yet, or when a
-/// newer snapshot replaced it while it was read (the next call finds that one).
-pub(crate) fn export(store: &Store, remembering: Remembering) -> Result<Option<Exported>, Error> {
+/// newer snapshot replaced it while it was read (the next call finds that one). For a driver of its own (the
+/// simulator); an engine's is [`crate::Engine::export_base`].
+pub fn export(store: &Store, remembering: Remembering) -> Result<Option<Exported>, Error> {
     let before = (store.snapshots_seq()?, store.snapshot_position()?);
     let (seq, Some(position)) = before else {
         return Ok(None);

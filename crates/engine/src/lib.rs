@@ -66,7 +66,7 @@ use tokio::sync::{broadcast, oneshot};
 use crate::read_model::RoomEntry;
 
 pub use backoff::Backoff;
-pub use base::Exported;
+pub use base::{Exported, Remembering, export as export_base};
 pub use candidates::{RECENT_EVENTS_MAX, USER_ENDED_INVITATIONS_MAX};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cohost_core::InvitationFilter;

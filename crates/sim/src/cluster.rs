@@ -9,8 +9,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use cohost_engine::recover;
 use cohost_engine::sequencer::SequencerConfig;
+use cohost_engine::{Exported, recover};
 use cohost_store::{MemoryBackend, ReplicateError, Replicator, Store};
 
 /// What the next append does.
@@ -34,6 +34,8 @@ enum Entry {
 #[derive(Debug, Default)]
 struct Log {
     entries: Vec<Entry>,
+    /// The last base an owner saved, with the log's length when its snapshot was taken.
+    base: Option<Exported>,
     next: Append,
     /// Appends refused because another writer had appended.
     fenced: u64,
@@ -58,23 +60,35 @@ impl SharedLog {
         self.lock().entries.push(Entry::Marker);
     }
 
+    /// Keeps an owner's base for the next takeover, as the snapshot bucket does.
+    pub fn save_base(&self, exported: Exported) {
+        self.lock().base = Some(exported);
+    }
+
     /// How many appends the fence refused.
     pub fn fenced(&self) -> u64 {
         self.lock().fenced
     }
 
-    /// Takes the partition over on a fresh disk: replays every batch into a new local store, appends this
+    /// Takes the partition over on a fresh disk: copies the last base saved (when `from_base`; a taker that
+    /// cannot read it replays the whole log) and every batch after it into a new local store, appends this
     /// owner's marker right after the tail it read, and recovers the engine from the store.
     pub fn take_over<T>(
         &self,
         now_ms: u64,
         config: SequencerConfig,
+        from_base: bool,
     ) -> (MemoryBackend, Store, cohost_engine::Recovered<T>) {
         let disk = MemoryBackend::new();
         let mut store = Store::with_backend(Box::new(disk.clone())).expect("a fresh store opens");
         let expected = {
             let mut log = self.lock();
-            for entry in &log.entries {
+            let mut after = 0;
+            if let Some(exported) = log.base.as_ref().filter(|_| from_base) {
+                store.install_base(&exported.base).expect("a base installs");
+                after = exported.position as usize;
+            }
+            for entry in &log.entries[after..] {
                 if let Entry::Batch(record) = entry {
                     store
                         .append_replicated(record)
@@ -129,5 +143,10 @@ impl Replicator for Writer {
                 ))
             }
         }
+    }
+
+    /// The log's length as this owner last left it: a snapshot taken now is continued by what comes after.
+    fn position(&self) -> Option<u64> {
+        Some(*self.expected.lock().unwrap_or_else(|e| e.into_inner()) as u64)
     }
 }

@@ -104,21 +104,22 @@ counters! {
         local_writes_failed_after_the_log,
         other_writers,
         writers_fenced,
+        bases_saved,
+        takeovers_from_base,
     }
 }
 
-fn read_all(store: &Store, to_seq: u64) -> Vec<Envelope> {
-    let mut out = Vec::new();
-    while (out.len() as u64) < to_seq {
-        let page = store
-            .read_events(out.len() as u64 + 1, 1_000)
-            .expect("the log reads back");
-        if page.is_empty() {
-            break;
-        }
+/// The store's events from `from` up to `to_seq`.
+fn read_all(store: &Store, from: u64, to_seq: u64) -> Vec<Envelope> {
+    let mut out: Vec<Envelope> = Vec::new();
+    let mut next = from;
+    while next <= to_seq {
+        let page = store.read_events(next, 1_000).expect("the log reads back");
+        let Some(last) = page.last() else { break };
+        next = last.seq + 1;
         out.extend(page);
     }
-    out.truncate(to_seq.min(out.len() as u64) as usize);
+    out.retain(|e| e.seq <= to_seq);
     out
 }
 
@@ -153,6 +154,7 @@ impl World {
             START_MS,
             config,
             &mut stats,
+            true,
         );
         let auditor = Auditor::new(config.idempotency_max, config.idempotency_ttl_ms);
         let mut world = Self {
@@ -180,19 +182,21 @@ impl World {
     }
 
     /// Starts the engine: from `disk` in single-node mode, or in cluster mode by taking the partition over on
-    /// a fresh disk (returned), the local store being a cache of the log.
+    /// a fresh disk (returned), the local store being a cache of the log (and of its last base, `from_base`).
     fn boot(
         disk: &MemoryBackend,
         cluster: Option<&SharedLog>,
         now_ms: u64,
         config: SequencerConfig,
         stats: &mut Stats,
+        from_base: bool,
     ) -> (MemoryBackend, Node) {
         let Some(log) = cluster else {
             return (disk.clone(), Self::open(disk, now_ms, config, stats));
         };
         stats.takeovers += 1;
-        let (disk, store, recovered) = log.take_over(now_ms, config);
+        let (disk, store, recovered) = log.take_over(now_ms, config, from_base);
+        stats.takeovers_from_base += u64::from(store.log_from() > 1);
         let node = Node {
             sequencer: recovered.sequencer,
             store,
@@ -463,9 +467,39 @@ impl World {
             self.note(|| format!("snapshot at seq {}", request.seq));
             let node = &mut self.node;
             driver::snapshot(&mut node.sequencer, request, &node.store, &node.read);
+            self.save_base();
         }
         self.evict();
         self.check_turn(clean);
+    }
+
+    /// In cluster mode, a serving owner saves its latest snapshot as the partition's base (now and then: a
+    /// taker may find an older one, or none).
+    fn save_base(&mut self) {
+        let Some(log) = &self.cluster else { return };
+        if *self.node.sequencer.health() != Health::Serving || !self.rng.chance(50) {
+            return;
+        }
+        let remembering = cohost_engine::Remembering {
+            now_ms: self.now_ms,
+            ttl_ms: self.config.idempotency_ttl_ms,
+            max: self.config.idempotency_max,
+        };
+        if let Some(exported) =
+            cohost_engine::export_base(&self.node.store, remembering).expect("a base exports")
+        {
+            self.stats.bases_saved += 1;
+            log.save_base(exported);
+        }
+    }
+
+    /// The log as the engine holds it: the part a base stands for (which came from this same log, checked
+    /// when it was written) as the auditor knows it, then the store's own.
+    fn held_log(&self, to_seq: u64) -> Vec<Envelope> {
+        let from = self.node.store.log_from();
+        let mut log = self.auditor.log()[..(from - 1) as usize].to_vec();
+        log.extend(read_all(&self.node.store, from, to_seq));
+        log
     }
 
     /// Ended rooms due to leave memory are archived, as the driver does at the end of a turn.
@@ -605,7 +639,7 @@ impl World {
             durable,
             "{what}: the durable seq"
         );
-        let log = read_all(&self.node.store, durable);
+        let log = self.held_log(durable);
         assert_eq!(log, self.auditor.log(), "{what}: the store's log");
         let archived = self.archived(&log, what);
         let read = self.node.read.read().expect("the read model lock");
@@ -723,7 +757,7 @@ impl World {
             }
         }
         self.start();
-        let recovered = read_all(&self.node.store, u64::MAX);
+        let recovered = self.held_log(u64::MAX);
         self.note(|| {
             format!(
                 "recovered {} events, opened {:?}",
@@ -761,12 +795,15 @@ impl World {
 
     /// Starts the engine again (see [`World::boot`]).
     fn start(&mut self) {
+        // In cluster mode, usually from the last base saved; now and then the snapshot bucket cannot be read.
+        let from_base = self.cluster.is_some() && self.rng.chance(90);
         let (disk, node) = Self::boot(
             &self.disk,
             self.cluster.as_ref(),
             self.now_ms,
             self.config,
             &mut self.stats,
+            from_base,
         );
         self.disk = disk;
         self.node = node;

@@ -73,6 +73,8 @@ fn assert_exercised(totals: &Totals) {
         ("unavailable answers", c.unavailable),
         ("seeds in cluster mode", s.cluster_seeds),
         ("takeovers", s.takeovers),
+        ("bases saved", s.bases_saved),
+        ("takeovers from a base", s.takeovers_from_base),
         ("appends refused", s.appends_refused),
         (
             "committed appends whose ack was lost",
