@@ -10,7 +10,8 @@
 //!
 //! `cargo bench -p cohost-benches --bench cluster`. Environment: `COHOST_BENCH_QUICK=1` (short phases, 2
 //! kills), `COHOST_BENCH_SECS`, `COHOST_BENCH_RUNS`, `COHOST_BENCH_KILLS`, `COHOST_BENCH_DIR`,
-//! `COHOST_BENCH_PARTITIONS` (64), `COHOST_BENCH_LOG_STREAMS` (1), `COHOST_BENCH_CLIENTS` (64), `COHOST_BENCH_SYNC` (`always` or `default`, for the R1 server).
+//! `COHOST_BENCH_PARTITIONS` (64), `COHOST_BENCH_LOG_STREAMS` (1), `COHOST_BENCH_CLIENTS` (64), `COHOST_BENCH_SYNC` (`always` or `default`, for the R1 server),
+//! `COHOST_BENCH_ONLY=takeovers` (only the takeover phase).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -206,7 +207,15 @@ async fn measure_rooms(route: &Route, secs: f64, prefix: &'static str) -> (f64, 
 }
 
 async fn join(urls: &str, name: &str, replicas: usize, dir: &std::path::Path) -> Node {
-    join_with(urls, name, replicas, dir, partitions()).await
+    join_with(
+        urls,
+        name,
+        replicas,
+        dir,
+        partitions(),
+        Arc::new(engine_config),
+    )
+    .await
 }
 
 async fn join_with(
@@ -215,6 +224,7 @@ async fn join_with(
     replicas: usize,
     dir: &std::path::Path,
     partitions: u32,
+    engine: cohost_nats::cluster::EngineConfig,
 ) -> Node {
     let joining = Joining {
         nats_url: urls.to_owned(),
@@ -223,7 +233,7 @@ async fn join_with(
         log_streams: log_streams(),
         replicas,
         data_dir: dir.join(name),
-        engine: Arc::new(engine_config),
+        engine,
         follow: None,
         advertise: None,
     };
@@ -279,6 +289,10 @@ fn report(name: &str, runs: &mut [(f64, f64, f64)]) -> f64 {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let common = Common::from_env(3, 5.0, 1, 1.0);
+    if std::env::var("COHOST_BENCH_ONLY").is_ok_and(|only| only == "takeovers") {
+        takeovers(&common).await;
+        return;
+    }
     let kills: usize = common.setting("COHOST_BENCH_KILLS", 10, 2);
     println!(
         "cluster: {} clients over {ROOMS} live rooms, {} partitions in {} log streams, {:.0} s per run, {} run(s); \
@@ -449,30 +463,71 @@ async fn failovers(common: &Common, kills: usize) -> Vec<Duration> {
     moved_times
 }
 
-/// How a takeover's time grows with the partition's history: one partition, filled by the mix for a while,
-/// handed off, and taken by a fresh node (read the subject, rebuild the local store, claim, open the engine).
+/// How a takeover's time grows with the partition's history: one partition, filled by the mix for a while
+/// (a snapshot every [`TAKEOVER_SNAPSHOT_EVERY`] events, as cohostd's default), handed off, and taken by a fresh
+/// node from the partition's snapshot (load it, read the subject after it, rebuild the local store, claim, open
+/// the engine); then, with the snapshot deleted, by another fresh node replaying the whole subject.
 async fn takeovers(common: &Common) {
     let dir = common.fresh_dir();
     let server = TestServer::start_with_config(true, Some(String::new()));
+    let client = async_nats::connect(server.url()).await.expect("connects");
+    let js = async_nats::jetstream::new(client);
+    let snapshotting: cohost_nats::cluster::EngineConfig = Arc::new(|dir| Config {
+        snapshot_every_events: TAKEOVER_SNAPSHOT_EVERY,
+        ..engine_config(dir)
+    });
     let mut filled = 0.0;
     for (round, secs) in [common.secs / 5.0, common.secs].into_iter().enumerate() {
-        let writer =
-            Arc::new(join_with(&server.url(), &format!("fill-{round}"), 1, dir.path(), 1).await);
+        let name = format!("fill-{round}");
+        let writer = join_with(&server.url(), &name, 1, dir.path(), 1, snapshotting.clone()).await;
+        let writer = Arc::new(writer);
         all_owned_of(std::slice::from_ref(&writer), 1).await;
         let nodes = Arc::new(std::sync::RwLock::new(vec![writer.clone()]));
         measure_rooms(&route_to(nodes), secs, ["fill-0", "fill-1"][round]).await;
         filled += secs;
         let events = writer.engines()[0].1.last_seq();
+        // The writer's last snapshot saved (its turns save one within a second of taking it).
+        tokio::time::sleep(Duration::from_secs(2)).await;
         writer.stop().await;
-        let started = Instant::now();
-        let taker =
-            Arc::new(join_with(&server.url(), &format!("take-{round}"), 1, dir.path(), 1).await);
-        all_owned_of(std::slice::from_ref(&taker), 1).await;
+        let from_snapshot =
+            take_once(&server, dir.path(), &format!("take-{round}"), &snapshotting).await;
+        let store = js
+            .get_object_store(cohost_nats::cluster::SNAPSHOT_BUCKET)
+            .await
+            .expect("the snapshot bucket");
+        store.delete("p0").await.expect("the snapshot deleted");
+        let whole = take_once(
+            &server,
+            dir.path(),
+            &format!("whole-{round}"),
+            &snapshotting,
+        )
+        .await;
         println!(
-            "  takeover of one partition holding {events} events ({filled:.0} s of the mix): {:.2} s",
-            started.elapsed().as_secs_f64()
+            "  takeover of one partition holding {events} events ({filled:.0} s of the mix): from its snapshot {:.2} s (the log after it: {} events), replaying the whole log {:.2} s",
+            from_snapshot.0.as_secs_f64(),
+            events - from_snapshot.1,
+            whole.0.as_secs_f64(),
         );
-        // Handed off, so the next round's writer takes the partition at once.
-        taker.stop().await;
     }
+}
+
+/// Events between snapshots in the takeover phase: cohostd's default in cluster mode.
+const TAKEOVER_SNAPSHOT_EVERY: u64 = 10_000;
+
+/// A fresh node takes the single partition: how long until it serves it, and the seq its store's log starts
+/// after (0 for a whole replay). Handed off again after, so the next node takes it at once.
+async fn take_once(
+    server: &TestServer,
+    dir: &std::path::Path,
+    name: &str,
+    engine: &cohost_nats::cluster::EngineConfig,
+) -> (Duration, u64) {
+    let started = Instant::now();
+    let taker = Arc::new(join_with(&server.url(), name, 1, dir, 1, engine.clone()).await);
+    all_owned_of(std::slice::from_ref(&taker), 1).await;
+    let took = started.elapsed();
+    let base = taker.engines()[0].1.log_from() - 1;
+    taker.stop().await;
+    (took, base)
 }
