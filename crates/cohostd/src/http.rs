@@ -748,6 +748,18 @@ async fn my_invitations(
         let collection = sse::Collection::Candidate(caller.user, list);
         return sse::serve(state, collection, &headers, caller.expires_s, stream).await;
     }
+    if let Some(routing) = &state.routing {
+        // A cluster node: the candidate's rooms are spread over the partitions.
+        let page = cohost_nats::service::user_invitations_across(
+            &routing.node,
+            &routing.forwarder,
+            &caller.user,
+            &list,
+        )
+        .await
+        .map_err(|refused| ApiError::new(refused.code, refused.message))?;
+        return json(page);
+    }
     let engine = state.engines.one("a candidate's invitations")?;
     json(engine.user_invitations(&caller.user, &list)?)
 }

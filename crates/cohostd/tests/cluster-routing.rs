@@ -2,7 +2,8 @@
 //! in turn, whoever owns the room (most steps are forwarded to the owner), every read on another node than the
 //! write before it reflecting that write; one `Idempotency-Key` sent to two nodes at once lands once with
 //! identical replies; a caller without a token is refused where it called, with nothing forwarded; and the
-//! NATS service, whose queue group hands each request to any node, answers every room's commands and queries.
+//! NATS service, whose queue group hands each request to any node, answers every room's commands and queries; a
+//! candidate's invitations in rooms of several partitions are listed whole, in order, page by page, on every node.
 
 mod support;
 
@@ -61,12 +62,14 @@ async fn service_on_any_node(cluster: &Cluster, room: &str) {
     }
     let after = ask("cohost.v1.query.room", json!({"room_id": room})).await;
     assert_eq!(after["ok"]["version"], version + 12, "{after}");
-    let spans = ask(
+    // A candidate's invitations span partitions: every partition is asked.
+    let bob = ask(
         "cohost.v1.query.user_invitations",
         json!({"user_id": "bob"}),
     )
     .await;
-    assert_eq!(spans["error"]["code"], "unavailable", "{spans}");
+    let items = bob["ok"]["items"].as_array().expect("bob's invitations");
+    assert!(items.iter().any(|i| i["room_id"] == room), "{bob}");
     // read_events names its partition in cluster mode: the room is alone in its own, so its log is the room's.
     let spans = ask("cohost.v1.query.read_events", json!({"from_seq": 1})).await;
     assert_eq!(spans["error"]["code"], "unavailable", "{spans}");
@@ -86,6 +89,93 @@ async fn service_on_any_node(cluster: &Cluster, room: &str) {
     )
     .await;
     assert_eq!(wrong["error"]["code"], "invalid_argument", "{wrong}");
+}
+
+/// A candidate invited in rooms of several partitions: `/v1/me/invitations` on every node lists all of them, in
+/// list order, page by page; the service's `user_invitations` gives the same.
+async fn me_across_partitions(cluster: &Cluster) {
+    let rooms: Vec<String> = (0..6).map(|n| format!("me-{n}")).collect();
+    let spread: std::collections::BTreeSet<u32> = rooms
+        .iter()
+        .map(|r| partition::of(&RoomId::new(r).unwrap(), PARTITIONS))
+        .collect();
+    assert!(spread.len() >= 3, "the rooms are in {spread:?}");
+    let mut invited = Vec::new();
+    for (n, room) in rooms.iter().enumerate() {
+        create(cluster, n, room).await;
+        ok(
+            cluster,
+            n + 1,
+            Method::POST,
+            &format!("/v1/rooms/{room}/live"),
+            "alice",
+        )
+        .await;
+        let nodes = cluster.nodes.read().await;
+        let (status, invitation) = nodes[(n + 2) % 3]
+            .as_ref()
+            .unwrap()
+            .call(
+                Method::POST,
+                &format!("/v1/rooms/{room}/invitations"),
+                Some(&token("alice")),
+                Some(&json!({"user_id": "dana"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{invitation}");
+        invited.push(invitation);
+    }
+    invited.sort_by_key(|i| {
+        (
+            i["created_ms"].as_u64().unwrap(),
+            i["invitation_id"].as_str().unwrap().to_owned(),
+        )
+    });
+    let ids = |items: &[Value]| -> Vec<String> {
+        items
+            .iter()
+            .map(|i| i["invitation_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let want = ids(&invited);
+    for n in 0..3 {
+        let page = ok(cluster, n, Method::GET, "/v1/me/invitations", "dana").await;
+        assert_eq!(
+            ids(page["items"].as_array().unwrap()),
+            want,
+            "node-{n}: {page}"
+        );
+        assert_eq!(page["next_cursor"], Value::Null, "node-{n}: {page}");
+        // Two at a time, following the cursors.
+        let mut paged = Vec::new();
+        let mut path = "/v1/me/invitations?limit=2".to_owned();
+        loop {
+            let page = ok(cluster, n, Method::GET, &path, "dana").await;
+            paged.extend(ids(page["items"].as_array().unwrap()));
+            let Some(cursor) = page["next_cursor"].as_str() else {
+                break;
+            };
+            path = format!("/v1/me/invitations?limit=2&cursor={cursor}");
+            assert!(
+                paged.len() <= want.len(),
+                "node-{n}: pages past the list: {paged:?}"
+            );
+        }
+        assert_eq!(paged, want, "node-{n}, two at a time");
+    }
+    let client = async_nats::connect(cluster.servers.addrs()).await.unwrap();
+    let body = serde_json::to_vec(&json!({"user_id": "dana", "limit": 4})).unwrap();
+    let reply = client
+        .request("cohost.v1.query.user_invitations", body.into())
+        .await
+        .expect("the service answers");
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(
+        ids(reply["ok"]["items"].as_array().unwrap()),
+        want[..4],
+        "{reply}"
+    );
+    assert!(reply["ok"]["next_cursor"].is_string(), "{reply}");
 }
 
 /// `cohostd cluster status` names the room's partition's owner and its last seq (the room is alone in it, so
@@ -244,4 +334,5 @@ async fn any_node_answers_any_room_route() {
     drop(nodes);
     cluster_status(&cluster, room, owner, version).await;
     assert!(forwarded.iter().sum::<u64>() >= 8, "{forwarded:?}");
+    me_across_partitions(&cluster).await;
 }

@@ -56,7 +56,9 @@
 //! runs there if the node serves the partition of the room the request names (`room_id`, or `invitation_id`);
 //! otherwise it goes to the partition's owner (`cohost.v1.partition.<p>.service`, answered by
 //! [`owner_handler`]) and the owner's reply is the reply. `read_events` names the partition whose log it reads
-//! (`"partition"`, required in cluster mode); `user_invitations` spans partitions and is `unavailable`.
+//! (`"partition"`, required in cluster mode); `user_invitations` spans partitions: the node asks every partition
+//! for its page (on the owner, `user_invitations` sent to a partition's subject answers from that partition's
+//! engine alone) and merges them in list order.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -83,6 +85,9 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::cluster::{Forwarder, Handler, Keys, Kind, Limits, Node};
+
+mod gather;
+pub use gather::{Refused, user_invitations_across};
 
 /// Requests handled at once; past this a request gets `unavailable` at once.
 pub const IN_FLIGHT_MAX: usize = 1_024;
@@ -206,7 +211,7 @@ pub async fn serve(
 /// Starts the `cohost` service on a cluster node: a request for a room whose partition the node serves runs on
 /// that partition's engine; any other goes to the partition's owner (its answer is the reply), tried again
 /// while the partition moves, for up to [`FORWARD_DEADLINE`]. `read_events` goes to the partition it names;
-/// `user_invitations` spans partitions and is `unavailable` in cluster mode.
+/// `user_invitations` asks every partition and merges their pages ([`user_invitations_across`]).
 pub async fn serve_cluster(
     client: async_nats::Client,
     node: Arc<Node>,
@@ -260,7 +265,11 @@ fn in_partition(
     partition: u32,
     partitions: u32,
 ) -> Result<(), Refusal> {
-    if call == Call::Query(Query::ReadEvents) {
+    // Not bound to one room: answered from this partition's engine alone.
+    if matches!(
+        call,
+        Call::Query(Query::ReadEvents | Query::UserInvitations)
+    ) {
         return Ok(());
     }
     let room = room_of(call, payload)?;
@@ -621,6 +630,24 @@ impl Query {
 
 /// The reply body for one request: `{"ok": ...}` or `{"error": ...}`.
 async fn answer(context: &Context, call: Call, payload: &[u8]) -> Vec<u8> {
+    if let (
+        Call::Query(Query::UserInvitations),
+        Engines::Node {
+            node, forwarder, ..
+        },
+    ) = (call, &context.engines)
+    {
+        let across = async {
+            let (user_id, list) = list_args::<UserId>(payload, "user_id")?;
+            user_invitations_across(node, forwarder, &user_id, &list)
+                .await
+                .map_err(|e| Refusal::new(e.code, e.message))
+        };
+        return across
+            .await
+            .map(|page| ok_body(&page))
+            .unwrap_or_else(error_body);
+    }
     let (engine, payload) = match context.target(call, payload).await {
         Ok(Target::Here(engine, payload)) => (engine, payload),
         Ok(Target::Answered(body)) => return body,
