@@ -141,6 +141,32 @@ impl Cluster {
         self.settle().await;
     }
 
+    /// A new node (`node-<n>`, on a fresh directory) joins the running cluster; returns its index once every
+    /// partition is owned and every running node owns some.
+    pub async fn join_node(&mut self) -> usize {
+        let dir = super::data_dir();
+        let index = self._dirs.len();
+        let node = start_node(&self.servers, &format!("node-{index}"), dir.path()).await;
+        self._dirs.push(dir);
+        self.nodes.write().await.push(Some(node));
+        self.settle().await;
+        index
+    }
+
+    /// Stops node `i` with SIGTERM (it hands its partitions over before it exits) and waits until the others
+    /// own every partition.
+    pub async fn stop_node(&self, i: usize) {
+        let daemon = self.nodes.write().await[i].take();
+        if let Some(mut daemon) = daemon {
+            let status =
+                tokio::task::spawn_blocking(move || daemon.terminate(Duration::from_secs(30)))
+                    .await
+                    .expect("waits");
+            assert!(status.success(), "node-{i} exited with {status}");
+        }
+        self.settle().await;
+    }
+
     /// Every process up again on the same ports and directories, and every partition owned.
     pub async fn up(&mut self) {
         for server in &mut self.servers.servers {
