@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use support::Body;
 use support::cluster::{Cluster, PARTITIONS, token};
 
+use cohost_nats::subscriber::{Interest, NatsBackfill, Subscriber};
 use cohost_proto::{RoomId, partition};
 
 /// Sends one call to node `n` (of three), expecting 200; returns the body.
@@ -89,6 +90,21 @@ async fn service_on_any_node(cluster: &Cluster, room: &str) {
     )
     .await;
     assert_eq!(wrong["error"]["code"], "invalid_argument", "{wrong}");
+    // The subscriber client follows the room, its gaps filled from the room's partition's log.
+    let backfill = NatsBackfill::new(client.clone()).in_partition(p);
+    let room_id = RoomId::new(room).unwrap();
+    let mut subscriber =
+        Subscriber::with_backfill(client.clone(), backfill, Interest::Room(room_id), Some(1))
+            .await
+            .expect("subscribes");
+    for want in 1..=version + 12 {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), subscriber.next())
+            .await
+            .expect("the room's events come")
+            .expect("the stream goes on")
+            .expect("the log reads");
+        assert_eq!(next.version, want, "{next:?}");
+    }
 }
 
 /// A candidate invited in rooms of several partitions: `/v1/me/invitations` on every node lists all of them, in

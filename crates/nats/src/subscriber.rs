@@ -23,8 +23,9 @@
 //! lie far back in the log.
 //!
 //! The log is read through a [`Backfill`]: [`NatsBackfill`] requests `cohost.v1.query.read_events` with
-//! `{"from_seq": N, "limit": M}` and reads `{"ok": {"events": [envelopes...], ...}}`; tests pass an in-memory
-//! log to [`Subscriber::with_backfill`].
+//! `{"from_seq": N, "limit": M}` (and, in cluster mode, the room's `"partition"`: [`NatsBackfill::in_partition`])
+//! and reads `{"ok": {"events": [envelopes...], ...}}`; tests pass an in-memory log to
+//! [`Subscriber::with_backfill`].
 //!
 //! Limits: the subscriber's own queue holds at most one page of the log ([`READ_EVENTS_PAGE_MAX`]) and one
 //! live envelope. Live messages wait in async-nats's subscription channel, bounded by the client's
@@ -129,12 +130,16 @@ pub trait Backfill: Send + Sync {
 pub struct NatsBackfill {
     client: Client,
     undecodable: Arc<AtomicU64>,
+    /// Cluster mode: the partition whose log it reads.
+    partition: Option<u32>,
 }
 
 #[derive(Serialize)]
 struct ReadEventsRequest {
     from_seq: u64,
     limit: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition: Option<u32>,
 }
 
 /// `{"events": [...], "last_seq": N}`; each envelope is decoded on its own, so one unknown type does not
@@ -149,7 +154,17 @@ impl NatsBackfill {
         Self {
             client,
             undecodable: Arc::default(),
+            partition: None,
         }
+    }
+
+    /// Reads partition `partition`'s log, for a cluster, whose `read_events` names the partition and whose seqs
+    /// count within it. A room's stream reads its room's partition (`cohost_proto::partition::of(room_id,
+    /// partitions)`); a stream of every room or of a user spans partitions, whose seqs do not make one order:
+    /// in cluster mode follow those through the stream `COHOST` instead.
+    pub fn in_partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
     }
 
     /// Envelopes in replies that did not decode (an event type this client does not know), skipped.
@@ -162,7 +177,11 @@ impl NatsBackfill {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<serde_json::Value>, BackfillError> {
-        let body = to_json(&ReadEventsRequest { from_seq, limit });
+        let body = to_json(&ReadEventsRequest {
+            from_seq,
+            limit,
+            partition: self.partition,
+        });
         let request = async_nats::Request::new()
             .payload(Bytes::from(body))
             .timeout(Some(READ_EVENTS_TIMEOUT));
