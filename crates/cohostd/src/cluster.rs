@@ -53,10 +53,9 @@ pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Resu
     let connections = state.connections.clone();
     state.quotas = Arc::new(quota::Quotas::new(settings.quotas(limits.connections_max)));
     quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);
-    state.routing = Some(forward::Routing::new(
-        node.clone(),
-        cluster::Forwarder::new(client),
-    ));
+    let mut routing = forward::Routing::new(node.clone(), cluster::Forwarder::new(client.clone()));
+    routing.feed = settings.jetstream.then_some(client);
+    state.routing = Some(routing);
     let router = owners.router.get_or_init(|| http::router(state)).clone();
     let (_routers_tx, routers) = tokio::sync::watch::channel(router);
     let stopped = serve::serve(listener, routers, limits, connections, async move {

@@ -45,6 +45,9 @@ pub struct Routing {
     pub forwarder: Forwarder,
     keys: Arc<Keys>,
     pub counts: Arc<Forwards>,
+    /// The connection the `/v1/me` live collection follows the stream `COHOST` through; `None` when the
+    /// relays do not publish into it (`COHOST_JETSTREAM` off).
+    pub feed: Option<cohost_nats::Client>,
 }
 
 /// Requests this node forwarded, for `/metrics`.
@@ -65,6 +68,7 @@ impl Routing {
             forwarder,
             keys: Arc::new(Keys::default()),
             counts: Arc::default(),
+            feed: None,
         }
     }
 }

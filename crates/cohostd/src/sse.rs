@@ -28,8 +28,11 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use cohost_engine::{EventStream, Interest};
+use cohost_nats::service::user_invitations_at_across;
+use cohost_nats::user_feed;
 use cohost_proto::{Envelope, ErrorBody, ErrorCode, Invitation, Page, RoomId, UserId};
-use futures::Stream;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 
 use crate::error::ApiError;
 use cohost_engine::ListRequest;
@@ -58,6 +61,14 @@ pub async fn serve(
     token_expires_s: u64,
     stream: StreamGuard,
 ) -> Result<Response, ApiError> {
+    if let (Collection::Candidate(user, list), Some(routing)) = (&collection, &state.routing) {
+        let feed = candidate_in_cluster(&state, routing, user, list, headers).await?;
+        let feed = Feed {
+            _stream: Some(stream),
+            ..feed.until(token_expires_s)
+        };
+        return Ok(respond(&state, feed));
+    }
     let engine = match &collection {
         Collection::Room(room_id, _) => state.engines.for_room(room_id)?,
         Collection::Candidate(..) => state.engines.one("a candidate's invitations")?.clone(),
@@ -82,25 +93,30 @@ pub async fn serve(
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("a log read failed: {e}")))??;
             let from_seq = next.first().map_or(durable + 1, |e| e.seq);
             let changes = engine.subscribe(from_seq, Interest::Room(room_id));
-            Feed::new(&state, None, changes, version, |e| e.version)
+            Feed::new(
+                &state,
+                None,
+                engine_changes(changes, |e| e.version),
+                version,
+            )
         }
         (Collection::Room(room_id, list), _) => {
             let watch = engine.watch_room_invitations(&room_id, &list)?;
             let version = watch.room_version.unwrap_or_default();
             let snapshot = snapshot_event(version, &watch.snapshot)?;
-            Feed::new(&state, Some(snapshot), watch.changes, version, |e| {
-                e.version
-            })
+            let changes = engine_changes(watch.changes, |e| e.version);
+            Feed::new(&state, Some(snapshot), changes, version)
         }
         (Collection::Candidate(user, _), Some(seq)) if engine.candidate_resumable(&user, seq) => {
             let changes = engine.subscribe(seq.saturating_add(1), Interest::Candidate(user));
-            Feed::new(&state, None, changes, seq, |e| e.seq)
+            Feed::new(&state, None, engine_changes(changes, |e| e.seq), seq)
         }
         // Too far back to resume from what the engine indexes, or ahead of the log: start over from a snapshot.
         (Collection::Candidate(user, list), _) => {
             let watch = engine.watch_user_invitations(&user, &list)?;
             let snapshot = snapshot_event(watch.seq, &watch.snapshot)?;
-            Feed::new(&state, Some(snapshot), watch.changes, watch.seq, |e| e.seq)
+            let changes = engine_changes(watch.changes, |e| e.seq);
+            Feed::new(&state, Some(snapshot), changes, watch.seq)
         }
     };
     let feed = Feed {
@@ -108,6 +124,121 @@ pub async fn serve(
         ..feed.until(token_expires_s)
     };
     Ok(respond(&state, feed))
+}
+
+/// A collection's changes, each with its `id:`, or why they end.
+type Changes = BoxStream<'static, Result<(u64, Envelope), (ErrorCode, String)>>;
+
+/// An engine's events as changes, each with the id `id_of` gives it.
+fn engine_changes(events: EventStream, id_of: fn(&Envelope) -> u64) -> Changes {
+    futures::stream::unfold(events, move |mut events| async move {
+        let next = events.next().await?;
+        let next = next
+            .map(|envelope| (id_of(&envelope), envelope))
+            .map_err(|error| (error.code(), error.to_string()));
+        Some((next, events))
+    })
+    .boxed()
+}
+
+/// `/v1/me` on a cluster node: the candidate's rooms are spread over the partitions, so the page is gathered
+/// from every partition (with the seq each page reflects) and the changes follow the candidate's subject in the
+/// stream `COHOST`, whose sequence is the one order across partitions and so the `id:`. A change a partition's
+/// page already reflects (its seq at or below the page's) is dropped. The snapshot's id is `s` and the stream
+/// sequence read before the pages: a client resuming from it gets a fresh snapshot, since the changes right
+/// after it may be reflected in the one it has.
+async fn candidate_in_cluster(
+    state: &AppState,
+    routing: &crate::forward::Routing,
+    user: &UserId,
+    list: &ListRequest,
+    headers: &HeaderMap,
+) -> Result<Feed, ApiError> {
+    let client = routing.feed.as_ref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "the live collection of /v1/me in cluster mode follows the stream COHOST: it needs COHOST_JETSTREAM=true",
+        )
+    })?;
+    let unavailable =
+        |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Unavailable, e.to_string());
+    let last = user_feed::last_sequence(client)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let resume = match headers
+        .get("last-event-id")
+        .map(|v| v.to_str().map(str::trim))
+    {
+        None => None,
+        Some(Ok(id)) if id.starts_with('s') && id[1..].parse::<u64>().is_ok() => None,
+        Some(Ok(id)) => match id.parse::<u64>() {
+            // An id ahead of the stream is not one this collection sent: start over.
+            Ok(seq) => (seq <= last).then_some(seq),
+            Err(_) => {
+                return Err(ApiError::invalid(
+                    "Last-Event-ID must be an id this collection sent",
+                ));
+            }
+        },
+        Some(Err(_)) => {
+            return Err(ApiError::invalid(
+                "Last-Event-ID must be an id this collection sent",
+            ));
+        }
+    };
+    if let Some(after) = resume {
+        let changes = user_feed::user_changes(client, user, after)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        return Ok(Feed::new(
+            state,
+            None,
+            cluster_changes(changes, Vec::new()),
+            after,
+        ));
+    }
+    let (page, seqs) = user_invitations_at_across(&routing.node, &routing.forwarder, user, list)
+        .await
+        .map_err(|refused| ApiError::new(refused.code, refused.message))?;
+    let snapshot = Event::default()
+        .event("snapshot")
+        .id(format!("s{last}"))
+        .data(json(&page)?);
+    let changes = user_feed::user_changes(client, user, last)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    Ok(Feed::new(
+        state,
+        Some(snapshot),
+        cluster_changes(changes, seqs),
+        last,
+    ))
+}
+
+/// The feed's changes with the stream sequence as id, dropping those at or below `reflected`'s seq for their
+/// partition (empty: none dropped).
+fn cluster_changes(
+    changes: impl futures::Stream<Item = Result<user_feed::Change, user_feed::FeedError>>
+    + Send
+    + 'static,
+    reflected: Vec<u64>,
+) -> Changes {
+    changes
+        .filter_map(move |change| {
+            let kept = match change {
+                Ok(change)
+                    if reflected
+                        .get(change.partition as usize)
+                        .is_some_and(|seq| change.seq <= *seq) =>
+                {
+                    None
+                }
+                Ok(change) => Some(Ok((change.stream_seq, change.envelope))),
+                Err(error) => Some(Err((ErrorCode::Unavailable, error.to_string()))),
+            };
+            std::future::ready(kept)
+        })
+        .boxed()
 }
 
 /// The collection's first event: the page, with the id a client resumes from.
@@ -158,10 +289,9 @@ impl Drop for ClientGuard {
 /// What the body stream carries between polls.
 struct Feed {
     snapshot: Option<Event>,
-    changes: EventStream,
+    changes: Changes,
     /// Changes with an id at or below this were already sent (or are in the snapshot).
     after: u64,
-    id_of: fn(&Envelope) -> u64,
     /// When the caller's token expires: the collection ends there.
     expires: tokio::time::Instant,
     ended: bool,
@@ -171,18 +301,11 @@ struct Feed {
 }
 
 impl Feed {
-    fn new(
-        state: &AppState,
-        snapshot: Option<Event>,
-        changes: EventStream,
-        after: u64,
-        id_of: fn(&Envelope) -> u64,
-    ) -> Self {
+    fn new(state: &AppState, snapshot: Option<Event>, changes: Changes, after: u64) -> Self {
         Self {
             snapshot,
             changes,
             after,
-            id_of,
             expires: tokio::time::Instant::now(),
             ended: false,
             _guard: ClientGuard::new(&state.metrics),
@@ -241,8 +364,7 @@ fn events(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> + Send {
             match next {
                 // The engine has shut down: the collection ends.
                 None => return None,
-                Some(Ok(envelope)) => {
-                    let id = (feed.id_of)(&envelope);
+                Some(Ok((id, envelope))) => {
                     if id <= feed.after {
                         continue;
                     }
@@ -259,12 +381,9 @@ fn events(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> + Send {
                     };
                     return Some((Ok(event), feed));
                 }
-                Some(Err(error)) => {
+                Some(Err((code, message))) => {
                     feed.ended = true;
-                    let event = end_event(
-                        error.code(),
-                        format!("{error}; reconnect with Last-Event-ID"),
-                    );
+                    let event = end_event(code, format!("{message}; reconnect with Last-Event-ID"));
                     return Some((Ok(event), feed));
                 }
             }
@@ -279,4 +398,53 @@ fn end_event(code: ErrorCode, message: String) -> Event {
         r#"{"error":{"code":"internal","message":"cannot encode the error"}}"#.to_owned()
     });
     Event::default().event("end").data(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohost_proto::Event as Happened;
+
+    fn change(stream_seq: u64, partition: u32, seq: u64) -> user_feed::Change {
+        let envelope = Envelope {
+            seq,
+            room_id: RoomId::new("stage").unwrap(),
+            version: seq,
+            at_ms: 0,
+            actor: None,
+            command_id: None,
+            event: Happened::PresenceChanged {
+                user_id: UserId::new("bob").unwrap(),
+                online: true,
+            },
+        };
+        user_feed::Change {
+            stream_seq,
+            partition,
+            seq,
+            envelope,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_the_snapshot_reflects_is_dropped_by_its_partition_s_seq() {
+        let feed = futures::stream::iter([
+            Ok(change(10, 0, 5)),
+            Ok(change(11, 1, 1)),
+            Ok(change(12, 0, 6)),
+            Ok(change(13, 2, 9)),
+        ]);
+        // Partition 0's page reflects seq 5, partition 1's seq 3; partition 2 is not in the list.
+        let kept: Vec<u64> = cluster_changes(feed, vec![5, 3])
+            .map(|c| c.unwrap().0)
+            .collect()
+            .await;
+        assert_eq!(kept, [12, 13]);
+        let all: Vec<u64> =
+            cluster_changes(futures::stream::iter([Ok(change(10, 0, 5))]), Vec::new())
+                .map(|c| c.unwrap().0)
+                .collect()
+                .await;
+        assert_eq!(all, [10], "a resume drops nothing");
+    }
 }

@@ -1,7 +1,8 @@
 //! Cluster mode, live collections on any node: a room's live collection opened on a node that does not own
 //! the room streams the owner's (snapshot, then each change); the owner is killed (SIGKILL), the stream ends,
 //! and the client resumes with `Last-Event-ID` on another node once the partition has moved: every change after
-//! that id arrives, none twice, none missing.
+//! that id arrives, none twice, none missing. A candidate's collection (`/v1/me/invitations`), whose rooms are
+//! in several partitions, does the same across nodes.
 
 mod support;
 
@@ -15,22 +16,29 @@ use support::cluster::{Cluster, FAILOVER_LIMIT, PARTITIONS, send, signal, token}
 struct Live {
     response: reqwest::Response,
     buffer: String,
+    /// The `id:` of the last event, as sent.
+    raw_id: String,
 }
 
 impl Live {
     async fn open(base: &str, path: &str, last_id: Option<u64>) -> Live {
+        Self::open_as(base, path, "host", last_id.map(|id| id.to_string())).await
+    }
+
+    async fn open_as(base: &str, path: &str, user: &str, last_id: Option<String>) -> Live {
         let mut request = reqwest::Client::new()
             .get(format!("{base}{path}"))
-            .bearer_auth(token("host"))
+            .bearer_auth(token(user))
             .header("accept", "text/event-stream");
         if let Some(id) = last_id {
-            request = request.header("last-event-id", id.to_string());
+            request = request.header("last-event-id", id);
         }
         let response = request.send().await.expect("the node answers");
         assert_eq!(response.status(), 200, "{path} on {base}");
         Live {
             response,
             buffer: String::new(),
+            raw_id: String::new(),
         }
     }
 
@@ -45,6 +53,7 @@ impl Live {
                         event = v.trim().to_owned();
                     } else if let Some(v) = line.strip_prefix("id:") {
                         id = v.trim().parse().unwrap_or(0);
+                        self.raw_id = v.trim().to_owned();
                     } else if let Some(v) = line.strip_prefix("data:") {
                         data.push_str(v.trim_start());
                     }
@@ -173,5 +182,128 @@ async fn a_live_collection_on_any_node_resumes_on_another_after_the_owner_dies()
         resumed,
         [5, 6],
         "every change after Last-Event-ID, none twice"
+    );
+    drop(live);
+    candidate_across_partitions(&cluster, [other, (owner + 1) % 3]).await;
+}
+
+/// A candidate's live collection spans partitions: a snapshot gathered from every partition, then each
+/// invitation from any partition once, in the stream `COHOST`'s order (its sequence is the `id:`); resumed on
+/// another node after the last change, exactly the changes since; resumed from the snapshot's id, a fresh one.
+async fn candidate_across_partitions(cluster: &Cluster, nodes: [usize; 2]) {
+    let rooms: Vec<(String, u32)> = (0..6)
+        .map(|n| {
+            let room = format!("me-{n}");
+            let p = partition::of(&RoomId::new(&room).unwrap(), PARTITIONS);
+            (room, p)
+        })
+        .collect();
+    let spread: std::collections::BTreeSet<u32> = rooms.iter().map(|(_, p)| *p).collect();
+    assert!(spread.len() >= 3, "the rooms are in {spread:?}");
+    for (room, p) in &rooms {
+        send(
+            &cluster.nodes,
+            *p,
+            "host",
+            "/v1/rooms",
+            json!({"room_id": room}),
+            &format!("{room}-c"),
+        )
+        .await;
+        let live = format!("/v1/rooms/{room}/live");
+        send(
+            &cluster.nodes,
+            *p,
+            "host",
+            &live,
+            json!({}),
+            &format!("{room}-l"),
+        )
+        .await;
+    }
+    let path = "/v1/me/invitations";
+    for (room, p) in &rooms[..2] {
+        invite(cluster, room, *p, "frank").await;
+    }
+    let mut live = Live::open_as(&base(cluster, nodes[0]).await, path, "frank", None).await;
+    let (event, _, page) = live.next().await.expect("a snapshot");
+    assert_eq!(event, "snapshot", "{page}");
+    assert!(
+        live.raw_id.starts_with('s'),
+        "the snapshot's id: {}",
+        live.raw_id
+    );
+    let snapshot_id = live.raw_id.clone();
+    let rooms_of = |items: &[Value]| -> Vec<String> {
+        items
+            .iter()
+            .map(|i| i["room_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        rooms_of(page["items"].as_array().unwrap()),
+        ["me-0", "me-1"],
+        "{page}"
+    );
+    for (room, p) in &rooms[2..4] {
+        invite(cluster, room, *p, "frank").await;
+    }
+    let mut seen = Vec::new();
+    let mut last = 0;
+    while seen.len() < 2 {
+        let (event, id, change) = live.next().await.expect("a change");
+        assert_eq!(event, "change", "{change}");
+        assert!(id > last, "ids go up: {id} after {last}");
+        last = id;
+        seen.push(change["room_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        seen,
+        ["me-2", "me-3"],
+        "each change once, in order, from any partition"
+    );
+    drop(live);
+
+    for (room, p) in &rooms[4..] {
+        invite(cluster, room, *p, "frank").await;
+    }
+    let mut live = Live::open_as(
+        &base(cluster, nodes[1]).await,
+        path,
+        "frank",
+        Some(last.to_string()),
+    )
+    .await;
+    let mut resumed = Vec::new();
+    while resumed.len() < 2 {
+        let (event, _, change) = live.next().await.expect("a change");
+        assert_eq!(event, "change", "no snapshot when resuming: {change}");
+        resumed.push(change["room_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        resumed,
+        ["me-4", "me-5"],
+        "every change after Last-Event-ID, none twice"
+    );
+    drop(live);
+
+    let mut live = Live::open_as(
+        &base(cluster, nodes[1]).await,
+        path,
+        "frank",
+        Some(snapshot_id),
+    )
+    .await;
+    let (event, _, page) = live.next().await.expect("a fresh snapshot");
+    assert_eq!(
+        event, "snapshot",
+        "resuming from a snapshot's id starts over: {page}"
+    );
+    let mut all = rooms_of(page["items"].as_array().unwrap());
+    all.sort();
+    assert_eq!(
+        all,
+        ["me-0", "me-1", "me-2", "me-3", "me-4", "me-5"],
+        "{page}"
     );
 }

@@ -441,6 +441,17 @@ impl Engine {
         )
     }
 
+    /// A candidate's page and the last seq it reflects (cluster mode merges partitions' pages, and drops the
+    /// changes each already reflects).
+    pub fn user_invitations_at(
+        &self,
+        user: &UserId,
+        list: &ListRequest,
+    ) -> Result<(Page<Invitation>, u64), Error> {
+        let read = self.read();
+        Ok((read.user_invitations(user, list)?, read.last_seq))
+    }
+
     /// A page as of one seq (with the room's version then, for a room's page), and the events of
     /// `interest` from right after it.
     fn watch(

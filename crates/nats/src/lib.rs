@@ -17,6 +17,7 @@ pub mod service;
 pub mod subscriber;
 #[cfg(feature = "test-server")]
 pub mod test_server;
+pub mod user_feed;
 
 pub use async_nats::Client;
 

@@ -87,7 +87,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::{Forwarder, Handler, Keys, Kind, Limits, Node};
 
 mod gather;
-pub use gather::{Refused, user_invitations_across};
+pub use gather::{Refused, user_invitations_across, user_invitations_at_across};
 
 /// Requests handled at once; past this a request gets `unavailable` at once.
 pub const IN_FLIGHT_MAX: usize = 1_024;
@@ -235,16 +235,23 @@ pub fn owner_handler(
     Arc::new(move |frame: Bytes| {
         let (client, serving) = (client.clone(), engine.clone());
         async move {
+            let serving_engine = serving()?;
             let context = Context {
-                engines: Engines::One(serving()?),
+                engines: Engines::One(serving_engine.clone()),
                 client,
             };
-            let body = match unframe(&frame) {
-                Some((call, payload)) => match in_partition(call, payload, partition, partitions) {
-                    Ok(()) => answer(&context, call, payload).await,
-                    Err(refusal) => error_body(refusal),
+            let body = match gather::page_at_payload(&frame) {
+                // A page of a candidate's invitations with the seq it reflects, for a live collection.
+                Some(payload) => gather::answer_page_at(&serving_engine, payload),
+                None => match unframe(&frame) {
+                    Some((call, payload)) => {
+                        match in_partition(call, payload, partition, partitions) {
+                            Ok(()) => answer(&context, call, payload).await,
+                            Err(refusal) => error_body(refusal),
+                        }
+                    }
+                    None => error_body(Refusal::invalid("a forwarded request does not decode")),
                 },
-                None => error_body(Refusal::invalid("a forwarded request does not decode")),
             };
             // `unavailable` from a partition that moved away while the request ran is not the owner's answer:
             // the forwarder asks again, and the new owner answers.

@@ -644,7 +644,7 @@ async fn confirm_subscriptions(client: &Client) -> Result<(), Error> {
 }
 
 /// The envelope of a live message, by its `Content-Type` (JSON when it has none, the wire's default).
-fn decode(message: &Message) -> Option<Envelope> {
+pub(crate) fn decode(message: &Message) -> Option<Envelope> {
     let content_type = message
         .headers
         .as_ref()

@@ -10,8 +10,11 @@ use cohost_proto::{ErrorCode, Invitation, Page, UserId};
 use futures::StreamExt;
 use serde_json::{Map, Value};
 
-use super::{Call, FORWARD_DEADLINE, Query, Refusal, frame, to_json};
+use super::{FORWARD_DEADLINE, Refusal, to_json};
 use crate::cluster::{Forwarder, Kind, Node};
+
+/// A partition's page and the last seq it reflects.
+type PageSeq = (Page<Invitation>, u64);
 
 /// Partitions asked at once.
 const PARTITIONS_AT_ONCE: usize = 16;
@@ -42,33 +45,94 @@ pub async fn user_invitations_across(
     user: &UserId,
     list: &ListRequest,
 ) -> Result<Page<Invitation>, Refused> {
-    let request = frame(
-        Call::Query(Query::UserInvitations),
-        &to_json(&arguments(user, list)),
-    );
+    let (page, _) = user_invitations_at_across(node, forwarder, user, list).await?;
+    Ok(page)
+}
+
+/// As [`user_invitations_across`], with the last seq of each partition that its page reflects (by partition),
+/// so a live collection can drop the changes the page already holds.
+pub async fn user_invitations_at_across(
+    node: &Node,
+    forwarder: &Forwarder,
+    user: &UserId,
+    list: &ListRequest,
+) -> Result<(Page<Invitation>, Vec<u64>), Refused> {
+    let request = frame_at(&to_json(&arguments(user, list)));
     let deadline = Instant::now() + FORWARD_DEADLINE;
-    let pages: Vec<Result<Page<Invitation>, Refusal>> = futures::stream::iter(0..node.partitions())
+    let pages: Vec<(u32, Result<PageSeq, Refusal>)> = futures::stream::iter(0..node.partitions())
         .map(|partition| {
             let request = request.clone();
             async move {
-                if let Some(engine) = node.engine_of(partition) {
-                    return engine.user_invitations(user, list).map_err(Refusal::from);
-                }
-                let answer = forwarder
-                    .request(partition, Kind::Service, request, deadline)
-                    .await
-                    .map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
-                page_of(&answer)
+                let page = async {
+                    if let Some(engine) = node.engine_of(partition) {
+                        return engine
+                            .user_invitations_at(user, list)
+                            .map_err(Refusal::from);
+                    }
+                    let answer = forwarder
+                        .request(partition, Kind::Service, request, deadline)
+                        .await
+                        .map_err(|e| Refusal::new(ErrorCode::Unavailable, e.to_string()))?;
+                    page_at_of(&answer)
+                };
+                (partition, page.await)
             }
         })
         .buffer_unordered(PARTITIONS_AT_ONCE)
         .collect()
         .await;
+    let mut seqs = vec![0; node.partitions() as usize];
     let mut parts = Vec::with_capacity(pages.len());
-    for page in pages {
-        parts.push(page?);
+    for (partition, page) in pages {
+        let (page, seq) = page?;
+        seqs[partition as usize] = seq;
+        parts.push(page);
     }
-    Ok(merge(parts, list.limit))
+    Ok((merge(parts, list.limit), seqs))
+}
+
+/// The name of the frame that asks one partition's owner for a candidate's page and the seq it reflects: not
+/// an endpoint of the service, only understood on the partition subjects.
+pub(super) const PAGE_AT: &str = "user_invitations_at";
+
+/// The arguments of a [`PAGE_AT`] frame, if it is one.
+pub(super) fn page_at_payload(frame: &[u8]) -> Option<&[u8]> {
+    frame
+        .strip_prefix(PAGE_AT.as_bytes())
+        .and_then(|rest| rest.strip_prefix(b"\n"))
+}
+
+fn frame_at(payload: &[u8]) -> bytes::Bytes {
+    let mut frame = Vec::with_capacity(PAGE_AT.len() + 1 + payload.len());
+    frame.extend_from_slice(PAGE_AT.as_bytes());
+    frame.push(b'\n');
+    frame.extend_from_slice(payload);
+    bytes::Bytes::from(frame)
+}
+
+/// What a partition's owner answers [`PAGE_AT`] with.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct PageAt {
+    pub page: Page<Invitation>,
+    pub seq: u64,
+}
+
+/// The owner's answer to a [`PAGE_AT`] frame: `payload` holds `user_invitations`' arguments.
+pub(super) fn answer_page_at(engine: &cohost_engine::Engine, payload: &[u8]) -> Vec<u8> {
+    let answered = super::list_args::<UserId>(payload, "user_id").and_then(|(user, list)| {
+        engine
+            .user_invitations_at(&user, &list)
+            .map_err(Refusal::from)
+    });
+    match answered {
+        Ok((page, seq)) => super::ok_body(&PageAt { page, seq }),
+        Err(refusal) => super::error_body(refusal),
+    }
+}
+
+fn page_at_of(body: &[u8]) -> Result<(Page<Invitation>, u64), Refusal> {
+    let at: PageAt = reply_of(body)?;
+    Ok((at.page, at.seq))
 }
 
 /// The service's arguments for one partition's page.
@@ -95,7 +159,13 @@ fn arguments(user: &UserId, list: &ListRequest) -> Map<String, Value> {
 }
 
 /// A partition owner's reply: its page, or its refusal.
+#[cfg(test)]
 fn page_of(body: &[u8]) -> Result<Page<Invitation>, Refusal> {
+    reply_of(body)
+}
+
+/// A partition owner's reply: its body, or its refusal.
+fn reply_of<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
     let malformed = |e: &dyn std::fmt::Display| {
         Refusal::new(
             ErrorCode::Internal,
