@@ -27,7 +27,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use cohost_engine::{EventStream, Interest};
+use cohost_engine::{Engine, EventStream, Interest};
 use cohost_nats::service::user_invitations_at_across;
 use cohost_nats::user_feed;
 use cohost_proto::{Envelope, ErrorBody, ErrorCode, Invitation, Page, RoomId, UserId};
@@ -76,37 +76,18 @@ pub async fn serve(
     let engine = &engine;
     let feed = match (collection, last_event_id(headers)?) {
         // An id the collection cannot have sent (ahead of the room, or of the log) starts over too, rather than
-        // waiting silently for a change that far ahead.
-        (Collection::Room(room_id, _), Some(version))
+        // waiting silently for a change that far ahead; so does one from before what the log here holds.
+        (Collection::Room(room_id, list), Some(version))
             if engine
                 .room(&room_id)
                 .is_ok_and(|room| version <= room.version) =>
         {
-            // Read the durable seq first: an event with version > `version` is then either found by `read_room`
-            // (committed by now) or has a seq after `durable`. The read goes to the log, off the async workers.
-            let durable = engine.last_seq();
-            let (reader, id) = (engine.clone(), room_id.clone());
-            let next = tokio::task::spawn_blocking(move || {
-                reader.read_room(&id, version.saturating_add(1), 1)
-            })
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("a log read failed: {e}")))??;
-            let from_seq = next.first().map_or(durable + 1, |e| e.seq);
-            let changes = engine.subscribe(from_seq, Interest::Room(room_id));
-            Feed::new(
-                &state,
-                None,
-                engine_changes(changes, |e| e.version),
-                version,
-            )
+            match room_resumed(&state, engine, &room_id, version).await? {
+                Some(feed) => feed,
+                None => room_snapshot(&state, engine, &room_id, &list)?,
+            }
         }
-        (Collection::Room(room_id, list), _) => {
-            let watch = engine.watch_room_invitations(&room_id, &list)?;
-            let version = watch.room_version.unwrap_or_default();
-            let snapshot = snapshot_event(version, &watch.snapshot)?;
-            let changes = engine_changes(watch.changes, |e| e.version);
-            Feed::new(&state, Some(snapshot), changes, version)
-        }
+        (Collection::Room(room_id, list), _) => room_snapshot(&state, engine, &room_id, &list)?,
         (Collection::Candidate(user, _), Some(seq)) if engine.candidate_resumable(&user, seq) => {
             let changes = engine.subscribe(seq.saturating_add(1), Interest::Candidate(user));
             Feed::new(&state, None, engine_changes(changes, |e| e.seq), seq)
@@ -124,6 +105,47 @@ pub async fn serve(
         ..feed.until(token_expires_s)
     };
     Ok(respond(&state, feed))
+}
+
+/// A room's changes after `version`; `None` when the log here no longer holds them (in cluster mode, events
+/// from before the snapshot the partition's owner started from): the client gets a fresh snapshot.
+async fn room_resumed(
+    state: &AppState,
+    engine: &Engine,
+    room_id: &RoomId,
+    version: u64,
+) -> Result<Option<Feed>, ApiError> {
+    // Read the durable seq first: an event with version > `version` is then either found by `read_room`
+    // (committed by now) or has a seq after `durable`. The read goes to the log, off the async workers.
+    let durable = engine.last_seq();
+    let (reader, id) = (engine.clone(), room_id.clone());
+    let next =
+        tokio::task::spawn_blocking(move || reader.read_room(&id, version.saturating_add(1), 1))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("a log read failed: {e}")))?;
+    let next = match next {
+        Ok(next) => next,
+        Err(cohost_engine::Error::HistoryGone { .. }) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let from_seq = next.first().map_or(durable + 1, |e| e.seq);
+    let changes = engine.subscribe(from_seq, Interest::Room(room_id.clone()));
+    let changes = engine_changes(changes, |e| e.version);
+    Ok(Some(Feed::new(state, None, changes, version)))
+}
+
+/// A room's page, then its changes.
+fn room_snapshot(
+    state: &AppState,
+    engine: &Engine,
+    room_id: &RoomId,
+    list: &ListRequest,
+) -> Result<Feed, ApiError> {
+    let watch = engine.watch_room_invitations(room_id, list)?;
+    let version = watch.room_version.unwrap_or_default();
+    let snapshot = snapshot_event(version, &watch.snapshot)?;
+    let changes = engine_changes(watch.changes, |e| e.version);
+    Ok(Feed::new(state, Some(snapshot), changes, version))
 }
 
 /// A collection's changes, each with its `id:`, or why they end.
@@ -162,7 +184,7 @@ async fn candidate_in_cluster(
     })?;
     let unavailable =
         |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Unavailable, e.to_string());
-    let last = user_feed::last_sequence(client)
+    let (first, last) = user_feed::bounds(client)
         .await
         .map_err(|e| unavailable(&e))?;
     let resume = match headers
@@ -172,8 +194,9 @@ async fn candidate_in_cluster(
         None => None,
         Some(Ok(id)) if id.starts_with('s') && id[1..].parse::<u64>().is_ok() => None,
         Some(Ok(id)) => match id.parse::<u64>() {
-            // An id ahead of the stream is not one this collection sent: start over.
-            Ok(seq) => (seq <= last).then_some(seq),
+            // An id ahead of the stream is not one this collection sent, and one before what it still holds
+            // cannot be resumed from: start over.
+            Ok(seq) => (first.saturating_sub(1) <= seq && seq <= last).then_some(seq),
             Err(_) => {
                 return Err(ApiError::invalid(
                     "Last-Event-ID must be an id this collection sent",

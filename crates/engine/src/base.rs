@@ -33,7 +33,12 @@ pub fn export(store: &Store, remembering: Remembering) -> Result<Option<Exported
     if seq == 0 {
         return Ok(None);
     }
-    let snapshot = store.snapshots()?;
+    let snapshot = match store.snapshots() {
+        Ok(snapshot) => snapshot,
+        // Replaced while its chunks were read: the next call reads the new one.
+        Err(_) if store.snapshots_seq()? != seq => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
     let mut archived = Vec::new();
     for room in store.archived_rooms() {
         let (room_id, bytes) = room?;

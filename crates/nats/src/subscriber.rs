@@ -161,7 +161,9 @@ impl NatsBackfill {
     /// Reads partition `partition`'s log, for a cluster, whose `read_events` names the partition and whose seqs
     /// count within it. A room's stream reads its room's partition (`cohost_proto::partition::of(room_id,
     /// partitions)`); a stream of every room or of a user spans partitions, whose seqs do not make one order:
-    /// in cluster mode follow those through the stream `COHOST` instead.
+    /// in cluster mode follow those through the stream `COHOST` instead. The partition's owner holds its log
+    /// from its last snapshot on: a gap from before that is refused (`failed_precondition`) on every try, and
+    /// the stream `COHOST` holds those events.
     pub fn in_partition(mut self, partition: u32) -> Self {
         self.partition = Some(partition);
         self

@@ -30,13 +30,14 @@ fn failed(error: impl std::fmt::Display) -> FeedError {
     FeedError(error.to_string())
 }
 
-/// The stream's last sequence: a feed started after it misses nothing published from then on.
-pub async fn last_sequence(client: &crate::Client) -> Result<u64, FeedError> {
+/// The first and the last sequence the stream holds: a feed started after the last misses nothing published
+/// from then on; one started before the first would miss what the stream no longer holds.
+pub async fn bounds(client: &crate::Client) -> Result<(u64, u64), FeedError> {
     let js = jetstream::new(client.clone());
     let info = async {
         let mut stream = js.get_stream(subject::STREAM).await.map_err(failed)?;
         let info = stream.info().await.map_err(failed)?;
-        Ok(info.state.last_sequence)
+        Ok((info.state.first_sequence, info.state.last_sequence))
     };
     tokio::time::timeout(INFO_TIMEOUT, info)
         .await

@@ -265,3 +265,61 @@ async fn a_taker_starts_from_the_snapshot_and_replays_only_the_log_after_it() {
     assert_eq!(states(&b.node), before, "no retry appended anything");
     b.node.stop().await;
 }
+
+/// A snapshot the taker cannot open (a room that does not decode: say, written by a newer build) costs a whole
+/// replay, never the partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_does_not_open_costs_a_whole_replay() {
+    let server = TestServer::start(true);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start(&server, "node-a", &dir_a).await;
+    serving(&a.node).await;
+    let rooms = rooms();
+    for room in &rooms {
+        let create = Command::CreateRoom(CreateRoom {
+            room_id: room.clone(),
+            title: None,
+            max_cohosts: None,
+        });
+        run(&a.node, room, create, None).await.unwrap();
+        for n in 0..INVITES_PER_ROOM {
+            run(&a.node, room, invite(room, n), None).await.unwrap();
+        }
+    }
+    for (partition, engine) in a.node.engines() {
+        a.statuses.lock().unwrap()[&partition].handled(engine.last_seq());
+    }
+    until("each partition's snapshot saved", || {
+        a.node.stats().snapshots_saved.load(Ordering::Relaxed) >= u64::from(PARTITIONS)
+    })
+    .await;
+    let before = states(&a.node);
+    a.node.crash();
+
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let book = SnapshotBook::open(&jetstream::new(client), 1)
+        .await
+        .unwrap();
+    for partition in 0..PARTITIONS {
+        let mut snapshot = book.load(partition).await.unwrap().expect("saved");
+        for (_, bytes) in &mut snapshot.base.rooms {
+            *bytes = b"not a room".to_vec();
+        }
+        book.save(&snapshot).await.unwrap();
+    }
+    let b = start(&server, "node-b", &dir_b).await;
+    serving(&b.node).await;
+    assert_eq!(
+        b.node
+            .stats()
+            .takeovers_from_snapshot
+            .load(Ordering::Relaxed),
+        0,
+        "no takeover kept the snapshot"
+    );
+    assert_eq!(states(&b.node), before, "the whole log replayed");
+    for (_, engine) in b.node.engines() {
+        assert_eq!(engine.log_from(), 1);
+    }
+    b.node.stop().await;
+}

@@ -93,6 +93,8 @@ struct Ctx {
     draining: Mutex<tokio::task::JoinSet<()>>,
     /// The cursor save in flight, beside the turns for the same reason; a turn starts none while one runs.
     saving: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The snapshot saves in flight, in a task of their own: a slow object store must not hold up the cursors.
+    snapshotting: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// What a node counts, for `/metrics`.
@@ -283,6 +285,7 @@ impl Node {
             stats: NodeStats::default(),
             draining: Mutex::default(),
             saving: Mutex::default(),
+            snapshotting: Mutex::default(),
         });
         let taking = Takes::default();
         let task = Mutex::new(Some(tokio::spawn(run(ctx.clone(), taking.clone()))));
@@ -404,16 +407,13 @@ impl Node {
         if let Err(error) = leases.leave().await {
             tracing::warn!(%error, node = leases.node(), "could not leave the live nodes; its heartbeat will age out");
         }
-        // No periodic cursor save lands after the drains' final ones.
-        let saving = self
-            .ctx
-            .saving
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(saving) = saving {
-            saving.abort();
-            let _ = saving.await;
+        // No periodic cursor or snapshot save lands after the drains' final ones.
+        for slot in [&self.ctx.saving, &self.ctx.snapshotting] {
+            let task = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(task) = task {
+                task.abort();
+                let _ = task.await;
+            }
         }
         // The drains under way finish; the rest run side by side, each step bounded, so with NATS unreachable
         // a stop still ends in a few seconds.
@@ -441,14 +441,10 @@ impl Drop for Node {
         // A crash: what follows the partitions stops with them, saving nothing.
         self.ctx.owned().clear();
         drop(std::mem::take(&mut *self.ctx.draining()));
-        if let Some(saving) = self
-            .ctx
-            .saving
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            saving.abort();
+        for slot in [&self.ctx.saving, &self.ctx.snapshotting] {
+            if let Some(task) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                task.abort();
+            }
         }
     }
 }
@@ -586,23 +582,33 @@ async fn turn(ctx: &Arc<Ctx>) -> Result<Vec<u32>, LeaseError> {
     }
     let live = leases.live_nodes().await;
     renew_held(ctx, live.as_deref().ok()).await;
-    let mut saving = ctx.saving.lock().unwrap_or_else(|e| e.into_inner());
-    if saving
-        .as_ref()
-        .is_none_or(tokio::task::JoinHandle::is_finished)
-    {
+    start_unless_running(&ctx.saving, {
         let ctx = ctx.clone();
-        *saving = Some(tokio::spawn(async move {
-            save_moved_cursors(&ctx).await;
-            save_new_snapshots(&ctx).await;
-        }));
-    }
-    drop(saving);
+        async move { save_moved_cursors(&ctx).await }
+    });
+    start_unless_running(&ctx.snapshotting, {
+        let ctx = ctx.clone();
+        async move { save_new_snapshots(&ctx).await }
+    });
     let live = live?;
     let held = ctx.owned();
     Ok((0..ctx.config.partitions)
         .filter(|p| preferred(*p, &live) == Some(leases.node()) && !held.contains_key(p))
         .collect())
+}
+
+/// Spawns `task` into `slot` unless the one there is still running (then `task` is dropped unstarted).
+fn start_unless_running(
+    slot: &Mutex<Option<tokio::task::JoinHandle<()>>>,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if slot
+        .as_ref()
+        .is_none_or(tokio::task::JoinHandle::is_finished)
+    {
+        *slot = Some(tokio::spawn(task));
+    }
 }
 
 /// Saves, side by side, the cursors that moved since the last save of each partition served now (a partition
@@ -660,7 +666,7 @@ async fn save_new_snapshots(ctx: &Ctx) {
         .map(|(partition, entry)| async move {
             let saved = tokio::time::timeout(
                 SNAPSHOT_SAVE_TIMEOUT,
-                save_snapshot(book, ctx.leases.node(), partition, &entry),
+                save_snapshot(ctx, book, partition, &entry),
             )
             .await
             .unwrap_or_else(|_| Err("no answer in time".to_owned()));
@@ -690,8 +696,8 @@ async fn save_new_snapshots(ctx: &Ctx) {
 /// Saves the partition's snapshot if its engine took one newer than the last saved that every follower has
 /// handled; the seq saved.
 async fn save_snapshot(
+    ctx: &Ctx,
     book: &SnapshotBook,
-    node: &str,
     partition: u32,
     entry: &Owned,
 ) -> Result<Option<u64>, String> {
@@ -699,13 +705,19 @@ async fn save_snapshot(
     let seq = engine.snapshot_seq().map_err(|e| e.to_string())?;
     let handled = {
         let following = entry.following.lock().unwrap_or_else(|e| e.into_inner());
-        following.as_ref().map_or(u64::MAX, |f| {
-            f.statuses
+        match following.as_ref() {
+            Some(f) => f
+                .statuses
                 .iter()
                 .map(|s| s.handled_seq())
                 .min()
-                .unwrap_or(u64::MAX)
-        })
+                .unwrap_or(u64::MAX),
+            // Nothing follows the partition here.
+            None if ctx.config.follow.is_none() => u64::MAX,
+            // Its followers are not started yet, or were taken away to be stopped (the partition is being
+            // given up): what they handled is not known, so nothing may be saved past it.
+            None => 0,
+        }
     };
     if seq <= entry.exported || handled < seq {
         return Ok(None);
@@ -718,7 +730,15 @@ async fn save_snapshot(
         return Ok(None);
     };
     let seq = exported.base.seq;
-    let snapshot = PartitionSnapshot::new(partition, node, entry.lease.epoch, exported);
+    // Still this owner's, under the same lease: a partition given up meanwhile saves nothing more.
+    let still_held = ctx.owned().get(&partition).is_some_and(|held| {
+        held.lease.epoch == entry.lease.epoch && held.lease.is_valid(Instant::now())
+    });
+    if !still_held {
+        return Ok(None);
+    }
+    let snapshot =
+        PartitionSnapshot::new(partition, ctx.leases.node(), entry.lease.epoch, exported);
     book.save(&snapshot).await.map_err(|e| e.to_string())?;
     Ok(Some(seq))
 }

@@ -87,10 +87,11 @@ pub async fn take_over(
     let partition = lease.partition;
     let local = |reason: String| TakeOverError::Local { partition, reason };
     let (base, entries) = catch_up(log, partition, snapshot).await?;
+    let from_base = base.is_some();
     let tail = entries.last().map_or(0, |entry| entry.seq);
-    let dir = config.data_dir.clone();
-    let cache = config.store_cache_bytes;
-    tokio::task::spawn_blocking(move || rebuild(&dir, cache, base.as_ref(), &entries, cursors))
+    let (dir, cache) = (config.data_dir.clone(), config.store_cache_bytes);
+    let kept = cursors.clone();
+    tokio::task::spawn_blocking(move || rebuild(&dir, cache, base.as_ref(), &entries, kept))
         .await
         .map_err(|e| local(e.to_string()))?
         .map_err(local)?;
@@ -109,10 +110,27 @@ pub async fn take_over(
         expected: Mutex::new(claimed),
         runtime: tokio::runtime::Handle::current(),
     }));
-    tokio::task::spawn_blocking(move || Engine::open(config))
-        .await
-        .map_err(|e| local(e.to_string()))?
-        .map_err(|e| local(e.to_string()))
+    let open = |config: Config| async move {
+        tokio::task::spawn_blocking(move || Engine::open(config))
+            .await
+            .map_err(|e| local(e.to_string()))?
+            .map_err(|e| local(e.to_string()))
+    };
+    match open(config.clone()).await {
+        // A snapshot this build cannot open (say, written by a newer one) costs a whole replay, never the
+        // partition: the claim stands, and the log has everything.
+        Err(error) if from_base => {
+            tracing::warn!(%error, partition, "the engine did not open from the partition's snapshot; replaying the whole log");
+            let entries = log.read_after(partition, 0).await?;
+            let dir = config.data_dir.clone();
+            tokio::task::spawn_blocking(move || rebuild(&dir, cache, None, &entries, cursors))
+                .await
+                .map_err(|e| local(e.to_string()))?
+                .map_err(local)?;
+            open(config).await
+        }
+        opened => opened,
+    }
 }
 
 /// The log to copy: after the snapshot when it continues the log here (the message at its position is on the
@@ -153,11 +171,14 @@ fn continues(snapshot: &PartitionSnapshot, entries: &[Entry]) -> bool {
     let Some(at) = entries.first().filter(|e| e.seq == snapshot.position) else {
         return false;
     };
+    // The message is the snapshot's writer's own (its batch, or its marker), not one of another log that
+    // happens to have the same shape: a stream recreated under a bucket that was kept.
     let ends_at_base = match &at.kind {
-        EntryKind::Batch(record) => {
-            cohost_store::batch_seqs(record).is_ok_and(|(_, last)| last == seq)
-        }
-        EntryKind::Marker(_) => true,
+        EntryKind::Batch(record) => cohost_store::batch_seqs(record).is_ok_and(|(first, last)| {
+            last == seq
+                && at.msg_id.as_deref() == Some(&msg_id(snapshot.partition, snapshot.epoch, first))
+        }),
+        EntryKind::Marker(marker) => marker.node == snapshot.node && marker.epoch == snapshot.epoch,
     };
     let next = entries[1..].iter().find_map(|e| match &e.kind {
         EntryKind::Batch(record) => Some(cohost_store::batch_seqs(record).map(|(first, _)| first)),
