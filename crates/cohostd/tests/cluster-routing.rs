@@ -3,14 +3,16 @@
 //! write before it reflecting that write; one `Idempotency-Key` sent to two nodes at once lands once with
 //! identical replies; a caller without a token is refused where it called, with nothing forwarded; and the
 //! NATS service, whose queue group hands each request to any node, answers every room's commands and queries; a
-//! candidate's invitations in rooms of several partitions are listed whole, in order, page by page, on every node.
+//! candidate's invitations in rooms of several partitions are listed whole, in order, page by page, on every node;
+//! the room's live collection on a node that does not own it sees every change of the flow in order; and a
+//! quota across rooms (a candidate's pending offers) holds per partition, whichever node is asked.
 
 mod support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::Body;
-use support::cluster::{Cluster, PARTITIONS, token};
+use support::cluster::{Cluster, Live, PARTITIONS, token};
 
 use cohost_nats::subscriber::{Interest, NatsBackfill, Subscriber};
 use cohost_proto::{RoomId, partition};
@@ -239,6 +241,13 @@ async fn any_node_answers_any_room_route() {
     let read = |reply: Value| reply["version"].as_u64().unwrap_or(0);
     let created = create(&cluster, next(), room).await;
     assert_eq!(created["version"], 1, "{created}");
+    // The room's live collection on a node that does not own it sees every change of the flow, in order.
+    let viewer = (owner + 2) % 3;
+    let viewer_url = cluster.nodes.read().await[viewer].as_ref().unwrap().url("");
+    let invitations = format!("/v1/rooms/{room}/invitations");
+    let mut watching = Live::open_as(&viewer_url, &invitations, "alice", None).await;
+    let (event, id, _) = watching.next().await.expect("a snapshot");
+    assert_eq!((event.as_str(), id), ("snapshot", 1));
     let path = format!("/v1/rooms/{room}");
     let live = ok(
         &cluster,
@@ -336,6 +345,18 @@ async fn any_node_answers_any_room_route() {
         assert_eq!(room["status"], "ended", "node-{n}: {room}");
     }
     assert!(version > 5, "stopped after carol's invitation: {version}");
+    let mut seen = Vec::new();
+    while seen.last() != Some(&version) {
+        let (event, id, change) = watching.next().await.expect("a change");
+        assert_eq!(event, "change", "{change}");
+        seen.push(id);
+    }
+    assert_eq!(
+        seen,
+        (2..=version).collect::<Vec<u64>>(),
+        "node-{viewer}'s live collection"
+    );
+    drop(watching);
     // The nodes that were not the owner count what they forwarded; the owner forwarded nothing.
     let nodes = cluster.nodes.read().await;
     let mut forwarded = Vec::new();
@@ -351,4 +372,47 @@ async fn any_node_answers_any_room_route() {
     cluster_status(&cluster, room, owner, version).await;
     assert!(forwarded.iter().sum::<u64>() >= 8, "{forwarded:?}");
     me_across_partitions(&cluster).await;
+    quotas_per_partition(&cluster).await;
+}
+
+/// A quota across rooms holds in cluster mode per partition: a candidate's 33rd pending offer among one
+/// partition's rooms is refused whichever node is asked (32 by default), while one in another partition's room
+/// is taken.
+async fn quotas_per_partition(cluster: &Cluster) {
+    let in_partition = |p: u32, count: usize| -> Vec<String> {
+        (0..)
+            .map(|n| format!("quota-{n}"))
+            .filter(|r| partition::of(&RoomId::new(r).unwrap(), PARTITIONS) == p)
+            .take(count)
+            .collect()
+    };
+    let (p, q) = (0, 1);
+    let mut rooms = in_partition(p, 33);
+    rooms.extend(in_partition(q, 1));
+    for (n, room) in rooms.iter().enumerate() {
+        let host = format!("host-{n}");
+        let nodes = cluster.nodes.read().await;
+        let node = nodes[n % 3].as_ref().expect("running");
+        node.ok_post("/v1/rooms", &token(&host), &json!({"room_id": room}))
+            .await;
+        let (status, reply) = nodes[(n + 1) % 3]
+            .as_ref()
+            .unwrap()
+            .call(
+                Method::POST,
+                &format!("/v1/rooms/{room}/invitations"),
+                Some(&token(&host)),
+                Some(&json!({"user_id": "quentin"})),
+            )
+            .await;
+        let want = if n == 32 {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(status, want, "invitation {n} to {room}: {reply}");
+        if n == 32 {
+            assert_eq!(reply["error"]["code"], "resource_exhausted", "{reply}");
+        }
+    }
 }

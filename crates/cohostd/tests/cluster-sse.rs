@@ -10,73 +10,7 @@ use std::time::{Duration, Instant};
 
 use cohost_proto::{RoomId, partition};
 use serde_json::{Value, json};
-use support::cluster::{Cluster, FAILOVER_LIMIT, PARTITIONS, send, signal, token};
-
-/// A live collection read over HTTP: its events as `(event, id, data)`.
-struct Live {
-    response: reqwest::Response,
-    buffer: String,
-    /// The `id:` of the last event, as sent.
-    raw_id: String,
-}
-
-impl Live {
-    async fn open(base: &str, path: &str, last_id: Option<u64>) -> Live {
-        Self::open_as(base, path, "host", last_id.map(|id| id.to_string())).await
-    }
-
-    async fn open_as(base: &str, path: &str, user: &str, last_id: Option<String>) -> Live {
-        let mut request = reqwest::Client::new()
-            .get(format!("{base}{path}"))
-            .bearer_auth(token(user))
-            .header("accept", "text/event-stream");
-        if let Some(id) = last_id {
-            request = request.header("last-event-id", id);
-        }
-        let response = request.send().await.expect("the node answers");
-        assert_eq!(response.status(), 200, "{path} on {base}");
-        Live {
-            response,
-            buffer: String::new(),
-            raw_id: String::new(),
-        }
-    }
-
-    /// The next event, skipping keep-alive comments; `None` once the stream ends (or fails).
-    async fn next(&mut self) -> Option<(String, u64, Value)> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut event, mut id, mut data) = (String::new(), 0, String::new());
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        event = v.trim().to_owned();
-                    } else if let Some(v) = line.strip_prefix("id:") {
-                        id = v.trim().parse().unwrap_or(0);
-                        self.raw_id = v.trim().to_owned();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim_start());
-                    }
-                }
-                if event.is_empty() {
-                    continue;
-                }
-                return Some((
-                    event,
-                    id,
-                    serde_json::from_str(&data).unwrap_or(Value::Null),
-                ));
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(20), self.response.chunk())
-                .await
-                .expect("an event or the end within 20 s");
-            match chunk {
-                Ok(Some(bytes)) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
-                _ => return None,
-            }
-        }
-    }
-}
+use support::cluster::{Cluster, FAILOVER_LIMIT, Live, PARTITIONS, send, signal};
 
 /// Node `n`'s base URL.
 async fn base(cluster: &Cluster, n: usize) -> String {

@@ -692,15 +692,7 @@ impl Store {
     }
 
     fn decode_cursor(sink: &str, value: &[u8]) -> Result<u64, StoreError> {
-        let corrupt = |reason| StoreError::CorruptValue {
-            what: format!("cursor {sink:?}"),
-            reason,
-        };
-        let payload = record::unframe(value).map_err(corrupt)?;
-        let bytes: [u8; 8] = payload
-            .try_into()
-            .map_err(|_| corrupt(FrameError::Truncated(payload.len())))?;
-        Ok(u64::from_le_bytes(bytes))
+        base::read_u64(&format!("cursor {sink:?}"), value)
     }
 
     /// Durably records that `sink` has handled every event up to `seq`.

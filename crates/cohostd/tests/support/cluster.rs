@@ -128,14 +128,7 @@ impl Cluster {
     /// Stops node `i` with SIGTERM (it hands its partitions over), starts it again on its directory, and waits
     /// until every partition is owned and the node owns some again.
     pub async fn restart_node(&self, i: usize) {
-        let daemon = self.nodes.write().await[i].take();
-        if let Some(mut daemon) = daemon {
-            let status =
-                tokio::task::spawn_blocking(move || daemon.terminate(Duration::from_secs(30)))
-                    .await
-                    .expect("waits");
-            assert!(status.success(), "node-{i} exited with {status}");
-        }
+        self.terminate(i).await;
         let node = start_node(&self.servers, &format!("node-{i}"), self._dirs[i].path()).await;
         self.nodes.write().await[i] = Some(node);
         self.settle().await;
@@ -156,6 +149,12 @@ impl Cluster {
     /// Stops node `i` with SIGTERM (it hands its partitions over before it exits) and waits until the others
     /// own every partition.
     pub async fn stop_node(&self, i: usize) {
+        self.terminate(i).await;
+        self.settle().await;
+    }
+
+    /// Stops node `i` with SIGTERM and waits for it to exit cleanly.
+    async fn terminate(&self, i: usize) {
         let daemon = self.nodes.write().await[i].take();
         if let Some(mut daemon) = daemon {
             let status =
@@ -164,7 +163,6 @@ impl Cluster {
                     .expect("waits");
             assert!(status.success(), "node-{i} exited with {status}");
         }
-        self.settle().await;
     }
 
     /// Every process up again on the same ports and directories, and every partition owned.
@@ -541,4 +539,70 @@ pub fn signal(pid: u32, name: &str) {
         .args([&format!("-{name}"), &pid.to_string()])
         .status();
     assert!(status.expect("run kill").success(), "kill -{name} {pid}");
+}
+
+/// A live collection read over HTTP: its events as `(event, id, data)`.
+pub struct Live {
+    response: reqwest::Response,
+    buffer: String,
+    /// The `id:` of the last event, as sent.
+    pub raw_id: String,
+}
+
+impl Live {
+    pub async fn open(base: &str, path: &str, last_id: Option<u64>) -> Live {
+        Self::open_as(base, path, "host", last_id.map(|id| id.to_string())).await
+    }
+
+    pub async fn open_as(base: &str, path: &str, user: &str, last_id: Option<String>) -> Live {
+        let mut request = reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .bearer_auth(token(user))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("the node answers");
+        assert_eq!(response.status(), 200, "{path} on {base}");
+        Live {
+            response,
+            buffer: String::new(),
+            raw_id: String::new(),
+        }
+    }
+
+    /// The next event, skipping keep-alive comments; `None` once the stream ends (or fails).
+    pub async fn next(&mut self) -> Option<(String, u64, Value)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = (String::new(), 0, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse().unwrap_or(0);
+                        self.raw_id = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if event.is_empty() {
+                    continue;
+                }
+                return Some((
+                    event,
+                    id,
+                    serde_json::from_str(&data).unwrap_or(Value::Null),
+                ));
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(20), self.response.chunk())
+                .await
+                .expect("an event or the end within 20 s");
+            match chunk {
+                Ok(Some(bytes)) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => return None,
+            }
+        }
+    }
 }

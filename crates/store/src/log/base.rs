@@ -38,7 +38,8 @@ fn framed_u64(value: u64) -> Vec<u8> {
     record::frame(&value.to_le_bytes())
 }
 
-fn read_u64(what: &str, value: &[u8]) -> Result<u64, StoreError> {
+/// A framed little-endian u64 (a cursor, a mark), or why it does not read back.
+pub(super) fn read_u64(what: &str, value: &[u8]) -> Result<u64, StoreError> {
     let corrupt = |reason| StoreError::CorruptValue {
         what: what.to_owned(),
         reason,
