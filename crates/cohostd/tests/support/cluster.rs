@@ -29,7 +29,12 @@ pub struct Cluster {
     pub servers: TestCluster,
     pub nodes: Nodes,
     _dirs: Vec<tempfile::TempDir>,
+    /// Commands one user may send per second (`--user-commands-per-s`), on every node.
+    commands_per_s: u32,
 }
+
+/// The per-user command rate of the scenarios: high enough that load never meets it.
+const COMMANDS_PER_S: u32 = 1_000_000;
 
 /// A user JWT signed with the cluster's shared secret.
 pub fn token(user: &str) -> String {
@@ -43,6 +48,11 @@ impl Cluster {
     /// Starts the servers, waits for their JetStream, starts the nodes, and waits until every partition is
     /// owned.
     pub async fn start() -> Cluster {
+        Self::start_with(COMMANDS_PER_S).await
+    }
+
+    /// As [`Cluster::start`], each node letting a user send `commands_per_s` commands a second.
+    pub async fn start_with(commands_per_s: u32) -> Cluster {
         let servers = TestCluster::start(3);
         let client = async_nats::connect(servers.addrs())
             .await
@@ -52,13 +62,14 @@ impl Cluster {
         let mut nodes = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
             nodes.push(Some(
-                start_node(&servers, &format!("node-{i}"), dir.path()).await,
+                start_node(&servers, &format!("node-{i}"), dir.path(), commands_per_s).await,
             ));
         }
         let cluster = Cluster {
             servers,
             nodes: Arc::new(RwLock::new(nodes)),
             _dirs: dirs,
+            commands_per_s,
         };
         cluster.settle().await;
         cluster
@@ -129,7 +140,13 @@ impl Cluster {
     /// until every partition is owned and the node owns some again.
     pub async fn restart_node(&self, i: usize) {
         self.terminate(i).await;
-        let node = start_node(&self.servers, &format!("node-{i}"), self._dirs[i].path()).await;
+        let node = start_node(
+            &self.servers,
+            &format!("node-{i}"),
+            self._dirs[i].path(),
+            self.commands_per_s,
+        )
+        .await;
         self.nodes.write().await[i] = Some(node);
         self.settle().await;
     }
@@ -139,7 +156,13 @@ impl Cluster {
     pub async fn join_node(&mut self) -> usize {
         let dir = super::data_dir();
         let index = self._dirs.len();
-        let node = start_node(&self.servers, &format!("node-{index}"), dir.path()).await;
+        let node = start_node(
+            &self.servers,
+            &format!("node-{index}"),
+            dir.path(),
+            self.commands_per_s,
+        )
+        .await;
         self._dirs.push(dir);
         self.nodes.write().await.push(Some(node));
         self.settle().await;
@@ -177,7 +200,13 @@ impl Cluster {
         let mut started = Vec::new();
         for (i, dir) in self._dirs.iter().enumerate() {
             started.push(Some(
-                start_node(&self.servers, &format!("node-{i}"), dir.path()).await,
+                start_node(
+                    &self.servers,
+                    &format!("node-{i}"),
+                    dir.path(),
+                    self.commands_per_s,
+                )
+                .await,
             ));
         }
         *self.nodes.write().await = started;
@@ -218,7 +247,13 @@ impl Cluster {
     }
 }
 
-async fn start_node(cluster: &TestCluster, name: &str, dir: &std::path::Path) -> Daemon {
+async fn start_node(
+    cluster: &TestCluster,
+    name: &str,
+    dir: &std::path::Path,
+    commands_per_s: u32,
+) -> Daemon {
+    let commands_per_s = commands_per_s.to_string();
     let urls: Vec<String> = cluster.servers.iter().map(|s| s.url()).collect();
     let urls = urls.join(",");
     let partitions = PARTITIONS.to_string();
@@ -243,7 +278,7 @@ async fn start_node(cluster: &TestCluster, name: &str, dir: &std::path::Path) ->
         "--livekit-api-secret",
         "cluster-test-livekit-secret-0123456789",
         "--user-commands-per-s",
-        "1000000",
+        &commands_per_s,
         "--user-invitations-per-min",
         "1000000",
         // Snapshots often, so takeovers start from one and replay only the log after it.
