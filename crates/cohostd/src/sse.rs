@@ -187,27 +187,23 @@ async fn candidate_in_cluster(
     let (first, last) = user_feed::bounds(client)
         .await
         .map_err(|e| unavailable(&e))?;
-    let resume = match headers
-        .get("last-event-id")
-        .map(|v| v.to_str().map(str::trim))
-    {
+    let bad = || ApiError::invalid("Last-Event-ID must be an id this collection sent");
+    let resume = match headers.get("last-event-id") {
         None => None,
-        Some(Ok(id)) if id.starts_with('s') && id[1..].parse::<u64>().is_ok() => None,
-        Some(Ok(id)) => match id.parse::<u64>() {
+        Some(value) => match value.to_str().map_err(|_| bad())?.trim() {
+            id if id
+                .strip_prefix('s')
+                .is_some_and(|n| n.parse::<u64>().is_ok()) =>
+            {
+                None
+            }
             // An id ahead of the stream is not one this collection sent, and one before what it still holds
             // cannot be resumed from: start over.
-            Ok(seq) => (first.saturating_sub(1) <= seq && seq <= last).then_some(seq),
-            Err(_) => {
-                return Err(ApiError::invalid(
-                    "Last-Event-ID must be an id this collection sent",
-                ));
+            id => {
+                let seq = id.parse::<u64>().map_err(|_| bad())?;
+                (first.saturating_sub(1) <= seq && seq <= last).then_some(seq)
             }
         },
-        Some(Err(_)) => {
-            return Err(ApiError::invalid(
-                "Last-Event-ID must be an id this collection sent",
-            ));
-        }
     };
     if let Some(after) = resume {
         let changes = user_feed::user_changes(client, user, after)

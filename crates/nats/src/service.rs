@@ -307,8 +307,13 @@ pub const FORWARD_DEADLINE: Duration = Duration::from_secs(20);
 
 /// A request as it crosses to the owner: the endpoint's name, a newline, the payload.
 fn frame(call: Call, payload: &[u8]) -> Bytes {
-    let mut frame = Vec::with_capacity(call.name().len() + 1 + payload.len());
-    frame.extend_from_slice(call.name().as_bytes());
+    frame_named(call.name(), payload)
+}
+
+/// `name`, a newline, `payload`: a forwarded request, or an owner-only one ([`gather`]'s).
+fn frame_named(name: &str, payload: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(name.len() + 1 + payload.len());
+    frame.extend_from_slice(name.as_bytes());
     frame.push(b'\n');
     frame.extend_from_slice(payload);
     Bytes::from(frame)

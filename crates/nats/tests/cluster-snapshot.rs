@@ -154,6 +154,26 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+async fn create(node: &Node, room: &RoomId) {
+    let create = Command::CreateRoom(CreateRoom {
+        room_id: room.clone(),
+        title: None,
+        max_cohosts: None,
+    });
+    run(node, room, create, None).await.unwrap();
+}
+
+/// Every follower has handled its partition's whole log; then the node saves each partition's snapshot.
+async fn followers_caught_up(a: &Started) {
+    for (partition, engine) in a.node.engines() {
+        a.statuses.lock().unwrap()[&partition].handled(engine.last_seq());
+    }
+    until("each partition's snapshot saved", || {
+        a.node.stats().snapshots_saved.load(Ordering::Relaxed) >= u64::from(PARTITIONS)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taker_starts_from_the_snapshot_and_replays_only_the_log_after_it() {
     let server = TestServer::start(true);
@@ -164,12 +184,7 @@ async fn a_taker_starts_from_the_snapshot_and_replays_only_the_log_after_it() {
     let rooms = rooms();
     let mut replies = Vec::new();
     for room in &rooms {
-        let create = Command::CreateRoom(CreateRoom {
-            room_id: room.clone(),
-            title: None,
-            max_cohosts: None,
-        });
-        run(&a.node, room, create, None).await.unwrap();
+        create(&a.node, room).await;
         run(
             &a.node,
             room,
@@ -195,13 +210,7 @@ async fn a_taker_starts_from_the_snapshot_and_replays_only_the_log_after_it() {
     // No snapshot is saved while a follower has not handled it: a taker's followers would need the log before it.
     tokio::time::sleep(LEASES.ttl).await;
     assert_eq!(a.node.stats().snapshots_saved.load(Ordering::Relaxed), 0);
-    for (partition, engine) in a.node.engines() {
-        a.statuses.lock().unwrap()[&partition].handled(engine.last_seq());
-    }
-    until("each partition's snapshot saved", || {
-        a.node.stats().snapshots_saved.load(Ordering::Relaxed) >= u64::from(PARTITIONS)
-    })
-    .await;
+    followers_caught_up(&a).await;
 
     // After the snapshot: a tail for the taker to replay.
     for room in &rooms {
@@ -276,23 +285,12 @@ async fn a_snapshot_that_does_not_open_costs_a_whole_replay() {
     serving(&a.node).await;
     let rooms = rooms();
     for room in &rooms {
-        let create = Command::CreateRoom(CreateRoom {
-            room_id: room.clone(),
-            title: None,
-            max_cohosts: None,
-        });
-        run(&a.node, room, create, None).await.unwrap();
+        create(&a.node, room).await;
         for n in 0..INVITES_PER_ROOM {
             run(&a.node, room, invite(room, n), None).await.unwrap();
         }
     }
-    for (partition, engine) in a.node.engines() {
-        a.statuses.lock().unwrap()[&partition].handled(engine.last_seq());
-    }
-    until("each partition's snapshot saved", || {
-        a.node.stats().snapshots_saved.load(Ordering::Relaxed) >= u64::from(PARTITIONS)
-    })
-    .await;
+    followers_caught_up(&a).await;
     let before = states(&a.node);
     a.node.crash();
 

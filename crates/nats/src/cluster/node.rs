@@ -611,9 +611,17 @@ fn start_unless_running(
     }
 }
 
-/// Saves, side by side, the cursors that moved since the last save of each partition served now (a partition
-/// whose lease ran out may have a new owner, whose cursors these must not replace).
-async fn save_moved_cursors(ctx: &Ctx) {
+/// Runs `save` for each partition served now (a partition whose lease ran out may have a new owner, whose state
+/// these saves must not replace), `at_once` at a time, each bounded by `limit`; the results by partition.
+async fn for_each_served<'a, T, F>(
+    ctx: &'a Ctx,
+    at_once: usize,
+    limit: std::time::Duration,
+    save: impl Fn(u32, Owned) -> F,
+) -> Vec<(u32, Result<T, String>)>
+where
+    F: std::future::Future<Output = Result<T, String>> + 'a,
+{
     let now = Instant::now();
     let held: Vec<(u32, Owned)> = ctx
         .owned()
@@ -621,18 +629,28 @@ async fn save_moved_cursors(ctx: &Ctx) {
         .filter(|(_, o)| o.lease.is_valid(now))
         .map(|(p, o)| (*p, o.clone()))
         .collect();
-    let saves: Vec<(u32, Result<Cursors, String>)> = futures::stream::iter(held)
-        .map(|(partition, entry)| async move {
-            let ttl = ctx.leases.config().ttl;
-            let saved =
-                tokio::time::timeout(ttl, save_cursors(&ctx.cursors, partition, &entry, false))
+    futures::stream::iter(held)
+        .map(|(partition, entry)| {
+            let saving = save(partition, entry);
+            async move {
+                let saved = tokio::time::timeout(limit, saving)
                     .await
                     .unwrap_or_else(|_| Err("no answer in time".to_owned()));
-            (partition, saved)
+                (partition, saved)
+            }
         })
-        .buffer_unordered(RENEWALS_AT_ONCE)
+        .buffer_unordered(at_once)
         .collect()
-        .await;
+        .await
+}
+
+/// Saves, side by side, the cursors that moved since the last save of each partition served now.
+async fn save_moved_cursors(ctx: &Ctx) {
+    let ttl = ctx.leases.config().ttl;
+    let saves = for_each_served(ctx, RENEWALS_AT_ONCE, ttl, |partition, entry| async move {
+        save_cursors(&ctx.cursors, partition, &entry, false).await
+    })
+    .await;
     let mut owned = ctx.owned();
     for (partition, saved) in saves {
         match saved {
@@ -655,26 +673,13 @@ async fn save_new_snapshots(ctx: &Ctx) {
     let Some(book) = &ctx.config.snapshots else {
         return;
     };
-    let now = Instant::now();
-    let held: Vec<(u32, Owned)> = ctx
-        .owned()
-        .iter()
-        .filter(|(_, o)| o.lease.is_valid(now))
-        .map(|(p, o)| (*p, o.clone()))
-        .collect();
-    let saves: Vec<(u32, Result<Option<u64>, String>)> = futures::stream::iter(held)
-        .map(|(partition, entry)| async move {
-            let saved = tokio::time::timeout(
-                SNAPSHOT_SAVE_TIMEOUT,
-                save_snapshot(ctx, book, partition, &entry),
-            )
-            .await
-            .unwrap_or_else(|_| Err("no answer in time".to_owned()));
-            (partition, saved)
-        })
-        .buffer_unordered(SNAPSHOTS_AT_ONCE)
-        .collect()
-        .await;
+    let saves = for_each_served(
+        ctx,
+        SNAPSHOTS_AT_ONCE,
+        SNAPSHOT_SAVE_TIMEOUT,
+        |partition, entry| async move { save_snapshot(ctx, book, partition, &entry).await },
+    )
+    .await;
     let mut owned = ctx.owned();
     for (partition, saved) in saves {
         match saved {

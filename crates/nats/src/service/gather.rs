@@ -57,7 +57,7 @@ pub async fn user_invitations_at_across(
     user: &UserId,
     list: &ListRequest,
 ) -> Result<(Page<Invitation>, Vec<u64>), Refused> {
-    let request = frame_at(&to_json(&arguments(user, list)));
+    let request = super::frame_named(PAGE_AT, &to_json(&arguments(user, list)));
     let deadline = Instant::now() + FORWARD_DEADLINE;
     let pages: Vec<(u32, Result<PageSeq, Refusal>)> = futures::stream::iter(0..node.partitions())
         .map(|partition| {
@@ -100,14 +100,6 @@ pub(super) fn page_at_payload(frame: &[u8]) -> Option<&[u8]> {
     frame
         .strip_prefix(PAGE_AT.as_bytes())
         .and_then(|rest| rest.strip_prefix(b"\n"))
-}
-
-fn frame_at(payload: &[u8]) -> bytes::Bytes {
-    let mut frame = Vec::with_capacity(PAGE_AT.len() + 1 + payload.len());
-    frame.extend_from_slice(PAGE_AT.as_bytes());
-    frame.push(b'\n');
-    frame.extend_from_slice(payload);
-    bytes::Bytes::from(frame)
 }
 
 /// What a partition's owner answers [`PAGE_AT`] with.
