@@ -222,6 +222,16 @@ struct InFlight<T> {
     ended: Vec<RoomId>,
 }
 
+/// The rooms a queued command or the batch in flight names.
+fn busy_rooms<'a, T>(
+    queue: &'a VecDeque<Queued<T>>,
+    in_flight: Option<&'a InFlight<T>>,
+) -> HashSet<&'a RoomId> {
+    let queued = queue.iter().map(|q| q.command.room_id());
+    let in_flight = in_flight.into_iter().flat_map(|f| &f.touched);
+    queued.chain(in_flight).collect()
+}
+
 /// See the module docs.
 pub struct Sequencer<T> {
     config: SequencerConfig,
@@ -580,23 +590,41 @@ impl<T> Sequencer<T> {
         }
     }
 
-    /// Ended rooms due to leave memory, when nothing is queued or in flight (a queued command must find its
-    /// room where the driver admitted it): the driver archives them (their read-model entries, as of the
-    /// durable seq) and answers [`Sequencer::handle_evicted`].
+    /// Ended rooms due to leave memory: the driver archives them (their read-model entries, as of the durable
+    /// seq) and answers [`Sequencer::handle_evicted`]. Under load the sequencer is never idle, so it evicts
+    /// while busy too, passing over the rooms a queued command or the batch in flight names (a queued command
+    /// must find its room where the driver admitted it, and the read model holds an in-flight room's final
+    /// state only once its batch is durable); those are tried again at the next call.
     pub fn poll_evict(&mut self) -> Option<Vec<RoomId>> {
-        let busy = self.in_flight.is_some() || !self.queue.is_empty();
-        if busy || self.health != Health::Serving {
+        if self.health != Health::Serving {
             return None;
         }
+        let due_now = self
+            .evictions
+            .front()
+            .is_some_and(|(at_ms, _)| *at_ms <= self.now_ms);
+        if !due_now {
+            return None;
+        }
+        let busy = busy_rooms(&self.queue, self.in_flight.as_ref());
         let mut due = Vec::new();
-        while due.len() < EVICT_MAX
-            && let Some((at_ms, _)) = self.evictions.front()
-            && *at_ms <= self.now_ms
-        {
-            let (_, room_id) = self.evictions.pop_front().expect("looked at above");
-            if self.rooms.get(&room_id).is_some_and(RoomState::is_ended) {
+        let mut passed_over = Vec::new();
+        for _ in 0..EVICT_MAX {
+            let Some((at_ms, _)) = self.evictions.front() else {
+                break;
+            };
+            if *at_ms > self.now_ms {
+                break;
+            }
+            let (at_ms, room_id) = self.evictions.pop_front().expect("looked at above");
+            if busy.contains(&room_id) {
+                passed_over.push((at_ms, room_id));
+            } else if self.rooms.get(&room_id).is_some_and(RoomState::is_ended) {
                 due.push(room_id);
             }
+        }
+        for entry in passed_over.into_iter().rev() {
+            self.evictions.push_front(entry);
         }
         (!due.is_empty()).then_some(due)
     }

@@ -503,3 +503,50 @@ fn a_failed_archive_is_tried_again_after_the_retry_interval_ahead_of_rooms_due_l
     assert!(!held(&h, "early"), "archived at the retry");
     assert!(held(&h, "later"), "due later");
 }
+
+#[test]
+fn ended_rooms_leave_memory_while_the_sequencer_stays_busy_but_not_a_room_a_queued_command_names() {
+    const RETENTION_MS: u64 = 60_000;
+    let mut h = Harness::new(SequencerConfig {
+        ended_retention_ms: RETENTION_MS,
+        ..config()
+    });
+    for input in [
+        Cmd("alice", create("ended")),
+        Cmd("alice", stop("ended")),
+        Cmd("alice", create("named")),
+        Cmd("alice", stop("named")),
+        Cmd("alice", create("stage")),
+        Cmd("alice", go_live("stage")),
+        Run(Io::Durable),
+    ] {
+        h.feed(&input);
+    }
+    assert!(h.answers.values().all(Result::is_ok), "{:?}", h.answers);
+    let held = |h: &Harness, name: &str| h.sequencer.holds(&room(name));
+    h.feed(&At(RETENTION_MS));
+    h.sequencer.handle_timeout(h.now_ms);
+    // A batch in flight and a command queued behind it: under load the sequencer is never idle.
+    h.feed(&Cmd("alice", invite("stage", "bob")));
+    for submission in std::mem::take(&mut h.inbox) {
+        h.sequencer.handle_command(h.now_ms, submission);
+    }
+    let in_flight = h.sequencer.poll_batch().expect("the invite's batch");
+    h.feed(&Cmd("alice", stop("named")));
+    for submission in std::mem::take(&mut h.inbox) {
+        h.sequencer.handle_command(h.now_ms, submission);
+    }
+    driver::evict(&mut h.sequencer, &h.store, &h.read);
+    assert!(!held(&h, "ended"), "evicted while a batch is in flight");
+    assert!(held(&h, "named"), "a queued command names it");
+    let _ = driver::commit(&mut h.sequencer, &in_flight, &h.store, &h.read);
+    while let Some(batch) = h.sequencer.poll_batch() {
+        let _ = driver::commit(&mut h.sequencer, &batch, &h.store, &h.read);
+    }
+    h.collect();
+    driver::evict(&mut h.sequencer, &h.store, &h.read);
+    assert!(!held(&h, "named"), "evicted once its command was answered");
+    assert!(held(&h, "stage"), "live rooms stay");
+    let read = h.read.read().unwrap();
+    assert!(read.room_state(&room("ended")).is_none() && read.room_state(&room("named")).is_none());
+}
