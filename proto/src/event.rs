@@ -232,14 +232,16 @@ impl<'de> Deserialize<'de> for Envelope {
     }
 }
 
-/// The log's record format. Each variant's layout is frozen once released: a schema change adds a variant
-/// (and keeps the old types for decoding), so logs written today still decode.
+/// The log's record format. Each variant's layout is frozen once released, in types of its own
+/// ([`crate::stored`]), apart from the wire types: a schema change adds a variant, and every variant still
+/// decodes, into today's [`Envelope`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoredEvent {
-    V1(Envelope),
+    V1(crate::stored::v1::Envelope),
 }
 
-/// Serializes exactly like [`StoredEvent`] without cloning the envelope: what writers of the log use.
+/// Serializes as the variant writers write, without cloning the envelope: the wire types' postcard layout is
+/// that variant's until the wire changes (the golden vectors and `stored_layouts` tests hold the two equal).
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename = "StoredEvent")]
 pub enum StoredEventRef<'a> {
@@ -254,14 +256,17 @@ impl<'a> StoredEventRef<'a> {
 }
 
 impl StoredEvent {
-    /// The current variant.
-    pub fn new(envelope: Envelope) -> Self {
-        Self::V1(envelope)
-    }
-
+    /// The record as today's wire types.
     pub fn into_envelope(self) -> Envelope {
         match self {
-            Self::V1(envelope) => envelope,
+            Self::V1(envelope) => envelope.into(),
+        }
+    }
+
+    /// The layout's version: 1 for `V1`.
+    pub fn layout(&self) -> u8 {
+        match self {
+            Self::V1(_) => 1,
         }
     }
 }

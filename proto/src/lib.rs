@@ -15,6 +15,7 @@ pub mod limits;
 pub mod partition;
 pub mod reply;
 pub mod room;
+pub mod stored;
 pub mod subject;
 
 pub use codec::{DecodeError, Encoding};
