@@ -96,12 +96,66 @@ pub enum StoredReply {
 }
 
 /// One group commit: every event the batch appended, in seq order, and the idempotency records of its commands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Decoded through the layout's own types ([`v1`]), so the wire types can change under it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub enum BatchRecord {
     V1 {
         events: Vec<StoredEvent>,
-        commands: Vec<IdempotencyRecord>,
+        commands: Vec<v1::IdempotencyRecord>,
     },
+}
+
+/// The idempotency records of `BatchRecord::V1` (and of a base's remembered batches), in that layout: never
+/// edited. Each converts into today's types by a fixed conversion.
+pub mod v1 {
+    use cohost_proto::stored::v1::{Invitation, Room};
+    use cohost_proto::{Actor, CommandId};
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    pub struct IdempotencyRecord {
+        pub actor: Actor,
+        pub command_id: CommandId,
+        pub fingerprint: u64,
+        pub at_ms: u64,
+        pub reply: StoredReply,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+    pub enum StoredReply {
+        Room(Room),
+        Invitation(Invitation),
+        Accepted(Invitation),
+    }
+
+    impl From<IdempotencyRecord> for super::IdempotencyRecord {
+        fn from(old: IdempotencyRecord) -> Self {
+            Self {
+                actor: old.actor,
+                command_id: old.command_id,
+                fingerprint: old.fingerprint,
+                at_ms: old.at_ms,
+                reply: old.reply.into(),
+            }
+        }
+    }
+
+    impl From<StoredReply> for super::StoredReply {
+        fn from(old: StoredReply) -> Self {
+            match old {
+                StoredReply::Room(room) => Self::Room(room.into()),
+                StoredReply::Invitation(invitation) => Self::Invitation(invitation.into()),
+                StoredReply::Accepted(invitation) => Self::Accepted(invitation.into()),
+            }
+        }
+    }
+}
+
+/// A list of idempotency records as stored (a base's remembered batch): the V1 layout, read through [`v1`].
+pub(crate) fn decode_records(payload: &[u8]) -> Result<Vec<IdempotencyRecord>, FrameError> {
+    let records: Vec<v1::IdempotencyRecord> =
+        from_postcard(payload).map_err(|e| FrameError::Decode(e.to_string()))?;
+    Ok(records.into_iter().map(IdempotencyRecord::from).collect())
 }
 
 /// A decoded batch record.
@@ -192,6 +246,6 @@ pub(crate) fn decode_batch(bytes: &[u8]) -> Result<Batch, FrameError> {
     }
     Ok(Batch {
         events: events.into_iter().map(StoredEvent::into_envelope).collect(),
-        commands,
+        commands: commands.into_iter().map(IdempotencyRecord::from).collect(),
     })
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use cohost_proto::RoomId;
-use cohost_proto::codec::{from_postcard, to_postcard};
+use cohost_proto::codec::to_postcard;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -153,9 +153,7 @@ impl Store {
             reason,
         };
         let payload = record::unframe(&value).map_err(corrupt)?;
-        from_postcard(payload)
-            .map(Some)
-            .map_err(|e| corrupt(FrameError::Decode(e.to_string())))
+        record::decode_records(payload).map(Some).map_err(corrupt)
     }
 
     /// The seq of the snapshot at the mark, reading the mark only; 0 when none was taken.
