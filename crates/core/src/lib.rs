@@ -42,7 +42,7 @@ pub use policy::{Policy, PolicyError};
 pub use rejection::Rejection;
 pub use reply::reply;
 pub use stage::{Entitlement, entitlement};
-pub use state::{ENDED_KEPT_MAX, InvitationFilter, InvitationPage, RoomState, apply};
+pub use state::{ENDED_KEPT_MAX, InvitationFilter, InvitationPage, RoomState, apply, stored};
 
 use cohost_proto::{Actor, Command, Event, UserId};
 use invitation::Outcome;

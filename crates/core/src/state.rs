@@ -309,3 +309,38 @@ impl RoomState {
         }
     }
 }
+
+/// A room's state as stored (snapshots, archives) in each layout, frozen like the log's ([`cohost_proto::stored`]):
+/// a stored room decodes through its layout's types into today's [`RoomState`].
+pub mod stored {
+    /// The layout written while the log's events were `V1`. Never edited.
+    pub mod v1 {
+        use std::collections::VecDeque;
+
+        use cohost_proto::stored::v1::{Invitation, Room};
+        use serde::Deserialize;
+
+        #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+        pub struct RoomState {
+            pub room: Option<Room>,
+            pub host_online: bool,
+            pub pending: Vec<Invitation>,
+            pub seated: Vec<Invitation>,
+            pub ended: VecDeque<Invitation>,
+            pub created: u64,
+        }
+
+        impl From<RoomState> for super::super::RoomState {
+            fn from(old: RoomState) -> Self {
+                Self {
+                    room: old.room.map(Into::into),
+                    host_online: old.host_online,
+                    pending: old.pending.into_iter().map(Into::into).collect(),
+                    seated: old.seated.into_iter().map(Into::into).collect(),
+                    ended: old.ended.into_iter().map(Into::into).collect(),
+                    created: old.created,
+                }
+            }
+        }
+    }
+}

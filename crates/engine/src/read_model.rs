@@ -291,7 +291,13 @@ pub(crate) fn encode_entry(seq: u64, entry: &RoomEntry) -> Vec<u8> {
 /// whose index of seqs was sparse, cannot serve exact reads: it is refused, and opening replays the log instead.
 pub(crate) fn decode_entry(bytes: &[u8]) -> Result<(u64, RoomEntry), String> {
     match cohost_proto::codec::from_postcard(bytes).map_err(|e| e.to_string())? {
-        SnapshotRecord::V2 { seq, entry } => Ok((seq, entry)),
+        SnapshotRecord::V2 { seq, entry } => Ok((
+            seq,
+            RoomEntry {
+                state: entry.state.into(),
+                seqs: entry.seqs,
+            },
+        )),
         SnapshotRecord::V1(_) => {
             Err("a room snapshot of the earlier format (a sparse seq index)".into())
         }
@@ -304,13 +310,21 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<(u64, RoomEntry), String> {
 enum SnapshotRecord {
     /// The room's state and one seq per 64 versions.
     V1(RoomStateWithSparseIndex),
-    /// The room as of `seq`, with the seq of each of its versions.
-    V2 { seq: u64, entry: RoomEntry },
+    /// The room as of `seq`, with the seq of each of its versions; the state in the log's `V1` layout.
+    V2 { seq: u64, entry: RoomEntryV1 },
+}
+
+/// A [`RoomEntry`] in the log's `V1` layout, decoded through that layout's own types so the wire types can
+/// change under it.
+#[derive(serde::Deserialize)]
+struct RoomEntryV1 {
+    state: cohost_core::stored::v1::RoomState,
+    seqs: Vec<u64>,
 }
 
 #[derive(serde::Deserialize)]
 struct RoomStateWithSparseIndex {
-    _state: RoomState,
+    _state: cohost_core::stored::v1::RoomState,
     _seq_index: Vec<u64>,
 }
 
