@@ -20,7 +20,9 @@ impl Encoding {
     pub fn content_type(self) -> &'static str {
         match self {
             Self::Json => "application/json",
-            Self::Postcard => "application/postcard",
+            // The layout of the `StoredEvent` the body holds (its first byte says so too), so a consumer
+            // learns of a new one before it decodes the body.
+            Self::Postcard => "application/postcard; version=2",
         }
     }
 

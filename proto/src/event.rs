@@ -15,7 +15,9 @@ use crate::room::Room;
 /// Declares [`Event`] once, and from that one list its two serde shapes (`EventTagged` for JSON, `EventIndexed`
 /// for postcard) and its `type` names, so a variant cannot be added to one and missed in another.
 macro_rules! events {
-    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal { $($field:ident: $ty:ty),* $(,)? }),* $(,)?) => {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal {
+        $($(#[$field_attr:meta])* $field:ident: $ty:ty),* $(,)?
+    }),* $(,)?) => {
         /// What happened to a room. Each variant carries enough to apply it without looking anything up.
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum Event {
@@ -26,14 +28,14 @@ macro_rules! events {
         #[derive(Serialize, Deserialize)]
         #[serde(remote = "Event", tag = "type")]
         enum EventTagged {
-            $(#[serde(rename = $name)] $variant { $($field: $ty),* },)*
+            $(#[serde(rename = $name)] $variant { $($(#[$field_attr])* $field: $ty),* },)*
         }
 
         /// postcard: a variant index, then the fields in order.
         #[derive(Serialize, Deserialize)]
         #[serde(remote = "Event")]
         enum EventIndexed {
-            $($variant { $($field: $ty),* },)*
+            $($variant { $($(#[$field_attr])* $field: $ty),* },)*
         }
 
         impl Event {
@@ -60,9 +62,46 @@ events! {
     InvitationRejected = "invitation_rejected" { invitation: Invitation },
     InvitationCancelled = "invitation_cancelled" { invitation: Invitation },
     InvitationExpired = "invitation_expired" { invitation: Invitation },
-    CohostRemoved = "cohost_removed" { user_id: UserId, invitation_id: InvitationId },
+    CohostRemoved = "cohost_removed" {
+        user_id: UserId,
+        invitation_id: InvitationId,
+        // JSON from before removals carried a reason: a user removed the co-host (the host, then).
+        #[serde(default = "RemovalReason::host")]
+        reason: RemovalReason,
+    },
     CohostLeft = "cohost_left" { user_id: UserId, invitation_id: InvitationId },
-    PresenceChanged = "presence_changed" { user_id: UserId, online: bool },
+    PresenceChanged = "presence_changed" {
+        user_id: UserId,
+        online: bool,
+        /// LiveKit's own time and participant of the webhook, which orders presence (not arrival).
+        #[serde(default)]
+        stamp: Option<PresenceStamp>,
+    },
+}
+
+/// Why a co-host lost their seat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalReason {
+    Host,
+    Moderator,
+    Ban,
+    Disconnected,
+    RoomStopped,
+    System,
+}
+
+impl RemovalReason {
+    fn host() -> Self {
+        Self::Host
+    }
+}
+
+/// Where a presence change comes from in LiveKit: the webhook's `created_at` (in ms) and the participant's sid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PresenceStamp {
+    pub at_ms: u64,
+    pub participant_sid: String,
 }
 
 impl Event {
@@ -238,20 +277,22 @@ impl<'de> Deserialize<'de> for Envelope {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoredEvent {
     V1(crate::stored::v1::Envelope),
+    /// Today's wire types' layout. When they change next, this layout is first copied into `stored::v2`.
+    V2(Envelope),
 }
 
-/// Serializes as the variant writers write, without cloning the envelope: the wire types' postcard layout is
-/// that variant's until the wire changes (the golden vectors and `stored_layouts` tests hold the two equal).
+/// Serializes as the variant writers write (`V2`), without cloning the envelope; `V1` is never written again.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename = "StoredEvent")]
 pub enum StoredEventRef<'a> {
-    V1(&'a Envelope),
+    V1(()),
+    V2(&'a Envelope),
 }
 
 impl<'a> StoredEventRef<'a> {
     /// The current variant.
     pub fn new(envelope: &'a Envelope) -> Self {
-        Self::V1(envelope)
+        Self::V2(envelope)
     }
 }
 
@@ -260,13 +301,15 @@ impl StoredEvent {
     pub fn into_envelope(self) -> Envelope {
         match self {
             Self::V1(envelope) => envelope.into(),
+            Self::V2(envelope) => envelope,
         }
     }
 
-    /// The layout's version: 1 for `V1`.
+    /// The layout's version: 1 for `V1`, 2 for `V2`.
     pub fn layout(&self) -> u8 {
         match self {
             Self::V1(_) => 1,
+            Self::V2(_) => 2,
         }
     }
 }

@@ -22,6 +22,9 @@ pub struct Invitation {
     pub created_ms: u64,
     pub updated_ms: u64,
     pub expires_ms: u64,
+    /// The seat asked for while pending; the seat taken once approved.
+    #[serde(default)]
+    pub seat: Option<u8>,
 }
 
 impl Invitation {

@@ -24,7 +24,7 @@ pub use command::{
     UserTarget,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorInfo};
-pub use event::{Envelope, Event, StoredEvent, StoredEventRef};
+pub use event::{Envelope, Event, PresenceStamp, RemovalReason, StoredEvent, StoredEventRef};
 pub use id::{CommandId, EventId, IdError, InvitationId, RoomId, UserId};
 pub use invitation::{Invitation, InvitationKind, InvitationStatus};
 pub use reply::{Accepted, BroadcasterData, BroadcasterRole, Page, Reply, ServiceReply};

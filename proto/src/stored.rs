@@ -117,15 +117,19 @@ pub mod v1 {
 }
 
 mod upgrade_v1 {
-    //! `v1` → the wire types.
+    //! `v1` → the wire types: seats numbered in the order the room lists them, media allowed, no moderators
+    //! or locked seats, requests open, no seat named on an invitation; a removal a user caused has reason
+    //! `host` (only the host could remove), one the system caused `system`.
 
     use super::v1;
     use crate::{
-        Envelope, Event, Invitation, InvitationKind, InvitationStatus, Room, RoomStatus, Seat,
+        Envelope, Event, Invitation, InvitationKind, InvitationStatus, RemovalReason, Room,
+        RoomStatus, Seat,
     };
 
     impl From<v1::Envelope> for Envelope {
         fn from(old: v1::Envelope) -> Self {
+            let by_user = old.actor.is_some();
             Self {
                 seq: old.seq,
                 room_id: old.room_id,
@@ -133,50 +137,58 @@ mod upgrade_v1 {
                 at_ms: old.at_ms,
                 actor: old.actor,
                 command_id: old.command_id,
-                event: old.event.into(),
+                event: event(old.event, by_user),
             }
         }
     }
 
-    impl From<v1::Event> for Event {
-        fn from(old: v1::Event) -> Self {
-            use v1::Event as Old;
+    fn event(old: v1::Event, by_user: bool) -> Event {
+        use v1::Event as Old;
+        type New = Event;
+        {
             match old {
-                Old::RoomCreated { room } => Self::RoomCreated { room: room.into() },
-                Old::RoomLive { room } => Self::RoomLive { room: room.into() },
-                Old::RoomStopped { room } => Self::RoomStopped { room: room.into() },
-                Old::InvitationCreated { invitation } => Self::InvitationCreated {
+                Old::RoomCreated { room } => New::RoomCreated { room: room.into() },
+                Old::RoomLive { room } => New::RoomLive { room: room.into() },
+                Old::RoomStopped { room } => New::RoomStopped { room: room.into() },
+                Old::InvitationCreated { invitation } => New::InvitationCreated {
                     invitation: invitation.into(),
                 },
-                Old::InvitationApproved { invitation } => Self::InvitationApproved {
+                Old::InvitationApproved { invitation } => New::InvitationApproved {
                     invitation: invitation.into(),
                 },
-                Old::InvitationRejected { invitation } => Self::InvitationRejected {
+                Old::InvitationRejected { invitation } => New::InvitationRejected {
                     invitation: invitation.into(),
                 },
-                Old::InvitationCancelled { invitation } => Self::InvitationCancelled {
+                Old::InvitationCancelled { invitation } => New::InvitationCancelled {
                     invitation: invitation.into(),
                 },
-                Old::InvitationExpired { invitation } => Self::InvitationExpired {
+                Old::InvitationExpired { invitation } => New::InvitationExpired {
                     invitation: invitation.into(),
                 },
                 Old::CohostRemoved {
                     user_id,
                     invitation_id,
-                } => Self::CohostRemoved {
+                } => New::CohostRemoved {
                     user_id,
                     invitation_id,
+                    reason: if by_user {
+                        RemovalReason::Host
+                    } else {
+                        RemovalReason::System
+                    },
                 },
                 Old::CohostLeft {
                     user_id,
                     invitation_id,
-                } => Self::CohostLeft {
+                } => New::CohostLeft {
                     user_id,
                     invitation_id,
                 },
-                Old::PresenceChanged { user_id, online } => {
-                    Self::PresenceChanged { user_id, online }
-                }
+                Old::PresenceChanged { user_id, online } => New::PresenceChanged {
+                    user_id,
+                    online,
+                    stamp: None,
+                },
             }
         }
     }
@@ -193,8 +205,15 @@ mod upgrade_v1 {
                     v1::RoomStatus::Ended => RoomStatus::Ended,
                 },
                 max_cohosts: old.max_cohosts,
-                cohosts: old.cohosts.into_iter().map(Seat::from).collect(),
+                cohosts: {
+                    let mut seats: Vec<Seat> = old.cohosts.into_iter().map(Seat::from).collect();
+                    crate::room::number_in_order(&mut seats);
+                    seats
+                },
                 version: old.version,
+                moderators: Vec::new(),
+                locked_seats: Vec::new(),
+                requests_open: true,
             }
         }
     }
@@ -206,6 +225,9 @@ mod upgrade_v1 {
                 invitation_id: old.invitation_id,
                 since_ms: old.since_ms,
                 online: old.online,
+                seat: 0,
+                audio: true,
+                video: true,
             }
         }
     }
@@ -231,6 +253,7 @@ mod upgrade_v1 {
                 created_ms: old.created_ms,
                 updated_ms: old.updated_ms,
                 expires_ms: old.expires_ms,
+                seat: None,
             }
         }
     }

@@ -4,7 +4,8 @@
 use cohost_proto::codec::{self, Encoding};
 use cohost_proto::{
     Command, CommandId, Envelope, Event, Invitation, InvitationId, InvitationKind,
-    InvitationStatus, Room, RoomId, RoomStatus, Seat, StoredEvent, UserId,
+    InvitationStatus, PresenceStamp, RemovalReason, Room, RoomId, RoomStatus, Seat, StoredEvent,
+    UserId,
 };
 use proptest::prelude::*;
 use serde_json::Value;
@@ -41,14 +42,24 @@ fn title() -> impl Strategy<Value = String> {
 }
 
 fn seat() -> impl Strategy<Value = Seat> {
-    (user_id(), invitation_id(), any::<u64>(), any::<bool>()).prop_map(
-        |(user_id, invitation_id, since_ms, online)| Seat {
-            user_id,
-            invitation_id,
-            since_ms,
-            online,
-        },
+    (
+        user_id(),
+        invitation_id(),
+        any::<u64>(),
+        any::<[bool; 3]>(),
+        1..=16u8,
     )
+        .prop_map(
+            |(user_id, invitation_id, since_ms, [online, audio, video], seat)| Seat {
+                user_id,
+                invitation_id,
+                since_ms,
+                online,
+                seat,
+                audio,
+                video,
+            },
+        )
 }
 
 fn room_status() -> impl Strategy<Value = RoomStatus> {
@@ -68,9 +79,12 @@ fn room() -> impl Strategy<Value = Room> {
         0..=16u8,
         proptest::collection::vec(seat(), 0..=16),
         any::<u64>(),
+        proptest::collection::vec(user_id(), 0..=8),
+        proptest::collection::vec(1..=16u8, 0..=16),
+        any::<bool>(),
     )
         .prop_map(
-            |(room_id, host, title, status, max_cohosts, cohosts, version)| Room {
+            |(
                 room_id,
                 host,
                 title,
@@ -78,6 +92,20 @@ fn room() -> impl Strategy<Value = Room> {
                 max_cohosts,
                 cohosts,
                 version,
+                moderators,
+                locked_seats,
+                requests_open,
+            )| Room {
+                room_id,
+                host,
+                title,
+                status,
+                max_cohosts,
+                cohosts,
+                version,
+                moderators,
+                locked_seats,
+                requests_open,
             },
         )
 }
@@ -104,9 +132,10 @@ fn invitation() -> impl Strategy<Value = Invitation> {
         user_id(),
         invitation_status(),
         any::<[u64; 3]>(),
+        proptest::option::of(1..=16u8),
     )
         .prop_map(
-            |(invitation_id, kind, host, user_id, status, [c, u, e])| Invitation {
+            |(invitation_id, kind, host, user_id, status, [c, u, e], seat)| Invitation {
                 room_id: invitation_id.room_id().clone(),
                 invitation_id,
                 kind,
@@ -116,6 +145,7 @@ fn invitation() -> impl Strategy<Value = Invitation> {
                 created_ms: c,
                 updated_ms: u,
                 expires_ms: e,
+                seat,
             },
         )
 }
@@ -131,18 +161,41 @@ fn event() -> impl Strategy<Value = Event> {
         invitation().prop_map(|invitation| Event::InvitationRejected { invitation }),
         invitation().prop_map(|invitation| Event::InvitationCancelled { invitation }),
         invitation().prop_map(|invitation| Event::InvitationExpired { invitation }),
-        (user_id(), invitation_id()).prop_map(|(user_id, invitation_id)| {
-            Event::CohostRemoved {
+        (user_id(), invitation_id(), removal_reason()).prop_map(
+            |(user_id, invitation_id, reason)| Event::CohostRemoved {
                 user_id,
                 invitation_id,
+                reason,
             }
-        }),
+        ),
         (user_id(), invitation_id()).prop_map(|(user_id, invitation_id)| Event::CohostLeft {
             user_id,
             invitation_id
         }),
-        (user_id(), any::<bool>())
-            .prop_map(|(user_id, online)| Event::PresenceChanged { user_id, online }),
+        (
+            user_id(),
+            any::<bool>(),
+            proptest::option::of((any::<u64>(), "[A-Za-z0-9_]{0,24}"))
+        )
+            .prop_map(|(user_id, online, stamp)| Event::PresenceChanged {
+                user_id,
+                online,
+                stamp: stamp.map(|(at_ms, participant_sid)| PresenceStamp {
+                    at_ms,
+                    participant_sid
+                }),
+            }),
+    ]
+}
+
+fn removal_reason() -> impl Strategy<Value = RemovalReason> {
+    prop_oneof![
+        Just(RemovalReason::Host),
+        Just(RemovalReason::Moderator),
+        Just(RemovalReason::Ban),
+        Just(RemovalReason::Disconnected),
+        Just(RemovalReason::RoomStopped),
+        Just(RemovalReason::System),
     ]
 }
 
@@ -230,10 +283,10 @@ proptest! {
 
     #[test]
     fn envelopes_round_trip_through_postcard(envelope in envelope()) {
-        // Writers write the wire types' layout as `V1`: it must still be the frozen `stored::v1` one.
+        // Writers write the newest layout, `V2`.
         let stored = codec::encode_stored(&envelope);
         let decoded = codec::decode_stored(&stored).unwrap();
-        prop_assert_eq!(decoded.layout(), 1);
+        prop_assert_eq!(decoded.layout(), 2);
         prop_assert_eq!(decoded.into_envelope(), envelope.clone());
         for encoding in [Encoding::Json, Encoding::Postcard] {
             let wire = codec::encode_envelope(encoding, &envelope);

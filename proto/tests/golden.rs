@@ -53,7 +53,9 @@ fn command_id(id: &str) -> Option<CommandId> {
     Some(CommandId::new(id).unwrap())
 }
 
-fn room(status: RoomStatus, cohosts: Vec<Seat>, version: u64) -> Room {
+/// A room without stage controls (as the V1 vectors upgrade): seats numbered in list order, media allowed.
+fn room(status: RoomStatus, mut cohosts: Vec<Seat>, version: u64) -> Room {
+    cohost_proto::room::number_in_order(&mut cohosts);
     Room {
         room_id: room_id(),
         host: user("alice"),
@@ -62,6 +64,9 @@ fn room(status: RoomStatus, cohosts: Vec<Seat>, version: u64) -> Room {
         max_cohosts: 4,
         cohosts,
         version,
+        moderators: Vec::new(),
+        locked_seats: Vec::new(),
+        requests_open: true,
     }
 }
 
@@ -71,6 +76,9 @@ fn seat(name: &str, number: u64, since_ms: u64, online: bool) -> Seat {
         invitation_id: invitation_id(number),
         since_ms,
         online,
+        seat: 0,
+        audio: true,
+        video: true,
     }
 }
 
@@ -93,6 +101,7 @@ fn invitation(
         created_ms,
         updated_ms,
         expires_ms: created_ms + TTL_MS,
+        seat: None,
     }
 }
 
@@ -231,6 +240,7 @@ fn event_vectors() -> Vec<EventVector> {
             Event::PresenceChanged {
                 user_id: user("bob"),
                 online: true,
+                stamp: None,
             },
         ),
         // carol leaves the stage.
@@ -309,6 +319,7 @@ fn event_vectors() -> Vec<EventVector> {
             Event::CohostRemoved {
                 user_id: user("bob"),
                 invitation_id: invitation_id(1),
+                reason: cohost_proto::RemovalReason::Host,
             },
         ),
         // alice stops the room; no invitation was pending, so no cancellations precede it.
@@ -450,12 +461,30 @@ fn check_json<T: Serialize + DeserializeOwned + PartialEq + Debug>(name: &str, v
     );
 }
 
+/// A released `V1` record (never rewritten, not even when blessing) decodes to `envelope`, the upgrade of what
+/// it held.
+fn check_postcard_v1(name: &str, envelope: &Envelope) {
+    let path = vectors_dir().join(name);
+    let bytes = fs::read(&path).unwrap_or_else(|e| panic!("proto/vectors/{name}: {e}"));
+    let stored = codec::decode_stored(&bytes)
+        .unwrap_or_else(|e| panic!("proto/vectors/{name} no longer decodes: {e}"));
+    assert_eq!(stored.layout(), 1, "proto/vectors/{name} is a V1 record");
+    assert_eq!(
+        &stored.into_envelope(),
+        envelope,
+        "proto/vectors/{name} decodes to a different value"
+    );
+    let via_wire = codec::decode_envelope(Encoding::Postcard, &bytes).unwrap();
+    assert_eq!(&via_wire, envelope, "proto/vectors/{name} on the wire");
+}
+
+/// `name`, a record of the layout writers write (`V2`), decodes to `envelope`, which encodes to its bytes.
 fn check_postcard(name: &str, envelope: &Envelope) {
     let fresh = codec::encode_stored(envelope);
     let bytes = committed(name, &fresh);
     let stored = codec::decode_stored(&bytes)
         .unwrap_or_else(|e| panic!("proto/vectors/{name} no longer decodes: {e}"));
-    assert_eq!(stored.layout(), 1, "proto/vectors/{name} is a V1 record");
+    assert_eq!(stored.layout(), 2, "proto/vectors/{name} is a V2 record");
     assert_eq!(
         &stored.into_envelope(),
         envelope,
@@ -495,7 +524,8 @@ fn event_vectors_decode_and_encode_exactly() {
     for vector in event_vectors() {
         let stem = vector.stem();
         check_json(&format!("{stem}.json"), &vector.envelope);
-        check_postcard(&format!("{stem}.postcard"), &vector.envelope);
+        check_postcard_v1(&format!("{stem}.postcard"), &vector.envelope);
+        check_postcard(&format!("{stem}.v2.postcard"), &vector.envelope);
         assert_eq!(
             codec::encode_envelope(Encoding::Json, &vector.envelope),
             serde_json::to_vec(&vector.envelope).unwrap(),
@@ -577,7 +607,7 @@ fn postcard_variant_index_is_the_position_in_types() {
             .unwrap();
         assert_eq!(usize::from(bytes[0]), index, "{}", event.type_name());
         let stored = codec::encode_stored(&vector.envelope);
-        assert_eq!(stored[0], 0, "StoredEvent::V1 is variant 0");
+        assert_eq!(stored[0], 1, "StoredEvent::V2 is variant 1");
     }
 }
 
@@ -652,8 +682,9 @@ fn every_type_tag_is_snake_case_and_payload_keys_are_the_contracts() {
             .collect();
         let expected: &[&str] = match tag {
             "room_created" | "room_live" | "room_stopped" => &["room"],
-            "cohost_removed" | "cohost_left" => &["invitation_id", "user_id"],
-            "presence_changed" => &["online", "user_id"],
+            "cohost_removed" => &["invitation_id", "reason", "user_id"],
+            "cohost_left" => &["invitation_id", "user_id"],
+            "presence_changed" => &["online", "stamp", "user_id"],
             _ => &["invitation"],
         };
         assert_eq!(payload.into_iter().collect::<Vec<_>>(), expected, "{tag}");
@@ -717,6 +748,7 @@ fn no_stray_files_in_vectors() {
     for vector in event_vectors() {
         expected.insert(format!("{}.json", vector.stem()));
         expected.insert(format!("{}.postcard", vector.stem()));
+        expected.insert(format!("{}.v2.postcard", vector.stem()));
     }
     let Ok(entries) = fs::read_dir(vectors_dir()) else {
         panic!("proto/vectors is missing; run with COHOST_BLESS=1 once");

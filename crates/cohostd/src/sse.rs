@@ -435,6 +435,7 @@ mod tests {
             event: Happened::PresenceChanged {
                 user_id: UserId::new("bob").unwrap(),
                 online: true,
+                stamp: None,
             },
         };
         user_feed::Change {

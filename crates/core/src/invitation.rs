@@ -86,6 +86,7 @@ fn open(
         created_ms: ctx.now_ms,
         updated_ms: ctx.now_ms,
         expires_ms: ctx.now_ms.saturating_add(ctx.policy.invitation_ttl_ms()),
+        seat: None,
     };
     Ok(vec![Event::InvitationCreated { invitation }])
 }
@@ -145,9 +146,15 @@ pub(crate) fn settle(
         Outcome::Cancel => InvitationStatus::Cancelled,
         Outcome::Expire => InvitationStatus::Expired,
     };
+    // An approved invitation names the seat it took: the one asked for when free, else the lowest free.
+    let seat = match outcome {
+        Outcome::Accept => Some(seat_for(room, invitation.seat)),
+        _ => invitation.seat,
+    };
     let invitation = Invitation {
         status,
         updated_ms: ctx.now_ms,
+        seat,
         ..invitation.clone()
     };
     Ok(vec![match outcome {
@@ -156,4 +163,14 @@ pub(crate) fn settle(
         Outcome::Cancel => Event::InvitationCancelled { invitation },
         Outcome::Expire => Event::InvitationExpired { invitation },
     }])
+}
+
+/// The seat an accept takes: `wanted` when it is in range and free, else the lowest free one. The caller has
+/// checked that one is free.
+pub(crate) fn seat_for(room: &Room, wanted: Option<u8>) -> u8 {
+    let free = |n: u8| !room.cohosts.iter().any(|seat| seat.seat == n);
+    wanted
+        .filter(|&n| (1..=room.max_cohosts).contains(&n) && free(n))
+        .or_else(|| (1..=room.max_cohosts).find(|&n| free(n)))
+        .expect("a seat is free")
 }

@@ -1,7 +1,7 @@
 //! create_room, go_live and stop_room.
 
 use cohost_proto::limits::{MAX_COHOSTS_LIMIT, TITLE_LEN_MAX};
-use cohost_proto::{Actor, CreateRoom, Event, InvitationStatus, Room, RoomStatus};
+use cohost_proto::{Actor, CreateRoom, Event, InvitationStatus, RemovalReason, Room, RoomStatus};
 
 use crate::{Context, Rejection, RoomState};
 
@@ -49,6 +49,9 @@ pub(crate) fn create(
         max_cohosts,
         cohosts: Vec::new(),
         version: 1,
+        moderators: Vec::new(),
+        locked_seats: Vec::new(),
+        requests_open: true,
     };
     Ok(vec![Event::RoomCreated { room }])
 }
@@ -91,6 +94,7 @@ pub(crate) fn stop(state: &RoomState, room: &Room, ctx: &Context) -> Result<Vec<
     events.extend(room.cohosts.iter().map(|seat| Event::CohostRemoved {
         user_id: seat.user_id.clone(),
         invitation_id: seat.invitation_id.clone(),
+        reason: RemovalReason::RoomStopped,
     }));
     let version = room.version + events.len() as u64 + 1;
     let room = Room {

@@ -1,6 +1,8 @@
 //! Who is on the stage: removal, leaving, presence, and who may have broadcaster credentials.
 
-use cohost_proto::{Actor, BroadcasterRole, Event, InvitationId, Room, RoomStatus, Seat, UserId};
+use cohost_proto::{
+    Actor, BroadcasterRole, Event, InvitationId, RemovalReason, Room, RoomStatus, Seat, UserId,
+};
 
 use crate::{Context, Rejection, RoomState};
 
@@ -15,6 +17,10 @@ pub(crate) fn remove(
             "only the host may remove a co-host",
         ));
     }
+    let reason = match ctx.actor {
+        Actor::System => RemovalReason::System,
+        Actor::User(_) => RemovalReason::Host,
+    };
     vacate(
         state,
         user,
@@ -22,6 +28,7 @@ pub(crate) fn remove(
         |user_id, invitation_id| Event::CohostRemoved {
             user_id,
             invitation_id,
+            reason,
         },
     )
 }
@@ -93,6 +100,7 @@ pub(crate) fn presence(
     Ok(vec![Event::PresenceChanged {
         user_id: user.clone(),
         online,
+        stamp: None,
     }])
 }
 

@@ -230,12 +230,15 @@ pub fn apply(state: &mut RoomState, event: &Event) {
         Event::CohostRemoved {
             user_id,
             invitation_id,
+            ..
         }
         | Event::CohostLeft {
             user_id,
             invitation_id,
         } => state.seat_ended(user_id, invitation_id),
-        Event::PresenceChanged { user_id, online } => state.presence(user_id, *online),
+        Event::PresenceChanged {
+            user_id, online, ..
+        } => state.presence(user_id, *online),
     }
 }
 
@@ -263,11 +266,22 @@ impl RoomState {
         self.take_pending(invitation.invitation_id.number());
         self.seated.push(invitation.clone());
         let room = self.room_mut();
+        // An approval from before seats were numbered names none: it took the lowest free one.
+        let seat = invitation
+            .seat
+            .unwrap_or_else(|| crate::invitation::seat_for(room, None));
+        assert!(
+            !room.cohosts.iter().any(|taken| taken.seat == seat),
+            "two co-hosts on seat {seat}"
+        );
         room.cohosts.push(Seat {
             user_id: invitation.user_id.clone(),
             invitation_id: invitation.invitation_id.clone(),
             since_ms: invitation.updated_ms,
             online: false,
+            seat,
+            audio: true,
+            video: true,
         });
         assert!(
             room.cohosts.len() <= usize::from(room.max_cohosts),

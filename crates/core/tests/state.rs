@@ -5,7 +5,8 @@ mod support;
 use cohost_core::{ENDED_KEPT_MAX, Entitlement, InvitationFilter, apply, entitlement, reply};
 use cohost_proto::limits::PAGE_LIMIT_MAX;
 use cohost_proto::{
-    BroadcasterRole, ErrorCode, Event, InvitationKind, InvitationStatus, Reply, RoomStatus,
+    BroadcasterRole, ErrorCode, Event, InvitationKind, InvitationStatus, RemovalReason, Reply,
+    RoomStatus,
 };
 use support::*;
 
@@ -95,6 +96,46 @@ fn removal_and_leaving_free_the_seat() {
 }
 
 #[test]
+fn an_accept_takes_the_lowest_free_seat_and_names_it() {
+    let (state, log) = given(&live_room_then(&[
+        invite("alice", "bob"),
+        accept("bob", 1),
+        invite("alice", "carol"),
+        accept("carol", 2),
+        remove("alice", "bob"),
+        invite("alice", "dave"),
+        accept("dave", 3),
+    ]));
+    let seats: Vec<(&str, u8, bool, bool)> = state
+        .room()
+        .unwrap()
+        .cohosts
+        .iter()
+        .map(|s| (s.user_id.as_str(), s.seat, s.audio, s.video))
+        .collect();
+    // bob's seat 1 came free; carol keeps 2; the list stays in the order they were seated.
+    assert_eq!(seats, [("carol", 2, true, true), ("dave", 1, true, true)]);
+    let taken: Vec<Option<u8>> = log
+        .iter()
+        .filter_map(|e| match e {
+            Event::InvitationApproved { invitation } => Some(invitation.seat),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(taken, [Some(1), Some(2), Some(1)]);
+    let reasons: Vec<RemovalReason> = log
+        .iter()
+        .filter_map(|e| match e {
+            Event::CohostRemoved { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, [RemovalReason::Host]);
+    let room = state.room().unwrap();
+    assert!(room.moderators.is_empty() && room.locked_seats.is_empty() && room.requests_open);
+}
+
+#[test]
 fn stopping_cancels_pending_offers_ends_seats_then_ends_the_room() {
     let (state, log) = given(&live_room_then(&[
         invite("alice", "bob"),
@@ -116,11 +157,13 @@ fn stopping_cancels_pending_offers_ends_seats_then_ends_the_room() {
     let Event::CohostRemoved {
         user_id,
         invitation_id: seat,
+        reason,
     } = tail[2]
     else {
         panic!("dave's seat ends before the room does")
     };
     assert_eq!((user_id.as_str(), seat), ("dave", &invitation_id(3)));
+    assert_eq!(*reason, cohost_proto::RemovalReason::RoomStopped);
     let Event::RoomStopped { room } = tail[3] else {
         panic!("last event must be room_stopped")
     };

@@ -284,7 +284,7 @@ fn parse_user_cursor(text: &str) -> Result<UserKey, Error> {
 }
 
 pub(crate) fn encode_entry(seq: u64, entry: &RoomEntry) -> Vec<u8> {
-    cohost_proto::codec::to_postcard(&SnapshotRecordRef::V2 { seq, entry })
+    cohost_proto::codec::to_postcard(&SnapshotRecordRef::V3 { seq, entry })
 }
 
 /// A room's stored state (a snapshot or an archive) and the seq it is as of. A snapshot of the earlier format,
@@ -298,6 +298,7 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<(u64, RoomEntry), String> {
                 seqs: entry.seqs,
             },
         )),
+        SnapshotRecord::V3 { seq, entry } => Ok((seq, entry)),
         SnapshotRecord::V1(_) => {
             Err("a room snapshot of the earlier format (a sparse seq index)".into())
         }
@@ -312,6 +313,9 @@ enum SnapshotRecord {
     V1(RoomStateWithSparseIndex),
     /// The room as of `seq`, with the seq of each of its versions; the state in the log's `V1` layout.
     V2 { seq: u64, entry: RoomEntryV1 },
+    /// The same, in today's layout (the stage controls'). When the wire types change next, this layout is
+    /// first copied into `cohost_core::stored::v2`, as `v1` was.
+    V3 { seq: u64, entry: RoomEntry },
 }
 
 /// A [`RoomEntry`] in the log's `V1` layout, decoded through that layout's own types so the wire types can
@@ -333,7 +337,9 @@ struct RoomStateWithSparseIndex {
 enum SnapshotRecordRef<'a> {
     #[allow(dead_code)]
     V1(()),
-    V2 {
+    #[allow(dead_code)]
+    V2(()),
+    V3 {
         seq: u64,
         entry: &'a RoomEntry,
     },

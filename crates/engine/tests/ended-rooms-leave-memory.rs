@@ -172,7 +172,14 @@ async fn opening_an_older_log_keeps_events_after_room_stopped() {
     }
     for (who, online) in [("alice", false), ("bob", true)] {
         let user_id = user(who);
-        old.push("old", Event::PresenceChanged { user_id, online });
+        old.push(
+            "old",
+            Event::PresenceChanged {
+                user_id,
+                online,
+                stamp: None,
+            },
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     cohost_store::Store::open(dir.path())

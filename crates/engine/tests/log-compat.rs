@@ -1,10 +1,10 @@
 //! A store written by an earlier release still opens and replays to the same rooms, events and remembered
-//! replies: `vectors/store-v1.txt` holds every key and value a release wrote for one story (log records with
-//! idempotency records, an archived room, a snapshot, the command index, the committed mark), and
-//! `vectors/store-v1.json` what the engine answered then. Both were written once, by the build that first wrote
-//! the log's `V1` layout; a change that stops them from reading back is a format break.
+//! replies: `vectors/store-vN.txt` holds every key and value a release of layout N wrote for one story (log
+//! records with idempotency records, an archived room, a snapshot, the command index, the committed mark), and
+//! `vectors/store-vN.json` what the engine answered then. Each pair is written once, by the build that first
+//! wrote its layout; a change that stops one from reading back is a format break.
 //!
-//! To write them again (only for a new layout, kept beside these, never in their place):
+//! To write today's layout's pair (after adding a layout to `LAYOUTS`; earlier pairs are never rewritten):
 //!
 //! ```text
 //! COHOST_BLESS=1 cargo test -p cohost-engine --test log-compat
@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cohost_engine::{Config, Engine, ListRequest, ManualClock, Options};
-use cohost_proto::{Command, CommandId, Reply};
+use cohost_proto::{Command, CommandId, Envelope, Invitation, Reply, Room};
 use cohost_store::{Backend, Op, SledBackend};
 use serde_json::{Value, json};
 use support::*;
 
-const RECORDS: &str = "store-v1.txt";
-const ANSWERS: &str = "store-v1.json";
+/// Every layout released so far, oldest first; blessing writes only the last, today's.
+const LAYOUTS: [&str; 2] = ["store-v1", "store-v2"];
 const TTL_MS: u64 = 300_000;
 
 fn vectors() -> PathBuf {
@@ -194,20 +194,27 @@ async fn bless() {
     let answers = answers(&engine).await;
     engine.shutdown().await;
     std::fs::create_dir_all(vectors()).unwrap();
-    std::fs::write(vectors().join(RECORDS), records).unwrap();
+    let current = LAYOUTS[LAYOUTS.len() - 1];
+    std::fs::write(vectors().join(format!("{current}.txt")), records).unwrap();
     let text = serde_json::to_string_pretty(&answers).unwrap() + "\n";
-    std::fs::write(vectors().join(ANSWERS), text).unwrap();
+    std::fs::write(vectors().join(format!("{current}.json")), text).unwrap();
 }
 
 #[tokio::test]
-async fn a_store_written_by_the_first_release_opens_and_answers_as_it_did() {
+async fn a_store_written_by_every_release_opens_and_answers_as_it_did() {
     if std::env::var_os("COHOST_BLESS").is_some() {
         bless().await;
     }
-    let records = std::fs::read_to_string(vectors().join(RECORDS))
+    for layout in LAYOUTS {
+        opens_and_answers_as_it_did(layout).await;
+    }
+}
+
+async fn opens_and_answers_as_it_did(layout: &str) {
+    let records = std::fs::read_to_string(vectors().join(format!("{layout}.txt")))
         .expect("the committed store dump (see this file's docs)");
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(vectors().join(ANSWERS)).unwrap()).unwrap();
+    let text = std::fs::read_to_string(vectors().join(format!("{layout}.json"))).unwrap();
+    let expected: Value = serde_json::from_str(&text).unwrap();
     let dir = tempfile::tempdir().unwrap();
     restore(&records, dir.path());
     let at_ms = expected["events"]
@@ -219,17 +226,28 @@ async fn a_store_written_by_the_first_release_opens_and_answers_as_it_did() {
     let engine = Engine::open(engine_config(dir.path(), &clock)).unwrap();
     let got = answers(&engine).await;
     engine.shutdown().await;
-    for key in [
-        "last_seq",
-        "events",
-        "rooms",
-        "invitations",
-        "bob",
-        "retries",
-    ] {
-        assert_eq!(
-            got[key], expected[key],
-            "{key} differs from what the release answered"
-        );
-    }
+    // Compared as today's types: the JSON the release answered reads with the fields added since at the
+    // values its records upgrade to (proto/README.md, "Versioning").
+    assert_eq!(got["last_seq"], expected["last_seq"]);
+    same::<Vec<Envelope>>(&got, &expected, "events");
+    same::<Vec<Room>>(&got, &expected, "rooms");
+    same::<Vec<Vec<Invitation>>>(&got, &expected, "invitations");
+    same::<Vec<Invitation>>(&got, &expected, "bob");
+    same::<Vec<Reply>>(&got, &expected, "retries");
+}
+
+fn same<T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+    got: &Value,
+    expected: &Value,
+    key: &str,
+) {
+    let typed = |value: &Value| -> T {
+        serde_json::from_value(value[key].clone())
+            .unwrap_or_else(|e| panic!("{key} does not read as today's types: {e}"))
+    };
+    assert_eq!(
+        typed(got),
+        typed(expected),
+        "{key} differs from what the release answered"
+    );
 }

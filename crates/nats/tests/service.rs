@@ -166,7 +166,17 @@ fn invitation(n: u64, kind: &str, user: &str, status: &str, created: u64, update
         "created_ms": created,
         "updated_ms": updated,
         "expires_ms": created + TTL_MS,
+        "seat": if status == "approved" { json!(seat_number(user)) } else { Value::Null },
     })
+}
+
+/// The seat each co-host of the script takes: the lowest free one when they accept.
+fn seat_number(user: &str) -> u8 {
+    match user {
+        "bob" => 1,
+        "dave" => 2,
+        other => panic!("{other} takes no seat in these scripts"),
+    }
 }
 
 fn room(status: &str, cohosts: Value, version: u64) -> Value {
@@ -178,11 +188,22 @@ fn room(status: &str, cohosts: Value, version: u64) -> Value {
         "max_cohosts": 2,
         "cohosts": cohosts,
         "version": version,
+        "moderators": [],
+        "locked_seats": [],
+        "requests_open": true,
     })
 }
 
 fn seat(user: &str, n: u64, since: u64, online: bool) -> Value {
-    json!({"user_id": user, "invitation_id": format!("stage.{n}"), "since_ms": since, "online": online})
+    json!({
+        "user_id": user,
+        "invitation_id": format!("stage.{n}"),
+        "since_ms": since,
+        "online": online,
+        "seat": seat_number(user),
+        "audio": true,
+        "video": true,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ fn event(room: &RoomId, version: u64, candidate: &str) -> Event {
         created_ms: 1_767_225_600_000,
         updated_ms: 1_767_225_600_000,
         expires_ms: 1_767_225_900_000,
+        seat: None,
     };
     match version % 3 {
         _ if version == 1 => Event::RoomCreated {
@@ -84,6 +85,9 @@ fn event(room: &RoomId, version: u64, candidate: &str) -> Event {
                 max_cohosts: 4,
                 cohosts: Vec::new(),
                 version,
+                moderators: Vec::new(),
+                locked_seats: Vec::new(),
+                requests_open: true,
             },
         },
         2 => Event::InvitationCreated {
@@ -95,6 +99,7 @@ fn event(room: &RoomId, version: u64, candidate: &str) -> Event {
         _ => Event::PresenceChanged {
             user_id: user("alice"),
             online: version.is_multiple_of(2),
+            stamp: None,
         },
     }
 }

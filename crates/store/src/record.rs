@@ -103,6 +103,12 @@ pub enum BatchRecord {
         events: Vec<StoredEvent>,
         commands: Vec<v1::IdempotencyRecord>,
     },
+    /// Today's layout (the events are `StoredEvent::V2`). When the wire types change next, this layout is
+    /// first copied into a `v2` module, as `v1` was.
+    V2 {
+        events: Vec<StoredEvent>,
+        commands: Vec<IdempotencyRecord>,
+    },
 }
 
 /// The idempotency records of `BatchRecord::V1` (and of a base's remembered batches), in that layout: never
@@ -151,11 +157,27 @@ pub mod v1 {
     }
 }
 
-/// A list of idempotency records as stored (a base's remembered batch): the V1 layout, read through [`v1`].
+/// What starts a list of idempotency records in today's layout. A canonical postcard varint never starts so,
+/// so a list written before (a bare postcard list, in the V1 layout) is never taken for one.
+const RECORDS_V2: [u8; 2] = [0xFF, 0x00];
+
+/// A list of idempotency records as stored (a base's remembered batch): `[RECORDS_V2][postcard list]`.
+pub(crate) fn encode_records(records: &[IdempotencyRecord]) -> Vec<u8> {
+    let mut payload = RECORDS_V2.to_vec();
+    payload.extend_from_slice(&to_postcard(&records));
+    frame(&payload)
+}
+
+/// A stored list of idempotency records, of either layout.
 pub(crate) fn decode_records(payload: &[u8]) -> Result<Vec<IdempotencyRecord>, FrameError> {
-    let records: Vec<v1::IdempotencyRecord> =
-        from_postcard(payload).map_err(|e| FrameError::Decode(e.to_string()))?;
-    Ok(records.into_iter().map(IdempotencyRecord::from).collect())
+    let decode = |e: cohost_proto::codec::DecodeError| FrameError::Decode(e.to_string());
+    match payload.strip_prefix(&RECORDS_V2) {
+        Some(records) => from_postcard(records).map_err(decode),
+        None => {
+            let records: Vec<v1::IdempotencyRecord> = from_postcard(payload).map_err(decode)?;
+            Ok(records.into_iter().map(IdempotencyRecord::from).collect())
+        }
+    }
 }
 
 /// A decoded batch record.
@@ -208,12 +230,14 @@ pub(crate) fn encode_batch(events: &[Envelope], commands: &[IdempotencyRecord]) 
     #[derive(Serialize)]
     #[serde(rename = "BatchRecord")]
     enum BatchRecordRef<'a> {
-        V1 {
+        #[allow(dead_code)] // Never written again; it holds V2's place.
+        V1(()),
+        V2 {
             events: Vec<StoredEventRef<'a>>,
             commands: &'a [IdempotencyRecord],
         },
     }
-    let record = BatchRecordRef::V1 {
+    let record = BatchRecordRef::V2 {
         events: events.iter().map(StoredEventRef::new).collect(),
         commands,
     };
@@ -237,7 +261,13 @@ pub(crate) fn decode_batch(bytes: &[u8]) -> Result<Batch, FrameError> {
         .ok_or(FrameError::Truncated(bytes.len()))?;
     let count = u32::from_le_bytes(head.try_into().expect("4 bytes")) as usize;
     let record: BatchRecord = from_postcard(body).map_err(|e| FrameError::Decode(e.to_string()))?;
-    let BatchRecord::V1 { events, commands } = record;
+    let (events, commands) = match record {
+        BatchRecord::V1 { events, commands } => (
+            events,
+            commands.into_iter().map(IdempotencyRecord::from).collect(),
+        ),
+        BatchRecord::V2 { events, commands } => (events, commands),
+    };
     if events.len() != count {
         return Err(FrameError::Decode(format!(
             "header says {count} events, body has {}",
@@ -246,6 +276,6 @@ pub(crate) fn decode_batch(bytes: &[u8]) -> Result<Batch, FrameError> {
     }
     Ok(Batch {
         events: events.into_iter().map(StoredEvent::into_envelope).collect(),
-        commands: commands.into_iter().map(IdempotencyRecord::from).collect(),
+        commands,
     })
 }

@@ -20,7 +20,10 @@ pub const SNAPSHOT_BUCKET: &str = "COHOST_SNAPSHOTS";
 /// What an object holds, versioned like the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Stored {
-    V1(PartitionSnapshot),
+    /// The layout before the stage controls: not read (its idempotency records are of the earlier layout); a
+    /// taker that finds one replays the whole log, and the next save replaces it.
+    V1(()),
+    V2(PartitionSnapshot),
 }
 
 /// A partition's base, where in its log it was taken, and by whom.
@@ -99,7 +102,7 @@ impl SnapshotBook {
 
     /// Replaces the partition's snapshot.
     pub async fn save(&self, snapshot: &PartitionSnapshot) -> Result<(), SnapshotError> {
-        let bytes = to_postcard(&Stored::V1(snapshot.clone()));
+        let bytes = to_postcard(&Stored::V2(snapshot.clone()));
         self.store
             .put(name(snapshot.partition).as_str(), &mut bytes.as_slice())
             .await
@@ -116,7 +119,14 @@ impl SnapshotBook {
         };
         let mut bytes = Vec::new();
         object.read_to_end(&mut bytes).await.map_err(nats)?;
-        let Stored::V1(snapshot) = from_postcard(&bytes).map_err(nats)?;
+        let earlier =
+            || SnapshotError("the snapshot is of an earlier layout (V1), not read".into());
+        if bytes.first() == Some(&0) {
+            return Err(earlier());
+        }
+        let Stored::V2(snapshot) = from_postcard(&bytes).map_err(nats)? else {
+            return Err(earlier());
+        };
         if snapshot.partition != partition {
             return Err(SnapshotError(format!(
                 "the object of partition {partition} holds partition {}'s",

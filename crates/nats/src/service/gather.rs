@@ -210,6 +210,7 @@ mod tests {
             created_ms,
             updated_ms: created_ms,
             expires_ms: created_ms + 1,
+            seat: None,
         }
     }
 

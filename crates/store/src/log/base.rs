@@ -4,7 +4,6 @@
 use std::sync::atomic::Ordering;
 
 use cohost_proto::RoomId;
-use cohost_proto::codec::to_postcard;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -124,7 +123,7 @@ impl Store {
             ));
             ops.push(Op::Put(
                 base_records_key(*batch_seq).to_vec(),
-                record::frame(&to_postcard(records)),
+                record::encode_records(records),
             ));
         }
         ops.push(Op::Put(LOG_FROM_KEY.to_vec(), framed_u64(base.seq + 1)));

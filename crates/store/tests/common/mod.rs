@@ -70,6 +70,9 @@ impl LogBuilder {
                 max_cohosts: 4,
                 cohosts: Vec::new(),
                 version: 1,
+                moderators: Vec::new(),
+                locked_seats: Vec::new(),
+                requests_open: true,
             },
         };
         self.envelope(room, &host, event)
@@ -93,6 +96,7 @@ impl LogBuilder {
                 created_ms: at_ms,
                 updated_ms: at_ms,
                 expires_ms: at_ms + 300_000,
+                seat: None,
             },
         };
         self.envelope(room, &host, event)
