@@ -117,9 +117,10 @@ pub mod v1 {
 }
 
 mod upgrade_v1 {
-    //! `v1` → the wire types: seats numbered in the order the room lists them, media allowed, no moderators
-    //! or locked seats, requests open, no seat named on an invitation; a removal a user caused has reason
-    //! `host` (only the host could remove), one the system caused `system`.
+    //! `v1` → the wire types: seats unnumbered (0; the room's state numbers them as it replays: the lowest
+    //! seat free when each was taken), media allowed, no moderators or locked seats, requests open, no seat named
+    //! on an invitation; a removal a user caused has reason `host` (only the host could remove, or stop), one the
+    //! system caused `system`.
 
     use super::v1;
     use crate::{
@@ -205,11 +206,8 @@ mod upgrade_v1 {
                     v1::RoomStatus::Ended => RoomStatus::Ended,
                 },
                 max_cohosts: old.max_cohosts,
-                cohosts: {
-                    let mut seats: Vec<Seat> = old.cohosts.into_iter().map(Seat::from).collect();
-                    crate::room::number_in_order(&mut seats);
-                    seats
-                },
+                // Unnumbered (0): a room event of that time lists its seats; the room's state numbers them.
+                cohosts: old.cohosts.into_iter().map(Seat::from).collect(),
                 version: old.version,
                 moderators: Vec::new(),
                 locked_seats: Vec::new(),

@@ -42,7 +42,9 @@ async fn call(
         .http
         .request(method, node.url(path))
         .bearer_auth(token(user))
-        .timeout(Duration::from_secs(5))
+        // Generous: a node just resumed from SIGSTOP first finds out it lost its leases, and on a loaded
+        // 2-core machine that can take a few seconds; slow is allowed, answering from stale state is not.
+        .timeout(Duration::from_secs(20))
         .send()
         .await
         .expect("the node answers");

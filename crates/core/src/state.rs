@@ -216,7 +216,14 @@ pub fn apply(state: &mut RoomState, event: &Event) {
                 current.version + 1,
                 "room version must be gap-free"
             );
-            *current = room.clone();
+            let mut room = room.clone();
+            // An event recorded before seats were numbered lists them unnumbered: they keep their numbers.
+            for seat in room.cohosts.iter_mut().filter(|seat| seat.seat == 0) {
+                if let Some(held) = current.cohosts.iter().find(|h| h.user_id == seat.user_id) {
+                    seat.seat = held.seat;
+                }
+            }
+            *current = room;
         }
         Event::InvitationCreated { invitation } => state.add_pending(invitation),
         Event::InvitationApproved { invitation } => state.seat_taken(invitation),
@@ -331,6 +338,7 @@ pub mod stored {
     pub mod v1 {
         use std::collections::VecDeque;
 
+        use cohost_proto::RoomStatus;
         use cohost_proto::stored::v1::{Invitation, Room};
         use serde::Deserialize;
 
@@ -345,9 +353,15 @@ pub mod stored {
         }
 
         impl From<RoomState> for super::super::RoomState {
+            /// An ended room's seats are numbered in list order (it never changes again); a room still
+            /// open keeps them unnumbered, and its stored state is no use: the caller replays its events.
             fn from(old: RoomState) -> Self {
+                let mut room: Option<cohost_proto::Room> = old.room.map(Into::into);
+                if let Some(room) = room.as_mut().filter(|r| r.status == RoomStatus::Ended) {
+                    cohost_proto::room::number_in_order(&mut room.cohosts);
+                }
                 Self {
-                    room: old.room.map(Into::into),
+                    room,
                     host_online: old.host_online,
                     pending: old.pending.into_iter().map(Into::into).collect(),
                     seated: old.seated.into_iter().map(Into::into).collect(),

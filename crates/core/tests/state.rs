@@ -135,6 +135,50 @@ fn an_accept_takes_the_lowest_free_seat_and_names_it() {
     assert!(room.moderators.is_empty() && room.locked_seats.is_empty() && room.requests_open);
 }
 
+/// A history recorded before seats were numbered (log layout V1: approvals name no seat, room events list seats
+/// unnumbered) replays to the same seats as one recorded today: each the lowest free when it was taken.
+#[test]
+fn a_history_without_seat_numbers_replays_to_the_same_seats() {
+    let (numbered, log) = given(&[
+        create("alice"),
+        invite("alice", "bob"),
+        accept("bob", 1),
+        invite("alice", "carol"),
+        accept("carol", 2),
+        leave("bob"),
+        invite("alice", "dave"),
+        accept("dave", 3),
+        go_live("alice"),
+        presence("carol", true),
+    ]);
+    let unnumbered: Vec<Event> = log
+        .into_iter()
+        .map(|mut event| {
+            match &mut event {
+                Event::InvitationApproved { invitation } => invitation.seat = None,
+                Event::RoomLive { room } | Event::RoomStopped { room } => {
+                    room.cohosts.iter_mut().for_each(|seat| seat.seat = 0);
+                }
+                _ => {}
+            }
+            event
+        })
+        .collect();
+    let mut replayed = cohost_core::RoomState::default();
+    for event in &unnumbered {
+        apply(&mut replayed, event);
+    }
+    let seats = |state: &cohost_core::RoomState| -> Vec<(String, u8)> {
+        let room = state.room().unwrap();
+        room.cohosts
+            .iter()
+            .map(|s| (s.user_id.to_string(), s.seat))
+            .collect()
+    };
+    assert_eq!(seats(&numbered), [("carol".into(), 2), ("dave".into(), 1)]);
+    assert_eq!(seats(&replayed), seats(&numbered));
+}
+
 #[test]
 fn stopping_cancels_pending_offers_ends_seats_then_ends_the_room() {
     let (state, log) = given(&live_room_then(&[

@@ -291,13 +291,24 @@ pub(crate) fn encode_entry(seq: u64, entry: &RoomEntry) -> Vec<u8> {
 /// whose index of seqs was sparse, cannot serve exact reads: it is refused, and opening replays the log instead.
 pub(crate) fn decode_entry(bytes: &[u8]) -> Result<(u64, RoomEntry), String> {
     match cohost_proto::codec::from_postcard(bytes).map_err(|e| e.to_string())? {
-        SnapshotRecord::V2 { seq, entry } => Ok((
-            seq,
-            RoomEntry {
-                state: entry.state.into(),
-                seqs: entry.seqs,
-            },
-        )),
+        SnapshotRecord::V2 { seq, entry } => {
+            let state: RoomState = entry.state.into();
+            // Its seats have no numbers; only replaying its events numbers them as they were taken. An ended
+            // room (an archive) never changes again, so its list order stands.
+            if state
+                .room()
+                .is_some_and(|r| r.status != cohost_proto::RoomStatus::Ended)
+            {
+                return Err("a room snapshot of the earlier layout (seats not numbered)".into());
+            }
+            Ok((
+                seq,
+                RoomEntry {
+                    state,
+                    seqs: entry.seqs,
+                },
+            ))
+        }
         SnapshotRecord::V3 { seq, entry } => Ok((seq, entry)),
         SnapshotRecord::V1(_) => {
             Err("a room snapshot of the earlier format (a sparse seq index)".into())
