@@ -119,6 +119,8 @@ commands! {
     Expire(InvitationTarget) = "expire",
     /// System only: a LiveKit webhook.
     Presence(Presence) = "presence",
+    AddModerator(UserTarget) = "add_moderator",
+    RemoveModerator(UserTarget) = "remove_moderator",
 }
 
 impl Command {
@@ -129,7 +131,10 @@ impl Command {
             Self::GoLive(t) | Self::StopRoom(t) | Self::RequestToJoin(t) | Self::LeaveStage(t) => {
                 &t.room_id
             }
-            Self::Invite(t) | Self::RemoveCohost(t) => &t.room_id,
+            Self::Invite(t)
+            | Self::RemoveCohost(t)
+            | Self::AddModerator(t)
+            | Self::RemoveModerator(t) => &t.room_id,
             Self::AcceptInvitation(t)
             | Self::RejectInvitation(t)
             | Self::CancelInvitation(t)
@@ -154,7 +159,7 @@ mod tests {
 
     #[test]
     fn every_name_parses_back_to_its_command() {
-        let samples: [(&str, &str); 12] = [
+        let samples: [(&str, &str); 14] = [
             (
                 "create_room",
                 r#"{"room_id":"r","title":"t","max_cohosts":3}"#,
@@ -170,6 +175,8 @@ mod tests {
             ("leave_stage", r#"{"room_id":"r"}"#),
             ("expire", r#"{"invitation_id":"r.1"}"#),
             ("presence", r#"{"room_id":"r","user_id":"u","online":true}"#),
+            ("add_moderator", r#"{"room_id":"r","user_id":"u"}"#),
+            ("remove_moderator", r#"{"room_id":"r","user_id":"u"}"#),
         ];
         for ((name, args), expected) in samples.iter().zip(Command::NAMES) {
             assert_eq!(*name, expected);

@@ -77,6 +77,9 @@ events! {
         #[serde(default)]
         stamp: Option<PresenceStamp>,
     },
+    // The stage controls, from layout V2 on.
+    ModeratorAdded = "moderator_added" { user_id: UserId },
+    ModeratorRemoved = "moderator_removed" { user_id: UserId },
 }
 
 /// Why a co-host lost their seat.

@@ -14,6 +14,8 @@ pub const MAX_COHOSTS_DEFAULT: u8 = 4;
 pub const MAX_COHOSTS_LIMIT: u8 = 16;
 /// Pending invitations and requests a room holds at once.
 pub const PENDING_PER_ROOM_MAX: usize = 32;
+/// Most moderators a room may have.
+pub const MODERATORS_MAX: usize = 8;
 /// The largest request body: an HTTP body, a NATS service request, a LiveKit webhook.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
 /// The most items a list returns in one page.

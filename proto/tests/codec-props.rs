@@ -185,6 +185,8 @@ fn event() -> impl Strategy<Value = Event> {
                     participant_sid
                 }),
             }),
+        user_id().prop_map(|user_id| Event::ModeratorAdded { user_id }),
+        user_id().prop_map(|user_id| Event::ModeratorRemoved { user_id }),
     ]
 }
 
@@ -529,7 +531,9 @@ fn payload_pointers(event: &Event) -> (&'static str, Option<&'static str>) {
         Event::CohostRemoved { .. } | Event::CohostLeft { .. } => {
             ("/user_id", Some("/invitation_id"))
         }
-        Event::PresenceChanged { .. } => ("/user_id", None),
+        Event::PresenceChanged { .. }
+        | Event::ModeratorAdded { .. }
+        | Event::ModeratorRemoved { .. } => ("/user_id", None),
         _ => ("/invitation/user_id", Some("/invitation/invitation_id")),
     }
 }

@@ -198,6 +198,11 @@ pub fn router(state: AppState) -> Router {
             delete(remove_cohost),
         )
         .route("/v1/rooms/{room_id}/leave", post(leave_stage))
+        .route("/v1/rooms/{room_id}/moderators", post(add_moderator))
+        .route(
+            "/v1/rooms/{room_id}/moderators/{user_id}",
+            delete(remove_moderator),
+        )
         .route(
             "/v1/rooms/{room_id}/broadcaster-data",
             get(broadcaster_data),
@@ -633,14 +638,20 @@ target_command!(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct InviteBody {
+struct UserBody {
     user_id: UserId,
 }
 
 path_command!(invite, |id: &str, bytes| {
-    let InviteBody { user_id } = body(bytes)?;
+    let UserBody { user_id } = body(bytes)?;
     let room_id = room_id(id)?;
     Ok(Command::Invite(UserTarget { room_id, user_id }))
+});
+
+path_command!(add_moderator, |id: &str, bytes| {
+    let UserBody { user_id } = body(bytes)?;
+    let room_id = room_id(id)?;
+    Ok(Command::AddModerator(UserTarget { room_id, user_id }))
 });
 
 async fn remove_cohost(
@@ -651,6 +662,18 @@ async fn remove_cohost(
     as_caller(&state, &headers, || {
         let (room_id, user_id) = (room_id(&id)?, user_id(&user)?);
         Ok(Command::RemoveCohost(UserTarget { room_id, user_id }))
+    })
+    .await
+}
+
+async fn remove_moderator(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, user)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    as_caller(&state, &headers, || {
+        let (room_id, user_id) = (room_id(&id)?, user_id(&user)?);
+        Ok(Command::RemoveModerator(UserTarget { room_id, user_id }))
     })
     .await
 }

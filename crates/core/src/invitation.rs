@@ -6,6 +6,7 @@ use cohost_proto::{
     UserId,
 };
 
+use crate::moderators::runs_stage;
 use crate::{Context, Rejection, RoomState};
 
 pub(crate) fn invite(
@@ -14,12 +15,19 @@ pub(crate) fn invite(
     candidate: &UserId,
     ctx: &Context,
 ) -> Result<Vec<Event>, Rejection> {
-    if !ctx.actor.is(&room.host) {
-        return Err(Rejection::PermissionDenied("only the host may invite"));
+    if !runs_stage(room, ctx.actor) {
+        return Err(Rejection::PermissionDenied(
+            "only the host or a moderator may invite",
+        ));
     }
     if candidate == &room.host {
         return Err(Rejection::InvalidArgument(
             "the host cannot invite themselves",
+        ));
+    }
+    if ctx.actor.is(candidate) {
+        return Err(Rejection::InvalidArgument(
+            "a moderator cannot invite themselves",
         ));
     }
     open(state, room, candidate, InvitationKind::Invite, ctx)
@@ -110,9 +118,15 @@ pub(crate) fn settle(
     let invitation = state
         .invitation(id)
         .ok_or(Rejection::NotFound("invitation not found"))?;
+    // A moderator acts for the host (answers requests, cancels the room's invites), never on their own offer.
+    let for_host = |kind| {
+        invitation.kind == kind && runs_stage(room, ctx.actor) && !ctx.actor.is(&invitation.user_id)
+    };
     let allowed = match outcome {
-        Outcome::Accept | Outcome::Reject => ctx.actor.is(invitation.responder()),
-        Outcome::Cancel => ctx.actor.is(invitation.initiator()),
+        Outcome::Accept | Outcome::Reject => {
+            ctx.actor.is(invitation.responder()) || for_host(InvitationKind::Request)
+        }
+        Outcome::Cancel => ctx.actor.is(invitation.initiator()) || for_host(InvitationKind::Invite),
         Outcome::Expire => *ctx.actor == Actor::System,
     };
     if !allowed {

@@ -30,6 +30,7 @@
 //! ```
 
 mod invitation;
+mod moderators;
 mod policy;
 mod rejection;
 mod reply;
@@ -146,5 +147,7 @@ pub fn decide(
         Command::RemoveCohost(target) => stage::remove(state, room, &target.user_id, ctx),
         Command::LeaveStage(_) => stage::leave(state, ctx),
         Command::Presence(p) => stage::presence(state, room, &p.user_id, p.online, ctx),
+        Command::AddModerator(target) => moderators::add(room, &target.user_id, ctx),
+        Command::RemoveModerator(target) => moderators::remove(room, &target.user_id, ctx),
     }
 }

@@ -31,7 +31,9 @@ pub fn reply(state: &RoomState, command: &Command, events: &[Event]) -> Reply {
         | Command::StopRoom(_)
         | Command::RemoveCohost(_)
         | Command::LeaveStage(_)
-        | Command::Presence(_) => Reply::Room(
+        | Command::Presence(_)
+        | Command::AddModerator(_)
+        | Command::RemoveModerator(_) => Reply::Room(
             state
                 .room()
                 .expect("the room a command succeeded on exists")

@@ -12,14 +12,15 @@ pub(crate) fn remove(
     user: &UserId,
     ctx: &Context,
 ) -> Result<Vec<Event>, Rejection> {
-    if !(ctx.actor.is(&room.host) || *ctx.actor == Actor::System) {
+    if !(crate::moderators::runs_stage(room, ctx.actor) || *ctx.actor == Actor::System) {
         return Err(Rejection::PermissionDenied(
-            "only the host may remove a co-host",
+            "only the host or a moderator may remove a co-host",
         ));
     }
     let reason = match ctx.actor {
         Actor::System => RemovalReason::System,
-        Actor::User(_) => RemovalReason::Host,
+        Actor::User(user) if user == &room.host => RemovalReason::Host,
+        Actor::User(_) => RemovalReason::Moderator,
     };
     vacate(
         state,

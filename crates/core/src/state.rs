@@ -246,6 +246,19 @@ pub fn apply(state: &mut RoomState, event: &Event) {
         Event::PresenceChanged {
             user_id, online, ..
         } => state.presence(user_id, *online),
+        Event::ModeratorAdded { user_id } => {
+            state.bump_version();
+            let room = state.room_mut();
+            assert!(!room.moderators.contains(user_id), "moderator added twice");
+            room.moderators.push(user_id.clone());
+        }
+        Event::ModeratorRemoved { user_id } => {
+            state.bump_version();
+            let room = state.room_mut();
+            let at = room.moderators.iter().position(|m| m == user_id);
+            room.moderators
+                .remove(at.expect("removing a user who is not a moderator"));
+        }
     }
 }
 

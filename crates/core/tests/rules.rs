@@ -720,3 +720,175 @@ fn rule_quotas_across_rooms() {
         Error(ErrorCode::AlreadyExists),
     );
 }
+
+#[test]
+fn rule_add_moderator() {
+    let live = live_room_then(&[]);
+    check(
+        &live,
+        add_moderator("alice", "dave"),
+        Events(&["moderator_added"]),
+    );
+    check(
+        &[create("alice")],
+        add_moderator("alice", "dave"),
+        Events(&["moderator_added"]),
+    );
+    check(
+        &[],
+        add_moderator("alice", "dave"),
+        Error(ErrorCode::NotFound),
+    );
+    check(
+        &live,
+        add_moderator("bob", "dave"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &live,
+        add_moderator("system", "dave"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    let ended = live_room_then(&[stop("alice")]);
+    check(
+        &ended,
+        add_moderator("alice", "dave"),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    check(
+        &live,
+        add_moderator("alice", "alice"),
+        Error(ErrorCode::InvalidArgument),
+    );
+    let with_dave = live_room_then(&[add_moderator("alice", "dave")]);
+    check(
+        &with_dave,
+        add_moderator("alice", "dave"),
+        Error(ErrorCode::AlreadyExists),
+    );
+    // A moderator may not appoint another.
+    check(
+        &with_dave,
+        add_moderator("dave", "erin"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    let eight: Vec<Step> = (0..8)
+        .map(|n| add_moderator("alice", &format!("mod-{n}")))
+        .collect();
+    let full = live_room_then(&eight);
+    check(
+        &full,
+        add_moderator("alice", "dave"),
+        Error(ErrorCode::ResourceExhausted),
+    );
+}
+
+#[test]
+fn rule_remove_moderator() {
+    let with_dave = live_room_then(&[add_moderator("alice", "dave")]);
+    check(
+        &with_dave,
+        remove_moderator("alice", "dave"),
+        Events(&["moderator_removed"]),
+    );
+    check(
+        &with_dave,
+        remove_moderator("alice", "erin"),
+        Error(ErrorCode::NotFound),
+    );
+    check(
+        &with_dave,
+        remove_moderator("dave", "dave"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &with_dave,
+        remove_moderator("bob", "dave"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    let ended = live_room_then(&[add_moderator("alice", "dave"), stop("alice")]);
+    check(
+        &ended,
+        remove_moderator("alice", "dave"),
+        Error(ErrorCode::FailedPrecondition),
+    );
+}
+
+#[test]
+fn a_moderator_runs_the_stage_but_not_the_room() {
+    let with_dave = || vec![add_moderator("alice", "dave")];
+    let room = |more: &[Step]| {
+        let mut steps = with_dave();
+        steps.extend_from_slice(more);
+        live_room_then(&steps)
+    };
+    check(
+        &room(&[]),
+        invite("dave", "bob"),
+        Events(&["invitation_created"]),
+    );
+    check(
+        &room(&[]),
+        invite("dave", "dave"),
+        Error(ErrorCode::InvalidArgument),
+    );
+    check(
+        &room(&[]),
+        invite("dave", "alice"),
+        Error(ErrorCode::InvalidArgument),
+    );
+    // The room's invites, whoever made them; the candidate's own requests.
+    let invited = room(&[invite("alice", "bob")]);
+    check(
+        &invited,
+        cancel("dave", 1),
+        Events(&["invitation_cancelled"]),
+    );
+    check(
+        &invited,
+        accept("dave", 1),
+        Error(ErrorCode::PermissionDenied),
+    );
+    let requested = room(&[request("carol")]);
+    check(
+        &requested,
+        accept("dave", 1),
+        Events(&["invitation_approved"]),
+    );
+    check(
+        &requested,
+        reject("dave", 1),
+        Events(&["invitation_rejected"]),
+    );
+    check(
+        &requested,
+        cancel("dave", 1),
+        Error(ErrorCode::PermissionDenied),
+    );
+    // Never on an offer to themselves.
+    let own = room(&[request("dave")]);
+    check(&own, accept("dave", 1), Error(ErrorCode::PermissionDenied));
+    let seated = room(&[invite("alice", "bob"), accept("bob", 1)]);
+    check(&seated, remove("dave", "bob"), Events(&["cohost_removed"]));
+    let (_, log) = given(&[seated.clone(), vec![remove("dave", "bob")]].concat());
+    assert!(matches!(
+        log.last(),
+        Some(Event::CohostRemoved {
+            reason: cohost_proto::RemovalReason::Moderator,
+            ..
+        })
+    ));
+    check(&room(&[]), stop("dave"), Error(ErrorCode::PermissionDenied));
+    check(
+        &room(&[]),
+        go_live("dave"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    // Removed, they run nothing.
+    let removed = room(&[remove_moderator("alice", "dave")]);
+    check(
+        &removed,
+        invite("dave", "bob"),
+        Error(ErrorCode::PermissionDenied),
+    );
+}

@@ -270,7 +270,10 @@ impl Model {
             Command::LeaveStage(_) => {
                 prop_assert!(self.seats.remove(&caller()?).is_some());
             }
-            Command::Expire(_) | Command::Presence(_) => return Err(fail("not generated")),
+            Command::Expire(_)
+            | Command::Presence(_)
+            | Command::AddModerator(_)
+            | Command::RemoveModerator(_) => return Err(fail("not generated")),
         }
         Ok(())
     }

@@ -69,7 +69,9 @@ impl RoomTallies {
             Event::RoomLive { .. }
             | Event::CohostRemoved { .. }
             | Event::CohostLeft { .. }
-            | Event::PresenceChanged { .. } => {}
+            | Event::PresenceChanged { .. }
+            | Event::ModeratorAdded { .. }
+            | Event::ModeratorRemoved { .. } => {}
         }
     }
 }

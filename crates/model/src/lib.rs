@@ -28,6 +28,8 @@ pub const SEATS_DEFAULT: usize = 2;
 pub const OPEN_ROOMS_PER_HOST: usize = 2;
 /// Pending offers one candidate may hold across rooms; with [`ROOMS`] rooms, histories reach it.
 pub const PENDING_PER_CANDIDATE: usize = 2;
+/// The contract's bound on moderators (out of the model's reach with its few users: a core case covers it).
+pub const MODERATORS_MAX: usize = 8;
 
 /// The core's policy for the model's histories.
 pub fn policy() -> cohost_core::Policy {
@@ -67,6 +69,8 @@ pub enum Op {
     Remove(usize),
     Leave,
     Presence(usize, bool),
+    AddModerator(usize),
+    RemoveModerator(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +103,8 @@ pub struct ModelRoom {
     pub offers: Vec<ModelOffer>,
     pub host_online: bool,
     pub version: u64,
+    /// In appointment order.
+    pub moderators: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -226,6 +232,7 @@ fn create(
         offers: vec![],
         host_online: false,
         version: 1,
+        moderators: vec![],
     });
     Ok(1)
 }
@@ -233,7 +240,9 @@ fn create(
 /// A command on an existing room, once its version is checked: the events it appends.
 fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64, across: &Across) -> Result<u64, E> {
     let is_host = who == Who::User(room.host);
+    let runs_stage = is_host || matches!(who, Who::User(u) if room.moderators.contains(&u));
     let host_or_system = is_host || who == Who::System;
+    let stage_or_system = runs_stage || who == Who::System;
     match op {
         Op::Create { .. } => unreachable!("model_step creates"),
         Op::GoLive if !is_host => Err(E::PermissionDenied),
@@ -245,8 +254,9 @@ fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64, across: &Across) 
         Op::Stop if !host_or_system => Err(E::PermissionDenied),
         Op::Stop if room.status == RoomStatus::Ended => Err(E::FailedPrecondition),
         Op::Stop => Ok(stop(room)),
-        Op::Invite(_) if !is_host => Err(E::PermissionDenied),
+        Op::Invite(_) if !runs_stage => Err(E::PermissionDenied),
         Op::Invite(candidate) if candidate == room.host => Err(E::InvalidArgument),
+        Op::Invite(candidate) if who == Who::User(candidate) => Err(E::InvalidArgument),
         Op::Invite(candidate) => open_offer(room, candidate, InvitationKind::Invite, now, across),
         Op::Request => match who {
             Who::User(candidate) if !is_host => {
@@ -257,7 +267,7 @@ fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64, across: &Across) 
         Op::Accept(n) | Op::Reject(n) | Op::Cancel(n) | Op::Expire(n) => {
             settle_offer(room, who, op, n, now)
         }
-        Op::Remove(_) if !host_or_system => Err(E::PermissionDenied),
+        Op::Remove(_) if !stage_or_system => Err(E::PermissionDenied),
         Op::Remove(user) => vacate(room, user),
         Op::Leave => match who {
             Who::User(user) => vacate(room, user),
@@ -265,6 +275,26 @@ fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64, across: &Across) 
         },
         Op::Presence(..) if who != Who::System => Err(E::PermissionDenied),
         Op::Presence(user, online) => presence(room, user, online),
+        Op::AddModerator(_) | Op::RemoveModerator(_) if !is_host => Err(E::PermissionDenied),
+        Op::AddModerator(_) | Op::RemoveModerator(_) if room.status == RoomStatus::Ended => {
+            Err(E::FailedPrecondition)
+        }
+        Op::AddModerator(user) if user == room.host => Err(E::InvalidArgument),
+        Op::AddModerator(user) if room.moderators.contains(&user) => Err(E::AlreadyExists),
+        Op::AddModerator(_) if room.moderators.len() >= MODERATORS_MAX => Err(E::ResourceExhausted),
+        Op::AddModerator(user) => {
+            room.moderators.push(user);
+            Ok(1)
+        }
+        Op::RemoveModerator(user) => {
+            let at = room
+                .moderators
+                .iter()
+                .position(|&m| m == user)
+                .ok_or(E::NotFound)?;
+            room.moderators.remove(at);
+            Ok(1)
+        }
     }
 }
 
@@ -359,9 +389,16 @@ fn settle_offer(room: &mut ModelRoom, who: Who, op: Op, n: u64, now: u64) -> Res
         InvitationKind::Invite => (host, offer.candidate),
         InvitationKind::Request => (offer.candidate, host),
     };
+    // A moderator acts for the host, never on an offer to themselves.
+    let for_host = |kind| {
+        offer.kind == kind
+            && matches!(who, Who::User(u) if room.moderators.contains(&u) && u != offer.candidate)
+    };
     let allowed = match op {
-        Op::Accept(_) | Op::Reject(_) => who == Who::User(responder),
-        Op::Cancel(_) => who == Who::User(initiator),
+        Op::Accept(_) | Op::Reject(_) => {
+            who == Who::User(responder) || for_host(InvitationKind::Request)
+        }
+        Op::Cancel(_) => who == Who::User(initiator) || for_host(InvitationKind::Invite),
         _ => who == Who::System,
     };
     if !allowed {
@@ -409,7 +446,7 @@ pub struct Dice {
 
 impl Model {
     /// Weights by op, so that most commands reach a room that exists and an offer that is pending.
-    const OP_WEIGHTS: [(u8, u8); 12] = [
+    const OP_WEIGHTS: [(u8, u8); 14] = [
         (0, 1),
         (1, 2),
         (2, 1),
@@ -422,6 +459,8 @@ impl Model {
         (9, 2),
         (10, 2),
         (11, 3),
+        (12, 2),
+        (13, 1),
     ];
 
     /// A step read off the dice against the current model, so most commands come from a plausible party.
@@ -442,6 +481,9 @@ impl Model {
             4..=6 => Who::User(offer.map_or(target, |o| o.candidate)),
             7 => Who::User(target),
             8 => Who::System,
+            9 if !room.moderators.is_empty() => {
+                Who::User(room.moderators[d.other % room.moderators.len()])
+            }
             _ => Who::User(d.other),
         };
         if room.offers.is_empty() && (5..=8).contains(&op_ix) {
@@ -462,6 +504,13 @@ impl Model {
             8 => Op::Expire(n),
             9 => Op::Remove(target),
             10 => Op::Leave,
+            12 => Op::AddModerator(d.other),
+            13 => Op::RemoveModerator(
+                room.moderators
+                    .get(d.user % room.moderators.len().max(1))
+                    .copied()
+                    .unwrap_or(d.other),
+            ),
             _ => Op::Presence(
                 if d.online { target } else { room.host },
                 d.tick_ms.is_multiple_of(2),
@@ -584,6 +633,14 @@ pub fn to_command(room: usize, op: Op) -> Command {
             user_id: user_name(user),
             online,
         }),
+        Op::AddModerator(user) => Command::AddModerator(UserTarget {
+            room_id,
+            user_id: user_name(user),
+        }),
+        Op::RemoveModerator(user) => Command::RemoveModerator(UserTarget {
+            room_id,
+            user_id: user_name(user),
+        }),
     }
 }
 
@@ -678,6 +735,8 @@ pub fn from_command(actor: &Actor, command: &Command) -> Option<(usize, Who, Op)
         Command::RemoveCohost(target) => Op::Remove(user_of(&target.user_id)?),
         Command::LeaveStage(_) => Op::Leave,
         Command::Presence(p) => Op::Presence(user_of(&p.user_id)?, p.online),
+        Command::AddModerator(t) => Op::AddModerator(user_of(&t.user_id)?),
+        Command::RemoveModerator(t) => Op::RemoveModerator(user_of(&t.user_id)?),
     };
     Some((room, who, op))
 }

@@ -800,10 +800,12 @@ async fn the_service_is_discoverable_in_queue_group_cohost() {
         .map(|(name, subject)| (name.to_owned(), subject, "cohost".to_owned()))
         .collect();
     assert_eq!(endpoints, want);
-    assert_eq!(want.len(), 18);
+    assert_eq!(want.len(), 20);
     for (name, subject) in [
         ("read_events", "cohost.v1.query.read_events"),
         ("invite", "cohost.v1.cmd.invite"),
+        ("add_moderator", "cohost.v1.cmd.add_moderator"),
+        ("remove_moderator", "cohost.v1.cmd.remove_moderator"),
     ] {
         let endpoint = (name.to_owned(), subject.to_owned(), "cohost".to_owned());
         assert!(want.contains(&endpoint), "{endpoint:?}");

@@ -182,6 +182,26 @@ pub fn remove(by: &str, candidate: &str) -> Step {
     )
 }
 
+pub fn add_moderator(by: &str, user_name: &str) -> Step {
+    step(
+        by,
+        Command::AddModerator(UserTarget {
+            room_id: room_id(),
+            user_id: user(user_name),
+        }),
+    )
+}
+
+pub fn remove_moderator(by: &str, user_name: &str) -> Step {
+    step(
+        by,
+        Command::RemoveModerator(UserTarget {
+            room_id: room_id(),
+            user_id: user(user_name),
+        }),
+    )
+}
+
 pub fn leave(by: &str) -> Step {
     step(by, Command::LeaveStage(room_target()))
 }
