@@ -537,18 +537,22 @@ fn as_recorded_in_v1(envelope: &Envelope) -> Envelope {
 
 /// A released `V1` record (never rewritten, not even when blessing) decodes to `envelope` as recorded then.
 fn check_postcard_v1(name: &str, envelope: &Envelope) {
-    let envelope = &as_recorded_in_v1(envelope);
     let path = vectors_dir().join(name);
     let bytes = fs::read(&path).unwrap_or_else(|e| panic!("proto/vectors/{name}: {e}"));
-    let stored = codec::decode_stored(&bytes)
+    check_decodes(name, &bytes, 1, &as_recorded_in_v1(envelope));
+}
+
+/// `bytes`, the record `name`, is of `layout` and decodes to `envelope`, as a record and on the wire.
+fn check_decodes(name: &str, bytes: &[u8], layout: u8, envelope: &Envelope) {
+    let stored = codec::decode_stored(bytes)
         .unwrap_or_else(|e| panic!("proto/vectors/{name} no longer decodes: {e}"));
-    assert_eq!(stored.layout(), 1, "proto/vectors/{name} is a V1 record");
+    assert_eq!(stored.layout(), layout, "proto/vectors/{name}'s layout");
     assert_eq!(
         &stored.into_envelope(),
         envelope,
         "proto/vectors/{name} decodes to a different value"
     );
-    let via_wire = codec::decode_envelope(Encoding::Postcard, &bytes).unwrap();
+    let via_wire = codec::decode_envelope(Encoding::Postcard, bytes).unwrap();
     assert_eq!(&via_wire, envelope, "proto/vectors/{name} on the wire");
 }
 
@@ -556,16 +560,7 @@ fn check_postcard_v1(name: &str, envelope: &Envelope) {
 fn check_postcard(name: &str, envelope: &Envelope) {
     let fresh = codec::encode_stored(envelope);
     let bytes = committed(name, &fresh);
-    let stored = codec::decode_stored(&bytes)
-        .unwrap_or_else(|e| panic!("proto/vectors/{name} no longer decodes: {e}"));
-    assert_eq!(stored.layout(), 2, "proto/vectors/{name} is a V2 record");
-    assert_eq!(
-        &stored.into_envelope(),
-        envelope,
-        "proto/vectors/{name} decodes to a different value"
-    );
-    let via_wire = codec::decode_envelope(Encoding::Postcard, &bytes).unwrap();
-    assert_eq!(&via_wire, envelope, "proto/vectors/{name} on the wire");
+    check_decodes(name, &bytes, 2, envelope);
     assert_eq!(
         bytes, fresh,
         "encoding changed for proto/vectors/{name}: committed {bytes:02x?}, now {fresh:02x?}"

@@ -659,9 +659,20 @@ async fn remove_cohost(
     headers: HeaderMap,
     Path((id, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    as_caller(&state, &headers, || {
-        let (room_id, user_id) = (room_id(&id)?, user_id(&user)?);
-        Ok(Command::RemoveCohost(UserTarget { room_id, user_id }))
+    on_user(&state, &headers, &id, &user, Command::RemoveCohost).await
+}
+
+/// A command on a user of a room, both named by the path.
+async fn on_user(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    user: &str,
+    command: fn(UserTarget) -> Command,
+) -> Result<Response, ApiError> {
+    as_caller(state, headers, || {
+        let (room_id, user_id) = (room_id(id)?, user_id(user)?);
+        Ok(command(UserTarget { room_id, user_id }))
     })
     .await
 }
@@ -671,11 +682,7 @@ async fn remove_moderator(
     headers: HeaderMap,
     Path((id, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    as_caller(&state, &headers, || {
-        let (room_id, user_id) = (room_id(&id)?, user_id(&user)?);
-        Ok(Command::RemoveModerator(UserTarget { room_id, user_id }))
-    })
-    .await
+    on_user(&state, &headers, &id, &user, Command::RemoveModerator).await
 }
 
 async fn broadcaster_data(
