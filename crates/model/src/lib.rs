@@ -656,6 +656,8 @@ pub fn compare_room(live: &RoomState, expected: Option<&ModelRoom>) {
     assert_eq!(room.version, expected.version);
     assert_eq!(room.status, expected.status);
     assert_eq!(room.host, user_name(expected.host));
+    let moderators: Vec<UserId> = expected.moderators.iter().map(|&m| user_name(m)).collect();
+    assert_eq!(room.moderators, moderators, "moderators differ");
     assert_eq!(usize::from(room.max_cohosts), expected.max_cohosts);
     assert!(
         room.cohosts.len() <= usize::from(room.max_cohosts),
