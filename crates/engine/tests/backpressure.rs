@@ -69,15 +69,24 @@ async fn a_full_queue_is_unavailable_at_once() {
 /// A gate that writes wait at while it is closed: the sequencer is held inside a batch, so commands pile up in
 /// the queue behind it.
 #[derive(Debug, Clone, Default)]
-struct Gate(Arc<(Mutex<bool>, Condvar)>);
+struct Gate(
+    Arc<(Mutex<bool>, Condvar)>,
+    Arc<std::sync::atomic::AtomicUsize>,
+);
 
 impl Gate {
+    /// Writes that reached the gate so far.
+    fn reached(&self) -> usize {
+        self.1.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn set(&self, closed: bool) {
         *self.0.0.lock().unwrap() = closed;
         self.0.1.notify_all();
     }
 
     fn pass(&self) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let (closed, opened) = &*self.0;
         let _open = opened
             .wait_while(closed.lock().unwrap(), |closed| *closed)
@@ -103,6 +112,7 @@ async fn shutdown_drains_the_queue_and_then_refuses() {
         .await
         .unwrap();
     // The sequencer takes the next command and waits inside its write; 200 more queue up behind it.
+    let reached = gate.reached();
     gate.set(true);
     let held = tokio::spawn({
         let engine = engine.clone();
@@ -112,6 +122,11 @@ async fn shutdown_drains_the_queue_and_then_refuses() {
                 .await
         }
     });
+    // The held command must be inside its write before the others queue and the stop begins: a task spawned
+    // is not yet running, and on a loaded machine the stop could otherwise come first.
+    while gate.reached() == reached {
+        tokio::task::yield_now().await;
+    }
     let mut queued: Vec<_> = (0..200)
         .map(|n| {
             // A host each: one host may hold only so many open rooms.
@@ -140,7 +155,8 @@ async fn shutdown_drains_the_queue_and_then_refuses() {
         Err(Error::ShuttingDown)
     ));
     gate.set(false);
-    assert!(matches!(held.await.unwrap(), Ok(Reply::Room(_))));
+    let held = held.await.unwrap();
+    assert!(matches!(held, Ok(Reply::Room(_))), "{held:?}");
     for (n, command) in queued.into_iter().enumerate() {
         match command.await {
             Ok(Reply::Room(room)) => assert_eq!(room.room_id.as_str(), format!("room-{n}")),
