@@ -69,6 +69,14 @@ pub struct Presence {
     pub online: bool,
 }
 
+/// `set_requests_open`: whether `request_to_join` is taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsOpen {
+    pub room_id: RoomId,
+    pub open: bool,
+}
+
 /// Declares [`Command`] once, and from that one list its names and its parsing from a name and JSON arguments.
 macro_rules! commands {
     ($($(#[doc = $doc:literal])* $variant:ident($args:ty) = $name:literal),* $(,)?) => {
@@ -121,6 +129,7 @@ commands! {
     Presence(Presence) = "presence",
     AddModerator(UserTarget) = "add_moderator",
     RemoveModerator(UserTarget) = "remove_moderator",
+    SetRequestsOpen(RequestsOpen) = "set_requests_open",
 }
 
 impl Command {
@@ -140,6 +149,7 @@ impl Command {
             | Self::CancelInvitation(t)
             | Self::Expire(t) => t.invitation_id.room_id(),
             Self::Presence(p) => &p.room_id,
+            Self::SetRequestsOpen(r) => &r.room_id,
         }
     }
 }
@@ -159,7 +169,7 @@ mod tests {
 
     #[test]
     fn every_name_parses_back_to_its_command() {
-        let samples: [(&str, &str); 14] = [
+        let samples: [(&str, &str); 15] = [
             (
                 "create_room",
                 r#"{"room_id":"r","title":"t","max_cohosts":3}"#,
@@ -177,6 +187,7 @@ mod tests {
             ("presence", r#"{"room_id":"r","user_id":"u","online":true}"#),
             ("add_moderator", r#"{"room_id":"r","user_id":"u"}"#),
             ("remove_moderator", r#"{"room_id":"r","user_id":"u"}"#),
+            ("set_requests_open", r#"{"room_id":"r","open":false}"#),
         ];
         for ((name, args), expected) in samples.iter().zip(Command::NAMES) {
             assert_eq!(*name, expected);

@@ -80,6 +80,8 @@ events! {
     // The stage controls, from layout V2 on.
     ModeratorAdded = "moderator_added" { user_id: UserId },
     ModeratorRemoved = "moderator_removed" { user_id: UserId },
+    RequestsOpened = "requests_opened" {},
+    RequestsClosed = "requests_closed" {},
 }
 
 /// Why a co-host lost their seat.

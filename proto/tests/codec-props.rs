@@ -187,6 +187,8 @@ fn event() -> impl Strategy<Value = Event> {
             }),
         user_id().prop_map(|user_id| Event::ModeratorAdded { user_id }),
         user_id().prop_map(|user_id| Event::ModeratorRemoved { user_id }),
+        Just(Event::RequestsOpened {}),
+        Just(Event::RequestsClosed {}),
     ]
 }
 
@@ -534,6 +536,8 @@ fn payload_pointers(event: &Event) -> (&'static str, Option<&'static str>) {
         Event::PresenceChanged { .. }
         | Event::ModeratorAdded { .. }
         | Event::ModeratorRemoved { .. } => ("/user_id", None),
+        // No id in the payload: the envelope's actor stands in.
+        Event::RequestsOpened {} | Event::RequestsClosed {} => ("/actor", None),
         _ => ("/invitation/user_id", Some("/invitation/invitation_id")),
     }
 }

@@ -170,7 +170,7 @@ fn event_vectors() -> Vec<EventVector> {
 }
 
 /// Events new in `V2`, from a second room, `stage-2`, hosted by alice: she appoints dave a moderator, then
-/// removes him.
+/// removes him; she closes the room to requests, then opens it again.
 fn stage_controls_vectors() -> Vec<Envelope> {
     let stage_2 = RoomId::new("stage-2").unwrap();
     let at = |seq: u64, version: u64, ms: u64, event: Event| Envelope {
@@ -199,6 +199,8 @@ fn stage_controls_vectors() -> Vec<Envelope> {
                 user_id: user("dave"),
             },
         ),
+        at(251, 12, 6_000_000, Event::RequestsClosed {}),
+        at(260, 15, 6_600_000, Event::RequestsOpened {}),
     ]
 }
 
@@ -757,6 +759,7 @@ fn every_type_tag_is_snake_case_and_payload_keys_are_the_contracts() {
             "cohost_left" => &["invitation_id", "user_id"],
             "presence_changed" => &["online", "stamp", "user_id"],
             "moderator_added" | "moderator_removed" => &["user_id"],
+            "requests_opened" | "requests_closed" => &[],
             _ => &["invitation"],
         };
         assert_eq!(payload.into_iter().collect::<Vec<_>>(), expected, "{tag}");

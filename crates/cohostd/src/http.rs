@@ -17,7 +17,7 @@ use cohost_credentials::{Credentials, LiveKitConfig, Minter, Webhooks};
 use cohost_engine::{Engine, FollowerStatus, Health, ListRequest, Options, SystemClock};
 use cohost_proto::{
     Actor, Command, CommandId, ErrorCode, InvitationId, InvitationKind, InvitationStatus,
-    InvitationTarget, Reply, RoomId, RoomTarget, UserId, UserTarget,
+    InvitationTarget, Reply, RequestsOpen, RoomId, RoomTarget, UserId, UserTarget,
 };
 use futures::StreamExt;
 use serde::Deserialize;
@@ -198,6 +198,8 @@ pub fn router(state: AppState) -> Router {
             delete(remove_cohost),
         )
         .route("/v1/rooms/{room_id}/leave", post(leave_stage))
+        .route("/v1/rooms/{room_id}/requests/open", post(open_requests))
+        .route("/v1/rooms/{room_id}/requests/close", post(close_requests))
         .route("/v1/rooms/{room_id}/moderators", post(add_moderator))
         .route(
             "/v1/rooms/{room_id}/moderators/{user_id}",
@@ -614,6 +616,24 @@ target_command!(
     RoomTarget { room_id: room_id }
 );
 target_command!(leave_stage, LeaveStage, RoomTarget { room_id: room_id });
+
+path_command!(open_requests, |id: &str, bytes| {
+    let Empty {} = body(bytes)?;
+    let room_id = room_id(id)?;
+    Ok(Command::SetRequestsOpen(RequestsOpen {
+        room_id,
+        open: true,
+    }))
+});
+
+path_command!(close_requests, |id: &str, bytes| {
+    let Empty {} = body(bytes)?;
+    let room_id = room_id(id)?;
+    Ok(Command::SetRequestsOpen(RequestsOpen {
+        room_id,
+        open: false,
+    }))
+});
 target_command!(
     accept,
     AcceptInvitation,

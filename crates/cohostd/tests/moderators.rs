@@ -28,6 +28,14 @@ fn moderators() -> Vec<Step> {
             .ok(json!({"invitation": {"status": "approved", "user_id": "carol", "seat": 2}})),
         delete("dave", "/v1/rooms/stage-1/cohosts/bob")
             .ok(json!({"cohosts": [{"user_id": "carol", "seat": 2}]})),
+        // dave closes the room to requests; erin's is refused until alice opens it again.
+        post("erin", "/v1/rooms/stage-1/requests/close", json!({})).err(403, "permission_denied"),
+        post("dave", "/v1/rooms/stage-1/requests/close", json!({}))
+            .ok(json!({"requests_open": false})),
+        post("erin", "/v1/rooms/stage-1/requests", json!({})).err(409, "failed_precondition"),
+        post("alice", "/v1/rooms/stage-1/requests/open", json!({}))
+            .ok(json!({"requests_open": true})),
+        post("erin", "/v1/rooms/stage-1/requests", json!({})).ok(json!({"kind": "request"})),
         // A moderator may not invite themselves, stop the room, or change moderators.
         invite("dave", "stage-1", "dave").err(400, "invalid_argument"),
         post("dave", "/v1/rooms/stage-1/stop", json!({})).err(403, "permission_denied"),

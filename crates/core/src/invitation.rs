@@ -48,6 +48,11 @@ pub(crate) fn request(
             "the host cannot request to join their own room",
         ));
     }
+    if !room.requests_open {
+        return Err(Rejection::FailedPrecondition(
+            "the room takes no requests now",
+        ));
+    }
     open(state, room, candidate, InvitationKind::Request, ctx)
 }
 

@@ -149,5 +149,6 @@ pub fn decide(
         Command::Presence(p) => stage::presence(state, room, &p.user_id, p.online, ctx),
         Command::AddModerator(target) => moderators::add(room, &target.user_id, ctx),
         Command::RemoveModerator(target) => moderators::remove(room, &target.user_id, ctx),
+        Command::SetRequestsOpen(r) => moderators::set_requests_open(room, r.open, ctx),
     }
 }

@@ -33,7 +33,8 @@ pub fn reply(state: &RoomState, command: &Command, events: &[Event]) -> Reply {
         | Command::LeaveStage(_)
         | Command::Presence(_)
         | Command::AddModerator(_)
-        | Command::RemoveModerator(_) => Reply::Room(
+        | Command::RemoveModerator(_)
+        | Command::SetRequestsOpen(_) => Reply::Room(
             state
                 .room()
                 .expect("the room a command succeeded on exists")

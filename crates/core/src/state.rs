@@ -252,6 +252,10 @@ pub fn apply(state: &mut RoomState, event: &Event) {
             assert!(!room.moderators.contains(user_id), "moderator added twice");
             room.moderators.push(user_id.clone());
         }
+        Event::RequestsOpened {} | Event::RequestsClosed {} => {
+            state.bump_version();
+            state.room_mut().requests_open = matches!(event, Event::RequestsOpened {});
+        }
         Event::ModeratorRemoved { user_id } => {
             state.bump_version();
             let room = state.room_mut();

@@ -892,3 +892,66 @@ fn a_moderator_runs_the_stage_but_not_the_room() {
         Error(ErrorCode::PermissionDenied),
     );
 }
+
+#[test]
+fn rule_set_requests_open() {
+    let live = live_room_then(&[]);
+    check(
+        &live,
+        requests_open("alice", false),
+        Events(&["requests_closed"]),
+    );
+    check(&live, requests_open("alice", true), Events(&[]));
+    let closed = live_room_then(&[requests_open("alice", false)]);
+    check(
+        &closed,
+        requests_open("alice", true),
+        Events(&["requests_opened"]),
+    );
+    check(&closed, requests_open("alice", false), Events(&[]));
+    let with_dave = live_room_then(&[add_moderator("alice", "dave")]);
+    check(
+        &with_dave,
+        requests_open("dave", false),
+        Events(&["requests_closed"]),
+    );
+    check(
+        &live,
+        requests_open("bob", false),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &live,
+        requests_open("system", false),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &[],
+        requests_open("alice", false),
+        Error(ErrorCode::NotFound),
+    );
+    let ended = live_room_then(&[stop("alice")]);
+    check(
+        &ended,
+        requests_open("alice", false),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    // While closed a request is refused; invites are not.
+    check(
+        &closed,
+        request("carol"),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    check(
+        &closed,
+        request("alice"),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &closed,
+        invite("alice", "carol"),
+        Events(&["invitation_created"]),
+    );
+    let reopened = live_room_then(&[requests_open("alice", false), requests_open("alice", true)]);
+    check(&reopened, request("carol"), Events(&["invitation_created"]));
+}

@@ -273,7 +273,8 @@ impl Model {
             Command::Expire(_)
             | Command::Presence(_)
             | Command::AddModerator(_)
-            | Command::RemoveModerator(_) => return Err(fail("not generated")),
+            | Command::RemoveModerator(_)
+            | Command::SetRequestsOpen(_) => return Err(fail("not generated")),
         }
         Ok(())
     }

@@ -71,7 +71,9 @@ impl RoomTallies {
             | Event::CohostLeft { .. }
             | Event::PresenceChanged { .. }
             | Event::ModeratorAdded { .. }
-            | Event::ModeratorRemoved { .. } => {}
+            | Event::ModeratorRemoved { .. }
+            | Event::RequestsOpened {}
+            | Event::RequestsClosed {} => {}
         }
     }
 }

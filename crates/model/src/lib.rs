@@ -13,7 +13,7 @@ pub use rng::Rng;
 use cohost_core::RoomState;
 use cohost_proto::{
     Actor, Command, CreateRoom, ErrorCode, InvitationId, InvitationKind, InvitationStatus,
-    InvitationTarget, Presence, RoomId, RoomStatus, RoomTarget, UserId, UserTarget,
+    InvitationTarget, Presence, RequestsOpen, RoomId, RoomStatus, RoomTarget, UserId, UserTarget,
 };
 
 /// Rooms in a history.
@@ -71,6 +71,7 @@ pub enum Op {
     Presence(usize, bool),
     AddModerator(usize),
     RemoveModerator(usize),
+    SetRequestsOpen(bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +106,7 @@ pub struct ModelRoom {
     pub version: u64,
     /// In appointment order.
     pub moderators: Vec<usize>,
+    pub requests_open: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -233,6 +235,7 @@ fn create(
         host_online: false,
         version: 1,
         moderators: vec![],
+        requests_open: true,
     });
     Ok(1)
 }
@@ -259,11 +262,19 @@ fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64, across: &Across) 
         Op::Invite(candidate) if who == Who::User(candidate) => Err(E::InvalidArgument),
         Op::Invite(candidate) => open_offer(room, candidate, InvitationKind::Invite, now, across),
         Op::Request => match who {
+            Who::User(_) if !is_host && !room.requests_open => Err(E::FailedPrecondition),
             Who::User(candidate) if !is_host => {
                 open_offer(room, candidate, InvitationKind::Request, now, across)
             }
             _ => Err(E::PermissionDenied),
         },
+        Op::SetRequestsOpen(_) if !runs_stage => Err(E::PermissionDenied),
+        Op::SetRequestsOpen(_) if room.status == RoomStatus::Ended => Err(E::FailedPrecondition),
+        Op::SetRequestsOpen(open) if open == room.requests_open => Ok(0),
+        Op::SetRequestsOpen(open) => {
+            room.requests_open = open;
+            Ok(1)
+        }
         Op::Accept(n) | Op::Reject(n) | Op::Cancel(n) | Op::Expire(n) => {
             settle_offer(room, who, op, n, now)
         }
@@ -446,7 +457,7 @@ pub struct Dice {
 
 impl Model {
     /// Weights by op, so that most commands reach a room that exists and an offer that is pending.
-    const OP_WEIGHTS: [(u8, u8); 14] = [
+    const OP_WEIGHTS: [(u8, u8); 15] = [
         (0, 1),
         (1, 2),
         (2, 1),
@@ -461,6 +472,7 @@ impl Model {
         (11, 3),
         (12, 2),
         (13, 1),
+        (14, 2),
     ];
 
     /// A step read off the dice against the current model, so most commands come from a plausible party.
@@ -505,6 +517,7 @@ impl Model {
             9 => Op::Remove(target),
             10 => Op::Leave,
             12 => Op::AddModerator(d.other),
+            14 => Op::SetRequestsOpen(d.online),
             13 => Op::RemoveModerator(
                 room.moderators
                     .get(d.user % room.moderators.len().max(1))
@@ -641,6 +654,7 @@ pub fn to_command(room: usize, op: Op) -> Command {
             room_id,
             user_id: user_name(user),
         }),
+        Op::SetRequestsOpen(open) => Command::SetRequestsOpen(RequestsOpen { room_id, open }),
     }
 }
 
@@ -658,6 +672,10 @@ pub fn compare_room(live: &RoomState, expected: Option<&ModelRoom>) {
     assert_eq!(room.host, user_name(expected.host));
     let moderators: Vec<UserId> = expected.moderators.iter().map(|&m| user_name(m)).collect();
     assert_eq!(room.moderators, moderators, "moderators differ");
+    assert_eq!(
+        room.requests_open, expected.requests_open,
+        "requests_open differs"
+    );
     assert_eq!(usize::from(room.max_cohosts), expected.max_cohosts);
     assert!(
         room.cohosts.len() <= usize::from(room.max_cohosts),
@@ -739,6 +757,7 @@ pub fn from_command(actor: &Actor, command: &Command) -> Option<(usize, Who, Op)
         Command::Presence(p) => Op::Presence(user_of(&p.user_id)?, p.online),
         Command::AddModerator(t) => Op::AddModerator(user_of(&t.user_id)?),
         Command::RemoveModerator(t) => Op::RemoveModerator(user_of(&t.user_id)?),
+        Command::SetRequestsOpen(r) => Op::SetRequestsOpen(r.open),
     };
     Some((room, who, op))
 }

@@ -202,6 +202,16 @@ pub fn remove_moderator(by: &str, user_name: &str) -> Step {
     )
 }
 
+pub fn requests_open(by: &str, open: bool) -> Step {
+    step(
+        by,
+        Command::SetRequestsOpen(cohost_proto::RequestsOpen {
+            room_id: room_id(),
+            open,
+        }),
+    )
+}
+
 pub fn leave(by: &str) -> Step {
     step(by, Command::LeaveStage(room_target()))
 }
