@@ -617,23 +617,19 @@ target_command!(
 );
 target_command!(leave_stage, LeaveStage, RoomTarget { room_id: room_id });
 
-path_command!(open_requests, |id: &str, bytes| {
-    let Empty {} = body(bytes)?;
-    let room_id = room_id(id)?;
-    Ok(Command::SetRequestsOpen(RequestsOpen {
-        room_id,
-        open: true,
-    }))
-});
+path_command!(open_requests, |id: &str, bytes| set_requests_open(
+    id, bytes, true
+));
+path_command!(close_requests, |id: &str, bytes| set_requests_open(
+    id, bytes, false
+));
 
-path_command!(close_requests, |id: &str, bytes| {
+/// `/requests/open` and `/close`: the path says which; the body is empty.
+fn set_requests_open(id: &str, bytes: RawBody, open: bool) -> Result<Command, ApiError> {
     let Empty {} = body(bytes)?;
     let room_id = room_id(id)?;
-    Ok(Command::SetRequestsOpen(RequestsOpen {
-        room_id,
-        open: false,
-    }))
-});
+    Ok(Command::SetRequestsOpen(RequestsOpen { room_id, open }))
+}
 target_command!(
     accept,
     AcceptInvitation,
