@@ -422,11 +422,14 @@ async fn failovers(common: &Common, kills: usize) -> Vec<Duration> {
             .map(|p| {
                 let (route, room) = (route.clone(), rooms[*p as usize].clone());
                 tokio::spawn(async move {
-                    let invite = cohost_proto::Command::Invite(cohost_proto::UserTarget {
-                        room_id: room.clone(),
-                        user_id: cohost_proto::UserId::new(&format!("guest-{kill}"))
-                            .expect("valid id"),
-                    });
+                    let invite = cohost_proto::Command::Invite(
+                        cohost_proto::UserTarget {
+                            room_id: room.clone(),
+                            user_id: cohost_proto::UserId::new(&format!("guest-{kill}"))
+                                .expect("valid id"),
+                        }
+                        .into(),
+                    );
                     let plan = mix::Plan {
                         room: 0,
                         actor: mix::host("f", 0),

@@ -156,7 +156,8 @@ pub mod mix {
     use cohost_core::{Context, Policy, RoomState, apply, decide};
     use cohost_engine::{Engine, Options};
     use cohost_proto::{
-        Actor, Command, CreateRoom, Event, InvitationTarget, RoomId, RoomTarget, UserId, UserTarget,
+        Actor, Command, CreateRoom, Event, InvitationTarget, Invite, RoomId, RoomTarget, UserId,
+        UserTarget,
     };
 
     use crate::Rng;
@@ -267,9 +268,10 @@ pub mod mix {
         let user_id = users[rng.index(users.len())].clone();
         (
             host,
-            Command::Invite(UserTarget {
+            Command::Invite(Invite {
                 room_id: room.room_id.clone(),
                 user_id,
+                seat: None,
             }),
         )
     }

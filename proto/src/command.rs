@@ -69,6 +69,86 @@ pub struct Presence {
     pub online: bool,
 }
 
+/// `invite`: the host or a moderator offers `user_id` a seat, the numbered one if `seat` names it (accept
+/// takes it when it is free and unlocked then, else the lowest free unlocked seat).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Invite {
+    pub room_id: RoomId,
+    pub user_id: UserId,
+    #[serde(default)]
+    pub seat: Option<u8>,
+}
+
+/// `request_to_join`: the caller asks for a seat, the numbered one if `seat` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestToJoin {
+    pub room_id: RoomId,
+    #[serde(default)]
+    pub seat: Option<u8>,
+}
+
+impl From<UserTarget> for Invite {
+    /// An invitation that names no seat.
+    fn from(target: UserTarget) -> Self {
+        Self {
+            room_id: target.room_id,
+            user_id: target.user_id,
+            seat: None,
+        }
+    }
+}
+
+impl From<RoomTarget> for RequestToJoin {
+    /// A request that names no seat.
+    fn from(target: RoomTarget) -> Self {
+        Self {
+            room_id: target.room_id,
+            seat: None,
+        }
+    }
+}
+
+/// `move_cohost`: the co-host takes seat `seat`; whoever sat there takes theirs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveCohost {
+    pub room_id: RoomId,
+    pub user_id: UserId,
+    pub seat: u8,
+}
+
+/// Arguments naming a seat of a room: `lock_seat`, `unlock_seat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeatTarget {
+    pub room_id: RoomId,
+    pub seat: u8,
+}
+
+/// `ban_user`: for `duration_s` seconds, or for the room's life when it names none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanUser {
+    pub room_id: RoomId,
+    pub user_id: UserId,
+    #[serde(default)]
+    pub duration_s: Option<u64>,
+}
+
+/// `set_cohost_media`: whether the co-host may publish audio, and video; what it leaves out stays as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohostMedia {
+    pub room_id: RoomId,
+    pub user_id: UserId,
+    #[serde(default)]
+    pub audio: Option<bool>,
+    #[serde(default)]
+    pub video: Option<bool>,
+}
+
 /// `set_requests_open`: whether `request_to_join` is taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,8 +196,8 @@ commands! {
     CreateRoom(CreateRoom) = "create_room",
     GoLive(RoomTarget) = "go_live",
     StopRoom(RoomTarget) = "stop_room",
-    Invite(UserTarget) = "invite",
-    RequestToJoin(RoomTarget) = "request_to_join",
+    Invite(Invite) = "invite",
+    RequestToJoin(RequestToJoin) = "request_to_join",
     AcceptInvitation(InvitationTarget) = "accept_invitation",
     RejectInvitation(InvitationTarget) = "reject_invitation",
     CancelInvitation(InvitationTarget) = "cancel_invitation",
@@ -130,6 +210,12 @@ commands! {
     AddModerator(UserTarget) = "add_moderator",
     RemoveModerator(UserTarget) = "remove_moderator",
     SetRequestsOpen(RequestsOpen) = "set_requests_open",
+    MoveCohost(MoveCohost) = "move_cohost",
+    LockSeat(SeatTarget) = "lock_seat",
+    UnlockSeat(SeatTarget) = "unlock_seat",
+    BanUser(BanUser) = "ban_user",
+    UnbanUser(UserTarget) = "unban_user",
+    SetCohostMedia(CohostMedia) = "set_cohost_media",
 }
 
 impl Command {
@@ -137,13 +223,17 @@ impl Command {
     pub fn room_id(&self) -> &RoomId {
         match self {
             Self::CreateRoom(c) => &c.room_id,
-            Self::GoLive(t) | Self::StopRoom(t) | Self::RequestToJoin(t) | Self::LeaveStage(t) => {
-                &t.room_id
-            }
-            Self::Invite(t)
-            | Self::RemoveCohost(t)
+            Self::GoLive(t) | Self::StopRoom(t) | Self::LeaveStage(t) => &t.room_id,
+            Self::RequestToJoin(r) => &r.room_id,
+            Self::Invite(i) => &i.room_id,
+            Self::RemoveCohost(t)
             | Self::AddModerator(t)
-            | Self::RemoveModerator(t) => &t.room_id,
+            | Self::RemoveModerator(t)
+            | Self::UnbanUser(t) => &t.room_id,
+            Self::MoveCohost(m) => &m.room_id,
+            Self::LockSeat(s) | Self::UnlockSeat(s) => &s.room_id,
+            Self::BanUser(b) => &b.room_id,
+            Self::SetCohostMedia(m) => &m.room_id,
             Self::AcceptInvitation(t)
             | Self::RejectInvitation(t)
             | Self::CancelInvitation(t)
@@ -169,7 +259,7 @@ mod tests {
 
     #[test]
     fn every_name_parses_back_to_its_command() {
-        let samples: [(&str, &str); 15] = [
+        let samples: [(&str, &str); 21] = [
             (
                 "create_room",
                 r#"{"room_id":"r","title":"t","max_cohosts":3}"#,
@@ -188,6 +278,18 @@ mod tests {
             ("add_moderator", r#"{"room_id":"r","user_id":"u"}"#),
             ("remove_moderator", r#"{"room_id":"r","user_id":"u"}"#),
             ("set_requests_open", r#"{"room_id":"r","open":false}"#),
+            ("move_cohost", r#"{"room_id":"r","user_id":"u","seat":2}"#),
+            ("lock_seat", r#"{"room_id":"r","seat":3}"#),
+            ("unlock_seat", r#"{"room_id":"r","seat":3}"#),
+            (
+                "ban_user",
+                r#"{"room_id":"r","user_id":"u","duration_s":60}"#,
+            ),
+            ("unban_user", r#"{"room_id":"r","user_id":"u"}"#),
+            (
+                "set_cohost_media",
+                r#"{"room_id":"r","user_id":"u","audio":false}"#,
+            ),
         ];
         for ((name, args), expected) in samples.iter().zip(Command::NAMES) {
             assert_eq!(*name, expected);
@@ -199,13 +301,19 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_refused() {
-        let cases: [(&str, &str); 6] = [
+        let cases: [(&str, &str); 9] = [
             ("go_live", r#"{"room_id":"r","extra":1}"#),
             ("go_live", r#"{"room_id":"bad id"}"#),
             ("create_room", r#"{"room_id":"r","max_cohosts":300}"#),
             ("accept_invitation", r#"{"invitation_id":"r.0"}"#),
             ("invite", r#"{"room_id":"r"}"#),
             ("invite", r#"not json"#),
+            ("move_cohost", r#"{"room_id":"r","user_id":"u","seat":256}"#),
+            ("lock_seat", r#"{"room_id":"r","seat":-1}"#),
+            (
+                "ban_user",
+                r#"{"room_id":"r","user_id":"u","duration_s":"1h"}"#,
+            ),
         ];
         for (name, args) in cases {
             let err = Command::from_json(name, args.as_bytes()).unwrap_err();

@@ -82,6 +82,20 @@ events! {
     ModeratorRemoved = "moderator_removed" { user_id: UserId },
     RequestsOpened = "requests_opened" {},
     RequestsClosed = "requests_closed" {},
+    /// The co-host now sits on `seat`; `swapped_with`, who sat there, now sits on `from_seat`.
+    CohostMoved = "cohost_moved" {
+        user_id: UserId,
+        seat: u8,
+        from_seat: u8,
+        swapped_with: Option<UserId>,
+    },
+    SeatLocked = "seat_locked" { seat: u8 },
+    SeatUnlocked = "seat_unlocked" { seat: u8 },
+    /// Banned from `since_ms` until `until_ms`, or for the room's life when that is null.
+    UserBanned = "user_banned" { user_id: UserId, since_ms: u64, until_ms: Option<u64> },
+    UserUnbanned = "user_unbanned" { user_id: UserId },
+    /// What the co-host may publish now.
+    CohostMediaChanged = "cohost_media_changed" { user_id: UserId, audio: bool, video: bool },
 }
 
 /// Why a co-host lost their seat.

@@ -20,8 +20,8 @@ pub mod subject;
 
 pub use codec::{DecodeError, Encoding};
 pub use command::{
-    Actor, Command, CommandParseError, CreateRoom, InvitationTarget, Presence, RequestsOpen,
-    RoomTarget, UserTarget,
+    Actor, BanUser, CohostMedia, Command, CommandParseError, CreateRoom, InvitationTarget, Invite,
+    MoveCohost, Presence, RequestToJoin, RequestsOpen, RoomTarget, SeatTarget, UserTarget,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorInfo};
 pub use event::{Envelope, Event, PresenceStamp, RemovalReason, StoredEvent, StoredEventRef};

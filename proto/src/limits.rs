@@ -16,6 +16,10 @@ pub const MAX_COHOSTS_LIMIT: u8 = 16;
 pub const PENDING_PER_ROOM_MAX: usize = 32;
 /// Most moderators a room may have.
 pub const MODERATORS_MAX: usize = 8;
+/// Users a room holds banned at once (ended bans included until the next ban prunes them).
+pub const BANS_PER_ROOM_MAX: usize = 1_024;
+/// The longest ban with a duration, in seconds (a year); a ban naming none lasts the room's life.
+pub const BAN_DURATION_MAX_S: u64 = 366 * 24 * 3600;
 /// The largest request body: an HTTP body, a NATS service request, a LiveKit webhook.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
 /// The most items a list returns in one page.

@@ -170,7 +170,8 @@ fn event_vectors() -> Vec<EventVector> {
 }
 
 /// Events new in `V2`, from a second room, `stage-2`, hosted by alice: she appoints dave a moderator, then
-/// removes him; she closes the room to requests, then opens it again.
+/// removes him; she closes the room to requests, then opens it again; she moves erin to frank's seat (they
+/// swap), locks seat 3 and unlocks it, bans mallory for an hour and lifts it, and stops erin's audio.
 fn stage_controls_vectors() -> Vec<Envelope> {
     let stage_2 = RoomId::new("stage-2").unwrap();
     let at = |seq: u64, version: u64, ms: u64, event: Event| Envelope {
@@ -201,6 +202,47 @@ fn stage_controls_vectors() -> Vec<Envelope> {
         ),
         at(251, 12, 6_000_000, Event::RequestsClosed {}),
         at(260, 15, 6_600_000, Event::RequestsOpened {}),
+        at(
+            270,
+            17,
+            6_700_000,
+            Event::CohostMoved {
+                user_id: user("erin"),
+                seat: 2,
+                from_seat: 1,
+                swapped_with: Some(user("frank")),
+            },
+        ),
+        at(271, 18, 6_710_000, Event::SeatLocked { seat: 3 }),
+        at(280, 20, 6_800_000, Event::SeatUnlocked { seat: 3 }),
+        at(
+            290,
+            22,
+            6_900_000,
+            Event::UserBanned {
+                user_id: user("mallory"),
+                since_ms: T0_MS + 6_900_000,
+                until_ms: Some(T0_MS + 10_500_000),
+            },
+        ),
+        at(
+            300,
+            24,
+            7_000_000,
+            Event::UserUnbanned {
+                user_id: user("mallory"),
+            },
+        ),
+        at(
+            310,
+            26,
+            7_100_000,
+            Event::CohostMediaChanged {
+                user_id: user("erin"),
+                audio: false,
+                video: true,
+            },
+        ),
     ]
 }
 
@@ -760,6 +802,11 @@ fn every_type_tag_is_snake_case_and_payload_keys_are_the_contracts() {
             "presence_changed" => &["online", "stamp", "user_id"],
             "moderator_added" | "moderator_removed" => &["user_id"],
             "requests_opened" | "requests_closed" => &[],
+            "cohost_moved" => &["from_seat", "seat", "swapped_with", "user_id"],
+            "seat_locked" | "seat_unlocked" => &["seat"],
+            "user_banned" => &["since_ms", "until_ms", "user_id"],
+            "user_unbanned" => &["user_id"],
+            "cohost_media_changed" => &["audio", "user_id", "video"],
             _ => &["invitation"],
         };
         assert_eq!(payload.into_iter().collect::<Vec<_>>(), expected, "{tag}");

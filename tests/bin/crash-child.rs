@@ -93,12 +93,18 @@ impl Client {
             0..=2 => (Actor::User(host), Command::GoLive(target)),
             3..=24 => (
                 Actor::User(host),
-                Command::Invite(UserTarget {
-                    room_id,
-                    user_id: candidate,
-                }),
+                Command::Invite(
+                    UserTarget {
+                        room_id,
+                        user_id: candidate,
+                    }
+                    .into(),
+                ),
             ),
-            25..=39 => (Actor::User(candidate), Command::RequestToJoin(target)),
+            25..=39 => (
+                Actor::User(candidate),
+                Command::RequestToJoin(target.into()),
+            ),
             40..=79 if !pending.is_empty() => {
                 let invitation = &pending[self.rng.below(pending.len() as u64) as usize];
                 let id = InvitationTarget {
@@ -128,7 +134,10 @@ impl Client {
                 }
             }
             // Nothing to answer or nobody seated: a request that the rules often refuse, which is fine.
-            _ => (Actor::User(candidate), Command::RequestToJoin(target)),
+            _ => (
+                Actor::User(candidate),
+                Command::RequestToJoin(target.into()),
+            ),
         }
     }
 

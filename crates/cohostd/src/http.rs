@@ -17,7 +17,7 @@ use cohost_credentials::{Credentials, LiveKitConfig, Minter, Webhooks};
 use cohost_engine::{Engine, FollowerStatus, Health, ListRequest, Options, SystemClock};
 use cohost_proto::{
     Actor, Command, CommandId, ErrorCode, InvitationId, InvitationKind, InvitationStatus,
-    InvitationTarget, Reply, RequestsOpen, RoomId, RoomTarget, UserId, UserTarget,
+    InvitationTarget, Invite, Reply, RequestToJoin, RoomId, RoomTarget, UserId, UserTarget,
 };
 use futures::StreamExt;
 use serde::Deserialize;
@@ -198,13 +198,6 @@ pub fn router(state: AppState) -> Router {
             delete(remove_cohost),
         )
         .route("/v1/rooms/{room_id}/leave", post(leave_stage))
-        .route("/v1/rooms/{room_id}/requests/open", post(open_requests))
-        .route("/v1/rooms/{room_id}/requests/close", post(close_requests))
-        .route("/v1/rooms/{room_id}/moderators", post(add_moderator))
-        .route(
-            "/v1/rooms/{room_id}/moderators/{user_id}",
-            delete(remove_moderator),
-        )
         .route(
             "/v1/rooms/{room_id}/broadcaster-data",
             get(broadcaster_data),
@@ -214,6 +207,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/invitations/{invitation_id}/reject", post(reject))
         .route("/v1/invitations/{invitation_id}/cancel", post(cancel))
         .route("/v1/livekit/webhook", post(webhook))
+        .merge(crate::stage::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
     // Only a cluster node routes requests to other nodes; one node's requests pay nothing for it.
@@ -228,7 +222,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The caller, from `Authorization: Bearer <jwt>`.
-fn caller(state: &AppState, headers: &HeaderMap) -> Result<UserId, ApiError> {
+pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<UserId, ApiError> {
     authenticated(state, headers).map(|caller| caller.user)
 }
 
@@ -368,7 +362,7 @@ pub(crate) async fn read_whole(
 
 /// A JSON object of at most 64 KiB; an empty body reads as `{}`. Unknown fields, wrong types and any other
 /// JSON value (serde would read an array as a struct's fields in order) are refused.
-fn body<T: DeserializeOwned>(raw: RawBody) -> Result<T, ApiError> {
+pub(crate) fn body<T: DeserializeOwned>(raw: RawBody) -> Result<T, ApiError> {
     let bytes = raw.0?;
     let bytes: &[u8] = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         None => b"{}",
@@ -379,7 +373,7 @@ fn body<T: DeserializeOwned>(raw: RawBody) -> Result<T, ApiError> {
         .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))
 }
 
-fn room_id(text: &str) -> Result<RoomId, ApiError> {
+pub(crate) fn room_id(text: &str) -> Result<RoomId, ApiError> {
     RoomId::new(text).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
@@ -412,7 +406,7 @@ async fn run(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Empty {}
+pub(crate) struct Empty {}
 
 /// 200 while the engine takes writes; 503 with the cause once it has stopped (fail-stop after a storage
 /// failure: a supervisor restarts the process, which recovers from disk) or while it shuts down. The body also
@@ -547,7 +541,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 /// A command route: authenticates the caller (401 before any 400), then runs the command `command` reads from
 /// the path and body as that caller.
-async fn as_caller(
+pub(crate) async fn as_caller(
     state: &AppState,
     headers: &HeaderMap,
     command: impl FnOnce() -> Result<Command, ApiError>,
@@ -559,7 +553,7 @@ async fn as_caller(
     run(state, user, command, headers).await
 }
 
-fn user_id(text: &str) -> Result<UserId, ApiError> {
+pub(crate) fn user_id(text: &str) -> Result<UserId, ApiError> {
     UserId::new(text).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
@@ -610,26 +604,21 @@ macro_rules! target_command {
 
 target_command!(go_live, GoLive, RoomTarget { room_id: room_id });
 target_command!(stop_room, StopRoom, RoomTarget { room_id: room_id });
-target_command!(
-    request_to_join,
-    RequestToJoin,
-    RoomTarget { room_id: room_id }
-);
+/// `{seat?}`: the seat a request or invitation asks for.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeatBody {
+    #[serde(default)]
+    seat: Option<u8>,
+}
+
+path_command!(request_to_join, |id: &str, bytes| {
+    let SeatBody { seat } = body(bytes)?;
+    let room_id = room_id(id)?;
+    Ok(Command::RequestToJoin(RequestToJoin { room_id, seat }))
+});
 target_command!(leave_stage, LeaveStage, RoomTarget { room_id: room_id });
 
-path_command!(open_requests, |id: &str, bytes| set_requests_open(
-    id, bytes, true
-));
-path_command!(close_requests, |id: &str, bytes| set_requests_open(
-    id, bytes, false
-));
-
-/// `/requests/open` and `/close`: the path says which; the body is empty.
-fn set_requests_open(id: &str, bytes: RawBody, open: bool) -> Result<Command, ApiError> {
-    let Empty {} = body(bytes)?;
-    let room_id = room_id(id)?;
-    Ok(Command::SetRequestsOpen(RequestsOpen { room_id, open }))
-}
 target_command!(
     accept,
     AcceptInvitation,
@@ -654,20 +643,27 @@ target_command!(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UserBody {
+pub(crate) struct UserBody {
+    pub user_id: UserId,
+}
+
+/// `{user_id, seat?}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
     user_id: UserId,
+    #[serde(default)]
+    seat: Option<u8>,
 }
 
 path_command!(invite, |id: &str, bytes| {
-    let UserBody { user_id } = body(bytes)?;
+    let InviteBody { user_id, seat } = body(bytes)?;
     let room_id = room_id(id)?;
-    Ok(Command::Invite(UserTarget { room_id, user_id }))
-});
-
-path_command!(add_moderator, |id: &str, bytes| {
-    let UserBody { user_id } = body(bytes)?;
-    let room_id = room_id(id)?;
-    Ok(Command::AddModerator(UserTarget { room_id, user_id }))
+    Ok(Command::Invite(Invite {
+        room_id,
+        user_id,
+        seat,
+    }))
 });
 
 async fn remove_cohost(
@@ -679,7 +675,7 @@ async fn remove_cohost(
 }
 
 /// A command on a user of a room, both named by the path.
-async fn on_user(
+pub(crate) async fn on_user(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
@@ -691,14 +687,6 @@ async fn on_user(
         Ok(command(UserTarget { room_id, user_id }))
     })
     .await
-}
-
-async fn remove_moderator(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path((id, user)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    on_user(&state, &headers, &id, &user, Command::RemoveModerator).await
 }
 
 async fn broadcaster_data(

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod quota;
 pub mod serve;
 mod sse;
+mod stage;
 
 use std::process::ExitCode;
 use std::sync::Arc;

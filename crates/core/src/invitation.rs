@@ -7,12 +7,14 @@ use cohost_proto::{
 };
 
 use crate::moderators::runs_stage;
+use crate::seats;
 use crate::{Context, Rejection, RoomState};
 
 pub(crate) fn invite(
     state: &RoomState,
     room: &Room,
     candidate: &UserId,
+    seat: Option<u8>,
     ctx: &Context,
 ) -> Result<Vec<Event>, Rejection> {
     if !runs_stage(room, ctx.actor) {
@@ -30,12 +32,13 @@ pub(crate) fn invite(
             "a moderator cannot invite themselves",
         ));
     }
-    open(state, room, candidate, InvitationKind::Invite, ctx)
+    open(state, room, candidate, (InvitationKind::Invite, seat), ctx)
 }
 
 pub(crate) fn request(
     state: &RoomState,
     room: &Room,
+    seat: Option<u8>,
     ctx: &Context,
 ) -> Result<Vec<Event>, Rejection> {
     let Actor::User(candidate) = ctx.actor else {
@@ -53,18 +56,25 @@ pub(crate) fn request(
             "the room takes no requests now",
         ));
     }
-    open(state, room, candidate, InvitationKind::Request, ctx)
+    open(state, room, candidate, (InvitationKind::Request, seat), ctx)
 }
 
+/// Opens an offer of a seat (the numbered one, if `seat` names it) to `candidate`.
 fn open(
     state: &RoomState,
     room: &Room,
     candidate: &UserId,
-    kind: InvitationKind,
+    (kind, seat): (InvitationKind, Option<u8>),
     ctx: &Context,
 ) -> Result<Vec<Event>, Rejection> {
+    if let Some(seat) = seat {
+        seats::check_in_range(room, seat)?;
+    }
     if room.status == RoomStatus::Ended {
         return Err(Rejection::FailedPrecondition("room has ended"));
+    }
+    if state.ban(candidate, ctx.now_ms).is_some() {
+        return Err(Rejection::PermissionDenied("user is banned from this room"));
     }
     if state.is_cohost(candidate) {
         return Err(Rejection::AlreadyExists("user is already a co-host"));
@@ -79,8 +89,13 @@ fn open(
             "room already has 32 pending invitations and requests",
         ));
     }
-    if room.cohosts.len() >= usize::from(room.max_cohosts) {
-        return Err(Rejection::ResourceExhausted("every co-host seat is taken"));
+    if !seats::any_free(room) {
+        return Err(Rejection::ResourceExhausted(
+            "every co-host seat is taken or locked",
+        ));
+    }
+    if seat.is_some_and(|n| room.locked_seats.contains(&n)) {
+        return Err(Rejection::FailedPrecondition("seat is locked"));
     }
     if ctx.tallies.pending_offers(candidate) >= ctx.policy.pending_per_candidate_max() {
         return Err(Rejection::ResourceExhausted(
@@ -99,7 +114,7 @@ fn open(
         created_ms: ctx.now_ms,
         updated_ms: ctx.now_ms,
         expires_ms: ctx.now_ms.saturating_add(ctx.policy.invitation_ttl_ms()),
-        seat: None,
+        seat,
     };
     Ok(vec![Event::InvitationCreated { invitation }])
 }
@@ -123,24 +138,7 @@ pub(crate) fn settle(
     let invitation = state
         .invitation(id)
         .ok_or(Rejection::NotFound("invitation not found"))?;
-    // A moderator acts for the host (answers requests, cancels the room's invites), never on their own offer.
-    let for_host = |kind| {
-        invitation.kind == kind && runs_stage(room, ctx.actor) && !ctx.actor.is(&invitation.user_id)
-    };
-    let allowed = match outcome {
-        Outcome::Accept | Outcome::Reject => {
-            ctx.actor.is(invitation.responder()) || for_host(InvitationKind::Request)
-        }
-        Outcome::Cancel => ctx.actor.is(invitation.initiator()) || for_host(InvitationKind::Invite),
-        Outcome::Expire => *ctx.actor == Actor::System,
-    };
-    if !allowed {
-        return Err(Rejection::PermissionDenied(match outcome {
-            Outcome::Accept | Outcome::Reject => "only the invitation's responder may answer it",
-            Outcome::Cancel => "only the invitation's initiator may cancel it",
-            Outcome::Expire => "only the system expires invitations",
-        }));
-    }
+    check_party(invitation, room, outcome, ctx)?;
     if !invitation.status.is_pending() {
         return Err(Rejection::FailedPrecondition("invitation is not pending"));
     }
@@ -152,8 +150,10 @@ pub(crate) fn settle(
         Outcome::Accept if room.status == RoomStatus::Ended => {
             return Err(Rejection::FailedPrecondition("room has ended"));
         }
-        Outcome::Accept if room.cohosts.len() >= usize::from(room.max_cohosts) => {
-            return Err(Rejection::ResourceExhausted("every co-host seat is taken"));
+        Outcome::Accept if !seats::any_free(room) => {
+            return Err(Rejection::ResourceExhausted(
+                "every co-host seat is taken or locked",
+            ));
         }
         Outcome::Expire if !due => {
             return Err(Rejection::FailedPrecondition(
@@ -167,7 +167,7 @@ pub(crate) fn settle(
     };
     // An approved invitation names the seat it took: the one asked for when free, else the lowest free.
     let seat = match outcome {
-        Outcome::Accept => Some(seat_for(room, invitation.seat)),
+        Outcome::Accept => Some(seats::seat_for(room, invitation.seat)),
         _ => invitation.seat,
     };
     let invitation = Invitation {
@@ -184,12 +184,30 @@ pub(crate) fn settle(
     }])
 }
 
-/// The seat an accept takes: `wanted` when it is in range and free, else the lowest free one. The caller has
-/// checked that one is free.
-pub(crate) fn seat_for(room: &Room, wanted: Option<u8>) -> u8 {
-    let free = |n: u8| !room.cohosts.iter().any(|seat| seat.seat == n);
-    wanted
-        .filter(|&n| (1..=room.max_cohosts).contains(&n) && free(n))
-        .or_else(|| (1..=room.max_cohosts).find(|&n| free(n)))
-        .expect("a seat is free")
+/// Whether the caller is the party who may settle the offer this way.
+fn check_party(
+    invitation: &Invitation,
+    room: &Room,
+    outcome: Outcome,
+    ctx: &Context,
+) -> Result<(), Rejection> {
+    // A moderator acts for the host (answers requests, cancels the room's invites), never on their own offer.
+    let for_host = |kind| {
+        invitation.kind == kind && runs_stage(room, ctx.actor) && !ctx.actor.is(&invitation.user_id)
+    };
+    let allowed = match outcome {
+        Outcome::Accept | Outcome::Reject => {
+            ctx.actor.is(invitation.responder()) || for_host(InvitationKind::Request)
+        }
+        Outcome::Cancel => ctx.actor.is(invitation.initiator()) || for_host(InvitationKind::Invite),
+        Outcome::Expire => *ctx.actor == Actor::System,
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(Rejection::PermissionDenied(match outcome {
+        Outcome::Accept | Outcome::Reject => "only the invitation's responder may answer it",
+        Outcome::Cancel => "only the invitation's initiator may cancel it",
+        Outcome::Expire => "only the system expires invitations",
+    }))
 }

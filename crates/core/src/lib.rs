@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use cohost_core::{Context, Policy, RoomState, apply, decide};
-//! use cohost_proto::{Actor, Command, CreateRoom, RoomId, RoomTarget, UserId, UserTarget};
+//! use cohost_proto::{Actor, Command, CreateRoom, Invite, RoomId, RoomTarget, UserId};
 //!
 //! let room_id = RoomId::new("stage-1").unwrap();
 //! let alice = Actor::User(UserId::new("alice").unwrap());
@@ -18,7 +18,7 @@
 //! let commands = [
 //!     Command::CreateRoom(CreateRoom { room_id: room_id.clone(), title: None, max_cohosts: None }),
 //!     Command::GoLive(RoomTarget { room_id: room_id.clone() }),
-//!     Command::Invite(UserTarget { room_id, user_id: UserId::new("bob").unwrap() }),
+//!     Command::Invite(Invite { room_id, user_id: UserId::new("bob").unwrap(), seat: None }),
 //! ];
 //! for command in &commands {
 //!     for event in decide(&room, command, &ctx).unwrap() {
@@ -29,12 +29,14 @@
 //! assert_eq!(room.pending().next().unwrap().invitation_id.to_string(), "stage-1.1");
 //! ```
 
+mod bans;
 mod invitation;
 mod moderators;
 mod policy;
 mod rejection;
 mod reply;
 mod room;
+mod seats;
 mod stage;
 mod state;
 
@@ -43,7 +45,7 @@ pub use policy::{Policy, PolicyError};
 pub use rejection::Rejection;
 pub use reply::reply;
 pub use stage::{Entitlement, entitlement};
-pub use state::{ENDED_KEPT_MAX, InvitationFilter, InvitationPage, RoomState, apply, stored};
+pub use state::{Ban, ENDED_KEPT_MAX, InvitationFilter, InvitationPage, RoomState, apply, stored};
 
 use cohost_proto::{Actor, Command, Event, UserId};
 use invitation::Outcome;
@@ -130,8 +132,8 @@ pub fn decide(
         Command::CreateRoom(_) => unreachable!("handled above"),
         Command::GoLive(_) => room::go_live(room, ctx),
         Command::StopRoom(_) => room::stop(state, room, ctx),
-        Command::Invite(target) => invitation::invite(state, room, &target.user_id, ctx),
-        Command::RequestToJoin(_) => invitation::request(state, room, ctx),
+        Command::Invite(i) => invitation::invite(state, room, &i.user_id, i.seat, ctx),
+        Command::RequestToJoin(r) => invitation::request(state, room, r.seat, ctx),
         Command::AcceptInvitation(t) => {
             invitation::settle(state, room, &t.invitation_id, Outcome::Accept, ctx)
         }
@@ -150,5 +152,11 @@ pub fn decide(
         Command::AddModerator(target) => moderators::add(room, &target.user_id, ctx),
         Command::RemoveModerator(target) => moderators::remove(room, &target.user_id, ctx),
         Command::SetRequestsOpen(r) => moderators::set_requests_open(room, r.open, ctx),
+        Command::MoveCohost(m) => seats::move_cohost(room, &m.user_id, m.seat, ctx),
+        Command::LockSeat(s) => seats::lock(room, s.seat, true, ctx),
+        Command::UnlockSeat(s) => seats::lock(room, s.seat, false, ctx),
+        Command::SetCohostMedia(m) => seats::set_media(room, &m.user_id, m.audio, m.video, ctx),
+        Command::BanUser(b) => bans::ban(state, room, &b.user_id, b.duration_s, ctx),
+        Command::UnbanUser(t) => bans::unban(state, room, &t.user_id, ctx),
     }
 }

@@ -56,20 +56,32 @@ fn only_the_host(room: &Room, ctx: &Context) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// The stage is the host's or a moderator's to change (else `denied`), and an ended room changes no more.
+pub(crate) fn check_stage(
+    room: &Room,
+    ctx: &Context,
+    denied: &'static str,
+) -> Result<(), Rejection> {
+    if !runs_stage(room, ctx.actor) {
+        return Err(Rejection::PermissionDenied(denied));
+    }
+    if room.status == RoomStatus::Ended {
+        return Err(Rejection::FailedPrecondition("room has ended"));
+    }
+    Ok(())
+}
+
 /// Opens or closes the room to requests; nothing to append when it already is so.
 pub(crate) fn set_requests_open(
     room: &Room,
     open: bool,
     ctx: &Context,
 ) -> Result<Vec<Event>, Rejection> {
-    if !runs_stage(room, ctx.actor) {
-        return Err(Rejection::PermissionDenied(
-            "only the host or a moderator may open or close requests",
-        ));
-    }
-    if room.status == RoomStatus::Ended {
-        return Err(Rejection::FailedPrecondition("room has ended"));
-    }
+    check_stage(
+        room,
+        ctx,
+        "only the host or a moderator may open or close requests",
+    )?;
     Ok(match (room.requests_open, open) {
         (false, true) => vec![Event::RequestsOpened {}],
         (true, false) => vec![Event::RequestsClosed {}],

@@ -34,7 +34,13 @@ pub fn reply(state: &RoomState, command: &Command, events: &[Event]) -> Reply {
         | Command::Presence(_)
         | Command::AddModerator(_)
         | Command::RemoveModerator(_)
-        | Command::SetRequestsOpen(_) => Reply::Room(
+        | Command::SetRequestsOpen(_)
+        | Command::MoveCohost(_)
+        | Command::LockSeat(_)
+        | Command::UnlockSeat(_)
+        | Command::BanUser(_)
+        | Command::UnbanUser(_)
+        | Command::SetCohostMedia(_) => Reply::Room(
             state
                 .room()
                 .expect("the room a command succeeded on exists")

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 
+use cohost_proto::limits::BANS_PER_ROOM_MAX;
 use cohost_proto::limits::PAGE_LIMIT_MAX;
 use cohost_proto::limits::PENDING_PER_ROOM_MAX;
 use cohost_proto::{
@@ -30,6 +31,23 @@ pub struct RoomState {
     ended: VecDeque<Invitation>,
     /// Invitations created so far; the next one gets number `created + 1`.
     created: u64,
+    /// Banned users, at most one entry each; an entry past its end stays until the next ban prunes it.
+    bans: Vec<Ban>,
+}
+
+/// A user the room refuses: no invitation, no request, no seat, until `until_ms` (or the room's life).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    pub user_id: UserId,
+    pub since_ms: u64,
+    pub until_ms: Option<u64>,
+}
+
+impl Ban {
+    /// Whether the ban still holds at `now_ms`.
+    pub fn holds_at(&self, now_ms: u64) -> bool {
+        self.until_ms.is_none_or(|until| now_ms < until)
+    }
 }
 
 /// Which invitations a query wants.
@@ -122,6 +140,18 @@ impl RoomState {
             .find(|seat| &seat.user_id == user)
     }
 
+    /// The user's ban, if one holds at `now_ms`.
+    pub fn ban(&self, user: &UserId, now_ms: u64) -> Option<&Ban> {
+        self.bans
+            .iter()
+            .find(|ban| &ban.user_id == user && ban.holds_at(now_ms))
+    }
+
+    /// Every ban entry, ended ones not yet pruned included, in the order banned.
+    pub fn bans(&self) -> &[Ban] {
+        &self.bans
+    }
+
     /// Whether the user holds a co-host seat now.
     pub fn is_cohost(&self, user: &UserId) -> bool {
         self.seat(user).is_some()
@@ -209,22 +239,7 @@ pub fn apply(state: &mut RoomState, event: &Event) {
             assert_eq!(room.version, 1, "a room starts at version 1");
             state.room = Some(room.clone());
         }
-        Event::RoomLive { room } | Event::RoomStopped { room } => {
-            let current = state.room_mut();
-            assert_eq!(
-                room.version,
-                current.version + 1,
-                "room version must be gap-free"
-            );
-            let mut room = room.clone();
-            // An event recorded before seats were numbered lists them unnumbered: they keep their numbers.
-            for seat in room.cohosts.iter_mut().filter(|seat| seat.seat == 0) {
-                if let Some(held) = current.cohosts.iter().find(|h| h.user_id == seat.user_id) {
-                    seat.seat = held.seat;
-                }
-            }
-            *current = room;
-        }
+        Event::RoomLive { room } | Event::RoomStopped { room } => state.replace_room(room),
         Event::InvitationCreated { invitation } => state.add_pending(invitation),
         Event::InvitationApproved { invitation } => state.seat_taken(invitation),
         Event::InvitationRejected { invitation }
@@ -246,22 +261,35 @@ pub fn apply(state: &mut RoomState, event: &Event) {
         Event::PresenceChanged {
             user_id, online, ..
         } => state.presence(user_id, *online),
-        Event::ModeratorAdded { user_id } => {
-            state.bump_version();
-            let room = state.room_mut();
-            assert!(!room.moderators.contains(user_id), "moderator added twice");
-            room.moderators.push(user_id.clone());
-        }
+        Event::ModeratorAdded { user_id } => state.moderator(user_id, true),
         Event::RequestsOpened {} | Event::RequestsClosed {} => {
             state.bump_version();
             state.room_mut().requests_open = matches!(event, Event::RequestsOpened {});
         }
-        Event::ModeratorRemoved { user_id } => {
+        Event::ModeratorRemoved { user_id } => state.moderator(user_id, false),
+        Event::CohostMoved {
+            user_id,
+            seat,
+            from_seat,
+            swapped_with,
+        } => state.seat_moved(user_id, *seat, *from_seat, swapped_with.as_ref()),
+        Event::SeatLocked { seat } | Event::SeatUnlocked { seat } => {
+            state.lock(*seat, matches!(event, Event::SeatLocked { .. }));
+        }
+        Event::UserBanned {
+            user_id,
+            since_ms,
+            until_ms,
+        } => state.banned(user_id, *since_ms, *until_ms),
+        Event::UserUnbanned { user_id } => state.unbanned(user_id),
+        Event::CohostMediaChanged {
+            user_id,
+            audio,
+            video,
+        } => {
             state.bump_version();
-            let room = state.room_mut();
-            let at = room.moderators.iter().position(|m| m == user_id);
-            room.moderators
-                .remove(at.expect("removing a user who is not a moderator"));
+            let seat = state.seat_mut(user_id);
+            (seat.audio, seat.video) = (*audio, *video);
         }
     }
 }
@@ -269,6 +297,43 @@ pub fn apply(state: &mut RoomState, event: &Event) {
 /// The parts of `apply` for one kind of event each; each records what `decide` decided and asserts what must
 /// never break.
 impl RoomState {
+    fn replace_room(&mut self, room: &Room) {
+        let current = self.room_mut();
+        assert_eq!(
+            room.version,
+            current.version + 1,
+            "room version must be gap-free"
+        );
+        let mut room = room.clone();
+        // An event recorded before seats were numbered lists them unnumbered: they keep their numbers.
+        for seat in room.cohosts.iter_mut().filter(|seat| seat.seat == 0) {
+            if let Some(held) = current.cohosts.iter().find(|h| h.user_id == seat.user_id) {
+                seat.seat = held.seat;
+            }
+        }
+        *current = room;
+    }
+
+    fn moderator(&mut self, user_id: &UserId, added: bool) {
+        self.bump_version();
+        let room = self.room_mut();
+        let at = room.moderators.iter().position(|m| m == user_id);
+        if added {
+            assert!(at.is_none(), "moderator added twice");
+            room.moderators.push(user_id.clone());
+        } else {
+            room.moderators
+                .remove(at.expect("removing a user who is not a moderator"));
+        }
+    }
+
+    fn unbanned(&mut self, user_id: &UserId) {
+        self.bump_version();
+        let at = self.bans.iter().position(|ban| &ban.user_id == user_id);
+        self.bans
+            .remove(at.expect("unbanning a user who is not banned"));
+    }
+
     fn add_pending(&mut self, invitation: &Invitation) {
         let number = invitation.invitation_id.number();
         assert_eq!(
@@ -293,10 +358,14 @@ impl RoomState {
         // An approval from before seats were numbered names none: it took the lowest free one.
         let seat = invitation
             .seat
-            .unwrap_or_else(|| crate::invitation::seat_for(room, None));
+            .unwrap_or_else(|| crate::seats::seat_for(room, None));
         assert!(
             !room.cohosts.iter().any(|taken| taken.seat == seat),
             "two co-hosts on seat {seat}"
+        );
+        assert!(
+            !room.locked_seats.contains(&seat),
+            "a co-host on locked seat {seat}"
         );
         room.cohosts.push(Seat {
             user_id: invitation.user_id.clone(),
@@ -331,6 +400,77 @@ impl RoomState {
             .seated
             .remove(seated.expect("a seat has its approved invitation"));
         self.end(invitation);
+    }
+
+    fn seat_mut(&mut self, user_id: &UserId) -> &mut Seat {
+        self.room_mut()
+            .cohosts
+            .iter_mut()
+            .find(|seat| &seat.user_id == user_id)
+            .expect("seat event for a user without a seat")
+    }
+
+    fn seat_moved(&mut self, user_id: &UserId, to: u8, from: u8, swapped: Option<&UserId>) {
+        self.bump_version();
+        let room = self.room_mut();
+        assert!(
+            (1..=room.max_cohosts).contains(&to) && !room.locked_seats.contains(&to),
+            "move to seat {to}, out of range or locked"
+        );
+        let occupant = room
+            .cohosts
+            .iter()
+            .find(|s| s.seat == to)
+            .map(|s| &s.user_id);
+        assert_eq!(
+            occupant, swapped,
+            "a move swaps exactly the seat's occupant"
+        );
+        if let Some(other) = swapped.cloned() {
+            self.seat_mut(&other).seat = from;
+        }
+        let seat = self.seat_mut(user_id);
+        assert_eq!(seat.seat, from, "a move starts from the co-host's seat");
+        seat.seat = to;
+    }
+
+    fn lock(&mut self, seat: u8, locked: bool) {
+        self.bump_version();
+        let room = self.room_mut();
+        let at = room.locked_seats.binary_search(&seat);
+        match (locked, at) {
+            (true, Err(at)) => {
+                assert!(
+                    (1..=room.max_cohosts).contains(&seat)
+                        && !room.cohosts.iter().any(|s| s.seat == seat),
+                    "lock of seat {seat}, out of range or taken"
+                );
+                room.locked_seats.insert(at, seat);
+            }
+            (false, Ok(at)) => {
+                room.locked_seats.remove(at);
+            }
+            _ => panic!("seat {seat} locked or unlocked twice"),
+        }
+    }
+
+    fn banned(&mut self, user_id: &UserId, since_ms: u64, until_ms: Option<u64>) {
+        self.bump_version();
+        assert!(
+            !self.is_cohost(user_id) && self.pending_for(user_id).is_none(),
+            "a banned user holds no seat and no pending offer"
+        );
+        self.bans
+            .retain(|ban| &ban.user_id != user_id && ban.holds_at(since_ms));
+        self.bans.push(Ban {
+            user_id: user_id.clone(),
+            since_ms,
+            until_ms,
+        });
+        assert!(
+            self.bans.len() <= BANS_PER_ROOM_MAX,
+            "too many bans in a room"
+        );
     }
 
     fn presence(&mut self, user_id: &UserId, online: bool) {
@@ -384,6 +524,42 @@ pub mod stored {
                     seated: old.seated.into_iter().map(Into::into).collect(),
                     ended: old.ended.into_iter().map(Into::into).collect(),
                     created: old.created,
+                    bans: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// The layout written from the log's `V2` events until bans joined the state (engine snapshots `V3`).
+    /// Never edited; its `Room` and `Invitation` are the log's `V2` layout, today's wire types (the day those
+    /// change, they are copied into `cohost_proto::stored::v2` and named here).
+    pub mod v2 {
+        use std::collections::VecDeque;
+
+        use cohost_proto::{Invitation, Room};
+        use serde::Deserialize;
+
+        #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+        pub struct RoomState {
+            pub room: Option<Room>,
+            pub host_online: bool,
+            pub pending: Vec<Invitation>,
+            pub seated: Vec<Invitation>,
+            pub ended: VecDeque<Invitation>,
+            pub created: u64,
+        }
+
+        impl From<RoomState> for super::super::RoomState {
+            /// No bans: the layout had none.
+            fn from(old: RoomState) -> Self {
+                Self {
+                    room: old.room,
+                    host_online: old.host_online,
+                    pending: old.pending,
+                    seated: old.seated,
+                    ended: old.ended,
+                    created: old.created,
+                    bans: Vec::new(),
                 }
             }
         }

@@ -153,7 +153,7 @@ fn resolve(state: &RoomState, step: Step) -> (Actor, Command) {
                 room_id: room_id(),
                 user_id: user(candidate),
             };
-            (actor(who, &as_host), Command::Invite(target))
+            (actor(who, &as_host), Command::Invite(target.into()))
         }
         Step::Remove(who, cohost) => {
             let target = UserTarget {
@@ -169,7 +169,10 @@ fn resolve(state: &RoomState, step: Step) -> (Actor, Command) {
                     .find(|u| Some(u) != host.as_ref() && !state.is_cohost(u))
                     .unwrap_or_else(|| user(0))
             };
-            (actor(who, &candidate), Command::RequestToJoin(room()))
+            (
+                actor(who, &candidate),
+                Command::RequestToJoin(room().into()),
+            )
         }
         Step::Leave(who) => {
             let seated = || {
@@ -274,7 +277,13 @@ impl Model {
             | Command::Presence(_)
             | Command::AddModerator(_)
             | Command::RemoveModerator(_)
-            | Command::SetRequestsOpen(_) => return Err(fail("not generated")),
+            | Command::SetRequestsOpen(_)
+            | Command::MoveCohost(_)
+            | Command::LockSeat(_)
+            | Command::UnlockSeat(_)
+            | Command::BanUser(_)
+            | Command::UnbanUser(_)
+            | Command::SetCohostMedia(_) => return Err(fail("not generated")),
         }
         Ok(())
     }

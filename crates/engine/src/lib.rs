@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use cohost_engine::{Config, Engine, Options};
-//! use cohost_proto::{Actor, Command, CreateRoom, Reply, RoomId, RoomTarget, UserId, UserTarget};
+//! use cohost_proto::{Actor, Command, CreateRoom, Reply, RoomId, Invite, RoomTarget, UserId};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let dir = tempfile::tempdir().unwrap();
@@ -25,7 +25,7 @@
 //! let create = Command::CreateRoom(CreateRoom { room_id: room_id.clone(), title: None, max_cohosts: None });
 //! engine.execute(alice.clone(), create, Options::default()).await.unwrap();
 //! engine.execute(alice.clone(), Command::GoLive(RoomTarget { room_id: room_id.clone() }), Options::default()).await.unwrap();
-//! let invite = Command::Invite(UserTarget { room_id: room_id.clone(), user_id: UserId::new("bob").unwrap() });
+//! let invite = Command::Invite(Invite { room_id: room_id.clone(), user_id: UserId::new("bob").unwrap(), seat: None });
 //! let Reply::Invitation(invitation) = engine.execute(alice, invite, Options::default()).await.unwrap() else { panic!() };
 //! assert_eq!(invitation.invitation_id.to_string(), "stage-1.1");
 //! assert_eq!(engine.room(&room_id).unwrap().version, 3);

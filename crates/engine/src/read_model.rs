@@ -284,7 +284,7 @@ fn parse_user_cursor(text: &str) -> Result<UserKey, Error> {
 }
 
 pub(crate) fn encode_entry(seq: u64, entry: &RoomEntry) -> Vec<u8> {
-    cohost_proto::codec::to_postcard(&SnapshotRecordRef::V3 { seq, entry })
+    cohost_proto::codec::to_postcard(&SnapshotRecordRef::V4 { seq, entry })
 }
 
 /// A room's stored state (a snapshot or an archive) and the seq it is as of. A snapshot of the earlier format,
@@ -309,7 +309,14 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<(u64, RoomEntry), String> {
                 },
             ))
         }
-        SnapshotRecord::V3 { seq, entry } => Ok((seq, entry)),
+        SnapshotRecord::V3 { seq, entry } => Ok((
+            seq,
+            RoomEntry {
+                state: entry.state.into(),
+                seqs: entry.seqs,
+            },
+        )),
+        SnapshotRecord::V4 { seq, entry } => Ok((seq, entry)),
         SnapshotRecord::V1(_) => {
             Err("a room snapshot of the earlier format (a sparse seq index)".into())
         }
@@ -324,9 +331,11 @@ enum SnapshotRecord {
     V1(RoomStateWithSparseIndex),
     /// The room as of `seq`, with the seq of each of its versions; the state in the log's `V1` layout.
     V2 { seq: u64, entry: RoomEntryV1 },
-    /// The same, in today's layout (the stage controls'). When the wire types change next, this layout is
-    /// first copied into `cohost_core::stored::v2`, as `v1` was.
-    V3 { seq: u64, entry: RoomEntry },
+    /// The same, in the log's `V2` layout before bans joined the room's state.
+    V3 { seq: u64, entry: RoomEntryV2 },
+    /// The same, in today's layout. When the room's state changes next, this layout is first copied into
+    /// `cohost_core::stored::v3`, as `v2` was.
+    V4 { seq: u64, entry: RoomEntry },
 }
 
 /// A [`RoomEntry`] in the log's `V1` layout, decoded through that layout's own types so the wire types can
@@ -334,6 +343,13 @@ enum SnapshotRecord {
 #[derive(serde::Deserialize)]
 struct RoomEntryV1 {
     state: cohost_core::stored::v1::RoomState,
+    seqs: Vec<u64>,
+}
+
+/// A [`RoomEntry`] of snapshot `V3`, decoded through that layout's own types.
+#[derive(serde::Deserialize)]
+struct RoomEntryV2 {
+    state: cohost_core::stored::v2::RoomState,
     seqs: Vec<u64>,
 }
 
@@ -350,7 +366,9 @@ enum SnapshotRecordRef<'a> {
     V1(()),
     #[allow(dead_code)]
     V2(()),
-    V3 {
+    #[allow(dead_code)]
+    V3(()),
+    V4 {
         seq: u64,
         entry: &'a RoomEntry,
     },

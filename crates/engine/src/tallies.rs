@@ -73,7 +73,13 @@ impl RoomTallies {
             | Event::ModeratorAdded { .. }
             | Event::ModeratorRemoved { .. }
             | Event::RequestsOpened {}
-            | Event::RequestsClosed {} => {}
+            | Event::RequestsClosed {}
+            | Event::CohostMoved { .. }
+            | Event::SeatLocked { .. }
+            | Event::SeatUnlocked { .. }
+            | Event::UserBanned { .. }
+            | Event::UserUnbanned { .. }
+            | Event::CohostMediaChanged { .. } => {}
         }
     }
 }

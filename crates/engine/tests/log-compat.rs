@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use support::*;
 
 /// Every layout released so far, oldest first; blessing writes only the last, today's.
-const LAYOUTS: [&str; 2] = ["store-v1", "store-v2"];
+const LAYOUTS: [&str; 3] = ["store-v1", "store-v2", "store-v3"];
 const TTL_MS: u64 = 300_000;
 
 fn vectors() -> PathBuf {
@@ -67,6 +67,7 @@ async fn story(t: &TestEngine) {
     t.with_id("alice", remove("stage-1", "bob"), "k-remove")
         .await
         .unwrap();
+    stage_controls(t).await;
     t.live_room("stage-2", "gina").await;
     t.ok("gina", invite("stage-2", "bob")).await;
     t.ok("gina", stop("stage-2")).await;
@@ -77,6 +78,53 @@ async fn story(t: &TestEngine) {
         !rooms.iter().any(|(id, _)| id == &room("stage-2"))
     })
     .await;
+}
+
+/// The stage controls, from layout 3 on: a moderator, a locked seat, an invitation naming a seat, a move, a
+/// mute and a ban with a duration, so the snapshot and the records hold each.
+async fn stage_controls(t: &TestEngine) {
+    use cohost_proto::{BanUser, CohostMedia, Invite, MoveCohost, SeatTarget, UserTarget};
+    let stage = || room("stage-1");
+    let target = |name: &str| UserTarget {
+        room_id: stage(),
+        user_id: user(name),
+    };
+    t.ok("alice", Command::AddModerator(target("henry"))).await;
+    let seat = |seat| SeatTarget {
+        room_id: stage(),
+        seat,
+    };
+    t.ok("henry", Command::LockSeat(seat(4))).await;
+    let to_seat_3 = Invite {
+        room_id: stage(),
+        user_id: user("ivy"),
+        seat: Some(3),
+    };
+    t.ok("henry", Command::Invite(to_seat_3)).await;
+    t.ok("ivy", accept("stage-1", 6)).await;
+    let move_ivy = MoveCohost {
+        room_id: stage(),
+        user_id: user("ivy"),
+        seat: 1,
+    };
+    t.ok("alice", Command::MoveCohost(move_ivy)).await;
+    let mute = CohostMedia {
+        room_id: stage(),
+        user_id: user("ivy"),
+        audio: Some(false),
+        video: None,
+    };
+    t.ok("henry", Command::SetCohostMedia(mute)).await;
+    t.ok("judy", request("stage-1")).await;
+    let ban = BanUser {
+        room_id: stage(),
+        user_id: user("judy"),
+        duration_s: Some(3_600),
+    };
+    t.with_id("henry", Command::BanUser(ban), "k-ban")
+        .await
+        .unwrap();
+    t.ok("alice", Command::UnlockSeat(seat(4))).await;
 }
 
 /// What the engine answers about the story: every event, both rooms, the invitation lists, and the replies to

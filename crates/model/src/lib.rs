@@ -12,8 +12,9 @@ pub use rng::Rng;
 
 use cohost_core::RoomState;
 use cohost_proto::{
-    Actor, Command, CreateRoom, ErrorCode, InvitationId, InvitationKind, InvitationStatus,
-    InvitationTarget, Presence, RequestsOpen, RoomId, RoomStatus, RoomTarget, UserId, UserTarget,
+    Actor, BanUser, CohostMedia, Command, CreateRoom, ErrorCode, InvitationId, InvitationKind,
+    InvitationStatus, InvitationTarget, Invite, MoveCohost, Presence, RequestToJoin, RequestsOpen,
+    RoomId, RoomStatus, RoomTarget, SeatTarget, UserId, UserTarget,
 };
 
 /// Rooms in a history.
@@ -30,6 +31,10 @@ pub const OPEN_ROOMS_PER_HOST: usize = 2;
 pub const PENDING_PER_CANDIDATE: usize = 2;
 /// The contract's bound on moderators (out of the model's reach with its few users: a core case covers it).
 pub const MODERATORS_MAX: usize = 8;
+/// The contract's bound on bans in a room (out of the model's reach too).
+pub const BANS_MAX: usize = 1_024;
+/// The longest ban with a duration, in seconds.
+pub const BAN_DURATION_MAX_S: u64 = 366 * 24 * 3600;
 
 /// The core's policy for the model's histories.
 pub fn policy() -> cohost_core::Policy {
@@ -60,8 +65,9 @@ pub enum Op {
     },
     GoLive,
     Stop,
-    Invite(usize),
-    Request,
+    /// The candidate, and the seat the invitation names.
+    Invite(usize, Option<u8>),
+    Request(Option<u8>),
     Accept(u64),
     Reject(u64),
     Cancel(u64),
@@ -72,6 +78,13 @@ pub enum Op {
     AddModerator(usize),
     RemoveModerator(usize),
     SetRequestsOpen(bool),
+    Move(usize, u8),
+    Lock(u8),
+    Unlock(u8),
+    /// The user, and the ban's duration in seconds.
+    Ban(usize, Option<u64>),
+    Unban(usize),
+    Media(usize, Option<bool>, Option<bool>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +104,19 @@ pub struct ModelOffer {
     pub candidate: usize,
     pub status: InvitationStatus,
     pub expires_ms: u64,
+    /// The seat it names: asked for, or (once approved) taken.
+    pub seat: Option<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSeat {
+    pub user: usize,
+    /// The invitation whose approval gave the seat.
+    pub invitation: u64,
+    pub online: bool,
+    pub seat: u8,
+    pub audio: bool,
+    pub video: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +124,8 @@ pub struct ModelRoom {
     pub host: usize,
     pub status: RoomStatus,
     pub max_cohosts: usize,
-    /// (user, invitation number, online)
-    pub seats: Vec<(usize, u64, bool)>,
+    /// In the order seated.
+    pub seats: Vec<ModelSeat>,
     /// Invitation number n is `offers[n - 1]`.
     pub offers: Vec<ModelOffer>,
     pub host_online: bool,
@@ -107,6 +133,10 @@ pub struct ModelRoom {
     /// In appointment order.
     pub moderators: Vec<usize>,
     pub requests_open: bool,
+    /// Ascending.
+    pub locked: Vec<u8>,
+    /// (user, until_ms), in the order banned; an ended ban stays until the next ban prunes it.
+    pub bans: Vec<(usize, Option<u64>)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -143,7 +173,27 @@ impl ModelRoom {
     }
 
     pub fn seated(&self, user: usize) -> bool {
-        self.seats.iter().any(|s| s.0 == user)
+        self.seats.iter().any(|s| s.user == user)
+    }
+
+    pub fn banned(&self, user: usize, now: u64) -> bool {
+        self.bans
+            .iter()
+            .any(|&(u, until)| u == user && until.is_none_or(|until| now < until))
+    }
+
+    /// Neither taken nor locked.
+    pub fn free(&self, seat: u8) -> bool {
+        !self.locked.contains(&seat) && !self.seats.iter().any(|s| s.seat == seat)
+    }
+
+    pub fn in_range(&self, seat: u8) -> bool {
+        (1..=self.max_cohosts).contains(&usize::from(seat))
+    }
+
+    /// The lowest free seat.
+    pub fn lowest_free(&self) -> Option<u8> {
+        (1..=self.max_cohosts as u8).find(|&n| self.free(n))
     }
 }
 
@@ -236,6 +286,8 @@ fn create(
         version: 1,
         moderators: vec![],
         requests_open: true,
+        locked: vec![],
+        bans: vec![],
     });
     Ok(1)
 }
@@ -257,15 +309,22 @@ fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64, across: &Across) 
         Op::Stop if !host_or_system => Err(E::PermissionDenied),
         Op::Stop if room.status == RoomStatus::Ended => Err(E::FailedPrecondition),
         Op::Stop => Ok(stop(room)),
-        Op::Invite(_) if !runs_stage => Err(E::PermissionDenied),
-        Op::Invite(candidate) if candidate == room.host => Err(E::InvalidArgument),
-        Op::Invite(candidate) if who == Who::User(candidate) => Err(E::InvalidArgument),
-        Op::Invite(candidate) => open_offer(room, candidate, InvitationKind::Invite, now, across),
-        Op::Request => match who {
+        Op::Invite(..) if !runs_stage => Err(E::PermissionDenied),
+        Op::Invite(candidate, _) if candidate == room.host => Err(E::InvalidArgument),
+        Op::Invite(candidate, _) if who == Who::User(candidate) => Err(E::InvalidArgument),
+        Op::Invite(candidate, seat) => {
+            let offer = (InvitationKind::Invite, seat);
+            open_offer(room, candidate, offer, now, across)
+        }
+        Op::Request(seat) => match who {
             Who::User(_) if !is_host && !room.requests_open => Err(E::FailedPrecondition),
-            Who::User(candidate) if !is_host => {
-                open_offer(room, candidate, InvitationKind::Request, now, across)
-            }
+            Who::User(candidate) if !is_host => open_offer(
+                room,
+                candidate,
+                (InvitationKind::Request, seat),
+                now,
+                across,
+            ),
             _ => Err(E::PermissionDenied),
         },
         Op::SetRequestsOpen(_) if !runs_stage => Err(E::PermissionDenied),
@@ -286,10 +345,18 @@ fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64, across: &Across) 
         },
         Op::Presence(..) if who != Who::System => Err(E::PermissionDenied),
         Op::Presence(user, online) => presence(room, user, online),
-        Op::AddModerator(_) | Op::RemoveModerator(_) if !is_host => Err(E::PermissionDenied),
-        Op::AddModerator(_) | Op::RemoveModerator(_) if room.status == RoomStatus::Ended => {
-            Err(E::FailedPrecondition)
-        }
+        Op::AddModerator(_) | Op::RemoveModerator(_) => moderate(room, is_host, op),
+        _ if !runs_stage => Err(E::PermissionDenied),
+        _ if room.status == RoomStatus::Ended => Err(E::FailedPrecondition),
+        _ => stage_control(room, who, op, now),
+    }
+}
+
+/// Adding or removing a moderator: the host's alone.
+fn moderate(room: &mut ModelRoom, is_host: bool, op: Op) -> Result<u64, E> {
+    match op {
+        _ if !is_host => Err(E::PermissionDenied),
+        _ if room.status == RoomStatus::Ended => Err(E::FailedPrecondition),
         Op::AddModerator(user) if user == room.host => Err(E::InvalidArgument),
         Op::AddModerator(user) if room.moderators.contains(&user) => Err(E::AlreadyExists),
         Op::AddModerator(_) if room.moderators.len() >= MODERATORS_MAX => Err(E::ResourceExhausted),
@@ -306,7 +373,117 @@ fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64, across: &Across) 
             room.moderators.remove(at);
             Ok(1)
         }
+        _ => unreachable!("room_step passes moderator ops only"),
     }
+}
+
+/// Seats, bans and media, once the caller is known to run the stage of a room not ended.
+fn stage_control(room: &mut ModelRoom, who: Who, op: Op, now: u64) -> Result<u64, E> {
+    match op {
+        Op::Move(user, seat) => move_seat(room, user, seat),
+        Op::Lock(seat) | Op::Unlock(seat) => lock(room, seat, matches!(op, Op::Lock(_))),
+        Op::Ban(user, duration) => ban(room, who, user, duration, now),
+        Op::Unban(user) if !room.banned(user, now) => Err(E::NotFound),
+        Op::Unban(user) => {
+            room.bans.retain(|ban| ban.0 != user);
+            Ok(1)
+        }
+        Op::Media(_, None, None) => Err(E::InvalidArgument),
+        Op::Media(user, audio, video) => {
+            let seat = room
+                .seats
+                .iter_mut()
+                .find(|s| s.user == user)
+                .ok_or(E::NotFound)?;
+            let now = (audio.unwrap_or(seat.audio), video.unwrap_or(seat.video));
+            let changed = now != (seat.audio, seat.video);
+            (seat.audio, seat.video) = now;
+            Ok(u64::from(changed))
+        }
+        _ => unreachable!("room_step passes stage controls only"),
+    }
+}
+
+fn move_seat(room: &mut ModelRoom, user: usize, to: u8) -> Result<u64, E> {
+    if !room.in_range(to) {
+        return Err(E::InvalidArgument);
+    }
+    let from = room
+        .seats
+        .iter()
+        .find(|s| s.user == user)
+        .ok_or(E::NotFound)?
+        .seat;
+    if room.locked.contains(&to) {
+        return Err(E::FailedPrecondition);
+    }
+    for seat in room.seats.iter_mut() {
+        if seat.user == user {
+            seat.seat = to;
+        } else if seat.seat == to {
+            seat.seat = from;
+        }
+    }
+    Ok(u64::from(from != to))
+}
+
+fn lock(room: &mut ModelRoom, seat: u8, locked: bool) -> Result<u64, E> {
+    if !room.in_range(seat) {
+        return Err(E::InvalidArgument);
+    }
+    if room.locked.contains(&seat) == locked {
+        return Ok(0);
+    }
+    if locked && room.seats.iter().any(|s| s.seat == seat) {
+        return Err(E::FailedPrecondition);
+    }
+    if locked {
+        room.locked.push(seat);
+        room.locked.sort_unstable();
+    } else {
+        room.locked.retain(|&n| n != seat);
+    }
+    Ok(1)
+}
+
+/// Cancels the user's pending offers, takes their seat and their role, then bans them.
+fn ban(
+    room: &mut ModelRoom,
+    who: Who,
+    user: usize,
+    duration: Option<u64>,
+    now: u64,
+) -> Result<u64, E> {
+    if duration.is_some_and(|d| d == 0 || d > BAN_DURATION_MAX_S) {
+        return Err(E::InvalidArgument);
+    }
+    let moderator = room.moderators.contains(&user);
+    if user == room.host || (moderator && who != Who::User(room.host)) {
+        return Err(E::PermissionDenied);
+    }
+    let holding = room
+        .bans
+        .iter()
+        .filter(|&&(u, _)| u != user && room.banned(u, now))
+        .count();
+    if holding >= BANS_MAX {
+        return Err(E::ResourceExhausted);
+    }
+    let mut events = 1;
+    for offer in room.offers.iter_mut().filter(|o| o.candidate == user) {
+        if offer.status == InvitationStatus::Pending {
+            offer.status = InvitationStatus::Cancelled;
+            events += 1;
+        }
+    }
+    let seats = room.seats.len();
+    room.seats.retain(|s| s.user != user);
+    room.moderators.retain(|&m| m != user);
+    events += (seats - room.seats.len()) as u64 + u64::from(moderator);
+    room.bans
+        .retain(|&(u, until)| u != user && until.is_none_or(|until| now < until));
+    room.bans.push((user, duration.map(|d| now + d * 1_000)));
+    Ok(events)
 }
 
 /// Cancels every pending offer, ends every seat, then ends the room.
@@ -334,7 +511,7 @@ fn vacate(room: &mut ModelRoom, user: usize) -> Result<u64, E> {
     let at = room
         .seats
         .iter()
-        .position(|s| s.0 == user)
+        .position(|s| s.user == user)
         .ok_or(E::NotFound)?;
     room.seats.remove(at);
     Ok(1)
@@ -348,9 +525,9 @@ fn presence(room: &mut ModelRoom, user: usize, online: bool) -> Result<u64, E> {
         &mut room
             .seats
             .iter_mut()
-            .find(|s| s.0 == user)
+            .find(|s| s.user == user)
             .ok_or(E::NotFound)?
-            .2
+            .online
     };
     if ended {
         return Ok(0);
@@ -363,18 +540,27 @@ fn presence(room: &mut ModelRoom, user: usize, online: bool) -> Result<u64, E> {
 fn open_offer(
     room: &mut ModelRoom,
     candidate: usize,
-    kind: InvitationKind,
+    (kind, seat): (InvitationKind, Option<u8>),
     now: u64,
     across: &Across,
 ) -> Result<u64, E> {
+    if seat.is_some_and(|n| !room.in_range(n)) {
+        return Err(E::InvalidArgument);
+    }
     if room.status == RoomStatus::Ended {
         return Err(E::FailedPrecondition);
+    }
+    if room.banned(candidate, now) {
+        return Err(E::PermissionDenied);
     }
     if room.seated(candidate) || room.pending(candidate) {
         return Err(E::AlreadyExists);
     }
-    if room.pending_count() >= 32 || room.seats.len() >= room.max_cohosts {
+    if room.pending_count() >= 32 || room.lowest_free().is_none() {
         return Err(E::ResourceExhausted);
+    }
+    if seat.is_some_and(|n| room.locked.contains(&n)) {
+        return Err(E::FailedPrecondition);
     }
     if across.pending[candidate] >= PENDING_PER_CANDIDATE {
         return Err(E::ResourceExhausted);
@@ -384,6 +570,7 @@ fn open_offer(
         candidate,
         status: InvitationStatus::Pending,
         expires_ms: now + TTL_MS,
+        seat,
     });
     Ok(1)
 }
@@ -424,10 +611,20 @@ fn settle_offer(room: &mut ModelRoom, who: Who, op: Op, n: u64, now: u64) -> Res
             if due || room.status == RoomStatus::Ended {
                 return Err(E::FailedPrecondition);
             }
-            if room.seats.len() >= room.max_cohosts {
+            let Some(lowest) = room.lowest_free() else {
                 return Err(E::ResourceExhausted);
-            }
-            room.seats.push((offer.candidate, n, false));
+            };
+            let seat = offer.seat.filter(|&s| room.in_range(s) && room.free(s));
+            let seat = seat.unwrap_or(lowest);
+            room.seats.push(ModelSeat {
+                user: offer.candidate,
+                invitation: n,
+                online: false,
+                seat,
+                audio: true,
+                video: true,
+            });
+            room.offers[index].seat = Some(seat);
             InvitationStatus::Approved
         }
         Op::Reject(_) => InvitationStatus::Rejected,
@@ -457,7 +654,7 @@ pub struct Dice {
 
 impl Model {
     /// Weights by op, so that most commands reach a room that exists and an offer that is pending.
-    const OP_WEIGHTS: [(u8, u8); 15] = [
+    const OP_WEIGHTS: [(u8, u8); 21] = [
         (0, 1),
         (1, 2),
         (2, 1),
@@ -473,6 +670,12 @@ impl Model {
         (12, 2),
         (13, 1),
         (14, 2),
+        (15, 2),
+        (16, 1),
+        (17, 1),
+        (18, 2),
+        (19, 1),
+        (20, 2),
     ];
 
     /// A step read off the dice against the current model, so most commands come from a plausible party.
@@ -486,7 +689,7 @@ impl Model {
         let n = Self::offer_number(room, d.offer);
         let offer = room.offers.get(n as usize - 1);
         let seated = (!room.seats.is_empty() && !d.user.is_multiple_of(3))
-            .then(|| room.seats[d.user % room.seats.len()].0);
+            .then(|| room.seats[d.user % room.seats.len()].user);
         let target = seated.unwrap_or(d.user);
         let who = match d.who {
             0..=3 => Who::User(room.host),
@@ -504,31 +707,7 @@ impl Model {
         if !room.seats.is_empty() && (op_ix == 3 || op_ix == 4) && d.offer.is_multiple_of(2) {
             op_ix = 9 + (d.offer % 4 / 2) as u8;
         }
-        let op = match op_ix {
-            0 => Self::create(&d),
-            1 => Op::GoLive,
-            2 => Op::Stop,
-            3 => Op::Invite(d.other),
-            4 => Op::Request,
-            5 => Op::Accept(n),
-            6 => Op::Reject(n),
-            7 => Op::Cancel(n),
-            8 => Op::Expire(n),
-            9 => Op::Remove(target),
-            10 => Op::Leave,
-            12 => Op::AddModerator(d.other),
-            14 => Op::SetRequestsOpen(d.online),
-            13 => Op::RemoveModerator(
-                room.moderators
-                    .get(d.user % room.moderators.len().max(1))
-                    .copied()
-                    .unwrap_or(d.other),
-            ),
-            _ => Op::Presence(
-                if d.online { target } else { room.host },
-                d.tick_ms.is_multiple_of(2),
-            ),
-        };
+        let op = Self::roll_op(room, &d, op_ix, n, target);
         let who = match op {
             Op::Expire(_) | Op::Presence(..) if d.who < 8 => Who::System,
             Op::Leave if d.who < 7 => Who::User(target),
@@ -544,6 +723,55 @@ impl Model {
             who,
             op,
             expected_version,
+        }
+    }
+
+    /// The op numbered `op_ix`, its target and arguments read off the dice.
+    fn roll_op(room: &ModelRoom, d: &Dice, op_ix: u8, n: u64, target: usize) -> Op {
+        // Mostly a seat of the room, sometimes none (0) or one past its last.
+        let seat = (d.offer % (room.max_cohosts + 2)) as u8;
+        let asked = d.tick_ms.is_multiple_of(3).then_some(seat);
+        match op_ix {
+            0 => Self::create(d),
+            1 => Op::GoLive,
+            2 => Op::Stop,
+            3 => Op::Invite(d.other, asked),
+            4 => Op::Request(asked),
+            5 => Op::Accept(n),
+            6 => Op::Reject(n),
+            7 => Op::Cancel(n),
+            8 => Op::Expire(n),
+            9 => Op::Remove(target),
+            10 => Op::Leave,
+            12 => Op::AddModerator(d.other),
+            14 => Op::SetRequestsOpen(d.online),
+            15 => Op::Move(target, seat),
+            16 => Op::Lock(seat),
+            17 => Op::Unlock(seat),
+            18 => Op::Ban(
+                if d.online { target } else { d.other },
+                [None, Some(0), Some(5), Some(30)][d.version as usize % 4],
+            ),
+            19 => Op::Unban(
+                room.bans
+                    .get(d.user % room.bans.len().max(1))
+                    .map_or(d.other, |ban| ban.0),
+            ),
+            20 => Op::Media(
+                target,
+                (!d.offer.is_multiple_of(3)).then_some(d.online),
+                (d.offer % 3 != 1).then(|| d.tick_ms.is_multiple_of(2)),
+            ),
+            13 => Op::RemoveModerator(
+                room.moderators
+                    .get(d.user % room.moderators.len().max(1))
+                    .copied()
+                    .unwrap_or(d.other),
+            ),
+            _ => Op::Presence(
+                if d.online { target } else { room.host },
+                d.tick_ms.is_multiple_of(2),
+            ),
         }
     }
 
@@ -627,11 +855,12 @@ pub fn to_command(room: usize, op: Op) -> Command {
         }),
         Op::GoLive => Command::GoLive(RoomTarget { room_id }),
         Op::Stop => Command::StopRoom(RoomTarget { room_id }),
-        Op::Invite(user) => Command::Invite(UserTarget {
+        Op::Invite(user, seat) => Command::Invite(Invite {
             room_id,
             user_id: user_name(user),
+            seat,
         }),
-        Op::Request => Command::RequestToJoin(RoomTarget { room_id }),
+        Op::Request(seat) => Command::RequestToJoin(RequestToJoin { room_id, seat }),
         Op::Accept(n) => Command::AcceptInvitation(on(n)),
         Op::Reject(n) => Command::RejectInvitation(on(n)),
         Op::Cancel(n) => Command::CancelInvitation(on(n)),
@@ -655,6 +884,36 @@ pub fn to_command(room: usize, op: Op) -> Command {
             user_id: user_name(user),
         }),
         Op::SetRequestsOpen(open) => Command::SetRequestsOpen(RequestsOpen { room_id, open }),
+        _ => stage_command(room_id, op),
+    }
+}
+
+/// The core's command for a seat, ban or media op.
+fn stage_command(room_id: RoomId, op: Op) -> Command {
+    match op {
+        Op::Move(user, seat) => Command::MoveCohost(MoveCohost {
+            room_id,
+            user_id: user_name(user),
+            seat,
+        }),
+        Op::Lock(seat) => Command::LockSeat(SeatTarget { room_id, seat }),
+        Op::Unlock(seat) => Command::UnlockSeat(SeatTarget { room_id, seat }),
+        Op::Ban(user, duration_s) => Command::BanUser(BanUser {
+            room_id,
+            user_id: user_name(user),
+            duration_s,
+        }),
+        Op::Unban(user) => Command::UnbanUser(UserTarget {
+            room_id,
+            user_id: user_name(user),
+        }),
+        Op::Media(user, audio, video) => Command::SetCohostMedia(CohostMedia {
+            room_id,
+            user_id: user_name(user),
+            audio,
+            video,
+        }),
+        _ => unreachable!("to_command maps the other ops"),
     }
 }
 
@@ -681,17 +940,8 @@ pub fn compare_room(live: &RoomState, expected: Option<&ModelRoom>) {
         room.cohosts.len() <= usize::from(room.max_cohosts),
         "co-hosts never exceed max_cohosts"
     );
-    let seats: Vec<_> = room
-        .cohosts
-        .iter()
-        .map(|s| (s.user_id.clone(), s.invitation_id.number(), s.online))
-        .collect();
-    let expected_seats: Vec<_> = expected
-        .seats
-        .iter()
-        .map(|&(u, n, online)| (user_name(u), n, online))
-        .collect();
-    assert_eq!(seats, expected_seats);
+    compare_stage(live, expected);
+    check_stage_invariants(live);
     assert_eq!(live.host_online(), expected.host_online);
     for (index, offer) in expected.offers.iter().enumerate() {
         let id = InvitationId::new(room.room_id.clone(), index as u64 + 1).unwrap();
@@ -699,8 +949,8 @@ pub fn compare_room(live: &RoomState, expected: Option<&ModelRoom>) {
             .invitation(&id)
             .expect("short histories are never pruned");
         assert_eq!(
-            (held.kind, held.status, held.expires_ms),
-            (offer.kind, offer.status, offer.expires_ms)
+            (held.kind, held.status, held.expires_ms, held.seat),
+            (offer.kind, offer.status, offer.expires_ms, offer.seat)
         );
         assert_eq!(held.user_id, user_name(offer.candidate));
     }
@@ -713,6 +963,63 @@ pub fn compare_room(live: &RoomState, expected: Option<&ModelRoom>) {
         count,
         "at most one pending offer per candidate"
     );
+}
+
+/// Seats, their media, locked seats and bans.
+fn compare_stage(live: &RoomState, expected: &ModelRoom) {
+    let room = live.room().expect("compare_room checked the room exists");
+    let seats: Vec<_> = room
+        .cohosts
+        .iter()
+        .map(|s| {
+            let id = (s.user_id.clone(), s.invitation_id.number(), s.online);
+            (id, s.seat, s.audio, s.video)
+        })
+        .collect();
+    let expected_seats: Vec<_> = expected
+        .seats
+        .iter()
+        .map(|s| {
+            let id = (user_name(s.user), s.invitation, s.online);
+            (id, s.seat, s.audio, s.video)
+        })
+        .collect();
+    assert_eq!(seats, expected_seats);
+    assert_eq!(room.locked_seats, expected.locked, "locked seats differ");
+    let bans: Vec<_> = live
+        .bans()
+        .iter()
+        .map(|b| (b.user_id.clone(), b.until_ms))
+        .collect();
+    let expected_bans: Vec<_> = expected
+        .bans
+        .iter()
+        .map(|&(u, until)| (user_name(u), until))
+        .collect();
+    assert_eq!(bans, expected_bans, "bans differ");
+}
+
+/// What must hold of any room whatever happened: no two co-hosts on one seat, none on a locked seat or out of
+/// range, and a user banned for the room's life holds no seat and no pending offer.
+fn check_stage_invariants(live: &RoomState) {
+    let Some(room) = live.room() else { return };
+    let mut taken: Vec<u8> = room.cohosts.iter().map(|s| s.seat).collect();
+    taken.sort_unstable();
+    taken.dedup();
+    assert_eq!(taken.len(), room.cohosts.len(), "two co-hosts on one seat");
+    for seat in &room.cohosts {
+        assert!(
+            (1..=room.max_cohosts).contains(&seat.seat) && !room.locked_seats.contains(&seat.seat),
+            "a co-host on seat {} (out of range or locked)",
+            seat.seat
+        );
+    }
+    for ban in live.bans().iter().filter(|ban| ban.until_ms.is_none()) {
+        assert!(
+            !live.is_cohost(&ban.user_id) && live.pending_for(&ban.user_id).is_none(),
+            "a banned user holds a seat or a pending offer"
+        );
+    }
 }
 
 fn index_of(name: &str, prefix: &str, count: usize) -> Option<usize> {
@@ -746,8 +1053,8 @@ pub fn from_command(actor: &Actor, command: &Command) -> Option<(usize, Who, Op)
         },
         Command::GoLive(_) => Op::GoLive,
         Command::StopRoom(_) => Op::Stop,
-        Command::Invite(target) => Op::Invite(user_of(&target.user_id)?),
-        Command::RequestToJoin(_) => Op::Request,
+        Command::Invite(i) => Op::Invite(user_of(&i.user_id)?, i.seat),
+        Command::RequestToJoin(r) => Op::Request(r.seat),
         Command::AcceptInvitation(t) => Op::Accept(t.invitation_id.number()),
         Command::RejectInvitation(t) => Op::Reject(t.invitation_id.number()),
         Command::CancelInvitation(t) => Op::Cancel(t.invitation_id.number()),
@@ -758,6 +1065,12 @@ pub fn from_command(actor: &Actor, command: &Command) -> Option<(usize, Who, Op)
         Command::AddModerator(t) => Op::AddModerator(user_of(&t.user_id)?),
         Command::RemoveModerator(t) => Op::RemoveModerator(user_of(&t.user_id)?),
         Command::SetRequestsOpen(r) => Op::SetRequestsOpen(r.open),
+        Command::MoveCohost(m) => Op::Move(user_of(&m.user_id)?, m.seat),
+        Command::LockSeat(s) => Op::Lock(s.seat),
+        Command::UnlockSeat(s) => Op::Unlock(s.seat),
+        Command::BanUser(b) => Op::Ban(user_of(&b.user_id)?, b.duration_s),
+        Command::UnbanUser(t) => Op::Unban(user_of(&t.user_id)?),
+        Command::SetCohostMedia(m) => Op::Media(user_of(&m.user_id)?, m.audio, m.video),
     };
     Some((room, who, op))
 }

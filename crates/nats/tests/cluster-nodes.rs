@@ -11,7 +11,7 @@ use cohost_nats::cluster::{
     CursorBook, LeaseConfig, Leases, LogConfig, Node, NodeConfig, PartitionLog, preferred,
 };
 use cohost_nats::test_server::TestServer;
-use cohost_proto::{Actor, Command, CreateRoom, RoomId, RoomTarget, UserId, UserTarget, partition};
+use cohost_proto::{Actor, Command, CreateRoom, Invite, RoomId, RoomTarget, UserId, partition};
 
 const PARTITIONS: u32 = 8;
 const LEASES: LeaseConfig = LeaseConfig {
@@ -137,9 +137,10 @@ async fn the_nodes_share_the_partitions_and_take_a_crashed_node_s_over() {
     let mut failovers = Vec::new();
     for &p in &moved {
         let room = &rooms[p as usize];
-        let invite = Command::Invite(UserTarget {
+        let invite = Command::Invite(Invite {
             room_id: room.clone(),
             user_id: UserId::new("bob").unwrap(),
+            seat: None,
         });
         run(&[&a, &c], room, invite, FAILOVER_LIMIT).await;
         failovers.push(crashed.elapsed());

@@ -127,10 +127,13 @@ async fn run(
 }
 
 fn invite(room: &RoomId, n: usize) -> Command {
-    Command::Invite(UserTarget {
-        room_id: room.clone(),
-        user_id: user(&format!("guest-{n}")),
-    })
+    Command::Invite(
+        UserTarget {
+            room_id: room.clone(),
+            user_id: user(&format!("guest-{n}")),
+        }
+        .into(),
+    )
 }
 
 /// Every room's state by room, per partition, with its last seq.

@@ -10,7 +10,7 @@ use cohost_nats::cluster::{
 };
 use cohost_nats::test_server::TestServer;
 use cohost_proto::{
-    Actor, Command, CommandId, CreateRoom, ErrorCode, RoomId, RoomTarget, UserId, UserTarget,
+    Actor, Command, CommandId, CreateRoom, ErrorCode, Invite, RoomId, RoomTarget, UserId,
 };
 
 const PARTITION: u32 = 5;
@@ -78,9 +78,10 @@ fn stage() -> RoomId {
 }
 
 fn invite(candidate: &str) -> Command {
-    Command::Invite(UserTarget {
+    Command::Invite(Invite {
         room_id: stage(),
         user_id: UserId::new(candidate).unwrap(),
+        seat: None,
     })
 }
 

@@ -188,7 +188,7 @@ async fn jetstream_holds_every_event_once_through_an_outage_and_an_engine_restar
         let round = (i / rooms) as u64;
         let room = format!("room-{r}");
         let command = if round.is_multiple_of(2) {
-            Command::Invite(user_target(&room, &guest(r)))
+            Command::Invite(user_target(&room, &guest(r)).into())
         } else {
             Command::CancelInvitation(invitation(&room, round / 2 + 1))
         };

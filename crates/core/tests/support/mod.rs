@@ -4,7 +4,7 @@
 
 use cohost_core::{Context, Policy, Rejection, RoomState, Tallies, apply, decide};
 use cohost_proto::{
-    Actor, Command, CreateRoom, Event, InvitationId, InvitationTarget, Presence, RoomId,
+    Actor, Command, CreateRoom, Event, InvitationId, InvitationTarget, Invite, Presence, RoomId,
     RoomTarget, UserId, UserTarget,
 };
 
@@ -139,15 +139,16 @@ pub fn stop(by: &str) -> Step {
 pub fn invite(by: &str, candidate: &str) -> Step {
     step(
         by,
-        Command::Invite(UserTarget {
+        Command::Invite(Invite {
             room_id: room_id(),
             user_id: user(candidate),
+            seat: None,
         }),
     )
 }
 
 pub fn request(by: &str) -> Step {
-    step(by, Command::RequestToJoin(room_target()))
+    step(by, Command::RequestToJoin(room_target().into()))
 }
 
 fn on_invitation(n: u64) -> InvitationTarget {

@@ -47,7 +47,7 @@ pub fn stop() -> Command {
 }
 
 pub fn request() -> Command {
-    Command::RequestToJoin(room())
+    Command::RequestToJoin(room().into())
 }
 
 pub fn leave() -> Command {
@@ -62,7 +62,7 @@ fn of_user(who: &str) -> UserTarget {
 }
 
 pub fn invite(who: &str) -> Command {
-    Command::Invite(of_user(who))
+    Command::Invite(of_user(who).into())
 }
 
 pub fn remove(who: &str) -> Command {

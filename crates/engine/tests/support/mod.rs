@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use cohost_engine::{Config, Engine, Error, ManualClock, Options};
 use cohost_proto::{
-    Actor, Command, CommandId, CreateRoom, ErrorCode, InvitationId, InvitationTarget, Reply,
-    RoomId, RoomTarget, UserId, UserTarget,
+    Actor, Command, CommandId, CreateRoom, ErrorCode, InvitationId, InvitationTarget, Invite,
+    Reply, RoomId, RoomTarget, UserId, UserTarget,
 };
 
 pub const START_MS: u64 = 1_700_000_000_000;
@@ -298,16 +298,20 @@ pub fn stop(room_name: &str) -> Command {
 }
 
 pub fn invite(room_name: &str, candidate: &str) -> Command {
-    Command::Invite(UserTarget {
+    Command::Invite(Invite {
         room_id: room(room_name),
         user_id: user(candidate),
+        seat: None,
     })
 }
 
 pub fn request(room_name: &str) -> Command {
-    Command::RequestToJoin(RoomTarget {
-        room_id: room(room_name),
-    })
+    Command::RequestToJoin(
+        RoomTarget {
+            room_id: room(room_name),
+        }
+        .into(),
+    )
 }
 
 fn target(room_name: &str, n: u64) -> InvitationTarget {
