@@ -7,42 +7,6 @@ use cohost_core::{Rejection, apply};
 use cohost_proto::{ErrorCode, Event, RoomStatus};
 use support::*;
 
-/// What a case expects: the event types emitted, or the error code.
-#[derive(Debug, Clone, Copy)]
-enum Then {
-    Events(&'static [&'static str]),
-    Error(ErrorCode),
-}
-
-use Then::{Error, Events};
-
-/// `decide` takes the state by shared reference, so it cannot change it: a rejection appends nothing by
-/// construction, and the events of a success are what must fold in gap-free.
-fn check(history: &[Step], when: Step, then: Then) {
-    let (state, _) = given(history);
-    let outcome = when.decide(&state);
-    match (&then, &outcome) {
-        (Events(types), Ok(events)) => {
-            let got: Vec<&str> = events.iter().map(|e| e.type_name()).collect();
-            assert_eq!(&got, types, "when {when:?}");
-            let mut after = state.clone();
-            for event in events {
-                apply(&mut after, event);
-            }
-            assert_eq!(
-                after.version(),
-                state.version() + events.len() as u64,
-                "versions are gap-free"
-            );
-        }
-        (Error(code), Err(rejection)) => {
-            assert_eq!(rejection.code(), *code, "when {when:?}: {rejection}");
-            assert!(!rejection.to_string().is_empty());
-        }
-        _ => panic!("when {when:?}: expected {then:?}, got {outcome:?}"),
-    }
-}
-
 const LATER: u64 = TTL_MS + 1;
 
 #[test]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use cohost_core::{Context, Policy, Rejection, RoomState, Tallies, apply, decide};
+use cohost_proto::ErrorCode;
 use cohost_proto::{
     Actor, Command, CreateRoom, Event, InvitationId, InvitationTarget, Invite, Presence, RoomId,
     RoomTarget, UserId, UserTarget,
@@ -213,6 +214,87 @@ pub fn requests_open(by: &str, open: bool) -> Step {
     )
 }
 
+pub fn invite_to(by: &str, candidate: &str, seat: u8) -> Step {
+    step(
+        by,
+        Command::Invite(Invite {
+            room_id: room_id(),
+            user_id: user(candidate),
+            seat: Some(seat),
+        }),
+    )
+}
+
+pub fn request_seat(by: &str, seat: u8) -> Step {
+    step(
+        by,
+        Command::RequestToJoin(cohost_proto::RequestToJoin {
+            room_id: room_id(),
+            seat: Some(seat),
+        }),
+    )
+}
+
+pub fn move_cohost(by: &str, candidate: &str, seat: u8) -> Step {
+    step(
+        by,
+        Command::MoveCohost(cohost_proto::MoveCohost {
+            room_id: room_id(),
+            user_id: user(candidate),
+            seat,
+        }),
+    )
+}
+
+pub fn lock(by: &str, seat: u8) -> Step {
+    let target = cohost_proto::SeatTarget {
+        room_id: room_id(),
+        seat,
+    };
+    step(by, Command::LockSeat(target))
+}
+
+pub fn unlock(by: &str, seat: u8) -> Step {
+    let target = cohost_proto::SeatTarget {
+        room_id: room_id(),
+        seat,
+    };
+    step(by, Command::UnlockSeat(target))
+}
+
+pub fn ban(by: &str, user_name: &str, duration_s: Option<u64>) -> Step {
+    step(
+        by,
+        Command::BanUser(cohost_proto::BanUser {
+            room_id: room_id(),
+            user_id: user(user_name),
+            duration_s,
+        }),
+    )
+}
+
+pub fn unban(by: &str, user_name: &str) -> Step {
+    step(
+        by,
+        Command::UnbanUser(UserTarget {
+            room_id: room_id(),
+            user_id: user(user_name),
+        }),
+    )
+}
+
+pub fn media(by: &str, candidate: &str, audio: Option<bool>, video: Option<bool>) -> Step {
+    step(
+        by,
+        Command::SetCohostMedia(cohost_proto::CohostMedia {
+            room_id: room_id(),
+            user_id: user(candidate),
+            audio,
+            video,
+        }),
+    )
+}
+
 pub fn leave(by: &str) -> Step {
     step(by, Command::LeaveStage(room_target()))
 }
@@ -249,4 +331,40 @@ pub fn live_room_then(steps: &[Step]) -> Vec<Step> {
     let mut history = vec![create("alice"), go_live("alice")];
     history.extend_from_slice(steps);
     history
+}
+
+/// What a case expects: the event types emitted, or the error code.
+#[derive(Debug, Clone, Copy)]
+pub enum Then {
+    Events(&'static [&'static str]),
+    Error(ErrorCode),
+}
+
+pub use Then::{Error, Events};
+
+/// `decide` takes the state by shared reference, so it cannot change it: a rejection appends nothing by
+/// construction, and the events of a success are what must fold in gap-free.
+pub fn check(history: &[Step], when: Step, then: Then) {
+    let (state, _) = given(history);
+    let outcome = when.decide(&state);
+    match (&then, &outcome) {
+        (Events(types), Ok(events)) => {
+            let got: Vec<&str> = events.iter().map(|e| e.type_name()).collect();
+            assert_eq!(&got, types, "when {when:?}");
+            let mut after = state.clone();
+            for event in events {
+                apply(&mut after, event);
+            }
+            assert_eq!(
+                after.version(),
+                state.version() + events.len() as u64,
+                "versions are gap-free"
+            );
+        }
+        (Error(code), Err(rejection)) => {
+            assert_eq!(rejection.code(), *code, "when {when:?}: {rejection}");
+            assert!(!rejection.to_string().is_empty());
+        }
+        _ => panic!("when {when:?}: expected {then:?}, got {outcome:?}"),
+    }
 }
