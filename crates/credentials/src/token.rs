@@ -8,8 +8,17 @@ use livekit_api::access_token::{AccessToken, VideoGrants};
 
 use crate::LiveKitConfig;
 
-/// What a co-host may publish: camera and microphone, not screen share.
+/// What a co-host may publish at most: camera and microphone, not screen share.
 pub const COHOST_SOURCES: [&str; 2] = ["camera", "microphone"];
+
+/// The sources a co-host's seat allows: the camera unless video is off, the microphone unless audio is off.
+pub fn cohost_sources(audio: bool, video: bool) -> Vec<String> {
+    let allowed = [video, audio];
+    (COHOST_SOURCES.iter().zip(allowed))
+        .filter(|(_, allowed)| *allowed)
+        .map(|(source, _)| (*source).to_owned())
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot sign a LiveKit token: {0}")]
@@ -52,8 +61,9 @@ impl Minter {
             BroadcasterRole::Cohost => VideoGrants {
                 room_join: true,
                 room,
-                can_publish: Some(true),
-                can_publish_sources: COHOST_SOURCES.iter().map(|s| (*s).to_owned()).collect(),
+                // LiveKit reads an empty source list as "any source": a seat with both off publishes nothing.
+                can_publish: Some(entitled.audio || entitled.video),
+                can_publish_sources: cohost_sources(entitled.audio, entitled.video),
                 can_subscribe: Some(true),
                 can_publish_data: Some(true),
                 ..Default::default()

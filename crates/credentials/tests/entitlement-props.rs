@@ -420,6 +420,8 @@ fn check_core(
             (Expect::Host, Ok(Entitlement::Host)) => Broadcaster {
                 role: BroadcasterRole::Host,
                 invitation_id: None,
+                audio: true,
+                video: true,
             },
             (Expect::Cohost(number), Ok(Entitlement::Cohost(seat))) => {
                 prop_assert_eq!(&seat.user_id, &user);
@@ -427,6 +429,8 @@ fn check_core(
                 Broadcaster {
                     role: BroadcasterRole::Cohost,
                     invitation_id: Some(seat.invitation_id.clone()),
+                    audio: seat.audio,
+                    video: seat.video,
                 }
             }
             (Expect::Refused(code), Err(rejection)) => {

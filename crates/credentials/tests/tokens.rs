@@ -161,10 +161,14 @@ fn minted_tokens_carry_exactly_the_grants_of_their_role() {
             Role::Host => Broadcaster {
                 role: BroadcasterRole::Host,
                 invitation_id: None,
+                audio: true,
+                video: true,
             },
             Role::Cohost(id) => Broadcaster {
                 role: BroadcasterRole::Cohost,
                 invitation_id: Some(id.parse::<InvitationId>().unwrap()),
+                audio: true,
+                video: true,
             },
         };
         let before = now_secs();
@@ -184,11 +188,48 @@ fn the_default_ttl_is_ten_minutes_and_cohosts_publish_camera_and_microphone_only
 }
 
 #[test]
+fn a_cohost_token_carries_only_the_sources_the_seat_may_publish() {
+    let minter = Minter::new(config("", TOKEN_TTL_DEFAULT));
+    let cases = [
+        ((true, true), Some(true), vec!["camera", "microphone"]),
+        ((false, true), Some(true), vec!["camera"]),
+        ((true, false), Some(true), vec!["microphone"]),
+        // No sources at all would read as any source: publishing is off instead.
+        ((false, false), Some(false), vec![]),
+    ];
+    for ((audio, video), can_publish, sources) in cases {
+        let entitled = Broadcaster {
+            role: BroadcasterRole::Cohost,
+            invitation_id: Some("stage-1.1".parse::<InvitationId>().unwrap()),
+            audio,
+            video,
+        };
+        let data = minter
+            .mint(&room("stage-1"), &user("bob"), &entitled)
+            .unwrap();
+        let claims = TokenVerifier::with_api_key(KEY, SECRET)
+            .verify(&data.token)
+            .unwrap();
+        assert_eq!(
+            claims.video.can_publish, can_publish,
+            "audio {audio}, video {video}"
+        );
+        assert_eq!(
+            claims.video.can_publish_sources, sources,
+            "audio {audio}, video {video}"
+        );
+        assert!(claims.video.room_join && claims.video.can_subscribe == Some(true));
+    }
+}
+
+#[test]
 fn a_token_verifies_only_with_the_key_and_secret_that_signed_it() {
     let minter = Minter::new(config("", TOKEN_TTL_DEFAULT));
     let host = Broadcaster {
         role: BroadcasterRole::Host,
         invitation_id: None,
+        audio: true,
+        video: true,
     };
     let data = minter
         .mint(&room("stage-1"), &user("alice"), &host)

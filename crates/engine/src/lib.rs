@@ -99,6 +99,9 @@ pub struct Broadcaster {
     pub role: BroadcasterRole,
     /// The seat's invitation, for a co-host.
     pub invitation_id: Option<InvitationId>,
+    /// What the seat may publish (`set_cohost_media`); always both for the host.
+    pub audio: bool,
+    pub video: bool,
 }
 
 pub(crate) struct Shared {
@@ -341,11 +344,18 @@ impl Engine {
     ) -> Result<Broadcaster, Error> {
         self.with_entry(room_id, |entry| {
             let found = entitlement(&entry.state, user)?;
-            Ok(Broadcaster {
-                role: found.role(),
-                invitation_id: match found {
-                    Entitlement::Host => None,
-                    Entitlement::Cohost(seat) => Some(seat.invitation_id.clone()),
+            Ok(match found {
+                Entitlement::Host => Broadcaster {
+                    role: found.role(),
+                    invitation_id: None,
+                    audio: true,
+                    video: true,
+                },
+                Entitlement::Cohost(seat) => Broadcaster {
+                    role: found.role(),
+                    invitation_id: Some(seat.invitation_id.clone()),
+                    audio: seat.audio,
+                    video: seat.video,
                 },
             })
         })
