@@ -1,5 +1,6 @@
-//! Revocation: when a co-host is removed or leaves, or the room stops, remove the participant from the LiveKit
-//! room and revoke the tokens issued before, through LiveKit's RoomService.
+//! Revocation: when a co-host is removed or leaves, a user is banned, or the room stops, remove the participant
+//! from the LiveKit room and revoke the tokens issued before, through LiveKit's RoomService; when a co-host's media
+//! is set, apply what they may publish to the participant.
 //!
 //! It runs off the command path and is driven by the log from a durable cursor (sink `livekit`), like the NATS
 //! relay: a crash never skips a removal. Each event's calls are retried with capped backoff until LiveKit
@@ -19,8 +20,9 @@ use cohost_engine::{
     Backoff, Clock, Engine, FollowerSnapshot, FollowerStatus, Interest, SystemClock,
 };
 use cohost_proto::{Envelope, Event, UserId};
-use livekit_api::services::room::{RemoveParticipantOptions, RoomClient};
+use livekit_api::services::room::{RemoveParticipantOptions, RoomClient, UpdateParticipantOptions};
 use livekit_api::services::{ServerError, ServiceError};
+use livekit_protocol::{ParticipantPermission, TrackSource};
 use tokio::sync::watch;
 
 use crate::LiveKitConfig;
@@ -30,13 +32,45 @@ pub const SINK: &str = "livekit";
 /// The revoker's name among the log's followers.
 pub const FOLLOWER: &str = "revoker";
 
-/// The participants an event takes off the stage: the co-host removed or leaving, or everyone on a stopped
-/// room's stage (its co-hosts and its host).
+/// What LiveKit must be told of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveKitCall {
+    /// Remove the participant and revoke the tokens issued before the event.
+    Remove(UserId),
+    /// Replace the participant's permissions with what the seat may publish.
+    Permissions {
+        user_id: UserId,
+        audio: bool,
+        video: bool,
+    },
+}
+
+/// The calls an event needs, in order.
+pub fn calls_for(event: &Event) -> Vec<LiveKitCall> {
+    match event {
+        Event::CohostMediaChanged {
+            user_id,
+            audio,
+            video,
+        } => vec![LiveKitCall::Permissions {
+            user_id: user_id.clone(),
+            audio: *audio,
+            video: *video,
+        }],
+        _ => participants_to_remove(event)
+            .into_iter()
+            .map(LiveKitCall::Remove)
+            .collect(),
+    }
+}
+
+/// The participants an event takes off the stage: the co-host removed or leaving, a banned user (seated or
+/// not: a viewer is removed too), or everyone on a stopped room's stage (its co-hosts and its host).
 pub fn participants_to_remove(event: &Event) -> Vec<UserId> {
     match event {
-        Event::CohostRemoved { user_id, .. } | Event::CohostLeft { user_id, .. } => {
-            vec![user_id.clone()]
-        }
+        Event::CohostRemoved { user_id, .. }
+        | Event::CohostLeft { user_id, .. }
+        | Event::UserBanned { user_id, .. } => vec![user_id.clone()],
         Event::RoomStopped { room } => {
             let mut users: Vec<UserId> = room
                 .cohosts
@@ -150,12 +184,14 @@ impl Task {
                 Ok(envelope) => envelope,
                 Err(error) => return Some(error.to_string()),
             };
-            if !self.remove_all(&envelope).await {
-                return None;
+            let calls = calls_for(&envelope.event);
+            for call in &calls {
+                if !self.call(&envelope, call).await {
+                    return None;
+                }
             }
-            // The cursor need not be written for events that remove nobody; it is written with the next that does.
-            let removes = !participants_to_remove(&envelope.event).is_empty();
-            if removes && !self.save_cursor(envelope.seq).await {
+            // The cursor need not be written for events that need no call; it is written with the next that does.
+            if !calls.is_empty() && !self.save_cursor(envelope.seq).await {
                 return None;
             }
             self.follower.handled(envelope.seq);
@@ -163,56 +199,60 @@ impl Task {
         }
     }
 
-    /// Removes every participant the event takes off the stage; false once stopped.
-    async fn remove_all(&mut self, envelope: &Envelope) -> bool {
+    /// Makes one call until LiveKit accepts it (a participant it no longer has counts as done); false once
+    /// stopped.
+    async fn call(&mut self, envelope: &Envelope, call: &LiveKitCall) -> bool {
         let room = self.config.room_name(&envelope.room_id);
-        for user in participants_to_remove(&envelope.event) {
-            // Seconds, like a token's `nbf`; rounded up so a token minted earlier in the same second is revoked too.
-            let options = RemoveParticipantOptions {
-                revoke_token_ts: envelope.at_ms.div_ceil(1_000) as i64,
+        let mut backoff = Backoff::new(BACKOFF_MAX);
+        loop {
+            if self.superseded(envelope, call) {
+                return true;
+            }
+            let outcome = tokio::select! {
+                outcome = send(&self.client, &room, envelope, call) => outcome,
+                _ = self.stopped.changed() => return false,
             };
-            let mut backoff = Backoff::new(BACKOFF_MAX);
-            loop {
-                // Seated again since this event (an event handled late: far behind, repeated by a new owner of
-                // the partition after a takeover, or retried while LiveKit was down): the new seat stands, and
-                // removing the participant would cut it.
-                if self
-                    .engine
-                    .broadcaster_entitlement(&envelope.room_id, &user)
-                    .is_ok()
-                {
-                    break;
+            let error = match outcome {
+                Ok(()) => return true,
+                Err(ServiceError::Twirp(ServerError::Twirp(code))) if code.code == "not_found" => {
+                    return true;
                 }
-                let call = self.client.remove_participant_with_options(
-                    &room,
-                    user.as_str(),
-                    options.clone(),
-                );
-                let outcome = tokio::select! {
-                    outcome = call => outcome,
-                    _ = self.stopped.changed() => return false,
-                };
-                let error = match outcome {
-                    Ok(()) => break,
-                    Err(ServiceError::Twirp(ServerError::Twirp(code)))
-                        if code.code == "not_found" =>
-                    {
-                        break;
-                    }
-                    Err(error) => error,
-                };
-                self.failed_removal(&error, &room, &user, envelope.seq);
-                if !backoff.sleep_unless_stopped(&mut self.stopped).await {
-                    return false;
-                }
+                Err(error) => error,
+            };
+            self.failed_call(&error, &room, call, envelope.seq);
+            if !backoff.sleep_unless_stopped(&mut self.stopped).await {
+                return false;
             }
         }
-        true
     }
 
-    /// Records a removal LiveKit refused or did not answer, and logs it as [`Task::failed`] does.
-    fn failed_removal(&self, error: &ServiceError, room: &str, user: &UserId, seq: u64) {
-        let message = format!("removing {user} from LiveKit room {room} (seq {seq}): {error}");
+    /// Whether the room has moved on since the event, so the call would undo a later change. Handled late (far
+    /// behind, repeated by a new owner of the partition after a takeover, or retried while LiveKit was down), a
+    /// removal would cut a seat taken again since, and permissions would overwrite later ones.
+    fn superseded(&self, envelope: &Envelope, call: &LiveKitCall) -> bool {
+        match call {
+            LiveKitCall::Remove(user) => self
+                .engine
+                .broadcaster_entitlement(&envelope.room_id, user)
+                .is_ok(),
+            LiveKitCall::Permissions {
+                user_id,
+                audio,
+                video,
+            } => !self
+                .engine
+                .broadcaster_entitlement(&envelope.room_id, user_id)
+                .is_ok_and(|now| (now.audio, now.video) == (*audio, *video)),
+        }
+    }
+
+    /// Records a call LiveKit refused or did not answer, and logs it as [`Task::failed`] does.
+    fn failed_call(&self, error: &ServiceError, room: &str, call: &LiveKitCall, seq: u64) {
+        let (doing, user) = match call {
+            LiveKitCall::Remove(user) => ("removing", user),
+            LiveKitCall::Permissions { user_id, .. } => ("setting the permissions of", user_id),
+        };
+        let message = format!("{doing} {user} in LiveKit room {room} (seq {seq}): {error}");
         let Some(in_a_row) = self.follower.failed(message, SystemClock.now_ms()) else {
             return;
         };
@@ -220,9 +260,9 @@ impl Task {
             && matches!(code.code.as_str(), "unauthenticated" | "permission_denied")
         {
             // A configuration error (wrong key or secret) does not heal by itself: say it loudly.
-            tracing::error!(%code, %room, %user, seq, in_a_row, "LiveKit refused the removal; check the API key");
+            tracing::error!(%code, %room, %user, seq, in_a_row, doing, "LiveKit refused the call; check the API key");
         } else {
-            tracing::warn!(%error, %room, %user, seq, in_a_row, "LiveKit removal failed; retrying");
+            tracing::warn!(%error, %room, %user, seq, in_a_row, doing, "LiveKit call failed; retrying");
         }
     }
 
@@ -246,6 +286,55 @@ impl Task {
 
     fn recovered(&self) {
         self.follower.recovered();
+    }
+}
+
+/// One RoomService call for `envelope`'s event.
+async fn send(
+    client: &RoomClient,
+    room: &str,
+    envelope: &Envelope,
+    call: &LiveKitCall,
+) -> Result<(), ServiceError> {
+    match call {
+        LiveKitCall::Remove(user) => {
+            // Seconds, like a token's `nbf`; rounded up so a token minted earlier in the same second is revoked too.
+            let options = RemoveParticipantOptions {
+                revoke_token_ts: envelope.at_ms.div_ceil(1_000) as i64,
+            };
+            (client.remove_participant_with_options(room, user.as_str(), options)).await
+        }
+        LiveKitCall::Permissions {
+            user_id,
+            audio,
+            video,
+        } => {
+            let options = UpdateParticipantOptions {
+                permission: Some(cohost_permission(*audio, *video)),
+                ..Default::default()
+            };
+            let info = client.update_participant(room, user_id.as_str(), options);
+            info.await.map(drop)
+        }
+    }
+}
+
+/// A co-host's whole permission set: UpdateParticipant replaces all of it, so it carries what the co-host's
+/// token grants (subscribe, data), with the sources the seat may publish, as [`crate::Minter`] mints them.
+pub fn cohost_permission(audio: bool, video: bool) -> ParticipantPermission {
+    let sources = [
+        (video, TrackSource::Camera),
+        (audio, TrackSource::Microphone),
+    ];
+    ParticipantPermission {
+        can_subscribe: true,
+        can_publish: audio || video,
+        can_publish_data: true,
+        can_publish_sources: (sources.into_iter())
+            .filter(|(allowed, _)| *allowed)
+            .map(|(_, source)| source as i32)
+            .collect(),
+        ..Default::default()
     }
 }
 

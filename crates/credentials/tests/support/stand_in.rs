@@ -1,8 +1,9 @@
 //! A local stand-in for LiveKit's Twirp RoomService that records what it receives and answers as planned.
 //!
 //! Every call must be `POST /twirp/livekit.RoomService/RemoveParticipant` with a protobuf
-//! `RoomParticipantIdentity` body and an admin token (`room_admin` for that LiveKit room, signed with the
-//! configured key); [`StandIn::seen`] checks it.
+//! `RoomParticipantIdentity` body, or `.../UpdateParticipant` with an `UpdateParticipantRequest`, and an admin
+//! token (`room_admin` for that LiveKit room, signed with the configured key); [`StandIn::seen`] and
+//! [`StandIn::updates`] check it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use livekit_api::access_token::TokenVerifier;
-use livekit_protocol::{RemoveParticipantResponse, RoomParticipantIdentity};
+use livekit_protocol::{
+    ParticipantInfo, ParticipantPermission, RemoveParticipantResponse, RoomParticipantIdentity,
+    UpdateParticipantRequest,
+};
 use prost::Message;
 
 const API_KEY: &str = "stand-in-key";
@@ -22,13 +26,14 @@ const API_SECRET: &str = "stand-in-secret-of-a-decent-length";
 /// The LiveKit room of `support::ROOM` under the test's prefix.
 pub const LIVEKIT_ROOM: &str = "cohost-stage-1";
 const ROUTE: &str = "/twirp/livekit.RoomService/RemoveParticipant";
+const UPDATE_ROUTE: &str = "/twirp/livekit.RoomService/UpdateParticipant";
 /// Every wait has this bound, so a stuck revoker fails the test instead of hanging it.
 pub const WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// How the stand-in answers one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
-    /// 200 with an empty protobuf `RemoveParticipantResponse`.
+    /// 200 with an empty protobuf `RemoveParticipantResponse` (or `ParticipantInfo`, to an update).
     Removed,
     /// 503 with the Twirp JSON error `unavailable`.
     Unavailable,
@@ -51,6 +56,8 @@ pub struct Call {
 
 /// What a call asked for and how it was answered: (LiveKit room, identity, revoke_token_ts, answer).
 pub type Seen = (String, String, i64, Answer);
+/// What an update asked for: (LiveKit room, identity, permission, answer).
+pub type Update = (String, String, Option<ParticipantPermission>, Answer);
 
 #[derive(Debug)]
 struct Script {
@@ -94,9 +101,18 @@ impl StandIn {
         self.script.lock().unwrap().calls.clone()
     }
 
-    /// Every call so far, checked to be a well-formed RemoveParticipant with an admin token for its room.
+    /// Every removal so far, checked to be a well-formed RemoveParticipant with an admin token for its room.
     pub fn seen(&self) -> Vec<Seen> {
-        self.calls().iter().map(checked).collect()
+        let calls = self.calls();
+        let removals = calls.iter().filter(|call| call.path != UPDATE_ROUTE);
+        removals.map(checked).collect()
+    }
+
+    /// Every update so far, checked to be a well-formed UpdateParticipant with an admin token for its room.
+    pub fn updates(&self) -> Vec<Update> {
+        let calls = self.calls();
+        let updates = calls.iter().filter(|call| call.path == UPDATE_ROUTE);
+        updates.map(checked_update).collect()
     }
 
     /// Waits until `check` holds for what was seen.
@@ -137,6 +153,7 @@ async fn answer(
         request.method().to_string(),
         request.uri().path().to_owned(),
     );
+    let path_is_update = path == UPDATE_ROUTE;
     let body = request.into_body().collect().await?.to_bytes();
     let answer = {
         let mut script = script.lock().unwrap();
@@ -151,11 +168,16 @@ async fn answer(
         });
         answer
     };
-    Ok(response(answer))
+    Ok(response(answer, path_is_update))
 }
 
-fn response(answer: Answer) -> Response<Full<Bytes>> {
+fn response(answer: Answer, update: bool) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match answer {
+        Answer::Removed if update => (
+            StatusCode::OK,
+            "application/protobuf",
+            ParticipantInfo::default().encode_to_vec(),
+        ),
         Answer::Removed => (
             StatusCode::OK,
             "application/protobuf",
@@ -188,9 +210,41 @@ fn response(answer: Answer) -> Response<Full<Bytes>> {
 /// and returns what it asked for.
 pub fn checked(call: &Call) -> Seen {
     assert_eq!((call.method.as_str(), call.path.as_str()), ("POST", ROUTE));
-    assert_eq!(call.content_type.as_deref(), Some("application/protobuf"));
     let request = RoomParticipantIdentity::decode(call.body.clone())
         .unwrap_or_else(|e| panic!("the body is not a RoomParticipantIdentity: {e}"));
+    check_admin(call, &request.room);
+    (
+        request.room,
+        request.identity,
+        request.revoke_token_ts,
+        call.answer,
+    )
+}
+
+/// Asserts the call is an UpdateParticipant that changes nothing but the permissions, with an admin token for
+/// the room it names, and returns what it asked for.
+pub fn checked_update(call: &Call) -> Update {
+    assert_eq!(
+        (call.method.as_str(), call.path.as_str()),
+        ("POST", UPDATE_ROUTE)
+    );
+    let request = UpdateParticipantRequest::decode(call.body.clone())
+        .unwrap_or_else(|e| panic!("the body is not an UpdateParticipantRequest: {e}"));
+    check_admin(call, &request.room);
+    assert!(
+        request.metadata.is_empty() && request.name.is_empty() && request.attributes.is_empty(),
+        "an update of permissions touches nothing else: {request:?}"
+    );
+    (
+        request.room,
+        request.identity,
+        request.permission,
+        call.answer,
+    )
+}
+
+fn check_admin(call: &Call, room: &str) {
+    assert_eq!(call.content_type.as_deref(), Some("application/protobuf"));
     let jwt = call
         .authorization
         .as_deref()
@@ -200,16 +254,7 @@ pub fn checked(call: &Call) -> Seen {
         .verify(jwt)
         .unwrap_or_else(|e| panic!("the admin token does not verify with the configured key: {e}"));
     assert!(claims.video.room_admin, "the token lacks room_admin");
-    assert_eq!(
-        claims.video.room, request.room,
-        "the token is for another room"
-    );
-    (
-        request.room,
-        request.identity,
-        request.revoke_token_ts,
-        call.answer,
-    )
+    assert_eq!(claims.video.room, room, "the token is for another room");
 }
 
 pub fn seen(identity: &str, revoke_token_ts: i64, answer: Answer) -> Seen {
