@@ -826,6 +826,9 @@ async fn webhook(
         cohost_credentials::WebhookOutcome::Ignored(reason) => {
             serde_json::json!({"ignored": reason})
         }
+        cohost_credentials::WebhookOutcome::Removed { user_id, why } => {
+            serde_json::json!({"removed": user_id, "why": why})
+        }
     };
     Ok(axum::Json(summary).into_response())
 }

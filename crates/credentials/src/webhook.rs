@@ -1,5 +1,8 @@
 //! LiveKit webhooks: verified (the signed JWT and the body's hash, through livekit-api's receiver), checked for
 //! replays, and mapped to engine commands issued as the system.
+//!
+//! With LiveKit admin on, a participant who joins but may not be there (banned, or publishing without a seat:
+//! a removed co-host whose token a self-hosted LiveKit did not revoke) is removed again at once.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -7,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use cohost_engine::{Clock, Engine, Error, Options};
 use cohost_proto::{Actor, Command, ErrorCode, Presence, Reply, RoomTarget, UserId};
 use livekit_api::access_token::TokenVerifier;
+use livekit_api::services::room::{RemoveParticipantOptions, RoomClient};
 use livekit_api::webhooks::{WebhookError, WebhookReceiver};
 
 use crate::LiveKitConfig;
@@ -27,6 +31,8 @@ pub enum WebhookOutcome {
     },
     /// Acknowledged with no effect, and why.
     Ignored(String),
+    /// A participant who may not be in the room joined, and was removed from it again; why.
+    Removed { user_id: UserId, why: String },
 }
 
 /// Why a webhook was refused. It changed nothing.
@@ -49,6 +55,10 @@ pub enum WebhookRefusal {
     /// engine's code.
     #[error(transparent)]
     Engine(#[from] Error),
+    /// A participant who may not be in the room joined, and LiveKit did not take the removal. `unavailable`,
+    /// so LiveKit sends the webhook again.
+    #[error("removing {user_id} from LiveKit failed: {message}")]
+    Removal { user_id: UserId, message: String },
 }
 
 impl WebhookRefusal {
@@ -59,6 +69,7 @@ impl WebhookRefusal {
             Self::Unverified(_) => ErrorCode::Unauthenticated,
             Self::Replayed(_) => ErrorCode::AlreadyExists,
             Self::Engine(error) => error.code(),
+            Self::Removal { .. } => ErrorCode::Unavailable,
         }
     }
 }
@@ -71,6 +82,8 @@ pub struct Webhooks {
     config: LiveKitConfig,
     clock: Arc<dyn Clock>,
     seen: Arc<Mutex<Seen>>,
+    /// With LiveKit admin on: removes who may not be in the room.
+    room_service: Option<Arc<RoomClient>>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -122,12 +135,20 @@ impl Webhooks {
             &config.api_key,
             &config.api_secret,
         ));
+        let room_service = config.admin.then(|| {
+            Arc::new(RoomClient::with_api_key(
+                &config.http_url(),
+                &config.api_key,
+                &config.api_secret,
+            ))
+        });
         Self {
             receiver,
             engine,
             config,
             clock,
             seen: Arc::default(),
+            room_service,
         }
     }
 
@@ -153,19 +174,70 @@ impl Webhooks {
                 command: name,
                 reply: Box::new(reply),
             }),
-            // A viewer's presence, or a room that already ended: nothing to record.
+            // A viewer's presence, or a room that already ended: nothing to record, unless the participant may
+            // not be there at all.
             Err(error)
                 if matches!(
                     error.code(),
                     ErrorCode::NotFound | ErrorCode::FailedPrecondition
                 ) =>
             {
+                if let Some((user_id, why)) = self.intruder(&event) {
+                    return self.remove_again(&event, user_id, why).await;
+                }
                 Ok(WebhookOutcome::Ignored(format!("{name}: {error}")))
             }
             Err(error) => {
                 // Not applied: LiveKit's retry of this webhook must not count as a replay.
                 self.seen().forget(&event.id);
                 Err(WebhookRefusal::Engine(error))
+            }
+        }
+    }
+
+    /// A joined participant who holds no place on the stage and may not be in the room: banned, or holding a
+    /// token that publishes (only the host and co-hosts get those). `None` with admin off.
+    fn intruder(&self, event: &livekit_protocol::WebhookEvent) -> Option<(UserId, String)> {
+        self.room_service.as_ref()?;
+        let participant = event.participant.as_ref()?;
+        if event.event != "participant_joined" {
+            return None;
+        }
+        let user_id = UserId::new(&participant.identity).ok()?;
+        let room_id = self.config.room_id(&event.room.as_ref()?.name)?;
+        let now_ms = self.clock.now_ms();
+        if self.engine.is_banned(&room_id, &user_id, now_ms) == Ok(true) {
+            return Some((user_id, "banned from the room".into()));
+        }
+        let publishes = (participant.permission.as_ref()).is_some_and(|p| p.can_publish);
+        publishes.then(|| (user_id, "publishes without a seat".into()))
+    }
+
+    /// Removes `user_id` from the LiveKit room and revokes every token issued to them until now.
+    async fn remove_again(
+        &self,
+        event: &livekit_protocol::WebhookEvent,
+        user_id: UserId,
+        why: String,
+    ) -> Result<WebhookOutcome, WebhookRefusal> {
+        let client = self.room_service.as_ref().expect("intruder checks admin");
+        let room = event.room.as_ref().map_or("", |room| room.name.as_str());
+        let options = RemoveParticipantOptions {
+            revoke_token_ts: self.clock.now_ms().div_ceil(1_000) as i64,
+        };
+        let removed = client
+            .remove_participant_with_options(room, user_id.as_str(), options)
+            .await;
+        match removed {
+            Ok(()) => {
+                tracing::warn!(%room, %user_id, %why, "a participant who may not be in the room joined; removed again");
+                Ok(WebhookOutcome::Removed { user_id, why })
+            }
+            Err(error) => {
+                // Not done: LiveKit's retry of this webhook must not count as a replay.
+                self.seen().forget(&event.id);
+                let message = error.to_string();
+                Err(WebhookRefusal::Removal { user_id, message })
             }
         }
     }

@@ -8,14 +8,17 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use cohost_credentials::webhook::WEBHOOK_AGE_MAX_MS;
-use cohost_credentials::{LiveKitConfig, TOKEN_TTL_DEFAULT, WebhookOutcome, Webhooks};
+use cohost_credentials::{
+    LiveKitConfig, TOKEN_TTL_DEFAULT, WebhookOutcome, WebhookRefusal, Webhooks,
+};
 use cohost_engine::{Config, Engine, ManualClock};
 use cohost_proto::limits::BODY_BYTES_MAX;
-use cohost_proto::{ErrorCode, Reply, RoomId, RoomStatus};
+use cohost_proto::{BanUser, Command, ErrorCode, Reply, RoomId, RoomStatus};
 use livekit_api::access_token::AccessToken;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{accept, create, go_live, invite, room_id, run, user};
+use support::stand_in::{self, Answer, StandIn};
+use support::{accept, create, go_live, invite, remove, room_id, run, user};
 
 const KEY: &str = "lk-hook-key";
 const SECRET: &str = "lk-hook-secret";
@@ -136,17 +139,21 @@ struct Hooks {
 
 impl Hooks {
     async fn open() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(NOW_MS));
-        let engine = Engine::open(Config::new(dir.path()).with_clock(clock.clone())).unwrap();
-        let config = LiveKitConfig {
+        Self::open_with(LiveKitConfig {
             url: "ws://localhost:7880".into(),
             api_key: KEY.into(),
             api_secret: SECRET.into(),
             room_prefix: PREFIX.into(),
             token_ttl: TOKEN_TTL_DEFAULT,
             admin: false,
-        };
+        })
+        .await
+    }
+
+    async fn open_with(config: LiveKitConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(NOW_MS));
+        let engine = Engine::open(Config::new(dir.path()).with_clock(clock.clone())).unwrap();
         let webhooks = Webhooks::new(engine.clone(), config, clock);
         let hooks = Self {
             _dir: dir,
@@ -474,4 +481,99 @@ async fn the_authorization_header_may_carry_a_bearer_prefix() {
         ("createdAt as a number", signed(number), Online(&[])),
     ])
     .await;
+}
+
+/// A participant event signed with the stand-in's key; `can_publish` names the participant's permission.
+fn joined_as(identity: &str, id: &str, can_publish: Option<bool>) -> Delivery {
+    let mut event = joined(identity, id);
+    if let Some(can_publish) = can_publish {
+        event["participant"]["permission"] =
+            json!({"canPublish": can_publish, "canSubscribe": true});
+    }
+    let body = event.to_string();
+    let authorization = sign_with(body.as_bytes(), stand_in::API_KEY, stand_in::API_SECRET);
+    delivery(body.as_bytes(), authorization)
+}
+
+/// Delivers a webhook that must append nothing, and returns what it came to.
+async fn handled(hooks: &Hooks, delivery: Delivery) -> Result<WebhookOutcome, WebhookRefusal> {
+    let before = hooks.engine.last_seq();
+    let got = hooks
+        .webhooks
+        .handle(&delivery.body, &delivery.authorization)
+        .await;
+    assert_eq!(
+        hooks.engine.last_seq(),
+        before,
+        "removing again appends nothing"
+    );
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_admin_on_a_banned_user_or_a_seatless_publisher_who_joins_is_removed_again() {
+    let stand_in = StandIn::start().await;
+    let hooks = Hooks::open_with(stand_in::livekit(stand_in.port)).await;
+    let ban = Command::BanUser(BanUser {
+        room_id: room_id(),
+        user_id: user("erin"),
+        duration_s: None,
+    });
+    run(&hooks.engine, "alice", ban).await;
+    run(&hooks.engine, "alice", remove("bob")).await;
+    let removed = |delivery: Delivery| handled(&hooks, delivery);
+    let now_secs = NOW_SECS as i64;
+    let removal = |who: &str, answer| {
+        (
+            stand_in::LIVEKIT_ROOM.to_owned(),
+            who.to_owned(),
+            now_secs,
+            answer,
+        )
+    };
+    // A viewer's token does not publish: they stay.
+    let viewer = removed(joined_as("zed", "EV_1", Some(false))).await;
+    assert!(
+        matches!(viewer, Ok(WebhookOutcome::Ignored(_))),
+        "{viewer:?}"
+    );
+    let unknown = removed(joined_as("yan", "EV_2", None)).await;
+    assert!(
+        matches!(unknown, Ok(WebhookOutcome::Ignored(_))),
+        "{unknown:?}"
+    );
+    assert_eq!(stand_in.seen(), []);
+    // Banned: removed whatever the token; LiveKit down first, so the webhook is refused and taken again.
+    stand_in.plan(&[Answer::Unavailable], Answer::Removed);
+    let erin = joined_as("erin", "EV_3", Some(false));
+    let refused = removed(erin.clone()).await.expect_err("LiveKit was down");
+    assert_eq!(refused.code(), ErrorCode::Unavailable);
+    let again = removed(erin.clone()).await;
+    assert!(
+        matches!(&again, Ok(WebhookOutcome::Removed { user_id, .. }) if user_id.as_str() == "erin"),
+        "{again:?}"
+    );
+    // bob, removed, joins with his old co-host token that LiveKit did not revoke.
+    let bob = removed(joined_as("bob", "EV_4", Some(true))).await;
+    assert!(
+        matches!(&bob, Ok(WebhookOutcome::Removed { user_id, .. }) if user_id.as_str() == "bob"),
+        "{bob:?}"
+    );
+    assert_eq!(
+        stand_in.seen(),
+        [
+            removal("erin", Answer::Unavailable),
+            removal("erin", Answer::Removed),
+            removal("bob", Answer::Removed)
+        ]
+    );
+    // The host and a seated co-host are never removed.
+    let alice = joined_as("alice", "EV_5", Some(true));
+    let alice = (hooks.webhooks.handle(&alice.body, &alice.authorization)).await;
+    assert!(
+        matches!(alice, Ok(WebhookOutcome::Applied { .. })),
+        "{alice:?}"
+    );
+    assert_eq!(stand_in.seen().len(), 3);
+    hooks.engine.shutdown().await;
 }

@@ -361,6 +361,12 @@ impl Engine {
         })
     }
 
+    /// Whether `user` is banned from the room at `now_ms`: what LiveKit webhooks check before letting a
+    /// participant stay.
+    pub fn is_banned(&self, room_id: &RoomId, user: &UserId, now_ms: u64) -> Result<bool, Error> {
+        self.with_entry(room_id, |entry| Ok(entry.state.ban(user, now_ms).is_some()))
+    }
+
     /// Up to `limit` (at most 1000) committed envelopes from `from_seq` on.
     pub fn read_events(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
         // The store can hold a batch that is written but not yet flushed; serve only what is durable.

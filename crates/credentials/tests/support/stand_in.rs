@@ -21,8 +21,8 @@ use livekit_protocol::{
 };
 use prost::Message;
 
-const API_KEY: &str = "stand-in-key";
-const API_SECRET: &str = "stand-in-secret-of-a-decent-length";
+pub const API_KEY: &str = "stand-in-key";
+pub const API_SECRET: &str = "stand-in-secret-of-a-decent-length";
 /// The LiveKit room of `support::ROOM` under the test's prefix.
 pub const LIVEKIT_ROOM: &str = "cohost-stage-1";
 const ROUTE: &str = "/twirp/livekit.RoomService/RemoveParticipant";
