@@ -44,6 +44,8 @@ done
 # Dev JWTs, signed with the generated secret in $DATA/dev-auth-secret (what `cargo run --release -- token` does).
 ALICE=$("$COHOSTD" --data-dir "$DATA" token --user alice)
 BOB=$("$COHOSTD" --data-dir "$DATA" token --user bob)
+DAVE=$("$COHOSTD" --data-dir "$DATA" token --user dave)
+EVE=$("$COHOSTD" --data-dir "$DATA" token --user eve)
 
 json() { python3 -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
 
@@ -88,6 +90,12 @@ as BOB; call "bob sees the pending invitation" GET '/v1/me/invitations?status=pe
 as BOB; call "bob accepts, and receives his LiveKit credentials" POST "/v1/invitations/$INVITATION/accept" "$BOB"
 as BOB; call "bob fetches fresh broadcaster data later" GET /v1/rooms/stage-1/broadcaster-data "$BOB"
 as ALICE; call "the room: bob holds a seat" GET /v1/rooms/stage-1 "$ALICE"
+as ALICE; call "alice makes dave a moderator" POST /v1/rooms/stage-1/moderators "$ALICE" '{"user_id": "dave"}'
+as DAVE; call "dave mutes bob's microphone" POST /v1/rooms/stage-1/cohosts/bob/media "$DAVE" '{"audio": false}'
+as DAVE; call "dave moves bob to seat 3" POST /v1/rooms/stage-1/cohosts/bob/move "$DAVE" '{"seat": 3}'
+as EVE; call "eve raises her hand" POST /v1/rooms/stage-1/requests "$EVE"
+as DAVE; call "dave bans eve for an hour: her request is cancelled" POST /v1/rooms/stage-1/bans "$DAVE" '{"user_id": "eve", "duration_s": 3600}'
+as EVE; call "eve cannot ask again (403)" POST /v1/rooms/stage-1/requests "$EVE"
 as ALICE; call "alice stops the room" POST /v1/rooms/stage-1/stop "$ALICE"
 
 sleep 0.3

@@ -32,7 +32,7 @@
 //! | `room` | `{"room_id"}` | the room |
 //! | `room_invitations` | `{"room_id", "status"?, "kind"?, "cursor"?, "limit"?}` | `{"items", "next_cursor"}` |
 //! | `user_invitations` | `{"user_id", "status"?, "kind"?, "cursor"?, "limit"?}` (user = candidate) | `{"items", "next_cursor"}` |
-//! | `broadcaster_entitlement` | `{"room_id", "user_id"}` | `{"role": "host" \| "cohost", "invitation_id"}` |
+//! | `broadcaster_entitlement` | `{"room_id", "user_id"}` | `{"role": "host" \| "cohost", "invitation_id", "audio", "video"}` |
 //! | `read_events` | `{"from_seq", "limit"?}` | `{"events": [envelope...], "last_seq"}` |
 //! | `read_room` | `{"room_id", "from_version", "limit"?}` | `{"events": [envelope...], "version"}` |
 //!
@@ -948,6 +948,9 @@ struct ReadRoomArgs {
 struct EntitlementBody {
     role: BroadcasterRole,
     invitation_id: Option<InvitationId>,
+    /// What the seat may publish, so a service that mints its own tokens grants the same sources.
+    audio: bool,
+    video: bool,
 }
 
 /// Runs a query and returns its whole `{"ok": ...}` body.
@@ -976,6 +979,8 @@ async fn run_query(
             Ok(ok_body(&EntitlementBody {
                 role: found.role,
                 invitation_id: found.invitation_id,
+                audio: found.audio,
+                video: found.video,
             }))
         }
         Query::ReadEvents | Query::ReadRoom => read_log(context, engine, query, payload).await,

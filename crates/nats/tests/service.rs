@@ -668,11 +668,11 @@ async fn queries_read_rooms_invitations_and_entitlements() {
     h.check([
         (
             entitlement("alice", "stage"),
-            Is(json!({"role": "host", "invitation_id": null})),
+            Is(json!({"role": "host", "invitation_id": null, "audio": true, "video": true})),
         ),
         (
             entitlement("bob", "stage"),
-            Is(json!({"role": "cohost", "invitation_id": "stage.1"})),
+            Is(json!({"role": "cohost", "invitation_id": "stage.1", "audio": true, "video": true})),
         ),
         (entitlement("carol", "stage"), Code("failed_precondition")),
         (entitlement("zed", "stage"), Code("permission_denied")),
