@@ -570,8 +570,13 @@ async fn get_room(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller(&state, &headers)?;
+    let caller = authenticated(&state, &headers)?;
     let room_id = room_id(&id)?;
+    if wants_events(&headers) {
+        let stream = state.quotas.open_stream(&caller.user)?;
+        let collection = sse::Collection::Stage(room_id);
+        return sse::serve(state, collection, &headers, caller.expires_s, stream).await;
+    }
     let engine = state.engines.for_room(&room_id)?;
     Ok(axum::Json(Reply::Room(engine.room(&room_id)?)).into_response())
 }
@@ -756,10 +761,11 @@ async fn room_invitations(
     let room_id = room_id(&id)?;
     let list = list_query(query, true)?;
     let engine = state.engines.for_room(&room_id)?;
-    if engine.room(&room_id)?.host != caller.user {
+    let room = engine.room(&room_id)?;
+    if room.host != caller.user && !room.moderators.contains(&caller.user) {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,
-            "only the host lists a room's invitations",
+            "only the host or a moderator lists a room's invitations",
         ));
     }
     if wants_events(&headers) {

@@ -1,8 +1,9 @@
 //! Live collections over Server-Sent Events.
 //!
 //! A live collection first sends one `snapshot` event (the page `{"items", "next_cursor"}` for the list's filter
-//! and limit), then one `change` event per envelope (the envelope in its contract JSON). The SSE `id:` is the room
-//! version for a room's invitations and the global seq for `/v1/me/invitations`; the snapshot's id is the room
+//! and limit, or the room for `GET /v1/rooms/{room_id}`), then one `change` event per envelope (the envelope in its
+//! contract JSON). The SSE `id:` is the room version for a room and its invitations and the global seq for
+//! `/v1/me/invitations`; the snapshot's id is the room
 //! version (or the seq) the page reflects. A client that reconnects with `Last-Event-ID` skips the snapshot and
 //! gets every change after that id, caught up from the log and then followed live, without gaps or duplicates.
 //!
@@ -30,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use cohost_engine::{Engine, EventStream, Interest};
 use cohost_nats::service::user_invitations_at_across;
 use cohost_nats::user_feed;
-use cohost_proto::{Envelope, ErrorBody, ErrorCode, Invitation, Page, RoomId, UserId};
+use cohost_proto::{Envelope, ErrorBody, ErrorCode, RoomId, UserId};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
@@ -49,6 +50,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub enum Collection {
     /// A room's invitations; the `id:` is the room version.
     Room(RoomId, ListRequest),
+    /// The room itself, for a stage grid or a co-host who must learn they were moved, muted or removed; the
+    /// `id:` is the room version.
+    Stage(RoomId),
     /// The caller's invitations as candidate; the `id:` is the global seq.
     Candidate(UserId, ListRequest),
 }
@@ -70,7 +74,9 @@ pub async fn serve(
         return Ok(respond(&state, feed));
     }
     let engine = match &collection {
-        Collection::Room(room_id, _) => state.engines.for_room(room_id)?,
+        Collection::Room(room_id, _) | Collection::Stage(room_id) => {
+            state.engines.for_room(room_id)?
+        }
         Collection::Candidate(..) => state.engines.one("a candidate's invitations")?.clone(),
     };
     let engine = &engine;
@@ -88,6 +94,17 @@ pub async fn serve(
             }
         }
         (Collection::Room(room_id, list), _) => room_snapshot(&state, engine, &room_id, &list)?,
+        (Collection::Stage(room_id), Some(version))
+            if engine
+                .room(&room_id)
+                .is_ok_and(|room| version <= room.version) =>
+        {
+            match room_resumed(&state, engine, &room_id, version).await? {
+                Some(feed) => feed,
+                None => stage_snapshot(&state, engine, &room_id)?,
+            }
+        }
+        (Collection::Stage(room_id), _) => stage_snapshot(&state, engine, &room_id)?,
         (Collection::Candidate(user, _), Some(seq)) if engine.candidate_resumable(&user, seq) => {
             let changes = engine.subscribe(seq.saturating_add(1), Interest::Candidate(user));
             Feed::new(&state, None, engine_changes(changes, |e| e.seq), seq)
@@ -143,6 +160,15 @@ fn room_snapshot(
 ) -> Result<Feed, ApiError> {
     let watch = engine.watch_room_invitations(room_id, list)?;
     let version = watch.room_version.unwrap_or_default();
+    let snapshot = snapshot_event(version, &watch.snapshot)?;
+    let changes = engine_changes(watch.changes, |e| e.version);
+    Ok(Feed::new(state, Some(snapshot), changes, version))
+}
+
+/// The room, then its changes.
+fn stage_snapshot(state: &AppState, engine: &Engine, room_id: &RoomId) -> Result<Feed, ApiError> {
+    let watch = engine.watch_room(room_id)?;
+    let version = watch.snapshot.version;
     let snapshot = snapshot_event(version, &watch.snapshot)?;
     let changes = engine_changes(watch.changes, |e| e.version);
     Ok(Feed::new(state, Some(snapshot), changes, version))
@@ -261,7 +287,7 @@ fn cluster_changes(
 }
 
 /// The collection's first event: the page, with the id a client resumes from.
-fn snapshot_event(id: u64, page: &Page<Invitation>) -> Result<Event, ApiError> {
+fn snapshot_event<T: serde::Serialize>(id: u64, page: &T) -> Result<Event, ApiError> {
     Ok(Event::default()
         .event("snapshot")
         .id(id.to_string())

@@ -1,21 +1,27 @@
 //! The stage controls' routes (DESIGN.md, "Stage controls"): moderators, seats, bans, media and whether the
 //! room takes requests. Each authenticates the caller, reads its command from the path and the body, and
-//! returns the room.
+//! returns the room. Beside them, the room's history from the log for the host and moderators.
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
-use axum::routing::{delete, post};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use cohost_proto::limits::READ_EVENTS_MAX;
 use cohost_proto::{
     BanUser, CohostMedia, Command, MoveCohost, RequestsOpen, SeatTarget, UserId, UserTarget,
 };
+use cohost_proto::{Envelope, ErrorCode};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::http::{AppState, Empty, RawBody, UserBody, as_caller, body, on_user, room_id, user_id};
+use crate::http::{
+    AppState, Empty, RawBody, UserBody, as_caller, body, caller, on_user, room_id, user_id,
+};
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -38,6 +44,68 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/rooms/{room_id}/seats/{seat}/unlock", post(unlock_seat))
         .route("/v1/rooms/{room_id}/bans", post(ban_user))
         .route("/v1/rooms/{room_id}/bans/{user_id}", delete(unban_user))
+        .route("/v1/rooms/{room_id}/events", get(room_events))
+}
+
+/// A page of the room's history when no `limit` is given.
+const EVENTS_PAGE_DEFAULT: usize = 100;
+
+/// `GET /v1/rooms/{room_id}/events?after_version&limit`: the room's events from the log, for the host and the
+/// moderators (who answer for the stage, and may need to show who removed whom). `next_cursor` is the version
+/// to pass as `after_version` for the next page, or null once the page reaches the room's version.
+async fn room_events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers)?;
+    let room_id = room_id(&id)?;
+    let (after_version, limit) = events_query(query)?;
+    let engine = state.engines.for_room(&room_id)?;
+    let room = engine.room(&room_id)?;
+    if room.host != caller && !room.moderators.contains(&caller) {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "only the host or a moderator reads a room's history",
+        ));
+    }
+    let read = move || engine.read_room(&room_id, after_version.saturating_add(1), limit);
+    let items: Vec<Envelope> = tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("a log read failed: {e}")))??;
+    let next_cursor = items
+        .last()
+        .filter(|last| items.len() == limit || last.version < room.version)
+        .map(|last| last.version.to_string());
+    let page = serde_json::json!({"items": items, "next_cursor": next_cursor});
+    Ok(axum::Json(page).into_response())
+}
+
+/// `after_version` (default 0: from the start) and `limit` (1 to 1000, default 100); nothing else.
+fn events_query(
+    raw: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<(u64, usize), ApiError> {
+    let Query(mut params) = raw.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let after_version = match params.remove("after_version") {
+        None => 0,
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| ApiError::invalid("after_version must be a room version (0 or more)"))?,
+    };
+    let limit = match params.remove("limit") {
+        None => EVENTS_PAGE_DEFAULT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=READ_EVENTS_MAX).contains(&n) => n,
+            _ => return Err(ApiError::invalid("limit must be from 1 to 1000")),
+        },
+    };
+    if let Some(unknown) = params.keys().next() {
+        return Err(ApiError::invalid(format!(
+            "unknown query parameter {unknown:?}"
+        )));
+    }
+    Ok((after_version, limit))
 }
 
 async fn open_requests(

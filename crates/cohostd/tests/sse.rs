@@ -380,3 +380,62 @@ async fn a_live_collection_ends_when_its_token_expires() {
         "the stream closed"
     );
 }
+
+/// `GET /v1/rooms/{room_id}` as a live collection: the room as its snapshot, then each event of the room, so a
+/// co-host learns over HTTP that they were moved, muted or removed; resumable with `Last-Event-ID`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_room_itself_is_a_live_collection() {
+    const STAGE: &str = "/v1/rooms/r1";
+    let mut flow = Flow::start().await;
+    flow.run([
+        post("alice", "/v1/rooms", json!({"room_id": "r1"})).ok(json!({"version": 1})),
+        post_empty("alice", "/v1/rooms/r1/live").ok(json!({"version": 2})),
+        invite("alice", "r1", "bob").save("/invitation_id", "to_bob"),
+        post_empty("bob", "/v1/invitations/{to_bob}/accept"),
+    ])
+    .await;
+    assert_eq!(
+        open(&mut flow, "/v1/rooms/r2", "bob", None).err(),
+        Some(404)
+    );
+    assert_eq!(open(&mut flow, STAGE, "bob", Some("x")).err(), Some(400));
+
+    // Anyone the room is visible to follows it: bob, a co-host, does.
+    let mut stage = open(&mut flow, STAGE, "bob", None).expect("room SSE");
+    let (id, room) = stage.snapshot();
+    assert_eq!(id, Some(4));
+    assert_eq!(room["version"], 4);
+    assert_eq!(room["cohosts"][0]["user_id"], "bob");
+    flow.run([
+        post(
+            "alice",
+            "/v1/rooms/r1/cohosts/bob/media",
+            json!({"video": false}),
+        ),
+        post("alice", "/v1/rooms/r1/cohosts/bob/move", json!({"seat": 3})),
+    ])
+    .await;
+    let changes = stage.changes(&[(5, "cohost_media_changed"), (6, "cohost_moved")]);
+    assert_eq!(changes[0]["video"], false);
+    assert_eq!(
+        (changes[1]["seat"].clone(), changes[1]["from_seat"].clone()),
+        (json!(3), json!(1))
+    );
+
+    // Gone for a while; resumed, it gets exactly what it missed, then live changes.
+    drop(stage);
+    flow.step(delete("alice", "/v1/rooms/r1/cohosts/bob")).await;
+    let mut stage = open(&mut flow, STAGE, "bob", Some("6")).expect("room SSE resumed");
+    let removed = stage.change(7, "cohost_removed");
+    assert_eq!(
+        (removed["user_id"].clone(), removed["reason"].clone()),
+        (json!("bob"), json!("host"))
+    );
+    flow.step(post_empty("alice", "/v1/rooms/r1/stop")).await;
+    stage.change(8, "room_stopped");
+    // A fresh one shows the room as it is now.
+    let (id, room) = open(&mut flow, STAGE, "carol", None)
+        .expect("room SSE")
+        .snapshot();
+    assert_eq!((id, room["status"].clone()), (Some(8), json!("ended")));
+}

@@ -183,10 +183,38 @@ fn bans() -> Vec<Step> {
     ]
 }
 
+/// The room's history: the host and moderators read it, paged; others may not.
+fn history() -> Vec<Step> {
+    const EVENTS: &str = "/v1/rooms/stage-1/events";
+    vec![
+        get("bob", EVENTS).err(403, "permission_denied"),
+        get("erin", EVENTS).err(403, "permission_denied"),
+        get("alice", "/v1/rooms/nowhere/events").err(404, "not_found"),
+        get("alice", &format!("{EVENTS}?limit=0")).err(400, "invalid_argument"),
+        get("alice", &format!("{EVENTS}?limit=1001")).err(400, "invalid_argument"),
+        get("alice", &format!("{EVENTS}?after_version=-1")).err(400, "invalid_argument"),
+        get("alice", &format!("{EVENTS}?cursor=3")).err(400, "invalid_argument"),
+        get("alice", &format!("{EVENTS}?limit=2")).ok(json!({
+            "items": [
+                {"version": 1, "type": "room_created", "actor": "alice"},
+                {"version": 2, "type": "room_live"}
+            ],
+            "next_cursor": "2"
+        })),
+        // A removal says why and by whom.
+        get("dave", &format!("{EVENTS}?after_version=16&limit=1")).ok(json!({
+            "items": [{"version": 17, "type": "cohost_removed", "reason": "ban", "user_id": "bob", "actor": "dave"}],
+            "next_cursor": "17"
+        })),
+        get("alice", &format!("{EVENTS}?after_version=1000")).ok(json!({"items": [], "next_cursor": null})),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stage_runners_seat_mute_and_ban_and_no_one_else_does() {
     let mut flow = Flow::start().await;
     flow.run(staged()).await;
     flow.run(seats_and_media()).await;
     flow.run(bans()).await;
+    flow.run(history()).await;
 }

@@ -443,6 +443,34 @@ impl Engine {
         })
     }
 
+    /// The room as a live collection: the room, then every event of the room after it.
+    pub fn watch_room(&self, room_id: &RoomId) -> Result<Watch<Room>, Error> {
+        let interest = Interest::Room(room_id.clone());
+        let in_memory = self.watch(
+            |read| {
+                let entry = read.room(room_id)?;
+                let room = entry.state.room().ok_or(Error::RoomNotFound)?.clone();
+                let version = room.version;
+                Ok((room, Some(version)))
+            },
+            interest.clone(),
+        );
+        if !matches!(in_memory, Err(Error::RoomNotFound)) {
+            return in_memory;
+        }
+        // An ended room that left memory: its archive is final, true as of any seq after it ended.
+        let seq = self.last_seq();
+        let store = self.shared.store()?;
+        let entry = driver::archived_entry(&store, room_id)?.ok_or(Error::RoomNotFound)?;
+        let room = entry.state.room().ok_or(Error::RoomNotFound)?.clone();
+        Ok(Watch {
+            room_version: Some(room.version),
+            snapshot: room,
+            seq,
+            changes: self.subscribe(seq + 1, interest),
+        })
+    }
+
     /// A candidate's invitations as a live collection: the page asked for, then every invitation event for
     /// them.
     pub fn watch_user_invitations(
@@ -470,11 +498,11 @@ impl Engine {
 
     /// A page as of one seq (with the room's version then, for a room's page), and the events of
     /// `interest` from right after it.
-    fn watch(
+    fn watch<T>(
         &self,
-        page: impl FnOnce(&ReadModel) -> Result<(Page<Invitation>, Option<u64>), Error>,
+        page: impl FnOnce(&ReadModel) -> Result<(T, Option<u64>), Error>,
         interest: Interest,
-    ) -> Result<Watch, Error> {
+    ) -> Result<Watch<T>, Error> {
         let read = self.read();
         let (snapshot, room_version) = page(&read)?;
         let seq = read.last_seq;

@@ -203,10 +203,10 @@ enum Plan {
     Seqs(Vec<u64>),
 }
 
-/// A live collection: a page of invitations as of `seq`, then every change after it.
+/// A live collection: a snapshot (a page of invitations, or the room) as of `seq`, then every change after it.
 #[derive(Debug)]
-pub struct Watch {
-    pub snapshot: Page<Invitation>,
+pub struct Watch<T = Page<Invitation>> {
+    pub snapshot: T,
     /// The snapshot is the state after this seq; `changes` starts right after it.
     pub seq: u64,
     /// For a room's collection, the room's version as of `seq`.
