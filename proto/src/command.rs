@@ -67,6 +67,10 @@ pub struct Presence {
     pub room_id: RoomId,
     pub user_id: UserId,
     pub online: bool,
+    /// LiveKit's time and participant for the report, so reports are ordered by LiveKit's clock rather than
+    /// by arrival; `null` for a report that has none (it is applied as it arrives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<crate::PresenceStamp>,
 }
 
 /// `invite`: the host or a moderator offers `user_id` a seat, the numbered one if `seat` names it (accept
@@ -216,6 +220,8 @@ commands! {
     BanUser(BanUser) = "ban_user",
     UnbanUser(UserTarget) = "unban_user",
     SetCohostMedia(CohostMedia) = "set_cohost_media",
+    /// System only: the timer saw a co-host's disconnect grace pass.
+    Disconnect(UserTarget) = "disconnect",
 }
 
 impl Command {
@@ -229,7 +235,8 @@ impl Command {
             Self::RemoveCohost(t)
             | Self::AddModerator(t)
             | Self::RemoveModerator(t)
-            | Self::UnbanUser(t) => &t.room_id,
+            | Self::UnbanUser(t)
+            | Self::Disconnect(t) => &t.room_id,
             Self::MoveCohost(m) => &m.room_id,
             Self::LockSeat(s) | Self::UnlockSeat(s) => &s.room_id,
             Self::BanUser(b) => &b.room_id,
@@ -259,7 +266,7 @@ mod tests {
 
     #[test]
     fn every_name_parses_back_to_its_command() {
-        let samples: [(&str, &str); 21] = [
+        let samples: [(&str, &str); 22] = [
             (
                 "create_room",
                 r#"{"room_id":"r","title":"t","max_cohosts":3}"#,
@@ -290,6 +297,7 @@ mod tests {
                 "set_cohost_media",
                 r#"{"room_id":"r","user_id":"u","audio":false}"#,
             ),
+            ("disconnect", r#"{"room_id":"r","user_id":"u"}"#),
         ];
         for ((name, args), expected) in samples.iter().zip(Command::NAMES) {
             assert_eq!(*name, expected);

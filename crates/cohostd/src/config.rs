@@ -93,6 +93,14 @@ pub struct Settings {
     /// Remove participants through LiveKit's RoomService when they leave the stage.
     #[arg(long, env = "COHOST_LIVEKIT_ADMIN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub livekit_admin: bool,
+    /// This deployment receives LiveKit's webhooks (at /v1/livekit/webhook), so it knows who is connected:
+    /// the disconnect grace applies.
+    #[arg(long, env = "COHOST_LIVEKIT_WEBHOOKS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub livekit_webhooks: bool,
+    /// With LiveKit webhooks on: seconds a seated co-host may stay away from LiveKit (left, or not joined since
+    /// accepting) before the system removes them (reason `disconnected`); 0 never.
+    #[arg(long, env = "COHOST_DISCONNECT_GRACE_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub disconnect_grace_s: u64,
     /// Invitation TTL in seconds (10 to 86400).
     #[arg(long, env = "COHOST_INVITATION_TTL_S", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
     pub invitation_ttl_s: u64,
@@ -222,6 +230,15 @@ impl Settings {
         }
     }
 
+    /// The disconnect grace the rules apply: only where LiveKit's webhooks say who is connected.
+    pub fn disconnect_grace_ms(&self) -> u64 {
+        if self.livekit_webhooks {
+            self.disconnect_grace_s.saturating_mul(1_000)
+        } else {
+            0
+        }
+    }
+
     /// The engine's configuration: the rules' policy, retention and cache.
     pub fn engine(&self) -> Result<cohost_engine::Config, String> {
         let policy = cohost_core::Policy::new(
@@ -231,6 +248,7 @@ impl Settings {
         .and_then(|policy| {
             policy.with_quotas(self.open_rooms_per_host_max, self.pending_per_candidate_max)
         })
+        .and_then(|policy| policy.with_disconnect_grace_ms(self.disconnect_grace_ms()))
         .map_err(|e| format!("the rules' settings: {e}"))?;
         let mut config = cohost_engine::Config::new(&self.data_dir).with_policy(policy);
         config.clock = std::sync::Arc::new(cohost_engine::SystemClock);
@@ -245,6 +263,14 @@ impl Settings {
     pub fn cluster(&self) -> Result<Option<ClusterSettings>, String> {
         if !self.cluster {
             return Ok(None);
+        }
+        if self.livekit_webhooks {
+            // No node serves the webhook route in cluster mode yet: with no reports of who joined, the grace
+            // would remove every co-host.
+            return Err(
+                "COHOST_LIVEKIT_WEBHOOKS is for single-node mode: cluster mode does not take LiveKit webhooks yet"
+                    .into(),
+            );
         }
         let node_id = self
             .node_id

@@ -45,7 +45,9 @@ pub use policy::{Policy, PolicyError};
 pub use rejection::Rejection;
 pub use reply::reply;
 pub use stage::{Entitlement, entitlement};
-pub use state::{Ban, ENDED_KEPT_MAX, InvitationFilter, InvitationPage, RoomState, apply, stored};
+pub use state::{
+    Ban, ENDED_KEPT_MAX, InvitationFilter, InvitationPage, Liveness, RoomState, apply, stored,
+};
 
 use cohost_proto::{Actor, Command, Event, UserId};
 use invitation::Outcome;
@@ -148,7 +150,7 @@ pub fn decide(
         }
         Command::RemoveCohost(target) => stage::remove(state, room, &target.user_id, ctx),
         Command::LeaveStage(_) => stage::leave(state, ctx),
-        Command::Presence(p) => stage::presence(state, room, &p.user_id, p.online, ctx),
+        Command::Presence(p) => stage::presence(state, room, p, ctx),
         Command::AddModerator(target) => moderators::add(room, &target.user_id, ctx),
         Command::RemoveModerator(target) => moderators::remove(room, &target.user_id, ctx),
         Command::SetRequestsOpen(r) => moderators::set_requests_open(room, r.open, ctx),
@@ -158,5 +160,6 @@ pub fn decide(
         Command::SetCohostMedia(m) => seats::set_media(room, &m.user_id, m.audio, m.video, ctx),
         Command::BanUser(b) => bans::ban(state, room, &b.user_id, b.duration_s, ctx),
         Command::UnbanUser(t) => bans::unban(state, room, &t.user_id, ctx),
+        Command::Disconnect(t) => stage::disconnect(state, room, &t.user_id, ctx),
     }
 }

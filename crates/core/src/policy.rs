@@ -6,6 +6,9 @@ use cohost_proto::limits::{
     PENDING_PER_CANDIDATE_DEFAULT,
 };
 
+/// The longest disconnect grace a deployment may set: a day.
+pub const DISCONNECT_GRACE_MS_MAX: u64 = 86_400_000;
+
 /// The deployment's settings that rules depend on. Built only through [`Policy::new`], so it is always in range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -13,6 +16,7 @@ pub struct Policy {
     max_cohosts_default: u8,
     open_rooms_per_host_max: u32,
     pending_per_candidate_max: u32,
+    disconnect_grace_ms: u64,
 }
 
 /// A setting out of the contract's range.
@@ -58,6 +62,24 @@ impl Policy {
         })
     }
 
+    /// How long a seated co-host may stay away from LiveKit (left, or not joined since accepting) before the
+    /// system removes them: 0 (the default) never, else at most a day. Only a deployment that receives
+    /// LiveKit's webhooks knows who is away, so only one sets it.
+    pub fn with_disconnect_grace_ms(self, disconnect_grace_ms: u64) -> Result<Self, PolicyError> {
+        if disconnect_grace_ms > DISCONNECT_GRACE_MS_MAX {
+            return Err(PolicyError("the disconnect grace must be at most a day"));
+        }
+        Ok(Self {
+            disconnect_grace_ms,
+            ..self
+        })
+    }
+
+    /// The disconnect grace; 0 means never.
+    pub fn disconnect_grace_ms(&self) -> u64 {
+        self.disconnect_grace_ms
+    }
+
     /// Rooms not yet ended that one host may hold.
     pub fn open_rooms_per_host_max(&self) -> u32 {
         self.open_rooms_per_host_max
@@ -84,6 +106,7 @@ impl Default for Policy {
             max_cohosts_default: MAX_COHOSTS_DEFAULT,
             open_rooms_per_host_max: OPEN_ROOMS_PER_HOST_DEFAULT,
             pending_per_candidate_max: PENDING_PER_CANDIDATE_DEFAULT,
+            disconnect_grace_ms: 0,
         }
     }
 }

@@ -32,6 +32,7 @@ pub fn reply(state: &RoomState, command: &Command, events: &[Event]) -> Reply {
         | Command::RemoveCohost(_)
         | Command::LeaveStage(_)
         | Command::Presence(_)
+        | Command::Disconnect(_)
         | Command::AddModerator(_)
         | Command::RemoveModerator(_)
         | Command::SetRequestsOpen(_)

@@ -1,7 +1,8 @@
 //! Who is on the stage: removal, leaving, presence, and who may have broadcaster credentials.
 
 use cohost_proto::{
-    Actor, BroadcasterRole, Event, InvitationId, RemovalReason, Room, RoomStatus, Seat, UserId,
+    Actor, BroadcasterRole, Event, InvitationId, Presence, PresenceStamp, RemovalReason, Room,
+    RoomStatus, Seat, UserId,
 };
 
 use crate::{Context, Rejection, RoomState};
@@ -70,12 +71,13 @@ fn vacate(
     )])
 }
 
-/// Records a LiveKit join or leave. Reporting what is already known appends nothing.
+/// Records a LiveKit join or leave. Reporting what is already known appends nothing, and so does a co-host's
+/// report stamped before the last one applied: webhooks arrive out of order, and only LiveKit's clock says
+/// which came last.
 pub(crate) fn presence(
     state: &RoomState,
     room: &Room,
-    user: &UserId,
-    online: bool,
+    report: &Presence,
     ctx: &Context,
 ) -> Result<Vec<Event>, Rejection> {
     if *ctx.actor != Actor::System {
@@ -83,6 +85,7 @@ pub(crate) fn presence(
             "only the system reports presence",
         ));
     }
+    let (user, online) = (&report.user_id, report.online);
     let current = if user == &room.host {
         state.host_online()
     } else {
@@ -95,13 +98,72 @@ pub(crate) fn presence(
     };
     // An ended room is final: only reads follow room_stopped, so the host's comings and goings (LiveKit
     // reports them after room_finished too) change nothing.
-    if current == online || room.status == RoomStatus::Ended {
+    if room.status == RoomStatus::Ended {
+        return Ok(Vec::new());
+    }
+    let last = state.liveness(user).map(|l| l.stamp.as_ref());
+    let news = match (&report.stamp, last) {
+        (Some(stamp), Some(last)) => {
+            let stale = last.is_some_and(|last| !supersedes(stamp, online, last));
+            // The same state from another session (its leaving was missed) is news: its stamp is recorded,
+            // so the old session's late report is known to be stale.
+            let same_session = last.is_some_and(|l| l.participant_sid == stamp.participant_sid);
+            !stale && (current != online || (online && !same_session))
+        }
+        _ => current != online,
+    };
+    if !news {
         return Ok(Vec::new());
     }
     Ok(vec![Event::PresenceChanged {
         user_id: user.clone(),
         online,
-        stamp: None,
+        stamp: report.stamp.clone(),
+    }])
+}
+
+/// Whether a report stamped `new` (`online` or not) comes after the last one applied, `last`. LiveKit stamps
+/// whole seconds, so within one: a session's leaving follows its joining, and a new session's joining follows
+/// an old session's leaving.
+fn supersedes(new: &PresenceStamp, online: bool, last: &PresenceStamp) -> bool {
+    match new.at_ms.cmp(&last.at_ms) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal if new.participant_sid == last.participant_sid => !online,
+        std::cmp::Ordering::Equal => online,
+    }
+}
+
+/// The timer's removal of a co-host away longer than the deployment's disconnect grace.
+pub(crate) fn disconnect(
+    state: &RoomState,
+    room: &Room,
+    user: &UserId,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
+    if *ctx.actor != Actor::System {
+        return Err(Rejection::PermissionDenied(
+            "only the system disconnects co-hosts",
+        ));
+    }
+    if room.status == RoomStatus::Ended {
+        return Err(Rejection::FailedPrecondition("room has ended"));
+    }
+    let seat = state
+        .seat(user)
+        .ok_or(Rejection::NotFound("user is not a co-host"))?;
+    let deadline = state
+        .liveness(user)
+        .and_then(|l| l.deadline_ms(ctx.policy.disconnect_grace_ms()));
+    if deadline.is_none_or(|deadline| ctx.now_ms < deadline) {
+        return Err(Rejection::FailedPrecondition(
+            "co-host is connected, or still within the disconnect grace",
+        ));
+    }
+    Ok(vec![Event::CohostRemoved {
+        user_id: seat.user_id.clone(),
+        invitation_id: seat.invitation_id.clone(),
+        reason: RemovalReason::Disconnected,
     }])
 }
 

@@ -6,7 +6,8 @@ use cohost_proto::limits::BANS_PER_ROOM_MAX;
 use cohost_proto::limits::PAGE_LIMIT_MAX;
 use cohost_proto::limits::PENDING_PER_ROOM_MAX;
 use cohost_proto::{
-    Event, Invitation, InvitationId, InvitationKind, InvitationStatus, Room, Seat, UserId,
+    Event, Invitation, InvitationId, InvitationKind, InvitationStatus, PresenceStamp, Room, Seat,
+    UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,29 @@ pub struct RoomState {
     created: u64,
     /// Banned users, at most one entry each; an entry past its end stays until the next ban prunes it.
     bans: Vec<Ban>,
+    /// What LiveKit last said of each seated co-host, one entry per seat: what orders its reports and
+    /// starts its disconnect grace.
+    liveness: Vec<Liveness>,
+}
+
+/// A seated co-host's connection as LiveKit last reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Liveness {
+    pub user_id: UserId,
+    /// The stamp of the last report applied; a report stamped earlier is stale.
+    pub stamp: Option<PresenceStamp>,
+    /// Since when the co-host has been away: from the accept until they first join, and from a stamped
+    /// report that they left until one that they joined. `None` while connected, or when no stamped report
+    /// said when they left.
+    pub offline_since_ms: Option<u64>,
+}
+
+impl Liveness {
+    /// When the disconnect grace of `grace_ms` runs out; `None` while connected, or with no grace (0).
+    pub fn deadline_ms(&self, grace_ms: u64) -> Option<u64> {
+        let since = self.offline_since_ms.filter(|_| grace_ms > 0)?;
+        Some(since.saturating_add(grace_ms))
+    }
 }
 
 /// A user the room refuses: no invitation, no request, no seat, until `until_ms` (or the room's life).
@@ -152,6 +176,19 @@ impl RoomState {
         &self.bans
     }
 
+    /// A seated co-host's connection as LiveKit last reported it.
+    pub fn liveness(&self, user: &UserId) -> Option<&Liveness> {
+        self.liveness.iter().find(|l| &l.user_id == user)
+    }
+
+    /// Each seated co-host's disconnect deadline under a grace of `grace_ms`, for the engine's timers; none
+    /// once the room has ended.
+    pub fn disconnect_deadlines(&self, grace_ms: u64) -> impl Iterator<Item = (u64, &UserId)> + '_ {
+        let open = !self.is_ended();
+        (self.liveness.iter().filter(move |_| open))
+            .filter_map(move |l| Some((l.deadline_ms(grace_ms)?, &l.user_id)))
+    }
+
     /// Whether the user holds a co-host seat now.
     pub fn is_cohost(&self, user: &UserId) -> bool {
         self.seat(user).is_some()
@@ -259,8 +296,10 @@ pub fn apply(state: &mut RoomState, event: &Event) {
             invitation_id,
         } => state.seat_ended(user_id, invitation_id),
         Event::PresenceChanged {
-            user_id, online, ..
-        } => state.presence(user_id, *online),
+            user_id,
+            online,
+            stamp,
+        } => state.presence(user_id, *online, stamp.as_ref()),
         Event::ModeratorAdded { user_id } => state.moderator(user_id, true),
         Event::RequestsOpened {} | Event::RequestsClosed {} => {
             state.bump_version();
@@ -376,10 +415,18 @@ impl RoomState {
             audio: true,
             video: true,
         });
+
         assert!(
             room.cohosts.len() <= usize::from(room.max_cohosts),
             "co-hosts exceed max_cohosts"
         );
+        // Away until LiveKit says they joined.
+        self.liveness.retain(|l| l.user_id != invitation.user_id);
+        self.liveness.push(Liveness {
+            user_id: invitation.user_id.clone(),
+            stamp: None,
+            offline_since_ms: Some(invitation.updated_ms),
+        });
     }
 
     fn seat_ended(&mut self, user_id: &UserId, invitation_id: &InvitationId) {
@@ -400,6 +447,7 @@ impl RoomState {
             .seated
             .remove(seated.expect("a seat has its approved invitation"));
         self.end(invitation);
+        self.liveness.retain(|l| &l.user_id != user_id);
     }
 
     fn seat_mut(&mut self, user_id: &UserId) -> &mut Seat {
@@ -473,17 +521,29 @@ impl RoomState {
         );
     }
 
-    fn presence(&mut self, user_id: &UserId, online: bool) {
+    fn presence(&mut self, user_id: &UserId, online: bool, stamp: Option<&PresenceStamp>) {
         self.bump_version();
         let room = self.room_mut();
         if &room.host == user_id {
             self.host_online = online;
-        } else if let Some(seat) = room
+            return;
+        }
+        if let Some(seat) = room
             .cohosts
             .iter_mut()
             .find(|seat| &seat.user_id == user_id)
         {
             seat.online = online;
+        }
+        if let Some(liveness) = self.liveness.iter_mut().find(|l| &l.user_id == user_id) {
+            if online {
+                liveness.offline_since_ms = None;
+            } else if let Some(stamp) = stamp {
+                liveness.offline_since_ms = Some(stamp.at_ms);
+            }
+            if let Some(stamp) = stamp {
+                liveness.stamp = Some(stamp.clone());
+            }
         }
     }
 }
@@ -525,7 +585,9 @@ pub mod stored {
                     ended: old.ended.into_iter().map(Into::into).collect(),
                     created: old.created,
                     bans: Vec::new(),
+                    liveness: Vec::new(),
                 }
+                .with_liveness_of_seats()
             }
         }
     }
@@ -560,8 +622,65 @@ pub mod stored {
                     ended: old.ended,
                     created: old.created,
                     bans: Vec::new(),
+                    liveness: Vec::new(),
                 }
+                .with_liveness_of_seats()
             }
         }
+    }
+
+    /// The layout written once bans joined the state, until liveness did (engine snapshots `V4`). Never
+    /// edited.
+    pub mod v3 {
+        use std::collections::VecDeque;
+
+        use cohost_proto::{Invitation, Room};
+        use serde::Deserialize;
+
+        use crate::Ban;
+
+        #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+        pub struct RoomState {
+            pub room: Option<Room>,
+            pub host_online: bool,
+            pub pending: Vec<Invitation>,
+            pub seated: Vec<Invitation>,
+            pub ended: VecDeque<Invitation>,
+            pub created: u64,
+            pub bans: Vec<Ban>,
+        }
+
+        impl From<RoomState> for super::super::RoomState {
+            fn from(old: RoomState) -> Self {
+                Self {
+                    room: old.room,
+                    host_online: old.host_online,
+                    pending: old.pending,
+                    seated: old.seated,
+                    ended: old.ended,
+                    created: old.created,
+                    bans: old.bans,
+                    liveness: Vec::new(),
+                }
+                .with_liveness_of_seats()
+            }
+        }
+    }
+}
+
+impl RoomState {
+    /// A state stored before liveness was kept: each seat's entry as its `online` says (away since it was
+    /// taken when offline), with no stamp.
+    fn with_liveness_of_seats(mut self) -> Self {
+        let ended = self.is_ended();
+        let seats = self.room.iter().flat_map(|room| &room.cohosts);
+        self.liveness = (seats.filter(|_| !ended))
+            .map(|seat| Liveness {
+                user_id: seat.user_id.clone(),
+                stamp: None,
+                offline_since_ms: (!seat.online).then_some(seat.since_ms),
+            })
+            .collect();
+        self
     }
 }

@@ -518,3 +518,149 @@ fn rule_set_cohost_media() {
         Error(ErrorCode::FailedPrecondition),
     );
 }
+
+/// Bob seated at t=0 (the accept); alice's room.
+fn bob_seated() -> Vec<Step> {
+    live_room_then(&[invite("alice", "bob"), accept("bob", 1)])
+}
+
+#[test]
+fn a_cohost_away_past_the_grace_is_disconnected_by_the_system() {
+    // Never joined since accepting: away from the accept.
+    let seated = bob_seated();
+    check(
+        &seated,
+        disconnect("system", "bob").at(GRACE_MS - 1),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    check(
+        &seated,
+        disconnect("system", "bob").at(GRACE_MS),
+        Events(&["cohost_removed"]),
+    );
+    let (_, log) = given(&with(
+        seated.clone(),
+        &[disconnect("system", "bob").at(GRACE_MS)],
+    ));
+    assert!(matches!(
+        log.last(),
+        Some(Event::CohostRemoved {
+            reason: RemovalReason::Disconnected,
+            ..
+        })
+    ));
+    // Joined: no grace runs; left at t=40 s (LiveKit's time): away from then.
+    let joined = with(seated.clone(), &[presence_at("bob", true, 1_000, "PA_1")]);
+    check(
+        &joined,
+        disconnect("system", "bob").at(GRACE_MS * 10),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    let left = with(
+        joined.clone(),
+        &[presence_at("bob", false, 40_000, "PA_1").at(40_500)],
+    );
+    check(
+        &left,
+        disconnect("system", "bob").at(40_000 + GRACE_MS - 1),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    check(
+        &left,
+        disconnect("system", "bob").at(40_000 + GRACE_MS),
+        Events(&["cohost_removed"]),
+    );
+    // Back within the grace: the seat stays.
+    let back = with(left, &[presence_at("bob", true, 50_000, "PA_2").at(50_100)]);
+    check(
+        &back,
+        disconnect("system", "bob").at(GRACE_MS * 10),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    // Only the system; a seat that is not there; an ended room.
+    check(
+        &seated,
+        disconnect("alice", "bob").at(GRACE_MS),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &seated,
+        disconnect("bob", "bob").at(GRACE_MS),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &seated,
+        disconnect("system", "carol").at(GRACE_MS),
+        Error(ErrorCode::NotFound),
+    );
+    check(&[], disconnect("system", "bob"), Error(ErrorCode::NotFound));
+    let ended = with(seated, &[stop("alice")]);
+    check(
+        &ended,
+        disconnect("system", "bob").at(GRACE_MS),
+        Error(ErrorCode::FailedPrecondition),
+    );
+}
+
+#[test]
+fn reports_are_ordered_by_livekits_clock_not_by_arrival() {
+    let joined = with(bob_seated(), &[presence_at("bob", true, 10_000, "PA_1")]);
+    // A leave stamped before the join it arrives after is stale: bob stays online, no grace runs.
+    check(
+        &joined,
+        presence_at("bob", false, 9_000, "PA_1"),
+        Events(&[]),
+    );
+    // Within one second (LiveKit stamps whole seconds) a session's leave follows its join...
+    check(
+        &joined,
+        presence_at("bob", false, 10_000, "PA_1"),
+        Events(&["presence_changed"]),
+    );
+    // ...and a duplicate of the join is nothing.
+    check(
+        &joined,
+        presence_at("bob", true, 10_000, "PA_1"),
+        Events(&[]),
+    );
+    // A rejoin in a new session whose leave was missed is recorded, so the old session's late leave is stale.
+    let rejoined = with(joined.clone(), &[presence_at("bob", true, 20_000, "PA_2")]);
+    check(
+        &joined,
+        presence_at("bob", true, 20_000, "PA_2"),
+        Events(&["presence_changed"]),
+    );
+    check(
+        &rejoined,
+        presence_at("bob", false, 15_000, "PA_1"),
+        Events(&[]),
+    );
+    let (state, _) = given(&with(
+        rejoined.clone(),
+        &[presence_at("bob", false, 15_000, "PA_1")],
+    ));
+    assert!(
+        state.seat(&user("bob")).unwrap().online,
+        "a present co-host stays online"
+    );
+    assert_eq!(state.liveness(&user("bob")).unwrap().offline_since_ms, None);
+    // In the same second, an old session's leave loses to a new session's join, in either arrival order.
+    let left_first = with(joined.clone(), &[presence_at("bob", false, 30_000, "PA_1")]);
+    check(
+        &left_first,
+        presence_at("bob", true, 30_000, "PA_2"),
+        Events(&["presence_changed"]),
+    );
+    let joined_first = with(joined, &[presence_at("bob", true, 30_000, "PA_2")]);
+    check(
+        &joined_first,
+        presence_at("bob", false, 30_000, "PA_1"),
+        Events(&[]),
+    );
+    // Reports without a stamp (from before stamps, or a caller with none) apply as they arrive.
+    check(
+        &rejoined,
+        presence("bob", false),
+        Events(&["presence_changed"]),
+    );
+}

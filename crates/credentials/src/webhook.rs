@@ -8,7 +8,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use cohost_engine::{Clock, Engine, Error, Options};
-use cohost_proto::{Actor, Command, ErrorCode, Presence, Reply, RoomTarget, UserId};
+use cohost_proto::{Actor, Command, ErrorCode, Presence, PresenceStamp, Reply, RoomTarget, UserId};
 use livekit_api::access_token::TokenVerifier;
 use livekit_api::services::room::{RemoveParticipantOptions, RoomClient};
 use livekit_api::webhooks::{WebhookError, WebhookReceiver};
@@ -314,10 +314,19 @@ impl Webhooks {
                 let user_id = UserId::new(identity).map_err(|_| {
                     ignored(format!("participant {identity:?} is not a cohost user"))
                 })?;
+                // LiveKit's time and session for the report: the core orders reports by them, not by arrival.
+                let sid = event.participant.as_ref().map(|p| p.sid.clone());
+                let stamp = sid.map(|participant_sid| PresenceStamp {
+                    at_ms: u64::try_from(event.created_at)
+                        .unwrap_or(0)
+                        .saturating_mul(1_000),
+                    participant_sid,
+                });
                 Ok(Command::Presence(Presence {
                     room_id,
                     user_id,
                     online: event.event == "participant_joined",
+                    stamp,
                 }))
             }
             "room_finished" => Ok(Command::StopRoom(RoomTarget { room_id })),

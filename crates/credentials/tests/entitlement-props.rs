@@ -267,7 +267,7 @@ impl Model {
                 let number = target.invitation_id.number();
                 prop_assert!(self.pending.remove(&number).is_some());
             }
-            Command::RemoveCohost(target) => {
+            Command::RemoveCohost(target) | Command::Disconnect(target) => {
                 prop_assert!(self.seats.remove(&target.user_id).is_some());
             }
             Command::LeaveStage(_) => {

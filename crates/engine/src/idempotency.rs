@@ -13,7 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use cohost_proto::{
-    Accepted, Actor, Command, CommandId, Invite, Reply, RequestToJoin, RoomId, UserId,
+    Accepted, Actor, Command, CommandId, Invite, Presence, Reply, RequestToJoin, RoomId, UserId,
 };
 use cohost_store::StoredReply;
 
@@ -64,6 +64,15 @@ pub(crate) fn fingerprint(command: &Command, expected_version: Option<u64>) -> u
             room_id,
             seat: None,
         }) => to_postcard(&(Before::RequestToJoin(room_id), expected_version)),
+        Command::Presence(Presence {
+            room_id,
+            user_id,
+            online,
+            stamp: None,
+        }) => to_postcard(&(
+            Before::Presence(room_id, user_id, *online),
+            expected_version,
+        )),
         _ => to_postcard(&(command, expected_version)),
     };
     xxhash_rust::xxh3::xxh3_64(&bytes)
@@ -72,13 +81,20 @@ pub(crate) fn fingerprint(command: &Command, expected_version: Option<u64>) -> u
 /// [`Command`]'s variants whose arguments grew, encoded as they were before: postcard writes a variant's place
 /// in the enum, then its fields.
 #[derive(serde::Serialize)]
-#[allow(dead_code)] // The first three only hold the others' places.
+#[allow(dead_code)] // The unit variants only hold the others' places.
 enum Before<'a> {
     CreateRoom(()),
     GoLive(()),
     StopRoom(()),
     Invite(&'a RoomId, &'a UserId),
     RequestToJoin(&'a RoomId),
+    AcceptInvitation(()),
+    RejectInvitation(()),
+    CancelInvitation(()),
+    RemoveCohost(()),
+    LeaveStage(()),
+    Expire(()),
+    Presence(&'a RoomId, &'a UserId, bool),
 }
 
 pub(crate) fn to_stored(reply: &Reply) -> StoredReply {
@@ -185,10 +201,26 @@ mod tests {
         assert_eq!(fingerprint(&accept, Some(3)), 12719224525897832450);
         // One that names a seat is another command.
         let to_seat = Command::Invite(Invite {
-            room_id,
-            user_id: bob,
+            room_id: room_id.clone(),
+            user_id: bob.clone(),
             seat: Some(2),
         });
         assert_ne!(fingerprint(&to_seat, None), fingerprint(&invite, None));
+        // A presence report with no stamp, as before reports could carry one; a stamped one is another.
+        let mut report = Presence {
+            room_id,
+            user_id: bob,
+            online: true,
+            stamp: None,
+        };
+        let unstamped = Command::Presence(report.clone());
+        assert_eq!(fingerprint(&unstamped, None), 4641683156160054471);
+        assert_eq!(fingerprint(&unstamped, Some(7)), 4810374721611174699);
+        report.stamp = Some(cohost_proto::PresenceStamp {
+            at_ms: 1,
+            participant_sid: "PA_1".into(),
+        });
+        let stamped = Command::Presence(report);
+        assert_ne!(fingerprint(&stamped, None), fingerprint(&unstamped, None));
     }
 }

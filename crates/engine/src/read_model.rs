@@ -284,7 +284,7 @@ fn parse_user_cursor(text: &str) -> Result<UserKey, Error> {
 }
 
 pub(crate) fn encode_entry(seq: u64, entry: &RoomEntry) -> Vec<u8> {
-    cohost_proto::codec::to_postcard(&SnapshotRecordRef::V4 { seq, entry })
+    cohost_proto::codec::to_postcard(&SnapshotRecordRef::V5 { seq, entry })
 }
 
 /// A room's stored state (a snapshot or an archive) and the seq it is as of. A snapshot of the earlier format,
@@ -316,7 +316,14 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<(u64, RoomEntry), String> {
                 seqs: entry.seqs,
             },
         )),
-        SnapshotRecord::V4 { seq, entry } => Ok((seq, entry)),
+        SnapshotRecord::V4 { seq, entry } => Ok((
+            seq,
+            RoomEntry {
+                state: entry.state.into(),
+                seqs: entry.seqs,
+            },
+        )),
+        SnapshotRecord::V5 { seq, entry } => Ok((seq, entry)),
         SnapshotRecord::V1(_) => {
             Err("a room snapshot of the earlier format (a sparse seq index)".into())
         }
@@ -333,9 +340,11 @@ enum SnapshotRecord {
     V2 { seq: u64, entry: RoomEntryV1 },
     /// The same, in the log's `V2` layout before bans joined the room's state.
     V3 { seq: u64, entry: RoomEntryV2 },
+    /// The same, with bans, before each seat's liveness joined the room's state.
+    V4 { seq: u64, entry: RoomEntryV3 },
     /// The same, in today's layout. When the room's state changes next, this layout is first copied into
-    /// `cohost_core::stored::v3`, as `v2` was.
-    V4 { seq: u64, entry: RoomEntry },
+    /// `cohost_core::stored::v4`, as `v3` was.
+    V5 { seq: u64, entry: RoomEntry },
 }
 
 /// A [`RoomEntry`] in the log's `V1` layout, decoded through that layout's own types so the wire types can
@@ -350,6 +359,13 @@ struct RoomEntryV1 {
 #[derive(serde::Deserialize)]
 struct RoomEntryV2 {
     state: cohost_core::stored::v2::RoomState,
+    seqs: Vec<u64>,
+}
+
+/// A [`RoomEntry`] of snapshot `V4`, decoded through that layout's own types.
+#[derive(serde::Deserialize)]
+struct RoomEntryV3 {
+    state: cohost_core::stored::v3::RoomState,
     seqs: Vec<u64>,
 }
 
@@ -368,7 +384,9 @@ enum SnapshotRecordRef<'a> {
     V2(()),
     #[allow(dead_code)]
     V3(()),
-    V4 {
+    #[allow(dead_code)]
+    V4(()),
+    V5 {
         seq: u64,
         entry: &'a RoomEntry,
     },

@@ -35,13 +35,14 @@ use std::ops::Range;
 
 use cohost_core::{Context, Policy, RoomState, apply, decide, reply};
 use cohost_proto::{
-    Actor, Command, Envelope, Event, InvitationId, InvitationTarget, Reply, RoomId,
+    Actor, Command, Envelope, Event, InvitationId, InvitationTarget, Reply, RoomId, UserId,
+    UserTarget,
 };
 use cohost_store::IdempotencyRecord;
 
 use crate::idempotency::{self, Idempotency, Remembered};
 use crate::tallies::RoomTallies;
-use crate::timers::Timers;
+use crate::timers::{Due, Timers};
 use crate::{Error, Options};
 
 /// The largest batch the sequencer takes, whatever the config says.
@@ -216,8 +217,9 @@ struct InFlight<T> {
     answers: Vec<(Option<T>, Answer)>,
     touched: Vec<RoomId>,
     remembered: Vec<idempotency::Key>,
-    /// Invitations this batch creates, armed once it is durable.
-    timers: Vec<(u64, InvitationId)>,
+    /// Invitations this batch creates and co-hosts it starts a disconnect grace for, armed once it is
+    /// durable.
+    timers: Vec<(u64, Due)>,
     /// Rooms this batch ends, to leave memory a retention after it is durable.
     ended: Vec<RoomId>,
 }
@@ -243,6 +245,8 @@ pub struct Sequencer<T> {
     timers: Timers,
     /// Invitations with an `expire` queued and not yet decided, so a timer armed twice queues it once.
     expiring: HashSet<InvitationId>,
+    /// Co-hosts with a `disconnect` queued and not yet decided, likewise.
+    disconnecting: HashSet<(RoomId, UserId)>,
     queue: VecDeque<Queued<T>>,
     in_flight: Option<InFlight<T>>,
     replies: VecDeque<(T, Answer)>,
@@ -311,7 +315,7 @@ impl<T> Sequencer<T> {
         } = found;
         let config = clamp(config);
         let mut timers = Timers::default();
-        timers.rebuild(rooms.values().flat_map(RoomState::pending));
+        timers.rebuild(rooms.values(), config.policy.disconnect_grace_ms());
         // Ended rooms that opening kept in memory leave a retention from now.
         let evict_at = now_ms.saturating_add(config.ended_retention_ms);
         let evictions = rooms
@@ -327,6 +331,7 @@ impl<T> Sequencer<T> {
             idempotency,
             timers,
             expiring: HashSet::new(),
+            disconnecting: HashSet::new(),
             queue: VecDeque::new(),
             in_flight: None,
             replies: VecDeque::new(),
@@ -387,28 +392,55 @@ impl<T> Sequencer<T> {
             return;
         }
         while self.queue.len() < self.config.queue_max {
-            let Some(id) = self.timers.pop_due(self.now_ms) else {
+            let Some(due) = self.timers.pop_due(self.now_ms) else {
                 break;
             };
-            let pending = self
-                .rooms
-                .get(id.room_id())
-                .and_then(|state| state.invitation(&id))
-                .is_some_and(|invitation| invitation.status.is_pending());
-            if pending && self.expiring.insert(id.clone()) {
-                self.queue.push_back(Queued {
-                    actor: Actor::System,
-                    command: Command::Expire(InvitationTarget { invitation_id: id }),
-                    options: Options::default(),
-                    reply_to: None,
-                    submission: None,
-                });
-            }
+            let command = match due {
+                Due::Expire(id) => {
+                    let pending = self
+                        .rooms
+                        .get(id.room_id())
+                        .and_then(|state| state.invitation(&id))
+                        .is_some_and(|invitation| invitation.status.is_pending());
+                    if !pending || !self.expiring.insert(id.clone()) {
+                        continue;
+                    }
+                    Command::Expire(InvitationTarget { invitation_id: id })
+                }
+                Due::Disconnect(room_id, user_id) => {
+                    if !self.disconnect_due(&room_id, &user_id)
+                        || !self
+                            .disconnecting
+                            .insert((room_id.clone(), user_id.clone()))
+                    {
+                        continue;
+                    }
+                    Command::Disconnect(UserTarget { room_id, user_id })
+                }
+            };
+            self.queue.push_back(Queued {
+                actor: Actor::System,
+                command,
+                options: Options::default(),
+                reply_to: None,
+                submission: None,
+            });
         }
         if self.timers.needs_rebuild() {
-            self.timers
-                .rebuild(self.rooms.values().flat_map(RoomState::pending));
+            let grace_ms = self.config.policy.disconnect_grace_ms();
+            self.timers.rebuild(self.rooms.values(), grace_ms);
         }
+    }
+
+    /// Whether the co-host's disconnect grace has run out by now (a deadline armed before a report that they
+    /// joined, or before they left the seat, no longer holds).
+    fn disconnect_due(&self, room_id: &RoomId, user_id: &UserId) -> bool {
+        let grace_ms = self.config.policy.disconnect_grace_ms();
+        let state = self.rooms.get(room_id);
+        let liveness = state.and_then(|state| state.liveness(user_id));
+        liveness
+            .and_then(|l| l.deadline_ms(grace_ms))
+            .is_some_and(|deadline| deadline <= self.now_ms)
     }
 
     /// When `handle_timeout` is due next: the earliest pending expiry.
@@ -478,8 +510,8 @@ impl<T> Sequencer<T> {
         );
         self.durable_seq = self.last_seq;
         self.idempotency.trim(self.now_ms);
-        for (expires_ms, invitation_id) in batch.timers {
-            self.timers.push(expires_ms, invitation_id);
+        for (at_ms, due) in batch.timers {
+            self.timers.push(at_ms, due);
         }
         let evict_at = self.now_ms.saturating_add(self.config.ended_retention_ms);
         self.evictions
@@ -512,7 +544,13 @@ impl<T> Sequencer<T> {
                     // not before the retry interval.
                     for invitation in state.pending() {
                         let due_ms = invitation.expires_ms.max(retry_ms);
-                        self.timers.push(due_ms, invitation.invitation_id.clone());
+                        let due = Due::Expire(invitation.invitation_id.clone());
+                        self.timers.push(due_ms, due);
+                    }
+                    let grace_ms = self.config.policy.disconnect_grace_ms();
+                    for (at_ms, user) in state.disconnect_deadlines(grace_ms) {
+                        let due = Due::Disconnect(room_id.clone(), user.clone());
+                        self.timers.push(at_ms.max(retry_ms), due);
                     }
                     self.tallies.room(&state, true);
                     self.rooms.insert(room_id.clone(), state);
@@ -549,6 +587,7 @@ impl<T> Sequencer<T> {
         self.health = Health::Failed { cause };
         let queued: Vec<_> = self.queue.drain(..).collect();
         self.expiring.clear();
+        self.disconnecting.clear();
         self.release_answers(
             queued
                 .into_iter()
@@ -735,10 +774,15 @@ impl<T> Sequencer<T> {
     fn decide_one(&mut self, queued: Queued<T>, batch: &mut InFlight<T>) {
         let first_seq = self.last_seq + 1;
         let answer = self.decide_answer(&queued, batch);
-        if let Command::Expire(target) = &queued.command
-            && queued.reply_to.is_none()
-        {
-            self.expiring.remove(&target.invitation_id);
+        match &queued.command {
+            Command::Expire(target) if queued.reply_to.is_none() => {
+                self.expiring.remove(&target.invitation_id);
+            }
+            Command::Disconnect(target) if queued.reply_to.is_none() => {
+                let key = (target.room_id.clone(), target.user_id.clone());
+                self.disconnecting.remove(&key);
+            }
+            _ => {}
         }
         if self.config.trace {
             self.trace.push(Decision {
@@ -877,13 +921,28 @@ impl<T> Sequencer<T> {
         batch: &mut InFlight<T>,
     ) {
         let version_before = version_after - events.len() as u64;
+        let grace_ms = self.config.policy.disconnect_grace_ms();
         // Kept once each only if the batch fails: a search per command would cost a batch of n commands n².
         batch.touched.push(room_id.clone());
         for (offset, event) in events.into_iter().enumerate() {
             match &event {
-                Event::InvitationCreated { invitation } => batch
-                    .timers
-                    .push((invitation.expires_ms, invitation.invitation_id.clone())),
+                Event::InvitationCreated { invitation } => batch.timers.push((
+                    invitation.expires_ms,
+                    Due::Expire(invitation.invitation_id.clone()),
+                )),
+                // A new seat, or a co-host reported gone: a disconnect grace starts.
+                Event::InvitationApproved { invitation } if grace_ms > 0 => batch.timers.push((
+                    invitation.updated_ms.saturating_add(grace_ms),
+                    Due::Disconnect(room_id.clone(), invitation.user_id.clone()),
+                )),
+                Event::PresenceChanged {
+                    user_id,
+                    online: false,
+                    stamp: Some(stamp),
+                } if grace_ms > 0 => batch.timers.push((
+                    stamp.at_ms.saturating_add(grace_ms),
+                    Due::Disconnect(room_id.clone(), user_id.clone()),
+                )),
                 Event::RoomStopped { .. } => batch.ended.push(room_id.clone()),
                 _ => {}
             }

@@ -1,20 +1,29 @@
-//! Pending invitations by `expires_ms`, so the sequencer issues `expire` when each comes due.
+//! What the sequencer does when a time comes: `expire` a pending invitation at its `expires_ms`, and
+//! `disconnect` a co-host whose disconnect grace ran out.
 //!
-//! An answered invitation's entry is not removed when it is answered (a heap cannot), but skipped when it comes
-//! due. So the heap stays bounded, it is rebuilt from the rooms' pending invitations whenever it grows past
-//! twice what it held after the last rebuild.
+//! An entry is not removed when what it waits for is settled (a heap cannot), but checked when it comes due. So
+//! the heap stays bounded, it is rebuilt from the rooms' pending invitations and deadlines whenever it grows
+//! past twice what it held after the last rebuild.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use cohost_proto::{Invitation, InvitationId};
+use cohost_core::RoomState;
+use cohost_proto::{InvitationId, RoomId, UserId};
+
+/// What comes due.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Due {
+    Expire(InvitationId),
+    Disconnect(RoomId, UserId),
+}
 
 /// The size below which the heap is never rebuilt.
 const REBUILD_FLOOR: usize = 65_536;
 
 #[derive(Debug)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(u64, InvitationId)>>,
+    heap: BinaryHeap<Reverse<(u64, Due)>>,
     rebuild_at: usize,
 }
 
@@ -28,16 +37,16 @@ impl Default for Timers {
 }
 
 impl Timers {
-    pub fn push(&mut self, expires_ms: u64, id: InvitationId) {
-        self.heap.push(Reverse((expires_ms, id)));
+    pub fn push(&mut self, at_ms: u64, due: Due) {
+        self.heap.push(Reverse((at_ms, due)));
     }
 
     pub fn next_due_ms(&self) -> Option<u64> {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Takes the next invitation due at `now_ms`, if any.
-    pub fn pop_due(&mut self, now_ms: u64) -> Option<InvitationId> {
+    /// Takes the next entry due at `now_ms`, if any.
+    pub fn pop_due(&mut self, now_ms: u64) -> Option<Due> {
         if self.next_due_ms()? > now_ms {
             return None;
         }
@@ -48,11 +57,22 @@ impl Timers {
         self.heap.len() > self.rebuild_at
     }
 
-    /// Replaces every entry with exactly the given pending invitations.
-    pub fn rebuild<'a>(&mut self, pending: impl Iterator<Item = &'a Invitation>) {
-        let entries: Vec<_> = pending
-            .map(|i| Reverse((i.expires_ms, i.invitation_id.clone())))
-            .collect();
+    /// Replaces every entry with exactly the rooms' pending invitations and disconnect deadlines under a
+    /// grace of `grace_ms`.
+    pub fn rebuild<'a>(&mut self, rooms: impl Iterator<Item = &'a RoomState>, grace_ms: u64) {
+        let mut entries = Vec::new();
+        for state in rooms {
+            entries.extend(
+                state
+                    .pending()
+                    .map(|i| Reverse((i.expires_ms, Due::Expire(i.invitation_id.clone())))),
+            );
+            let room_id = state.room().map(|room| &room.room_id);
+            for (at_ms, user) in state.disconnect_deadlines(grace_ms) {
+                let room_id = room_id.expect("a room with seats exists").clone();
+                entries.push(Reverse((at_ms, Due::Disconnect(room_id, user.clone()))));
+            }
+        }
         self.heap = BinaryHeap::from(entries);
         self.rebuild_at = (2 * self.heap.len()).max(REBUILD_FLOOR);
     }
@@ -72,10 +92,10 @@ mod tests {
         let mut timers = Timers::default();
         let room = cohost_proto::RoomId::new("r").unwrap();
         for n in 1..=(REBUILD_FLOOR as u64 + 1) {
-            timers.push(n, InvitationId::new(room.clone(), n).unwrap());
+            timers.push(n, Due::Expire(InvitationId::new(room.clone(), n).unwrap()));
         }
         assert!(timers.needs_rebuild());
-        timers.rebuild(std::iter::empty());
+        timers.rebuild(std::iter::empty(), 0);
         assert_eq!(timers.len(), 0);
         assert!(!timers.needs_rebuild());
         assert_eq!(timers.pop_due(u64::MAX), None);

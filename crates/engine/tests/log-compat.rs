@@ -59,6 +59,7 @@ async fn story(t: &TestEngine) {
         room_id: room("stage-1"),
         user_id: user("bob"),
         online: true,
+        stamp: None,
     });
     t.engine
         .execute(cohost_proto::Actor::System, presence, Options::default())

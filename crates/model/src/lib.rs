@@ -36,10 +36,15 @@ pub const BANS_MAX: usize = 1_024;
 /// The longest ban with a duration, in seconds.
 pub const BAN_DURATION_MAX_S: u64 = 366 * 24 * 3600;
 
+/// How long a co-host may stay away before the system removes them; a little over the TTL, so histories reach
+/// both.
+pub const GRACE_MS: u64 = 15_000;
+
 /// The core's policy for the model's histories.
 pub fn policy() -> cohost_core::Policy {
     cohost_core::Policy::new(TTL_MS, SEATS_DEFAULT as u8)
         .and_then(|p| p.with_quotas(OPEN_ROOMS_PER_HOST as u32, PENDING_PER_CANDIDATE as u32))
+        .and_then(|p| p.with_disconnect_grace_ms(GRACE_MS))
         .expect("the model's policy is in range")
 }
 
@@ -85,6 +90,8 @@ pub enum Op {
     Ban(usize, Option<u64>),
     Unban(usize),
     Media(usize, Option<bool>, Option<bool>),
+    /// The timer's removal of a co-host away past the grace.
+    Disconnect(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +124,8 @@ pub struct ModelSeat {
     pub seat: u8,
     pub audio: bool,
     pub video: bool,
+    /// Since when the co-host has been away: from the accept until a report that they joined.
+    pub away_since: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -345,6 +354,7 @@ fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64, across: &Across) 
         },
         Op::Presence(..) if who != Who::System => Err(E::PermissionDenied),
         Op::Presence(user, online) => presence(room, user, online),
+        Op::Disconnect(user) => disconnect(room, who, user, now),
         Op::AddModerator(_) | Op::RemoveModerator(_) => moderate(room, is_host, op),
         _ if !runs_stage => Err(E::PermissionDenied),
         _ if room.status == RoomStatus::Ended => Err(E::FailedPrecondition),
@@ -517,6 +527,25 @@ fn vacate(room: &mut ModelRoom, user: usize) -> Result<u64, E> {
     Ok(1)
 }
 
+/// The timer's removal of a co-host away for the grace or longer.
+fn disconnect(room: &mut ModelRoom, who: Who, user: usize, now: u64) -> Result<u64, E> {
+    if who != Who::System {
+        return Err(E::PermissionDenied);
+    }
+    if room.status == RoomStatus::Ended {
+        return Err(E::FailedPrecondition);
+    }
+    let seat = room
+        .seats
+        .iter()
+        .find(|s| s.user == user)
+        .ok_or(E::NotFound)?;
+    match seat.away_since {
+        Some(since) if now >= since + GRACE_MS => vacate(room, user),
+        _ => Err(E::FailedPrecondition),
+    }
+}
+
 fn presence(room: &mut ModelRoom, user: usize, online: bool) -> Result<u64, E> {
     let ended = room.status == RoomStatus::Ended;
     let current = if user == room.host {
@@ -534,6 +563,10 @@ fn presence(room: &mut ModelRoom, user: usize, online: bool) -> Result<u64, E> {
     }
     let changed = *current != online;
     *current = online;
+    // An unstamped report that they left says not since when: the grace keeps the start it had.
+    if let Some(seat) = room.seats.iter_mut().find(|s| s.user == user && online) {
+        seat.away_since = None;
+    }
     Ok(u64::from(changed))
 }
 
@@ -623,6 +656,7 @@ fn settle_offer(room: &mut ModelRoom, who: Who, op: Op, n: u64, now: u64) -> Res
                 seat,
                 audio: true,
                 video: true,
+                away_since: Some(now),
             });
             room.offers[index].seat = Some(seat);
             InvitationStatus::Approved
@@ -654,7 +688,7 @@ pub struct Dice {
 
 impl Model {
     /// Weights by op, so that most commands reach a room that exists and an offer that is pending.
-    const OP_WEIGHTS: [(u8, u8); 21] = [
+    const OP_WEIGHTS: [(u8, u8); 22] = [
         (0, 1),
         (1, 2),
         (2, 1),
@@ -676,6 +710,7 @@ impl Model {
         (18, 2),
         (19, 1),
         (20, 2),
+        (21, 2),
     ];
 
     /// A step read off the dice against the current model, so most commands come from a plausible party.
@@ -709,7 +744,7 @@ impl Model {
         }
         let op = Self::roll_op(room, &d, op_ix, n, target);
         let who = match op {
-            Op::Expire(_) | Op::Presence(..) if d.who < 8 => Who::System,
+            Op::Expire(_) | Op::Presence(..) | Op::Disconnect(_) if d.who < 8 => Who::System,
             Op::Leave if d.who < 7 => Who::User(target),
             _ => who,
         };
@@ -748,6 +783,7 @@ impl Model {
             15 => Op::Move(target, seat),
             16 => Op::Lock(seat),
             17 => Op::Unlock(seat),
+            21 => Op::Disconnect(target),
             18 => Op::Ban(
                 if d.online { target } else { d.other },
                 [None, Some(0), Some(5), Some(30)][d.version as usize % 4],
@@ -874,6 +910,11 @@ pub fn to_command(room: usize, op: Op) -> Command {
             room_id,
             user_id: user_name(user),
             online,
+            stamp: None,
+        }),
+        Op::Disconnect(user) => Command::Disconnect(UserTarget {
+            room_id,
+            user_id: user_name(user),
         }),
         Op::AddModerator(user) => Command::AddModerator(UserTarget {
             room_id,
@@ -973,7 +1014,8 @@ fn compare_stage(live: &RoomState, expected: &ModelRoom) {
         .iter()
         .map(|s| {
             let id = (s.user_id.clone(), s.invitation_id.number(), s.online);
-            (id, s.seat, s.audio, s.video)
+            let away = live.liveness(&s.user_id).and_then(|l| l.offline_since_ms);
+            (id, s.seat, s.audio, s.video, away)
         })
         .collect();
     let expected_seats: Vec<_> = expected
@@ -981,7 +1023,7 @@ fn compare_stage(live: &RoomState, expected: &ModelRoom) {
         .iter()
         .map(|s| {
             let id = (user_name(s.user), s.invitation, s.online);
-            (id, s.seat, s.audio, s.video)
+            (id, s.seat, s.audio, s.video, s.away_since)
         })
         .collect();
     assert_eq!(seats, expected_seats);
@@ -1062,6 +1104,7 @@ pub fn from_command(actor: &Actor, command: &Command) -> Option<(usize, Who, Op)
         Command::RemoveCohost(target) => Op::Remove(user_of(&target.user_id)?),
         Command::LeaveStage(_) => Op::Leave,
         Command::Presence(p) => Op::Presence(user_of(&p.user_id)?, p.online),
+        Command::Disconnect(t) => Op::Disconnect(user_of(&t.user_id)?),
         Command::AddModerator(t) => Op::AddModerator(user_of(&t.user_id)?),
         Command::RemoveModerator(t) => Op::RemoveModerator(user_of(&t.user_id)?),
         Command::SetRequestsOpen(r) => Op::SetRequestsOpen(r.open),

@@ -64,6 +64,7 @@ counters! {
         retries_forgotten,
         stored_answers,
         expiries,
+        disconnects,
         survived_crashes,
     }
 }
@@ -338,6 +339,9 @@ impl Auditor {
         if matches!(decision.command, Command::Expire(_)) && appended > 0 {
             self.counts.expiries += 1;
         }
+        if matches!(decision.command, Command::Disconnect(_)) && appended > 0 {
+            self.counts.disconnects += 1;
+        }
         let key = key_of(decision);
         if let Some(key) = &key {
             if let Some(landed) = self.remembered(key, decision.at_ms, landings) {
@@ -511,16 +515,16 @@ impl Auditor {
         }
     }
 
-    /// The earliest expiry of a pending offer, by the model.
+    /// The earliest expiry of a pending offer or end of a co-host's disconnect grace, by the model.
     pub fn earliest_pending_ms(&self) -> Option<u64> {
-        self.model
-            .rooms
-            .iter()
-            .flatten()
-            .flat_map(|room| room.offers.iter())
+        let rooms = self.model.rooms.iter().flatten();
+        let expiries = (rooms.clone().flat_map(|room| room.offers.iter()))
             .filter(|offer| offer.status.is_pending())
-            .map(|offer| offer.expires_ms)
-            .min()
+            .map(|offer| offer.expires_ms);
+        let open = rooms.filter(|room| room.status != cohost_proto::RoomStatus::Ended);
+        let graces = (open.flat_map(|room| room.seats.iter()))
+            .filter_map(|seat| Some(seat.away_since? + cohost_model::GRACE_MS));
+        expiries.chain(graces).min()
     }
 }
 

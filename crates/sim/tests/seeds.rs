@@ -69,6 +69,7 @@ fn assert_exercised(totals: &Totals) {
         ("retries of forgotten ids", c.retries_forgotten),
         ("answers read back from the log", c.stored_answers),
         ("expiries", c.expiries),
+        ("disconnects", c.disconnects),
         ("unconfirmed batches that survived", c.survived_crashes),
         ("unavailable answers", c.unavailable),
         ("seeds in cluster mode", s.cluster_seeds),

@@ -12,8 +12,13 @@ use cohost_proto::{
 pub const ROOM: &str = "stage-1";
 pub const TTL_MS: u64 = 60_000;
 
+/// The disconnect grace of the cases' deployment.
+pub const GRACE_MS: u64 = 30_000;
+
 pub fn policy() -> Policy {
-    Policy::new(TTL_MS, 2).unwrap()
+    Policy::new(TTL_MS, 2)
+        .and_then(|p| p.with_disconnect_grace_ms(GRACE_MS))
+        .unwrap()
 }
 
 pub fn room_id() -> RoomId {
@@ -306,6 +311,33 @@ pub fn presence(candidate: &str, online: bool) -> Step {
             room_id: room_id(),
             user_id: user(candidate),
             online,
+            stamp: None,
+        }),
+    )
+}
+
+/// A report as a LiveKit webhook makes it: stamped with LiveKit's time (in ms) and the participant's sid.
+pub fn presence_at(candidate: &str, online: bool, at_ms: u64, sid: &str) -> Step {
+    step(
+        "system",
+        Command::Presence(Presence {
+            room_id: room_id(),
+            user_id: user(candidate),
+            online,
+            stamp: Some(cohost_proto::PresenceStamp {
+                at_ms,
+                participant_sid: sid.into(),
+            }),
+        }),
+    )
+}
+
+pub fn disconnect(by: &str, candidate: &str) -> Step {
+    step(
+        by,
+        Command::Disconnect(UserTarget {
+            room_id: room_id(),
+            user_id: user(candidate),
         }),
     )
 }
