@@ -105,10 +105,10 @@ pub(crate) fn presence(
     let news = match (&report.stamp, last) {
         (Some(stamp), Some(last)) => {
             let stale = last.is_some_and(|last| !supersedes(stamp, online, last));
-            // The same state from another session (its leaving was missed) is news: its stamp is recorded,
-            // so the old session's late report is known to be stale.
+            // The same state from another session is news too: its stamp is recorded, so a late report of
+            // the session before (its join, or its leaving that was missed) is known to be stale.
             let same_session = last.is_some_and(|l| l.participant_sid == stamp.participant_sid);
-            !stale && (current != online || (online && !same_session))
+            !stale && (current != online || !same_session)
         }
         _ => current != online,
     };

@@ -657,6 +657,28 @@ fn reports_are_ordered_by_livekits_clock_not_by_arrival() {
         presence_at("bob", false, 30_000, "PA_1"),
         Events(&[]),
     );
+    // A leave that arrives before its own join: the leave is recorded (bob is away since it), the join stale.
+    let leave_first = with(bob_seated(), &[presence_at("bob", false, 5_000, "PA_1")]);
+    check(
+        &bob_seated(),
+        presence_at("bob", false, 5_000, "PA_1"),
+        Events(&["presence_changed"]),
+    );
+    check(
+        &leave_first,
+        presence_at("bob", true, 1_000, "PA_1"),
+        Events(&[]),
+    );
+    let (state, _) = given(&leave_first);
+    assert_eq!(
+        state.liveness(&user("bob")).unwrap().offline_since_ms,
+        Some(5_000)
+    );
+    check(
+        &leave_first,
+        disconnect("system", "bob").at(5_000 + GRACE_MS),
+        Events(&["cohost_removed"]),
+    );
     // Reports without a stamp (from before stamps, or a caller with none) apply as they arrive.
     check(
         &rejoined,

@@ -252,7 +252,8 @@ impl Task {
             LiveKitCall::Remove(user) => ("removing", user),
             LiveKitCall::Permissions { user_id, .. } => ("setting the permissions of", user_id),
         };
-        let message = format!("{doing} {user} in LiveKit room {room} (seq {seq}): {error}");
+        let place = if doing == "removing" { "from" } else { "in" };
+        let message = format!("{doing} {user} {place} LiveKit room {room} (seq {seq}): {error}");
         let Some(in_a_row) = self.follower.failed(message, SystemClock.now_ms()) else {
             return;
         };

@@ -421,9 +421,10 @@ async fn the_limits_themselves_are_accepted() {
     let oldest_secs = NOW_SECS - WEBHOOK_AGE_MAX_MS / 1_000;
     let largest = signed(padded("EV_1", BODY_BYTES_MAX));
     let oldest = signed(created_at(left("bob", "EV_2"), oldest_secs));
+    // The oldest first: reports are ordered by LiveKit's clock, so it would be stale after the newer one.
     check([
-        ("exactly 64 KiB", largest, Online(&["bob"])),
         ("exactly 5 minutes old", oldest, Online(&[])),
+        ("exactly 64 KiB", largest, Online(&["bob"])),
     ])
     .await;
 }
@@ -474,7 +475,7 @@ async fn the_authorization_header_may_carry_a_bearer_prefix() {
         "room": {"name": LIVEKIT_ROOM},
         "participant": {"identity": "bob"},
         "id": "EV_2",
-        "createdAt": NOW_SECS,
+        "createdAt": NOW_SECS + 1,
     });
     check([
         ("with Bearer", bearer, Online(&["bob"])),
@@ -576,4 +577,117 @@ async fn with_admin_on_a_banned_user_or_a_seatless_publisher_who_joins_is_remove
     );
     assert_eq!(stand_in.seen().len(), 3);
     hooks.engine.shutdown().await;
+}
+
+/// A participant event of session `sid`, stamped `at_s` seconds after [`NOW_SECS`] by LiveKit.
+fn stamped(kind: &str, identity: &str, sid: &str, at_s: u64, id: &str) -> Delivery {
+    let mut event = created_at(event(kind, Some(identity), id), NOW_SECS + at_s);
+    event["participant"]["sid"] = json!(sid);
+    signed(event)
+}
+
+/// With a disconnect grace of a minute: webhooks out of order and missing neither leak a seat nor remove a
+/// co-host who is there. The grace runs on the engine's (manual) clock; a refused command after each step
+/// makes the engine look at the time.
+#[tokio::test]
+async fn the_grace_removes_only_a_cohost_who_stays_away_whatever_order_webhooks_come_in() {
+    const GRACE_MS: u64 = 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW_MS));
+    let policy = cohost_core::Policy::default()
+        .with_disconnect_grace_ms(GRACE_MS)
+        .unwrap();
+    let config = Config::new(dir.path())
+        .with_clock(clock.clone())
+        .with_policy(policy);
+    let engine = Engine::open(config).unwrap();
+    let livekit = LiveKitConfig {
+        url: "ws://localhost:7880".into(),
+        api_key: KEY.into(),
+        api_secret: SECRET.into(),
+        room_prefix: PREFIX.into(),
+        token_ttl: TOKEN_TTL_DEFAULT,
+        admin: false,
+    };
+    let webhooks = Webhooks::new(engine.clone(), livekit, clock.clone());
+    for (who, command) in [
+        ("alice", create()),
+        ("alice", go_live()),
+        ("alice", invite("bob")),
+        ("bob", accept(1)),
+        ("alice", invite("carol")),
+        ("carol", accept(2)),
+    ] {
+        run(&engine, who, command).await;
+    }
+    let deliver = |delivery: Delivery| {
+        let webhooks = webhooks.clone();
+        async move {
+            webhooks
+                .handle(&delivery.body, &delivery.authorization)
+                .await
+                .unwrap()
+        }
+    };
+    let seated = |who: &str| {
+        let room = engine.room(&room_id()).unwrap();
+        room.cohosts
+            .iter()
+            .find(|s| s.user_id == user(who))
+            .map(|s| s.online)
+    };
+    let after = |ms: u64| {
+        clock.set(NOW_MS + ms);
+        let engine = engine.clone();
+        // go_live on a live room: refused, and decided after whatever came due.
+        async move {
+            assert!(
+                engine
+                    .execute(
+                        cohost_proto::Actor::User(user("alice")),
+                        go_live(),
+                        Default::default()
+                    )
+                    .await
+                    .is_err()
+            )
+        }
+    };
+    // bob joins in session A at +1 s and leaves at +5 s; LiveKit's webhooks arrive the other way round.
+    deliver(stamped("participant_left", "bob", "PA_a", 5, "EV_1")).await;
+    deliver(stamped("participant_joined", "bob", "PA_a", 1, "EV_2")).await;
+    // carol joins at +2 s, leaves at +3 s and rejoins in session B at +4 s; her second join is lost, and the
+    // first session's leave arrives last.
+    deliver(stamped("participant_joined", "carol", "PA_c1", 2, "EV_3")).await;
+    deliver(stamped("participant_joined", "carol", "PA_c2", 4, "EV_4")).await;
+    deliver(stamped("participant_left", "carol", "PA_c1", 3, "EV_5")).await;
+    assert_eq!((seated("bob"), seated("carol")), (Some(false), Some(true)));
+    // bob is away since +5 s (LiveKit's time): still seated a moment before the grace ends, removed after.
+    after(5_000 + GRACE_MS - 1).await;
+    assert_eq!(seated("bob"), Some(false));
+    after(5_000 + GRACE_MS).await;
+    assert_eq!(seated("bob"), None, "bob stayed away past the grace");
+    let removed = engine.read_events(engine.last_seq(), 1).unwrap().remove(0);
+    assert!(
+        matches!(
+            removed.event,
+            cohost_proto::Event::CohostRemoved {
+                reason: cohost_proto::RemovalReason::Disconnected,
+                ..
+            }
+        ),
+        "{removed:?}"
+    );
+    assert_eq!(removed.actor, None, "the system removes");
+    // carol is there: no grace runs for her however long it gets.
+    after(10 * GRACE_MS).await;
+    assert_eq!(seated("carol"), Some(true));
+    // dave accepts and never joins (his webhook is lost): removed a grace after accepting.
+    run(&engine, "alice", invite("dave")).await;
+    run(&engine, "dave", accept(3)).await;
+    after(11 * GRACE_MS - 1).await;
+    assert_eq!(seated("dave"), Some(false));
+    after(11 * GRACE_MS).await;
+    assert_eq!(seated("dave"), None, "dave never joined within the grace");
+    engine.shutdown().await;
 }

@@ -15,15 +15,17 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cohost_engine::{Config, Engine, ListRequest, ManualClock, Options};
+use cohost_engine::{Clock, Config, Engine, ListRequest, ManualClock, Options};
 use cohost_proto::{Command, CommandId, Envelope, Invitation, Reply, Room};
 use cohost_store::{Backend, Op, SledBackend};
 use serde_json::{Value, json};
 use support::*;
 
 /// Every layout released so far, oldest first; blessing writes only the last, today's.
-const LAYOUTS: [&str; 3] = ["store-v1", "store-v2", "store-v3"];
+const LAYOUTS: [&str; 4] = ["store-v1", "store-v2", "store-v3", "store-v4"];
 const TTL_MS: u64 = 300_000;
+/// The disconnect grace, from layout 4 on: longer than any stretch an earlier story leaves a co-host away.
+const GRACE_MS: u64 = 400_000;
 
 fn vectors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
@@ -31,6 +33,7 @@ fn vectors() -> PathBuf {
 
 fn engine_config(dir: &Path, clock: &Arc<ManualClock>) -> Config {
     let mut config = config(dir, clock);
+    config.policy = config.policy.with_disconnect_grace_ms(GRACE_MS).unwrap();
     // A snapshot among the records, and ended rooms archived at once.
     config.snapshot_every_events = 8;
     config.ended_retention_ms = 0;
@@ -126,6 +129,34 @@ async fn stage_controls(t: &TestEngine) {
         .await
         .unwrap();
     t.ok("alice", Command::UnlockSeat(seat(4))).await;
+    liveness(t).await;
+}
+
+/// From layout 4 on: ivy's presence reported with LiveKit's stamps (a join, then a leave), and the system's
+/// removal once she stays away past the grace, so the snapshot holds a seat's liveness.
+async fn liveness(t: &TestEngine) {
+    let at = t.clock.now_ms();
+    for (online, at_ms) in [(true, at), (false, at + 1_000)] {
+        let report = cohost_proto::Presence {
+            room_id: room("stage-1"),
+            user_id: user("ivy"),
+            online,
+            stamp: Some(cohost_proto::PresenceStamp {
+                at_ms,
+                participant_sid: "PA_ivy".into(),
+            }),
+        };
+        let system = cohost_proto::Actor::System;
+        let reply = t
+            .engine
+            .execute(system, Command::Presence(report), Options::default());
+        reply.await.unwrap();
+    }
+    t.clock.advance(1_000 + GRACE_MS);
+    // A refused command after the clock moved: the engine removes ivy before deciding it.
+    t.code("alice", go_live("stage-1")).await;
+    let room = t.engine.room(&room("stage-1")).unwrap();
+    assert!(room.cohosts.is_empty(), "ivy was removed: {room:?}");
 }
 
 /// What the engine answers about the story: every event, both rooms, the invitation lists, and the replies to
