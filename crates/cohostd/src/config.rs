@@ -101,6 +101,10 @@ pub struct Settings {
     /// accepting) before the system removes them (reason `disconnected`); 0 never.
     #[arg(long, env = "COHOST_DISCONNECT_GRACE_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub disconnect_grace_s: u64,
+    /// With LiveKit admin and webhooks on: seconds between two comparisons of who each room thinks is connected
+    /// with LiveKit's list of participants (a lost webhook is caught up at the next); 0 never.
+    #[arg(long, env = "COHOST_LIVEKIT_RECONCILE_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub livekit_reconcile_s: u64,
     /// Invitation TTL in seconds (10 to 86400).
     #[arg(long, env = "COHOST_INVITATION_TTL_S", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
     pub invitation_ttl_s: u64,

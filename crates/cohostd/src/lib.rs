@@ -237,11 +237,12 @@ pub(crate) fn dev_mode(
     Ok(())
 }
 
-/// What runs beside the HTTP server: the NATS relay and service (with `COHOST_NATS_URL`) and the revoker (with
-/// LiveKit admin on).
+/// What runs beside the HTTP server: the NATS relay and service (with `COHOST_NATS_URL`), the revoker (with
+/// LiveKit admin on) and the reconciler (with LiveKit admin and webhooks on).
 struct Tasks {
     nats: Option<(Relay, cohost_nats::service::ServiceHandle)>,
     revoker: Option<Revoker>,
+    reconciler: Option<cohost_credentials::Reconciler>,
 }
 
 impl Tasks {
@@ -255,11 +256,23 @@ impl Tasks {
         } else {
             None
         };
+        let reconciler = (livekit.admin
+            && settings.livekit_webhooks
+            && settings.livekit_reconcile_s > 0)
+            .then(|| {
+                let every = std::time::Duration::from_secs(settings.livekit_reconcile_s);
+                let clock = Arc::new(cohost_engine::SystemClock);
+                cohost_credentials::Reconciler::start(engine.clone(), livekit.clone(), clock, every)
+            });
         let nats = match &settings.nats_url {
             Some(url) => Some(start_nats(engine, url, settings).await?),
             None => None,
         };
-        Ok(Tasks { nats, revoker })
+        Ok(Tasks {
+            nats,
+            revoker,
+            reconciler,
+        })
     }
 
     /// The statuses of the log's followers that run, for `/healthz` and `/metrics`.
@@ -279,6 +292,9 @@ impl Tasks {
         }
         if let Some(revoker) = self.revoker {
             revoker.stop().await;
+        }
+        if let Some(reconciler) = self.reconciler {
+            reconciler.stop().await;
         }
     }
 }

@@ -93,6 +93,16 @@ pub struct Options {
     pub expected_version: Option<u64>,
 }
 
+/// A seat's presence, from [`Engine::seated_presence`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatPresence {
+    pub user_id: UserId,
+    /// Whether LiveKit last reported the co-host connected.
+    pub online: bool,
+    /// The LiveKit session of the last stamped report, if any.
+    pub participant_sid: Option<String>,
+}
+
 /// Who may broadcast, from `broadcaster_entitlement`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Broadcaster {
@@ -398,6 +408,25 @@ impl Engine {
     }
 
     /// Every room's state as of `last_seq`, for checks and tooling.
+    /// Each live room with co-hosts seated, and each seat's presence as the room knows it: what reconciling
+    /// with LiveKit's own list of participants compares.
+    pub fn seated_presence(&self) -> Vec<(RoomId, Vec<SeatPresence>)> {
+        let read = self.read();
+        let live = (read.rooms.iter()).filter_map(|(id, entry)| {
+            let room = entry.state.room()?;
+            let seated = room.status == cohost_proto::RoomStatus::Live && !room.cohosts.is_empty();
+            let seats = room.cohosts.iter().map(|seat| SeatPresence {
+                user_id: seat.user_id.clone(),
+                online: seat.online,
+                participant_sid: (entry.state.liveness(&seat.user_id))
+                    .and_then(|l| l.stamp.as_ref())
+                    .map(|stamp| stamp.participant_sid.clone()),
+            });
+            seated.then(|| (id.clone(), seats.collect()))
+        });
+        live.collect()
+    }
+
     pub fn room_states(&self) -> (u64, Vec<(RoomId, RoomState)>) {
         let read = self.read();
         let rooms = read

@@ -16,8 +16,8 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use livekit_api::access_token::TokenVerifier;
 use livekit_protocol::{
-    ParticipantInfo, ParticipantPermission, RemoveParticipantResponse, RoomParticipantIdentity,
-    UpdateParticipantRequest,
+    ListParticipantsRequest, ListParticipantsResponse, ParticipantInfo, ParticipantPermission,
+    RemoveParticipantResponse, RoomParticipantIdentity, UpdateParticipantRequest,
 };
 use prost::Message;
 
@@ -27,6 +27,7 @@ pub const API_SECRET: &str = "stand-in-secret-of-a-decent-length";
 pub const LIVEKIT_ROOM: &str = "cohost-stage-1";
 const ROUTE: &str = "/twirp/livekit.RoomService/RemoveParticipant";
 const UPDATE_ROUTE: &str = "/twirp/livekit.RoomService/UpdateParticipant";
+const LIST_ROUTE: &str = "/twirp/livekit.RoomService/ListParticipants";
 /// Every wait has this bound, so a stuck revoker fails the test instead of hanging it.
 pub const WAIT_MAX: Duration = Duration::from_secs(5);
 
@@ -66,6 +67,8 @@ struct Script {
     /// The answer once `planned` is empty.
     otherwise: Answer,
     calls: Vec<Call>,
+    /// What `ListParticipants` answers: (identity, sid) per LiveKit room; a room not here is `not_found`.
+    participants: std::collections::HashMap<String, Vec<(String, String)>>,
 }
 
 /// A LiveKit RoomService stand-in on a free loopback port.
@@ -85,6 +88,7 @@ impl StandIn {
             planned: VecDeque::new(),
             otherwise: Answer::Removed,
             calls: Vec::new(),
+            participants: Default::default(),
         }));
         tokio::spawn(serve(listener, script.clone()));
         StandIn { port, script }
@@ -97,6 +101,34 @@ impl StandIn {
         script.otherwise = otherwise;
     }
 
+    /// What `ListParticipants` answers for `room` from now on: these (identity, sid); `None`, no such room.
+    pub fn set_participants(&self, room: &str, participants: Option<&[(&str, &str)]>) {
+        let mut script = self.script.lock().unwrap();
+        match participants {
+            Some(list) => {
+                let list = list.iter().map(|(i, s)| ((*i).to_owned(), (*s).to_owned()));
+                script.participants.insert(room.to_owned(), list.collect());
+            }
+            None => {
+                script.participants.remove(room);
+            }
+        }
+    }
+
+    /// The rooms listed so far, checked to be well-formed ListParticipants calls with an admin token.
+    pub fn listed(&self) -> Vec<String> {
+        let calls = self.calls();
+        let lists = calls.iter().filter(|call| call.path == LIST_ROUTE);
+        lists
+            .map(|call| {
+                let request = ListParticipantsRequest::decode(call.body.clone())
+                    .unwrap_or_else(|e| panic!("the body is not a ListParticipantsRequest: {e}"));
+                check_admin(call, &request.room);
+                request.room
+            })
+            .collect()
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.script.lock().unwrap().calls.clone()
     }
@@ -104,7 +136,8 @@ impl StandIn {
     /// Every removal so far, checked to be a well-formed RemoveParticipant with an admin token for its room.
     pub fn seen(&self) -> Vec<Seen> {
         let calls = self.calls();
-        let removals = calls.iter().filter(|call| call.path != UPDATE_ROUTE);
+        let removals =
+            (calls.iter()).filter(|call| call.path != UPDATE_ROUTE && call.path != LIST_ROUTE);
         removals.map(checked).collect()
     }
 
@@ -155,6 +188,16 @@ async fn answer(
     );
     let path_is_update = path == UPDATE_ROUTE;
     let body = request.into_body().collect().await?.to_bytes();
+    if path == LIST_ROUTE {
+        return Ok(list_participants(
+            &script,
+            method,
+            path,
+            content_type,
+            authorization,
+            body,
+        ));
+    }
     let answer = {
         let mut script = script.lock().unwrap();
         let answer = script.planned.pop_front().unwrap_or(script.otherwise);
@@ -169,6 +212,50 @@ async fn answer(
         answer
     };
     Ok(response(answer, path_is_update))
+}
+
+/// Answers `ListParticipants` from the script's participants (not planned answers), recording the call.
+fn list_participants(
+    script: &Mutex<Script>,
+    method: String,
+    path: String,
+    content_type: Option<String>,
+    authorization: Option<String>,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let mut script = script.lock().unwrap();
+    let room = ListParticipantsRequest::decode(body.clone())
+        .map(|r| r.room)
+        .unwrap_or_default();
+    let listed = script.participants.get(&room).cloned();
+    script.calls.push(Call {
+        method,
+        path,
+        content_type,
+        authorization,
+        body,
+        answer: if listed.is_some() {
+            Answer::Removed
+        } else {
+            Answer::NotFound
+        },
+    });
+    let Some(listed) = listed else {
+        return response(Answer::NotFound, false);
+    };
+    let participants = (listed.into_iter())
+        .map(|(identity, sid)| ParticipantInfo {
+            identity,
+            sid,
+            ..Default::default()
+        })
+        .collect();
+    let body = ListParticipantsResponse { participants }.encode_to_vec();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "application/protobuf")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a static response is valid")
 }
 
 fn response(answer: Answer, update: bool) -> Response<Full<Bytes>> {
