@@ -45,7 +45,7 @@ pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Resu
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let mut state = http::AppState::cluster(
         node.clone(),
-        livekit,
+        livekit.clone(),
         authenticator(&settings, &secret),
         closing,
     );
@@ -55,6 +55,7 @@ pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Resu
     quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);
     let mut routing = forward::Routing::new(node.clone(), cluster::Forwarder::new(client.clone()));
     routing.feed = settings.jetstream.then_some(client);
+    routing.livekit = Some(livekit);
     state.routing = Some(routing);
     let router = owners.router.get_or_init(|| http::router(state)).clone();
     let (_routers_tx, routers) = tokio::sync::watch::channel(router);

@@ -268,14 +268,6 @@ impl Settings {
         if !self.cluster {
             return Ok(None);
         }
-        if self.livekit_webhooks {
-            // No node serves the webhook route in cluster mode yet: with no reports of who joined, the grace
-            // would remove every co-host.
-            return Err(
-                "COHOST_LIVEKIT_WEBHOOKS is for single-node mode: cluster mode does not take LiveKit webhooks yet"
-                    .into(),
-            );
-        }
         let node_id = self
             .node_id
             .clone()

@@ -48,6 +48,8 @@ pub struct Routing {
     /// The connection the `/v1/me` live collection follows the stream `COHOST` through; `None` when the
     /// relays do not publish into it (`COHOST_JETSTREAM` off).
     pub feed: Option<cohost_nats::Client>,
+    /// What names a LiveKit webhook's room (its room prefix), so the webhook goes to the room's owner.
+    pub livekit: Option<cohost_credentials::LiveKitConfig>,
 }
 
 /// Requests this node forwarded, for `/metrics`.
@@ -69,6 +71,7 @@ impl Routing {
             keys: Arc::new(Keys::default()),
             counts: Arc::default(),
             feed: None,
+            livekit: None,
         }
     }
 }
@@ -175,6 +178,9 @@ pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: N
             _ => next.run(request).await,
         };
     }
+    if request.method() == Method::POST && request.uri().path() == WEBHOOK_PATH {
+        return webhook_to_owner(&state, &routing, request, next).await;
+    }
     let creates = request.method() == Method::POST && request.uri().path() == "/v1/rooms";
     let in_path = room_in_path(request.uri().path());
     if !creates && in_path.is_none() {
@@ -212,6 +218,47 @@ pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: N
         generated,
     )
     .await
+}
+
+/// Where LiveKit sends its webhooks.
+const WEBHOOK_PATH: &str = "/v1/livekit/webhook";
+
+/// A LiveKit webhook names its room in the body, not the path: it goes to the owner of that room's partition,
+/// which verifies it (the body and LiveKit's `Authorization` travel whole). One that names no cohost room is
+/// the handler's here to answer.
+async fn webhook_to_owner(
+    state: &AppState,
+    routing: &Routing,
+    request: Request,
+    next: Next,
+) -> Response {
+    let unread = request.extensions().get::<BodyUnread>().cloned();
+    let (parts, body) = request.into_parts();
+    let body = match crate::http::read_whole(body, &parts.headers, state.body_read_timeout).await {
+        Ok(body) => body,
+        Err(error) => return body_failed(error, unread),
+    };
+    let room = (routing.livekit.as_ref()).and_then(|livekit| room_of_webhook(livekit, &body));
+    match room {
+        Some(room) if routing.node.engine_for(&room).is_none() => {
+            forward(routing, routing.node.partition_of(&room), parts, body, None).await
+        }
+        _ => next.run(Request::from_parts(parts, Body::from(body))).await,
+    }
+}
+
+/// The cohost room of a LiveKit webhook's body (`{"room": {"name": ...}}`), if it names one.
+fn room_of_webhook(livekit: &cohost_credentials::LiveKitConfig, body: &[u8]) -> Option<RoomId> {
+    #[derive(Deserialize)]
+    struct Event {
+        room: Option<Named>,
+    }
+    #[derive(Deserialize)]
+    struct Named {
+        name: String,
+    }
+    let event: Event = serde_json::from_slice(body).ok()?;
+    livekit.room_id(&event.room?.name)
 }
 
 /// Gives a command without `Idempotency-Key` one; the key given.

@@ -42,6 +42,9 @@ pub enum Engines {
     Cluster {
         node: Arc<cohost_nats::cluster::Node>,
         minter: Minter,
+        /// Each webhook goes to the engine of its room's partition: the forwarding middleware sends it to
+        /// the partition's owner first.
+        webhooks: Box<Webhooks>,
     },
 }
 
@@ -144,9 +147,16 @@ impl AppState {
         auth: Auth,
         closing: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
+        let owner = node.clone();
+        let webhooks = Webhooks::for_engines(
+            Arc::new(move |room_id: &RoomId| owner.engine_for(room_id)),
+            livekit.clone(),
+            Arc::new(SystemClock),
+        );
         let engines = Engines::Cluster {
             node,
             minter: Minter::new(livekit),
+            webhooks: Box::new(webhooks),
         };
         Self::with_engines(engines, auth, closing)
     }
@@ -818,12 +828,7 @@ async fn webhook(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let Engines::One { webhooks, .. } = &state.engines else {
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "LiveKit webhooks are not served in cluster mode yet",
-        ));
-    };
+    let (Engines::One { webhooks, .. } | Engines::Cluster { webhooks, .. }) = &state.engines;
     let outcome = webhooks.handle(&bytes, authorization).await?;
     let summary = match outcome {
         cohost_credentials::WebhookOutcome::Applied { command, .. } => {

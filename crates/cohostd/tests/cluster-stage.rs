@@ -249,3 +249,149 @@ async fn the_stage_controls_hold_across_nodes_and_a_takeover() {
         json!([["bob", 4, true, true]])
     );
 }
+
+/// The nodes' LiveKit key pair (`support::cluster`), with which LiveKit would sign its webhooks.
+const LIVEKIT_KEY: &str = "cluster-test-key";
+const LIVEKIT_SECRET: &str = "cluster-test-livekit-secret-0123456789";
+const GRACE_S: u64 = 3;
+
+/// A participant webhook for `user` in session `sid`, stamped now by LiveKit's clock, signed as LiveKit signs.
+fn webhook(kind: &str, user: &str, sid: &str, id: &str, room: &str) -> (String, String) {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let body = json!({
+        "event": kind,
+        "room": {"name": room},
+        "participant": {"identity": user, "sid": sid},
+        "id": id,
+        "createdAt": now_s.to_string(),
+    })
+    .to_string();
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&body));
+    let jwt = livekit_api::access_token::AccessToken::with_api_key(LIVEKIT_KEY, LIVEKIT_SECRET)
+        .with_sha256(&hash)
+        .to_jwt()
+        .unwrap();
+    (body, jwt)
+}
+
+/// Delivers a webhook to node `n`, as LiveKit would to whichever node its load balancer picks.
+async fn deliver(cluster: &Cluster, n: usize, (body, jwt): (String, String)) -> Value {
+    let url = cluster.nodes.read().await[n]
+        .as_ref()
+        .unwrap()
+        .url("/v1/livekit/webhook");
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("authorization", jwt)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the webhook on node {n}");
+    response.json().await.unwrap()
+}
+
+/// With webhooks on: a webhook sent to a node that does not own the room reaches the owner; and a co-host's
+/// disconnect grace, begun on one owner, ends on the node that takes the partition after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_reach_the_owner_and_the_grace_moves_with_the_partition() {
+    let grace = GRACE_S.to_string();
+    let flags = ["--livekit-webhooks", "true", "--disconnect-grace-s", &grace];
+    let cluster = Cluster::start_with_flags(1_000_000, &flags).await;
+    let room = "stage-w";
+    let p = partition::of(&RoomId::new(room).unwrap(), PARTITIONS);
+    let owner = cluster.owners().await[&p];
+    let others = [(owner + 1) % 3, (owner + 2) % 3];
+    let path = format!("/v1/rooms/{room}");
+    let post = Method::POST;
+    ok(
+        &cluster,
+        owner,
+        "alice",
+        (post.clone(), "/v1/rooms"),
+        json!({"room_id": room}),
+    )
+    .await;
+    ok(
+        &cluster,
+        owner,
+        "alice",
+        (post.clone(), &format!("{path}/live")),
+        json!({}),
+    )
+    .await;
+    let invited = ok(
+        &cluster,
+        owner,
+        "alice",
+        (post.clone(), &format!("{path}/invitations")),
+        json!({"user_id": "bob"}),
+    )
+    .await;
+    let accept = format!(
+        "/v1/invitations/{}/accept",
+        invited["invitation_id"].as_str().unwrap()
+    );
+    ok(&cluster, owner, "bob", (post.clone(), &accept), json!({})).await;
+
+    // bob joins; LiveKit tells a node that does not own the room.
+    let joined = deliver(
+        &cluster,
+        others[0],
+        webhook("participant_joined", "bob", "PA_1", "EV_1", room),
+    )
+    .await;
+    assert_eq!(joined["applied"], "presence", "{joined}");
+    let seen = cluster.room(room, p).await;
+    assert_eq!(seen["cohosts"][0]["online"], true, "{seen}");
+    // He leaves; then the owner stops before his grace runs out.
+    let left = deliver(
+        &cluster,
+        others[1],
+        webhook("participant_left", "bob", "PA_1", "EV_2", room),
+    )
+    .await;
+    assert_eq!(left["applied"], "presence", "{left}");
+    cluster.stop_node(owner).await;
+    // The node that took the partition removes him once the grace is over.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = cluster.room(room, p).await;
+        if now["cohosts"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob was never removed: {now}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let history = ok(
+        &cluster,
+        0,
+        "alice",
+        (Method::GET, &format!("{path}/events?after_version=6")),
+        json!(null),
+    )
+    .await;
+    let removed = history["items"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (&removed["type"], &removed["reason"], &removed["actor"]),
+        (
+            &json!("cohost_removed"),
+            &json!("disconnected"),
+            &json!(null)
+        ),
+        "{history}"
+    );
+}

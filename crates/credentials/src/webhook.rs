@@ -8,7 +8,9 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use cohost_engine::{Clock, Engine, Error, Options};
-use cohost_proto::{Actor, Command, ErrorCode, Presence, PresenceStamp, Reply, RoomTarget, UserId};
+use cohost_proto::{
+    Actor, Command, ErrorCode, Presence, PresenceStamp, Reply, RoomId, RoomTarget, UserId,
+};
 use livekit_api::access_token::TokenVerifier;
 use livekit_api::services::room::{RemoveParticipantOptions, RoomClient};
 use livekit_api::webhooks::{WebhookError, WebhookReceiver};
@@ -59,6 +61,10 @@ pub enum WebhookRefusal {
     /// so LiveKit sends the webhook again.
     #[error("removing {user_id} from LiveKit failed: {message}")]
     Removal { user_id: UserId, message: String },
+    /// The room is not served here now (a cluster node that does not own its partition, or one moving).
+    /// `unavailable`, so LiveKit sends the webhook again.
+    #[error("room {0} is not served here now")]
+    NotServed(RoomId),
 }
 
 impl WebhookRefusal {
@@ -69,7 +75,7 @@ impl WebhookRefusal {
             Self::Unverified(_) => ErrorCode::Unauthenticated,
             Self::Replayed(_) => ErrorCode::AlreadyExists,
             Self::Engine(error) => error.code(),
-            Self::Removal { .. } => ErrorCode::Unavailable,
+            Self::Removal { .. } | Self::NotServed(_) => ErrorCode::Unavailable,
         }
     }
 }
@@ -78,7 +84,7 @@ impl WebhookRefusal {
 #[derive(Clone)]
 pub struct Webhooks {
     receiver: WebhookReceiver,
-    engine: Engine,
+    engines: EngineFor,
     config: LiveKitConfig,
     clock: Arc<dyn Clock>,
     seen: Arc<Mutex<Seen>>,
@@ -129,8 +135,22 @@ impl Seen {
     }
 }
 
+/// The engine that holds a room: the one engine of a single node, or on a cluster node the engine of the room's
+/// partition while this node owns it.
+pub type EngineFor = Arc<dyn Fn(&RoomId) -> Option<Engine> + Send + Sync>;
+
 impl Webhooks {
     pub fn new(engine: Engine, config: LiveKitConfig, clock: Arc<dyn Clock>) -> Self {
+        Self::for_engines(
+            Arc::new(move |_: &RoomId| Some(engine.clone())),
+            config,
+            clock,
+        )
+    }
+
+    /// Webhooks for the rooms `engines` finds; a webhook for a room it finds none for (not this node's, or
+    /// its partition moving) is refused `unavailable`, so LiveKit sends it again.
+    pub fn for_engines(engines: EngineFor, config: LiveKitConfig, clock: Arc<dyn Clock>) -> Self {
         let receiver = WebhookReceiver::new(TokenVerifier::with_api_key(
             &config.api_key,
             &config.api_secret,
@@ -144,7 +164,7 @@ impl Webhooks {
         });
         Self {
             receiver,
-            engine,
+            engines,
             config,
             clock,
             seen: Arc::default(),
@@ -165,8 +185,12 @@ impl Webhooks {
             Err(ignored) => return Ok(ignored),
         };
         let name = command.name();
-        match self
-            .engine
+        let Some(engine) = (self.engines)(command.room_id()) else {
+            self.seen().forget(&event.id);
+            let room_id = command.room_id().clone();
+            return Err(WebhookRefusal::NotServed(room_id));
+        };
+        match engine
             .execute(Actor::System, command, Options::default())
             .await
         {
@@ -182,7 +206,7 @@ impl Webhooks {
                     ErrorCode::NotFound | ErrorCode::FailedPrecondition
                 ) =>
             {
-                if let Some((user_id, why)) = self.intruder(&event) {
+                if let Some((user_id, why)) = self.intruder(&engine, &event) {
                     return self.remove_again(&event, user_id, why).await;
                 }
                 Ok(WebhookOutcome::Ignored(format!("{name}: {error}")))
@@ -197,7 +221,11 @@ impl Webhooks {
 
     /// A joined participant who holds no place on the stage and may not be in the room: banned, or holding a
     /// token that publishes (only the host and co-hosts get those). `None` with admin off.
-    fn intruder(&self, event: &livekit_protocol::WebhookEvent) -> Option<(UserId, String)> {
+    fn intruder(
+        &self,
+        engine: &Engine,
+        event: &livekit_protocol::WebhookEvent,
+    ) -> Option<(UserId, String)> {
         self.room_service.as_ref()?;
         let participant = event.participant.as_ref()?;
         if event.event != "participant_joined" {
@@ -206,7 +234,7 @@ impl Webhooks {
         let user_id = UserId::new(&participant.identity).ok()?;
         let room_id = self.config.room_id(&event.room.as_ref()?.name)?;
         let now_ms = self.clock.now_ms();
-        if self.engine.is_banned(&room_id, &user_id, now_ms) == Ok(true) {
+        if engine.is_banned(&room_id, &user_id, now_ms) == Ok(true) {
             return Some((user_id, "banned from the room".into()));
         }
         let publishes = (participant.permission.as_ref()).is_some_and(|p| p.can_publish);

@@ -31,6 +31,8 @@ pub struct Cluster {
     _dirs: Vec<tempfile::TempDir>,
     /// Commands one user may send per second (`--user-commands-per-s`), on every node.
     commands_per_s: u32,
+    /// Further flags every node starts with.
+    extra: Vec<String>,
 }
 
 /// The per-user command rate of the scenarios: high enough that load never meets it.
@@ -53,6 +55,12 @@ impl Cluster {
 
     /// As [`Cluster::start`], each node letting a user send `commands_per_s` commands a second.
     pub async fn start_with(commands_per_s: u32) -> Cluster {
+        Self::start_with_flags(commands_per_s, &[]).await
+    }
+
+    /// As [`Cluster::start_with`], every node also started with `extra` flags.
+    pub async fn start_with_flags(commands_per_s: u32, extra: &[&str]) -> Cluster {
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         let servers = TestCluster::start(3);
         let client = async_nats::connect(servers.addrs())
             .await
@@ -62,7 +70,14 @@ impl Cluster {
         let mut nodes = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
             nodes.push(Some(
-                start_node(&servers, &format!("node-{i}"), dir.path(), commands_per_s).await,
+                start_node(
+                    &servers,
+                    &format!("node-{i}"),
+                    dir.path(),
+                    commands_per_s,
+                    &extra,
+                )
+                .await,
             ));
         }
         let cluster = Cluster {
@@ -70,6 +85,7 @@ impl Cluster {
             nodes: Arc::new(RwLock::new(nodes)),
             _dirs: dirs,
             commands_per_s,
+            extra,
         };
         cluster.settle().await;
         cluster
@@ -145,6 +161,7 @@ impl Cluster {
             &format!("node-{i}"),
             self._dirs[i].path(),
             self.commands_per_s,
+            &self.extra,
         )
         .await;
         self.nodes.write().await[i] = Some(node);
@@ -161,6 +178,7 @@ impl Cluster {
             &format!("node-{index}"),
             dir.path(),
             self.commands_per_s,
+            &self.extra,
         )
         .await;
         self._dirs.push(dir);
@@ -205,6 +223,7 @@ impl Cluster {
                     &format!("node-{i}"),
                     dir.path(),
                     self.commands_per_s,
+                    &self.extra,
                 )
                 .await,
             ));
@@ -252,6 +271,7 @@ async fn start_node(
     name: &str,
     dir: &std::path::Path,
     commands_per_s: u32,
+    extra: &[String],
 ) -> Daemon {
     let commands_per_s = commands_per_s.to_string();
     let urls: Vec<String> = cluster.servers.iter().map(|s| s.url()).collect();
@@ -285,6 +305,8 @@ async fn start_node(
         "--snapshot-every-events",
         "100",
     ];
+    let mut args: Vec<&str> = args.to_vec();
+    args.extend(extra.iter().map(String::as_str));
     Daemon::start_with(dir, &args).await
 }
 
