@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use cohost_proto::codec::{self, Encoding};
 use cohost_proto::{
     Accepted, BroadcasterData, BroadcasterRole, CommandId, Envelope, ErrorBody, ErrorCode,
-    ErrorInfo, Event, Invitation, InvitationId, InvitationKind, InvitationStatus, Page, Reply,
-    Room, RoomId, RoomStatus, Seat, ServiceReply, UserId,
+    ErrorInfo, Event, Invitation, InvitationId, InvitationKind, InvitationStatus, Page,
+    RemovalReason, Reply, Room, RoomId, RoomStatus, Seat, ServiceReply, UserId,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -171,7 +171,8 @@ fn event_vectors() -> Vec<EventVector> {
 
 /// Events new in `V2`, from a second room, `stage-2`, hosted by alice: she appoints dave a moderator, then
 /// removes him; she closes the room to requests, then opens it again; she moves erin to frank's seat (they
-/// swap), locks seat 3 and unlocks it, bans mallory for an hour and lifts it, and stops erin's audio.
+/// swap), locks seat 3 and unlocks it, bans mallory for an hour and lifts it, and stops erin's audio; LiveKit
+/// reports erin gone, and the system removes her once the disconnect grace has passed.
 fn stage_controls_vectors() -> Vec<Envelope> {
     let stage_2 = RoomId::new("stage-2").unwrap();
     let at = |seq: u64, version: u64, ms: u64, event: Event| Envelope {
@@ -243,6 +244,36 @@ fn stage_controls_vectors() -> Vec<Envelope> {
                 video: true,
             },
         ),
+        // LiveKit reports erin gone (the webhook's time and session), and she stays away past the grace.
+        Envelope {
+            actor: None,
+            ..at(
+                320,
+                27,
+                7_200_000,
+                Event::PresenceChanged {
+                    user_id: user("erin"),
+                    online: false,
+                    stamp: Some(cohost_proto::PresenceStamp {
+                        at_ms: T0_MS + 7_199_000,
+                        participant_sid: "PA_erin".into(),
+                    }),
+                },
+            )
+        },
+        Envelope {
+            actor: None,
+            ..at(
+                330,
+                28,
+                7_260_000,
+                Event::CohostRemoved {
+                    user_id: user("erin"),
+                    invitation_id: InvitationId::new(stage_2.clone(), 4).unwrap(),
+                    reason: RemovalReason::Disconnected,
+                },
+            )
+        },
     ]
 }
 
