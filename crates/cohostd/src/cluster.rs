@@ -226,6 +226,10 @@ fn follow_partitions(
     };
     let livekit = livekit.clone();
     let partitions = cluster.partitions;
+    // Reconciliation belongs to the partition, like its revoker: it moves with it.
+    let reconcile_every =
+        (livekit.admin && settings.livekit_webhooks && settings.livekit_reconcile_s > 0)
+            .then(|| std::time::Duration::from_secs(settings.livekit_reconcile_s));
     Arc::new(move |partition, engine: Engine| {
         let relay_config = RelayConfig {
             partition: Some(partition),
@@ -233,6 +237,10 @@ fn follow_partitions(
         };
         let (client, livekit, owners) = (client.clone(), livekit.clone(), owners.clone());
         async move {
+            let reconciler = reconcile_every.map(|every| {
+                let clock = Arc::new(cohost_engine::SystemClock);
+                cohost_credentials::Reconciler::start(engine.clone(), livekit.clone(), clock, every)
+            });
             let revoker = match livekit.admin {
                 true => Some(Revoker::start(engine.clone(), livekit).map_err(|e| e.to_string())?),
                 false => None,
@@ -250,6 +258,9 @@ fn follow_partitions(
                 relay.stop().await;
                 if let Some(revoker) = revoker {
                     revoker.stop().await;
+                }
+                if let Some(reconciler) = reconciler {
+                    reconciler.stop().await;
                 }
             }
             .boxed();
