@@ -245,6 +245,18 @@ impl Settings {
 
     /// The engine's configuration: the rules' policy, retention and cache.
     pub fn engine(&self) -> Result<cohost_engine::Config, String> {
+        let reconciles =
+            self.livekit_admin && self.livekit_webhooks && self.livekit_reconcile_s > 0;
+        if reconciles
+            && self.disconnect_grace_s > 0
+            && self.livekit_reconcile_s >= self.disconnect_grace_s
+        {
+            // A lost join is caught up by the next reconciliation: it must come before the grace decides.
+            return Err(format!(
+                "COHOST_LIVEKIT_RECONCILE_S ({}) must be shorter than COHOST_DISCONNECT_GRACE_S ({})",
+                self.livekit_reconcile_s, self.disconnect_grace_s
+            ));
+        }
         let policy = cohost_core::Policy::new(
             self.invitation_ttl_s.saturating_mul(1_000),
             self.max_cohosts,

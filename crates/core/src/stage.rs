@@ -102,9 +102,15 @@ pub(crate) fn presence(
         return Ok(Vec::new());
     }
     let last = state.liveness(user).map(|l| l.stamp.as_ref());
+    // A report from before the seat was taken is of an earlier seat's session. LiveKit stamps whole seconds,
+    // and reconciliation just under them, so only one more than a second before the seat's is.
+    let seated_ms = state
+        .seat(user)
+        .map_or(0, |seat| seat.since_ms / 1_000 * 1_000);
     let news = match (&report.stamp, last) {
         (Some(stamp), Some(last)) => {
-            let stale = last.is_some_and(|last| !supersedes(stamp, online, last));
+            let stale = stamp.at_ms.saturating_add(1_000) < seated_ms
+                || last.is_some_and(|last| !supersedes(stamp, online, last));
             // The same state from another session is news too: its stamp is recorded, so a late report of
             // the session before (its join, or its leaving that was missed) is known to be stale.
             let same_session = last.is_some_and(|l| l.participant_sid == stamp.participant_sid);

@@ -420,12 +420,14 @@ impl RoomState {
             room.cohosts.len() <= usize::from(room.max_cohosts),
             "co-hosts exceed max_cohosts"
         );
-        // Away until LiveKit says they joined.
+        // Away until LiveKit says they joined; in a room not live yet no one can join (there are no
+        // credentials), so the grace starts only with a report that they left, or reconciliation's.
+        let live = room.status == cohost_proto::RoomStatus::Live;
         self.liveness.retain(|l| l.user_id != invitation.user_id);
         self.liveness.push(Liveness {
             user_id: invitation.user_id.clone(),
             stamp: None,
-            offline_since_ms: Some(invitation.updated_ms),
+            offline_since_ms: live.then_some(invitation.updated_ms),
         });
     }
 
@@ -670,7 +672,9 @@ pub mod stored {
 
 impl RoomState {
     /// A state stored before liveness was kept: each seat's entry as its `online` says (away since it was
-    /// taken when offline), with no stamp.
+    /// taken when offline), with no stamp. Only a guess for a room still open (a co-host who joined and left
+    /// unreported reads as away since the accept), so the engine replays such a room instead (its snapshot
+    /// records `V3` and `V4`); for an ended room, which keeps no liveness, it is exact.
     fn with_liveness_of_seats(mut self) -> Self {
         let ended = self.is_ended();
         let seats = self.room.iter().flat_map(|room| &room.cohosts);

@@ -686,3 +686,61 @@ fn reports_are_ordered_by_livekits_clock_not_by_arrival() {
         Events(&["presence_changed"]),
     );
 }
+
+#[test]
+fn the_grace_starts_only_once_a_cohost_could_join() {
+    // Seated before go-live: no credentials yet, so no grace runs from the accept.
+    let idle = vec![
+        create("alice"),
+        invite("alice", "bob"),
+        accept("bob", 1),
+        go_live("alice"),
+    ];
+    check(
+        &idle,
+        disconnect("system", "bob").at(GRACE_MS * 10),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    // A report that they left (or reconciliation's) starts it.
+    let left = with(idle, &[presence_at("bob", false, 70_000, "")]);
+    check(
+        &left,
+        disconnect("system", "bob").at(70_000 + GRACE_MS),
+        Events(&["cohost_removed"]),
+    );
+}
+
+#[test]
+fn a_late_report_from_an_earlier_seat_is_stale() {
+    // bob joined in session PA_1, was removed, and is seated again at t=100 s.
+    let again = with(
+        bob_seated(),
+        &[
+            presence_at("bob", true, 1_000, "PA_1"),
+            remove("alice", "bob").at(50_000),
+            invite("alice", "bob").at(100_000),
+            accept("bob", 2).at(100_500),
+        ],
+    );
+    check(
+        &again,
+        presence_at("bob", true, 60_000, "PA_1").at(100_600),
+        Events(&[]),
+    );
+    check(
+        &again,
+        presence_at("bob", false, 90_000, "PA_1").at(100_600),
+        Events(&[]),
+    );
+    // Within the second of the accept (LiveKit stamps whole seconds) a join is the new seat's.
+    check(
+        &again,
+        presence_at("bob", true, 100_000, "PA_2").at(100_600),
+        Events(&["presence_changed"]),
+    );
+    check(
+        &again,
+        disconnect("system", "bob").at(100_500 + GRACE_MS),
+        Events(&["cohost_removed"]),
+    );
+}

@@ -79,6 +79,9 @@ pub async fn reconcile(
 ) -> Pass {
     let mut pass = Pass::default();
     for (room_id, seats) in engine.seated_presence() {
+        // As of just before the list, in whole seconds less a millisecond, like LiveKit's stamps: a webhook
+        // LiveKit stamps in the same second (a rejoin the list just missed) then comes after this report.
+        let as_of_ms = (clock.now_ms() / 1_000 * 1_000).saturating_sub(1);
         let listed = client.list_participants(&config.room_name(&room_id)).await;
         let present: HashMap<String, String> = match listed {
             Ok(participants) => (participants.into_iter())
@@ -95,7 +98,7 @@ pub async fn reconcile(
         };
         pass.rooms += 1;
         for seat in seats {
-            let Some(report) = difference(&room_id, &seat, &present, clock.now_ms()) else {
+            let Some(report) = difference(&room_id, &seat, &present, as_of_ms) else {
                 continue;
             };
             pass.reports += 1;
@@ -122,6 +125,9 @@ fn difference(
         (Some(sid), false) => sid.clone(),
         // Gone: in the session the room last heard of, so that session's own late join is stale.
         (None, true) => seat.participant_sid.clone().unwrap_or_default(),
+        // Gone, as the room knows, but with no grace running (seated before go-live and never reported, or
+        // reported gone without a stamp): a report with no session starts it.
+        (None, false) if !seat.away => String::new(),
         _ => return None,
     };
     Some(Presence {

@@ -91,7 +91,8 @@ async fn reconciling_turns_each_difference_with_livekit_into_a_presence_report()
 
     // bob's leaving is lost; LiveKit no longer has him: away from this pass, in his last session.
     clock.advance(1_000);
-    let gone_at = NOW_MS + GRACE_MS + 1_000;
+    // As of just before the pass, in whole seconds less a millisecond.
+    let gone_at = NOW_MS + GRACE_MS + 1_000 - 1;
     stand_in.set_participants(LIVEKIT_ROOM, Some(&[]));
     let pass = reconcile(&engine, &client, &config, clock.as_ref()).await;
     assert_eq!(pass.reports, 1);
@@ -129,5 +130,50 @@ async fn reconciling_turns_each_difference_with_livekit_into_a_presence_report()
         ),
         "{last:?}"
     );
+    engine.shutdown().await;
+}
+
+/// A co-host seated before go-live runs no grace until LiveKit is heard from: reconciliation finding them
+/// absent starts it, as of its pass (in whole seconds, just before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciling_starts_the_grace_of_a_cohost_seated_before_go_live() {
+    let stand_in = StandIn::start().await;
+    let config = livekit(stand_in.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW_MS));
+    let policy = cohost_core::Policy::default()
+        .with_disconnect_grace_ms(GRACE_MS)
+        .unwrap();
+    let engine = Engine::open(
+        Config::new(dir.path())
+            .with_clock(clock.clone())
+            .with_policy(policy),
+    )
+    .unwrap();
+    run(&engine, "alice", create()).await;
+    run(&engine, "alice", invite("bob")).await;
+    run(&engine, "bob", accept(1)).await;
+    run(&engine, "alice", go_live()).await;
+    clock.advance(10 * GRACE_MS + 500);
+    barrier(&engine).await;
+    assert_eq!(
+        seats(&engine),
+        [("bob".into(), false, None)],
+        "no grace ran"
+    );
+    let client = RoomClient::with_api_key(&config.http_url(), &config.api_key, &config.api_secret);
+    stand_in.set_participants(LIVEKIT_ROOM, Some(&[]));
+    let pass = reconcile(&engine, &client, &config, clock.as_ref()).await;
+    assert_eq!(pass.reports, 1);
+    let (_, rooms) = engine.room_states();
+    let state = &rooms.iter().find(|(id, _)| id == &room_id()).unwrap().1;
+    let since = NOW_MS + 10 * GRACE_MS - 1;
+    assert_eq!(
+        state.liveness(&user("bob")).unwrap().offline_since_ms,
+        Some(since)
+    );
+    clock.set(since + GRACE_MS);
+    barrier(&engine).await;
+    assert!(seats(&engine).is_empty(), "removed a grace after the pass");
     engine.shutdown().await;
 }

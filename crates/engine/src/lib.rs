@@ -101,6 +101,9 @@ pub struct SeatPresence {
     pub online: bool,
     /// The LiveKit session of the last stamped report, if any.
     pub participant_sid: Option<String>,
+    /// Whether a disconnect grace runs for the co-host: not for one seated before go-live who was never
+    /// reported, nor after a report of leaving that had no stamp.
+    pub away: bool,
 }
 
 /// Who may broadcast, from `broadcaster_entitlement`.
@@ -421,6 +424,8 @@ impl Engine {
                 participant_sid: (entry.state.liveness(&seat.user_id))
                     .and_then(|l| l.stamp.as_ref())
                     .map(|stamp| stamp.participant_sid.clone()),
+                away: (entry.state.liveness(&seat.user_id))
+                    .is_some_and(|l| l.offline_since_ms.is_some()),
             });
             seated.then(|| (id.clone(), seats.collect()))
         });

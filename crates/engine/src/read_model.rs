@@ -309,25 +309,30 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<(u64, RoomEntry), String> {
                 },
             ))
         }
-        SnapshotRecord::V3 { seq, entry } => Ok((
-            seq,
-            RoomEntry {
-                state: entry.state.into(),
-                seqs: entry.seqs,
-            },
-        )),
-        SnapshotRecord::V4 { seq, entry } => Ok((
-            seq,
-            RoomEntry {
-                state: entry.state.into(),
-                seqs: entry.seqs,
-            },
-        )),
+        SnapshotRecord::V3 { seq, entry } => without_liveness(seq, entry.state.into(), entry.seqs),
+        SnapshotRecord::V4 { seq, entry } => without_liveness(seq, entry.state.into(), entry.seqs),
         SnapshotRecord::V5 { seq, entry } => Ok((seq, entry)),
         SnapshotRecord::V1(_) => {
             Err("a room snapshot of the earlier format (a sparse seq index)".into())
         }
     }
+}
+
+/// A room stored before seats kept their liveness. An open room with co-hosts seated is refused: whether each is
+/// away, and since when, follows from its presence events, so opening replays them; an ended room, or one with
+/// no seats, has no liveness to know.
+fn without_liveness(
+    seq: u64,
+    state: RoomState,
+    seqs: Vec<u64>,
+) -> Result<(u64, RoomEntry), String> {
+    let seated = state
+        .room()
+        .is_some_and(|r| r.status != cohost_proto::RoomStatus::Ended && !r.cohosts.is_empty());
+    if seated {
+        return Err("a room snapshot from before seats kept their liveness".into());
+    }
+    Ok((seq, RoomEntry { state, seqs }))
 }
 
 /// A room snapshot's stored form, versioned like the log.

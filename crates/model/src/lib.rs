@@ -656,7 +656,7 @@ fn settle_offer(room: &mut ModelRoom, who: Who, op: Op, n: u64, now: u64) -> Res
                 seat,
                 audio: true,
                 video: true,
-                away_since: Some(now),
+                away_since: (room.status == RoomStatus::Live).then_some(now),
             });
             room.offers[index].seat = Some(seat);
             InvitationStatus::Approved
