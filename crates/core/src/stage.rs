@@ -86,16 +86,13 @@ pub(crate) fn presence(
         ));
     }
     let (user, online) = (&report.user_id, report.online);
-    let current = if user == &room.host {
-        state.host_online()
-    } else {
-        state
-            .seat(user)
-            .ok_or(Rejection::NotFound(
-                "participant is neither host nor co-host",
-            ))?
-            .online
+    let seat = match user == &room.host {
+        true => None,
+        false => Some(state.seat(user).ok_or(Rejection::NotFound(
+            "participant is neither host nor co-host",
+        ))?),
     };
+    let current = seat.map_or(state.host_online(), |seat| seat.online);
     // An ended room is final: only reads follow room_stopped, so the host's comings and goings (LiveKit
     // reports them after room_finished too) change nothing.
     if room.status == RoomStatus::Ended {
@@ -104,9 +101,7 @@ pub(crate) fn presence(
     let last = state.liveness(user).map(|l| l.stamp.as_ref());
     // A report from before the seat was taken is of an earlier seat's session. LiveKit stamps whole seconds,
     // and reconciliation just under them, so only one more than a second before the seat's is.
-    let seated_ms = state
-        .seat(user)
-        .map_or(0, |seat| seat.since_ms / 1_000 * 1_000);
+    let seated_ms = seat.map_or(0, |seat| seat.since_ms / 1_000 * 1_000);
     let news = match (&report.stamp, last) {
         (Some(stamp), Some(last)) => {
             let stale = stamp.at_ms.saturating_add(1_000) < seated_ms

@@ -589,7 +589,6 @@ pub mod stored {
                     bans: Vec::new(),
                     liveness: Vec::new(),
                 }
-                .with_liveness_of_seats()
             }
         }
     }
@@ -626,13 +625,14 @@ pub mod stored {
                     bans: Vec::new(),
                     liveness: Vec::new(),
                 }
-                .with_liveness_of_seats()
             }
         }
     }
 
     /// The layout written once bans joined the state, until liveness did (engine snapshots `V4`). Never
-    /// edited.
+    /// edited. Like the layouts before it, it converts with no liveness: whether each co-host is away, and
+    /// since when, follows from the room's presence events, so the engine replays an open room with seats
+    /// rather than read it from here.
     pub mod v3 {
         use std::collections::VecDeque;
 
@@ -664,27 +664,7 @@ pub mod stored {
                     bans: old.bans,
                     liveness: Vec::new(),
                 }
-                .with_liveness_of_seats()
             }
         }
-    }
-}
-
-impl RoomState {
-    /// A state stored before liveness was kept: each seat's entry as its `online` says (away since it was
-    /// taken when offline), with no stamp. Only a guess for a room still open (a co-host who joined and left
-    /// unreported reads as away since the accept), so the engine replays such a room instead (its snapshot
-    /// records `V3` and `V4`); for an ended room, which keeps no liveness, it is exact.
-    fn with_liveness_of_seats(mut self) -> Self {
-        let ended = self.is_ended();
-        let seats = self.room.iter().flat_map(|room| &room.cohosts);
-        self.liveness = (seats.filter(|_| !ended))
-            .map(|seat| Liveness {
-                user_id: seat.user_id.clone(),
-                stamp: None,
-                offline_since_ms: (!seat.online).then_some(seat.since_ms),
-            })
-            .collect();
-        self
     }
 }

@@ -34,6 +34,18 @@ fn seats(engine: &Engine) -> Vec<(String, bool, Option<String>)> {
         .collect()
 }
 
+/// An engine on `dir` with a manual clock at [`NOW_MS`] and a disconnect grace of [`GRACE_MS`].
+fn open(dir: &std::path::Path) -> (Engine, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(NOW_MS));
+    let policy = cohost_core::Policy::default()
+        .with_disconnect_grace_ms(GRACE_MS)
+        .unwrap();
+    let config = Config::new(dir)
+        .with_clock(clock.clone())
+        .with_policy(policy);
+    (Engine::open(config).unwrap(), clock)
+}
+
 /// A refused command decided after whatever the clock made due.
 async fn barrier(engine: &Engine) {
     let refused = engine.execute(Actor::User(user("alice")), go_live(), Options::default());
@@ -45,16 +57,7 @@ async fn reconciling_turns_each_difference_with_livekit_into_a_presence_report()
     let stand_in = StandIn::start().await;
     let config = livekit(stand_in.port);
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(NOW_MS));
-    let policy = cohost_core::Policy::default()
-        .with_disconnect_grace_ms(GRACE_MS)
-        .unwrap();
-    let engine = Engine::open(
-        Config::new(dir.path())
-            .with_clock(clock.clone())
-            .with_policy(policy),
-    )
-    .unwrap();
+    let (engine, clock) = open(dir.path());
     run(&engine, "alice", create()).await;
     run(&engine, "alice", go_live()).await;
     for (n, who) in [(1, "bob"), (2, "carol")] {
@@ -140,16 +143,7 @@ async fn reconciling_starts_the_grace_of_a_cohost_seated_before_go_live() {
     let stand_in = StandIn::start().await;
     let config = livekit(stand_in.port);
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(NOW_MS));
-    let policy = cohost_core::Policy::default()
-        .with_disconnect_grace_ms(GRACE_MS)
-        .unwrap();
-    let engine = Engine::open(
-        Config::new(dir.path())
-            .with_clock(clock.clone())
-            .with_policy(policy),
-    )
-    .unwrap();
+    let (engine, clock) = open(dir.path());
     run(&engine, "alice", create()).await;
     run(&engine, "alice", invite("bob")).await;
     run(&engine, "bob", accept(1)).await;

@@ -133,30 +133,39 @@ impl Then {
 /// A live room `stage-1` hosted by alice, with bob seated as co-host, and the webhook handler.
 struct Hooks {
     _dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
     engine: Engine,
     webhooks: Webhooks,
 }
 
+/// The deployment's LiveKit settings, admin off.
+fn livekit_config() -> LiveKitConfig {
+    LiveKitConfig {
+        url: "ws://localhost:7880".into(),
+        api_key: KEY.into(),
+        api_secret: SECRET.into(),
+        room_prefix: PREFIX.into(),
+        token_ttl: TOKEN_TTL_DEFAULT,
+        admin: false,
+    }
+}
+
 impl Hooks {
     async fn open() -> Self {
-        Self::open_with(LiveKitConfig {
-            url: "ws://localhost:7880".into(),
-            api_key: KEY.into(),
-            api_secret: SECRET.into(),
-            room_prefix: PREFIX.into(),
-            token_ttl: TOKEN_TTL_DEFAULT,
-            admin: false,
-        })
-        .await
+        Self::open_with(livekit_config(), cohost_core::Policy::default()).await
     }
 
-    async fn open_with(config: LiveKitConfig) -> Self {
+    async fn open_with(config: LiveKitConfig, policy: cohost_core::Policy) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(NOW_MS));
-        let engine = Engine::open(Config::new(dir.path()).with_clock(clock.clone())).unwrap();
-        let webhooks = Webhooks::new(engine.clone(), config, clock);
+        let engine = Config::new(dir.path())
+            .with_clock(clock.clone())
+            .with_policy(policy);
+        let engine = Engine::open(engine).unwrap();
+        let webhooks = Webhooks::new(engine.clone(), config, clock.clone());
         let hooks = Self {
             _dir: dir,
+            clock,
             engine,
             webhooks,
         };
@@ -514,7 +523,7 @@ async fn handled(hooks: &Hooks, delivery: Delivery) -> Result<WebhookOutcome, We
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_admin_on_a_banned_user_or_a_seatless_publisher_who_joins_is_removed_again() {
     let stand_in = StandIn::start().await;
-    let hooks = Hooks::open_with(stand_in::livekit(stand_in.port)).await;
+    let hooks = Hooks::open_with(stand_in::livekit(stand_in.port), Default::default()).await;
     let ban = Command::BanUser(BanUser {
         room_id: room_id(),
         user_id: user("erin"),
@@ -592,34 +601,18 @@ fn stamped(kind: &str, identity: &str, sid: &str, at_s: u64, id: &str) -> Delive
 #[tokio::test]
 async fn the_grace_removes_only_a_cohost_who_stays_away_whatever_order_webhooks_come_in() {
     const GRACE_MS: u64 = 60_000;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(NOW_MS));
     let policy = cohost_core::Policy::default()
         .with_disconnect_grace_ms(GRACE_MS)
         .unwrap();
-    let config = Config::new(dir.path())
-        .with_clock(clock.clone())
-        .with_policy(policy);
-    let engine = Engine::open(config).unwrap();
-    let livekit = LiveKitConfig {
-        url: "ws://localhost:7880".into(),
-        api_key: KEY.into(),
-        api_secret: SECRET.into(),
-        room_prefix: PREFIX.into(),
-        token_ttl: TOKEN_TTL_DEFAULT,
-        admin: false,
-    };
-    let webhooks = Webhooks::new(engine.clone(), livekit, clock.clone());
-    for (who, command) in [
-        ("alice", create()),
-        ("alice", go_live()),
-        ("alice", invite("bob")),
-        ("bob", accept(1)),
-        ("alice", invite("carol")),
-        ("carol", accept(2)),
-    ] {
-        run(&engine, who, command).await;
-    }
+    // bob is seated; carol takes a seat too.
+    let Hooks {
+        clock,
+        engine,
+        webhooks,
+        ..
+    } = &Hooks::open_with(livekit_config(), policy).await;
+    run(engine, "alice", invite("carol")).await;
+    run(engine, "carol", accept(2)).await;
     let deliver = |delivery: Delivery| {
         let webhooks = webhooks.clone();
         async move {
@@ -683,8 +676,8 @@ async fn the_grace_removes_only_a_cohost_who_stays_away_whatever_order_webhooks_
     after(10 * GRACE_MS).await;
     assert_eq!(seated("carol"), Some(true));
     // dave accepts and never joins (his webhook is lost): removed a grace after accepting.
-    run(&engine, "alice", invite("dave")).await;
-    run(&engine, "dave", accept(3)).await;
+    run(engine, "alice", invite("dave")).await;
+    run(engine, "dave", accept(3)).await;
     after(11 * GRACE_MS - 1).await;
     assert_eq!(seated("dave"), Some(false));
     after(11 * GRACE_MS).await;

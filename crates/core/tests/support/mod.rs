@@ -305,29 +305,26 @@ pub fn leave(by: &str) -> Step {
 }
 
 pub fn presence(candidate: &str, online: bool) -> Step {
-    step(
-        "system",
-        Command::Presence(Presence {
-            room_id: room_id(),
-            user_id: user(candidate),
-            online,
-            stamp: None,
-        }),
-    )
+    report(candidate, online, None)
 }
 
 /// A report as a LiveKit webhook makes it: stamped with LiveKit's time (in ms) and the participant's sid.
 pub fn presence_at(candidate: &str, online: bool, at_ms: u64, sid: &str) -> Step {
+    let stamp = cohost_proto::PresenceStamp {
+        at_ms,
+        participant_sid: sid.into(),
+    };
+    report(candidate, online, Some(stamp))
+}
+
+fn report(candidate: &str, online: bool, stamp: Option<cohost_proto::PresenceStamp>) -> Step {
     step(
         "system",
         Command::Presence(Presence {
             room_id: room_id(),
             user_id: user(candidate),
             online,
-            stamp: Some(cohost_proto::PresenceStamp {
-                at_ms,
-                participant_sid: sid.into(),
-            }),
+            stamp,
         }),
     )
 }
