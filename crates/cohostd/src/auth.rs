@@ -13,6 +13,8 @@ use cohost_proto::UserId;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::ticket::Tickets;
+
 /// How far ahead of this clock a token's `iat` may be (the issuer's clock may run ahead of ours).
 const IAT_SKEW_MAX_S: u64 = 60;
 
@@ -47,6 +49,8 @@ pub struct TokenRules {
     pub issuer: Option<String>,
     /// When set, `aud` must name it.
     pub audience: Option<String>,
+    /// How long a stream ticket opens its live collection (never past the JWT it was made with).
+    pub stream_ticket_ttl: Duration,
 }
 
 impl Default for TokenRules {
@@ -55,6 +59,7 @@ impl Default for TokenRules {
             lifetime_max: TOKEN_LIFETIME_MAX_DEFAULT,
             issuer: None,
             audience: None,
+            stream_ticket_ttl: crate::ticket::TICKET_TTL_DEFAULT,
         }
     }
 }
@@ -66,6 +71,7 @@ pub struct Auth {
     encoding: EncodingKey,
     validation: Validation,
     rules: TokenRules,
+    tickets: Tickets,
     /// Tokens whose signature and rules were checked, so a client's next request with the same token skips
     /// the check (only its expiry is looked at again). Bounded: emptied when full.
     verified: Arc<Mutex<HashMap<Box<str>, Caller>>>,
@@ -114,9 +120,15 @@ impl Auth {
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             validation,
+            tickets: Tickets::new(secret, rules.stream_ticket_ttl),
             rules,
             verified: Arc::default(),
         }
+    }
+
+    /// Stream tickets, keyed from the same secret.
+    pub fn tickets(&self) -> &Tickets {
+        &self.tickets
     }
 
     /// The longest lifetime a token may have.

@@ -80,6 +80,14 @@ pub struct Settings {
     /// When set, user JWTs must carry this `aud`.
     #[arg(long, env = "COHOST_JWT_AUDIENCE", global = true)]
     pub jwt_audience: Option<String>,
+    /// How long a stream ticket (`POST /v1/stream-tickets`) opens its live collection, in seconds; never past
+    /// the JWT it was made with.
+    #[arg(long, env = "COHOST_STREAM_TICKET_TTL_S", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=3_600), global = true)]
+    pub stream_ticket_ttl_s: u64,
+    /// Origins a browser may call the API from: `*`, or a comma-separated list such as
+    /// `https://app.example.com,http://localhost:5173`. Unset: none (no CORS).
+    #[arg(long, env = "COHOST_CORS_ORIGINS", value_parser = crate::browser::CorsOrigins::parse)]
+    pub cors_origins: Option<crate::browser::CorsOrigins>,
     /// What broadcaster.url returns.
     #[arg(long, env = "LIVEKIT_URL", default_value = "ws://localhost:7880")]
     pub livekit_url: String,

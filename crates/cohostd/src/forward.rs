@@ -170,7 +170,7 @@ pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: N
         return match room_in_path(request.uri().path()) {
             Some(room) if routing.node.engine_for(&room).is_none() => {
                 // Unauthenticated callers get their 401 here, before the owner is looked for.
-                if let Err(error) = crate::http::authenticated(&state, request.headers()) {
+                if let Err(error) = crate::http::reader(&state, request.headers(), request.uri()) {
                     return error.into_response();
                 }
                 proxy_events(&routing, routing.node.partition_of(&room), request).await
@@ -388,6 +388,8 @@ async fn forward(
     let node =
         HeaderValue::from_str(routing.node.node_id()).unwrap_or(HeaderValue::from_static("?"));
     parts.headers.insert(FORWARDED_BY, node);
+    // CORS is answered by the node the browser asked, under its own origins, on the way out.
+    parts.headers.remove(header::ORIGIN);
     let request = Forwarded {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),

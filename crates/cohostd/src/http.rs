@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use bytes::BytesMut;
@@ -24,11 +24,13 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth::{Auth, Caller};
+use crate::browser::CorsOrigins;
 use crate::error::ApiError;
 use crate::metrics::{FollowerView, Metrics};
 use crate::quota::{QuotaLimits, Quotas};
 use crate::serve::{ConnectionStats, Limits};
 use crate::sse;
+use crate::ticket::TicketCollection;
 use cohost_proto::limits::{BODY_BYTES_MAX, PAGE_LIMIT_MAX};
 
 /// The engines behind the API: one, or in cluster mode those of the partitions this node owns.
@@ -118,6 +120,8 @@ pub struct AppState {
     pub quotas: Arc<Quotas>,
     /// On a cluster node, how a room route this node does not serve reaches the owner.
     pub routing: Option<crate::forward::Routing>,
+    /// The origins browsers may call from; `None`: no CORS.
+    pub cors: Option<CorsOrigins>,
 }
 
 impl AppState {
@@ -176,6 +180,7 @@ impl AppState {
             connections: Arc::default(),
             quotas: Arc::new(Quotas::new(QuotaLimits::default())),
             routing: None,
+            cors: None,
         }
     }
 }
@@ -217,6 +222,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/invitations/{invitation_id}/reject", post(reject))
         .route("/v1/invitations/{invitation_id}/cancel", post(cancel))
         .route("/v1/livekit/webhook", post(webhook))
+        .route("/v1/stream-tickets", post(stream_ticket))
         .merge(crate::stage::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
@@ -228,7 +234,11 @@ pub fn router(state: AppState) -> Router {
         )),
         None => routes,
     };
-    routes.with_state(state)
+    // Outermost, so a preflight is answered here, whichever node owns the room.
+    let cors = state.cors.as_ref().map(CorsOrigins::layer);
+    routes
+        .with_state(state)
+        .layer(tower::util::option_layer(cors))
 }
 
 /// The caller, from `Authorization: Bearer <jwt>`.
@@ -245,6 +255,71 @@ pub(crate) fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Cal
         .auth
         .caller(value)
         .map_err(|reason| ApiError::new(ErrorCode::Unauthenticated, reason))
+}
+
+/// The caller of a route that serves a live collection: a JWT in `Authorization`, or, for the live collection
+/// itself (`Accept: text/event-stream`), a stream ticket made for this very path in `?ticket=` (a browser's
+/// `EventSource` cannot send headers). The stream ends where the JWT would, ticket or not.
+pub(crate) fn reader(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Caller, ApiError> {
+    let unauthenticated = |reason: &str| ApiError::new(ErrorCode::Unauthenticated, reason);
+    let params = Query::<HashMap<String, String>>::try_from_uri(uri)
+        .map_err(|e| ApiError::invalid(e.body_text()))?;
+    let Some(ticket) = params.get("ticket") else {
+        return authenticated(state, headers);
+    };
+    if headers.contains_key(header::AUTHORIZATION) {
+        return Err(ApiError::invalid(
+            "send a JWT in Authorization or a stream ticket in ?ticket=, not both",
+        ));
+    }
+    if !wants_events(headers) {
+        return Err(unauthenticated(
+            "a stream ticket opens a live collection only (Accept: text/event-stream); other requests \
+             need Authorization: Bearer <jwt>",
+        ));
+    }
+    let ticket = state
+        .auth
+        .tickets()
+        .verify(ticket, now_ms())
+        .map_err(unauthenticated)?;
+    if ticket.collection != uri.path() {
+        return Err(unauthenticated(
+            "this stream ticket is for another collection",
+        ));
+    }
+    Ok(Caller {
+        user: ticket.user,
+        expires_s: ticket.jwt_expires_s,
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TicketRequest {
+    collection: String,
+}
+
+/// `POST /v1/stream-tickets` `{collection}` → `{ticket, expires_ms}`: a ticket for one live collection, made with a
+/// JWT (never with another ticket), so a browser can open it with a plain `EventSource`.
+async fn stream_ticket(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    bytes: RawBody,
+) -> Result<Response, ApiError> {
+    let caller = authenticated(&state, &headers)?;
+    state.quotas.command(&caller.user, false)?;
+    let request: TicketRequest = body(bytes)?;
+    let collection = TicketCollection::parse(&request.collection).map_err(ApiError::invalid)?;
+    let (ticket, expires_ms) =
+        (state.auth.tickets()).mint(&caller.user, &collection, caller.expires_s, now_ms());
+    json(serde_json::json!({ "ticket": ticket, "expires_ms": expires_ms }))
 }
 
 /// `Idempotency-Key` → command_id, `If-Match: <version>` → expected_version.
@@ -578,9 +653,10 @@ async fn create_room(
 async fn get_room(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    uri: Uri,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let caller = authenticated(&state, &headers)?;
+    let caller = reader(&state, &headers, &uri)?;
     let room_id = room_id(&id)?;
     if wants_events(&headers) {
         let stream = state.quotas.open_stream(&caller.user)?;
@@ -742,6 +818,8 @@ fn list_query(
         },
     };
     let cursor = params.remove("cursor");
+    // The caller was read from it already (`reader`).
+    params.remove("ticket");
     if let Some(unknown) = params.keys().next() {
         return Err(ApiError::invalid(format!(
             "unknown query parameter {unknown:?}"
@@ -764,10 +842,11 @@ fn wants_events(headers: &HeaderMap) -> bool {
 async fn room_invitations(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    uri: Uri,
     Path(id): Path<String>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let caller = authenticated(&state, &headers)?;
+    let caller = reader(&state, &headers, &uri)?;
     let room_id = room_id(&id)?;
     let list = list_query(query, true)?;
     let engine = state.engines.for_room(&room_id)?;
@@ -789,9 +868,10 @@ async fn room_invitations(
 async fn my_invitations(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    uri: Uri,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let caller = authenticated(&state, &headers)?;
+    let caller = reader(&state, &headers, &uri)?;
     let list = list_query(query, true)?;
     if wants_events(&headers) {
         let stream = state.quotas.open_stream(&caller.user)?;

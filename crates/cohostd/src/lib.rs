@@ -9,6 +9,7 @@
 //! process, over an engine on a disk they control.
 
 pub mod auth;
+pub mod browser;
 mod cluster;
 mod config;
 mod error;
@@ -19,6 +20,7 @@ pub mod quota;
 pub mod serve;
 mod sse;
 mod stage;
+pub mod ticket;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -106,6 +108,7 @@ pub(crate) fn authenticator(settings: &Settings, secret: &str) -> auth::Auth {
         lifetime_max: Duration::from_secs(settings.jwt_lifetime_max_s),
         issuer: settings.jwt_issuer.clone(),
         audience: settings.jwt_audience.clone(),
+        stream_ticket_ttl: Duration::from_secs(settings.stream_ticket_ttl_s),
     };
     auth::Auth::with_rules(secret, rules)
 }
@@ -190,6 +193,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     state.followers = tasks.followers().into();
     state.body_read_timeout = limits.body_read_timeout;
     state.connections = connections;
+    state.cors = settings.cors_origins.clone();
     state.quotas = Arc::new(quota::Quotas::new(settings.quotas(limits.connections_max)));
     quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);
     let _ = routers_tx.send(http::router(state));

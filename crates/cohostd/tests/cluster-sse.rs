@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use cohost_proto::{RoomId, partition};
 use serde_json::{Value, json};
-use support::cluster::{Cluster, FAILOVER_LIMIT, Live, PARTITIONS, send, signal};
+use support::cluster::{COMMANDS_PER_S, Cluster, FAILOVER_LIMIT, Live, PARTITIONS, send, signal};
+
+/// The web app the nodes let call them.
+const APP: &str = "https://app.example.com";
 
 /// Node `n`'s base URL.
 async fn base(cluster: &Cluster, n: usize) -> String {
@@ -36,7 +39,7 @@ async fn invite(cluster: &Cluster, room: &str, p: u32, guest: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_collection_on_any_node_resumes_on_another_after_the_owner_dies() {
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start_with_flags(COMMANDS_PER_S, &["--cors-origins", APP]).await;
     let room = "live-1";
     let p = partition::of(&RoomId::new(room).unwrap(), PARTITIONS);
     send(
@@ -81,6 +84,7 @@ async fn a_live_collection_on_any_node_resumes_on_another_after_the_owner_dies()
         [3, 4],
         "each change once, in order, through the viewer node"
     );
+    tickets_work_on_every_node(&cluster, viewer, &path).await;
 
     let killed = Instant::now();
     {
@@ -119,6 +123,41 @@ async fn a_live_collection_on_any_node_resumes_on_another_after_the_owner_dies()
     );
     drop(live);
     candidate_across_partitions(&cluster, [other, (owner + 1) % 3]).await;
+}
+
+/// A stream ticket made on one node (not the room's owner) opens the room's collection on every node: the
+/// owner's own, and through the others. Nothing about it is stored: each node checks it with the shared secret.
+async fn tickets_work_on_every_node(cluster: &Cluster, maker: usize, path: &str) {
+    let made = reqwest::Client::new()
+        .post(format!("{}/v1/stream-tickets", base(cluster, maker).await))
+        .bearer_auth(support::cluster::token("host"))
+        .json(&json!({ "collection": path }))
+        .send()
+        .await
+        .expect("the node answers");
+    assert_eq!(made.status(), 200);
+    let made: Value = made.json().await.expect("JSON");
+    let ticket = made["ticket"].as_str().expect("a ticket");
+    for n in 0..3 {
+        let mut live = Live::open_with_ticket(&base(cluster, n).await, path, ticket).await;
+        let (event, id, _) = live.next().await.expect("a snapshot");
+        assert_eq!((event.as_str(), id), ("snapshot", 4), "on node {n}");
+        // CORS is the asked node's, once, whether it serves the room or forwards it.
+        let read = reqwest::Client::new()
+            .get(format!("{}{path}", base(cluster, n).await))
+            .bearer_auth(support::cluster::token("host"))
+            .header("origin", APP)
+            .send()
+            .await
+            .expect("the node answers");
+        assert_eq!(read.status(), 200, "on node {n}");
+        let allowed: Vec<_> = read
+            .headers()
+            .get_all("access-control-allow-origin")
+            .iter()
+            .collect();
+        assert_eq!(allowed, [APP], "on node {n}");
+    }
 }
 
 /// A candidate's live collection spans partitions: a snapshot gathered from every partition, then each

@@ -36,7 +36,7 @@ pub struct Cluster {
 }
 
 /// The per-user command rate of the scenarios: high enough that load never meets it.
-const COMMANDS_PER_S: u32 = 1_000_000;
+pub const COMMANDS_PER_S: u32 = 1_000_000;
 
 /// A user JWT signed with the cluster's shared secret.
 pub fn token(user: &str) -> String {
@@ -621,6 +621,23 @@ impl Live {
         }
         let response = request.send().await.expect("the node answers");
         assert_eq!(response.status(), 200, "{path} on {base}");
+        Live {
+            response,
+            buffer: String::new(),
+            raw_id: String::new(),
+        }
+    }
+
+    /// Opens a collection as a browser's `EventSource` does: a stream ticket in the query, no `Authorization`.
+    pub async fn open_with_ticket(base: &str, path: &str, ticket: &str) -> Live {
+        let response = reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .query(&[("ticket", ticket)])
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("the node answers");
+        assert_eq!(response.status(), 200, "{path} on {base} with a ticket");
         Live {
             response,
             buffer: String::new(),
