@@ -41,7 +41,8 @@ fn long_functions(text: &str) -> Vec<(String, usize, usize)> {
         let Some(name) = function_name(line.trim_start()) else {
             continue;
         };
-        if line.trim_end().ends_with(';') {
+        // A declaration, or a whole function on one line (`fn stub() {}`).
+        if line.trim_end().ends_with(';') || line.trim_end().ends_with("{}") {
             continue;
         }
         let closing = " ".repeat(indent) + "}";
@@ -106,7 +107,7 @@ fn no_function_outside_tests_runs_over_seventy_lines() {
 fn the_measure_finds_a_long_function_and_skips_test_modules() {
     let body = "    let x = 1;\n".repeat(80);
     let text = format!(
-        "pub fn long() {{\n{body}}}\n\nfn short() {{\n}}\n\n#[cfg(test)]\nmod tests {{\n    fn long_test() {{\n{body}    }}\n}}\n"
+        "pub fn long() {{\n{body}}}\n\nfn short() {{\n}}\n\nfn stub() {{}}\n{body}\n#[cfg(test)]\nmod tests {{\n    fn long_test() {{\n{body}    }}\n}}\n"
     );
     assert_eq!(long_functions(&text), [("long".to_owned(), 1, 82)]);
 }

@@ -29,12 +29,20 @@ impl Actor {
 
 /// `create_room`: the caller becomes the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoom {
     pub room_id: RoomId,
+    /// At most 200 characters, no control characters.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")
+    )]
     pub title: Option<String>,
+    /// 1 to 16; the deployment's default when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 16))]
     pub max_cohosts: Option<u8>,
 }
 

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// The contract's error codes. Every failure a caller sees carries exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -82,6 +83,7 @@ impl fmt::Display for ErrorCode {
 
 /// `{"code", "message"}`: what went wrong, for a program and for a person.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorInfo {
     pub code: ErrorCode,
     pub message: String,
@@ -89,6 +91,7 @@ pub struct ErrorInfo {
 
 /// The HTTP error body, `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorInfo,
 }

@@ -26,9 +26,12 @@ macro_rules! events {
 
         /// JSON: internally tagged by `type`, as the contract shows it.
         #[derive(Serialize, Deserialize)]
-        #[serde(remote = "Event", tag = "type")]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Event))]
+        // `rename_all` changes nothing serde writes (each variant is renamed); the schema's derive reads it,
+        // where it cannot read a rename passed through this macro. A test holds the two to the same names.
+        #[serde(remote = "Event", tag = "type", rename_all = "snake_case")]
         enum EventTagged {
-            $(#[serde(rename = $name)] $variant { $($(#[$field_attr])* $field: $ty),* },)*
+            $($(#[doc = $doc])* #[serde(rename = $name)] $variant { $($(#[$field_attr])* $field: $ty),* },)*
         }
 
         /// postcard: a variant index, then the fields in order.
@@ -100,6 +103,7 @@ events! {
 
 /// Why a co-host lost their seat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RemovalReason {
     Host,
@@ -118,6 +122,7 @@ impl RemovalReason {
 
 /// Where a presence change comes from in LiveKit: the webhook's `created_at` (in ms) and the participant's sid.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceStamp {
     pub at_ms: u64,
     pub participant_sid: String,
@@ -336,5 +341,84 @@ impl StoredEvent {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(self.type_name())
+    }
+}
+
+/// The envelope's JSON schema: its own fields, then the event's `type` and fields at the same level.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Envelope {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+        use utoipa::openapi::{Ref, RefOr};
+        let integer = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .description(Some(description))
+        };
+        let nullable = |name: &str| {
+            RefOr::from(
+                utoipa::openapi::schema::OneOfBuilder::new()
+                    .item(Ref::from_schema_name(name))
+                    .item(ObjectBuilder::new().schema_type(Type::Null)),
+            )
+        };
+        let fields = ObjectBuilder::new()
+            .property(
+                "seq",
+                integer("Position in the deployment's log: gap-free, from 1."),
+            )
+            .property("room_id", Ref::from_schema_name("RoomId"))
+            .property(
+                "version",
+                integer("Position in the room: gap-free, from 1."),
+            )
+            .property(
+                "event_id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("{room_id}:{version}, the event's stable name")),
+            )
+            .property(
+                "at_ms",
+                integer("When the event was committed, ms since the epoch."),
+            )
+            .property("actor", nullable("UserId"))
+            .property("command_id", nullable("CommandId"))
+            .required("seq")
+            .required("room_id")
+            .required("version")
+            .required("event_id")
+            .required("at_ms")
+            .required("actor");
+        AllOfBuilder::new()
+            .item(fields)
+            .item(Ref::from_schema_name("Event"))
+            .description(Some(
+                "One committed event with its place in the log: the envelope's fields, then the event's \
+                 `type` and its fields at the same level.",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Envelope {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((EventTagged::name().into(), EventTagged::schema()));
+        EventTagged::schemas(schemas);
+        for (name, schema) in [
+            (RoomId::name(), RoomId::schema()),
+            (UserId::name(), UserId::schema()),
+            (CommandId::name(), CommandId::schema()),
+        ] {
+            schemas.push((name.into(), schema));
+        }
     }
 }

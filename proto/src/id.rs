@@ -66,6 +66,56 @@ impl<T> Visitor<'_> for CheckedStr<T> {
     }
 }
 
+/// An id's OpenAPI schema: a string, with the contract's rule as its pattern.
+#[cfg(feature = "openapi")]
+fn id_schema(
+    description: &str,
+    pattern: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .pattern(Some(pattern))
+        .into()
+}
+
+/// Implements the OpenAPI schema of a string id.
+macro_rules! id_schema {
+    ($name:ident, $description:literal, $pattern:literal) => {
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                id_schema($description, $pattern)
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+id_schema!(
+    RoomId,
+    "A room: 1 to 64 characters of [A-Za-z0-9_-], chosen by the host.",
+    "^[A-Za-z0-9_-]{1,64}$"
+);
+id_schema!(
+    UserId,
+    "A user: 1 to 64 characters of [A-Za-z0-9_-], as the deployment's auth names it.",
+    "^[A-Za-z0-9_-]{1,64}$"
+);
+id_schema!(
+    CommandId,
+    "A client's idempotency key: 1 to 64 printable ASCII characters.",
+    "^[!-~]{1,64}$"
+);
+id_schema!(
+    InvitationId,
+    "An invitation, {room_id}.{n}, n counting the room's invitations from 1.",
+    "^[A-Za-z0-9_-]{1,64}\\.[1-9][0-9]*$"
+);
+
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $what:literal, $check:expr) => {
         $(#[$doc])*

@@ -11,6 +11,7 @@ pub const INVITATION_TTL_MS_DEFAULT: u64 = 300_000;
 
 /// One offer of a stage seat to one candidate, after the event that carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Invitation {
     pub invitation_id: InvitationId,
     pub room_id: RoomId,
@@ -46,6 +47,7 @@ impl Invitation {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum InvitationKind {
     /// The host offers and the candidate responds.
@@ -55,6 +57,7 @@ pub enum InvitationKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum InvitationStatus {
     Pending,

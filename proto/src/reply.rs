@@ -6,6 +6,7 @@ use crate::room::Room;
 
 /// What a command returns on success, as the contract's reply bodies say.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum Reply {
     /// create_room, go_live, stop_room, remove_cohost, leave_stage and presence.
@@ -18,6 +19,7 @@ pub enum Reply {
 
 /// accept's reply: the approved invitation, and credentials when the caller is the new co-host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Accepted {
     pub invitation: Invitation,
     pub broadcaster: Option<BroadcasterData>,
@@ -25,6 +27,7 @@ pub struct Accepted {
 
 /// LiveKit credentials for one participant. Sent only to that participant, never logged or published.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BroadcasterData {
     pub url: String,
     pub token: String,
@@ -45,6 +48,7 @@ impl std::fmt::Debug for BroadcasterData {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BroadcasterRole {
     Host,
@@ -53,6 +57,7 @@ pub enum BroadcasterRole {
 
 /// One page of a list, `{"items": [...], "next_cursor": string | null}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass back as `cursor` for the next page; `None` on the last page.

@@ -7,6 +7,7 @@ use crate::id::{InvitationId, RoomId, UserId};
 /// JSON written before the stage controls lacks their fields: they read as their defaults (no moderators, no
 /// locked seats, requests open).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Room {
     pub room_id: RoomId,
     pub host: UserId,
@@ -40,6 +41,7 @@ pub fn number_in_order(seats: &mut [Seat]) {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RoomStatus {
     Idle,
@@ -49,6 +51,7 @@ pub enum RoomStatus {
 
 /// A co-host's place on the stage, held from approval until removal or leave.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Seat {
     pub user_id: UserId,
     /// The invitation whose approval gave the seat.

@@ -8,9 +8,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderMap, Uri, header};
+use axum::http::{HeaderMap, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodRouter, get};
 use bytes::BytesMut;
 use cohost_core::InvitationFilter;
 use cohost_credentials::{Credentials, LiveKitConfig, Minter, Webhooks};
@@ -193,37 +193,56 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// One route: its method, its path, and what serves it.
+pub(crate) type Route = (Method, &'static str, MethodRouter<Arc<AppState>>);
+
+/// Route table entries, each method named once.
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:expr),* $(,)?) => {
+        vec![$((
+            axum::http::Method::$method,
+            $path,
+            axum::routing::on(axum::routing::MethodFilter::$method, $handler),
+        )),*]
+    };
+}
+pub(crate) use routes;
+
+/// Every route the API serves. The router is built from this list, and a test holds `/openapi.json` to it.
+pub(crate) fn route_table() -> Vec<Route> {
+    let mut table = routes![
+        GET "/healthz" => healthz,
+        GET "/readyz" => readyz,
+        GET "/metrics" => metrics,
+        GET "/openapi.json" => crate::openapi::document,
+        POST "/v1/rooms" => create_room,
+        GET "/v1/rooms/{room_id}" => get_room,
+        POST "/v1/rooms/{room_id}/live" => go_live,
+        POST "/v1/rooms/{room_id}/stop" => stop_room,
+        POST "/v1/rooms/{room_id}/invitations" => invite,
+        GET "/v1/rooms/{room_id}/invitations" => room_invitations,
+        POST "/v1/rooms/{room_id}/requests" => request_to_join,
+        DELETE "/v1/rooms/{room_id}/cohosts/{user_id}" => remove_cohost,
+        POST "/v1/rooms/{room_id}/leave" => leave_stage,
+        GET "/v1/rooms/{room_id}/broadcaster-data" => broadcaster_data,
+        GET "/v1/me/invitations" => my_invitations,
+        POST "/v1/invitations/{invitation_id}/accept" => accept,
+        POST "/v1/invitations/{invitation_id}/reject" => reject,
+        POST "/v1/invitations/{invitation_id}/cancel" => cancel,
+        POST "/v1/livekit/webhook" => webhook,
+        POST "/v1/stream-tickets" => stream_ticket,
+    ];
+    table.extend(crate::stage::routes());
+    table
+}
+
 pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
-    let routes = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/rooms", post(create_room))
-        .route("/v1/rooms/{room_id}", get(get_room))
-        .route("/v1/rooms/{room_id}/live", post(go_live))
-        .route("/v1/rooms/{room_id}/stop", post(stop_room))
-        .route(
-            "/v1/rooms/{room_id}/invitations",
-            post(invite).get(room_invitations),
-        )
-        .route("/v1/rooms/{room_id}/requests", post(request_to_join))
-        .route(
-            "/v1/rooms/{room_id}/cohosts/{user_id}",
-            delete(remove_cohost),
-        )
-        .route("/v1/rooms/{room_id}/leave", post(leave_stage))
-        .route(
-            "/v1/rooms/{room_id}/broadcaster-data",
-            get(broadcaster_data),
-        )
-        .route("/v1/me/invitations", get(my_invitations))
-        .route("/v1/invitations/{invitation_id}/accept", post(accept))
-        .route("/v1/invitations/{invitation_id}/reject", post(reject))
-        .route("/v1/invitations/{invitation_id}/cancel", post(cancel))
-        .route("/v1/livekit/webhook", post(webhook))
-        .route("/v1/stream-tickets", post(stream_ticket))
-        .merge(crate::stage::routes())
+    let routes = route_table()
+        .into_iter()
+        .fold(Router::new(), |routes, (_, path, route)| {
+            routes.route(path, route)
+        })
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
     // Only a cluster node routes requests to other nodes; one node's requests pay nothing for it.
@@ -300,9 +319,9 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TicketRequest {
+pub(crate) struct TicketRequest {
     collection: String,
 }
 
@@ -489,7 +508,7 @@ async fn run(
     Ok(axum::Json(outcome?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Empty {}
 
@@ -696,10 +715,11 @@ macro_rules! target_command {
 target_command!(go_live, GoLive, RoomTarget { room_id: room_id });
 target_command!(stop_room, StopRoom, RoomTarget { room_id: room_id });
 /// `{seat?}`: the seat a request or invitation asks for.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SeatBody {
+pub(crate) struct SeatBody {
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 255)]
     seat: Option<u8>,
 }
 
@@ -732,18 +752,19 @@ target_command!(
     }
 );
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UserBody {
     pub user_id: UserId,
 }
 
 /// `{user_id, seat?}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct InviteBody {
+pub(crate) struct InviteBody {
     user_id: UserId,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 255)]
     seat: Option<u8>,
 }
 

@@ -16,6 +16,7 @@ mod error;
 mod forward;
 pub mod http;
 pub mod metrics;
+mod openapi;
 pub mod quota;
 pub mod serve;
 mod sse;

@@ -6,11 +6,9 @@ use std::sync::Arc;
 
 use std::collections::HashMap;
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use cohost_proto::limits::READ_EVENTS_MAX;
 use cohost_proto::{
     BanUser, CohostMedia, Command, MoveCohost, RequestsOpen, SeatTarget, UserId, UserTarget,
@@ -20,31 +18,24 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::http::{
-    AppState, Empty, RawBody, UserBody, as_caller, body, caller, on_user, room_id, user_id,
+    AppState, Empty, RawBody, Route, UserBody, as_caller, body, caller, on_user, room_id, routes,
+    user_id,
 };
 
-pub(crate) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/rooms/{room_id}/requests/open", post(open_requests))
-        .route("/v1/rooms/{room_id}/requests/close", post(close_requests))
-        .route("/v1/rooms/{room_id}/moderators", post(add_moderator))
-        .route(
-            "/v1/rooms/{room_id}/moderators/{user_id}",
-            delete(remove_moderator),
-        )
-        .route(
-            "/v1/rooms/{room_id}/cohosts/{user_id}/move",
-            post(move_cohost),
-        )
-        .route(
-            "/v1/rooms/{room_id}/cohosts/{user_id}/media",
-            post(set_cohost_media),
-        )
-        .route("/v1/rooms/{room_id}/seats/{seat}/lock", post(lock_seat))
-        .route("/v1/rooms/{room_id}/seats/{seat}/unlock", post(unlock_seat))
-        .route("/v1/rooms/{room_id}/bans", post(ban_user))
-        .route("/v1/rooms/{room_id}/bans/{user_id}", delete(unban_user))
-        .route("/v1/rooms/{room_id}/events", get(room_events))
+pub(crate) fn routes() -> Vec<Route> {
+    routes![
+        POST "/v1/rooms/{room_id}/requests/open" => open_requests,
+        POST "/v1/rooms/{room_id}/requests/close" => close_requests,
+        POST "/v1/rooms/{room_id}/moderators" => add_moderator,
+        DELETE "/v1/rooms/{room_id}/moderators/{user_id}" => remove_moderator,
+        POST "/v1/rooms/{room_id}/cohosts/{user_id}/move" => move_cohost,
+        POST "/v1/rooms/{room_id}/cohosts/{user_id}/media" => set_cohost_media,
+        POST "/v1/rooms/{room_id}/seats/{seat}/lock" => lock_seat,
+        POST "/v1/rooms/{room_id}/seats/{seat}/unlock" => unlock_seat,
+        POST "/v1/rooms/{room_id}/bans" => ban_user,
+        DELETE "/v1/rooms/{room_id}/bans/{user_id}" => unban_user,
+        GET "/v1/rooms/{room_id}/events" => room_events,
+    ]
 }
 
 /// A page of the room's history when no `limit` is given.
@@ -165,9 +156,10 @@ async fn remove_moderator(
 }
 
 /// `{seat}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MoveBody {
+pub(crate) struct MoveBody {
+    #[schema(minimum = 1, maximum = 255)]
     seat: u8,
 }
 
@@ -190,9 +182,9 @@ async fn move_cohost(
 }
 
 /// `{audio?, video?}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MediaBody {
+pub(crate) struct MediaBody {
     #[serde(default)]
     audio: Option<bool>,
     #[serde(default)]
@@ -256,11 +248,13 @@ async fn on_seat(
 }
 
 /// `{user_id, duration_s?}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BanBody {
+pub(crate) struct BanBody {
     user_id: UserId,
+    /// 1 to 31,622,400 (366 days); absent: for the room's life.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 31_622_400)]
     duration_s: Option<u64>,
 }
 
