@@ -32,8 +32,8 @@ export interface ListOptions {
   cursor?: string;
 }
 
-/** An invitation, or a request to join, with what its parties may do to it. */
-export class Invitation {
+/** An invitation, or a request to join (its `data`), with what its parties may do to it. */
+export class InvitationHandle {
   constructor(
     private readonly transport: Transport,
     readonly data: InvitationData,
@@ -48,23 +48,23 @@ export class Invitation {
     return this.transport.call<Accepted>("POST", `/v1/invitations/${path(this.id)}/accept`, {});
   }
 
-  async reject(): Promise<Invitation> {
+  async reject(): Promise<InvitationHandle> {
     return this.settle("reject");
   }
 
   /** The initiator (or the host's moderator) withdraws it. */
-  async cancel(): Promise<Invitation> {
+  async cancel(): Promise<InvitationHandle> {
     return this.settle("cancel");
   }
 
-  private async settle(how: "reject" | "cancel"): Promise<Invitation> {
+  private async settle(how: "reject" | "cancel"): Promise<InvitationHandle> {
     const data = await this.transport.call<InvitationData>("POST", `/v1/invitations/${path(this.id)}/${how}`, {});
-    return new Invitation(this.transport, data);
+    return new InvitationHandle(this.transport, data);
   }
 }
 
 /** One room: the host's commands, the stage controls, and its live collections. */
-export class Room {
+export class RoomHandle {
   constructor(
     private readonly transport: Transport,
     readonly id: string,
@@ -97,27 +97,27 @@ export class Room {
     return this.command("/stop");
   }
 
-  async createInvitation(userId: string, options: { seat?: number } = {}): Promise<Invitation> {
+  async createInvitation(userId: string, options: { seat?: number } = {}): Promise<InvitationHandle> {
     const body = { user_id: userId, seat: options.seat };
     const data = await this.transport.call<InvitationData>("POST", `${this.base()}/invitations`, body);
-    return new Invitation(this.transport, data);
+    return new InvitationHandle(this.transport, data);
   }
 
   /** The caller asks for a seat ("raises a hand"). */
-  async requestToJoin(options: { seat?: number } = {}): Promise<Invitation> {
+  async requestToJoin(options: { seat?: number } = {}): Promise<InvitationHandle> {
     const data = await this.transport.call<InvitationData>("POST", `${this.base()}/requests`, {
       seat: options.seat,
     });
-    return new Invitation(this.transport, data);
+    return new InvitationHandle(this.transport, data);
   }
 
   /** The room's invitations and requests (host and moderators). */
-  async invitations(options: ListOptions = {}): Promise<Page<Invitation>> {
+  async invitations(options: ListOptions = {}): Promise<Page<InvitationHandle>> {
     const page = await this.transport.call<Page<InvitationData>>(
       "GET",
       `${this.base()}/invitations${query({ status: options.status, limit: options.limit, cursor: options.cursor })}`,
     );
-    return { items: page.items.map((item) => new Invitation(this.transport, item)), next_cursor: page.next_cursor };
+    return { items: page.items.map((item) => new InvitationHandle(this.transport, item)), next_cursor: page.next_cursor };
   }
 
   /** LiveKit credentials for the host, or a seated co-host, of a live room. */
@@ -184,16 +184,16 @@ export class Room {
 }
 
 /** Keeps a list of invitations current: each change carries the invitation as it now is. */
-function invitationFold(transport: Transport, status: InvitationStatus | undefined): Fold<Invitation[]> {
+function invitationFold(transport: Transport, status: InvitationStatus | undefined): Fold<InvitationHandle[]> {
   return {
-    snapshot: (page) => (page as Page<InvitationData>).items.map((item) => new Invitation(transport, item)),
+    snapshot: (page) => (page as Page<InvitationData>).items.map((item) => new InvitationHandle(transport, item)),
     change(current, envelope) {
       const list = [...(current ?? [])];
       const changed = envelope.invitation;
       if (changed === undefined) return list;
       const at = list.findIndex((item) => item.id === changed.invitation_id);
       const kept = status === undefined || changed.status === status;
-      const item = new Invitation(transport, changed);
+      const item = new InvitationHandle(transport, changed);
       if (at >= 0 && kept) list[at] = item;
       else if (at >= 0) list.splice(at, 1);
       else if (kept) list.push(item);
@@ -203,7 +203,7 @@ function invitationFold(transport: Transport, status: InvitationStatus | undefin
 }
 
 /** Keeps a room current: an event that carries the room replaces it; any other is read back from the API. */
-function roomFold(room: Room): Fold<RoomData> {
+function roomFold(room: RoomHandle): Fold<RoomData> {
   return {
     snapshot: (data) => data as RoomData,
     change: (current, envelope) =>
@@ -219,28 +219,28 @@ export class CohostClient {
     this.transport = new Transport(options);
   }
 
-  room(roomId: string): Room {
-    return new Room(this.transport, roomId);
+  room(roomId: string): RoomHandle {
+    return new RoomHandle(this.transport, roomId);
   }
 
   /** The caller's invitations and requests as candidate. */
-  async myInvitations(options: ListOptions & { kind?: InvitationKind } = {}): Promise<Page<Invitation>> {
+  async myInvitations(options: ListOptions & { kind?: InvitationKind } = {}): Promise<Page<InvitationHandle>> {
     const params = query({ status: options.status, kind: options.kind, limit: options.limit, cursor: options.cursor });
     const page = await this.transport.call<Page<InvitationData>>("GET", `/v1/me/invitations${params}`);
-    return { items: page.items.map((item) => new Invitation(this.transport, item)), next_cursor: page.next_cursor };
+    return { items: page.items.map((item) => new InvitationHandle(this.transport, item)), next_cursor: page.next_cursor };
   }
 
   /** A room's invitations, live (host and moderators). */
   observeRoomInvitations(
     options: { roomId: string; status?: InvitationStatus },
-    observer: Observer<Invitation[]>,
+    observer: Observer<InvitationHandle[]>,
   ): Unsubscribe {
     const url = `/v1/rooms/${path(options.roomId)}/invitations${query({ status: options.status, limit: 100 })}`;
     return observe(this.transport, url, invitationFold(this.transport, options.status), observer);
   }
 
   /** The caller's invitations as candidate, live: a co-host-to-be's banner. */
-  observeMyInvitations(options: { status?: InvitationStatus }, observer: Observer<Invitation[]>): Unsubscribe {
+  observeMyInvitations(options: { status?: InvitationStatus }, observer: Observer<InvitationHandle[]>): Unsubscribe {
     const url = `/v1/me/invitations${query({ status: options.status, limit: 100 })}`;
     return observe(this.transport, url, invitationFold(this.transport, options.status), observer);
   }

@@ -69,6 +69,24 @@ impl CorsOrigins {
     }
 }
 
+/// A directory holding a built console (its `index.html`), as the setting names it.
+pub fn console_dir(text: &str) -> Result<std::path::PathBuf, String> {
+    let dir = std::path::PathBuf::from(text);
+    if !dir.join("index.html").is_file() {
+        return Err(format!(
+            "{} holds no index.html: build the console first (cd clients/console && npm ci && npm run build) \
+             and name its dist directory",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+/// The console's files at `/console`, `index.html` for the directory itself.
+pub fn console(dir: &std::path::Path) -> tower_http::services::ServeDir {
+    tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true)
+}
+
 fn origin(text: &str) -> Result<HeaderValue, String> {
     let bad = || {
         format!(

@@ -51,6 +51,7 @@ pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Resu
     );
     state.body_read_timeout = limits.body_read_timeout;
     state.cors = settings.cors_origins.clone();
+    state.console_dir = settings.console_dir.clone();
     let connections = state.connections.clone();
     state.quotas = Arc::new(quota::Quotas::new(settings.quotas(limits.connections_max)));
     quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);

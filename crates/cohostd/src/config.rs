@@ -88,6 +88,10 @@ pub struct Settings {
     /// `https://app.example.com,http://localhost:5173`. Unset: none (no CORS).
     #[arg(long, env = "COHOST_CORS_ORIGINS", value_parser = crate::browser::CorsOrigins::parse)]
     pub cors_origins: Option<crate::browser::CorsOrigins>,
+    /// Serve the web console from this directory (the build of `clients/console`: `npm ci && npm run build`
+    /// there, then `clients/console/dist`) at `/console`. Unset: no console.
+    #[arg(long, env = "COHOST_CONSOLE_DIR", value_parser = crate::browser::console_dir)]
+    pub console_dir: Option<std::path::PathBuf>,
     /// What broadcaster.url returns.
     #[arg(long, env = "LIVEKIT_URL", default_value = "ws://localhost:7880")]
     pub livekit_url: String,

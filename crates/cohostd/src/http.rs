@@ -122,6 +122,8 @@ pub struct AppState {
     pub routing: Option<crate::forward::Routing>,
     /// The origins browsers may call from; `None`: no CORS.
     pub cors: Option<CorsOrigins>,
+    /// Where the built web console is, served at `/console`; `None`: no console.
+    pub console_dir: Option<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -181,6 +183,7 @@ impl AppState {
             quotas: Arc::new(Quotas::new(QuotaLimits::default())),
             routing: None,
             cors: None,
+            console_dir: None,
         }
     }
 }
@@ -243,8 +246,12 @@ pub fn router(state: AppState) -> Router {
         .fold(Router::new(), |routes, (_, path, route)| {
             routes.route(path, route)
         })
-        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") });
+    let routes = match &state.console_dir {
+        Some(dir) => routes.nest_service("/console", crate::browser::console(dir)),
+        None => routes,
+    }
+    .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() });
     // Only a cluster node routes requests to other nodes; one node's requests pay nothing for it.
     let routes = match state.routing {
         Some(_) => routes.layer(axum::middleware::from_fn_with_state(

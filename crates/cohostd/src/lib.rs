@@ -195,6 +195,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     state.body_read_timeout = limits.body_read_timeout;
     state.connections = connections;
     state.cors = settings.cors_origins.clone();
+    state.console_dir = settings.console_dir.clone();
     state.quotas = Arc::new(quota::Quotas::new(settings.quotas(limits.connections_max)));
     quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);
     let _ = routers_tx.send(http::router(state));
