@@ -1,6 +1,6 @@
 // The cohost HTTP API in the seed's shape: `client.room(id).createInvitation(userId)`, `invitation.accept()`,
 // `room.getBroadcasterData()`, and live collections whose callback gets `{ data, loading, error }`.
-// No runtime dependency: `fetch`, `ReadableStream`, `TextDecoder` and `crypto.randomUUID` are the platform's.
+// No runtime dependency: `fetch`, `ReadableStream`, `TextDecoder` and `crypto.getRandomValues` are the platform's.
 
 import { type Fold, type Observer, type Unsubscribe, observe } from "./live.js";
 import { type ClientOptions, Transport } from "./transport.js";

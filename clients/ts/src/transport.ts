@@ -72,7 +72,7 @@ export class Transport {
    * call, so a retry after a lost answer never applies it twice.
    */
   async call<T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown): Promise<T> {
-    const key = method === "GET" ? undefined : crypto.randomUUID();
+    const key = method === "GET" ? undefined : randomKey();
     let refreshed = false;
     for (let attempt = 1; ; attempt++) {
       let response: Response;
@@ -114,6 +114,12 @@ export class Transport {
     }
     return this.fetch(`${this.baseUrl}${path}`, init);
   }
+}
+
+/** 128 random bits in hex: `crypto.getRandomValues` works on plain-http pages too, where `randomUUID` does not. */
+function randomKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** The contract's error body as a `CohostError`; a body that is not one still gives the status's code. */
