@@ -17,6 +17,7 @@ mod forward;
 pub mod http;
 pub mod metrics;
 mod openapi;
+pub mod outbound;
 pub mod quota;
 pub mod serve;
 mod sse;
