@@ -65,12 +65,23 @@ function hostPage(client: CohostClient) {
     const id = ($("room-id") as HTMLInputElement).value;
     const title = ($("room-title") as HTMLInputElement).value;
     act(async () => {
-      await client.room(id).create(title ? { title } : {});
+      try {
+        await client.room(id).create(title ? { title } : {});
+      } catch (error) {
+        // The room exists already (this page was reloaded, say): open it; the API refuses a non-host.
+        if (!(error instanceof CohostError && error.code === "already_exists")) throw error;
+      }
       roomId = id;
       watching.forEach((stop) => stop());
       watching = [
-        client.observeRoom(id, ({ data, error }) => (data ? renderRoom(client, data) : error && show(error))),
-        client.observeRoomInvitations({ roomId: id }, ({ data }) => data && renderInvitations(data)),
+        client.observeRoom(id, ({ data, error }) => {
+          if (data) renderRoom(client, data);
+          if (error) show(error);
+        }),
+        client.observeRoomInvitations({ roomId: id }, ({ data, error }) => {
+          if (data) renderInvitations(data);
+          if (error) show(error);
+        }),
       ];
       inviteButton.disabled = false;
     });
@@ -114,16 +125,17 @@ function occupied(client: CohostClient, room: Room, seat: Seat): HTMLElement[] {
   for (let n = 1; n <= room.max_cohosts; n++) {
     if (n !== seat.seat) move.append(new Option(`to seat ${n}`, String(n)));
   }
-  return [
+  const controls = [
     element("p", user, "occupant"),
     element("p", media, "media"),
     button("Remove", () => handle.removeCohost(user)),
     button(seat.audio ? "Mute" : "Unmute", () => handle.setCohostMedia(user, { audio: !seat.audio }), "audio"),
     button(seat.video ? "Video off" : "Video on", () => handle.setCohostMedia(user, { video: !seat.video }), "video"),
-    move,
-    button("Move", () => handle.moveCohost(user, Number(move.value))),
-    button("Ban", () => handle.ban(user)),
   ];
+  // A room of one seat has nowhere to move to.
+  if (move.options.length > 0) controls.push(move, button("Move", () => handle.moveCohost(user, Number(move.value))));
+  controls.push(button("Ban", () => handle.ban(user)));
+  return controls;
 }
 
 function renderInvitations(invitations: InvitationHandle[]) {
@@ -184,18 +196,22 @@ function preparing(client: CohostClient, me: string, roomId: string, url: string
   $("token-expiry").textContent = new Date(expiresMs).toLocaleTimeString();
   const leave = $("leave") as HTMLButtonElement;
   leave.onclick = () => act(() => client.room(roomId).leave());
-  return client.observeRoom(roomId, ({ data }) => {
+  const stop = client.observeRoom(roomId, ({ data, error }) => {
+    if (error) show(error);
     if (!data) return;
     const seat = data.cohosts.find((c) => c.user_id === me);
     if (!seat) {
       $("preparing").hidden = true;
       $("idle").hidden = false;
       $("idle").textContent = `You are no longer on the stage of ${roomId}.`;
+      // Nothing more to follow here; a later accept opens the room again.
+      queueMicrotask(stop);
       return;
     }
     $("live-seat").textContent = String(seat.seat);
     $("media").textContent = `Your audio is ${seat.audio ? "on" : "off (muted by the host)"}; video ${seat.video ? "on" : "off"}.`;
   });
+  return stop;
 }
 
 // ---- sign in ----

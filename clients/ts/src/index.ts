@@ -206,8 +206,11 @@ function invitationFold(transport: Transport, status: InvitationStatus | undefin
 function roomFold(room: RoomHandle): Fold<RoomData> {
   return {
     snapshot: (data) => data as RoomData,
-    change: (current, envelope) =>
-      envelope.room ?? (current !== undefined && current.version >= envelope.version ? current : room.get()),
+    change(current, envelope) {
+      // A resume may replay an event older than the room read back after it: the newer one stays.
+      if (current !== undefined && current.version >= envelope.version) return current;
+      return envelope.room ?? room.get();
+    },
   };
 }
 
@@ -230,7 +233,7 @@ export class CohostClient {
     return { items: page.items.map((item) => new InvitationHandle(this.transport, item)), next_cursor: page.next_cursor };
   }
 
-  /** A room's invitations, live (host and moderators). */
+  /** A room's invitations, live (host and moderators): the first 100 matching, then every change to them. */
   observeRoomInvitations(
     options: { roomId: string; status?: InvitationStatus },
     observer: Observer<InvitationHandle[]>,

@@ -31,8 +31,18 @@ interface SseEvent {
 
 /** The events of an SSE body; comment lines (keep-alives) skipped. */
 async function* sseEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<SseEvent> {
-  const decoder = new TextDecoder();
   const reader = body.getReader();
+  // However the reading ends (a throw in the fold, the observer, or the caller leaving), the response closes:
+  // an open one would hold a stream of the user's quota at the server.
+  try {
+    yield* parse(reader);
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}
+
+async function* parse(reader: ReadableStreamDefaultReader<Uint8Array>): AsyncGenerator<SseEvent> {
+  const decoder = new TextDecoder();
   let buffer = "";
   let event = "message";
   let id: string | undefined;
@@ -65,6 +75,8 @@ async function* sseEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<SseE
 
 /** Statuses after which asking again cannot help: the observer gets the error and the collection stops. */
 const FINAL = new Set([400, 403, 404]);
+/** A stream that stayed up this long was healthy: the next drop starts the backoff over. */
+const HEALTHY_MS = 30_000;
 
 /** Follows the collection at `path` until unsubscribed. */
 export function observe<T>(transport: Transport, path: string, fold: Fold<T>, observer: Observer<T>): Unsubscribe {
@@ -92,7 +104,9 @@ async function follow<T>(
   let data: T | undefined;
   let failures = 0;
   let refresh = false;
+  let refused = false;
   while (!signal.aborted) {
+    const opened = Date.now();
     try {
       const headers: Record<string, string> = {
         accept: "text/event-stream",
@@ -103,8 +117,10 @@ async function follow<T>(
       const response = await transport.fetch(`${transport.baseUrl}${path}`, { headers, signal });
       if (!response.ok || response.body === null) {
         const error = await errorOf(response);
-        if (FINAL.has(error.status)) return emit({ error, loading: false });
-        refresh = error.status === 401;
+        // A 401 with a token just asked for again will not pass on the next try either.
+        const final = FINAL.has(error.status) || (error.status === 401 && refused);
+        if (final) return emit({ error, loading: false });
+        refresh = refused = error.status === 401;
         throw error;
       }
       for await (const event of sseEvents(response.body)) {
@@ -118,16 +134,18 @@ async function follow<T>(
         else if (event.event === "change") data = await fold.change(data, JSON.parse(event.data) as Envelope);
         else continue;
         lastId = event.id ?? lastId;
-        failures = 0;
+        refused = false;
         emit({ data, loading: false, error: undefined });
       }
-      // The stream ended without a reason (the daemon restarted, a node went away): resume.
+      // The stream ended without a reason (the daemon restarted or is draining, a node went away): resume, after
+      // a backoff that grows unless the stream had stayed up a while.
+      failures = Date.now() - opened >= HEALTHY_MS ? 1 : failures + 1;
     } catch (cause) {
       if (signal.aborted) return;
       const error =
         cause instanceof CohostError ? cause : new CohostError("unavailable", `stream dropped: ${String(cause)}`, 0);
       emit({ error });
-      failures++;
+      failures = Date.now() - opened >= HEALTHY_MS ? 1 : failures + 1;
     }
     if (!signal.aborted) await sleep(backoff(Math.min(Math.max(failures, 1), 6)));
   }

@@ -40,7 +40,8 @@ export const sleep = (ms: number): Promise<void> => new Promise((resolve) => set
 
 /** The delay before attempt `n` (from 1): the server's `Retry-After` if it gave one, else doubling, jittered. */
 export function backoff(n: number, retryAfterS?: number): number {
-  if (retryAfterS !== undefined) return retryAfterS * 1_000;
+  // The server's hint, but never so long that a click waits on it for minutes.
+  if (retryAfterS !== undefined) return Math.min(retryAfterS * 1_000, BACKOFF_MAX_MS);
   const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MS * 2 ** (n - 1));
   return ceiling / 2 + Math.random() * (ceiling / 2);
 }
@@ -62,9 +63,19 @@ export class Transport {
   /** The current token; a fresh one from the source when `refresh`. */
   authorization(refresh = false): Promise<string> {
     if (refresh || this.token === undefined) {
-      this.token = Promise.resolve(this.tokenSource(refresh));
+      const asked = Promise.resolve().then(() => this.tokenSource(refresh));
+      // A source that failed is asked again next time, not remembered as failed.
+      asked.catch(() => {
+        if (this.token === asked) this.token = undefined;
+      });
+      this.token = asked;
     }
-    return this.token.then((token) => `Bearer ${token}`);
+    return this.token.then(
+      (token) => `Bearer ${token}`,
+      (cause) => {
+        throw new CohostError("unauthenticated", `the token source failed: ${String(cause)}`, 0);
+      },
+    );
   }
 
   /**
@@ -79,6 +90,7 @@ export class Transport {
       try {
         response = await this.send(method, path, body, key);
       } catch (cause) {
+        if (cause instanceof CohostError) throw cause;
         if (attempt >= this.attempts) {
           throw new CohostError("unavailable", `no answer from ${this.baseUrl}: ${String(cause)}`, 0);
         }

@@ -167,6 +167,21 @@ test("a 401 asks the token source again, once", async () => {
   await assert.rejects(stale.room("show-4").create(), (error) => error.code === "unauthenticated");
 });
 
+test("a token source that failed once is asked again on the next call", async () => {
+  let calls = 0;
+  const client = createClient({
+    baseUrl: base(),
+    token: async () => {
+      calls++;
+      if (calls === 1) throw new Error("the identity provider is down");
+      return token("olivia");
+    },
+  });
+  await assert.rejects(client.room("show-7").create(), (error) => error.code === "unauthenticated");
+  const room = await client.room("show-7").create();
+  assert.equal(room.host, "olivia");
+});
+
 test("a command whose answer was lost is retried with the same key and applied once", async () => {
   const host = clientFor("frank");
   await host.room("show-5").create();

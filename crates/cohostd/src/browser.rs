@@ -111,7 +111,8 @@ fn origin(text: &str) -> Result<HeaderValue, String> {
     if !host_ok || !port_ok {
         return Err(bad());
     }
-    HeaderValue::from_str(text).map_err(|_| bad())
+    // Browsers send the scheme and host in lower case; an origin configured otherwise would never match.
+    HeaderValue::from_str(&text.to_ascii_lowercase()).map_err(|_| bad())
 }
 
 #[cfg(test)]
@@ -130,6 +131,12 @@ mod tests {
         );
         assert!(CorsOrigins::parse("http://[::1]:8080").is_ok());
         assert!(CorsOrigins::parse("http://[::1]").is_ok());
+        assert_eq!(
+            CorsOrigins::parse("https://App.Example.com"),
+            Ok(CorsOrigins::List(vec![HeaderValue::from_static(
+                "https://app.example.com"
+            )]))
+        );
         for bad in [
             "",
             ",",

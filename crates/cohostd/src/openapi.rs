@@ -5,7 +5,8 @@
 //! through, so each route is described by a stub below; a test holds the stubs to the router's own table
 //! ([`crate::http::route_table`]) both ways, so a route cannot be added, removed or re-verbed in one and not the
 //! other. Every operation declares the error body for each status the daemon can answer (with `Retry-After` on
-//! 429 and 503) and, but for the health routes and LiveKit's webhook, the bearer JWT.
+//! 429) and, but for the health routes and LiveKit's webhook, the bearer JWT (the live collections take a stream
+//! ticket in the query instead).
 
 use axum::response::{IntoResponse, Response};
 use cohost_proto::{
@@ -85,7 +86,7 @@ const ERROR_STATUSES: [(&str, &str); 9] = [
     ("500", "internal"),
     (
         "503",
-        "unavailable: recovering, draining, or the room's partition is elsewhere (with Retry-After)",
+        "unavailable: recovering, draining, or the room's partition is elsewhere; ask again shortly",
     ),
 ];
 
@@ -120,7 +121,7 @@ fn add_errors(operation: &mut Operation) {
                 .schema(Some(Ref::from_schema_name("ErrorBody")))
                 .build(),
         );
-        if status == "429" || status == "503" {
+        if status == "429" {
             let seconds = utoipa::openapi::schema::ObjectBuilder::new()
                 .schema_type(utoipa::openapi::schema::Type::Integer)
                 .minimum(Some(0));
@@ -166,7 +167,7 @@ mod paths {
         responses((status = 200, description = "create_room: the caller is the host", body = Room)))]
     fn create_room() {}
 
-    #[utoipa::path(get, path = "/v1/rooms/{room_id}", tag = "rooms",
+    #[utoipa::path(get, path = "/v1/rooms/{room_id}", tag = "rooms", security((), ("bearer" = [])),
         params(RoomPath, TicketQuery, LastEventId),
         responses((status = 200, description = "the room; with `Accept: text/event-stream` the room as a live \
             collection: a `snapshot` of it, then a `change` per event (`id:` the room version)",
@@ -188,8 +189,8 @@ mod paths {
         responses((status = 200, description = "invite (host or moderator)", body = Invitation)))]
     fn invite() {}
 
-    #[utoipa::path(get, path = "/v1/rooms/{room_id}/invitations", tag = "invitations",
-        params(RoomPath, ListQuery, TicketQuery, LastEventId),
+    #[utoipa::path(get, path = "/v1/rooms/{room_id}/invitations", tag = "invitations", security((), ("bearer" = [])),
+        params(RoomPath, ListQuery, KindQuery, TicketQuery, LastEventId),
         responses((status = 200, description = "the room's invitations, for the host and moderators; with \
             `Accept: text/event-stream` a live collection (`id:` the room version)",
             content((Page<Invitation> = "application/json"), (String = "text/event-stream")))))]
@@ -214,7 +215,7 @@ mod paths {
         responses((status = 200, description = "LiveKit credentials for the host or a seated co-host of a live room", body = BroadcasterData)))]
     fn broadcaster_data() {}
 
-    #[utoipa::path(get, path = "/v1/me/invitations", tag = "invitations",
+    #[utoipa::path(get, path = "/v1/me/invitations", tag = "invitations", security((), ("bearer" = [])),
         params(ListQuery, KindQuery, TicketQuery, LastEventId),
         responses((status = 200, description = "the caller's invitations as candidate; with \
             `Accept: text/event-stream` a live collection (`id:` the seq)",
