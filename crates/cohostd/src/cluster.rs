@@ -23,6 +23,13 @@ const FORWARDED_IN_FLIGHT_MAX: usize = 1_024;
 
 /// Serves until SIGTERM, then hands the partitions over.
 pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(), String> {
+    if settings.webhooks_file.is_some() {
+        // Each partition's owner must deliver its partition's events, with cursors that move with it: not built.
+        return Err(
+            "COHOST_WEBHOOKS_FILE is not served in cluster mode yet; run it on a single node"
+                .into(),
+        );
+    }
     let (secret, dev_auth) = auth_secret(&settings)?;
     let (livekit, dev_livekit) = livekit(&settings)?;
     dev_mode(&settings, dev_auth, dev_livekit)?;

@@ -92,6 +92,22 @@ pub struct Settings {
     /// there, then `clients/console/dist`) at `/console`. Unset: no console.
     #[arg(long, env = "COHOST_CONSOLE_DIR", value_parser = crate::browser::console_dir)]
     pub console_dir: Option<std::path::PathBuf>,
+    /// A JSON file of outgoing webhook endpoints (see the README); each gets every event it asks for, in log
+    /// order, signed as Standard Webhooks says. Unset: none.
+    #[arg(long, env = "COHOST_WEBHOOKS_FILE")]
+    pub webhooks_file: Option<PathBuf>,
+    /// The wait after a webhook delivery's first failure, in ms; it doubles, with jitter, up to the cap.
+    #[arg(long, env = "COHOST_WEBHOOK_RETRY_FIRST_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub webhook_retry_first_ms: u64,
+    /// The longest wait between two attempts of one webhook delivery, in seconds.
+    #[arg(long, env = "COHOST_WEBHOOK_RETRY_MAX_S", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub webhook_retry_max_s: u64,
+    /// How long one event may keep failing before its endpoint pauses at it (until a restart), in seconds.
+    #[arg(long, env = "COHOST_WEBHOOK_GIVE_UP_S", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
+    pub webhook_give_up_s: u64,
+    /// One webhook request's deadline, connection included, in seconds.
+    #[arg(long, env = "COHOST_WEBHOOK_TIMEOUT_S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_s: u64,
     /// What broadcaster.url returns.
     #[arg(long, env = "LIVEKIT_URL", default_value = "ws://localhost:7880")]
     pub livekit_url: String,
@@ -225,6 +241,26 @@ pub struct ClusterSettings {
 }
 
 impl Settings {
+    /// The endpoints of the webhooks file; none when it is unset.
+    pub fn webhook_endpoints(&self) -> Result<Vec<crate::outbound::Endpoint>, String> {
+        let Some(path) = &self.webhooks_file else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read COHOST_WEBHOOKS_FILE {}: {e}", path.display()))?;
+        crate::outbound::parse_endpoints(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn webhook_delivery(&self) -> crate::delivery::DeliverySettings {
+        use std::time::Duration;
+        crate::delivery::DeliverySettings {
+            retry_first: Duration::from_millis(self.webhook_retry_first_ms),
+            retry_max: Duration::from_secs(self.webhook_retry_max_s),
+            give_up_after: Duration::from_secs(self.webhook_give_up_s),
+            timeout: Duration::from_secs(self.webhook_timeout_s),
+        }
+    }
+
     /// The per-user quotas at the HTTP edge, with open streams kept to three quarters of `connections_max`
     /// (the fitted cap of [`Settings::limits`]).
     pub fn quotas(&self, connections_max: usize) -> crate::quota::QuotaLimits {

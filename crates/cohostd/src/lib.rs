@@ -12,6 +12,7 @@ pub mod auth;
 pub mod browser;
 mod cluster;
 mod config;
+mod delivery;
 mod error;
 mod forward;
 pub mod http;
@@ -250,6 +251,8 @@ struct Tasks {
     nats: Option<(Relay, cohost_nats::service::ServiceHandle)>,
     revoker: Option<Revoker>,
     reconciler: Option<cohost_credentials::Reconciler>,
+    /// One per webhook endpoint of `COHOST_WEBHOOKS_FILE`.
+    webhooks: Vec<delivery::Delivery>,
 }
 
 impl Tasks {
@@ -275,10 +278,16 @@ impl Tasks {
             Some(url) => Some(start_nats(engine, url, settings).await?),
             None => None,
         };
+        let webhooks = (settings.webhook_endpoints()?.into_iter())
+            .map(|endpoint| {
+                delivery::Delivery::start(engine.clone(), endpoint, settings.webhook_delivery())
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Tasks {
             nats,
             revoker,
             reconciler,
+            webhooks,
         })
     }
 
@@ -287,6 +296,7 @@ impl Tasks {
         let relay = self.nats.iter().map(|(relay, _)| relay.follower());
         relay
             .chain(self.revoker.iter().map(Revoker::follower))
+            .chain(self.webhooks.iter().map(delivery::Delivery::follower))
             .collect()
     }
 
@@ -299,6 +309,9 @@ impl Tasks {
         }
         if let Some(revoker) = self.revoker {
             revoker.stop().await;
+        }
+        for delivery in self.webhooks {
+            delivery.stop().await;
         }
         if let Some(reconciler) = self.reconciler {
             reconciler.stop().await;

@@ -1,7 +1,7 @@
 //! `/openapi.json` against the real daemon: the document validates as OpenAPI 3.1 (`openapi-spec-validator`),
 //! and Schemathesis, generating requests from it for every route but the live collections, finds no 5xx and no
 //! response outside the document (status, content type, headers, body schema). Both tools come from PyPI,
-//! pinned, installed once into `target/schemathesis/` with pip; if they cannot be, the test fails saying so.
+//! pinned, installed once into `target/pypi/` with pip; if they cannot be, the test fails saying so.
 //!
 //! Left out on purpose: Schemathesis' `positive_data_acceptance` and `negative_data_rejection`, which expect
 //! every schema-valid request to be accepted and every other refused. The rules refuse valid-looking requests
@@ -21,57 +21,10 @@ const VALIDATOR: &str = "openapi-spec-validator==0.9.0";
 /// The live collections' routes: a generated request would open a stream that never ends.
 const STREAMS: &str = r"^/v1/(rooms/\{room_id\}|rooms/\{room_id\}/invitations|me/invitations)$";
 
-/// `target/`: the directory holding `CACHEDIR.TAG` above this test's executable.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let exe = std::env::current_exe().ok()?;
-            exe.ancestors()
-                .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-                .map(Path::to_path_buf)
-        })
-        .unwrap_or_else(std::env::temp_dir)
-}
-
-/// The pinned tools, installed with pip into a directory of their own (once; reused after).
+/// The pinned tools (`target/pypi/schemathesis-…`).
 fn tools() -> PathBuf {
-    let dir = target_dir()
-        .join("schemathesis")
-        .join(SCHEMATHESIS.replace("==", "-"));
-    if dir.join("schemathesis").is_dir() && dir.join("openapi_spec_validator").is_dir() {
-        return dir;
-    }
-    let staging = dir.with_extension(format!("partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    let output = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-input",
-        ])
-        .arg("--target")
-        .arg(&staging)
-        .args([SCHEMATHESIS, VALIDATOR])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 -m pip to install {SCHEMATHESIS}: {e}"));
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().rfind(|line| !line.trim().is_empty());
-        panic!(
-            "pip could not install {SCHEMATHESIS} and {VALIDATOR}: {}",
-            last.unwrap_or("no output")
-        );
-    }
-    if std::fs::rename(&staging, &dir).is_err() {
-        // Another test process finished first; its install is as good.
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    dir
+    let name = SCHEMATHESIS.replace("==", "-");
+    support::pip_packages(&name, &[SCHEMATHESIS, VALIDATOR])
 }
 
 /// Runs `python3 -m <module> <args>` with the tools on the path; returns whether it succeeded, and its output.

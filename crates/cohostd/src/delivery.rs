@@ -1,0 +1,263 @@
+//! Delivers the log's events to one webhook endpoint, in log order (so each room's in version order), one at a
+//! time, with a durable cursor of its own (`webhook:<id>`), like the NATS relay. An event the endpoint does not
+//! want is passed over; one it wants is posted, signed afresh at each attempt, until a 2xx. A failure is retried
+//! with exponential backoff and jitter; once an event has failed for the give-up age, the endpoint pauses at it
+//! (never skipping it) until the daemon restarts. Delivery reads the log off the write path: a slow or dead
+//! endpoint costs its own task and cursor, never a command's latency or another endpoint's progress.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cohost_engine::{Backoff, Clock, Engine, FollowerStatus, Interest, SystemClock};
+use cohost_proto::Envelope;
+use tokio::sync::watch;
+
+use crate::outbound::Endpoint;
+
+/// Retry and time limits of every endpoint's delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliverySettings {
+    /// The wait after a first failure; it doubles (with jitter) up to `retry_max`.
+    pub retry_first: Duration,
+    pub retry_max: Duration,
+    /// How long one event may keep failing before the endpoint pauses at it.
+    pub give_up_after: Duration,
+    /// The whole request, connection included.
+    pub timeout: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            retry_first: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
+            give_up_after: Duration::from_secs(24 * 3_600),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Events passed over (not wanted) before their progress is written to the cursor anyway.
+const SKIPPED_SAVE_EVERY: u64 = 1_024;
+/// How long passed-over progress waits for a quiet moment before it is written.
+const SKIPPED_SAVE_AFTER: Duration = Duration::from_secs(1);
+
+/// One endpoint's delivery task.
+#[derive(Debug)]
+pub struct Delivery {
+    follower: Arc<FollowerStatus>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Delivery {
+    /// Starts delivering to `endpoint` after its cursor.
+    pub fn start(
+        engine: Engine,
+        endpoint: Endpoint,
+        settings: DeliverySettings,
+    ) -> Result<Delivery, String> {
+        let sink = format!("webhook:{}", endpoint.id);
+        let cursor = engine
+            .cursor(&sink)
+            .map_err(|e| format!("reading the cursor of {sink}: {e}"))?;
+        // A name for the life of the process: the endpoints are few, and fixed at start.
+        let name: &'static str = Box::leak(sink.clone().into_boxed_str());
+        let follower = Arc::new(FollowerStatus::new(name, cursor));
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("the HTTP client for {sink}: {e}"))?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(
+            Task {
+                engine,
+                endpoint,
+                client,
+                settings,
+                sink,
+                follower: follower.clone(),
+                stopped,
+                jitter: Jitter::seeded(cursor),
+            }
+            .run(),
+        );
+        Ok(Delivery {
+            follower,
+            stop,
+            task,
+        })
+    }
+
+    /// The status the task writes, for `/healthz` and `/metrics`.
+    pub fn follower(&self) -> Arc<FollowerStatus> {
+        self.follower.clone()
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+struct Task {
+    engine: Engine,
+    endpoint: Endpoint,
+    client: reqwest::Client,
+    settings: DeliverySettings,
+    sink: String,
+    follower: Arc<FollowerStatus>,
+    stopped: watch::Receiver<bool>,
+    jitter: Jitter,
+}
+
+/// What became of one event.
+enum Outcome {
+    Delivered,
+    /// Stopped, or paused: the task ends without moving past the event.
+    Halted,
+}
+
+impl Task {
+    /// Follows the log until stopped or paused; a failed read of the log is retried with backoff.
+    async fn run(mut self) {
+        let mut backoff = Backoff::new(Duration::from_secs(30));
+        loop {
+            let before = self.follower.handled_seq();
+            let Some(error) = self.follow().await else {
+                break;
+            };
+            self.follower
+                .failed(format!("reading the log: {error}"), SystemClock.now_ms());
+            if self.follower.handled_seq() > before {
+                backoff.reset();
+            }
+            if *self.stopped.borrow() || !backoff.sleep_unless_stopped(&mut self.stopped).await {
+                break;
+            }
+        }
+        self.follower.stopped();
+    }
+
+    /// Handles every event after the last one handled; `None` once stopped or paused, else a log read's error.
+    async fn follow(&mut self) -> Option<String> {
+        let mut events = self
+            .engine
+            .subscribe(self.follower.handled_seq() + 1, Interest::All);
+        let mut saved = self.follower.handled_seq();
+        loop {
+            let skipped = self.follower.handled_seq() > saved;
+            let next = tokio::select! {
+                next = events.next() => Some(next),
+                _ = self.stopped.changed() => return None,
+                _ = tokio::time::sleep(SKIPPED_SAVE_AFTER), if skipped => None,
+            };
+            // A quiet moment after events passed over: their progress goes to the cursor.
+            let Some(next) = next else {
+                let seq = self.follower.handled_seq();
+                if self.save(seq) {
+                    saved = seq;
+                }
+                continue;
+            };
+            let envelope = match next? {
+                Ok(envelope) => envelope,
+                Err(error) => return Some(error.to_string()),
+            };
+            let wanted = (self.endpoint).wants(envelope.event.type_name(), &envelope.room_id);
+            if wanted {
+                if let Outcome::Halted = self.deliver(&envelope).await {
+                    return None;
+                }
+                self.follower.handled(envelope.seq);
+                self.follower.recovered();
+            } else {
+                self.follower.handled(envelope.seq);
+            }
+            let due = wanted || envelope.seq - saved >= SKIPPED_SAVE_EVERY;
+            if due && self.save(envelope.seq) {
+                saved = envelope.seq;
+            }
+        }
+    }
+
+    /// Writes the cursor; a failure is recorded, and the event is delivered again after a restart (with the
+    /// same `webhook-id`, which receivers drop as a duplicate).
+    fn save(&self, seq: u64) -> bool {
+        match self.engine.set_cursor(&self.sink, seq) {
+            Ok(()) => true,
+            Err(error) => {
+                let message = format!("writing the cursor of {} at seq {seq}: {error}", self.sink);
+                self.follower.failed(message, SystemClock.now_ms());
+                false
+            }
+        }
+    }
+
+    /// Posts one event until the endpoint takes it, or the endpoint pauses at it, or the task stops.
+    async fn deliver(&mut self, envelope: &Envelope) -> Outcome {
+        let body = serde_json::to_vec(envelope).expect("an envelope encodes");
+        let id = envelope.event_id().to_string();
+        let mut backoff = Backoff::between(self.settings.retry_first, self.settings.retry_max);
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            let signed = (self.endpoint.signer()).sign(&id, SystemClock.now_ms() / 1_000, &body);
+            let request = self
+                .client
+                .post(&self.endpoint.url)
+                .header("content-type", "application/json")
+                .header("webhook-id", &signed.id)
+                .header("webhook-timestamp", &signed.timestamp)
+                .header("webhook-signature", &signed.signature)
+                .body(body.clone());
+            let answer = tokio::select! {
+                answer = request.send() => answer,
+                _ = self.stopped.changed() => return Outcome::Halted,
+            };
+            let why = match answer {
+                Ok(response) if response.status().is_success() => return Outcome::Delivered,
+                Ok(response) => format!("answered {}", response.status()),
+                Err(error) => error.to_string(),
+            };
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            let message = format!(
+                "delivering {id} (seq {}) to {}: {why}",
+                envelope.seq, self.endpoint.url
+            );
+            self.follower.failed(message.clone(), SystemClock.now_ms());
+            if since.elapsed() >= self.settings.give_up_after {
+                tracing::error!(endpoint = %self.endpoint.id, %message, "webhook endpoint paused: it kept failing for the give-up age; restart to resume");
+                return Outcome::Halted;
+            }
+            let wait = self.jitter.spread(backoff.next_wait());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stopped.changed() => return Outcome::Halted,
+            }
+        }
+    }
+}
+
+/// Spreads retry waits, so endpoints that failed together do not retry together (xorshift; no crate needed
+/// for this).
+struct Jitter(u64);
+
+impl Jitter {
+    fn seeded(salt: u64) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Self((u64::from(nanos) ^ salt.rotate_left(17)) | 1)
+    }
+
+    /// A wait between half of `wait` and all of it.
+    fn spread(&mut self, wait: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let fraction = (self.0 % 1_000) as f64 / 1_000.0;
+        wait.mul_f64(0.5 + fraction / 2.0)
+    }
+}
