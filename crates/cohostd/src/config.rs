@@ -96,6 +96,18 @@ pub struct Settings {
     /// order, signed as Standard Webhooks says. Unset: none.
     #[arg(long, env = "COHOST_WEBHOOKS_FILE")]
     pub webhooks_file: Option<PathBuf>,
+    /// The secret that opens the admin routes (`GET /v1/admin/webhooks`), at least 16 characters; never a user
+    /// JWT. Unset (and no file): the admin routes answer 401.
+    #[arg(
+        long,
+        env = "COHOST_ADMIN_SECRET",
+        hide_env_values = true,
+        conflicts_with = "admin_secret_file"
+    )]
+    pub admin_secret: Option<String>,
+    /// A file holding the admin secret (surrounding white space ignored).
+    #[arg(long, env = "COHOST_ADMIN_SECRET_FILE")]
+    pub admin_secret_file: Option<PathBuf>,
     /// The wait after a webhook delivery's first failure, in ms; it doubles, with jitter, up to the cap.
     #[arg(long, env = "COHOST_WEBHOOK_RETRY_FIRST_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub webhook_retry_first_ms: u64,
@@ -241,6 +253,27 @@ pub struct ClusterSettings {
 }
 
 impl Settings {
+    /// The admin secret, from the setting or its file; at least 16 characters.
+    pub fn admin_secret(&self) -> Result<Option<String>, String> {
+        let secret = match (&self.admin_secret, &self.admin_secret_file) {
+            (Some(secret), _) => secret.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    format!(
+                        "cannot read COHOST_ADMIN_SECRET_FILE {}: {e}",
+                        path.display()
+                    )
+                })?
+                .trim()
+                .to_owned(),
+            (None, None) => return Ok(None),
+        };
+        if secret.chars().count() < 16 {
+            return Err("the admin secret must be at least 16 characters".into());
+        }
+        Ok(Some(secret))
+    }
+
     /// The endpoints of the webhooks file; none when it is unset.
     pub fn webhook_endpoints(&self) -> Result<Vec<crate::outbound::Endpoint>, String> {
         let Some(path) = &self.webhooks_file else {

@@ -45,6 +45,8 @@ const SKIPPED_SAVE_AFTER: Duration = Duration::from_secs(1);
 /// One endpoint's delivery task.
 #[derive(Debug)]
 pub struct Delivery {
+    id: String,
+    url: String,
     follower: Arc<FollowerStatus>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -71,6 +73,7 @@ impl Delivery {
             .build()
             .map_err(|e| format!("the HTTP client for {sink}: {e}"))?;
         let (stop, stopped) = watch::channel(false);
+        let (id, url) = (endpoint.id.clone(), endpoint.url.clone());
         let task = tokio::spawn(
             Task {
                 engine,
@@ -85,10 +88,21 @@ impl Delivery {
             .run(),
         );
         Ok(Delivery {
+            id,
+            url,
             follower,
             stop,
             task,
         })
+    }
+
+    /// The endpoint as the admin route shows it.
+    pub fn view(&self) -> crate::admin::WebhookView {
+        crate::admin::WebhookView {
+            id: self.id.clone(),
+            url: self.url.clone(),
+            follower: self.follower.clone(),
+        }
     }
 
     /// The status the task writes, for `/healthz` and `/metrics`.

@@ -124,6 +124,10 @@ pub struct AppState {
     pub cors: Option<CorsOrigins>,
     /// Where the built web console is, served at `/console`; `None`: no console.
     pub console_dir: Option<std::path::PathBuf>,
+    /// What opens the admin routes; `None`: nothing does.
+    pub admin_secret: Option<String>,
+    /// The outgoing webhook endpoints, for the admin route.
+    pub webhooks: Arc<[crate::admin::WebhookView]>,
 }
 
 impl AppState {
@@ -184,6 +188,8 @@ impl AppState {
             routing: None,
             cors: None,
             console_dir: None,
+            admin_secret: None,
+            webhooks: Arc::new([]),
         }
     }
 }
@@ -234,6 +240,7 @@ pub(crate) fn route_table() -> Vec<Route> {
         POST "/v1/invitations/{invitation_id}/cancel" => cancel,
         POST "/v1/livekit/webhook" => webhook,
         POST "/v1/stream-tickets" => stream_ticket,
+        GET "/v1/admin/webhooks" => crate::admin::webhooks,
     ];
     table.extend(crate::stage::routes());
     table

@@ -8,6 +8,7 @@
 //! The binary (`main.rs`) only calls [`main`]; the parts are a library so tests can serve the router in
 //! process, over an engine on a disk they control.
 
+mod admin;
 pub mod auth;
 pub mod browser;
 mod cluster;
@@ -198,6 +199,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
     state.connections = connections;
     state.cors = settings.cors_origins.clone();
     state.console_dir = settings.console_dir.clone();
+    state.admin_secret = settings.admin_secret()?;
+    state.webhooks = tasks.webhook_views().into();
     state.quotas = Arc::new(quota::Quotas::new(settings.quotas(limits.connections_max)));
     quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);
     let _ = routers_tx.send(http::router(state));
@@ -289,6 +292,11 @@ impl Tasks {
             reconciler,
             webhooks,
         })
+    }
+
+    /// The webhook endpoints, for the admin route.
+    fn webhook_views(&self) -> Vec<admin::WebhookView> {
+        self.webhooks.iter().map(delivery::Delivery::view).collect()
     }
 
     /// The statuses of the log's followers that run, for `/healthz` and `/metrics`.

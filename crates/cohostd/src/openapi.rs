@@ -36,7 +36,7 @@ use crate::stage::{BanBody, MediaBody, MoveBody};
         paths::accept, paths::reject, paths::cancel, paths::webhook, paths::stream_ticket,
         paths::open_requests, paths::close_requests, paths::add_moderator, paths::remove_moderator,
         paths::move_cohost, paths::set_cohost_media, paths::lock_seat, paths::unlock_seat,
-        paths::ban_user, paths::unban_user, paths::room_events,
+        paths::ban_user, paths::unban_user, paths::room_events, paths::admin_webhooks,
     ),
     components(schemas(ErrorBody, Envelope, InvitationStatus, InvitationKind)),
     modifiers(&Errors),
@@ -93,6 +93,10 @@ const ERROR_STATUSES: [(&str, &str); 9] = [
 impl Modify for Errors {
     fn modify(&self, document: &mut utoipa::openapi::OpenApi) {
         let components = document.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
@@ -297,6 +301,11 @@ mod paths {
         params(RoomPath, UserPath, IdempotencyKey, IfMatch),
         responses((status = 200, description = "unban_user", body = Room)))]
     fn unban_user() {}
+
+    #[utoipa::path(get, path = "/v1/admin/webhooks", tag = "admin", security(("admin" = [])),
+        responses((status = 200, description = "each outgoing webhook endpoint: `{endpoints: [{id, url, cursor, \
+            state, lag, retries, last_error}]}`; for the admin secret (COHOST_ADMIN_SECRET), never a user JWT", body = Object)))]
+    fn admin_webhooks() {}
 
     #[utoipa::path(get, path = "/v1/rooms/{room_id}/events", tag = "rooms", params(RoomPath, EventsQuery),
         responses((status = 200, description = "the room's history from the log, for the host and moderators; \

@@ -15,6 +15,7 @@ use support::Daemon;
 
 const PACKAGE: &str = "standardwebhooks==1.3.0";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const ADMIN: &str = "admin-secret-0123456789";
 
 /// The receiver: 204 for a delivery the library verifies (its `webhook-id` appended to the log), 400 for one it
 /// refuses (`BAD` and why), and 503 while the file `down` exists beside the log.
@@ -140,6 +141,8 @@ async fn daemon(dir: &Path, endpoints: &Path) -> Daemon {
         "50",
         "--webhook-retry-max-s",
         "1",
+        "--admin-secret",
+        ADMIN,
     ];
     Daemon::start_with(dir, &args).await
 }
@@ -195,6 +198,26 @@ async fn every_event_arrives_verified_in_order_and_once_after_the_receiver_comes
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.log(), all, "and nothing after");
+
+    // The operators' view: the admin secret opens it, a user's JWT does not.
+    let admin = |token: &str| {
+        d.http
+            .get(d.url("/v1/admin/webhooks"))
+            .bearer_auth(token)
+            .send()
+    };
+    let listed: serde_json::Value = admin(ADMIN).await.unwrap().json().await.unwrap();
+    let endpoint = &listed["endpoints"][0];
+    assert_eq!(endpoint["id"], "receiver", "{listed}");
+    assert_eq!(endpoint["url"], receiver.url.as_str());
+    assert_eq!(endpoint["cursor"], all.len(), "{listed}");
+    assert_eq!(endpoint["lag"], 0, "{listed}");
+    assert!(endpoint.get("secret").is_none());
+    assert_eq!(admin(&d.token("host")).await.unwrap().status(), 401);
+    assert_eq!(
+        admin("admin-secret-012345678X").await.unwrap().status(),
+        401
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
