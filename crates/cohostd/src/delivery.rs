@@ -83,7 +83,6 @@ impl Delivery {
                 sink,
                 follower: follower.clone(),
                 stopped,
-                jitter: Jitter::seeded(cursor),
             }
             .run(),
         );
@@ -124,7 +123,6 @@ struct Task {
     sink: String,
     follower: Arc<FollowerStatus>,
     stopped: watch::Receiver<bool>,
-    jitter: Jitter,
 }
 
 /// What became of one event.
@@ -245,7 +243,7 @@ impl Task {
                 tracing::error!(endpoint = %self.endpoint.id, %message, "webhook endpoint paused: it kept failing for the give-up age; restart to resume");
                 return Outcome::Halted;
             }
-            let wait = self.jitter.spread(backoff.next_wait());
+            let wait = spread(backoff.next_wait());
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.stopped.changed() => return Outcome::Halted,
@@ -254,24 +252,7 @@ impl Task {
     }
 }
 
-/// Spreads retry waits, so endpoints that failed together do not retry together (xorshift; no crate needed
-/// for this).
-struct Jitter(u64);
-
-impl Jitter {
-    fn seeded(salt: u64) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        Self((u64::from(nanos) ^ salt.rotate_left(17)) | 1)
-    }
-
-    /// A wait between half of `wait` and all of it.
-    fn spread(&mut self, wait: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let fraction = (self.0 % 1_000) as f64 / 1_000.0;
-        wait.mul_f64(0.5 + fraction / 2.0)
-    }
+/// A wait between half of `wait` and all of it, so endpoints that failed together do not retry together.
+fn spread(wait: Duration) -> Duration {
+    wait.mul_f64(0.5 + fastrand::f64() / 2.0)
 }

@@ -14,7 +14,7 @@ use axum::routing::{MethodRouter, get};
 use bytes::BytesMut;
 use cohost_core::InvitationFilter;
 use cohost_credentials::{Credentials, LiveKitConfig, Minter, Webhooks};
-use cohost_engine::{Engine, FollowerStatus, Health, ListRequest, Options, SystemClock};
+use cohost_engine::{Clock, Engine, FollowerStatus, Health, ListRequest, Options, SystemClock};
 use cohost_proto::{
     Actor, Command, CommandId, ErrorCode, InvitationId, InvitationKind, InvitationStatus,
     InvitationTarget, Invite, Reply, RequestToJoin, RoomId, RoomTarget, UserId, UserTarget,
@@ -314,7 +314,7 @@ pub(crate) fn reader(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result
     let ticket = state
         .auth
         .tickets()
-        .verify(ticket, now_ms())
+        .verify(ticket, SystemClock.now_ms())
         .map_err(unauthenticated)?;
     if ticket.collection != uri.path() {
         return Err(unauthenticated(
@@ -325,12 +325,6 @@ pub(crate) fn reader(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result
         user: ticket.user,
         expires_s: ticket.jwt_expires_s,
     })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -350,8 +344,12 @@ async fn stream_ticket(
     state.quotas.command(&caller.user, false)?;
     let request: TicketRequest = body(bytes)?;
     let collection = TicketCollection::parse(&request.collection).map_err(ApiError::invalid)?;
-    let (ticket, expires_ms) =
-        (state.auth.tickets()).mint(&caller.user, &collection, caller.expires_s, now_ms());
+    let (ticket, expires_ms) = (state.auth.tickets()).mint(
+        &caller.user,
+        &collection,
+        caller.expires_s,
+        SystemClock.now_ms(),
+    );
     json(serde_json::json!({ "ticket": ticket, "expires_ms": expires_ms }))
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::Daemon;
+use support::cluster::Live;
 
 const APP: &str = "https://app.example.com";
 
@@ -125,34 +126,11 @@ async fn open(d: &Daemon, path: &str, ticket: &str, last_id: Option<u64>) -> req
     request.send().await.expect("GET")
 }
 
-/// The next event of an open stream as `(event, id, data)`; `None` once it ends.
-async fn next(stream: &mut reqwest::Response, buffer: &mut String) -> Option<(String, u64, Value)> {
-    loop {
-        if let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let (mut event, mut id, mut data) = (String::new(), 0, String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim().to_owned();
-                } else if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse().expect("numeric id");
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                }
-            }
-            if !event.is_empty() {
-                return Some((event, id, serde_json::from_str(&data).expect("JSON data")));
-            }
-            continue;
-        }
-        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
-            .await
-            .expect("an event or the end within 10 s");
-        match chunk.expect("read") {
-            Some(bytes) => buffer.push_str(&String::from_utf8_lossy(&bytes)),
-            None => return None,
-        }
-    }
+/// Opens `path?ticket=…` as [`open`] does, checks it was taken, and reads its events.
+async fn live(d: &Daemon, path: &str, ticket: &str, last_id: Option<u64>) -> Live {
+    let response = open(d, path, ticket, last_id).await;
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    Live::from_response(response)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -171,10 +149,8 @@ async fn a_ticket_opens_its_collection_without_headers_and_resumes_from_last_eve
     );
     let room_ticket = reply["ticket"].as_str().unwrap().to_owned();
 
-    let mut stream = open(&d, "/v1/rooms/r1", &room_ticket, None).await;
-    assert_eq!(stream.status(), StatusCode::OK);
-    let mut buffer = String::new();
-    let (event, version, snapshot) = next(&mut stream, &mut buffer).await.unwrap();
+    let mut stream = live(&d, "/v1/rooms/r1", &room_ticket, None).await;
+    let (event, version, snapshot) = stream.next().await.unwrap();
     assert_eq!((event.as_str(), version), ("snapshot", 2), "{snapshot}");
     d.ok_post(
         "/v1/rooms/r1/invitations",
@@ -182,25 +158,22 @@ async fn a_ticket_opens_its_collection_without_headers_and_resumes_from_last_eve
         &json!({"user_id": "bob"}),
     )
     .await;
-    let (event, version, change) = next(&mut stream, &mut buffer).await.unwrap();
+    let (event, version, change) = stream.next().await.unwrap();
     assert_eq!((event.as_str(), version), ("change", 3), "{change}");
     drop(stream);
 
     // EventSource reconnects with the same URL and Last-Event-ID: no snapshot, the changes after it.
     d.ok_post("/v1/invitations/r1.1/accept", &bob, &json!({}))
         .await;
-    let mut stream = open(&d, "/v1/rooms/r1", &room_ticket, Some(3)).await;
-    assert_eq!(stream.status(), StatusCode::OK);
-    let mut buffer = String::new();
-    let (event, version, change) = next(&mut stream, &mut buffer).await.unwrap();
+    let mut stream = live(&d, "/v1/rooms/r1", &room_ticket, Some(3)).await;
+    let (event, version, change) = stream.next().await.unwrap();
     assert_eq!((event.as_str(), version), ("change", 4), "{change}");
     assert_eq!(change["type"], "invitation_approved");
 
     // The candidate's own collection, with a ticket for it.
     let me_ticket = ok_ticket(&d, &bob, "/v1/me/invitations").await;
-    let mut stream = open(&d, "/v1/me/invitations", &me_ticket, None).await;
-    assert_eq!(stream.status(), StatusCode::OK);
-    let (event, _, page) = next(&mut stream, &mut String::new()).await.unwrap();
+    let mut stream = live(&d, "/v1/me/invitations", &me_ticket, None).await;
+    let (event, _, page) = stream.next().await.unwrap();
     assert_eq!(event, "snapshot");
     assert_eq!(page["items"][0]["invitation_id"], "r1.1", "{page}");
 }
@@ -329,15 +302,13 @@ async fn a_stream_opened_with_a_ticket_ends_at_its_jwt_expiry() {
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(reply["expires_ms"], exp * 1_000, "capped at the JWT's exp");
     let ticket = reply["ticket"].as_str().unwrap();
-    let mut stream = open(&d, "/v1/me/invitations", ticket, None).await;
-    assert_eq!(stream.status(), StatusCode::OK);
-    let mut buffer = String::new();
-    let (event, _, _) = next(&mut stream, &mut buffer).await.unwrap();
+    let mut stream = live(&d, "/v1/me/invitations", ticket, None).await;
+    let (event, _, _) = stream.next().await.unwrap();
     assert_eq!(event, "snapshot");
-    let (event, _, end) = next(&mut stream, &mut buffer).await.unwrap();
+    let (event, _, end) = stream.next().await.unwrap();
     assert_eq!(event, "end", "{end}");
     assert_eq!(end["error"]["code"], "unauthenticated", "{end}");
-    assert!(next(&mut stream, &mut buffer).await.is_none(), "closed");
+    assert!(stream.next().await.is_none(), "closed");
     // And once past it, the ticket opens nothing.
     tokio::time::sleep(Duration::from_millis(200)).await;
     refused(

@@ -4,6 +4,8 @@
 //! root), since a test tool's own browser download cannot reach its servers here; if that cannot be done, the
 //! test fails saying so. Screenshots of both pages land in `target/console-screenshots/`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -65,17 +67,6 @@ fn chromium() -> PathBuf {
     path
 }
 
-fn target_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            exe.ancestors()
-                .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-                .map(Path::to_path_buf)
-        })
-        .unwrap_or_else(std::env::temp_dir)
-}
-
 #[test]
 fn a_host_and_a_cohost_run_the_seed_flow_through_the_console() {
     let chromium = chromium();
@@ -89,7 +80,7 @@ fn a_host_and_a_cohost_run_the_seed_flow_through_the_console() {
         run("npm", &["run", "--silent", "build"], &dir, &[]),
         "building the console",
     );
-    let shots = target_dir().join("console-screenshots");
+    let shots = support::target_dir().join("console-screenshots");
     let envs = [
         ("CHROMIUM", chromium.as_path()),
         ("SCREENSHOT_DIR", shots.as_path()),

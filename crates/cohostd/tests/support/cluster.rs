@@ -638,6 +638,11 @@ impl Live {
             .await
             .expect("the node answers");
         assert_eq!(response.status(), 200, "{path} on {base} with a ticket");
+        Live::from_response(response)
+    }
+
+    /// Reads the events of a stream already opened (and checked) by the caller.
+    pub fn from_response(response: reqwest::Response) -> Live {
         Live {
             response,
             buffer: String::new(),
