@@ -7,6 +7,13 @@
 //! test replays exactly from its seed, and the engine can replay the log into the same state every time.
 //! Its dependency list holds no tokio, sled, NATS or LiveKit; `tests/core-is-pure.rs` keeps it that way.
 //!
+//! It never stores, sequences or publishes: it does not know where the log lives, which command came first or
+//! who is listening. Neighbours: the types it reads and emits (ids, [`Command`],
+//! [`Event`], [`ErrorCode`](proto::ErrorCode)) are the wire contract's, [`cohost_proto`]'s,
+//! re-exported as [`proto`]. `cohost-engine`'s sequencer is the one caller that decides for real, in order,
+//! and `cohost-store` keeps the events it emits; `cohost-model` reads the same rules a second time so a
+//! property test can hold this crate against it.
+//!
 //! ```
 //! use cohost_core::{Context, Policy, RoomState, apply, decide};
 //! use cohost_proto::{Actor, Command, CreateRoom, Invite, RoomId, RoomTarget, UserId};
@@ -29,6 +36,8 @@
 //! assert_eq!(room.pending().next().unwrap().invitation_id.to_string(), "stage-1.1");
 //! ```
 
+#![warn(missing_docs)]
+
 mod bans;
 mod invitation;
 mod moderators;
@@ -40,6 +49,7 @@ mod seats;
 mod stage;
 mod state;
 
+/// The wire contract's types, as this crate's callers need them to build commands and read events.
 pub use cohost_proto as proto;
 pub use policy::{Policy, PolicyError};
 pub use rejection::Rejection;
@@ -52,21 +62,27 @@ pub use state::{
 use cohost_proto::{Actor, Command, Event, UserId};
 use invitation::Outcome;
 
-/// Everything `decide` needs besides the state and the command.
+/// Everything [`decide`] needs besides the state and the command: who asks, when, and under which
+/// deployment settings. Copy and cheap: it borrows what it does not own.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
+    /// Who sends the command: a user, already authenticated by the caller, or the system (timers,
+    /// LiveKit's webhooks). Every permission rule reads it.
     pub actor: &'a Actor,
-    /// The sequencer's clock when the command is decided.
+    /// The sequencer's clock when the command is decided, in ms since the Unix epoch. Expiry, bans and the
+    /// disconnect grace compare against it, and the events it emits carry it.
     pub now_ms: u64,
     /// The room version the caller last saw; a mismatch is `conflict`.
     pub expected_version: Option<u64>,
+    /// The deployment's settings: TTLs, the default seat count, the quotas across rooms.
     pub policy: Policy,
     /// Counts across rooms, for the quotas that span them.
     pub tallies: &'a dyn Tallies,
 }
 
 impl<'a> Context<'a> {
-    /// A context with no expected version and nothing tallied across rooms.
+    /// A context with no expected version and nothing tallied across rooms ([`NoTallies`]), so the quotas
+    /// across rooms never bind; set the fields to change either.
     pub fn new(actor: &'a Actor, now_ms: u64, policy: Policy) -> Self {
         Self {
             actor,
@@ -114,7 +130,59 @@ impl Context<'_> {
 /// happens. A rejected command emits nothing; an accepted one may emit nothing when it changes nothing
 /// (a presence report the room already knows).
 ///
+/// It only reads: the state changes when the caller [`apply`]s the events, after storing them. The same
+/// state, command and context always give the same answer. It never blocks; it allocates the returned
+/// events, one for most commands and at most 49 (32 pending offers, 16 seats, the stop) for `stop_room`.
+///
 /// `state` must be the state of the room the command names (`Command::room_id`); the caller routes.
+///
+/// # Errors
+///
+/// A [`Rejection`], whose variant is the contract's error code:
+/// - [`InvalidArgument`](Rejection::InvalidArgument): the command itself is wrong whatever the state: a
+///   title over 200 characters, a seat count or seat number out of range, inviting oneself.
+/// - [`PermissionDenied`](Rejection::PermissionDenied): the actor is not the party the rule names, or is
+///   banned from the room.
+/// - [`NotFound`](Rejection::NotFound): no such room, invitation, co-host, moderator or ban.
+/// - [`AlreadyExists`](Rejection::AlreadyExists): the room exists, or the candidate already holds a seat,
+///   a pending offer here, or the moderator role.
+/// - [`FailedPrecondition`](Rejection::FailedPrecondition): the state forbids it now: the invitation is
+///   no longer pending or has expired, the room is not idle, not live or has ended, the seat is locked.
+/// - [`ResourceExhausted`](Rejection::ResourceExhausted): a limit is reached: 32 pending offers in the
+///   room, every seat taken or locked, 8 moderators, the bans a room holds, or a quota across rooms from
+///   [`Context::tallies`].
+/// - [`Conflict`](Rejection::Conflict): [`Context::expected_version`] differs from the room's version.
+///
+/// # Panics
+///
+/// When `state` holds another room than the one the command names: the caller routed wrongly, a bug.
+///
+/// # Examples
+///
+/// ```
+/// use cohost_core::{Context, Policy, Rejection, RoomState, apply, decide};
+/// use cohost_proto::{Actor, Command, CreateRoom, ErrorCode, RoomId, RoomTarget, UserId};
+///
+/// let room_id = RoomId::new("stage-1").unwrap();
+/// let alice = Actor::User(UserId::new("alice").unwrap());
+/// let bob = Actor::User(UserId::new("bob").unwrap());
+/// let mut room = RoomState::default();
+/// let create = Command::CreateRoom(CreateRoom { room_id: room_id.clone(), title: None, max_cohosts: None });
+/// for event in decide(&room, &create, &Context::new(&alice, 1_000, Policy::default())).unwrap() {
+///     apply(&mut room, &event);
+/// }
+///
+/// // Only the host may go live: bob is refused, and the room is untouched.
+/// let go_live = Command::GoLive(RoomTarget { room_id });
+/// let refused = decide(&room, &go_live, &Context::new(&bob, 2_000, Policy::default())).unwrap_err();
+/// assert_eq!(refused.code(), ErrorCode::PermissionDenied);
+/// assert_eq!(room.version(), 1);
+///
+/// // The host, expecting a version the room is past, gets `conflict`.
+/// let mut ctx = Context::new(&alice, 2_000, Policy::default());
+/// ctx.expected_version = Some(0);
+/// assert_eq!(decide(&room, &go_live, &ctx), Err(Rejection::Conflict { expected: 0, actual: 1 }));
+/// ```
 pub fn decide(
     state: &RoomState,
     command: &Command,

@@ -18,13 +18,19 @@ pub enum Rejection {
     AlreadyExists(&'static str),
     /// The state does not allow it now: not pending, expired, not idle, ended.
     FailedPrecondition(&'static str),
-    /// A per-room limit is reached: pending offers or seats.
+    /// A limit is reached: pending offers, seats, moderators or bans in the room, or a quota across rooms.
     ResourceExhausted(&'static str),
     /// `expected_version` does not match the room's version.
-    Conflict { expected: u64, actual: u64 },
+    Conflict {
+        /// The version the caller expected.
+        expected: u64,
+        /// The room's version when the command was decided.
+        actual: u64,
+    },
 }
 
 impl Rejection {
+    /// The contract's error code for this rejection, one per variant.
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidArgument(_) => ErrorCode::InvalidArgument,

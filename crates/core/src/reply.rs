@@ -4,7 +4,13 @@ use crate::RoomState;
 
 /// The contract's reply body for a command that succeeded, read from the state after its events.
 ///
-/// accept's `broadcaster` is left `None`: minting credentials is the engine's job, not a rule.
+/// accept's `broadcaster` is left `None`: minting credentials is the engine's job, not a rule. Allocates a
+/// clone of the room or invitation.
+///
+/// # Panics
+///
+/// When `events` are not what `decide` returned for `command`, already applied to `state`: the room or
+/// invitation it answers with is then missing, a bug in the caller.
 pub fn reply(state: &RoomState, command: &Command, events: &[Event]) -> Reply {
     let invitation = |id| {
         // The command just succeeded on this invitation, and settled invitations are kept at least until

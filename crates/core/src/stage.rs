@@ -171,11 +171,14 @@ pub(crate) fn disconnect(
 /// Who may have broadcaster credentials for this room, and as what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entitlement<'a> {
+    /// The room's host: a host token (with room_admin).
     Host,
+    /// A seated co-host: a co-host token, publishing only the media the seat allows.
     Cohost(&'a Seat),
 }
 
 impl Entitlement<'_> {
+    /// The role the broadcaster data names: `host` or `cohost`.
     pub fn role(&self) -> BroadcasterRole {
         match self {
             Self::Host => BroadcasterRole::Host,
@@ -188,6 +191,16 @@ impl Entitlement<'_> {
 ///
 /// A user with only a pending, rejected or ended offer gets `failed_precondition`, so a client can tell
 /// "not yet" or "no longer" from "never".
+///
+/// It only reads the state, and neither blocks nor allocates.
+///
+/// # Errors
+///
+/// - [`NotFound`](Rejection::NotFound): the room does not exist.
+/// - [`FailedPrecondition`](Rejection::FailedPrecondition): the user's offer is not (or no longer) a
+///   seat, or the room is not live.
+/// - [`PermissionDenied`](Rejection::PermissionDenied): the user is neither the host nor was ever a
+///   candidate the room still remembers.
 pub fn entitlement<'a>(state: &'a RoomState, user: &UserId) -> Result<Entitlement<'a>, Rejection> {
     let room = state.room().ok_or(Rejection::NotFound("room not found"))?;
     let entitlement = if user == &room.host {

@@ -42,6 +42,7 @@ pub struct RoomState {
 /// A seated co-host's connection as LiveKit last reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Liveness {
+    /// The seated co-host it is about.
     pub user_id: UserId,
     /// The stamp of the last report applied; a report stamped earlier is stale.
     pub stamp: Option<PresenceStamp>,
@@ -62,8 +63,11 @@ impl Liveness {
 /// A user the room refuses: no invitation, no request, no seat, until `until_ms` (or the room's life).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ban {
+    /// The banned user.
     pub user_id: UserId,
+    /// When the ban was decided, in ms since the Unix epoch.
     pub since_ms: u64,
+    /// When it ends (exclusive), in ms since the Unix epoch; `None` for as long as the room lives.
     pub until_ms: Option<u64>,
 }
 
@@ -74,14 +78,17 @@ impl Ban {
     }
 }
 
-/// Which invitations a query wants.
+/// Which invitations a query wants; the default wants every one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InvitationFilter {
+    /// Only invitations in this status; `None` for any.
     pub status: Option<InvitationStatus>,
+    /// Only invitations of this kind (host's invites or candidates' requests); `None` for both.
     pub kind: Option<InvitationKind>,
 }
 
 impl InvitationFilter {
+    /// Whether `invitation` passes both conditions.
     pub fn matches(&self, invitation: &Invitation) -> bool {
         self.status.is_none_or(|s| s == invitation.status)
             && self.kind.is_none_or(|k| k == invitation.kind)
@@ -91,12 +98,14 @@ impl InvitationFilter {
 /// One page of a room's invitations, in creation order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvitationPage<'a> {
+    /// The invitations, borrowed from the state; at most the limit asked for.
     pub items: Vec<&'a Invitation>,
     /// The invitation number to pass as `after` for the next page; `None` on the last page.
     pub next_after: Option<u64>,
 }
 
 impl RoomState {
+    /// The room as the contract shows it (status, host, seats, version…); `None` until `room_created`.
     pub fn room(&self) -> Option<&Room> {
         self.room.as_ref()
     }
@@ -118,6 +127,8 @@ impl RoomState {
         self.host_online
     }
 
+    /// The invitation with this id, if the room still holds it: every pending and seated one, and the
+    /// [`ENDED_KEPT_MAX`] newest that ended. `None` for another room's id.
     pub fn invitation(&self, id: &InvitationId) -> Option<&Invitation> {
         let room = self.room.as_ref()?;
         if id.room_id() != &room.room_id {
@@ -152,10 +163,12 @@ impl RoomState {
         self.pending.iter()
     }
 
+    /// How many invitations and requests are pending, at most 32 (`PENDING_PER_ROOM_MAX`).
     pub fn pending_count(&self) -> usize {
         self.pending.len()
     }
 
+    /// The user's co-host seat, if they hold one now.
     pub fn seat(&self, user: &UserId) -> Option<&Seat> {
         self.room
             .as_ref()?
@@ -201,7 +214,9 @@ impl RoomState {
     }
 
     /// The invitations matching `filter` after number `after`, in creation order, at most `limit` (capped
-    /// at [`PAGE_LIMIT_MAX`]).
+    /// at [`PAGE_LIMIT_MAX`], and raised to 1). Only those the room still holds: ended ones past the
+    /// [`ENDED_KEPT_MAX`] newest are only in the log. Allocates the page, and scans and sorts every held
+    /// invitation (at most 32 + 16 + 64) to make it.
     pub fn invitations(
         &self,
         filter: InvitationFilter,
@@ -269,6 +284,47 @@ impl RoomState {
 
 /// Folds one event into the state. Holds no rules: it records what `decide` already decided, and asserts
 /// the invariants that must never break.
+///
+/// It cannot fail, and replaying a room's log is `apply` in a loop, from `RoomState::default()`: the events
+/// of one room, in version order. It never blocks; it clones what the event carries into the state, and
+/// lets go of the oldest ended invitation past [`ENDED_KEPT_MAX`].
+///
+/// # Panics
+///
+/// On an event `decide` could not have emitted for this state: a version or invitation number out of
+/// order, an event for a room that does not exist, more co-hosts than `max_cohosts`, more than 32 pending
+/// offers, two co-hosts on one seat. These assertions hold in release builds too: such an event means a
+/// bug, or a log that is not this room's.
+///
+/// # Examples
+///
+/// ```
+/// use cohost_core::{Context, Policy, RoomState, apply, decide};
+/// use cohost_proto::{Actor, Command, CreateRoom, RoomId, RoomTarget, UserId};
+///
+/// let room_id = RoomId::new("stage-1").unwrap();
+/// let alice = Actor::User(UserId::new("alice").unwrap());
+/// let ctx = Context::new(&alice, 1_000, Policy::default());
+/// let mut room = RoomState::default();
+/// let mut log = Vec::new();
+/// for command in [
+///     Command::CreateRoom(CreateRoom { room_id: room_id.clone(), title: None, max_cohosts: None }),
+///     Command::GoLive(RoomTarget { room_id }),
+/// ] {
+///     for event in decide(&room, &command, &ctx).unwrap() {
+///         apply(&mut room, &event);
+///         log.push(event);
+///     }
+/// }
+///
+/// // Replaying the log rebuilds the same state.
+/// let mut replayed = RoomState::default();
+/// for event in &log {
+///     apply(&mut replayed, event);
+/// }
+/// assert_eq!(replayed, room);
+/// assert_eq!(replayed.version(), 2);
+/// ```
 pub fn apply(state: &mut RoomState, event: &Event) {
     match event {
         Event::RoomCreated { room } => {
@@ -561,14 +617,16 @@ pub mod stored {
         use cohost_proto::stored::v1::{Invitation, Room};
         use serde::Deserialize;
 
+        /// A room's state in this layout: the fields of today's, before bans and liveness.
         #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
         pub struct RoomState {
-            pub room: Option<Room>,
-            pub host_online: bool,
-            pub pending: Vec<Invitation>,
-            pub seated: Vec<Invitation>,
-            pub ended: VecDeque<Invitation>,
-            pub created: u64,
+            // Private: a stored layout is only decoded and converted, never read field by field.
+            room: Option<Room>,
+            host_online: bool,
+            pending: Vec<Invitation>,
+            seated: Vec<Invitation>,
+            ended: VecDeque<Invitation>,
+            created: u64,
         }
 
         impl From<RoomState> for super::super::RoomState {
@@ -602,14 +660,16 @@ pub mod stored {
         use cohost_proto::{Invitation, Room};
         use serde::Deserialize;
 
+        /// A room's state in this layout: the fields of today's, before bans and liveness.
         #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
         pub struct RoomState {
-            pub room: Option<Room>,
-            pub host_online: bool,
-            pub pending: Vec<Invitation>,
-            pub seated: Vec<Invitation>,
-            pub ended: VecDeque<Invitation>,
-            pub created: u64,
+            // Private: a stored layout is only decoded and converted, never read field by field.
+            room: Option<Room>,
+            host_online: bool,
+            pending: Vec<Invitation>,
+            seated: Vec<Invitation>,
+            ended: VecDeque<Invitation>,
+            created: u64,
         }
 
         impl From<RoomState> for super::super::RoomState {
@@ -641,15 +701,17 @@ pub mod stored {
 
         use crate::Ban;
 
+        /// A room's state in this layout: the fields of today's, before liveness.
         #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
         pub struct RoomState {
-            pub room: Option<Room>,
-            pub host_online: bool,
-            pub pending: Vec<Invitation>,
-            pub seated: Vec<Invitation>,
-            pub ended: VecDeque<Invitation>,
-            pub created: u64,
-            pub bans: Vec<Ban>,
+            // Private: a stored layout is only decoded and converted, never read field by field.
+            room: Option<Room>,
+            host_online: bool,
+            pending: Vec<Invitation>,
+            seated: Vec<Invitation>,
+            ended: VecDeque<Invitation>,
+            created: u64,
+            bans: Vec<Ban>,
         }
 
         impl From<RoomState> for super::super::RoomState {

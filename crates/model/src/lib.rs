@@ -5,6 +5,34 @@
 //! the contract once, in the documented order of checks. Rooms and users are small indices (`room-0`,
 //! `user-3`), so random histories collide often. Only [`compare_room`] looks at the core's `RoomState`, to
 //! compare the two readings.
+//!
+//! It never calls [`decide`](cohost_core::decide) or [`apply`](cohost_core::apply), so a wrong rule in the
+//! core cannot hide by being copied here; it counts events rather than building them, and does no IO. It is
+//! a test harness, not part of the product: nothing the daemon or the engine ships depends on it, and
+//! [`compare_room`] panics on purpose. Its users: `cohost-core`'s state-machine test
+//! (`crates/core/tests/state-machine.rs`) and `cohost-sim`'s auditor, and [`Rng`] is the seeded dice of the
+//! simulator, the benchmarks and the crash test too. Its neighbours are [`cohost_core`], which it holds to
+//! the contract, and [`cohost_proto`], whose commands and error codes it speaks.
+//!
+//! ```
+//! use cohost_core::{Context, RoomState, apply, decide};
+//! use cohost_model::{Model, Op, Who, compare_room, model_step, policy, to_command, user_name};
+//! use cohost_proto::Actor;
+//!
+//! // user-0 creates room-0, in the model and in the core, and the two readings agree.
+//! let mut model = Model::new();
+//! let op = Op::Create { max_cohosts: None, bad_title: false };
+//! assert_eq!(model_step(&mut model, 0, Who::User(0), op, None), Ok(1));
+//!
+//! let mut room = RoomState::default();
+//! let actor = Actor::User(user_name(0));
+//! for event in decide(&room, &to_command(0, op), &Context::new(&actor, 0, policy())).unwrap() {
+//!     apply(&mut room, &event);
+//! }
+//! compare_room(&room, model.rooms[0].as_ref());
+//! ```
+
+#![warn(missing_docs)]
 
 mod rng;
 
@@ -48,99 +76,152 @@ pub fn policy() -> cohost_core::Policy {
         .expect("the model's policy is in range")
 }
 
+/// The id of room index `room`: `room-<room>`.
 pub fn room_name(room: usize) -> RoomId {
     RoomId::new(&format!("room-{room}")).unwrap()
 }
 
+/// The id of user index `user`: `user-<user>`.
 pub fn user_name(user: usize) -> UserId {
     UserId::new(&format!("user-{user}")).unwrap()
 }
 
+/// Who sends a command, in the model's small indices: the core's `Actor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Who {
+    /// User index `n` (below [`USERS`]), `user-<n>`.
     User(usize),
+    /// The engine itself: timers and LiveKit's reports.
     System,
 }
 
+/// One command of the contract, its arguments as model indices: users below [`USERS`], invitations by their
+/// number in the room (from 1), seats by number (from 1; 0 and past the room's seats are out of range).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// create_room.
     Create {
+        /// The seats asked for; `None` for [`SEATS_DEFAULT`].
         max_cohosts: Option<u8>,
+        /// Send a title over 200 characters, which must be `invalid_argument`.
         bad_title: bool,
     },
+    /// go_live.
     GoLive,
+    /// stop_room.
     Stop,
     /// The candidate, and the seat the invitation names.
     Invite(usize, Option<u8>),
+    /// request_to_join by the sender, naming a seat or none.
     Request(Option<u8>),
+    /// accept_invitation of invitation number n.
     Accept(u64),
+    /// reject_invitation of invitation number n.
     Reject(u64),
+    /// cancel_invitation of invitation number n.
     Cancel(u64),
+    /// The timer's expire of invitation number n.
     Expire(u64),
+    /// remove_cohost of the user.
     Remove(usize),
+    /// leave_stage by the sender.
     Leave,
+    /// LiveKit's report that the user joined (`true`) or left (`false`), unstamped.
     Presence(usize, bool),
+    /// add_moderator of the user.
     AddModerator(usize),
+    /// remove_moderator of the user.
     RemoveModerator(usize),
+    /// set_requests_open.
     SetRequestsOpen(bool),
+    /// move_cohost of the user to the seat.
     Move(usize, u8),
+    /// lock_seat.
     Lock(u8),
+    /// unlock_seat.
     Unlock(u8),
     /// The user, and the ban's duration in seconds.
     Ban(usize, Option<u64>),
+    /// unban_user of the user.
     Unban(usize),
+    /// set_cohost_media of the user: audio, video, each left alone when `None`.
     Media(usize, Option<bool>, Option<bool>),
     /// The timer's removal of a co-host away past the grace.
     Disconnect(usize),
 }
 
+/// One step of a history: a command, or the clock moving on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// A command on room index `room` (below [`ROOMS`]).
     Command {
+        /// The room index.
         room: usize,
+        /// Who sends it.
         who: Who,
+        /// What it asks.
         op: Op,
+        /// The room version the sender expects, if it names one: a mismatch is `conflict`.
         expected_version: Option<u64>,
     },
+    /// The clock moves on by this many ms.
     Tick(u64),
 }
 
+/// An invitation or request as the model keeps it: what the core's `Invitation` must agree with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelOffer {
+    /// Invite (the host offers) or request (the candidate asks).
     pub kind: InvitationKind,
+    /// The user index offered the seat.
     pub candidate: usize,
+    /// Pending, or how it ended.
     pub status: InvitationStatus,
+    /// When it may expire: its creation plus [`TTL_MS`].
     pub expires_ms: u64,
     /// The seat it names: asked for, or (once approved) taken.
     pub seat: Option<u8>,
 }
 
+/// A held co-host seat as the model keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSeat {
+    /// The co-host's user index.
     pub user: usize,
     /// The invitation whose approval gave the seat.
     pub invitation: u64,
+    /// Whether LiveKit last reported them connected.
     pub online: bool,
+    /// The seat number, from 1 to the room's `max_cohosts`.
     pub seat: u8,
+    /// Whether they may publish audio.
     pub audio: bool,
+    /// Whether they may publish video.
     pub video: bool,
     /// Since when the co-host has been away: from the accept until a report that they joined.
     pub away_since: Option<u64>,
 }
 
+/// A room as the model keeps it: what [`compare_room`] holds the core's `RoomState` to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRoom {
+    /// The host's user index.
     pub host: usize,
+    /// Idle, live or ended.
     pub status: RoomStatus,
+    /// How many seats the room has, 1 to 16.
     pub max_cohosts: usize,
     /// In the order seated.
     pub seats: Vec<ModelSeat>,
     /// Invitation number n is `offers[n - 1]`.
     pub offers: Vec<ModelOffer>,
+    /// Whether LiveKit last reported the host connected.
     pub host_online: bool,
+    /// Events the room has had, as the core's room version counts them.
     pub version: u64,
     /// In appointment order.
     pub moderators: Vec<usize>,
+    /// Whether candidates may request to join.
     pub requests_open: bool,
     /// Ascending.
     pub locked: Vec<u8>,
@@ -148,9 +229,13 @@ pub struct ModelRoom {
     pub bans: Vec<(usize, Option<u64>)>,
 }
 
+/// The whole model: the clock and [`ROOMS`] rooms. Plain data, cloned freely by the property test.
 #[derive(Debug, Clone, Default)]
 pub struct Model {
+    /// The model's clock, in ms from 0; only [`Step::Tick`] moves it.
     pub now_ms: u64,
+    /// Room index n is `rooms[n]`; `None` until it is created. `Model::default()` has no slots: use
+    /// [`Model::new`].
     pub rooms: Vec<Option<ModelRoom>>,
     /// The outcome the last step must have: `Ok(events emitted)` or the error code.
     pub last: Option<Result<u64, ErrorCode>>,
@@ -168,12 +253,14 @@ impl Model {
 }
 
 impl ModelRoom {
+    /// Whether the candidate holds a pending offer here.
     pub fn pending(&self, candidate: usize) -> bool {
         self.offers
             .iter()
             .any(|o| o.candidate == candidate && o.status == InvitationStatus::Pending)
     }
 
+    /// How many offers are pending.
     pub fn pending_count(&self) -> usize {
         self.offers
             .iter()
@@ -181,10 +268,12 @@ impl ModelRoom {
             .count()
     }
 
+    /// Whether the user holds a seat.
     pub fn seated(&self, user: usize) -> bool {
         self.seats.iter().any(|s| s.user == user)
     }
 
+    /// Whether a ban of the user holds at `now` (ms).
     pub fn banned(&self, user: usize, now: u64) -> bool {
         self.bans
             .iter()
@@ -196,6 +285,7 @@ impl ModelRoom {
         !self.locked.contains(&seat) && !self.seats.iter().any(|s| s.seat == seat)
     }
 
+    /// Whether the room has this seat number: 1 to `max_cohosts`.
     pub fn in_range(&self, seat: u8) -> bool {
         (1..=self.max_cohosts).contains(&usize::from(seat))
     }
@@ -210,6 +300,15 @@ use ErrorCode as E;
 
 /// Decides one command the model's way, changing `model` when it succeeds: `Ok(events it appends)` or the
 /// contract's error code.
+///
+/// # Errors
+///
+/// The contract's code for the first check the command fails, in the contract's order of checks: the
+/// code the core's [`Rejection::code`](cohost_core::Rejection::code) must give.
+///
+/// # Panics
+///
+/// When `room_ix` is not below [`ROOMS`], or the step names a user not below [`USERS`].
 pub fn model_step(
     model: &mut Model,
     room_ix: usize,
@@ -671,18 +770,33 @@ fn settle_offer(room: &mut ModelRoom, who: Who, op: Op, n: u64, now: u64) -> Res
 }
 
 /// Random choices, read against the current model so that most commands come from a plausible actor.
+///
+/// Any values will do within the stated ranges; the test or simulator draws them and [`Model::roll`] makes a
+/// [`Step`] of them.
 #[derive(Debug, Clone)]
 pub struct Dice {
+    /// The room index, below [`ROOMS`].
     pub room: usize,
+    /// Which op, by weight; about a fifth of the values mean a tick instead. Any `u8`.
     pub op: u8,
+    /// The sender: 0–3 the host, 4–6 the offer's candidate, 7 the target user, 8 the system, 9 a
+    /// moderator, else `other`.
     pub who: u8,
+    /// The target user index (below [`USERS`]), or a pick among the room's seats, moderators or bans.
     pub user: usize,
+    /// A second user index, below [`USERS`]: the invitee, the new moderator, an outsider sender.
     pub other: usize,
+    /// Picks the invitation (mostly a pending one) and the seat; any value.
     pub offer: usize,
+    /// The presence or open-requests flag, and a coin for a few other picks.
     pub online: bool,
+    /// How far a tick moves the clock, in ms; also a source of small coins.
     pub tick_ms: u64,
+    /// 18 sends the room's version as expected, 19 a wrong one, else none; also picks a ban duration.
     pub version: u8,
+    /// create_room's seats: 0 and 4 ask out of range, 1–3 and 5–8 a few, others the default.
     pub max_cohosts: u8,
+    /// With a fifth of the ticks, asks create_room for a title too long.
     pub bad_title: bool,
 }
 
@@ -870,7 +984,11 @@ impl Model {
     }
 }
 
-/// The core's command for a model step.
+/// The core's command for a model step on room index `room`. The inverse of [`from_command`].
+///
+/// # Panics
+///
+/// On invitation number 0, which names no invitation (the model's dice never roll it).
 pub fn to_command(room: usize, op: Op) -> Command {
     let room_id = room_name(room);
     let on = |n: u64| InvitationTarget {
@@ -958,7 +1076,14 @@ fn stage_command(room_id: RoomId, op: Op) -> Command {
     }
 }
 
-/// Panics unless the core's room and the model's agree on everything the model keeps.
+/// Panics unless the core's room and the model's agree on everything the model keeps: the room's fields,
+/// every seat with its media and away time, locked seats, bans, and every invitation by number. It also
+/// asserts what must hold whatever happened: no two co-hosts on one seat, none on a locked one, and no seat
+/// or pending offer for a user banned for the room's life.
+///
+/// # Panics
+///
+/// On the first difference, naming it: that is its purpose, inside a test.
 pub fn compare_room(live: &RoomState, expected: Option<&ModelRoom>) {
     let (Some(room), Some(expected)) = (live.room(), expected) else {
         assert!(

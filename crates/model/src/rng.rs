@@ -2,14 +2,17 @@
 //! randomness of the workspace's test harnesses (the simulator, the benchmarks, the crash test), so each of them
 //! replays from a seed.
 
+/// A SplitMix64 generator. Not for anything secret: it is a test's dice, predictable by design.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator whose whole sequence follows from `seed`.
     pub fn new(seed: u64) -> Self {
         Self(seed)
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
