@@ -12,7 +12,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 /// Waits for the server to have processed everything sent on `client` so far, for at most `timeout`.
-pub async fn round_trip(client: &async_nats::Client, timeout: Duration) -> Result<(), String> {
+pub(crate) async fn round_trip(
+    client: &async_nats::Client,
+    timeout: Duration,
+) -> Result<(), String> {
     let barrier = async {
         let inbox = client.new_inbox();
         let mut echo = client

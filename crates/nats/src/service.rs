@@ -130,14 +130,21 @@ const EVENTS_CLOSING_BYTES_MAX: usize = 48;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {
+    /// async-nats could not start the service: its discovery subscriptions were refused (the client is
+    /// closed, say).
     #[error("cannot start the NATS service: {0}")]
     Start(#[source] async_nats::Error),
+    /// An endpoint's subscription was refused; the service started so far is stopped again.
     #[error("cannot add the endpoint {subject}: {source}")]
     Endpoint {
+        /// The endpoint's subject, `cohost.v1.cmd.<command>` or `cohost.v1.query.<name>`.
         subject: String,
+        /// What async-nats said.
         #[source]
         source: async_nats::Error,
     },
+    /// async-nats reported a failure to stop the service (the version in use never does). The requests
+    /// received before the stop have still been let run.
     #[error("cannot stop the NATS service: {0}")]
     Stop(#[source] async_nats::Error),
 }
@@ -163,6 +170,13 @@ impl ServiceHandle {
     }
 
     /// Stops taking requests, lets the requests already received run and reply, and unregisters the service.
+    /// Bounded: up to 2 s for the endpoints to hand over what they received, 1 s for the server to confirm
+    /// the unsubscriptions (after which it sends requests to the queue group's other members), and 10 s for
+    /// running requests to reply.
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceError::Stop`], after the waits above.
     pub async fn stop(mut self) -> Result<(), ServiceError> {
         let stopped = match self.service.take() {
             Some(service) => service.stop().await.map_err(ServiceError::Stop),
@@ -200,7 +214,49 @@ impl Drop for ServiceHandle {
 }
 
 /// Starts the `cohost` service on `client`, serving `engine`. Once it returns, the server routes requests to it
-/// (unless the connection is down; then the subscriptions go out when it is back).
+/// (unless the connection is down; then the subscriptions go out when it is back). It waits up to 1 s for the
+/// server to confirm the subscriptions, and never for a connection that is down.
+///
+/// It spawns a dispatch task on the current tokio runtime, and a task per request, at most [`IN_FLIGHT_MAX`]
+/// at once; reads of the log run on the blocking pool. Run one per engine, or several on one engine: the
+/// queue group `cohost` gives each request to one of them. Keep the [`ServiceHandle`]: dropping it stops the
+/// service.
+///
+/// # Errors
+///
+/// [`ServiceError::Start`] or [`ServiceError::Endpoint`] when async-nats refuses a subscription.
+///
+/// # Examples
+///
+/// A command as any NATS client sends it, and its reply:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let server = cohost_nats::test_server::TestServer::start(false);
+/// # let url = server.url();
+/// use cohost_engine::{Config, Engine};
+///
+/// let dir = tempfile::tempdir()?;
+/// let engine = Engine::open(Config::new(dir.path()))?;
+/// let client = cohost_nats::connect(&url).await?;
+/// let service = cohost_nats::service::serve(client.clone(), engine).await?;
+///
+/// let request = r#"{"actor": "alice", "room_id": "friday", "title": "Friday show"}"#;
+/// let reply = client.request("cohost.v1.cmd.create_room", request.into()).await?;
+/// let reply: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+/// assert_eq!(reply["ok"]["host"], "alice");
+/// assert_eq!(reply["ok"]["version"], 1);
+///
+/// // A refusal is a reply too, with the contract's code.
+/// let reply = client.request("cohost.v1.cmd.create_room", request.into()).await?;
+/// let reply: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+/// assert_eq!(reply["error"]["code"], "already_exists");
+///
+/// service.stop().await?;
+/// # Ok(())
+/// # }
+/// ```
 pub async fn serve(
     client: async_nats::Client,
     engine: Engine,
@@ -211,7 +267,8 @@ pub async fn serve(
 /// Starts the `cohost` service on a cluster node: a request for a room whose partition the node serves runs on
 /// that partition's engine; any other goes to the partition's owner (its answer is the reply), tried again
 /// while the partition moves, for up to [`FORWARD_DEADLINE`]. `read_events` goes to the partition it names;
-/// `user_invitations` asks every partition and merges their pages ([`user_invitations_across`]).
+/// `user_invitations` asks every partition and merges their pages ([`user_invitations_across`]). Otherwise as
+/// [`serve`]: the same limits, errors and waits.
 pub async fn serve_cluster(
     client: async_nats::Client,
     node: Arc<Node>,

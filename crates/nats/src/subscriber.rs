@@ -87,8 +87,11 @@ pub enum Error {
     /// The stream goes on with that live event.
     #[error("the log ended before seq {live_seq}; seqs {from_seq}..={to_seq} stay missing")]
     Unfilled {
+        /// The first seq missing.
         from_seq: u64,
+        /// The last seq missing.
         to_seq: u64,
+        /// The live event's seq, delivered next.
         live_seq: u64,
     },
 }
@@ -108,7 +111,12 @@ pub enum BackfillError {
     Malformed(String),
     /// Too many pages in a row held nothing this client can decode.
     #[error("no decodable envelope in {pages} pages of the log from seq {from_seq}")]
-    Undecodable { from_seq: u64, pages: usize },
+    Undecodable {
+        /// Where the read started.
+        from_seq: u64,
+        /// The pages read past (16).
+        pages: usize,
+    },
     /// Any failure of another [`Backfill`] implementation.
     #[error("read_events failed: {0}")]
     Other(Box<dyn std::error::Error + Send + Sync>),
@@ -150,6 +158,8 @@ struct ReadEventsReply {
 }
 
 impl NatsBackfill {
+    /// Reads a single node's log through `client` (a cluster partition's with [`NatsBackfill::in_partition`]).
+    /// Each read is one request, waiting up to [`READ_EVENTS_TIMEOUT`] for the reply.
     pub fn new(client: Client) -> Self {
         Self {
             client,
@@ -320,7 +330,50 @@ impl Retry {
     }
 }
 
-/// A stream of envelopes of one [`Interest`], in seq order, without duplicates; see the module docs.
+/// A stream of envelopes of one [`Interest`], in seq order, without duplicates; see the module docs for how
+/// each interest finds and fills its gaps, and for its limits.
+///
+/// Call [`Subscriber::next`] in a loop. It never blocks a thread: it waits for NATS, and for the `cohost`
+/// service's `read_events` when it reads the log, which must be served somewhere ([`crate::service::serve`]).
+/// Without a reply a log read fails with [`Error::Backfill`] and is tried again at the next call.
+///
+/// # Examples
+///
+/// A room's events from its first, the past read from the log and the rest live:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let server = cohost_nats::test_server::TestServer::start(false);
+/// # let url = server.url();
+/// use cohost_engine::{Config, Engine, Options};
+/// use cohost_nats::relay::{Mode, Relay, RelayConfig};
+/// use cohost_nats::subscriber::{Interest, Subscriber};
+/// use cohost_proto::{Actor, Command, CreateRoom, RoomId, RoomTarget, UserId};
+///
+/// let dir = tempfile::tempdir()?;
+/// let engine = Engine::open(Config::new(dir.path()))?;
+/// let client = cohost_nats::connect(&url).await?;
+/// let _relay = Relay::start(engine.clone(), client.clone(), RelayConfig::new(Mode::Core)).await?;
+/// let _service = cohost_nats::service::serve(client.clone(), engine.clone()).await?; // read_events
+///
+/// let friday = RoomId::new("friday")?;
+/// let alice = Actor::User(UserId::new("alice")?);
+/// let create = CreateRoom { room_id: friday.clone(), title: None, max_cohosts: None };
+/// engine.execute(alice.clone(), Command::CreateRoom(create), Options::default()).await?;
+///
+/// // From seq 1: room_created comes from the log, whenever the relay published it.
+/// let mut events = Subscriber::new(client, Interest::Room(friday.clone()), Some(1)).await?;
+/// let go_live = Command::GoLive(RoomTarget { room_id: friday });
+/// engine.execute(alice, go_live, Options::default()).await?;
+///
+/// let created = events.next().await.expect("the client is open")?;
+/// let live = events.next().await.expect("the client is open")?;
+/// assert_eq!((created.version, live.version), (1, 2));
+/// assert!(events.stats().from_log >= 1);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Subscriber<B = NatsBackfill> {
     interest: Interest,
     live: async_nats::Subscriber,
@@ -348,7 +401,14 @@ impl<B> fmt::Debug for Subscriber<B> {
 }
 
 impl Subscriber<NatsBackfill> {
-    /// The events of `interest`; from `from_seq` (catch-up, then live) or from the next live message.
+    /// The events of `interest`; from `from_seq` (catch-up, then live) or from the next live message. The log
+    /// is read with the `read_events` query ([`NatsBackfill`]). Waits up to [`SUBSCRIBE_CONFIRM_TIMEOUT`] for
+    /// the server to confirm the subscription, as [`Subscriber::with_backfill`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Subscribe`] when the client refuses the subscription (it is closed), [`Error::Confirm`] when
+    /// the server does not confirm it in time (NATS is down).
     pub async fn new(
         client: Client,
         interest: Interest,
@@ -363,7 +423,12 @@ impl<B: Backfill> Subscriber<B> {
     /// A stream that reads the log through `backfill`, from `from_seq` on (0 reads as 1), or, without it,
     /// from the first live message on. It subscribes, and waits until the server has the
     /// subscription, before it reads anything: no event falls between the log and the live messages, and
-    /// every event published after this returns reaches the stream.
+    /// every event published after this returns reaches the stream. Nothing is read from the log before the
+    /// first call to [`Subscriber::next`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::new`]: [`Error::Subscribe`] or [`Error::Confirm`].
     pub async fn with_backfill(
         client: Client,
         backfill: B,
@@ -398,20 +463,31 @@ impl<B: Backfill> Subscriber<B> {
         Ok(subscriber)
     }
 
+    /// What the stream follows.
     pub fn interest(&self) -> &Interest {
         &self.interest
     }
 
+    /// What the stream has done so far: skipped, dropped, gaps, log reads, reconnects.
     pub fn stats(&self) -> Stats {
         self.stats
     }
 
+    /// The log reader, for its own counters ([`NatsBackfill::undecodable`]).
     pub fn backfill(&self) -> &B {
         &self.backfill
     }
 
     /// The next envelope; `None` once the subscription has ended (the client closed). An error leaves the
-    /// stream usable: call again to go on. Cancel-safe: dropping the future loses nothing.
+    /// stream usable: call again to go on. Cancel-safe: dropping the future loses nothing. It waits for a
+    /// live message (checking for a reconnect every [`RECONNECT_POLL`]) or for a page of the log, up to
+    /// [`READ_EVENTS_PAGE_MAX`] envelopes held at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backfill`] when a read of the log failed: the next call tries it again after a backoff (50 ms
+    /// doubling up to 2 s). [`Error::Unfilled`] when the log ended short of a gap: the seqs it names stay
+    /// missing, and the next call goes on with the live event.
     pub async fn next(&mut self) -> Option<Result<Envelope, Error>> {
         loop {
             if let Some(envelope) = self.ready.pop_front() {

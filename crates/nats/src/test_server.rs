@@ -1,6 +1,9 @@
 //! A private `nats-server` for tests and benchmarks: its own free loopback port and store directory, stopped on
 //! drop, and restartable on the same port and directory so tests can take NATS away and bring it back.
 //! Never the machine's shared server, and never an old one: see [`binary`].
+//!
+//! These are tests' tools: a start blocks the thread until the server accepts connections (at most 10 s), and
+//! panics, with the server's last log line, when it cannot.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -29,7 +32,8 @@ const PINNED_VERSION: &str = "2.15.1";
 const PATH_VERSION_MIN: (u32, u32) = (2, 12);
 
 /// The `nats-server` every test runs: `COHOST_NATS_SERVER`, else a current one on `PATH`, else the pinned one,
-/// installed once into a cache under `target/`. Panics with one line when none can be had.
+/// installed once into a cache under `target/` (under the system's temp directory for an executable outside
+/// `target/`, such as a doc-test). Panics with one line when none can be had.
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     match BINARY.get_or_init(|| find_or_install(std::env::var_os("COHOST_NATS_SERVER"))) {
@@ -178,14 +182,19 @@ impl TestServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The client port on 127.0.0.1; the same after a [`TestServer::restart`].
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// The server's own directory: its JetStream store, its config file and its log (`server.log`), removed
+    /// on drop.
     pub fn store_dir(&self) -> &Path {
         self.store.path()
     }
 
+    /// Whether the process was started and not killed since (it is not polled: a server that crashed by
+    /// itself still reads as running).
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -248,6 +257,7 @@ impl TestServer {
 /// cluster port and store directory. Dropping it stops them all.
 #[derive(Debug)]
 pub struct TestCluster {
+    /// The servers, `cohost-test-<index>` in order; kill or restart one to take a member away.
     pub servers: Vec<TestServer>,
 }
 

@@ -15,13 +15,18 @@ const INFO_TIMEOUT: Duration = Duration::from_secs(5);
 /// One event of the feed: where the stream holds it, and where its partition's log does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
+    /// Its sequence in the stream `COHOST`: the feed's position, which a resume starts after.
     pub stream_seq: u64,
+    /// The partition whose log holds it (the `Cohost-Partition` header).
     pub partition: u32,
     /// The event's seq in its partition.
     pub seq: u64,
+    /// The event.
     pub envelope: Envelope,
 }
 
+/// The stream `COHOST` could not be read: missing (JetStream off, or no relay created it), not answering, or
+/// failing on the way. The message is for people.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the stream COHOST: {0}")]
 pub struct FeedError(String);
@@ -31,7 +36,11 @@ fn failed(error: impl std::fmt::Display) -> FeedError {
 }
 
 /// The first and the last sequence the stream holds: a feed started after the last misses nothing published
-/// from then on; one started before the first would miss what the stream no longer holds.
+/// from then on; one started before the first would miss what the stream no longer holds. Waits up to 5 s.
+///
+/// # Errors
+///
+/// [`FeedError`] when the stream is missing or does not answer in time.
 pub async fn bounds(client: &crate::Client) -> Result<(u64, u64), FeedError> {
     let js = jetstream::new(client.clone());
     let info = async {
@@ -46,6 +55,12 @@ pub async fn bounds(client: &crate::Client) -> Result<(u64, u64), FeedError> {
 
 /// `user`'s invitation events after stream sequence `after`, then live, in stream order. An event that does not
 /// decode, or lacks its partition and seq headers, is skipped; a failure of the stream ends the feed with it.
+/// It reads an ephemeral ordered consumer, which the server removes once nobody reads it; messages wait in
+/// async-nats's bounded buffers, not here.
+///
+/// # Errors
+///
+/// [`FeedError`] when the stream is missing or the consumer cannot be made.
 pub async fn user_changes(
     client: &crate::Client,
     user: &UserId,

@@ -48,6 +48,8 @@ fn key(partition: u32) -> String {
     format!("p{partition}")
 }
 
+/// The cursor bucket could not be opened, read or written (NATS did not answer, or a key does not decode), or a
+/// save kept losing its compare-and-set. The message is for people.
 #[derive(Debug, thiserror::Error)]
 #[error("follower cursors: {0}")]
 pub struct CursorError(String);

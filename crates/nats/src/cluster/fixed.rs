@@ -14,11 +14,13 @@ pub const LOG_FORMAT: &str = "cohost-log/2";
 /// The partition count, log streams and log format of a cluster (or those a node is configured with).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fixed {
+    /// `COHOST_PARTITIONS`: rooms are split over this many partitions.
     pub partitions: u32,
     /// The streams the partitions' logs are spread over (`log_stream`). Absent from a `/1` configuration,
     /// which is then refused for its format, not as unreadable.
     #[serde(default)]
     pub log_streams: u32,
+    /// The log's format and layout, [`LOG_FORMAT`] for this build.
     pub format: String,
 }
 
@@ -33,22 +35,44 @@ impl Fixed {
     }
 }
 
+/// Why a node may not join: its configuration differs from the cluster's (final: fix the configuration), or
+/// the configuration could not be read or written (NATS; worth trying again).
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
+    /// The partition counts differ.
     #[error(
         "the cluster has {cluster} partitions but this node is configured with {node}: COHOST_PARTITIONS is fixed \
          when the cluster is first created"
     )]
-    Partitions { cluster: u32, node: u32 },
+    Partitions {
+        /// The cluster's.
+        cluster: u32,
+        /// This node's.
+        node: u32,
+    },
+    /// The log stream counts differ.
     #[error(
         "the cluster's log has {cluster} streams but this node is configured with {node}: COHOST_LOG_STREAMS is \
          fixed when the cluster is first created"
     )]
-    LogStreams { cluster: u32, node: u32 },
+    LogStreams {
+        /// The cluster's.
+        cluster: u32,
+        /// This node's.
+        node: u32,
+    },
+    /// The log's formats differ: this build cannot read the cluster's log (or its layout).
     #[error("the cluster's log format is {cluster:?} but this node reads {node:?}")]
-    Format { cluster: String, node: String },
+    Format {
+        /// The cluster's.
+        cluster: String,
+        /// This build's, [`LOG_FORMAT`].
+        node: String,
+    },
+    /// The stored configuration does not decode; why, for people.
     #[error("the cluster's configuration ({CLUSTER_BUCKET} key {CONFIG_KEY:?}) is unreadable: {0}")]
     Corrupt(String),
+    /// NATS did not answer or refused; what it said.
     #[error("the cluster's configuration cannot be read or written: {0}")]
     Nats(String),
 }
@@ -75,7 +99,13 @@ pub async fn read(js: &jetstream::Context) -> Result<Option<Fixed>, JoinError> {
 }
 
 /// Joins the cluster: the first node to get here fixes `node`'s configuration for good (create, one winner);
-/// every other node must be configured the same, or is refused, naming both values.
+/// every other node must be configured the same, or is refused, naming both values. Creates the KV bucket
+/// [`CLUSTER_BUCKET`] with `replicas` on first use. Returns the cluster's configuration.
+///
+/// # Errors
+///
+/// [`JoinError::Partitions`], [`JoinError::LogStreams`] or [`JoinError::Format`] when this node differs;
+/// [`JoinError::Corrupt`] or [`JoinError::Nats`] when the configuration cannot be had.
 pub async fn join(
     js: &jetstream::Context,
     node: &Fixed,

@@ -21,7 +21,9 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// What a forwarded request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// An HTTP request, encoded by the daemon: `cohost.v1.partition.<p>.http`.
     Http,
+    /// A request to the `cohost` service: `cohost.v1.partition.<p>.service`.
     Service,
 }
 
@@ -39,7 +41,13 @@ pub fn subject(partition: u32, kind: Kind) -> String {
 pub enum ForwardError {
     /// Nobody answered within the deadline: no node served the partition, or its owner was too slow.
     #[error("no owner of partition {partition} answered within {waited:?}")]
-    NoAnswer { partition: u32, waited: Duration },
+    NoAnswer {
+        /// The partition asked.
+        partition: u32,
+        /// How long the forwarder kept asking.
+        waited: Duration,
+    },
+    /// NATS failed otherwise (the connection is closed, say); what it said. Not retried.
     #[error("NATS: {0}")]
     Nats(String),
 }
@@ -65,6 +73,7 @@ impl Default for Keys {
 }
 
 impl Keys {
+    /// A key this process never gave before; its random prefix tells it from other processes' keys.
     pub fn next(&self) -> String {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("{}-{n}", self.prefix)
@@ -78,13 +87,20 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
+    /// Forwards over `client`; cheap to clone, one per node is enough.
     pub fn new(client: async_nats::Client) -> Self {
         Self { client }
     }
 
     /// Sends `payload` to the owner of `partition` and returns its answer, asking again while nobody answers
     /// (the partition is moving, or its owner is slow: each attempt waits up to [`ATTEMPT_TIMEOUT`]) until
-    /// `deadline`. Only an owner that serves the partition answers, and its answer is final.
+    /// `deadline`. Only an owner that serves the partition answers, and its answer is final. Between
+    /// attempts it waits 20 ms, doubling up to 250 ms. A request may reach the owner more than once, so a
+    /// command must carry a `command_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`ForwardError::NoAnswer`] at the deadline, [`ForwardError::Nats`] at once on any other failure.
     pub async fn request(
         &self,
         partition: u32,
@@ -134,7 +150,9 @@ pub type Serving = Arc<dyn Fn() -> bool + Send + Sync>;
 pub struct Limits {
     /// Forwarded requests in flight on this node, over all its partitions and both kinds.
     pub slots: Arc<Semaphore>,
+    /// The answer once every slot is taken (the service's `unavailable`, the daemon's 503).
     pub busy: Bytes,
+    /// The answer when a handler panicked (the service's `internal`, the daemon's 500).
     pub failed: Bytes,
 }
 
@@ -146,7 +164,12 @@ pub struct Responder {
 
 impl Responder {
     /// Subscribes to the partition's subject and answers each request with `handler`, within `limits`, while
-    /// `serving` says this node serves the partition (otherwise it answers nothing, not even `busy`).
+    /// `serving` says this node serves the partition (otherwise it answers nothing, not even `busy`). Each
+    /// request runs in a task of its own, at most as many at once as `limits.slots` holds.
+    ///
+    /// # Errors
+    ///
+    /// [`ForwardError::Nats`] when the subscription is refused.
     pub async fn start(
         client: async_nats::Client,
         partition: u32,

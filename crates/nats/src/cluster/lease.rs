@@ -22,8 +22,11 @@ pub const NODE_BUCKET: &str = "COHOST_NODES";
 /// may drift apart over one `ttl`, plus the time a renewal takes to reach the bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseConfig {
+    /// How long a lease or heartbeat lives unrenewed (the buckets' max age): about the failover time.
     pub ttl: Duration,
+    /// How often the node renews its leases and heartbeat.
     pub renew_every: Duration,
+    /// How much earlier than the bucket the holder takes its lease as ended.
     pub margin: Duration,
 }
 
@@ -42,6 +45,7 @@ impl Default for LeaseConfig {
 /// Who holds a partition, as stored in its lease key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
+    /// The node's id (`COHOST_NODE_ID`).
     pub node: String,
     /// The revision that created the lease: it only grows, so a later owner always has a larger epoch.
     pub epoch: u64,
@@ -50,7 +54,9 @@ pub struct Holder {
 /// A lease this node holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
+    /// The partition it is of.
     pub partition: u32,
+    /// The revision that created it: this ownership's number, larger than any earlier owner's.
     pub epoch: u64,
     revision: u64,
     valid_until: Instant,
@@ -65,6 +71,7 @@ impl Lease {
         now < self.valid_until
     }
 
+    /// When [`Lease::is_valid`] turns false unless the lease is renewed.
     pub fn valid_until(&self) -> Instant {
         self.valid_until
     }
@@ -75,11 +82,18 @@ impl Lease {
     }
 }
 
+/// Why a lease operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     /// The lease was renewed or taken by someone else since this node last wrote it.
     #[error("partition {partition}: the lease of epoch {epoch} is lost")]
-    Lost { partition: u32, epoch: u64 },
+    Lost {
+        /// The partition.
+        partition: u32,
+        /// The epoch this node held.
+        epoch: u64,
+    },
+    /// NATS did not answer within the TTL, or refused; what it said. The lease may still be this node's.
     #[error("leases: {0}")]
     Nats(String),
 }
@@ -160,10 +174,12 @@ impl Leases {
             .filter(|v| v.starts_with("http://") || v.starts_with("https://")))
     }
 
+    /// This node's id, as its leases and heartbeat name it.
     pub fn node(&self) -> &str {
         &self.node
     }
 
+    /// How the leases are timed.
     pub fn config(&self) -> LeaseConfig {
         self.config
     }
@@ -194,6 +210,11 @@ impl Leases {
 
     /// Writes the lease again (compare-and-set on its revision), moving its expiry a TTL on. An answer later
     /// than the TTL is an error: the lease may have run out meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaseError::Lost`] when another node wrote the key since; [`LeaseError::Nats`] when NATS was slow or
+    /// unreachable, and the lease may still be this node's until it runs out.
     pub async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
         self.within_ttl("the renewal", self.renew_once(lease)).await
     }

@@ -52,6 +52,7 @@ pub fn msg_id(partition: u32, epoch: u64, first_seq: u64) -> String {
 /// How the stream is made. The replica count is fixed when the stream is first created.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
+    /// `COHOST_LOG_REPLICAS`: 1, or 3 on a 3-server JetStream cluster.
     pub replicas: usize,
     /// The streams the partitions are spread over; fixed when the cluster is created.
     pub streams: u32,
@@ -79,7 +80,9 @@ impl Default for LogConfig {
 /// older owner knows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Marker {
+    /// The node that claimed the partition.
     pub node: String,
+    /// Its lease epoch.
     pub epoch: u64,
 }
 
@@ -88,13 +91,16 @@ pub struct Marker {
 pub struct Tail {
     /// Its stream sequence: what the next append expects.
     pub seq: u64,
+    /// Its `Nats-Msg-Id`: which owner wrote it, so a writer after a lost ack knows its own.
     pub msg_id: Option<String>,
 }
 
+/// What a message of the partition log is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     /// A batch record, as the writer encoded it.
     Batch(Bytes),
+    /// An ownership marker: a node claimed the partition here.
     Marker(Marker),
 }
 
@@ -103,24 +109,34 @@ pub enum EntryKind {
 pub struct Entry {
     /// The stream sequence.
     pub seq: u64,
+    /// Its `Nats-Msg-Id`.
     pub msg_id: Option<String>,
+    /// A batch or a marker.
     pub kind: EntryKind,
 }
 
+/// Why the log could not be opened or read.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// JetStream refused or did not answer (a stream missing, a leader being elected), or the stream count is
+    /// out of range; what went wrong.
     #[error("the log: {0}")]
     Stream(String),
+    /// A message on a partition's subject is not one this build wrote: not a batch or a marker.
     #[error(
         "partition {partition}: message at stream seq {seq} is not a cohost log message: {reason}"
     )]
     Corrupt {
+        /// The partition.
         partition: u32,
+        /// The message's stream sequence.
         seq: u64,
+        /// What is wrong with it.
         reason: String,
     },
 }
 
+/// Why an append was not acknowledged. In every case nothing of the batch may be acknowledged to its callers.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     /// Another writer appended on the subject: this one is deposed. Nothing of the batch may be acknowledged.
@@ -129,23 +145,32 @@ pub enum AppendError {
          writer is deposed"
     )]
     Fenced {
+        /// The partition.
         partition: u32,
+        /// The stream sequence this writer expected last.
         expected: u64,
+        /// The subject's last stream sequence now.
         tail: u64,
     },
     /// Whether the append committed could not be found out (NATS unreachable). Nothing may be acknowledged,
     /// and the writer must learn the tail again before it appends.
     #[error("partition {partition}: append {msg_id} unresolved: {cause}")]
     Unresolved {
+        /// The partition.
         partition: u32,
+        /// The append's `Nats-Msg-Id`, to look for in the log.
         msg_id: String,
+        /// The last failure, for people.
         cause: String,
     },
     /// The stream refused the message itself (too large, no space): nothing was committed.
     #[error("partition {partition}: append {msg_id} refused: {cause}")]
     Refused {
+        /// The partition.
         partition: u32,
+        /// The append's `Nats-Msg-Id`.
         msg_id: String,
+        /// What the stream said.
         cause: String,
     },
 }
@@ -190,7 +215,12 @@ impl PartitionLog {
         })
     }
 
-    /// Opens the streams, creating them on first use.
+    /// Opens the streams, creating them on first use (file storage, deletes and purges denied, direct gets
+    /// allowed). A stream that exists keeps its replicas.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Stream`] when `config.streams` is outside 1 to [`LOG_STREAMS_MAX`], or JetStream refuses.
     pub async fn open(js: jetstream::Context, config: LogConfig) -> Result<Self, LogError> {
         if !(1..=LOG_STREAMS_MAX).contains(&config.streams) {
             return Err(LogError::Stream(format!(
@@ -272,6 +302,13 @@ impl PartitionLog {
     /// Appends a batch record on `partition`, expecting `expected` (a stream seq, 0 for none) as the subject's
     /// last message. Returns the batch's stream seq once a quorum holds it. A lost ack is resolved here, by
     /// reading the log, before this returns: `Ok` means committed, `Fenced` means another writer appended.
+    /// Resolving may take up to 6 attempts, each waiting an ack timeout, enough to ride out a leader's
+    /// election.
+    ///
+    /// # Errors
+    ///
+    /// [`AppendError::Fenced`] (deposed), [`AppendError::Refused`] (too large, no space: not committed), or
+    /// [`AppendError::Unresolved`] (not known whether it committed: learn the tail again before appending).
     pub async fn append_batch(
         &self,
         partition: u32,
@@ -412,6 +449,12 @@ impl PartitionLog {
 
     /// Every message on `partition`'s subject after stream seq `after`, up to the tail as of this call, in order.
     /// A read that fails on the way (a stream electing its leader times out) is started again a few times.
+    /// Holds every entry read in memory: a takeover reads from the partition's snapshot on.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Stream`] once the retries are spent, [`LogError::Corrupt`] for a message this build did not
+    /// write.
     pub async fn read_after(&self, partition: u32, after: u64) -> Result<Vec<Entry>, LogError> {
         let mut attempt = 0;
         loop {

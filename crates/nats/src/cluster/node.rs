@@ -69,9 +69,11 @@ pub type StartFollowing =
 /// What a node needs to run.
 #[derive(Clone)]
 pub struct NodeConfig {
+    /// The cluster's partition count, as fixed.
     pub partitions: u32,
     /// Each owned partition's local store goes to `<data_dir>/partitions/<n>`.
     pub data_dir: PathBuf,
+    /// The engine settings of each owned partition, given its store's directory.
     pub engine: EngineConfig,
     /// What follows each owned partition's log; nothing when `None`.
     pub follow: Option<StartFollowing>,
@@ -100,12 +102,15 @@ struct Ctx {
 /// What a node counts, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct NodeStats {
+    /// Lease renewals that succeeded.
     pub renewals: AtomicU64,
     /// Renewals that failed on the way (the partition is kept until its lease runs out).
     pub renewals_failed: AtomicU64,
     /// Leases found taken by another node.
     pub leases_lost: AtomicU64,
+    /// Partitions taken over and served.
     pub takeovers: AtomicU64,
+    /// Takeovers that failed (tried again while the lease is held).
     pub takeovers_failed: AtomicU64,
     /// Time from a lease taken to the partition served, summed over the takeovers, in microseconds.
     pub takeover_us: AtomicU64,
@@ -113,6 +118,7 @@ pub struct NodeStats {
     pub given_up: AtomicU64,
     /// Takeovers that started from the partition's snapshot (the rest replayed its whole log).
     pub takeovers_from_snapshot: AtomicU64,
+    /// Partition snapshots saved to the object store.
     pub snapshots_saved: AtomicU64,
     /// Snapshot saves that failed (tried again next turn).
     pub snapshots_failed: AtomicU64,
@@ -151,15 +157,21 @@ type Takes = Arc<Mutex<tokio::task::JoinSet<Result<(), LeaseError>>>>;
 /// What a daemon needs to join a cluster.
 #[derive(Clone)]
 pub struct Joining {
+    /// `COHOST_NATS_URL`: one server, or a comma-separated list of seeds.
     pub nats_url: String,
+    /// `COHOST_NODE_ID`: unique in the cluster, the name in leases, heartbeats and markers.
     pub node_id: String,
+    /// `COHOST_PARTITIONS`; must be the cluster's.
     pub partitions: u32,
     /// The streams the log is spread over (`LOG_STREAMS_DEFAULT`); fixed when the cluster is created.
     pub log_streams: u32,
     /// Of the log and the KV buckets.
     pub replicas: usize,
+    /// `COHOST_DATA_DIR`: the partitions' local stores go under it.
     pub data_dir: PathBuf,
+    /// The engine settings of each owned partition.
     pub engine: EngineConfig,
+    /// What follows each owned partition's log; nothing when `None`.
     pub follow: Option<StartFollowing>,
     /// Where this node serves HTTP, said in its heartbeat (`http://host:port`).
     pub advertise: Option<String>,
@@ -211,23 +223,41 @@ async fn open_all(
 /// Why a node could not join its cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinNodeError {
+    /// The NATS URL does not parse.
     #[error("cannot connect to NATS at {url}: {cause}")]
-    Connect { url: String, cause: String },
+    Connect {
+        /// The URL as given.
+        url: String,
+        /// Why it does not parse.
+        cause: String,
+    },
+    /// This node's configuration is not the cluster's (final), or it could not be read.
     #[error(transparent)]
     Fixed(#[from] JoinError),
+    /// The partition log could not be opened.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The lease or heartbeat bucket could not be opened.
     #[error(transparent)]
     Lease(#[from] LeaseError),
+    /// The cursor bucket could not be opened.
     #[error(transparent)]
     Cursors(#[from] CursorError),
+    /// The snapshot object store could not be opened.
     #[error(transparent)]
     Snapshots(#[from] super::snapshot::SnapshotError),
 }
 
 impl Node {
     /// Connects, checks that the cluster's fixed configuration is this node's (the first node fixes it),
-    /// opens the partition log and the buckets with `replicas`, and starts the node.
+    /// opens the partition log and the buckets with `replicas`, and starts the node. While the cluster's
+    /// JetStream is not ready it tries again every 500 ms for up to 30 s; a configuration that differs from
+    /// the cluster's fails at once. The node's loop runs in a task on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`JoinNodeError`]: a URL that does not parse, a configuration not the cluster's, or a log or bucket
+    /// that could not be opened within the 30 s.
     pub async fn join(joining: Joining) -> Result<Self, JoinNodeError> {
         let client =
             crate::connect(&joining.nats_url)
@@ -269,7 +299,10 @@ impl Node {
         Ok(Self::start(leases, log, cursors, config))
     }
 
-    /// Starts the node's loop; it takes partitions from its first turn on.
+    /// Starts the node's loop on parts opened beforehand; it takes partitions from its first turn on.
+    // Hidden: only the tests start a node this way, on buckets opened with their own lease timing; a daemon
+    // joins with `Node::join`, which checks the cluster's fixed configuration first.
+    #[doc(hidden)]
     pub fn start(
         leases: Leases,
         log: PartitionLog,
@@ -292,6 +325,7 @@ impl Node {
         Self { ctx, task, taking }
     }
 
+    /// This node's id.
     pub fn node_id(&self) -> &str {
         self.ctx.leases.node()
     }
@@ -381,6 +415,9 @@ impl Node {
     }
 
     /// Kills the loop and drops every engine without giving a lease up (a crash, for tests).
+    // Hidden: only the failover tests and the cluster benchmark crash a node on purpose; a daemon stops with
+    // `stop` or dies.
+    #[doc(hidden)]
     pub fn crash(self) {
         drop(self);
     }
@@ -399,7 +436,8 @@ impl Node {
     }
 
     /// Stops the loop, drains every partition (its followers, their cursors, its engine) and gives its lease
-    /// up, so others take over at once.
+    /// up, so others take over at once. The partitions drain side by side, each step bounded, so with NATS
+    /// unreachable a stop still ends in a few seconds.
     pub async fn stop(&self) {
         // A heartbeat of a turn still on the way would bring this node back to life after it left.
         self.end_loop().await;

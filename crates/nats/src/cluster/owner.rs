@@ -57,18 +57,30 @@ impl Replicator for LogReplicator {
     }
 }
 
+/// Why a takeover failed. Nothing is served; the node may try again with a lease it still holds.
 #[derive(Debug, thiserror::Error)]
 pub enum TakeOverError {
+    /// The partition's log could not be read.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The ownership marker was not appended: another writer appended after the tail this node read
+    /// ([`AppendError::Fenced`]), or the append failed.
     #[error("partition {partition}: the claim was refused: {source}")]
     Claim {
+        /// The partition.
         partition: u32,
+        /// Why the marker's append failed.
         #[source]
         source: AppendError,
     },
+    /// The local store could not be rebuilt or the engine opened on it (disk, or a damaged record).
     #[error("partition {partition}: the local copy of the log: {reason}")]
-    Local { partition: u32, reason: String },
+    Local {
+        /// The partition.
+        partition: u32,
+        /// What failed, for people.
+        reason: String,
+    },
 }
 
 /// Takes `lease`'s partition over on this node: rebuilds the local store in `config.data_dir` from the
@@ -76,6 +88,14 @@ pub enum TakeOverError {
 /// the followers' `cursors` as the last owner saved them), claims the partition with a marker right after the
 /// tail it read, and opens the engine, which serves from then on and appends each batch after the marker. A
 /// writer that appended after the tail was read makes the claim fail (`Claim`, `Fenced`): try again.
+///
+/// It deletes and rewrites `config.data_dir` (the local store is a cache of the log), on the blocking pool,
+/// and holds the log it replays in memory. The engine's sequencer then blocks its own thread on each
+/// append, through the current tokio runtime, which must outlive the engine.
+///
+/// # Errors
+///
+/// [`TakeOverError`]: the log unreadable, the claim refused, or the local store failing.
 pub async fn take_over(
     log: &PartitionLog,
     node: &str,

@@ -29,16 +29,21 @@ pub enum Stored {
 /// A partition's base, where in its log it was taken, and by whom.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionSnapshot {
+    /// The partition it is of.
     pub partition: u32,
     /// The owner that wrote it, and its lease epoch, for `cluster status` and logs.
     pub node: String,
+    /// The lease epoch of that owner.
     pub epoch: u64,
     /// The stream sequence of the partition log's last message it covers: the log after it continues it.
     pub position: u64,
+    /// The partition's state as of the base's seq: rooms, archives, remembered replies.
     pub base: Base,
 }
 
 impl PartitionSnapshot {
+    /// The snapshot of `exported`, an engine's base with its log position, written by `node` holding the
+    /// lease of `epoch`.
     pub fn new(partition: u32, node: &str, epoch: u64, exported: Exported) -> Self {
         Self {
             partition,
@@ -50,6 +55,9 @@ impl PartitionSnapshot {
     }
 }
 
+/// A snapshot could not be saved or loaded: the object store did not answer or refused, the object does not
+/// decode (or is of the earlier layout), or it holds another partition. The message is for people; a taker
+/// replays the whole log instead.
 #[derive(Debug, thiserror::Error)]
 #[error("partition snapshots: {0}")]
 pub struct SnapshotError(String);

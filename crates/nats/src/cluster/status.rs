@@ -12,6 +12,7 @@ use super::log::{EntryKind, LogConfig, PartitionLog};
 /// One partition as the cluster's buckets and log show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionStatus {
+    /// The partition's number.
     pub partition: u32,
     /// Who holds its lease now.
     pub owner: Option<Holder>,
@@ -23,17 +24,27 @@ pub struct PartitionStatus {
     pub cursors: Vec<(String, u64)>,
 }
 
+/// The last message on a partition's subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Last {
+    /// None: the partition was never written.
     Nothing,
     /// A batch whose last event has this seq.
     Batch {
+        /// The seq of the batch's last event.
         last_seq: u64,
     },
+    /// An ownership marker: the node that claimed the partition and its lease epoch, with no batch since.
     Marker(Holder),
 }
 
-/// The cluster's fixed configuration and every partition's status.
+/// The cluster's fixed configuration and every partition's status. Reads each partition's lease, log tail and
+/// cursors in turn: about three round trips per partition.
+///
+/// # Errors
+///
+/// A message naming what is missing or unreadable: no cluster yet, a log stream or the lease bucket missing,
+/// a key that does not decode, NATS not answering.
 pub async fn status(client: &async_nats::Client) -> Result<(Fixed, Vec<PartitionStatus>), String> {
     let js = &jetstream::new(client.clone());
     let fixed = fixed::read(js)

@@ -24,7 +24,9 @@ const PARTITIONS_AT_ONCE: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Refused {
+    /// The contract's code, for the caller's reply (HTTP status or service error).
     pub code: ErrorCode,
+    /// For people, never for matching.
     pub message: String,
 }
 
@@ -38,7 +40,14 @@ impl From<Refusal> for Refused {
 }
 
 /// A candidate's invitations across every partition: each partition's page after `list.cursor` (at most
-/// `list.limit` items each), merged in list order and cut at `list.limit`.
+/// `list.limit` items each), merged in list order and cut at `list.limit`. This node's partitions answer from
+/// their engines; the others' owners over NATS, 16 partitions at a time, all within one deadline of
+/// [`FORWARD_DEADLINE`](super::FORWARD_DEADLINE). Holds up to every partition's page in memory at once.
+///
+/// # Errors
+///
+/// [`Refused`] with the first refusal of a partition, or `unavailable` when an owner did not answer in time:
+/// a list is never silently shorter.
 pub async fn user_invitations_across(
     node: &Node,
     forwarder: &Forwarder,
