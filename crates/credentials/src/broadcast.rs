@@ -6,7 +6,50 @@ use cohost_proto::{Actor, BroadcasterData, BroadcasterRole, Command, Reply, Room
 
 use crate::Minter;
 
-/// The engine with LiveKit credentials added where the contract gives them.
+/// The engine with LiveKit credentials added where the contract gives them. Cheap to clone: both halves are
+/// handles.
+///
+/// # Examples
+///
+/// ```
+/// use cohost_credentials::{Credentials, LiveKitConfig, Minter};
+/// use cohost_engine::{Config, Engine, Options};
+/// use cohost_proto::{
+///     Actor, BroadcasterRole, Command, CreateRoom, ErrorCode, InvitationId, InvitationTarget, Invite,
+///     Reply, RoomId, RoomTarget, UserId,
+/// };
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let dir = tempfile::tempdir().unwrap();
+/// let engine = Engine::open(Config::new(dir.path())).unwrap();
+/// let credentials = Credentials::new(engine.clone(), Minter::new(LiveKitConfig::dev()));
+///
+/// let room_id = RoomId::new("stage-1").unwrap();
+/// let (alice, bob) = (UserId::new("alice").unwrap(), UserId::new("bob").unwrap());
+/// let run = |by: &UserId, command| credentials.execute(Actor::User(by.clone()), command, Options::default());
+/// run(&alice, Command::CreateRoom(CreateRoom { room_id: room_id.clone(), title: None, max_cohosts: None }))
+///     .await.unwrap();
+/// run(&alice, Command::GoLive(RoomTarget { room_id: room_id.clone() })).await.unwrap();
+/// run(&alice, Command::Invite(Invite { room_id: room_id.clone(), user_id: bob.clone(), seat: None }))
+///     .await.unwrap();
+///
+/// // Bob's accept seats him in a live room: the reply carries his co-host token.
+/// let invitation_id = InvitationId::new(room_id.clone(), 1).unwrap();
+/// let accept = Command::AcceptInvitation(InvitationTarget { invitation_id });
+/// let Reply::Accepted(accepted) = run(&bob, accept).await.unwrap() else { unreachable!() };
+/// let broadcaster = accepted.broadcaster.expect("a seat in a live room");
+/// assert_eq!(broadcaster.role, BroadcasterRole::Cohost);
+/// assert_eq!(broadcaster.url, "ws://localhost:7880");
+///
+/// // The host gets a host token on request; someone without a seat gets none.
+/// assert_eq!(credentials.broadcaster_data(&room_id, &alice).unwrap().role, BroadcasterRole::Host);
+/// let carol = UserId::new("carol").unwrap();
+/// let refused = credentials.broadcaster_data(&room_id, &carol).unwrap_err();
+/// assert_eq!(refused.code(), ErrorCode::PermissionDenied);
+/// engine.shutdown().await;
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Credentials {
     engine: Engine,
@@ -14,14 +57,17 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// Credentials over `engine`, signed by `minter`. Calls nothing: LiveKit is never contacted to mint.
     pub fn new(engine: Engine, minter: Minter) -> Self {
         Self { engine, minter }
     }
 
+    /// The engine underneath, for everything that carries no credentials (reads, subscriptions).
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
+    /// The signer, and through it the LiveKit settings.
     pub fn minter(&self) -> &Minter {
         &self.minter
     }
@@ -29,6 +75,13 @@ impl Credentials {
     /// Runs a command like `Engine::execute`. When an accept seats its caller (the candidate of an invite) in a
     /// live room, the reply also carries that co-host's credentials, minted now; an idempotent retry mints
     /// fresh ones while the seat is still held.
+    ///
+    /// Waits, like `Engine::execute`, until the command's batch is durable; signing adds no IO.
+    ///
+    /// # Errors
+    ///
+    /// The engine's [`Error`] for the command, unchanged; [`Error::Internal`] when the token cannot be signed
+    /// (then the accept has been applied, and `broadcaster_data` can be asked again).
     pub async fn execute(
         &self,
         actor: Actor,
@@ -64,8 +117,14 @@ impl Credentials {
         Ok(Reply::Accepted(accepted))
     }
 
-    /// `get_broadcaster_data`: credentials for the host or a seated co-host of a live room; otherwise the
-    /// contract's `failed_precondition`, `permission_denied` or `not_found`.
+    /// `get_broadcaster_data`: credentials for the host or a seated co-host of a live room, minted now from the
+    /// read model (it does not wait for the writer, and never blocks on IO).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Rejected`] with `failed_precondition` (the room is not live, or the user's offer is not or no
+    /// longer a seat), `permission_denied` (neither the host nor a candidate), or [`Error::RoomNotFound`];
+    /// [`Error::Internal`] when the token cannot be signed.
     pub fn broadcaster_data(
         &self,
         room_id: &RoomId,

@@ -1,11 +1,13 @@
 use std::time::Duration;
 
-/// How cohost talks to LiveKit.
+/// How cohost talks to LiveKit. Its `Debug` never shows the secret.
 #[derive(Clone)]
 pub struct LiveKitConfig {
     /// What `broadcaster.url` returns to clients, e.g. `wss://example.livekit.cloud` or `ws://localhost:7880`.
     pub url: String,
+    /// The LiveKit API key: the issuer of every token, and the key webhooks must be signed with.
     pub api_key: String,
+    /// The secret of `api_key`: it signs tokens and RoomService calls, and verifies webhooks. Never logged.
     pub api_secret: String,
     /// Put before the room id to name the LiveKit room.
     pub room_prefix: String,
@@ -57,7 +59,8 @@ impl LiveKitConfig {
             .and_then(|id| cohost_proto::RoomId::new(id).ok())
     }
 
-    /// The RoomService endpoint: LiveKit's HTTP(S) twin of the WebSocket URL.
+    /// The RoomService endpoint: LiveKit's HTTP(S) twin of the WebSocket URL (`wss://` becomes `https://`,
+    /// `ws://` becomes `http://`; anything else is kept as it is).
     pub fn http_url(&self) -> String {
         if let Some(rest) = self.url.strip_prefix("wss://") {
             format!("https://{rest}")

@@ -20,6 +20,8 @@ use tokio::sync::watch;
 use crate::LiveKitConfig;
 
 /// What one pass found and did.
+// Public, like `reconcile`, only for tests/reconcile.rs; callers run passes through `Reconciler`.
+#[doc(hidden)]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pass {
     /// Rooms whose participants were listed.
@@ -39,7 +41,12 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// Reconciles at once, then every `every`.
+    /// Reconciles at once, then every `every`, on a task of the current tokio runtime; it returns at once. A
+    /// room LiveKit does not answer for is logged and tried again next period.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
     pub fn start(
         engine: Engine,
         config: LiveKitConfig,
@@ -64,6 +71,8 @@ impl Reconciler {
         Reconciler { stop, task }
     }
 
+    /// Stops it and waits for its task to end: a pass in progress ends at its next wait, so this may wait
+    /// for one RoomService call.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -71,6 +80,9 @@ impl Reconciler {
 }
 
 /// One pass over every live room with co-hosts seated.
+// Public only so tests/reconcile.rs can run one pass at a time against its stand-in LiveKit; callers use
+// `Reconciler`, which runs it periodically.
+#[doc(hidden)]
 pub async fn reconcile(
     engine: &Engine,
     client: &RoomClient,

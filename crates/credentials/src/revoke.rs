@@ -27,14 +27,14 @@ use tokio::sync::watch;
 
 use crate::LiveKitConfig;
 
-/// The cursor's name in the store.
+/// The name of the revoker's durable cursor in the store: the seq of the last event whose calls LiveKit took.
 pub const SINK: &str = "livekit";
-/// The revoker's name among the log's followers.
+/// The revoker's name among the log's followers, as `/healthz` and `/metrics` show it.
 pub const FOLLOWER: &str = "revoker";
 
 /// What LiveKit must be told of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LiveKitCall {
+enum LiveKitCall {
     /// Remove the participant and revoke the tokens issued before the event.
     Remove(UserId),
     /// Replace the participant's permissions with what the seat may publish.
@@ -46,7 +46,7 @@ pub enum LiveKitCall {
 }
 
 /// The calls an event needs, in order.
-pub fn calls_for(event: &Event) -> Vec<LiveKitCall> {
+fn calls_for(event: &Event) -> Vec<LiveKitCall> {
     match event {
         Event::CohostMediaChanged {
             user_id,
@@ -66,7 +66,7 @@ pub fn calls_for(event: &Event) -> Vec<LiveKitCall> {
 
 /// The participants an event takes off the stage: the co-host removed or leaving, a banned user (seated or
 /// not: a viewer is removed too), or everyone on a stopped room's stage (its co-hosts and its host).
-pub fn participants_to_remove(event: &Event) -> Vec<UserId> {
+fn participants_to_remove(event: &Event) -> Vec<UserId> {
     match event {
         Event::CohostRemoved { user_id, .. }
         | Event::CohostLeft { user_id, .. }
@@ -94,7 +94,16 @@ pub struct Revoker {
 }
 
 impl Revoker {
-    /// Starts following the log from the `livekit` cursor.
+    /// Starts following the log from the `livekit` cursor ([`SINK`]), on a task of the current tokio runtime.
+    /// It returns at once; LiveKit is first called when an event needs it.
+    ///
+    /// # Errors
+    ///
+    /// The engine's error when the cursor cannot be read (a store that fails, an engine shut down).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
     pub fn start(engine: Engine, config: LiveKitConfig) -> Result<Revoker, cohost_engine::Error> {
         let cursor = engine.cursor(SINK)?;
         let follower = Arc::new(FollowerStatus::new(FOLLOWER, cursor));
@@ -133,6 +142,8 @@ impl Revoker {
         self.follower.clone()
     }
 
+    /// Stops it and waits for its task to end. A LiveKit call or backoff in progress is dropped; the event it
+    /// was for is handled again on the next start (the cursor had not moved past it).
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -322,6 +333,8 @@ async fn send(
 
 /// A co-host's whole permission set: UpdateParticipant replaces all of it, so it carries what the co-host's
 /// token grants (subscribe, data), with the sources the seat may publish, as [`crate::Minter`] mints them.
+// Public only so tests/stage-calls.rs can hold it against the grants of a minted token; not an API.
+#[doc(hidden)]
 pub fn cohost_permission(audio: bool, video: bool) -> ParticipantPermission {
     let sources = [
         (video, TrackSource::Camera),

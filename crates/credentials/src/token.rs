@@ -20,6 +20,8 @@ pub fn cohost_sources(audio: bool, video: bool) -> Vec<String> {
         .collect()
 }
 
+/// A token could not be signed: livekit-api's signer failed (in practice, never with a non-empty secret).
+/// The text is livekit-api's reason, for people.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot sign a LiveKit token: {0}")]
 pub struct MintError(String);
@@ -32,15 +34,22 @@ pub struct Minter {
 }
 
 impl Minter {
+    /// A signer with these settings: key, secret, room prefix, TTL and the URL it hands out.
     pub fn new(config: LiveKitConfig) -> Self {
         Self { config }
     }
 
+    /// The settings it signs with.
     pub fn config(&self) -> &LiveKitConfig {
         &self.config
     }
 
-    /// Credentials for `user` in `room_id`, with the grants of `entitled`'s role.
+    /// Credentials for `user` in `room_id`, with the grants of `entitled`'s role: identity = user id, room =
+    /// prefix + room id, valid for the configured TTL from now (the system clock). Pure computation, no IO.
+    ///
+    /// # Errors
+    ///
+    /// [`MintError`] when livekit-api cannot sign the token.
     pub fn mint(
         &self,
         room_id: &RoomId,

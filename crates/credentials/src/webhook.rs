@@ -28,13 +28,21 @@ pub const SEEN_IDS_MAX: usize = 1_000_000;
 pub enum WebhookOutcome {
     /// It became this command, which the engine applied.
     Applied {
+        /// The command's contract name: `presence` or `stop_room`.
         command: &'static str,
+        /// The engine's reply to it (the room).
         reply: Box<Reply>,
     },
-    /// Acknowledged with no effect, and why.
+    /// Acknowledged with no effect, and why: a room or user that is not cohost's, an event cohost needs
+    /// nothing from, a viewer's presence, a room that already ended.
     Ignored(String),
     /// A participant who may not be in the room joined, and was removed from it again; why.
-    Removed { user_id: UserId, why: String },
+    Removed {
+        /// Who was removed.
+        user_id: UserId,
+        /// Why they may not be there: banned, or publishing without a seat.
+        why: String,
+    },
 }
 
 /// Why a webhook was refused. It changed nothing.
@@ -60,7 +68,12 @@ pub enum WebhookRefusal {
     /// A participant who may not be in the room joined, and LiveKit did not take the removal. `unavailable`,
     /// so LiveKit sends the webhook again.
     #[error("removing {user_id} from LiveKit failed: {message}")]
-    Removal { user_id: UserId, message: String },
+    Removal {
+        /// Who was to be removed.
+        user_id: UserId,
+        /// What LiveKit (or the connection to it) said.
+        message: String,
+    },
     /// The room is not served here now (a cluster node that does not own its partition, or one moving).
     /// `unavailable`, so LiveKit sends the webhook again.
     #[error("room {0} is not served here now")]
@@ -80,7 +93,12 @@ impl WebhookRefusal {
     }
 }
 
-/// The webhook handler. Cheap to clone.
+/// The webhook handler. Cheap to clone: clones share the memory of ids seen.
+///
+/// It remembers the ids of the webhooks it took within the last [`WEBHOOK_AGE_MAX_MS`], at most
+/// [`SEEN_IDS_MAX`], to refuse replays; that memory is per process, so a webhook replayed to another node (or
+/// after a restart) within the age limit is applied again, which for presence and `stop_room` changes
+/// nothing twice.
 #[derive(Clone)]
 pub struct Webhooks {
     receiver: WebhookReceiver,
@@ -140,6 +158,8 @@ impl Seen {
 pub type EngineFor = Arc<dyn Fn(&RoomId) -> Option<Engine> + Send + Sync>;
 
 impl Webhooks {
+    /// Webhooks for the rooms of one engine, verified with `config`'s key and secret; `clock` judges their
+    /// age. With [`LiveKitConfig::admin`] on, intruders are removed through RoomService.
     pub fn new(engine: Engine, config: LiveKitConfig, clock: Arc<dyn Clock>) -> Self {
         Self::for_engines(
             Arc::new(move |_: &RoomId| Some(engine.clone())),
@@ -174,6 +194,75 @@ impl Webhooks {
 
     /// Verifies and applies one webhook. `authorization` is the request's `Authorization` header (the JWT,
     /// with or without `Bearer `). A refused webhook changes nothing.
+    ///
+    /// `participant_joined` and `participant_left` of the host or a co-host become `presence` (stamped with
+    /// LiveKit's time and session, so a late webhook cannot undo a newer one); `room_finished` becomes
+    /// `stop_room`; both run as the system. It waits for the engine to make the command durable, and with
+    /// admin on for LiveKit to take a removal; it holds a lock on the ids seen only briefly, never across an
+    /// await.
+    ///
+    /// # Errors
+    ///
+    /// A [`WebhookRefusal`], whose [`code`](WebhookRefusal::code) is the reply's: `Malformed` and `Stale`
+    /// (`invalid_argument`), `Unverified` (`unauthenticated`), `Replayed` (`already_exists`), `Engine` (the
+    /// engine's code), `Removal` and `NotServed` (`unavailable`: LiveKit retries, and the retry is not taken
+    /// for a replay).
+    ///
+    /// # Examples
+    ///
+    /// A webhook signed the way LiveKit signs one: a JWT from the API key and secret whose `sha256` claim is
+    /// the base64 SHA-256 of the body.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use base64::Engine as _;
+    /// use cohost_credentials::{LiveKitConfig, WebhookOutcome, WebhookRefusal, Webhooks};
+    /// use cohost_engine::{Config, Engine, ManualClock, Options};
+    /// use cohost_proto::{Actor, Command, CreateRoom, ErrorCode, RoomId, UserId};
+    /// use livekit_api::access_token::AccessToken;
+    /// use sha2::{Digest, Sha256};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let now_ms = 1_700_000_000_000;
+    /// let clock = Arc::new(ManualClock::new(now_ms));
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let engine = Engine::open(Config::new(dir.path()).with_clock(clock.clone())).unwrap();
+    /// let room_id = RoomId::new("stage-1").unwrap();
+    /// let create = Command::CreateRoom(CreateRoom { room_id, title: None, max_cohosts: None });
+    /// let alice = Actor::User(UserId::new("alice").unwrap());
+    /// engine.execute(alice, create, Options::default()).await.unwrap();
+    ///
+    /// let config = LiveKitConfig::dev();
+    /// let webhooks = Webhooks::new(engine.clone(), config.clone(), clock);
+    /// let body = serde_json::json!({
+    ///     "event": "participant_joined",
+    ///     "id": "EV_1",
+    ///     "createdAt": (now_ms / 1_000).to_string(),
+    ///     "room": {"sid": "RM_1", "name": "stage-1"},
+    ///     "participant": {"sid": "PA_1", "identity": "alice"},
+    /// })
+    /// .to_string();
+    /// let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&body));
+    /// let jwt = AccessToken::with_api_key(&config.api_key, &config.api_secret)
+    ///     .with_sha256(&hash)
+    ///     .to_jwt()
+    ///     .unwrap();
+    ///
+    /// // The host joined: that is a presence report, applied.
+    /// let outcome = webhooks.handle(body.as_bytes(), &format!("Bearer {jwt}")).await.unwrap();
+    /// assert!(matches!(outcome, WebhookOutcome::Applied { command: "presence", .. }));
+    ///
+    /// // The same webhook again is a replay; a body that does not match its signature is refused.
+    /// let again = webhooks.handle(body.as_bytes(), &jwt).await.unwrap_err();
+    /// assert!(matches!(again, WebhookRefusal::Replayed(_)));
+    /// let tampered = body.replace("alice", "mallory");
+    /// let refused = webhooks.handle(tampered.as_bytes(), &jwt).await.unwrap_err();
+    /// assert_eq!(refused.code(), ErrorCode::Unauthenticated);
+    /// engine.shutdown().await;
+    /// # }
+    /// ```
     pub async fn handle(
         &self,
         body: &[u8],
