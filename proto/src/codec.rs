@@ -9,14 +9,21 @@ use serde::de::DeserializeOwned;
 use crate::event::{Envelope, StoredEvent, StoredEventRef};
 
 /// How an event is encoded on the wire; announced by `Content-Type`.
+///
+/// Parses from and displays as `json` or `postcard`, the values of `COHOST_WIRE_ENCODING`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Encoding {
+    /// `application/json`: the envelope as one compact JSON object. The default, and always the encoding of
+    /// HTTP bodies, service requests and replies.
     #[default]
     Json,
+    /// `application/postcard; version=2`: a [`StoredEvent`], as the log holds each event. Smaller and not
+    /// self-describing; a deployment opts in (`COHOST_WIRE_ENCODING=postcard`).
     Postcard,
 }
 
 impl Encoding {
+    /// The `Content-Type` to publish with; postcard's names the `StoredEvent` layout it writes (`version=2`).
     pub fn content_type(self) -> &'static str {
         match self {
             Self::Json => "application/json",
@@ -26,7 +33,8 @@ impl Encoding {
         }
     }
 
-    /// Reads a `Content-Type` value; media types are case-insensitive and may carry parameters.
+    /// Reads a `Content-Type` value; media types are case-insensitive and may carry parameters, which are
+    /// ignored. `None` for any other media type.
     pub fn from_content_type(value: &str) -> Option<Self> {
         let media_type = value.split(';').next().unwrap_or("").trim();
         if media_type.eq_ignore_ascii_case("application/json") {
@@ -62,17 +70,24 @@ impl fmt::Display for Encoding {
 /// Why bytes did not decode. Decoding never panics, whatever the input.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// Not the JSON the contract describes: malformed, a missing or mistyped field, an invalid id, or an
+    /// `event_id` that is not `{room_id}:{version}`.
     #[error("bad json: {0}")]
     Json(#[from] serde_json::Error),
+    /// Not a postcard value of the expected type: truncated, an unknown variant index, a bad `bool` byte, or an
+    /// invalid id.
     #[error("bad postcard: {0}")]
     Postcard(#[from] postcard::Error),
+    /// A whole postcard value, then this many more bytes: a padded or concatenated record, refused.
     #[error("{0} bytes left over after the value")]
     TrailingBytes(usize),
+    /// An encoding name other than `json` or `postcard`; holds at most the input's first 32 characters.
     #[error("unknown encoding {0:?}; expected json or postcard")]
     UnknownEncoding(String),
 }
 
-/// Encodes an envelope for the wire. Infallible: every field of our types is representable in both formats.
+/// Encodes an envelope for the wire, into a new `Vec`. Infallible: every field of our types is representable
+/// in both formats. Postcard writes a [`StoredEvent`] of today's layout (`V2`).
 pub fn encode_envelope(encoding: Encoding, envelope: &Envelope) -> Vec<u8> {
     match encoding {
         Encoding::Json => to_json(envelope),
@@ -80,6 +95,11 @@ pub fn encode_envelope(encoding: Encoding, envelope: &Envelope) -> Vec<u8> {
     }
 }
 
+/// Decodes an envelope from the wire in `encoding`, as [`Encoding::from_content_type`] read it.
+///
+/// JSON ignores fields it does not know (envelopes may gain some) and reads a missing `actor` or `command_id` as
+/// `None`. Postcard accepts every `StoredEvent` layout and converts it into today's [`Envelope`]. Either way an
+/// invalid id or a mismatched `event_id` is an error, never a panic.
 pub fn decode_envelope(encoding: Encoding, bytes: &[u8]) -> Result<Envelope, DecodeError> {
     match encoding {
         Encoding::Json => Ok(serde_json::from_slice(bytes)?),
@@ -87,12 +107,19 @@ pub fn decode_envelope(encoding: Encoding, bytes: &[u8]) -> Result<Envelope, Dec
     }
 }
 
-/// The log's bytes for one event: postcard of [`StoredEvent`].
+/// One record's bytes: postcard of [`StoredEvent`], in the layout writers write today (`V2`). The same bytes as
+/// `encode_envelope(Encoding::Postcard, envelope)`.
+// Hidden: public only for the golden vectors' and property tests (here and in cohost-core), which pin one
+// record's bytes. Callers use `encode_envelope` with `Encoding::Postcard`.
+#[doc(hidden)]
 pub fn encode_stored(envelope: &Envelope) -> Vec<u8> {
     to_postcard(&StoredEventRef::new(envelope))
 }
 
-/// Decodes one log record, refusing trailing bytes so a torn or padded record cannot pass as valid.
+/// Decodes one record, of any layout, refusing trailing bytes so a torn or padded record cannot pass as valid.
+// Hidden: public only for the golden vectors' and property tests (here and in cohost-core), which check each
+// record's layout. Callers use `decode_envelope` with `Encoding::Postcard`, or `from_postcard::<StoredEvent>`.
+#[doc(hidden)]
 pub fn decode_stored(bytes: &[u8]) -> Result<StoredEvent, DecodeError> {
     from_postcard(bytes)
 }
@@ -106,12 +133,15 @@ pub fn from_postcard<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError
     Ok(value)
 }
 
+/// postcard of any contract type (or a record built of them), into a new `Vec`. Infallible for these types.
 pub fn to_postcard<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // Cannot fail: postcard's std serializer only errors on types our model never contains (unsized
     // sequences of unknown length, or `collect_str` without alloc).
     postcard::to_stdvec(value).expect("postcard encodes every contract type")
 }
 
+/// Compact JSON of any contract type, into a new `Vec`: no whitespace, non-ASCII not escaped. Infallible for
+/// these types.
 pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // Cannot fail: all map keys in the contract types are strings, and no Serialize impl here errors.
     serde_json::to_vec(value).expect("json encodes every contract type")

@@ -1,4 +1,9 @@
 //! Commands: what a host, a candidate or the system asks of a room.
+//!
+//! Each argument struct is the contract's JSON arguments for one or more commands (also the HTTP bodies, minus
+//! ids taken from the path) and refuses unknown fields. Parsing checks ids and integer types; the other rules (a
+//! seat within the room's `max_cohosts`, a ban's length, who may) are `cohost-core`'s, which answers with the
+//! contract's error codes.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,12 +13,14 @@ use crate::id::{InvitationId, RoomId, UserId};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Actor {
+    /// A user, as the deployment's auth named them (the JWT `sub`, or the service request's `actor`).
     User(UserId),
     /// The engine itself: the expiry timer and LiveKit webhooks.
     System,
 }
 
 impl Actor {
+    /// The user, or `None` for the system.
     pub fn user(&self) -> Option<&UserId> {
         match self {
             Self::User(user) => Some(user),
@@ -32,8 +39,9 @@ impl Actor {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoom {
+    /// The new room's id; never used before in the deployment (else `already_exists`).
     pub room_id: RoomId,
-    /// At most 200 characters, no control characters.
+    /// At most 200 characters, no control characters (newlines and tabs included); empty when absent.
     #[serde(default)]
     #[cfg_attr(
         feature = "openapi",
@@ -46,34 +54,42 @@ pub struct CreateRoom {
     pub max_cohosts: Option<u8>,
 }
 
-/// Arguments naming only a room.
+/// Arguments naming only a room: `go_live`, `stop_room`, `leave_stage`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoomTarget {
+    /// The room acted on.
     pub room_id: RoomId,
 }
 
-/// Arguments naming a user in a room.
+/// Arguments naming a user in a room: `remove_cohost`, `add_moderator`, `remove_moderator`, `unban_user`,
+/// `disconnect`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserTarget {
+    /// The room acted on.
     pub room_id: RoomId,
+    /// The user acted on, not the caller.
     pub user_id: UserId,
 }
 
-/// Arguments naming an invitation.
+/// Arguments naming an invitation: `accept_invitation`, `reject_invitation`, `cancel_invitation`, `expire`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InvitationTarget {
+    /// The invitation; its room is part of the id.
     pub invitation_id: InvitationId,
 }
 
-/// LiveKit saw a participant join or leave.
+/// `presence`: LiveKit saw a participant join or leave. System only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Presence {
+    /// The room the participant is in.
     pub room_id: RoomId,
+    /// The participant's LiveKit identity: the host or a co-host, else the command is `not_found`.
     pub user_id: UserId,
+    /// `true` for `participant_joined`, `false` for `participant_left`.
     pub online: bool,
     /// LiveKit's time and participant for the report, so reports are ordered by LiveKit's clock rather than
     /// by arrival; `null` for a report that has none (it is applied as it arrives).
@@ -86,8 +102,11 @@ pub struct Presence {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Invite {
+    /// The room whose stage is offered.
     pub room_id: RoomId,
+    /// The candidate: neither the host nor the moderator inviting.
     pub user_id: UserId,
+    /// The seat offered, 1 to the room's `max_cohosts`; `None`: the lowest free unlocked seat on accept.
     #[serde(default)]
     pub seat: Option<u8>,
 }
@@ -96,7 +115,9 @@ pub struct Invite {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestToJoin {
+    /// The room whose stage the caller asks for; it must take requests (`requests_open`).
     pub room_id: RoomId,
+    /// The seat asked for, 1 to the room's `max_cohosts`; `None`: the lowest free unlocked seat on approval.
     #[serde(default)]
     pub seat: Option<u8>,
 }
@@ -126,8 +147,11 @@ impl From<RoomTarget> for RequestToJoin {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MoveCohost {
+    /// The room.
     pub room_id: RoomId,
+    /// The seated co-host to move (else `not_found`).
     pub user_id: UserId,
+    /// The destination, 1 to the room's `max_cohosts`, not locked.
     pub seat: u8,
 }
 
@@ -135,7 +159,9 @@ pub struct MoveCohost {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeatTarget {
+    /// The room.
     pub room_id: RoomId,
+    /// The seat's number, 1 to the room's `max_cohosts`.
     pub seat: u8,
 }
 
@@ -143,8 +169,12 @@ pub struct SeatTarget {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BanUser {
+    /// The room the ban holds in; bans are per room.
     pub room_id: RoomId,
+    /// The user banned: never the host, a moderator only by the host.
     pub user_id: UserId,
+    /// Seconds, 1 to [`BAN_DURATION_MAX_S`](crate::limits::BAN_DURATION_MAX_S); `None` bans for the room's
+    /// life.
     #[serde(default)]
     pub duration_s: Option<u64>,
 }
@@ -153,10 +183,14 @@ pub struct BanUser {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CohostMedia {
+    /// The room.
     pub room_id: RoomId,
+    /// The seated co-host (else `not_found`).
     pub user_id: UserId,
+    /// May publish the microphone; `None` keeps it. At least one of `audio` and `video` must be given.
     #[serde(default)]
     pub audio: Option<bool>,
+    /// May publish the camera; `None` keeps it.
     #[serde(default)]
     pub video: Option<bool>,
 }
@@ -165,7 +199,9 @@ pub struct CohostMedia {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestsOpen {
+    /// The room.
     pub room_id: RoomId,
+    /// `true` opens the room to requests, `false` closes it.
     pub open: bool,
 }
 
@@ -183,13 +219,15 @@ macro_rules! commands {
             /// Every command name, as in `cohost.v1.cmd.<name>`.
             pub const NAMES: [&'static str; [$($name),*].len()] = [$($name),*];
 
+            /// The command's contract name, one of [`Command::NAMES`].
             pub fn name(&self) -> &'static str {
                 match self {
                     $(Self::$variant(_) => $name,)*
                 }
             }
 
-            /// Parses a command from its name and its JSON arguments, refusing unknown fields.
+            /// Parses a command from its name and its JSON arguments, refusing unknown fields. The arguments
+            /// carry no `actor`, `command_id` or `expected_version`: the caller takes those off first.
             pub fn from_json(name: &str, args: &[u8]) -> Result<Self, CommandParseError> {
                 fn parse<'a, T: Deserialize<'a>>(args: &'a [u8]) -> Result<T, CommandParseError> {
                     serde_json::from_slice(args)
@@ -205,28 +243,47 @@ macro_rules! commands {
 }
 
 commands! {
+    /// The caller becomes the host of a new, idle room.
     CreateRoom(CreateRoom) = "create_room",
+    /// The host takes an idle room live.
     GoLive(RoomTarget) = "go_live",
+    /// The host (or the system) ends the room: pending offers cancelled, seats emptied, then `room_stopped`.
     StopRoom(RoomTarget) = "stop_room",
+    /// The host or a moderator offers a user a seat.
     Invite(Invite) = "invite",
+    /// Any user but the host asks for a seat ("raises a hand").
     RequestToJoin(RequestToJoin) = "request_to_join",
+    /// The responder accepts: the candidate takes a seat.
     AcceptInvitation(InvitationTarget) = "accept_invitation",
+    /// The responder declines.
     RejectInvitation(InvitationTarget) = "reject_invitation",
+    /// The initiator withdraws a pending offer.
     CancelInvitation(InvitationTarget) = "cancel_invitation",
+    /// The host, a moderator or the system takes a co-host's seat away.
     RemoveCohost(UserTarget) = "remove_cohost",
+    /// A co-host gives up their own seat.
     LeaveStage(RoomTarget) = "leave_stage",
     /// System only: the timer saw `expires_ms` pass.
     Expire(InvitationTarget) = "expire",
     /// System only: a LiveKit webhook.
     Presence(Presence) = "presence",
+    /// The host appoints a moderator (at most 8).
     AddModerator(UserTarget) = "add_moderator",
+    /// The host removes a moderator.
     RemoveModerator(UserTarget) = "remove_moderator",
+    /// The host or a moderator opens or closes the room to requests.
     SetRequestsOpen(RequestsOpen) = "set_requests_open",
+    /// The host or a moderator moves a co-host to another seat, swapping with whoever sat there.
     MoveCohost(MoveCohost) = "move_cohost",
+    /// The host or a moderator locks an empty seat: no one may take it.
     LockSeat(SeatTarget) = "lock_seat",
+    /// The host or a moderator unlocks a seat.
     UnlockSeat(SeatTarget) = "unlock_seat",
+    /// The host or a moderator bans a user from the room, ending their offers, seat and moderator role.
     BanUser(BanUser) = "ban_user",
+    /// The host or a moderator lifts a ban early.
     UnbanUser(UserTarget) = "unban_user",
+    /// The host or a moderator sets what a co-host may publish.
     SetCohostMedia(CohostMedia) = "set_cohost_media",
     /// System only: the timer saw a co-host's disconnect grace pass.
     Disconnect(UserTarget) = "disconnect",
@@ -259,11 +316,14 @@ impl Command {
     }
 }
 
-/// Why bytes are not a command.
+/// Why bytes are not a command. Both are the contract's `invalid_argument`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandParseError {
+    /// No command has this name; holds at most the name's first 64 characters.
     #[error("unknown command {0:?}")]
     UnknownCommand(String),
+    /// The arguments are not the command's JSON: malformed, an unknown or missing field, a bad id, or an integer
+    /// out of its type's range. Holds serde's message, for people.
     #[error("bad arguments: {0}")]
     Arguments(String),
 }

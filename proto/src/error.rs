@@ -1,3 +1,8 @@
+//! The contract's error codes and the bodies that carry them.
+//!
+//! A caller matches on [`ErrorCode`]; [`ErrorInfo::message`] is for people, and its wording is not part of the
+//! contract.
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +36,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the contract's order; for metrics and tests that must cover each one.
     pub const ALL: [ErrorCode; 10] = [
         Self::InvalidArgument,
         Self::Unauthenticated,
@@ -44,6 +50,7 @@ impl ErrorCode {
         Self::Internal,
     ];
 
+    /// The code as on the wire, snake_case: `invalid_argument`, `not_found`, ...
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidArgument => "invalid_argument",
@@ -85,7 +92,10 @@ impl fmt::Display for ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorInfo {
+    /// What a program matches on.
     pub code: ErrorCode,
+    /// A short explanation for people, such as `invitation stage-1.1 is not pending`; its wording may change, so
+    /// never match on it.
     pub message: String,
 }
 
@@ -93,10 +103,12 @@ pub struct ErrorInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
+    /// The failure.
     pub error: ErrorInfo,
 }
 
 impl ErrorBody {
+    /// The body for `code`, with `message` for people.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             error: ErrorInfo {

@@ -13,15 +13,19 @@ use crate::invitation::Invitation;
 use crate::room::Room;
 
 /// Declares [`Event`] once, and from that one list its two serde shapes (`EventTagged` for JSON, `EventIndexed`
-/// for postcard) and its `type` names, so a variant cannot be added to one and missed in another.
+/// for postcard) and its `type` names, so a variant cannot be added to one and missed in another. A field's doc
+/// comments come first, then its `serde` attributes, which only the two shapes get.
 macro_rules! events {
     ($($(#[doc = $doc:literal])* $variant:ident = $name:literal {
-        $($(#[$field_attr:meta])* $field:ident: $ty:ty),* $(,)?
+        $($(#[doc = $field_doc:literal])* $(#[serde($($field_serde:tt)*)])* $field:ident: $ty:ty),* $(,)?
     }),* $(,)?) => {
         /// What happened to a room. Each variant carries enough to apply it without looking anything up.
+        ///
+        /// In JSON the variant is the envelope's `type` and its fields sit beside the envelope's; in postcard it
+        /// is a variant index, its position here.
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum Event {
-            $($(#[doc = $doc])* $variant { $($field: $ty),* },)*
+            $($(#[doc = $doc])* $variant { $($(#[doc = $field_doc])* $field: $ty),* },)*
         }
 
         /// JSON: internally tagged by `type`, as the contract shows it.
@@ -31,14 +35,16 @@ macro_rules! events {
         // where it cannot read a rename passed through this macro. A test holds the two to the same names.
         #[serde(remote = "Event", tag = "type", rename_all = "snake_case")]
         enum EventTagged {
-            $($(#[doc = $doc])* #[serde(rename = $name)] $variant { $($(#[$field_attr])* $field: $ty),* },)*
+            $($(#[doc = $doc])* #[serde(rename = $name)] $variant {
+                $($(#[doc = $field_doc])* $(#[serde($($field_serde)*)])* $field: $ty),*
+            },)*
         }
 
         /// postcard: a variant index, then the fields in order.
         #[derive(Serialize, Deserialize)]
         #[serde(remote = "Event")]
         enum EventIndexed {
-            $($variant { $($(#[$field_attr])* $field: $ty),* },)*
+            $($variant { $($(#[serde($($field_serde)*)])* $field: $ty),* },)*
         }
 
         impl Event {
@@ -57,48 +63,135 @@ macro_rules! events {
 
 // The order is the stored format: append, never reorder.
 events! {
-    RoomCreated = "room_created" { room: Room },
-    RoomLive = "room_live" { room: Room },
-    RoomStopped = "room_stopped" { room: Room },
-    InvitationCreated = "invitation_created" { invitation: Invitation },
-    InvitationApproved = "invitation_approved" { invitation: Invitation },
-    InvitationRejected = "invitation_rejected" { invitation: Invitation },
-    InvitationCancelled = "invitation_cancelled" { invitation: Invitation },
-    InvitationExpired = "invitation_expired" { invitation: Invitation },
+    /// `create_room` made the room; it is idle, at version 1.
+    RoomCreated = "room_created" {
+        /// The room after the change.
+        room: Room,
+    },
+    /// `go_live`: the room is live.
+    RoomLive = "room_live" {
+        /// The room after the change.
+        room: Room,
+    },
+    /// `stop_room`: the room has ended, the last event of its life. Its offers and seats ended in the events just
+    /// before.
+    RoomStopped = "room_stopped" {
+        /// The room after the change: ended, with no co-hosts.
+        room: Room,
+    },
+    /// `invite` or `request_to_join` made a pending invitation.
+    InvitationCreated = "invitation_created" {
+        /// The invitation after the change, `kind` included.
+        invitation: Invitation,
+    },
+    /// `accept_invitation`: the candidate took a seat, which the room gains.
+    InvitationApproved = "invitation_approved" {
+        /// The invitation after the change; its `seat` is the one taken.
+        invitation: Invitation,
+    },
+    /// `reject_invitation`: the responder declined.
+    InvitationRejected = "invitation_rejected" {
+        /// The invitation after the change.
+        invitation: Invitation,
+    },
+    /// `cancel_invitation`, or a pending offer ended by `stop_room` or `ban_user`.
+    InvitationCancelled = "invitation_cancelled" {
+        /// The invitation after the change.
+        invitation: Invitation,
+    },
+    /// The engine's timer saw `expires_ms` pass on a pending invitation.
+    InvitationExpired = "invitation_expired" {
+        /// The invitation after the change.
+        invitation: Invitation,
+    },
+    /// A co-host's seat was taken from them: `remove_cohost`, a ban, the disconnect grace or `stop_room`.
     CohostRemoved = "cohost_removed" {
+        /// The co-host removed.
         user_id: UserId,
+        /// The invitation whose approval gave the seat.
         invitation_id: InvitationId,
+        /// Why; `host` in JSON written before removals carried a reason.
         // JSON from before removals carried a reason: a user removed the co-host (the host, then).
         #[serde(default = "RemovalReason::host")]
         reason: RemovalReason,
     },
-    CohostLeft = "cohost_left" { user_id: UserId, invitation_id: InvitationId },
-    PresenceChanged = "presence_changed" {
+    /// `leave_stage`: a co-host gave up their own seat.
+    CohostLeft = "cohost_left" {
+        /// The co-host who left.
         user_id: UserId,
+        /// The invitation whose approval gave the seat.
+        invitation_id: InvitationId,
+    },
+    /// LiveKit reported the host or a co-host connected or gone.
+    PresenceChanged = "presence_changed" {
+        /// The participant: the host or a seated co-host.
+        user_id: UserId,
+        /// Whether they are connected now.
         online: bool,
-        /// LiveKit's own time and participant of the webhook, which orders presence (not arrival).
+        /// LiveKit's own time and participant of the webhook, which orders presence (not arrival); `None` for a
+        /// report without one, and in events recorded before stamps.
         #[serde(default)]
         stamp: Option<PresenceStamp>,
     },
     // The stage controls, from layout V2 on.
-    ModeratorAdded = "moderator_added" { user_id: UserId },
-    ModeratorRemoved = "moderator_removed" { user_id: UserId },
+    /// `add_moderator`: the user now runs the stage with the host.
+    ModeratorAdded = "moderator_added" {
+        /// The new moderator.
+        user_id: UserId,
+    },
+    /// `remove_moderator`, or a ban of a moderator.
+    ModeratorRemoved = "moderator_removed" {
+        /// The user who is no longer a moderator.
+        user_id: UserId,
+    },
+    /// `set_requests_open` with `open: true`: `request_to_join` is taken again.
     RequestsOpened = "requests_opened" {},
+    /// `set_requests_open` with `open: false`: `request_to_join` is refused.
     RequestsClosed = "requests_closed" {},
     /// The co-host now sits on `seat`; `swapped_with`, who sat there, now sits on `from_seat`.
     CohostMoved = "cohost_moved" {
+        /// The co-host moved.
         user_id: UserId,
+        /// Their new seat's number.
         seat: u8,
+        /// The seat they left.
         from_seat: u8,
+        /// Who sat on `seat` and now sits on `from_seat`; `None` if `seat` was empty.
         swapped_with: Option<UserId>,
     },
-    SeatLocked = "seat_locked" { seat: u8 },
-    SeatUnlocked = "seat_unlocked" { seat: u8 },
+    /// `lock_seat`: no one may take the seat or be moved to it.
+    SeatLocked = "seat_locked" {
+        /// The seat's number.
+        seat: u8,
+    },
+    /// `unlock_seat`: the seat may be taken again.
+    SeatUnlocked = "seat_unlocked" {
+        /// The seat's number.
+        seat: u8,
+    },
     /// Banned from `since_ms` until `until_ms`, or for the room's life when that is null.
-    UserBanned = "user_banned" { user_id: UserId, since_ms: u64, until_ms: Option<u64> },
-    UserUnbanned = "user_unbanned" { user_id: UserId },
+    UserBanned = "user_banned" {
+        /// The user banned.
+        user_id: UserId,
+        /// When the ban began, ms since the Unix epoch: the command's time.
+        since_ms: u64,
+        /// When it ends (`since_ms` plus the duration); `None` for the room's life.
+        until_ms: Option<u64>,
+    },
+    /// `unban_user`: the ban was lifted before it ended.
+    UserUnbanned = "user_unbanned" {
+        /// The user no longer banned.
+        user_id: UserId,
+    },
     /// What the co-host may publish now.
-    CohostMediaChanged = "cohost_media_changed" { user_id: UserId, audio: bool, video: bool },
+    CohostMediaChanged = "cohost_media_changed" {
+        /// The co-host.
+        user_id: UserId,
+        /// May publish the microphone, after the change.
+        audio: bool,
+        /// May publish the camera, after the change.
+        video: bool,
+    },
 }
 
 /// Why a co-host lost their seat.
@@ -106,11 +199,17 @@ events! {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RemovalReason {
+    /// The host removed them. JSON written before removals carried a reason reads as this.
     Host,
+    /// A moderator removed them.
     Moderator,
+    /// They were banned from the room.
     Ban,
+    /// They stayed offline past the deployment's disconnect grace.
     Disconnected,
+    /// The room was stopped.
     RoomStopped,
+    /// The system removed them: `remove_cohost` with no actor, or a `V1` record of a removal the system made.
     System,
 }
 
@@ -124,7 +223,9 @@ impl RemovalReason {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceStamp {
+    /// The webhook's `createdAt`, in ms since the Unix epoch: LiveKit's clock, not the engine's.
     pub at_ms: u64,
+    /// LiveKit's session id of the participant (`PA_...`); a new connection has a new one.
     pub participant_sid: String,
 }
 
@@ -180,15 +281,19 @@ impl<'de> Deserialize<'de> for Event {
 /// One committed event with its place in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
-    /// Position in the deployment's log: gap-free, from 1.
+    /// Position in the deployment's log: gap-free, from 1. In cluster mode, in the partition's log.
     pub seq: u64,
+    /// The room the event happened to.
     pub room_id: RoomId,
-    /// Position in the room: gap-free, from 1.
+    /// Position in the room: gap-free, from 1; equals the room's `version` after the event.
     pub version: u64,
+    /// When the event was committed, in ms since the Unix epoch (the engine's clock).
     pub at_ms: u64,
     /// The user whose command caused it; `None` for the system (timers, LiveKit).
     pub actor: Option<UserId>,
+    /// The idempotency key of the command that caused it, if it had one.
     pub command_id: Option<CommandId>,
+    /// What happened; in JSON, `type` and the payload's fields.
     pub event: Event,
 }
 
@@ -300,6 +405,7 @@ impl<'de> Deserialize<'de> for Envelope {
 /// decodes, into today's [`Envelope`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoredEvent {
+    /// The layout before the stage controls: read, never written.
     V1(crate::stored::v1::Envelope),
     /// Today's wire types' layout. When they change next, this layout is first copied into `stored::v2`.
     V2(Envelope),
@@ -309,7 +415,9 @@ pub enum StoredEvent {
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename = "StoredEvent")]
 pub enum StoredEventRef<'a> {
+    /// Never made: it holds `V1`'s place, so that `V2` is written with variant index 1.
     V1(()),
+    /// Today's layout, borrowing the envelope.
     V2(&'a Envelope),
 }
 
@@ -330,6 +438,9 @@ impl StoredEvent {
     }
 
     /// The layout's version: 1 for `V1`, 2 for `V2`.
+    // Hidden: public only for the golden vectors' and property tests, which check each record's layout; a
+    // caller matches on the variant.
+    #[doc(hidden)]
     pub fn layout(&self) -> u8 {
         match self {
             Self::V1(_) => 1,

@@ -1,5 +1,8 @@
 //! Validated identifiers. Every constructor, including serde's, checks the contract's rules, so a value of
 //! one of these types is always safe as a NATS subject token and as a LiveKit identity.
+//!
+//! Cloning one never allocates: `SmolStr` keeps up to 23 bytes inline and shares longer ones. Display gives the
+//! contract's string; Debug wraps it in the type's name, so logs read as the wire does.
 
 use std::fmt;
 use std::str::FromStr;
@@ -123,12 +126,13 @@ macro_rules! string_id {
         pub struct $name(SmolStr);
 
         impl $name {
-            /// Checks `s` against the contract's rules for this id.
+            /// Checks `s` against the contract's rules for this id; [`IdError`] says which rule it broke.
             pub fn new(s: &str) -> Result<Self, IdError> {
                 $check(s)?;
                 Ok(Self(SmolStr::new(s)))
             }
 
+            /// The id as on the wire.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -174,19 +178,22 @@ macro_rules! string_id {
 }
 
 string_id!(
-    /// A room: 1 to 64 characters of `[A-Za-z0-9_-]`, chosen by the host.
+    /// A room: 1 to 64 characters of `[A-Za-z0-9_-]`, chosen by the host. Case-sensitive, and never reused
+    /// in a deployment.
     RoomId,
     "room_id",
     |s| check_name(s, "room_id")
 );
 string_id!(
-    /// A user: 1 to 64 characters of `[A-Za-z0-9_-]`, as the deployment's auth names it.
+    /// A user: 1 to 64 characters of `[A-Za-z0-9_-]`, as the deployment's auth names it (the JWT `sub`).
+    /// Case-sensitive.
     UserId,
     "user_id",
     |s| check_name(s, "user_id")
 );
 string_id!(
-    /// A client's idempotency key: 1 to 64 printable ASCII characters.
+    /// A client's idempotency key: 1 to 64 printable ASCII characters, `!` to `~` (no spaces, no control
+    /// characters). The same key with the same command gets the first result again.
     CommandId,
     "command_id",
     check_command_id
@@ -197,6 +204,9 @@ string_id!(
 /// The room is part of the id so a command on an invitation routes to its room without a global index; the
 /// `.` cannot occur in a room id, so the split is unambiguous. Room ids are never reused, so the id is unique
 /// across the deployment.
+///
+/// Parse one with `str::parse`, which takes canonical forms only: `stage-1.1`, but not `stage-1.01`, `stage-1.0`
+/// or `stage-1.+1`. JSON carries the string; postcard the pair `(room_id, n)`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InvitationId {
     room_id: RoomId,
@@ -204,7 +214,7 @@ pub struct InvitationId {
 }
 
 impl InvitationId {
-    /// The `number`th invitation of `room_id`; numbers start at 1.
+    /// The `number`th invitation of `room_id`; numbers start at 1, so 0 is an [`IdError`].
     pub fn new(room_id: RoomId, number: u64) -> Result<Self, IdError> {
         if number == 0 {
             return Err(IdError {
@@ -215,10 +225,12 @@ impl InvitationId {
         Ok(Self { room_id, number })
     }
 
+    /// The room the invitation belongs to, which routes any command on it.
     pub fn room_id(&self) -> &RoomId {
         &self.room_id
     }
 
+    /// The invitation's place among its room's invitations, from 1.
     pub fn number(&self) -> u64 {
         self.number
     }
@@ -294,10 +306,13 @@ impl<'de> Deserialize<'de> for InvitationId {
     }
 }
 
-/// `"{room_id}:{version}"`: names one event of one room.
+/// `"{room_id}:{version}"`: names one event of one room. Derived from an envelope ([`crate::Envelope::event_id`]),
+/// never chosen; Display gives the string, which is also the event's `Nats-Msg-Id` on its room subject.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct EventId {
+    /// The room.
     pub room_id: RoomId,
+    /// The event's position in the room, from 1.
     pub version: u64,
 }
 

@@ -19,7 +19,11 @@ pub fn fnv1a32(bytes: &[u8]) -> u32 {
     })
 }
 
-/// The partition, in `0..partitions`, that holds `room_id`. `partitions` is at least 1.
+/// The partition, in `0..partitions`, that holds `room_id`; the same on every node and in NATS.
+///
+/// # Panics
+///
+/// If `partitions` is 0: a broken configuration, which the daemon refuses before it gets here.
 pub fn of(room_id: &RoomId, partitions: u32) -> u32 {
     assert!(partitions >= 1, "a cluster has at least one partition");
     fnv1a32(room_id.as_str().as_bytes()) % partitions

@@ -1,3 +1,5 @@
+//! Rooms and their seats, as events and replies carry them.
+
 use serde::{Deserialize, Serialize};
 
 use crate::id::{InvitationId, RoomId, UserId};
@@ -9,14 +11,20 @@ use crate::id::{InvitationId, RoomId, UserId};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Room {
+    /// The room's id, chosen by the host.
     pub room_id: RoomId,
+    /// The user who created the room; never changes.
     pub host: UserId,
+    /// At most 200 characters, no control characters; may be empty.
     pub title: String,
+    /// `idle` → `live` → `ended`, never back.
     pub status: RoomStatus,
+    /// How many seats the room has, 1 to 16; fixed at creation.
     pub max_cohosts: u8,
     /// Seated co-hosts, in the order they were seated.
     pub cohosts: Vec<Seat>,
-    /// The number of events applied to the room.
+    /// The number of events applied to the room: gap-free, 1 after `room_created`. A command's
+    /// `expected_version` is compared with it.
     pub version: u64,
     /// Appointed by the host, at most 8, in appointment order.
     #[serde(default)]
@@ -33,19 +41,23 @@ fn open() -> bool {
     true
 }
 
-/// Seats numbered 1, 2, … in the order listed: how a room from before numbered seats reads.
+/// Numbers `seats` 1, 2, … in the order listed: how a room from before numbered seats reads.
 pub fn number_in_order(seats: &mut [Seat]) {
     for (number, seat) in (1..=u8::MAX).zip(seats.iter_mut()) {
         seat.seat = number;
     }
 }
 
+/// Where a room is in its life: `idle` → `live` → `ended`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RoomStatus {
+    /// Created, not yet live: invitations may already be made, but no broadcaster data is given.
     Idle,
+    /// Broadcasting: the host and co-hosts get broadcaster data.
     Live,
+    /// Stopped, for good: only reads are accepted.
     Ended,
 }
 
@@ -53,9 +65,11 @@ pub enum RoomStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Seat {
+    /// The co-host.
     pub user_id: UserId,
     /// The invitation whose approval gave the seat.
     pub invitation_id: InvitationId,
+    /// When the seat was taken (the approval), in ms since the Unix epoch.
     pub since_ms: u64,
     /// Whether LiveKit last reported the co-host as connected.
     pub online: bool,
@@ -63,9 +77,11 @@ pub struct Seat {
     /// (the room's state numbers it: the lowest seat free when it was taken).
     #[serde(default)]
     pub seat: u8,
-    /// Whether the co-host may publish audio, and video: the host's media controls.
+    /// Whether the co-host may publish their microphone: true when seated, kept across moves, set by
+    /// `set_cohost_media`.
     #[serde(default = "open")]
     pub audio: bool,
+    /// Whether the co-host may publish their camera; set the same way as `audio`.
     #[serde(default = "open")]
     pub video: bool,
 }

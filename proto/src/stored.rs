@@ -4,114 +4,188 @@
 //! A record decodes into its version's types and converts into the wire types; each conversion is total and
 //! fixed, so replaying an old log gives the same result on every build. See "Versioning" in proto/README.md.
 
-/// The layout of `StoredEvent::V1`: the contract's types as first released. Never edited.
+/// The layout of `StoredEvent::V1`: the contract's types as first released. Its fields, variants and their order
+/// are never edited: they are the bytes of every `V1` record.
+///
+/// Each type converts into today's namesake with `From` (`crate::Envelope::from`, `crate::Room::from`, ...),
+/// whose docs say more of each field; the docs here note what this layout lacks.
 pub mod v1 {
     use serde::{Deserialize, Serialize};
 
     use crate::id::{CommandId, InvitationId, RoomId, UserId};
 
+    /// A `V1` record's envelope; the fields of [`crate::Envelope`], in the same order.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Envelope {
+        /// Position in the log: gap-free, from 1.
         pub seq: u64,
+        /// The room the event happened to.
         pub room_id: RoomId,
+        /// Position in the room: gap-free, from 1.
         pub version: u64,
+        /// When the event was committed, in ms since the Unix epoch.
         pub at_ms: u64,
+        /// The user whose command caused it; `None` for the system.
         pub actor: Option<UserId>,
+        /// The idempotency key of the command that caused it, if it had one.
         pub command_id: Option<CommandId>,
+        /// What happened.
         pub event: Event,
     }
 
+    /// The eleven events before the stage controls, with today's variant indexes 0 to 10.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub enum Event {
+        /// `room_created`.
         RoomCreated {
+            /// The room after the change.
             room: Room,
         },
+        /// `room_live`.
         RoomLive {
+            /// The room after the change.
             room: Room,
         },
+        /// `room_stopped`.
         RoomStopped {
+            /// The room after the change.
             room: Room,
         },
+        /// `invitation_created`.
         InvitationCreated {
+            /// The invitation after the change.
             invitation: Invitation,
         },
+        /// `invitation_approved`.
         InvitationApproved {
+            /// The invitation after the change.
             invitation: Invitation,
         },
+        /// `invitation_rejected`.
         InvitationRejected {
+            /// The invitation after the change.
             invitation: Invitation,
         },
+        /// `invitation_cancelled`.
         InvitationCancelled {
+            /// The invitation after the change.
             invitation: Invitation,
         },
+        /// `invitation_expired`.
         InvitationExpired {
+            /// The invitation after the change.
             invitation: Invitation,
         },
+        /// `cohost_removed`, without a reason: it converts to `host` when a user caused it, else `system`.
         CohostRemoved {
+            /// The co-host removed.
             user_id: UserId,
+            /// The invitation whose approval gave the seat.
             invitation_id: InvitationId,
         },
+        /// `cohost_left`.
         CohostLeft {
+            /// The co-host who left.
             user_id: UserId,
+            /// The invitation whose approval gave the seat.
             invitation_id: InvitationId,
         },
+        /// `presence_changed`, without a stamp.
         PresenceChanged {
+            /// The participant.
             user_id: UserId,
+            /// Whether they are connected now.
             online: bool,
         },
     }
 
+    /// A room before the stage controls: no moderators, locked seats or `requests_open`.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Room {
+        /// The room's id.
         pub room_id: RoomId,
+        /// The user who created the room.
         pub host: UserId,
+        /// At most 200 characters.
         pub title: String,
+        /// `idle` → `live` → `ended`.
         pub status: RoomStatus,
+        /// How many seats the room has.
         pub max_cohosts: u8,
+        /// Seated co-hosts, in the order they were seated; unnumbered.
         pub cohosts: Vec<Seat>,
+        /// The number of events applied to the room.
         pub version: u64,
     }
 
+    /// A room's status, with today's variant indexes.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
     pub enum RoomStatus {
+        /// Created, not yet live.
         Idle,
+        /// Broadcasting.
         Live,
+        /// Stopped, for good.
         Ended,
     }
 
+    /// A seat before numbers and media controls: it converts to seat 0 with audio and video allowed.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Seat {
+        /// The co-host.
         pub user_id: UserId,
+        /// The invitation whose approval gave the seat.
         pub invitation_id: InvitationId,
+        /// When the seat was taken, in ms since the Unix epoch.
         pub since_ms: u64,
+        /// Whether LiveKit last reported the co-host as connected.
         pub online: bool,
     }
 
+    /// An invitation before seats could be named: it converts with no `seat`.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Invitation {
+        /// `{room_id}.{n}`.
         pub invitation_id: InvitationId,
+        /// The room whose stage is offered.
         pub room_id: RoomId,
+        /// Who offered.
         pub kind: InvitationKind,
+        /// The room's host.
         pub host: UserId,
+        /// The candidate.
         pub user_id: UserId,
+        /// Where the offer stands.
         pub status: InvitationStatus,
+        /// When it was made, in ms since the Unix epoch.
         pub created_ms: u64,
+        /// When its status last changed, in ms since the Unix epoch.
         pub updated_ms: u64,
+        /// When a pending offer expires, in ms since the Unix epoch.
         pub expires_ms: u64,
     }
 
+    /// Which way an offer goes, with today's variant indexes.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
     pub enum InvitationKind {
+        /// The host offers; the candidate responds.
         Invite,
+        /// The candidate asks; the host responds.
         Request,
     }
 
+    /// Where an invitation stands, with today's variant indexes.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
     pub enum InvitationStatus {
+        /// Waiting for an answer.
         Pending,
+        /// Accepted: the candidate took a seat.
         Approved,
+        /// Declined by the responder.
         Rejected,
+        /// Withdrawn by the initiator, or ended by `stop_room`.
         Cancelled,
+        /// Nobody answered in time.
         Expired,
     }
 }

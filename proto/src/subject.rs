@@ -22,12 +22,14 @@ pub fn user(user_id: &UserId) -> String {
     format!("cohost.v1.user.{user_id}")
 }
 
-/// `cohost.v1.cmd.<command>`.
+/// `cohost.v1.cmd.<name>`: where the service takes the command `name`, one of
+/// [`Command::NAMES`](crate::Command::NAMES). `name` is not checked: pass a known one.
 pub fn command(name: &str) -> String {
     format!("cohost.v1.cmd.{name}")
 }
 
-/// `cohost.v1.query.<name>`.
+/// `cohost.v1.query.<name>`: where the service answers the query `name` (`room`, `read_events`, ...). `name` is
+/// not checked: pass a known one.
 pub fn query(name: &str) -> String {
     format!("cohost.v1.query.{name}")
 }
@@ -36,8 +38,11 @@ pub fn query(name: &str) -> String {
 pub mod header {
     /// JetStream's deduplication key: `{event_id}` on room subjects, `{event_id}:user` on user subjects.
     pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// The envelope's `seq`, in decimal, readable without decoding the body.
     pub const SEQ: &str = "Cohost-Seq";
+    /// The envelope's `version`, in decimal: a subscriber that sees a gap fills it from the log.
     pub const VERSION: &str = "Cohost-Version";
+    /// The body's encoding, as [`Encoding::content_type`](crate::Encoding::content_type) writes it.
     pub const CONTENT_TYPE: &str = "Content-Type";
     /// In cluster mode only: the partition whose log holds the event, in decimal; `Cohost-Seq` counts within it.
     pub const PARTITION: &str = "Cohost-Partition";
