@@ -55,16 +55,27 @@ struct Landed {
 counters! {
     /// What the auditor checked, summed over seeds by the campaign.
     pub struct Counts {
+        /// Decisions in the sequencer's trace, each checked.
         decisions,
+        /// Batches that became durable.
         durable_batches,
+        /// Batches whose write or flush failed.
         failed_batches,
+        /// Replies checked.
         replies,
+        /// Replies that were `unavailable`.
         unavailable,
+        /// Retries the engine still remembered: the first reply repeated, nothing appended.
         retries_remembered,
+        /// Retries of ids the engine had forgotten, decided afresh.
         retries_forgotten,
+        /// Remembered retries answered with the first reply read back from the log.
         stored_answers,
+        /// Expiries that appended.
         expiries,
+        /// Removals for a disconnect grace run out.
         disconnects,
+        /// Unconfirmed batches (a failed flush, a death in one) found whole in the log after recovery.
         survived_crashes,
     }
 }

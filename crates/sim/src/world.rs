@@ -79,32 +79,59 @@ pub struct World {
 counters! {
     /// What a run did, summed over seeds by the campaign to show that every fault was exercised.
     pub struct Stats {
+        /// Steps taken.
         steps,
+        /// Commands clients sent, retries included.
         commands,
+        /// Commands sent again after `unavailable` or a crash that cut them off.
         retries,
+        /// Turns of the engine's driver.
         turns,
+        /// Batches whose write the disk failed: taken back and answered `unavailable`.
         failed_writes,
+        /// Batches whose flush failed: the engine stops taking writes until restarted.
         failed_flushes,
+        /// Times the process died inside a flush.
         deaths_in_flush,
+        /// Machine crashes: the disk keeps a prefix of what was not flushed, or tears the last write.
         crashes,
+        /// Process deaths that kept the machine up, and so its page cache.
         process_restarts,
+        /// Opens that found a torn record past the committed mark and took it back.
         torn_records_dropped,
+        /// Records found past the committed mark at open, written again and flushed.
         records_confirmed,
+        /// Crashes that also lost the committed mark's last writes.
         marks_set_back,
+        /// Clean stops and starts: the queue drained, a snapshot, a flush, then recovery.
         restarts,
+        /// Snapshots the sequencer asked for and the driver wrote.
         snapshots,
+        /// Times commands arrived while a batch was in flight.
         sent_in_flight,
+        /// Ended rooms archived out of memory.
         rooms_archived,
+        /// Commands that loaded an archived room back.
         archived_rooms_loaded,
+        /// Seeds run in cluster mode (1 or 0 for one seed).
         cluster_seeds,
+        /// Starts in cluster mode: each takes the partition over from its log.
         takeovers,
+        /// Appends the partition log refused outright.
         appends_refused,
+        /// Appends the partition log took whose ack was lost.
         acks_lost_committed,
+        /// Appends lost along with their ack.
         acks_lost_not_committed,
+        /// Local store writes that failed after the partition log took the batch.
         local_writes_failed_after_the_log,
+        /// Times another writer claimed the partition.
         other_writers,
+        /// Appends the log's fence refused because another writer had appended.
         writers_fenced,
+        /// Snapshots saved as the partition's base.
         bases_saved,
+        /// Takeovers that started from a saved base rather than the log's first entry.
         takeovers_from_base,
     }
 }
