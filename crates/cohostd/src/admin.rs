@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use cohost_engine::FollowerStatus;
@@ -18,6 +18,18 @@ pub struct WebhookView {
     pub id: String,
     pub url: String,
     pub follower: Arc<FollowerStatus>,
+    pub pause: Arc<crate::delivery::Pause>,
+}
+
+impl WebhookView {
+    /// The endpoint's state: its follower's, or `paused` while it waits at an event it kept failing.
+    pub fn state(&self) -> &'static str {
+        if self.pause.is_paused() {
+            "paused"
+        } else {
+            self.follower.snapshot().state.as_str()
+        }
+    }
 }
 
 /// Equal in time independent of where the two differ, so the secret cannot be guessed byte by byte.
@@ -45,7 +57,8 @@ fn check(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// `GET /v1/admin/webhooks`: each endpoint's id, url, cursor (the last seq it has handled), state
-/// (`following`, `retrying`, or `stopped` once paused at an event it kept failing), lag, retries and last error.
+/// (`following`, `retrying`, `paused` at an event it kept failing for the give-up age, or `stopped`), lag,
+/// retries and last error.
 pub(crate) async fn webhooks(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -63,7 +76,7 @@ pub(crate) async fn webhooks(
                 "id": view.id,
                 "url": view.url,
                 "cursor": snapshot.handled_seq,
-                "state": snapshot.state.as_str(),
+                "state": view.state(),
                 "lag": snapshot.lag(last_seq),
                 "retries": snapshot.retries,
                 "last_error": last_error,
@@ -71,4 +84,25 @@ pub(crate) async fn webhooks(
         })
         .collect();
     Ok(axum::Json(serde_json::json!({ "endpoints": endpoints })).into_response())
+}
+
+/// `POST /v1/admin/webhooks/{id}/resume`: a paused endpoint tries its event again at once, with a fresh give-up
+/// age (nothing is skipped). 404 for an unknown endpoint, 409 `failed_precondition` for one not paused.
+pub(crate) async fn resume_webhook(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check(&state, &headers)?;
+    let view = (state.webhooks.iter())
+        .find(|view| view.id == id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no webhook endpoint has this id"))?;
+    if !view.pause.resume() {
+        let why = format!(
+            "webhook endpoint {id} is not paused (it is {})",
+            view.state()
+        );
+        return Err(ApiError::new(ErrorCode::FailedPrecondition, why));
+    }
+    Ok(axum::Json(serde_json::json!({"id": view.id, "state": "following"})).into_response())
 }

@@ -2,15 +2,17 @@
 //! time, with a durable cursor of its own (`webhook:<id>`), like the NATS relay. An event the endpoint does not
 //! want is passed over; one it wants is posted, signed afresh at each attempt, until a 2xx. A failure is retried
 //! with exponential backoff and jitter; once an event has failed for the give-up age, the endpoint pauses at it
-//! (never skipping it) until the daemon restarts. Delivery reads the log off the write path: a slow or dead
+//! (never skipping it) until an operator resumes it (`POST /v1/admin/webhooks/{id}/resume`) or the daemon
+//! restarts. Delivery reads the log off the write path: a slow or dead
 //! endpoint costs its own task and cursor, never a command's latency or another endpoint's progress.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cohost_engine::{Backoff, Clock, Engine, FollowerStatus, Interest, SystemClock};
 use cohost_proto::Envelope;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::outbound::Endpoint;
 
@@ -42,12 +44,36 @@ const SKIPPED_SAVE_EVERY: u64 = 1_024;
 /// How long passed-over progress waits for a quiet moment before it is written.
 const SKIPPED_SAVE_AFTER: Duration = Duration::from_secs(1);
 
+/// Whether an endpoint is paused at an event it kept failing, and the operator's word to try it again.
+#[derive(Debug, Default)]
+pub struct Pause {
+    paused: AtomicBool,
+    resume: Notify,
+}
+
+impl Pause {
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Wakes a paused endpoint: it tries its event again at once, with a fresh give-up age. `false` (and
+    /// nothing changes) when it is not paused.
+    pub fn resume(&self) -> bool {
+        if !self.paused.swap(false, Ordering::SeqCst) {
+            return false;
+        }
+        self.resume.notify_one();
+        true
+    }
+}
+
 /// One endpoint's delivery task.
 #[derive(Debug)]
 pub struct Delivery {
     id: String,
     url: String,
     follower: Arc<FollowerStatus>,
+    pause: Arc<Pause>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -74,6 +100,7 @@ impl Delivery {
             .map_err(|e| format!("the HTTP client for {sink}: {e}"))?;
         let (stop, stopped) = watch::channel(false);
         let (id, url) = (endpoint.id.clone(), endpoint.url.clone());
+        let pause = Arc::new(Pause::default());
         let task = tokio::spawn(
             Task {
                 engine,
@@ -82,6 +109,7 @@ impl Delivery {
                 settings,
                 sink,
                 follower: follower.clone(),
+                pause: pause.clone(),
                 stopped,
             }
             .run(),
@@ -90,6 +118,7 @@ impl Delivery {
             id,
             url,
             follower,
+            pause,
             stop,
             task,
         })
@@ -101,6 +130,7 @@ impl Delivery {
             id: self.id.clone(),
             url: self.url.clone(),
             follower: self.follower.clone(),
+            pause: self.pause.clone(),
         }
     }
 
@@ -122,13 +152,14 @@ struct Task {
     settings: DeliverySettings,
     sink: String,
     follower: Arc<FollowerStatus>,
+    pause: Arc<Pause>,
     stopped: watch::Receiver<bool>,
 }
 
 /// What became of one event.
 enum Outcome {
     Delivered,
-    /// Stopped, or paused: the task ends without moving past the event.
+    /// Stopped: the task ends without moving past the event.
     Halted,
 }
 
@@ -153,7 +184,7 @@ impl Task {
         self.follower.stopped();
     }
 
-    /// Handles every event after the last one handled; `None` once stopped or paused, else a log read's error.
+    /// Handles every event after the last one handled; `None` once stopped, else a log read's error.
     async fn follow(&mut self) -> Option<String> {
         let mut events = self
             .engine
@@ -208,7 +239,8 @@ impl Task {
         }
     }
 
-    /// Posts one event until the endpoint takes it, or the endpoint pauses at it, or the task stops.
+    /// Posts one event until the endpoint takes it or the task stops; pauses at it when it kept failing for the
+    /// give-up age, until resumed.
     async fn deliver(&mut self, envelope: &Envelope) -> Outcome {
         let body = serde_json::to_vec(envelope).expect("an envelope encodes");
         let id = envelope.event_id().to_string();
@@ -240,8 +272,12 @@ impl Task {
             );
             self.follower.failed(message.clone(), SystemClock.now_ms());
             if since.elapsed() >= self.settings.give_up_after {
-                tracing::error!(endpoint = %self.endpoint.id, %message, "webhook endpoint paused: it kept failing for the give-up age; restart to resume");
-                return Outcome::Halted;
+                if !self.paused(&message).await {
+                    return Outcome::Halted;
+                }
+                failing_since = None;
+                backoff = Backoff::between(self.settings.retry_first, self.settings.retry_max);
+                continue;
             }
             let wait = spread(backoff.next_wait());
             tokio::select! {
@@ -249,6 +285,23 @@ impl Task {
                 _ = self.stopped.changed() => return Outcome::Halted,
             }
         }
+    }
+}
+
+impl Task {
+    /// Pauses at the event that kept failing until an operator resumes the endpoint (`true`) or the task stops.
+    async fn paused(&mut self, message: &str) -> bool {
+        let id = &self.endpoint.id;
+        tracing::error!(endpoint = %id, %message, "webhook endpoint paused: it kept failing for the give-up age; POST /v1/admin/webhooks/{id}/resume (or a restart) resumes it");
+        self.pause.paused.store(true, Ordering::SeqCst);
+        let resumed = tokio::select! {
+            _ = self.pause.resume.notified() => true,
+            _ = self.stopped.changed() => false,
+        };
+        if resumed {
+            tracing::info!(endpoint = %id, "webhook endpoint resumed");
+        }
+        resumed
     }
 }
 

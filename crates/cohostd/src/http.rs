@@ -241,6 +241,7 @@ pub(crate) fn route_table() -> Vec<Route> {
         POST "/v1/livekit/webhook" => webhook,
         POST "/v1/stream-tickets" => stream_ticket,
         GET "/v1/admin/webhooks" => crate::admin::webhooks,
+        POST "/v1/admin/webhooks/{id}/resume" => crate::admin::resume_webhook,
     ];
     table.extend(crate::stage::routes());
     table
@@ -554,7 +555,12 @@ fn single_followers(state: &AppState, last_seq: u64) -> Vec<FollowerView> {
     state
         .followers
         .iter()
-        .map(|follower| FollowerView::of(&follower.snapshot(), last_seq))
+        .map(|follower| {
+            let mut view = FollowerView::of(&follower.snapshot(), last_seq);
+            view.paused = (state.webhooks.iter())
+                .any(|w| w.pause.is_paused() && Arc::ptr_eq(&w.follower, follower));
+            view
+        })
         .collect()
 }
 
@@ -583,7 +589,7 @@ fn followers_json(followers: &[FollowerView]) -> Vec<serde_json::Value> {
                 .map(|error| serde_json::json!({"message": error.message, "at_ms": error.at_ms}));
             serde_json::json!({
                 "name": view.name,
-                "state": view.state.as_str(),
+                "state": if view.paused { "paused" } else { view.state.as_str() },
                 "lag": view.lag,
                 "last_error": last_error,
                 "retries": view.retries,

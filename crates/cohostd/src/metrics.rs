@@ -48,6 +48,8 @@ pub struct FollowerView {
     pub lag: u64,
     pub retries: u64,
     pub last_error: Option<FollowerError>,
+    /// An outgoing webhook endpoint waiting, at an event it kept failing, for an operator's resume.
+    pub paused: bool,
 }
 
 impl FollowerView {
@@ -59,6 +61,7 @@ impl FollowerView {
             lag: snapshot.lag(last_seq),
             retries: snapshot.retries,
             last_error: snapshot.last_error.clone(),
+            paused: false,
         }
     }
 
@@ -251,7 +254,7 @@ fn render_followers(out: &mut String, followers: &[FollowerView]) {
     if followers.is_empty() {
         return;
     }
-    let series: [(&str, &str, &str, FollowerValue); 3] = [
+    let series: [(&str, &str, &str, FollowerValue); 4] = [
         (
             "cohost_follower_up",
             "gauge",
@@ -269,6 +272,12 @@ fn render_followers(out: &mut String, followers: &[FollowerView]) {
             "counter",
             "Failures of the follower (a log read, NATS, LiveKit, a cursor write), each retried.",
             |f| f.retries,
+        ),
+        (
+            "cohost_follower_paused",
+            "gauge",
+            "1 while an outgoing webhook endpoint waits, at an event it kept failing, for an operator's resume.",
+            |f| u64::from(f.paused),
         ),
     ];
     for (name, kind, help, value) in series {
@@ -555,6 +564,10 @@ cohost_follower_lag_events{follower="revoker"} 12
 # TYPE cohost_follower_errors_total counter
 cohost_follower_errors_total{follower="relay"} 2
 cohost_follower_errors_total{follower="revoker"} 7
+# HELP cohost_follower_paused 1 while an outgoing webhook endpoint waits, at an event it kept failing, for an operator's resume.
+# TYPE cohost_follower_paused gauge
+cohost_follower_paused{follower="relay"} 0
+cohost_follower_paused{follower="revoker"} 0
 # HELP cohost_sse_clients Open live collections.
 # TYPE cohost_sse_clients gauge
 cohost_sse_clients 3
@@ -593,6 +606,7 @@ cohost_sse_clients 3
             lag: 3 + 4,
             retries: 2 + 1,
             last_error: Some(newer),
+            paused: false,
         };
         assert_eq!(views, [want]);
         let page = Metrics::default().render_cluster(&StatsSnapshot::default(), 2, &views);

@@ -37,6 +37,7 @@ use crate::stage::{BanBody, MediaBody, MoveBody};
         paths::open_requests, paths::close_requests, paths::add_moderator, paths::remove_moderator,
         paths::move_cohost, paths::set_cohost_media, paths::lock_seat, paths::unlock_seat,
         paths::ban_user, paths::unban_user, paths::room_events, paths::admin_webhooks,
+        paths::resume_webhook,
     ),
     components(schemas(ErrorBody, Envelope, InvitationStatus, InvitationKind)),
     modifiers(&Errors),
@@ -307,6 +308,12 @@ mod paths {
             state, lag, retries, last_error}]}`; for the admin secret (COHOST_ADMIN_SECRET), never a user JWT", body = Object)))]
     fn admin_webhooks() {}
 
+    #[utoipa::path(post, path = "/v1/admin/webhooks/{id}/resume", tag = "admin", security(("admin" = [])),
+        params(WebhookPath),
+        responses((status = 200, description = "the paused endpoint tries its event again at once, with a fresh \
+            give-up age: `{id, state}`; 404 for an unknown id, 409 for an endpoint not paused", body = Object)))]
+    fn resume_webhook() {}
+
     #[utoipa::path(get, path = "/v1/rooms/{room_id}/events", tag = "rooms", params(RoomPath, EventsQuery),
         responses((status = 200, description = "the room's history from the log, for the host and moderators; \
             next_cursor is the after_version of the next page", body = Page<Envelope>)))]
@@ -334,6 +341,14 @@ struct RoomPath {
 #[allow(dead_code)]
 struct UserPath {
     user_id: UserId,
+}
+
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct WebhookPath {
+    /// The endpoint's `id` in the webhooks file.
+    id: String,
 }
 
 #[derive(utoipa::IntoParams)]

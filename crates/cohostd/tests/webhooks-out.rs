@@ -133,8 +133,12 @@ fn endpoints_file(dir: &Path, url: &str) -> PathBuf {
 }
 
 async fn daemon(dir: &Path, endpoints: &Path) -> Daemon {
+    daemon_with(dir, endpoints, &[]).await
+}
+
+async fn daemon_with(dir: &Path, endpoints: &Path, more: &[&str]) -> Daemon {
     let file = endpoints.to_str().unwrap();
-    let args = [
+    let mut args = vec![
         "--webhooks-file",
         file,
         "--webhook-retry-first-ms",
@@ -144,6 +148,7 @@ async fn daemon(dir: &Path, endpoints: &Path) -> Daemon {
         "--admin-secret",
         ADMIN,
     ];
+    args.extend_from_slice(more);
     Daemon::start_with(dir, &args).await
 }
 
@@ -256,6 +261,86 @@ async fn a_kill_mid_delivery_loses_nothing_and_repeats_only_by_webhook_id() {
     assert_eq!(firsts, all.iter().collect::<Vec<_>>(), "in order: {log:?}");
     assert!(log.iter().all(|line| !line.starts_with("BAD")), "{log:?}");
     drop(d);
+}
+
+/// The operators' view of the endpoint and the follower's lines in `/healthz` and `/metrics`.
+async fn endpoint_state(d: &Daemon) -> (String, String, String) {
+    let listed: serde_json::Value = (d.http.get(d.url("/v1/admin/webhooks")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let health: serde_json::Value = (d.http.get(d.url("/healthz")).send().await.unwrap())
+        .json()
+        .await
+        .unwrap();
+    let metrics = d.http.get(d.url("/metrics")).send().await.unwrap();
+    let paused = (metrics.text().await.unwrap().lines())
+        .find(|line| line.starts_with("cohost_follower_paused{follower=\"webhook:receiver\"}"))
+        .unwrap_or_default()
+        .to_owned();
+    let state = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    (
+        state(&listed["endpoints"][0]["state"]),
+        state(&health["followers"][0]["state"]),
+        paused,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_failing_past_the_give_up_age_pauses_at_its_event_until_resumed() {
+    let receiver = Receiver::start();
+    receiver.set_down(true);
+    let dir = support::data_dir();
+    let endpoints = endpoints_file(dir.path(), &receiver.url);
+    let d = daemon_with(dir.path(), &endpoints, &["--webhook-give-up-s", "1"]).await;
+    let events = room_with_guests(&d, "p1", 2).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let paused = (
+        "paused".to_owned(),
+        "paused".to_owned(),
+        "cohost_follower_paused{follower=\"webhook:receiver\"} 1".to_owned(),
+    );
+    while endpoint_state(&d).await != paused {
+        assert!(
+            Instant::now() < deadline,
+            "not paused: {:?}",
+            endpoint_state(&d).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Paused, it tries nothing more, even with the receiver back: nothing is skipped, nothing sent.
+    receiver.set_down(false);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(receiver.log().is_empty(), "{:?}", receiver.log());
+    assert_eq!(endpoint_state(&d).await, paused);
+
+    let resume = |id: &str, token: &str| {
+        let path = format!("/v1/admin/webhooks/{id}/resume");
+        d.http.post(d.url(&path)).bearer_auth(token).send()
+    };
+    assert_eq!(
+        resume("receiver", &d.token("host")).await.unwrap().status(),
+        401
+    );
+    assert_eq!(resume("nobody", ADMIN).await.unwrap().status(), 404);
+    assert_eq!(resume("receiver", ADMIN).await.unwrap().status(), 200);
+    assert_eq!(
+        receiver.wait_for(events.len()).await,
+        events,
+        "each event once, in order"
+    );
+    let (listed, health, metric) = endpoint_state(&d).await;
+    assert_eq!(
+        (listed.as_str(), health.as_str()),
+        ("following", "following")
+    );
+    assert!(metric.ends_with(" 0"), "{metric}");
+    let again = resume("receiver", ADMIN).await.unwrap();
+    assert_eq!(again.status(), 409);
 }
 
 /// The receiver's library refuses a changed body and a signature from more than its tolerance (5 minutes) ago.
