@@ -36,6 +36,7 @@ struct Claims {
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// The token's `sub`: the user every command of the request acts as.
     pub user: UserId,
     /// The token's `exp`, in seconds since the epoch: a live collection ends there.
     pub expires_s: u64,
@@ -44,6 +45,7 @@ pub struct Caller {
 /// What tokens must satisfy beyond the signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRules {
+    /// The longest `exp` − `iat` (or − now, without `iat`) a token may have (`COHOST_TOKEN_LIFETIME_MAX_S`).
     pub lifetime_max: Duration,
     /// When set, `iss` must equal it.
     pub issuer: Option<String>,
@@ -100,6 +102,7 @@ impl Auth {
         Self::with_rules(secret, TokenRules::default())
     }
 
+    /// Tokens signed with `secret` (HS256), checked against `rules`; stream tickets get a key derived from it.
     pub fn with_rules(secret: &str, rules: TokenRules) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         let mut required = vec!["exp", "sub"];

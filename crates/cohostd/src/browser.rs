@@ -17,7 +17,9 @@ const ORIGINS_MAX: usize = 64;
 /// The origins allowed to call the API from a browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CorsOrigins {
+    /// `*`: any origin (bearer tokens only, never cookies, so no credentials are allowed either way).
     Any,
+    /// Exactly these origins, lower-cased, at most 64.
     List(Vec<HeaderValue>),
 }
 

@@ -36,13 +36,20 @@ use cohost_proto::limits::{BODY_BYTES_MAX, PAGE_LIMIT_MAX};
 /// The engines behind the API: one, or in cluster mode those of the partitions this node owns.
 #[derive(Clone)]
 pub enum Engines {
+    /// Single-node mode: one engine over the local log.
     One {
+        /// The engine every command and read goes to.
         engine: Engine,
+        /// Mints broadcaster tokens from the engine's entitlement.
         credentials: Credentials,
+        /// Takes LiveKit's webhooks into the engine.
         webhooks: Box<Webhooks>,
     },
+    /// Cluster mode: the engines of the partitions this node owns, found through the node.
     Cluster {
+        /// The cluster node: its partitions, leases and engines.
         node: Arc<cohost_nats::cluster::Node>,
+        /// Mints broadcaster tokens once the owning engine granted the entitlement.
         minter: Minter,
         /// Each webhook goes to the engine of its room's partition: the forwarding middleware sends it to
         /// the partition's owner first.
@@ -106,8 +113,11 @@ impl Engines {
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
+    /// Where commands and reads go.
     pub engines: Engines,
+    /// Verifies user JWTs and stream tickets.
     pub auth: Auth,
+    /// The counters `/metrics` renders.
     pub metrics: Arc<Metrics>,
     /// The log's followers that run (the NATS relay, the LiveKit revoker), shown by `/healthz` and `/metrics`.
     pub followers: Arc<[Arc<FollowerStatus>]>,
@@ -115,6 +125,7 @@ pub struct AppState {
     pub closing: tokio::sync::watch::Receiver<bool>,
     /// A request body must arrive whole within this long.
     pub body_read_timeout: Duration,
+    /// The connection loop's counters, for `/metrics`.
     pub connections: Arc<ConnectionStats>,
     /// Per-user quotas: commands, invitations, live collections.
     pub quotas: Arc<Quotas>,
@@ -247,6 +258,8 @@ pub(crate) fn route_table() -> Vec<Route> {
     table
 }
 
+/// The whole API over `state`: every route of the route table, behind the forwarding middleware, request
+/// limits and CORS. What `serve` serves, and what the tests call in process.
 pub fn router(state: AppState) -> Router {
     let state = Arc::new(state);
     let routes = route_table()

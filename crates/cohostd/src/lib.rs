@@ -8,6 +8,8 @@
 //! The binary (`main.rs`) only calls [`main`]; the parts are a library so tests can serve the router in
 //! process, over an engine on a disk they control.
 
+#![warn(missing_docs)]
+
 mod admin;
 pub mod auth;
 pub mod browser;

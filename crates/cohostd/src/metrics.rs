@@ -20,6 +20,7 @@ const COMMANDS: usize = Command::NAMES.len();
 pub struct Metrics {
     /// `commands[command][result]`, in the order of `Command::NAMES` and `ok` then `ErrorCode::ALL`.
     commands: [[AtomicU64; RESULTS]; COMMANDS],
+    /// Live collections (SSE streams) open now.
     pub sse_clients: AtomicI64,
 }
 
@@ -43,10 +44,15 @@ fn result_name(index: usize) -> &'static str {
 /// latest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowerView {
+    /// The follower's name (`relay`, `revoker`, `webhook:<id>`): its label in `/metrics`.
     pub name: &'static str,
+    /// Following, retrying or stopped.
     pub state: FollowerState,
+    /// Events in the log it has not handled yet.
     pub lag: u64,
+    /// Failures so far, each retried.
     pub retries: u64,
+    /// The latest failure, with its time.
     pub last_error: Option<FollowerError>,
     /// An outgoing webhook endpoint waiting, at an event it kept failing, for an operator's resume.
     pub paused: bool,

@@ -23,6 +23,7 @@ const SECRET_PREFIX: &str = "whsec_";
 pub struct Endpoint {
     /// A name of 1 to 64 `[A-Za-z0-9_-]`: the endpoint's cursor and its label in `/metrics`.
     pub id: String,
+    /// Where deliveries are posted: an `http` or `https` URL.
     pub url: String,
     signer: Signer,
     /// The event types sent; empty: every type.
@@ -49,6 +50,7 @@ impl Endpoint {
             && self.rooms.as_ref().is_none_or(|rooms| rooms.contains(room))
     }
 
+    /// Signs deliveries with the endpoint's `whsec_` secret.
     pub fn signer(&self) -> &Signer {
         &self.signer
     }

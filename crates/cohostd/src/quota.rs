@@ -48,9 +48,13 @@ const STREAM_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// What the quotas refused, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Refusals {
+    /// Commands refused by a user's rate.
     pub commands: AtomicU64,
+    /// Invitations refused by an inviter's rate.
     pub invitations: AtomicU64,
+    /// Live collections refused at a user's cap.
     pub streams_per_user: AtomicU64,
+    /// Live collections refused at the daemon's cap.
     pub streams_total: AtomicU64,
 }
 
@@ -60,6 +64,7 @@ pub struct Quotas {
     commands: DefaultKeyedRateLimiter<UserId>,
     invitations: DefaultKeyedRateLimiter<UserId>,
     streams: Mutex<Streams>,
+    /// What was refused so far, for `/metrics`.
     pub refusals: Refusals,
 }
 
@@ -82,6 +87,7 @@ fn at_least_one(n: u32) -> NonZeroU32 {
 }
 
 impl Quotas {
+    /// Quotas at `limits`, every user's buckets full. A user's bucket lives in memory until it refills.
     pub fn new(limits: QuotaLimits) -> Self {
         let commands = Quota::per_second(at_least_one(limits.commands_per_s))
             .allow_burst(at_least_one(limits.commands_per_s.saturating_mul(2)));
@@ -95,6 +101,7 @@ impl Quotas {
         }
     }
 
+    /// The limits these quotas enforce.
     pub fn limits(&self) -> QuotaLimits {
         self.limits
     }

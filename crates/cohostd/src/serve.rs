@@ -49,10 +49,15 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// The limits of the connection loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// A request's headers must arrive whole within this long; it also bounds an idle keep-alive wait.
     pub header_read_timeout: Duration,
+    /// A request's body must arrive whole within this long.
     pub body_read_timeout: Duration,
+    /// A response that makes no progress for this long is dropped (never a live collection that keeps sending).
     pub write_timeout: Duration,
+    /// Connections open at once; past it the loop stops accepting until one closes.
     pub connections_max: usize,
+    /// At shutdown, how long open requests may finish before their connections are dropped.
     pub shutdown_grace: Duration,
 }
 
@@ -71,10 +76,13 @@ impl Default for Limits {
 /// What the loop counts, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct ConnectionStats {
+    /// Connections open now.
     pub open: AtomicU64,
+    /// Connections accepted so far.
     pub accepted: AtomicU64,
     /// Times the loop was at its cap and had to wait for a connection to close.
     pub at_cap: AtomicU64,
+    /// Failed `accept` calls (for example, out of file descriptors); each is followed by a short pause.
     pub accept_errors: AtomicU64,
 }
 

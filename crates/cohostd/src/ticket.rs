@@ -82,9 +82,11 @@ struct Claims {
 /// A ticket that verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
+    /// The user the ticket was made for: the collection opens as them.
     pub user: UserId,
     /// The path of the one collection it opens.
     pub collection: String,
+    /// When the ticket stops opening anything, in ms since the epoch.
     pub expires_ms: u64,
     /// The expiry of the JWT it was made with, in seconds since the epoch.
     pub jwt_expires_s: u64,
@@ -116,6 +118,7 @@ impl Tickets {
         }
     }
 
+    /// How long a new ticket lasts (never past its JWT's `exp`).
     pub fn ttl(&self) -> Duration {
         self.ttl
     }
