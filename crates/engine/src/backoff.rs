@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// See the module docs.
+/// Capped exponential backoff for a follower of the log that retries (the NATS relay, the LiveKit revoker,
+/// the NATS subscriber's reads): each failure doubles the wait, up to a cap; a success starts over. No jitter:
+/// each follower retries alone.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     first: Duration,
@@ -22,6 +24,7 @@ impl Backoff {
         Self::between(Self::FIRST, max)
     }
 
+    /// `first`, doubling up to `max` (at least `first`).
     pub fn between(first: Duration, max: Duration) -> Self {
         Self {
             first,

@@ -9,14 +9,18 @@ use crate::Error;
 /// after that position continues it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exported {
+    /// The snapshot, the archived rooms and the replies still remembered, as of `base.seq`.
     pub base: Base,
+    /// The replicated log's stream sequence at the snapshot: a taker reads the log after it.
     pub position: u64,
 }
 
 /// What decides which remembered replies a base keeps.
 #[derive(Debug, Clone, Copy)]
 pub struct Remembering {
+    /// The time to judge retention by, in ms since the Unix epoch.
     pub now_ms: u64,
+    /// How long a command id is remembered ([`crate::Config::idempotency_ttl_ms`]).
     pub ttl_ms: u64,
     /// The most idempotency records kept.
     pub max: usize,

@@ -7,26 +7,35 @@ use cohost_store::Backend;
 use crate::clock::{Clock, SystemClock};
 use crate::sequencer::{BATCH_MAX_LIMIT, SequencerConfig};
 
-/// How an engine runs. `Config::new(dir)` gives the defaults.
+/// How an engine runs. `Config::new(dir)` gives the defaults; set fields or use the `with_` methods to
+/// change them. Values out of range are clamped where the engine reads them, never refused.
 #[derive(Clone)]
 pub struct Config {
+    /// Where sled keeps the log, created if missing; one directory serves one process. Unused with
+    /// [`Config::backend`].
     pub data_dir: PathBuf,
+    /// The deployment's rules settings: invitation TTL, default seat count, quotas across rooms.
     pub policy: Policy,
+    /// Where the engine reads the time: decisions, expiry and retention. [`SystemClock`] by default.
     pub clock: Arc<dyn Clock>,
-    /// Commands waiting for the sequencer; past this, `execute` fails at once with `unavailable`.
+    /// Commands waiting for the sequencer; past this, `execute` fails at once with `unavailable`. Default
+    /// 65,536; at least 1.
     pub queue_max: usize,
-    /// Commands decided per group commit. 1 gives one flush per command (the naive baseline).
+    /// Commands decided per group commit, 1 to [`BATCH_MAX_LIMIT`] (default the limit). 1 gives one flush per
+    /// command (the naive baseline).
     pub batch_max: usize,
-    /// Events between room snapshots.
+    /// Events between room snapshots (default 1,000,000): fewer make opening replay less and cost a snapshot
+    /// write (every room in memory) more often.
     pub snapshot_every_events: u64,
-    /// How long a `command_id` is remembered.
+    /// How long a `command_id` is remembered, in ms (default 24 h).
     pub idempotency_ttl_ms: u64,
-    /// The most `command_id`s remembered; the oldest are forgotten first.
+    /// The most `command_id`s remembered; the oldest are forgotten first (default 1,000,000).
     pub idempotency_max: usize,
     /// How long an ended room stays in memory; then its final state is archived in the store and it leaves
-    /// (reads and commands load it back on demand).
+    /// (reads and commands load it back on demand). Default 10 minutes.
     pub ended_retention_ms: u64,
-    /// The most bytes sled keeps of the store in memory (its page cache).
+    /// The most bytes sled keeps of the store in memory (its page cache); default
+    /// [`STORE_CACHE_BYTES_DEFAULT`](cohost_store::STORE_CACHE_BYTES_DEFAULT).
     pub store_cache_bytes: u64,
     /// Where the log lives instead of sled in `data_dir`: an in-memory [`cohost_store::MemoryBackend`] with
     /// faults for tests, or any other [`Backend`].
@@ -56,6 +65,8 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
+    /// The defaults, with the log in sled under `data_dir`: the system clock, the default policy, and each
+    /// field's documented default. Does no IO: [`Engine::open`](crate::Engine::open) creates the directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -93,11 +104,14 @@ impl Config {
         }
     }
 
+    /// The engine reads the time from `clock`: a [`ManualClock`](crate::ManualClock) makes expiry a test's
+    /// to drive.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
 
+    /// The rules run under `policy` (TTLs, seat count, quotas).
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
         self

@@ -31,24 +31,36 @@ pub enum Error {
     /// The batch the command was decided in was not stored (its write failed and was taken back). A retry with
     /// the same `command_id` lands at most once. `unavailable`.
     #[error("the batch was not stored ({cause}); retry with the same command_id")]
-    NotStored { cause: String },
+    NotStored {
+        /// Why the write failed, from the store.
+        cause: String,
+    },
     /// The engine stopped taking writes after a failed flush or a panic in the sequencer (fail-stop). The
     /// command may have landed if it was in the batch whose flush failed; restart the process to recover.
     /// `unavailable`.
     #[error("the engine stopped taking writes ({cause}); it recovers when restarted")]
-    Stopped { cause: String },
+    Stopped {
+        /// The first failure that stopped it: a flush's error, or the sequencer's panic message.
+        cause: String,
+    },
     /// The data directory is open in another process; one directory serves one process. `unavailable`.
     #[error(
         "the data directory {dir} is already open in another engine process; one directory serves one process"
     )]
-    DirectoryInUse { dir: String },
+    DirectoryInUse {
+        /// The data directory, as given.
+        dir: String,
+    },
     /// A read or a stream was asked to start before what the engine still holds: a candidate's events before
     /// the engine last opened (or older than their newest indexed ones), or, in cluster mode, events before
     /// the base the partition's owner started from. Start over from a snapshot. `failed_precondition`.
     #[error(
         "events before seq {covered_from} are no longer held here; start again from a snapshot"
     )]
-    HistoryGone { covered_from: u64 },
+    HistoryGone {
+        /// The first seq still held here (for a candidate's stream, the first its index covers).
+        covered_from: u64,
+    },
     /// The store failed to read or write outside the write path (a read of the log, a cursor). `unavailable`.
     #[error("storage: {0}")]
     Storage(String),

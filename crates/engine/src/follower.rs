@@ -45,7 +45,9 @@ pub struct FollowerError {
 /// A follower's status at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowerSnapshot {
+    /// The follower's name, as `/healthz` shows it (`relay`, `revoker`, `webhook:<id>`).
     pub name: &'static str,
+    /// Following, retrying or stopped.
     pub state: FollowerState,
     /// Every event up to this seq is handled (for the relay: confirmed by NATS).
     pub handled_seq: u64,
@@ -97,10 +99,12 @@ impl FollowerStatus {
         }
     }
 
+    /// The name it was created with.
     pub fn name(&self) -> &'static str {
         self.name
     }
 
+    /// Every event up to this seq is handled.
     pub fn handled_seq(&self) -> u64 {
         self.handled_seq.load(Ordering::Relaxed)
     }
@@ -164,6 +168,7 @@ impl FollowerStatus {
         self.lock().state = FollowerState::Stopped;
     }
 
+    /// The status now, copied under a small lock (the error's message is cloned).
     pub fn snapshot(&self) -> FollowerSnapshot {
         let inner = self.lock();
         FollowerSnapshot {

@@ -61,6 +61,7 @@ impl RoomEntry {
 /// Which page of a list of invitations a reader wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListRequest {
+    /// Which invitations: by status and kind; the default takes every one.
     pub filter: InvitationFilter,
     /// The `next_cursor` of the page before; `None` for the first page.
     pub cursor: Option<String>,

@@ -15,7 +15,9 @@ use crate::sequencer::{EVICT_MAX, Resumed, Sequencer, SequencerConfig};
 /// A sequencer and a read model that continue the log in a store, both as of its last record.
 #[derive(Debug)]
 pub struct Recovered<T> {
+    /// The write path's state: the rooms, timers and remembered command ids, numbering on from the log's end.
     pub sequencer: Sequencer<T>,
+    /// What readers see, as of the same seq.
     pub read: ReadModel,
 }
 

@@ -60,6 +60,7 @@ pub const EVICT_MAX: usize = 1_024;
 /// What the sequencer needs to know of the deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SequencerConfig {
+    /// The rules' settings, as [`crate::Config::policy`].
     pub policy: Policy,
     /// Commands decided per batch, 1 to [`BATCH_MAX_LIMIT`].
     pub batch_max: usize,
@@ -95,9 +96,13 @@ impl Default for SequencerConfig {
 /// A command to decide, and whatever the driver needs to answer its caller.
 #[derive(Debug)]
 pub struct Submission<T> {
+    /// Who sends it, already authenticated.
     pub actor: Actor,
+    /// What to do.
     pub command: Command,
+    /// Its `command_id` and `expected_version`.
     pub options: Options,
+    /// Handed back with the answer by [`Sequencer::poll_reply`].
     pub reply_to: T,
 }
 
@@ -108,6 +113,7 @@ pub struct BatchId(pub u64);
 /// What must become durable, in one write with one flush, before any command decided in it is answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
+    /// What to name it in `handle_durable` or `handle_failed`.
     pub id: BatchId,
     /// Seqs consecutive, continuing the durable log.
     pub envelopes: Vec<Envelope>,
@@ -118,10 +124,12 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The seq of its first envelope (a batch holds at least one).
     pub fn first_seq(&self) -> u64 {
         self.envelopes[0].seq
     }
 
+    /// The seq of its last envelope.
     pub fn last_seq(&self) -> u64 {
         self.envelopes[self.envelopes.len() - 1].seq
     }
@@ -131,7 +139,9 @@ impl Batch {
 /// `batch_seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredAt {
+    /// The first seq of the batch whose record holds the reply.
     pub batch_seq: u64,
+    /// The reply's position among that batch's idempotency records.
     pub index: u32,
 }
 
@@ -139,7 +149,9 @@ pub struct StoredAt {
 /// command is answered with where its first reply is stored, for the driver to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
+    /// The answer itself.
     Ready(Result<Reply, Error>),
+    /// A remembered command's first reply, to be read from the store (`driver::resolve`).
     Stored(StoredAt),
 }
 
@@ -156,9 +168,11 @@ pub enum Failure {
 /// Whether the sequencer takes commands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
+    /// Taking commands.
     Serving,
     /// Fail-stop: every command is answered `unavailable` until the engine is recovered from its store.
     Failed {
+        /// The first failure: a flush's error, or the sequencer's panic message.
         cause: String,
     },
 }
@@ -182,10 +196,15 @@ pub(crate) struct Resumed {
 pub struct Decision {
     /// The number `handle_command` returned; `None` for the sequencer's own expiries.
     pub submission: Option<u64>,
+    /// Who sent it (the system, for expiries).
     pub actor: Actor,
+    /// What was decided.
     pub command: Command,
+    /// Its options.
     pub options: Options,
+    /// The sequencer's time when it was decided, in ms since the Unix epoch.
     pub at_ms: u64,
+    /// The answer it got (or will get, once its batch is durable).
     pub answer: Answer,
     /// The seqs of the events it appended; empty when it appended none.
     pub seqs: Range<u64>,
@@ -196,6 +215,7 @@ pub struct Decision {
 /// A snapshot of every room in memory is due, as of `seq`, the last durable seq.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRequest {
+    /// The durable seq the snapshot is as of.
     pub seq: u64,
 }
 
@@ -718,6 +738,7 @@ impl<T> Sequencer<T> {
         number
     }
 
+    /// Whether it takes commands, or why not.
     pub fn health(&self) -> &Health {
         &self.health
     }

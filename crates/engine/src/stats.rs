@@ -27,15 +27,22 @@ pub const FLUSH_BUCKETS_US: [u64; 9] =
 /// A copy of the counters at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatsSnapshot {
+    /// Commands answered with a reply (retries of remembered ones included).
     pub commands_ok: u64,
+    /// Commands the sequencer answered with an error, whatever it was (a rejection, `unavailable`...); one
+    /// `execute` refused for a full queue counts only in `queue_full`.
     pub commands_rejected: u64,
+    /// Commands refused at once because the queue was full ([`crate::Error::QueueFull`]).
     pub queue_full: u64,
     /// Durable writes (group commits).
     pub batches: u64,
+    /// Events those batches appended.
     pub events: u64,
     /// Commands decided in those batches.
     pub batch_commands: u64,
+    /// Time spent writing and flushing those batches, in µs: divided by `batches`, the mean.
     pub flush_us_total: u64,
+    /// The slowest of those writes, in µs.
     pub flush_us_max: u64,
     /// `(upper bound µs, batches in this bucket and not a lower one)`.
     pub flush_us_buckets: [(u64, u64); FLUSH_BUCKETS_US.len()],

@@ -15,13 +15,16 @@ const CATCH_UP_CHUNK: usize = 512;
 /// Which envelopes a stream yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interest {
+    /// Every envelope: what the outbox relay follows.
     All,
+    /// Every event of one room, in version order.
     Room(RoomId),
     /// Invitation events whose candidate is this user.
     Candidate(UserId),
 }
 
 impl Interest {
+    /// Whether a stream with this interest yields `envelope`.
     pub fn matches(&self, envelope: &Envelope) -> bool {
         match self {
             Self::All => true,
@@ -31,8 +34,9 @@ impl Interest {
     }
 }
 
-/// Committed envelopes in seq order from a starting seq. A slow reader never blocks the engine: when it falls
-/// behind the live feed, it reads the log instead.
+/// Committed envelopes in seq order from a starting seq, from [`Engine::subscribe`](crate::Engine::subscribe).
+/// A slow reader never blocks the engine: when it falls behind the live feed, it reads the log instead. It
+/// holds at most one catch-up step (512 events) or one live batch buffered.
 pub struct EventStream {
     shared: Arc<Shared>,
     live: broadcast::Receiver<Arc<Vec<Envelope>>>,
@@ -72,6 +76,16 @@ impl EventStream {
     }
 
     /// The next matching envelope; `None` once the engine has shut down and everything was delivered.
+    /// Cancel-safe: dropping the future (in a `select!`) loses no envelope, and the next call goes on from
+    /// the same seq. Catching up reads the log on the blocking pool, never on the async worker.
+    ///
+    /// # Errors
+    ///
+    /// An error does not end the stream: the next call tries the same seq again.
+    /// - [`Error::HistoryGone`]: a candidate's events before what the engine indexes, or (cluster mode)
+    ///   events before the log's base. Retrying cannot help: start over from a snapshot.
+    /// - [`Error::Corrupt`], [`Error::Storage`]: the log read failed.
+    /// - [`Error::Internal`]: the log read panicked.
     pub async fn next(&mut self) -> Option<Result<Envelope, Error>> {
         loop {
             if let Some(envelope) = self.buffer.pop_front() {
@@ -206,10 +220,12 @@ enum Plan {
 /// A live collection: a snapshot (a page of invitations, or the room) as of `seq`, then every change after it.
 #[derive(Debug)]
 pub struct Watch<T = Page<Invitation>> {
+    /// The page asked for (or the room), as of `seq`.
     pub snapshot: T,
     /// The snapshot is the state after this seq; `changes` starts right after it.
     pub seq: u64,
     /// For a room's collection, the room's version as of `seq`.
     pub room_version: Option<u64>,
+    /// Every event of the collection's interest from `seq + 1` on.
     pub changes: EventStream,
 }

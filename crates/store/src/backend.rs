@@ -10,10 +10,12 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 /// Entries in key order (or reverse), each of which may fail to read.
 pub type Entries<'a> = Box<dyn Iterator<Item = Result<Entry, BackendError>> + 'a>;
 
-/// A change in an atomic write.
+/// A change in an atomic write ([`Backend::write`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
+    /// Sets the key (first) to the value (second), replacing any value it had.
     Put(Vec<u8>, Vec<u8>),
+    /// Removes the key; removing an absent key is no change, not an error.
     Delete(Vec<u8>),
 }
 
@@ -28,22 +30,36 @@ impl Op {
 /// The storage engine failed; the message is the engine's own.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
+    /// Another process holds the data directory (named here): one directory serves one process. The engine
+    /// answers it as `DirectoryInUse`.
     #[error("the data directory {0} is in use by another process")]
     Locked(String),
+    /// Any other failure to open, read, write or flush, with the storage engine's own message. Whether a
+    /// retry can help depends on the cause; a failed flush is fail-stop in the [`Store`](crate::Store)
+    /// whatever the cause.
     #[error("storage error: {0}")]
     Io(String),
 }
 
 /// An ordered key-value store with atomic multi-key writes and an explicit durability point.
+///
+/// What the [`Store`](crate::Store) needs of a storage engine, and no more: implement it to put the log
+/// somewhere else. Every call may block on IO; the store calls them from one writer thread and any number of
+/// readers, so an implementation is shared (`Send + Sync`). The provided methods describe a backend that keeps
+/// no committed mark and no failed-flush flag: the checks at open that rely on them are then skipped.
 pub trait Backend: Send + Sync + 'static {
+    /// The value of `key`, or `None` when absent. Sees every write so far, flushed or not.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
-    /// Keys in `[from, to)`, ascending.
+    /// Keys in `[from, to)`, ascending, read lazily. The store asks only for ranges within one kind of key
+    /// (one first byte), and [`SledBackend`] relies on that.
     fn range(&self, from: &[u8], to: &[u8]) -> Entries<'_>;
     /// Keys in `[from, to)`, descending.
     fn range_rev(&self, from: &[u8], to: &[u8]) -> Entries<'_>;
-    /// Applies every op or none.
+    /// Applies every op or none, in order; readers see all of them or none. Not durable until
+    /// [`Backend::flush`].
     fn write(&self, ops: Vec<Op>) -> Result<(), BackendError>;
-    /// Returns once everything written so far is on disk.
+    /// Returns once everything written so far is on disk (an fsync, about 0.2 to 0.4 ms). After an error,
+    /// what the writes since the last good flush left on disk is unknown.
     fn flush(&self) -> Result<(), BackendError>;
     /// The last seq [`Backend::set_committed`] recorded, kept outside the backend's own log, as read when the
     /// backend was opened; `None` when nothing was recorded (or the backend keeps no mark).
@@ -116,12 +132,14 @@ pub(crate) const BULKY: u8 = b'S';
 /// That tree's name.
 const BULKY_TREE: &[u8] = b"bulky";
 
-/// sled 0.34: one tree, whose `apply_batch` is atomic, and whose `flush` fsyncs; plus the committed mark
-/// beside it (`mark.rs`).
+/// sled 0.34: one tree, whose `apply_batch` is atomic, and whose `flush` fsyncs; plus the committed mark and
+/// the failed-flush flag beside it, small files in the same directory. The only code in the workspace that
+/// knows sled.
 ///
-/// Keys that start with [`BULKY`] (values of up to a mebibyte) live in a second tree. sled rewrites a whole
-/// leaf, up to 16 keys and their values, each time it folds that leaf's updates together; in one tree a
-/// snapshot chunk would share the leaf at the log's tail, and be written out again every few appends.
+/// Keys that start with `S` (the snapshot's chunks, values of up to a mebibyte) live in a second tree, and a
+/// write to both trees is one sled transaction. sled rewrites a whole leaf, up to 16 keys and their values,
+/// each time it folds that leaf's updates together; in one tree a snapshot chunk would share the leaf at the
+/// log's tail, and be written out again every few appends.
 pub struct SledBackend {
     db: sled::Db,
     bulky: sled::Tree,
@@ -140,8 +158,13 @@ impl SledBackend {
     /// Opens the tree and the committed mark in `dir`. sled releases its directory lock only when its last IO
     /// thread lets go of the files, shortly after the previous owner dropped it, so a held lock is retried
     /// briefly before it is reported as another process's. The mark's value comes back apart: a damaged mark
-    /// is the caller's to report.
-    /// sled keeps at most `cache_bytes` of the tree in memory.
+    /// is the caller's to report. sled keeps at most `cache_bytes` of the tree in memory. A store of an
+    /// earlier version has its `S` keys moved to their own tree here, in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError::Locked`] when another process holds `dir` (after up to 2 s of retries);
+    /// [`BackendError::Io`] when sled or the mark's file cannot be opened.
     pub fn open(
         dir: &Path,
         cache_bytes: u64,

@@ -33,58 +33,129 @@ const LOG_FROM_KEY: &[u8] = b"Mlog_from";
 const BASE_RECORDS: u8 = b'R';
 /// sled's page cache unless the caller sets another size (sled's own default is 1 GiB).
 pub const STORE_CACHE_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
-/// The size a snapshot's values grow to before the next one starts.
+/// The size a snapshot's values grow to before the next one starts: a chunk holds whole rooms, so one ends
+/// at most one room's bytes past this.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
-/// Longest outbox sink name.
+/// Longest outbox sink name, in bytes; an empty or longer name is [`StoreError::InvalidArgument`].
 pub const SINK_NAME_LEN_MAX: usize = 64;
 
+/// Why the store did not do what was asked. The variant says what a caller can do about it: a damaged log
+/// (`Corrupt`, `Gap`, `CorruptValue`, `Format`, `Truncated`) needs an operator, never a retry; `FlushFailed`
+/// and `ReplicationStopped` need a reopen; the rest are the caller's or the storage engine's to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The storage engine failed: a directory lock another process holds, an IO error. A failed write wrote
+    /// nothing (writes are atomic).
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The log record whose first seq is `seq` fails its checksum or does not decode: bit rot, or a torn
+    /// write at or before the committed mark. Never served, never skipped.
     #[error("log record at seq {seq} is corrupt: {reason}")]
-    Corrupt { seq: u64, reason: FrameError },
+    Corrupt {
+        /// The first seq of the damaged record.
+        seq: u64,
+        /// What is wrong with its bytes.
+        reason: FrameError,
+    },
+    /// The log has a hole: no record holds `expected`. Also a read of a seq the log does not hold yet, and a
+    /// replicated record that does not continue the log.
     #[error("log is not gap-free: expected a record at seq {expected}, found seq {found}")]
-    Gap { expected: u64, found: u64 },
+    Gap {
+        /// The seq that should have come next.
+        expected: u64,
+        /// The seq found in its place; 0 when there was none.
+        found: u64,
+    },
+    /// A value beside the log (a snapshot chunk, a mark, a cursor, an archive, a command index) fails its
+    /// checksum or does not decode. Derived data: the engine rebuilds what it can from the log.
     #[error("stored {what} is corrupt: {reason}")]
-    CorruptValue { what: String, reason: FrameError },
+    CorruptValue {
+        /// Which value, for people: the snapshot mark, a snapshot chunk, a sink's cursor, a room's archive.
+        what: String,
+        /// What is wrong with its bytes, or why it cannot be used.
+        reason: FrameError,
+    },
+    /// The directory holds another format than this build reads (a newer build's store, or not a cohost
+    /// store at all). Nothing was changed.
     #[error("the data directory holds {found:?}, not a cohost store ({expected:?})")]
-    Format { found: String, expected: String },
+    Format {
+        /// The format name found in the store.
+        found: String,
+        /// The format name this build writes.
+        expected: String,
+    },
+    /// The log ends before the committed mark: records an append had made durable are gone. Opening refuses
+    /// rather than serve a log that lost acknowledged events.
     #[error("log ends at seq {found} but seq {committed} was committed: records from seq {} on are missing or corrupt", .found + 1)]
-    Truncated { committed: u64, found: u64 },
+    Truncated {
+        /// The last seq an append made durable, by the mark.
+        committed: u64,
+        /// The last seq the log holds.
+        found: u64,
+    },
+    /// The call itself is wrong whatever the store holds (an empty batch, a sink name out of range, a base
+    /// into a store that is not empty); nothing was written.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
     /// A read from before the first seq the log holds: a base stands for what came before (cluster mode).
     #[error("the log here holds seqs from {first} on, not {from}")]
-    Before { from: u64, first: u64 },
+    Before {
+        /// The seq asked for.
+        from: u64,
+        /// The first seq the log holds ([`Store::log_from`]).
+        first: u64,
+    },
     /// A flush failed. What it should have made durable may be gone even if a later flush succeeds (the page
     /// cache can drop the dirty pages), so the store refuses every write from then on; reopening it (a
     /// restart) recovers from what is really on disk.
     #[error("a flush failed, so the store takes no more writes until it is reopened: {cause}")]
-    FlushFailed { cause: String },
+    FlushFailed {
+        /// The storage engine's message for the first failed flush.
+        cause: String,
+    },
     /// The replicated log stopped taking this store's batches (see [`crate::Replicator`]); nothing is written
     /// from then on.
     #[error("the replicated log takes no more batches from this writer: {cause}")]
-    ReplicationStopped { cause: String },
+    ReplicationStopped {
+        /// Why, from the [`Replicator`](crate::Replicator) or the local write that failed after it.
+        cause: String,
+    },
+    /// The replicated log refused this one batch outright
+    /// ([`ReplicateError::Refused`](crate::ReplicateError::Refused)): nothing was written anywhere, and the
+    /// store goes on taking writes.
     #[error("the replicated log refused the batch: {cause}")]
-    ReplicationRefused { cause: String },
+    ReplicationRefused {
+        /// The [`Replicator`](crate::Replicator)'s reason.
+        cause: String,
+    },
 }
 
-/// What `verify_log` found: the log is whole, and ends here.
+/// What [`Store::verify_log`] found: the log is whole, and ends here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogSummary {
+    /// The seq of the log's last event; 0 for an empty log (or the seq before the first, past a [`Base`]).
     pub last_seq: u64,
+    /// Batch records read, one per group commit.
     pub records: u64,
 }
 
 /// A snapshot taken at one seq: each room's state as of `seq`, as the engine encoded it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Snapshots {
+    /// The snapshot mark: the rooms are as of this seq, and a replay continues after it. 0 when no snapshot
+    /// was taken.
     pub seq: u64,
+    /// Every room the engine held in memory then, with its bytes, opaque here.
     pub rooms: Vec<(RoomId, Vec<u8>)>,
 }
 
-/// The event log, snapshots, idempotency records and outbox cursors of one deployment.
+/// The event log, snapshots, idempotency records and outbox cursors of one deployment (one partition, in
+/// cluster mode).
+///
+/// One writer, any number of readers: appends come from one thread (the engine's sequencer), while reads may
+/// come from any thread at the same time and see every write so far, flushed or not (the engine serves only
+/// what it knows is durable). Every call may block on IO; none spawns a thread. Reads decode and checksum
+/// every record they serve, and are bounded ([`READ_EVENTS_MAX`] events).
 pub struct Store {
     backend: Box<dyn Backend>,
     /// Set by the first failed flush; every write is refused after it.
@@ -172,11 +243,22 @@ fn prefixed(prefix: u8, name: &[u8]) -> Vec<u8> {
 impl Store {
     /// Opens (or creates) the sled store in `dir`, with sled's page cache at [`STORE_CACHE_BYTES_DEFAULT`]. A
     /// second process on the same dir gets `BackendError::Locked`.
+    ///
+    /// It blocks on IO, and up to 2 s on a directory lock this process's previous handle may still hold; it
+    /// reads the newest record, not the whole log (that is [`Store::verify_log`]'s job). See
+    /// [`Store::with_backend`] for what opening checks and repairs.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the directory is locked ([`BackendError::Locked`]) or cannot be opened;
+    /// [`StoreError::CorruptValue`] when the committed mark is damaged; and each error of
+    /// [`Store::with_backend`].
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_with_cache(dir, STORE_CACHE_BYTES_DEFAULT)
     }
 
-    /// As [`Store::open`], with sled keeping at most `cache_bytes` of the store in memory.
+    /// As [`Store::open`], with sled keeping at most `cache_bytes` of the store in memory. A smaller cache
+    /// costs reads, never correctness.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let (backend, mark) = SledBackend::open(dir, cache_bytes)?;
         mark.map_err(|reason| StoreError::CorruptValue {
@@ -204,7 +286,17 @@ impl Store {
     /// back from the operating system's cache after a flush of it failed (a restart after fail-stop): the
     /// kernel may have dropped its pages while still serving them, so only writing it again makes it durable.
     /// When a flush failed before (the backend keeps a flag for it), the snapshots are dropped as well, since
-    /// any of them may be such an illusion, and the engine rebuilds them from the log.
+    /// any of them may be such an illusion, and the engine rebuilds them from the log. [`Store::opened`] says
+    /// what was done.
+    ///
+    /// # Errors
+    ///
+    /// - [`StoreError::Format`]: the backend holds another format; nothing was changed.
+    /// - [`StoreError::Truncated`]: the log ends before the committed mark.
+    /// - [`StoreError::Corrupt`]: the newest record is damaged, and is not a torn write it may take back.
+    /// - [`StoreError::CorruptValue`]: the log's first seq is damaged, or a flush had failed in a store that
+    ///   starts from a [`Base`] (its snapshot could not be rebuilt).
+    /// - [`StoreError::Backend`], [`StoreError::FlushFailed`]: the backend failed to read, write or flush.
     pub fn with_backend(backend: Box<dyn Backend>) -> Result<Self, StoreError> {
         let mut store = Self {
             backend,
@@ -264,7 +356,7 @@ impl Store {
         self.write_and_flush(ops)
     }
 
-    /// What opening did: a torn record taken back, records confirmed.
+    /// What opening did: a torn record taken back, records written again, snapshots dropped.
     pub fn opened(&self) -> Opened {
         self.opened
     }
@@ -322,7 +414,8 @@ impl Store {
     }
 
     /// Sends every batch to `replicator` before writing it here (cluster mode): a batch is written locally only
-    /// once the replicated log holds it.
+    /// once the replicated log holds it. The local store is then a cache of that log: appends are no longer
+    /// flushed here, and the committed mark no longer moves.
     pub fn replicate_to(&mut self, replicator: std::sync::Arc<dyn crate::Replicator>) {
         self.replicator = Some(replicator);
     }
@@ -364,7 +457,7 @@ impl Store {
         self.flush_backend()
     }
 
-    /// Why the store takes no more writes, once a flush has failed.
+    /// Why the store takes no more writes, once a flush has failed; `None` while it takes them.
     pub fn flush_failure(&self) -> Option<&str> {
         self.flush_failed.get().map(String::as_str)
     }
@@ -374,6 +467,21 @@ impl Store {
     /// nothing and is `Backend`; a failed flush is `FlushFailed`, and the store takes no writes after it. With a
     /// replicator, the batch goes there first: `ReplicationRefused` changes nothing, `ReplicationStopped` stops
     /// every later write as a failed flush does.
+    ///
+    /// It blocks for one write and one flush (or the replicator's round trip), and allocates the encoded
+    /// record.
+    ///
+    /// # Errors
+    ///
+    /// - [`StoreError::InvalidArgument`]: `events` is empty.
+    /// - [`StoreError::Backend`]: the write failed; nothing of it is readable (writes are atomic).
+    /// - [`StoreError::FlushFailed`]: this flush or an earlier one failed; refused from then on.
+    /// - [`StoreError::ReplicationRefused`], [`StoreError::ReplicationStopped`]: see above.
+    ///
+    /// # Panics
+    ///
+    /// When the seqs in `events` are not consecutive: the sequencer numbers them, so that is a bug. Whether
+    /// they continue the log is not checked here (the next open's [`Store::verify_log`] would find a gap).
     pub fn append(
         &self,
         events: &[Envelope],
@@ -394,6 +502,11 @@ impl Store {
     /// Appends a batch record taken from the replicated log (a node catching up on a partition it takes), as
     /// it is, without sending it back there. It must continue the local log. Returns its last seq. Not flushed:
     /// [`Store::flush_replicated`] makes a whole catch-up durable with one flush.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::CorruptValue`] when the record does not decode, [`StoreError::Gap`] when it does not
+    /// continue the local log, [`StoreError::InvalidArgument`] when it holds no event, and the write's own.
     pub fn append_replicated(&self, record: &[u8]) -> Result<u64, StoreError> {
         let batch = record::decode_batch(record).map_err(|reason| StoreError::CorruptValue {
             what: "a batch record from the replicated log".into(),
@@ -473,6 +586,7 @@ impl Store {
     }
 
     /// Removes a batch whose write failed, in case any of it was kept, so its seqs can be written again.
+    /// Flushed; fails as any write does, and a failure here leaves the log's end unknown (the engine stops).
     pub fn discard(&self, first_seq: u64) -> Result<(), StoreError> {
         self.write_and_flush(vec![
             Op::Delete(log_key(first_seq).to_vec()),
@@ -481,13 +595,19 @@ impl Store {
     }
 
     /// Reads every record once: checks each checksum and that seqs run from the log's first (1, or past its
-    /// base) without gaps.
+    /// base) without gaps. Blocks for a read of the whole log, holding one record at a time.
+    ///
+    /// # Errors
+    ///
+    /// The first damage found, naming its seq: [`StoreError::Corrupt`] (a checksum, an empty batch) or
+    /// [`StoreError::Gap`]; or the backend's read error.
     pub fn verify_log(&self) -> Result<LogSummary, StoreError> {
         self.replay(u64::MAX, |_| {})
     }
 
     /// Reads the whole log once, as `verify_log` does, and hands every batch holding seqs after `after_seq` to
-    /// `on_batch`, decoded, in order. Opening uses this to check and replay in one pass.
+    /// `on_batch`, decoded, in order. Opening uses this to check and replay in one pass. On an error,
+    /// `on_batch` has seen every batch before the damage, and no more.
     pub fn replay(
         &self,
         after_seq: u64,
@@ -527,7 +647,9 @@ impl Store {
     }
 
     /// The command index entries of each batch, newest batch first, with the batch's first seq. The entry at
-    /// position `i` describes the `i`th idempotency record of that batch.
+    /// position `i` describes the `i`th idempotency record of that batch. Lazy: each item reads one small
+    /// value (an index from an earlier format also reads its batch). A damaged index is
+    /// [`StoreError::CorruptValue`].
     pub fn command_index_rev(
         &self,
     ) -> impl Iterator<Item = Result<(u64, Vec<CommandIndexEntry>), StoreError>> + '_ {
@@ -562,7 +684,9 @@ impl Store {
         })
     }
 
-    /// Batches in seq order, starting with the one that holds `from_seq`.
+    /// Batches in seq order, starting with the one that holds `from_seq`. Lazy, one record decoded per item;
+    /// each item is a damaged record's [`StoreError::Corrupt`] or a read error. It does not check for gaps
+    /// ([`Store::read_events`] does).
     pub fn batches_from(
         &self,
         from_seq: u64,
@@ -576,7 +700,7 @@ impl Store {
         seek_error.map(Err).into_iter().chain(batches)
     }
 
-    /// Batches from the newest back.
+    /// Batches from the newest back, lazily, one record decoded per item, as [`Store::batches_from`].
     pub fn batches_rev(&self) -> impl Iterator<Item = Result<Batch, StoreError>> + '_ {
         self.decode_entries(self.backend.range_rev(&log_key(0), &log_key(u64::MAX)))
     }
@@ -597,13 +721,15 @@ impl Store {
         record::decode_batch(value).map_err(|reason| StoreError::Corrupt { seq, reason })
     }
 
-    /// Log records decoded for readers since the store was opened.
+    /// Log records decoded for readers since the store was opened (not opening's replay): what reads cost, for
+    /// metrics and for tests that a read decodes only what it needs.
     pub fn records_read(&self) -> u64 {
         self.records_read.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The envelopes with these seqs (ascending), reading only the records that hold them, each once. A seq the
-    /// log does not hold is a `Gap` error, never a shorter answer.
+    /// log does not hold is a `Gap` error, never a shorter answer; a seq before the log's base is `Before`.
+    /// At most [`READ_EVENTS_MAX`] seqs are read, the rest ignored. Blocks on IO.
     pub fn read_seqs(&self, seqs: &[u64]) -> Result<Vec<Envelope>, StoreError> {
         let mut found = Vec::with_capacity(seqs.len());
         let mut record: Option<(u64, Vec<Envelope>)> = None;
@@ -645,7 +771,8 @@ impl Store {
     }
 
     /// Up to `limit` (at most [`READ_EVENTS_MAX`]) events from `from_seq` on, in seq order. A hole in the
-    /// log is a `Gap` error, never a shorter answer; no record past the window is decoded.
+    /// log is a `Gap` error, never a shorter answer; no record past the window is decoded. A shorter answer
+    /// means the log ends. `from_seq` before the log's base is `Before`. Blocks on IO.
     pub fn read_events(&self, from_seq: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
         self.envelopes_from(from_seq)
             .take(limit.min(READ_EVENTS_MAX))
@@ -695,7 +822,9 @@ impl Store {
         base::read_u64(&format!("cursor {sink:?}"), value)
     }
 
-    /// Durably records that `sink` has handled every event up to `seq`.
+    /// Durably records that `sink` has handled every event up to `seq`: one write and one flush. It does not
+    /// check `seq` against the log (the engine does). An empty or too long name is `InvalidArgument`; a
+    /// failed flush is `FlushFailed`, and fail-stop as any other.
     pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
         let key = Self::cursor_key(sink)?;
         self.write_and_flush(vec![Op::Put(key, record::frame(&seq.to_le_bytes()))])
@@ -712,7 +841,8 @@ impl Store {
     /// deleting the previous snapshot. The rooms go in a few large values of about [`SNAPSHOT_CHUNK_BYTES`]
     /// (`S{seq}{chunk}`), not a key per room: sled keeps memory for every key a batch writes or deletes, so a
     /// key per room would cost memory with every room that ever lived. Not flushed: the next append's flush
-    /// makes it durable, and a lost snapshot is rebuilt from the log.
+    /// makes it durable, and a lost snapshot is rebuilt from the log. Allocates the whole snapshot's encoding
+    /// before the write.
     pub fn write_snapshot(&self, seq: u64, rooms: &[(RoomId, Vec<u8>)]) -> Result<(), StoreError> {
         let mut ops = self.snapshot_ops(seq, rooms)?;
         // The snapshot and the replicated log's position are one write: a taker reads the log after it.
@@ -766,7 +896,9 @@ impl Store {
         self.write_and_flush(ops)
     }
 
-    /// The rooms of the snapshot at the mark, and the mark; `seq` 0 and no rooms when none was taken.
+    /// The rooms of the snapshot at the mark, and the mark; `seq` 0 and no rooms when none was taken. Reads
+    /// and holds every room of it. Any damaged chunk, or a key of another snapshot, is
+    /// [`StoreError::CorruptValue`] for the whole: a snapshot missing a room is never served.
     pub fn snapshots(&self) -> Result<Snapshots, StoreError> {
         let Some(mark) = self.backend.get(SNAPSHOT_SEQ_KEY)? else {
             return Ok(Snapshots::default());
@@ -831,7 +963,8 @@ impl Store {
         }
     }
 
-    /// The archived state of an ended room that left memory, if it did.
+    /// The archived state of an ended room that left memory, if it did. A damaged archive is
+    /// [`StoreError::CorruptValue`].
     pub fn archived(&self, room_id: &RoomId) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(value) = self
             .backend
@@ -865,7 +998,7 @@ impl Store {
         })
     }
 
-    /// Makes every earlier write durable.
+    /// Makes every earlier write durable. A failure is [`StoreError::FlushFailed`], and fail-stop.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.flush_backend()
     }

@@ -1,13 +1,4 @@
-//! An in-memory backend that fails the way a disk does, for tests and the simulator.
-//!
-//! It keeps two maps: what reads see (every write so far, as the page cache has it) and what a machine crash
-//! leaves (the writes up to the last good flush). Faults are armed by hand: the next writes or flushes fail, the
-//! process dies in a flush, [`MemoryBackend::crash`] (a machine crash) throws away what was never flushed,
-//! keeps part of it, or tears the last write, and [`MemoryBackend::restart`] (a process restart) keeps the page
-//! cache. A failed flush behaves as Linux's page cache does ("fsyncgate"): the writes it should have made
-//! durable stay readable, across a process restart too, but a later flush that succeeds does not write them;
-//! a crash may keep them or not. The committed mark is a file written without a flush: a crash may set it back.
-//! Clones share one disk, so a test keeps a handle to damage what the store wrote.
+//! An in-memory backend that fails the way a disk does, for tests and the simulator: see [`MemoryBackend`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -89,13 +80,45 @@ impl Disk {
 /// Counters of what the backend was asked to do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemoryStats {
+    /// Calls to `write` while the process was up, injected failures included.
     pub writes: u64,
+    /// Calls to `flush` while the process was up, injected failures included.
     pub flushes: u64,
     /// Writes not yet made durable by a flush.
     pub unflushed: usize,
 }
 
-/// See the module docs. `MemoryBackend::default()` is an empty disk with no fault armed.
+/// A disk in memory that fails on request, for tests and the simulator: hand a clone to the store (or to the
+/// engine's `Config::with_backend`) and keep one to arm faults, crash and look.
+///
+/// It keeps two maps: what reads see (every write so far, as the page cache has it) and what a machine crash
+/// leaves (the writes up to the last good flush). Faults are armed by hand: the next writes or flushes fail,
+/// the process dies in a flush, [`MemoryBackend::crash`] (a machine crash) throws away what was never flushed,
+/// keeps part of it, or tears the last write, and [`MemoryBackend::restart`] (a process restart) keeps the page
+/// cache. A failed flush behaves as Linux's page cache does ("fsyncgate"): the writes it should have made
+/// durable stay readable, across a process restart too, but a later flush that succeeds does not write them; a
+/// crash may keep them or not. The committed mark is a file written without a flush: a crash may set it back.
+/// Clones share one disk. `MemoryBackend::default()` is an empty disk with no fault armed.
+///
+/// Every value is copied in and out, and nothing is ever freed but by deletes: it is for tests, not for data
+/// that must fit in memory for long.
+///
+/// ```
+/// use cohost_store::{MemoryBackend, Store, StoreError};
+///
+/// let disk = MemoryBackend::new();
+/// let store = Store::with_backend(Box::new(disk.clone())).unwrap();
+/// disk.fail_flushes(1);
+/// // The failed flush is fail-stop: this cursor is refused, and so is every write after it.
+/// assert!(matches!(store.set_cursor("relay", 0), Err(StoreError::FlushFailed { .. })));
+/// assert!(store.flush_failure().is_some());
+///
+/// // A restart opens the store again and recovers from what the disk really holds.
+/// disk.restart();
+/// let store = Store::with_backend(Box::new(disk.clone())).unwrap();
+/// assert!(store.opened().after_flush_failure);
+/// store.set_cursor("relay", 0).unwrap();
+/// ```
 #[derive(Clone, Default)]
 pub struct MemoryBackend {
     disk: Arc<Mutex<Disk>>,
@@ -122,6 +145,7 @@ fn apply(map: &mut Map, ops: &[Op]) {
 }
 
 impl MemoryBackend {
+    /// An empty disk with no fault armed.
     pub fn new() -> Self {
         Self::default()
     }
@@ -232,6 +256,7 @@ impl MemoryBackend {
         disk.current.remove(key).is_some()
     }
 
+    /// What the backend was asked to do so far, and what a crash now would lose.
     pub fn stats(&self) -> MemoryStats {
         let disk = self.disk();
         MemoryStats {

@@ -9,11 +9,16 @@ use serde::{Deserialize, Serialize};
 /// What a successful command with a `command_id` replied, kept so a retry gets the identical answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
+    /// Who sent the command: a `command_id` is scoped by actor (and room), so another actor's same id is
+    /// another command.
     pub actor: Actor,
+    /// The caller's idempotency key, at most 64 characters.
     pub command_id: CommandId,
     /// A stable hash of the command and its `expected_version`: the same id with another command is a conflict.
     pub fingerprint: u64,
+    /// When the command was decided, in ms since the Unix epoch: the id is remembered for a TTL from then.
     pub at_ms: u64,
+    /// The reply the first run gave.
     pub reply: StoredReply,
 }
 
@@ -21,11 +26,15 @@ pub struct IdempotencyRecord {
 /// its own key per batch, so opening reads these small entries, not every batch's events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandIndexEntry {
+    /// As [`IdempotencyRecord::actor`].
     pub actor: Actor,
     /// The command's room: a `command_id` is scoped by actor and room.
     pub room_id: RoomId,
+    /// As [`IdempotencyRecord::command_id`].
     pub command_id: CommandId,
+    /// As [`IdempotencyRecord::fingerprint`].
     pub fingerprint: u64,
+    /// As [`IdempotencyRecord::at_ms`].
     pub at_ms: u64,
 }
 
@@ -90,8 +99,11 @@ impl StoredReply {
 /// A reply as stored. Credentials are never part of it: accept's broadcaster data is minted again on retry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoredReply {
+    /// A room command's reply: the room after it.
     Room(Room),
+    /// invite, request_to_join, reject or cancel: the invitation after it.
     Invitation(Invitation),
+    /// accept: the invitation after it; the broadcaster data is not kept.
     Accepted(Invitation),
 }
 
@@ -180,14 +192,17 @@ pub(crate) fn decode_records(payload: &[u8]) -> Result<Vec<IdempotencyRecord>, F
     }
 }
 
-/// A decoded batch record.
+/// A decoded batch record: what one group commit appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
+    /// Its events, seqs consecutive; at least one in any record the store wrote.
     pub events: Vec<Envelope>,
+    /// The idempotency records of its commands that carried a `command_id` and succeeded.
     pub commands: Vec<IdempotencyRecord>,
 }
 
 impl Batch {
+    /// The seq of its first event, which names its record (`L{first_seq}`); `None` only for an empty batch.
     pub fn first_seq(&self) -> Option<u64> {
         self.events.first().map(|e| e.seq)
     }
@@ -196,10 +211,19 @@ impl Batch {
 /// Why a stored value could not be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
+    /// Fewer bytes than the header needs (the length found): a value cut short.
     #[error("record is shorter than its header ({0} bytes)")]
     Truncated(usize),
+    /// The bytes changed after they were written: a torn write or bit rot.
     #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    Checksum { stored: u32, computed: u32 },
+    Checksum {
+        /// The checksum written with the value.
+        stored: u32,
+        /// The checksum of the bytes read now.
+        computed: u32,
+    },
+    /// The checksum holds but the payload does not decode, contradicts its header, or cannot be used where it
+    /// was found; the message says which.
     #[error("undecodable payload: {0}")]
     Decode(String),
 }

@@ -2,6 +2,10 @@
 //! first and writes locally only what it took, so the local log is always a prefix of the replicated one.
 
 /// Makes a batch record durable elsewhere (a quorum holds it) before the store writes it locally.
+///
+/// `cohost-nats` implements it over the partition's JetStream subject; the simulator, over a log in memory.
+/// A call blocks the sequencer's thread, and so every command, until the batch is held or refused: an
+/// implementation bounds its own wait.
 pub trait Replicator: Send + Sync {
     /// `record` is the batch record as the store encodes it, its first seq `first_seq`. Called from the
     /// sequencer's thread, one batch at a time.
@@ -14,6 +18,7 @@ pub trait Replicator: Send + Sync {
     }
 }
 
+/// Why a [`Replicator`] did not take a batch. The variant decides whether the store goes on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplicateError {
     /// Refused outright (too large, say): nothing was kept anywhere, and the store goes on.

@@ -17,6 +17,7 @@ use crate::record::{self, CommandIndexEntry, FrameError, IdempotencyRecord};
 /// still remembered for a retry. A store holding a base holds the log only from `seq + 1`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Base {
+    /// The last seq the base stands for: the store's log goes on from `seq + 1`.
     pub seq: u64,
     /// Every room in memory as of `seq`, as the engine encoded it (a snapshot).
     pub rooms: Vec<(RoomId, Vec<u8>)>,
