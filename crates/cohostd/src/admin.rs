@@ -15,6 +15,9 @@ use crate::http::AppState;
 /// One outgoing webhook endpoint, as the admin route shows it (never its secret).
 #[derive(Debug, Clone)]
 pub struct WebhookView {
+    /// The partition whose events it delivers, on a cluster node; `None` on a single node.
+    pub partition: Option<u32>,
+    /// The endpoint's id in the webhooks file.
     pub id: String,
     pub url: String,
     pub follower: Arc<FollowerStatus>,
@@ -56,18 +59,29 @@ fn check(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `GET /v1/admin/webhooks`: each endpoint's id, url, cursor (the last seq it has handled), state
-/// (`following`, `retrying`, `paused` at an event it kept failing for the give-up age, or `stopped`), lag,
-/// retries and last error.
+/// The last seq of the log a delivery follows: the engine's, or on a cluster node its partition's.
+fn last_seq(state: &AppState, partition: Option<u32>) -> u64 {
+    match (&state.engines, partition) {
+        (crate::http::Engines::One { engine, .. }, _) => engine.last_seq(),
+        (crate::http::Engines::Cluster { node, .. }, Some(partition)) => {
+            (node.engines().into_iter())
+                .find(|(p, _)| *p == partition)
+                .map_or(0, |(_, engine)| engine.last_seq())
+        }
+        (crate::http::Engines::Cluster { .. }, None) => 0,
+    }
+}
+
+/// `GET /v1/admin/webhooks`: each delivery running on this node (one per endpoint on a single node; one per
+/// endpoint and owned partition on a cluster node): the endpoint's id, url, partition, cursor (the last seq it
+/// has handled), state (`following`, `retrying`, `paused` at an event it kept failing for the give-up age, or
+/// `stopped`), lag, retries and last error.
 pub(crate) async fn webhooks(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check(&state, &headers)?;
-    let last_seq = state.engines.one("the webhook endpoints")?.last_seq();
-    let endpoints: Vec<serde_json::Value> = state
-        .webhooks
-        .iter()
+    let endpoints: Vec<serde_json::Value> = (state.webhooks.views().iter())
         .map(|view| {
             let snapshot = view.follower.snapshot();
             let last_error = (snapshot.last_error.as_ref())
@@ -75,9 +89,10 @@ pub(crate) async fn webhooks(
             serde_json::json!({
                 "id": view.id,
                 "url": view.url,
+                "partition": view.partition,
                 "cursor": snapshot.handled_seq,
                 "state": view.state(),
-                "lag": snapshot.lag(last_seq),
+                "lag": snapshot.lag(last_seq(&state, view.partition)),
                 "retries": snapshot.retries,
                 "last_error": last_error,
             })
@@ -86,23 +101,30 @@ pub(crate) async fn webhooks(
     Ok(axum::Json(serde_json::json!({ "endpoints": endpoints })).into_response())
 }
 
-/// `POST /v1/admin/webhooks/{id}/resume`: a paused endpoint tries its event again at once, with a fresh give-up
-/// age (nothing is skipped). 404 for an unknown endpoint, 409 `failed_precondition` for one not paused.
+/// `POST /v1/admin/webhooks/{id}/resume`: the endpoint's paused deliveries on this node (on a cluster node,
+/// those of the partitions it owns) try their event again at once, with a fresh give-up age (nothing is
+/// skipped). 404 when no delivery of that endpoint runs here, 409 `failed_precondition` when none is paused.
 pub(crate) async fn resume_webhook(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check(&state, &headers)?;
-    let view = (state.webhooks.iter())
-        .find(|view| view.id == id)
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no webhook endpoint has this id"))?;
-    if !view.pause.resume() {
-        let why = format!(
-            "webhook endpoint {id} is not paused (it is {})",
-            view.state()
-        );
+    let views: Vec<_> = (state.webhooks.views().into_iter())
+        .filter(|view| view.id == id)
+        .collect();
+    if views.is_empty() {
+        let why = "no delivery of a webhook endpoint with this id runs on this node";
+        return Err(ApiError::new(ErrorCode::NotFound, why));
+    }
+    let resumed: Vec<Option<u32>> = (views.iter())
+        .filter(|view| view.pause.resume())
+        .map(|view| view.partition)
+        .collect();
+    if resumed.is_empty() {
+        let why = format!("webhook endpoint {id} is not paused here");
         return Err(ApiError::new(ErrorCode::FailedPrecondition, why));
     }
-    Ok(axum::Json(serde_json::json!({"id": view.id, "state": "following"})).into_response())
+    let body = serde_json::json!({"id": id, "state": "following", "partitions": resumed});
+    Ok(axum::Json(body).into_response())
 }

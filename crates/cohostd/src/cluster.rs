@@ -14,6 +14,7 @@ use cohost_nats::relay::{Relay, RelayConfig};
 use futures::FutureExt;
 
 use crate::config::{ClusterSettings, Settings};
+use crate::delivery::{Deliveries, Delivery, DeliverySettings};
 use crate::{
     QUOTA_SWEEP_EVERY, auth_secret, authenticator, dev_mode, forward, http, livekit, quota, serve,
 };
@@ -23,13 +24,6 @@ const FORWARDED_IN_FLIGHT_MAX: usize = 1_024;
 
 /// Serves until SIGTERM, then hands the partitions over.
 pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(), String> {
-    if settings.webhooks_file.is_some() {
-        // Each partition's owner must deliver its partition's events, with cursors that move with it: not built.
-        return Err(
-            "COHOST_WEBHOOKS_FILE is not served in cluster mode yet; run it on a single node"
-                .into(),
-        );
-    }
     let (secret, dev_auth) = auth_secret(&settings)?;
     let (livekit, dev_livekit) = livekit(&settings)?;
     dev_mode(&settings, dev_auth, dev_livekit)?;
@@ -40,7 +34,17 @@ pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Resu
         ensure_stream(&client, cluster.replicas).await?;
     }
     let owners = Owners::new().await;
-    let node = join(&settings, &cluster, &livekit, client.clone(), &owners).await?;
+    let webhooks = Webhooks::configured(&settings)?;
+    let running = webhooks.running.clone();
+    let node = join(
+        &settings,
+        &cluster,
+        &livekit,
+        client.clone(),
+        &owners,
+        webhooks,
+    )
+    .await?;
     let service = cohost_nats::service::serve_cluster(client.clone(), node.clone())
         .await
         .map_err(|e| e.to_string())?;
@@ -59,6 +63,8 @@ pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Resu
     state.body_read_timeout = limits.body_read_timeout;
     state.cors = settings.cors_origins.clone();
     state.console_dir = settings.console_dir.clone();
+    state.admin_secret = settings.admin_secret()?;
+    state.webhooks = running;
     let connections = state.connections.clone();
     state.quotas = Arc::new(quota::Quotas::new(settings.quotas(limits.connections_max)));
     quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);
@@ -101,6 +107,7 @@ async fn join(
     livekit: &LiveKitConfig,
     client: cohost_nats::Client,
     owners: &Owners,
+    webhooks: Webhooks,
 ) -> Result<Arc<Node>, String> {
     let template = settings.engine()?;
     let cache = (template.store_cache_bytes / u64::from(cluster.partitions)).max(1 << 20);
@@ -128,6 +135,7 @@ async fn join(
             cluster,
             livekit,
             owners.clone(),
+            webhooks,
         )),
         advertise: cluster.advertise_url.clone(),
     };
@@ -219,16 +227,62 @@ impl Owners {
     }
 }
 
+/// The outgoing webhook endpoints, delivered by each partition's owner from the partition's log.
+struct Webhooks {
+    endpoints: Vec<crate::outbound::Endpoint>,
+    settings: DeliverySettings,
+    /// The deliveries running on this node, for the admin routes.
+    running: Arc<Deliveries>,
+}
+
+impl Webhooks {
+    /// The endpoints of `COHOST_WEBHOOKS_FILE` (a bad file stops startup), none running yet.
+    fn configured(settings: &Settings) -> Result<Self, String> {
+        Ok(Self {
+            endpoints: settings.webhook_endpoints()?,
+            settings: settings.webhook_delivery(),
+            running: Arc::default(),
+        })
+    }
+
+    /// Starts one delivery per endpoint for `partition`, each from its cursor in the partition's store (which
+    /// a takeover copied from the cluster's cursor bucket), and lists them.
+    fn start(&self, partition: u32, engine: &Engine) -> Result<Vec<Delivery>, String> {
+        let deliveries = (self.endpoints.iter())
+            .map(|endpoint| {
+                Delivery::start(
+                    engine.clone(),
+                    Some(partition),
+                    endpoint.clone(),
+                    self.settings,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        deliveries.iter().for_each(|d| self.running.add(d.view()));
+        Ok(deliveries)
+    }
+
+    /// Stops a partition's deliveries (before its engine, at a handoff) and unlists them.
+    async fn stop(running: &Deliveries, partition: u32, deliveries: Vec<Delivery>) {
+        for delivery in deliveries {
+            running.remove(Some(partition), delivery.id());
+            delivery.stop().await;
+        }
+    }
+}
+
 /// What follows each partition a cluster node owns: the answers to requests other nodes forward to it, the
-/// relay into NATS (the stream `COHOST` when `COHOST_JETSTREAM` is on, with the log's replicas), and the revoker
-/// when LiveKit admin is on.
+/// relay into NATS (the stream `COHOST` when `COHOST_JETSTREAM` is on, with the log's replicas), the revoker
+/// when LiveKit admin is on, and one delivery per outgoing webhook endpoint.
 fn follow_partitions(
     client: cohost_nats::Client,
     settings: &Settings,
     cluster: &ClusterSettings,
     livekit: &LiveKitConfig,
     owners: Owners,
+    webhooks: Webhooks,
 ) -> StartFollowing {
+    let webhooks = Arc::new(webhooks);
     let relay_config = RelayConfig {
         replicas: cluster.replicas,
         ..crate::relay_config(settings)
@@ -245,6 +299,7 @@ fn follow_partitions(
             ..relay_config.clone()
         };
         let (client, livekit, owners) = (client.clone(), livekit.clone(), owners.clone());
+        let webhooks = webhooks.clone();
         async move {
             let reconciler = reconcile_every.map(|every| {
                 let clock = Arc::new(cohost_engine::SystemClock);
@@ -254,11 +309,17 @@ fn follow_partitions(
                 true => Some(Revoker::start(engine.clone(), livekit).map_err(|e| e.to_string())?),
                 false => None,
             };
-            let relay = Relay::start(engine, client.clone(), relay_config)
-                .await
-                .map_err(|e| e.to_string())?;
+            let deliveries = webhooks.start(partition, &engine)?;
+            let relay = match Relay::start(engine, client.clone(), relay_config).await {
+                Ok(relay) => relay,
+                Err(error) => {
+                    Webhooks::stop(&webhooks.running, partition, deliveries).await;
+                    return Err(error.to_string());
+                }
+            };
             let mut statuses = vec![relay.follower()];
             statuses.extend(revoker.iter().map(Revoker::follower));
+            statuses.extend(deliveries.iter().map(Delivery::follower));
             let responders = owners.respond(&client, partition, partitions).await?;
             let stop = async move {
                 for responder in responders {
@@ -271,6 +332,7 @@ fn follow_partitions(
                 if let Some(reconciler) = reconciler {
                     reconciler.stop().await;
                 }
+                Webhooks::stop(&webhooks.running, partition, deliveries).await;
             }
             .boxed();
             Ok(Following { statuses, stop })

@@ -67,9 +67,60 @@ impl Pause {
     }
 }
 
+/// The deliveries running on this node, for the admin routes, `/healthz` and `/metrics`: one per endpoint on a
+/// single node; on a cluster node one per endpoint and partition it owns, added when it takes the partition and
+/// removed when it hands it over (the cursor moves with the partition).
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    running: std::sync::Mutex<Vec<crate::admin::WebhookView>>,
+}
+
+impl Deliveries {
+    /// Lists a delivery that started.
+    pub fn add(&self, view: crate::admin::WebhookView) {
+        self.lock().push(view);
+    }
+
+    /// Forgets the delivery of endpoint `id` for `partition`, which stopped.
+    pub fn remove(&self, partition: Option<u32>, id: &str) {
+        self.lock()
+            .retain(|view| !(view.partition == partition && view.id == id));
+    }
+
+    /// The deliveries running now, by endpoint id then partition.
+    pub fn views(&self) -> Vec<crate::admin::WebhookView> {
+        let mut views = self.lock().clone();
+        views.sort_by(|a, b| (&a.id, a.partition).cmp(&(&b.id, b.partition)));
+        views
+    }
+
+    /// Whether a delivery whose follower is named `name` (`webhook:<id>`) is paused.
+    pub fn paused(&self, name: &str) -> bool {
+        (self.lock().iter()).any(|view| view.pause.is_paused() && view.follower.name() == name)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<crate::admin::WebhookView>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `webhook:<id>` as a name for the life of the process: a cluster node starts an endpoint's delivery at every
+/// takeover, and the names are as few as the endpoints.
+fn follower_name(sink: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(name) = names.iter().find(|name| **name == sink) {
+        return name;
+    }
+    let name: &'static str = Box::leak(sink.to_owned().into_boxed_str());
+    names.push(name);
+    name
+}
+
 /// One endpoint's delivery task.
 #[derive(Debug)]
 pub struct Delivery {
+    partition: Option<u32>,
     id: String,
     url: String,
     follower: Arc<FollowerStatus>,
@@ -79,9 +130,11 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Starts delivering to `endpoint` after its cursor.
+    /// Starts delivering `engine`'s events (those of `partition`, on a cluster node) to `endpoint`, after its
+    /// cursor in that engine's store.
     pub fn start(
         engine: Engine,
+        partition: Option<u32>,
         endpoint: Endpoint,
         settings: DeliverySettings,
     ) -> Result<Delivery, String> {
@@ -89,9 +142,7 @@ impl Delivery {
         let cursor = engine
             .cursor(&sink)
             .map_err(|e| format!("reading the cursor of {sink}: {e}"))?;
-        // A name for the life of the process: the endpoints are few, and fixed at start.
-        let name: &'static str = Box::leak(sink.clone().into_boxed_str());
-        let follower = Arc::new(FollowerStatus::new(name, cursor));
+        let follower = Arc::new(FollowerStatus::new(follower_name(&sink), cursor));
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
@@ -115,6 +166,7 @@ impl Delivery {
             .run(),
         );
         Ok(Delivery {
+            partition,
             id,
             url,
             follower,
@@ -127,6 +179,7 @@ impl Delivery {
     /// The endpoint as the admin route shows it.
     pub fn view(&self) -> crate::admin::WebhookView {
         crate::admin::WebhookView {
+            partition: self.partition,
             id: self.id.clone(),
             url: self.url.clone(),
             follower: self.follower.clone(),
@@ -139,6 +192,12 @@ impl Delivery {
         self.follower.clone()
     }
 
+    /// The endpoint's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Stops the task; its cursor stays where the last delivered event put it.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;

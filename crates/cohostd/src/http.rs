@@ -137,8 +137,8 @@ pub struct AppState {
     pub console_dir: Option<std::path::PathBuf>,
     /// What opens the admin routes; `None`: nothing does.
     pub admin_secret: Option<String>,
-    /// The outgoing webhook endpoints, for the admin route.
-    pub webhooks: Arc<[crate::admin::WebhookView]>,
+    /// The outgoing webhook deliveries running on this node, for the admin routes.
+    pub webhooks: Arc<crate::delivery::Deliveries>,
 }
 
 impl AppState {
@@ -200,7 +200,7 @@ impl AppState {
             cors: None,
             console_dir: None,
             admin_secret: None,
-            webhooks: Arc::new([]),
+            webhooks: Arc::default(),
         }
     }
 }
@@ -546,7 +546,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let engine = match &state.engines {
         Engines::One { engine, .. } => engine,
         Engines::Cluster { node, .. } => {
-            let followers = followers_json(&cluster_followers(node));
+            let followers = followers_json(&cluster_followers(node, &state.webhooks));
             let body = serde_json::json!({"status": "ok", "node": node.node_id(), "partitions": node.serving(), "followers": followers});
             return axum::Json(body).into_response();
         }
@@ -570,15 +570,17 @@ fn single_followers(state: &AppState, last_seq: u64) -> Vec<FollowerView> {
         .iter()
         .map(|follower| {
             let mut view = FollowerView::of(&follower.snapshot(), last_seq);
-            view.paused = (state.webhooks.iter())
-                .any(|w| w.pause.is_paused() && Arc::ptr_eq(&w.follower, follower));
+            view.paused = state.webhooks.paused(view.name);
             view
         })
         .collect()
 }
 
 /// What follows the partitions this node owns, summed by name.
-fn cluster_followers(node: &cohost_nats::cluster::Node) -> Vec<FollowerView> {
+fn cluster_followers(
+    node: &cohost_nats::cluster::Node,
+    webhooks: &crate::delivery::Deliveries,
+) -> Vec<FollowerView> {
     let engines: std::collections::BTreeMap<u32, Engine> = node.engines().into_iter().collect();
     let followers = node
         .followers()
@@ -589,7 +591,11 @@ fn cluster_followers(node: &cohost_nats::cluster::Node) -> Vec<FollowerView> {
                 .into_iter()
                 .map(move |status| (status.snapshot(), last_seq))
         });
-    FollowerView::summed(followers)
+    let mut views = FollowerView::summed(followers);
+    for view in &mut views {
+        view.paused = webhooks.paused(view.name);
+    }
+    views
 }
 
 fn followers_json(followers: &[FollowerView]) -> Vec<serde_json::Value> {
@@ -652,7 +658,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                 stats.add(&engine.stats());
                 records_read += engine.records_read();
             }
-            let followers = cluster_followers(node);
+            let followers = cluster_followers(node, &state.webhooks);
             let mut text = state
                 .metrics
                 .render_cluster(&stats, node.serving().len(), &followers);

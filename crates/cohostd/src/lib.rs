@@ -202,7 +202,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     state.cors = settings.cors_origins.clone();
     state.console_dir = settings.console_dir.clone();
     state.admin_secret = settings.admin_secret()?;
-    state.webhooks = tasks.webhook_views().into();
+    state.webhooks = tasks.webhooks();
     state.quotas = Arc::new(quota::Quotas::new(settings.quotas(limits.connections_max)));
     quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);
     let _ = routers_tx.send(http::router(state));
@@ -258,6 +258,8 @@ struct Tasks {
     reconciler: Option<cohost_credentials::Reconciler>,
     /// One per webhook endpoint of `COHOST_WEBHOOKS_FILE`.
     webhooks: Vec<delivery::Delivery>,
+    /// The same, listed for the admin routes.
+    deliveries: Arc<delivery::Deliveries>,
 }
 
 impl Tasks {
@@ -283,22 +285,26 @@ impl Tasks {
             Some(url) => Some(start_nats(engine, url, settings).await?),
             None => None,
         };
-        let webhooks = (settings.webhook_endpoints()?.into_iter())
+        let webhooks: Vec<_> = (settings.webhook_endpoints()?.into_iter())
             .map(|endpoint| {
-                delivery::Delivery::start(engine.clone(), endpoint, settings.webhook_delivery())
+                let settings = settings.webhook_delivery();
+                delivery::Delivery::start(engine.clone(), None, endpoint, settings)
             })
             .collect::<Result<_, _>>()?;
+        let deliveries = Arc::new(delivery::Deliveries::default());
+        webhooks.iter().for_each(|d| deliveries.add(d.view()));
         Ok(Tasks {
             nats,
             revoker,
             reconciler,
             webhooks,
+            deliveries,
         })
     }
 
-    /// The webhook endpoints, for the admin route.
-    fn webhook_views(&self) -> Vec<admin::WebhookView> {
-        self.webhooks.iter().map(delivery::Delivery::view).collect()
+    /// The webhook deliveries, for the admin routes.
+    fn webhooks(&self) -> Arc<delivery::Deliveries> {
+        self.deliveries.clone()
     }
 
     /// The statuses of the log's followers that run, for `/healthz` and `/metrics`.

@@ -304,8 +304,9 @@ mod paths {
     fn unban_user() {}
 
     #[utoipa::path(get, path = "/v1/admin/webhooks", tag = "admin", security(("admin" = [])),
-        responses((status = 200, description = "each outgoing webhook endpoint: `{endpoints: [{id, url, cursor, \
-            state, lag, retries, last_error}]}`; for the admin secret (COHOST_ADMIN_SECRET), never a user JWT", body = Object)))]
+        responses((status = 200, description = "each outgoing webhook delivery on this node (per endpoint; on a \
+            cluster node per endpoint and owned partition): `{endpoints: [{id, url, partition, cursor, state, lag, \
+            retries, last_error}]}`; for the admin secret (COHOST_ADMIN_SECRET), never a user JWT", body = Object)))]
     fn admin_webhooks() {}
 
     #[utoipa::path(post, path = "/v1/admin/webhooks/{id}/resume", tag = "admin", security(("admin" = [])),
