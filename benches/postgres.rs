@@ -335,7 +335,7 @@ struct Outcome {
 impl Outcome {
     fn of(mut tally: Tally, elapsed: Duration, samples: &Samples) -> Self {
         let mut delays = samples.delays_ms();
-        let mut pct = |samples: &mut Vec<f64>, p| match samples.is_empty() {
+        let pct = |samples: &mut Vec<f64>, p| match samples.is_empty() {
             true => f64::NAN,
             false => percentile(samples, p),
         };
@@ -522,7 +522,7 @@ async fn pg_load(pool: &Pool, mirror: &[RoomState]) {
         .iter()
         .map(|s| s.room().expect("set up").version as i64)
         .collect();
-    let states: Vec<Vec<u8>> = mirror.iter().map(|s| to_postcard(s)).collect();
+    let states: Vec<Vec<u8>> = mirror.iter().map(to_postcard).collect();
     let load = "INSERT INTO rooms SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[])";
     conn.execute(load, &[&ids, &versions, &states])
         .await
