@@ -32,7 +32,7 @@ use cohost_benches::{Common, median, percentile};
 use cohost_core::{Context, Policy, RoomState, apply, decide};
 use cohost_engine::{Config, Engine, Interest, Options};
 use cohost_proto::codec::{from_postcard, to_postcard};
-use cohost_proto::{Actor, Command, Event, UserId};
+use cohost_proto::{Actor, Command, UserId};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{AsyncMessage, NoTls};
 
@@ -367,22 +367,55 @@ impl Outcome {
     }
 }
 
-/// Folds one answer into the tally and the client's mirror.
-fn settle(
-    client: &mut Client,
-    room: usize,
-    expected: Option<Vec<Event>>,
-    ok: bool,
-    tally: &mut Tally,
-) {
-    match (expected, ok) {
-        (Some(events), true) => {
-            client.settle(room, &events);
-            tally.ok += 1;
-        }
-        (None, false) => tally.rejected += 1,
-        (Some(_), false) | (None, true) => tally.unlike += 1,
+/// Drives every client's closed loop for `length` through `execute` (`true`: the system acknowledged the
+/// command), checking each answer against the client's mirror and timing the sampled acks; what they saw and
+/// for how long.
+async fn drive<F, Fut>(
+    mirror: &[RoomState],
+    users: &Arc<[UserId]>,
+    length: Duration,
+    samples: &Arc<Samples>,
+    execute: F,
+) -> (Tally, Duration)
+where
+    F: Fn(Actor, Command) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let until = Instant::now() + length;
+    let started = Instant::now();
+    let tasks: Vec<_> = Client::all(mirror, users, CLIENTS)
+        .into_iter()
+        .map(|mut client| {
+            let (execute, samples) = (execute.clone(), samples.clone());
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                while Instant::now() < until {
+                    let room = client.rng.index(client.rooms.len());
+                    let wrong_party = client.rng.chance(INVALID_PERCENT);
+                    let plan = client.plan_from(room, wrong_party);
+                    let room_id = plan.command.room_id().clone();
+                    let sent = Instant::now();
+                    let ok = execute(plan.actor, plan.command).await;
+                    tally.latency_us.push(sent.elapsed().as_secs_f64() * 1e6);
+                    match (plan.expected, ok) {
+                        (Some(events), true) => {
+                            let versions = client.settle(plan.room, &events);
+                            samples.acked(room_id.as_str(), *versions.end());
+                            tally.ok += 1;
+                        }
+                        (None, false) => tally.rejected += 1,
+                        (Some(_), false) | (None, true) => tally.unlike += 1,
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut tally = Tally::default();
+    for task in tasks {
+        tally.merge(task.await.expect("clients do not panic"));
     }
+    (tally, started.elapsed())
 }
 
 /// The engine: set up the rooms, reopen, drive the clients for `length` with a subscriber timing the samples.
@@ -408,48 +441,19 @@ async fn engine_run(
             }
         })
     };
-    let until = Instant::now() + length;
-    let started = Instant::now();
-    let tasks: Vec<_> = Client::all(mirror, users, CLIENTS)
-        .into_iter()
-        .map(|mut client| {
-            let (engine, samples) = (engine.clone(), samples.clone());
-            tokio::spawn(async move {
-                let mut tally = Tally::default();
-                while Instant::now() < until {
-                    let room = client.rng.index(client.rooms.len());
-                    let wrong_party = client.rng.chance(INVALID_PERCENT);
-                    let plan = client.plan_from(room, wrong_party);
-                    let room_id = plan.command.room_id().clone();
-                    let sent = Instant::now();
-                    let answer = engine
-                        .execute(plan.actor, plan.command, Options::default())
-                        .await;
-                    tally.latency_us.push(sent.elapsed().as_secs_f64() * 1e6);
-                    if answer.is_ok() && plan.expected.is_some() {
-                        let versions =
-                            client.settle(plan.room, plan.expected.as_deref().unwrap_or(&[]));
-                        samples.acked(room_id.as_str(), *versions.end());
-                        tally.ok += 1;
-                    } else {
-                        settle(
-                            &mut client,
-                            plan.room,
-                            plan.expected,
-                            answer.is_ok(),
-                            &mut tally,
-                        );
-                    }
-                }
-                tally
-            })
-        })
-        .collect();
-    let mut tally = Tally::default();
-    for task in tasks {
-        tally.merge(task.await.expect("clients do not panic"));
-    }
-    let elapsed = started.elapsed();
+    let execute = {
+        let engine = engine.clone();
+        move |actor: Actor, command: Command| {
+            let engine = engine.clone();
+            async move {
+                engine
+                    .execute(actor, command, Options::default())
+                    .await
+                    .is_ok()
+            }
+        }
+    };
+    let (tally, elapsed) = drive(mirror, users, length, &samples, execute).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     engine.shutdown().await;
     let _ = subscriber.await;
@@ -561,41 +565,11 @@ async fn pg_run(
     pg_load(&pool, mirror).await;
     let samples = Arc::new(Samples::default());
     let (listening, listener) = pg_listen(server, samples.clone()).await;
-    let until = Instant::now() + length;
-    let started = Instant::now();
-    let tasks: Vec<_> = Client::all(mirror, users, CLIENTS)
-        .into_iter()
-        .map(|mut client| {
-            let (pool, samples) = (pool.clone(), samples.clone());
-            tokio::spawn(async move {
-                let mut tally = Tally::default();
-                while Instant::now() < until {
-                    let room = client.rng.index(client.rooms.len());
-                    let wrong_party = client.rng.chance(INVALID_PERCENT);
-                    let plan = client.plan_from(room, wrong_party);
-                    let sent = Instant::now();
-                    let answer = pg_execute(&pool, &plan.actor, &plan.command).await;
-                    tally.latency_us.push(sent.elapsed().as_secs_f64() * 1e6);
-                    if let Ok(version) = answer {
-                        samples.acked(plan.command.room_id().as_str(), version);
-                    }
-                    settle(
-                        &mut client,
-                        plan.room,
-                        plan.expected,
-                        answer.is_ok(),
-                        &mut tally,
-                    );
-                }
-                tally
-            })
-        })
-        .collect();
-    let mut tally = Tally::default();
-    for task in tasks {
-        tally.merge(task.await.expect("clients do not panic"));
-    }
-    let elapsed = started.elapsed();
+    let execute = move |actor: Actor, command: Command| {
+        let pool = pool.clone();
+        async move { pg_execute(&pool, &actor, &command).await.is_ok() }
+    };
+    let (tally, elapsed) = drive(mirror, users, length, &samples, execute).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(listening);
     let _ = listener.await;

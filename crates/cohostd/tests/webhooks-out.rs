@@ -263,16 +263,15 @@ async fn a_kill_mid_delivery_loses_nothing_and_repeats_only_by_webhook_id() {
     drop(d);
 }
 
+/// The admin list of the webhook deliveries at `url`, with the admin secret.
+async fn admin_list(http: &reqwest::Client, url: String) -> serde_json::Value {
+    let response = http.get(url).bearer_auth(ADMIN).send().await.unwrap();
+    response.json().await.unwrap()
+}
+
 /// The operators' view of the endpoint and the follower's lines in `/healthz` and `/metrics`.
 async fn endpoint_state(d: &Daemon) -> (String, String, String) {
-    let listed: serde_json::Value = (d.http.get(d.url("/v1/admin/webhooks")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = admin_list(&d.http, d.url("/v1/admin/webhooks")).await;
     let health: serde_json::Value = (d.http.get(d.url("/healthz")).send().await.unwrap())
         .json()
         .await
@@ -440,14 +439,7 @@ async fn in_cluster_mode_each_partition_s_owner_delivers_and_its_cursor_moves_wi
     let owners = cluster.owners().await;
     for (index, node) in cluster.nodes.read().await.iter().enumerate() {
         let node = node.as_ref().expect("running");
-        let listed: serde_json::Value = (node.http.get(node.url("/v1/admin/webhooks")))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed = admin_list(&node.http, node.url("/v1/admin/webhooks")).await;
         let mut partitions: Vec<u64> = (listed["endpoints"].as_array().unwrap().iter())
             .map(|e| e["partition"].as_u64().unwrap())
             .collect();
