@@ -125,6 +125,7 @@ pub(crate) async fn resume_webhook(
         let why = format!("webhook endpoint {id} is not paused here");
         return Err(ApiError::new(ErrorCode::FailedPrecondition, why));
     }
-    let body = serde_json::json!({"id": id, "state": "following", "partitions": resumed});
+    // Each tries its event again now: `retrying` until the endpoint takes it.
+    let body = serde_json::json!({"id": id, "state": "retrying", "partitions": resumed});
     Ok(axum::Json(body).into_response())
 }

@@ -262,13 +262,32 @@ impl Webhooks {
         Ok(deliveries)
     }
 
-    /// Stops a partition's deliveries (before its engine, at a handoff) and unlists them.
-    async fn stop(running: &Deliveries, partition: u32, deliveries: Vec<Delivery>) {
+    /// Their cursors' names in the partition's store.
+    fn sinks(&self) -> impl Iterator<Item = String> + '_ {
+        (self.endpoints.iter()).map(|endpoint| crate::delivery::sink(&endpoint.id))
+    }
+
+    /// Unlists a partition's deliveries, then stops them (before its engine, at a handoff).
+    async fn stop(running: &Deliveries, deliveries: Vec<Delivery>) {
+        deliveries
+            .iter()
+            .for_each(|delivery| running.remove(delivery));
         for delivery in deliveries {
-            running.remove(Some(partition), delivery.id());
             delivery.stop().await;
         }
     }
+}
+
+/// What a node needs to start the followers of each partition it takes.
+struct Followers {
+    client: cohost_nats::Client,
+    relay_config: RelayConfig,
+    livekit: LiveKitConfig,
+    owners: Owners,
+    webhooks: Webhooks,
+    partitions: u32,
+    /// Reconciliation belongs to the partition, like its revoker: it moves with it.
+    reconcile_every: Option<std::time::Duration>,
 }
 
 /// What follows each partition a cluster node owns: the answers to requests other nodes forward to it, the
@@ -282,63 +301,91 @@ fn follow_partitions(
     owners: Owners,
     webhooks: Webhooks,
 ) -> StartFollowing {
-    let webhooks = Arc::new(webhooks);
-    let relay_config = RelayConfig {
-        replicas: cluster.replicas,
-        ..crate::relay_config(settings)
-    };
-    let livekit = livekit.clone();
-    let partitions = cluster.partitions;
-    // Reconciliation belongs to the partition, like its revoker: it moves with it.
-    let reconcile_every =
-        (livekit.admin && settings.livekit_webhooks && settings.livekit_reconcile_s > 0)
-            .then(|| std::time::Duration::from_secs(settings.livekit_reconcile_s));
-    Arc::new(move |partition, engine: Engine| {
+    let followers = Arc::new(Followers {
+        client,
+        relay_config: RelayConfig {
+            replicas: cluster.replicas,
+            ..crate::relay_config(settings)
+        },
+        livekit: livekit.clone(),
+        owners,
+        webhooks,
+        partitions: cluster.partitions,
+        reconcile_every: (livekit.admin
+            && settings.livekit_webhooks
+            && settings.livekit_reconcile_s > 0)
+            .then(|| std::time::Duration::from_secs(settings.livekit_reconcile_s)),
+    });
+    Arc::new(move |partition, engine: Engine| followers.clone().start(partition, engine).boxed())
+}
+
+impl Followers {
+    /// Starts `partition`'s followers over its engine; a failure stops those already started.
+    async fn start(self: Arc<Self>, partition: u32, engine: Engine) -> Result<Following, String> {
         let relay_config = RelayConfig {
             partition: Some(partition),
-            ..relay_config.clone()
+            ..self.relay_config.clone()
         };
-        let (client, livekit, owners) = (client.clone(), livekit.clone(), owners.clone());
-        let webhooks = webhooks.clone();
-        async move {
-            let reconciler = reconcile_every.map(|every| {
-                let clock = Arc::new(cohost_engine::SystemClock);
-                cohost_credentials::Reconciler::start(engine.clone(), livekit.clone(), clock, every)
-            });
-            let revoker = match livekit.admin {
-                true => Some(Revoker::start(engine.clone(), livekit).map_err(|e| e.to_string())?),
-                false => None,
-            };
-            let deliveries = webhooks.start(partition, &engine)?;
-            let relay = match Relay::start(engine, client.clone(), relay_config).await {
-                Ok(relay) => relay,
-                Err(error) => {
-                    Webhooks::stop(&webhooks.running, partition, deliveries).await;
-                    return Err(error.to_string());
-                }
-            };
-            let mut statuses = vec![relay.follower()];
-            statuses.extend(revoker.iter().map(Revoker::follower));
-            statuses.extend(deliveries.iter().map(Delivery::follower));
-            let responders = owners.respond(&client, partition, partitions).await?;
-            let stop = async move {
-                for responder in responders {
-                    responder.stop();
-                }
-                relay.stop().await;
-                if let Some(revoker) = revoker {
-                    revoker.stop().await;
-                }
-                if let Some(reconciler) = reconciler {
-                    reconciler.stop().await;
-                }
-                Webhooks::stop(&webhooks.running, partition, deliveries).await;
+        let reconciler = self.reconcile_every.map(|every| {
+            let clock = Arc::new(cohost_engine::SystemClock);
+            cohost_credentials::Reconciler::start(
+                engine.clone(),
+                self.livekit.clone(),
+                clock,
+                every,
+            )
+        });
+        let revoker = match self.livekit.admin {
+            true => Some(
+                Revoker::start(engine.clone(), self.livekit.clone()).map_err(|e| e.to_string())?,
+            ),
+            false => None,
+        };
+        let mut sinks = vec![relay_config.sink.clone()];
+        let revoker_sink = cohost_credentials::revoke::SINK.to_owned();
+        sinks.extend(revoker.iter().map(|_| revoker_sink.clone()));
+        sinks.extend(self.webhooks.sinks());
+        let relay = Relay::start(engine.clone(), self.client.clone(), relay_config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut statuses = vec![relay.follower()];
+        statuses.extend(revoker.iter().map(Revoker::follower));
+        let responders = (self.owners)
+            .respond(&self.client, partition, self.partitions)
+            .await?;
+        let stop = async move {
+            for responder in responders {
+                responder.stop();
             }
-            .boxed();
-            Ok(Following { statuses, stop })
+            relay.stop().await;
+            if let Some(revoker) = revoker {
+                revoker.stop().await;
+            }
+            if let Some(reconciler) = reconciler {
+                reconciler.stop().await;
+            }
+        };
+        // Last, so a delivery that cannot start stops what started before it.
+        let deliveries = match self.webhooks.start(partition, &engine) {
+            Ok(deliveries) => deliveries,
+            Err(error) => {
+                stop.await;
+                return Err(error);
+            }
+        };
+        statuses.extend(deliveries.iter().map(Delivery::follower));
+        let running = self.webhooks.running.clone();
+        let stop = async move {
+            stop.await;
+            Webhooks::stop(&running, deliveries).await;
         }
-        .boxed()
-    })
+        .boxed();
+        Ok(Following {
+            statuses,
+            sinks,
+            stop,
+        })
+    }
 }
 
 /// `cohostd cluster status`: one line per partition, from the cluster's buckets and log.

@@ -81,10 +81,11 @@ impl Deliveries {
         self.lock().push(view);
     }
 
-    /// Forgets the delivery of endpoint `id` for `partition`, which stopped.
-    pub fn remove(&self, partition: Option<u32>, id: &str) {
+    /// Forgets `delivery`, which is stopping (and only it: a newer delivery of the same endpoint and partition
+    /// may be listed already).
+    pub fn remove(&self, delivery: &Delivery) {
         self.lock()
-            .retain(|view| !(view.partition == partition && view.id == id));
+            .retain(|view| !Arc::ptr_eq(&view.pause, &delivery.pause));
     }
 
     /// The deliveries running now, by endpoint id then partition.
@@ -102,6 +103,11 @@ impl Deliveries {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<crate::admin::WebhookView>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The name of endpoint `id`'s cursor in the store: `webhook:<id>`.
+pub fn sink(id: &str) -> String {
+    format!("webhook:{id}")
 }
 
 /// `webhook:<id>` as a name for the life of the process: a cluster node starts an endpoint's delivery at every
@@ -138,7 +144,7 @@ impl Delivery {
         endpoint: Endpoint,
         settings: DeliverySettings,
     ) -> Result<Delivery, String> {
-        let sink = format!("webhook:{}", endpoint.id);
+        let sink = sink(&endpoint.id);
         let cursor = engine
             .cursor(&sink)
             .map_err(|e| format!("reading the cursor of {sink}: {e}"))?;
@@ -190,11 +196,6 @@ impl Delivery {
     /// The status the task writes, for `/healthz` and `/metrics`.
     pub fn follower(&self) -> Arc<FollowerStatus> {
         self.follower.clone()
-    }
-
-    /// The endpoint's id.
-    pub fn id(&self) -> &str {
-        &self.id
     }
 
     /// Stops the task; its cursor stays where the last delivered event put it.
@@ -266,6 +267,14 @@ impl Task {
             };
             let envelope = match next? {
                 Ok(envelope) => envelope,
+                // The log no longer holds the events after the cursor: retrying cannot bring them back.
+                Err(error @ cohost_engine::Error::HistoryGone { .. }) => {
+                    let message =
+                        format!("the log no longer holds what follows the cursor: {error}");
+                    tracing::error!(endpoint = %self.endpoint.id, %message, "webhook delivery stopped");
+                    self.follower.failed(message, SystemClock.now_ms());
+                    return None;
+                }
                 Err(error) => return Some(error.to_string()),
             };
             let wanted = (self.endpoint).wants(envelope.event.type_name(), &envelope.room_id);
@@ -359,6 +368,8 @@ impl Task {
         };
         if resumed {
             tracing::info!(endpoint = %id, "webhook endpoint resumed");
+        } else {
+            self.pause.paused.store(false, Ordering::SeqCst);
         }
         resumed
     }

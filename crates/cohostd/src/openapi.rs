@@ -311,8 +311,9 @@ mod paths {
 
     #[utoipa::path(post, path = "/v1/admin/webhooks/{id}/resume", tag = "admin", security(("admin" = [])),
         params(WebhookPath),
-        responses((status = 200, description = "the paused endpoint tries its event again at once, with a fresh \
-            give-up age: `{id, state}`; 404 for an unknown id, 409 for an endpoint not paused", body = Object)))]
+        responses((status = 200, description = "the endpoint's paused deliveries on this node try their event again \
+            at once, with a fresh give-up age: `{id, state: retrying, partitions}` (the partitions resumed; null on a \
+            single node); 404 when no delivery of that endpoint runs on this node, 409 when none is paused", body = Object)))]
     fn resume_webhook() {}
 
     #[utoipa::path(get, path = "/v1/rooms/{room_id}/events", tag = "rooms", params(RoomPath, EventsQuery),

@@ -388,11 +388,37 @@ async fn invite_in_cluster(
     ids
 }
 
+/// Waits until each node's admin list shows one delivery per partition it owns (partitions may still be
+/// moving just after the nodes started).
+async fn wait_for_listed_owners(cluster: &support::cluster::Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let owners = cluster.owners().await;
+        let mut listed = std::collections::BTreeMap::new();
+        for (index, node) in cluster.nodes.read().await.iter().enumerate() {
+            let node = node.as_ref().expect("running");
+            let list = admin_list(&node.http, node.url("/v1/admin/webhooks")).await;
+            for entry in list["endpoints"].as_array().unwrap() {
+                listed.insert(entry["partition"].as_u64().unwrap() as u32, index);
+            }
+        }
+        if listed == owners {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "listed {listed:?}, owners {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// In cluster mode each partition's owner delivers the partition's events; a node killed with SIGKILL hands its
 /// partitions, cursors included, to the others, which go on from the saved cursors: every event arrives, each
 /// room's in version order, a repeat only with the same `webhook-id`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_cluster_mode_each_partition_s_owner_delivers_and_its_cursor_moves_with_the_partition() {
+    use cohost_nats::cluster::CursorBook;
     use support::cluster::{COMMANDS_PER_S, Cluster, send, signal, spread_rooms};
     let receiver = Receiver::start();
     let files = tempfile::tempdir().unwrap();
@@ -435,24 +461,19 @@ async fn in_cluster_mode_each_partition_s_owner_delivers_and_its_cursor_moves_wi
         expected.extend(invite_in_cluster(&cluster.nodes, room, *p, 3, 2).await);
     }
     receiver.wait_for(expected.len()).await;
-    // Each node lists the deliveries of the partitions it owns, one per endpoint and partition.
-    let owners = cluster.owners().await;
-    for (index, node) in cluster.nodes.read().await.iter().enumerate() {
-        let node = node.as_ref().expect("running");
-        let listed = admin_list(&node.http, node.url("/v1/admin/webhooks")).await;
-        let mut partitions: Vec<u64> = (listed["endpoints"].as_array().unwrap().iter())
-            .map(|e| e["partition"].as_u64().unwrap())
-            .collect();
-        partitions.sort();
-        let owned: Vec<u64> = (owners.iter())
-            .filter(|(_, n)| **n == index)
-            .map(|(p, _)| u64::from(*p))
-            .collect();
-        assert_eq!(partitions, owned, "node-{index}: {listed}");
+    wait_for_listed_owners(&cluster).await;
+    // Every partition's cursor reaches the cluster's bucket (each partition holds one room: 4 events).
+    let nats = async_nats::connect(cluster.servers.addrs()).await.unwrap();
+    let book = CursorBook::open(&async_nats::jetstream::new(nats), 3)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (room, p) in &rooms {
+        while book.load(*p).await.unwrap().get("webhook:receiver") != Some(&4) {
+            assert!(Instant::now() < deadline, "{room}'s cursor not saved");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
-
-    // The cursors reach the cursor bucket beside the lease turns (every 400 ms).
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let victim = 1;
     {
         let mut nodes = cluster.nodes.write().await;

@@ -58,7 +58,12 @@ async fn start(server: &TestServer, name: &str, dir: &tempfile::TempDir) -> Star
                 .map_err(|e| e.to_string())?;
             let statuses = vec![relay.follower()];
             let stop = async move { relay.stop().await }.boxed();
-            Ok(Following { statuses, stop })
+            let sinks = vec![SINK.to_owned()];
+            Ok(Following {
+                statuses,
+                sinks,
+                stop,
+            })
         }
         .boxed()
     });

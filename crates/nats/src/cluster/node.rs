@@ -50,6 +50,11 @@ pub type EngineConfig = Arc<dyn Fn(PathBuf) -> Config + Send + Sync>;
 pub struct Following {
     /// Their statuses, for `/healthz` and `/metrics`.
     pub statuses: Vec<Arc<FollowerStatus>>,
+    /// The cursors they keep in the partition's store (`Engine::set_cursor` names). A partition snapshot is
+    /// saved only once each of them, as last saved in the cursor bucket, has reached it: the next owner starts
+    /// from the snapshot and from those cursors, and the log it copies begins after the snapshot, so a cursor
+    /// behind it would ask for events it no longer has.
+    pub sinks: Vec<String>,
     /// Stops them after what they have in flight, when awaited; dropped, it stops them without waiting.
     pub stop: BoxFuture<'static, ()>,
 }
@@ -749,12 +754,13 @@ async fn save_snapshot(
     let handled = {
         let following = entry.following.lock().unwrap_or_else(|e| e.into_inner());
         match following.as_ref() {
-            Some(f) => f
-                .statuses
-                .iter()
-                .map(|s| s.handled_seq())
-                .min()
-                .unwrap_or(u64::MAX),
+            Some(f) => {
+                let handled = f.statuses.iter().map(|s| s.handled_seq()).min();
+                let saved = (f.sinks.iter())
+                    .map(|sink| entry.saved.get(sink).copied().unwrap_or(0))
+                    .min();
+                handled.into_iter().chain(saved).min().unwrap_or(u64::MAX)
+            }
             // Nothing follows the partition here.
             None if ctx.config.follow.is_none() => u64::MAX,
             // Its followers are not started yet, or were taken away to be stopped (the partition is being
