@@ -15,8 +15,8 @@ use cohost_proto::{RoomId, partition};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::cluster::{
-    CLIENTS, Cluster, FAILOVER_LIMIT, PARTITIONS, assert_exactly_once, send, signal, spread_rooms,
-    start_load, stop_load, token,
+    CLIENTS, Cluster, FAILOVER_LIMIT, PARTITIONS, assert_exactly_once, create_live, send, signal,
+    spread_rooms, start_load, stop_load, token,
 };
 
 const VICTIM: usize = 1;
@@ -66,24 +66,7 @@ async fn a_paused_owner_that_resumes_is_fenced_off() {
     let p = owned[0];
     let stage = stage_in(p);
     let nodes = cluster.nodes.clone();
-    send(
-        &nodes,
-        p,
-        "host",
-        "/v1/rooms",
-        json!({"room_id": stage}),
-        "stage-create",
-    )
-    .await;
-    send(
-        &nodes,
-        p,
-        "host",
-        &format!("/v1/rooms/{stage}/live"),
-        json!({}),
-        "stage-live",
-    )
-    .await;
+    create_live(&nodes, &stage, p).await;
     let invite = format!("/v1/rooms/{stage}/invitations");
     let offer = send(
         &nodes,

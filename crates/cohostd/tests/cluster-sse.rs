@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use cohost_proto::{RoomId, partition};
 use serde_json::{Value, json};
-use support::cluster::{COMMANDS_PER_S, Cluster, FAILOVER_LIMIT, Live, PARTITIONS, send, signal};
+use support::cluster::{
+    COMMANDS_PER_S, Cluster, FAILOVER_LIMIT, Live, PARTITIONS, create_live, send, signal,
+};
 
 /// The web app the nodes let call them.
 const APP: &str = "https://app.example.com";
@@ -174,25 +176,7 @@ async fn candidate_across_partitions(cluster: &Cluster, nodes: [usize; 2]) {
     let spread: std::collections::BTreeSet<u32> = rooms.iter().map(|(_, p)| *p).collect();
     assert!(spread.len() >= 3, "the rooms are in {spread:?}");
     for (room, p) in &rooms {
-        send(
-            &cluster.nodes,
-            *p,
-            "host",
-            "/v1/rooms",
-            json!({"room_id": room}),
-            &format!("{room}-c"),
-        )
-        .await;
-        let live = format!("/v1/rooms/{room}/live");
-        send(
-            &cluster.nodes,
-            *p,
-            "host",
-            &live,
-            json!({}),
-            &format!("{room}-l"),
-        )
-        .await;
+        create_live(&cluster.nodes, room, *p).await;
     }
     let path = "/v1/me/invitations";
     for (room, p) in &rooms[..2] {

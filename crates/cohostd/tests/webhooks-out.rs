@@ -107,6 +107,19 @@ impl Receiver {
         }
     }
 
+    /// Waits, at most `within`, until every one of `ids` has been delivered; the log then.
+    async fn wait_for_all(&self, ids: &[String], within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if ids.iter().all(|id| log.contains(id)) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "lost: {log:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until the log holds `count` lines.
     async fn wait_for(&self, count: usize) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -242,23 +255,9 @@ async fn a_kill_mid_delivery_loses_nothing_and_repeats_only_by_webhook_id() {
 
     let d = daemon(dir.path(), &endpoints).await;
     let all: Vec<String> = first.iter().chain(&second).cloned().collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let log = loop {
-        let log = receiver.log();
-        if all.iter().all(|id| log.contains(id)) {
-            break log;
-        }
-        assert!(Instant::now() < deadline, "lost: {log:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let log = receiver.wait_for_all(&all, Duration::from_secs(20)).await;
     // A duplicate is a delivery whose cursor write the kill cut off: the same id again, right after it.
-    let mut firsts: Vec<&String> = Vec::new();
-    for id in &log {
-        if !firsts.contains(&id) {
-            firsts.push(id);
-        }
-    }
-    assert_eq!(firsts, all.iter().collect::<Vec<_>>(), "in order: {log:?}");
+    assert_eq!(firsts(&log, ""), all, "in order: {log:?}");
     assert!(log.iter().all(|line| !line.starts_with("BAD")), "{log:?}");
     drop(d);
 }
@@ -370,6 +369,17 @@ fn a_tampered_or_stale_delivery_is_refused_by_the_library() {
     assert!(!verify(&stale, body), "nor one signed ten minutes ago");
 }
 
+/// The log's ids that start with `prefix`, each at its first delivery, in the order delivered.
+fn firsts(log: &[String], prefix: &str) -> Vec<String> {
+    let mut firsts: Vec<String> = Vec::new();
+    for id in log.iter().filter(|id| id.starts_with(prefix)) {
+        if !firsts.contains(id) {
+            firsts.push(id.clone());
+        }
+    }
+    firsts
+}
+
 /// Room `room`'s next `count` invitations, from version `from`: their `webhook-id`s.
 async fn invite_in_cluster(
     nodes: &support::cluster::Nodes,
@@ -419,7 +429,7 @@ async fn wait_for_listed_owners(cluster: &support::cluster::Cluster) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_cluster_mode_each_partition_s_owner_delivers_and_its_cursor_moves_with_the_partition() {
     use cohost_nats::cluster::CursorBook;
-    use support::cluster::{COMMANDS_PER_S, Cluster, send, signal, spread_rooms};
+    use support::cluster::{COMMANDS_PER_S, Cluster, create_live, signal, spread_rooms};
     let receiver = Receiver::start();
     let files = tempfile::tempdir().unwrap();
     let endpoints = endpoints_file(files.path(), &receiver.url);
@@ -437,26 +447,7 @@ async fn in_cluster_mode_each_partition_s_owner_delivers_and_its_cursor_moves_wi
     let rooms = spread_rooms(8, 1);
     let mut expected: Vec<String> = Vec::new();
     for (room, p) in &rooms {
-        let create = json!({"room_id": room});
-        send(
-            &cluster.nodes,
-            *p,
-            "host",
-            "/v1/rooms",
-            create,
-            &format!("{room}-create"),
-        )
-        .await;
-        let live = format!("/v1/rooms/{room}/live");
-        send(
-            &cluster.nodes,
-            *p,
-            "host",
-            &live,
-            json!({}),
-            &format!("{room}-live"),
-        )
-        .await;
+        create_live(&cluster.nodes, room, *p).await;
         expected.extend([format!("{room}:1"), format!("{room}:2")]);
         expected.extend(invite_in_cluster(&cluster.nodes, room, *p, 3, 2).await);
     }
@@ -484,15 +475,9 @@ async fn in_cluster_mode_each_partition_s_owner_delivers_and_its_cursor_moves_wi
     for (room, p) in &rooms {
         expected.extend(invite_in_cluster(&cluster.nodes, room, *p, 5, 2).await);
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let log = loop {
-        let log = receiver.log();
-        if expected.iter().all(|id| log.contains(id)) {
-            break log;
-        }
-        assert!(Instant::now() < deadline, "lost: {log:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let log = receiver
+        .wait_for_all(&expected, Duration::from_secs(30))
+        .await;
     assert!(log.iter().all(|line| !line.starts_with("BAD")), "{log:?}");
     // What was delivered and saved before the kill is not delivered again: the new owners started from the
     // moved partitions' cursors, not from the beginning of their logs.
@@ -504,17 +489,8 @@ async fn in_cluster_mode_each_partition_s_owner_delivers_and_its_cursor_moves_wi
         }
     }
     for (room, _) in &rooms {
-        let mut firsts: Vec<&String> = Vec::new();
-        for id in log.iter().filter(|id| id.starts_with(&format!("{room}:"))) {
-            if !firsts.contains(&id) {
-                firsts.push(id);
-            }
-        }
         let want: Vec<String> = (1..=6).map(|v| format!("{room}:{v}")).collect();
-        assert_eq!(
-            firsts,
-            want.iter().collect::<Vec<_>>(),
-            "{room} in order: {log:?}"
-        );
+        let firsts = firsts(&log, &format!("{room}:"));
+        assert_eq!(firsts, want, "{room} in order: {log:?}");
     }
 }

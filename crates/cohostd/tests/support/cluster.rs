@@ -404,6 +404,22 @@ pub async fn send(
     }
 }
 
+/// `host` creates `room` (in partition `p`) and takes it live, each command keyed by the room's name.
+pub async fn create_live(nodes: &Nodes, room: &str, p: u32) {
+    let create = json!({"room_id": room});
+    send(
+        nodes,
+        p,
+        "host",
+        "/v1/rooms",
+        create,
+        &format!("{room}-create"),
+    )
+    .await;
+    let live = format!("/v1/rooms/{room}/live");
+    send(nodes, p, "host", &live, json!({}), &format!("{room}-live")).await;
+}
+
 /// Creates the client's room, takes it live, then invites and cancels in turn until `stop` turns true.
 pub async fn drive(
     nodes: Nodes,
@@ -411,24 +427,7 @@ pub async fn drive(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Client {
     let (room, p) = (client.room.clone(), client.partition);
-    send(
-        &nodes,
-        p,
-        "host",
-        "/v1/rooms",
-        json!({"room_id": room}),
-        &format!("{room}-create"),
-    )
-    .await;
-    send(
-        &nodes,
-        p,
-        "host",
-        &format!("/v1/rooms/{room}/live"),
-        json!({}),
-        &format!("{room}-live"),
-    )
-    .await;
+    create_live(&nodes, &room, p).await;
     let mut n = 0;
     while !*stop.borrow() {
         n += 1;
