@@ -502,14 +502,9 @@ async fn engine_run(
     Outcome::of(tally, elapsed, &samples)
 }
 
-/// One command as the peer runs it: the room row locked, the rules, one write, commit. `Ok` with the room's new
-/// version, `Err` when the rules refused it.
-async fn pg_execute(
-    pool: &Pool,
-    actor: &Actor,
-    command: &Command,
-    fanout: Fanout,
-) -> Result<u64, ()> {
+/// One command as the peer runs it: the room row locked, the rules, one write, commit. `true` once committed,
+/// `false` when the rules refused it (rolled back).
+async fn pg_execute(pool: &Pool, actor: &Actor, command: &Command, fanout: Fanout) -> bool {
     let mut conn = pool.get().await.expect("a pooled connection");
     let tx = conn.transaction().await.expect("BEGIN");
     let room_id = command.room_id().as_str();
@@ -530,7 +525,7 @@ async fn pg_execute(
     );
     let Ok(events) = decided else {
         tx.rollback().await.expect("ROLLBACK");
-        return Err(());
+        return false;
     };
     events.iter().for_each(|event| apply(&mut state, event));
     let version = state.room().expect("the room exists").version;
@@ -562,7 +557,7 @@ async fn pg_execute(
         .await
         .expect("write the command");
     tx.commit().await.expect("COMMIT");
-    Ok(version)
+    true
 }
 
 /// Empties the tables and loads the rooms as the mirror has them after their setup.
@@ -656,7 +651,7 @@ async fn pg_run(
         let pool = pool.clone();
         move |actor: Actor, command: Command| {
             let pool = pool.clone();
-            async move { pg_execute(&pool, &actor, &command, fanout).await.is_ok() }
+            async move { pg_execute(&pool, &actor, &command, fanout).await }
         }
     };
     let (tally, elapsed) = drive(mirror, users, length, &samples, execute).await;

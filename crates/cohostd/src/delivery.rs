@@ -3,8 +3,8 @@
 //! want is passed over; one it wants is posted, signed afresh at each attempt, until a 2xx. A failure is retried
 //! with exponential backoff and jitter; once an event has failed for the give-up age, the endpoint pauses at it
 //! (never skipping it) until an operator resumes it (`POST /v1/admin/webhooks/{id}/resume`) or the daemon
-//! restarts. Delivery reads the log off the write path: a slow or dead
-//! endpoint costs its own task and cursor, never a command's latency or another endpoint's progress.
+//! restarts. Delivery reads the log off the write path: a slow or dead endpoint costs its own task and cursor,
+//! never a command's latency or another endpoint's progress.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,7 +85,7 @@ impl Deliveries {
     /// may be listed already).
     pub fn remove(&self, delivery: &Delivery) {
         self.lock()
-            .retain(|view| !Arc::ptr_eq(&view.pause, &delivery.pause));
+            .retain(|view| !Arc::ptr_eq(&view.pause, &delivery.view.pause));
     }
 
     /// The deliveries running now, by endpoint id then partition.
@@ -126,11 +126,8 @@ fn follower_name(sink: &str) -> &'static str {
 /// One endpoint's delivery task.
 #[derive(Debug)]
 pub struct Delivery {
-    partition: Option<u32>,
-    id: String,
-    url: String,
-    follower: Arc<FollowerStatus>,
-    pause: Arc<Pause>,
+    /// What it is and how it goes: the task writes the follower status and reads the pause.
+    view: crate::admin::WebhookView,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -156,8 +153,13 @@ impl Delivery {
             .build()
             .map_err(|e| format!("the HTTP client for {sink}: {e}"))?;
         let (stop, stopped) = watch::channel(false);
-        let (id, url) = (endpoint.id.clone(), endpoint.url.clone());
-        let pause = Arc::new(Pause::default());
+        let view = crate::admin::WebhookView {
+            partition,
+            id: endpoint.id.clone(),
+            url: endpoint.url.clone(),
+            follower: follower.clone(),
+            pause: Arc::default(),
+        };
         let task = tokio::spawn(
             Task {
                 engine,
@@ -165,37 +167,23 @@ impl Delivery {
                 client,
                 settings,
                 sink,
-                follower: follower.clone(),
-                pause: pause.clone(),
+                follower,
+                pause: view.pause.clone(),
                 stopped,
             }
             .run(),
         );
-        Ok(Delivery {
-            partition,
-            id,
-            url,
-            follower,
-            pause,
-            stop,
-            task,
-        })
+        Ok(Delivery { view, stop, task })
     }
 
     /// The endpoint as the admin route shows it.
     pub fn view(&self) -> crate::admin::WebhookView {
-        crate::admin::WebhookView {
-            partition: self.partition,
-            id: self.id.clone(),
-            url: self.url.clone(),
-            follower: self.follower.clone(),
-            pause: self.pause.clone(),
-        }
+        self.view.clone()
     }
 
     /// The status the task writes, for `/healthz` and `/metrics`.
     pub fn follower(&self) -> Arc<FollowerStatus> {
-        self.follower.clone()
+        self.view.follower.clone()
     }
 
     /// Stops the task; its cursor stays where the last delivered event put it.
