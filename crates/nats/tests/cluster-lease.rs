@@ -116,6 +116,15 @@ async fn heartbeats_show_the_live_nodes() {
     a.heartbeat().await.unwrap();
     b.heartbeat().await.unwrap();
     assert_eq!(a.live_nodes().await.unwrap(), ["node-a", "node-b"]);
+    // A node that leaves is gone at once, not when its heartbeat ages out.
+    let c = node(&server, "node-c").await;
+    c.heartbeat().await.unwrap();
+    assert_eq!(
+        a.live_nodes().await.unwrap(),
+        ["node-a", "node-b", "node-c"]
+    );
+    c.leave().await.unwrap();
+    assert_eq!(a.live_nodes().await.unwrap(), ["node-a", "node-b"]);
     // node-b goes quiet; node-a keeps beating.
     let quiet = Instant::now();
     while a.live_nodes().await.unwrap().len() > 1 {

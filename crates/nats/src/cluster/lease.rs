@@ -323,16 +323,40 @@ impl Leases {
     }
 
     /// Leaves the live nodes at once (a clean stop), rather than when the heartbeat ages out, so the others
-    /// take this node's partitions without waiting for it.
+    /// take this node's partitions without waiting for it. A stream purge rather than a key delete: a delete
+    /// leaves a marker, and the marker would keep the node's subject, and so the node, in [`Self::live_nodes`]
+    /// until it aged out.
     pub async fn leave(&self) -> Result<(), LeaseError> {
-        self.nodes.delete(&self.node).await.map_err(nats)
+        let subject = format!("{}{}", self.nodes.prefix, self.node);
+        let purge = async {
+            self.nodes
+                .stream
+                .purge()
+                .filter(subject)
+                .await
+                .map(drop)
+                .map_err(nats)
+        };
+        self.within_ttl("leaving", purge).await
     }
 
-    /// The nodes that sent a heartbeat within the TTL, sorted.
+    /// The nodes that sent a heartbeat within the TTL, sorted. One stream-info request naming the subjects
+    /// that still hold a message, not a key listing: a listing counts the keys when it starts, and a heartbeat
+    /// that ages out before it is delivered leaves the listing waiting, past the TTL, for a key that is gone.
     pub async fn live_nodes(&self) -> Result<Vec<String>, LeaseError> {
+        let prefix = &self.nodes.prefix;
         let read = async {
-            let keys = self.nodes.keys().await.map_err(nats)?;
-            let mut nodes: Vec<String> = keys.try_collect().await.map_err(nats)?;
+            let subjects = self
+                .nodes
+                .stream
+                .info_with_subjects(format!("{prefix}>"))
+                .await
+                .map_err(nats)?;
+            let mut nodes: Vec<String> = subjects
+                .map_ok(|(subject, _count)| subject[prefix.len()..].to_owned())
+                .try_collect()
+                .await
+                .map_err(nats)?;
             nodes.sort();
             Ok(nodes)
         };
