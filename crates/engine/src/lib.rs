@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod backoff;
+mod backup;
 mod base;
 mod candidates;
 mod clock;
@@ -84,7 +85,12 @@ use tokio::sync::{broadcast, oneshot};
 use crate::read_model::RoomEntry;
 
 pub use backoff::Backoff;
+pub use backup::{
+    BACKUP_FORMAT, BACKUP_RECORD_BYTES_MAX, BackupError, BackupWriter, Manifest, read_manifest,
+    restore,
+};
 pub use base::Exported;
+pub use cohost_store::RawRecord;
 // The simulator exports a base from a store it drives itself; an engine's is `Engine::export_base`.
 #[doc(hidden)]
 pub use base::{Remembering, export as export_base};

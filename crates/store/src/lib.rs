@@ -68,8 +68,8 @@ mod replicate;
 
 pub use backend::{Backend, BackendError, Entries, Entry, Op, SledBackend};
 pub use log::{
-    Base, LogSummary, Opened, SINK_NAME_LEN_MAX, SNAPSHOT_CHUNK_BYTES, STORE_CACHE_BYTES_DEFAULT,
-    Snapshots, Store, StoreError,
+    Base, LogSummary, Opened, RawRecord, SINK_NAME_LEN_MAX, SNAPSHOT_CHUNK_BYTES,
+    STORE_CACHE_BYTES_DEFAULT, Snapshots, Store, StoreError,
 };
 pub use memory::{Crash, MemoryBackend, MemoryStats};
 pub use record::{Batch, CommandIndexEntry, FrameError, IdempotencyRecord, StoredReply};

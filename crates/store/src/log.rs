@@ -130,6 +130,17 @@ pub enum StoreError {
     },
 }
 
+/// One log record as the store holds it (a batch: what one group commit appended), checksum checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    /// The seq of its first event, which names it.
+    pub first_seq: u64,
+    /// The seq of its last event.
+    pub last_seq: u64,
+    /// Its bytes, checksum included: what [`Store::append_replicated`] takes.
+    pub bytes: Vec<u8>,
+}
+
 /// What [`Store::verify_log`] found: the log is whole, and ends here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogSummary {
@@ -698,6 +709,47 @@ impl Store {
         };
         let batches = self.decode_entries(self.backend.range(&log_key(start), &log_key(u64::MAX)));
         seek_error.map(Err).into_iter().chain(batches)
+    }
+
+    /// The log's records as stored, from the one that starts at `from_seq` through the last one that starts at
+    /// or before `to_seq`: what a backup copies. Lazy, one record in memory per item; each is checked against
+    /// its checksum, and a record not starting where the previous one ended is a [`StoreError::Gap`].
+    pub fn raw_records(
+        &self,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> impl Iterator<Item = Result<RawRecord, StoreError>> + '_ {
+        let mut expected = from_seq;
+        let entries = self
+            .backend
+            .range(&log_key(from_seq), &log_key(to_seq.saturating_add(1)));
+        entries.map(move |entry| {
+            let (key, bytes) = entry?;
+            let first_seq = key_seq(&key);
+            if first_seq != expected {
+                return Err(StoreError::Gap {
+                    expected,
+                    found: first_seq,
+                });
+            }
+            let count = record::batch_count(&bytes).map_err(|reason| StoreError::Corrupt {
+                seq: first_seq,
+                reason,
+            })?;
+            if count == 0 {
+                let reason = FrameError::Decode("empty batch".into());
+                return Err(StoreError::Corrupt {
+                    seq: first_seq,
+                    reason,
+                });
+            }
+            expected = first_seq + u64::from(count);
+            Ok(RawRecord {
+                first_seq,
+                last_seq: expected - 1,
+                bytes,
+            })
+        })
     }
 
     /// Batches from the newest back, lazily, one record decoded per item, as [`Store::batches_from`].
