@@ -40,7 +40,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn check(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let refuse = |why: &str| ApiError::new(ErrorCode::Unauthenticated, why);
     let secret = state
         .admin_secret

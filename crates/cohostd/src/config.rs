@@ -29,6 +29,23 @@ pub enum Subcommands {
         #[arg(long, default_value_t = 3_600)]
         ttl_s: u64,
     },
+    /// Copies a running single node's log, up to its last durable seq, into DIR (new or empty), through the
+    /// node's `GET /v1/admin/backup` with the admin secret; the node goes on serving.
+    Backup {
+        /// The backup directory to write.
+        #[arg(long)]
+        to: PathBuf,
+        /// The node's HTTP address; default: `http://` and `--http-addr`.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Rebuilds the data directory (`--data-dir`, new or empty) from a backup directory; start the daemon on
+    /// it afterwards.
+    Restore {
+        /// The backup directory to read.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Cluster mode's tools (they talk to the cluster's NATS, `--nats-url`, not to a node).
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -102,11 +119,12 @@ pub struct Settings {
         long,
         env = "COHOST_ADMIN_SECRET",
         hide_env_values = true,
+        global = true,
         conflicts_with = "admin_secret_file"
     )]
     pub admin_secret: Option<String>,
     /// A file holding the admin secret (surrounding white space ignored).
-    #[arg(long, env = "COHOST_ADMIN_SECRET_FILE")]
+    #[arg(long, env = "COHOST_ADMIN_SECRET_FILE", global = true)]
     pub admin_secret_file: Option<PathBuf>,
     /// The wait after a webhook delivery's first failure, in ms; it doubles, with jitter, up to the cap.
     #[arg(long, env = "COHOST_WEBHOOK_RETRY_FIRST_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]

@@ -253,6 +253,7 @@ pub(crate) fn route_table() -> Vec<Route> {
         POST "/v1/stream-tickets" => stream_ticket,
         GET "/v1/admin/webhooks" => crate::admin::webhooks,
         POST "/v1/admin/webhooks/{id}/resume" => crate::admin::resume_webhook,
+        GET "/v1/admin/backup" => crate::backup::backup,
     ];
     table.extend(crate::stage::routes());
     table

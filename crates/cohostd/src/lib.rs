@@ -12,6 +12,7 @@
 
 mod admin;
 pub mod auth;
+mod backup;
 pub mod browser;
 mod cluster;
 mod config;
@@ -57,6 +58,20 @@ pub fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Some(Subcommands::Token { user, ttl_s }) => token(&cli.settings, &user, ttl_s),
+        Some(Subcommands::Backup { to, url }) => {
+            let url = url.unwrap_or_else(|| format!("http://{}", cli.settings.http_addr));
+            match cli.settings.admin_secret() {
+                Ok(Some(secret)) => runtime
+                    .block_on(backup::run_backup(&url, &secret, &to))
+                    .map(|done| eprintln!("cohostd: {done}")),
+                Ok(None) => {
+                    Err("a backup needs the admin secret (COHOST_ADMIN_SECRET or its file)".into())
+                }
+                Err(error) => Err(error),
+            }
+        }
+        Some(Subcommands::Restore { from }) => backup::run_restore(&from, &cli.settings.data_dir)
+            .map(|done| eprintln!("cohostd: {done}")),
         Some(Subcommands::Cluster(ClusterCommand::Status)) => {
             runtime.block_on(cluster::cluster_status(&cli.settings))
         }

@@ -37,7 +37,7 @@ use crate::stage::{BanBody, MediaBody, MoveBody};
         paths::open_requests, paths::close_requests, paths::add_moderator, paths::remove_moderator,
         paths::move_cohost, paths::set_cohost_media, paths::lock_seat, paths::unlock_seat,
         paths::ban_user, paths::unban_user, paths::room_events, paths::admin_webhooks,
-        paths::resume_webhook,
+        paths::resume_webhook, paths::admin_backup,
     ),
     components(schemas(ErrorBody, Envelope, InvitationStatus, InvitationKind)),
     modifiers(&Errors),
@@ -315,6 +315,13 @@ mod paths {
             at once, with a fresh give-up age: `{id, state: retrying, partitions}` (the partitions resumed; null on a \
             single node); 404 when no delivery of that endpoint runs on this node, 409 when none is paused", body = Object)))]
     fn resume_webhook() {}
+
+    #[utoipa::path(get, path = "/v1/admin/backup", tag = "admin", security(("admin" = [])),
+        responses((status = 200, description = "the log up to its last durable seq (header Cohost-Backup-Seq), \
+            streamed while the node serves, as application/vnd.cohost.backup: frames of a little-endian u32 length \
+            and bytes, a JSON header {format, last_seq, cursors, taken_at_ms} first, then each log record; \
+            `cohostd backup --to DIR` writes it into a backup directory. 409 on a cluster node", body = Object)))]
+    fn admin_backup() {}
 
     #[utoipa::path(get, path = "/v1/rooms/{room_id}/events", tag = "rooms", params(RoomPath, EventsQuery),
         responses((status = 200, description = "the room's history from the log, for the host and moderators; \
