@@ -17,19 +17,19 @@ pub enum Encoding {
     /// HTTP bodies, service requests and replies.
     #[default]
     Json,
-    /// `application/postcard; version=2`: a [`StoredEvent`], as the log holds each event. Smaller and not
+    /// `application/postcard; version=3`: a [`StoredEvent`], as the log holds each event. Smaller and not
     /// self-describing; a deployment opts in (`COHOST_WIRE_ENCODING=postcard`).
     Postcard,
 }
 
 impl Encoding {
-    /// The `Content-Type` to publish with; postcard's names the `StoredEvent` layout it writes (`version=2`).
+    /// The `Content-Type` to publish with; postcard's names the `StoredEvent` layout it writes (`version=3`).
     pub fn content_type(self) -> &'static str {
         match self {
             Self::Json => "application/json",
             // The layout of the `StoredEvent` the body holds (its first byte says so too), so a consumer
             // learns of a new one before it decodes the body.
-            Self::Postcard => "application/postcard; version=2",
+            Self::Postcard => "application/postcard; version=3",
         }
     }
 
@@ -87,7 +87,7 @@ pub enum DecodeError {
 }
 
 /// Encodes an envelope for the wire, into a new `Vec`. Infallible: every field of our types is representable
-/// in both formats. Postcard writes a [`StoredEvent`] of today's layout (`V2`).
+/// in both formats. Postcard writes a [`StoredEvent`] of today's layout (`V3`).
 pub fn encode_envelope(encoding: Encoding, envelope: &Envelope) -> Vec<u8> {
     match encoding {
         Encoding::Json => to_json(envelope),
@@ -107,7 +107,7 @@ pub fn decode_envelope(encoding: Encoding, bytes: &[u8]) -> Result<Envelope, Dec
     }
 }
 
-/// One record's bytes: postcard of [`StoredEvent`], in the layout writers write today (`V2`). The same bytes as
+/// One record's bytes: postcard of [`StoredEvent`], in the layout writers write today (`V3`). The same bytes as
 /// `encode_envelope(Encoding::Postcard, envelope)`.
 // Hidden: public only for the golden vectors' and property tests (here and in cohost-core), which pin one
 // record's bytes. Callers use `encode_envelope` with `Encoding::Postcard`.

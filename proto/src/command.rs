@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::{InvitationId, RoomId, UserId};
+use crate::id::{InvitationId, RoomId, ServiceId, UserId};
 
 /// Who issues a command.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -17,15 +17,31 @@ pub enum Actor {
     User(UserId),
     /// The engine itself: the expiry timer and LiveKit webhooks.
     System,
+    /// A backend service with a service credential: it may do what the system does to a room (stop it,
+    /// remove a co-host), and the events it causes name it. Appended: the variant order is stored.
+    Service(ServiceId),
 }
 
 impl Actor {
-    /// The user, or `None` for the system.
+    /// The user, or `None` for the system or a service.
     pub fn user(&self) -> Option<&UserId> {
         match self {
             Self::User(user) => Some(user),
-            Self::System => None,
+            Self::System | Self::Service(_) => None,
         }
+    }
+
+    /// The service, for a service's command.
+    pub fn service(&self) -> Option<&ServiceId> {
+        match self {
+            Self::Service(service) => Some(service),
+            Self::User(_) | Self::System => None,
+        }
+    }
+
+    /// Whether the actor has the system's authority over rooms: the system itself, or a service.
+    pub fn acts_as_system(&self) -> bool {
+        matches!(self, Self::System | Self::Service(_))
     }
 
     /// Whether this is the given user.

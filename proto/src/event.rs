@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
-use crate::id::{CommandId, EventId, InvitationId, RoomId, UserId};
+use crate::id::{CommandId, EventId, InvitationId, RoomId, ServiceId, UserId};
 use crate::invitation::Invitation;
 use crate::room::Room;
 
@@ -289,8 +289,11 @@ pub struct Envelope {
     pub version: u64,
     /// When the event was committed, in ms since the Unix epoch (the engine's clock).
     pub at_ms: u64,
-    /// The user whose command caused it; `None` for the system (timers, LiveKit).
+    /// The user whose command caused it; `None` for the system (timers, LiveKit) and for a service.
     pub actor: Option<UserId>,
+    /// The backend service whose command caused it (a service credential's); `None` otherwise. In JSON only
+    /// when set.
+    pub service: Option<ServiceId>,
     /// The idempotency key of the command that caused it, if it had one.
     pub command_id: Option<CommandId>,
     /// What happened; in JSON, `type` and the payload's fields.
@@ -324,6 +327,8 @@ struct EnvelopeJsonOut<'a> {
     event_id: EventIdRef<'a>,
     at_ms: u64,
     actor: &'a Option<UserId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: &'a Option<ServiceId>,
     command_id: &'a Option<CommandId>,
     #[serde(flatten)]
     event: &'a Event,
@@ -337,6 +342,8 @@ struct EnvelopeJsonIn {
     event_id: String,
     at_ms: u64,
     actor: Option<UserId>,
+    #[serde(default)]
+    service: Option<ServiceId>,
     #[serde(default)]
     command_id: Option<CommandId>,
     #[serde(flatten)]
@@ -352,6 +359,7 @@ struct EnvelopeCompact {
     version: u64,
     at_ms: u64,
     actor: Option<UserId>,
+    service: Option<ServiceId>,
     command_id: Option<CommandId>,
     event: Event,
 }
@@ -368,6 +376,7 @@ impl Serialize for Envelope {
             event_id: EventIdRef(&self.room_id, self.version),
             at_ms: self.at_ms,
             actor: &self.actor,
+            service: &self.service,
             command_id: &self.command_id,
             event: &self.event,
         }
@@ -387,6 +396,7 @@ impl<'de> Deserialize<'de> for Envelope {
             version: raw.version,
             at_ms: raw.at_ms,
             actor: raw.actor,
+            service: raw.service,
             command_id: raw.command_id,
             event: raw.event,
         };
@@ -407,24 +417,29 @@ impl<'de> Deserialize<'de> for Envelope {
 pub enum StoredEvent {
     /// The layout before the stage controls: read, never written.
     V1(crate::stored::v1::Envelope),
-    /// Today's wire types' layout. When they change next, this layout is first copied into `stored::v2`.
-    V2(Envelope),
+    /// The layout before service credentials (no `service` in the envelope): read, never written.
+    V2(crate::stored::v2::Envelope),
+    /// Today's wire types' layout. When they change next, this layout is first copied into `stored::v3`.
+    V3(Envelope),
 }
 
-/// Serializes as the variant writers write (`V2`), without cloning the envelope; `V1` is never written again.
+/// Serializes as the variant writers write (`V3`), without cloning the envelope; earlier layouts are never
+/// written again.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename = "StoredEvent")]
 pub enum StoredEventRef<'a> {
-    /// Never made: it holds `V1`'s place, so that `V2` is written with variant index 1.
+    /// Never made: it holds `V1`'s place.
     V1(()),
+    /// Never made: it holds `V2`'s place, so that `V3` is written with variant index 2.
+    V2(()),
     /// Today's layout, borrowing the envelope.
-    V2(&'a Envelope),
+    V3(&'a Envelope),
 }
 
 impl<'a> StoredEventRef<'a> {
     /// The current variant.
     pub fn new(envelope: &'a Envelope) -> Self {
-        Self::V2(envelope)
+        Self::V3(envelope)
     }
 }
 
@@ -433,11 +448,12 @@ impl StoredEvent {
     pub fn into_envelope(self) -> Envelope {
         match self {
             Self::V1(envelope) => envelope.into(),
-            Self::V2(envelope) => envelope,
+            Self::V2(envelope) => envelope.into(),
+            Self::V3(envelope) => envelope,
         }
     }
 
-    /// The layout's version: 1 for `V1`, 2 for `V2`.
+    /// The layout's version: 1 for `V1`, 2 for `V2`, 3 for `V3`.
     // Hidden: public only for the golden vectors' and property tests, which check each record's layout; a
     // caller matches on the variant.
     #[doc(hidden)]
@@ -445,6 +461,7 @@ impl StoredEvent {
         match self {
             Self::V1(_) => 1,
             Self::V2(_) => 2,
+            Self::V3(_) => 3,
         }
     }
 }
@@ -495,6 +512,7 @@ impl utoipa::PartialSchema for Envelope {
                 integer("When the event was committed, ms since the epoch."),
             )
             .property("actor", nullable("UserId"))
+            .property("service", Ref::from_schema_name("ServiceId"))
             .property("command_id", nullable("CommandId"))
             .required("seq")
             .required("room_id")
@@ -527,6 +545,7 @@ impl utoipa::ToSchema for Envelope {
         for (name, schema) in [
             (RoomId::name(), RoomId::schema()),
             (UserId::name(), UserId::schema()),
+            (ServiceId::name(), ServiceId::schema()),
             (CommandId::name(), CommandId::schema()),
         ] {
             schemas.push((name.into(), schema));

@@ -109,6 +109,11 @@ id_schema!(
     "^[A-Za-z0-9_-]{1,64}$"
 );
 id_schema!(
+    ServiceId,
+    "A backend service: 1 to 64 characters of [A-Za-z0-9_-], the service credential's sub.",
+    "^[A-Za-z0-9_-]{1,64}$"
+);
+id_schema!(
     CommandId,
     "A client's idempotency key: 1 to 64 printable ASCII characters.",
     "^[!-~]{1,64}$"
@@ -190,6 +195,13 @@ string_id!(
     UserId,
     "user_id",
     |s| check_name(s, "user_id")
+);
+string_id!(
+    /// A backend service acting with a service credential: 1 to 64 characters of `[A-Za-z0-9_-]` (the service
+    /// JWT's `sub`). Events it caused name it in the envelope's `service`.
+    ServiceId,
+    "service",
+    |s| check_name(s, "service")
 );
 string_id!(
     /// A client's idempotency key: 1 to 64 printable ASCII characters, `!` to `~` (no spaces, no control

@@ -36,6 +36,7 @@
 //!     version: 12,
 //!     at_ms: 1_767_231_600_000,
 //!     actor: Some(UserId::new("alice")?),
+//!     service: None,
 //!     command_id: None,
 //!     event: Event::RequestsClosed {},
 //! };
@@ -70,7 +71,7 @@ pub use command::{
 };
 pub use error::{ErrorBody, ErrorCode, ErrorInfo};
 pub use event::{Envelope, Event, PresenceStamp, RemovalReason, StoredEvent, StoredEventRef};
-pub use id::{CommandId, EventId, IdError, InvitationId, RoomId, UserId};
+pub use id::{CommandId, EventId, IdError, InvitationId, RoomId, ServiceId, UserId};
 pub use invitation::{Invitation, InvitationKind, InvitationStatus};
 pub use reply::{Accepted, BroadcasterData, BroadcasterRole, Page, Reply, ServiceReply};
 pub use room::{Room, RoomStatus, Seat};

@@ -190,6 +190,50 @@ pub mod v1 {
     }
 }
 
+/// The layout of `StoredEvent::V2`: today's events, in an envelope without `service` (before service
+/// credentials). Its fields and their order are never edited. When today's events change, their V2 shape is
+/// first copied here.
+pub mod v2 {
+    use serde::{Deserialize, Serialize};
+
+    use crate::id::{CommandId, RoomId, UserId};
+
+    /// A `V2` record's envelope: [`crate::Envelope`] without `service`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Envelope {
+        /// Position in the log: gap-free, from 1.
+        pub seq: u64,
+        /// The room the event happened to.
+        pub room_id: RoomId,
+        /// Position in the room: gap-free, from 1.
+        pub version: u64,
+        /// When the event was committed, in ms since the Unix epoch.
+        pub at_ms: u64,
+        /// The user whose command caused it; `None` for the system.
+        pub actor: Option<UserId>,
+        /// The idempotency key of the command that caused it, if it had one.
+        pub command_id: Option<CommandId>,
+        /// What happened: the events' layout has not changed since.
+        pub event: crate::Event,
+    }
+
+    /// `v2` → the wire types: no service caused it (none could act then).
+    impl From<Envelope> for crate::Envelope {
+        fn from(old: Envelope) -> Self {
+            Self {
+                seq: old.seq,
+                room_id: old.room_id,
+                version: old.version,
+                at_ms: old.at_ms,
+                actor: old.actor,
+                service: None,
+                command_id: old.command_id,
+                event: old.event,
+            }
+        }
+    }
+}
+
 mod upgrade_v1 {
     //! `v1` → the wire types: seats unnumbered (0; the room's state numbers them as it replays: the lowest
     //! seat free when each was taken), media allowed, no moderators or locked seats, requests open, no seat named
@@ -211,6 +255,7 @@ mod upgrade_v1 {
                 version: old.version,
                 at_ms: old.at_ms,
                 actor: old.actor,
+                service: None,
                 command_id: old.command_id,
                 event: event(old.event, by_user),
             }

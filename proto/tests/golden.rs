@@ -120,6 +120,7 @@ fn envelope(
         version,
         at_ms,
         actor: actor.map(user),
+        service: None,
         command_id: command,
         event,
     }
@@ -144,6 +145,8 @@ struct EventVector {
     envelope: Envelope,
     /// Whether a `V1` record of it was released (`NN-type.postcard`); events new in `V2` have none.
     v1: bool,
+    /// Whether a `V2` record of it was released (`NN-type.v2.postcard`); envelopes new in `V3` have none.
+    v2: bool,
 }
 
 impl EventVector {
@@ -152,20 +155,23 @@ impl EventVector {
     }
 }
 
-/// Every event vector: the first story's, then those of events new in `V2`.
+/// Every event vector: the first story's, then those of events new in `V2`, then those new in `V3`.
 fn event_vectors() -> Vec<EventVector> {
     let mut vectors = story_vectors();
-    let first = vectors.len() + 1;
-    vectors.extend(
-        stage_controls_vectors()
-            .into_iter()
-            .enumerate()
-            .map(|(index, envelope)| EventVector {
-                number: first + index,
-                envelope,
-                v1: false,
-            }),
-    );
+    for (envelopes, v2) in [(stage_controls_vectors(), true), (service_vectors(), false)] {
+        let first = vectors.len() + 1;
+        vectors.extend(
+            envelopes
+                .into_iter()
+                .enumerate()
+                .map(|(index, envelope)| EventVector {
+                    number: first + index,
+                    envelope,
+                    v1: false,
+                    v2,
+                }),
+        );
+    }
     vectors
 }
 
@@ -181,6 +187,7 @@ fn stage_controls_vectors() -> Vec<Envelope> {
         version,
         at_ms: T0_MS + ms,
         actor: Some(user("alice")),
+        service: None,
         command_id: None,
         event,
     };
@@ -275,6 +282,25 @@ fn stage_controls_vectors() -> Vec<Envelope> {
             )
         },
     ]
+}
+
+/// Events new in `V3`: a backend service with a service credential removes frank from `stage-2`; the envelope
+/// names the service, and no user.
+fn service_vectors() -> Vec<Envelope> {
+    vec![Envelope {
+        seq: 340,
+        room_id: RoomId::new("stage-2").unwrap(),
+        version: 29,
+        at_ms: T0_MS + 7_300_000,
+        actor: None,
+        service: Some(cohost_proto::ServiceId::new("moderation-bot").unwrap()),
+        command_id: command_id("remove-frank-1"),
+        event: Event::CohostRemoved {
+            user_id: user("frank"),
+            invitation_id: InvitationId::new(RoomId::new("stage-2").unwrap(), 5).unwrap(),
+            reason: RemovalReason::System,
+        },
+    }]
 }
 
 /// The first story's vectors, each released as a `V1` record too.
@@ -470,6 +496,7 @@ fn story_vectors() -> Vec<EventVector> {
             number: index + 1,
             envelope,
             v1: true,
+            v2: true,
         })
         .collect()
 }
@@ -610,11 +637,12 @@ fn as_recorded_in_v1(envelope: &Envelope) -> Envelope {
     envelope
 }
 
-/// A released `V1` record (never rewritten, not even when blessing) decodes to `envelope` as recorded then.
-fn check_postcard_v1(name: &str, envelope: &Envelope) {
+/// A released record of `layout` (never rewritten, not even when blessing) decodes to `envelope` as recorded
+/// then.
+fn check_released(name: &str, layout: u8, envelope: &Envelope) {
     let path = vectors_dir().join(name);
     let bytes = fs::read(&path).unwrap_or_else(|e| panic!("proto/vectors/{name}: {e}"));
-    check_decodes(name, &bytes, 1, &as_recorded_in_v1(envelope));
+    check_decodes(name, &bytes, layout, envelope);
 }
 
 /// `bytes`, the record `name`, is of `layout` and decodes to `envelope`, as a record and on the wire.
@@ -631,11 +659,11 @@ fn check_decodes(name: &str, bytes: &[u8], layout: u8, envelope: &Envelope) {
     assert_eq!(&via_wire, envelope, "proto/vectors/{name} on the wire");
 }
 
-/// `name`, a record of the layout writers write (`V2`), decodes to `envelope`, which encodes to its bytes.
+/// `name`, a record of the layout writers write (`V3`), decodes to `envelope`, which encodes to its bytes.
 fn check_postcard(name: &str, envelope: &Envelope) {
     let fresh = codec::encode_stored(envelope);
     let bytes = committed(name, &fresh);
-    check_decodes(name, &bytes, 2, envelope);
+    check_decodes(name, &bytes, 3, envelope);
     assert_eq!(
         bytes, fresh,
         "encoding changed for proto/vectors/{name}: committed {bytes:02x?}, now {fresh:02x?}"
@@ -669,9 +697,13 @@ fn event_vectors_decode_and_encode_exactly() {
         let stem = vector.stem();
         check_json(&format!("{stem}.json"), &vector.envelope);
         if vector.v1 {
-            check_postcard_v1(&format!("{stem}.postcard"), &vector.envelope);
+            let recorded = as_recorded_in_v1(&vector.envelope);
+            check_released(&format!("{stem}.postcard"), 1, &recorded);
         }
-        check_postcard(&format!("{stem}.v2.postcard"), &vector.envelope);
+        if vector.v2 {
+            check_released(&format!("{stem}.v2.postcard"), 2, &vector.envelope);
+        }
+        check_postcard(&format!("{stem}.v3.postcard"), &vector.envelope);
         assert_eq!(
             codec::encode_envelope(Encoding::Json, &vector.envelope),
             serde_json::to_vec(&vector.envelope).unwrap(),
@@ -753,7 +785,7 @@ fn postcard_variant_index_is_the_position_in_types() {
             .unwrap();
         assert_eq!(usize::from(bytes[0]), index, "{}", event.type_name());
         let stored = codec::encode_stored(&vector.envelope);
-        assert_eq!(stored[0], 1, "StoredEvent::V2 is variant 1");
+        assert_eq!(stored[0], 2, "StoredEvent::V3 is variant 2");
     }
 }
 
@@ -824,8 +856,13 @@ fn every_type_tag_is_snake_case_and_payload_keys_are_the_contracts() {
             .unwrap()
             .keys()
             .map(String::as_str)
-            .filter(|k| !ENVELOPE_KEYS.contains(k))
+            .filter(|k| !ENVELOPE_KEYS.contains(k) && *k != "service")
             .collect();
+        // `service` is the envelope's too, present only when a service caused the event.
+        match &vector.envelope.service {
+            Some(service) => assert_eq!(value["service"], service.as_str()),
+            None => assert!(value.get("service").is_none(), "no service key unless set"),
+        }
         let expected: &[&str] = match tag {
             "room_created" | "room_live" | "room_stopped" => &["room"],
             "cohost_removed" => &["invitation_id", "reason", "user_id"],
@@ -903,7 +940,10 @@ fn no_stray_files_in_vectors() {
         if vector.v1 {
             expected.insert(format!("{}.postcard", vector.stem()));
         }
-        expected.insert(format!("{}.v2.postcard", vector.stem()));
+        if vector.v2 {
+            expected.insert(format!("{}.v2.postcard", vector.stem()));
+        }
+        expected.insert(format!("{}.v3.postcard", vector.stem()));
     }
     let Ok(entries) = fs::read_dir(vectors_dir()) else {
         panic!("proto/vectors is missing; run with COHOST_BLESS=1 once");

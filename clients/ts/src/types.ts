@@ -74,6 +74,8 @@ export interface Envelope {
   event_id: string;
   at_ms: number;
   actor: string | null;
+  /** The backend service that caused it with a service credential; absent otherwise. */
+  service?: string;
   command_id?: string | null;
   type: string;
   room?: Room;

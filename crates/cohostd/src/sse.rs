@@ -457,6 +457,7 @@ mod tests {
             version: seq,
             at_ms: 0,
             actor: None,
+            service: None,
             command_id: None,
             event: Happened::PresenceChanged {
                 user_id: UserId::new("bob").unwrap(),

@@ -73,7 +73,7 @@ pub(crate) fn go_live(room: &Room, ctx: &Context) -> Result<Vec<Event>, Rejectio
 
 /// Cancels every pending invitation first, so no one can accept a seat in an ended room.
 pub(crate) fn stop(state: &RoomState, room: &Room, ctx: &Context) -> Result<Vec<Event>, Rejection> {
-    if !(ctx.actor.is(&room.host) || *ctx.actor == Actor::System) {
+    if !(ctx.actor.is(&room.host) || ctx.actor.acts_as_system()) {
         return Err(Rejection::PermissionDenied(
             "only the host may stop the room",
         ));

@@ -13,13 +13,14 @@ pub(crate) fn remove(
     user: &UserId,
     ctx: &Context,
 ) -> Result<Vec<Event>, Rejection> {
-    if !(crate::moderators::runs_stage(room, ctx.actor) || *ctx.actor == Actor::System) {
+    if !(crate::moderators::runs_stage(room, ctx.actor) || ctx.actor.acts_as_system()) {
         return Err(Rejection::PermissionDenied(
             "only the host or a moderator may remove a co-host",
         ));
     }
     let reason = match ctx.actor {
-        Actor::System => RemovalReason::System,
+        // A service acts with the system's authority; the envelope names it.
+        Actor::System | Actor::Service(_) => RemovalReason::System,
         Actor::User(user) if user == &room.host => RemovalReason::Host,
         Actor::User(_) => RemovalReason::Moderator,
     };

@@ -150,6 +150,7 @@ impl StateMachineTest for Core {
                 version: state.version(),
                 at_ms: core.now_ms,
                 actor: actor.user().cloned(),
+                service: None,
                 command_id: None,
                 event,
             };

@@ -974,6 +974,7 @@ impl<T> Sequencer<T> {
                 version: version_before + offset as u64 + 1,
                 at_ms: self.now_ms,
                 actor: actor.user().cloned(),
+                service: actor.service().cloned(),
                 command_id: options.command_id.clone(),
                 event,
             });

@@ -250,6 +250,7 @@ impl OlderLog {
             version: state.version(),
             at_ms: START_MS,
             actor: None,
+            service: None,
             command_id: None,
             event,
         });

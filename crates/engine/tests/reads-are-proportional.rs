@@ -44,6 +44,7 @@ fn write_log(dir: &std::path::Path) -> (Vec<u64>, Vec<u64>) {
                 version: state.version(),
                 at_ms: START_MS,
                 actor: Some(actor.user().unwrap().clone()),
+                service: None,
                 command_id: None,
                 event,
             });

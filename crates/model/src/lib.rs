@@ -1203,11 +1203,12 @@ fn user_of(user_id: &UserId) -> Option<usize> {
 }
 
 /// The model's reading of a core command: its room, its party and its step; `None` when it names a room or
-/// user outside the model's. The inverse of [`to_command`].
+/// user outside the model's, or comes from a service (the model has none). The inverse of [`to_command`].
 pub fn from_command(actor: &Actor, command: &Command) -> Option<(usize, Who, Op)> {
     let who = match actor {
         Actor::User(user) => Who::User(user_of(user)?),
         Actor::System => Who::System,
+        Actor::Service(_) => return None,
     };
     let room = room_of(command.room_id())?;
     let op = match command {

@@ -55,6 +55,7 @@ fn story(len: u64) -> Vec<Envelope> {
                 version,
                 at_ms: 1_767_225_600_000 + seq * 1_000,
                 actor: Some(user("alice")),
+                service: None,
                 command_id: None,
                 event: event(&room, version, candidate),
             }

@@ -43,6 +43,7 @@
 //!     version,
 //!     at_ms: 1_700_000_000_000,
 //!     actor: None,
+//!     service: None,
 //!     command_id: None,
 //!     event: Event::PresenceChanged { user_id: UserId::new("bob").unwrap(), online: seq % 2 == 1, stamp: None },
 //! };

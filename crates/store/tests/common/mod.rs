@@ -53,6 +53,7 @@ impl LogBuilder {
             version: *version,
             at_ms: 1_700_000_000_000 + self.last_seq * 10,
             actor: Some(user_id(host)),
+            service: None,
             command_id: Some(command_id(self.last_seq)),
             event,
         }
