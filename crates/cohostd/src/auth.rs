@@ -1,4 +1,6 @@
-//! User JWTs: HS256 with the deployment's secret, `sub` = user id and `exp` required. Anything else is
+//! User JWTs, and service credentials. A user JWT is HS256 with the deployment's secret, `sub` = user id and
+//! `exp` required, and no `role`. A service credential is HS256 with the service secret, `role: "service"`,
+//! `sub` = the service; the same rules apply to both. Anything else is
 //! `unauthenticated`, including `alg: none` and other algorithms, a token before its `nbf`, an `iat` in the
 //! future, a lifetime over the configured maximum (so a leaked token cannot be valid for years), and, when configured, another
 //! issuer or audience.
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cohost_proto::UserId;
+use cohost_proto::{ServiceId, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +33,13 @@ struct Claims {
     iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
+    /// `service` on a service credential; a user token has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
 }
+
+/// The `role` claim of a service credential.
+pub const SERVICE_ROLE: &str = "service";
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +48,23 @@ pub struct Caller {
     pub user: UserId,
     /// The token's `exp`, in seconds since the epoch: a live collection ends there.
     pub expires_s: u64,
+}
+
+/// A backend service authenticated by a service credential: a JWT signed with the service secret
+/// (`COHOST_SERVICE_SECRET`, never the users'), with `role: "service"` and `sub` naming the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceCaller {
+    /// The token's `sub`: the service every command of the request acts as.
+    pub service: ServiceId,
+    /// The token's `exp`, in seconds since the epoch.
+    pub expires_s: u64,
+}
+
+/// The keys of service credentials, apart from the users'.
+#[derive(Clone)]
+struct ServiceKeys {
+    decoding: DecodingKey,
+    encoding: EncodingKey,
 }
 
 /// What tokens must satisfy beyond the signature.
@@ -74,6 +99,8 @@ pub struct Auth {
     validation: Validation,
     rules: TokenRules,
     tickets: Tickets,
+    /// Service credentials' keys, when the deployment takes them.
+    service: Option<ServiceKeys>,
     /// Tokens whose signature and rules were checked, so a client's next request with the same token skips
     /// the check (only its expiry is looked at again). Bounded: emptied when full.
     verified: Arc<Mutex<HashMap<Box<str>, Caller>>>,
@@ -125,7 +152,69 @@ impl Auth {
             validation,
             tickets: Tickets::new(secret, rules.stream_ticket_ttl),
             rules,
+            service: None,
             verified: Arc::default(),
+        }
+    }
+
+    /// Also takes service credentials signed with `secret` (HS256), under the same rules (lifetime, issuer,
+    /// audience) as user tokens.
+    pub fn with_service_secret(mut self, secret: &str) -> Self {
+        self.service = Some(ServiceKeys {
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+        });
+        self
+    }
+
+    /// The service of an `Authorization: Bearer <jwt>` header value, when it holds a service credential:
+    /// `Ok(None)` when it holds none (no header, another scheme, a token not signed with the service secret, or
+    /// a deployment without one), so the caller may try it as a user's; an error for a token signed with the
+    /// service secret that breaks a rule.
+    pub fn service(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<Option<ServiceCaller>, &'static str> {
+        let (Some(keys), Some(token)) = (&self.service, authorization.and_then(bearer)) else {
+            return Ok(None);
+        };
+        let Ok(data) = jsonwebtoken::decode::<Claims>(token, &keys.decoding, &self.validation)
+        else {
+            return Ok(None);
+        };
+        let claims = data.claims;
+        if claims.role.as_deref() != Some(SERVICE_ROLE) {
+            return Err("a service credential must carry role: service");
+        }
+        self.check_lifetime(&claims, now_s())?;
+        let service =
+            ServiceId::new(&claims.sub).map_err(|_| "token subject is not a valid service id")?;
+        Ok(Some(ServiceCaller {
+            service,
+            expires_s: claims.exp,
+        }))
+    }
+
+    /// A service credential for `service`, valid for `ttl_s` seconds; `None` without a service secret.
+    pub fn mint_service(&self, service: &ServiceId, ttl_s: u64) -> Option<String> {
+        let keys = self.service.as_ref()?;
+        let claims = Claims {
+            role: Some(SERVICE_ROLE.into()),
+            ..self.claims(service.as_str(), ttl_s)
+        };
+        let header = Header::new(Algorithm::HS256);
+        Some(jsonwebtoken::encode(&header, &claims, &keys.encoding).expect("HS256 signs"))
+    }
+
+    fn claims(&self, sub: &str, ttl_s: u64) -> Claims {
+        let now = now_s();
+        Claims {
+            sub: sub.to_owned(),
+            exp: now + ttl_s,
+            iat: Some(now),
+            iss: self.rules.issuer.clone(),
+            aud: self.rules.audience.clone(),
+            role: None,
         }
     }
 
@@ -142,11 +231,7 @@ impl Auth {
     /// The caller of an `Authorization: Bearer <jwt>` header value (the scheme name in any case, RFC 7235).
     pub fn caller(&self, authorization: Option<&str>) -> Result<Caller, &'static str> {
         let header = authorization.ok_or("missing Authorization header")?;
-        let token = header
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or("Authorization must be `Bearer <token>`")?;
+        let token = bearer(header).ok_or("Authorization must be `Bearer <token>`")?;
         let now = now_s();
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(caller) = verified.get(token).filter(|c| c.expires_s > now) {
@@ -168,6 +253,18 @@ impl Auth {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| "invalid or expired token")?;
         let claims = data.claims;
+        if claims.role.is_some() {
+            return Err("a token with a role is not a user token");
+        }
+        self.check_lifetime(&claims, now)?;
+        let user = UserId::new(&claims.sub).map_err(|_| "token subject is not a valid user id")?;
+        Ok(Caller {
+            user,
+            expires_s: claims.exp,
+        })
+    }
+
+    fn check_lifetime(&self, claims: &Claims, now: u64) -> Result<(), &'static str> {
         // A future `iat` would shrink the lifetime the check below sees while `exp` lies years ahead.
         if claims
             .iat
@@ -179,11 +276,7 @@ impl Auth {
         if lifetime_s > self.rules.lifetime_max.as_secs() {
             return Err("token lifetime is longer than this deployment allows");
         }
-        let user = UserId::new(&claims.sub).map_err(|_| "token subject is not a valid user id")?;
-        Ok(Caller {
-            user,
-            expires_s: claims.exp,
-        })
+        Ok(())
     }
 
     /// The user of an `Authorization` header value; see [`Auth::caller`].
@@ -193,18 +286,19 @@ impl Auth {
 
     /// A token for `user`, valid for `ttl_s` seconds from now, with the configured issuer and audience.
     pub fn mint(&self, user: &UserId, ttl_s: u64) -> String {
-        let now = now_s();
-        let claims = Claims {
-            sub: user.to_string(),
-            exp: now + ttl_s,
-            iat: Some(now),
-            iss: self.rules.issuer.clone(),
-            aud: self.rules.audience.clone(),
-        };
+        let claims = self.claims(user.as_str(), ttl_s);
         // HS256 signing of a struct of strings and numbers cannot fail.
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signs")
     }
+}
+
+/// The token of a `Bearer <token>` header value (the scheme name in any case, RFC 7235).
+fn bearer(header: &str) -> Option<&str> {
+    header
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
 }
 
 /// Where dev mode keeps its generated secret.

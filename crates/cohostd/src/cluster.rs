@@ -25,6 +25,7 @@ const FORWARDED_IN_FLIGHT_MAX: usize = 1_024;
 /// Serves until SIGTERM, then hands the partitions over.
 pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Result<(), String> {
     let (secret, dev_auth) = auth_secret(&settings)?;
+    let auth = authenticator(&settings, &secret)?;
     let (livekit, dev_livekit) = livekit(&settings)?;
     dev_mode(&settings, dev_auth, dev_livekit)?;
     let client = cohost_nats::connect(&cluster.nats_url)
@@ -54,12 +55,7 @@ pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Resu
         .map_err(|e| format!("cannot listen on {}: {e}", settings.http_addr))?;
     tracing::info!(addr = %settings.http_addr, node = %cluster.node_id, partitions = cluster.partitions, "cohostd listening in cluster mode");
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
-    let mut state = http::AppState::cluster(
-        node.clone(),
-        livekit.clone(),
-        authenticator(&settings, &secret),
-        closing,
-    );
+    let mut state = http::AppState::cluster(node.clone(), livekit.clone(), auth, closing);
     state.body_read_timeout = limits.body_read_timeout;
     state.cors = settings.cors_origins.clone();
     state.console_dir = settings.console_dir.clone();

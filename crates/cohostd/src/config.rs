@@ -21,10 +21,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Subcommands {
-    /// Prints a JWT for a user, signed with the deployment's auth secret (in dev mode, the generated one).
+    /// Prints a JWT for a user, signed with the deployment's auth secret (in dev mode, the generated one); or,
+    /// with `--service`, a service credential, signed with the service secret.
     Token {
+        /// The user the token names (`sub`).
+        #[arg(long, required_unless_present = "service", conflicts_with = "service")]
+        user: Option<String>,
+        /// The backend service a service credential names (`sub`, with `role: service`).
         #[arg(long)]
-        user: String,
+        service: Option<String>,
         /// Lifetime of the token in seconds: at least 1, at most the deployment's `--jwt-lifetime-max-s`.
         #[arg(long, default_value_t = 3_600)]
         ttl_s: u64,
@@ -123,6 +128,20 @@ pub struct Settings {
         conflicts_with = "admin_secret_file"
     )]
     pub admin_secret: Option<String>,
+    /// The HS256 secret of service credentials (JWTs with `role: service`, for backends acting as themselves:
+    /// stop any room, remove any co-host, read any room), at least 16 characters and not the auth secret.
+    /// Unset (and no file): no service credential is accepted.
+    #[arg(
+        long,
+        env = "COHOST_SERVICE_SECRET",
+        hide_env_values = true,
+        global = true,
+        conflicts_with = "service_secret_file"
+    )]
+    pub service_secret: Option<String>,
+    /// A file holding the service secret (surrounding white space ignored).
+    #[arg(long, env = "COHOST_SERVICE_SECRET_FILE", global = true)]
+    pub service_secret_file: Option<PathBuf>,
     /// A file holding the admin secret (surrounding white space ignored).
     #[arg(long, env = "COHOST_ADMIN_SECRET_FILE", global = true)]
     pub admin_secret_file: Option<PathBuf>,
@@ -288,6 +307,27 @@ impl Settings {
         };
         if secret.chars().count() < 16 {
             return Err("the admin secret must be at least 16 characters".into());
+        }
+        Ok(Some(secret))
+    }
+
+    /// The service secret, from the setting or its file; at least 16 characters.
+    pub fn service_secret(&self) -> Result<Option<String>, String> {
+        let secret = match (&self.service_secret, &self.service_secret_file) {
+            (Some(secret), _) => secret.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    format!(
+                        "cannot read COHOST_SERVICE_SECRET_FILE {}: {e}",
+                        path.display()
+                    )
+                })?
+                .trim()
+                .to_owned(),
+            (None, None) => return Ok(None),
+        };
+        if secret.chars().count() < 16 {
+            return Err("the service secret must be at least 16 characters".into());
         }
         Ok(Some(secret))
     }

@@ -186,8 +186,9 @@ pub async fn route(State(state): State<Arc<AppState>>, request: Request, next: N
     if !creates && in_path.is_none() {
         return next.run(request).await;
     }
-    // Unauthenticated callers get their 401 here, before anything is read or sent, as the handlers would.
-    if let Err(error) = crate::http::authenticated(&state, request.headers()) {
+    // Unauthenticated callers get their 401 here, before anything is read or sent, as the handlers would
+    // (a service credential passes: the owner checks what it may do).
+    if let Err(error) = crate::http::actor(&state, request.headers()) {
         return error.into_response();
     }
     let unread = request.extensions().get::<BodyUnread>().cloned();

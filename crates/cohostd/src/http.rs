@@ -17,7 +17,8 @@ use cohost_credentials::{Credentials, LiveKitConfig, Minter, Webhooks};
 use cohost_engine::{Clock, Engine, FollowerStatus, Health, ListRequest, Options, SystemClock};
 use cohost_proto::{
     Actor, Command, CommandId, ErrorCode, InvitationId, InvitationKind, InvitationStatus,
-    InvitationTarget, Invite, Reply, RequestToJoin, RoomId, RoomTarget, UserId, UserTarget,
+    InvitationTarget, Invite, Reply, RequestToJoin, RoomId, RoomTarget, ServiceId, UserId,
+    UserTarget,
 };
 use futures::StreamExt;
 use serde::Deserialize;
@@ -294,7 +295,7 @@ pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<UserId, Ap
     authenticated(state, headers).map(|caller| caller.user)
 }
 
-/// The caller and when their token expires.
+/// The caller and when their token expires. A service credential gets 403 here: the route is a user's.
 pub(crate) fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
@@ -302,7 +303,53 @@ pub(crate) fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Cal
     state
         .auth
         .caller(value)
-        .map_err(|reason| ApiError::new(ErrorCode::Unauthenticated, reason))
+        .map_err(|reason| match service(state, headers) {
+            Ok(Some(_)) => {
+                let why = "a service credential cannot use this route: it acts for users only";
+                ApiError::new(ErrorCode::PermissionDenied, why)
+            }
+            // A service credential from a browser says so.
+            Err(error) if error.code == ErrorCode::PermissionDenied => error,
+            _ => ApiError::new(ErrorCode::Unauthenticated, reason),
+        })
+}
+
+/// The backend service of a request with a service credential; `None` when the token is not one (then it may
+/// be a user's). Refused from a browser: a request with `Origin` or `Sec-Fetch-*` headers, which browsers set
+/// and a backend does not, so a service secret that leaked into a web app opens nothing.
+pub(crate) fn service(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<ServiceId>, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let found = (state.auth.service(value))
+        .map_err(|reason| ApiError::new(ErrorCode::Unauthenticated, reason))?;
+    let Some(caller) = found else {
+        return Ok(None);
+    };
+    let from_browser = headers.contains_key(header::ORIGIN)
+        || (headers.keys()).any(|name| name.as_str().starts_with("sec-fetch-"));
+    if from_browser {
+        let why = "service credentials are never accepted from a browser (the request has Origin or \
+                   Sec-Fetch-* headers)";
+        return Err(ApiError::new(ErrorCode::PermissionDenied, why));
+    }
+    Ok(Some(caller.service))
+}
+
+/// Who a request acts as: its user, or, failing that, a service with a service credential. A user's token is
+/// checked first, so users pay nothing for services.
+pub(crate) fn actor(state: &AppState, headers: &HeaderMap) -> Result<Actor, ApiError> {
+    match caller(state, headers) {
+        Ok(user) => Ok(Actor::User(user)),
+        Err(error) if error.code == ErrorCode::PermissionDenied => match service(state, headers)? {
+            Some(service) => Ok(Actor::Service(service)),
+            None => Err(error),
+        },
+        Err(error) => Err(error),
+    }
 }
 
 /// The caller of a route that serves a live collection: a JWT in `Authorization`, or, for the live collection
@@ -340,6 +387,36 @@ pub(crate) fn reader(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result
         user: ticket.user,
         expires_s: ticket.jwt_expires_s,
     })
+}
+
+/// Who reads a room: a user (who may open its live collections), or a service, which reads any room but
+/// opens no live collection.
+pub(crate) enum RoomReader {
+    User(Caller),
+    Service,
+}
+
+/// The reader of a room route: [`reader`]'s user, or a service with a service credential asking for a plain
+/// read.
+pub(crate) fn room_reader(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<RoomReader, ApiError> {
+    match reader(state, headers, uri) {
+        Ok(caller) => Ok(RoomReader::User(caller)),
+        Err(error) if error.code == ErrorCode::PermissionDenied => {
+            if service(state, headers)?.is_none() {
+                return Err(error);
+            }
+            if wants_events(headers) {
+                let why = "a service reads rooms; live collections are for users";
+                return Err(ApiError::new(ErrorCode::PermissionDenied, why));
+            }
+            Ok(RoomReader::Service)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -513,19 +590,17 @@ fn invitation_id(text: &str) -> Result<InvitationId, ApiError> {
         .map_err(|e: cohost_proto::IdError| ApiError::invalid(e.to_string()))
 }
 
-/// Runs a command for `user` and answers with the contract's reply body.
+/// Runs a command as `actor` and answers with the contract's reply body.
 async fn run(
     state: &AppState,
-    user: UserId,
+    actor: Actor,
     command: Command,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let options = options(headers)?;
     let name = command.name();
     let credentials = state.engines.credentials(command.room_id())?;
-    let outcome = credentials
-        .execute(Actor::User(user), command, options)
-        .await;
+    let outcome = credentials.execute(actor, command, options).await;
     state.metrics.command(
         name,
         outcome
@@ -688,11 +763,23 @@ pub(crate) async fn as_caller(
     headers: &HeaderMap,
     command: impl FnOnce() -> Result<Command, ApiError>,
 ) -> Result<Response, ApiError> {
-    let user = caller(state, headers)?;
+    let actor = actor(state, headers)?;
     let command = command()?;
     let opens_offer = matches!(command, Command::Invite(_) | Command::RequestToJoin(_));
-    state.quotas.command(&user, opens_offer)?;
-    run(state, user, command, headers).await
+    match &actor {
+        Actor::User(user) => state.quotas.command(user, opens_offer)?,
+        // A service's commands count against the command rate under its own name.
+        Actor::Service(service) => state.quotas.command(&service_key(service), opens_offer)?,
+        Actor::System => {}
+    }
+    run(state, actor, command, headers).await
+}
+
+/// The key a service's commands are counted under by the per-user quotas: `service_<name>` cut to an id's
+/// length, apart from a user's own name.
+fn service_key(service: &ServiceId) -> UserId {
+    let key: String = format!("service_{service}").chars().take(64).collect();
+    UserId::new(&key).expect("a service id makes a valid user id")
 }
 
 pub(crate) fn user_id(text: &str) -> Result<UserId, ApiError> {
@@ -713,12 +800,21 @@ async fn get_room(
     uri: Uri,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let caller = reader(&state, &headers, &uri)?;
+    let reader = room_reader(&state, &headers, &uri)?;
     let room_id = room_id(&id)?;
-    if wants_events(&headers) {
+    if let RoomReader::User(caller) = &reader
+        && wants_events(&headers)
+    {
         let stream = state.quotas.open_stream(&caller.user)?;
         let collection = sse::Collection::Stage(room_id);
-        return sse::serve(state, collection, &headers, caller.expires_s, stream).await;
+        return sse::serve(
+            state.clone(),
+            collection,
+            &headers,
+            caller.expires_s,
+            stream,
+        )
+        .await;
     }
     let engine = state.engines.for_room(&room_id)?;
     Ok(axum::Json(Reply::Room(engine.room(&room_id)?)).into_response())
@@ -905,11 +1001,14 @@ async fn room_invitations(
     Path(id): Path<String>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let caller = reader(&state, &headers, &uri)?;
+    let reader = room_reader(&state, &headers, &uri)?;
     let room_id = room_id(&id)?;
     let list = list_query(query, true)?;
     let engine = state.engines.for_room(&room_id)?;
     let room = engine.room(&room_id)?;
+    let RoomReader::User(caller) = reader else {
+        return json(engine.room_invitations(&room_id, &list)?);
+    };
     if room.host != caller.user && !room.moderators.contains(&caller.user) {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,

@@ -57,7 +57,11 @@ pub fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        Some(Subcommands::Token { user, ttl_s }) => token(&cli.settings, &user, ttl_s),
+        Some(Subcommands::Token {
+            user,
+            service,
+            ttl_s,
+        }) => token(&cli.settings, user.as_deref(), service.as_deref(), ttl_s),
         Some(Subcommands::Backup { to, url }) => {
             let url = url.unwrap_or_else(|| format!("http://{}", cli.settings.http_addr));
             match cli.settings.admin_secret() {
@@ -124,18 +128,31 @@ pub(crate) fn auth_secret(settings: &Settings) -> Result<(String, bool), String>
 }
 
 /// Verifies user tokens with the deployment's secret and token rules.
-pub(crate) fn authenticator(settings: &Settings, secret: &str) -> auth::Auth {
+/// The deployment's token checks: user JWTs signed with `secret`, and service credentials when a service
+/// secret is set (refused when it is the users' secret: a user token would then pass for a service's).
+pub(crate) fn authenticator(settings: &Settings, secret: &str) -> Result<auth::Auth, String> {
     let rules = auth::TokenRules {
         lifetime_max: Duration::from_secs(settings.jwt_lifetime_max_s),
         issuer: settings.jwt_issuer.clone(),
         audience: settings.jwt_audience.clone(),
         stream_ticket_ttl: Duration::from_secs(settings.stream_ticket_ttl_s),
     };
-    auth::Auth::with_rules(secret, rules)
+    let auth = auth::Auth::with_rules(secret, rules);
+    match settings.service_secret()? {
+        Some(service) if service == secret => {
+            Err("the service secret must differ from the auth secret".into())
+        }
+        Some(service) => Ok(auth.with_service_secret(&service)),
+        None => Ok(auth),
+    }
 }
 
-fn token(settings: &Settings, user: &str, ttl_s: u64) -> Result<(), String> {
-    let user = UserId::new(user).map_err(|e| e.to_string())?;
+fn token(
+    settings: &Settings,
+    user: Option<&str>,
+    service: Option<&str>,
+    ttl_s: u64,
+) -> Result<(), String> {
     if ttl_s == 0 || ttl_s > settings.jwt_lifetime_max_s {
         return Err(format!(
             "--ttl-s must be from 1 to {} (the deployment's --jwt-lifetime-max-s)",
@@ -143,7 +160,17 @@ fn token(settings: &Settings, user: &str, ttl_s: u64) -> Result<(), String> {
         ));
     }
     let (secret, _) = auth_secret(settings)?;
-    println!("{}", authenticator(settings, &secret).mint(&user, ttl_s));
+    let auth = authenticator(settings, &secret)?;
+    let token = match (user, service) {
+        (Some(user), _) => auth.mint(&UserId::new(user).map_err(|e| e.to_string())?, ttl_s),
+        (None, Some(service)) => {
+            let service = cohost_proto::ServiceId::new(service).map_err(|e| e.to_string())?;
+            (auth.mint_service(&service, ttl_s))
+                .ok_or("a service credential needs the service secret (COHOST_SERVICE_SECRET)")?
+        }
+        (None, None) => return Err("name a --user or a --service".into()),
+    };
+    println!("{token}");
     Ok(())
 }
 
@@ -179,6 +206,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     }
     let config = settings.engine()?;
     let (secret, dev_auth) = auth_secret(&settings)?;
+    let auth = authenticator(&settings, &secret)?;
     let (livekit, dev_livekit) = livekit(&settings)?;
     dev_mode(&settings, dev_auth, dev_livekit)?;
     let limits = settings.limits();
@@ -205,12 +233,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         .map_err(|e| format!("opening the engine panicked: {e}"))?
         .map_err(|e| e.to_string())?;
     let tasks = Tasks::start(&engine, &settings, &livekit).await?;
-    let mut state = http::AppState::new(
-        engine.clone(),
-        livekit,
-        authenticator(&settings, &secret),
-        closing,
-    );
+    let mut state = http::AppState::new(engine.clone(), livekit, auth, closing);
     state.followers = tasks.followers().into();
     state.body_read_timeout = limits.body_read_timeout;
     state.connections = connections;

@@ -10,16 +10,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use cohost_proto::limits::READ_EVENTS_MAX;
+use cohost_proto::{Actor, Envelope, ErrorCode};
 use cohost_proto::{
     BanUser, CohostMedia, Command, MoveCohost, RequestsOpen, SeatTarget, UserId, UserTarget,
 };
-use cohost_proto::{Envelope, ErrorCode};
 use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::http::{
-    AppState, Empty, RawBody, Route, UserBody, as_caller, body, caller, on_user, room_id, routes,
-    user_id,
+    AppState, Empty, RawBody, Route, UserBody, as_caller, body, on_user, room_id, routes, user_id,
 };
 
 pub(crate) fn routes() -> Vec<Route> {
@@ -50,12 +49,16 @@ async fn room_events(
     Path(id): Path<String>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&state, &headers)?;
+    let reader = crate::http::actor(&state, &headers)?;
     let room_id = room_id(&id)?;
     let (after_version, limit) = events_query(query)?;
     let engine = state.engines.for_room(&room_id)?;
     let room = engine.room(&room_id)?;
-    if room.host != caller && !room.moderators.contains(&caller) {
+    // A service reads any room's history.
+    if let Actor::User(caller) = &reader
+        && room.host != *caller
+        && !room.moderators.contains(caller)
+    {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,
             "only the host or a moderator reads a room's history",
