@@ -28,6 +28,9 @@ pub const BACKUP_CONTENT_TYPE: &str = "application/vnd.cohost.backup";
 /// Records read per chunk of the stream: bounds what the route holds per backup.
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// How long `cohostd backup` waits for the next bytes of the stream before it gives up on a stalled node.
+const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The stream's first frame.
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
@@ -160,7 +163,16 @@ pub(crate) async fn run_backup(
     let mut reader = Frames::default();
     let mut writer: Option<(BackupWriter, Header)> = None;
     let cut = |e: reqwest::Error| format!("the backup stream broke: {e}");
-    while let Some(chunk) = response.chunk().await.map_err(cut)? {
+    let stalled = |_| {
+        format!(
+            "the backup stream sent nothing for {}s",
+            STALL_TIMEOUT.as_secs()
+        )
+    };
+    while let Some(chunk) = (tokio::time::timeout(STALL_TIMEOUT, response.chunk()).await)
+        .map_err(stalled)?
+        .map_err(cut)?
+    {
         reader.extend(&chunk);
         while let Some(frame) = reader.next()? {
             match &mut writer {

@@ -768,18 +768,11 @@ pub(crate) async fn as_caller(
     let opens_offer = matches!(command, Command::Invite(_) | Command::RequestToJoin(_));
     match &actor {
         Actor::User(user) => state.quotas.command(user, opens_offer)?,
-        // A service's commands count against the command rate under its own name.
-        Actor::Service(service) => state.quotas.command(&service_key(service), opens_offer)?,
+        // A service's commands count against the command rate, in a bucket of its own.
+        Actor::Service(service) => state.quotas.service_command(service)?,
         Actor::System => {}
     }
     run(state, actor, command, headers).await
-}
-
-/// The key a service's commands are counted under by the per-user quotas: `service_<name>` cut to an id's
-/// length, apart from a user's own name.
-fn service_key(service: &ServiceId) -> UserId {
-    let key: String = format!("service_{service}").chars().take(64).collect();
-    UserId::new(&key).expect("a service id makes a valid user id")
 }
 
 pub(crate) fn user_id(text: &str) -> Result<UserId, ApiError> {

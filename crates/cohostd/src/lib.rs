@@ -127,9 +127,9 @@ pub(crate) fn auth_secret(settings: &Settings) -> Result<(String, bool), String>
     Ok((secret, true))
 }
 
-/// Verifies user tokens with the deployment's secret and token rules.
 /// The deployment's token checks: user JWTs signed with `secret`, and service credentials when a service
-/// secret is set (refused when it is the users' secret: a user token would then pass for a service's).
+/// secret is set. The service secret may be neither the users' (a user token would then pass for a service's)
+/// nor the admin secret (holding one would be holding both).
 pub(crate) fn authenticator(settings: &Settings, secret: &str) -> Result<auth::Auth, String> {
     let rules = auth::TokenRules {
         lifetime_max: Duration::from_secs(settings.jwt_lifetime_max_s),
@@ -141,6 +141,9 @@ pub(crate) fn authenticator(settings: &Settings, secret: &str) -> Result<auth::A
     match settings.service_secret()? {
         Some(service) if service == secret => {
             Err("the service secret must differ from the auth secret".into())
+        }
+        Some(service) if settings.admin_secret()?.as_deref() == Some(service.as_str()) => {
+            Err("the service secret must differ from the admin secret".into())
         }
         Some(service) => Ok(auth.with_service_secret(&service)),
         None => Ok(auth),

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cohost_proto::UserId;
+use cohost_proto::{ServiceId, UserId};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
@@ -61,8 +61,8 @@ pub struct Refusals {
 /// The quotas and what they hold.
 pub struct Quotas {
     limits: QuotaLimits,
-    commands: DefaultKeyedRateLimiter<UserId>,
-    invitations: DefaultKeyedRateLimiter<UserId>,
+    commands: DefaultKeyedRateLimiter<Key>,
+    invitations: DefaultKeyedRateLimiter<Key>,
     streams: Mutex<Streams>,
     /// What was refused so far, for `/metrics`.
     pub refusals: Refusals,
@@ -74,6 +74,13 @@ impl std::fmt::Debug for Quotas {
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
+}
+
+/// Whose bucket: a user's, or a service's (apart, so no user name can share a service's bucket).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    User(UserId),
+    Service(ServiceId),
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +115,15 @@ impl Quotas {
 
     /// Takes one command from the user's bucket, and one invitation when the command opens an offer.
     pub fn command(&self, user: &UserId, opens_offer: bool) -> Result<(), ApiError> {
+        self.take_command(&Key::User(user.clone()), opens_offer)
+    }
+
+    /// Takes one command from a service's bucket, at the users' rate (a service opens no offers).
+    pub fn service_command(&self, service: &ServiceId) -> Result<(), ApiError> {
+        self.take_command(&Key::Service(service.clone()), false)
+    }
+
+    fn take_command(&self, user: &Key, opens_offer: bool) -> Result<(), ApiError> {
         let per_second = format!("{} commands per second", self.limits.commands_per_s);
         take(&self.commands, user, &self.refusals.commands, || per_second)?;
         if opens_offer {
@@ -184,8 +200,8 @@ pub fn sweep_every(quotas: Arc<Quotas>, every: Duration) {
 
 /// One token of `user`'s bucket, or a refusal (counted in `refused`) naming the quota and the wait.
 fn take(
-    limiter: &DefaultKeyedRateLimiter<UserId>,
-    user: &UserId,
+    limiter: &DefaultKeyedRateLimiter<Key>,
+    user: &Key,
     refused: &AtomicU64,
     quota: impl FnOnce() -> String,
 ) -> Result<(), ApiError> {
@@ -193,7 +209,7 @@ fn take(
         refused.fetch_add(1, Ordering::Relaxed);
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         ApiError::exhausted(
-            format!("more than {} from this user; retry later", quota()),
+            format!("more than {} from this caller; retry later", quota()),
             wait,
         )
     })

@@ -112,6 +112,10 @@ async fn a_backup_under_load_restores_to_the_log_at_its_position() {
         );
     }
     // The load's rooms up to the position, and none after it: two events per room.
+    assert!(
+        position > before_load,
+        "the backup began before the load's first room"
+    );
     let held = (position - before_load).div_ceil(2);
     for n in [0, held - 1] {
         again.ok_get(&format!("/v1/rooms/load-{n}"), &token).await;

@@ -245,4 +245,16 @@ async fn without_a_service_secret_no_service_credential_is_taken() {
         stderr.contains("the service secret must differ from the auth secret"),
         "{stderr}"
     );
+    // Nor may it be the admin secret.
+    let output = command(dir.path())
+        .args(["--admin-secret", secret, "--service-secret", secret])
+        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the service secret must differ from the admin secret"),
+        "{stderr}"
+    );
 }

@@ -36,6 +36,8 @@ pub struct Manifest {
     pub last_seq: u64,
     /// Log records (group commits) in `log`.
     pub records: u64,
+    /// The size of `log` in bytes, length prefixes included: a log cut or padded after the fact is refused.
+    pub log_bytes: u64,
     /// Each outbox sink's cursor (the relay's, each webhook endpoint's), at most `last_seq`: where each resumes
     /// after a restore.
     pub cursors: BTreeMap<String, u64>,
@@ -90,6 +92,7 @@ pub struct BackupWriter {
     log: BufWriter<File>,
     next_seq: u64,
     records: u64,
+    bytes: u64,
 }
 
 impl BackupWriter {
@@ -103,6 +106,7 @@ impl BackupWriter {
             log: BufWriter::with_capacity(1 << 20, file),
             next_seq: 1,
             records: 0,
+            bytes: 0,
         })
     }
 
@@ -110,6 +114,10 @@ impl BackupWriter {
     pub fn push(&mut self, record: &[u8]) -> Result<(), BackupError> {
         let (first, last) = cohost_store::batch_seqs(record)
             .map_err(|e| BackupError::Damaged(format!("record {}: {e}", self.records + 1)))?;
+        if last < first {
+            let why = format!("record {} holds no event", self.records + 1);
+            return Err(BackupError::Damaged(why));
+        }
         if first != self.next_seq {
             let why = format!(
                 "expected a record at seq {}, got one at {first}",
@@ -128,6 +136,7 @@ impl BackupWriter {
             .map_err(io("writing the backup's log"))?;
         self.next_seq = last + 1;
         self.records += 1;
+        self.bytes += 4 + record.len() as u64;
         Ok(())
     }
 
@@ -158,6 +167,7 @@ impl BackupWriter {
             format: BACKUP_FORMAT,
             last_seq,
             records: self.records,
+            log_bytes: self.bytes,
             cursors: (cursors.into_iter())
                 .map(|(sink, seq)| (sink, seq.min(last_seq)))
                 .collect(),
@@ -202,13 +212,21 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, BackupError> {
     Ok(manifest)
 }
 
-/// Reads the next record of a backup's log; `None` at its end.
+/// Reads the next record of a backup's log; `None` at its end, which must fall between records.
 fn read_record(log: &mut impl Read) -> Result<Option<Vec<u8>>, BackupError> {
     let mut length = [0u8; 4];
-    match log.read_exact(&mut length) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(io("reading the backup's log")(e)),
+    let mut read = 0;
+    while read < length.len() {
+        match log.read(&mut length[read..]) {
+            Ok(0) if read == 0 => return Ok(None),
+            Ok(0) => {
+                let why = "the log ends inside a record's length";
+                return Err(BackupError::Damaged(why.into()));
+            }
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io("reading the backup's log")(e)),
+        }
     }
     let length = u32::from_le_bytes(length) as usize;
     if length > BACKUP_RECORD_BYTES_MAX {
@@ -222,18 +240,68 @@ fn read_record(log: &mut impl Read) -> Result<Option<Vec<u8>>, BackupError> {
     Ok(Some(record))
 }
 
-/// Rebuilds a data directory from the backup in `from`: `data_dir` must be new or empty. Every record is
-/// checked as it is written, the whole is flushed once, then the cursors are set. Opening the engine on
-/// `data_dir` afterwards replays the log, so its state is the log's up to the backup's position.
+/// Rebuilds a data directory from the backup in `from`: `data_dir` must be new or empty. The store is built in
+/// a directory beside it and renamed into place only once whole and flushed, so a restore that fails leaves
+/// `data_dir` as it was, never a shorter log an engine would open. Every record is checked as it is written.
+/// Opening the engine on `data_dir` afterwards replays the log, so its state is the log's up to the backup's
+/// position.
 pub fn restore(from: &Path, data_dir: &Path) -> Result<Manifest, BackupError> {
     let manifest = read_manifest(from)?;
     let path = from.join(LOG_FILE);
     let file = File::open(&path).map_err(io(format!("opening {}", path.display())))?;
-    let mut log = BufReader::with_capacity(1 << 20, file);
+    let size = file
+        .metadata()
+        .map_err(io(format!("reading {}", path.display())))?
+        .len();
+    if size != manifest.log_bytes {
+        let why = format!(
+            "the log holds {size} bytes, the manifest says {}",
+            manifest.log_bytes
+        );
+        return Err(BackupError::Damaged(why));
+    }
     empty_dir(data_dir)?;
-    let store = Store::open(data_dir).map_err(Error::from)?;
+    let staging = staging_dir(data_dir)?;
+    let built = build(
+        &manifest,
+        &mut BufReader::with_capacity(1 << 20, file),
+        &staging,
+    );
+    if let Err(error) = built {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(error);
+    }
+    std::fs::rename(&staging, data_dir).map_err(io(format!(
+        "moving the restored store into {}",
+        data_dir.display()
+    )))?;
+    let parent = data_dir.parent().filter(|p| !p.as_os_str().is_empty());
+    sync_dir(parent.unwrap_or(Path::new(".")))?;
+    Ok(manifest)
+}
+
+/// A new directory beside `data_dir`, for the store while it is built; one a crashed restore left is removed.
+fn staging_dir(data_dir: &Path) -> Result<PathBuf, BackupError> {
+    let name = data_dir.file_name().ok_or_else(|| BackupError::Io {
+        what: format!("naming a directory beside {}", data_dir.display()),
+        source: std::io::ErrorKind::InvalidInput.into(),
+    })?;
+    let staging = data_dir.with_file_name(format!(".{}.restoring", name.to_string_lossy()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io(format!(
+            "removing an unfinished restore at {}",
+            staging.display()
+        )))?;
+    }
+    Ok(staging)
+}
+
+/// Writes the log's records into a new store in `dir`, checks them against the manifest, flushes, and sets
+/// the cursors. The store is closed when it returns.
+fn build(manifest: &Manifest, log: &mut impl Read, dir: &Path) -> Result<(), BackupError> {
+    let store = Store::open(dir).map_err(Error::from)?;
     let (mut records, mut last_seq) = (0, 0);
-    while let Some(record) = read_record(&mut log)? {
+    while let Some(record) = read_record(log)? {
         records += 1;
         last_seq = store
             .append_replicated(&record)
@@ -253,7 +321,7 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Manifest, BackupError> {
             .map_err(Error::from)?;
     }
     store.flush().map_err(Error::from)?;
-    Ok(manifest)
+    Ok(())
 }
 
 /// Up to this many bytes of records per [`Engine::log_records`] call from [`Engine::backup_to`].

@@ -138,12 +138,20 @@ async fn a_damaged_or_unfinished_backup_is_refused() {
     backup(&t.engine, backups.path()).await.unwrap();
     let log = backups.path().join("log");
     let whole = std::fs::read(&log).unwrap();
+    // Each refusal leaves the data directory as it was: empty, nothing an engine would open as a log.
     let restore = |what: &str| {
         let target = tempfile::tempdir().unwrap();
-        let error = cohost_engine::restore(backups.path(), target.path()).unwrap_err();
+        let data_dir = target.path().join("data");
+        let error = cohost_engine::restore(backups.path(), &data_dir).unwrap_err();
         assert!(
             matches!(error, BackupError::Damaged(_) | BackupError::Io { .. }),
             "{what}: {error}"
+        );
+        let left: Vec<_> = std::fs::read_dir(target.path()).unwrap().collect();
+        let empty = std::fs::read_dir(&data_dir).map_or(true, |mut d| d.next().is_none());
+        assert!(
+            empty && left.len() <= 1,
+            "{what}: a failed restore left {left:?}"
         );
         error.to_string()
     };
@@ -154,12 +162,21 @@ async fn a_damaged_or_unfinished_backup_is_refused() {
     assert!(restore("a flipped bit").contains("record"));
 
     std::fs::write(&log, &whole[..whole.len() - 3]).unwrap();
-    assert!(restore("a cut log").contains("cut short"));
+    assert!(restore("a cut log").contains("the manifest says"));
+    std::fs::write(&log, [&whole[..], b"xyz"].concat()).unwrap();
+    assert!(restore("trailing bytes").contains("the manifest says"));
 
-    // A whole record missing at the end: the manifest's count and position disagree.
+    // A whole record missing at the end, with the manifest edited to match the size: the manifest's count
+    // and position disagree with the log's.
     let first_len = u32::from_le_bytes(whole[..4].try_into().unwrap()) as usize;
     std::fs::write(&log, &whole[..4 + first_len]).unwrap();
+    let manifest_path = backups.path().join("manifest.json");
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    edited["log_bytes"] = (4 + first_len).into();
+    std::fs::write(&manifest_path, edited.to_string()).unwrap();
     assert!(restore("a record short").contains("manifest says"));
+    std::fs::write(&manifest_path, &manifest).unwrap();
 
     std::fs::write(&log, &whole).unwrap();
     std::fs::remove_file(backups.path().join("manifest.json")).unwrap();
