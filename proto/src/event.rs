@@ -78,6 +78,9 @@ events! {
     RoomStopped = "room_stopped" {
         /// The room after the change: ended, with no co-hosts.
         room: Room,
+        /// Why; `host` in JSON written before stops carried a reason.
+        #[serde(default = "StopReason::host")]
+        reason: StopReason,
     },
     /// `invite` or `request_to_join` made a pending invitation.
     InvitationCreated = "invitation_created" {
@@ -219,6 +222,24 @@ impl RemovalReason {
     }
 }
 
+/// Why a room ended. Appended to, never reordered: the variant order is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The host stopped it. JSON written before stops carried a reason reads as this.
+    Host,
+    /// The system stopped it: `stop_room` with no actor, or by a service (the envelope names it), or a record
+    /// from before stops carried a reason that no user caused.
+    System,
+}
+
+impl StopReason {
+    fn host() -> Self {
+        Self::Host
+    }
+}
+
 /// Where a presence change comes from in LiveKit: the webhook's `created_at` (in ms) and the participant's sid.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -245,9 +266,9 @@ impl Event {
     /// The room after the change, for the three room events.
     pub fn room(&self) -> Option<&Room> {
         match self {
-            Self::RoomCreated { room } | Self::RoomLive { room } | Self::RoomStopped { room } => {
-                Some(room)
-            }
+            Self::RoomCreated { room }
+            | Self::RoomLive { room }
+            | Self::RoomStopped { room, .. } => Some(room),
             _ => None,
         }
     }

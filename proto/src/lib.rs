@@ -70,7 +70,9 @@ pub use command::{
     MoveCohost, Presence, RequestToJoin, RequestsOpen, RoomTarget, SeatTarget, UserTarget,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorInfo};
-pub use event::{Envelope, Event, PresenceStamp, RemovalReason, StoredEvent, StoredEventRef};
+pub use event::{
+    Envelope, Event, PresenceStamp, RemovalReason, StopReason, StoredEvent, StoredEventRef,
+};
 pub use id::{CommandId, EventId, IdError, InvitationId, RoomId, ServiceId, UserId};
 pub use invitation::{Invitation, InvitationKind, InvitationStatus};
 pub use reply::{Accepted, BroadcasterData, BroadcasterRole, Page, Reply, ServiceReply};

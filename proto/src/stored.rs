@@ -190,13 +190,15 @@ pub mod v1 {
     }
 }
 
-/// The layout of `StoredEvent::V2`: today's events, in an envelope without `service` (before service
-/// credentials). Its fields and their order are never edited. When today's events change, their V2 shape is
-/// first copied here.
+/// The layout of `StoredEvent::V2`: the stage controls' events, in an envelope without `service`, and
+/// `room_stopped` without a reason. Its fields, variants and their order are never edited: they are the bytes
+/// of every `V2` record. The payload types it names (`Room`, `Invitation`, ...) have not changed since; when one
+/// does, its `V2` shape is first copied here.
 pub mod v2 {
     use serde::{Deserialize, Serialize};
 
-    use crate::id::{CommandId, RoomId, UserId};
+    use crate::id::{CommandId, InvitationId, RoomId, UserId};
+    use crate::{Invitation, PresenceStamp, RemovalReason, Room};
 
     /// A `V2` record's envelope: [`crate::Envelope`] without `service`.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,13 +215,93 @@ pub mod v2 {
         pub actor: Option<UserId>,
         /// The idempotency key of the command that caused it, if it had one.
         pub command_id: Option<CommandId>,
-        /// What happened: the events' layout has not changed since.
-        pub event: crate::Event,
+        /// What happened.
+        pub event: Event,
     }
 
-    /// `v2` → the wire types: no service caused it (none could act then).
+    /// The events of `V2`, with today's variant indexes 0 to 20; the docs of today's namesakes apply.
+    #[allow(missing_docs)]
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum Event {
+        RoomCreated {
+            room: Room,
+        },
+        RoomLive {
+            room: Room,
+        },
+        /// `room_stopped`, without a reason: it converts to `host` when a user caused it, else `system`.
+        RoomStopped {
+            room: Room,
+        },
+        InvitationCreated {
+            invitation: Invitation,
+        },
+        InvitationApproved {
+            invitation: Invitation,
+        },
+        InvitationRejected {
+            invitation: Invitation,
+        },
+        InvitationCancelled {
+            invitation: Invitation,
+        },
+        InvitationExpired {
+            invitation: Invitation,
+        },
+        CohostRemoved {
+            user_id: UserId,
+            invitation_id: InvitationId,
+            reason: RemovalReason,
+        },
+        CohostLeft {
+            user_id: UserId,
+            invitation_id: InvitationId,
+        },
+        PresenceChanged {
+            user_id: UserId,
+            online: bool,
+            stamp: Option<PresenceStamp>,
+        },
+        ModeratorAdded {
+            user_id: UserId,
+        },
+        ModeratorRemoved {
+            user_id: UserId,
+        },
+        RequestsOpened {},
+        RequestsClosed {},
+        CohostMoved {
+            user_id: UserId,
+            seat: u8,
+            from_seat: u8,
+            swapped_with: Option<UserId>,
+        },
+        SeatLocked {
+            seat: u8,
+        },
+        SeatUnlocked {
+            seat: u8,
+        },
+        UserBanned {
+            user_id: UserId,
+            since_ms: u64,
+            until_ms: Option<u64>,
+        },
+        UserUnbanned {
+            user_id: UserId,
+        },
+        CohostMediaChanged {
+            user_id: UserId,
+            audio: bool,
+            video: bool,
+        },
+    }
+
+    /// `v2` → the wire types: no service caused it (none could act then); a stop a user caused has reason
+    /// `host` (only the host could stop), one the system caused `system`.
     impl From<Envelope> for crate::Envelope {
         fn from(old: Envelope) -> Self {
+            let by_user = old.actor.is_some();
             Self {
                 seq: old.seq,
                 room_id: old.room_id,
@@ -228,9 +310,96 @@ pub mod v2 {
                 actor: old.actor,
                 service: None,
                 command_id: old.command_id,
-                event: old.event,
+                event: event(old.event, by_user),
             }
         }
+    }
+
+    fn event(old: Event, by_user: bool) -> crate::Event {
+        use crate::Event as New;
+        match old {
+            Event::RoomCreated { room } => New::RoomCreated { room },
+            Event::RoomLive { room } => New::RoomLive { room },
+            Event::RoomStopped { room } => New::RoomStopped {
+                room,
+                reason: super::upgrade_stop_reason(by_user),
+            },
+            Event::InvitationCreated { invitation } => New::InvitationCreated { invitation },
+            Event::InvitationApproved { invitation } => New::InvitationApproved { invitation },
+            Event::InvitationRejected { invitation } => New::InvitationRejected { invitation },
+            Event::InvitationCancelled { invitation } => New::InvitationCancelled { invitation },
+            Event::InvitationExpired { invitation } => New::InvitationExpired { invitation },
+            Event::CohostRemoved {
+                user_id,
+                invitation_id,
+                reason,
+            } => New::CohostRemoved {
+                user_id,
+                invitation_id,
+                reason,
+            },
+            Event::CohostLeft {
+                user_id,
+                invitation_id,
+            } => New::CohostLeft {
+                user_id,
+                invitation_id,
+            },
+            Event::PresenceChanged {
+                user_id,
+                online,
+                stamp,
+            } => New::PresenceChanged {
+                user_id,
+                online,
+                stamp,
+            },
+            Event::ModeratorAdded { user_id } => New::ModeratorAdded { user_id },
+            Event::ModeratorRemoved { user_id } => New::ModeratorRemoved { user_id },
+            Event::RequestsOpened {} => New::RequestsOpened {},
+            Event::RequestsClosed {} => New::RequestsClosed {},
+            Event::CohostMoved {
+                user_id,
+                seat,
+                from_seat,
+                swapped_with,
+            } => New::CohostMoved {
+                user_id,
+                seat,
+                from_seat,
+                swapped_with,
+            },
+            Event::SeatLocked { seat } => New::SeatLocked { seat },
+            Event::SeatUnlocked { seat } => New::SeatUnlocked { seat },
+            Event::UserBanned {
+                user_id,
+                since_ms,
+                until_ms,
+            } => New::UserBanned {
+                user_id,
+                since_ms,
+                until_ms,
+            },
+            Event::UserUnbanned { user_id } => New::UserUnbanned { user_id },
+            Event::CohostMediaChanged {
+                user_id,
+                audio,
+                video,
+            } => New::CohostMediaChanged {
+                user_id,
+                audio,
+                video,
+            },
+        }
+    }
+}
+
+/// A stop recorded before stops carried a reason: only the host or the system could stop a room then.
+fn upgrade_stop_reason(by_user: bool) -> crate::StopReason {
+    if by_user {
+        crate::StopReason::Host
+    } else {
+        crate::StopReason::System
     }
 }
 
@@ -269,7 +438,10 @@ mod upgrade_v1 {
             match old {
                 Old::RoomCreated { room } => New::RoomCreated { room: room.into() },
                 Old::RoomLive { room } => New::RoomLive { room: room.into() },
-                Old::RoomStopped { room } => New::RoomStopped { room: room.into() },
+                Old::RoomStopped { room } => New::RoomStopped {
+                    room: room.into(),
+                    reason: super::upgrade_stop_reason(by_user),
+                },
                 Old::InvitationCreated { invitation } => New::InvitationCreated {
                     invitation: invitation.into(),
                 },

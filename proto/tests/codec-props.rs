@@ -5,7 +5,7 @@ use cohost_proto::codec::{self, Encoding};
 use cohost_proto::{
     Command, CommandId, Envelope, Event, Invitation, InvitationId, InvitationKind,
     InvitationStatus, PresenceStamp, RemovalReason, Room, RoomId, RoomStatus, Seat, ServiceId,
-    StoredEvent, UserId,
+    StopReason, StoredEvent, UserId,
 };
 use proptest::prelude::*;
 use serde_json::Value;
@@ -155,7 +155,7 @@ fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
         room().prop_map(|room| Event::RoomCreated { room }),
         room().prop_map(|room| Event::RoomLive { room }),
-        room().prop_map(|room| Event::RoomStopped { room }),
+        (room(), stop_reason()).prop_map(|(room, reason)| Event::RoomStopped { room, reason }),
         invitation().prop_map(|invitation| Event::InvitationCreated { invitation }),
         invitation().prop_map(|invitation| Event::InvitationApproved { invitation }),
         invitation().prop_map(|invitation| Event::InvitationRejected { invitation }),
@@ -201,6 +201,10 @@ fn removal_reason() -> impl Strategy<Value = RemovalReason> {
         Just(RemovalReason::RoomStopped),
         Just(RemovalReason::System),
     ]
+}
+
+fn stop_reason() -> impl Strategy<Value = StopReason> {
+    prop_oneof![Just(StopReason::Host), Just(StopReason::System)]
 }
 
 fn envelope() -> impl Strategy<Value = Envelope> {

@@ -284,23 +284,57 @@ fn stage_controls_vectors() -> Vec<Envelope> {
     ]
 }
 
-/// Events new in `V3`: a backend service with a service credential removes frank from `stage-2`; the envelope
-/// names the service, and no user.
+/// Envelopes new in `V3`: a backend service with a service credential removes frank from `stage-2`, then stops
+/// the room; the envelope names the service, and no user.
 fn service_vectors() -> Vec<Envelope> {
-    vec![Envelope {
+    vec![
+        Envelope {
+            seq: 340,
+            room_id: RoomId::new("stage-2").unwrap(),
+            version: 29,
+            at_ms: T0_MS + 7_300_000,
+            actor: None,
+            service: Some(cohost_proto::ServiceId::new("moderation-bot").unwrap()),
+            command_id: command_id("remove-frank-1"),
+            event: Event::CohostRemoved {
+                user_id: user("frank"),
+                invitation_id: InvitationId::new(RoomId::new("stage-2").unwrap(), 5).unwrap(),
+                reason: RemovalReason::System,
+            },
+        },
+        // Then it stops the room: reason `system`, the service named again.
+        Envelope {
+            seq: 341,
+            version: 30,
+            at_ms: T0_MS + 7_300_500,
+            command_id: None,
+            event: Event::RoomStopped {
+                room: Room {
+                    room_id: RoomId::new("stage-2").unwrap(),
+                    status: RoomStatus::Ended,
+                    version: 30,
+                    requests_open: true,
+                    ..room(RoomStatus::Ended, vec![], 30)
+                },
+                reason: cohost_proto::StopReason::System,
+            },
+            ..service_vectors_first()
+        },
+    ]
+}
+
+/// The first service vector, as a base for the next.
+fn service_vectors_first() -> Envelope {
+    Envelope {
         seq: 340,
         room_id: RoomId::new("stage-2").unwrap(),
         version: 29,
         at_ms: T0_MS + 7_300_000,
         actor: None,
         service: Some(cohost_proto::ServiceId::new("moderation-bot").unwrap()),
-        command_id: command_id("remove-frank-1"),
-        event: Event::CohostRemoved {
-            user_id: user("frank"),
-            invitation_id: InvitationId::new(RoomId::new("stage-2").unwrap(), 5).unwrap(),
-            reason: RemovalReason::System,
-        },
-    }]
+        command_id: None,
+        event: Event::RequestsOpened {},
+    }
 }
 
 /// The first story's vectors, each released as a `V1` record too.
@@ -486,6 +520,7 @@ fn story_vectors() -> Vec<EventVector> {
             command_id("stop-stage-1"),
             Event::RoomStopped {
                 room: room(RoomStatus::Ended, vec![], 16),
+                reason: cohost_proto::StopReason::Host,
             },
         ),
     ];
@@ -623,7 +658,9 @@ fn as_recorded_in_v1(envelope: &Envelope) -> Envelope {
     let mut envelope = envelope.clone();
     match &mut envelope.event {
         Event::InvitationApproved { invitation } => invitation.seat = None,
-        Event::RoomCreated { room } | Event::RoomLive { room } | Event::RoomStopped { room } => {
+        Event::RoomCreated { room }
+        | Event::RoomLive { room }
+        | Event::RoomStopped { room, .. } => {
             room.cohosts.iter_mut().for_each(|seat| seat.seat = 0);
         }
         Event::InvitationCreated { invitation }
@@ -864,7 +901,8 @@ fn every_type_tag_is_snake_case_and_payload_keys_are_the_contracts() {
             None => assert!(value.get("service").is_none(), "no service key unless set"),
         }
         let expected: &[&str] = match tag {
-            "room_created" | "room_live" | "room_stopped" => &["room"],
+            "room_created" | "room_live" => &["room"],
+            "room_stopped" => &["reason", "room"],
             "cohost_removed" => &["invitation_id", "reason", "user_id"],
             "cohost_left" => &["invitation_id", "user_id"],
             "presence_changed" => &["online", "stamp", "user_id"],

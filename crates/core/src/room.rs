@@ -1,7 +1,9 @@
 //! create_room, go_live and stop_room.
 
 use cohost_proto::limits::{MAX_COHOSTS_LIMIT, TITLE_LEN_MAX};
-use cohost_proto::{Actor, CreateRoom, Event, InvitationStatus, RemovalReason, Room, RoomStatus};
+use cohost_proto::{
+    Actor, CreateRoom, Event, InvitationStatus, RemovalReason, Room, RoomStatus, StopReason,
+};
 
 use crate::{Context, Rejection, RoomState};
 
@@ -103,6 +105,11 @@ pub(crate) fn stop(state: &RoomState, room: &Room, ctx: &Context) -> Result<Vec<
         version,
         ..room.clone()
     };
-    events.push(Event::RoomStopped { room });
+    // Only the host or the system's authority (the system, a service) gets this far.
+    let reason = match ctx.actor.user() {
+        Some(_) => StopReason::Host,
+        None => StopReason::System,
+    };
+    events.push(Event::RoomStopped { room, reason });
     Ok(events)
 }

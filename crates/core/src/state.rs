@@ -332,7 +332,7 @@ pub fn apply(state: &mut RoomState, event: &Event) {
             assert_eq!(room.version, 1, "a room starts at version 1");
             state.room = Some(room.clone());
         }
-        Event::RoomLive { room } | Event::RoomStopped { room } => state.replace_room(room),
+        Event::RoomLive { room } | Event::RoomStopped { room, .. } => state.replace_room(room),
         Event::InvitationCreated { invitation } => state.add_pending(invitation),
         Event::InvitationApproved { invitation } => state.seat_taken(invitation),
         Event::InvitationRejected { invitation }

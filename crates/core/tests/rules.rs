@@ -177,7 +177,13 @@ fn an_ended_room_from_an_older_log_keeps_its_seats() {
     let mut room = state.room().unwrap().clone();
     room.status = RoomStatus::Ended;
     room.version += 1;
-    apply(&mut state, &Event::RoomStopped { room });
+    apply(
+        &mut state,
+        &Event::RoomStopped {
+            room,
+            reason: cohost_proto::StopReason::Host,
+        },
+    );
     assert!(state.seat(&user("bob")).is_some());
     for step in [
         remove("alice", "bob"),

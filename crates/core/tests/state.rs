@@ -156,7 +156,7 @@ fn a_history_without_seat_numbers_replays_to_the_same_seats() {
         .map(|mut event| {
             match &mut event {
                 Event::InvitationApproved { invitation } => invitation.seat = None,
-                Event::RoomLive { room } | Event::RoomStopped { room } => {
+                Event::RoomLive { room } | Event::RoomStopped { room, .. } => {
                     room.cohosts.iter_mut().for_each(|seat| seat.seat = 0);
                 }
                 _ => {}
@@ -208,7 +208,7 @@ fn stopping_cancels_pending_offers_ends_seats_then_ends_the_room() {
     };
     assert_eq!((user_id.as_str(), seat), ("dave", &invitation_id(3)));
     assert_eq!(*reason, cohost_proto::RemovalReason::RoomStopped);
-    let Event::RoomStopped { room } = tail[3] else {
+    let Event::RoomStopped { room, .. } = tail[3] else {
         panic!("last event must be room_stopped")
     };
     assert_eq!(room.status, RoomStatus::Ended);

@@ -71,7 +71,7 @@ fn participants_to_remove(event: &Event) -> Vec<UserId> {
         Event::CohostRemoved { user_id, .. }
         | Event::CohostLeft { user_id, .. }
         | Event::UserBanned { user_id, .. } => vec![user_id.clone()],
-        Event::RoomStopped { room } => {
+        Event::RoomStopped { room, .. } => {
             let mut users: Vec<UserId> = room
                 .cohosts
                 .iter()

@@ -55,7 +55,7 @@ impl RoomTallies {
     pub fn on_event(&mut self, event: &Event) {
         match event {
             Event::RoomCreated { room } => bump(&mut self.open_rooms, &room.host, true),
-            Event::RoomStopped { room } => bump(&mut self.open_rooms, &room.host, false),
+            Event::RoomStopped { room, .. } => bump(&mut self.open_rooms, &room.host, false),
             Event::InvitationCreated { invitation } => {
                 bump(&mut self.pending, &invitation.user_id, true)
             }

@@ -164,7 +164,13 @@ async fn opening_an_older_log_keeps_events_after_room_stopped() {
     let mut stopped = old.rooms["old"].room().unwrap().clone();
     stopped.status = RoomStatus::Ended;
     stopped.version += 1;
-    old.push("old", Event::RoomStopped { room: stopped });
+    old.push(
+        "old",
+        Event::RoomStopped {
+            room: stopped,
+            reason: cohost_proto::StopReason::Host,
+        },
+    );
     for n in 0..EVICT_MAX {
         let name = format!("filler-{n}");
         old.run(&name, "carol", create(&name));
