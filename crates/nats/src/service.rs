@@ -74,7 +74,7 @@ use cohost_proto::limits::{BODY_BYTES_MAX, PAGE_LIMIT_MAX, READ_EVENTS_MAX};
 use cohost_proto::subject;
 use cohost_proto::{
     Actor, BroadcasterRole, Command, CommandId, Envelope, ErrorCode, ErrorInfo, InvitationId,
-    InvitationKind, InvitationStatus, Reply, RoomId, ServiceReply, UserId,
+    InvitationKind, InvitationStatus, Reply, RoomId, ServiceId, ServiceReply, UserId,
 };
 use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt};
@@ -113,7 +113,17 @@ const QUERIES: [(Query, &str); 6] = [
     (Query::ReadRoom, "read_room"),
 ];
 /// The commands that take `"actor": null`, the system: those the contract lets the system issue.
-pub const SYSTEM_COMMANDS: [&str; 4] = ["stop_room", "remove_cohost", "expire", "presence"];
+pub const SYSTEM_COMMANDS: [&str; 5] = [
+    "stop_room",
+    "remove_cohost",
+    "expire",
+    "presence",
+    "disconnect",
+];
+
+/// The commands a backend service may issue as itself (`"actor": null, "service": "<id>"`): what it may do over
+/// HTTP with a service credential. The events name it.
+pub const SERVICE_COMMANDS: [&str; 2] = ["stop_room", "remove_cohost"];
 
 const DESCRIPTION: &str =
     "cohost: co-host commands (cohost.v1.cmd.<command>) and queries (cohost.v1.query.<name>), JSON";
@@ -813,7 +823,30 @@ fn without_credentials(reply: Reply) -> Reply {
 }
 
 fn take_actor(args: &mut Map<String, Value>, command: &str) -> Result<Actor, Refusal> {
-    match args.remove("actor") {
+    let service = args.remove("service");
+    let actor = args.remove("actor");
+    match (service, &actor) {
+        (None | Some(Value::Null), _) => {}
+        (Some(Value::String(service)), Some(Value::Null))
+            if SERVICE_COMMANDS.contains(&command) =>
+        {
+            return ServiceId::new(&service)
+                .map(Actor::Service)
+                .map_err(|e| Refusal::invalid(format!("service: {e}")));
+        }
+        (Some(Value::String(_)), Some(Value::Null)) => {
+            return Err(Refusal::invalid(format!(
+                "a service may issue only {}",
+                SERVICE_COMMANDS.join(", ")
+            )));
+        }
+        (Some(_), _) => {
+            return Err(Refusal::invalid(
+                "service must be a service id string, with a null actor",
+            ));
+        }
+    }
+    match actor {
         None => Err(Refusal::invalid(
             "missing actor: name the user who issues the command (or null for the system)",
         )),

@@ -401,6 +401,72 @@ async fn the_system_acts_with_a_null_actor() {
 }
 
 #[tokio::test]
+async fn a_service_names_itself_and_does_only_what_a_service_may() {
+    let h = start().await;
+    h.check(live_stage_inviting_bob()).await;
+    h.check([(accept("bob", "stage.1"), Done)]).await;
+    let as_service = |name: &'static str, body: Value| {
+        let mut body = body;
+        body["actor"] = Value::Null;
+        body["service"] = json!("moderation-bot");
+        cmd(name, body)
+    };
+    h.check([
+        (
+            as_service("invite", json!({"room_id": "stage", "user_id": "carol"})),
+            INVALID,
+        ),
+        // The system's disconnect, as the contract lists it: bob is within the grace.
+        (
+            cmd(
+                "disconnect",
+                json!({"actor": null, "room_id": "stage", "user_id": "bob"}),
+            ),
+            Code("failed_precondition"),
+        ),
+        (
+            as_service("expire", json!({"invitation_id": "stage.1"})),
+            INVALID,
+        ),
+        (
+            cmd(
+                "stop_room",
+                json!({"actor": "alice", "service": "moderation-bot", "room_id": "stage"}),
+            ),
+            INVALID,
+        ),
+        (
+            cmd(
+                "stop_room",
+                json!({"actor": null, "service": "bad id", "room_id": "stage"}),
+            ),
+            INVALID,
+        ),
+        (
+            as_service(
+                "remove_cohost",
+                json!({"room_id": "stage", "user_id": "bob"}),
+            ),
+            At("/cohosts", json!([])),
+        ),
+        (
+            as_service("stop_room", json!({"room_id": "stage"})),
+            At("/status", json!("ended")),
+        ),
+    ])
+    .await;
+    let events = h.engine.read_events(h.engine.last_seq() - 1, 2).unwrap();
+    for event in &events {
+        assert_eq!(event.actor, None);
+        assert_eq!(
+            event.service.as_ref().map(|s| s.as_str()),
+            Some("moderation-bot")
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn rule_errors_carry_the_contract_codes() {
     let h = start().await;
     let at_version = |v| {
