@@ -354,6 +354,14 @@ pub mod v2 {
                 online,
                 stamp,
             },
+            stage => stage_event(stage),
+        }
+    }
+
+    /// The stage controls' events, unchanged since `V2`.
+    fn stage_event(old: Event) -> crate::Event {
+        use crate::Event as New;
+        match old {
             Event::ModeratorAdded { user_id } => New::ModeratorAdded { user_id },
             Event::ModeratorRemoved { user_id } => New::ModeratorRemoved { user_id },
             Event::RequestsOpened {} => New::RequestsOpened {},
@@ -390,6 +398,7 @@ pub mod v2 {
                 audio,
                 video,
             },
+            before => unreachable!("{before:?} is converted by event()"),
         }
     }
 }
