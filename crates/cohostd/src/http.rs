@@ -295,32 +295,47 @@ pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<UserId, Ap
     authenticated(state, headers).map(|caller| caller.user)
 }
 
-/// The caller and when their token expires. A service credential gets 403 here: the route is a user's.
-pub(crate) fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+/// Who sent a request: a user with their JWT, or a backend service with a service credential.
+pub(crate) enum Principal {
+    User(Caller),
+    Service(ServiceId),
+}
+
+/// The request's principal. A user's token is checked first (through the verified-token cache), and only a
+/// token that is not one is tried as a service credential, so users pay nothing for services.
+pub(crate) fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    state
-        .auth
-        .caller(value)
-        .map_err(|reason| match service(state, headers) {
-            Ok(Some(_)) => {
-                let why = "a service credential cannot use this route: it acts for users only";
-                ApiError::new(ErrorCode::PermissionDenied, why)
-            }
-            // A service credential from a browser says so.
-            Err(error) if error.code == ErrorCode::PermissionDenied => error,
-            _ => ApiError::new(ErrorCode::Unauthenticated, reason),
-        })
+    match state.auth.caller(value) {
+        Ok(caller) => Ok(Principal::User(caller)),
+        Err(reason) => match service(state, headers)? {
+            Some(service) => Ok(Principal::Service(service)),
+            None => Err(ApiError::new(ErrorCode::Unauthenticated, reason)),
+        },
+    }
+}
+
+/// A user-only route's caller: a service credential gets 403.
+fn only_users(principal: Principal) -> Result<Caller, ApiError> {
+    match principal {
+        Principal::User(caller) => Ok(caller),
+        Principal::Service(_) => Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "a service credential cannot use this route: it acts for users only",
+        )),
+    }
+}
+
+/// The caller and when their token expires. A service credential gets 403 here: the route is a user's.
+pub(crate) fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    principal(state, headers).and_then(only_users)
 }
 
 /// The backend service of a request with a service credential; `None` when the token is not one (then it may
 /// be a user's). Refused from a browser: a request with `Origin` or `Sec-Fetch-*` headers, which browsers set
-/// and a backend does not, so a service secret that leaked into a web app opens nothing.
-pub(crate) fn service(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<Option<ServiceId>, ApiError> {
+/// and a backend does not (defence in depth: the secret and its tokens belong on servers).
+fn service(state: &AppState, headers: &HeaderMap) -> Result<Option<ServiceId>, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -339,28 +354,32 @@ pub(crate) fn service(
     Ok(Some(caller.service))
 }
 
-/// Who a request acts as: its user, or, failing that, a service with a service credential. A user's token is
-/// checked first, so users pay nothing for services.
+/// Who a request acts as: its user, or a service with a service credential.
 pub(crate) fn actor(state: &AppState, headers: &HeaderMap) -> Result<Actor, ApiError> {
-    match caller(state, headers) {
-        Ok(user) => Ok(Actor::User(user)),
-        Err(error) if error.code == ErrorCode::PermissionDenied => match service(state, headers)? {
-            Some(service) => Ok(Actor::Service(service)),
-            None => Err(error),
-        },
-        Err(error) => Err(error),
-    }
+    Ok(match principal(state, headers)? {
+        Principal::User(caller) => Actor::User(caller.user),
+        Principal::Service(service) => Actor::Service(service),
+    })
 }
 
 /// The caller of a route that serves a live collection: a JWT in `Authorization`, or, for the live collection
 /// itself (`Accept: text/event-stream`), a stream ticket made for this very path in `?ticket=` (a browser's
 /// `EventSource` cannot send headers). The stream ends where the JWT would, ticket or not.
 pub(crate) fn reader(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Caller, ApiError> {
+    reader_principal(state, headers, uri).and_then(only_users)
+}
+
+/// [`reader`]'s principal: a ticket's user, or the JWT's user or service.
+fn reader_principal(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Principal, ApiError> {
     let unauthenticated = |reason: &str| ApiError::new(ErrorCode::Unauthenticated, reason);
     let params = Query::<HashMap<String, String>>::try_from_uri(uri)
         .map_err(|e| ApiError::invalid(e.body_text()))?;
     let Some(ticket) = params.get("ticket") else {
-        return authenticated(state, headers);
+        return principal(state, headers);
     };
     if headers.contains_key(header::AUTHORIZATION) {
         return Err(ApiError::invalid(
@@ -383,40 +402,25 @@ pub(crate) fn reader(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result
             "this stream ticket is for another collection",
         ));
     }
-    Ok(Caller {
+    Ok(Principal::User(Caller {
         user: ticket.user,
         expires_s: ticket.jwt_expires_s,
-    })
+    }))
 }
 
-/// Who reads a room: a user (who may open its live collections), or a service, which reads any room but
-/// opens no live collection.
-pub(crate) enum RoomReader {
-    User(Caller),
-    Service,
-}
-
-/// The reader of a room route: [`reader`]'s user, or a service with a service credential asking for a plain
-/// read.
+/// The reader of a room route: [`reader`]'s user, or a service asking for a plain read (a service reads any
+/// room, but opens no live collection).
 pub(crate) fn room_reader(
     state: &AppState,
     headers: &HeaderMap,
     uri: &Uri,
-) -> Result<RoomReader, ApiError> {
-    match reader(state, headers, uri) {
-        Ok(caller) => Ok(RoomReader::User(caller)),
-        Err(error) if error.code == ErrorCode::PermissionDenied => {
-            if service(state, headers)?.is_none() {
-                return Err(error);
-            }
-            if wants_events(headers) {
-                let why = "a service reads rooms; live collections are for users";
-                return Err(ApiError::new(ErrorCode::PermissionDenied, why));
-            }
-            Ok(RoomReader::Service)
-        }
-        Err(error) => Err(error),
+) -> Result<Principal, ApiError> {
+    let principal = reader_principal(state, headers, uri)?;
+    if matches!(principal, Principal::Service(_)) && wants_events(headers) {
+        let why = "a service reads rooms; live collections are for users";
+        return Err(ApiError::new(ErrorCode::PermissionDenied, why));
     }
+    Ok(principal)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -795,7 +799,7 @@ async fn get_room(
 ) -> Result<Response, ApiError> {
     let reader = room_reader(&state, &headers, &uri)?;
     let room_id = room_id(&id)?;
-    if let RoomReader::User(caller) = &reader
+    if let Principal::User(caller) = &reader
         && wants_events(&headers)
     {
         let stream = state.quotas.open_stream(&caller.user)?;
@@ -999,7 +1003,7 @@ async fn room_invitations(
     let list = list_query(query, true)?;
     let engine = state.engines.for_room(&room_id)?;
     let room = engine.room(&room_id)?;
-    let RoomReader::User(caller) = reader else {
+    let Principal::User(caller) = reader else {
         return json(engine.room_invitations(&room_id, &list)?);
     };
     if room.host != caller.user && !room.moderators.contains(&caller.user) {
