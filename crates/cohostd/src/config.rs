@@ -277,6 +277,28 @@ fn parse_node_id(text: &str) -> Result<String, String> {
     }
 }
 
+/// A secret given as a setting or in a file (white space around it ignored), of at least 16 characters;
+/// `None` when neither is set.
+fn secret_setting(
+    what: &str,
+    file_setting: &str,
+    secret: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, String> {
+    let secret = match (secret, file) {
+        (Some(secret), _) => secret.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {file_setting} {}: {e}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if secret.chars().count() < 16 {
+        return Err(format!("the {what} secret must be at least 16 characters"));
+    }
+    Ok(Some(secret))
+}
+
 /// Cluster mode's settings, checked.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
@@ -292,44 +314,14 @@ pub struct ClusterSettings {
 impl Settings {
     /// The admin secret, from the setting or its file; at least 16 characters.
     pub fn admin_secret(&self) -> Result<Option<String>, String> {
-        let secret = match (&self.admin_secret, &self.admin_secret_file) {
-            (Some(secret), _) => secret.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| {
-                    format!(
-                        "cannot read COHOST_ADMIN_SECRET_FILE {}: {e}",
-                        path.display()
-                    )
-                })?
-                .trim()
-                .to_owned(),
-            (None, None) => return Ok(None),
-        };
-        if secret.chars().count() < 16 {
-            return Err("the admin secret must be at least 16 characters".into());
-        }
-        Ok(Some(secret))
+        let (secret, file) = (&self.admin_secret, &self.admin_secret_file);
+        secret_setting("admin", "COHOST_ADMIN_SECRET_FILE", secret, file)
     }
 
     /// The service secret, from the setting or its file; at least 16 characters.
     pub fn service_secret(&self) -> Result<Option<String>, String> {
-        let secret = match (&self.service_secret, &self.service_secret_file) {
-            (Some(secret), _) => secret.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| {
-                    format!(
-                        "cannot read COHOST_SERVICE_SECRET_FILE {}: {e}",
-                        path.display()
-                    )
-                })?
-                .trim()
-                .to_owned(),
-            (None, None) => return Ok(None),
-        };
-        if secret.chars().count() < 16 {
-            return Err("the service secret must be at least 16 characters".into());
-        }
-        Ok(Some(secret))
+        let (secret, file) = (&self.service_secret, &self.service_secret_file);
+        secret_setting("service", "COHOST_SERVICE_SECRET_FILE", secret, file)
     }
 
     /// The endpoints of the webhooks file; none when it is unset.
