@@ -224,6 +224,18 @@ fn batch_ops(first_seq: u64, commands: &[IdempotencyRecord], record: Vec<u8>) ->
     ops
 }
 
+/// How many events the record at `seq` holds, checksum checked; an empty batch is damage.
+fn events_in(seq: u64, record: &[u8]) -> Result<u32, StoreError> {
+    match record::batch_count(record) {
+        Ok(0) => Err(StoreError::Corrupt {
+            seq,
+            reason: FrameError::Decode("empty batch".into()),
+        }),
+        Ok(count) => Ok(count),
+        Err(reason) => Err(StoreError::Corrupt { seq, reason }),
+    }
+}
+
 fn key_seq(key: &[u8]) -> u64 {
     // Log keys are written only by `log_key`.
     u64::from_be_bytes(key[1..9].try_into().expect("log keys are 9 bytes"))
@@ -635,14 +647,7 @@ impl Store {
                     found: seq,
                 });
             }
-            let count = record::batch_count(&value)
-                .map_err(|reason| StoreError::Corrupt { seq, reason })?;
-            if count == 0 {
-                return Err(StoreError::Corrupt {
-                    seq,
-                    reason: FrameError::Decode("empty batch".into()),
-                });
-            }
+            let count = events_in(seq, &value)?;
             expected = seq + u64::from(count);
             records += 1;
             if expected - 1 > after_seq {
@@ -732,17 +737,7 @@ impl Store {
                     found: first_seq,
                 });
             }
-            let count = record::batch_count(&bytes).map_err(|reason| StoreError::Corrupt {
-                seq: first_seq,
-                reason,
-            })?;
-            if count == 0 {
-                let reason = FrameError::Decode("empty batch".into());
-                return Err(StoreError::Corrupt {
-                    seq: first_seq,
-                    reason,
-                });
-            }
+            let count = events_in(first_seq, &bytes)?;
             expected = first_seq + u64::from(count);
             Ok(RawRecord {
                 first_seq,
