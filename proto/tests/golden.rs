@@ -287,54 +287,44 @@ fn stage_controls_vectors() -> Vec<Envelope> {
 /// Envelopes new in `V3`: a backend service with a service credential removes frank from `stage-2`, then stops
 /// the room; the envelope names the service, and no user.
 fn service_vectors() -> Vec<Envelope> {
+    let stage_2 = RoomId::new("stage-2").unwrap();
+    let by_service = |seq, version, ms, command, event| Envelope {
+        seq,
+        room_id: stage_2.clone(),
+        version,
+        at_ms: T0_MS + ms,
+        actor: None,
+        service: Some(cohost_proto::ServiceId::new("moderation-bot").unwrap()),
+        command_id: command,
+        event,
+    };
     vec![
-        Envelope {
-            seq: 340,
-            room_id: RoomId::new("stage-2").unwrap(),
-            version: 29,
-            at_ms: T0_MS + 7_300_000,
-            actor: None,
-            service: Some(cohost_proto::ServiceId::new("moderation-bot").unwrap()),
-            command_id: command_id("remove-frank-1"),
-            event: Event::CohostRemoved {
+        by_service(
+            340,
+            29,
+            7_300_000,
+            command_id("remove-frank-1"),
+            Event::CohostRemoved {
                 user_id: user("frank"),
-                invitation_id: InvitationId::new(RoomId::new("stage-2").unwrap(), 5).unwrap(),
+                invitation_id: InvitationId::new(stage_2.clone(), 5).unwrap(),
                 reason: RemovalReason::System,
             },
-        },
+        ),
         // Then it stops the room: reason `system`, the service named again.
-        Envelope {
-            seq: 341,
-            version: 30,
-            at_ms: T0_MS + 7_300_500,
-            command_id: None,
-            event: Event::RoomStopped {
+        by_service(
+            341,
+            30,
+            7_300_500,
+            None,
+            Event::RoomStopped {
                 room: Room {
-                    room_id: RoomId::new("stage-2").unwrap(),
-                    status: RoomStatus::Ended,
-                    version: 30,
-                    requests_open: true,
+                    room_id: stage_2.clone(),
                     ..room(RoomStatus::Ended, vec![], 30)
                 },
                 reason: cohost_proto::StopReason::System,
             },
-            ..service_vectors_first()
-        },
+        ),
     ]
-}
-
-/// The first service vector, as a base for the next.
-fn service_vectors_first() -> Envelope {
-    Envelope {
-        seq: 340,
-        room_id: RoomId::new("stage-2").unwrap(),
-        version: 29,
-        at_ms: T0_MS + 7_300_000,
-        actor: None,
-        service: Some(cohost_proto::ServiceId::new("moderation-bot").unwrap()),
-        command_id: None,
-        event: Event::RequestsOpened {},
-    }
 }
 
 /// The first story's vectors, each released as a `V1` record too.
