@@ -13,8 +13,11 @@ use support::cluster::{
 };
 
 /// JetStream elects a new leader for each of its Raft groups within its election timeout (4 to 9 s in
-/// nats-server); commands must be acknowledged again within twice that.
-const ELECTION_LIMIT: Duration = Duration::from_secs(18);
+/// nats-server), or a second when the first vote splits: 18 s. An append that was waiting then sees the new
+/// leader at its next attempt, within one attempt's cycle (the 2 s ack timeout and the 2 s log read): commands
+/// must be acknowledged again within the sum. On a loaded 2-core machine the recovery has been measured at up
+/// to 18.2 s (and 7.6 s median, 14 s max on a quieter one).
+const ELECTION_LIMIT: Duration = Duration::from_secs(22);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nats_server_loses_no_acknowledged_command() {

@@ -343,9 +343,14 @@ impl PartitionLog {
         payload: Bytes,
     ) -> Result<u64, AppendError> {
         let mut cause = String::new();
+        let mut started = tokio::time::Instant::now();
         for attempt in 0..APPEND_ATTEMPTS {
+            // Attempts start at least a backoff apart; one that timed out has waited already, so the next
+            // starts at once and catches a newly elected leader without a further pause.
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await;
+                let spacing = Duration::from_millis(100 << attempt.min(4));
+                tokio::time::sleep_until(started + spacing).await;
+                started = tokio::time::Instant::now();
             }
             let message = jetstream::message::PublishMessage::build()
                 .payload(payload.clone())
