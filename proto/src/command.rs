@@ -221,6 +221,17 @@ pub struct RequestsOpen {
     pub open: bool,
 }
 
+/// `end_abandoned`: the room ends as `room_stopped` with this reason, `host_absent` or `never_live`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndAbandoned {
+    /// The room.
+    pub room_id: RoomId,
+    /// Why: [`StopReason::HostAbsent`](crate::StopReason::HostAbsent) for a live room,
+    /// [`StopReason::NeverLive`](crate::StopReason::NeverLive) for an idle one; any other is `invalid_argument`.
+    pub reason: crate::StopReason,
+}
+
 /// Declares [`Command`] once, and from that one list its names and its parsing from a name and JSON arguments.
 macro_rules! commands {
     ($($(#[doc = $doc:literal])* $variant:ident($args:ty) = $name:literal),* $(,)?) => {
@@ -303,6 +314,8 @@ commands! {
     SetCohostMedia(CohostMedia) = "set_cohost_media",
     /// System only: the timer saw a co-host's disconnect grace pass.
     Disconnect(UserTarget) = "disconnect",
+    /// System only: a timer saw a room abandoned (its host away too long, or never live) and ends it.
+    EndAbandoned(EndAbandoned) = "end_abandoned",
 }
 
 impl Command {
@@ -328,6 +341,7 @@ impl Command {
             | Self::Expire(t) => t.invitation_id.room_id(),
             Self::Presence(p) => &p.room_id,
             Self::SetRequestsOpen(r) => &r.room_id,
+            Self::EndAbandoned(e) => &e.room_id,
         }
     }
 }
@@ -350,7 +364,7 @@ mod tests {
 
     #[test]
     fn every_name_parses_back_to_its_command() {
-        let samples: [(&str, &str); 22] = [
+        let samples: [(&str, &str); 23] = [
             (
                 "create_room",
                 r#"{"room_id":"r","title":"t","max_cohosts":3}"#,
@@ -382,6 +396,7 @@ mod tests {
                 r#"{"room_id":"r","user_id":"u","audio":false}"#,
             ),
             ("disconnect", r#"{"room_id":"r","user_id":"u"}"#),
+            ("end_abandoned", r#"{"room_id":"r","reason":"never_live"}"#),
         ];
         for ((name, args), expected) in samples.iter().zip(Command::NAMES) {
             assert_eq!(*name, expected);

@@ -232,6 +232,10 @@ pub enum StopReason {
     /// The system stopped it: `stop_room` with no actor, or by a service (the envelope names it), or a record
     /// from before stops carried a reason that no user caused.
     System,
+    /// The system stopped a live room whose host LiveKit reported away for longer than the deployment allows.
+    HostAbsent,
+    /// The system ended a room that stayed idle, never live, for longer than the deployment allows.
+    NeverLive,
 }
 
 impl StopReason {

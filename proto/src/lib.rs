@@ -66,8 +66,9 @@ pub mod subject;
 
 pub use codec::{DecodeError, Encoding};
 pub use command::{
-    Actor, BanUser, CohostMedia, Command, CommandParseError, CreateRoom, InvitationTarget, Invite,
-    MoveCohost, Presence, RequestToJoin, RequestsOpen, RoomTarget, SeatTarget, UserTarget,
+    Actor, BanUser, CohostMedia, Command, CommandParseError, CreateRoom, EndAbandoned,
+    InvitationTarget, Invite, MoveCohost, Presence, RequestToJoin, RequestsOpen, RoomTarget,
+    SeatTarget, UserTarget,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorInfo};
 pub use event::{

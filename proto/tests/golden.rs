@@ -158,7 +158,12 @@ impl EventVector {
 /// Every event vector: the first story's, then those of events new in `V2`, then those new in `V3`.
 fn event_vectors() -> Vec<EventVector> {
     let mut vectors = story_vectors();
-    for (envelopes, v2) in [(stage_controls_vectors(), true), (service_vectors(), false)] {
+    let layouts = [
+        (stage_controls_vectors(), true),
+        (service_vectors(), false),
+        (abandoned_vectors(), false),
+    ];
+    for (envelopes, v2) in layouts {
         let first = vectors.len() + 1;
         vectors.extend(
             envelopes
@@ -324,6 +329,35 @@ fn service_vectors() -> Vec<Envelope> {
                 reason: cohost_proto::StopReason::System,
             },
         ),
+    ]
+}
+
+/// Reasons new in `V3`'s layout: the system ends `stage-3`, idle a day and never live, and `stage-4`, live
+/// with its host away past the deployment's limit.
+fn abandoned_vectors() -> Vec<Envelope> {
+    let by_system = |seq, room_id: &str, version, ms, reason| {
+        let room_id = RoomId::new(room_id).unwrap();
+        Envelope {
+            seq,
+            room_id: room_id.clone(),
+            version,
+            at_ms: T0_MS + ms,
+            actor: None,
+            service: None,
+            command_id: None,
+            event: Event::RoomStopped {
+                room: Room {
+                    room_id,
+                    ..room(RoomStatus::Ended, vec![], version)
+                },
+                reason,
+            },
+        }
+    };
+    use cohost_proto::StopReason::{HostAbsent, NeverLive};
+    vec![
+        by_system(350, "stage-3", 2, 86_400_000, NeverLive),
+        by_system(351, "stage-4", 3, 86_400_500, HostAbsent),
     ]
 }
 

@@ -229,5 +229,6 @@ pub fn decide(
         Command::BanUser(b) => bans::ban(state, room, &b.user_id, b.duration_s, ctx),
         Command::UnbanUser(t) => bans::unban(state, room, &t.user_id, ctx),
         Command::Disconnect(t) => stage::disconnect(state, room, &t.user_id, ctx),
+        Command::EndAbandoned(e) => room::end_abandoned(state, room, e.reason, ctx),
     }
 }

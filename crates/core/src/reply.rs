@@ -39,6 +39,7 @@ pub fn reply(state: &RoomState, command: &Command, events: &[Event]) -> Reply {
         | Command::LeaveStage(_)
         | Command::Presence(_)
         | Command::Disconnect(_)
+        | Command::EndAbandoned(_)
         | Command::AddModerator(_)
         | Command::RemoveModerator(_)
         | Command::SetRequestsOpen(_)

@@ -83,6 +83,51 @@ pub(crate) fn stop(state: &RoomState, room: &Room, ctx: &Context) -> Result<Vec<
     if room.status == RoomStatus::Ended {
         return Err(Rejection::FailedPrecondition("room has already ended"));
     }
+    // Only the host or the system's authority (the system, a service) gets this far.
+    let reason = match ctx.actor.user() {
+        Some(_) => StopReason::Host,
+        None => StopReason::System,
+    };
+    Ok(end(state, room, reason, ctx))
+}
+
+/// The system's ending of an abandoned room. The engine sends it once its timer has seen the time pass; the
+/// rule checks what the state shows, so the reason recorded is true when the room ends. It grants the system
+/// nothing `stop_room` does not: only the reason differs.
+pub(crate) fn end_abandoned(
+    state: &RoomState,
+    room: &Room,
+    reason: StopReason,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
+    if *ctx.actor != Actor::System {
+        return Err(Rejection::PermissionDenied(
+            "only the system ends abandoned rooms",
+        ));
+    }
+    let holds = match reason {
+        StopReason::HostAbsent => room.status == RoomStatus::Live && !state.host_online(),
+        StopReason::NeverLive => room.status == RoomStatus::Idle,
+        StopReason::Host | StopReason::System => {
+            return Err(Rejection::InvalidArgument(
+                "reason must be host_absent or never_live",
+            ));
+        }
+    };
+    if room.status == RoomStatus::Ended {
+        return Err(Rejection::FailedPrecondition("room has already ended"));
+    }
+    if !holds {
+        return Err(Rejection::FailedPrecondition(match reason {
+            StopReason::NeverLive => "room has gone live",
+            _ => "room is not live, or its host is connected",
+        }));
+    }
+    Ok(end(state, room, reason, ctx))
+}
+
+/// The room's ending: every pending offer cancelled and every seat emptied, then `room_stopped`.
+fn end(state: &RoomState, room: &Room, reason: StopReason, ctx: &Context) -> Vec<Event> {
     let mut events: Vec<Event> = state
         .pending()
         .map(|pending| {
@@ -105,11 +150,6 @@ pub(crate) fn stop(state: &RoomState, room: &Room, ctx: &Context) -> Result<Vec<
         version,
         ..room.clone()
     };
-    // Only the host or the system's authority (the system, a service) gets this far.
-    let reason = match ctx.actor.user() {
-        Some(_) => StopReason::Host,
-        None => StopReason::System,
-    };
     events.push(Event::RoomStopped { room, reason });
-    Ok(events)
+    events
 }

@@ -652,6 +652,76 @@ fn rule_presence_changed() {
 }
 
 #[test]
+fn rule_end_abandoned() {
+    use cohost_proto::StopReason::{Host, HostAbsent, NeverLive, System};
+    let idle = [create("alice"), invite("alice", "bob")];
+    check(
+        &idle,
+        end_abandoned("system", NeverLive),
+        Events(&["invitation_cancelled", "room_stopped"]),
+    );
+    let (_, events) = given(&[create("alice"), end_abandoned("system", NeverLive)]);
+    assert!(matches!(
+        events.last(),
+        Some(Event::RoomStopped { reason: NeverLive, room }) if room.status == RoomStatus::Ended
+    ));
+    check(
+        &live_room_then(&[]),
+        end_abandoned("system", NeverLive),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    // A live room whose host LiveKit has not seen, or saw leave, ends with its seats.
+    let seated = live_room_then(&[invite("alice", "bob"), accept("bob", 1)]);
+    check(
+        &seated,
+        end_abandoned("system", HostAbsent),
+        Events(&["cohost_removed", "room_stopped"]),
+    );
+    let mut left = seated.clone();
+    left.extend([presence("alice", true), presence("alice", false)]);
+    check(
+        &left,
+        end_abandoned("system", HostAbsent),
+        Events(&["cohost_removed", "room_stopped"]),
+    );
+    let mut back = seated.clone();
+    back.push(presence("alice", true));
+    check(
+        &back,
+        end_abandoned("system", HostAbsent),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    check(
+        &idle,
+        end_abandoned("system", HostAbsent),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    for reason in [Host, System] {
+        check(
+            &seated,
+            end_abandoned("system", reason),
+            Error(ErrorCode::InvalidArgument),
+        );
+    }
+    // Only the timer: not the host, not a user.
+    check(
+        &idle,
+        end_abandoned("alice", NeverLive),
+        Error(ErrorCode::PermissionDenied),
+    );
+    check(
+        &live_room_then(&[stop("alice")]),
+        end_abandoned("system", HostAbsent),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    check(
+        &[],
+        end_abandoned("system", NeverLive),
+        Error(ErrorCode::NotFound),
+    );
+}
+
+#[test]
 fn rejection_messages_are_short_and_lowercase() {
     let (state, _) = given(&live_room_then(&[]));
     let rejection = accept("bob", 1).decide(&state).unwrap_err();

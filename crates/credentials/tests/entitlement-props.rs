@@ -283,7 +283,8 @@ impl Model {
             | Command::UnlockSeat(_)
             | Command::BanUser(_)
             | Command::UnbanUser(_)
-            | Command::SetCohostMedia(_) => return Err(fail("not generated")),
+            | Command::SetCohostMedia(_)
+            | Command::EndAbandoned(_) => return Err(fail("not generated")),
         }
         Ok(())
     }

@@ -40,9 +40,10 @@ pub use rng::Rng;
 
 use cohost_core::RoomState;
 use cohost_proto::{
-    Actor, BanUser, CohostMedia, Command, CreateRoom, ErrorCode, InvitationId, InvitationKind,
-    InvitationStatus, InvitationTarget, Invite, MoveCohost, Presence, RequestToJoin, RequestsOpen,
-    RoomId, RoomStatus, RoomTarget, SeatTarget, UserId, UserTarget,
+    Actor, BanUser, CohostMedia, Command, CreateRoom, EndAbandoned, ErrorCode, InvitationId,
+    InvitationKind, InvitationStatus, InvitationTarget, Invite, MoveCohost, Presence,
+    RequestToJoin, RequestsOpen, RoomId, RoomStatus, RoomTarget, SeatTarget, StopReason, UserId,
+    UserTarget,
 };
 
 /// Rooms in a history.
@@ -148,6 +149,8 @@ pub enum Op {
     Media(usize, Option<bool>, Option<bool>),
     /// The timer's removal of a co-host away past the grace.
     Disconnect(usize),
+    /// The timer's ending of an abandoned room, with the reason it names (any reason, to see the others refused).
+    EndAbandoned(StopReason),
 }
 
 /// One step of a history: a command, or the clock moving on.
@@ -454,6 +457,7 @@ fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64, across: &Across) 
         Op::Presence(..) if who != Who::System => Err(E::PermissionDenied),
         Op::Presence(user, online) => presence(room, user, online),
         Op::Disconnect(user) => disconnect(room, who, user, now),
+        Op::EndAbandoned(reason) => end_abandoned(room, who, reason),
         Op::AddModerator(_) | Op::RemoveModerator(_) => moderate(room, is_host, op),
         _ if !runs_stage => Err(E::PermissionDenied),
         _ if room.status == RoomStatus::Ended => Err(E::FailedPrecondition),
@@ -645,6 +649,23 @@ fn disconnect(room: &mut ModelRoom, who: Who, user: usize, now: u64) -> Result<u
     }
 }
 
+/// The timer's ending of a room idle too long, or live with its host away too long. The time is the
+/// engine's to judge; the rule checks that the room is as the reason says.
+fn end_abandoned(room: &mut ModelRoom, who: Who, reason: StopReason) -> Result<u64, E> {
+    if who != Who::System {
+        return Err(E::PermissionDenied);
+    }
+    let holds = match reason {
+        StopReason::HostAbsent => room.status == RoomStatus::Live && !room.host_online,
+        StopReason::NeverLive => room.status == RoomStatus::Idle,
+        StopReason::Host | StopReason::System => return Err(E::InvalidArgument),
+    };
+    if !holds {
+        return Err(E::FailedPrecondition);
+    }
+    Ok(stop(room))
+}
+
 fn presence(room: &mut ModelRoom, user: usize, online: bool) -> Result<u64, E> {
     let ended = room.status == RoomStatus::Ended;
     let current = if user == room.host {
@@ -802,7 +823,7 @@ pub struct Dice {
 
 impl Model {
     /// Weights by op, so that most commands reach a room that exists and an offer that is pending.
-    const OP_WEIGHTS: [(u8, u8); 22] = [
+    const OP_WEIGHTS: [(u8, u8); 23] = [
         (0, 1),
         (1, 2),
         (2, 1),
@@ -825,6 +846,7 @@ impl Model {
         (19, 1),
         (20, 2),
         (21, 2),
+        (22, 1),
     ];
 
     /// A step read off the dice against the current model, so most commands come from a plausible party.
@@ -858,7 +880,11 @@ impl Model {
         }
         let op = Self::roll_op(room, &d, op_ix, n, target);
         let who = match op {
-            Op::Expire(_) | Op::Presence(..) | Op::Disconnect(_) if d.who < 8 => Who::System,
+            Op::Expire(_) | Op::Presence(..) | Op::Disconnect(_) | Op::EndAbandoned(_)
+                if d.who < 8 =>
+            {
+                Who::System
+            }
             Op::Leave if d.who < 7 => Who::User(target),
             _ => who,
         };
@@ -898,6 +924,14 @@ impl Model {
             16 => Op::Lock(seat),
             17 => Op::Unlock(seat),
             21 => Op::Disconnect(target),
+            22 => Op::EndAbandoned(
+                [
+                    StopReason::HostAbsent,
+                    StopReason::NeverLive,
+                    StopReason::Host,
+                    StopReason::System,
+                ][d.version as usize % 4],
+            ),
             18 => Op::Ban(
                 if d.online { target } else { d.other },
                 [None, Some(0), Some(5), Some(30)][d.version as usize % 4],
@@ -1034,6 +1068,7 @@ pub fn to_command(room: usize, op: Op) -> Command {
             room_id,
             user_id: user_name(user),
         }),
+        Op::EndAbandoned(reason) => Command::EndAbandoned(EndAbandoned { room_id, reason }),
         Op::AddModerator(user) => Command::AddModerator(UserTarget {
             room_id,
             user_id: user_name(user),
@@ -1231,6 +1266,7 @@ pub fn from_command(actor: &Actor, command: &Command) -> Option<(usize, Who, Op)
         Command::LeaveStage(_) => Op::Leave,
         Command::Presence(p) => Op::Presence(user_of(&p.user_id)?, p.online),
         Command::Disconnect(t) => Op::Disconnect(user_of(&t.user_id)?),
+        Command::EndAbandoned(e) => Op::EndAbandoned(e.reason),
         Command::AddModerator(t) => Op::AddModerator(user_of(&t.user_id)?),
         Command::RemoveModerator(t) => Op::RemoveModerator(user_of(&t.user_id)?),
         Command::SetRequestsOpen(r) => Op::SetRequestsOpen(r.open),

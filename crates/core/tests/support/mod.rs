@@ -339,6 +339,16 @@ pub fn disconnect(by: &str, candidate: &str) -> Step {
     )
 }
 
+pub fn end_abandoned(by: &str, reason: cohost_proto::StopReason) -> Step {
+    step(
+        by,
+        Command::EndAbandoned(cohost_proto::EndAbandoned {
+            room_id: room_id(),
+            reason,
+        }),
+    )
+}
+
 /// Runs `history` through decide and apply; each step must succeed.
 pub fn given(history: &[Step]) -> (RoomState, Vec<Event>) {
     let mut state = RoomState::default();
