@@ -34,6 +34,13 @@ pub struct Config {
     /// How long an ended room stays in memory; then its final state is archived in the store and it leaves
     /// (reads and commands load it back on demand). Default 10 minutes.
     pub ended_retention_ms: u64,
+    /// How long a room may stay idle, never live, from its creation; then the system ends it with reason
+    /// `never_live`. Default a day; 0 never.
+    pub idle_room_ms: u64,
+    /// How long a live room's host may be away, as `presence` reports say, before the system stops the room
+    /// with reason `host_absent`. Default 0 (never): only a deployment that reports presence (LiveKit webhooks)
+    /// knows when a host is away.
+    pub host_absent_ms: u64,
     /// The most bytes sled keeps of the store in memory (its page cache); default
     /// [`STORE_CACHE_BYTES_DEFAULT`](cohost_store::STORE_CACHE_BYTES_DEFAULT).
     pub store_cache_bytes: u64,
@@ -57,6 +64,8 @@ impl std::fmt::Debug for Config {
             .field("idempotency_ttl_ms", &self.idempotency_ttl_ms)
             .field("idempotency_max", &self.idempotency_max)
             .field("ended_retention_ms", &self.ended_retention_ms)
+            .field("idle_room_ms", &self.idle_room_ms)
+            .field("host_absent_ms", &self.host_absent_ms)
             .field("store_cache_bytes", &self.store_cache_bytes)
             .field("backend", &self.backend.as_ref().map(|_| "injected"))
             .field("replicator", &self.replicator.as_ref().map(|_| "set"))
@@ -78,6 +87,8 @@ impl Config {
             idempotency_ttl_ms: 24 * 3_600_000,
             idempotency_max: 1_000_000,
             ended_retention_ms: crate::sequencer::ENDED_RETENTION_MS_DEFAULT,
+            idle_room_ms: crate::sequencer::IDLE_ROOM_MS_DEFAULT,
+            host_absent_ms: 0,
             store_cache_bytes: cohost_store::STORE_CACHE_BYTES_DEFAULT,
             backend: None,
             replicator: None,
@@ -100,6 +111,8 @@ impl Config {
             idempotency_ttl_ms: self.idempotency_ttl_ms,
             idempotency_max: self.idempotency_max,
             ended_retention_ms: self.ended_retention_ms,
+            idle_room_ms: self.idle_room_ms,
+            host_absent_ms: self.host_absent_ms,
             trace: false,
         }
     }

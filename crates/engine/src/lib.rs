@@ -53,6 +53,7 @@ mod clock;
 mod config;
 // Public for the simulator (crates/sim) and tests/sequencer.rs, which drive the sequencer without the
 // engine's thread; not part of the embedding API, so hidden from its docs.
+mod abandoned;
 #[doc(hidden)]
 pub mod driver;
 mod error;

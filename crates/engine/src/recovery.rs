@@ -1,7 +1,7 @@
 //! Opening: check the whole log, load the snapshot, replay the log after it, and rebuild what lives only in
 //! memory (the sequencer's rooms, expiry timers, remembered command ids).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use cohost_proto::{Envelope, Event, RoomId};
 use cohost_store::{Store, StoreError};
@@ -58,6 +58,10 @@ pub fn recover<T>(
         config.idempotency_max,
     )?;
     let read = replayed.read;
+    let created_ms = match config.idle_room_ms {
+        0 => HashMap::new(),
+        _ => idle_rooms_created(store, &read),
+    };
     let rooms = read
         .rooms
         .iter()
@@ -70,9 +74,36 @@ pub fn recover<T>(
         changed: replayed.changed,
         idempotency,
         now_ms,
+        created_ms,
     };
     let sequencer = Sequencer::resume(config, found);
     Ok(Recovered { sequencer, read })
+}
+
+/// When each idle room was created: the time of its first event, one record read per room. A room whose first
+/// event the log no longer holds (a cluster partition's local store starts at its snapshot) is left out, and
+/// its idle time counts from the opening.
+fn idle_rooms_created(store: &Store, read: &ReadModel) -> HashMap<RoomId, u64> {
+    let idle = read.rooms.iter().filter(|(_, entry)| {
+        (entry.state.room()).is_some_and(|room| room.status == cohost_proto::RoomStatus::Idle)
+    });
+    let mut created = HashMap::new();
+    for (room_id, entry) in idle {
+        let Some(&first) = entry.seqs.first() else {
+            continue;
+        };
+        match store.read_seqs(&[first]) {
+            Ok(found) => {
+                if let Some(envelope) = found.first() {
+                    created.insert(room_id.clone(), envelope.at_ms);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%room_id, %error, "an idle room's creation is not in the log; counting from now");
+            }
+        }
+    }
+    created
 }
 
 /// What a replay made of the log after the snapshot.

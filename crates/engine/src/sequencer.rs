@@ -35,11 +35,12 @@ use std::ops::Range;
 
 use cohost_core::{Context, Policy, RoomState, apply, decide, reply};
 use cohost_proto::{
-    Actor, Command, Envelope, Event, InvitationId, InvitationTarget, Reply, RoomId, UserId,
-    UserTarget,
+    Actor, Command, Envelope, Event, InvitationId, InvitationTarget, Reply, RoomId, StopReason,
+    UserId, UserTarget,
 };
 use cohost_store::IdempotencyRecord;
 
+use crate::abandoned::{self, Abandoned};
 use crate::idempotency::{self, Idempotency, Remembered};
 use crate::tallies::RoomTallies;
 use crate::timers::{Due, Timers};
@@ -54,6 +55,8 @@ pub const RETRY_AFTER_FAILURE_MS: u64 = 100;
 
 /// How long an ended room stays in memory unless configured otherwise.
 pub const ENDED_RETENTION_MS_DEFAULT: u64 = 10 * 60_000;
+/// How long a room may stay idle, never live, unless configured otherwise: a day.
+pub const IDLE_ROOM_MS_DEFAULT: u64 = 24 * 3_600_000;
 /// Rooms archived in one go.
 pub const EVICT_MAX: usize = 1_024;
 
@@ -74,6 +77,11 @@ pub struct SequencerConfig {
     pub idempotency_max: usize,
     /// How long an ended room stays in memory before it is archived and leaves (it is loaded back on demand).
     pub ended_retention_ms: u64,
+    /// How long a room may stay idle from its creation before the system ends it (`never_live`); 0 never.
+    pub idle_room_ms: u64,
+    /// How long a live room's host may be away, as presence reports say, before the system stops it
+    /// (`host_absent`); 0 never. Only where presence is reported.
+    pub host_absent_ms: u64,
     /// Keep a [`Decision`] for every command, for an auditor to check (the simulator); costs a clone each.
     pub trace: bool,
 }
@@ -88,6 +96,8 @@ impl Default for SequencerConfig {
             idempotency_ttl_ms: 24 * 3_600_000,
             idempotency_max: 1_000_000,
             ended_retention_ms: ENDED_RETENTION_MS_DEFAULT,
+            idle_room_ms: IDLE_ROOM_MS_DEFAULT,
+            host_absent_ms: 0,
             trace: false,
         }
     }
@@ -189,6 +199,8 @@ pub(crate) struct Resumed {
     pub changed: bool,
     pub idempotency: Idempotency,
     pub now_ms: u64,
+    /// When idle rooms were created, where the log still holds their first event.
+    pub created_ms: HashMap<RoomId, u64>,
 }
 
 /// One decided command, as the trace keeps it (only with [`SequencerConfig::trace`]).
@@ -267,6 +279,9 @@ pub struct Sequencer<T> {
     expiring: HashSet<InvitationId>,
     /// Co-hosts with a `disconnect` queued and not yet decided, likewise.
     disconnecting: HashSet<(RoomId, UserId)>,
+    /// When rooms become abandoned, and which have an `end_abandoned` queued and not yet decided.
+    abandoned: Abandoned,
+    ending: HashSet<RoomId>,
     queue: VecDeque<Queued<T>>,
     in_flight: Option<InFlight<T>>,
     replies: VecDeque<(T, Answer)>,
@@ -299,6 +314,13 @@ impl<T> std::fmt::Debug for Sequencer<T> {
     }
 }
 
+fn limits(config: &SequencerConfig) -> abandoned::Limits {
+    abandoned::Limits {
+        idle_room_ms: config.idle_room_ms,
+        host_absent_ms: config.host_absent_ms,
+    }
+}
+
 fn clamp(config: SequencerConfig) -> SequencerConfig {
     SequencerConfig {
         batch_max: config.batch_max.clamp(1, BATCH_MAX_LIMIT),
@@ -319,6 +341,7 @@ impl<T> Sequencer<T> {
             changed: false,
             idempotency,
             now_ms: 0,
+            created_ms: HashMap::new(),
         };
         Self::resume(config, found)
     }
@@ -332,10 +355,13 @@ impl<T> Sequencer<T> {
             changed,
             idempotency,
             now_ms,
+            created_ms,
         } = found;
         let config = clamp(config);
+        let abandoned = Abandoned::resume(limits(&config), rooms.iter(), created_ms, now_ms);
         let mut timers = Timers::default();
-        timers.rebuild(rooms.values(), config.policy.disconnect_grace_ms());
+        let grace_ms = config.policy.disconnect_grace_ms();
+        timers.rebuild(rooms.values(), grace_ms, abandoned.deadlines());
         // Ended rooms that opening kept in memory leave a retention from now.
         let evict_at = now_ms.saturating_add(config.ended_retention_ms);
         let evictions = rooms
@@ -352,6 +378,8 @@ impl<T> Sequencer<T> {
             timers,
             expiring: HashSet::new(),
             disconnecting: HashSet::new(),
+            abandoned,
+            ending: HashSet::new(),
             queue: VecDeque::new(),
             in_flight: None,
             replies: VecDeque::new(),
@@ -437,6 +465,23 @@ impl<T> Sequencer<T> {
                     }
                     Command::Disconnect(UserTarget { room_id, user_id })
                 }
+                Due::NeverLive(room_id) | Due::HostAbsent(room_id)
+                    if self.ending.contains(&room_id) =>
+                {
+                    continue;
+                }
+                Due::NeverLive(room_id) => {
+                    match self.abandoned_due(&room_id, StopReason::NeverLive) {
+                        Some(command) => command,
+                        None => continue,
+                    }
+                }
+                Due::HostAbsent(room_id) => {
+                    match self.abandoned_due(&room_id, StopReason::HostAbsent) {
+                        Some(command) => command,
+                        None => continue,
+                    }
+                }
             };
             self.queue.push_back(Queued {
                 actor: Actor::System,
@@ -448,8 +493,17 @@ impl<T> Sequencer<T> {
         }
         if self.timers.needs_rebuild() {
             let grace_ms = self.config.policy.disconnect_grace_ms();
-            self.timers.rebuild(self.rooms.values(), grace_ms);
+            let more = self.abandoned.deadlines();
+            self.timers.rebuild(self.rooms.values(), grace_ms, more);
         }
+    }
+
+    /// `end_abandoned` for the room if it is still abandoned for `reason` by now, marked as queued.
+    fn abandoned_due(&mut self, room_id: &RoomId, reason: StopReason) -> Option<Command> {
+        let state = self.rooms.get(room_id);
+        let command = self.abandoned.due(room_id, reason, state, self.now_ms)?;
+        self.ending.insert(room_id.clone());
+        Some(command)
     }
 
     /// Whether the co-host's disconnect grace has run out by now (a deadline armed before a report that they
@@ -572,10 +626,13 @@ impl<T> Sequencer<T> {
                         let due = Due::Disconnect(room_id.clone(), user.clone());
                         self.timers.push(at_ms.max(retry_ms), due);
                     }
+                    let reset = self.abandoned.reset(room_id, Some(&state), retry_ms);
+                    self.timers.extend(reset);
                     self.tallies.room(&state, true);
                     self.rooms.insert(room_id.clone(), state);
                 }
                 None => {
+                    self.abandoned.reset(room_id, None, retry_ms);
                     self.rooms.remove(room_id);
                 }
             }
@@ -608,6 +665,7 @@ impl<T> Sequencer<T> {
         let queued: Vec<_> = self.queue.drain(..).collect();
         self.expiring.clear();
         self.disconnecting.clear();
+        self.ending.clear();
         self.release_answers(
             queued
                 .into_iter()
@@ -803,6 +861,9 @@ impl<T> Sequencer<T> {
                 let key = (target.room_id.clone(), target.user_id.clone());
                 self.disconnecting.remove(&key);
             }
+            Command::EndAbandoned(target) if queued.reply_to.is_none() => {
+                self.ending.remove(&target.room_id);
+            }
             _ => {}
         }
         if self.config.trace {
@@ -945,6 +1006,12 @@ impl<T> Sequencer<T> {
         let grace_ms = self.config.policy.disconnect_grace_ms();
         // Kept once each only if the batch fails: a search per command would cost a batch of n commands n².
         batch.touched.push(room_id.clone());
+        if let Some(state) = self.rooms.get(room_id) {
+            let started = self
+                .abandoned
+                .on_events(room_id, state, &events, self.now_ms);
+            batch.timers.extend(started);
+        }
         for (offset, event) in events.into_iter().enumerate() {
             match &event {
                 Event::InvitationCreated { invitation } => batch.timers.push((

@@ -1,5 +1,6 @@
-//! What the sequencer does when a time comes: `expire` a pending invitation at its `expires_ms`, and
-//! `disconnect` a co-host whose disconnect grace ran out.
+//! What the sequencer does when a time comes: `expire` a pending invitation at its `expires_ms`,
+//! `disconnect` a co-host whose disconnect grace ran out, and `end_abandoned` a room left idle or without its
+//! host for too long ([`crate::abandoned`]).
 //!
 //! An entry is not removed when what it waits for is settled (a heap cannot), but checked when it comes due. So
 //! the heap stays bounded, it is rebuilt from the rooms' pending invitations and deadlines whenever it grows
@@ -16,6 +17,10 @@ use cohost_proto::{InvitationId, RoomId, UserId};
 pub(crate) enum Due {
     Expire(InvitationId),
     Disconnect(RoomId, UserId),
+    /// The room may have stayed idle past the deployment's limit.
+    NeverLive(RoomId),
+    /// The live room's host may have been away past the deployment's limit.
+    HostAbsent(RoomId),
 }
 
 /// The size below which the heap is never rebuilt.
@@ -41,6 +46,10 @@ impl Timers {
         self.heap.push(Reverse((at_ms, due)));
     }
 
+    pub fn extend(&mut self, entries: impl IntoIterator<Item = (u64, Due)>) {
+        self.heap.extend(entries.into_iter().map(Reverse));
+    }
+
     pub fn next_due_ms(&self) -> Option<u64> {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
@@ -58,9 +67,14 @@ impl Timers {
     }
 
     /// Replaces every entry with exactly the rooms' pending invitations and disconnect deadlines under a
-    /// grace of `grace_ms`.
-    pub fn rebuild<'a>(&mut self, rooms: impl Iterator<Item = &'a RoomState>, grace_ms: u64) {
-        let mut entries = Vec::new();
+    /// grace of `grace_ms`, and `more`.
+    pub fn rebuild<'a>(
+        &mut self,
+        rooms: impl Iterator<Item = &'a RoomState>,
+        grace_ms: u64,
+        more: impl Iterator<Item = (u64, Due)>,
+    ) {
+        let mut entries: Vec<_> = more.map(Reverse).collect();
         for state in rooms {
             entries.extend(
                 state
@@ -95,7 +109,7 @@ mod tests {
             timers.push(n, Due::Expire(InvitationId::new(room.clone(), n).unwrap()));
         }
         assert!(timers.needs_rebuild());
-        timers.rebuild(std::iter::empty(), 0);
+        timers.rebuild(std::iter::empty(), 0, std::iter::empty());
         assert_eq!(timers.len(), 0);
         assert!(!timers.needs_rebuild());
         assert_eq!(timers.pop_due(u64::MAX), None);

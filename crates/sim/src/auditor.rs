@@ -75,6 +75,8 @@ counters! {
         expiries,
         /// Removals for a disconnect grace run out.
         disconnects,
+        /// Rooms the engine's own timers ended as abandoned (idle too long, or their host away too long).
+        abandoned,
         /// Unconfirmed batches (a failed flush, a death in one) found whole in the log after recovery.
         survived_crashes,
     }
@@ -352,6 +354,10 @@ impl Auditor {
         }
         if matches!(decision.command, Command::Disconnect(_)) && appended > 0 {
             self.counts.disconnects += 1;
+        }
+        let timed = decision.submission.is_none();
+        if matches!(decision.command, Command::EndAbandoned(_)) && timed && appended > 0 {
+            self.counts.abandoned += 1;
         }
         let key = key_of(decision);
         if let Some(key) = &key {

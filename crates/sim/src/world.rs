@@ -164,6 +164,9 @@ impl World {
             idempotency_ttl_ms: rng.pick(&[3 * TTL_MS, 24 * 3_600_000]),
             // Ended rooms leave memory at the next turn, after a while, or never in a run.
             ended_retention_ms: rng.pick(&[0, TTL_MS, 1_000_000_000]),
+            // Abandoned rooms are ended within a run in some seeds, never in others.
+            idle_room_ms: rng.pick(&[0, 2 * TTL_MS]),
+            host_absent_ms: rng.pick(&[0, TTL_MS]),
             trace: true,
         };
         let weather = Weather {

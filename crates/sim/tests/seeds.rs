@@ -70,6 +70,7 @@ fn assert_exercised(totals: &Totals) {
         ("answers read back from the log", c.stored_answers),
         ("expiries", c.expiries),
         ("disconnects", c.disconnects),
+        ("abandoned rooms ended", c.abandoned),
         ("unconfirmed batches that survived", c.survived_crashes),
         ("unavailable answers", c.unavailable),
         ("seeds in cluster mode", s.cluster_seeds),
