@@ -178,6 +178,14 @@ pub struct Settings {
     /// accepting) before the system removes them (reason `disconnected`); 0 never.
     #[arg(long, env = "COHOST_DISCONNECT_GRACE_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub disconnect_grace_s: u64,
+    /// With LiveKit webhooks on: seconds a live room's host may stay away from LiveKit (left, or not joined since
+    /// going live) before the system stops the room (reason `host_absent`); 0 never.
+    #[arg(long, env = "COHOST_HOST_ABSENT_S", default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=2_592_000))]
+    pub host_absent_s: u64,
+    /// Seconds a room may stay idle, never live, from its creation before the system ends it (reason
+    /// `never_live`); 0 never.
+    #[arg(long, env = "COHOST_IDLE_ROOM_S", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    pub idle_room_s: u64,
     /// With LiveKit admin and webhooks on: seconds between two comparisons of who each room thinks is connected
     /// with LiveKit's list of participants (a lost webhook is caught up at the next); 0 never.
     #[arg(long, env = "COHOST_LIVEKIT_RECONCILE_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
@@ -374,19 +382,30 @@ impl Settings {
         }
     }
 
-    /// The engine's configuration: the rules' policy, retention and cache.
+    /// How long a live room's host may be away: only where LiveKit's webhooks say who is connected.
+    pub fn host_absent_ms(&self) -> u64 {
+        if self.livekit_webhooks {
+            self.host_absent_s.saturating_mul(1_000)
+        } else {
+            0
+        }
+    }
+
+    /// The engine's configuration: the rules' policy, retention, abandoned rooms and cache.
     pub fn engine(&self) -> Result<cohost_engine::Config, String> {
         let reconciles =
             self.livekit_admin && self.livekit_webhooks && self.livekit_reconcile_s > 0;
-        if reconciles
-            && self.disconnect_grace_s > 0
-            && self.livekit_reconcile_s >= self.disconnect_grace_s
-        {
-            // A lost join is caught up by the next reconciliation: it must come before the grace decides.
-            return Err(format!(
-                "COHOST_LIVEKIT_RECONCILE_S ({}) must be shorter than COHOST_DISCONNECT_GRACE_S ({})",
-                self.livekit_reconcile_s, self.disconnect_grace_s
-            ));
+        // A lost join is caught up by the next reconciliation: it must come before a wait on presence decides.
+        for (name, wait_s) in [
+            ("COHOST_DISCONNECT_GRACE_S", self.disconnect_grace_s),
+            ("COHOST_HOST_ABSENT_S", self.host_absent_s),
+        ] {
+            if reconciles && wait_s > 0 && self.livekit_reconcile_s >= wait_s {
+                return Err(format!(
+                    "COHOST_LIVEKIT_RECONCILE_S ({}) must be shorter than {name} ({wait_s})",
+                    self.livekit_reconcile_s
+                ));
+            }
         }
         let policy = cohost_core::Policy::new(
             self.invitation_ttl_s.saturating_mul(1_000),
@@ -400,6 +419,8 @@ impl Settings {
         let mut config = cohost_engine::Config::new(&self.data_dir).with_policy(policy);
         config.clock = std::sync::Arc::new(cohost_engine::SystemClock);
         config.ended_retention_ms = self.ended_room_retention_s.saturating_mul(1_000);
+        config.idle_room_ms = self.idle_room_s.saturating_mul(1_000);
+        config.host_absent_ms = self.host_absent_ms();
         config.store_cache_bytes = self.store_cache_mb.saturating_mul(1 << 20);
         if let Some(every) = self.snapshot_every_events {
             config.snapshot_every_events = every;

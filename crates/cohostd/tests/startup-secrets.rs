@@ -132,24 +132,27 @@ fn an_auth_secret_without_real_livekit_keys_refuses_to_start() {
 }
 
 #[test]
-fn a_reconciliation_no_shorter_than_the_disconnect_grace_refuses_to_start() {
-    let dir = support::data_dir();
-    let data = dir.path().to_str().unwrap();
-    let env = [
-        ("COHOST_LIVEKIT_ADMIN", "true"),
-        ("COHOST_LIVEKIT_WEBHOOKS", "true"),
-        ("COHOST_DISCONNECT_GRACE_S", "20"),
-        ("COHOST_LIVEKIT_RECONCILE_S", "20"),
-    ];
-    let out = cohostd(&["--data-dir", data, "--http-addr", "127.0.0.1:0"], &env);
-    assert!(!out.status.success(), "started");
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains(
-            "COHOST_LIVEKIT_RECONCILE_S (20) must be shorter than COHOST_DISCONNECT_GRACE_S (20)"
-        ) && stderr.lines().count() == 1,
-        "one line naming both settings: {stderr}"
-    );
+fn a_reconciliation_no_shorter_than_a_wait_on_presence_refuses_to_start() {
+    for wait in ["COHOST_DISCONNECT_GRACE_S", "COHOST_HOST_ABSENT_S"] {
+        let dir = support::data_dir();
+        let data = dir.path().to_str().unwrap();
+        let env = [
+            ("COHOST_LIVEKIT_ADMIN", "true"),
+            ("COHOST_LIVEKIT_WEBHOOKS", "true"),
+            ("COHOST_DISCONNECT_GRACE_S", "60"),
+            ("COHOST_HOST_ABSENT_S", "600"),
+            (wait, "20"),
+            ("COHOST_LIVEKIT_RECONCILE_S", "20"),
+        ];
+        let out = cohostd(&["--data-dir", data, "--http-addr", "127.0.0.1:0"], &env);
+        assert!(!out.status.success(), "started");
+        let stderr = text(&out.stderr);
+        let want = format!("COHOST_LIVEKIT_RECONCILE_S (20) must be shorter than {wait} (20)");
+        assert!(
+            stderr.contains(&want) && stderr.lines().count() == 1,
+            "one line naming both settings: {stderr}"
+        );
+    }
 }
 
 #[tokio::test]
