@@ -866,7 +866,7 @@ async fn the_service_is_discoverable_in_queue_group_cohost() {
         .map(|(name, subject)| (name.to_owned(), subject, "cohost".to_owned()))
         .collect();
     assert_eq!(endpoints, want);
-    assert_eq!(want.len(), 28);
+    assert_eq!(want.len(), 29);
     for (name, subject) in [
         ("read_events", "cohost.v1.query.read_events"),
         ("invite", "cohost.v1.cmd.invite"),
