@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ARCHIVE, BASE_RECORDS, LOG_FROM_KEY, SNAPSHOT_POSITION_KEY, Store, StoreError,
-    command_index_key, log_key, prefixed,
+    command_index_key, key_seq, log_key, prefixed,
 };
 use crate::backend::Op;
 use crate::record::{self, CommandIndexEntry, FrameError, IdempotencyRecord};
@@ -86,6 +86,52 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Retention: removes the log's records wholly before `seq` (at most `max_records` of them, oldest first),
+    /// with their command index entries, in one flushed write. The log then starts at the first record kept
+    /// ([`Store::log_from`]; a read before it is [`StoreError::Before`]), and this survives reopening. The last
+    /// record always stays, so the log's end is still known. Returns the log's first seq after.
+    ///
+    /// The caller answers for what goes: the snapshot must cover it (its mark at least the first seq kept − 1,
+    /// else [`StoreError::InvalidArgument`]: the log could no longer be replayed), and no follower, remembered
+    /// command or reader may still need it.
+    pub fn remove_before(&self, seq: u64, max_records: usize) -> Result<u64, StoreError> {
+        let from = self.log_from();
+        // The first seqs of the oldest records, one more than may go: a record goes only if the next one
+        // starts at or before `seq`, so the last record never goes.
+        let starts = self
+            .backend
+            .range(&log_key(from), &log_key(u64::MAX))
+            .take(max_records.saturating_add(1))
+            .map(|entry| entry.map(|(key, _)| key_seq(&key)))
+            .collect::<Result<Vec<u64>, _>>()?;
+        let mut removed = Vec::new();
+        let mut keep_from = from;
+        for pair in starts.windows(2) {
+            if pair[1] > seq {
+                break;
+            }
+            removed.push(pair[0]);
+            keep_from = pair[1];
+        }
+        if removed.is_empty() {
+            return Ok(from);
+        }
+        if self.snapshots_seq()? + 1 < keep_from {
+            return Err(StoreError::InvalidArgument(
+                "the snapshot must cover every record removed",
+            ));
+        }
+        let mut ops = Vec::with_capacity(2 * removed.len() + 1);
+        for first in removed {
+            ops.push(Op::Delete(log_key(first).to_vec()));
+            ops.push(Op::Delete(command_index_key(first).to_vec()));
+        }
+        ops.push(Op::Put(LOG_FROM_KEY.to_vec(), framed_u64(keep_from)));
+        self.write_and_flush(ops)?;
+        self.log_from.store(keep_from, Ordering::Relaxed);
+        Ok(keep_from)
     }
 
     /// Makes an empty store start from `base`: its snapshot, archives and remembered records written, and the
