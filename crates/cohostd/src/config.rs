@@ -178,8 +178,9 @@ pub struct Settings {
     /// accepting) before the system removes them (reason `disconnected`); 0 never.
     #[arg(long, env = "COHOST_DISCONNECT_GRACE_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub disconnect_grace_s: u64,
-    /// With LiveKit webhooks on: seconds a live room's host may stay away from LiveKit (left, or not joined since
-    /// going live) before the system stops the room (reason `host_absent`); 0 never.
+    /// With LiveKit webhooks and the reconciliation on (admin on, `COHOST_LIVEKIT_RECONCILE_S` > 0): seconds a
+    /// live room's host may stay away from LiveKit (left, or not joined since going live) before the system
+    /// stops the room (reason `host_absent`); 0 never.
     #[arg(long, env = "COHOST_HOST_ABSENT_S", default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=2_592_000))]
     pub host_absent_s: u64,
     /// Seconds a room may stay idle, never live, from its creation before the system ends it (reason
@@ -382,9 +383,10 @@ impl Settings {
         }
     }
 
-    /// How long a live room's host may be away: only where LiveKit's webhooks say who is connected.
+    /// How long a live room's host may be away: only where LiveKit's webhooks say who is connected and the
+    /// reconciliation catches a lost one, so a present host is never judged absent.
     pub fn host_absent_ms(&self) -> u64 {
-        if self.livekit_webhooks {
+        if self.livekit_webhooks && self.livekit_admin && self.livekit_reconcile_s > 0 {
             self.host_absent_s.saturating_mul(1_000)
         } else {
             0

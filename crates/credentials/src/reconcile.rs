@@ -79,7 +79,7 @@ impl Reconciler {
     }
 }
 
-/// One pass over every live room with co-hosts seated.
+/// One pass over every live room with co-hosts seated or its host believed away.
 // Public only so tests/reconcile.rs can run one pass at a time against its stand-in LiveKit; callers use
 // `Reconciler`, which runs it periodically.
 #[doc(hidden)]

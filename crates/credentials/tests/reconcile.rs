@@ -171,3 +171,34 @@ async fn reconciling_starts_the_grace_of_a_cohost_seated_before_go_live() {
     assert!(seats(&engine).is_empty(), "removed a grace after the pass");
     engine.shutdown().await;
 }
+
+/// A host believed away (their join was lost) whom LiveKit lists is reported connected, even in a room with no
+/// co-host, so a lost webhook never has a present host's room stopped as abandoned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciling_finds_a_host_whose_join_was_lost() {
+    let stand_in = StandIn::start().await;
+    let config = livekit(stand_in.port);
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, clock) = open(dir.path());
+    run(&engine, "alice", create()).await;
+    run(&engine, "alice", go_live()).await;
+    let host_online = |engine: &Engine| {
+        let (_, rooms) = engine.room_states();
+        rooms
+            .iter()
+            .find(|(id, _)| id == &room_id())
+            .unwrap()
+            .1
+            .host_online()
+    };
+    assert!(!host_online(&engine));
+    let client = RoomClient::with_api_key(&config.http_url(), &config.api_key, &config.api_secret);
+    stand_in.set_participants(LIVEKIT_ROOM, Some(&[("alice", "PA_a")]));
+    let pass = reconcile(&engine, &client, &config, clock.as_ref()).await;
+    assert_eq!((pass.rooms, pass.reports), (1, 1));
+    assert!(host_online(&engine), "the host is connected");
+    // A host believed connected is not checked: nothing to list.
+    let pass = reconcile(&engine, &client, &config, clock.as_ref()).await;
+    assert_eq!((pass.rooms, pass.reports), (0, 0));
+    engine.shutdown().await;
+}

@@ -3,9 +3,11 @@
 //! `end_abandoned` when its timer comes due.
 //!
 //! A room's state holds neither time, so they are kept here, beside the rooms in memory: when each idle room
-//! was created, and since when each live room's host has been away. After opening a log they come from the
-//! log where it still holds a room's first event, else from the opening, so a room is never ended early, at
-//! worst later; and a host's absence counts from the opening too.
+//! was created, and since when each live room's host has been away (from a report that they left, or from
+//! going live without them). Times start as commands are decided and go only once their batch is durable, so
+//! a failed batch never restarts a count. After opening a log they come from the log where it still holds a
+//! room's first event, else from the opening, so a restart may end a room later, never earlier; a host's
+//! absence counts from the opening. A timer's `end_abandoned` is checked again when it is decided.
 
 use std::collections::HashMap;
 
@@ -62,8 +64,10 @@ impl Abandoned {
         }
     }
 
-    /// Follows a command's events on `room_id`, `state` as they left it, decided at `now_ms`; returns the
-    /// timer they start, if any.
+    /// Follows a command's events on `room_id`, `state` as they left it, decided at `now_ms`: a creation, a
+    /// go-live without the host, and the host's leaving start a time here, and return the timer it starts.
+    /// Nothing is forgotten until the batch is durable ([`Abandoned::settle`]), so a failed batch leaves the
+    /// times it found.
     pub fn on_events(
         &mut self,
         room_id: &RoomId,
@@ -72,64 +76,63 @@ impl Abandoned {
         now_ms: u64,
     ) -> Option<(u64, Due)> {
         let room = state.room()?;
-        if events
-            .iter()
-            .any(|e| matches!(e, Event::RoomCreated { .. }))
-        {
-            self.created_ms.insert(room_id.clone(), now_ms);
-        }
-        // A stamped report of the host leaving dates the absence by LiveKit's clock, as a co-host's does.
-        let left_at = events.iter().rev().find_map(|event| match event {
-            Event::PresenceChanged {
-                user_id,
-                online: false,
-                stamp,
-            } if user_id == &room.host => Some(stamp.as_ref().map_or(now_ms, |s| s.at_ms)),
-            _ => None,
-        });
-        match room.status {
-            RoomStatus::Idle => {}
-            RoomStatus::Live => {
-                self.created_ms.remove(room_id);
-                if state.host_online() {
-                    self.host_away_ms.remove(room_id);
-                } else if let Some(since) = left_at {
-                    self.host_away_ms.insert(room_id.clone(), since);
-                } else {
-                    self.host_away_ms.entry(room_id.clone()).or_insert(now_ms);
+        let mut started = false;
+        for event in events {
+            let since = match event {
+                Event::RoomCreated { .. } => {
+                    self.created_ms.insert(room_id.clone(), now_ms);
+                    started = true;
+                    continue;
                 }
-            }
-            RoomStatus::Ended => self.forget(room_id),
+                // Away from going live on, at the earliest: a host may join LiveKit only then.
+                Event::RoomLive { .. } if !state.host_online() => now_ms,
+                // A stamped report dates the leaving by LiveKit's clock, as a co-host's does.
+                Event::PresenceChanged {
+                    user_id,
+                    online: false,
+                    stamp,
+                } if user_id == &room.host => stamp.as_ref().map_or(now_ms, |s| s.at_ms),
+                _ => continue,
+            };
+            let away = self.host_away_ms.entry(room_id.clone()).or_insert(since);
+            *away = since.max(*away);
+            started = true;
         }
-        self.deadline(room_id)
+        started.then(|| self.deadline(room_id)).flatten()
     }
 
-    /// After a failed batch, `room_id` is back at `state` (`None`: it is gone): its times are kept where the
-    /// state still agrees, and set from `now_ms` where it does not. Returns its timer, if any.
+    /// The batch that touched `room_id` is durable, and the room is at `state`: the times it no longer needs
+    /// go (a room gone live is not idle, a host back is not away, an ended room needs neither).
+    pub fn settle(&mut self, room_id: &RoomId, state: Option<&RoomState>) {
+        let status = state.and_then(|s| s.room()).map(|room| room.status);
+        if status != Some(RoomStatus::Idle) {
+            self.created_ms.remove(room_id);
+        }
+        if status != Some(RoomStatus::Live) || state.is_some_and(RoomState::host_online) {
+            self.host_away_ms.remove(room_id);
+        }
+    }
+
+    /// After a failed batch, `room_id` is back at `state` (`None`: it is gone): the times the batch started
+    /// go, those from before it stay, and a room the state shows idle or without its host but with no time
+    /// counts from `now_ms`. Returns its timer, if any (the batch's own were never armed).
     pub fn reset(
         &mut self,
         room_id: &RoomId,
         state: Option<&RoomState>,
         now_ms: u64,
     ) -> Option<(u64, Due)> {
-        let status = state.and_then(|s| s.room()).map(|room| room.status);
-        let host_online = state.is_some_and(RoomState::host_online);
-        if status != Some(RoomStatus::Idle) {
-            self.created_ms.remove(room_id);
-        } else {
-            self.created_ms.entry(room_id.clone()).or_insert(now_ms);
-        }
-        if status != Some(RoomStatus::Live) || host_online {
-            self.host_away_ms.remove(room_id);
-        } else {
-            self.host_away_ms.entry(room_id.clone()).or_insert(now_ms);
+        self.settle(room_id, state);
+        match state.and_then(|s| s.room()).map(|room| room.status) {
+            Some(RoomStatus::Idle) => {
+                self.created_ms.entry(room_id.clone()).or_insert(now_ms);
+            }
+            Some(RoomStatus::Live) if !state.is_some_and(RoomState::host_online) => {
+                self.host_away_ms.entry(room_id.clone()).or_insert(now_ms);
+            }
+            _ => {}
         }
         self.deadline(room_id)
-    }
-
-    fn forget(&mut self, room_id: &RoomId) {
-        self.created_ms.remove(room_id);
-        self.host_away_ms.remove(room_id);
     }
 
     /// The room's timer: when it is abandoned if nothing changes.
@@ -168,7 +171,8 @@ impl Abandoned {
         state: Option<&RoomState>,
         now_ms: u64,
     ) -> Option<Command> {
-        let status = state?.room()?.status;
+        let state = state?;
+        let status = state.room()?.status;
         let (since, limit, holds) = match reason {
             StopReason::NeverLive => (
                 self.created_ms.get(room_id),
@@ -178,7 +182,7 @@ impl Abandoned {
             _ => (
                 self.host_away_ms.get(room_id),
                 self.limits.host_absent_ms,
-                status == RoomStatus::Live,
+                status == RoomStatus::Live && !state.host_online(),
             ),
         };
         let passed = since.is_some_and(|&since| since.saturating_add(limit) <= now_ms);

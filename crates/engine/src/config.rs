@@ -35,7 +35,8 @@ pub struct Config {
     /// (reads and commands load it back on demand). Default 10 minutes.
     pub ended_retention_ms: u64,
     /// How long a room may stay idle, never live, from its creation; then the system ends it with reason
-    /// `never_live`. Default a day; 0 never.
+    /// `never_live`. Default 0, never: an embedder opts in (cohostd sets a day), since on the first opening
+    /// with it set every room idle longer is ended at once.
     pub idle_room_ms: u64,
     /// How long a live room's host may be away, as `presence` reports say, before the system stops the room
     /// with reason `host_absent`. Default 0 (never): only a deployment that reports presence (LiveKit webhooks)
@@ -87,7 +88,7 @@ impl Config {
             idempotency_ttl_ms: 24 * 3_600_000,
             idempotency_max: 1_000_000,
             ended_retention_ms: crate::sequencer::ENDED_RETENTION_MS_DEFAULT,
-            idle_room_ms: crate::sequencer::IDLE_ROOM_MS_DEFAULT,
+            idle_room_ms: 0,
             host_absent_ms: 0,
             store_cache_bytes: cohost_store::STORE_CACHE_BYTES_DEFAULT,
             backend: None,

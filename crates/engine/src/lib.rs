@@ -131,10 +131,10 @@ pub struct Options {
     pub expected_version: Option<u64>,
 }
 
-/// A seat's presence, from [`Engine::seated_presence`].
+/// A seat's presence, or a host's believed away, from [`Engine::seated_presence`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeatPresence {
-    /// The seated co-host.
+    /// The seated co-host, or the room's host (then `online` is false and `away` true).
     pub user_id: UserId,
     /// Whether LiveKit last reported the co-host connected.
     pub online: bool,
@@ -595,14 +595,16 @@ impl Engine {
         self.read().last_seq
     }
 
-    /// Each live room with co-hosts seated, and each seat's presence as the room knows it: what reconciling
-    /// with LiveKit's own list of participants compares. Scans every room in memory under the read lock, so
-    /// call it now and then, not per request.
+    /// Each live room with co-hosts seated or its host believed away, and the presence of each seat (and of
+    /// such a host) as the room knows it: what reconciling with LiveKit's own list of participants compares,
+    /// so a lost webhook neither leaks a seat nor has a present host judged absent. Scans every room in memory
+    /// under the read lock, so call it now and then, not per request.
     pub fn seated_presence(&self) -> Vec<(RoomId, Vec<SeatPresence>)> {
         let read = self.read();
         let live = (read.rooms.iter()).filter_map(|(id, entry)| {
             let room = entry.state.room()?;
-            let seated = room.status == cohost_proto::RoomStatus::Live && !room.cohosts.is_empty();
+            let host_away = !entry.state.host_online();
+            let checked = !room.cohosts.is_empty() || host_away;
             let seats = room.cohosts.iter().map(|seat| SeatPresence {
                 user_id: seat.user_id.clone(),
                 online: seat.online,
@@ -612,7 +614,15 @@ impl Engine {
                 away: (entry.state.liveness(&seat.user_id))
                     .is_some_and(|l| l.offline_since_ms.is_some()),
             });
-            seated.then(|| (id.clone(), seats.collect()))
+            // Only a host believed away is checked: one believed present and gone costs nothing.
+            let host = host_away.then(|| SeatPresence {
+                user_id: room.host.clone(),
+                online: false,
+                participant_sid: None,
+                away: true,
+            });
+            let seats = seats.chain(host).collect();
+            (room.status == cohost_proto::RoomStatus::Live && checked).then(|| (id.clone(), seats))
         });
         live.collect()
     }

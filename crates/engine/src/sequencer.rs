@@ -55,8 +55,6 @@ pub const RETRY_AFTER_FAILURE_MS: u64 = 100;
 
 /// How long an ended room stays in memory unless configured otherwise.
 pub const ENDED_RETENTION_MS_DEFAULT: u64 = 10 * 60_000;
-/// How long a room may stay idle, never live, unless configured otherwise: a day.
-pub const IDLE_ROOM_MS_DEFAULT: u64 = 24 * 3_600_000;
 /// Rooms archived in one go.
 pub const EVICT_MAX: usize = 1_024;
 
@@ -96,7 +94,7 @@ impl Default for SequencerConfig {
             idempotency_ttl_ms: 24 * 3_600_000,
             idempotency_max: 1_000_000,
             ended_retention_ms: ENDED_RETENTION_MS_DEFAULT,
-            idle_room_ms: IDLE_ROOM_MS_DEFAULT,
+            idle_room_ms: 0,
             host_absent_ms: 0,
             trace: false,
         }
@@ -587,6 +585,9 @@ impl<T> Sequencer<T> {
         for (at_ms, due) in batch.timers {
             self.timers.push(at_ms, due);
         }
+        for room_id in &batch.touched {
+            self.abandoned.settle(room_id, self.rooms.get(room_id));
+        }
         let evict_at = self.now_ms.saturating_add(self.config.ended_retention_ms);
         self.evictions
             .extend(batch.ended.into_iter().map(|room_id| (evict_at, room_id)));
@@ -627,6 +628,7 @@ impl<T> Sequencer<T> {
                         self.timers.push(at_ms.max(retry_ms), due);
                     }
                     let reset = self.abandoned.reset(room_id, Some(&state), retry_ms);
+                    let reset = reset.map(|(at_ms, due)| (at_ms.max(retry_ms), due));
                     self.timers.extend(reset);
                     self.tallies.room(&state, true);
                     self.rooms.insert(room_id.clone(), state);
@@ -851,6 +853,18 @@ impl<T> Sequencer<T> {
 
     /// Decides one command into the batch being built, applying its events to the rooms as it goes.
     fn decide_one(&mut self, queued: Queued<T>, batch: &mut InFlight<T>) {
+        // A timer's ending is checked again now: what was queued before it (the host's return) may have
+        // changed the room since the timer fired.
+        if let Command::EndAbandoned(target) = &queued.command
+            && queued.reply_to.is_none()
+        {
+            self.ending.remove(&target.room_id);
+            let state = self.rooms.get(&target.room_id);
+            let due = (self.abandoned).due(&target.room_id, target.reason, state, self.now_ms);
+            if due.is_none() {
+                return;
+            }
+        }
         let first_seq = self.last_seq + 1;
         let answer = self.decide_answer(&queued, batch);
         match &queued.command {
@@ -860,9 +874,6 @@ impl<T> Sequencer<T> {
             Command::Disconnect(target) if queued.reply_to.is_none() => {
                 let key = (target.room_id.clone(), target.user_id.clone());
                 self.disconnecting.remove(&key);
-            }
-            Command::EndAbandoned(target) if queued.reply_to.is_none() => {
-                self.ending.remove(&target.room_id);
             }
             _ => {}
         }

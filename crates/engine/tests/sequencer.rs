@@ -550,3 +550,38 @@ fn ended_rooms_leave_memory_while_the_sequencer_stays_busy_but_not_a_room_a_queu
     let read = h.read.read().unwrap();
     assert!(read.room_state(&room("ended")).is_none() && read.room_state(&room("named")).is_none());
 }
+
+#[test]
+fn a_failed_ending_of_an_abandoned_room_is_tried_again_after_the_retry_interval_not_a_day_later() {
+    use cohost_engine::sequencer::RETRY_AFTER_FAILURE_MS;
+    const IDLE_MS: u64 = 3_600_000;
+    let mut h = Harness::new(SequencerConfig {
+        idle_room_ms: IDLE_MS,
+        ..config()
+    });
+    h.feed(&Cmd("alice", create("stage")));
+    h.feed(&Run(Io::Durable));
+    let status = |h: &Harness| {
+        let read = h.read.read().unwrap();
+        read.room_state(&room("stage"))
+            .unwrap()
+            .room()
+            .unwrap()
+            .status
+    };
+    h.feed(&At(IDLE_MS));
+    h.backend.fail_writes(1);
+    h.sequencer.handle_timeout(h.now_ms);
+    let batch = h.sequencer.poll_batch().expect("the timer's ending");
+    assert!(driver::commit(&mut h.sequencer, &batch, &h.store, &h.read).is_err());
+    assert_eq!(status(&h), cohost_proto::RoomStatus::Idle);
+    assert_eq!(
+        h.sequencer.poll_timeout(),
+        Some(START_MS + IDLE_MS + RETRY_AFTER_FAILURE_MS),
+        "the room's creation still counts, and the retry waits its interval"
+    );
+    h.backend.fail_writes(0);
+    h.feed(&At(IDLE_MS + RETRY_AFTER_FAILURE_MS));
+    h.feed(&Run(Io::Durable));
+    assert_eq!(status(&h), cohost_proto::RoomStatus::Ended);
+}
