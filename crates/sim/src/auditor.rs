@@ -102,6 +102,8 @@ pub struct Auditor {
     unconfirmed: Vec<Decision>,
     /// Tickets cut off by a crash: no answer may ever come for them.
     cut_off: HashSet<Ticket>,
+    /// The engine's `idle_room_ms` and `host_absent_ms`, which no timed ending may come before.
+    pub abandon_after_ms: (u64, u64),
     pub counts: Counts,
 }
 
@@ -134,6 +136,7 @@ impl Auditor {
             in_flight: Vec::new(),
             unconfirmed: Vec::new(),
             cut_off: HashSet::new(),
+            abandon_after_ms: (0, 0),
             counts: Counts::default(),
         }
     }
@@ -342,6 +345,41 @@ impl Auditor {
         (fresh && kept).then_some(landed)
     }
 
+    /// A timer's ending comes no earlier than its limit after what started it, as the durable log tells it:
+    /// the room's creation, or the later of its going live and its host's last leaving. (A restart may only
+    /// make it later.)
+    fn check_not_early(&self, at_ms: u64, target: &cohost_proto::EndAbandoned) {
+        use cohost_proto::{Event, StopReason};
+        let events = || self.log.iter().filter(|e| e.room_id == target.room_id);
+        let (idle_ms, absent_ms) = self.abandon_after_ms;
+        let (since, limit) = match target.reason {
+            StopReason::NeverLive => (events().next().map(|e| e.at_ms), idle_ms),
+            _ => {
+                let host = events().find_map(|e| match &e.event {
+                    Event::RoomCreated { room } => Some(room.host.clone()),
+                    _ => None,
+                });
+                let started = events().filter_map(|e| match &e.event {
+                    Event::RoomLive { .. } => Some(e.at_ms),
+                    Event::PresenceChanged {
+                        user_id,
+                        online: false,
+                        stamp,
+                    } if Some(user_id) == host.as_ref() => {
+                        Some(stamp.as_ref().map_or(e.at_ms, |s| s.at_ms))
+                    }
+                    _ => None,
+                });
+                (started.max(), absent_ms)
+            }
+        };
+        let since = since.unwrap_or_else(|| panic!("{target:?} with nothing that started it"));
+        assert!(
+            at_ms >= since + limit,
+            "{target:?} at {at_ms}, before {since} + {limit}"
+        );
+    }
+
     /// Replays a final decision on the model; returns the reply its caller must get. `landings` collects the
     /// numbers of keyed commands that land in the same batch.
     fn replay(&mut self, decision: &Decision, landings: &mut Vec<u64>) -> Result<Reply, Error> {
@@ -356,8 +394,12 @@ impl Auditor {
             self.counts.disconnects += 1;
         }
         let timed = decision.submission.is_none();
-        if matches!(decision.command, Command::EndAbandoned(_)) && timed && appended > 0 {
+        if let Command::EndAbandoned(target) = &decision.command
+            && timed
+            && appended > 0
+        {
             self.counts.abandoned += 1;
+            self.check_not_early(decision.at_ms, target);
         }
         let key = key_of(decision);
         if let Some(key) = &key {

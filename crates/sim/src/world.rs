@@ -186,7 +186,8 @@ impl World {
             &mut stats,
             true,
         );
-        let auditor = Auditor::new(config.idempotency_max, config.idempotency_ttl_ms);
+        let mut auditor = Auditor::new(config.idempotency_max, config.idempotency_ttl_ms);
+        auditor.abandon_after_ms = (config.idle_room_ms, config.host_absent_ms);
         let mut world = Self {
             rng,
             now_ms: START_MS,
