@@ -42,6 +42,10 @@ pub struct Config {
     /// with reason `host_absent`. Default 0 (never): only a deployment that reports presence (LiveKit webhooks)
     /// knows when a host is away.
     pub host_absent_ms: u64,
+    /// How long the log keeps the events of an ended room, in ms; after each snapshot, the log's prefix that
+    /// only rooms ended longer ago hold is removed (their audit reads then fail as history gone; their final
+    /// state stays readable). Default 0: keep everything. At least the idempotency TTL when set.
+    pub retain_ended_ms: u64,
     /// The most bytes sled keeps of the store in memory (its page cache); default
     /// [`STORE_CACHE_BYTES_DEFAULT`](cohost_store::STORE_CACHE_BYTES_DEFAULT).
     pub store_cache_bytes: u64,
@@ -67,6 +71,7 @@ impl std::fmt::Debug for Config {
             .field("ended_retention_ms", &self.ended_retention_ms)
             .field("idle_room_ms", &self.idle_room_ms)
             .field("host_absent_ms", &self.host_absent_ms)
+            .field("retain_ended_ms", &self.retain_ended_ms)
             .field("store_cache_bytes", &self.store_cache_bytes)
             .field("backend", &self.backend.as_ref().map(|_| "injected"))
             .field("replicator", &self.replicator.as_ref().map(|_| "set"))
@@ -90,6 +95,7 @@ impl Config {
             ended_retention_ms: crate::sequencer::ENDED_RETENTION_MS_DEFAULT,
             idle_room_ms: 0,
             host_absent_ms: 0,
+            retain_ended_ms: 0,
             store_cache_bytes: cohost_store::STORE_CACHE_BYTES_DEFAULT,
             backend: None,
             replicator: None,
@@ -114,6 +120,11 @@ impl Config {
             ended_retention_ms: self.ended_retention_ms,
             idle_room_ms: self.idle_room_ms,
             host_absent_ms: self.host_absent_ms,
+            // Everything removed is older than any remembered command id.
+            retain_ended_ms: match self.retain_ended_ms {
+                0 => 0,
+                set => set.max(self.idempotency_ttl_ms),
+            },
             trace: false,
         }
     }

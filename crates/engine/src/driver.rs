@@ -88,8 +88,9 @@ pub fn snapshot<T>(
         "the read model is at the durable seq between batches"
     );
     let rooms = model.encode_all();
+    let ended = model.ended.encode();
     drop(model);
-    let written = match store.write_snapshot(request.seq, &rooms) {
+    let written = match store.write_snapshot_with(request.seq, &rooms, Some(&ended)) {
         Ok(()) => true,
         Err(error) => {
             tracing::warn!(%error, "snapshot not written; the log still has everything");
@@ -97,6 +98,15 @@ pub fn snapshot<T>(
         }
     };
     sequencer.handle_snapshot(request.seq, written);
+    if let (true, Some((now_ms, retain_ms))) = (written, sequencer.retention()) {
+        let mut model = read_model::write(read);
+        match crate::retention::run(store, &mut model, request.seq, now_ms, retain_ms) {
+            Ok(from) => tracing::debug!(from, "the log starts here after retention"),
+            Err(error) => {
+                tracing::warn!(%error, "retention removed nothing; the next snapshot tries again")
+            }
+        }
+    }
 }
 
 /// Hands a command to the sequencer, first bringing its room back from the archive when the sequencer does not

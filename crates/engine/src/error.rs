@@ -61,6 +61,13 @@ pub enum Error {
         /// The first seq still held here (for a candidate's stream, the first its index covers).
         covered_from: u64,
     },
+    /// A room's events asked for were removed by log retention (the room ended longer ago than it keeps);
+    /// the room's final state still reads. `not_found`.
+    #[error("the room's events before seq {kept_from} were removed by log retention")]
+    EventsRemoved {
+        /// The first seq the log still holds.
+        kept_from: u64,
+    },
     /// The store failed to read or write outside the write path (a read of the log, a cursor). `unavailable`.
     #[error("storage: {0}")]
     Storage(String),
@@ -81,6 +88,7 @@ impl Error {
             Self::RoomNotFound => ErrorCode::NotFound,
             Self::CommandIdReused => ErrorCode::Conflict,
             Self::HistoryGone { .. } => ErrorCode::FailedPrecondition,
+            Self::EventsRemoved { .. } => ErrorCode::NotFound,
             Self::QueueFull
             | Self::ShuttingDown
             | Self::NotStored { .. }

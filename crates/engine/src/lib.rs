@@ -61,6 +61,7 @@ mod follower;
 mod idempotency;
 mod read_model;
 mod recovery;
+mod retention;
 // Public for the simulator (crates/sim) and the engine's tests, which drive the state machine themselves;
 // an embedder uses `Engine`. `Health` and `BATCH_MAX_LIMIT` are re-exported below for it.
 #[doc(hidden)]
@@ -587,7 +588,12 @@ impl Engine {
             Ok(entry.seqs_from(from_version, limit).to_vec())
         })?;
         // Only the records holding the room's events are read.
-        Ok(self.shared.store()?.read_seqs(&seqs)?)
+        match self.shared.store()?.read_seqs(&seqs) {
+            Err(cohost_store::StoreError::Before { first, .. }) => {
+                Err(Error::EventsRemoved { kept_from: first })
+            }
+            read => Ok(read?),
+        }
     }
 
     /// The last durable seq; 0 for an empty log. What every query answers as of.

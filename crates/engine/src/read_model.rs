@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cohost_core::{InvitationFilter, RoomState, apply};
-use cohost_proto::{Envelope, Invitation, Page, RoomId, UserId};
+use cohost_proto::{Envelope, Event, Invitation, Page, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -86,6 +86,8 @@ impl Default for ListRequest {
 pub struct ReadModel {
     pub(crate) rooms: HashMap<RoomId, RoomEntry>,
     pub(crate) candidates: Candidates,
+    /// Where the rooms ended lately start in the log, for retention.
+    pub(crate) ended: crate::retention::EndedRooms,
     /// The last seq whose event is applied here (and durable).
     pub(crate) last_seq: u64,
 }
@@ -150,6 +152,10 @@ impl ReadModel {
         };
         let forgotten = entry.state.next_to_forget().cloned();
         entry.apply(envelope);
+        if matches!(envelope.event, Event::RoomStopped { .. }) {
+            let first = entry.seqs.first().copied().unwrap_or(envelope.seq);
+            self.ended.note(envelope.at_ms, first);
+        }
         // An invitation the room no longer holds leaves its candidate's list too, so no list keeps what
         // nothing else does.
         if let Some(forgotten) = forgotten

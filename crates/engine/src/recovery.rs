@@ -31,7 +31,7 @@ pub fn recover<T>(
     now_ms: u64,
     config: SequencerConfig,
 ) -> Result<Recovered<T>, Error> {
-    let (read, snapshot_seq) = load_snapshot(store)?;
+    let (read, snapshot_seq) = load_snapshot(store, now_ms)?;
     let archive_before_ms = now_ms.saturating_sub(config.ended_retention_ms);
     let (replayed, snapshot_seq) = match replay(store, read, archive_before_ms)? {
         Some(replayed) => (replayed, snapshot_seq),
@@ -149,6 +149,13 @@ impl Replay<'_> {
             self.skipped.insert(room_id.clone());
         }
         if self.skipped.contains(room_id) {
+            // Its ending still counts for retention: where it starts is in its archive.
+            if matches!(envelope.event, Event::RoomStopped { .. }) {
+                let first = archived_entry(self.store, room_id)?
+                    .and_then(|entry| entry.seqs.first().copied())
+                    .unwrap_or(1);
+                self.read.ended.note(envelope.at_ms, first);
+            }
             self.read.skip(&envelope);
             return Ok(());
         }
@@ -251,7 +258,7 @@ fn replay(
 
 /// The snapshot: every room that was in memory, as of the mark. One that cannot be read means replaying from
 /// seq 1 (and is cleared, so none of it outlives that replay).
-fn load_snapshot(store: &Store) -> Result<(ReadModel, u64), Error> {
+fn load_snapshot(store: &Store, now_ms: u64) -> Result<(ReadModel, u64), Error> {
     let unusable = |error: String| -> Result<(ReadModel, u64), Error> {
         tracing::warn!(%error, "the snapshot cannot be used; clearing it and replaying from seq 1");
         store.clear_snapshots()?;
@@ -277,6 +284,22 @@ fn load_snapshot(store: &Store) -> Result<(ReadModel, u64), Error> {
         }
     }
     read.last_seq = snapshots.seq;
+    read.ended = match store.snapshot_extra() {
+        Ok(Some(bytes)) => match crate::retention::EndedRooms::decode(&bytes) {
+            Ok(ended) => ended,
+            Err(error) => return unusable(format!("the rooms ended by hour: {error}")),
+        },
+        Err(error) => return unusable(error.to_string()),
+        // A snapshot from before retention: rooms ended before it are unknown, so, as if one starting at seq 1
+        // had just ended, nothing goes for a whole retention.
+        Ok(None) => {
+            let mut ended = crate::retention::EndedRooms::default();
+            if snapshots.seq > 0 {
+                ended.note(now_ms, 1);
+            }
+            ended
+        }
+    };
     Ok((read, snapshots.seq))
 }
 

@@ -80,6 +80,8 @@ pub struct SequencerConfig {
     /// How long a live room's host may be away, as presence reports say, before the system stops it
     /// (`host_absent`); 0 never. Only where presence is reported.
     pub host_absent_ms: u64,
+    /// How long the log keeps the events of an ended room; 0 keeps everything ([`crate::Config`]).
+    pub retain_ended_ms: u64,
     /// Keep a [`Decision`] for every command, for an auditor to check (the simulator); costs a clone each.
     pub trace: bool,
 }
@@ -96,6 +98,7 @@ impl Default for SequencerConfig {
             ended_retention_ms: ENDED_RETENTION_MS_DEFAULT,
             idle_room_ms: 0,
             host_absent_ms: 0,
+            retain_ended_ms: 0,
             trace: false,
         }
     }
@@ -806,6 +809,11 @@ impl<T> Sequencer<T> {
     /// The last durable seq.
     pub fn durable_seq(&self) -> u64 {
         self.durable_seq
+    }
+
+    /// With retention on: the time last seen and how long ended rooms' events are kept.
+    pub fn retention(&self) -> Option<(u64, u64)> {
+        (self.config.retain_ended_ms > 0).then_some((self.now_ms, self.config.retain_ended_ms))
     }
 
     /// The seq the last snapshot was written at.

@@ -167,6 +167,8 @@ impl World {
             // Abandoned rooms are ended within a run in some seeds, never in others.
             idle_room_ms: rng.pick(&[0, 2 * TTL_MS]),
             host_absent_ms: rng.pick(&[0, TTL_MS]),
+            // Log retention is not drawn yet: the auditor reads the whole log back.
+            retain_ended_ms: 0,
             trace: true,
         };
         let weather = Weather {

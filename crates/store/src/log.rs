@@ -29,6 +29,8 @@ const SNAPSHOT_SEQ_KEY: &[u8] = b"Msnapshot_seq";
 const SNAPSHOT_POSITION_KEY: &[u8] = b"Msnapshot_position";
 /// The first seq the log holds, when a base stands for the seqs before it; 1 when absent.
 const LOG_FROM_KEY: &[u8] = b"Mlog_from";
+/// What the engine keeps beside the snapshot, as of its mark (retention's rooms ended by hour): opaque here.
+const SNAPSHOT_EXTRA_KEY: &[u8] = b"Msnapshot_extra";
 /// The idempotency records of a batch before the log's base, `R{first_seq:be64}`.
 const BASE_RECORDS: u8 = b'R';
 /// sled's page cache unless the caller sets another size (sled's own default is 1 GiB).
@@ -369,6 +371,7 @@ impl Store {
         let mut ops = vec![
             Op::Delete(SNAPSHOT_SEQ_KEY.to_vec()),
             Op::Delete(SNAPSHOT_POSITION_KEY.to_vec()),
+            Op::Delete(SNAPSHOT_EXTRA_KEY.to_vec()),
         ];
         // Archived rooms are derived state too, and as doubtful: the replay from seq 1 archives them again.
         for prefix in [SNAPSHOT, ARCHIVE] {
@@ -891,7 +894,22 @@ impl Store {
     /// makes it durable, and a lost snapshot is rebuilt from the log. Allocates the whole snapshot's encoding
     /// before the write.
     pub fn write_snapshot(&self, seq: u64, rooms: &[(RoomId, Vec<u8>)]) -> Result<(), StoreError> {
+        self.write_snapshot_with(seq, rooms, None)
+    }
+
+    /// [`Store::write_snapshot`], with `extra` (the caller's, as of the same seq) in the same write; `None`
+    /// removes an earlier one. [`Store::snapshot_extra`] reads it back.
+    pub fn write_snapshot_with(
+        &self,
+        seq: u64,
+        rooms: &[(RoomId, Vec<u8>)],
+        extra: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
         let mut ops = self.snapshot_ops(seq, rooms)?;
+        ops.push(match extra {
+            Some(bytes) => Op::Put(SNAPSHOT_EXTRA_KEY.to_vec(), record::frame(bytes)),
+            None => Op::Delete(SNAPSHOT_EXTRA_KEY.to_vec()),
+        });
         // The snapshot and the replicated log's position are one write: a taker reads the log after it.
         match self.replicator.as_ref().and_then(|r| r.position()) {
             Some(position) => ops.push(Op::Put(
@@ -941,6 +959,21 @@ impl Store {
             ops.push(Op::Delete(entry?.0));
         }
         self.write_and_flush(ops)
+    }
+
+    /// What [`Store::write_snapshot_with`] kept beside the snapshot at the mark, if anything.
+    pub fn snapshot_extra(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(value) = self.backend.get(SNAPSHOT_EXTRA_KEY)? else {
+            return Ok(None);
+        };
+        let corrupt = |reason| StoreError::CorruptValue {
+            what: "what the snapshot keeps beside its rooms".into(),
+            reason,
+        };
+        record::unframe(&value)
+            .map(<[u8]>::to_vec)
+            .map(Some)
+            .map_err(corrupt)
     }
 
     /// The rooms of the snapshot at the mark, and the mark; `seq` 0 and no rooms when none was taken. Reads
@@ -1057,6 +1090,7 @@ const _: () = assert!(
         && SNAPSHOT_SEQ_KEY[0] == META
         && SNAPSHOT_POSITION_KEY[0] == META
         && LOG_FROM_KEY[0] == META
+        && SNAPSHOT_EXTRA_KEY[0] == META
 );
 
 /// See [`Store::envelopes_from`].
