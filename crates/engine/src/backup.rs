@@ -333,12 +333,14 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] when the log does not start at seq 1 (a cluster partition started from a
-    /// base: there the replicated stream is the backup), and each error of [`Engine::cursors`].
+    /// [`Error::InvalidArgument`] when the log does not start at seq 1 (log retention removed its start, or a
+    /// cluster partition started from a base: there the replicated stream is the backup), and each error of
+    /// [`Engine::cursors`].
     pub fn backup_position(&self) -> Result<(u64, BTreeMap<String, u64>), Error> {
         if self.log_from() != 1 {
             return Err(Error::invalid_argument(
-                "this log starts past seq 1 (a cluster partition); back up the replicated stream instead",
+                "this log starts past seq 1 (log retention removed its start, or a cluster partition): a \
+                 backup carries the log from seq 1; copy the stopped node's data directory instead",
             ));
         }
         let cursors = self.cursors()?.into_iter().collect();
