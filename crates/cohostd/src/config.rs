@@ -241,11 +241,6 @@ pub struct Settings {
     /// back on demand).
     #[arg(long, env = "COHOST_ENDED_ROOM_RETENTION_S", default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=604_800))]
     pub ended_room_retention_s: u64,
-    /// Log retention: seconds the log keeps the events of an ended room; after each snapshot the log's start
-    /// that only rooms ended longer ago hold is removed. 0 keeps everything; else at least 86400 (the
-    /// idempotency TTL). A single node's only: in cluster mode the log is JetStream's.
-    #[arg(long, env = "COHOST_RETAIN_ENDED_S", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=315_360_000))]
-    pub retain_ended_s: u64,
     /// Events between snapshots of the rooms in memory: opening replays only the log after the last one. In
     /// cluster mode each partition's snapshot is also saved for its next owner. Default: 1,000,000 on one
     /// node, 10,000 per partition in cluster mode.
@@ -398,22 +393,6 @@ impl Settings {
         }
     }
 
-    /// Log retention in ms: 0, or at least the idempotency TTL (what goes must be older than any remembered
-    /// command id), on a single node only.
-    fn retain_ended_ms(&self) -> Result<u64, String> {
-        const TTL_S: u64 = 86_400;
-        match self.retain_ended_s {
-            0 => Ok(0),
-            _ if self.cluster => Err(
-                "COHOST_RETAIN_ENDED_S is for a single node: in cluster mode the log is JetStream's".into(),
-            ),
-            s if s < TTL_S => Err(format!(
-                "COHOST_RETAIN_ENDED_S ({s}) must be 0 or at least {TTL_S}, the idempotency TTL"
-            )),
-            s => Ok(s.saturating_mul(1_000)),
-        }
-    }
-
     /// The engine's configuration: the rules' policy, retention, abandoned rooms and cache.
     pub fn engine(&self) -> Result<cohost_engine::Config, String> {
         let reconciles =
@@ -442,7 +421,6 @@ impl Settings {
         let mut config = cohost_engine::Config::new(&self.data_dir).with_policy(policy);
         config.clock = std::sync::Arc::new(cohost_engine::SystemClock);
         config.ended_retention_ms = self.ended_room_retention_s.saturating_mul(1_000);
-        config.retain_ended_ms = self.retain_ended_ms()?;
         config.idle_room_ms = self.idle_room_s.saturating_mul(1_000);
         config.host_absent_ms = self.host_absent_ms();
         config.store_cache_bytes = self.store_cache_mb.saturating_mul(1 << 20);

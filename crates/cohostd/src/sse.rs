@@ -142,7 +142,9 @@ async fn room_resumed(
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("a log read failed: {e}")))?;
     let next = match next {
         Ok(next) => next,
-        Err(cohost_engine::Error::HistoryGone { .. }) => return Ok(None),
+        Err(
+            cohost_engine::Error::HistoryGone { .. } | cohost_engine::Error::EventsRemoved { .. },
+        ) => return Ok(None),
         Err(error) => return Err(error.into()),
     };
     let from_seq = next.first().map_or(durable + 1, |e| e.seq);

@@ -42,9 +42,12 @@ pub struct Config {
     /// with reason `host_absent`. Default 0 (never): only a deployment that reports presence (LiveKit webhooks)
     /// knows when a host is away.
     pub host_absent_ms: u64,
-    /// How long the log keeps the events of an ended room, in ms; after each snapshot, the log's prefix that
-    /// only rooms ended longer ago hold is removed (their audit reads then fail as history gone; their final
-    /// state stays readable). Default 0: keep everything. At least the idempotency TTL when set.
+    /// Experimental, not for production yet: how long the log keeps the events of an ended room, in ms; after
+    /// each snapshot, the log's prefix that only rooms ended longer ago hold is removed. Default 0: keep
+    /// everything. A store whose log no longer starts at seq 1 cannot rebuild its snapshot, so a failed flush,
+    /// an unreadable snapshot or a snapshot layout change then leaves it unable to open; see ARCHITECTURE.md,
+    /// "Day-2 operations".
+    #[doc(hidden)]
     pub retain_ended_ms: u64,
     /// The most bytes sled keeps of the store in memory (its page cache); default
     /// [`STORE_CACHE_BYTES_DEFAULT`](cohost_store::STORE_CACHE_BYTES_DEFAULT).

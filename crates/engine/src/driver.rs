@@ -88,7 +88,7 @@ pub fn snapshot<T>(
         "the read model is at the durable seq between batches"
     );
     let rooms = model.encode_all();
-    let ended = model.ended.encode();
+    let ended = model.ended.encode(request.seq);
     drop(model);
     let written = match store.write_snapshot_with(request.seq, &rooms, Some(&ended)) {
         Ok(()) => true,

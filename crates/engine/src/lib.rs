@@ -170,6 +170,8 @@ pub(crate) struct Shared {
     /// The sequencer thread's state, watched by a caller whose answer never came.
     writer_state: tokio::sync::watch::Sender<WriterState>,
     failed: AtomicBool,
+    /// Log retention is on: a room's history before the log's start was removed, not held elsewhere.
+    retains: bool,
 }
 
 /// What the sequencer thread reports of itself.
@@ -322,6 +324,7 @@ impl Engine {
             ),
             writer_state: tokio::sync::watch::Sender::new(WriterState::default()),
             failed: AtomicBool::new(false),
+            retains: config.retain_ended_ms > 0,
         });
         let (jobs, queue) = crossbeam_channel::bounded(config.queue_max.max(1));
         let writer = writer::Writer {
@@ -576,7 +579,8 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`Error::RoomNotFound`], and each error of [`Engine::read_events`].
+    /// [`Error::RoomNotFound`]; [`Error::EventsRemoved`] for events log retention removed; and each error of
+    /// [`Engine::read_events`].
     pub fn read_room(
         &self,
         room_id: &RoomId,
@@ -589,7 +593,7 @@ impl Engine {
         })?;
         // Only the records holding the room's events are read.
         match self.shared.store()?.read_seqs(&seqs) {
-            Err(cohost_store::StoreError::Before { first, .. }) => {
+            Err(cohost_store::StoreError::Before { first, .. }) if self.shared.retains => {
                 Err(Error::EventsRemoved { kept_from: first })
             }
             read => Ok(read?),

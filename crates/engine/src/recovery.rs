@@ -151,7 +151,8 @@ impl Replay<'_> {
         if self.skipped.contains(room_id) {
             // Its ending still counts for retention: where it starts is in its archive.
             if matches!(envelope.event, Event::RoomStopped { .. }) {
-                let first = archived_entry(self.store, room_id)?
+                // An archive that does not read keeps the whole log for a retention, never fails opening.
+                let first = (archived_entry(self.store, room_id).ok().flatten())
                     .and_then(|entry| entry.seqs.first().copied())
                     .unwrap_or(1);
                 self.read.ended.note(envelope.at_ms, first);
@@ -284,14 +285,16 @@ fn load_snapshot(store: &Store, now_ms: u64) -> Result<(ReadModel, u64), Error> 
         }
     }
     read.last_seq = snapshots.seq;
-    read.ended = match store.snapshot_extra() {
-        Ok(Some(bytes)) => match crate::retention::EndedRooms::decode(&bytes) {
-            Ok(ended) => ended,
-            Err(error) => return unusable(format!("the rooms ended by hour: {error}")),
-        },
-        Err(error) => return unusable(error.to_string()),
-        // A snapshot from before retention: rooms ended before it are unknown, so, as if one starting at seq 1
-        // had just ended, nothing goes for a whole retention.
+    let extra = store.snapshot_extra().map_err(|e| e.to_string());
+    let ended = extra.and_then(|bytes| match bytes {
+        Some(bytes) => crate::retention::EndedRooms::decode(&bytes, snapshots.seq),
+        None => Ok(None),
+    });
+    read.ended = match ended {
+        Ok(Some(ended)) => ended,
+        Err(error) => return unusable(format!("the rooms ended by hour: {error}")),
+        // A snapshot from before retention, or whose extra is another's: rooms ended before it are unknown,
+        // so, as if one starting at seq 1 had just ended, nothing goes for a whole retention.
         Ok(None) => {
             let mut ended = crate::retention::EndedRooms::default();
             if snapshots.seq > 0 {

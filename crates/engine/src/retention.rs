@@ -40,16 +40,19 @@ impl EndedRooms {
         self.by_hour = self.by_hour.split_off(&(since_ms / HOUR_MS));
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    /// As of the snapshot at `seq`: an extra left by another snapshot is never taken for this one's.
+    pub fn encode(&self, seq: u64) -> Vec<u8> {
         let hours: Vec<(u64, u64)> = self.by_hour.iter().map(|(&h, &s)| (h, s)).collect();
-        to_postcard(&hours)
+        to_postcard(&(seq, hours))
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let hours: Vec<(u64, u64)> = from_postcard(bytes).map_err(|e| e.to_string())?;
-        Ok(Self {
+    /// The rooms ended by hour as of the snapshot at `seq`; `None` when the bytes are of another snapshot.
+    pub fn decode(bytes: &[u8], seq: u64) -> Result<Option<Self>, String> {
+        let (at, hours): (u64, Vec<(u64, u64)>) =
+            from_postcard(bytes).map_err(|e| e.to_string())?;
+        Ok((at == seq).then(|| Self {
             by_hour: hours.into_iter().collect(),
-        })
+        }))
     }
 }
 
