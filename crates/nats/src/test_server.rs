@@ -159,9 +159,19 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
 }
 
+/// A free loopback port never handed out before in this process: tests run side by side as threads, and the
+/// kernel may give a port just released by one test's pick to another's before either server binds it.
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
-    listener.local_addr().expect("bound address").port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+        let port = listener.local_addr().expect("bound address").port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 impl TestServer {
@@ -270,8 +280,16 @@ impl TestServer {
 /// cluster port and store directory. Dropping it stops them all.
 #[derive(Debug)]
 pub struct TestCluster {
-    /// The servers, `cohost-test-<index>` in order; kill or restart one to take a member away.
+    /// The servers, `cohost-test-<cluster>-<index>` in order; kill or restart one to take a member away.
     pub servers: Vec<TestServer>,
+}
+
+/// A name for each cluster a process starts: routes between two clusters started side by side never merge
+/// them, whatever ports they were given.
+fn cluster_name() -> String {
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("cohost-test-{}x{n}", std::process::id())
 }
 
 /// How long a started cluster may take to elect its JetStream meta leader.
@@ -282,6 +300,7 @@ impl TestCluster {
     /// its meta leader: callers retry their first JetStream request (see [`TestCluster::wait_ready`]).
     pub fn start(size: usize) -> Self {
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let name = cluster_name();
         let routes: Vec<String> = ports
             .iter()
             .map(|(_, cluster)| format!("nats-route://127.0.0.1:{cluster}"))
@@ -291,8 +310,8 @@ impl TestCluster {
             .enumerate()
             .map(|(i, (port, cluster))| {
                 let config = format!(
-                    "server_name: cohost-test-{i}\n\
-                     cluster {{ name: cohost-test, listen: \"127.0.0.1:{cluster}\", routes: [{}] }}\n",
+                    "server_name: {name}-{i}\n\
+                     cluster {{ name: {name}, listen: \"127.0.0.1:{cluster}\", routes: [{}] }}\n",
                     routes.join(", ")
                 );
                 TestServer::start_on(*port, true, Some(config))
@@ -309,7 +328,7 @@ impl TestCluster {
             .collect()
     }
 
-    /// The index of the server that leads `stream` now (servers are named `cohost-test-<index>`).
+    /// The index of the server that leads `stream` now (servers are named `cohost-test-<cluster>-<index>`).
     pub async fn leader_of(&self, client: &async_nats::Client, stream: &str) -> usize {
         let js = async_nats::jetstream::new(client.clone());
         let mut stream = js.get_stream(stream).await.expect("the stream exists");
@@ -323,7 +342,7 @@ impl TestCluster {
             .rsplit('-')
             .next()
             .and_then(|index| index.parse().ok())
-            .expect("servers are named cohost-test-<index>")
+            .expect("servers are named cohost-test-<cluster>-<index>")
     }
 
     /// Waits until JetStream answers account info through `url` (a meta leader is elected), or panics.
