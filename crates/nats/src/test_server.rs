@@ -292,8 +292,9 @@ fn cluster_name() -> String {
     format!("cohost-test-{}x{n}", std::process::id())
 }
 
-/// How long a started cluster may take to elect its JetStream meta leader.
-const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a started cluster may take to elect its JetStream meta leader: seconds normally, but a 2-core
+/// machine running two clusters and their nodes side by side has taken 30 s.
+const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl TestCluster {
     /// Starts `size` servers; returns once each answers on its client port. JetStream may still be electing
