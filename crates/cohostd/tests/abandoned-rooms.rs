@@ -13,24 +13,10 @@ use support::*;
 const LIVEKIT_KEY: &str = "abandoned-test-key";
 const LIVEKIT_SECRET: &str = "abandoned-test-livekit-secret-0123456789";
 
-/// A participant webhook for the host, stamped now by LiveKit's clock, signed as LiveKit signs.
+/// A participant webhook for `user`, signed with the daemon's key pair.
 fn webhook(kind: &str, user: &str, room: &str, id: &str) -> (String, String) {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    let body = json!({
-        "event": kind,
-        "room": {"name": room},
-        "participant": {"identity": user, "sid": format!("PA_{user}")},
-        "id": id,
-        "createdAt": now_s().to_string(),
-    })
-    .to_string();
-    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&body));
-    let jwt = livekit_api::access_token::AccessToken::with_api_key(LIVEKIT_KEY, LIVEKIT_SECRET)
-        .with_sha256(&hash)
-        .to_jwt()
-        .unwrap();
-    (body, jwt)
+    let sid = format!("PA_{user}");
+    livekit_webhook((LIVEKIT_KEY, LIVEKIT_SECRET), kind, (user, &sid), id, room)
 }
 
 async fn deliver(daemon: &Daemon, (body, jwt): (String, String)) {

@@ -8,6 +8,7 @@ mod support;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::cluster::{Cluster, Live, PARTITIONS, token};
+use support::livekit_webhook;
 
 use cohost_proto::{RoomId, partition};
 
@@ -255,28 +256,9 @@ const LIVEKIT_KEY: &str = "cluster-test-key";
 const LIVEKIT_SECRET: &str = "cluster-test-livekit-secret-0123456789";
 const GRACE_S: u64 = 3;
 
-/// A participant webhook for `user` in session `sid`, stamped now by LiveKit's clock, signed as LiveKit signs.
+/// A participant webhook for `user` in session `sid`, signed with the nodes' key pair.
 fn webhook(kind: &str, user: &str, sid: &str, id: &str, room: &str) -> (String, String) {
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let body = json!({
-        "event": kind,
-        "room": {"name": room},
-        "participant": {"identity": user, "sid": sid},
-        "id": id,
-        "createdAt": now_s.to_string(),
-    })
-    .to_string();
-    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&body));
-    let jwt = livekit_api::access_token::AccessToken::with_api_key(LIVEKIT_KEY, LIVEKIT_SECRET)
-        .with_sha256(&hash)
-        .to_jwt()
-        .unwrap();
-    (body, jwt)
+    livekit_webhook((LIVEKIT_KEY, LIVEKIT_SECRET), kind, (user, sid), id, room)
 }
 
 /// Delivers a webhook to node `n`, as LiveKit would to whichever node its load balancer picks.

@@ -19,6 +19,33 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_cohostd");
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A participant webhook for `user` in session `sid`, stamped now by LiveKit's clock and signed with the
+/// LiveKit key pair `(key, secret)` as LiveKit signs: the body and its `Authorization` header.
+pub fn livekit_webhook(
+    (key, secret): (&str, &str),
+    kind: &str,
+    (user, sid): (&str, &str),
+    id: &str,
+    room: &str,
+) -> (String, String) {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let body = json!({
+        "event": kind,
+        "room": {"name": room},
+        "participant": {"identity": user, "sid": sid},
+        "id": id,
+        "createdAt": now_s().to_string(),
+    })
+    .to_string();
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&body));
+    let jwt = livekit_api::access_token::AccessToken::with_api_key(key, secret)
+        .with_sha256(&hash)
+        .to_jwt()
+        .expect("a webhook token signs");
+    (body, jwt)
+}
+
 /// A fresh data directory.
 pub fn data_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
