@@ -39,10 +39,9 @@ impl Default for DeliverySettings {
     }
 }
 
-/// Events passed over (not wanted) before their progress is written to the cursor anyway.
-const SKIPPED_SAVE_EVERY: u64 = 1_024;
-/// How long passed-over progress waits for a quiet moment before it is written.
-const SKIPPED_SAVE_AFTER: Duration = Duration::from_secs(1);
+/// The cursor is written at most this often, and after this long quiet when progress is unwritten: a write is a
+/// sled flush, so not one per event. A crash repeats at most what was delivered since (same `webhook-id`).
+const SAVE_EVERY: Duration = Duration::from_millis(100);
 
 /// Whether an endpoint is paused at an event it kept failing, and the operator's word to try it again.
 #[derive(Debug, Default)]
@@ -237,23 +236,26 @@ impl Task {
         let mut events = self
             .engine
             .subscribe(self.follower.handled_seq() + 1, Interest::All);
-        let mut saved = self.follower.handled_seq();
+        let mut saved = (self.follower.handled_seq(), Instant::now());
         loop {
-            let skipped = self.follower.handled_seq() > saved;
+            let stale = self.follower.handled_seq() > saved.0;
             let next = tokio::select! {
                 next = events.next() => Some(next),
-                _ = self.stopped.changed() => return None,
-                _ = tokio::time::sleep(SKIPPED_SAVE_AFTER), if skipped => None,
-            };
-            // A quiet moment after events passed over: their progress goes to the cursor.
-            let Some(next) = next else {
-                let seq = self.follower.handled_seq();
-                if self.save(seq) {
-                    saved = seq;
+                _ = self.stopped.changed() => None,
+                _ = tokio::time::sleep(SAVE_EVERY), if stale => {
+                    self.save(&mut saved).await;
+                    continue;
                 }
-                continue;
             };
-            let envelope = match next? {
+            let Some(next) = next.flatten() else {
+                // Stopped (or the log closed): what was handled goes to the cursor, so the next run (or the
+                // partition's next owner) starts after it.
+                if stale {
+                    self.save(&mut saved).await;
+                }
+                return None;
+            };
+            let envelope = match next {
                 Ok(envelope) => envelope,
                 // The log no longer holds the events after the cursor: retrying cannot bring them back.
                 Err(error @ cohost_engine::Error::HistoryGone { .. }) => {
@@ -265,34 +267,39 @@ impl Task {
                 }
                 Err(error) => return Some(error.to_string()),
             };
-            let wanted = (self.endpoint).wants(envelope.event.type_name(), &envelope.room_id);
-            if wanted {
+            if (self.endpoint).wants(envelope.event.type_name(), &envelope.room_id) {
                 if let Outcome::Halted = self.deliver(&envelope).await {
+                    if self.follower.handled_seq() > saved.0 {
+                        self.save(&mut saved).await;
+                    }
                     return None;
                 }
-                self.follower.handled(envelope.seq);
                 self.follower.recovered();
-            } else {
-                self.follower.handled(envelope.seq);
             }
-            let due = wanted || envelope.seq - saved >= SKIPPED_SAVE_EVERY;
-            if due && self.save(envelope.seq) {
-                saved = envelope.seq;
+            self.follower.handled(envelope.seq);
+            if saved.1.elapsed() >= SAVE_EVERY {
+                self.save(&mut saved).await;
             }
         }
     }
 
-    /// Writes the cursor; a failure is recorded, and the event is delivered again after a restart (with the
-    /// same `webhook-id`, which receivers drop as a duplicate).
-    fn save(&self, seq: u64) -> bool {
-        match self.engine.set_cursor(&self.sink, seq) {
-            Ok(()) => true,
-            Err(error) => {
-                let message = format!("writing the cursor of {} at seq {seq}: {error}", self.sink);
-                self.follower.failed(message, SystemClock.now_ms());
-                false
+    /// Writes what was handled to the cursor, off the async workers (`saved` is the seq and time of the last
+    /// write). A failure is recorded and tried again; meanwhile a restart delivers the events after the
+    /// written cursor again, with the same `webhook-id`s, which receivers drop as duplicates.
+    async fn save(&self, saved: &mut (u64, Instant)) {
+        let seq = self.follower.handled_seq();
+        let (engine, sink) = (self.engine.clone(), self.sink.clone());
+        let error = match tokio::task::spawn_blocking(move || engine.set_cursor(&sink, seq)).await {
+            Ok(Ok(())) => {
+                *saved = (seq, Instant::now());
+                return;
             }
-        }
+            Ok(Err(error)) => error.to_string(),
+            Err(error) => format!("the write did not finish: {error}"),
+        };
+        saved.1 = Instant::now();
+        let message = format!("writing the cursor of {} at seq {seq}: {error}", self.sink);
+        self.follower.failed(message, SystemClock.now_ms());
     }
 
     /// Posts one event until the endpoint takes it or the task stops; pauses at it when it kept failing for the

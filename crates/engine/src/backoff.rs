@@ -1,13 +1,15 @@
 //! Capped exponential backoff for the followers of the log that retry (the NATS relay, the LiveKit revoker, the
-//! NATS subscriber's reads): each failure doubles the wait, up to a cap; a success starts over.
+//! NATS subscriber's reads, cohostd's webhook deliveries): each failure doubles the wait, up to a cap; a
+//! success starts over.
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 /// Capped exponential backoff for a follower of the log that retries (the NATS relay, the LiveKit revoker,
-/// the NATS subscriber's reads): each failure doubles the wait, up to a cap; a success starts over. No jitter:
-/// each follower retries alone.
+/// the NATS subscriber's reads, webhook deliveries): each failure doubles the wait, up to a cap; a success
+/// starts over. No jitter of its own: a follower that retries beside others (a webhook delivery) spreads the
+/// waits itself.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     first: Duration,
