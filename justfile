@@ -7,7 +7,7 @@ default:
 test:
     cargo test --workspace
 
-# What CI runs on a clean clone: fmt, clippy, tests.
+# What CI runs on a clean clone: fmt, clippy, the docs with warnings denied, tests.
 ci:
     bash .ci/run
 

@@ -406,6 +406,13 @@ impl Outcome {
             t.rejected,
             t.unlike
         );
+        if t.unlike > 0 {
+            println!(
+                "  WARNING: {label}: {} answers unlike the mirror (a refusal the rules did not call for, or the \
+                 reverse): its figures do not measure the same work",
+                t.unlike
+            );
+        }
     }
 }
 

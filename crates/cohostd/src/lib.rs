@@ -1,33 +1,42 @@
 //! cohostd: the cohost daemon. Configuration, the HTTP API with live collections over SSE, LiveKit webhooks,
-//! metrics, and, when `COHOST_NATS_URL` is set, the NATS relay and service; `/healthz` and `/metrics` show the
-//! state of the log's followers (the relay, the LiveKit revoker).
+//! outgoing webhooks, metrics, and, when `COHOST_NATS_URL` is set, the NATS relay and service (or, in cluster
+//! mode, the partitions it owns); `/healthz` and `/metrics` show the state of the log's followers (the relay,
+//! the LiveKit revoker, each webhook delivery).
 //!
-//! It decides nothing itself: every command goes to `cohost-engine`, credentials come from
-//! `cohost-credentials`, NATS from `cohost-nats`. It is the only crate that knows HTTP.
+//! It decides nothing itself: every command goes to [`cohost_engine`], LiveKit credentials and webhooks are
+//! [`cohost_credentials`]'s, NATS and the cluster are [`cohost_nats`]'s, and the wire types are
+//! [`cohost_proto`]'s. It is the only crate that serves HTTP (the credentials crate calls LiveKit's API as a
+//! client).
 //!
-//! The binary (`main.rs`) only calls [`main`]; the parts are a library so tests can serve the router in
-//! process, over an engine on a disk they control.
+//! The binary (`main.rs`) only calls [`main`]. The parts are a library so tests can serve the router in
+//! process, over an engine on a disk they control; the modules public for that are hidden from the docs, as
+//! they are not an embedding API (embed [`cohost_engine`] instead).
 
 #![warn(missing_docs)]
 
 mod admin;
+// Public for the in-process tests (tests/readiness.rs, tests/fail-stop.rs, tests/webhooks-out.rs).
+#[doc(hidden)]
 pub mod auth;
 mod backup;
-pub mod browser;
+mod browser;
 mod cluster;
 mod config;
 mod delivery;
 mod error;
 mod forward;
+#[doc(hidden)]
 pub mod http;
-pub mod metrics;
+mod metrics;
 mod openapi;
+#[doc(hidden)]
 pub mod outbound;
-pub mod quota;
+mod quota;
+#[doc(hidden)]
 pub mod serve;
 mod sse;
 mod stage;
-pub mod ticket;
+mod ticket;
 
 use std::process::ExitCode;
 use std::sync::Arc;

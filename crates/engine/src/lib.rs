@@ -45,6 +45,7 @@
 
 #![warn(missing_docs)]
 
+mod abandoned;
 mod backoff;
 mod backup;
 mod base;
@@ -53,7 +54,6 @@ mod clock;
 mod config;
 // Public for the simulator (crates/sim) and tests/sequencer.rs, which drive the sequencer without the
 // engine's thread; not part of the embedding API, so hidden from its docs.
-mod abandoned;
 #[doc(hidden)]
 pub mod driver;
 mod error;
@@ -775,6 +775,34 @@ impl Engine {
 
     /// The room as a live collection: the room, then every event of the room after it, joined as in
     /// [`Engine::watch_room_invitations`]. Errors as [`Engine::room`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cohost_engine::{Config, Engine, Options, Watch};
+    /// use cohost_proto::{Actor, Command, CreateRoom, RoomId, RoomStatus, RoomTarget, UserId};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let engine = Engine::open(Config::new(dir.path())).unwrap();
+    /// let host = Actor::User(UserId::new("alice").unwrap());
+    /// let room_id = RoomId::new("stage-1").unwrap();
+    /// let create = Command::CreateRoom(CreateRoom { room_id: room_id.clone(), title: None, max_cohosts: None });
+    /// engine.execute(host.clone(), create, Options::default()).await.unwrap();
+    ///
+    /// let Watch { snapshot, seq, room_version, mut changes } = engine.watch_room(&room_id).unwrap();
+    /// assert_eq!((snapshot.status, seq, room_version), (RoomStatus::Idle, 1, Some(1)));
+    ///
+    /// // The host goes live: the event arrives right after the room as it was.
+    /// let go_live = Command::GoLive(RoomTarget { room_id });
+    /// engine.execute(host, go_live, Options::default()).await.unwrap();
+    /// let change = changes.next().await.unwrap().unwrap();
+    /// assert_eq!((change.seq, change.version), (2, 2));
+    /// assert_eq!(change.event.type_name(), "room_live");
+    /// engine.shutdown().await;
+    /// # }
+    /// ```
     pub fn watch_room(&self, room_id: &RoomId) -> Result<Watch<Room>, Error> {
         let interest = Interest::Room(room_id.clone());
         let in_memory = self.watch(
