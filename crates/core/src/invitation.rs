@@ -199,7 +199,12 @@ fn check_party(
         Outcome::Accept | Outcome::Reject => {
             ctx.actor.is(invitation.responder()) || for_host(InvitationKind::Request)
         }
-        Outcome::Cancel => ctx.actor.is(invitation.initiator()) || for_host(InvitationKind::Invite),
+        // The system (or a service acting as it) withdraws any offer: a user's erasure ends all of theirs.
+        Outcome::Cancel => {
+            ctx.actor.is(invitation.initiator())
+                || for_host(InvitationKind::Invite)
+                || ctx.actor.acts_as_system()
+        }
         Outcome::Expire => *ctx.actor == Actor::System,
     };
     if allowed {
@@ -207,7 +212,7 @@ fn check_party(
     }
     Err(Rejection::PermissionDenied(match outcome {
         Outcome::Accept | Outcome::Reject => "only the invitation's responder may answer it",
-        Outcome::Cancel => "only the invitation's initiator may cancel it",
+        Outcome::Cancel => "only the invitation's initiator (or the system) may cancel it",
         Outcome::Expire => "only the system expires invitations",
     }))
 }

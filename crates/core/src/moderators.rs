@@ -34,8 +34,13 @@ pub(crate) fn add(room: &Room, user: &UserId, ctx: &Context) -> Result<Vec<Event
     }])
 }
 
+/// The host's, or the system's (a user's erasure ends their roles).
 pub(crate) fn remove(room: &Room, user: &UserId, ctx: &Context) -> Result<Vec<Event>, Rejection> {
-    only_the_host(room, ctx)?;
+    if !ctx.actor.acts_as_system() {
+        only_the_host(room, ctx)?;
+    } else if room.status == RoomStatus::Ended {
+        return Err(Rejection::FailedPrecondition("room has ended"));
+    }
     if !room.moderators.contains(user) {
         return Err(Rejection::NotFound("user is not a moderator"));
     }

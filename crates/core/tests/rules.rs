@@ -498,10 +498,16 @@ fn rule_cancel_invitation() {
         cancel("bob", 1),
         Error(ErrorCode::PermissionDenied),
     );
+    // The system withdraws any offer (a user's erasure), an invite or a request.
     check(
         &invited,
         cancel("system", 1),
-        Error(ErrorCode::PermissionDenied),
+        Events(&["invitation_cancelled"]),
+    );
+    check(
+        &live_room_then(&[request("bob")]),
+        cancel("system", 1),
+        Events(&["invitation_cancelled"]),
     );
     check(&invited, cancel("alice", 2), Error(ErrorCode::NotFound));
     check(
@@ -846,10 +852,26 @@ fn rule_remove_moderator() {
         remove_moderator("bob", "dave"),
         Error(ErrorCode::PermissionDenied),
     );
+    // The system ends a role (a user's erasure), but appoints no one.
+    check(
+        &with_dave,
+        remove_moderator("system", "dave"),
+        Events(&["moderator_removed"]),
+    );
+    check(
+        &with_dave,
+        add_moderator("system", "erin"),
+        Error(ErrorCode::PermissionDenied),
+    );
     let ended = live_room_then(&[add_moderator("alice", "dave"), stop("alice")]);
     check(
         &ended,
         remove_moderator("alice", "dave"),
+        Error(ErrorCode::FailedPrecondition),
+    );
+    check(
+        &ended,
+        remove_moderator("system", "dave"),
         Error(ErrorCode::FailedPrecondition),
     );
 }

@@ -458,17 +458,18 @@ fn room_step(room: &mut ModelRoom, who: Who, op: Op, now: u64, across: &Across) 
         Op::Presence(user, online) => presence(room, user, online),
         Op::Disconnect(user) => disconnect(room, who, user, now),
         Op::EndAbandoned(reason) => end_abandoned(room, who, reason),
-        Op::AddModerator(_) | Op::RemoveModerator(_) => moderate(room, is_host, op),
+        Op::AddModerator(_) | Op::RemoveModerator(_) => moderate(room, is_host, who, op),
         _ if !runs_stage => Err(E::PermissionDenied),
         _ if room.status == RoomStatus::Ended => Err(E::FailedPrecondition),
         _ => stage_control(room, who, op, now),
     }
 }
 
-/// Adding or removing a moderator: the host's alone.
-fn moderate(room: &mut ModelRoom, is_host: bool, op: Op) -> Result<u64, E> {
+/// Adding a moderator is the host's alone; removing one, the host's or the system's.
+fn moderate(room: &mut ModelRoom, is_host: bool, who: Who, op: Op) -> Result<u64, E> {
+    let system_removes = who == Who::System && matches!(op, Op::RemoveModerator(_));
     match op {
-        _ if !is_host => Err(E::PermissionDenied),
+        _ if !is_host && !system_removes => Err(E::PermissionDenied),
         _ if room.status == RoomStatus::Ended => Err(E::FailedPrecondition),
         Op::AddModerator(user) if user == room.host => Err(E::InvalidArgument),
         Op::AddModerator(user) if room.moderators.contains(&user) => Err(E::AlreadyExists),
@@ -749,7 +750,9 @@ fn settle_offer(room: &mut ModelRoom, who: Who, op: Op, n: u64, now: u64) -> Res
         Op::Accept(_) | Op::Reject(_) => {
             who == Who::User(responder) || for_host(InvitationKind::Request)
         }
-        Op::Cancel(_) => who == Who::User(initiator) || for_host(InvitationKind::Invite),
+        Op::Cancel(_) => {
+            who == Who::User(initiator) || for_host(InvitationKind::Invite) || who == Who::System
+        }
         _ => who == Who::System,
     };
     if !allowed {
