@@ -59,6 +59,7 @@ pub mod id;
 pub mod invitation;
 pub mod limits;
 pub mod partition;
+pub mod pseudonym;
 pub mod reply;
 pub mod room;
 pub mod stored;
@@ -76,5 +77,6 @@ pub use event::{
 };
 pub use id::{CommandId, EventId, IdError, InvitationId, RoomId, ServiceId, UserId};
 pub use invitation::{Invitation, InvitationKind, InvitationStatus};
+pub use pseudonym::MapUsers;
 pub use reply::{Accepted, BroadcasterData, BroadcasterRole, Page, Reply, ServiceReply};
 pub use room::{Room, RoomStatus, Seat};
