@@ -7,7 +7,7 @@
 use crate::event::{Envelope, Event};
 use crate::id::UserId;
 use crate::invitation::Invitation;
-use crate::reply::{Accepted, Reply};
+use crate::reply::{Accepted, Page, Reply};
 use crate::room::{Room, Seat};
 
 /// A value whose user ids can be rewritten in place.
@@ -152,6 +152,20 @@ impl MapUsers for Reply {
                 broadcaster: _,
             }) => invitation.map_users(f),
             Reply::Invitation(invitation) => invitation.map_users(f),
+        }
+    }
+}
+
+impl<T: MapUsers> MapUsers for Page<T> {
+    fn map_users(&mut self, f: &mut dyn FnMut(&UserId) -> Option<UserId>) {
+        self.items.map_users(f);
+    }
+}
+
+impl<T: MapUsers> MapUsers for Vec<T> {
+    fn map_users(&mut self, f: &mut dyn FnMut(&UserId) -> Option<UserId>) {
+        for item in self {
+            item.map_users(f);
         }
     }
 }

@@ -37,6 +37,9 @@ struct Header {
     format: u32,
     last_seq: u64,
     cursors: BTreeMap<String, u64>,
+    /// Erased users' pseudonyms by user id; absent from a stream written before erasure.
+    #[serde(default)]
+    erased: BTreeMap<String, String>,
     taken_at_ms: u64,
 }
 
@@ -68,14 +71,19 @@ pub(crate) async fn backup(
     let engine = engine.clone();
     let position = {
         let engine = engine.clone();
-        tokio::task::spawn_blocking(move || engine.backup_position()).await
+        tokio::task::spawn_blocking(move || {
+            let (last_seq, cursors) = engine.backup_position()?;
+            Ok::<_, cohost_engine::Error>((last_seq, cursors, engine.erased_users()?))
+        })
+        .await
     };
-    let (last_seq, cursors) =
+    let (last_seq, cursors, erased) =
         position.map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
     let header = Header {
         format: BACKUP_FORMAT,
         last_seq,
         cursors,
+        erased,
         taken_at_ms: now_ms(),
     };
     let first = frame(&serde_json::to_vec(&header).expect("a header serializes"));
@@ -190,8 +198,13 @@ pub(crate) async fn run_backup(
             dir.display()
         ));
     }
-    let manifest = (writer.finish(header.last_seq, header.cursors, header.taken_at_ms))
-        .map_err(|e| e.to_string())?;
+    let manifest = (writer.finish(
+        header.last_seq,
+        header.cursors,
+        header.erased,
+        header.taken_at_ms,
+    ))
+    .map_err(|e| e.to_string())?;
     Ok(format!(
         "backed up the log up to seq {} ({} records) into {}",
         manifest.last_seq,

@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use cohost_proto::UserId;
 use cohost_store::{RawRecord, Store};
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,10 @@ pub struct Manifest {
     /// Each outbox sink's cursor (the relay's, each webhook endpoint's), at most `last_seq`: where each resumes
     /// after a restore.
     pub cursors: BTreeMap<String, u64>,
+    /// Each erased user's pseudonym, by user id, so a restored node serves them as before (see
+    /// [`Engine::erase_user`]); empty in backups written before erasure.
+    #[serde(default)]
+    pub erased: BTreeMap<String, String>,
     /// When the position was taken, in ms since the Unix epoch.
     pub taken_at_ms: u64,
 }
@@ -151,6 +156,7 @@ impl BackupWriter {
         self,
         last_seq: u64,
         cursors: BTreeMap<String, u64>,
+        erased: BTreeMap<String, String>,
         taken_at_ms: u64,
     ) -> Result<Manifest, BackupError> {
         if self.next_seq != last_seq + 1 {
@@ -171,6 +177,7 @@ impl BackupWriter {
             cursors: (cursors.into_iter())
                 .map(|(sink, seq)| (sink, seq.min(last_seq)))
                 .collect(),
+            erased,
             taken_at_ms,
         };
         let partial = self.dir.join(format!("{LOG_FILE}.partial"));
@@ -315,6 +322,14 @@ fn build(manifest: &Manifest, log: &mut impl Read, dir: &Path) -> Result<(), Bac
         return Err(BackupError::Damaged(why));
     }
     store.flush_replicated().map_err(Error::from)?;
+    for (user, pseudonym) in &manifest.erased {
+        let id = |s: &str| {
+            UserId::new(s).map_err(|e| BackupError::Damaged(format!("erased user {s:?}: {e}")))
+        };
+        store
+            .set_erased(&id(user)?, &id(pseudonym)?)
+            .map_err(Error::from)?;
+    }
     for (sink, seq) in &manifest.cursors {
         store
             .set_cursor(sink, (*seq).min(last_seq))
@@ -345,6 +360,18 @@ impl Engine {
         }
         let cursors = self.cursors()?.into_iter().collect();
         Ok((self.last_seq(), cursors))
+    }
+
+    /// Each erased user's pseudonym, by user id, as a backup carries them. Reads the store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for a damaged entry; [`Error::Storage`]; [`Error::ShuttingDown`].
+    pub fn erased_users(&self) -> Result<BTreeMap<String, String>, Error> {
+        let erased = self.shared.store()?.erased()?;
+        Ok((erased.into_iter())
+            .map(|(user, pseudonym)| (user.to_string(), pseudonym.to_string()))
+            .collect())
     }
 
     /// The log's records from the one starting at `from_seq` on, none past `to_seq` or the last durable seq,
@@ -389,6 +416,7 @@ impl Engine {
                 writer.push(&record.bytes)?;
             }
         }
-        writer.finish(last_seq, cursors, now_ms)
+        let erased = self.erased_users()?;
+        writer.finish(last_seq, cursors, erased, now_ms)
     }
 }

@@ -56,6 +56,7 @@ mod config;
 // engine's thread; not part of the embedding API, so hidden from its docs.
 #[doc(hidden)]
 pub mod driver;
+mod erasure;
 mod error;
 mod follower;
 mod idempotency;
@@ -100,6 +101,7 @@ pub use candidates::{RECENT_EVENTS_MAX, USER_ENDED_INVITATIONS_MAX};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cohost_core::InvitationFilter;
 pub use config::Config;
+pub use erasure::Erasure;
 pub use error::Error;
 pub use follower::{
     FOLLOWER_WARN_EVERY_MS, FollowerError, FollowerSnapshot, FollowerState, FollowerStatus,
@@ -172,6 +174,8 @@ pub(crate) struct Shared {
     failed: AtomicBool,
     /// Log retention is on: a room's history before the log's start was removed, not held elsewhere.
     retains: bool,
+    /// The erased users, whose ids everything served names by a pseudonym.
+    pseudonyms: erasure::Pseudonyms,
 }
 
 /// What the sequencer thread reports of itself.
@@ -312,6 +316,7 @@ impl Engine {
         let now = config.clock.now_ms();
         let recovered = recover(&store, now, config.sequencer())?;
         let (events, _) = broadcast::channel(LIVE_FEED_BATCHES);
+        let pseudonyms = erasure::Pseudonyms::new(store.erased()?);
         let shared = Arc::new(Shared {
             read: RwLock::new(recovered.read),
             events: Mutex::new(Some(events.clone())),
@@ -325,6 +330,7 @@ impl Engine {
             writer_state: tokio::sync::watch::Sender::new(WriterState::default()),
             failed: AtomicBool::new(false),
             retains: config.retain_ended_ms > 0,
+            pseudonyms,
         });
         let (jobs, queue) = crossbeam_channel::bounded(config.queue_max.max(1));
         let writer = writer::Writer {
@@ -440,13 +446,18 @@ impl Engine {
             Err(TrySendError::Disconnected(_)) => return Err(Error::ShuttingDown),
         }
         match answer.await {
-            Ok(outcome) => outcome,
+            Ok(outcome) => outcome.map(|reply| self.served(reply)),
             Err(_) => Err(self.shared.lost_answer().await),
         }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, ReadModel> {
         read_model::read(&self.shared.read)
+    }
+
+    /// `value` as it may leave the engine: erased users named by their pseudonyms.
+    fn served<T: cohost_proto::MapUsers>(&self, value: T) -> T {
+        self.shared.pseudonyms.serve(value)
     }
 
     /// The room as of the last durable event. It never waits for the sequencer: it reads the read model under
@@ -458,10 +469,11 @@ impl Engine {
     /// [`Error::RoomNotFound`]; for an archived room, [`Error::Corrupt`] or [`Error::Storage`] when its archive
     /// does not read back, and [`Error::ShuttingDown`] once the store is closed.
     pub fn room(&self, room_id: &RoomId) -> Result<Room, Error> {
-        self.with_entry(room_id, |entry| {
+        let room = self.with_entry(room_id, |entry| {
             let room = entry.state.room();
             Ok(room.expect("entries are of existing rooms").clone())
-        })
+        })?;
+        Ok(self.served(room))
     }
 
     /// Runs `read` on the room's entry: in memory, or, for an ended room that left memory, from its archive
@@ -497,7 +509,8 @@ impl Engine {
         list: &ListRequest,
     ) -> Result<Page<Invitation>, Error> {
         let after = read_model::room_cursor(list)?;
-        self.with_entry(room_id, |entry| Ok(entry.invitations(list, after)))
+        let page = self.with_entry(room_id, |entry| Ok(entry.invitations(list, after)))?;
+        Ok(self.served(page))
     }
 
     /// The user's invitations and requests as candidate, across rooms, oldest first: every pending one, and
@@ -513,7 +526,8 @@ impl Engine {
         user: &UserId,
         list: &ListRequest,
     ) -> Result<Page<Invitation>, Error> {
-        self.read().user_invitations(user, list)
+        let page = self.read().user_invitations(user, list)?;
+        Ok(self.served(page))
     }
 
     /// Whether `user` may have broadcaster credentials for the room now, and as what: the host, or a seated
@@ -570,7 +584,7 @@ impl Engine {
         let durable = self.last_seq();
         let mut events = self.shared.store()?.read_events(from_seq, limit)?;
         events.retain(|e| e.seq <= durable);
-        Ok(events)
+        Ok(self.served(events))
     }
 
     /// Up to `limit` (at most 1000) envelopes of one room from `from_version` on, reading only the log
@@ -596,7 +610,7 @@ impl Engine {
             Err(cohost_store::StoreError::Before { first, .. }) if self.shared.retains => {
                 Err(Error::EventsRemoved { kept_from: first })
             }
-            read => Ok(read?),
+            read => Ok(self.served(read?)),
         }
     }
 
@@ -766,7 +780,7 @@ impl Engine {
         let store = self.shared.store()?;
         let entry = driver::archived_entry(&store, room_id)?.ok_or(Error::RoomNotFound)?;
         Ok(Watch {
-            snapshot: entry.invitations(list, after),
+            snapshot: self.served(entry.invitations(list, after)),
             seq,
             room_version: Some(entry.state.version()),
             changes: self.subscribe(seq + 1, interest),
@@ -824,7 +838,7 @@ impl Engine {
         let room = entry.state.room().ok_or(Error::RoomNotFound)?.clone();
         Ok(Watch {
             room_version: Some(room.version),
-            snapshot: room,
+            snapshot: self.served(room),
             seq,
             changes: self.subscribe(seq + 1, interest),
         })
@@ -893,12 +907,13 @@ impl Engine {
         list: &ListRequest,
     ) -> Result<(Page<Invitation>, u64), Error> {
         let read = self.read();
-        Ok((read.user_invitations(user, list)?, read.last_seq))
+        let page = read.user_invitations(user, list)?;
+        Ok((self.served(page), read.last_seq))
     }
 
     /// A page as of one seq (with the room's version then, for a room's page), and the events of
     /// `interest` from right after it.
-    fn watch<T>(
+    fn watch<T: cohost_proto::MapUsers>(
         &self,
         page: impl FnOnce(&ReadModel) -> Result<(T, Option<u64>), Error>,
         interest: Interest,
@@ -908,7 +923,7 @@ impl Engine {
         let seq = read.last_seq;
         drop(read);
         Ok(Watch {
-            snapshot,
+            snapshot: self.served(snapshot),
             seq,
             room_version,
             changes: self.subscribe(seq + 1, interest),

@@ -91,7 +91,7 @@ impl EventStream {
             if let Some(envelope) = self.buffer.pop_front() {
                 self.next_seq = envelope.seq + 1;
                 if self.interest.matches(&envelope) {
-                    return Some(Ok(envelope));
+                    return Some(Ok(self.shared.pseudonyms.serve(envelope)));
                 }
                 continue;
             }

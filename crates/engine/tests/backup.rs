@@ -183,3 +183,29 @@ async fn a_damaged_or_unfinished_backup_is_refused() {
     assert!(restore("no manifest").contains("not a finished backup"));
     t.engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_restored_node_serves_erased_users_by_their_pseudonyms() {
+    let t = live(&[("stage", "alice")]).await;
+    t.ok("alice", invite("stage", "erin")).await;
+    let pseudonym = cohost_proto::UserId::new("erased-e1").unwrap();
+    let service = cohost_proto::ServiceId::new("privacy").unwrap();
+    (t.engine)
+        .erase_user(service, &user("erin"), pseudonym.clone())
+        .await
+        .unwrap();
+    let backups = tempfile::tempdir().unwrap();
+    let manifest = backup(&t.engine, backups.path()).await.unwrap();
+    assert_eq!(
+        manifest.erased,
+        BTreeMap::from([("erin".into(), "erased-e1".into())])
+    );
+    let restored_dir = tempfile::tempdir().unwrap();
+    cohost_engine::restore(backups.path(), restored_dir.path()).unwrap();
+    let r = Engine::open(config(restored_dir.path(), &t.clock)).unwrap();
+    let served = serde_json::to_string(&r.read_events(1, 100).unwrap()).unwrap();
+    assert!(
+        !served.contains("\"erin\"") && served.contains("\"erased-e1\""),
+        "{served}"
+    );
+}

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use cohost_proto::codec::{from_postcard, to_postcard};
-use cohost_proto::{Envelope, RoomId};
+use cohost_proto::{Envelope, RoomId, UserId};
 
 use crate::backend::{Backend, BackendError, Op, SledBackend};
 use crate::record::{self, Batch, CommandIndexEntry, FrameError, IdempotencyRecord};
@@ -19,6 +19,7 @@ const META: u8 = b'M';
 const CURSOR: u8 = b'C';
 const COMMAND_INDEX: u8 = b'I';
 const ARCHIVE: u8 = b'A';
+const ERASED: u8 = b'E';
 const FORMAT_KEY: &[u8] = b"Mformat";
 const FORMAT: &[u8] = b"cohost-store/2";
 /// A format this build opens and upgrades: `/1`'s command index entries do not name their room (it is read
@@ -885,6 +886,42 @@ impl Store {
             return Err(StoreError::InvalidArgument("a sink name is 1 to 64 bytes"));
         }
         Ok(prefixed(CURSOR, sink.as_bytes()))
+    }
+
+    /// Durably records that `user` is erased, to be served as `pseudonym` from now on: one write and one
+    /// flush. Recording the same user again keeps the first pseudonym (they are stable). A failed flush is
+    /// `FlushFailed`, and fail-stop as any other.
+    pub fn set_erased(&self, user: &UserId, pseudonym: &UserId) -> Result<(), StoreError> {
+        let key = prefixed(ERASED, user.as_str().as_bytes());
+        if self.backend.get(&key)?.is_some() {
+            return Ok(());
+        }
+        let value = record::frame(pseudonym.as_str().as_bytes());
+        self.write_and_flush(vec![Op::Put(key, value)])
+    }
+
+    /// Every erased user with their pseudonym, by user id.
+    pub fn erased(&self) -> Result<Vec<(UserId, UserId)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.backend.range(&[ERASED], &[ERASED + 1]) {
+            let (key, value) = entry?;
+            let what = format!("erased user {:?}", String::from_utf8_lossy(&key[1..]));
+            let corrupt = |reason: FrameError| StoreError::CorruptValue {
+                what: what.clone(),
+                reason,
+            };
+            let payload = record::unframe(&value).map_err(corrupt)?;
+            let id = |bytes: &[u8]| {
+                std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(|s| UserId::new(s).ok())
+            };
+            match (id(&key[1..]), id(payload)) {
+                (Some(user), Some(pseudonym)) => out.push((user, pseudonym)),
+                _ => return Err(corrupt(FrameError::Decode("not a pair of user ids".into()))),
+            }
+        }
+        Ok(out)
     }
 
     /// Writes a snapshot of every room in memory, taken at `seq`, and moves the snapshot mark to it, atomically,

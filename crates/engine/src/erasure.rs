@@ -1,0 +1,171 @@
+//! Erasure: a user's id is served as a stable pseudonym from the moment they are erased, and what they held
+//! in open rooms (a hosted room, seats, pending offers, moderator roles) ends by the system's commands.
+//!
+//! The log keeps its bytes, so it stays replayable and gap-free; every path that serves data (command
+//! replies, reads, pages, the event streams behind SSE, the relay and webhooks) rewrites the ids on the way
+//! out. The store keeps each erased id with its pseudonym (`E{user_id}`), to recognise it in the log.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cohost_proto::{
+    Actor, Command, ErrorCode, InvitationTarget, MapUsers, RoomId, RoomTarget, ServiceId, UserId,
+    UserTarget,
+};
+
+use crate::{Engine, Error, Options};
+
+/// The erased users and their pseudonyms, read on every served value.
+#[derive(Debug, Default)]
+pub(crate) struct Pseudonyms {
+    /// Whether anyone is erased: until then serving pays one load.
+    any: AtomicBool,
+    by_user: RwLock<HashMap<UserId, UserId>>,
+}
+
+impl Pseudonyms {
+    pub(crate) fn new(pairs: Vec<(UserId, UserId)>) -> Self {
+        Self {
+            any: AtomicBool::new(!pairs.is_empty()),
+            by_user: RwLock::new(pairs.into_iter().collect()),
+        }
+    }
+
+    fn insert(&self, user: UserId, pseudonym: UserId) {
+        let mut by_user = self.by_user.write().unwrap_or_else(|e| e.into_inner());
+        by_user.insert(user, pseudonym);
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// `value` as it may be served: every erased user's id replaced by their pseudonym.
+    pub(crate) fn serve<T: MapUsers>(&self, mut value: T) -> T {
+        if self.any.load(Ordering::Acquire) {
+            let by_user = self.read();
+            value.map_users(&mut |user| by_user.get(user).cloned());
+        }
+        value
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<UserId, UserId>> {
+        self.by_user.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What an erasure did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Erasure {
+    /// The pseudonym the user is served as: the one given, or the one of an earlier erasure of the same user.
+    pub pseudonym: UserId,
+    /// The commands that ended what the user held (stops, removals, cancellations), each applied.
+    pub commands: usize,
+    /// The open rooms those commands changed.
+    pub rooms: usize,
+}
+
+impl Engine {
+    /// Erases `user`: from now on every value the engine serves names them `pseudonym` (or the pseudonym of an
+    /// earlier erasure: it is stable), and `service` ends what they hold in open rooms: a room they host is
+    /// stopped, and elsewhere their pending offers are cancelled, their seat removed and their moderator role
+    /// ended, each as its own command (the events name the service). Running it again finishes what a failed
+    /// run left; a command the room no longer needs (the user left meanwhile) is passed over.
+    ///
+    /// The log's bytes are not rewritten: it stays replayable, and NATS subscribers, webhook receivers and
+    /// backups keep what they were sent before. The erasure itself is written and flushed before any command,
+    /// on the calling thread, so call it off the async workers' hot paths (it is an operator's request).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when `pseudonym` is `user`; the errors of [`Engine::execute`] other than a
+    /// rejection for a state that moved on (`not_found`, `failed_precondition`, `conflict`); and a store's
+    /// write errors.
+    pub async fn erase_user(
+        &self,
+        service: ServiceId,
+        user: &UserId,
+        pseudonym: UserId,
+    ) -> Result<Erasure, Error> {
+        if &pseudonym == user {
+            return Err(Error::invalid_argument(
+                "a pseudonym must differ from the id it replaces",
+            ));
+        }
+        let store = self.shared.store()?;
+        store.set_erased(user, &pseudonym).map_err(|error| {
+            if let Some(cause) = store.flush_failure() {
+                self.shared.fail(format!("a flush failed: {cause}"));
+            }
+            Error::from(error)
+        })?;
+        let stored = store
+            .erased()?
+            .into_iter()
+            .find(|(erased, _)| erased == user);
+        let pseudonym = stored.map_or(pseudonym, |(_, p)| p);
+        self.shared
+            .pseudonyms
+            .insert(user.clone(), pseudonym.clone());
+        let plan = self.erasure_plan(user);
+        let rooms = plan
+            .iter()
+            .map(|(room, _)| room)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let mut commands = 0;
+        for (_, command) in plan {
+            let actor = Actor::Service(service.clone());
+            match self.execute(actor, command, Options::default()).await {
+                Ok(_) => commands += 1,
+                Err(Error::Rejected(rejection))
+                    if matches!(
+                        rejection.code(),
+                        ErrorCode::NotFound | ErrorCode::FailedPrecondition | ErrorCode::Conflict
+                    ) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(Erasure {
+            pseudonym,
+            commands,
+            rooms,
+        })
+    }
+
+    /// The commands that end what `user` holds in each open room, in the order they run.
+    fn erasure_plan(&self, user: &UserId) -> Vec<(RoomId, Command)> {
+        let read = self.read();
+        let mut rooms: Vec<_> = read.rooms().collect();
+        rooms.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut plan = Vec::new();
+        for (room_id, state) in rooms {
+            let Some(room) = state.room().filter(|_| !state.is_ended()) else {
+                continue;
+            };
+            let room_id = room_id.clone();
+            if &room.host == user {
+                let stop = Command::StopRoom(RoomTarget {
+                    room_id: room_id.clone(),
+                });
+                plan.push((room_id, stop));
+                continue;
+            }
+            for offer in state.pending().filter(|offer| &offer.user_id == user) {
+                let target = InvitationTarget {
+                    invitation_id: offer.invitation_id.clone(),
+                };
+                plan.push((room_id.clone(), Command::CancelInvitation(target)));
+            }
+            let target = || UserTarget {
+                room_id: room_id.clone(),
+                user_id: user.clone(),
+            };
+            if state.seat(user).is_some() {
+                plan.push((room_id.clone(), Command::RemoveCohost(target())));
+            }
+            if room.moderators.contains(user) {
+                plan.push((room_id.clone(), Command::RemoveModerator(target())));
+            }
+        }
+        plan
+    }
+}
