@@ -99,6 +99,8 @@ pub struct Auth {
     validation: Validation,
     rules: TokenRules,
     tickets: Tickets,
+    /// The key erasure's pseudonyms are derived under, itself derived from the secret under a label of its own.
+    erasure: [u8; 32],
     /// Service credentials' keys, when the deployment takes them.
     service: Option<ServiceKeys>,
     /// Tokens whose signature and rules were checked, so a client's next request with the same token skips
@@ -115,6 +117,15 @@ impl std::fmt::Debug for Auth {
             .field("rules", &self.rules)
             .finish_non_exhaustive()
     }
+}
+
+/// HMAC-SHA256 of `label` under `secret`: a key for one purpose alone.
+fn derive(secret: &str, label: &[u8]) -> [u8; 32] {
+    use hmac::Mac as _;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(label);
+    mac.finalize().into_bytes().into()
 }
 
 fn now_s() -> u64 {
@@ -151,6 +162,7 @@ impl Auth {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             validation,
             tickets: Tickets::new(secret, rules.stream_ticket_ttl),
+            erasure: derive(secret, b"cohost erasure pseudonyms v1"),
             rules,
             service: None,
             verified: Arc::default(),
@@ -216,6 +228,18 @@ impl Auth {
             aud: self.rules.audience.clone(),
             role: None,
         }
+    }
+
+    /// The pseudonym an erased `user` is served as: `erased-` and 24 hex digits of an HMAC of the id, under a
+    /// key derived from the secret, so it cannot be found from a guessed id.
+    pub fn pseudonym(&self, user: &UserId) -> UserId {
+        use hmac::Mac as _;
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.erasure).expect("HMAC takes any key");
+        mac.update(user.as_str().as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        UserId::new(&format!("erased-{hex}")).expect("erased- and hex digits make a valid id")
     }
 
     /// Stream tickets, keyed from the same secret.

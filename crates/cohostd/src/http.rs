@@ -255,6 +255,7 @@ pub(crate) fn route_table() -> Vec<Route> {
         GET "/v1/admin/webhooks" => crate::admin::webhooks,
         POST "/v1/admin/webhooks/{id}/resume" => crate::admin::resume_webhook,
         GET "/v1/admin/backup" => crate::backup::backup,
+        POST "/v1/admin/users/{user_id}/erase" => crate::erase::erase_user,
     ];
     table.extend(crate::stage::routes());
     table

@@ -23,6 +23,7 @@ mod browser;
 mod cluster;
 mod config;
 mod delivery;
+mod erase;
 mod error;
 mod forward;
 #[doc(hidden)]

@@ -37,7 +37,7 @@ use crate::stage::{BanBody, MediaBody, MoveBody};
         paths::open_requests, paths::close_requests, paths::add_moderator, paths::remove_moderator,
         paths::move_cohost, paths::set_cohost_media, paths::lock_seat, paths::unlock_seat,
         paths::ban_user, paths::unban_user, paths::room_events, paths::admin_webhooks,
-        paths::resume_webhook, paths::admin_backup,
+        paths::resume_webhook, paths::admin_backup, paths::erase_user,
     ),
     components(schemas(ErrorBody, Envelope, InvitationStatus, InvitationKind)),
     modifiers(&Errors),
@@ -322,6 +322,14 @@ mod paths {
             and bytes, a JSON header {format, last_seq, cursors, taken_at_ms} first, then each log record; \
             `cohostd backup --to DIR` writes it into a backup directory. 409 on a cluster node", body = Object)))]
     fn admin_backup() {}
+
+    #[utoipa::path(post, path = "/v1/admin/users/{user_id}/erase", tag = "admin",
+        params(UserPath),
+        responses((status = 200, description = "erases the user, for a service credential only (403 for a user's \
+            JWT): from now on everything served names them by a stable pseudonym, and what they held in open rooms \
+            ends by the service's commands (a hosted room stops; pending offers, the seat and the moderator role \
+            end). `{user_id: pseudonym, rooms, commands}`. 409 on a cluster node", body = Object)))]
+    fn erase_user() {}
 
     #[utoipa::path(get, path = "/v1/rooms/{room_id}/events", tag = "rooms", params(RoomPath, EventsQuery),
         responses((status = 200, description = "the room's history from the log, for the host and moderators; \

@@ -246,3 +246,63 @@ async fn without_a_service_secret_no_service_credential_is_taken() {
         assert!(stderr.contains(&expected), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_service_erases_a_user_who_is_then_served_only_by_a_pseudonym() {
+    let (daemon, dir) = start().await;
+    let alice = seated(&daemon, "one").await;
+    let bob = daemon.token("bob");
+    daemon.live_room(&bob, "bobs").await;
+    let privacy = service_token(dir.path(), "privacy");
+    let path = "/v1/admin/users/bob/erase";
+
+    let (status, body) = daemon.call(Method::POST, path, Some(&alice), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a user's JWT: {body}");
+    let (status, _) = daemon.call(Method::POST, path, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = (daemon)
+        .call(
+            Method::POST,
+            "/v1/admin/users/b%20b/erase",
+            Some(&privacy),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not a user id");
+
+    let erased = daemon.ok_post(path, &privacy, &json!({})).await;
+    let pseudonym = erased["user_id"].as_str().unwrap().to_owned();
+    assert!(
+        pseudonym.starts_with("erased-") && pseudonym.len() == 31,
+        "{erased}"
+    );
+    assert_eq!(
+        (erased["rooms"].as_u64(), erased["commands"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let again = daemon.ok_post(path, &privacy, &json!({})).await;
+    assert_eq!(again["user_id"], pseudonym.as_str(), "stable");
+    assert_eq!(again["commands"], 0, "nothing left to end");
+
+    // Bob's seat and his own room ended, and nothing served names him any more.
+    let one = daemon.ok_get("/v1/rooms/one", &alice).await;
+    assert_eq!(one["cohosts"], json!([]));
+    let bobs = daemon.ok_get("/v1/rooms/bobs", &privacy).await;
+    assert_eq!(
+        (bobs["status"].as_str(), bobs["host"].as_str()),
+        (Some("ended"), Some(pseudonym.as_str()))
+    );
+    let mut served = vec![one, bobs];
+    served.extend(events(&daemon, "one", &alice).await);
+    served.extend(events(&daemon, "bobs", &privacy).await);
+    served.push(daemon.ok_get("/v1/rooms/one/invitations", &alice).await);
+    let text = serde_json::to_string(&served).unwrap();
+    assert!(!text.contains("\"bob\""), "{text}");
+    assert!(text.contains(&format!("\"{pseudonym}\"")));
+    // The removal and the stop are the service's.
+    let last = events(&daemon, "one", &alice).await.pop().unwrap();
+    assert_eq!(
+        (last["type"].as_str(), last["service"].as_str()),
+        (Some("cohost_removed"), Some("privacy"))
+    );
+}

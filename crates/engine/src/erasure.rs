@@ -71,8 +71,9 @@ impl Engine {
     /// run left; a command the room no longer needs (the user left meanwhile) is passed over.
     ///
     /// The log's bytes are not rewritten: it stays replayable, and NATS subscribers, webhook receivers and
-    /// backups keep what they were sent before. The erasure itself is written and flushed before any command,
-    /// on the calling thread, so call it off the async workers' hot paths (it is an operator's request).
+    /// backups keep what they were sent before. The erasure itself is written and flushed (on the blocking
+    /// pool) before any command. It is kept in this engine's store: a cluster partition taken over elsewhere
+    /// does not carry it.
     ///
     /// # Errors
     ///
@@ -90,18 +91,12 @@ impl Engine {
                 "a pseudonym must differ from the id it replaces",
             ));
         }
-        let store = self.shared.store()?;
-        store.set_erased(user, &pseudonym).map_err(|error| {
-            if let Some(cause) = store.flush_failure() {
-                self.shared.fail(format!("a flush failed: {cause}"));
-            }
-            Error::from(error)
-        })?;
-        let stored = store
-            .erased()?
-            .into_iter()
-            .find(|(erased, _)| erased == user);
-        let pseudonym = stored.map_or(pseudonym, |(_, p)| p);
+        let pseudonym = {
+            let (shared, user) = (self.shared.clone(), user.clone());
+            tokio::task::spawn_blocking(move || record(&shared, &user, pseudonym))
+                .await
+                .map_err(|e| Error::Internal(format!("recording an erasure: {e}")))??
+        };
         self.shared
             .pseudonyms
             .insert(user.clone(), pseudonym.clone());
@@ -131,7 +126,8 @@ impl Engine {
         })
     }
 
-    /// The commands that end what `user` holds in each open room, in the order they run.
+    /// The commands that end what `user` holds in each open room, in the order they run: room by room, in
+    /// room id order.
     fn erasure_plan(&self, user: &UserId) -> Vec<(RoomId, Command)> {
         let read = self.read();
         let mut rooms: Vec<_> = read.rooms().collect();
@@ -168,4 +164,21 @@ impl Engine {
         }
         plan
     }
+}
+
+/// Writes and flushes the erasure; the pseudonym the user is served as from now on (an earlier erasure's, if
+/// any).
+fn record(shared: &crate::Shared, user: &UserId, pseudonym: UserId) -> Result<UserId, Error> {
+    let store = shared.store()?;
+    store.set_erased(user, &pseudonym).map_err(|error| {
+        if let Some(cause) = store.flush_failure() {
+            shared.fail(format!("a flush failed: {cause}"));
+        }
+        Error::from(error)
+    })?;
+    let stored = store
+        .erased()?
+        .into_iter()
+        .find(|(erased, _)| erased == user);
+    Ok(stored.map_or(pseudonym, |(_, p)| p))
 }
