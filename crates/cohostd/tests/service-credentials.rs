@@ -119,6 +119,14 @@ async fn a_service_does_nothing_a_user_does_and_opens_no_live_collection() {
     ))
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{reply}");
+    let (status, reply) = (daemon.call(
+        Method::POST,
+        "/v1/rooms/one/moderators",
+        Some(&bot),
+        Some(&json!({"user_id": "carol"})),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "it appoints no one: {reply}");
     let (status, reply) = daemon
         .call(Method::GET, "/v1/me/invitations", Some(&bot), None)
         .await;
@@ -255,6 +263,20 @@ async fn a_service_erases_a_user_who_is_then_served_only_by_a_pseudonym() {
     daemon.live_room(&bob, "bobs").await;
     let privacy = service_token(dir.path(), "privacy");
     let path = "/v1/admin/users/bob/erase";
+    // A service withdraws any offer on its own too.
+    let offer = (daemon)
+        .ok_post(
+            "/v1/rooms/one/invitations",
+            &alice,
+            &json!({"user_id": "carol"}),
+        )
+        .await;
+    let cancel = format!(
+        "/v1/invitations/{}/cancel",
+        offer["invitation_id"].as_str().unwrap()
+    );
+    let cancelled = daemon.ok_post(&cancel, &privacy, &json!({})).await;
+    assert_eq!(cancelled["status"], "cancelled");
 
     let (status, body) = daemon.call(Method::POST, path, Some(&alice), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a user's JWT: {body}");
