@@ -134,10 +134,20 @@ impl MapUsers for Event {
 
 impl MapUsers for Envelope {
     fn map_users(&mut self, f: &mut dyn FnMut(&UserId) -> Option<UserId>) {
-        if let Some(actor) = &mut self.actor {
+        let Envelope {
+            seq: _,
+            room_id: _,
+            version: _,
+            at_ms: _,
+            actor,
+            service: _,
+            command_id: _,
+            event,
+        } = self;
+        if let Some(actor) = actor {
             map(actor, f);
         }
-        self.event.map_users(f);
+        event.map_users(f);
     }
 }
 

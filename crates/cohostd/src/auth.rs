@@ -119,6 +119,9 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+/// The prefix of every pseudonym, which no token's subject may have.
+pub const ERASED_PREFIX: &str = "erased-";
+
 /// HMAC-SHA256 of `label` under `secret`: a key for one purpose alone.
 fn derive(secret: &str, label: &[u8]) -> [u8; 32] {
     use hmac::Mac as _;
@@ -239,7 +242,8 @@ impl Auth {
         mac.update(user.as_str().as_bytes());
         let digest = mac.finalize().into_bytes();
         let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-        UserId::new(&format!("erased-{hex}")).expect("erased- and hex digits make a valid id")
+        UserId::new(&format!("{ERASED_PREFIX}{hex}"))
+            .expect("erased- and hex digits make a valid id")
     }
 
     /// Stream tickets, keyed from the same secret.
@@ -282,6 +286,10 @@ impl Auth {
         }
         self.check_lifetime(&claims, now)?;
         let user = UserId::new(&claims.sub).map_err(|_| "token subject is not a valid user id")?;
+        // Erased users are served under these names: no caller may take one.
+        if claims.sub.starts_with(ERASED_PREFIX) {
+            return Err("user ids starting with erased- are reserved for erased users' pseudonyms");
+        }
         Ok(Caller {
             user,
             expires_s: claims.exp,

@@ -33,7 +33,16 @@ pub(crate) async fn erase_user(
         return Err(ApiError::new(ErrorCode::FailedPrecondition, why));
     };
     let pseudonym = state.auth.pseudonym(&user);
-    let erased = engine.erase_user(service, &user, pseudonym).await?;
+    // In a task of its own: a client that stops waiting does not cut an erasure short.
+    let engine = engine.clone();
+    let erased = tokio::spawn(async move { engine.erase_user(service, &user, pseudonym).await })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("the erasure did not finish: {e}"),
+            )
+        })??;
     tracing::info!(pseudonym = %erased.pseudonym, rooms = erased.rooms, "user erased");
     let body = serde_json::json!({
         "user_id": erased.pseudonym,

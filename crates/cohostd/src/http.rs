@@ -1007,7 +1007,9 @@ async fn room_invitations(
     let Principal::User(caller) = reader else {
         return json(engine.room_invitations(&room_id, &list)?);
     };
-    if room.host != caller.user && !room.moderators.contains(&caller.user) {
+    // The room is as served: an erased caller is named as it names them.
+    let user = engine.served_id(&caller.user);
+    if room.host != user && !room.moderators.contains(&user) {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,
             "only the host or a moderator lists a room's invitations",

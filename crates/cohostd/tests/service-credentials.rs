@@ -327,4 +327,34 @@ async fn a_service_erases_a_user_who_is_then_served_only_by_a_pseudonym() {
         (last["type"].as_str(), last["service"].as_str()),
         (Some("cohost_removed"), Some("privacy"))
     );
+    // Bob signing in again is a user like any other: he hosts and reads a new room, and is seated again with
+    // his credentials, all served under the pseudonym.
+    daemon.live_room(&bob, "again").await;
+    daemon.ok_get("/v1/rooms/again/invitations", &bob).await;
+    let page = daemon.ok_get("/v1/rooms/again/events", &bob).await;
+    assert_eq!(page["items"][0]["actor"], pseudonym.as_str(), "{page}");
+    let offer = (daemon)
+        .ok_post(
+            "/v1/rooms/one/invitations",
+            &alice,
+            &json!({"user_id": "bob"}),
+        )
+        .await;
+    let accept = format!(
+        "/v1/invitations/{}/accept",
+        offer["invitation_id"].as_str().unwrap()
+    );
+    let accepted = daemon.ok_post(&accept, &bob, &json!({})).await;
+    assert_eq!(accepted["broadcaster"]["role"], "cohost", "{accepted}");
+    assert_eq!(accepted["invitation"]["user_id"], pseudonym.as_str());
+    // No one signs in under a pseudonym.
+    let (status, body) = (daemon)
+        .call(
+            Method::GET,
+            "/v1/rooms/bobs/events",
+            Some(&daemon.token(&pseudonym)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }

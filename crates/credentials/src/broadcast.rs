@@ -95,7 +95,8 @@ impl Credentials {
         let Actor::User(user) = &actor else {
             return Ok(Reply::Accepted(accepted));
         };
-        if &accepted.invitation.user_id == user {
+        // The reply is as served: an erased user is named by their pseudonym in it.
+        if accepted.invitation.user_id == self.engine.served_id(user) {
             let room_id = accepted.invitation.room_id.clone();
             accepted.broadcaster = match self.engine.broadcaster_entitlement(&room_id, user) {
                 // The seat must be this invitation's: a retry after a removal and a new seat gets no token.

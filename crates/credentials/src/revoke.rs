@@ -185,7 +185,8 @@ impl Task {
     /// read of the log fails (its error).
     async fn follow(&mut self) -> Option<String> {
         let from_seq = self.follower.handled_seq() + 1;
-        let mut events = self.engine.subscribe(from_seq, Interest::All);
+        // As stored: LiveKit knows participants by their ids, erased users' too.
+        let mut events = self.engine.subscribe_as_stored(from_seq, Interest::All);
         loop {
             let next = tokio::select! {
                 next = events.next() => next,

@@ -297,3 +297,36 @@ async fn a_late_removal_spares_a_seat_taken_again_since() {
     assert_eq!(identities, ["carol"], "bob holds a seat again");
     revoker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_co_host_is_removed_from_livekit_by_the_id_livekit_knows() {
+    let h = Harness::start().await;
+    let revoker = h.revoker();
+    h.live_room_with_bob_and_carol().await;
+    h.stand_in.plan(&[Answer::Removed], Answer::Removed);
+    let pseudonym = cohost_proto::UserId::new("erased-b0b").unwrap();
+    let service = cohost_proto::ServiceId::new("privacy").unwrap();
+    let bob = cohost_proto::UserId::new("bob").unwrap();
+    let erased = (h.engine)
+        .erase_user(service, &bob, pseudonym)
+        .await
+        .unwrap();
+    assert_eq!(erased.commands, 1);
+    let removal = h
+        .engine
+        .read_events(h.engine.last_seq(), 1)
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(removal.event.type_name(), "cohost_removed");
+    done(&revoker, &removal).await;
+    let identities: Vec<String> = (h.stand_in.seen().into_iter())
+        .map(|(_, identity, _, _)| identity)
+        .collect();
+    assert_eq!(
+        identities,
+        ["bob"],
+        "the served event names erased-b0b, LiveKit knows bob"
+    );
+    revoker.stop().await;
+}

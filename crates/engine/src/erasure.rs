@@ -6,8 +6,8 @@
 //! out. The store keeps each erased id with its pseudonym (`E{user_id}`), to recognise it in the log.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use cohost_proto::{
     Actor, Command, ErrorCode, InvitationTarget, MapUsers, RoomId, RoomTarget, ServiceId, UserId,
@@ -22,6 +22,8 @@ pub(crate) struct Pseudonyms {
     /// Whether anyone is erased: until then serving pays one load.
     any: AtomicBool,
     by_user: RwLock<HashMap<UserId, UserId>>,
+    /// Held while an erasure is written and taken in, so the store and the map agree on every pseudonym.
+    writing: Mutex<()>,
 }
 
 impl Pseudonyms {
@@ -29,7 +31,19 @@ impl Pseudonyms {
         Self {
             any: AtomicBool::new(!pairs.is_empty()),
             by_user: RwLock::new(pairs.into_iter().collect()),
+            writing: Mutex::new(()),
         }
+    }
+
+    /// The id served for `user`: their pseudonym if erased, else the id itself.
+    pub(crate) fn served_id(&self, user: &UserId) -> UserId {
+        if !self.any.load(Ordering::Acquire) {
+            return user.clone();
+        }
+        self.read()
+            .get(user)
+            .cloned()
+            .unwrap_or_else(|| user.clone())
     }
 
     fn insert(&self, user: UserId, pseudonym: UserId) {
@@ -59,7 +73,7 @@ pub struct Erasure {
     pub pseudonym: UserId,
     /// The commands that ended what the user held (stops, removals, cancellations), each applied.
     pub commands: usize,
-    /// The open rooms those commands changed.
+    /// The open rooms in which at least one of those commands was applied.
     pub rooms: usize,
 }
 
@@ -97,33 +111,44 @@ impl Engine {
                 .await
                 .map_err(|e| Error::Internal(format!("recording an erasure: {e}")))??
         };
-        self.shared
-            .pseudonyms
-            .insert(user.clone(), pseudonym.clone());
-        let plan = self.erasure_plan(user);
-        let rooms = plan
-            .iter()
-            .map(|(room, _)| room)
-            .collect::<std::collections::BTreeSet<_>>()
-            .len();
-        let mut commands = 0;
-        for (_, command) in plan {
-            let actor = Actor::Service(service.clone());
-            match self.execute(actor, command, Options::default()).await {
-                Ok(_) => commands += 1,
-                Err(Error::Rejected(rejection))
-                    if matches!(
-                        rejection.code(),
-                        ErrorCode::NotFound | ErrorCode::FailedPrecondition | ErrorCode::Conflict
-                    ) => {}
-                Err(error) => return Err(error),
+        let (mut commands, mut rooms) = (0, std::collections::BTreeSet::new());
+        // Planned from what is durable: a command queued before this one (an accept of the user's request)
+        // lands after the plan, so plan again until nothing is left. The queue is first in, first out, so
+        // after one round everything submitted before the erasure is durable.
+        for _ in 0..PLAN_ROUNDS_MAX {
+            let plan = self.erasure_plan(user);
+            if plan.is_empty() {
+                break;
+            }
+            for (room_id, command) in plan {
+                let actor = Actor::Service(service.clone());
+                match self.execute(actor, command, Options::default()).await {
+                    Ok(_) => {
+                        commands += 1;
+                        rooms.insert(room_id);
+                    }
+                    Err(Error::Rejected(rejection))
+                        if matches!(
+                            rejection.code(),
+                            ErrorCode::NotFound
+                                | ErrorCode::FailedPrecondition
+                                | ErrorCode::Conflict
+                        ) => {}
+                    Err(error) => return Err(error),
+                }
             }
         }
         Ok(Erasure {
             pseudonym,
             commands,
-            rooms,
+            rooms: rooms.len(),
         })
+    }
+
+    /// The id the engine serves for `user`: their pseudonym once they are erased, else the id itself. What an
+    /// access check compares a caller with when it reads a served room.
+    pub fn served_id(&self, user: &UserId) -> UserId {
+        self.shared.pseudonyms.served_id(user)
     }
 
     /// The commands that end what `user` holds in each open room, in the order they run: room by room, in
@@ -166,19 +191,22 @@ impl Engine {
     }
 }
 
-/// Writes and flushes the erasure; the pseudonym the user is served as from now on (an earlier erasure's, if
-/// any).
+/// Rounds of planning and commands one erasure runs at most: each round ends what was durable when it
+/// began, so a second one only catches commands queued before the erasure.
+const PLAN_ROUNDS_MAX: usize = 4;
+
+/// Writes and flushes the erasure, then takes it in: the pseudonym the user is served as from now on (an
+/// earlier erasure's, if any). On the blocking pool, and whole even if the caller stops waiting.
 fn record(shared: &crate::Shared, user: &UserId, pseudonym: UserId) -> Result<UserId, Error> {
+    let pseudonyms = &shared.pseudonyms;
+    let _writing = pseudonyms.writing.lock().unwrap_or_else(|e| e.into_inner());
     let store = shared.store()?;
-    store.set_erased(user, &pseudonym).map_err(|error| {
+    let pseudonym = store.set_erased(user, &pseudonym).map_err(|error| {
         if let Some(cause) = store.flush_failure() {
             shared.fail(format!("a flush failed: {cause}"));
         }
         Error::from(error)
     })?;
-    let stored = store
-        .erased()?
-        .into_iter()
-        .find(|(erased, _)| erased == user);
-    Ok(stored.map_or(pseudonym, |(_, p)| p))
+    pseudonyms.insert(user.clone(), pseudonym.clone());
+    Ok(pseudonym)
 }

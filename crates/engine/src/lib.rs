@@ -708,6 +708,13 @@ impl Engine {
         EventStream::new(self.shared.clone(), from_seq, interest)
     }
 
+    /// [`Engine::subscribe`] with user ids as the log holds them, erased users' too: for a follower that acts
+    /// on them outside (the LiveKit revoker removes the participant LiveKit knows). Never serve what it gives.
+    #[doc(hidden)]
+    pub fn subscribe_as_stored(&self, from_seq: u64, interest: Interest) -> EventStream {
+        EventStream::new(self.shared.clone(), from_seq, interest).with_stored_ids()
+    }
+
     /// A room's invitations as a live collection: the page asked for, then every event of the room after it.
     ///
     /// The page and the stream join without a gap or an overlap: the page is as of [`Watch::seq`] (the room

@@ -43,6 +43,9 @@ pub struct EventStream {
     next_seq: u64,
     buffer: VecDeque<Envelope>,
     interest: Interest,
+    /// Erased users are named by their pseudonyms (everything served); off for the engine's own followers
+    /// that act on LiveKit's identities.
+    serve: bool,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -67,7 +70,15 @@ impl EventStream {
             next_seq: from_seq.max(1),
             buffer: VecDeque::new(),
             interest,
+            serve: true,
         }
+    }
+
+    /// The stream with the user ids as stored, for a follower that acts on them (the LiveKit revoker): never
+    /// to be served.
+    pub(crate) fn with_stored_ids(mut self) -> Self {
+        self.serve = false;
+        self
     }
 
     /// The seq the next envelope will have at least.
@@ -91,7 +102,10 @@ impl EventStream {
             if let Some(envelope) = self.buffer.pop_front() {
                 self.next_seq = envelope.seq + 1;
                 if self.interest.matches(&envelope) {
-                    return Some(Ok(self.shared.pseudonyms.serve(envelope)));
+                    return Some(Ok(match self.serve {
+                        true => self.shared.pseudonyms.serve(envelope),
+                        false => envelope,
+                    }));
                 }
                 continue;
             }

@@ -121,8 +121,9 @@ pub const SYSTEM_COMMANDS: [&str; 5] = [
     "disconnect",
 ];
 
-/// The commands a backend service may issue as itself (`"actor": null, "service": "<id>"`): what it may do over
-/// HTTP with a service credential. The events name it.
+/// The commands a backend service may issue as itself (`"actor": null, "service": "<id>"`): part of what it may
+/// do over HTTP with a service credential (which also cancels offers and ends moderator roles, for erasure).
+/// The events name it.
 pub const SERVICE_COMMANDS: [&str; 2] = ["stop_room", "remove_cohost"];
 
 const DESCRIPTION: &str =

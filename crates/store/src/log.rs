@@ -889,15 +889,29 @@ impl Store {
     }
 
     /// Durably records that `user` is erased, to be served as `pseudonym` from now on: one write and one
-    /// flush. Recording the same user again keeps the first pseudonym (they are stable). A failed flush is
-    /// `FlushFailed`, and fail-stop as any other.
-    pub fn set_erased(&self, user: &UserId, pseudonym: &UserId) -> Result<(), StoreError> {
+    /// flush. A user recorded before keeps the first pseudonym (they are stable), which is returned; the
+    /// caller serializes erasures. A failed flush is `FlushFailed`, and fail-stop as any other.
+    pub fn set_erased(&self, user: &UserId, pseudonym: &UserId) -> Result<UserId, StoreError> {
         let key = prefixed(ERASED, user.as_str().as_bytes());
-        if self.backend.get(&key)?.is_some() {
-            return Ok(());
+        if let Some(value) = self.backend.get(&key)? {
+            return Self::decode_erased(&value);
         }
         let value = record::frame(pseudonym.as_str().as_bytes());
-        self.write_and_flush(vec![Op::Put(key, value)])
+        self.write_and_flush(vec![Op::Put(key, value)])?;
+        Ok(pseudonym.clone())
+    }
+
+    /// A pseudonym as stored; the error names no user, as it may be shown.
+    fn decode_erased(value: &[u8]) -> Result<UserId, StoreError> {
+        let corrupt = |reason: FrameError| StoreError::CorruptValue {
+            what: "an erased user's pseudonym".into(),
+            reason,
+        };
+        let payload = record::unframe(value).map_err(corrupt)?;
+        let pseudonym = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|s| UserId::new(s).ok());
+        pseudonym.ok_or_else(|| corrupt(FrameError::Decode("not a user id".into())))
     }
 
     /// Every erased user with their pseudonym, by user id.
@@ -905,21 +919,14 @@ impl Store {
         let mut out = Vec::new();
         for entry in self.backend.range(&[ERASED], &[ERASED + 1]) {
             let (key, value) = entry?;
-            let what = format!("erased user {:?}", String::from_utf8_lossy(&key[1..]));
-            let corrupt = |reason: FrameError| StoreError::CorruptValue {
-                what: what.clone(),
-                reason,
-            };
-            let payload = record::unframe(&value).map_err(corrupt)?;
-            let id = |bytes: &[u8]| {
-                std::str::from_utf8(bytes)
-                    .ok()
-                    .and_then(|s| UserId::new(s).ok())
-            };
-            match (id(&key[1..]), id(payload)) {
-                (Some(user), Some(pseudonym)) => out.push((user, pseudonym)),
-                _ => return Err(corrupt(FrameError::Decode("not a pair of user ids".into()))),
-            }
+            let user = std::str::from_utf8(&key[1..])
+                .ok()
+                .and_then(|s| UserId::new(s).ok());
+            let user = user.ok_or_else(|| StoreError::CorruptValue {
+                what: "an erased user's id".into(),
+                reason: FrameError::Decode("not a user id".into()),
+            })?;
+            out.push((user, Self::decode_erased(&value)?));
         }
         Ok(out)
     }
