@@ -59,6 +59,9 @@ pub struct Config {
     /// local store is then a cache of it, and the engine stops for good once the replicator stops taking
     /// batches (another node took the partition).
     pub replicator: Option<Arc<dyn cohost_store::Replicator>>,
+    /// The erased users, shared by every engine of a cluster node (fed from the cluster's bucket, since a
+    /// partition's store does not carry them); `None` for an engine of its own, which keeps them in its store.
+    pub erased_users: Option<Arc<crate::ErasedUsers>>,
 }
 
 impl std::fmt::Debug for Config {
@@ -102,6 +105,7 @@ impl Config {
             store_cache_bytes: cohost_store::STORE_CACHE_BYTES_DEFAULT,
             backend: None,
             replicator: None,
+            erased_users: None,
         }
     }
 

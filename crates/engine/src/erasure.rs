@@ -16,9 +16,11 @@ use cohost_proto::{
 
 use crate::{Engine, Error, Options};
 
-/// The erased users and their pseudonyms, read on every served value.
+/// The erased users and their pseudonyms, read on every value an engine serves. Each engine has its own,
+/// loaded from its store; a cluster node gives all its engines one ([`Config::erased_users`](crate::Config)),
+/// which it keeps up with the cluster's.
 #[derive(Debug, Default)]
-pub(crate) struct Pseudonyms {
+pub struct ErasedUsers {
     /// Whether anyone is erased: until then serving pays one load.
     any: AtomicBool,
     by_user: RwLock<HashMap<UserId, UserId>>,
@@ -26,8 +28,13 @@ pub(crate) struct Pseudonyms {
     writing: Mutex<()>,
 }
 
-impl Pseudonyms {
-    pub(crate) fn new(pairs: Vec<(UserId, UserId)>) -> Self {
+impl ErasedUsers {
+    /// Nobody erased yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn from_pairs(pairs: Vec<(UserId, UserId)>) -> Self {
         Self {
             any: AtomicBool::new(!pairs.is_empty()),
             by_user: RwLock::new(pairs.into_iter().collect()),
@@ -46,7 +53,9 @@ impl Pseudonyms {
             .unwrap_or_else(|| user.clone())
     }
 
-    fn insert(&self, user: UserId, pseudonym: UserId) {
+    /// From now on `user` is served as `pseudonym` by every engine that shares this. The caller keeps the
+    /// pseudonym stable (a cluster's bucket holds the first one).
+    pub fn insert(&self, user: UserId, pseudonym: UserId) {
         let mut by_user = self.by_user.write().unwrap_or_else(|e| e.into_inner());
         by_user.insert(user, pseudonym);
         self.any.store(true, Ordering::Release);
@@ -111,6 +120,26 @@ impl Engine {
                 .await
                 .map_err(|e| Error::Internal(format!("recording an erasure: {e}")))??
         };
+        let (rooms, commands) = self.end_holdings(service, user).await?;
+        Ok(Erasure {
+            pseudonym,
+            commands,
+            rooms,
+        })
+    }
+
+    /// The second half of [`Engine::erase_user`], for a cluster node whose erasure is recorded in the
+    /// cluster's bucket: `service` ends what `user` holds in this engine's open rooms. Returns the rooms
+    /// changed and the commands applied.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::erase_user`], the store's aside.
+    pub async fn end_holdings(
+        &self,
+        service: ServiceId,
+        user: &UserId,
+    ) -> Result<(usize, usize), Error> {
         let (mut commands, mut rooms) = (0, std::collections::BTreeSet::new());
         // Planned from what is durable: a command queued before this one (an accept of the user's request)
         // lands after the plan, so plan again until nothing is left. The queue is first in, first out, so
@@ -138,11 +167,7 @@ impl Engine {
                 }
             }
         }
-        Ok(Erasure {
-            pseudonym,
-            commands,
-            rooms: rooms.len(),
-        })
+        Ok((rooms.len(), commands))
     }
 
     /// The id the engine serves for `user`: their pseudonym once they are erased, else the id itself. What an

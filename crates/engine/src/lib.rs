@@ -101,7 +101,7 @@ pub use candidates::{RECENT_EVENTS_MAX, USER_ENDED_INVITATIONS_MAX};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cohost_core::InvitationFilter;
 pub use config::Config;
-pub use erasure::Erasure;
+pub use erasure::{ErasedUsers, Erasure};
 pub use error::Error;
 pub use follower::{
     FOLLOWER_WARN_EVERY_MS, FollowerError, FollowerSnapshot, FollowerState, FollowerStatus,
@@ -175,7 +175,7 @@ pub(crate) struct Shared {
     /// Log retention is on: a room's history before the log's start was removed, not held elsewhere.
     retains: bool,
     /// The erased users, whose ids everything served names by a pseudonym.
-    pseudonyms: erasure::Pseudonyms,
+    pseudonyms: Arc<ErasedUsers>,
 }
 
 /// What the sequencer thread reports of itself.
@@ -316,7 +316,15 @@ impl Engine {
         let now = config.clock.now_ms();
         let recovered = recover(&store, now, config.sequencer())?;
         let (events, _) = broadcast::channel(LIVE_FEED_BATCHES);
-        let pseudonyms = erasure::Pseudonyms::new(store.erased()?);
+        let pseudonyms = match &config.erased_users {
+            Some(shared) => {
+                for (user, pseudonym) in store.erased()? {
+                    shared.insert(user, pseudonym);
+                }
+                shared.clone()
+            }
+            None => Arc::new(ErasedUsers::from_pairs(store.erased()?)),
+        };
         let shared = Arc::new(Shared {
             read: RwLock::new(recovered.read),
             events: Mutex::new(Some(events.clone())),
