@@ -37,6 +37,7 @@ pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Resu
     let owners = Owners::new().await;
     let webhooks = Webhooks::configured(&settings)?;
     let running = webhooks.running.clone();
+    let (erasures, revision) = erasures(&client, cluster.replicas).await?;
     let node = join(
         &settings,
         &cluster,
@@ -44,8 +45,10 @@ pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Resu
         client.clone(),
         &owners,
         webhooks,
+        &erasures.erased,
     )
     .await?;
+    follow_erasures(&erasures, revision, node.clone());
     let service = cohost_nats::service::serve_cluster(client.clone(), node.clone())
         .await
         .map_err(|e| e.to_string())?;
@@ -61,6 +64,7 @@ pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Resu
     state.console_dir = settings.console_dir.clone();
     state.admin_secret = settings.admin_secret()?;
     state.webhooks = running;
+    state.erasures = Some(erasures);
     let connections = state.connections.clone();
     state.quotas = Arc::new(quota::Quotas::new(settings.quotas(limits.connections_max)));
     quota::sweep_every(state.quotas.clone(), QUOTA_SWEEP_EVERY);
@@ -104,14 +108,17 @@ async fn join(
     client: cohost_nats::Client,
     owners: &Owners,
     webhooks: Webhooks,
+    erased: &Arc<cohost_engine::ErasedUsers>,
 ) -> Result<Arc<Node>, String> {
     let template = settings.engine()?;
     let cache = (template.store_cache_bytes / u64::from(cluster.partitions)).max(1 << 20);
     let snapshot_every = settings
         .snapshot_every_events
         .unwrap_or(PARTITION_SNAPSHOT_EVERY_EVENTS);
+    let erased = erased.clone();
     let engine = Arc::new(move |dir: std::path::PathBuf| {
         let mut config = template.clone();
+        config.erased_users = Some(erased.clone());
         config.data_dir = dir;
         config.store_cache_bytes = cache;
         config.snapshot_every_events = snapshot_every;
@@ -144,6 +151,63 @@ async fn join(
     let node = Arc::new(Node::join(joining).await.map_err(|e| e.to_string())?);
     let _ = owners.node.set(node.clone());
     Ok(node)
+}
+
+/// Opens the cluster's erased users and loads them, before any partition is taken (so no engine serves an
+/// erased user by their id), trying for a while (a cluster that is starting has no JetStream leader yet); the
+/// revision to follow them after.
+async fn erasures(
+    client: &cohost_nats::Client,
+    replicas: usize,
+) -> Result<(crate::erase::ClusterErasures, u64), String> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = async {
+            let book = cluster::ErasureBook::open(client, replicas).await?;
+            let erased = Arc::new(cohost_engine::ErasedUsers::new());
+            let revision = book.load(&erased).await?;
+            Ok::<_, cluster::ErasureError>((
+                crate::erase::ClusterErasures { book, erased },
+                revision,
+            ))
+        };
+        match opened.await {
+            Ok(opened) => return Ok(opened),
+            Err(error) if started.elapsed() < Duration::from_secs(30) => {
+                tracing::warn!(%error, "loading the erased users; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(format!("cannot load the erased users: {error}")),
+        }
+    }
+}
+
+/// Follows the cluster's erasures for the life of the process: each new one is served at once, and ends what
+/// the user holds in every partition this node owns then (a partition taken over later keeps what it holds;
+/// erasing again ends it).
+fn follow_erasures(erasures: &crate::erase::ClusterErasures, revision: u64, node: Arc<Node>) {
+    let on_erased = move |user: cohost_proto::UserId, erased: cluster::Erased| {
+        for (partition, engine) in node.engines() {
+            let (user, service) = (user.clone(), erased.service.clone());
+            tokio::spawn(async move {
+                match engine.end_holdings(service, &user).await {
+                    Ok((rooms, commands)) if commands > 0 => {
+                        tracing::info!(
+                            partition,
+                            rooms,
+                            commands,
+                            "an erased user's holdings ended"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(partition, %error, "ending an erased user's holdings failed; erase them again to finish")
+                    }
+                }
+            });
+        }
+    };
+    (erasures.book.clone()).follow(erasures.erased.clone(), revision, on_erased);
 }
 
 /// Makes the stream `COHOST` ready before any partition's relay publishes into it, trying for a while: a

@@ -140,6 +140,8 @@ pub struct AppState {
     pub admin_secret: Option<String>,
     /// The outgoing webhook deliveries running on this node, for the admin routes.
     pub webhooks: Arc<crate::delivery::Deliveries>,
+    /// In cluster mode, the cluster's erased users, which the erase route records into.
+    pub(crate) erasures: Option<crate::erase::ClusterErasures>,
 }
 
 impl AppState {
@@ -202,6 +204,7 @@ impl AppState {
             console_dir: None,
             admin_secret: None,
             webhooks: Arc::default(),
+            erasures: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! "Cluster mode".
 
 mod cursor;
+mod erasure;
 mod fixed;
 pub mod forward;
 mod lease;
@@ -14,6 +15,7 @@ mod snapshot;
 mod status;
 
 pub use cursor::{CURSOR_BUCKET, CursorBook, CursorError, Cursors};
+pub use erasure::{ERASED_BUCKET, Erased, ErasureBook, ErasureError};
 pub use fixed::{CLUSTER_BUCKET, Fixed, JoinError, LOG_FORMAT, join};
 pub use forward::{ForwardError, Forwarder, Handler, Keys, Kind, Limits, Responder, Serving};
 pub use lease::{

@@ -1,0 +1,196 @@
+//! Erasure in cluster mode: a service erases a user through one node; the user is seated in rooms whose
+//! partitions two other nodes own, and hosts a room of their own. Every node then serves the user only by the
+//! pseudonym, the seats and the hosted room end (each partition's owner ends its part), and erasing again
+//! through another node answers the same pseudonym.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::cluster::{COMMANDS_PER_S, Cluster, PARTITIONS, token};
+
+use cohost_proto::{RoomId, partition};
+
+const SERVICE_SECRET: &str = "cluster-service-secret-0123456789";
+
+fn service_token(service: &str) -> String {
+    let now = support::now_s();
+    let claims = json!({"sub": service, "role": "service", "iat": now, "exp": now + 3_600});
+    let key = jsonwebtoken::EncodingKey::from_secret(SERVICE_SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("HS256 signs")
+}
+
+/// `token`'s `method path` with `body` on node `n`: the status and the body.
+async fn call(
+    cluster: &Cluster,
+    n: usize,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let nodes = cluster.nodes.read().await;
+    let node = nodes[n].as_ref().expect("the node runs");
+    node.call(method, path, Some(token), body.as_ref()).await
+}
+
+async fn ok(cluster: &Cluster, n: usize, user: &str, path: &str, body: Value) -> Value {
+    let (status, reply) = call(cluster, n, &token(user), Method::POST, path, Some(body)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "POST {path} by {user} on node {n}: {reply}"
+    );
+    reply
+}
+
+/// A room name whose partition node `owner` owns.
+fn room_owned_by(
+    owners: &std::collections::BTreeMap<u32, usize>,
+    owner: usize,
+    tag: &str,
+) -> String {
+    (0..)
+        .map(|i| format!("{tag}-{i}"))
+        .find(|name| owners[&partition::of(&RoomId::new(name).unwrap(), PARTITIONS)] == owner)
+        .expect("some name lands there")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_through_one_node_is_served_and_carried_out_by_every_node() {
+    let flags = ["--service-secret", SERVICE_SECRET];
+    let cluster = Cluster::start_with_flags(COMMANDS_PER_S, &flags).await;
+    let owners = cluster.owners().await;
+    let seated: Vec<String> = [1, 2]
+        .iter()
+        .map(|&n| room_owned_by(&owners, n, "seat"))
+        .collect();
+    for room in &seated {
+        ok(&cluster, 0, "alice", "/v1/rooms", json!({"room_id": room})).await;
+        ok(
+            &cluster,
+            0,
+            "alice",
+            &format!("/v1/rooms/{room}/live"),
+            json!({}),
+        )
+        .await;
+        let offer = ok(
+            &cluster,
+            0,
+            "alice",
+            &format!("/v1/rooms/{room}/invitations"),
+            json!({"user_id": "bob"}),
+        )
+        .await;
+        let accept = format!(
+            "/v1/invitations/{}/accept",
+            offer["invitation_id"].as_str().unwrap()
+        );
+        ok(&cluster, 0, "bob", &accept, json!({})).await;
+    }
+    let own = room_owned_by(&owners, 0, "own");
+    ok(&cluster, 1, "bob", "/v1/rooms", json!({"room_id": own})).await;
+
+    let privacy = service_token("privacy");
+    let (status, erased) = call(
+        &cluster,
+        0,
+        &privacy,
+        Method::POST,
+        "/v1/admin/users/bob/erase",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{erased}");
+    let pseudonym = erased["user_id"].as_str().unwrap().to_owned();
+    assert!(pseudonym.starts_with("erased-"), "{erased}");
+
+    // Each owner ends its part; every node serves every room without bob's id.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    'waiting: loop {
+        let mut pending = Vec::new();
+        for n in 0..3 {
+            for room in seated.iter().chain([&own]) {
+                let (status, body) = call(
+                    &cluster,
+                    n,
+                    &token("alice"),
+                    Method::GET,
+                    &format!("/v1/rooms/{room}"),
+                    None,
+                )
+                .await;
+                let text = body.to_string();
+                let done = status == StatusCode::OK
+                    && !text.contains("\"bob\"")
+                    && body["cohosts"] == json!([])
+                    && (room != &own
+                        || (body["status"] == "ended" && body["host"] == pseudonym.as_str()));
+                if !done {
+                    pending.push(format!("node {n}, {room}: {status} {text}"));
+                }
+            }
+        }
+        if pending.is_empty() {
+            break 'waiting;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not erased everywhere: {pending:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The history names the pseudonym, also for events from before the erasure.
+    let (_, page) = call(
+        &cluster,
+        2,
+        &token("alice"),
+        Method::GET,
+        &format!("/v1/rooms/{}/events", seated[0]),
+        None,
+    )
+    .await;
+    let text = page.to_string();
+    assert!(
+        !text.contains("\"bob\"") && text.contains(&pseudonym),
+        "{text}"
+    );
+
+    // Bob takes a seat again (a user like any other); erasing him again through another node ends it, under
+    // the same pseudonym.
+    let room = &seated[0];
+    let invitations = format!("/v1/rooms/{room}/invitations");
+    let offer = ok(
+        &cluster,
+        0,
+        "alice",
+        &invitations,
+        json!({"user_id": "bob"}),
+    )
+    .await;
+    let accept = format!(
+        "/v1/invitations/{}/accept",
+        offer["invitation_id"].as_str().unwrap()
+    );
+    ok(&cluster, 1, "bob", &accept, json!({})).await;
+    let erase = "/v1/admin/users/bob/erase";
+    let (status, again) = call(&cluster, 2, &privacy, Method::POST, erase, None).await;
+    assert_eq!(
+        (status, again["user_id"].as_str()),
+        (StatusCode::OK, Some(pseudonym.as_str())),
+        "stable"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let path = format!("/v1/rooms/{room}");
+        let (_, body) = call(&cluster, 0, &token("alice"), Method::GET, &path, None).await;
+        if body["cohosts"] == json!([]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new seat stays: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
