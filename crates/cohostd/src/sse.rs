@@ -212,6 +212,10 @@ async fn candidate_in_cluster(
     })?;
     let unavailable =
         |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Unavailable, e.to_string());
+    // The stream keeps what the relays published: events from before an erasure name the user, and the
+    // relays publish an erased candidate's later events on their pseudonym's subject.
+    let erased = (state.erasures.as_ref()).map_or_else(Arc::default, |e| e.erased.clone());
+    let subject_user = &erased.served_id(user);
     let (first, last) = user_feed::bounds(client)
         .await
         .map_err(|e| unavailable(&e))?;
@@ -234,13 +238,13 @@ async fn candidate_in_cluster(
         },
     };
     if let Some(after) = resume {
-        let changes = user_feed::user_changes(client, user, after)
+        let changes = user_feed::user_changes(client, subject_user, after)
             .await
             .map_err(|e| unavailable(&e))?;
         return Ok(Feed::new(
             state,
             None,
-            cluster_changes(changes, Vec::new()),
+            cluster_changes(changes, Vec::new(), erased),
             after,
         ));
     }
@@ -251,24 +255,25 @@ async fn candidate_in_cluster(
         .event("snapshot")
         .id(format!("s{last}"))
         .data(json(&page)?);
-    let changes = user_feed::user_changes(client, user, last)
+    let changes = user_feed::user_changes(client, subject_user, last)
         .await
         .map_err(|e| unavailable(&e))?;
     Ok(Feed::new(
         state,
         Some(snapshot),
-        cluster_changes(changes, seqs),
+        cluster_changes(changes, seqs, erased),
         last,
     ))
 }
 
 /// The feed's changes with the stream sequence as id, dropping those at or below `reflected`'s seq for their
-/// partition (empty: none dropped).
+/// partition (empty: none dropped), erased users named by their pseudonyms.
 fn cluster_changes(
     changes: impl futures::Stream<Item = Result<user_feed::Change, user_feed::FeedError>>
     + Send
     + 'static,
     reflected: Vec<u64>,
+    erased: Arc<cohost_engine::ErasedUsers>,
 ) -> Changes {
     changes
         .filter_map(move |change| {
@@ -280,7 +285,7 @@ fn cluster_changes(
                 {
                     None
                 }
-                Ok(change) => Some(Ok((change.stream_seq, change.envelope))),
+                Ok(change) => Some(Ok((change.stream_seq, erased.serve(change.envelope)))),
                 Err(error) => Some(Err((ErrorCode::Unavailable, error.to_string()))),
             };
             std::future::ready(kept)
@@ -484,16 +489,19 @@ mod tests {
             Ok(change(13, 2, 9)),
         ]);
         // Partition 0's page reflects seq 5, partition 1's seq 3; partition 2 is not in the list.
-        let kept: Vec<u64> = cluster_changes(feed, vec![5, 3])
+        let kept: Vec<u64> = cluster_changes(feed, vec![5, 3], Arc::default())
             .map(|c| c.unwrap().0)
             .collect()
             .await;
         assert_eq!(kept, [12, 13]);
-        let all: Vec<u64> =
-            cluster_changes(futures::stream::iter([Ok(change(10, 0, 5))]), Vec::new())
-                .map(|c| c.unwrap().0)
-                .collect()
-                .await;
+        let all: Vec<u64> = cluster_changes(
+            futures::stream::iter([Ok(change(10, 0, 5))]),
+            Vec::new(),
+            Arc::default(),
+        )
+        .map(|c| c.unwrap().0)
+        .collect()
+        .await;
         assert_eq!(all, [10], "a resume drops nothing");
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::cluster::{COMMANDS_PER_S, Cluster, PARTITIONS, token};
+use support::cluster::{COMMANDS_PER_S, Cluster, Live, PARTITIONS, token};
 
 use cohost_proto::{RoomId, partition};
 
@@ -94,6 +94,16 @@ async fn an_erasure_through_one_node_is_served_and_carried_out_by_every_node() {
     let own = room_owned_by(&owners, 0, "own");
     ok(&cluster, 1, "bob", "/v1/rooms", json!({"room_id": own})).await;
 
+    // Bob, as host, invites carol: her live collection will replay that from the stream COHOST.
+    let invitations = format!("/v1/rooms/{own}/invitations");
+    ok(
+        &cluster,
+        2,
+        "bob",
+        &invitations,
+        json!({"user_id": "carol"}),
+    )
+    .await;
     let privacy = service_token("privacy");
     let (status, erased) = call(
         &cluster,
@@ -143,6 +153,25 @@ async fn an_erasure_through_one_node_is_served_and_carried_out_by_every_node() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Carol's live collection, replayed from the stream's start on a node, names bob nowhere: not in the
+    // invite published before the erasure, nor in its cancellation after.
+    let base = cluster.nodes.read().await[1].as_ref().unwrap().url("");
+    let path = "/v1/me/invitations";
+    let mut live = Live::open_as(&base, path, "carol", Some("0".into())).await;
+    for expected in ["invitation_created", "invitation_cancelled"] {
+        let (event, _, change) = live.next().await.expect("a change");
+        assert_eq!(
+            (event.as_str(), change["type"].as_str()),
+            ("change", Some(expected)),
+            "{change}"
+        );
+        let text = change.to_string();
+        assert!(
+            !text.contains("\"bob\"") && text.contains(&pseudonym),
+            "{text}"
+        );
+    }
+    drop(live);
     // The history names the pseudonym, also for events from before the erasure.
     let (_, page) = call(
         &cluster,

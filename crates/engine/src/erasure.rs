@@ -43,7 +43,7 @@ impl ErasedUsers {
     }
 
     /// The id served for `user`: their pseudonym if erased, else the id itself.
-    pub(crate) fn served_id(&self, user: &UserId) -> UserId {
+    pub fn served_id(&self, user: &UserId) -> UserId {
         if !self.any.load(Ordering::Acquire) {
             return user.clone();
         }
@@ -62,7 +62,7 @@ impl ErasedUsers {
     }
 
     /// `value` as it may be served: every erased user's id replaced by their pseudonym.
-    pub(crate) fn serve<T: MapUsers>(&self, mut value: T) -> T {
+    pub fn serve<T: MapUsers>(&self, mut value: T) -> T {
         if self.any.load(Ordering::Acquire) {
             let by_user = self.read();
             value.map_users(&mut |user| by_user.get(user).cloned());
