@@ -1,8 +1,8 @@
 //! Cluster mode: the node joins the cluster (its partition count and log format must match the cluster's), then
 //! serves every room route: those of the partitions it owns from their engines, the others by forwarding them
 //! to their owner (`forward.rs`). Each owned partition runs its followers (the relay, and the revoker with
-//! LiveKit admin on) and answers the requests other nodes forward to it. Webhooks and cross-partition
-//! collections are not served yet.
+//! LiveKit admin on, the outgoing webhook deliveries) and answers the requests other nodes forward to it. The
+//! cluster's erased users are loaded before any partition is taken and followed from then on (`erase.rs`).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -37,7 +37,7 @@ pub async fn serve_cluster(settings: Settings, cluster: ClusterSettings) -> Resu
     let owners = Owners::new().await;
     let webhooks = Webhooks::configured(&settings)?;
     let running = webhooks.running.clone();
-    let (erasures, revision) = erasures(&client, cluster.replicas).await?;
+    let (erasures, revision) = erasures(&client, cluster.replicas, &auth).await?;
     let node = join(
         &settings,
         &cluster,
@@ -159,11 +159,15 @@ async fn join(
 async fn erasures(
     client: &cohost_nats::Client,
     replicas: usize,
+    auth: &crate::auth::Auth,
 ) -> Result<(crate::erase::ClusterErasures, u64), String> {
     let started = std::time::Instant::now();
+    let auth = auth.clone();
+    let fallback: Arc<dyn Fn(&cohost_proto::UserId) -> cohost_proto::UserId + Send + Sync> =
+        Arc::new(move |user| auth.pseudonym(user));
     loop {
         let opened = async {
-            let book = cluster::ErasureBook::open(client, replicas).await?;
+            let book = cluster::ErasureBook::open(client, replicas, fallback.clone()).await?;
             let erased = Arc::new(cohost_engine::ErasedUsers::new());
             let revision = book.load(&erased).await?;
             Ok::<_, cluster::ErasureError>((
@@ -182,12 +186,14 @@ async fn erasures(
     }
 }
 
-/// Follows the cluster's erasures for the life of the process: each new one is served at once, and ends what
-/// the user holds in every partition this node owns then (a partition taken over later keeps what it holds;
-/// erasing again ends it).
+/// Follows the cluster's erasures for the life of the process (once the node stops it serves no partition,
+/// so the task ends nothing more): each new one is served at once, and ends what the user holds in every
+/// partition this node serves then. A partition changing owner meanwhile is swept when taken
+/// ([`sweep_after_takeover`]).
 fn follow_erasures(erasures: &crate::erase::ClusterErasures, revision: u64, node: Arc<Node>) {
     let on_erased = move |user: cohost_proto::UserId, erased: cluster::Erased| {
-        for (partition, engine) in node.engines() {
+        let serving = node.serving().into_iter();
+        for (partition, engine) in serving.filter_map(|p| Some((p, node.engine_of(p)?))) {
             let (user, service) = (user.clone(), erased.service.clone());
             tokio::spawn(async move {
                 match engine.end_holdings(service, &user).await {
@@ -201,13 +207,48 @@ fn follow_erasures(erasures: &crate::erase::ClusterErasures, revision: u64, node
                     }
                     Ok(_) => {}
                     Err(error) => {
-                        tracing::warn!(partition, %error, "ending an erased user's holdings failed; erase them again to finish")
+                        tracing::warn!(partition, %error, "ending an erased user's holdings failed; the next takeover's sweep, or erasing them again, finishes it")
                     }
                 }
             });
         }
     };
     (erasures.book.clone()).follow(erasures.erased.clone(), revision, on_erased);
+}
+
+/// The service that a takeover's sweep of erased users' holdings names in its events.
+const ERASURE_SWEEP_SERVICE: &str = "cohost-erasure";
+
+/// Once this node serves `partition` (it is taken when its followers have started), ends what every erased
+/// user still holds there: an erasure that came while the partition changed owner was carried out by
+/// neither node. The erasure's own follower sees the partition from then on, so one of the two always does.
+async fn sweep_after_takeover(node: Arc<OnceLock<Arc<Node>>>, partition: u32, engine: Engine) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let serving = node
+            .get()
+            .is_some_and(|node| node.serving().contains(&partition));
+        if serving {
+            break;
+        }
+        if std::time::Instant::now() > deadline || engine.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let service = cohost_proto::ServiceId::new(ERASURE_SWEEP_SERVICE).expect("a valid service id");
+    match engine.end_erased_holdings(service).await {
+        Ok((rooms, commands)) if commands > 0 => {
+            tracing::info!(
+                partition,
+                rooms,
+                commands,
+                "erased users' holdings ended after a takeover"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(partition, %error, "sweeping erased users' holdings failed"),
+    }
 }
 
 /// Makes the stream `COHOST` ready before any partition's relay publishes into it, trying for a while: a
@@ -401,6 +442,11 @@ impl Followers {
             ),
             false => None,
         };
+        tokio::spawn(sweep_after_takeover(
+            self.owners.node.clone(),
+            partition,
+            engine.clone(),
+        ));
         let mut sinks = vec![relay_config.sink.clone()];
         let revoker_sink = cohost_credentials::revoke::SINK.to_owned();
         sinks.extend(revoker.iter().map(|_| revoker_sink.clone()));

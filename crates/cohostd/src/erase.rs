@@ -68,7 +68,17 @@ pub(crate) struct ClusterErasures {
 async fn in_cluster(state: &AppState, user: UserId, erasure: Erased) -> Result<Response, ApiError> {
     let erasures = (state.erasures.as_ref())
         .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the node is not ready to erase"))?;
-    let erased = (erasures.book.erase(&user, &erasure).await)
+    // In a task of its own: a client that stops waiting does not cut the announcement short.
+    let book = erasures.book.clone();
+    let recorded =
+        tokio::spawn(async move { book.erase(&user, &erasure).await.map(|e| (user, e)) });
+    let (user, erased) = (recorded.await)
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("the erasure did not finish: {e}"),
+            )
+        })?
         .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
     erasures.erased.insert(user, erased.pseudonym.clone());
     tracing::info!(pseudonym = %erased.pseudonym, "user erased in the cluster");

@@ -328,7 +328,8 @@ mod paths {
         responses((status = 200, description = "erases the user, for a service credential only (403 for a user's \
             JWT): from now on everything served names them by a stable pseudonym, and what they held in open rooms \
             ends by the service's commands (a hosted room stops; pending offers, the seat and the moderator role \
-            end). `{user_id: pseudonym, rooms, commands}`. 409 on a cluster node", body = Object)))]
+            end). `{user_id: pseudonym, rooms, commands}`; on a cluster node rooms and commands are null (each partition's \
+            owner ends its part after the answer)", body = Object)))]
     fn erase_user() {}
 
     #[utoipa::path(get, path = "/v1/rooms/{room_id}/events", tag = "rooms", params(RoomPath, EventsQuery),

@@ -212,10 +212,8 @@ async fn candidate_in_cluster(
     })?;
     let unavailable =
         |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Unavailable, e.to_string());
-    // The stream keeps what the relays published: events from before an erasure name the user, and the
-    // relays publish an erased candidate's later events on their pseudonym's subject.
-    let erased = (state.erasures.as_ref()).map_or_else(Arc::default, |e| e.erased.clone());
-    let subject_user = &erased.served_id(user);
+    let (subjects, erased) = &feed_subjects(state, user);
+    let erased = erased.clone();
     let (first, last) = user_feed::bounds(client)
         .await
         .map_err(|e| unavailable(&e))?;
@@ -238,7 +236,7 @@ async fn candidate_in_cluster(
         },
     };
     if let Some(after) = resume {
-        let changes = user_feed::user_changes(client, subject_user, after)
+        let changes = user_feed::user_changes(client, subjects, after)
             .await
             .map_err(|e| unavailable(&e))?;
         return Ok(Feed::new(
@@ -255,7 +253,7 @@ async fn candidate_in_cluster(
         .event("snapshot")
         .id(format!("s{last}"))
         .data(json(&page)?);
-    let changes = user_feed::user_changes(client, subject_user, last)
+    let changes = user_feed::user_changes(client, subjects, last)
         .await
         .map_err(|e| unavailable(&e))?;
     Ok(Feed::new(
@@ -264,6 +262,22 @@ async fn candidate_in_cluster(
         cluster_changes(changes, seqs, erased),
         last,
     ))
+}
+
+/// The stream keeps what the relays published: events from before an erasure name the user, and the relays
+/// publish an erased candidate's later events on their pseudonym's subject. So a candidate's feed follows both
+/// (the pseudonym this deployment would give, or the one given), whenever the erasure comes; and the node's
+/// erased users, through which its changes are served.
+fn feed_subjects(
+    state: &AppState,
+    user: &UserId,
+) -> ([UserId; 2], Arc<cohost_engine::ErasedUsers>) {
+    let erased = (state.erasures.as_ref()).map_or_else(Arc::default, |e| e.erased.clone());
+    let pseudonym = match erased.served_id(user) {
+        same if &same == user => state.auth.pseudonym(user),
+        given => given,
+    };
+    ([user.clone(), pseudonym], erased)
 }
 
 /// The feed's changes with the stream sequence as id, dropping those at or below `reflected`'s seq for their

@@ -223,3 +223,81 @@ async fn an_erasure_through_one_node_is_served_and_carried_out_by_every_node() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_while_a_partition_has_no_owner_is_carried_out_by_its_next_owner() {
+    let flags = ["--service-secret", SERVICE_SECRET];
+    let cluster = Cluster::start_with_flags(COMMANDS_PER_S, &flags).await;
+    let owners = cluster.owners().await;
+    let room = room_owned_by(&owners, 1, "orphan");
+    ok(&cluster, 0, "alice", "/v1/rooms", json!({"room_id": room})).await;
+    ok(
+        &cluster,
+        0,
+        "alice",
+        &format!("/v1/rooms/{room}/live"),
+        json!({}),
+    )
+    .await;
+    let invitations = format!("/v1/rooms/{room}/invitations");
+    let offer = ok(
+        &cluster,
+        0,
+        "alice",
+        &invitations,
+        json!({"user_id": "bob"}),
+    )
+    .await;
+    let accept = format!(
+        "/v1/invitations/{}/accept",
+        offer["invitation_id"].as_str().unwrap()
+    );
+    ok(&cluster, 0, "bob", &accept, json!({})).await;
+
+    // The room's owner dies; before anyone takes its partitions, bob is erased.
+    {
+        let mut nodes = cluster.nodes.write().await;
+        let mut daemon = nodes[1].take().expect("running");
+        support::cluster::signal(daemon.pid(), "KILL");
+        daemon.wait_exit(Duration::from_secs(5));
+    }
+    let erase = "/v1/admin/users/bob/erase";
+    let (status, erased) = call(
+        &cluster,
+        0,
+        &service_token("privacy"),
+        Method::POST,
+        erase,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{erased}");
+    // The partition is still the dead node's (its lease runs for seconds), so no node's follower of the
+    // erasure serves it: only the next owner's sweep can end the seat (were the takeover somehow done first,
+    // the follower would, naming the erasing service).
+
+    // The next owner sweeps what erased users hold when it takes the partition.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let path = format!("/v1/rooms/{room}");
+        let (status, body) = call(&cluster, 2, &token("alice"), Method::GET, &path, None).await;
+        if status == StatusCode::OK && body["cohosts"] == json!([]) {
+            assert!(!body.to_string().contains("\"bob\""), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bob keeps his seat: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let path = format!("/v1/rooms/{room}/events");
+    let (_, page) = call(&cluster, 2, &token("alice"), Method::GET, &path, None).await;
+    let last = page["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["type"], "cohost_removed", "{page}");
+    let by = last["service"].as_str();
+    assert!(
+        by == Some("cohost-erasure") || by == Some("privacy"),
+        "{page}"
+    );
+}

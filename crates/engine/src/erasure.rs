@@ -3,7 +3,8 @@
 //!
 //! The log keeps its bytes, so it stays replayable and gap-free; every path that serves data (command
 //! replies, reads, pages, the event streams behind SSE, the relay and webhooks) rewrites the ids on the way
-//! out. The store keeps each erased id with its pseudonym (`E{user_id}`), to recognise it in the log.
+//! out. The store keeps each erased id with its pseudonym (`E{user_id}`), to recognise it in the log; in
+//! cluster mode the cluster's bucket does, and a node's engines share one [`ErasedUsers`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,12 +54,17 @@ impl ErasedUsers {
             .unwrap_or_else(|| user.clone())
     }
 
-    /// From now on `user` is served as `pseudonym` by every engine that shares this. The caller keeps the
-    /// pseudonym stable (a cluster's bucket holds the first one).
+    /// From now on `user` is served as `pseudonym` by every engine that shares this; a user already here
+    /// keeps the pseudonym they have, so it never changes under a reader.
     pub fn insert(&self, user: UserId, pseudonym: UserId) {
         let mut by_user = self.by_user.write().unwrap_or_else(|e| e.into_inner());
-        by_user.insert(user, pseudonym);
+        by_user.entry(user).or_insert(pseudonym);
         self.any.store(true, Ordering::Release);
+    }
+
+    /// Whether `user` is erased.
+    pub fn contains(&self, user: &UserId) -> bool {
+        self.any.load(Ordering::Acquire) && self.read().contains_key(user)
     }
 
     /// `value` as it may be served: every erased user's id replaced by their pseudonym.
@@ -140,12 +146,34 @@ impl Engine {
         service: ServiceId,
         user: &UserId,
     ) -> Result<(usize, usize), Error> {
+        self.end_holdings_of(service, |held| held == user).await
+    }
+
+    /// What a cluster node runs on a partition it has just taken: `service` ends what every erased user (of
+    /// this engine's [`ErasedUsers`]) still holds in its open rooms, whatever its last owner left undone.
+    /// One pass over the open rooms; nothing when no one is erased. Returns the rooms changed and the
+    /// commands applied.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::end_holdings`].
+    pub async fn end_erased_holdings(&self, service: ServiceId) -> Result<(usize, usize), Error> {
+        let erased = self.shared.pseudonyms.clone();
+        self.end_holdings_of(service, move |held| erased.contains(held))
+            .await
+    }
+
+    async fn end_holdings_of(
+        &self,
+        service: ServiceId,
+        erased: impl Fn(&UserId) -> bool,
+    ) -> Result<(usize, usize), Error> {
         let (mut commands, mut rooms) = (0, std::collections::BTreeSet::new());
         // Planned from what is durable: a command queued before this one (an accept of the user's request)
         // lands after the plan, so plan again until nothing is left. The queue is first in, first out, so
         // after one round everything submitted before the erasure is durable.
         for _ in 0..PLAN_ROUNDS_MAX {
-            let plan = self.erasure_plan(user);
+            let plan = self.erasure_plan(&erased);
             if plan.is_empty() {
                 break;
             }
@@ -178,7 +206,7 @@ impl Engine {
 
     /// The commands that end what `user` holds in each open room, in the order they run: room by room, in
     /// room id order.
-    fn erasure_plan(&self, user: &UserId) -> Vec<(RoomId, Command)> {
+    fn erasure_plan(&self, erased: &impl Fn(&UserId) -> bool) -> Vec<(RoomId, Command)> {
         let read = self.read();
         let mut rooms: Vec<_> = read.rooms().collect();
         rooms.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -188,28 +216,31 @@ impl Engine {
                 continue;
             };
             let room_id = room_id.clone();
-            if &room.host == user {
+            if erased(&room.host) {
                 let stop = Command::StopRoom(RoomTarget {
                     room_id: room_id.clone(),
                 });
                 plan.push((room_id, stop));
                 continue;
             }
-            for offer in state.pending().filter(|offer| &offer.user_id == user) {
+            for offer in state.pending().filter(|offer| erased(&offer.user_id)) {
                 let target = InvitationTarget {
                     invitation_id: offer.invitation_id.clone(),
                 };
                 plan.push((room_id.clone(), Command::CancelInvitation(target)));
             }
-            let target = || UserTarget {
+            let target = |user: &UserId| UserTarget {
                 room_id: room_id.clone(),
                 user_id: user.clone(),
             };
-            if state.seat(user).is_some() {
-                plan.push((room_id.clone(), Command::RemoveCohost(target())));
+            for seat in room.cohosts.iter().filter(|seat| erased(&seat.user_id)) {
+                plan.push((
+                    room_id.clone(),
+                    Command::RemoveCohost(target(&seat.user_id)),
+                ));
             }
-            if room.moderators.contains(user) {
-                plan.push((room_id.clone(), Command::RemoveModerator(target())));
+            for moderator in room.moderators.iter().filter(|m| erased(m)) {
+                plan.push((room_id.clone(), Command::RemoveModerator(target(moderator))));
             }
         }
         plan

@@ -53,7 +53,8 @@ pub async fn bounds(client: &crate::Client) -> Result<(u64, u64), FeedError> {
         .map_err(|_| FeedError("no answer in time".into()))?
 }
 
-/// `user`'s invitation events after stream sequence `after`, then live, in stream order. An event that does not
+/// The invitation events of `users` (one candidate under each name it was published as: their id, and the
+/// pseudonym an erasure gives them) after stream sequence `after`, then live, in stream order. An event that does not
 /// decode, or lacks its partition and seq headers, is skipped; a failure of the stream ends the feed with it.
 /// It reads an ephemeral ordered consumer, which the server removes once nobody reads it; messages wait in
 /// async-nats's bounded buffers, not here.
@@ -63,14 +64,14 @@ pub async fn bounds(client: &crate::Client) -> Result<(u64, u64), FeedError> {
 /// [`FeedError`] when the stream is missing or the consumer cannot be made.
 pub async fn user_changes(
     client: &crate::Client,
-    user: &UserId,
+    users: &[UserId],
     after: u64,
 ) -> Result<impl Stream<Item = Result<Change, FeedError>> + Send + 'static, FeedError> {
     let js = jetstream::new(client.clone());
     let stream = js.get_stream(subject::STREAM).await.map_err(failed)?;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subject::user(user),
+            filter_subjects: users.iter().map(subject::user).collect(),
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: after + 1,
             },

@@ -33,21 +33,36 @@ fn nats(error: impl std::fmt::Display) -> ErasureError {
 }
 
 /// The cluster's erased users.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ErasureBook {
+    js: jetstream::Context,
     kv: kv::Store,
+    /// The pseudonym to serve a user by when their stored value does not decode (written by hand, or by a
+    /// newer build): the deployment's own, so nobody is served by their id for it.
+    fallback: Arc<dyn Fn(&UserId) -> UserId + Send + Sync>,
+}
+
+impl std::fmt::Debug for ErasureBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("ErasureBook").finish_non_exhaustive()
+    }
 }
 
 impl ErasureBook {
-    /// Opens (creating on first use) the bucket, with `replicas` like the log.
+    /// Opens (creating on first use) the bucket, with `replicas` like the log; `fallback` gives the pseudonym
+    /// of a user whose stored value does not decode.
     ///
     /// # Errors
     ///
     /// [`ErasureError`] when NATS does not answer.
-    pub async fn open(client: &crate::Client, replicas: usize) -> Result<Self, ErasureError> {
+    pub async fn open(
+        client: &crate::Client,
+        replicas: usize,
+        fallback: Arc<dyn Fn(&UserId) -> UserId + Send + Sync>,
+    ) -> Result<Self, ErasureError> {
         let js = jetstream::new(client.clone());
         if let Ok(kv) = js.get_key_value(ERASED_BUCKET).await {
-            return Ok(Self { kv });
+            return Ok(Self { js, kv, fallback });
         }
         let config = kv::Config {
             bucket: ERASED_BUCKET.to_owned(),
@@ -61,7 +76,7 @@ impl ErasureBook {
             // Another node created it first.
             Err(_) => js.get_key_value(ERASED_BUCKET).await.map_err(nats)?,
         };
-        Ok(Self { kv })
+        Ok(Self { js, kv, fallback })
     }
 
     /// Records that `user` is erased: the erasure in effect. A user erased before keeps the first pseudonym
@@ -99,17 +114,36 @@ impl ErasureBook {
     ///
     /// [`ErasureError`] when NATS does not answer or a value does not decode.
     pub async fn load(&self, erased: &ErasedUsers) -> Result<u64, ErasureError> {
+        // The bucket's last revision before the listing: whatever comes after it is followed, whatever the
+        // listing saw too is taken twice, which changes nothing.
+        let mut stream = (self.js)
+            .get_stream(format!("KV_{ERASED_BUCKET}"))
+            .await
+            .map_err(nats)?;
+        let last = stream.info().await.map_err(nats)?.state.last_sequence;
         let mut keys = self.kv.keys().await.map_err(nats)?;
-        let mut last = 0;
         while let Some(key) = keys.next().await {
             let key = key.map_err(nats)?;
             let Some(entry) = self.kv.entry(&key).await.map_err(nats)? else {
                 continue;
             };
-            last = last.max(entry.revision);
-            erased.insert(user_of(&key)?, decode(&entry.value)?.pseudonym);
+            if entry.operation == kv::Operation::Put {
+                let user = user_of(&key)?;
+                erased.insert(user.clone(), self.pseudonym_in(&user, &entry.value));
+            }
         }
         Ok(last)
+    }
+
+    /// The pseudonym a stored value gives `user`; the fallback's when it does not decode.
+    fn pseudonym_in(&self, user: &UserId, value: &[u8]) -> UserId {
+        match decode(value) {
+            Ok(erased) => erased.pseudonym,
+            Err(error) => {
+                tracing::warn!(%error, "an erased user's value does not decode; serving the deployment's pseudonym");
+                (self.fallback)(user)
+            }
+        }
     }
 
     /// Follows the bucket after `revision`, in a task: each new erasure goes into `erased`, then to
@@ -124,11 +158,16 @@ impl ErasureBook {
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut after = revision;
+            let mut backoff = cohost_engine::Backoff::new(std::time::Duration::from_secs(10));
             loop {
+                let before = after;
                 if let Err(error) = self.follow_once(&erased, &mut after, &on_erased).await {
                     tracing::warn!(%error, "following the erased users; trying again");
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                if after > before {
+                    backoff.reset();
+                }
+                tokio::time::sleep(backoff.next_wait()).await;
             }
         })
     }
@@ -149,9 +188,13 @@ impl ErasureBook {
             if entry.operation != kv::Operation::Put {
                 continue;
             }
-            let (user, value) = (user_of(&entry.key)?, decode(&entry.value)?);
-            erased.insert(user.clone(), value.pseudonym.clone());
-            on_erased(user, value);
+            let user = user_of(&entry.key)?;
+            let pseudonym = self.pseudonym_in(&user, &entry.value);
+            erased.insert(user.clone(), pseudonym.clone());
+            // A value that does not decode names no service: the sweep at the next takeover ends what it holds.
+            if let Ok(value) = decode(&entry.value) {
+                on_erased(user, value);
+            }
         }
         Ok(())
     }
