@@ -194,22 +194,10 @@ fn follow_erasures(erasures: &crate::erase::ClusterErasures, revision: u64, node
     let on_erased = move |user: cohost_proto::UserId, erased: cluster::Erased| {
         let serving = node.serving().into_iter();
         for (partition, engine) in serving.filter_map(|p| Some((p, node.engine_of(p)?))) {
-            let (user, service) = (user.clone(), erased.service.clone());
+            let (user, service, node) = (user.clone(), erased.service.clone(), node.clone());
             tokio::spawn(async move {
-                match engine.end_holdings(service, &user).await {
-                    Ok((rooms, commands)) if commands > 0 => {
-                        tracing::info!(
-                            partition,
-                            rooms,
-                            commands,
-                            "an erased user's holdings ended"
-                        );
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(partition, %error, "ending an erased user's holdings failed; the next takeover's sweep, or erasing them again, finishes it")
-                    }
-                }
+                let end = || engine.end_holdings(service.clone(), &user);
+                end_while_served(&node, partition, &engine, end).await;
             });
         }
     };
@@ -223,31 +211,49 @@ const ERASURE_SWEEP_SERVICE: &str = "cohost-erasure";
 /// user still holds there: an erasure that came while the partition changed owner was carried out by
 /// neither node. The erasure's own follower sees the partition from then on, so one of the two always does.
 async fn sweep_after_takeover(node: Arc<OnceLock<Arc<Node>>>, partition: u32, engine: Engine) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let serving = node
+    let node = loop {
+        if let Some(node) = node
             .get()
-            .is_some_and(|node| node.serving().contains(&partition));
-        if serving {
-            break;
+            .filter(|node| node.serving().contains(&partition))
+        {
+            break node.clone();
         }
-        if std::time::Instant::now() > deadline || engine.is_closed() {
+        // Given up before it was served: its next owner sweeps it.
+        if engine.is_closed() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
     let service = cohost_proto::ServiceId::new(ERASURE_SWEEP_SERVICE).expect("a valid service id");
-    match engine.end_erased_holdings(service).await {
-        Ok((rooms, commands)) if commands > 0 => {
-            tracing::info!(
-                partition,
-                rooms,
-                commands,
-                "erased users' holdings ended after a takeover"
-            );
+    let end = || engine.end_erased_holdings(service.clone());
+    end_while_served(&node, partition, &engine, end).await;
+}
+
+/// Runs `end` (ending erased users' holdings in `partition`) until it succeeds, backing off, for as long as
+/// this node serves the partition: a full queue or a failed batch is tried again, and a partition given up
+/// meanwhile is its next owner's to sweep.
+async fn end_while_served<F, Fut>(node: &Node, partition: u32, engine: &Engine, end: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(usize, usize), cohost_engine::Error>>,
+{
+    let mut backoff = cohost_engine::Backoff::new(Duration::from_secs(10));
+    loop {
+        match end().await {
+            Ok((rooms, commands)) => {
+                if commands > 0 {
+                    tracing::info!(partition, rooms, commands, "erased users' holdings ended");
+                }
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(partition, %error, "ending erased users' holdings failed; trying again");
+            }
         }
-        Ok(_) => {}
-        Err(error) => tracing::warn!(partition, %error, "sweeping erased users' holdings failed"),
+        tokio::time::sleep(backoff.next_wait()).await;
+        if engine.is_closed() || !node.serving().contains(&partition) {
+            return;
+        }
     }
 }
 

@@ -169,6 +169,11 @@ impl Delivery {
                 follower,
                 pause: view.pause.clone(),
                 stopped,
+                saved: Saved {
+                    seq: cursor,
+                    at: Instant::now(),
+                    failed: false,
+                },
             }
             .run(),
         );
@@ -201,6 +206,16 @@ struct Task {
     follower: Arc<FollowerStatus>,
     pause: Arc<Pause>,
     stopped: watch::Receiver<bool>,
+    /// The cursor as last written, across the task's runs: what was handled past it is written at most every
+    /// [`SAVE_EVERY`], and on every way out.
+    saved: Saved,
+}
+
+/// The cursor's last write: its seq, when it was written or last tried, and whether that try failed.
+struct Saved {
+    seq: u64,
+    at: Instant,
+    failed: bool,
 }
 
 /// What became of one event.
@@ -211,12 +226,15 @@ enum Outcome {
 }
 
 impl Task {
-    /// Follows the log until stopped or paused; a failed read of the log is retried with backoff.
+    /// Follows the log until stopped or paused; a failed read of the log is retried with backoff. Whatever
+    /// way a run ends, what it handled goes to the cursor.
     async fn run(mut self) {
         let mut backoff = Backoff::new(Duration::from_secs(30));
         loop {
             let before = self.follower.handled_seq();
-            let Some(error) = self.follow().await else {
+            let failed = self.follow().await;
+            self.save_if_stale().await;
+            let Some(error) = failed else {
                 break;
             };
             self.follower
@@ -236,25 +254,18 @@ impl Task {
         let mut events = self
             .engine
             .subscribe(self.follower.handled_seq() + 1, Interest::All);
-        let mut saved = (self.follower.handled_seq(), Instant::now());
         loop {
-            let stale = self.follower.handled_seq() > saved.0;
+            let stale = self.follower.handled_seq() > self.saved.seq;
             let next = tokio::select! {
                 next = events.next() => Some(next),
                 _ = self.stopped.changed() => None,
                 _ = tokio::time::sleep(SAVE_EVERY), if stale => {
-                    self.save(&mut saved).await;
+                    self.save().await;
                     continue;
                 }
             };
-            let Some(next) = next.flatten() else {
-                // Stopped (or the log closed): what was handled goes to the cursor, so the next run (or the
-                // partition's next owner) starts after it.
-                if stale {
-                    self.save(&mut saved).await;
-                }
-                return None;
-            };
+            // Stopped, or the log closed.
+            let next = next.flatten()?;
             let envelope = match next {
                 Ok(envelope) => envelope,
                 // The log no longer holds the events after the cursor: retrying cannot bring them back.
@@ -269,47 +280,60 @@ impl Task {
             };
             if (self.endpoint).wants(envelope.event.type_name(), &envelope.room_id) {
                 if let Outcome::Halted = self.deliver(&envelope).await {
-                    if self.follower.handled_seq() > saved.0 {
-                        self.save(&mut saved).await;
-                    }
                     return None;
                 }
                 self.follower.recovered();
             }
             self.follower.handled(envelope.seq);
-            if saved.1.elapsed() >= SAVE_EVERY {
-                self.save(&mut saved).await;
+            if self.saved.at.elapsed() >= SAVE_EVERY {
+                self.save().await;
             }
         }
     }
 
-    /// Writes what was handled to the cursor, off the async workers (`saved` is the seq and time of the last
-    /// write). A failure is recorded and tried again; meanwhile a restart delivers the events after the
-    /// written cursor again, with the same `webhook-id`s, which receivers drop as duplicates.
-    async fn save(&self, saved: &mut (u64, Instant)) {
+    async fn save_if_stale(&mut self) {
+        if self.follower.handled_seq() > self.saved.seq {
+            self.save().await;
+        }
+    }
+
+    /// Writes what was handled to the cursor, off the async workers. A failure is recorded (and logged as the
+    /// follower's failures are) and tried again at the next save; meanwhile a restart delivers the events
+    /// after the written cursor again, with the same `webhook-id`s, which receivers drop as duplicates.
+    async fn save(&mut self) {
         let seq = self.follower.handled_seq();
         let (engine, sink) = (self.engine.clone(), self.sink.clone());
-        let error = match tokio::task::spawn_blocking(move || engine.set_cursor(&sink, seq)).await {
+        let written = tokio::task::spawn_blocking(move || engine.set_cursor(&sink, seq)).await;
+        let error = match written {
             Ok(Ok(())) => {
-                *saved = (seq, Instant::now());
+                if self.saved.failed {
+                    self.follower.recovered();
+                }
+                self.saved = Saved {
+                    seq,
+                    at: Instant::now(),
+                    failed: false,
+                };
                 return;
             }
             Ok(Err(error)) => error.to_string(),
             Err(error) => format!("the write did not finish: {error}"),
         };
-        saved.1 = Instant::now();
-        let message = format!("writing the cursor of {} at seq {seq}: {error}", self.sink);
-        self.follower.failed(message, SystemClock.now_ms());
+        (self.saved.at, self.saved.failed) = (Instant::now(), true);
+        let what = format!("writing the cursor of {} at seq {seq}", self.sink);
+        self.follower.retrying(&what, &error, SystemClock.now_ms());
     }
 
     /// Posts one event until the endpoint takes it or the task stops; pauses at it when it kept failing for the
     /// give-up age, until resumed.
     async fn deliver(&mut self, envelope: &Envelope) -> Outcome {
-        let body = serde_json::to_vec(envelope).expect("an envelope encodes");
         let id = envelope.event_id().to_string();
         let mut backoff = Backoff::between(self.settings.retry_first, self.settings.retry_max);
         let mut failing_since: Option<Instant> = None;
         loop {
+            // Encoded at each attempt: a user erased while it is retried is named by the pseudonym from then on.
+            let served = self.engine.serve(envelope.clone());
+            let body = serde_json::to_vec(&served).expect("an envelope encodes");
             let signed = (self.endpoint.signer()).sign(&id, SystemClock.now_ms() / 1_000, &body);
             let request = self
                 .client
@@ -318,10 +342,17 @@ impl Task {
                 .header("webhook-id", &signed.id)
                 .header("webhook-timestamp", &signed.timestamp)
                 .header("webhook-signature", &signed.signature)
-                .body(body.clone());
-            let answer = tokio::select! {
-                answer = request.send() => answer,
-                _ = self.stopped.changed() => return Outcome::Halted,
+                .body(body);
+            // While the endpoint takes its time, what was handled before is written as in quiet moments.
+            let send = request.send();
+            tokio::pin!(send);
+            let answer = loop {
+                let stale = self.follower.handled_seq() > self.saved.seq;
+                tokio::select! {
+                    answer = &mut send => break answer,
+                    _ = self.stopped.changed() => return Outcome::Halted,
+                    _ = tokio::time::sleep(SAVE_EVERY), if stale => self.save().await,
+                }
             };
             let why = match answer {
                 Ok(response) if response.status().is_success() => return Outcome::Delivered,
@@ -334,6 +365,8 @@ impl Task {
                 envelope.seq, self.endpoint.url
             );
             self.follower.failed(message.clone(), SystemClock.now_ms());
+            // The events before this one are done: their progress is written before any wait.
+            self.save_if_stale().await;
             if since.elapsed() >= self.settings.give_up_after {
                 if !self.paused(&message).await {
                     return Outcome::Halted;

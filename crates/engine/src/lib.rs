@@ -468,6 +468,13 @@ impl Engine {
         self.shared.pseudonyms.serve(value)
     }
 
+    /// `value` with every erased user named by their pseudonym, as of now: for a value served once and sent
+    /// again later (a webhook delivery retried for hours), which the erasure may have overtaken. What the
+    /// engine serves itself already is.
+    pub fn serve<T: cohost_proto::MapUsers>(&self, value: T) -> T {
+        self.served(value)
+    }
+
     /// The room as of the last durable event. It never waits for the sequencer: it reads the read model under
     /// its shared lock and clones the room; an ended room that left memory is read from its archive in the
     /// store (blocking IO).
