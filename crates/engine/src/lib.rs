@@ -637,7 +637,8 @@ impl Engine {
     /// Each live room with co-hosts seated or its host believed away, and the presence of each seat (and of
     /// such a host) as the room knows it: what reconciling with LiveKit's own list of participants compares,
     /// so a lost webhook neither leaks a seat nor has a present host judged absent. Scans every room in memory
-    /// under the read lock, so call it now and then, not per request.
+    /// under the read lock, so call it now and then, not per request. The ids are as stored, erased users'
+    /// too (LiveKit knows participants by them): never serve them.
     pub fn seated_presence(&self) -> Vec<(RoomId, Vec<SeatPresence>)> {
         let read = self.read();
         let live = (read.rooms.iter()).filter_map(|(id, entry)| {
