@@ -58,6 +58,31 @@ fn room_owned_by(
         .expect("some name lands there")
 }
 
+/// Alice invites bob into `room` and bob accepts, each sent through node `n`.
+async fn seat_bob(cluster: &Cluster, n: usize, room: &str) {
+    let invitations = format!("/v1/rooms/{room}/invitations");
+    let offer = ok(cluster, n, "alice", &invitations, json!({"user_id": "bob"})).await;
+    let accept = format!(
+        "/v1/invitations/{}/accept",
+        offer["invitation_id"].as_str().unwrap()
+    );
+    ok(cluster, n, "bob", &accept, json!({})).await;
+}
+
+/// Alice's live room `room`, with bob seated, each command sent through node 0.
+async fn live_with_bob(cluster: &Cluster, room: &str) {
+    ok(cluster, 0, "alice", "/v1/rooms", json!({"room_id": room})).await;
+    ok(
+        cluster,
+        0,
+        "alice",
+        &format!("/v1/rooms/{room}/live"),
+        json!({}),
+    )
+    .await;
+    seat_bob(cluster, 0, room).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_through_one_node_is_served_and_carried_out_by_every_node() {
     let flags = ["--service-secret", SERVICE_SECRET];
@@ -68,28 +93,7 @@ async fn an_erasure_through_one_node_is_served_and_carried_out_by_every_node() {
         .map(|&n| room_owned_by(&owners, n, "seat"))
         .collect();
     for room in &seated {
-        ok(&cluster, 0, "alice", "/v1/rooms", json!({"room_id": room})).await;
-        ok(
-            &cluster,
-            0,
-            "alice",
-            &format!("/v1/rooms/{room}/live"),
-            json!({}),
-        )
-        .await;
-        let offer = ok(
-            &cluster,
-            0,
-            "alice",
-            &format!("/v1/rooms/{room}/invitations"),
-            json!({"user_id": "bob"}),
-        )
-        .await;
-        let accept = format!(
-            "/v1/invitations/{}/accept",
-            offer["invitation_id"].as_str().unwrap()
-        );
-        ok(&cluster, 0, "bob", &accept, json!({})).await;
+        live_with_bob(&cluster, room).await;
     }
     let own = room_owned_by(&owners, 0, "own");
     ok(&cluster, 1, "bob", "/v1/rooms", json!({"room_id": own})).await;
@@ -191,20 +195,7 @@ async fn an_erasure_through_one_node_is_served_and_carried_out_by_every_node() {
     // Bob takes a seat again (a user like any other); erasing him again through another node ends it, under
     // the same pseudonym.
     let room = &seated[0];
-    let invitations = format!("/v1/rooms/{room}/invitations");
-    let offer = ok(
-        &cluster,
-        0,
-        "alice",
-        &invitations,
-        json!({"user_id": "bob"}),
-    )
-    .await;
-    let accept = format!(
-        "/v1/invitations/{}/accept",
-        offer["invitation_id"].as_str().unwrap()
-    );
-    ok(&cluster, 1, "bob", &accept, json!({})).await;
+    seat_bob(&cluster, 1, room).await;
     let erase = "/v1/admin/users/bob/erase";
     let (status, again) = call(&cluster, 2, &privacy, Method::POST, erase, None).await;
     assert_eq!(
@@ -230,29 +221,7 @@ async fn an_erasure_while_a_partition_has_no_owner_is_carried_out_by_its_next_ow
     let cluster = Cluster::start_with_flags(COMMANDS_PER_S, &flags).await;
     let owners = cluster.owners().await;
     let room = room_owned_by(&owners, 1, "orphan");
-    ok(&cluster, 0, "alice", "/v1/rooms", json!({"room_id": room})).await;
-    ok(
-        &cluster,
-        0,
-        "alice",
-        &format!("/v1/rooms/{room}/live"),
-        json!({}),
-    )
-    .await;
-    let invitations = format!("/v1/rooms/{room}/invitations");
-    let offer = ok(
-        &cluster,
-        0,
-        "alice",
-        &invitations,
-        json!({"user_id": "bob"}),
-    )
-    .await;
-    let accept = format!(
-        "/v1/invitations/{}/accept",
-        offer["invitation_id"].as_str().unwrap()
-    );
-    ok(&cluster, 0, "bob", &accept, json!({})).await;
+    live_with_bob(&cluster, &room).await;
 
     // The room's owner dies; before anyone takes its partitions, bob is erased.
     {

@@ -61,22 +61,10 @@ fn nats(error: impl std::fmt::Display) -> CursorError {
 impl CursorBook {
     /// Opens (creating on first use) the bucket, with `replicas` like the log it points into.
     pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<Self, CursorError> {
-        if let Ok(kv) = js.get_key_value(CURSOR_BUCKET).await {
-            return Ok(Self { kv });
-        }
-        let config = kv::Config {
-            bucket: CURSOR_BUCKET.to_owned(),
-            history: 1,
-            num_replicas: replicas,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let kv = match js.create_key_value(config).await {
-            Ok(kv) => kv,
-            // Another node created it first.
-            Err(_) => js.get_key_value(CURSOR_BUCKET).await.map_err(nats)?,
-        };
-        Ok(Self { kv })
+        let kv = super::open_bucket(js, CURSOR_BUCKET, replicas).await;
+        Ok(Self {
+            kv: kv.map_err(CursorError)?,
+        })
     }
 
     /// The bucket if it exists; nothing is created (for tools that only read).

@@ -61,21 +61,8 @@ impl ErasureBook {
         fallback: Arc<dyn Fn(&UserId) -> UserId + Send + Sync>,
     ) -> Result<Self, ErasureError> {
         let js = jetstream::new(client.clone());
-        if let Ok(kv) = js.get_key_value(ERASED_BUCKET).await {
-            return Ok(Self { js, kv, fallback });
-        }
-        let config = kv::Config {
-            bucket: ERASED_BUCKET.to_owned(),
-            history: 1,
-            num_replicas: replicas,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let kv = match js.create_key_value(config).await {
-            Ok(kv) => kv,
-            // Another node created it first.
-            Err(_) => js.get_key_value(ERASED_BUCKET).await.map_err(nats)?,
-        };
+        let kv = super::open_bucket(&js, ERASED_BUCKET, replicas).await;
+        let kv = kv.map_err(ErasureError)?;
         Ok(Self { js, kv, fallback })
     }
 

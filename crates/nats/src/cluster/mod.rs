@@ -31,3 +31,28 @@ pub use node::{
 pub use owner::{LogReplicator, TakeOverError, take_over};
 pub use snapshot::{PartitionSnapshot, SNAPSHOT_BUCKET, SnapshotBook, SnapshotError};
 pub use status::{Last, PartitionStatus, status};
+
+/// Opens the KV bucket `bucket` (one value per key, on file, with `replicas`), creating it on first use; the
+/// error as text.
+pub(crate) async fn open_bucket(
+    js: &async_nats::jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> Result<async_nats::jetstream::kv::Store, String> {
+    use async_nats::jetstream::{kv, stream::StorageType};
+    if let Ok(kv) = js.get_key_value(bucket).await {
+        return Ok(kv);
+    }
+    let config = kv::Config {
+        bucket: bucket.to_owned(),
+        history: 1,
+        num_replicas: replicas,
+        storage: StorageType::File,
+        ..Default::default()
+    };
+    match js.create_key_value(config).await {
+        Ok(kv) => Ok(kv),
+        // Another node created it first.
+        Err(_) => js.get_key_value(bucket).await.map_err(|e| e.to_string()),
+    }
+}
