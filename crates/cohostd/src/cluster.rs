@@ -161,29 +161,16 @@ async fn erasures(
     replicas: usize,
     auth: &crate::auth::Auth,
 ) -> Result<(crate::erase::ClusterErasures, u64), String> {
-    let started = std::time::Instant::now();
     let auth = auth.clone();
     let fallback: Arc<dyn Fn(&cohost_proto::UserId) -> cohost_proto::UserId + Send + Sync> =
         Arc::new(move |user| auth.pseudonym(user));
-    loop {
-        let opened = async {
-            let book = cluster::ErasureBook::open(client, replicas, fallback.clone()).await?;
-            let erased = Arc::new(cohost_engine::ErasedUsers::new());
-            let revision = book.load(&erased).await?;
-            Ok::<_, cluster::ErasureError>((
-                crate::erase::ClusterErasures { book, erased },
-                revision,
-            ))
-        };
-        match opened.await {
-            Ok(opened) => return Ok(opened),
-            Err(error) if started.elapsed() < Duration::from_secs(30) => {
-                tracing::warn!(%error, "loading the erased users; trying again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(error) => return Err(format!("cannot load the erased users: {error}")),
-        }
-    }
+    patiently("load the erased users", || async {
+        let book = cluster::ErasureBook::open(client, replicas, fallback.clone()).await?;
+        let erased = Arc::new(cohost_engine::ErasedUsers::new());
+        let revision = book.load(&erased).await?;
+        Ok::<_, cluster::ErasureError>((crate::erase::ClusterErasures { book, erased }, revision))
+    })
+    .await
 }
 
 /// Follows the cluster's erasures for the life of the process (once the node stops it serves no partition,
@@ -260,15 +247,28 @@ where
 /// Makes the stream `COHOST` ready before any partition's relay publishes into it, trying for a while: a
 /// cluster that is starting has no JetStream leader yet.
 async fn ensure_stream(client: &cohost_nats::Client, replicas: usize) -> Result<(), String> {
+    patiently("prepare the stream COHOST", || {
+        cohost_nats::relay::ensure_stream(client, replicas)
+    })
+    .await
+}
+
+/// Runs `attempt` until it succeeds, again every 500 ms for 30 s: a cluster that is starting has no JetStream
+/// leader yet. The last error, naming `what` could not be done, once the 30 s are over.
+async fn patiently<T, E, Fut>(what: &str, attempt: impl Fn() -> Fut) -> Result<T, String>
+where
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let started = std::time::Instant::now();
     loop {
-        match cohost_nats::relay::ensure_stream(client, replicas).await {
-            Ok(()) => return Ok(()),
+        match attempt().await {
+            Ok(done) => return Ok(done),
             Err(error) if started.elapsed() < Duration::from_secs(30) => {
-                tracing::warn!(%error, "preparing the stream COHOST; trying again");
+                tracing::warn!(%error, "cannot {what} yet; trying again");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(error) => return Err(format!("cannot prepare the stream COHOST: {error}")),
+            Err(error) => return Err(format!("cannot {what}: {error}")),
         }
     }
 }

@@ -35,14 +35,6 @@ impl ErasedUsers {
         Self::default()
     }
 
-    pub(crate) fn from_pairs(pairs: Vec<(UserId, UserId)>) -> Self {
-        Self {
-            any: AtomicBool::new(!pairs.is_empty()),
-            by_user: RwLock::new(pairs.into_iter().collect()),
-            writing: Mutex::new(()),
-        }
-    }
-
     /// The id served for `user`: their pseudonym if erased, else the id itself.
     pub fn served_id(&self, user: &UserId) -> UserId {
         if !self.any.load(Ordering::Acquire) {

@@ -316,15 +316,11 @@ impl Engine {
         let now = config.clock.now_ms();
         let recovered = recover(&store, now, config.sequencer())?;
         let (events, _) = broadcast::channel(LIVE_FEED_BATCHES);
-        let pseudonyms = match &config.erased_users {
-            Some(shared) => {
-                for (user, pseudonym) in store.erased()? {
-                    shared.insert(user, pseudonym);
-                }
-                shared.clone()
-            }
-            None => Arc::new(ErasedUsers::from_pairs(store.erased()?)),
-        };
+        // A cluster node's engines share theirs; the store's go in either way.
+        let pseudonyms = config.erased_users.clone().unwrap_or_default();
+        for (user, pseudonym) in store.erased()? {
+            pseudonyms.insert(user, pseudonym);
+        }
         let shared = Arc::new(Shared {
             read: RwLock::new(recovered.read),
             events: Mutex::new(Some(events.clone())),
@@ -454,7 +450,7 @@ impl Engine {
             Err(TrySendError::Disconnected(_)) => return Err(Error::ShuttingDown),
         }
         match answer.await {
-            Ok(outcome) => outcome.map(|reply| self.served(reply)),
+            Ok(outcome) => outcome.map(|reply| self.serve(reply)),
             Err(_) => Err(self.shared.lost_answer().await),
         }
     }
@@ -463,16 +459,11 @@ impl Engine {
         read_model::read(&self.shared.read)
     }
 
-    /// `value` as it may leave the engine: erased users named by their pseudonyms.
-    fn served<T: cohost_proto::MapUsers>(&self, value: T) -> T {
-        self.shared.pseudonyms.serve(value)
-    }
-
-    /// `value` with every erased user named by their pseudonym, as of now: for a value served once and sent
-    /// again later (a webhook delivery retried for hours), which the erasure may have overtaken. What the
-    /// engine serves itself already is.
+    /// `value` with every erased user named by their pseudonym, as of now: what every value leaving the
+    /// engine passes through, and what a value served once and sent again later (a webhook delivery retried
+    /// for hours) passes through again, since an erasure may have overtaken it.
     pub fn serve<T: cohost_proto::MapUsers>(&self, value: T) -> T {
-        self.served(value)
+        self.shared.pseudonyms.serve(value)
     }
 
     /// The room as of the last durable event. It never waits for the sequencer: it reads the read model under
@@ -488,7 +479,7 @@ impl Engine {
             let room = entry.state.room();
             Ok(room.expect("entries are of existing rooms").clone())
         })?;
-        Ok(self.served(room))
+        Ok(self.serve(room))
     }
 
     /// Runs `read` on the room's entry: in memory, or, for an ended room that left memory, from its archive
@@ -525,7 +516,7 @@ impl Engine {
     ) -> Result<Page<Invitation>, Error> {
         let after = read_model::room_cursor(list)?;
         let page = self.with_entry(room_id, |entry| Ok(entry.invitations(list, after)))?;
-        Ok(self.served(page))
+        Ok(self.serve(page))
     }
 
     /// The user's invitations and requests as candidate, across rooms, oldest first: every pending one, and
@@ -542,7 +533,7 @@ impl Engine {
         list: &ListRequest,
     ) -> Result<Page<Invitation>, Error> {
         let page = self.read().user_invitations(user, list)?;
-        Ok(self.served(page))
+        Ok(self.serve(page))
     }
 
     /// Whether `user` may have broadcaster credentials for the room now, and as what: the host, or a seated
@@ -599,7 +590,7 @@ impl Engine {
         let durable = self.last_seq();
         let mut events = self.shared.store()?.read_events(from_seq, limit)?;
         events.retain(|e| e.seq <= durable);
-        Ok(self.served(events))
+        Ok(self.serve(events))
     }
 
     /// Up to `limit` (at most 1000) envelopes of one room from `from_version` on, reading only the log
@@ -625,7 +616,7 @@ impl Engine {
             Err(cohost_store::StoreError::Before { first, .. }) if self.shared.retains => {
                 Err(Error::EventsRemoved { kept_from: first })
             }
-            read => Ok(self.served(read?)),
+            read => Ok(self.serve(read?)),
         }
     }
 
@@ -803,7 +794,7 @@ impl Engine {
         let store = self.shared.store()?;
         let entry = driver::archived_entry(&store, room_id)?.ok_or(Error::RoomNotFound)?;
         Ok(Watch {
-            snapshot: self.served(entry.invitations(list, after)),
+            snapshot: self.serve(entry.invitations(list, after)),
             seq,
             room_version: Some(entry.state.version()),
             changes: self.subscribe(seq + 1, interest),
@@ -861,7 +852,7 @@ impl Engine {
         let room = entry.state.room().ok_or(Error::RoomNotFound)?.clone();
         Ok(Watch {
             room_version: Some(room.version),
-            snapshot: self.served(room),
+            snapshot: self.serve(room),
             seq,
             changes: self.subscribe(seq + 1, interest),
         })
@@ -931,7 +922,7 @@ impl Engine {
     ) -> Result<(Page<Invitation>, u64), Error> {
         let read = self.read();
         let page = read.user_invitations(user, list)?;
-        Ok((self.served(page), read.last_seq))
+        Ok((self.serve(page), read.last_seq))
     }
 
     /// A page as of one seq (with the room's version then, for a room's page), and the events of
@@ -946,7 +937,7 @@ impl Engine {
         let seq = read.last_seq;
         drop(read);
         Ok(Watch {
-            snapshot: self.served(snapshot),
+            snapshot: self.serve(snapshot),
             seq,
             room_version,
             changes: self.subscribe(seq + 1, interest),

@@ -9,7 +9,7 @@ mod support;
 
 use std::sync::Arc;
 
-use cohost_engine::{Clock, Config, Engine, ManualClock};
+use cohost_engine::{Clock, ManualClock};
 use cohost_proto::{
     Command, Envelope, ErrorCode, Event, Presence, PresenceStamp, RemovalReason, RoomStatus,
     StopReason,
@@ -20,16 +20,11 @@ const IDLE_MS: u64 = 3_600_000;
 const ABSENT_MS: u64 = 600_000;
 
 fn open_with(dir: tempfile::TempDir, clock: Arc<ManualClock>, limits: (u64, u64)) -> TestEngine {
-    let mut config = Config::new(dir.path()).with_clock(clock.clone());
-    (config.idle_room_ms, config.host_absent_ms) = limits;
-    // A snapshot after every event: after a restart, rooms come from the snapshot, not from a replay.
-    config.snapshot_every_events = 1;
-    TestEngine {
-        engine: Engine::open(config).expect("engine opens"),
-        clock,
-        dir,
-        log: None,
-    }
+    open_configured(dir, clock, |config| {
+        (config.idle_room_ms, config.host_absent_ms) = limits;
+        // A snapshot after every event: after a restart, rooms come from the snapshot, not from a replay.
+        config.snapshot_every_events = 1;
+    })
 }
 
 async fn reopen(t: TestEngine, limits: (u64, u64)) -> TestEngine {

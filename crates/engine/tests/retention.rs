@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::Arc;
 
-use cohost_engine::{Config, Engine, Error, ManualClock};
+use cohost_engine::{Error, ManualClock};
 use cohost_proto::RoomStatus;
 use support::*;
 
@@ -15,17 +15,12 @@ const HOUR_MS: u64 = 3_600_000;
 const RETAIN_MS: u64 = 2 * HOUR_MS;
 
 fn open_at(dir: tempfile::TempDir, clock: Arc<ManualClock>) -> TestEngine {
-    let mut config = Config::new(dir.path()).with_clock(clock.clone());
-    config.retain_ended_ms = RETAIN_MS;
-    config.idempotency_ttl_ms = HOUR_MS;
-    // A snapshot, and so a retention pass, after every event.
-    config.snapshot_every_events = 1;
-    TestEngine {
-        engine: Engine::open(config).expect("engine opens"),
-        clock,
-        dir,
-        log: None,
-    }
+    open_configured(dir, clock, |config| {
+        config.retain_ended_ms = RETAIN_MS;
+        config.idempotency_ttl_ms = HOUR_MS;
+        // A snapshot, and so a retention pass, after every event.
+        config.snapshot_every_events = 1;
+    })
 }
 
 /// A refused command: once it is answered, the engine's turn before it (its snapshot and retention pass) is

@@ -147,6 +147,22 @@ pub fn config(dir: &Path, clock: &Arc<ManualClock>) -> Config {
     Config::new(dir).with_clock(clock.clone())
 }
 
+/// An engine in `dir` on `clock`, its config as `tweak` leaves the default one.
+pub fn open_configured(
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestEngine {
+    let mut config = config(dir.path(), &clock);
+    tweak(&mut config);
+    TestEngine {
+        engine: Engine::open(config).expect("engine opens"),
+        clock,
+        dir,
+        log: None,
+    }
+}
+
 pub fn open() -> TestEngine {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = Arc::new(ManualClock::new(START_MS));
